@@ -1,0 +1,273 @@
+"""The canonical codec: every wire structure has exactly one byte encoding.
+
+Wire structures are frozen dataclasses that declare a schema (`WIRE_FIELDS`). They encode as
+msgpack maps whose keys are the field names in sorted order. Decoding is strict:
+
+* the byte size is checked against the caller's limit *before* msgpack sees the bytes;
+* msgpack's own limits bound every string, binary, array and map length *while* decoding, and
+  a depth limit is enforced while the primitives are converted into typed values;
+* unknown fields, missing fields, wrong types (a bool is not an int), out-of-range integers,
+  bad lengths and extension types are rejected;
+* the decoded value is re-encoded and must equal the input, so non-minimal integers, unsorted
+  keys or str/bin confusion cannot give one value two encodings (and two ids).
+
+Any failure raises `CodecError`; no other exception escapes `decode`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import msgpack
+
+from medledger.chain.errors import CodecError
+from medledger.chain.limits import DEPTH_MAX, TEXT_ID_LENGTH_MAX, UINT_MAX
+
+
+class FieldSpec(Protocol):
+    """How one field is checked and converted between typed value and msgpack primitive."""
+
+    def to_primitive(self, value: Any) -> Any: ...
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any: ...
+
+
+class WireType(Protocol):
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]]
+
+
+W = TypeVar("W", bound=WireType)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UInt:
+    """An unsigned integer in [minimum, maximum]."""
+
+    maximum: int = UINT_MAX
+    minimum: int = 0
+
+    def to_primitive(self, value: Any) -> Any:
+        return value
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any:
+        if type(raw) is not int:
+            raise CodecError(f"{where}: expected an integer")
+        if not self.minimum <= raw <= self.maximum:
+            raise CodecError(f"{where}: {raw} is outside [{self.minimum}, {self.maximum}]")
+        return raw
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bytes:
+    """A binary string whose length lies in [min_length, max_length]."""
+
+    max_length: int
+    min_length: int = 0
+
+    def to_primitive(self, value: Any) -> Any:
+        return value
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any:
+        if type(raw) is not bytes:
+            raise CodecError(f"{where}: expected binary data")
+        if not self.min_length <= len(raw) <= self.max_length:
+            if self.min_length == self.max_length:
+                raise CodecError(f"{where}: expected {self.max_length} bytes, got {len(raw)}")
+            raise CodecError(f"{where}: length {len(raw)} is outside [{self.min_length}, {self.max_length}]")
+        return raw
+
+
+def FixedBytes(length: int) -> Bytes:
+    return Bytes(max_length=length, min_length=length)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Text:
+    """A UTF-8 string of printable ASCII identifier characters (no control characters)."""
+
+    max_length: int = TEXT_ID_LENGTH_MAX
+    min_length: int = 1
+    allowed: frozenset[str] | None = None
+
+    def to_primitive(self, value: Any) -> Any:
+        return value
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any:
+        if type(raw) is not str:
+            raise CodecError(f"{where}: expected a string")
+        if not self.min_length <= len(raw) <= self.max_length:
+            raise CodecError(f"{where}: length {len(raw)} is outside [{self.min_length}, {self.max_length}]")
+        if not raw.isascii() or not raw.isprintable():
+            raise CodecError(f"{where}: only printable ASCII is allowed")
+        if self.allowed is not None and raw not in self.allowed:
+            raise CodecError(f"{where}: {raw!r} is not one of {sorted(self.allowed)}")
+        return raw
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Struct:
+    """A nested wire structure."""
+
+    cls: type[Any]
+
+    def to_primitive(self, value: Any) -> Any:
+        return to_primitive(value)
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any:
+        return from_primitive(self.cls, raw, where, depth + 1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seq:
+    """A sequence (decoded as a tuple) of at most `max_items` items of one spec."""
+
+    item: FieldSpec
+    max_items: int
+
+    def to_primitive(self, value: Any) -> Any:
+        to_item = self.item.to_primitive
+        return [to_item(v) for v in value]
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any:
+        if type(raw) is not list:
+            raise CodecError(f"{where}: expected an array")
+        if len(raw) > self.max_items:
+            raise CodecError(f"{where}: {len(raw)} items exceed the limit of {self.max_items}")
+        if depth + 1 > DEPTH_MAX:
+            raise CodecError(f"{where}: nesting deeper than {DEPTH_MAX}")
+        from_item = self.item.from_primitive
+        return tuple(from_item(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(raw))
+
+
+_SORTED_FIELDS: dict[type[Any], tuple[tuple[str, FieldSpec], ...]] = {}
+
+
+def _sorted_fields(cls: type[Any]) -> tuple[tuple[str, FieldSpec], ...]:
+    fields = _SORTED_FIELDS.get(cls)
+    if fields is None:
+        declared = {f.name for f in dataclasses.fields(cls)}
+        schema: dict[str, FieldSpec] = cls.WIRE_FIELDS
+        if set(schema) != declared:
+            raise TypeError(f"{cls.__name__}: WIRE_FIELDS does not match the dataclass fields")
+        fields = tuple(sorted(schema.items()))
+        _SORTED_FIELDS[cls] = fields
+    return fields
+
+
+def to_primitive(value: Any) -> dict[str, Any]:
+    """The msgpack-ready form of a wire structure: a dict with keys in sorted order."""
+    return {name: spec.to_primitive(getattr(value, name)) for name, spec in _sorted_fields(type(value))}
+
+
+def from_primitive(cls: type[W], raw: Any, where: str = "", depth: int = 0) -> W:
+    """Check decoded msgpack primitives against `cls`'s schema and build the typed value."""
+    where = where or cls.__name__
+    if depth > DEPTH_MAX:
+        raise CodecError(f"{where}: nesting deeper than {DEPTH_MAX}")
+    if type(raw) is not dict:
+        raise CodecError(f"{where}: expected a map")
+    fields = _sorted_fields(cls)
+    if len(raw) != len(fields):
+        names = {name for name, _ in fields}
+        unknown = sorted(str(k) for k in raw if k not in names)
+        missing = sorted(n for n in names if n not in raw)
+        raise CodecError(f"{where}: unknown fields {unknown}, missing fields {missing}")
+    values: dict[str, Any] = {}
+    for name, spec in fields:
+        if name not in raw:
+            unknown = sorted(str(k) for k in raw if k not in dict(fields))
+            raise CodecError(f"{where}: missing field {name!r}; unknown fields {unknown}")
+        values[name] = spec.from_primitive(raw[name], f"{where}.{name}", depth)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:  # a __post_init__ cross-field check
+        raise CodecError(f"{where}: {exc}") from None
+
+
+_packer_options: dict[str, Any] = {"use_bin_type": True}
+
+
+def encode_primitive(obj: Any) -> bytes:
+    """Encode already-primitive data (maps must already be in canonical key order)."""
+    packed: bytes = msgpack.packb(obj, **_packer_options)
+    return packed
+
+
+def encode(value: WireType) -> bytes:
+    """The one canonical encoding of a wire structure."""
+    return encode_primitive(to_primitive(value))
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise CodecError(f"msgpack extension type {code} is not allowed")
+
+
+def decode_primitive(data: bytes, *, max_bytes: int) -> Any:
+    """Decode bytes into msgpack primitives, with every length bounded by `max_bytes`."""
+    if type(data) is not bytes:
+        raise CodecError("expected bytes")
+    if len(data) > max_bytes:
+        raise CodecError(f"{len(data)} bytes exceed the limit of {max_bytes}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=max_bytes,
+            max_map_len=max_bytes,
+            max_ext_len=0,
+            ext_hook=_reject_ext,
+            timestamp=0,
+        )
+    except CodecError:
+        raise
+    except (ValueError, TypeError, UnicodeDecodeError, OverflowError, RecursionError) as exc:
+        # FormatError, StackError, ExtraData and OutOfData are all ValueError subclasses.
+        raise CodecError(f"not valid msgpack: {type(exc).__name__}") from None
+    except msgpack.UnpackException as exc:
+        raise CodecError(f"not valid msgpack: {type(exc).__name__}") from None
+
+
+def decode(cls: type[W], data: bytes, *, max_bytes: int) -> W:
+    """Decode the canonical encoding of a `cls` value; anything else raises `CodecError`."""
+    value = from_primitive(cls, decode_primitive(data, max_bytes=max_bytes))
+    if encode(value) != data:
+        raise CodecError(f"{cls.__name__}: not the canonical encoding")
+    return value
+
+
+def decode_seq(cls: type[W], data: bytes, *, max_bytes: int, max_items: int) -> tuple[W, ...]:
+    """Decode a canonical msgpack array of `cls` values."""
+    raw = decode_primitive(data, max_bytes=max_bytes)
+    values = Seq(Struct(cls), max_items).from_primitive(raw, f"[{cls.__name__}]", 0)
+    if encode_primitive([to_primitive(v) for v in values]) != data:
+        raise CodecError(f"[{cls.__name__}]: not the canonical encoding")
+    return tuple(values)
+
+
+def wire_fields(**fields: FieldSpec) -> dict[str, FieldSpec]:
+    """Declare a schema (readability helper for `WIRE_FIELDS = wire_fields(...)`)."""
+    return dict(fields)
+
+
+__all__ = [
+    "Bytes",
+    "FieldSpec",
+    "FixedBytes",
+    "Seq",
+    "Struct",
+    "Text",
+    "UInt",
+    "decode",
+    "decode_primitive",
+    "decode_seq",
+    "encode",
+    "encode_primitive",
+    "from_primitive",
+    "to_primitive",
+    "wire_fields",
+]

@@ -1,0 +1,303 @@
+"""The node's durable chain: blocks, certificates, tx index and application state in LevelDB.
+
+One `BlockStore` per process (LevelDB allows one). Every committed block is written with its
+certificate, tx index entries, application state changes and new meta in a single synced write
+batch, so a crash (even kill -9 or power loss) leaves either all of a block or none of it.
+Invariants are asserted in pairs: before a batch is written and when data is read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import plyvel
+
+from medledger.chain import layout
+from medledger.chain.app import BlockExecution
+from medledger.chain.codec import (
+    Bytes,
+    FieldSpec,
+    Text,
+    UInt,
+    decode,
+    encode,
+    wire_fields,
+)
+from medledger.chain.errors import CodecError, StoreCorruptedError, StoreError
+from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX
+from medledger.chain.types import Block, Commit, Genesis, TxId
+from medledger.crypto import HASH_SIZE
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxLocation:
+    """Where a committed tx lives, and what executing it gave."""
+
+    height: int
+    index: int
+    ok: int
+    code: str
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        height=UInt(minimum=1), index=UInt(), ok=UInt(1), code=Text()
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LastSigned:
+    """The last (height, round, step) this validator signed: never sign below or twice at it."""
+
+    height: int
+    round: int
+    step: int
+    block_hash: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        height=UInt(), round=UInt(), step=UInt(), block_hash=Bytes(HASH_SIZE)
+    )
+
+
+class BlockStore:
+    """LevelDB-backed chain storage. Not thread-safe for writers: one owner task writes."""
+
+    def __init__(self, db: Any, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._height = 0
+        self._state_root = b""
+        self._genesis: Genesis | None = None
+        self._last_hash = b""
+        self._last_time_ms = 0
+        self._load_meta()
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> BlockStore:
+        try:
+            db = plyvel.DB(str(path), create_if_missing=create, paranoid_checks=True)
+        except plyvel.IOError as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}") from None
+        except plyvel.CorruptionError as exc:
+            raise StoreCorruptedError(f"the store at {path} is corrupted: {exc}") from None
+        except plyvel.Error as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}") from None
+        try:
+            return cls(db, path)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
+    def _load_meta(self) -> None:
+        version = self._db.get(layout.META_LAYOUT)
+        if version is None:
+            if self._db.get(layout.META_HEIGHT) is not None:
+                raise StoreCorruptedError(f"{self.path}: blocks present but no layout version")
+            return
+        if layout.decode_u64(version) != layout.LAYOUT_VERSION:
+            raise StoreError(
+                f"{self.path}: store layout version {layout.decode_u64(version)}, "
+                f"this medledger reads version {layout.LAYOUT_VERSION}"
+            )
+        raw_genesis = self._get_required(layout.META_GENESIS)
+        self._genesis = self._decode(Genesis, raw_genesis, TX_BYTES_MAX * 64, "genesis")
+        self._height = layout.decode_u64(self._get_required(layout.META_HEIGHT))
+        self._state_root = self._get_required(layout.META_STATE_ROOT)
+        self._remember_tip()
+
+    def _remember_tip(self) -> None:
+        genesis = self.genesis
+        if self._height == 0:
+            self._last_hash, self._last_time_ms = genesis.hash(), genesis.genesis_time_ms
+            return
+        block = self.get_block(self._height)
+        if block is None:  # get_block raises on a missing block below our height
+            raise StoreCorruptedError(f"{self.path}: the tip block is missing")
+        self._last_hash, self._last_time_ms = block.hash(), block.header.time_ms
+
+    def _get_required(self, key: bytes) -> bytes:
+        value: bytes | None = self._db.get(key)
+        if value is None:
+            raise StoreCorruptedError(f"{self.path}: missing {key!r}")
+        return value
+
+    def _decode(self, cls: type[Any], raw: bytes, max_bytes: int, what: str) -> Any:
+        try:
+            return decode(cls, raw, max_bytes=max_bytes)
+        except CodecError as exc:
+            raise StoreCorruptedError(f"{self.path}: stored {what} is corrupted: {exc}") from None
+
+    # -- meta ------------------------------------------------------------------------------
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._genesis is not None
+
+    @property
+    def genesis(self) -> Genesis:
+        if self._genesis is None:
+            raise StoreError(f"{self.path}: the store holds no genesis yet")
+        return self._genesis
+
+    @property
+    def height(self) -> int:
+        """The latest committed height (0: only genesis)."""
+        return self._height
+
+    @property
+    def state_root(self) -> bytes:
+        """The application's state root after the latest committed block."""
+        return self._state_root
+
+    def init_genesis(self, genesis: Genesis, execution: BlockExecution) -> None:
+        """Write genesis and the initial application state; refuse a different existing genesis."""
+        if self._genesis is not None:
+            if self._genesis != genesis:
+                raise StoreError(f"{self.path}: the store holds another chain's genesis")
+            return
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(layout.META_LAYOUT, layout.encode_u64(layout.LAYOUT_VERSION))
+            batch.put(layout.META_CHAIN_ID, genesis.chain_id.encode())
+            batch.put(layout.META_GENESIS, encode(genesis))
+            batch.put(layout.META_HEIGHT, layout.encode_u64(0))
+            batch.put(layout.META_STATE_ROOT, execution.state_root)
+            self._put_app_writes(batch, execution.writes)
+        self._genesis = genesis
+        self._height = 0
+        self._state_root = execution.state_root
+        self._remember_tip()
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def save_block(
+        self, block: Block, block_raw: bytes, commit: Commit, tx_ids: list[TxId], execution: BlockExecution
+    ) -> None:
+        """Commit a block: block, certificate, tx index, state writes and meta in one synced batch."""
+        header = block.header
+        # Invariants (a failure is a bug in the caller, not bad input): it extends our chain.
+        assert header.height == self._height + 1, (header.height, self._height)
+        assert commit.block_hash == block.hash()
+        assert commit.height == header.height
+        assert len(tx_ids) == len(block.txs) == len(execution.results)
+        assert header.parent_hash == self.get_parent_hash(header.height)
+        height_key = layout.encode_u64(header.height)
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(layout.block_key(header.height), block_raw)
+            batch.put(layout.commit_key(header.height), encode(commit))
+            batch.put(layout.hash_key(commit.block_hash), height_key)
+            for index, (tx_id, result) in enumerate(zip(tx_ids, execution.results, strict=True)):
+                location = TxLocation(header.height, index, int(result.ok), result.code)
+                batch.put(layout.tx_key(tx_id), encode(location))
+            self._put_app_writes(batch, execution.writes)
+            batch.put(layout.META_HEIGHT, height_key)
+            batch.put(layout.META_STATE_ROOT, execution.state_root)
+        self._height = header.height
+        self._state_root = execution.state_root
+        self._last_hash, self._last_time_ms = commit.block_hash, header.time_ms
+
+    @staticmethod
+    def _put_app_writes(batch: Any, writes: Mapping[bytes, bytes | None]) -> None:
+        for key, value in writes.items():
+            if value is None:
+                batch.delete(layout.app_key(key))
+            else:
+                batch.put(layout.app_key(key), value)
+
+    @property
+    def last_block_hash(self) -> bytes:
+        """The hash of the tip block (the genesis hash before the first block)."""
+        return self._last_hash
+
+    @property
+    def last_block_time_ms(self) -> int:
+        return self._last_time_ms
+
+    def get_parent_hash(self, height: int) -> bytes:
+        """The hash block `height` must name as its parent (the genesis hash for height 1)."""
+        if height == self._height + 1:
+            return self._last_hash
+        if height == 1:
+            return self.genesis.hash()
+        block = self.get_block(height - 1)
+        if block is None:
+            raise StoreError(f"{self.path}: no block {height - 1}")
+        return block.hash()
+
+    def get_block_raw(self, height: int) -> bytes | None:
+        if not 1 <= height <= self._height:
+            return None
+        raw: bytes | None = self._db.get(layout.block_key(height))
+        if raw is None:
+            raise StoreCorruptedError(f"{self.path}: block {height} is missing")
+        return raw
+
+    def get_block(self, height: int) -> Block | None:
+        raw = self.get_block_raw(height)
+        if raw is None:
+            return None
+        block: Block = self._decode(Block, raw, BLOCK_BYTES_MAX, f"block {height}")
+        if block.header.height != height:  # the read-side half of save_block's invariant
+            raise StoreCorruptedError(f"{self.path}: block stored at {height} says {block.header.height}")
+        return block
+
+    def get_commit(self, height: int) -> Commit | None:
+        if not 1 <= height <= self._height:
+            return None
+        raw: bytes | None = self._db.get(layout.commit_key(height))
+        if raw is None:
+            raise StoreCorruptedError(f"{self.path}: commit {height} is missing")
+        commit: Commit = self._decode(Commit, raw, CONSENSUS_MESSAGE_BYTES_MAX, f"commit {height}")
+        if commit.height != height:
+            raise StoreCorruptedError(f"{self.path}: commit stored at {height} says {commit.height}")
+        return commit
+
+    def get_height_by_hash(self, block_hash: bytes) -> int | None:
+        raw: bytes | None = self._db.get(layout.hash_key(block_hash))
+        return None if raw is None else layout.decode_u64(raw)
+
+    def get_tx_location(self, tx_id: bytes) -> TxLocation | None:
+        raw: bytes | None = self._db.get(layout.tx_key(tx_id))
+        if raw is None:
+            return None
+        location: TxLocation = self._decode(TxLocation, raw, 1024, "tx index entry")
+        return location
+
+    def has_tx(self, tx_id: bytes) -> bool:
+        return self._db.get(layout.tx_key(tx_id)) is not None
+
+    # -- application state -----------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        """`StateReader` over the committed application state."""
+        value: bytes | None = self._db.get(layout.app_key(key))
+        return value
+
+    def iter_app(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Committed application entries under `prefix`, in key order (keys without our prefix)."""
+        start = len(layout.APP_PREFIX)
+        for key, value in self._db.iterator(prefix=layout.app_key(prefix)):
+            yield key[start:], value
+
+    # -- own votes (crash safety against double-signing) ---------------------------------
+
+    def save_last_signed(self, last: LastSigned) -> None:
+        """Persist (synced) what this validator is about to sign, before it is sent."""
+        self._db.put(layout.META_LAST_SIGNED, encode(last), sync=True)
+
+    def load_last_signed(self) -> LastSigned | None:
+        raw: bytes | None = self._db.get(layout.META_LAST_SIGNED)
+        if raw is None:
+            return None
+        last: LastSigned = self._decode(LastSigned, raw, 1024, "last-signed record")
+        return last

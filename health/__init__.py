@@ -1,0 +1,1 @@
+"""medledger's medical application: records, inquiries, consent, audit (issue [HEALTH])."""

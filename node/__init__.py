@@ -1,0 +1,1 @@
+"""medledger's node: the composition root (config, wiring, REST API, CLI)."""

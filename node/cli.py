@@ -1,0 +1,265 @@
+"""The `medledger` command line (click), operator-first: keys, init, start, status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medledger import __version__
+from medledger.chain.types import Genesis, Validator, ValidatorSet
+from medledger.crypto import Identity, KeyFileError, load_identity, read_public_identity, save_identity
+from medledger.errors import MedledgerError
+from medledger.node.config import (
+    CONFIG_FILE,
+    ENV_PASSPHRASE,
+    load_config,
+    read_passphrase,
+    render_config,
+)
+from medledger.node.genesis_file import save_genesis
+from medledger.node.run import api_address_path, run_node
+
+DEFAULT_API_PORT = 26657
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+def _passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes:
+    """From --passphrase-file, else MEDLEDGER_KEY_PASSPHRASE, else a prompt on a terminal."""
+    if passphrase_file is not None:
+        try:
+            return passphrase_file.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            _fail(f"{passphrase_file}: cannot be read: {exc.strerror}")
+    if ENV_PASSPHRASE in os.environ:
+        return os.environ[ENV_PASSPHRASE].encode()
+    if not sys.stdin.isatty():
+        _fail(f"no passphrase: pass --passphrase-file or set {ENV_PASSPHRASE}")
+    value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+    return value.encode()
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="medledger")
+def main() -> None:
+    """medledger: a permissioned ledger for patient data."""
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Create and inspect identity key files (ed25519 signing + x25519 encryption)."""
+
+
+@keys.command("new")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Key file to write.")
+@click.option("--passphrase-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+def keys_new(out: Path, passphrase_file: Path | None, force: bool) -> None:
+    """Generate a new identity and write it to a passphrase-protected key file (mode 0600)."""
+    passphrase = _passphrase(passphrase_file, confirm=True)
+    identity = Identity.generate()
+    try:
+        save_identity(out, identity, passphrase, overwrite=force)
+    except KeyFileError as exc:
+        _fail(exc.message)
+    _print_public(out)
+
+
+def _print_public(path: Path) -> None:
+    public = read_public_identity(path)
+    click.echo(f"key file:    {path}")
+    click.echo(f"fingerprint: {public.fingerprint()}")
+    click.echo(f"sign key:    {public.sign_key.hex()}")
+    click.echo(f"enc key:     {public.enc_key.hex()}")
+
+
+@keys.command("show")
+@click.argument("key_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--check", is_flag=True, help="Also decrypt the key file to check the passphrase.")
+@click.option("--passphrase-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+def keys_show(key_file: Path, check: bool, passphrase_file: Path | None) -> None:
+    """Show a key file's public keys (no passphrase needed unless --check)."""
+    try:
+        _print_public(key_file)
+        if check:
+            load_identity(key_file, _passphrase(passphrase_file, confirm=False))
+            click.echo("passphrase:  ok")
+    except KeyFileError as exc:
+        _fail(exc.message)
+
+
+# -- init / start / status ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--home", type=click.Path(path_type=Path, file_okay=False), required=True, help="The node's home."
+)
+@click.option("--name", default="node0", show_default=True, help="This node's name.")
+@click.option("--chain-id", default="medledger-local", show_default=True)
+@click.option("--api-port", type=click.IntRange(0, 65535), default=DEFAULT_API_PORT, show_default=True)
+@click.option("--block-interval-ms", type=click.IntRange(1, 60_000), default=200, show_default=True)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help=f"Protect the key with this passphrase (default: {ENV_PASSPHRASE}, else a generated one).",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace an existing config, key and genesis; moves old data aside."
+)
+def init(
+    home: Path,
+    name: str,
+    chain_id: str,
+    api_port: int,
+    block_interval_ms: int,
+    passphrase_file: Path | None,
+    force: bool,
+) -> None:
+    """Create a node home: key file, single-validator genesis and config.toml."""
+    home = home.expanduser().resolve()
+    config_path = home / CONFIG_FILE
+    key_path = home / "node_key.json"
+    genesis_path = home / "genesis.json"
+    data_dir = home / "data"
+    existing = [p for p in (config_path, key_path, genesis_path) if p.exists()]
+    if existing and not force:
+        _fail(f"{home} is already initialised ({existing[0].name} exists); use --force to replace it")
+    home.mkdir(parents=True, exist_ok=True)
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not force:
+            _fail(f"{data_dir} holds a chain; use --force to move it aside and start anew")
+        aside = home / f"data.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        data_dir.rename(aside)
+        click.echo(f"moved the old data directory to {aside}")
+
+    passphrase_path = home / "node_key.passphrase"
+    if passphrase_file is not None:
+        passphrase = passphrase_file.read_bytes().rstrip(b"\r\n")
+        shutil.copyfile(passphrase_file, passphrase_path)
+        os.chmod(passphrase_path, 0o600)
+    elif ENV_PASSPHRASE in os.environ:
+        passphrase = os.environ[ENV_PASSPHRASE].encode()
+    else:
+        passphrase = secrets.token_urlsafe(24).encode()
+        _write_secret(passphrase_path, passphrase + b"\n")
+        click.echo(f"generated a passphrase in {passphrase_path} (mode 0600): move it to your secret store")
+
+    identity = Identity.generate()
+    try:
+        save_identity(key_path, identity, passphrase, overwrite=force)
+    except KeyFileError as exc:
+        _fail(exc.message)
+    public = identity.public
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=time.time_ns() // 1_000_000,
+        validators=ValidatorSet.of([Validator(name, public.sign_key, public.enc_key)]),
+        app_state=b"",
+    )
+    save_genesis(genesis_path, genesis)
+    config_path.write_text(
+        render_config(name, api_port=api_port, block_interval_ms=block_interval_ms), encoding="utf-8"
+    )
+    click.echo(f"initialised {home}")
+    click.echo(f"  node:       {name} (validator {public.fingerprint()})")
+    click.echo(f"  chain id:   {chain_id}")
+    click.echo(f"  api:        http://127.0.0.1:{api_port}")
+    click.echo(f"start it with: medledger start --home {home}")
+
+
+@main.command()
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True)
+@click.option("--api-host", default=None, help="Override [api] host.")
+@click.option(
+    "--api-port", type=click.IntRange(0, 65535), default=None, help="Override [api] port (0: any free port)."
+)
+@click.option("--block-interval-ms", type=click.IntRange(1, 60_000), default=None)
+def start(home: Path, api_host: str | None, api_port: int | None, block_interval_ms: int | None) -> None:
+    """Run the node in the foreground until SIGINT/SIGTERM."""
+    overrides: dict[str, dict[str, Any]] = {
+        "api": {"host": api_host, "port": api_port},
+        "consensus": {"block_interval_ms": block_interval_ms},
+    }
+    try:
+        config = load_config(home.resolve(), overrides=overrides)
+        logging.basicConfig(
+            level=config.node.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        read_passphrase(config)  # fail early with a clear message
+        run_node(config)
+    except MedledgerError as exc:
+        _fail(exc.message)
+
+
+def _api_url(home: Path | None, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    if home is None:
+        return f"http://127.0.0.1:{DEFAULT_API_PORT}"
+    address = api_address_path(home)
+    if address.exists():
+        try:
+            return str(json.loads(address.read_text(encoding="utf-8"))["url"])
+        except (ValueError, KeyError, OSError):
+            pass
+    try:
+        return load_config(home).api_url
+    except MedledgerError as exc:
+        _fail(exc.message)
+        raise AssertionError("unreachable") from None
+
+
+def fetch_json(url: str, timeout_s: float = 5.0) -> Any:
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - our node
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+@main.command()
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--url", default=None, help="The node's API URL (default: from --home).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON status.")
+def status(home: Path | None, url: str | None, as_json: bool) -> None:
+    """Ask a running node for its status over HTTP (never opens its store)."""
+    base = _api_url(home, url)
+    try:
+        data = fetch_json(f"{base}/status")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        _fail(f"cannot reach the node at {base}: {getattr(exc, 'reason', exc)}")
+        return
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"node:        {data['node']} ({base})")
+    click.echo(f"chain:       {data['chain_id']}")
+    click.echo(f"height:      {data['height']}")
+    click.echo(f"last block:  {data['latest_block_hash'][:16]}… at {data['latest_block_time_ms']} ms")
+    click.echo(f"state root:  {data['state_root'][:16]}…")
+    click.echo(f"mempool:     {data['mempool']['txs']} txs, {data['mempool']['bytes']} bytes")
+    click.echo(f"validator:   {'yes' if data['validator'] else 'no'} ({data['validators']} in set)")

@@ -1,0 +1,226 @@
+"""Node configuration: a TOML file in the node's home, overridable by environment and flags.
+
+Precedence, lowest first: built-in defaults < `HOME/config.toml` < `MEDLEDGER_<SECTION>_<KEY>`
+environment variables < command-line flags. Every value is validated with a message that names
+where it came from, so an operator sees e.g. "MEDLEDGER_API_PORT: expected an integer in
+[0, 65535], got 'abc'" instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from medledger.chain.limits import BLOCK_BYTES_MAX, BLOCK_TXS_MAX, MEMPOOL_BYTES_MAX, MEMPOOL_TXS_MAX
+from medledger.node.errors import ConfigError
+
+CONFIG_FILE: Final = "config.toml"
+ENV_PREFIX: Final = "MEDLEDGER_"
+ENV_PASSPHRASE: Final = "MEDLEDGER_KEY_PASSPHRASE"  # noqa: S105 - a variable name
+APPS: Final = ("kv-fixture",)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeSection:
+    name: str = "node0"
+    app: str = "kv-fixture"
+    data_dir: str = "data"
+    key_file: str = "node_key.json"
+    key_passphrase_file: str = "node_key.passphrase"  # noqa: S105 - a file name
+    genesis_file: str = "genesis.json"
+    log_level: str = "info"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiSection:
+    host: str = "127.0.0.1"
+    port: int = 26657
+    max_body_bytes: int = 48 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsensusSection:
+    block_interval_ms: int = 200
+    max_block_txs: int = 5_000
+    max_block_bytes: int = 16 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MempoolSection:
+    max_txs: int = MEMPOOL_TXS_MAX
+    max_bytes: int = MEMPOOL_BYTES_MAX
+
+
+_BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
+    ("api", "port"): (0, 65535),
+    ("api", "max_body_bytes"): (1024, 1024 * 1024 * 1024),
+    ("consensus", "block_interval_ms"): (1, 60_000),
+    ("consensus", "max_block_txs"): (1, BLOCK_TXS_MAX),
+    ("consensus", "max_block_bytes"): (1024, BLOCK_BYTES_MAX),
+    ("mempool", "max_txs"): (1, 10 * MEMPOOL_TXS_MAX),
+    ("mempool", "max_bytes"): (1024, 8 * MEMPOOL_BYTES_MAX),
+}
+_CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
+    ("node", "app"): APPS,
+    ("node", "log_level"): ("debug", "info", "warning", "error"),
+}
+_SECTIONS: Final[dict[str, type[Any]]] = {
+    "node": NodeSection,
+    "api": ApiSection,
+    "consensus": ConsensusSection,
+    "mempool": MempoolSection,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeConfig:
+    home: Path
+    node: NodeSection
+    api: ApiSection
+    consensus: ConsensusSection
+    mempool: MempoolSection
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the config, relative to the node's home unless absolute."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self.home / path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve(self.node.data_dir)
+
+    @property
+    def key_file(self) -> Path:
+        return self.resolve(self.node.key_file)
+
+    @property
+    def genesis_file(self) -> Path:
+        return self.resolve(self.node.genesis_file)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api.host}:{self.api.port}"
+
+
+def _coerce(section: str, key: str, value: Any, expected: type[Any], source: str) -> Any:
+    where = f"{source}: [{section}] {key}"
+    if expected is int:
+        if isinstance(value, str):
+            try:
+                value = int(value.strip(), 10)
+            except ValueError:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if type(value) is not int:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        low, high = _BOUNDS.get((section, key), (0, 2**63))
+        if not low <= value <= high:
+            raise ConfigError(f"{where}: expected an integer in [{low}, {high}], got {value}")
+        return value
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+    choices = _CHOICES.get((section, key))
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _field_types(cls: type[Any]) -> dict[str, type[Any]]:
+    return {f.name: (int if f.type in (int, "int") else str) for f in dataclasses.fields(cls)}
+
+
+def load_config(
+    home: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    require_file: bool = True,
+) -> NodeConfig:
+    """Read `home/config.toml`, then apply environment overrides and flag overrides."""
+    environ = os.environ if environ is None else environ
+    path = home / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    elif require_file:
+        raise ConfigError(f"{path} does not exist; run `medledger init --home {home}` first")
+
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        types = _field_types(cls)
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        bad = sorted(set(raw) - set(types))
+        if bad:
+            raise ConfigError(f"{path}: [{name}] has unknown key(s) {', '.join(bad)}")
+        values = {k: _coerce(name, k, v, types[k], str(path)) for k, v in raw.items()}
+        for key, expected in types.items():
+            env_name = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+            if env_name in environ:
+                values[key] = _coerce(name, key, environ[env_name], expected, env_name)
+            flag = (overrides or {}).get(name, {}).get(key)
+            if flag is not None:
+                values[key] = _coerce(name, key, flag, expected, "command line")
+        sections[name] = cls(**values)
+    return NodeConfig(home=home, **sections)
+
+
+def render_config(name: str, *, api_port: int, app: str = "kv-fixture", block_interval_ms: int = 200) -> str:
+    """The commented `config.toml` that `medledger init` writes."""
+    return f"""\
+# medledger node configuration. Any value can be overridden by an environment variable
+# MEDLEDGER_<SECTION>_<KEY> (e.g. MEDLEDGER_API_PORT=8080) or a command-line flag.
+# Relative paths are relative to this node's home directory.
+
+[node]
+name = "{name}"
+# The application the chain drives. "kv-fixture" is a test fixture (key-value store).
+app = "{app}"
+data_dir = "data"
+key_file = "node_key.json"
+# The key file's passphrase is read from MEDLEDGER_KEY_PASSPHRASE, else from this file (mode 0600).
+key_passphrase_file = "node_key.passphrase"
+genesis_file = "genesis.json"
+log_level = "info"
+
+[api]
+host = "127.0.0.1"
+port = {api_port}
+max_body_bytes = 50331648
+
+[consensus]
+# A block is committed this often while transactions are pending.
+block_interval_ms = {block_interval_ms}
+max_block_txs = 5000
+max_block_bytes = 16777216
+
+[mempool]
+max_txs = 50000
+max_bytes = 268435456
+"""
+
+
+def read_passphrase(config: NodeConfig, environ: Mapping[str, str] | None = None) -> bytes:
+    """The key file passphrase: from the environment, else from the configured file."""
+    environ = os.environ if environ is None else environ
+    if ENV_PASSPHRASE in environ:
+        return environ[ENV_PASSPHRASE].encode()
+    path = config.resolve(config.node.key_passphrase_file)
+    try:
+        return path.read_bytes().rstrip(b"\r\n")
+    except FileNotFoundError:
+        raise ConfigError(f"no passphrase for the node key: set {ENV_PASSPHRASE} or create {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None

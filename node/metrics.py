@@ -1,0 +1,47 @@
+"""Prometheus metrics, one registry per node (so several nodes can live in one test process).
+
+Labels never carry ids, keys or anything patient-related: only routes, statuses and outcomes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.height = Gauge("medledger_height", "Latest committed block height.", registry=r)
+        self.blocks_committed = Counter(
+            "medledger_blocks_committed", "Blocks committed by this node.", registry=r
+        )
+        self.txs_committed = Counter(
+            "medledger_txs_committed", "Transactions committed by this node.", registry=r
+        )
+        self.txs_submitted = Counter(
+            "medledger_txs_submitted",
+            "Transactions submitted to the API, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.mempool_txs = Gauge("medledger_mempool_txs", "Transactions pending in the mempool.", registry=r)
+        self.mempool_bytes = Gauge("medledger_mempool_bytes", "Bytes pending in the mempool.", registry=r)
+        self.block_commit_seconds = Histogram(
+            "medledger_block_commit_seconds",
+            "Time to build, execute and durably write one block.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.block_txs = Histogram(
+            "medledger_block_txs",
+            "Transactions per committed block.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000),
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "medledger_api_requests", "API requests by route and status.", ["route", "status"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,298 @@
+"""The node service: store, mempool, block production and the hooks the API calls.
+
+One task owns block production (and so every write to the store); API handlers only decode,
+validate and enqueue into the mempool. Blocking work (signature batches, block execution and the
+synced LevelDB write) runs in worker threads so the event loop keeps serving requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from medledger.chain.app import App
+from medledger.chain.errors import DuplicateTxError, InvalidTxError, MempoolFullError, StoreError
+from medledger.chain.mempool import Mempool
+from medledger.chain.solo import SoloValidator
+from medledger.chain.store import BlockStore, TxLocation
+from medledger.chain.types import Genesis
+from medledger.chain.validation import CheckedTx, check_tx
+from medledger.crypto import Identity
+from medledger.node.config import NodeConfig
+from medledger.node.metrics import NodeMetrics
+
+log = logging.getLogger("medledger.node")
+
+#: Batches at least this large are checked in a worker thread (libsodium releases the GIL).
+THREADED_CHECK_BATCH_MIN = 32
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxStatus:
+    tx_id: bytes
+    status: Literal["pending", "committed"]
+    location: TxLocation | None = None
+
+
+class BatchRejectedError(InvalidTxError):
+    """A batch in which at least one tx is invalid; nothing of it was admitted."""
+
+    code = "batch_rejected"
+
+    def __init__(self, message: str, failures: list[tuple[int, InvalidTxError]]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+class Node:
+    """A single-validator node. `start()` opens the store and starts producing; `stop()` undoes it."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        identity: Identity,
+        genesis: Genesis,
+        app: App,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.genesis = genesis
+        self.app = app
+        self.clock_ms = clock_ms
+        self.metrics = NodeMetrics()
+        self.mempool = Mempool(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
+        self._store: BlockStore | None = None
+        self._solo: SoloValidator | None = None
+        self._producer: asyncio.Task[None] | None = None
+        self._pending = asyncio.Event()
+        self._stopping = False
+        self._waiters: dict[bytes, list[asyncio.Future[TxLocation]]] = {}
+        self.started_at = time.monotonic()
+        self.last_commit_time_ms = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    @property
+    def store(self) -> BlockStore:
+        if self._store is None:
+            raise StoreError("the node is not started")
+        return self._store
+
+    @property
+    def is_ready(self) -> bool:
+        return self._store is not None and self._producer is not None and not self._producer.done()
+
+    async def start(self) -> None:
+        path = self.config.data_dir
+        path.mkdir(parents=True, exist_ok=True)
+        store = await asyncio.to_thread(BlockStore.open, path)
+        try:
+            if store.is_initialized:
+                if store.genesis != self.genesis:
+                    raise StoreError(f"{path} holds another chain than the genesis file describes")
+            else:
+                store.init_genesis(self.genesis, self.app.init_state(self.genesis))
+            self._solo = SoloValidator(
+                store=store, app=self.app, identity=self.identity, validators=self.genesis.validators
+            )
+        except BaseException:
+            store.close()
+            raise
+        self._store = store
+        self.metrics.height.set(store.height)
+        self.last_commit_time_ms = store.last_block_time_ms
+        self._producer = asyncio.create_task(self._produce_forever(), name="block-producer")
+        log.info("node %s started at height %d", self.config.node.name, store.height)
+
+    async def stop(self) -> None:
+        """Finish the block in flight, then close the store. Pending txs are not committed."""
+        self._stopping = True
+        self._pending.set()
+        if self._producer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._producer
+            self._producer = None
+        for futures in self._waiters.values():
+            for future in futures:
+                future.cancel()
+        self._waiters.clear()
+        if self._store is not None:
+            self._store.close()
+            log.info("node %s stopped at height %d", self.config.node.name, self._store.height)
+            self._store = None
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def submit(self, raws: list[bytes]) -> list[bytes]:
+        """Admit a batch of txs atomically: all enter the mempool, or none and an error says why."""
+        if self._stopping or self._store is None:
+            raise MempoolFullError("the node is shutting down")
+        now_ms = self.clock_ms()
+        chain_id = self.genesis.chain_id
+        if len(raws) >= THREADED_CHECK_BATCH_MIN:
+            outcomes = await asyncio.to_thread(_check_all, raws, chain_id, now_ms)
+        else:
+            outcomes = _check_all(raws, chain_id, now_ms)
+        # From here to the end there is no await: the batch is admitted atomically.
+        store = self.store
+        failures: list[tuple[int, InvalidTxError]] = []
+        seen: set[bytes] = set()
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidTxError):
+                failures.append((index, outcome))
+                continue
+            try:
+                if outcome.tx_id in seen:
+                    raise DuplicateTxError("the transaction appears twice in this batch")
+                if store.has_tx(outcome.tx_id):
+                    raise DuplicateTxError("the transaction is already committed (replay)")
+                if outcome.tx_id in self.mempool:
+                    raise DuplicateTxError("the transaction is already pending")
+                self.app.check_tx(outcome.tx, outcome.tx_id, store)
+            except InvalidTxError as exc:
+                failures.append((index, exc))
+            seen.add(outcome.tx_id)
+        if failures:
+            self.metrics.txs_submitted.labels("rejected").inc(len(raws))
+            if len(raws) == 1:
+                raise failures[0][1]
+            first_index, first = failures[0]
+            raise BatchRejectedError(
+                f"{len(failures)} of {len(raws)} transactions are invalid (first, #{first_index}: "
+                f"{first.message}); none was admitted",
+                failures,
+            )
+        checked = [o for o in outcomes if isinstance(o, CheckedTx)]
+        room = self.mempool.capacity_txs - len(self.mempool)
+        if len(checked) > room:
+            self.metrics.txs_submitted.labels("mempool_full").inc(len(raws))
+            raise MempoolFullError(f"the mempool has room for {room} more transactions; retry later")
+        for item in checked:
+            self.mempool.add(item)
+        self.metrics.txs_submitted.labels("accepted").inc(len(checked))
+        self._update_mempool_gauges()
+        self._pending.set()
+        return [c.tx_id for c in checked]
+
+    def get_tx_status(self, tx_id: bytes) -> TxStatus | None:
+        location = self.store.get_tx_location(tx_id)
+        if location is not None:
+            return TxStatus(tx_id, "committed", location)
+        if tx_id in self.mempool:
+            return TxStatus(tx_id, "pending")
+        return None
+
+    async def wait_committed(self, tx_ids: list[bytes], timeout_s: float) -> dict[bytes, TxLocation]:
+        """Wait (up to `timeout_s`) until the given txs are committed; returns those that are."""
+        found: dict[bytes, TxLocation] = {}
+        futures: list[tuple[bytes, asyncio.Future[TxLocation]]] = []
+        loop = asyncio.get_running_loop()
+        for tx_id in tx_ids:
+            location = self.store.get_tx_location(tx_id)
+            if location is not None:
+                found[tx_id] = location
+            elif tx_id in self.mempool:
+                future: asyncio.Future[TxLocation] = loop.create_future()
+                self._waiters.setdefault(tx_id, []).append(future)
+                futures.append((tx_id, future))
+        if futures:
+            await asyncio.wait([f for _, f in futures], timeout=timeout_s)
+        for tx_id, future in futures:
+            if future.done() and not future.cancelled():
+                found[tx_id] = future.result()
+            else:
+                future.cancel()
+                waiting = self._waiters.get(tx_id)
+                if waiting is not None:
+                    with contextlib.suppress(ValueError):
+                        waiting.remove(future)
+                    if not waiting:
+                        del self._waiters[tx_id]
+        return found
+
+    # -- block production ----------------------------------------------------------------------
+
+    async def _produce_forever(self) -> None:
+        interval_s = self.config.consensus.block_interval_ms / 1000
+        last_block_at = 0.0
+        while not self._stopping:
+            await self._pending.wait()
+            if self._is_stopping():
+                break
+            delay = last_block_at + interval_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the block interval: a pacing timer, not synchronisation
+            last_block_at = time.monotonic()
+            try:
+                await self._produce_one()
+            except Exception:
+                # A failure to produce or write a block is a bug or a dying disk: stop the node
+                # rather than carry on with state we can no longer vouch for.
+                log.exception("block production failed; the node stops producing")
+                raise
+            if len(self.mempool) == 0:
+                self._pending.clear()
+
+    async def _produce_one(self) -> None:
+        solo = self._solo
+        if solo is None:
+            raise StoreError("the node is not started")
+        txs = self.mempool.reap(
+            max_txs=self.config.consensus.max_block_txs, max_bytes=self.config.consensus.max_block_bytes
+        )
+        if not txs:
+            return
+        started = time.perf_counter()
+        executed = await asyncio.to_thread(solo.propose, txs, time_ms=self.clock_ms())
+        commit = await asyncio.to_thread(solo.certify, executed)
+        await asyncio.to_thread(solo.commit, executed, commit)
+        self.metrics.block_commit_seconds.observe(time.perf_counter() - started)
+        self._on_committed(executed.block.header.height, executed.tx_ids, executed.block.header.time_ms)
+
+    def _on_committed(self, height: int, tx_ids: Sequence[bytes], time_ms: int) -> None:
+        self.mempool.remove(tx_ids)
+        self.last_commit_time_ms = time_ms
+        self.metrics.height.set(height)
+        self.metrics.blocks_committed.inc()
+        self.metrics.txs_committed.inc(len(tx_ids))
+        self.metrics.block_txs.observe(len(tx_ids))
+        self._update_mempool_gauges()
+        if self._waiters:
+            store = self.store
+            for tx_id in tx_ids:
+                futures = self._waiters.pop(tx_id, None)
+                if not futures:
+                    continue
+                location = store.get_tx_location(tx_id)
+                for future in futures:
+                    if not future.done() and location is not None:
+                        future.set_result(location)
+
+    def _is_stopping(self) -> bool:
+        # A method (not the attribute) so type checkers do not narrow `_stopping` across awaits.
+        return self._stopping
+
+    def _update_mempool_gauges(self) -> None:
+        self.metrics.mempool_txs.set(len(self.mempool))
+        self.metrics.mempool_bytes.set(self.mempool.size_bytes)
+
+
+def _check_all(raws: list[bytes], chain_id: str, now_ms: int) -> list[CheckedTx | InvalidTxError]:
+    outcomes: list[CheckedTx | InvalidTxError] = []
+    for raw in raws:
+        try:
+            outcomes.append(check_tx(raw, chain_id=chain_id, now_ms=now_ms))
+        except InvalidTxError as exc:
+            outcomes.append(exc)
+    return outcomes

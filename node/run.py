@@ -1,0 +1,94 @@
+"""Running a node process: load config, keys and genesis, serve the API, stop cleanly on signals.
+
+Shutdown order on SIGINT/SIGTERM: stop accepting connections (in-flight requests get up to
+`SHUTDOWN_GRACE_S`), let the block in flight finish its synced write, close LevelDB. A second
+signal is not needed and not special: the first one already bounds the whole sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from medledger.chain.app import App
+from medledger.chain.types import Genesis
+from medledger.crypto import Identity, KeyFileError, load_identity
+from medledger.node.api import build_app
+from medledger.node.config import NodeConfig, read_passphrase
+from medledger.node.errors import ConfigError
+from medledger.node.fixture_app import KeyValueFixtureApp
+from medledger.node.genesis_file import load_genesis
+from medledger.node.node import Node
+
+log = logging.getLogger("medledger.node")
+
+SHUTDOWN_GRACE_S = 2.0
+API_ADDRESS_FILE = "api.json"
+
+
+def make_app(name: str) -> App:
+    if name == "kv-fixture":
+        return KeyValueFixtureApp()
+    raise ConfigError(f"unknown app {name!r}")
+
+
+def load_node_identity(config: NodeConfig) -> Identity:
+    try:
+        return load_identity(config.key_file, read_passphrase(config))
+    except KeyFileError as exc:
+        raise ConfigError(exc.message) from None
+
+
+def api_address_path(home: Path) -> Path:
+    return home / API_ADDRESS_FILE
+
+
+async def serve(node: Node, stop: asyncio.Event) -> None:
+    """Start `node` and its API, run until `stop` is set, then shut both down in order."""
+    await node.start()
+    runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        site = web.TCPSite(
+            runner, node.config.api.host, node.config.api.port, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else node.config.api.port
+        url = f"http://{node.config.api.host}:{port}"
+        address_file = api_address_path(node.config.home)
+        address_file.write_text(json.dumps({"url": url, "pid": os.getpid()}) + "\n", encoding="utf-8")
+        log.info(
+            "node %s serving %s (chain %s, height %d)",
+            node.config.node.name,
+            url,
+            node.genesis.chain_id,
+            node.store.height,
+        )
+        await stop.wait()
+        log.info("shutting down: no new requests, finishing the block in flight")
+        address_file.unlink(missing_ok=True)
+    finally:
+        await runner.cleanup()
+        await node.stop()
+
+
+def run_node(config: NodeConfig, *, genesis: Genesis | None = None) -> None:
+    """Blocking entry point of `medledger start`."""
+    identity = load_node_identity(config)
+    genesis = genesis or load_genesis(config.genesis_file)
+    node = Node(config, identity=identity, genesis=genesis, app=make_app(config.node.app))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(node, stop)
+
+    asyncio.run(main())
