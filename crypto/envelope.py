@@ -102,7 +102,7 @@ def seal_content_key(content_key: bytes, reader: bytes) -> bytes:
         sealed = nacl.public.SealedBox(nacl.public.PublicKey(reader)).encrypt(content_key)
     except nacl.exceptions.CryptoError as exc:
         # libsodium refuses keys whose shared secret would be all zeros (small-order points).
-        raise CryptoError(f"cannot seal to reader key {reader.hex()}: {exc}") from None
+        raise CryptoError(f"reader key {reader.hex()} is not a usable x25519 public key ({exc})") from None
     assert len(sealed) == SEALED_KEY_SIZE
     return bytes(sealed)
 

@@ -12,8 +12,13 @@ duplicated, never re-hashed alone). Every level then groups nodes in aligned blo
 from the left, which is exactly the recursive split above, so the iterative root equals the RFC
 one for every n; the tests check this against a recursive reference implementation.
 
-Verification follows RFC 9162 §2.1.3.2: it walks the path using the index and the tree size
-alone, so a proof binds both, and it answers `False` for anything malformed instead of raising.
+Verification follows RFC 9162 §2.1.3.2: it walks the path using the index and the tree size,
+and answers `False` for anything malformed instead of raising. As in Certificate Transparency,
+the root alone does not commit to the number of leaves: the same path can verify for several
+(index, leaf_count) pairs of the same shape (leaf 0 of 5 leaves and leaf 0 of 6 take the same
+turns). A proof therefore locates a leaf only relative to a leaf count the verifier already
+trusts, so callers must check `proof.leaf_count` against an authenticated count (the block
+header's `tx_count`) before believing `proof.index`. Membership itself is always bound.
 """
 
 import hashlib

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,17 +15,14 @@ from typing import Any
 import click
 
 from medledger import __version__
-from medledger.chain.types import Genesis, Validator, ValidatorSet
 from medledger.crypto import Identity, KeyFileError, load_identity, read_public_identity, save_identity
 from medledger.errors import MedledgerError
 from medledger.node.config import (
-    CONFIG_FILE,
     ENV_PASSPHRASE,
     load_config,
     read_passphrase,
-    render_config,
 )
-from medledger.node.genesis_file import save_genesis
+from medledger.node.home import PASSPHRASE_FILE, init_home
 from medledger.node.run import api_address_path, run_node
 
 DEFAULT_API_PORT = 26657
@@ -50,13 +45,6 @@ def _passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes:
         _fail(f"no passphrase: pass --passphrase-file or set {ENV_PASSPHRASE}")
     value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
     return value.encode()
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o600)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -140,55 +128,39 @@ def init(
     force: bool,
 ) -> None:
     """Create a node home: key file, single-validator genesis and config.toml."""
-    home = home.expanduser().resolve()
-    config_path = home / CONFIG_FILE
-    key_path = home / "node_key.json"
-    genesis_path = home / "genesis.json"
-    data_dir = home / "data"
-    existing = [p for p in (config_path, key_path, genesis_path) if p.exists()]
-    if existing and not force:
-        _fail(f"{home} is already initialised ({existing[0].name} exists); use --force to replace it")
-    home.mkdir(parents=True, exist_ok=True)
-    if data_dir.exists() and any(data_dir.iterdir()):
-        if not force:
-            _fail(f"{data_dir} holds a chain; use --force to move it aside and start anew")
-        aside = home / f"data.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-        data_dir.rename(aside)
-        click.echo(f"moved the old data directory to {aside}")
-
-    passphrase_path = home / "node_key.passphrase"
-    if passphrase_file is not None:
-        passphrase = passphrase_file.read_bytes().rstrip(b"\r\n")
-        shutil.copyfile(passphrase_file, passphrase_path)
-        os.chmod(passphrase_path, 0o600)
-    elif ENV_PASSPHRASE in os.environ:
+    passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") if passphrase_file else None
+    if passphrase is None and ENV_PASSPHRASE in os.environ:
         passphrase = os.environ[ENV_PASSPHRASE].encode()
-    else:
-        passphrase = secrets.token_urlsafe(24).encode()
-        _write_secret(passphrase_path, passphrase + b"\n")
-        click.echo(f"generated a passphrase in {passphrase_path} (mode 0600): move it to your secret store")
-
-    identity = Identity.generate()
     try:
-        save_identity(key_path, identity, passphrase, overwrite=force)
-    except KeyFileError as exc:
+        result = init_home(
+            home,
+            name=name,
+            chain_id=chain_id,
+            api_port=api_port,
+            block_interval_ms=block_interval_ms,
+            passphrase=passphrase,
+            force=force,
+        )
+    except MedledgerError as exc:
         _fail(exc.message)
-    public = identity.public
-    genesis = Genesis(
-        chain_id=chain_id,
-        genesis_time_ms=time.time_ns() // 1_000_000,
-        validators=ValidatorSet.of([Validator(name, public.sign_key, public.enc_key)]),
-        app_state=b"",
-    )
-    save_genesis(genesis_path, genesis)
-    config_path.write_text(
-        render_config(name, api_port=api_port, block_interval_ms=block_interval_ms), encoding="utf-8"
-    )
-    click.echo(f"initialised {home}")
+        return
+    if passphrase_file is not None:
+        target = result.home / PASSPHRASE_FILE
+        shutil.copyfile(passphrase_file, target)
+        os.chmod(target, 0o600)
+    if result.moved_data_to is not None:
+        click.echo(f"moved the old data directory to {result.moved_data_to}")
+    if result.passphrase_written:
+        click.echo(
+            f"generated a passphrase in {result.home / PASSPHRASE_FILE} (mode 0600): "
+            "move it to your secret store"
+        )
+    public = result.identity.public
+    click.echo(f"initialised {result.home}")
     click.echo(f"  node:       {name} (validator {public.fingerprint()})")
     click.echo(f"  chain id:   {chain_id}")
     click.echo(f"  api:        http://127.0.0.1:{api_port}")
-    click.echo(f"start it with: medledger start --home {home}")
+    click.echo(f"start it with: medledger start --home {result.home}")
 
 
 @main.command()
@@ -263,3 +235,7 @@ def status(home: Path | None, url: str | None, as_json: bool) -> None:
     click.echo(f"state root:  {data['state_root'][:16]}…")
     click.echo(f"mempool:     {data['mempool']['txs']} txs, {data['mempool']['bytes']} bytes")
     click.echo(f"validator:   {'yes' if data['validator'] else 'no'} ({data['validators']} in set)")
+
+
+if __name__ == "__main__":
+    main()

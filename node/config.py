@@ -20,7 +20,7 @@ from medledger.node.errors import ConfigError
 
 CONFIG_FILE: Final = "config.toml"
 ENV_PREFIX: Final = "MEDLEDGER_"
-ENV_PASSPHRASE: Final = "MEDLEDGER_KEY_PASSPHRASE"  # noqa: S105 - a variable name
+ENV_PASSPHRASE: Final = "MEDLEDGER_KEY_PASSPHRASE"
 APPS: Final = ("kv-fixture",)
 
 
@@ -30,7 +30,7 @@ class NodeSection:
     app: str = "kv-fixture"
     data_dir: str = "data"
     key_file: str = "node_key.json"
-    key_passphrase_file: str = "node_key.passphrase"  # noqa: S105 - a file name
+    key_passphrase_file: str = "node_key.passphrase"
     genesis_file: str = "genesis.json"
     log_level: str = "info"
 

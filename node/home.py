@@ -1,0 +1,99 @@
+"""Node home directories: what `medledger init` creates and what tests and launchers reuse.
+
+A home holds `config.toml`, `genesis.json`, `node_key.json` (passphrase-protected, 0600), the
+key's passphrase file (0600) unless the operator keeps it elsewhere, and `data/` (LevelDB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import time
+from pathlib import Path
+
+from medledger.chain.types import Genesis, Validator, ValidatorSet
+from medledger.crypto import Identity, save_identity
+from medledger.node.config import CONFIG_FILE, render_config
+from medledger.node.errors import ConfigError
+from medledger.node.genesis_file import save_genesis
+
+KEY_FILE = "node_key.json"
+PASSPHRASE_FILE = "node_key.passphrase"
+GENESIS_FILE = "genesis.json"
+DATA_DIR = "data"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InitResult:
+    home: Path
+    identity: Identity
+    genesis: Genesis
+    passphrase_written: bool
+    moved_data_to: Path | None
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def init_home(
+    home: Path,
+    *,
+    name: str = "node0",
+    chain_id: str = "medledger-local",
+    api_port: int = 26657,
+    block_interval_ms: int = 200,
+    passphrase: bytes | None = None,
+    force: bool = False,
+    key_opslimit: int | None = None,
+    key_memlimit: int | None = None,
+) -> InitResult:
+    """Create a single-validator node home. Refuses to replace anything unless `force`.
+
+    With `passphrase` None a random one is generated and written to the passphrase file; with
+    `force`, an existing data directory is moved aside (never deleted).
+    """
+    home = home.expanduser().resolve()
+    config_path, key_path, genesis_path = home / CONFIG_FILE, home / KEY_FILE, home / GENESIS_FILE
+    data_dir = home / DATA_DIR
+    existing = [p for p in (config_path, key_path, genesis_path) if p.exists()]
+    if existing and not force:
+        raise ConfigError(
+            f"{home} is already initialised ({existing[0].name} exists); use --force to replace it"
+        )
+    holds_chain = data_dir.exists() and any(data_dir.iterdir())
+    if holds_chain and not force:
+        raise ConfigError(f"{data_dir} holds a chain; use --force to move it aside and start anew")
+    home.mkdir(parents=True, exist_ok=True)
+    moved: Path | None = None
+    if holds_chain:
+        moved = home / f"data.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        data_dir.rename(moved)
+
+    written = passphrase is None
+    if passphrase is None:
+        passphrase = secrets.token_urlsafe(24).encode()
+        write_secret_file(home / PASSPHRASE_FILE, passphrase + b"\n")
+    identity = Identity.generate()
+    kdf: dict[str, int] = {}
+    if key_opslimit is not None:
+        kdf["opslimit"] = key_opslimit
+    if key_memlimit is not None:
+        kdf["memlimit"] = key_memlimit
+    save_identity(key_path, identity, passphrase, overwrite=force, **kdf)
+    public = identity.public
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=time.time_ns() // 1_000_000,
+        validators=ValidatorSet.of([Validator(name, public.sign_key, public.enc_key)]),
+        app_state=b"",
+    )
+    save_genesis(genesis_path, genesis)
+    config_path.write_text(
+        render_config(name, api_port=api_port, block_interval_ms=block_interval_ms), encoding="utf-8"
+    )
+    return InitResult(home, identity, genesis, written, moved)

@@ -1,0 +1,136 @@
+"""Node processes on this machine: start, wait until ready, stop or kill.
+
+Used by the tests (every process a test starts, the test stops), the benchmarks, and later the
+local cluster launcher. A node is started as `python -m medledger.node.cli start` with its own
+home, on loopback, on a free port (`--api-port 0`; the node writes the bound URL to `api.json`).
+Readiness is a condition polled with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+from medledger.node.errors import NodeError
+from medledger.node.run import api_address_path
+
+POLL_INTERVAL_S = 0.05
+
+
+class NodeProcess:
+    """One `medledger start` child process with its log in `HOME/node.log`."""
+
+    def __init__(
+        self, home: Path, *, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
+        self.home = home
+        self.extra_args = extra_args
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "node.log"
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise NodeError(f"node at {self.home} is already running")
+        api_address_path(self.home).unlink(missing_ok=True)
+        self._log = self.log_path.open("ab")
+        env = dict(os.environ)
+        env.update(self.env or {})
+        argv = [
+            sys.executable,
+            "-m",
+            "medledger.node.cli",
+            "start",
+            "--home",
+            str(self.home),
+            "--api-port",
+            "0",
+        ]
+        self.proc = subprocess.Popen(
+            [*argv, *self.extra_args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> str:
+        """Wait until the node serves `/readyz`; returns its URL. Raises if it dies or times out."""
+        deadline = time.monotonic() + timeout_s
+        address = api_address_path(self.home)
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise NodeError(f"node at {self.home} exited early; log:\n{self.read_log()[-4000:]}")
+            if address.exists():
+                with contextlib.suppress(ValueError, KeyError, OSError):
+                    data = json.loads(address.read_text(encoding="utf-8"))
+                    if data["pid"] == self.proc.pid:
+                        url = str(data["url"])
+                        if _is_ready(url):
+                            self.url = url
+                            return url
+            time.sleep(POLL_INTERVAL_S)
+        raise NodeError(
+            f"node at {self.home} not ready within {timeout_s} s; log:\n{self.read_log()[-4000:]}"
+        )
+
+    def read_log(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def get_json(self, path: str, timeout_s: float = 10.0) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=timeout_s) as response:  # noqa: S310 - loopback
+            return json.loads(response.read())
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        return self._end(signal.SIGTERM, timeout_s)
+
+    def kill(self) -> int:
+        """SIGKILL: the crash the store must survive."""
+        return self._end(signal.SIGKILL, 10.0)
+
+    def _end(self, sig: signal.Signals, timeout_s: float) -> int:
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.proc = None
+        return proc.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
