@@ -12,11 +12,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal
 
 from medledger.chain.app import App
 from medledger.chain.errors import DuplicateTxError, InvalidTxError, MempoolFullError, StoreError
+from medledger.chain.execution import ExecutedBlock
 from medledger.chain.mempool import Mempool
 from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore, TxLocation
@@ -258,9 +259,11 @@ class Node:
         commit = await asyncio.to_thread(solo.certify, executed)
         await asyncio.to_thread(solo.commit, executed, commit)
         self.metrics.block_commit_seconds.observe(time.perf_counter() - started)
-        self._on_committed(executed.block.header.height, executed.tx_ids, executed.block.header.time_ms)
+        self._on_committed(executed)
 
-    def _on_committed(self, height: int, tx_ids: Sequence[bytes], time_ms: int) -> None:
+    def _on_committed(self, executed: ExecutedBlock) -> None:
+        height, time_ms = executed.block.header.height, executed.block.header.time_ms
+        tx_ids = executed.tx_ids
         self.mempool.remove(tx_ids)
         self.last_commit_time_ms = time_ms
         self.metrics.height.set(height)
@@ -269,14 +272,14 @@ class Node:
         self.metrics.block_txs.observe(len(tx_ids))
         self._update_mempool_gauges()
         if self._waiters:
-            store = self.store
-            for tx_id in tx_ids:
+            results = executed.execution.results
+            for index, tx_id in enumerate(tx_ids):
                 futures = self._waiters.pop(tx_id, None)
                 if not futures:
                     continue
-                location = store.get_tx_location(tx_id)
+                location = TxLocation(height, index, int(results[index].ok), results[index].code)
                 for future in futures:
-                    if not future.done() and location is not None:
+                    if not future.done():
                         future.set_result(location)
 
     def _is_stopping(self) -> bool:

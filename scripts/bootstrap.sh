@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Shared set-up for scripts/demo.sh and scripts/test.sh: find Python 3.11/3.12 (installing
+# Debian's python3 + venv only when missing), create .venv, install medledger into it.
+# Usage: source scripts/bootstrap.sh [extra]   (extra: "dev" installs the test tools too)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+find_python() {
+  for candidate in python3.11 python3.12 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "medledger needs: $* (install them, then run this again)" >&2; exit 1
+  fi
+  echo "installing Debian packages: $*" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+python_bin=$(find_python) || { apt_install python3 python3-venv; python_bin=$(find_python) || {
+  echo "no Python 3.11 or 3.12 found; medledger needs one (plyvel ships wheels up to 3.12)" >&2; exit 1; }; }
+if [ ! -x .venv/bin/python ]; then
+  if ! "$python_bin" -m venv .venv >/dev/null 2>&1; then
+    rm -rf .venv
+    apt_install python3-venv
+    "$python_bin" -m venv .venv
+  fi
+fi
+extra=${1:-}
+spec="."
+[ -n "$extra" ] && spec=".[$extra]"
+echo "installing medledger into .venv ($("$python_bin" --version))" >&2
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+# Strict editable mode links the layer folders under the `medledger` namespace, which mypy follows.
+rm -rf build
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" --config-settings editable_mode=strict
