@@ -5,7 +5,17 @@ Labels never carry ids, keys or anything patient-related: only routes, statuses 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# `*_created` timestamp series add nothing a scraper needs and double the exposition size.
+disable_created_metrics()
 
 
 class NodeMetrics:
