@@ -249,6 +249,10 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _refuse_overwrite(path: Path) -> KeyFileError:
+    return KeyFileError(f"{path}: a key file already exists; refusing to overwrite it")
+
+
 def _write_private_file_atomically(path: Path, data: bytes, *, overwrite: bool) -> None:
     """Write `data` to `path` with mode 0600 so that a crash leaves the old file or the new one."""
     directory = path.parent
@@ -272,13 +276,11 @@ def _write_private_file_atomically(path: Path, data: bytes, *, overwrite: bool) 
             try:
                 os.link(temporary, path)
             except FileExistsError:
-                raise KeyFileError(f"{path}: a key file already exists; refusing to overwrite it") from None
+                raise _refuse_overwrite(path) from None
             except OSError:
                 # A filesystem without hard links: fall back to check-then-rename.
                 if path.exists():
-                    raise KeyFileError(
-                        f"{path}: a key file already exists; refusing to overwrite it"
-                    ) from None
+                    raise _refuse_overwrite(path) from None
                 os.replace(temporary, path)
             else:
                 os.unlink(temporary)
@@ -304,7 +306,7 @@ def save_identity(
     """
     if not overwrite and path.exists():
         # Checked early to fail before the key stretching; the write itself re-checks atomically.
-        raise KeyFileError(f"{path}: a key file already exists; refusing to overwrite it")
+        raise _refuse_overwrite(path)
     data = encode_identity(identity, passphrase, opslimit=opslimit, memlimit=memlimit)
     try:
         _write_private_file_atomically(path, data, overwrite=overwrite)

@@ -20,6 +20,7 @@ from medledger.crypto import (
     decode_identity,
     decode_public_identity,
     encode_identity,
+    keyfile,
     load_identity,
     read_public_identity,
     save_identity,
@@ -177,6 +178,35 @@ def test_overwrite_true_replaces_the_file(saved: Path) -> None:
     assert load_identity(saved, b"new").public == OTHER.public
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert [entry.name for entry in saved.parent.iterdir()] == [saved.name]
+
+
+def test_invalid_concurrent_writer_is_never_clobbered(
+    key_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that appears while the passphrase is being stretched is still not replaced."""
+
+    def encode_while_another_writer_wins(*args: Any, **kwargs: Any) -> bytes:
+        key_path.write_bytes(b"the other writer's key")
+        return encode_identity(*args, **kwargs)
+
+    monkeypatch.setattr(keyfile, "encode_identity", encode_while_another_writer_wins)
+    with pytest.raises(KeyFileError, match="already exists"):
+        save_identity(key_path, IDENTITY, PASSPHRASE, **FAST)
+    assert key_path.read_bytes() == b"the other writer's key"
+    assert [entry.name for entry in key_path.parent.iterdir()] == [key_path.name]
+
+
+def test_save_works_on_filesystems_without_hard_links(
+    key_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    save_identity(key_path, IDENTITY, PASSPHRASE, **FAST)
+    assert load_identity(key_path, PASSPHRASE).public == IDENTITY.public
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert [entry.name for entry in key_path.parent.iterdir()] == [key_path.name]
 
 
 def test_invalid_save_into_missing_directory(tmp_path: Path) -> None:
