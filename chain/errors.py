@@ -83,3 +83,9 @@ class StoreCorruptedError(StoreError):
 
 class NotFoundError(ChainError):
     code = "not_found"
+
+
+class SigningRefusedError(ChainError):
+    """Signing would contradict a vote this validator already signed (double-signing)."""
+
+    code = "signing_refused"

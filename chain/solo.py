@@ -10,6 +10,7 @@ validator moves to the next round rather than ever signing a second block at one
 from __future__ import annotations
 
 from medledger.chain.app import App
+from medledger.chain.errors import SigningRefusedError
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
 from medledger.chain.store import BlockStore, LastSigned
 from medledger.chain.types import Commit, CommitSig, ValidatorSet, VoteKind, compute_vote_signing_bytes
@@ -53,6 +54,15 @@ class SoloValidator:
         """Sign the precommit (persisting it first) and wrap it as the commit certificate."""
         header = executed.block.header
         block_hash = executed.block.hash()
+        last = self._store.load_last_signed()
+        already_signed = last is not None and (last.height, last.round) >= (header.height, header.round)
+        if already_signed and last != LastSigned(header.height, header.round, VoteKind.PRECOMMIT, block_hash):
+            # Signing here would equivocate: a broken invariant in the caller, never input.
+            assert last is not None
+            raise SigningRefusedError(
+                f"refusing to sign block {header.height} round {header.round}: already signed "
+                f"height {last.height} round {last.round}"
+            )
         self._store.save_last_signed(LastSigned(header.height, header.round, VoteKind.PRECOMMIT, block_hash))
         me = self._identity.public.sign_key
         signature = self._identity.sign(

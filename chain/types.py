@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import IntEnum
-from typing import ClassVar, NewType
+from typing import Any, ClassVar, NewType
 
 from medledger.chain.codec import (
     Bytes,
@@ -25,7 +25,7 @@ from medledger.chain.codec import (
     to_primitive,
     wire_fields,
 )
-from medledger.chain.limits import BLOCK_TXS_MAX, TX_BODY_BYTES_MAX, TX_BYTES_MAX, VALIDATORS_MAX
+from medledger.chain.limits import BLOCK_TXS_MAX, TX_BODY_BYTES_MAX, TX_BYTES_MAX, UINT_MAX, VALIDATORS_MAX
 from medledger.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, digest
 
 Height = NewType("Height", int)
@@ -42,6 +42,9 @@ ZERO_HASH = bytes(HASH_SIZE)
 
 TX_SIGN_DOMAIN = b"medledger/tx/v1\x00"
 VOTE_SIGN_DOMAIN = b"medledger/vote/v1\x00"
+PROPOSAL_SIGN_DOMAIN = b"medledger/proposal/v1\x00"
+#: A proposal's `pol_round` when it carries no proof-of-lock round (Tendermint's −1).
+NO_ROUND = -1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -303,9 +306,90 @@ class Genesis:
         return digest(encode(self))
 
 
-WIRE_TYPES: tuple[type, ...] = (Tx, Header, Block, Vote, CommitSig, Commit, Validator, ValidatorSet, Genesis)
+@dataclasses.dataclass(frozen=True, slots=True)
+class OptionalRound:
+    """A round or `NO_ROUND`, on the wire as round + 1 so that 0 means "none" and stays unsigned."""
+
+    maximum: int = UINT_MAX - 1
+
+    def to_primitive(self, value: Any) -> Any:
+        return value + 1
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any:
+        shifted: int = UInt(maximum=self.maximum + 1).from_primitive(raw, where, depth)
+        return shifted - 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Proposal:
+    """A proposer's signed proposal of `block` for (height, round).
+
+    `pol_round` is the proof-of-lock round (`NO_ROUND` for a fresh block): the round at which the
+    proposer saw a quorum of prevotes for this block, which lets validators locked in an earlier
+    round release their lock. A re-proposed block keeps its original header (its round and
+    proposer), so every round votes on the same block hash. The signature covers the block hash,
+    not the block bytes: the hash commits to the header, and the header to the txs.
+    """
+
+    chain_id: str
+    height: int
+    round: int
+    pol_round: int
+    block: Block
+    proposer: bytes
+    signature: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        chain_id=CHAIN_ID,
+        height=UInt(minimum=1),
+        round=UInt(),
+        pol_round=OptionalRound(),
+        block=Struct(Block),
+        proposer=KEY,
+        signature=SIGNATURE,
+    )
+
+    def __post_init__(self) -> None:
+        if not NO_ROUND <= self.pol_round < self.round:
+            raise ValueError("pol_round must be NO_ROUND or a round before the proposal's round")
+
+    def signing_bytes(self) -> bytes:
+        return compute_proposal_signing_bytes(
+            self.chain_id, self.height, self.round, self.pol_round, self.block.hash(), self.proposer
+        )
+
+
+def compute_proposal_signing_bytes(
+    chain_id: str, height: int, round_: int, pol_round: int, block_hash: bytes, proposer: bytes
+) -> bytes:
+    """What a proposer signs: the domain tag and the canonical map of the proposal's fields."""
+    return PROPOSAL_SIGN_DOMAIN + encode_primitive(
+        {
+            "block_hash": block_hash,
+            "chain_id": chain_id,
+            "height": height,
+            "pol_round": pol_round + 1,
+            "proposer": proposer,
+            "round": round_,
+        }
+    )
+
+
+WIRE_TYPES: tuple[type, ...] = (
+    Tx,
+    Header,
+    Block,
+    Vote,
+    CommitSig,
+    Commit,
+    Validator,
+    ValidatorSet,
+    Genesis,
+    Proposal,
+)
 
 __all__ = [
+    "NO_ROUND",
     "WIRE_TYPES",
     "ZERO_HASH",
     "Block",
@@ -315,6 +399,7 @@ __all__ = [
     "Genesis",
     "Header",
     "Height",
+    "Proposal",
     "Round",
     "Tx",
     "TxId",
@@ -322,6 +407,7 @@ __all__ = [
     "ValidatorSet",
     "Vote",
     "VoteKind",
+    "compute_proposal_signing_bytes",
     "compute_tx_id",
     "compute_tx_signing_bytes",
     "compute_vote_signing_bytes",

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -90,7 +91,7 @@ async def _read_json_object(request: web.Request) -> dict[str, Any]:
         )
     try:
         data = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequestError("the body must be a JSON object")
@@ -108,9 +109,14 @@ def _b64_tx(value: Any, where: str) -> bytes:
         raise BadRequestError(f"{where} is not valid base64") from None
 
 
+def _is_decimal(value: str, max_digits: int) -> bool:
+    """ASCII digits only (`str.isdigit` also accepts '²' and other scripts' digits)."""
+    return re.fullmatch(f"[0-9]{{1,{max_digits}}}", value) is not None
+
+
 def _wait_ms(request: web.Request) -> int:
     raw = request.query.get("wait_ms", "0")
-    if not raw.isdigit() or int(raw) > WAIT_MS_MAX:
+    if not _is_decimal(raw, 6) or int(raw) > WAIT_MS_MAX:
         raise BadRequestError(f"wait_ms must be an integer in [0, {WAIT_MS_MAX}]")
     return int(raw)
 
@@ -188,12 +194,10 @@ async def post_tx_batch(request: web.Request) -> web.Response:
 
 
 def _hex_id(value: str, what: str) -> bytes:
-    if len(value) != 64:
+    # bytes.fromhex skips whitespace, so the shape is checked first.
+    if re.fullmatch("[0-9a-fA-F]{64}", value) is None:
         raise BadRequestError(f"{what} must be 64 hex characters")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise BadRequestError(f"{what} must be 64 hex characters") from None
+    return bytes.fromhex(value)
 
 
 async def get_tx(request: web.Request) -> web.Response:
@@ -206,7 +210,7 @@ async def get_tx(request: web.Request) -> web.Response:
 
 
 def _height(value: str, what: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= HEIGHT_MAX:
+    if not _is_decimal(value, 19) or not 1 <= int(value) <= HEIGHT_MAX:
         raise BadRequestError(f"{what} must be a positive integer")
     return int(value)
 

@@ -58,7 +58,7 @@ def load_genesis(path: Path) -> Genesis:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"genesis file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge numbers
         raise ConfigError(f"{path}: cannot be read as JSON: {exc}") from None
     return genesis_from_json(data, str(path))
 

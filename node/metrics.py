@@ -15,7 +15,7 @@ from prometheus_client import (
 )
 
 # `*_created` timestamp series add nothing a scraper needs and double the exposition size.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class NodeMetrics:

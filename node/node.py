@@ -78,6 +78,7 @@ class Node:
         self._producer: asyncio.Task[None] | None = None
         self._pending = asyncio.Event()
         self._stopping = False
+        self._stop_requested = asyncio.Event()
         self._waiters: dict[bytes, list[asyncio.Future[TxLocation]]] = {}
         self.started_at = time.monotonic()
         self.last_commit_time_ms = 0
@@ -89,6 +90,18 @@ class Node:
         if self._store is None:
             raise StoreError("the node is not started")
         return self._store
+
+    async def wait_producer_failed(self) -> BaseException:
+        """Return (never normally) the error that ended block production."""
+        if self._producer is None:
+            raise StoreError("the node is not started")
+        try:
+            await asyncio.shield(self._producer)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # re-raised by the caller after an orderly stop
+            return exc
+        return StoreError("block production ended")
 
     @property
     def is_ready(self) -> bool:
@@ -119,10 +132,11 @@ class Node:
     async def stop(self) -> None:
         """Finish the block in flight, then close the store. Pending txs are not committed."""
         self._stopping = True
+        self._stop_requested.set()
         self._pending.set()
         if self._producer is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._producer
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._producer  # its failure, if any, was reported by `serve`
             self._producer = None
         for futures in self._waiters.values():
             for future in futures:
@@ -233,7 +247,11 @@ class Node:
                 break
             delay = last_block_at + interval_s - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)  # the block interval: a pacing timer, not synchronisation
+                # The block interval is a pacing timer; a stop request cuts it short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+            if self._is_stopping():
+                break
             last_block_at = time.monotonic()
             try:
                 await self._produce_one()

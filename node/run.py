@@ -21,7 +21,7 @@ from medledger.chain.types import Genesis
 from medledger.crypto import Identity, KeyFileError, load_identity
 from medledger.node.api import build_app
 from medledger.node.config import NodeConfig, read_passphrase
-from medledger.node.errors import ConfigError
+from medledger.node.errors import ConfigError, NodeError
 from medledger.node.fixture_app import KeyValueFixtureApp
 from medledger.node.genesis_file import load_genesis
 from medledger.node.node import Node
@@ -70,9 +70,17 @@ async def serve(node: Node, stop: asyncio.Event) -> None:
             node.genesis.chain_id,
             node.store.height,
         )
-        await stop.wait()
-        log.info("shutting down: no new requests, finishing the block in flight")
+        stopped = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(node.wait_producer_failed())
+        await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
         address_file.unlink(missing_ok=True)
+        if failed.done():
+            stopped.cancel()
+            error = failed.result()
+            log.error("block production failed (%s); stopping the node", type(error).__name__)
+            raise NodeError(f"block production failed: {error}")
+        failed.cancel()
+        log.info("shutting down: no new requests, finishing the block in flight")
     finally:
         await runner.cleanup()
         await node.stop()
