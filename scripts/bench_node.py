@@ -78,7 +78,9 @@ async def run_load(url: str, raws: list[bytes], batch: int, clients: int) -> tup
             body = msgpack.packb(items, use_bin_type=True)
             sent = time.perf_counter()
             async with session.post(
-                f"{url}/v1/txs/batch?wait_ms=30000", data=body, headers={"Content-Type": "application/msgpack"}
+                f"{url}/v1/txs/batch?wait_ms=30000",
+                data=body,
+                headers={"Content-Type": "application/msgpack"},
             ) as response:
                 data = await response.json(content_type=None)
                 if response.status not in (200, 202):
@@ -108,16 +110,22 @@ def main() -> int:
     parser.add_argument("--block-interval-ms", type=int, default=50)
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
     verify_per_s = measure_verify_per_s()
     print(f"raw ed25519 verify: {verify_per_s:,.0f}/s on one core")
 
     with tempfile.TemporaryDirectory(prefix="medledger-bench-") as tmp:
         home = Path(tmp) / "node"
         init = init_home(
-            home, api_port=0, block_interval_ms=args.block_interval_ms, passphrase=PASSPHRASE.encode(),
-            key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN, key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
+            home,
+            api_port=0,
+            block_interval_ms=args.block_interval_ms,
+            passphrase=PASSPHRASE.encode(),
+            key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
+            key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
         )
         print(f"signing {args.txs:,} txs of ~1 KB ...", flush=True)
         raws = presign(args.txs, init.genesis.chain_id, senders=64)
@@ -126,8 +134,11 @@ def main() -> int:
         node.start()
         try:
             url = node.wait_ready()
-            print(f"node at {url}; block interval {args.block_interval_ms} ms; "
-                  f"{args.clients} clients x batches of {args.batch} (msgpack, wait for commit)", flush=True)
+            print(
+                f"node at {url}; block interval {args.block_interval_ms} ms; "
+                f"{args.clients} clients x batches of {args.batch} (msgpack, wait for commit)",
+                flush=True,
+            )
             elapsed, latencies, committed = asyncio.run(run_load(url, raws, args.batch, args.clients))
             status = node.get_json("/status")
         finally:
@@ -137,15 +148,21 @@ def main() -> int:
             return 1
     tps = committed / elapsed
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
-    print(f"committed: {committed:,} txs in {elapsed:.2f} s over {status['height']} blocks "
-          f"-> {tps:,.0f} tx/s; latency p50 {p50:.0f} ms, p99 {p99:.0f} ms; node exit code {code}")
-    print(json.dumps({
-        "bench": "node",
-        "committed_tx_per_s": round(tps, 1),
-        "latency_p50_ms": round(p50, 1),
-        "latency_p99_ms": round(p99, 1),
-        "verify_per_s": round(verify_per_s, 1),
-    }))
+    print(
+        f"committed: {committed:,} txs in {elapsed:.2f} s over {status['height']} blocks "
+        f"-> {tps:,.0f} tx/s; latency p50 {p50:.0f} ms, p99 {p99:.0f} ms; node exit code {code}"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "node",
+                "committed_tx_per_s": round(tps, 1),
+                "latency_p50_ms": round(p50, 1),
+                "latency_p99_ms": round(p99, 1),
+                "verify_per_s": round(verify_per_s, 1),
+            }
+        )
+    )
     return 0
 
 

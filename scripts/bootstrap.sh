@@ -42,4 +42,9 @@ echo "installing medledger into .venv ($("$python_bin" --version))" >&2
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 # Strict editable mode links the layer folders under the `medledger` namespace, which mypy follows.
 rm -rf build
-.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" --config-settings editable_mode=strict
+log=$(mktemp)
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" \
+     --config-settings editable_mode=strict >"$log" 2>&1; then
+  cat "$log" >&2; rm -f "$log"; echo "pip install failed" >&2; exit 1
+fi
+rm -f "$log"
