@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from medledger.chain.admission import Admission, check_batch
 from medledger.chain.app import App
-from medledger.chain.errors import DuplicateTxError, InvalidTxError, MempoolFullError, StoreError
+from medledger.chain.errors import InvalidTxError, MempoolFullError, StoreError
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.mempool import Mempool
 from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore, TxLocation
 from medledger.chain.types import Genesis
-from medledger.chain.validation import CheckedTx, check_tx
 from medledger.crypto import Identity
 from medledger.node.config import NodeConfig
 from medledger.node.metrics import NodeMetrics
@@ -42,16 +42,6 @@ class TxStatus:
     tx_id: bytes
     status: Literal["pending", "committed"]
     location: TxLocation | None = None
-
-
-class BatchRejectedError(InvalidTxError):
-    """A batch in which at least one tx is invalid; nothing of it was admitted."""
-
-    code = "batch_rejected"
-
-    def __init__(self, message: str, failures: list[tuple[int, InvalidTxError]]) -> None:
-        super().__init__(message)
-        self.failures = failures
 
 
 class Node:
@@ -124,6 +114,7 @@ class Node:
             store.close()
             raise
         self._store = store
+        self.admission = Admission(store=store, mempool=self.mempool, app=self.app)
         self.metrics.height.set(store.height)
         self.last_commit_time_ms = store.last_block_time_ms
         self._producer = asyncio.create_task(self._produce_forever(), name="block-producer")
@@ -156,45 +147,18 @@ class Node:
         now_ms = self.clock_ms()
         chain_id = self.genesis.chain_id
         if len(raws) >= THREADED_CHECK_BATCH_MIN:
-            outcomes = await asyncio.to_thread(_check_all, raws, chain_id, now_ms)
+            outcomes = await asyncio.to_thread(check_batch, raws, chain_id=chain_id, now_ms=now_ms)
         else:
-            outcomes = _check_all(raws, chain_id, now_ms)
+            outcomes = check_batch(raws, chain_id=chain_id, now_ms=now_ms)
         # From here to the end there is no await: the batch is admitted atomically.
-        store = self.store
-        failures: list[tuple[int, InvalidTxError]] = []
-        seen: set[bytes] = set()
-        for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, InvalidTxError):
-                failures.append((index, outcome))
-                continue
-            try:
-                if outcome.tx_id in seen:
-                    raise DuplicateTxError("the transaction appears twice in this batch")
-                if store.has_tx(outcome.tx_id):
-                    raise DuplicateTxError("the transaction is already committed (replay)")
-                if outcome.tx_id in self.mempool:
-                    raise DuplicateTxError("the transaction is already pending")
-                self.app.check_tx(outcome.tx, outcome.tx_id, store)
-            except InvalidTxError as exc:
-                failures.append((index, exc))
-            seen.add(outcome.tx_id)
-        if failures:
-            self.metrics.txs_submitted.labels("rejected").inc(len(raws))
-            if len(raws) == 1:
-                raise failures[0][1]
-            first_index, first = failures[0]
-            raise BatchRejectedError(
-                f"{len(failures)} of {len(raws)} transactions are invalid (first, #{first_index}: "
-                f"{first.message}); none was admitted",
-                failures,
-            )
-        checked = [o for o in outcomes if isinstance(o, CheckedTx)]
-        room = self.mempool.capacity_txs - len(self.mempool)
-        if len(checked) > room:
+        try:
+            checked = self.admission.admit(outcomes)
+        except MempoolFullError:
             self.metrics.txs_submitted.labels("mempool_full").inc(len(raws))
-            raise MempoolFullError(f"the mempool has room for {room} more transactions; retry later")
-        for item in checked:
-            self.mempool.add(item)
+            raise
+        except InvalidTxError:
+            self.metrics.txs_submitted.labels("rejected").inc(len(raws))
+            raise
         self.metrics.txs_submitted.labels("accepted").inc(len(checked))
         self._update_mempool_gauges()
         self._pending.set()
@@ -308,12 +272,3 @@ class Node:
         self.metrics.mempool_txs.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
 
-
-def _check_all(raws: list[bytes], chain_id: str, now_ms: int) -> list[CheckedTx | InvalidTxError]:
-    outcomes: list[CheckedTx | InvalidTxError] = []
-    for raw in raws:
-        try:
-            outcomes.append(check_tx(raw, chain_id=chain_id, now_ms=now_ms))
-        except InvalidTxError as exc:
-            outcomes.append(exc)
-    return outcomes
