@@ -279,7 +279,7 @@ class PeerNetwork:
                     aiohttp.WSMsgType.CLOSED,
                 ):
                     return
-                self._drop(link, f"unexpected {message.type.name} message")
+                self.drop(link, f"unexpected {message.type.name} message")
                 return
             try:
                 frame = decode(Frame, message.data, max_bytes=FRAME_BYTES_MAX + 64)
@@ -287,10 +287,10 @@ class PeerNetwork:
                     raise PeerError("handshake frame after the handshake")
                 await self.on_frame(link, frame.kind, frame.payload)
             except (CodecError, PeerError) as exc:
-                self._drop(link, exc.message)
+                self.drop(link, exc.message)
                 return
 
-    def _drop(self, link: PeerLink, why: str) -> None:
+    def drop(self, link: PeerLink, why: str) -> None:
         self.dropped_peers += 1
         log.warning("dropping peer %s: %s", link.name, why)
         self._spawn(link.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION), f"drop {link.name}")

@@ -316,7 +316,10 @@ async def get_status(request: web.Request) -> web.Response:
             "validator": node.genesis.validators.contains(node.identity.public.sign_key),
             "validator_key": node.identity.public.sign_key.hex(),
             "validators": len(node.genesis.validators),
-            "peers": 0,
+            "peers": len(node.peers.links) if node.peers is not None else 0,
+            "round": node.reactor.core.round if node.reactor is not None else 0,
+            "sync_lag_blocks": node.reactor.sync_lag if node.reactor is not None else 0,
+            "last_commit_time_ms": node.last_commit_time_ms,
             "mempool": {"txs": len(node.mempool), "bytes": node.mempool.size_bytes},
             "uptime_s": round(time.monotonic() - node.started_at, 3),
         }
@@ -330,7 +333,11 @@ async def get_livez(request: web.Request) -> web.Response:
 async def get_readyz(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     ready = node.is_ready
-    body = {"status": "ready" if ready else "not ready", "peers": 0, "sync_lag_blocks": 0}
+    body = {
+        "status": "ready" if ready else "not ready",
+        "peers": len(node.peers.links) if node.peers is not None else 0,
+        "sync_lag_blocks": node.reactor.sync_lag if node.reactor is not None else 0,
+    }
     return _json(body, 200 if ready else 503)
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +25,7 @@ from medledger.node.config import (
 )
 from medledger.node.home import PASSPHRASE_FILE, init_home
 from medledger.node.run import api_address_path, run_node
+from medledger.node.testnet import cluster_down, cluster_up, create_testnet, read_cluster
 
 DEFAULT_API_PORT = 26657
 
@@ -235,6 +237,96 @@ def status(home: Path | None, url: str | None, as_json: bool) -> None:
     click.echo(f"state root:  {data['state_root'][:16]}…")
     click.echo(f"mempool:     {data['mempool']['txs']} txs, {data['mempool']['bytes']} bytes")
     click.echo(f"validator:   {'yes' if data['validator'] else 'no'} ({data['validators']} in set)")
+
+
+# -- local networks ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--validators", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--observers", type=click.IntRange(0, 64), default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--chain-id", default="medledger-testnet", show_default=True)
+@click.option("--block-interval-ms", type=click.IntRange(1, 60_000), default=100, show_default=True)
+@click.option(
+    "--base-port", type=click.IntRange(0, 65000), default=0, help="First port (default: free ports)."
+)
+def testnet(
+    validators: int, observers: int, out: Path, chain_id: str, block_interval_ms: int, base_port: int
+) -> None:
+    """Create node homes for a local network sharing one genesis (loopback ports)."""
+    try:
+        nodes = create_testnet(
+            out.resolve(),
+            validators=validators,
+            observers=observers,
+            chain_id=chain_id,
+            block_interval_ms=block_interval_ms,
+            base_port=base_port,
+        )
+    except MedledgerError as exc:
+        _fail(exc.message)
+        return
+    for node in nodes:
+        role = "validator" if node.validator else "observer"
+        click.echo(f"{node.name:<12} {role:<9} api :{node.api_port}  p2p :{node.p2p_port}  {node.home}")
+    click.echo(f"start them with: medledger cluster up --dir {out}")
+
+
+@main.group()
+def cluster() -> None:
+    """Run a local network created by `medledger testnet` as background processes."""
+
+
+@cluster.command("up")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True
+)
+def cluster_up_command(directory: Path) -> None:
+    """Start every node of the testnet and wait until each serves its API."""
+    try:
+        record = cluster_up(directory.resolve())
+    except MedledgerError as exc:
+        _fail(exc.message)
+        return
+    for name, entry in record.items():
+        click.echo(f"{name:<12} pid {entry['pid']:<8} {entry['url']}")
+    click.echo(f"logs: {directory}/<node>/node.log; stop with: medledger cluster down --dir {directory}")
+
+
+@cluster.command("down")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True
+)
+def cluster_down_command(directory: Path) -> None:
+    """Stop every node of the testnet (SIGTERM, then SIGKILL after a grace period)."""
+    stopped = cluster_down(directory.resolve())
+    click.echo(f"stopped {len(stopped)} node(s)" + (f": {', '.join(stopped)}" if stopped else ""))
+
+
+@cluster.command("status")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True
+)
+def cluster_status_command(directory: Path) -> None:
+    """Each node's height, round, peers and last commit time."""
+    try:
+        record = read_cluster(directory.resolve())
+    except MedledgerError as exc:
+        _fail(exc.message)
+        return
+    now_ms = time.time_ns() // 1_000_000
+    click.echo(f"{'node':<12} {'height':>7} {'round':>5} {'peers':>5} {'lag':>4}  last commit")
+    for name, entry in record.items():
+        try:
+            data = fetch_json(f"{entry['url']}/status", timeout_s=3.0)
+        except (urllib.error.URLError, OSError, ValueError):
+            click.echo(f"{name:<12} {'down':>7}")
+            continue
+        ago = (now_ms - int(data["last_commit_time_ms"])) / 1000 if data["height"] else None
+        last = f"{ago:.1f} s ago" if ago is not None else "never"
+        height, round_, peers, lag = data["height"], data["round"], data["peers"], data["sync_lag_blocks"]
+        click.echo(f"{name:<12} {height:>7} {round_:>5} {peers:>5} {lag:>4}  {last}")
 
 
 if __name__ == "__main__":

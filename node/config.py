@@ -50,6 +50,18 @@ class ConsensusSection:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class P2pSection:
+    """The peer endpoint (separate from the API) and whom to dial; empty `peers`: no network."""
+
+    host: str = "127.0.0.1"
+    port: int = 26656
+    #: Peer URLs to dial, e.g. ["http://10.0.0.2:26656"].
+    peers: tuple[str, ...] = ()
+    #: Node keys (hex) of observers allowed to connect besides the validators.
+    observers: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class MempoolSection:
     max_txs: int = MEMPOOL_TXS_MAX
     max_bytes: int = MEMPOOL_BYTES_MAX
@@ -63,6 +75,7 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("consensus", "max_block_bytes"): (1024, BLOCK_BYTES_MAX),
     ("mempool", "max_txs"): (1, 10 * MEMPOOL_TXS_MAX),
     ("mempool", "max_bytes"): (1024, 8 * MEMPOOL_BYTES_MAX),
+    ("p2p", "port"): (0, 65535),
 }
 _CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("node", "app"): APPS,
@@ -73,6 +86,7 @@ _SECTIONS: Final[dict[str, type[Any]]] = {
     "api": ApiSection,
     "consensus": ConsensusSection,
     "mempool": MempoolSection,
+    "p2p": P2pSection,
 }
 
 
@@ -83,6 +97,7 @@ class NodeConfig:
     api: ApiSection
     consensus: ConsensusSection
     mempool: MempoolSection
+    p2p: P2pSection
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the node's home unless absolute."""
@@ -108,6 +123,12 @@ class NodeConfig:
 
 def _coerce(section: str, key: str, value: Any, expected: type[Any], source: str) -> Any:
     where = f"{source}: [{section}] {key}"
+    if expected is tuple:
+        if isinstance(value, str):  # from the environment: comma-separated
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
+        return tuple(value)
     if expected is int:
         if isinstance(value, str):
             try:
@@ -129,7 +150,11 @@ def _coerce(section: str, key: str, value: Any, expected: type[Any], source: str
 
 
 def _field_types(cls: type[Any]) -> dict[str, type[Any]]:
-    return {f.name: (int if f.type in (int, "int") else str) for f in dataclasses.fields(cls)}
+    kinds: dict[str, type[Any]] = {}
+    for f in dataclasses.fields(cls):
+        annotation = str(f.type)
+        kinds[f.name] = int if annotation == "int" else tuple if annotation.startswith("tuple") else str
+    return kinds
 
 
 def load_config(
@@ -177,9 +202,31 @@ def load_config(
     return NodeConfig(home=home, **sections)
 
 
-def render_config(name: str, *, api_port: int, app: str = "kv-fixture", block_interval_ms: int = 200) -> str:
+def render_config(
+    name: str,
+    *,
+    api_port: int,
+    app: str = "kv-fixture",
+    block_interval_ms: int = 200,
+    p2p_port: int = 26656,
+    peers: tuple[str, ...] = (),
+    observers: tuple[str, ...] = (),
+) -> str:
     """The commented `config.toml` that `medledger init` writes."""
-    return f"""\
+    peers_toml = ", ".join(f'"{p}"' for p in peers)
+    observers_toml = ", ".join(f'"{o}"' for o in observers)
+    return _TEMPLATE.format(
+        name=name,
+        app=app,
+        api_port=api_port,
+        block_interval_ms=block_interval_ms,
+        p2p_port=p2p_port,
+        peers=peers_toml,
+        observers=observers_toml,
+    )
+
+
+_TEMPLATE = """\
 # medledger node configuration. Any value can be overridden by an environment variable
 # MEDLEDGER_<SECTION>_<KEY> (e.g. MEDLEDGER_API_PORT=8080) or a command-line flag.
 # Relative paths are relative to this node's home directory.
@@ -209,6 +256,15 @@ max_block_bytes = 16777216
 [mempool]
 max_txs = 50000
 max_bytes = 268435456
+
+[p2p]
+# The peer endpoint (authenticated with node keys; separate from the API).
+host = "127.0.0.1"
+port = {p2p_port}
+# Peer URLs to dial, e.g. ["http://10.0.0.2:26656"]. Empty: a single node.
+peers = [{peers}]
+# Node keys (hex) of observer nodes allowed to connect besides the validators.
+observers = [{observers}]
 """
 
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
+from aiohttp import web
+
 from medledger.chain.admission import Admission, check_batch
 from medledger.chain.app import App
 from medledger.chain.errors import InvalidTxError, MempoolFullError, StoreError
@@ -24,11 +26,15 @@ from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore, TxLocation
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity
+from medledger.network.peers import PeerNetwork
+from medledger.network.reactor import Reactor
 from medledger.node.config import NodeConfig
 from medledger.node.metrics import NodeMetrics
 
 log = logging.getLogger("medledger.node")
 
+#: A networked node is ready when at most this many blocks behind its peers.
+READY_SYNC_LAG_MAX = 2
 #: Batches at least this large are checked in a worker thread (libsodium releases the GIL).
 THREADED_CHECK_BATCH_MIN = 32
 
@@ -65,6 +71,10 @@ class Node:
         self.mempool = Mempool(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
         self._store: BlockStore | None = None
         self._solo: SoloValidator | None = None
+        self.reactor: Reactor | None = None
+        self.peers: PeerNetwork | None = None
+        self._p2p_runner: web.AppRunner | None = None
+        self.p2p_url = ""
         self._producer: asyncio.Task[None] | None = None
         self._pending = asyncio.Event()
         self._stopping = False
@@ -72,6 +82,7 @@ class Node:
         self._waiters: dict[bytes, list[asyncio.Future[TxLocation]]] = {}
         self.started_at = time.monotonic()
         self.last_commit_time_ms = 0
+        self._observer_keys: frozenset[str] = frozenset()
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -95,7 +106,8 @@ class Node:
 
     @property
     def is_ready(self) -> bool:
-        return self._store is not None and self._producer is not None and not self._producer.done()
+        alive = self._store is not None and self._producer is not None and not self._producer.done()
+        return alive and (self.reactor is None or self.reactor.sync_lag <= READY_SYNC_LAG_MAX)
 
     async def start(self) -> None:
         path = self.config.data_dir
@@ -107,9 +119,10 @@ class Node:
                     raise StoreError(f"{path} holds another chain than the genesis file describes")
             else:
                 store.init_genesis(self.genesis, self.app.init_state(self.genesis))
-            self._solo = SoloValidator(
-                store=store, app=self.app, identity=self.identity, validators=self.genesis.validators
-            )
+            if not self.uses_network:
+                self._solo = SoloValidator(
+                    store=store, app=self.app, identity=self.identity, validators=self.genesis.validators
+                )
         except BaseException:
             store.close()
             raise
@@ -117,14 +130,69 @@ class Node:
         self.admission = Admission(store=store, mempool=self.mempool, app=self.app)
         self.metrics.height.set(store.height)
         self.last_commit_time_ms = store.last_block_time_ms
-        self._producer = asyncio.create_task(self._produce_forever(), name="block-producer")
+        if self.uses_network:
+            await self._start_network(store)
+        else:
+            self._producer = asyncio.create_task(self._produce_forever(), name="block-producer")
         log.info("node %s started at height %d", self.config.node.name, store.height)
+
+    @property
+    def uses_network(self) -> bool:
+        """Several validators or configured peers: consensus over the network, else solo."""
+        return len(self.genesis.validators) > 1 or bool(self.config.p2p.peers)
+
+    def _is_member(self, key: bytes) -> bool:
+        return self.genesis.validators.contains(key) or key.hex() in self._observer_keys
+
+    async def _start_network(self, store: BlockStore) -> None:
+        self._observer_keys = frozenset(k.lower() for k in self.config.p2p.observers)
+        reactor = Reactor(
+            store=store,
+            app=self.app,
+            mempool=self.mempool,
+            admission=self.admission,
+            identity=self.identity,
+            genesis=self.genesis,
+            block_interval_ms=self.config.consensus.block_interval_ms,
+            max_block_txs=self.config.consensus.max_block_txs,
+            max_block_bytes=self.config.consensus.max_block_bytes,
+            clock_ms=self.clock_ms,
+            on_committed=self._on_committed,
+        )
+        peers = PeerNetwork(
+            identity=self.identity,
+            chain_id=self.genesis.chain_id,
+            is_allowed=self._is_member,
+            on_frame=reactor.on_frame,
+            on_connect=reactor.on_connect,
+            peer_urls=self.config.p2p.peers,
+        )
+        reactor.attach(peers)
+        app = web.Application()
+        peers.add_routes(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.p2p.host, self.config.p2p.port, shutdown_timeout=1.0)
+        await site.start()
+        port = runner.addresses[0][1] if runner.addresses else self.config.p2p.port
+        self.p2p_url = f"http://{self.config.p2p.host}:{port}"
+        self.reactor, self.peers, self._p2p_runner = reactor, peers, runner
+        await peers.start()
+        await reactor.start()
+        self._producer = reactor.task
 
     async def stop(self) -> None:
         """Finish the block in flight, then close the store. Pending txs are not committed."""
         self._stopping = True
         self._stop_requested.set()
         self._pending.set()
+        if self.reactor is not None:
+            await self.reactor.stop()
+            self._producer = None
+        if self.peers is not None:
+            await self.peers.stop()
+        if self._p2p_runner is not None:
+            await self._p2p_runner.cleanup()
         if self._producer is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._producer  # its failure, if any, was reported by `serve`
@@ -161,7 +229,11 @@ class Node:
             raise
         self.metrics.txs_submitted.labels("accepted").inc(len(checked))
         self._update_mempool_gauges()
-        self._pending.set()
+        if self.reactor is not None:
+            self.reactor.gossip_txs([c.raw for c in checked])
+            self.reactor.notify_txs()
+        else:
+            self._pending.set()
         return [c.tx_id for c in checked]
 
     def get_tx_status(self, tx_id: bytes) -> TxStatus | None:
@@ -271,4 +343,3 @@ class Node:
     def _update_mempool_gauges(self) -> None:
         self.metrics.mempool_txs.set(len(self.mempool))
         self.metrics.mempool_bytes.set(self.mempool.size_bytes)
-

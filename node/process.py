@@ -30,9 +30,17 @@ class NodeProcess:
     """One `medledger start` child process with its log in `HOME/node.log`."""
 
     def __init__(
-        self, home: Path, *, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+        self,
+        home: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        use_config_ports: bool = False,
+        detach: bool = False,
     ) -> None:
         self.home = home
+        self.use_config_ports = use_config_ports
+        self.detach = detach
         self.extra_args = extra_args
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -50,26 +58,23 @@ class NodeProcess:
         self._log = self.log_path.open("ab")
         env = dict(os.environ)
         env.update(self.env or {})
-        argv = [
-            sys.executable,
-            "-m",
-            "medledger.node.cli",
-            "start",
-            "--home",
-            str(self.home),
-            "--api-port",
-            "0",
-        ]
+        argv = [sys.executable, "-m", "medledger.node.cli", "start", "--home", str(self.home)]
+        if not self.use_config_ports:
+            argv += ["--api-port", "0"]
         self.proc = subprocess.Popen(
             [*argv, *self.extra_args],
+            start_new_session=self.detach,  # a cluster outlives the command that started it
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
         )
 
-    def wait_ready(self, timeout_s: float = 30.0) -> str:
-        """Wait until the node serves `/readyz`; returns its URL. Raises if it dies or times out."""
+    def wait_ready(self, timeout_s: float = 30.0, *, require_ready: bool = True) -> str:
+        """Wait until the node serves `/readyz` (or, without `require_ready`, any answer to it).
+
+        Returns its URL; raises if the process dies or the deadline passes.
+        """
         deadline = time.monotonic() + timeout_s
         address = api_address_path(self.home)
         while time.monotonic() < deadline:
@@ -80,7 +85,7 @@ class NodeProcess:
                     data = json.loads(address.read_text(encoding="utf-8"))
                     if data["pid"] == self.proc.pid:
                         url = str(data["url"])
-                        if _is_ready(url):
+                        if _is_ready(url, require_ready):
                             self.url = url
                             return url
             time.sleep(POLL_INTERVAL_S)
@@ -128,9 +133,11 @@ class NodeProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _is_ready(url: str) -> bool:
+def _is_ready(url: str, require_ready: bool = True) -> bool:
     try:
         with urllib.request.urlopen(url + "/readyz", timeout=2) as response:  # noqa: S310 - loopback
             return bool(response.status == 200)
+    except urllib.error.HTTPError as exc:
+        return not require_ready and exc.code == 503
     except (urllib.error.URLError, OSError):
         return False

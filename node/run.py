@@ -62,7 +62,8 @@ async def serve(node: Node, stop: asyncio.Event) -> None:
         port = runner.addresses[0][1] if runner.addresses else node.config.api.port
         url = f"http://{node.config.api.host}:{port}"
         address_file = api_address_path(node.config.home)
-        address_file.write_text(json.dumps({"url": url, "pid": os.getpid()}) + "\n", encoding="utf-8")
+        address = {"url": url, "pid": os.getpid(), "p2p_url": node.p2p_url}
+        address_file.write_text(json.dumps(address) + "\n", encoding="utf-8")
         log.info(
             "node %s serving %s (chain %s, height %d)",
             node.config.node.name,

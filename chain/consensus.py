@@ -1,0 +1,972 @@
+"""Tendermint-style BFT consensus (propose, prevote, precommit) as a sans-I/O state machine.
+
+One `ConsensusCore` per validator (or per observer, which only verifies). It is fed proposals,
+votes, timer expiries and certificates learned from block sync, and returns the actions its driver
+must carry out, *in order*: persist a signed vote before sending it, broadcast, arm a timer, commit a
+block. It never does I/O, never reads a clock and never draws a random number, so the node and the
+deterministic simulator (`medledger.network.sim`) drive the very same code.
+
+The protocol is Algorithm 1 of Buchman, Kwon and Milosevic, "The latest gossip on BFT consensus"
+(arXiv:1807.04938), with the names of that paper (`locked_round`, `valid_round`, ...). See
+docs/adr/0003-consensus.md for why it was chosen and how the parts fit. In short:
+
+* Round r of height h has the proposer `ValidatorSet.get_proposer(h, r)`. It proposes its valid
+  block (with `pol_round` = the round of its proof of lock) or a fresh block from its driver.
+* A validator prevotes the proposal if the block is valid and it is not locked on another block,
+  or if the proposal carries a proof-of-lock round ≥ its locked round and it has seen that quorum of
+  prevotes. Otherwise it prevotes nil.
+* A quorum (⌈2n/3⌉) of prevotes for the proposal locks the validator on the block and makes it
+  precommit the block; a quorum of nil prevotes makes it precommit nil.
+* A quorum of precommits for a block, at any round, commits the block (`CommitBlock`).
+* Timers: propose (waiting for the proposal), prevote and precommit (after a quorum of votes of any
+  kind without a decision). They grow linearly with the round and are capped.
+* f + 1 distinct validators at a higher round make a validator jump there (one of them is correct).
+
+Messages can be lost by a driver (a crash, a lossy link), so every validator re-broadcasts its own
+messages of the current and previous round on a timer: that replaces the paper's assumption that
+every message is eventually delivered. A validator that sees a signed message of a height it has
+already committed emits `PeerBehind`, so its driver can send that peer the committed block and its
+certificate, which the peer feeds to `on_commit`.
+
+Crash safety: before any vote or proposal is signed, `PersistLastSigned` (and, when a precommit
+locks a block, `PersistLock`) precede its `Broadcast`. On start the core takes the persisted
+`LastSigned` and `ConsensusLock` and never signs at or below that (height, round, step) again,
+except the identical vote (a re-broadcast).
+
+Bounds (TIGER_STYLE): messages are stored for rounds up to `ROUNDS_AHEAD_MAX` above the current
+one (beyond that only the sender's highest round is remembered, for the round jump) and for at most
+`HEIGHTS_AHEAD_MAX` heights ahead, `FUTURE_MESSAGES_PER_VALIDATOR_MAX` messages per validator.
+Each validator has at most one prevote and one precommit per round; a conflicting second one is
+evidence of equivocation (`RecordEvidence`) and is not counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Final, Protocol
+
+from medledger.chain.store import ConsensusLock, LastSigned
+from medledger.chain.types import (
+    NO_ROUND,
+    Block,
+    Commit,
+    CommitSig,
+    Proposal,
+    ValidatorSet,
+    Vote,
+    VoteKind,
+    compute_proposal_signing_bytes,
+    compute_vote_signing_bytes,
+)
+from medledger.crypto import Identity, verify_signature
+
+#: The block hash of a vote for nil.
+NIL: Final = b""
+
+# -- limits --------------------------------------------------------------------------------
+
+#: Votes and proposals are stored for rounds up to this many above the current one.
+ROUNDS_AHEAD_MAX: Final = 16
+#: Messages of heights up to this many above the current one are buffered until it starts.
+HEIGHTS_AHEAD_MAX: Final = 1
+#: Most buffered messages of future heights, per validator.
+FUTURE_MESSAGES_PER_VALIDATOR_MAX: Final = 2 * ROUNDS_AHEAD_MAX + 4
+
+# -- timeouts (ms): base + delta × round, capped ---------------------------------------------
+
+TIMEOUT_PROPOSE_MS_BASE: Final = 3_000
+TIMEOUT_PROPOSE_MS_DELTA: Final = 500
+TIMEOUT_PROPOSE_MS_MAX: Final = 30_000
+TIMEOUT_PREVOTE_MS_BASE: Final = 1_000
+TIMEOUT_PREVOTE_MS_DELTA: Final = 500
+TIMEOUT_PREVOTE_MS_MAX: Final = 10_000
+TIMEOUT_PRECOMMIT_MS_BASE: Final = 1_000
+TIMEOUT_PRECOMMIT_MS_DELTA: Final = 500
+TIMEOUT_PRECOMMIT_MS_MAX: Final = 10_000
+#: How often a validator re-broadcasts its own messages of the current height.
+REBROADCAST_MS: Final = 2_000
+
+
+class Step(IntEnum):
+    """A round's steps; also the `step` of `LastSigned` (a proposal, a prevote, a precommit)."""
+
+    PROPOSE = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+class TimeoutStep(IntEnum):
+    """What a timer is for: one per round step, and the periodic re-broadcast."""
+
+    PROPOSE = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+    REBROADCAST = 3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsensusTimeouts:
+    """Timer settings. A step's timeout at round r is min(base + delta × r, max)."""
+
+    timeout_propose_ms_base: int = TIMEOUT_PROPOSE_MS_BASE
+    timeout_propose_ms_delta: int = TIMEOUT_PROPOSE_MS_DELTA
+    timeout_propose_ms_max: int = TIMEOUT_PROPOSE_MS_MAX
+    timeout_prevote_ms_base: int = TIMEOUT_PREVOTE_MS_BASE
+    timeout_prevote_ms_delta: int = TIMEOUT_PREVOTE_MS_DELTA
+    timeout_prevote_ms_max: int = TIMEOUT_PREVOTE_MS_MAX
+    timeout_precommit_ms_base: int = TIMEOUT_PRECOMMIT_MS_BASE
+    timeout_precommit_ms_delta: int = TIMEOUT_PRECOMMIT_MS_DELTA
+    timeout_precommit_ms_max: int = TIMEOUT_PRECOMMIT_MS_MAX
+    rebroadcast_ms: int = REBROADCAST_MS
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) < 0:
+                raise ValueError(f"{field.name} must not be negative")
+        if self.rebroadcast_ms == 0:
+            raise ValueError("rebroadcast_ms must be positive")
+        for step in ("propose", "prevote", "precommit"):
+            if getattr(self, f"timeout_{step}_ms_max") < getattr(self, f"timeout_{step}_ms_base"):
+                raise ValueError(f"timeout_{step}_ms_max must be at least timeout_{step}_ms_base")
+
+    def compute_timeout_ms(self, step: TimeoutStep, round_: int) -> int:
+        if step is TimeoutStep.REBROADCAST:
+            return self.rebroadcast_ms
+        name = step.name.lower()
+        base: int = getattr(self, f"timeout_{name}_ms_base")
+        delta: int = getattr(self, f"timeout_{name}_ms_delta")
+        cap: int = getattr(self, f"timeout_{name}_ms_max")
+        return min(base + delta * round_, cap)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timeout:
+    """A timer expiry, handed back to `on_timeout` by the driver."""
+
+    height: int
+    round: int
+    step: TimeoutStep
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PersistLastSigned:
+    """Write `last` durably (synced) before executing the actions that follow it."""
+
+    last: LastSigned
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PersistLock:
+    """Write `lock` durably (synced) before executing the actions that follow it."""
+
+    lock: ConsensusLock
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send `message` to every peer."""
+
+    message: Proposal | Vote
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    """Call `on_timeout(self.timeout)` after `delay_ms` (a stale timeout is ignored, never harmful)."""
+
+    height: int
+    round: int
+    step: TimeoutStep
+    delay_ms: int
+
+    @property
+    def timeout(self) -> Timeout:
+        return Timeout(self.height, self.round, self.step)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommitBlock:
+    """The block is decided: execute it and save it with `commit`, then call `start_height`."""
+
+    block: Block
+    commit: Commit
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordEvidence:
+    """Two conflicting votes signed by one validator at one (height, round, kind)."""
+
+    vote_a: Vote
+    vote_b: Vote
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeerBehind:
+    """`validator` still works on `height`, which is committed here: send it that block and commit."""
+
+    validator: bytes
+    height: int
+
+
+Action = (
+    PersistLastSigned | PersistLock | Broadcast | ScheduleTimeout | CommitBlock | RecordEvidence | PeerBehind
+)
+
+
+class ConsensusDriver(Protocol):
+    """What the core asks of its driver: things it cannot compute purely on its own."""
+
+    def get_block_to_propose(self, height: int, round_: int) -> Block:
+        """A fresh block for `height` (built from the mempool on top of the committed chain)."""
+        ...
+
+    def is_valid_block(self, block: Block) -> bool:
+        """Whether `block` extends the committed chain and executes; must be deterministic."""
+        ...
+
+
+Verifier = Callable[[bytes, bytes, bytes], bool]
+
+# -- signing helpers -------------------------------------------------------------------------
+
+
+def sign_vote(
+    identity: Identity, *, chain_id: str, kind: VoteKind, height: int, round_: int, block_hash: bytes
+) -> Vote:
+    me = identity.public.sign_key
+    signature = identity.sign(compute_vote_signing_bytes(chain_id, kind, height, round_, block_hash, me))
+    return Vote(chain_id, int(kind), height, round_, block_hash, me, signature)
+
+
+def sign_proposal(
+    identity: Identity, *, chain_id: str, height: int, round_: int, pol_round: int, block: Block
+) -> Proposal:
+    me = identity.public.sign_key
+    signature = identity.sign(
+        compute_proposal_signing_bytes(chain_id, height, round_, pol_round, block.hash(), me)
+    )
+    return Proposal(chain_id, height, round_, pol_round, block, me, signature)
+
+
+def is_conflicting(vote_a: Vote, vote_b: Vote) -> bool:
+    """Two votes of one validator at one (height, round, kind) for different blocks."""
+    return (
+        vote_a.validator == vote_b.validator
+        and vote_a.chain_id == vote_b.chain_id
+        and vote_a.height == vote_b.height
+        and vote_a.round == vote_b.round
+        and vote_a.kind == vote_b.kind
+        and vote_a.block_hash != vote_b.block_hash
+    )
+
+
+# -- per-round state -------------------------------------------------------------------------
+
+
+class _VoteSet:
+    """One round's prevotes or precommits.
+
+    `by_validator` holds each validator's first vote: it counts towards "a quorum of votes of any
+    kind". `by_hash` tallies, per block hash, the distinct validators that signed a vote for it.
+    An equivocator's second vote is counted for its block too, when that block is one we know (the
+    caller decides): a quorum for a block is a fact about signatures, and two quorums for different
+    blocks at one round would still need a correct validator to sign both. Without that, a proof
+    of lock that happens to contain an equivocator's vote could never be checked by a validator
+    that saw the other vote first, and the chain could stall.
+    """
+
+    __slots__ = ("by_hash", "by_validator")
+
+    def __init__(self) -> None:
+        self.by_validator: dict[bytes, Vote] = {}
+        self.by_hash: dict[bytes, dict[bytes, Vote]] = {}
+
+    def add(self, vote: Vote) -> None:
+        self.by_validator.setdefault(vote.validator, vote)
+        self.by_hash.setdefault(vote.block_hash, {}).setdefault(vote.validator, vote)
+
+    def has(self, vote: Vote) -> bool:
+        voters = self.by_hash.get(vote.block_hash)
+        return voters is not None and voters.get(vote.validator) == vote
+
+    def count(self, block_hash: bytes) -> int:
+        voters = self.by_hash.get(block_hash)
+        return 0 if voters is None else len(voters)
+
+    def get_votes_for(self, block_hash: bytes) -> tuple[Vote, ...]:
+        voters = self.by_hash.get(block_hash)
+        return () if voters is None else tuple(voters.values())
+
+    @property
+    def total(self) -> int:
+        return len(self.by_validator)
+
+
+class _RoundState:
+    __slots__ = ("precommits", "prevotes", "proposal", "proposal_hash", "valid_seen")
+
+    def __init__(self) -> None:
+        self.proposal: Proposal | None = None
+        self.proposal_hash = NIL
+        self.prevotes = _VoteSet()
+        self.precommits = _VoteSet()
+        #: Rule "quorum of prevotes for the proposal" already applied in this round.
+        self.valid_seen = False
+
+    def votes(self, kind: int) -> _VoteSet:
+        return self.prevotes if kind == VoteKind.PREVOTE else self.precommits
+
+
+# -- the core --------------------------------------------------------------------------------
+
+
+class ConsensusCore:
+    """The consensus state machine of one validator (or observer, with `identity=None`).
+
+    Owned by one task. Every `on_*` method and `start_height` returns the actions to execute in
+    order; invalid input changes nothing, returns no action and sets `last_rejection`.
+    """
+
+    def __init__(
+        self,
+        *,
+        chain_id: str,
+        identity: Identity | None,
+        driver: ConsensusDriver,
+        last_signed: LastSigned | None = None,
+        lock: ConsensusLock | None = None,
+        timeouts: ConsensusTimeouts | None = None,
+        verify: Verifier = verify_signature,
+    ) -> None:
+        self.chain_id = chain_id
+        self._identity = identity
+        self._me = identity.public.sign_key if identity is not None else None
+        self._driver = driver
+        self._verify = verify
+        self.timeouts = timeouts if timeouts is not None else ConsensusTimeouts()
+        self._last_signed = last_signed
+        self._persisted_lock = lock
+        self.last_rejection: str | None = None
+
+        self.height = 0
+        self.round = 0
+        self.step = Step.PROPOSE
+        self.decided = False
+        self._validators: ValidatorSet | None = None
+        self._members: frozenset[bytes] = frozenset()
+        self._signing = False
+        self.locked_round = NO_ROUND
+        self.locked_hash = NIL
+        self._locked_block: Block | None = None
+        self.valid_round = NO_ROUND
+        self._valid_block: Block | None = None
+        self._rounds: dict[int, _RoundState] = {}
+        #: The votes this core signed at the current height, by (round, kind).
+        self._own_votes: dict[tuple[int, VoteKind], Vote] = {}
+        self._blocks: dict[bytes, Block] = {}
+        self._validity: dict[bytes, bool] = {}
+        #: Block hash → the round at which its precommits reached a quorum.
+        self._precommit_quorums: dict[bytes, int] = {}
+        #: Each validator's highest round seen at this height (for the f + 1 round jump).
+        self._max_round_seen: dict[bytes, int] = {}
+        self._scheduled: set[tuple[int, TimeoutStep]] = set()
+        self._evidence_seen: set[tuple[bytes, int, int]] = set()
+        self._behind_hinted: set[tuple[bytes, int]] = set()
+        self._future: list[Proposal | Vote] = []
+        self._future_counts: dict[bytes, int] = {}
+
+    # -- read-only views ---------------------------------------------------------------------
+
+    @property
+    def last_signed(self) -> LastSigned | None:
+        return self._last_signed
+
+    @property
+    def validators(self) -> ValidatorSet:
+        if self._validators is None:
+            raise RuntimeError("start_height has not been called")
+        return self._validators
+
+    @property
+    def is_signing(self) -> bool:
+        """Whether this core signs at the current height (it holds a key of the validator set)."""
+        return self._signing
+
+    def get_proposal(self, round_: int) -> Proposal | None:
+        state = self._rounds.get(round_)
+        return None if state is None else state.proposal
+
+    def get_votes(self, round_: int, kind: VoteKind) -> tuple[Vote, ...]:
+        state = self._rounds.get(round_)
+        return () if state is None else tuple(state.votes(kind).by_validator.values())
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def start_height(self, height: int, validators: ValidatorSet) -> list[Action]:
+        """Begin `height` with `validators` (after `CommitBlock` of the previous one was saved)."""
+        if height <= self.height:
+            raise ValueError(f"height {height} does not follow the current height {self.height}")
+        out: list[Action] = []
+        self.last_rejection = None
+        self.height = height
+        self.round = 0
+        self.step = Step.PROPOSE
+        self.decided = False
+        self._validators = validators
+        self._members = frozenset(v.sign_key for v in validators.validators)
+        self._signing = self._me is not None and self._me in self._members
+        self.locked_round, self.locked_hash, self._locked_block = NO_ROUND, NIL, None
+        self.valid_round, self._valid_block = NO_ROUND, None
+        self._rounds = {}
+        self._own_votes = {}
+        self._blocks = {}
+        self._validity = {}
+        self._precommit_quorums = {}
+        self._max_round_seen = {}
+        self._scheduled = set()
+        self._evidence_seen = set()
+        self._behind_hinted = set()
+
+        lock = self._persisted_lock
+        if lock is not None and lock.height == height:
+            self.locked_round, self.locked_hash, self._locked_block = lock.round, lock.block_hash, lock.block
+            self.valid_round, self._valid_block = lock.round, lock.block
+            self._blocks[lock.block_hash] = lock.block
+        last = self._last_signed
+        resumed = last is not None and last.height == height
+        first_round = last.round if last is not None and resumed else 0
+        if (
+            last is not None
+            and resumed
+            and last.step == Step.PRECOMMIT
+            and last.block_hash != NIL
+            and last.round > self.locked_round
+        ):
+            # The precommit that set a lock is its own record of it.
+            self.locked_round, self.locked_hash = last.round, last.block_hash
+
+        if lock is not None and lock.height == height:
+            for prevote in lock.prevotes:  # the proof of lock, to forward with a re-proposal
+                self._handle_vote(prevote, out, any_round=True)
+        self._start_round(first_round, out)
+        if last is not None and resumed:
+            self.step = max(self.step, Step(last.step))
+            if last.step != Step.PROPOSE:
+                # Re-sign and re-send the identical vote: it may never have left before the crash.
+                self._send_vote(VoteKind(last.step), last.block_hash, out)
+                # Our earlier messages of this round are gone with the crash, and peers may wait for
+                # them to reach "a quorum of any votes": arm this step's timer now so the round ends.
+                self._schedule(TimeoutStep(last.step), out)
+        self._schedule(TimeoutStep.REBROADCAST, out)
+
+        buffered, self._future, self._future_counts = self._future, [], {}
+        for message in buffered:
+            if message.height == height:
+                if isinstance(message, Proposal):
+                    self._handle_proposal(message, out)
+                else:
+                    self._handle_vote(message, out)
+            elif message.height > height:
+                self._buffer_future(message)
+        self.last_rejection = None
+        self._evaluate(out)
+        return out
+
+    def on_proposal(self, proposal: Proposal) -> list[Action]:
+        out: list[Action] = []
+        self.last_rejection = None
+        self._handle_proposal(proposal, out)
+        self._evaluate(out)
+        return out
+
+    def on_vote(self, vote: Vote) -> list[Action]:
+        out: list[Action] = []
+        self.last_rejection = None
+        self._handle_vote(vote, out)
+        self._evaluate(out)
+        return out
+
+    def on_timeout(self, timeout: Timeout) -> list[Action]:
+        out: list[Action] = []
+        self.last_rejection = None
+        if timeout.height != self.height or self.decided or self._validators is None:
+            return out
+        step = timeout.step
+        if step is TimeoutStep.REBROADCAST:
+            self._scheduled.discard((timeout.round, step))
+            self._rebroadcast(out)
+            self._behind_hinted.clear()
+            self._schedule(TimeoutStep.REBROADCAST, out)
+        elif timeout.round != self.round:
+            return out
+        elif step is TimeoutStep.PROPOSE and self.step == Step.PROPOSE:
+            self._prevote(NIL, out)
+        elif step is TimeoutStep.PREVOTE and self.step == Step.PREVOTE:
+            self._precommit(NIL, out)
+        elif step is TimeoutStep.PRECOMMIT:
+            self._start_round(self.round + 1, out)
+        self._evaluate(out)
+        return out
+
+    def on_commit(self, block: Block, commit: Commit) -> list[Action]:
+        """A block and its certificate for the current height, learned from a peer or block sync."""
+        out: list[Action] = []
+        self.last_rejection = None
+        if self._validators is None or self.decided or commit.height != self.height:
+            return out
+        block_hash = block.hash()
+        if (
+            commit.block_hash != block_hash
+            or block.header.height != self.height
+            or block.header.chain_id != self.chain_id
+            or len(commit.signatures) > len(self._validators)
+        ):
+            self.last_rejection = "the certificate is not for this block"
+            return out
+        self._blocks.setdefault(block_hash, block)
+        for sig in commit.signatures:
+            vote = Vote(
+                self.chain_id,
+                int(VoteKind.PRECOMMIT),
+                commit.height,
+                commit.round,
+                commit.block_hash,
+                sig.validator,
+                sig.signature,
+            )
+            self._handle_vote(vote, out, any_round=True)
+            reason = self._get_rejection()
+            if reason is not None:
+                self.last_rejection = f"certificate: {reason}"
+                break
+        self._evaluate(out)
+        if not self.decided and self._get_rejection() is None:
+            self.last_rejection = "the certificate does not decide this height"
+        return out
+
+    # -- message intake ----------------------------------------------------------------------
+
+    def _reject(self, reason: str) -> None:
+        self.last_rejection = reason
+
+    def _get_rejection(self) -> str | None:
+        return self.last_rejection
+
+    def _handle_proposal(self, proposal: Proposal, out: list[Action]) -> None:
+        if self._validators is None:
+            return self._reject("consensus has not started")
+        if proposal.chain_id != self.chain_id:
+            return self._reject("proposal for another chain")
+        if proposal.height != self.height:
+            return self._handle_other_height(proposal, out)
+        if self.decided:
+            return None
+        if proposal.round > self.round + ROUNDS_AHEAD_MAX:
+            return self._note_far_round(proposal)
+        if proposal.proposer != self._validators.get_proposer(proposal.height, proposal.round).sign_key:
+            return self._reject("proposal not from the round's proposer")
+        state = self._rounds.get(proposal.round)
+        if state is not None and state.proposal is not None:
+            if state.proposal != proposal:
+                return self._reject("a second, different proposal for the round")
+            return None
+        reason = self._check_proposal_block(proposal)
+        if reason is not None:
+            return self._reject(reason)
+        block_hash = proposal.block.hash()
+        signed = compute_proposal_signing_bytes(
+            proposal.chain_id,
+            proposal.height,
+            proposal.round,
+            proposal.pol_round,
+            block_hash,
+            proposal.proposer,
+        )
+        if not self._verify(proposal.proposer, signed, proposal.signature):
+            return self._reject("bad proposal signature")
+        state = self._get_round(proposal.round)
+        state.proposal, state.proposal_hash = proposal, block_hash
+        self._blocks.setdefault(block_hash, proposal.block)
+        self._note_round(proposal.proposer, proposal.round)
+        return None
+
+    def _check_proposal_block(self, proposal: Proposal) -> str | None:
+        assert self._validators is not None
+        header = proposal.block.header
+        if header.height != proposal.height or header.chain_id != self.chain_id:
+            return "proposed block is for another height or chain"
+        if not NO_ROUND <= proposal.pol_round < proposal.round:
+            return "pol_round is not before the proposal's round"
+        if proposal.pol_round == NO_ROUND:
+            if header.round != proposal.round or header.proposer != proposal.proposer:
+                return "a fresh block must carry the proposal's round and proposer"
+        elif (
+            header.round > proposal.pol_round
+            or header.proposer != self._validators.get_proposer(header.height, header.round).sign_key
+        ):
+            return "a re-proposed block must come from its own round's proposer, before pol_round"
+        return None
+
+    def _handle_vote(self, vote: Vote, out: list[Action], *, any_round: bool = False) -> None:
+        if self._validators is None:
+            return self._reject("consensus has not started")
+        if vote.chain_id != self.chain_id:
+            return self._reject("vote for another chain")
+        if vote.kind not in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
+            return self._reject("unknown vote kind")
+        if vote.height != self.height:
+            return self._handle_other_height(vote, out)
+        if self.decided:
+            return None
+        if vote.validator not in self._members:
+            return self._reject("vote from a non-validator")
+        if vote.round > self.round + ROUNDS_AHEAD_MAX and not any_round:
+            return self._note_far_round(vote)
+        state = self._get_round(vote.round)
+        votes = state.votes(vote.kind)
+        if votes.has(vote):
+            return None  # a duplicate: nothing new
+        existing = votes.by_validator.get(vote.validator)
+        if existing is not None and vote.block_hash not in self._blocks:
+            # A conflicting vote for a block we do not know: evidence at most (after checking it),
+            # never stored, so an equivocator cannot fill our memory with votes for invented blocks.
+            key = (vote.validator, vote.round, vote.kind)
+            if key in self._evidence_seen:
+                return None
+        if not self._verify(vote.validator, vote.signing_bytes(), vote.signature):
+            return self._reject("bad vote signature")
+        if existing is not None:
+            key = (vote.validator, vote.round, vote.kind)
+            if key not in self._evidence_seen:
+                self._evidence_seen.add(key)
+                out.append(RecordEvidence(existing, vote))
+            if vote.block_hash not in self._blocks:
+                return None
+        self._add_vote(votes, vote)
+        return None
+
+    def _add_vote(self, votes: _VoteSet, vote: Vote) -> None:
+        assert self._validators is not None
+        votes.add(vote)
+        if (
+            vote.kind == VoteKind.PRECOMMIT
+            and vote.block_hash != NIL
+            and vote.block_hash not in self._precommit_quorums
+            and votes.count(vote.block_hash) >= self._validators.quorum
+        ):
+            self._precommit_quorums[vote.block_hash] = vote.round
+        self._note_round(vote.validator, vote.round)
+
+    def _handle_other_height(self, message: Proposal | Vote, out: list[Action]) -> None:
+        """A message for a height we are not at: a hint that its sender lags, or one to keep."""
+        sender = message.proposer if isinstance(message, Proposal) else message.validator
+        if sender not in self._members:
+            return self._reject("message from a non-validator")
+        if message.height < self.height:
+            key = (sender, message.height)
+            if sender != self._me and key not in self._behind_hinted and self._is_signed(message):
+                self._behind_hinted.add(key)
+                out.append(PeerBehind(sender, message.height))
+            return None
+        if message.height > self.height + HEIGHTS_AHEAD_MAX or message.round > ROUNDS_AHEAD_MAX:
+            return None  # not invalid, only too far ahead to keep: block sync will bring us there
+        if not self._is_signed(message):
+            return self._reject("bad signature")
+        self._buffer_future(message)
+        return None
+
+    def _buffer_future(self, message: Proposal | Vote) -> None:
+        sender = message.proposer if isinstance(message, Proposal) else message.validator
+        count = self._future_counts.get(sender, 0)
+        if count >= FUTURE_MESSAGES_PER_VALIDATOR_MAX or message in self._future:
+            return
+        self._future_counts[sender] = count + 1
+        self._future.append(message)
+
+    def _note_far_round(self, message: Proposal | Vote) -> None:
+        """A message too far ahead to store: remember only its sender's round, for the jump."""
+        sender = message.proposer if isinstance(message, Proposal) else message.validator
+        if sender not in self._members:
+            return self._reject("message from a non-validator")
+        if message.round <= self._max_round_seen.get(sender, NO_ROUND):
+            return None
+        if not self._is_signed(message):
+            return self._reject("bad signature")
+        self._note_round(sender, message.round)
+        return None
+
+    def _is_signed(self, message: Proposal | Vote) -> bool:
+        if isinstance(message, Proposal):
+            return self._verify(message.proposer, message.signing_bytes(), message.signature)
+        return self._verify(message.validator, message.signing_bytes(), message.signature)
+
+    def _note_round(self, sender: bytes, round_: int) -> None:
+        if round_ > self._max_round_seen.get(sender, NO_ROUND):
+            self._max_round_seen[sender] = round_
+
+    def _get_round(self, round_: int) -> _RoundState:
+        state = self._rounds.get(round_)
+        if state is None:
+            state = self._rounds[round_] = _RoundState()
+        return state
+
+    # -- the rules ---------------------------------------------------------------------------
+
+    def _evaluate(self, out: list[Action]) -> None:
+        """Apply the protocol's rules until none fires any more."""
+        if self._validators is None:
+            return
+        while not self.decided:
+            if self._try_decide(out):
+                return
+            if self._try_round_jump(out):
+                continue
+            if not self._apply_round_rules(out):
+                return
+
+    def _try_decide(self, out: list[Action]) -> bool:
+        """A quorum of precommits for a block we hold, at any round, decides it."""
+        for block_hash, round_ in self._precommit_quorums.items():
+            block = self._blocks.get(block_hash)
+            if block is None or not self._is_valid(block_hash, block):
+                continue
+            precommits = self._rounds[round_].precommits.get_votes_for(block_hash)
+            signatures = tuple(
+                sorted(
+                    (CommitSig(v.validator, v.signature) for v in precommits), key=lambda sig: sig.validator
+                )
+            )
+            self.decided = True
+            out.append(CommitBlock(block, Commit(self.height, round_, block_hash, signatures)))
+            return True
+        return False
+
+    def _try_round_jump(self, out: list[Action]) -> bool:
+        """f + 1 distinct validators at rounds above ours: at least one correct one is there."""
+        assert self._validators is not None
+        needed = self._validators.max_faulty + 1
+        if len(self._max_round_seen) < needed:
+            return False
+        target = sorted(self._max_round_seen.values(), reverse=True)[needed - 1]
+        if target <= self.round:
+            return False
+        self._start_round(target, out)
+        return True
+
+    def _apply_round_rules(self, out: list[Action]) -> bool:
+        """The current round's rules; True when one changed the state."""
+        assert self._validators is not None
+        quorum = self._validators.quorum
+        state = self._get_round(self.round)
+        proposal, block_hash = state.proposal, state.proposal_hash
+        if self.step == Step.PROPOSE and proposal is not None:
+            block = proposal.block
+            if proposal.pol_round == NO_ROUND:
+                ok = self._is_valid(block_hash, block) and (
+                    self.locked_round == NO_ROUND or self.locked_hash == block_hash
+                )
+                self._prevote(block_hash if ok else NIL, out)
+                return True
+            pol = self._rounds.get(proposal.pol_round)
+            if pol is not None and pol.prevotes.count(block_hash) >= quorum:
+                ok = self._is_valid(block_hash, block) and (
+                    self.locked_round <= proposal.pol_round or self.locked_hash == block_hash
+                )
+                self._prevote(block_hash if ok else NIL, out)
+                return True
+        if self.step == Step.PREVOTE and state.prevotes.total >= quorum:
+            self._schedule(TimeoutStep.PREVOTE, out)
+        if (
+            self.step >= Step.PREVOTE
+            and proposal is not None
+            and not state.valid_seen
+            and state.prevotes.count(block_hash) >= quorum
+            and self._is_valid(block_hash, proposal.block)
+        ):
+            state.valid_seen = True
+            if self.step == Step.PREVOTE:
+                self.locked_round, self.locked_hash = self.round, block_hash
+                self._locked_block = proposal.block
+                self._precommit(block_hash, out)
+            self.valid_round, self._valid_block = self.round, proposal.block
+            return True
+        if self.step == Step.PREVOTE and state.prevotes.count(NIL) >= quorum:
+            self._precommit(NIL, out)
+            return True
+        if state.precommits.total >= quorum:
+            self._schedule(TimeoutStep.PRECOMMIT, out)
+        return False
+
+    def _is_valid(self, block_hash: bytes, block: Block) -> bool:
+        valid = self._validity.get(block_hash)
+        if valid is None:
+            header = block.header
+            valid = (
+                header.height == self.height
+                and header.chain_id == self.chain_id
+                and bool(self._driver.is_valid_block(block))
+            )
+            self._validity[block_hash] = valid
+        return valid
+
+    # -- state transitions -------------------------------------------------------------------
+
+    def _start_round(self, round_: int, out: list[Action]) -> None:
+        assert self._validators is not None
+        self.round = round_
+        self.step = Step.PROPOSE
+        if self._signing and self._validators.get_proposer(self.height, round_).sign_key == self._me:
+            self._propose(out)
+        self._schedule(TimeoutStep.PROPOSE, out)
+
+    def _propose(self, out: list[Action]) -> None:
+        assert self._identity is not None
+        if not self._may_sign(self.round, Step.PROPOSE, None):
+            return
+        if self._valid_block is not None:
+            block, pol_round = self._valid_block, self.valid_round
+        else:
+            block, pol_round = self._driver.get_block_to_propose(self.height, self.round), NO_ROUND
+        proposal = sign_proposal(
+            self._identity,
+            chain_id=self.chain_id,
+            height=self.height,
+            round_=self.round,
+            pol_round=pol_round,
+            block=block,
+        )
+        block_hash = block.hash()
+        self._persist(LastSigned(self.height, self.round, int(Step.PROPOSE), block_hash), out)
+        out.append(Broadcast(proposal))
+        for prevote in self._get_pol(pol_round, block_hash):
+            out.append(Broadcast(prevote))
+        state = self._get_round(self.round)
+        state.proposal, state.proposal_hash = proposal, block_hash
+        self._blocks.setdefault(block_hash, block)
+
+    def _prevote(self, block_hash: bytes, out: list[Action]) -> None:
+        self.step = Step.PREVOTE
+        self._send_vote(VoteKind.PREVOTE, block_hash, out)
+
+    def _precommit(self, block_hash: bytes, out: list[Action]) -> None:
+        self.step = Step.PRECOMMIT
+        self._send_vote(VoteKind.PRECOMMIT, block_hash, out)
+
+    def _send_vote(self, kind: VoteKind, block_hash: bytes, out: list[Action]) -> None:
+        """Sign, persist, send and count our own vote (when we sign and may sign it)."""
+        if not self._signing or not self._may_sign(self.round, Step(kind), block_hash):
+            return
+        assert self._identity is not None
+        own = self._own_votes.get((self.round, kind))
+        if own is not None:
+            if own.block_hash == block_hash:
+                out.append(Broadcast(own))  # the identical vote, re-broadcast
+            return
+        vote = sign_vote(
+            self._identity,
+            chain_id=self.chain_id,
+            kind=kind,
+            height=self.height,
+            round_=self.round,
+            block_hash=block_hash,
+        )
+        if kind == VoteKind.PRECOMMIT and block_hash != NIL:
+            out.append(PersistLock(self._compute_lock(block_hash)))
+        self._persist(LastSigned(self.height, self.round, int(kind), block_hash), out)
+        out.append(Broadcast(vote))
+        self._handle_own_vote(vote)
+
+    def _compute_lock(self, block_hash: bytes) -> ConsensusLock:
+        block = self._blocks[block_hash]
+        return ConsensusLock(self.height, self.round, block, self._get_pol(self.round, block_hash))
+
+    def _get_pol(self, round_: int, block_hash: bytes) -> tuple[Vote, ...]:
+        """The prevotes for `block_hash` at `round_`: the proof of lock a re-proposal carries."""
+        state = self._rounds.get(round_)
+        return () if state is None else state.prevotes.get_votes_for(block_hash)
+
+    def _handle_own_vote(self, vote: Vote) -> None:
+        self._own_votes[(vote.round, VoteKind(vote.kind))] = vote
+        self._add_vote(self._get_round(vote.round).votes(vote.kind), vote)
+
+    def _may_sign(self, round_: int, step: Step, block_hash: bytes | None) -> bool:
+        """Never sign at or below the last signed (height, round, step), save the identical vote."""
+        last = self._last_signed
+        if last is None:
+            return True
+        here = (self.height, round_, int(step))
+        before = (last.height, last.round, last.step)
+        if here > before:
+            return True
+        return here == before and step != Step.PROPOSE and block_hash == last.block_hash
+
+    def _persist(self, last: LastSigned, out: list[Action]) -> None:
+        if self._last_signed != last:
+            self._last_signed = last
+            out.append(PersistLastSigned(last))
+
+    def _schedule(self, step: TimeoutStep, out: list[Action]) -> None:
+        key = (self.round, step)
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
+        delay_ms = self.timeouts.compute_timeout_ms(step, self.round)
+        out.append(ScheduleTimeout(self.height, self.round, step, delay_ms))
+
+    def _rebroadcast(self, out: list[Action]) -> None:
+        """Send again our own messages of the current and the previous round (some may be lost)."""
+        if not self._signing or self._me is None:
+            return
+        for round_ in (self.round - 1, self.round):
+            state = self._rounds.get(round_)
+            if state is None:
+                continue
+            proposal = state.proposal
+            if proposal is not None and proposal.proposer == self._me:
+                out.append(Broadcast(proposal))
+                for prevote in self._get_pol(proposal.pol_round, state.proposal_hash):
+                    out.append(Broadcast(prevote))
+            for kind in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
+                own = self._own_votes.get((round_, kind))
+                if own is not None:
+                    out.append(Broadcast(own))
+
+
+__all__ = [
+    "FUTURE_MESSAGES_PER_VALIDATOR_MAX",
+    "HEIGHTS_AHEAD_MAX",
+    "NIL",
+    "REBROADCAST_MS",
+    "ROUNDS_AHEAD_MAX",
+    "TIMEOUT_PRECOMMIT_MS_BASE",
+    "TIMEOUT_PRECOMMIT_MS_DELTA",
+    "TIMEOUT_PRECOMMIT_MS_MAX",
+    "TIMEOUT_PREVOTE_MS_BASE",
+    "TIMEOUT_PREVOTE_MS_DELTA",
+    "TIMEOUT_PREVOTE_MS_MAX",
+    "TIMEOUT_PROPOSE_MS_BASE",
+    "TIMEOUT_PROPOSE_MS_DELTA",
+    "TIMEOUT_PROPOSE_MS_MAX",
+    "Action",
+    "Broadcast",
+    "CommitBlock",
+    "ConsensusCore",
+    "ConsensusDriver",
+    "ConsensusTimeouts",
+    "PeerBehind",
+    "PersistLastSigned",
+    "PersistLock",
+    "RecordEvidence",
+    "ScheduleTimeout",
+    "Step",
+    "Timeout",
+    "TimeoutStep",
+    "Verifier",
+    "is_conflicting",
+    "sign_proposal",
+    "sign_vote",
+]

@@ -1,0 +1,473 @@
+"""The consensus reactor: runs the sans-I/O `ConsensusCore` against peers, the store and the clock.
+
+One task owns the core, the store's writes and the mempool's removals; peer handlers only decode,
+check the shape and enqueue (bounded). The reactor is also the core's `ConsensusDriver`: it builds
+proposals from the mempool and validates (and pre-executes, off the event loop) proposed blocks.
+
+Heights start on demand: after a commit, the next height begins once the block interval has passed
+and the mempool holds a transaction, or at once when a peer already works on it, so an idle
+network commits no empty blocks. A node that learns of higher heights (peer status, or messages
+from the future) catches up by block sync: ranges of blocks with their certificates, each checked
+by certificate, tx root and the state root it must reproduce, before it takes part again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from medledger.chain.admission import Admission, check_batch
+from medledger.chain.app import App
+from medledger.chain.codec import decode, encode
+from medledger.chain.consensus import (
+    Action,
+    Broadcast,
+    CommitBlock,
+    ConsensusCore,
+    PeerBehind,
+    PersistLastSigned,
+    PersistLock,
+    RecordEvidence,
+    ScheduleTimeout,
+    Timeout,
+)
+from medledger.chain.errors import ChainError, CodecError, InvalidBlockError, InvalidTxError
+from medledger.chain.execution import ExecutedBlock, build_block, execute_block
+from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
+from medledger.chain.mempool import Mempool
+from medledger.chain.store import BlockStore
+from medledger.chain.types import Block, Commit, Genesis, Proposal, Tx, TxId, ValidatorSet, Vote
+from medledger.chain.validation import (
+    decode_tx,
+    validate_block_shape,
+    validate_commit,
+    validate_header_link,
+    validate_tx_envelope,
+)
+from medledger.crypto import Identity
+from medledger.network.messages import (
+    FRAME_BYTES_MAX,
+    GOSSIP_TXS_MAX,
+    SYNC_BLOCKS_MAX,
+    BlockRange,
+    BlockRequest,
+    CommittedBlock,
+    FrameKind,
+    PeerStatus,
+    TxBatch,
+)
+from medledger.network.peers import PeerError, PeerLink, PeerNetwork
+
+log = logging.getLogger("medledger.consensus")
+
+#: Most events waiting for the consensus task; a flood from peers is shed, not buffered.
+INBOX_EVENTS_MAX: Final = 20_000
+#: Bytes of blocks in one sync response (below the frame limit).
+SYNC_RESPONSE_BYTES_MAX: Final = FRAME_BYTES_MAX // 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Message:
+    message: Proposal | Vote
+    peer: bytes | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Synced:
+    blocks: tuple[tuple[Block, Commit], ...]
+    peer: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Wake:
+    """Something changed (txs arrived, the block interval passed): maybe start the next height."""
+
+
+Event = _Message | _Synced | Timeout | _Wake
+
+
+class Reactor:
+    def __init__(
+        self,
+        *,
+        store: BlockStore,
+        app: App,
+        mempool: Mempool,
+        admission: Admission,
+        identity: Identity,
+        genesis: Genesis,
+        block_interval_ms: int,
+        max_block_txs: int,
+        max_block_bytes: int,
+        clock_ms: Callable[[], int],
+        on_committed: Callable[[ExecutedBlock], None],
+    ) -> None:
+        self.store = store
+        self.app = app
+        self.mempool = mempool
+        self.admission = admission
+        self.identity = identity
+        self.genesis = genesis
+        self.validators: ValidatorSet = genesis.validators
+        self.block_interval_s = block_interval_ms / 1000
+        self.max_block_txs = max_block_txs
+        self.max_block_bytes = max_block_bytes
+        self.clock_ms = clock_ms
+        self.on_committed = on_committed
+        self.network: PeerNetwork | None = None
+        self.core = ConsensusCore(
+            chain_id=genesis.chain_id,
+            identity=identity,
+            driver=self,
+            last_signed=store.load_last_signed(),
+            lock=store.load_lock(),
+        )
+        self._inbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=INBOX_EVENTS_MAX)
+        self._executed: dict[bytes, ExecutedBlock] = {}
+        self._invalid: set[bytes] = set()
+        self.peer_heights: dict[bytes, int] = {}
+        self._sync_pending: dict[bytes, int] = {}
+        self._last_commit_at = 0.0
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_commit_time_ms = store.last_block_time_ms
+        self.evidence: list[tuple[Vote, Vote]] = []
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def attach(self, network: PeerNetwork) -> None:
+        self.network = network
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="consensus")
+
+    async def stop(self) -> None:
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def is_validator(self) -> bool:
+        return self.validators.contains(self.identity.public.sign_key)
+
+    @property
+    def sync_lag(self) -> int:
+        return max(0, max(self.peer_heights.values(), default=0) - self.store.height)
+
+    def notify_txs(self) -> None:
+        """The mempool got txs (from the API or gossip)."""
+        self._post(_Wake())
+
+    def _post(self, event: Event) -> None:
+        try:
+            self._inbox.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning("consensus inbox full: dropping a %s", type(event).__name__)
+
+    # -- the consensus task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._last_commit_at = time.monotonic()
+        await self._maybe_start_height(force=False)
+        while True:
+            event = await self._inbox.get()
+            if isinstance(event, _Message):
+                await self._on_message(event)
+            elif isinstance(event, Timeout):
+                await self._execute(self.core.on_timeout(event))
+            elif isinstance(event, _Synced):
+                await self._on_synced(event)
+            else:
+                await self._maybe_start_height(force=False)
+
+    def _next_height(self) -> int:
+        return self.store.height + 1
+
+    def _height_started(self) -> bool:
+        return self.core.height == self._next_height()
+
+    async def _maybe_start_height(self, *, force: bool) -> None:
+        if self._height_started():
+            return
+        if not force:
+            if len(self.mempool) == 0:
+                return
+            wait_s = self._last_commit_at + self.block_interval_s - time.monotonic()
+            if wait_s > 0:
+                if self._wake_handle is None:
+                    self._wake_handle = asyncio.get_running_loop().call_later(wait_s, self._wake)
+                return
+        await self._execute(self.core.start_height(self._next_height(), self.validators))
+
+    def _wake(self) -> None:
+        self._wake_handle = None
+        self._post(_Wake())
+
+    async def _on_message(self, event: _Message) -> None:
+        message = event.message
+        next_height = self._next_height()
+        if message.height == next_height and not self._height_started():
+            # A peer already works on the next height: join at once.
+            await self._maybe_start_height(force=True)
+        elif message.height > next_height and event.peer is not None:
+            self._request_sync(event.peer, message.height - 1)
+        if isinstance(message, Proposal):
+            if message.height == self.core.height:
+                await self._prevalidate(message.block)
+            actions = self.core.on_proposal(message)
+        else:
+            actions = self.core.on_vote(message)
+        await self._execute(actions)
+
+    async def _execute(self, actions: list[Action]) -> None:
+        """Carry out the core's actions in order (persist before broadcast)."""
+        for action in actions:
+            if isinstance(action, PersistLastSigned):
+                await asyncio.to_thread(self.store.save_last_signed, action.last)
+            elif isinstance(action, PersistLock):
+                await asyncio.to_thread(self.store.save_lock, action.lock)
+            elif isinstance(action, Broadcast):
+                self._broadcast(action.message)
+            elif isinstance(action, ScheduleTimeout):
+                timeout = action.timeout
+                asyncio.get_running_loop().call_later(action.delay_ms / 1000, self._post, timeout)
+            elif isinstance(action, CommitBlock):
+                await self._commit(action.block, action.commit, verified=True)
+            elif isinstance(action, RecordEvidence):
+                self.evidence.append((action.vote_a, action.vote_b))
+                log.warning(
+                    "equivocation by validator %s at height %d round %d",
+                    action.vote_a.validator.hex()[:12],
+                    action.vote_a.height,
+                    action.vote_a.round,
+                )
+            elif isinstance(action, PeerBehind):
+                self._send_blocks(action.validator, action.height, action.height)
+
+    def _broadcast(self, message: Proposal | Vote) -> None:
+        if self.network is not None:
+            kind = FrameKind.PROPOSAL if isinstance(message, Proposal) else FrameKind.VOTE
+            self.network.broadcast(kind, encode(message))
+
+    # -- the driver --------------------------------------------------------------------------------
+
+    def get_block_to_propose(self, height: int, round_: int) -> Block:
+        txs = self.mempool.reap(max_txs=self.max_block_txs, max_bytes=self.max_block_bytes)
+        block = build_block(
+            store=self.store,
+            validators=self.validators,
+            proposer=self.identity.public.sign_key,
+            round_=round_,
+            time_ms=self.clock_ms(),
+            txs=txs,
+        )
+        executed = execute_block(
+            self.app, self.store, block, tuple(c.tx for c in txs), [c.tx_id for c in txs]
+        )
+        self._executed[block.hash()] = executed
+        return block
+
+    def is_valid_block(self, block: Block) -> bool:
+        block_hash = block.hash()
+        if block_hash in self._executed:
+            return True
+        if block_hash in self._invalid:
+            return False
+        try:
+            self._executed[block_hash] = self._validate_and_execute(block, verify_signatures=True)
+        except (ChainError, InvalidTxError) as exc:
+            log.warning("invalid block %d proposed: %s", block.header.height, exc)
+            self._invalid.add(block_hash)
+            return False
+        return True
+
+    async def _prevalidate(self, block: Block) -> None:
+        """Validate and execute a proposed block in a worker thread, so the loop keeps serving."""
+        block_hash = block.hash()
+        if block_hash in self._executed or block_hash in self._invalid:
+            return
+        try:
+            executed = await asyncio.to_thread(self._validate_and_execute, block, verify_signatures=True)
+        except (ChainError, InvalidTxError) as exc:
+            log.warning("invalid block %d proposed: %s", block.header.height, exc)
+            self._invalid.add(block_hash)
+        else:
+            if block.header.height == self._next_height():
+                self._executed[block_hash] = executed
+
+    def _validate_and_execute(self, block: Block, *, verify_signatures: bool) -> ExecutedBlock:
+        """Everything a block must satisfy to follow our chain, then its execution."""
+        header = block.header
+        validate_block_shape(block, chain_id=self.genesis.chain_id)
+        validate_header_link(
+            header,
+            parent_hash=self.store.last_block_hash,
+            height=self.store.height + 1,
+            state_root=self.store.state_root,
+            validators_hash=self.validators.hash(),
+        )
+        if header.next_validators_hash != self.validators.hash():
+            raise InvalidBlockError(f"block {header.height}: unexpected next validator set")
+        if header.time_ms < self.store.last_block_time_ms:
+            raise InvalidBlockError(f"block {header.height}: time goes back")
+        if header.proposer != self.validators.get_proposer(header.height, header.round).sign_key:
+            raise InvalidBlockError(f"block {header.height}: not proposed by the round's proposer")
+        txs: list[Tx] = []
+        tx_ids: list[TxId] = []
+        seen: set[bytes] = set()
+        for raw in block.txs:
+            tx, tx_id = decode_tx(raw)
+            if tx_id in seen or self.store.has_tx(tx_id):
+                raise InvalidBlockError(f"block {header.height}: a transaction is repeated")
+            seen.add(tx_id)
+            # A tx our mempool admitted has had its signature checked once already.
+            if verify_signatures and tx_id not in self.mempool:
+                validate_tx_envelope(tx, chain_id=self.genesis.chain_id)
+            txs.append(tx)
+            tx_ids.append(tx_id)
+        return execute_block(self.app, self.store, block, tuple(txs), tx_ids)
+
+    # -- committing ------------------------------------------------------------------------------
+
+    async def _commit(self, block: Block, commit: Commit, *, verified: bool) -> None:
+        block_hash = block.hash()
+        executed = self._executed.get(block_hash)
+        if executed is None:
+            # Learned with its certificate (sync, or a decision before we saw the proposal): the
+            # certificate vouches for the txs, the header link and state root are still checked.
+            executed = await asyncio.to_thread(self._validate_and_execute, block, verify_signatures=False)
+        if not verified:
+            validate_commit(
+                commit,
+                chain_id=self.genesis.chain_id,
+                validators=self.validators,
+                block_hash=block_hash,
+                height=block.header.height,
+            )
+        await asyncio.to_thread(
+            self.store.save_block, executed.block, executed.raw, commit, executed.tx_ids, executed.execution
+        )
+        self._executed.clear()
+        self._invalid.clear()
+        self.mempool.remove(executed.tx_ids)
+        self._last_commit_at = time.monotonic()
+        self.last_commit_time_ms = block.header.time_ms
+        self.on_committed(executed)
+        if self.network is not None:
+            self.network.broadcast(FrameKind.STATUS, encode(PeerStatus(self.store.height, 0)))
+        if self.store.height + 1 <= max(self.peer_heights.values(), default=0):
+            await self._maybe_start_height(force=True)  # peers are ahead: no reason to wait
+        else:
+            await self._maybe_start_height(force=False)
+
+    async def _on_synced(self, event: _Synced) -> None:
+        self._sync_pending.pop(event.peer, None)
+        for block, commit in event.blocks:
+            if block.header.height <= self.store.height:
+                continue
+            if block.header.height != self.store.height + 1:
+                break
+            try:
+                await self._commit(block, commit, verified=False)
+            except (ChainError, InvalidTxError) as exc:
+                log.warning("peer %s served an invalid block: %s", event.peer.hex()[:12], exc)
+                if self.network is not None and (link := self.network.links.get(event.peer)) is not None:
+                    self.network.drop(link, f"invalid block in sync: {exc}")
+                self.peer_heights.pop(event.peer, None)
+                return
+        height = self.peer_heights.get(event.peer, 0)
+        if height > self.store.height:
+            self._request_sync(event.peer, height)
+
+    # -- peers -------------------------------------------------------------------------------------
+
+    async def on_connect(self, link: PeerLink) -> None:
+        link.send(FrameKind.STATUS, encode(PeerStatus(self.store.height, self.core.round)))
+
+    def _request_sync(self, peer: bytes, peer_height: int) -> None:
+        self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), peer_height)
+        start = self.store.height + 1
+        if peer_height < start or self._sync_pending.get(peer) == start or self.network is None:
+            return
+        end = min(peer_height, start + SYNC_BLOCKS_MAX - 1)
+        if self.network.send(peer, FrameKind.GET_BLOCKS, encode(BlockRequest(start, end))):
+            self._sync_pending[peer] = start
+
+    def _send_blocks(self, peer: bytes, start: int, end: int) -> None:
+        items: list[CommittedBlock] = []
+        size = 0
+        for height in range(start, min(end, self.store.height, start + SYNC_BLOCKS_MAX - 1) + 1):
+            raw = self.store.get_block_raw(height)
+            commit = self.store.get_commit(height)
+            if raw is None or commit is None:
+                break
+            size += len(raw)
+            if items and size > SYNC_RESPONSE_BYTES_MAX:
+                break
+            items.append(CommittedBlock(raw, encode(commit)))
+        if items and self.network is not None:
+            self.network.send(peer, FrameKind.BLOCKS, encode(BlockRange(tuple(items))))
+
+    async def on_frame(self, link: PeerLink, kind: int, payload: bytes) -> None:
+        """Decode a peer's frame and hand it on; raising `CodecError`/`PeerError` drops the peer."""
+        if kind == FrameKind.PROPOSAL:
+            self._post(_Message(decode(Proposal, payload, max_bytes=BLOCK_BYTES_MAX + 4096), link.peer_key))
+        elif kind == FrameKind.VOTE:
+            self._post(_Message(decode(Vote, payload, max_bytes=CONSENSUS_MESSAGE_BYTES_MAX), link.peer_key))
+        elif kind == FrameKind.TXS:
+            await self._on_gossip(decode(TxBatch, payload, max_bytes=FRAME_BYTES_MAX).txs)
+        elif kind == FrameKind.STATUS:
+            status = decode(PeerStatus, payload, max_bytes=64)
+            self.peer_heights[link.peer_key] = status.height
+            if status.height > self.store.height:
+                self._request_sync(link.peer_key, status.height)
+        elif kind == FrameKind.GET_BLOCKS:
+            request = decode(BlockRequest, payload, max_bytes=64)
+            if request.to_height < request.from_height:
+                raise PeerError("empty block range requested")
+            self._send_blocks(link.peer_key, request.from_height, request.to_height)
+        elif kind == FrameKind.BLOCKS:
+            blocks = decode(BlockRange, payload, max_bytes=FRAME_BYTES_MAX).blocks
+            try:
+                decoded = tuple(
+                    (
+                        decode(Block, item.block, max_bytes=BLOCK_BYTES_MAX),
+                        decode(Commit, item.commit, max_bytes=CONSENSUS_MESSAGE_BYTES_MAX),
+                    )
+                    for item in blocks
+                )
+            except CodecError as exc:
+                raise PeerError(f"malformed block in a sync response: {exc.message}") from None
+            self._post(_Synced(decoded, link.peer_key))
+        else:
+            raise PeerError(f"unexpected frame kind {kind}")
+
+    async def _on_gossip(self, raws: tuple[bytes, ...]) -> None:
+        outcomes = await asyncio.to_thread(
+            check_batch, list(raws), chain_id=self.genesis.chain_id, now_ms=self.clock_ms()
+        )
+        result = self.admission.admit_gossip(outcomes)
+        if result.admitted:
+            self.notify_txs()
+
+    def gossip_txs(self, raws: list[bytes]) -> None:
+        """Send newly admitted txs to every peer, in batches."""
+        if self.network is None:
+            return
+        for start in range(0, len(raws), GOSSIP_TXS_MAX):
+            self.network.broadcast(
+                FrameKind.TXS, encode(TxBatch(tuple(raws[start : start + GOSSIP_TXS_MAX])))
+            )

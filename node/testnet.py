@@ -1,0 +1,205 @@
+"""Local networks: node homes sharing one genesis (`medledger testnet`) and their processes
+(`medledger cluster up|status|down`), all on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from medledger.chain.types import Genesis, Validator, ValidatorSet
+from medledger.crypto import Identity, save_identity
+from medledger.node.config import CONFIG_FILE, render_config
+from medledger.node.errors import ConfigError, NodeError
+from medledger.node.genesis_file import save_genesis
+from medledger.node.home import GENESIS_FILE, KEY_FILE, PASSPHRASE_FILE, write_secret_file
+from medledger.node.process import NodeProcess
+
+CLUSTER_FILE = "cluster.json"
+
+
+def find_free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (held open together so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TestnetNode:
+    name: str
+    home: Path
+    identity: Identity
+    validator: bool
+    api_port: int
+    p2p_port: int
+
+
+def create_testnet(
+    out: Path,
+    *,
+    validators: int,
+    observers: int = 0,
+    chain_id: str = "medledger-testnet",
+    block_interval_ms: int = 100,
+    base_port: int = 0,
+    passphrase: bytes | None = None,
+    key_opslimit: int | None = None,
+    key_memlimit: int | None = None,
+) -> list[TestnetNode]:
+    """Homes `out/<name>` for validators `validator0..` and observers `observer0..`, one genesis."""
+    if validators < 1:
+        raise ConfigError("a testnet needs at least one validator")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} is not empty; choose another directory")
+    total = validators + observers
+    ports = [base_port + i for i in range(2 * total)] if base_port else find_free_ports(2 * total)
+    nodes = [
+        TestnetNode(
+            name=f"validator{i}" if i < validators else f"observer{i - validators}",
+            home=out / (f"validator{i}" if i < validators else f"observer{i - validators}"),
+            identity=Identity.generate(),
+            validator=i < validators,
+            api_port=ports[2 * i],
+            p2p_port=ports[2 * i + 1],
+        )
+        for i in range(total)
+    ]
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=time.time_ns() // 1_000_000,
+        validators=ValidatorSet.of(
+            [
+                Validator(n.name, n.identity.public.sign_key, n.identity.public.enc_key)
+                for n in nodes
+                if n.validator
+            ]
+        ),
+        app_state=b"",
+    )
+    observer_keys = tuple(n.identity.public.sign_key.hex() for n in nodes if not n.validator)
+    kdf: dict[str, int] = {}
+    if key_opslimit is not None:
+        kdf["opslimit"] = key_opslimit
+    if key_memlimit is not None:
+        kdf["memlimit"] = key_memlimit
+    for node in nodes:
+        node.home.mkdir(parents=True)
+        secret = passphrase if passphrase is not None else os.urandom(18).hex().encode()
+        write_secret_file(node.home / PASSPHRASE_FILE, secret + b"\n")
+        save_identity(node.home / KEY_FILE, node.identity, secret, overwrite=False, **kdf)
+        save_genesis(node.home / GENESIS_FILE, genesis)
+        peers = tuple(f"http://127.0.0.1:{other.p2p_port}" for other in nodes if other is not node)
+        (node.home / CONFIG_FILE).write_text(
+            render_config(
+                node.name,
+                api_port=node.api_port,
+                block_interval_ms=block_interval_ms,
+                p2p_port=node.p2p_port,
+                peers=peers,
+                observers=observer_keys,
+            ),
+            encoding="utf-8",
+        )
+    return nodes
+
+
+def list_homes(directory: Path) -> list[Path]:
+    homes = sorted(p for p in directory.iterdir() if (p / CONFIG_FILE).exists()) if directory.is_dir() else []
+    if not homes:
+        raise ConfigError(f"{directory} holds no node homes; create them with `medledger testnet`")
+    return homes
+
+
+def cluster_up(directory: Path, *, timeout_s: float = 60.0) -> dict[str, dict[str, object]]:
+    """Start every node under `directory` (detached), wait until each serves, record them."""
+    record_path = directory / CLUSTER_FILE
+    if record_path.exists() and any(_alive(int(str(v["pid"]))) for v in _read_record(record_path).values()):
+        raise NodeError(f"a cluster from {directory} is already running; `medledger cluster down` first")
+    procs = []
+    for home in list_homes(directory):
+        proc = NodeProcess(home, use_config_ports=True, detach=True)
+        proc.start()
+        procs.append((home, proc))
+    record: dict[str, dict[str, object]] = {}
+    try:
+        for home, proc in procs:
+            url = proc.wait_ready(timeout_s, require_ready=False)
+            assert proc.proc is not None
+            record[home.name] = {"pid": proc.proc.pid, "url": url, "home": str(home)}
+    except BaseException:
+        for _, proc in procs:
+            proc.stop()
+        raise
+    record_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def cluster_down(directory: Path, *, timeout_s: float = 15.0) -> list[str]:
+    """SIGTERM every recorded node and wait for it to exit; returns the names stopped."""
+    record_path = directory / CLUSTER_FILE
+    if not record_path.exists():
+        return []
+    stopped = []
+    record = _read_record(record_path)
+    for name, entry in record.items():
+        pid = int(str(entry["pid"]))
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            stopped.append(name)
+    deadline = time.monotonic() + timeout_s
+    for entry in record.values():
+        pid = int(str(entry["pid"]))
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling another process's exit, with a deadline
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    record_path.unlink()
+    return stopped
+
+
+def read_cluster(directory: Path) -> dict[str, dict[str, object]]:
+    record_path = directory / CLUSTER_FILE
+    if not record_path.exists():
+        raise NodeError(f"no cluster is running from {directory} (no {CLUSTER_FILE})")
+    return _read_record(record_path)
+
+
+def _read_record(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise NodeError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise NodeError(f"{path}: not a cluster record")
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True

@@ -1,0 +1,140 @@
+"""Hand-picked simulations: determinism, each fault kind, twins, and beyond the fault threshold.
+
+Every run checks the safety invariants at each event (a violation raises `InvariantViolation`);
+`check_simulation` also requires liveness after the last fault heals.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sim_support import random_config, sim_config
+
+from medledger.chain import layout
+from medledger.chain.codec import encode
+from medledger.chain.store import BlockStore, LastSigned
+from medledger.network.sim import (
+    Fault,
+    FaultKind,
+    InvariantViolation,
+    SimConfig,
+    check_simulation,
+    generate_fault_plan,
+    run_simulation,
+)
+
+
+def test_a_run_replays_exactly_from_its_config() -> None:
+    config = random_config(11, n=4, twins=1)
+    first, second = run_simulation(config), run_simulation(config)
+    assert first.trace_digest == second.trace_digest
+    assert (first.heights, first.events, first.end_ms) == (second.heights, second.events, second.end_ms)
+    other = run_simulation(random_config(12, n=4, twins=1))
+    assert other.trace_digest != first.trace_digest
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+def test_fault_free_networks_commit_and_agree(n: int) -> None:
+    result = check_simulation(sim_config(n, seed=n, heights_after_gst=8))
+    assert result.live
+    assert set(result.heights.values()) == {8}
+    assert result.evidence == 0
+
+
+@pytest.mark.parametrize("kind", list(FaultKind), ids=lambda kind: kind.value)
+@pytest.mark.parametrize("n", [4, 7])
+def test_each_fault_kind_heals_without_breaking_safety(n: int, kind: FaultKind) -> None:
+    for seed in range(3):
+        check_simulation(random_config(1000 * n + seed, n=n, kinds=(kind,)))
+
+
+def test_a_node_cut_off_for_long_catches_up_through_certificates() -> None:
+    config = sim_config(4, seed=5, faults=(Fault(FaultKind.PARTITION, 100, 3_000, (3,)),))
+    stalled = run_simulation(
+        sim_config(4, seed=5, faults=config.faults, stop_ms=2_999, expect_liveness=False)
+    )
+    assert stalled.heights[3] + 10 < min(stalled.heights[i] for i in range(3))  # far behind at GST
+    result = check_simulation(config)
+    assert result.live
+    assert result.end_ms < 3_000 + 2_000  # certificates, not rounds, brought it back
+
+
+def test_a_crashed_validator_restarts_where_it_was() -> None:
+    faults = (Fault(FaultKind.CRASH, 400, 900, (2,)), Fault(FaultKind.CRASH_MID, 1_200, 1_500, (1,)))
+    result = check_simulation(sim_config(4, seed=9, faults=faults))
+    assert result.live
+    assert len(set(result.heights.values())) == 1
+
+
+@pytest.mark.parametrize(("n", "twins"), [(4, 1), (7, 2)])
+def test_f_twins_equivocate_yet_safety_and_liveness_hold(n: int, twins: int) -> None:
+    evidence = 0
+    for seed in range(4):
+        result = check_simulation(random_config(2000 * n + seed, n=n, twins=twins))
+        evidence += result.evidence
+    assert evidence > 0  # the twins really did sign conflicting votes, and correct nodes saw it
+
+
+def test_more_than_f_crashed_validators_halt_the_chain_but_never_fork_it() -> None:
+    # Two of four down for good: no quorum. Runs are deterministic, so the shorter run is a prefix.
+    down = (Fault(FaultKind.CRASH, 500, 10**9, (1, 2)),)
+    early = run_simulation(sim_config(4, seed=1, faults=down, expect_liveness=False, stop_ms=1_500))
+    late = run_simulation(sim_config(4, seed=1, faults=down, expect_liveness=False, stop_ms=20_000))
+    assert late.heights == early.heights  # halted: not one block in 18.5 s of virtual time
+    assert set(late.heights) == {0, 3}
+    healed = check_simulation(sim_config(4, seed=1, faults=(Fault(FaultKind.CRASH, 500, 8_000, (1, 2)),)))
+    assert min(healed.heights.values()) > max(late.heights.values())
+
+
+def test_more_than_f_twins_can_fork_and_the_checker_catches_it() -> None:
+    # Validators 0 and 1 are twinned (nodes 4 and 5): 2 > f = 1 Byzantine keys. Each side of the
+    # partition has three distinct keys, a quorum: the theory's bound, seen by the checker.
+    split = (Fault(FaultKind.PARTITION, 0, 10**9, (0, 1, 2)),)
+    config = sim_config(4, seed=0, twins=(0, 1), faults=split, expect_liveness=False, stop_ms=3_000)
+    with pytest.raises(InvariantViolation, match=r"FORK at height \d+(.|\n)*replay: run_simulation"):
+        run_simulation(config)
+
+
+def test_the_checker_catches_double_signing_when_last_signed_is_not_synced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mutation test: with the vote record written unsynced, a crash makes a validator re-sign."""
+
+    def save_unsynced(self: BlockStore, last: LastSigned) -> None:
+        self._db.put(layout.META_LAST_SIGNED, encode(last), sync=False)
+
+    monkeypatch.setattr(BlockStore, "save_last_signed", save_unsynced)
+    caught = None
+    for seed in range(40):
+        rng = random.Random(seed)
+        plan = generate_fault_plan(rng, n=4, kinds=(FaultKind.CRASH_MID, FaultKind.LOSS), faults_max=6)
+        try:
+            run_simulation(sim_config(4, seed, faults=plan))
+        except InvariantViolation as exc:
+            caught = str(exc)
+            break
+    assert caught is not None
+    assert "double-signed" in caught
+
+
+def test_liveness_failures_report_how_to_replay() -> None:
+    never_heals = (Fault(FaultKind.PARTITION, 0, 2_000, (0, 1)),)
+    config = sim_config(4, seed=3, faults=never_heals, liveness_bound_ms=1, heights_after_gst=50)
+    with pytest.raises(
+        InvariantViolation, match=r"LIVENESS(.|\n)*replay: run_simulation\(SimConfig\(n=4, seed=3"
+    ):
+        check_simulation(config)
+
+
+def test_invalid_configs_are_refused() -> None:
+    with pytest.raises(ValueError, match="start_ms"):
+        Fault(FaultKind.LOSS, 10, 10)
+    with pytest.raises(ValueError, match="rate"):
+        Fault(FaultKind.LOSS, 0, 10, rate=1.5)
+    with pytest.raises(ValueError, match="twins"):
+        sim_config(4, 0, twins=(4,))
+    with pytest.raises(ValueError, match="node that does not exist"):
+        sim_config(4, 0, faults=(Fault(FaultKind.CRASH, 0, 10, (4,)),))
+    with pytest.raises(ValueError, match="at least one"):
+        SimConfig(n=0, seed=0, app_factory=sim_config(1, 0).app_factory, make_tx=sim_config(1, 0).make_tx)

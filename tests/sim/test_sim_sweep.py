@@ -1,0 +1,33 @@
+"""A sweep over seeds: n ∈ {1, 4, 4, 7}, 0..f twins and a random fault plan, each from its seed.
+
+`MEDLEDGER_SIM_SEEDS` (default 240) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
+seed and `MEDLEDGER_SIM_JOBS` the worker processes (default: up to 2). A failure prints each
+failing run's replay line.
+"""
+
+from __future__ import annotations
+
+from sim_support import SIM_JOBS, SIM_SEED_BASE, SIM_SEEDS, random_config
+
+from medledger.network.sim import SimConfig, run_sweep
+
+SIZES = (1, 4, 4, 7)
+
+
+def make_sweep(count: int, base: int = 0) -> list[SimConfig]:
+    configs = []
+    for seed in range(base, base + count):
+        n = SIZES[seed % len(SIZES)]
+        twins = (seed // len(SIZES)) % ((n - 1) // 3 + 1)
+        configs.append(random_config(seed, n=n, twins=twins))
+    return configs
+
+
+def test_seed_sweep_keeps_safety_and_liveness() -> None:
+    configs = make_sweep(SIM_SEEDS, SIM_SEED_BASE)
+    outcomes = run_sweep(configs, jobs=SIM_JOBS)
+    failures = [o.failure for o in outcomes if o.failure is not None]
+    assert not failures, f"{len(failures)} of {len(outcomes)} runs failed:\n\n" + "\n\n".join(failures[:3])
+    assert [o.seed for o in outcomes] == [c.seed for c in configs]
+    assert all(o.live for o in outcomes)
+    assert sum(1 for c in configs if c.twins) >= SIM_SEEDS // 4  # the sweep really has Byzantine runs
