@@ -1,0 +1,116 @@
+"""`HealthApp`: the health application as the chain's `App` (DESIGN.md §2, §4).
+
+The chain decides the order of transactions and the block time; this module turns a block into
+state writes by running each tx through `rules.process_tx` on a scratch overlay, keeping the writes
+of the txs that pass and recording a `TxResult` naming the rule for those that fail. Nothing here
+reads a clock, draws randomness or depends on which node runs it, so every node computes the same
+writes and the same state root.
+
+State root: a hash chain over each block's writes, sorted by key (like the fixture app), so it
+commits to the whole history of state changes without needing a Merkle tree over the state:
+    root_0 = H(GENESIS_DOMAIN || H(sorted genesis writes))
+    root_h = H(BLOCK_DOMAIN || root_{h-1} || H(sorted writes of block h))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from medledger.chain.app import BlockExecution, OverlayState, StateReader, TxResult
+from medledger.chain.codec import decode, encode, encode_primitive
+from medledger.chain.errors import CodecError, TxRejectedError
+from medledger.chain.types import Block, Genesis, Tx, TxId, compute_tx_id
+from medledger.crypto import digest
+from medledger.health import state as st
+from medledger.health.errors import InvalidGenesisError
+from medledger.health.rules import TxContext, process_tx
+from medledger.health.types import HealthGenesis, PatientState, compute_patient_id
+
+GENESIS_ROOT_DOMAIN: Final = b"medledger/health/state-root/genesis/v1\x00"
+BLOCK_ROOT_DOMAIN: Final = b"medledger/health/state-root/block/v1\x00"
+
+
+def encode_genesis(genesis: HealthGenesis) -> bytes:
+    """The `Genesis.app_state` bytes that register `genesis.institutions`."""
+    return encode(genesis)
+
+
+def decode_genesis(app_state: bytes) -> HealthGenesis:
+    """Parse `Genesis.app_state`; empty bytes mean a network with no institutions yet."""
+    if not app_state:
+        return HealthGenesis(())
+    try:
+        genesis = decode(HealthGenesis, app_state, max_bytes=len(app_state))
+    except CodecError as exc:
+        raise InvalidGenesisError(f"health genesis does not decode: {exc.message}") from None
+    keys = [i.sign_key for i in genesis.institutions]
+    if len(set(keys)) != len(keys):
+        raise InvalidGenesisError("health genesis registers one institution key twice")
+    return genesis
+
+
+def compute_writes_digest(writes: Mapping[bytes, bytes | None]) -> bytes:
+    return digest(encode_primitive(sorted(([k, v] for k, v in writes.items()), key=lambda kv: kv[0])))
+
+
+def compute_genesis_root(writes: Mapping[bytes, bytes | None]) -> bytes:
+    return digest(GENESIS_ROOT_DOMAIN + compute_writes_digest(writes))
+
+
+def compute_block_root(parent_root: bytes, writes: Mapping[bytes, bytes | None]) -> bytes:
+    return digest(BLOCK_ROOT_DOMAIN + parent_root + compute_writes_digest(writes))
+
+
+class _EmptyState:
+    def get(self, key: bytes) -> bytes | None:
+        return None
+
+
+class HealthApp:
+    """The medical application. Stateless itself: all state is in the `StateReader` it is given."""
+
+    def init_state(self, genesis: Genesis) -> BlockExecution:
+        health_genesis = decode_genesis(genesis.app_state)
+        overlay = OverlayState(_EmptyState())
+        for institution in health_genesis.institutions:
+            st.save_institution(overlay, institution)
+        writes = dict(overlay.writes)
+        return BlockExecution(writes=writes, results=(), state_root=compute_genesis_root(writes))
+
+    def check_tx(self, tx: Tx, tx_id: TxId, state: StateReader) -> None:
+        """Admission: every rule that does not depend on the block's time (writes are discarded)."""
+        ctx = TxContext(tx_id=tx_id, sender=tx.sender, height=0, time_ms=None)
+        process_tx(OverlayState(state), tx, ctx)
+
+    def apply_block(
+        self, block: Block, txs: tuple[Tx, ...], state: StateReader, state_root: bytes
+    ) -> BlockExecution:
+        if len(txs) != len(block.txs):
+            raise ValueError(f"block carries {len(block.txs)} txs, {len(txs)} were decoded")
+        header = block.header
+        overlay = OverlayState(state)
+        results: list[TxResult] = []
+        for raw, tx in zip(block.txs, txs, strict=True):
+            ctx = TxContext(
+                tx_id=compute_tx_id(raw), sender=tx.sender, height=header.height, time_ms=header.time_ms
+            )
+            # Each tx runs on its own scratch overlay: a rejected tx leaves nothing behind.
+            scratch = OverlayState(overlay)
+            try:
+                process_tx(scratch, tx, ctx)
+            except TxRejectedError as exc:
+                results.append(TxResult(False, exc.rule, exc.message))
+                continue
+            for key, value in scratch.writes.items():
+                overlay.put(key, value)
+            results.append(TxResult(True))
+        writes = dict(overlay.writes)
+        return BlockExecution(
+            writes=writes, results=tuple(results), state_root=compute_block_root(state_root, writes)
+        )
+
+    # Typed reads for callers holding only the app (API, CLI); the full set lives in `state`.
+    @staticmethod
+    def get_patient_by_key(state: StateReader, sign_key: bytes) -> PatientState | None:
+        return st.get_patient(state, compute_patient_id(sign_key))

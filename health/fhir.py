@@ -1,0 +1,316 @@
+"""FHIR R4 validation of records, before they are encrypted (client side: the ledger never sees them).
+
+A record is one FHIR resource or a Bundle of them, as JSON. It is checked twice:
+
+1. structurally, with the `fhir.resources` R4B models (pydantic): element names, cardinalities,
+   primitive formats (dates, decimals), references. Unknown elements are refused.
+2. against the required code lists the models do not enforce: each resource's `status` (and
+   Bundle `type`, DocumentReference `docStatus`, Condition clinical/verification status) must be
+   one of the values the FHIR R4 specification binds them to, because the models accept any string.
+
+Every failure is an `InvalidRecordError` whose message names field paths and what is wrong with
+them, never the offending values: a record is PHI, and error messages end up in logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from medledger.health.errors import InvalidRecordError
+from medledger.health.types import RECORD_TYPES
+
+#: Largest record JSON we accept (the encrypted record must fit a transaction).
+RECORD_JSON_BYTES_MAX: Final = 160 * 1024
+#: Deepest JSON nesting we accept (FHIR resources are shallow; bounds recursion).
+RECORD_JSON_DEPTH_MAX: Final = 32
+#: Most entries one Bundle record may carry.
+BUNDLE_ENTRIES_MAX: Final = 200
+#: Most error paths reported in one message.
+ERRORS_REPORTED_MAX: Final = 10
+
+#: Resource types a Bundle entry may hold besides the record types (context such a bundle needs).
+BUNDLE_EXTRA_TYPES: Final = frozenset({"Composition", "Medication", "Organization", "Practitioner"})
+
+_OBSERVATION_STATUS = frozenset(
+    {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+)
+#: Required bindings (FHIR R4) of coded elements the models leave as free strings:
+#: resource type → element → allowed codes.
+CODE_LISTS: Final[dict[str, dict[str, frozenset[str]]]] = {
+    "Observation": {"status": _OBSERVATION_STATUS},
+    "DiagnosticReport": {
+        "status": frozenset(
+            {
+                "registered",
+                "partial",
+                "preliminary",
+                "final",
+                "amended",
+                "corrected",
+                "appended",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
+        )
+    },
+    "Immunization": {"status": frozenset({"completed", "entered-in-error", "not-done"})},
+    "DocumentReference": {
+        "status": frozenset({"current", "superseded", "entered-in-error"}),
+        "docStatus": frozenset({"preliminary", "final", "amended", "entered-in-error"}),
+    },
+    "Encounter": {
+        "status": frozenset(
+            {
+                "planned",
+                "arrived",
+                "triaged",
+                "in-progress",
+                "onleave",
+                "finished",
+                "cancelled",
+                "entered-in-error",
+                "unknown",
+            }
+        )
+    },
+    "Procedure": {
+        "status": frozenset(
+            {
+                "preparation",
+                "in-progress",
+                "not-done",
+                "on-hold",
+                "stopped",
+                "completed",
+                "entered-in-error",
+                "unknown",
+            }
+        )
+    },
+    "MedicationStatement": {
+        "status": frozenset(
+            {
+                "active",
+                "completed",
+                "entered-in-error",
+                "intended",
+                "stopped",
+                "on-hold",
+                "unknown",
+                "not-taken",
+            }
+        )
+    },
+    "MedicationRequest": {
+        "status": frozenset(
+            {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}
+        ),
+        "intent": frozenset(
+            {
+                "proposal",
+                "plan",
+                "order",
+                "original-order",
+                "reflex-order",
+                "filler-order",
+                "instance-order",
+                "option",
+            }
+        ),
+    },
+    "Bundle": {
+        "type": frozenset(
+            {
+                "document",
+                "message",
+                "transaction",
+                "transaction-response",
+                "batch",
+                "batch-response",
+                "history",
+                "searchset",
+                "collection",
+            }
+        )
+    },
+    "Composition": {"status": frozenset({"preliminary", "final", "amended", "entered-in-error"})},
+}
+
+#: Coded CodeableConcepts with a required binding: resource type → element → (system, codes).
+CONCEPT_LISTS: Final[dict[str, dict[str, tuple[str, frozenset[str]]]]] = {
+    "Condition": {
+        "clinicalStatus": (
+            "http://terminology.hl7.org/CodeSystem/condition-clinical",
+            frozenset({"active", "recurrence", "relapse", "inactive", "remission", "resolved"}),
+        ),
+        "verificationStatus": (
+            "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            frozenset(
+                {"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}
+            ),
+        ),
+    },
+    "AllergyIntolerance": {
+        "clinicalStatus": (
+            "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+            frozenset({"active", "inactive", "resolved"}),
+        ),
+        "verificationStatus": (
+            "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+            frozenset({"unconfirmed", "confirmed", "refuted", "entered-in-error"}),
+        ),
+    },
+}
+
+_ERROR_DESCRIPTIONS: Final = {
+    "missing": "is required",
+    "extra_forbidden": "is not an element of this resource",
+    "value_error": "has a value of the wrong format",
+    "model_validation_format": "has the wrong type",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ValidatedRecord:
+    """A record that passed validation: its type (the ledger's record type) and canonical JSON."""
+
+    record_type: str
+    resource: dict[str, Any]
+    canonical_json: bytes
+
+
+def compute_canonical_json(resource: Mapping[str, Any]) -> bytes:
+    """One byte form of a JSON value: sorted keys, no insignificant whitespace, UTF-8."""
+    return json.dumps(
+        resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidRecordError(f"record JSON contains {name}, which is not JSON")
+
+
+def _depth(value: Any, depth: int = 0) -> int:
+    if depth > RECORD_JSON_DEPTH_MAX:
+        return depth
+    if isinstance(value, dict):
+        return max((_depth(v, depth + 1) for v in value.values()), default=depth + 1)
+    if isinstance(value, list):
+        return max((_depth(v, depth + 1) for v in value), default=depth + 1)
+    return depth
+
+
+def parse_record_json(data: bytes | str) -> dict[str, Any]:
+    """Parse record JSON (bounded size; NaN/Infinity refused); the top level must be an object."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if len(raw) > RECORD_JSON_BYTES_MAX:
+        raise InvalidRecordError(f"record JSON of {len(raw)} bytes exceeds {RECORD_JSON_BYTES_MAX}")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidRecordError("record is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidRecordError("record JSON must be an object (a FHIR resource)")
+    return value
+
+
+def _path(resource_type: str, loc: tuple[int | str, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _validate_model(resource_type: str, resource: dict[str, Any]) -> None:
+    model = get_fhir_model_class(resource_type)
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        problems: list[str] = []
+        paths: list[str] = []
+        for error in exc.errors()[:ERRORS_REPORTED_MAX]:
+            loc = tuple(p for p in error["loc"] if p != "root")
+            path = _path(resource_type, loc)
+            paths.append(path)
+            problems.append(f"{path} {_ERROR_DESCRIPTIONS.get(error['type'], 'is invalid')}")
+        more = exc.error_count() - len(problems)
+        suffix = f" (and {more} more)" if more > 0 else ""
+        raise InvalidRecordError(
+            f"not a valid FHIR R4 {resource_type}: " + "; ".join(problems) + suffix, paths=tuple(paths)
+        ) from None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        # fhir.resources raises plain errors for some malformed inputs (e.g. unknown nested types).
+        raise InvalidRecordError(f"not a valid FHIR R4 {resource_type}", paths=(resource_type,)) from None
+
+
+def _validate_codes(resource_type: str, resource: Mapping[str, Any], where: str) -> None:
+    for element, codes in CODE_LISTS.get(resource_type, {}).items():
+        value = resource.get(element)
+        if value is not None and value not in codes:
+            path = f"{where}.{element}"
+            raise InvalidRecordError(
+                f"{path} is not one of the codes FHIR R4 allows: {', '.join(sorted(codes))}", paths=(path,)
+            )
+    for element, (system, codes) in CONCEPT_LISTS.get(resource_type, {}).items():
+        concept = resource.get(element)
+        if not isinstance(concept, Mapping):
+            continue
+        for i, coding in enumerate(concept.get("coding") or ()):
+            if (
+                isinstance(coding, Mapping)
+                and coding.get("system") == system
+                and coding.get("code") not in codes
+            ):
+                path = f"{where}.{element}.coding[{i}].code"
+                raise InvalidRecordError(
+                    f"{path} is not one of the codes of {system}: {', '.join(sorted(codes))}", paths=(path,)
+                )
+
+
+def _resource_type(resource: Mapping[str, Any], where: str, allowed: frozenset[str]) -> str:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise InvalidRecordError(f"{where}.resourceType is required", paths=(f"{where}.resourceType",))
+    if resource_type not in allowed:
+        raise InvalidRecordError(
+            f"{where}.resourceType is not a supported record type ({', '.join(sorted(allowed))})",
+            paths=(f"{where}.resourceType",),
+        )
+    return resource_type
+
+
+def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
+    """Validate a FHIR R4 record (a resource or a Bundle); raise `InvalidRecordError` if not valid."""
+    if isinstance(record, bytes | str):
+        resource = parse_record_json(record)
+    else:
+        resource = dict(record)
+        # Round-trip so a Mapping from code obeys the same JSON rules as bytes from a client.
+        try:
+            resource = parse_record_json(compute_canonical_json(resource))
+        except (TypeError, ValueError):
+            raise InvalidRecordError("record is not JSON-serialisable") from None
+    if _depth(resource) > RECORD_JSON_DEPTH_MAX:
+        raise InvalidRecordError(f"record JSON nests deeper than {RECORD_JSON_DEPTH_MAX}")
+    record_type = _resource_type(resource, "record", RECORD_TYPES)
+    if record_type == "Bundle":
+        entries = resource.get("entry") or []
+        if not isinstance(entries, list) or len(entries) > BUNDLE_ENTRIES_MAX:
+            raise InvalidRecordError(f"Bundle.entry must be a list of at most {BUNDLE_ENTRIES_MAX} entries")
+        for i, entry in enumerate(entries):
+            where = f"Bundle.entry[{i}].resource"
+            inner = entry.get("resource") if isinstance(entry, Mapping) else None
+            if not isinstance(inner, Mapping):
+                raise InvalidRecordError(f"{where} is required", paths=(where,))
+            inner_type = _resource_type(inner, where, (RECORD_TYPES - {"Bundle"}) | BUNDLE_EXTRA_TYPES)
+            _validate_codes(inner_type, inner, where)
+    _validate_model(record_type, resource)
+    _validate_codes(record_type, resource, record_type)
+    return ValidatedRecord(record_type, resource, compute_canonical_json(resource))

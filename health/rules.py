@@ -1,0 +1,520 @@
+"""The rules of the health application: who may sign what, and what each transaction changes.
+
+Each kind has a `validate_*` that raises `TxRejectedError(message, rule="health.<rule>")` and a
+`process_*` that validates and then writes. `process_tx` decodes and dispatches. They are plain
+functions of (state, tx, context): no clock, no randomness, no I/O. Time is the block header's
+`time_ms`; at admission (`check_tx`) there is no block yet, so `time_ms` is None and only the
+time-free rules apply (a tx admitted then may still fail in its block, never the other way round).
+
+A rejected tx must change nothing: callers run `process_tx` on a scratch overlay and keep its
+writes only if it returns; every check here comes before the first write of its kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import TypeVar
+
+from medledger.chain.app import StateReader
+from medledger.chain.codec import decode
+from medledger.chain.errors import CodecError, TxRejectedError
+from medledger.chain.types import Tx
+from medledger.crypto import DecryptionError
+from medledger.health import state as st
+from medledger.health.errors import HealthStateError
+from medledger.health.types import (
+    AUTHOR_ROLES,
+    BODY_TYPES,
+    EVENT_DENY,
+    EVENT_GRANT,
+    EVENT_INQUIRY,
+    EVENT_READ,
+    EVENT_REPRESENTATIVE_ADDED,
+    EVENT_REPRESENTATIVE_REMOVED,
+    EVENT_REVOKE,
+    INQUIRY_DENIED,
+    INQUIRY_GRANTED,
+    INQUIRY_OPEN,
+    INQUIRY_TTL_MS_MAX,
+    KIND_ADD_RECORD,
+    KIND_ADD_REPRESENTATIVE,
+    KIND_DENY,
+    KIND_GRANT,
+    KIND_READ_RECEIPT,
+    KIND_REGISTER_PATIENT,
+    KIND_REMOVE_REPRESENTATIVE,
+    KIND_REQUEST_ACCESS,
+    KIND_REVOKE,
+    KIND_SUPERSEDE_RECORD,
+    PATIENT_LIVE_GRANTS_MAX,
+    PURPOSES_BY_ROLE,
+    REPRESENTATIVES_MAX,
+    AddRecordBody,
+    AuditEvent,
+    DenyBody,
+    GrantBody,
+    GrantState,
+    InquiryState,
+    Institution,
+    PatientState,
+    ReadReceiptBody,
+    RecordState,
+    RegisterPatientBody,
+    RepresentativeBody,
+    RequestAccessBody,
+    RevokeBody,
+    Scope,
+    SupersedeRecordBody,
+    compute_patient_id,
+    is_covered,
+    is_grant_live,
+)
+
+_Sortable = TypeVar("_Sortable", bytes, str)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxContext:
+    """Where a tx executes: its id and sender, the block height and block time (None: admission)."""
+
+    tx_id: bytes
+    sender: bytes
+    height: int
+    time_ms: int | None
+
+
+def reject(rule: str, message: str) -> TxRejectedError:
+    return TxRejectedError(message, rule=f"health.{rule}")
+
+
+def _is_strictly_sorted(items: tuple[_Sortable, ...]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(items))
+
+
+def decode_body(tx: Tx) -> object:
+    """The tx's body as its kind's wire type (`health.kind` / `health.body` on failure)."""
+    body_type = BODY_TYPES.get(tx.kind)
+    if body_type is None:
+        raise reject("kind", f"unknown transaction kind {tx.kind!r}")
+    try:
+        body: object = decode(body_type, tx.body, max_bytes=len(tx.body))
+    except CodecError as exc:
+        raise reject("body", f"malformed {tx.kind} body: {exc.message}") from None
+    return body
+
+
+# --- shared checks ------------------------------------------------------------------------------
+
+
+def validate_patient(state: StateReader, patient_id: bytes) -> PatientState:
+    patient = st.get_patient(state, patient_id)
+    if patient is None:
+        raise reject("patient_unknown", "no patient is registered under this id")
+    return patient
+
+
+def validate_institution(state: StateReader, sign_key: bytes) -> Institution:
+    institution = st.get_institution(state, sign_key)
+    if institution is None:
+        raise reject("not_institution", "the sender is not a registered institution")
+    return institution
+
+
+def validate_acts_for_patient(patient: PatientState, sender: bytes) -> None:
+    """The sender is the patient or one of their current representatives."""
+    if sender != patient.sign_key and sender not in patient.representatives:
+        raise reject("not_authorised", "only the patient or a current representative may do this")
+
+
+def get_live_grants(state: StateReader, patient_id: bytes, time_ms: int | None) -> list[GrantState]:
+    grants: list[GrantState] = []
+    for grant_id in st.get_live_grant_ids(state, patient_id):
+        grant = st.get_grant(state, grant_id)
+        if grant is None:
+            raise HealthStateError("a live grant is missing")
+        if is_grant_live(grant, time_ms):
+            grants.append(grant)
+    return grants
+
+
+def prune_live_grants(state: st.StateWriter, patient_id: bytes, time_ms: int | None) -> list[GrantState]:
+    """The patient's live grants, dropping expired/revoked ones from the index (bounded list)."""
+    live = get_live_grants(state, patient_id, time_ms)
+    ids = tuple(g.grant_id for g in live)
+    if ids != st.get_live_grant_ids(state, patient_id):
+        st.save_live_grant_ids(state, patient_id, ids)
+    return live
+
+
+def _audit(
+    state: st.StateWriter,
+    ctx: TxContext,
+    patient_id: bytes,
+    event: str,
+    subject_id: bytes,
+    record_ids: tuple[bytes, ...] = (),
+) -> None:
+    st.append_audit_event(
+        state,
+        patient_id,
+        AuditEvent(event, ctx.tx_id, ctx.sender, subject_id, record_ids, ctx.height, ctx.time_ms or 0),
+    )
+
+
+# --- patients and representatives ---------------------------------------------------------------
+
+
+def validate_register_patient(state: StateReader, ctx: TxContext, body: RegisterPatientBody) -> None:
+    if st.get_patient(state, compute_patient_id(ctx.sender)) is not None:
+        raise reject("patient_exists", "this signing key is already a registered patient")
+    if st.get_institution(state, ctx.sender) is not None:
+        raise reject("role_conflict", "an institution's key cannot register as a patient")
+
+
+def process_register_patient(state: st.StateWriter, ctx: TxContext, body: RegisterPatientBody) -> None:
+    validate_register_patient(state, ctx, body)
+    patient_id = compute_patient_id(ctx.sender)
+    st.save_patient(
+        state, PatientState(patient_id, ctx.sender, body.enc_key, (), ctx.height, ctx.time_ms or 0)
+    )
+
+
+def validate_add_representative(state: StateReader, ctx: TxContext, body: RepresentativeBody) -> PatientState:
+    patient = validate_patient(state, body.patient_id)
+    if ctx.sender != patient.sign_key:
+        raise reject("not_patient", "only the patient may name representatives")
+    if body.representative == patient.sign_key:
+        raise reject("representative_self", "a patient cannot be their own representative")
+    if body.representative in patient.representatives:
+        raise reject("representative_exists", "already a representative of this patient")
+    if len(patient.representatives) >= REPRESENTATIVES_MAX:
+        raise reject("representatives_full", f"a patient may name at most {REPRESENTATIVES_MAX}")
+    return patient
+
+
+def process_add_representative(state: st.StateWriter, ctx: TxContext, body: RepresentativeBody) -> None:
+    patient = validate_add_representative(state, ctx, body)
+    representatives = tuple(sorted((*patient.representatives, body.representative)))
+    st.save_patient(state, dataclasses.replace(patient, representatives=representatives))
+    _audit(state, ctx, patient.patient_id, EVENT_REPRESENTATIVE_ADDED, body.representative)
+
+
+def validate_remove_representative(
+    state: StateReader, ctx: TxContext, body: RepresentativeBody
+) -> PatientState:
+    patient = validate_patient(state, body.patient_id)
+    if ctx.sender != patient.sign_key:
+        raise reject("not_patient", "only the patient may remove representatives")
+    if body.representative not in patient.representatives:
+        raise reject("representative_unknown", "not a representative of this patient")
+    return patient
+
+
+def process_remove_representative(state: st.StateWriter, ctx: TxContext, body: RepresentativeBody) -> None:
+    patient = validate_remove_representative(state, ctx, body)
+    representatives = tuple(r for r in patient.representatives if r != body.representative)
+    st.save_patient(state, dataclasses.replace(patient, representatives=representatives))
+    _audit(state, ctx, patient.patient_id, EVENT_REPRESENTATIVE_REMOVED, body.representative)
+
+
+# --- records ------------------------------------------------------------------------------------
+
+
+def compute_allowed_readers(
+    state: StateReader, ctx: TxContext, patient: PatientState, author: Institution, record_type: str
+) -> set[bytes]:
+    """Who a new record may be sealed for: the patient, the author, and live covering grantees."""
+    allowed = {patient.enc_key, author.enc_key}
+    for grant in get_live_grants(state, patient.patient_id, ctx.time_ms):
+        if is_covered(grant.scope, ctx.tx_id, record_type, ctx.time_ms):
+            allowed.add(grant.grantee_enc_key)
+    return allowed
+
+
+def validate_add_record(
+    state: StateReader, ctx: TxContext, body: AddRecordBody
+) -> tuple[PatientState, Institution]:
+    author = validate_institution(state, ctx.sender)
+    if author.role not in AUTHOR_ROLES:
+        raise reject("author_role", f"an institution with role {author.role!r} cannot author records")
+    patient = validate_patient(state, body.patient_id)
+    try:
+        body.envelope.to_envelope()
+    except DecryptionError as exc:
+        raise reject("envelope", exc.message) from None
+    readers = set(body.envelope.readers)
+    if patient.enc_key not in readers:
+        raise reject("record_readers", "the record's key is not sealed for the patient")
+    if author.enc_key not in readers:
+        raise reject("record_readers", "the record's key is not sealed for its author")
+    # Revocation stops future sharing: a record may only be sealed for someone the patient has
+    # authorised now, through a live grant whose scope covers this record.
+    unauthorised = readers - compute_allowed_readers(state, ctx, patient, author, body.record_type)
+    if unauthorised:
+        raise reject(
+            "record_readers",
+            f"the record's key is sealed for {len(unauthorised)} reader(s) without a live covering grant",
+        )
+    return patient, author
+
+
+def _new_record(ctx: TxContext, body: AddRecordBody, supersedes: bytes) -> RecordState:
+    return RecordState(
+        record_id=ctx.tx_id,
+        patient_id=body.patient_id,
+        author=ctx.sender,
+        record_type=body.record_type,
+        commitment=body.commitment,
+        envelope=body.envelope,
+        supersedes=supersedes,
+        superseded_by=b"",
+        height=ctx.height,
+        time_ms=ctx.time_ms or 0,
+    )
+
+
+def process_add_record(state: st.StateWriter, ctx: TxContext, body: AddRecordBody) -> None:
+    validate_add_record(state, ctx, body)
+    if st.get_record(state, ctx.tx_id) is not None:
+        raise reject("record_exists", "a record with this id exists")
+    st.save_record(state, _new_record(ctx, body, b""))
+
+
+def validate_supersede_record(state: StateReader, ctx: TxContext, body: SupersedeRecordBody) -> RecordState:
+    validate_add_record(state, ctx, body.record)
+    old = st.get_record(state, body.supersedes)
+    if old is None:
+        raise reject("record_unknown", "the superseded record does not exist")
+    if old.patient_id != body.record.patient_id:
+        raise reject("supersede", "a correction must concern the same patient")
+    if old.author != ctx.sender:
+        raise reject("supersede", "only a record's author may supersede it")
+    if old.superseded_by:
+        raise reject("supersede", "the record is already superseded; correct the latest version")
+    return old
+
+
+def process_supersede_record(state: st.StateWriter, ctx: TxContext, body: SupersedeRecordBody) -> None:
+    old = validate_supersede_record(state, ctx, body)
+    if st.get_record(state, ctx.tx_id) is not None:
+        raise reject("record_exists", "a record with this id exists")
+    st.save_record(state, _new_record(ctx, body.record, old.record_id))
+    st.save_record(state, dataclasses.replace(old, superseded_by=ctx.tx_id))
+
+
+# --- inquiries and decisions --------------------------------------------------------------------
+
+
+def validate_scope(scope: Scope) -> None:
+    if not _is_strictly_sorted(scope.record_types) or not _is_strictly_sorted(scope.record_ids):
+        raise reject("scope", "scope lists must be sorted and without duplicates")
+    if scope.from_ms > scope.to_ms:
+        raise reject("scope", "the scope's time window ends before it starts")
+
+
+def validate_request_access(state: StateReader, ctx: TxContext, body: RequestAccessBody) -> None:
+    requester = validate_institution(state, ctx.sender)
+    validate_patient(state, body.patient_id)
+    validate_scope(body.scope)
+    if body.purpose not in PURPOSES_BY_ROLE[requester.role]:
+        raise reject("purpose", f"an institution with role {requester.role!r} cannot ask for {body.purpose}")
+    if ctx.time_ms is not None:
+        if body.expires_ms <= ctx.time_ms:
+            raise reject("expiry", "the inquiry expires before it is recorded")
+        if body.expires_ms - ctx.time_ms > INQUIRY_TTL_MS_MAX:
+            raise reject("expiry", f"an inquiry may stay open at most {INQUIRY_TTL_MS_MAX} ms")
+
+
+def process_request_access(state: st.StateWriter, ctx: TxContext, body: RequestAccessBody) -> None:
+    validate_request_access(state, ctx, body)
+    inquiry = InquiryState(
+        inquiry_id=ctx.tx_id,
+        patient_id=body.patient_id,
+        requester=ctx.sender,
+        scope=body.scope,
+        purpose=body.purpose,
+        expires_ms=body.expires_ms,
+        reason=body.reason,
+        status=INQUIRY_OPEN,
+        decision_id=b"",
+        height=ctx.height,
+        time_ms=ctx.time_ms or 0,
+    )
+    st.save_inquiry(state, inquiry)
+    _audit(state, ctx, body.patient_id, EVENT_INQUIRY, ctx.tx_id)
+
+
+def validate_open_inquiry(
+    state: StateReader, ctx: TxContext, inquiry_id: bytes
+) -> tuple[InquiryState, PatientState]:
+    """An inquiry the sender may decide: exists, open, unexpired, sender acts for its patient."""
+    inquiry = st.get_inquiry(state, inquiry_id)
+    if inquiry is None:
+        raise reject("inquiry_unknown", "no such inquiry")
+    patient = validate_patient(state, inquiry.patient_id)
+    validate_acts_for_patient(patient, ctx.sender)
+    if inquiry.status != INQUIRY_OPEN:
+        raise reject("inquiry_closed", f"the inquiry is already {inquiry.status}")
+    if ctx.time_ms is not None and ctx.time_ms >= inquiry.expires_ms:
+        raise reject("inquiry_expired", "the inquiry has expired")
+    return inquiry, patient
+
+
+def validate_grant(state: StateReader, ctx: TxContext, body: GrantBody) -> tuple[InquiryState, Institution]:
+    inquiry, patient = validate_open_inquiry(state, ctx, body.inquiry_id)
+    grantee = st.get_institution(state, inquiry.requester)
+    if grantee is None:
+        raise HealthStateError("an inquiry's requester is not an institution")
+    record_ids = tuple(rk.record_id for rk in body.record_keys)
+    if not _is_strictly_sorted(record_ids):
+        raise reject("grant_records", "granted records must be sorted by id and unique")
+    for record_id in record_ids:
+        record = st.get_record(state, record_id)
+        if record is None or record.patient_id != patient.patient_id:
+            raise reject("grant_records", "a granted record does not exist for this patient")
+        if not is_covered(inquiry.scope, record.record_id, record.record_type, record.time_ms):
+            raise reject("grant_records", "a granted record is outside the inquiry's scope")
+    return inquiry, grantee
+
+
+def process_grant(state: st.StateWriter, ctx: TxContext, body: GrantBody) -> None:
+    inquiry, grantee = validate_grant(state, ctx, body)
+    live = prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
+    if len(live) >= PATIENT_LIVE_GRANTS_MAX:
+        raise reject("too_many_grants", f"a patient may have at most {PATIENT_LIVE_GRANTS_MAX} live grants")
+    grant = GrantState(
+        grant_id=ctx.tx_id,
+        inquiry_id=inquiry.inquiry_id,
+        patient_id=inquiry.patient_id,
+        grantee=inquiry.requester,
+        grantee_enc_key=grantee.enc_key,
+        granted_by=ctx.sender,
+        scope=inquiry.scope,
+        purpose=inquiry.purpose,
+        expires_ms=inquiry.expires_ms,
+        record_keys=body.record_keys,
+        revoked_height=0,
+        revoked_time_ms=0,
+        height=ctx.height,
+        time_ms=ctx.time_ms or 0,
+    )
+    st.save_grant(state, grant)
+    st.save_live_grant_ids(state, inquiry.patient_id, (*(g.grant_id for g in live), grant.grant_id))
+    st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_GRANTED, decision_id=ctx.tx_id))
+    record_ids = tuple(rk.record_id for rk in body.record_keys)
+    _audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id, record_ids)
+
+
+def process_deny(state: st.StateWriter, ctx: TxContext, body: DenyBody) -> None:
+    inquiry, _ = validate_open_inquiry(state, ctx, body.inquiry_id)
+    st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_DENIED, decision_id=ctx.tx_id))
+    _audit(state, ctx, inquiry.patient_id, EVENT_DENY, inquiry.inquiry_id)
+
+
+def validate_revoke(state: StateReader, ctx: TxContext, body: RevokeBody) -> GrantState:
+    grant = st.get_grant(state, body.grant_id)
+    if grant is None:
+        raise reject("grant_unknown", "no such grant")
+    patient = validate_patient(state, grant.patient_id)
+    validate_acts_for_patient(patient, ctx.sender)
+    if grant.is_revoked:
+        raise reject("grant_revoked", "the grant is already revoked")
+    return grant
+
+
+def process_revoke(state: st.StateWriter, ctx: TxContext, body: RevokeBody) -> None:
+    grant = validate_revoke(state, ctx, body)
+    # Height 0 is genesis, where no tx runs, so a revoked grant always has a non-zero height.
+    revoked = dataclasses.replace(grant, revoked_height=max(ctx.height, 1), revoked_time_ms=ctx.time_ms or 0)
+    st.save_grant(state, revoked)
+    prune_live_grants(state, grant.patient_id, ctx.time_ms)
+    _audit(state, ctx, grant.patient_id, EVENT_REVOKE, grant.grant_id)
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+
+def is_readable_under_grant(grant: GrantState, record: RecordState) -> bool:
+    """A grant covers reading a record it carries a key for, or one sealed for its grantee."""
+    if record.patient_id != grant.patient_id:
+        return False
+    if grant.get_sealed_key(record.record_id) is not None:
+        return True
+    return grant.grantee_enc_key in record.envelope.readers and is_covered(
+        grant.scope, record.record_id, record.record_type, record.time_ms
+    )
+
+
+def validate_read_receipt(state: StateReader, ctx: TxContext, body: ReadReceiptBody) -> GrantState:
+    validate_institution(state, ctx.sender)
+    grant = st.get_grant(state, body.grant_id)
+    if grant is None:
+        raise reject("grant_unknown", "no such grant")
+    if grant.grantee != ctx.sender:
+        raise reject("not_grantee", "a read receipt must be signed by the grant's grantee")
+    if grant.is_revoked:
+        raise reject("grant_revoked", "the grant was revoked: reads under it are refused")
+    if ctx.time_ms is not None and ctx.time_ms >= grant.expires_ms:
+        raise reject("grant_expired", "the grant has expired: reads under it are refused")
+    if not body.record_ids:
+        raise reject("receipt_records", "a read receipt names at least one record")
+    if not _is_strictly_sorted(body.record_ids):
+        raise reject("receipt_records", "read record ids must be sorted and unique")
+    for record_id in body.record_ids:
+        record = st.get_record(state, record_id)
+        if record is None or not is_readable_under_grant(grant, record):
+            raise reject("receipt_records", "a read record is not covered by the grant")
+    return grant
+
+
+def process_read_receipt(state: st.StateWriter, ctx: TxContext, body: ReadReceiptBody) -> None:
+    grant = validate_read_receipt(state, ctx, body)
+    _audit(state, ctx, grant.patient_id, EVENT_READ, grant.grant_id, body.record_ids)
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+
+def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
+    """Apply one tx's rules and effects to `state`, or raise `TxRejectedError`."""
+    body = decode_body(tx)
+    if isinstance(body, RegisterPatientBody):
+        process_register_patient(state, ctx, body)
+    elif isinstance(body, RepresentativeBody):
+        if tx.kind == KIND_ADD_REPRESENTATIVE:
+            process_add_representative(state, ctx, body)
+        else:
+            process_remove_representative(state, ctx, body)
+    elif isinstance(body, AddRecordBody):
+        process_add_record(state, ctx, body)
+    elif isinstance(body, SupersedeRecordBody):
+        process_supersede_record(state, ctx, body)
+    elif isinstance(body, RequestAccessBody):
+        process_request_access(state, ctx, body)
+    elif isinstance(body, GrantBody):
+        process_grant(state, ctx, body)
+    elif isinstance(body, DenyBody):
+        process_deny(state, ctx, body)
+    elif isinstance(body, RevokeBody):
+        process_revoke(state, ctx, body)
+    elif isinstance(body, ReadReceiptBody):
+        process_read_receipt(state, ctx, body)
+    else:  # pragma: no cover - BODY_TYPES and this dispatch are kept in step
+        raise AssertionError(f"no processor for {type(body).__name__}")
+
+
+__all__ = [
+    "KIND_ADD_RECORD",
+    "KIND_DENY",
+    "KIND_GRANT",
+    "KIND_READ_RECEIPT",
+    "KIND_REGISTER_PATIENT",
+    "KIND_REMOVE_REPRESENTATIVE",
+    "KIND_REQUEST_ACCESS",
+    "KIND_REVOKE",
+    "KIND_SUPERSEDE_RECORD",
+    "TxContext",
+    "process_tx",
+    "reject",
+]

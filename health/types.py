@@ -1,0 +1,569 @@
+"""The health application's vocabulary: tx kinds, wire bodies, stored values, ids and limits.
+
+Every transaction body and every stored value is a frozen dataclass with a declared schema, encoded
+by the chain's canonical codec, so that one value has exactly one encoding: every node stores the
+same bytes and computes the same state root. Everything that is on the ledger in the clear is
+declared here, in one place, and `docs/health.md` says why each field must be.
+
+Ids: a patient's id is the hash of their signing key under a domain tag (pseudonymous: it links a
+patient's own records, but names nobody); records, inquiries and grants are named by the id of the
+transaction that created them, which the client knows as soon as it has signed it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Final, NewType
+
+from medledger.chain.codec import Bytes, FieldSpec, FixedBytes, Seq, Struct, Text, UInt, wire_fields
+from medledger.chain.limits import TX_BODY_BYTES_MAX
+from medledger.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, Envelope, digest
+from medledger.crypto.envelope import NONCE_SIZE, SEALED_KEY_SIZE, TAG_SIZE
+
+PatientId = NewType("PatientId", bytes)
+RecordId = NewType("RecordId", bytes)
+InquiryId = NewType("InquiryId", bytes)
+GrantId = NewType("GrantId", bytes)
+
+HASH = FixedBytes(HASH_SIZE)
+KEY = FixedBytes(PUBLIC_KEY_SIZE)
+SEALED_KEY = FixedBytes(SEALED_KEY_SIZE)
+#: A hash or nothing (an empty byte string), e.g. "supersedes no record".
+OPTIONAL_HASH = Bytes(HASH_SIZE)
+
+PATIENT_ID_DOMAIN: Final = b"medledger/health/patient-id/v1\x00"
+#: Bound into every record ciphertext as associated data, with the patient id and record type.
+RECORD_AD_DOMAIN: Final = b"medledger/health/record/v1\x00"
+COMMITMENT_DOMAIN: Final = b"medledger/health/commitment/v1\x00"
+
+# --- transaction kinds --------------------------------------------------------------------------
+
+KIND_REGISTER_PATIENT: Final = "health.register_patient"
+KIND_ADD_REPRESENTATIVE: Final = "health.add_representative"
+KIND_REMOVE_REPRESENTATIVE: Final = "health.remove_representative"
+KIND_ADD_RECORD: Final = "health.add_record"
+KIND_SUPERSEDE_RECORD: Final = "health.supersede_record"
+KIND_REQUEST_ACCESS: Final = "health.request_access"
+KIND_GRANT: Final = "health.grant"
+KIND_DENY: Final = "health.deny"
+KIND_REVOKE: Final = "health.revoke"
+KIND_READ_RECEIPT: Final = "health.read_receipt"
+
+TX_KINDS: Final = frozenset(
+    {
+        KIND_REGISTER_PATIENT,
+        KIND_ADD_REPRESENTATIVE,
+        KIND_REMOVE_REPRESENTATIVE,
+        KIND_ADD_RECORD,
+        KIND_SUPERSEDE_RECORD,
+        KIND_REQUEST_ACCESS,
+        KIND_GRANT,
+        KIND_DENY,
+        KIND_REVOKE,
+        KIND_READ_RECEIPT,
+    }
+)
+
+# --- code lists ---------------------------------------------------------------------------------
+
+ROLE_CLINIC: Final = "clinic"
+ROLE_HOSPITAL: Final = "hospital"
+ROLE_INSURER: Final = "insurer"
+ROLE_RESEARCH: Final = "research"
+ROLES: Final = frozenset({ROLE_CLINIC, ROLE_HOSPITAL, ROLE_INSURER, ROLE_RESEARCH})
+#: Roles whose members author clinical records.
+AUTHOR_ROLES: Final = frozenset({ROLE_CLINIC, ROLE_HOSPITAL})
+
+#: HL7 v3 PurposeOfUse codes (http://terminology.hl7.org/CodeSystem/v3-ActReason) we accept.
+PURPOSE_TREAT: Final = "TREAT"  # treatment
+PURPOSE_ETREAT: Final = "ETREAT"  # emergency treatment
+PURPOSE_HPAYMT: Final = "HPAYMT"  # healthcare payment
+PURPOSE_HOPERAT: Final = "HOPERAT"  # healthcare operations
+PURPOSE_HRESCH: Final = "HRESCH"  # healthcare research
+PURPOSE_PUBHLTH: Final = "PUBHLTH"  # public health
+PURPOSES: Final = frozenset(
+    {PURPOSE_TREAT, PURPOSE_ETREAT, PURPOSE_HPAYMT, PURPOSE_HOPERAT, PURPOSE_HRESCH, PURPOSE_PUBHLTH}
+)
+#: Which purposes each role may ask for: an insurer cannot ask "for treatment", a research
+#: institute only for research. The patient still decides; this only keeps requests honest.
+PURPOSES_BY_ROLE: Final[dict[str, frozenset[str]]] = {
+    ROLE_CLINIC: frozenset({PURPOSE_TREAT, PURPOSE_ETREAT, PURPOSE_HOPERAT, PURPOSE_PUBHLTH}),
+    ROLE_HOSPITAL: frozenset({PURPOSE_TREAT, PURPOSE_ETREAT, PURPOSE_HOPERAT, PURPOSE_PUBHLTH}),
+    ROLE_INSURER: frozenset({PURPOSE_HPAYMT, PURPOSE_HOPERAT}),
+    ROLE_RESEARCH: frozenset({PURPOSE_HRESCH, PURPOSE_PUBHLTH}),
+}
+
+#: Record type categories: the FHIR resource type of the record (a Bundle is "Bundle"). This is the
+#: one piece of content metadata on the ledger, because scopes ("my immunizations") are written
+#: in it and the rules must decide coverage without reading the record.
+RECORD_TYPES: Final = frozenset(
+    {
+        "AllergyIntolerance",
+        "Bundle",
+        "Condition",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Encounter",
+        "Immunization",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "Procedure",
+    }
+)
+
+INQUIRY_OPEN: Final = "open"
+INQUIRY_GRANTED: Final = "granted"
+INQUIRY_DENIED: Final = "denied"
+INQUIRY_STATUSES: Final = frozenset({INQUIRY_OPEN, INQUIRY_GRANTED, INQUIRY_DENIED})
+
+EVENT_INQUIRY: Final = "inquiry"
+EVENT_GRANT: Final = "grant"
+EVENT_DENY: Final = "deny"
+EVENT_REVOKE: Final = "revoke"
+EVENT_READ: Final = "read"
+EVENT_REPRESENTATIVE_ADDED: Final = "representative_added"
+EVENT_REPRESENTATIVE_REMOVED: Final = "representative_removed"
+EVENTS: Final = frozenset(
+    {
+        EVENT_INQUIRY,
+        EVENT_GRANT,
+        EVENT_DENY,
+        EVENT_REVOKE,
+        EVENT_READ,
+        EVENT_REPRESENTATIVE_ADDED,
+        EVENT_REPRESENTATIVE_REMOVED,
+    }
+)
+
+# --- limits (TIGER_STYLE: a limit on everything, named, in one place) ---------------------------
+
+REPRESENTATIVES_MAX: Final = 8
+#: Readers one record envelope may name (patient, author and live grantees).
+RECORD_READERS_MAX: Final = 64
+#: Largest record ciphertext: the body must still fit a transaction with its sealed keys.
+RECORD_CIPHERTEXT_BYTES_MAX: Final = TX_BODY_BYTES_MAX - RECORD_READERS_MAX * 160 - 4096
+SCOPE_RECORD_IDS_MAX: Final = 256
+GRANT_RECORDS_MAX: Final = 256
+RECEIPT_RECORDS_MAX: Final = 256
+#: Grants of one patient that may be live at once (add_record checks readers against them).
+PATIENT_LIVE_GRANTS_MAX: Final = 256
+REASON_LENGTH_MAX: Final = 200
+INSTITUTION_NAME_LENGTH_MAX: Final = 64
+GENESIS_INSTITUTIONS_MAX: Final = 1024
+#: Longest an inquiry (and so the grant answering it) may stay open: one year.
+INQUIRY_TTL_MS_MAX: Final = 366 * 24 * 3600 * 1000
+#: Largest stored value we decode (a record with its envelope is the largest).
+STATE_VALUE_BYTES_MAX: Final = TX_BODY_BYTES_MAX + 4096
+
+
+def compute_patient_id(sign_key: bytes) -> PatientId:
+    """The pseudonymous id of the patient holding `sign_key`."""
+    return PatientId(digest(PATIENT_ID_DOMAIN + sign_key))
+
+
+def compute_record_associated_data(patient_id: bytes, record_type: str) -> bytes:
+    """What a record's ciphertext is bound to: moving it to another patient or type breaks it."""
+    return RECORD_AD_DOMAIN + patient_id + record_type.encode("ascii")
+
+
+def compute_commitment(salt: bytes, plaintext: bytes) -> bytes:
+    """The salted commitment to a record's canonical plaintext (the salt defeats guessing)."""
+    return digest(COMMITMENT_DOMAIN + salt + plaintext)
+
+
+# --- wire values --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A record's content key sealed to one reader's x25519 key."""
+
+    reader: bytes
+    sealed_key: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(reader=KEY, sealed_key=SEALED_KEY)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnvelopeWire:
+    """An `Envelope` on the wire: nonce, ciphertext and the wrapped keys sorted by reader."""
+
+    nonce: bytes
+    ciphertext: bytes
+    wrapped_keys: tuple[WrappedKey, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        nonce=FixedBytes(NONCE_SIZE),
+        ciphertext=Bytes(RECORD_CIPHERTEXT_BYTES_MAX, TAG_SIZE),
+        wrapped_keys=Seq(Struct(WrappedKey), RECORD_READERS_MAX),
+    )
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope) -> EnvelopeWire:
+        return cls(
+            envelope.nonce, envelope.ciphertext, tuple(WrappedKey(r, k) for r, k in envelope.wrapped_keys)
+        )
+
+    def to_envelope(self) -> Envelope:
+        """The crypto layer's envelope; raises `DecryptionError` if malformed (unsorted readers)."""
+        return Envelope(
+            nonce=self.nonce,
+            ciphertext=self.ciphertext,
+            wrapped_keys=tuple((w.reader, w.sealed_key) for w in self.wrapped_keys),
+        )
+
+    @property
+    def readers(self) -> tuple[bytes, ...]:
+        return tuple(w.reader for w in self.wrapped_keys)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scope:
+    """What an inquiry asks for and a grant covers.
+
+    A record is covered when it lies in the time window [from_ms, to_ms] (its block time) and either
+    both lists are empty (everything in the window) or its type is in `record_types` or its id is
+    in `record_ids`. Both lists are sorted and unique so that a scope has one encoding.
+    """
+
+    record_types: tuple[str, ...]
+    record_ids: tuple[bytes, ...]
+    from_ms: int
+    to_ms: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        record_types=Seq(Text(allowed=RECORD_TYPES), len(RECORD_TYPES)),
+        record_ids=Seq(HASH, SCOPE_RECORD_IDS_MAX),
+        from_ms=UInt(),
+        to_ms=UInt(),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordKey:
+    """A granted record's content key, re-sealed by the patient's client for the grantee."""
+
+    record_id: bytes
+    sealed_key: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(record_id=HASH, sealed_key=SEALED_KEY)
+
+
+# --- transaction bodies -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegisterPatientBody:
+    """Self-signed by the patient: their signing key is the sender, this is their x25519 key."""
+
+    enc_key: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(enc_key=KEY)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RepresentativeBody:
+    """Add or remove a representative (a signing key that may grant, deny and revoke)."""
+
+    patient_id: bytes
+    representative: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(patient_id=HASH, representative=KEY)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AddRecordBody:
+    """A new encrypted record for a patient, by its author institution (the sender)."""
+
+    patient_id: bytes
+    record_type: str
+    commitment: bytes
+    envelope: EnvelopeWire
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        patient_id=HASH,
+        record_type=Text(allowed=RECORD_TYPES),
+        commitment=HASH,
+        envelope=Struct(EnvelopeWire),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SupersedeRecordBody:
+    """A correcting record that names the record it supersedes (nothing is edited or deleted)."""
+
+    supersedes: bytes
+    record: AddRecordBody
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(supersedes=HASH, record=Struct(AddRecordBody))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestAccessBody:
+    """An institution's inquiry: whose records, which, why, until when, and a short reason."""
+
+    patient_id: bytes
+    scope: Scope
+    purpose: str
+    expires_ms: int
+    reason: str
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        patient_id=HASH,
+        scope=Struct(Scope),
+        purpose=Text(allowed=PURPOSES),
+        expires_ms=UInt(),
+        reason=Text(max_length=REASON_LENGTH_MAX),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantBody:
+    """The patient's (or a representative's) yes to an open inquiry, with re-sealed record keys."""
+
+    inquiry_id: bytes
+    record_keys: tuple[RecordKey, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        inquiry_id=HASH, record_keys=Seq(Struct(RecordKey), GRANT_RECORDS_MAX)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DenyBody:
+    inquiry_id: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(inquiry_id=HASH)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevokeBody:
+    grant_id: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(grant_id=HASH)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadReceiptBody:
+    """The reading institution's receipt: which records it read under which grant."""
+
+    grant_id: bytes
+    record_ids: tuple[bytes, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        grant_id=HASH, record_ids=Seq(HASH, RECEIPT_RECORDS_MAX)
+    )
+
+
+BODY_TYPES: Final[dict[str, type]] = {
+    KIND_REGISTER_PATIENT: RegisterPatientBody,
+    KIND_ADD_REPRESENTATIVE: RepresentativeBody,
+    KIND_REMOVE_REPRESENTATIVE: RepresentativeBody,
+    KIND_ADD_RECORD: AddRecordBody,
+    KIND_SUPERSEDE_RECORD: SupersedeRecordBody,
+    KIND_REQUEST_ACCESS: RequestAccessBody,
+    KIND_GRANT: GrantBody,
+    KIND_DENY: DenyBody,
+    KIND_REVOKE: RevokeBody,
+    KIND_READ_RECEIPT: ReadReceiptBody,
+}
+
+# --- genesis and stored values ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Institution:
+    """A registered institution: display name, role, signing key (its sender) and x25519 key."""
+
+    name: str
+    role: str
+    sign_key: bytes
+    enc_key: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        name=Text(max_length=INSTITUTION_NAME_LENGTH_MAX),
+        role=Text(allowed=ROLES),
+        sign_key=KEY,
+        enc_key=KEY,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthGenesis:
+    """`Genesis.app_state`: the canonical encoding of this (an empty `app_state` means no one)."""
+
+    institutions: tuple[Institution, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        institutions=Seq(Struct(Institution), GENESIS_INSTITUTIONS_MAX)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PatientState:
+    patient_id: bytes
+    sign_key: bytes
+    enc_key: bytes
+    representatives: tuple[bytes, ...]
+    height: int
+    time_ms: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        patient_id=HASH,
+        sign_key=KEY,
+        enc_key=KEY,
+        representatives=Seq(KEY, REPRESENTATIVES_MAX),
+        height=UInt(),
+        time_ms=UInt(),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordState:
+    """A stored record: ciphertext, commitment and the least metadata the rules need."""
+
+    record_id: bytes
+    patient_id: bytes
+    author: bytes
+    record_type: str
+    commitment: bytes
+    envelope: EnvelopeWire
+    supersedes: bytes
+    superseded_by: bytes
+    height: int
+    time_ms: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        record_id=HASH,
+        patient_id=HASH,
+        author=KEY,
+        record_type=Text(allowed=RECORD_TYPES),
+        commitment=HASH,
+        envelope=Struct(EnvelopeWire),
+        supersedes=OPTIONAL_HASH,
+        superseded_by=OPTIONAL_HASH,
+        height=UInt(),
+        time_ms=UInt(),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InquiryState:
+    inquiry_id: bytes
+    patient_id: bytes
+    requester: bytes
+    scope: Scope
+    purpose: str
+    expires_ms: int
+    reason: str
+    status: str
+    decision_id: bytes
+    height: int
+    time_ms: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        inquiry_id=HASH,
+        patient_id=HASH,
+        requester=KEY,
+        scope=Struct(Scope),
+        purpose=Text(allowed=PURPOSES),
+        expires_ms=UInt(),
+        reason=Text(max_length=REASON_LENGTH_MAX),
+        status=Text(allowed=INQUIRY_STATUSES),
+        decision_id=OPTIONAL_HASH,
+        height=UInt(),
+        time_ms=UInt(),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantState:
+    """A grant: live while not revoked and block time < `expires_ms` (`revoked_height` 0: never)."""
+
+    grant_id: bytes
+    inquiry_id: bytes
+    patient_id: bytes
+    grantee: bytes
+    grantee_enc_key: bytes
+    granted_by: bytes
+    scope: Scope
+    purpose: str
+    expires_ms: int
+    record_keys: tuple[RecordKey, ...]
+    revoked_height: int
+    revoked_time_ms: int
+    height: int
+    time_ms: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        grant_id=HASH,
+        inquiry_id=HASH,
+        patient_id=HASH,
+        grantee=KEY,
+        grantee_enc_key=KEY,
+        granted_by=KEY,
+        scope=Struct(Scope),
+        purpose=Text(allowed=PURPOSES),
+        expires_ms=UInt(),
+        record_keys=Seq(Struct(RecordKey), GRANT_RECORDS_MAX),
+        revoked_height=UInt(),
+        revoked_time_ms=UInt(),
+        height=UInt(),
+        time_ms=UInt(),
+    )
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_height != 0
+
+    def get_sealed_key(self, record_id: bytes) -> bytes | None:
+        return next((rk.sealed_key for rk in self.record_keys if rk.record_id == record_id), None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One entry of a patient's audit trail; `event_id` is the id of the tx that caused it."""
+
+    event: str
+    event_id: bytes
+    actor: bytes
+    subject_id: bytes
+    record_ids: tuple[bytes, ...]
+    height: int
+    time_ms: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        event=Text(allowed=EVENTS),
+        event_id=HASH,
+        actor=KEY,
+        subject_id=Bytes(max(HASH_SIZE, PUBLIC_KEY_SIZE)),
+        record_ids=Seq(HASH, RECEIPT_RECORDS_MAX),
+        height=UInt(),
+        time_ms=UInt(),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdList:
+    """A bounded list of ids stored under one key (a patient's live grants)."""
+
+    ids: tuple[bytes, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(ids=Seq(HASH, PATIENT_LIVE_GRANTS_MAX))
+
+
+def is_covered(scope: Scope, record_id: bytes, record_type: str, time_ms: int | None) -> bool:
+    """Whether `scope` covers a record; `time_ms` None (block time unknown) skips the window."""
+    if time_ms is not None and not scope.from_ms <= time_ms <= scope.to_ms:
+        return False
+    if not scope.record_types and not scope.record_ids:
+        return True
+    return record_type in scope.record_types or record_id in scope.record_ids
+
+
+def is_grant_live(grant: GrantState, time_ms: int | None) -> bool:
+    """Not revoked and not expired; with no block time (admission) only revocation counts."""
+    if grant.is_revoked:
+        return False
+    return time_ms is None or time_ms < grant.expires_ms

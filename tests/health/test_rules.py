@@ -1,0 +1,373 @@
+"""The health rules, example by example: the happy path end to end, and each rule's refusals.
+
+Every refusal goes through `Ledger.submit_rejected`, which asserts the named rule and that the full
+state is unchanged (and, through `Ledger.submit`, that admission and execution agree).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from health_testkit import CHAIN_ID, GENESIS_TIME_MS, Ledger, make_condition, make_identity, make_observation
+
+from medledger.chain.txbuilder import sign_tx
+from medledger.crypto import DecryptionError, Identity
+from medledger.health import client
+from medledger.health import state as st
+from medledger.health.app import HealthApp, decode_genesis
+from medledger.health.errors import InvalidGenesisError
+from medledger.health.records import (
+    decrypt_record,
+    decrypt_record_with_grant,
+    encrypt_record,
+    reseal_record_keys,
+)
+from medledger.health.types import (
+    EVENT_GRANT,
+    EVENT_INQUIRY,
+    EVENT_READ,
+    EVENT_REVOKE,
+    INQUIRY_GRANTED,
+    KIND_GRANT,
+    RecordState,
+    compute_patient_id,
+)
+
+HOUR_MS = 3_600_000
+
+
+@dataclasses.dataclass
+class World:
+    ledger: Ledger
+    patient: Identity
+    patient_id: bytes
+    clinic: Identity
+    hospital: Identity
+    insurer: Identity
+    research: Identity
+    stranger: Identity
+
+
+@pytest.fixture
+def world() -> World:
+    ledger = Ledger()
+    patient = make_identity("patient-a")
+    ledger.submit_ok(ledger.sign(client.build_register_patient, patient))
+    return World(
+        ledger,
+        patient,
+        compute_patient_id(patient.public.sign_key),
+        make_identity("clinic"),
+        make_identity("hospital"),
+        make_identity("insurer"),
+        make_identity("research"),
+        make_identity("stranger"),
+    )
+
+
+def add_record(w: World, author: Identity, resource: dict[str, object], *extra: Identity) -> RecordState:
+    readers = [w.patient.public.enc_key, author.public.enc_key, *(e.public.enc_key for e in extra)]
+    encrypted = encrypt_record(resource, patient_id=w.patient_id, readers=readers)
+    outcome = w.ledger.submit_ok(w.ledger.sign(client.build_add_record, author, w.patient_id, encrypted))
+    record = st.get_record(w.ledger.state, outcome.tx_id)
+    assert record is not None
+    return record
+
+
+def request(
+    w: World,
+    requester: Identity,
+    *,
+    purpose: str = "TREAT",
+    ttl_ms: int = HOUR_MS,
+    types: tuple[str, ...] = (),
+) -> bytes:
+    signed = w.ledger.sign(
+        client.build_request_access,
+        requester,
+        w.patient_id,
+        client.make_scope(record_types=types),
+        purpose,
+        w.ledger.next_time_ms + ttl_ms,
+        "synthetic follow-up",
+    )
+    return w.ledger.submit_ok(signed).tx_id
+
+
+def grant(w: World, inquiry_id: bytes, records: list[RecordState], grantee: Identity) -> bytes:
+    keys = reseal_record_keys(records, w.patient, grantee.public.enc_key)
+    return w.ledger.submit_ok(w.ledger.sign(client.build_grant, w.patient, inquiry_id, keys)).tx_id
+
+
+def test_flow_record_inquiry_grant_read_revoke(world: World) -> None:
+    w = world
+    record = add_record(w, w.clinic, make_observation(72))
+    assert decrypt_record(record, w.patient).resource["valueQuantity"]["value"] == 72
+    assert decrypt_record(record, w.clinic).record_type == "Observation"
+    with pytest.raises(DecryptionError):
+        decrypt_record(record, w.hospital)
+
+    inquiry_id = request(w, w.hospital)
+    grant_id = grant(w, inquiry_id, [record], w.hospital)
+    inquiry = st.get_inquiry(w.ledger.state, inquiry_id)
+    assert inquiry is not None
+    assert inquiry.status == INQUIRY_GRANTED
+    assert inquiry.decision_id == grant_id
+    stored_grant = st.get_grant(w.ledger.state, grant_id)
+    assert stored_grant is not None
+    assert decrypt_record_with_grant(record, stored_grant, w.hospital).canonical_json == (
+        decrypt_record(record, w.patient).canonical_json
+    )
+    w.ledger.submit_ok(w.ledger.sign(client.build_read_receipt, w.hospital, grant_id, [record.record_id]))
+
+    # A later record covered by the live grant may be sealed for the grantee too.
+    later = add_record(w, w.clinic, make_observation(80), w.hospital)
+    w.ledger.submit_ok(w.ledger.sign(client.build_read_receipt, w.hospital, grant_id, [later.record_id]))
+
+    w.ledger.submit_ok(w.ledger.sign(client.build_revoke, w.patient, grant_id))
+    # Revocation stops future sharing: no new record may be sealed for the former grantee ...
+    encrypted = encrypt_record(
+        make_observation(90),
+        patient_id=w.patient_id,
+        readers=[w.patient.public.enc_key, w.clinic.public.enc_key, w.hospital.public.enc_key],
+    )
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_add_record, w.clinic, w.patient_id, encrypted), "health.record_readers"
+    )
+    # ... and reads under the grant are refused.
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_read_receipt, w.hospital, grant_id, [record.record_id]),
+        "health.grant_revoked",
+    )
+    events = [e.event for e in st.list_audit_events(w.ledger.state, w.patient_id)]
+    assert events == [EVENT_INQUIRY, EVENT_GRANT, EVENT_READ, EVENT_READ, EVENT_REVOKE]
+    assert [r.record_id for r in st.list_records(w.ledger.state, w.patient_id)] == [
+        record.record_id,
+        later.record_id,
+    ]
+
+
+def test_supersede_keeps_both_versions(world: World) -> None:
+    w = world
+    old = add_record(w, w.clinic, make_condition("first"))
+    encrypted = encrypt_record(
+        make_condition("corrected"),
+        patient_id=w.patient_id,
+        readers=[w.patient.public.enc_key, w.clinic.public.enc_key],
+    )
+    new_id = w.ledger.submit_ok(
+        w.ledger.sign(client.build_supersede_record, w.clinic, w.patient_id, old.record_id, encrypted)
+    ).tx_id
+    stored_old = st.get_record(w.ledger.state, old.record_id)
+    stored_new = st.get_record(w.ledger.state, new_id)
+    assert stored_old is not None
+    assert stored_new is not None
+    assert stored_old.superseded_by == new_id
+    assert stored_new.supersedes == old.record_id
+    assert stored_old.envelope == old.envelope
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_supersede_record, w.clinic, w.patient_id, old.record_id, encrypted),
+        "health.supersede",
+    )
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_supersede_record, w.hospital, w.patient_id, new_id, encrypted),
+        "health.record_readers",
+    )
+
+
+def test_representative_may_decide_until_removed(world: World) -> None:
+    w = world
+    rep = make_identity("rep")
+    w.ledger.submit_ok(
+        w.ledger.sign(client.build_add_representative, w.patient, w.patient_id, rep.public.sign_key)
+    )
+    first = request(w, w.hospital)
+    w.ledger.submit_ok(w.ledger.sign(client.build_deny, rep, first))
+    w.ledger.submit_ok(
+        w.ledger.sign(client.build_remove_representative, w.patient, w.patient_id, rep.public.sign_key)
+    )
+    second = request(w, w.hospital)
+    w.ledger.submit_rejected(w.ledger.sign(client.build_deny, rep, second), "health.not_authorised")
+
+
+def test_invalid_unknown_kind(world: World) -> None:
+    signed = sign_tx(world.clinic, chain_id=CHAIN_ID, kind="health.nope", body=b"\x80", nonce=1)
+    world.ledger.submit_rejected(signed, "health.kind")
+
+
+def test_invalid_malformed_body(world: World) -> None:
+    signed = sign_tx(world.patient, chain_id=CHAIN_ID, kind=KIND_GRANT, body=b"\x81\xa1x\x01", nonce=1)
+    world.ledger.submit_rejected(signed, "health.body")
+
+
+def test_invalid_register_patient_twice(world: World) -> None:
+    w = world
+    w.ledger.submit_rejected(w.ledger.sign(client.build_register_patient, w.patient), "health.patient_exists")
+
+
+def test_invalid_institution_registers_as_patient(world: World) -> None:
+    w = world
+    w.ledger.submit_rejected(w.ledger.sign(client.build_register_patient, w.clinic), "health.role_conflict")
+
+
+def test_invalid_record_by_unregistered_author(world: World) -> None:
+    w = world
+    encrypted = encrypt_record(
+        make_observation(1),
+        patient_id=w.patient_id,
+        readers=[w.patient.public.enc_key, w.stranger.public.enc_key],
+    )
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_add_record, w.stranger, w.patient_id, encrypted), "health.not_institution"
+    )
+
+
+def test_invalid_record_by_insurer(world: World) -> None:
+    w = world
+    encrypted = encrypt_record(
+        make_observation(1),
+        patient_id=w.patient_id,
+        readers=[w.patient.public.enc_key, w.insurer.public.enc_key],
+    )
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_add_record, w.insurer, w.patient_id, encrypted), "health.author_role"
+    )
+
+
+def test_invalid_record_for_unregistered_patient(world: World) -> None:
+    w = world
+    other = make_identity("patient-unregistered")
+    other_id = compute_patient_id(other.public.sign_key)
+    encrypted = encrypt_record(
+        make_observation(1), patient_id=other_id, readers=[other.public.enc_key, w.clinic.public.enc_key]
+    )
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_add_record, w.clinic, other_id, encrypted), "health.patient_unknown"
+    )
+
+
+def test_invalid_record_not_sealed_for_patient(world: World) -> None:
+    w = world
+    encrypted = encrypt_record(
+        make_observation(1), patient_id=w.patient_id, readers=[w.clinic.public.enc_key]
+    )
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_add_record, w.clinic, w.patient_id, encrypted), "health.record_readers"
+    )
+
+
+def test_invalid_grant_by_stranger(world: World) -> None:
+    w = world
+    inquiry_id = request(w, w.hospital)
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_grant, w.stranger, inquiry_id, []), "health.not_authorised"
+    )
+
+
+def test_invalid_grant_of_record_outside_scope(world: World) -> None:
+    w = world
+    record = add_record(w, w.clinic, make_observation(1))
+    inquiry_id = request(w, w.hospital, types=("Immunization",))
+    keys = reseal_record_keys([record], w.patient, w.hospital.public.enc_key)
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_grant, w.patient, inquiry_id, keys), "health.grant_records"
+    )
+
+
+def test_invalid_grant_of_expired_inquiry(world: World) -> None:
+    w = world
+    inquiry_id = request(w, w.hospital, ttl_ms=5_000)
+    w.ledger.advance(10_000)
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_grant, w.patient, inquiry_id, []), "health.inquiry_expired"
+    )
+
+
+def test_invalid_second_decision(world: World) -> None:
+    w = world
+    inquiry_id = request(w, w.hospital)
+    w.ledger.submit_ok(w.ledger.sign(client.build_deny, w.patient, inquiry_id))
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_grant, w.patient, inquiry_id, []), "health.inquiry_closed"
+    )
+
+
+def test_invalid_purpose_for_role(world: World) -> None:
+    w = world
+    signed = w.ledger.sign(
+        client.build_request_access,
+        w.insurer,
+        w.patient_id,
+        client.make_scope(),
+        "TREAT",
+        w.ledger.next_time_ms + HOUR_MS,
+        "claim",
+    )
+    w.ledger.submit_rejected(signed, "health.purpose")
+
+
+def test_invalid_inquiry_expiring_in_the_past(world: World) -> None:
+    w = world
+    signed = w.ledger.sign(
+        client.build_request_access,
+        w.hospital,
+        w.patient_id,
+        client.make_scope(),
+        "TREAT",
+        GENESIS_TIME_MS,
+        "x",
+    )
+    w.ledger.submit_rejected(signed, "health.expiry")
+
+
+def test_invalid_read_receipt_without_live_grant(world: World) -> None:
+    w = world
+    record = add_record(w, w.clinic, make_observation(1))
+    inquiry_id = request(w, w.hospital, ttl_ms=5_000)
+    grant_id = grant(w, inquiry_id, [record], w.hospital)
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_read_receipt, w.research, grant_id, [record.record_id]),
+        "health.not_grantee",
+    )
+    w.ledger.advance(10_000)
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_read_receipt, w.hospital, grant_id, [record.record_id]),
+        "health.grant_expired",
+    )
+
+
+def test_invalid_read_receipt_for_uncovered_record(world: World) -> None:
+    w = world
+    granted = add_record(w, w.clinic, make_observation(1))
+    other = add_record(w, w.clinic, make_observation(2))
+    grant_id = grant(w, request(w, w.hospital), [granted], w.hospital)
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_read_receipt, w.hospital, grant_id, [other.record_id]),
+        "health.receipt_records",
+    )
+
+
+def test_invalid_representative_added_by_other(world: World) -> None:
+    w = world
+    rep = make_identity("rep")
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_add_representative, rep, w.patient_id, rep.public.sign_key),
+        "health.not_patient",
+    )
+
+
+def test_genesis_round_trip_and_determinism() -> None:
+    a, b = Ledger(), Ledger()
+    assert a.state_root == b.state_root
+    assert a.state.data == b.state.data
+    assert decode_genesis(b"").institutions == ()
+    with pytest.raises(InvalidGenesisError):
+        decode_genesis(b"\x80")
+    patient = make_identity("patient-z")
+    signed = a.sign(client.build_register_patient, patient)
+    a.submit_ok(signed)
+    b.sign(client.build_register_patient, patient)  # keep nonces in step
+    b.submit_ok(signed)
+    assert a.state_root == b.state_root
+    assert HealthApp.get_patient_by_key(a.state, patient.public.sign_key) is not None
