@@ -33,6 +33,9 @@ class Mempool:
     def __contains__(self, tx_id: object) -> bool:
         return tx_id in self._txs
 
+    def get(self, tx_id: bytes) -> CheckedTx | None:
+        return self._txs.get(tx_id)
+
     @property
     def size_bytes(self) -> int:
         return self._bytes

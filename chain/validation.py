@@ -72,10 +72,17 @@ def validate_tx_time(tx: Tx, *, now_ms: int, skew_ms: int = TX_CLOCK_SKEW_MS_MAX
         )
 
 
-def check_tx(raw: bytes, *, chain_id: str, now_ms: int) -> CheckedTx:
-    """Everything a node checks before a transaction enters its mempool, save app rules and replays."""
+def check_tx(raw: bytes, *, chain_id: str, now_ms: int, verified: bool = False) -> CheckedTx:
+    """Everything a node checks before a transaction enters its mempool, save app rules and replays.
+
+    `verified`: this node already checked this exact tx's signature (its id is in a cache).
+    """
     tx, tx_id = decode_tx(raw)
-    validate_tx_envelope(tx, chain_id=chain_id)
+    if verified:
+        if tx.chain_id != chain_id:
+            raise WrongChainError(f"transaction is for chain {tx.chain_id!r}, this is {chain_id!r}")
+    else:
+        validate_tx_envelope(tx, chain_id=chain_id)
     validate_tx_time(tx, now_ms=now_ms)
     return CheckedTx(tx, raw, tx_id)
 

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
@@ -41,7 +42,17 @@ from medledger.chain.execution import ExecutedBlock, build_block, execute_block
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.mempool import Mempool
 from medledger.chain.store import BlockStore
-from medledger.chain.types import Block, Commit, Genesis, Proposal, Tx, TxId, ValidatorSet, Vote
+from medledger.chain.types import (
+    Block,
+    Commit,
+    Genesis,
+    Proposal,
+    Tx,
+    TxId,
+    ValidatorSet,
+    Vote,
+    compute_tx_id,
+)
 from medledger.chain.validation import (
     decode_tx,
     validate_block_shape,
@@ -67,6 +78,8 @@ log = logging.getLogger("medledger.consensus")
 
 #: Most events waiting for the consensus task; a flood from peers is shed, not buffered.
 INBOX_EVENTS_MAX: Final = 20_000
+#: Tx ids remembered as signature-checked outside the mempool (proposals that arrived first).
+VERIFIED_IDS_MAX: Final = 200_000
 #: Bytes of blocks in one sync response (below the frame limit).
 SYNC_RESPONSE_BYTES_MAX: Final = FRAME_BYTES_MAX // 2
 
@@ -130,6 +143,7 @@ class Reactor:
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=INBOX_EVENTS_MAX)
         self._executed: dict[bytes, ExecutedBlock] = {}
         self._invalid: set[bytes] = set()
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
         self.peer_heights: dict[bytes, int] = {}
         self._sync_pending: dict[bytes, int] = {}
         self._last_commit_at = 0.0
@@ -328,17 +342,33 @@ class Reactor:
         txs: list[Tx] = []
         tx_ids: list[TxId] = []
         seen: set[bytes] = set()
+        newly_verified: list[bytes] = []
         for raw in block.txs:
-            tx, tx_id = decode_tx(raw)
+            tx_id = compute_tx_id(raw)
             if tx_id in seen or self.store.has_tx(tx_id):
                 raise InvalidBlockError(f"block {header.height}: a transaction is repeated")
             seen.add(tx_id)
-            # A tx our mempool admitted has had its signature checked once already.
-            if verify_signatures and tx_id not in self.mempool:
-                validate_tx_envelope(tx, chain_id=self.genesis.chain_id)
+            # A tx our mempool admitted is decoded and verified already: each signature once.
+            pending = self.mempool.get(tx_id)
+            if pending is not None:
+                tx = pending.tx
+            else:
+                tx, _ = decode_tx(raw)
+                if verify_signatures and tx_id not in self._verified:
+                    validate_tx_envelope(tx, chain_id=self.genesis.chain_id)
+                    newly_verified.append(tx_id)
             txs.append(tx)
             tx_ids.append(tx_id)
+        self._remember_verified(newly_verified)
         return execute_block(self.app, self.store, block, tuple(txs), tx_ids)
+
+    def _remember_verified(self, tx_ids: list[bytes]) -> None:
+        """Bounded memory of ids whose signatures were checked outside the mempool."""
+        verified = self._verified
+        for tx_id in tx_ids:
+            verified[tx_id] = None
+        while len(verified) > VERIFIED_IDS_MAX:
+            verified.popitem(last=False)
 
     # -- committing ------------------------------------------------------------------------------
 
@@ -456,8 +486,20 @@ class Reactor:
             raise PeerError(f"unexpected frame kind {kind}")
 
     async def _on_gossip(self, raws: tuple[bytes, ...]) -> None:
+        # Txs we already hold or committed are skipped before any decoding or verification.
+        fresh = [
+            raw
+            for raw in raws
+            if (tx_id := compute_tx_id(raw)) not in self.mempool and not self.store.has_tx(tx_id)
+        ]
+        if not fresh:
+            return
         outcomes = await asyncio.to_thread(
-            check_batch, list(raws), chain_id=self.genesis.chain_id, now_ms=self.clock_ms()
+            check_batch,
+            fresh,
+            chain_id=self.genesis.chain_id,
+            now_ms=self.clock_ms(),
+            verified_ids=self._verified,
         )
         result = self.admission.admit_gossip(outcomes)
         if result.admitted:

@@ -84,8 +84,13 @@ def main() -> int:
                 f"{args.clients} clients per validator x batches of {args.batch}",
                 flush=True,
             )
-            elapsed, latencies, committed = asyncio.run(run_spread(urls, raws, args.batch, args.clients))
-            statuses = [proc.get_json("/status") for proc in procs]
+            try:
+                elapsed, latencies, committed = asyncio.run(run_spread(urls, raws, args.batch, args.clients))
+                statuses = [proc.get_json("/status") for proc in procs]
+            except Exception:
+                for node, proc in zip(nodes, procs, strict=True):
+                    print(f"--- {node.name} log (last lines) ---\n{proc.read_log()[-3000:]}", file=sys.stderr)
+                raise
         finally:
             for proc in procs:
                 proc.stop()
