@@ -18,13 +18,17 @@ import click
 from medledger import __version__
 from medledger.crypto import Identity, KeyFileError, load_identity, read_public_identity, save_identity
 from medledger.errors import MedledgerError
+from medledger.network.sim import FaultKind
 from medledger.node.config import (
     ENV_PASSPHRASE,
     load_config,
     read_passphrase,
 )
+from medledger.node.demo import find_demo_config, run_demo
 from medledger.node.home import PASSPHRASE_FILE, init_home
 from medledger.node.run import api_address_path, run_node
+from medledger.node.simulate import build_config
+from medledger.node.simulate import simulate as run_simulation_summary
 from medledger.node.testnet import cluster_down, cluster_up, create_testnet, read_cluster
 
 DEFAULT_API_PORT = 26657
@@ -327,6 +331,59 @@ def cluster_status_command(directory: Path) -> None:
         last = f"{ago:.1f} s ago" if ago is not None else "never"
         height, round_, peers, lag = data["height"], data["round"], data["peers"], data["sync_lag_blocks"]
         click.echo(f"{name:<12} {height:>7} {round_:>5} {peers:>5} {lag:>4}  {last}")
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(1, 31), default=4, show_default=True, help="Validators.")
+@click.option("--seed", type=click.IntRange(0, 2**63), default=1, show_default=True, help="First seed.")
+@click.option(
+    "--runs", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Seeds seed..seed+runs-1."
+)
+@click.option(
+    "--twins", type=click.IntRange(0, 31), default=0, show_default=True, help="Byzantine twin validators."
+)
+@click.option(
+    "--fault",
+    "faults",
+    type=click.Choice([k.value for k in FaultKind]),
+    multiple=True,
+    help="Fault kinds to draw from (repeatable; default: all).",
+)
+@click.option("--no-faults", is_flag=True, help="A fault-free run.")
+def simulate(nodes: int, seed: int, runs: int, twins: int, faults: tuple[str, ...], no_faults: bool) -> None:
+    """Run deterministic simulated networks and check every safety and liveness invariant."""
+    if twins > nodes:
+        _fail("--twins cannot exceed --nodes")
+    kinds = tuple(FaultKind(k) for k in faults) if faults else tuple(FaultKind)
+    failures = 0
+    commits = events = evidence = 0
+    for run_seed in range(seed, seed + runs):
+        summary = run_simulation_summary(
+            build_config(nodes=nodes, seed=run_seed, twins=twins, kinds=kinds, faults=not no_faults)
+        )
+        config, result = summary.config, summary.result
+        injected = ", ".join(f.kind.value for f in config.faults) or "none"
+        if result is not None:
+            commits += result.commits
+            events += result.events
+            evidence += result.evidence
+            heights = sorted(set(result.heights.values()))
+            line = (
+                f"seed {run_seed}: heights {heights}, {result.commits} commits, {result.events} events "
+                f"(invariants checked after each), evidence {result.evidence}, faults [{injected}]"
+            )
+            if not result.live and config.expect_liveness:
+                line += ", NOT LIVE"
+            click.echo(line)
+        if summary.failure is not None:
+            failures += 1
+            click.echo(f"seed {run_seed}: INVARIANT BROKEN\n{summary.failure}", err=True)
+    click.echo(
+        f"{runs} run(s), {nodes} validators, {twins} twin(s): {commits} commits, {events} events, "
+        f"{evidence} equivocations recorded, {failures} run(s) broke an invariant"
+    )
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
