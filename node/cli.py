@@ -24,7 +24,6 @@ from medledger.node.config import (
     load_config,
     read_passphrase,
 )
-from medledger.node.demo import find_demo_config, run_demo
 from medledger.node.home import PASSPHRASE_FILE, init_home
 from medledger.node.run import api_address_path, run_node
 from medledger.node.simulate import build_config
