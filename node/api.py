@@ -29,7 +29,9 @@ from medledger.chain.store import TxLocation
 from medledger.chain.types import Block, Commit, compute_tx_id
 from medledger.chain.validation import decode_tx
 from medledger.errors import MedledgerError
+from medledger.health.app import HealthApp
 from medledger.node.errors import BadRequestError
+from medledger.node.health_api import add_health_routes
 from medledger.node.node import Node, TxStatus
 from medledger.node.openapi import build_openapi
 from medledger.node.problems import problem_from_error, problem_response
@@ -184,7 +186,7 @@ async def post_tx_batch(request: web.Request) -> web.Response:
         if not isinstance(txs, list):
             raise BadRequestError('the body must be {"txs": [base64, ...]}')
         if len(txs) > API_BATCH_TXS_MAX:
-            raise BadRequestError(f"a batch holds at most {API_BATCH_TXS_MAX} transactions", status=413)
+            raise BadRequestError(f"a batch holds at most {API_BATCH_TXS_MAX} transactions")
         raws = [_b64_tx(t, f"txs[{i}]") for i, t in enumerate(txs)]
     if not raws:
         raise BadRequestError("the batch is empty")
@@ -352,6 +354,10 @@ async def get_openapi(request: web.Request) -> web.Response:
     return _json(build_openapi())
 
 
+async def get_health_openapi(request: web.Request) -> web.Response:
+    return _json(build_openapi(health=True))
+
+
 def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=node.config.api.max_body_bytes)
     app[NODE_KEY] = node
@@ -364,5 +370,9 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/livez", get_livez)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)
-    app.router.add_get("/openapi.json", get_openapi)
+    if isinstance(node.app, HealthApp):
+        add_health_routes(app, node)
+        app.router.add_get("/openapi.json", get_health_openapi)
+    else:
+        app.router.add_get("/openapi.json", get_openapi)
     return app

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,16 @@ import click
 from medledger import __version__
 from medledger.crypto import Identity, KeyFileError, load_identity, read_public_identity, save_identity
 from medledger.errors import MedledgerError
+from medledger.health.sdk import LocalRecord, PatientClient, describe_audit, format_audit
+from medledger.health.types import ROLES, compute_patient_id
 from medledger.network.sim import FaultKind
 from medledger.node.config import (
+    APPS,
     ENV_PASSPHRASE,
     load_config,
     read_passphrase,
 )
+from medledger.node.demo import find_demo_config, run_demo
 from medledger.node.home import PASSPHRASE_FILE, init_home
 from medledger.node.run import api_address_path, run_node
 from medledger.node.simulate import build_config
@@ -123,6 +128,14 @@ def keys_show(key_file: Path, check: bool, passphrase_file: Path | None) -> None
 @click.option(
     "--force", is_flag=True, help="Replace an existing config, key and genesis; moves old data aside."
 )
+@click.option("--app", type=click.Choice(APPS), default="kv-fixture", show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice(sorted(ROLES)),
+    default="clinic",
+    show_default=True,
+    help="With --app health: this node's institution role.",
+)
 def init(
     home: Path,
     name: str,
@@ -131,6 +144,8 @@ def init(
     block_interval_ms: int,
     passphrase_file: Path | None,
     force: bool,
+    app: str,
+    role: str,
 ) -> None:
     """Create a node home: key file, single-validator genesis and config.toml."""
     passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") if passphrase_file else None
@@ -145,6 +160,8 @@ def init(
             block_interval_ms=block_interval_ms,
             passphrase=passphrase,
             force=force,
+            app=app,
+            role=role,
         )
     except MedledgerError as exc:
         _fail(exc.message)
@@ -254,10 +271,25 @@ def status(home: Path | None, url: str | None, as_json: bool) -> None:
 @click.option(
     "--base-port", type=click.IntRange(0, 65000), default=0, help="First port (default: free ports)."
 )
+@click.option("--app", type=click.Choice(APPS), default="kv-fixture", show_default=True)
+@click.option(
+    "--roles",
+    default="clinic,hospital,insurer,research",
+    show_default=True,
+    help="With --app health: institution roles, comma-separated, repeated over the validators.",
+)
 def testnet(
-    validators: int, observers: int, out: Path, chain_id: str, block_interval_ms: int, base_port: int
+    validators: int,
+    observers: int,
+    out: Path,
+    chain_id: str,
+    block_interval_ms: int,
+    base_port: int,
+    app: str,
+    roles: str,
 ) -> None:
     """Create node homes for a local network sharing one genesis (loopback ports)."""
+    cycle = [r.strip() for r in roles.split(",") if r.strip()] or ["clinic"]
     try:
         nodes = create_testnet(
             out.resolve(),
@@ -266,6 +298,8 @@ def testnet(
             chain_id=chain_id,
             block_interval_ms=block_interval_ms,
             base_port=base_port,
+            app=app,
+            roles=[cycle[i % len(cycle)] for i in range(validators)] if app == "health" else None,
         )
     except MedledgerError as exc:
         _fail(exc.message)
@@ -330,6 +364,337 @@ def cluster_status_command(directory: Path) -> None:
         last = f"{ago:.1f} s ago" if ago is not None else "never"
         height, round_, peers, lag = data["height"], data["round"], data["peers"], data["sync_lag_blocks"]
         click.echo(f"{name:<12} {height:>7} {round_:>5} {peers:>5} {lag:>4}  {last}")
+
+
+# -- the demo -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the demo network and the patient's key go (a previous demo's chain is replaced).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The network description (default: configs/demo.toml of this checkout).",
+)
+@click.option("--once", is_flag=True, help="Exit when the scenario is done instead of running until Ctrl-C.")
+@click.option(
+    "--base-port",
+    type=click.IntRange(0, 65000),
+    default=None,
+    help="Override the config's base_port (0: free ports).",
+)
+def demo(home: Path, config_path: Path | None, once: bool, base_port: int | None) -> None:
+    """Start the four-institution demo network and run the consent story through the real APIs."""
+    try:
+        path = config_path or find_demo_config(Path.cwd())
+        run_demo(home, path, once=once, base_port=base_port, echo=click.echo)
+    except MedledgerError as exc:
+        _fail(exc.message)
+
+
+# -- the patient's client -----------------------------------------------------------------------
+
+ENV_PATIENT_PASSPHRASE = "MEDLEDGER_PATIENT_PASSPHRASE"
+ENV_NODE_URL = "MEDLEDGER_NODE_URL"
+
+
+def _patient_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes:
+    """From --passphrase-file, else MEDLEDGER_PATIENT_PASSPHRASE, else a prompt on a terminal."""
+    if passphrase_file is not None:
+        return _passphrase(passphrase_file, confirm=confirm)
+    if ENV_PATIENT_PASSPHRASE in os.environ:
+        return os.environ[ENV_PATIENT_PASSPHRASE].encode()
+    if not sys.stdin.isatty():
+        _fail(f"no passphrase: pass --passphrase-file or set {ENV_PATIENT_PASSPHRASE}")
+    value: str = click.prompt("Patient key passphrase", hide_input=True, confirmation_prompt=confirm)
+    return value.encode()
+
+
+@main.group()
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The patient's key file (stays on this device).",
+)
+@click.option(
+    "--url", default=None, help=f"Any node's API URL (default: ${ENV_NODE_URL}, else http://127.0.0.1:26657)."
+)
+@click.option("--passphrase-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--for-patient", default=None, help="Act as a representative for this patient id (hex).")
+@click.pass_context
+def patient(
+    ctx: click.Context, key_file: Path, url: str | None, passphrase_file: Path | None, for_patient: str | None
+) -> None:
+    """The patient's client: own keys, local decryption, locally signed decisions."""
+    ctx.obj = {
+        "key_file": key_file,
+        "url": (url or os.environ.get(ENV_NODE_URL) or f"http://127.0.0.1:{DEFAULT_API_PORT}").rstrip("/"),
+        "passphrase_file": passphrase_file,
+        "for_patient": for_patient,
+    }
+
+
+def _client(ctx: click.Context) -> PatientClient:
+    obj = ctx.obj
+    try:
+        identity = load_identity(obj["key_file"], _patient_passphrase(obj["passphrase_file"], confirm=False))
+    except KeyFileError as exc:
+        _fail(exc.message)
+        raise AssertionError("unreachable") from None
+    patient_id = None
+    if obj["for_patient"] is not None:
+        try:
+            patient_id = bytes.fromhex(obj["for_patient"])
+        except ValueError:
+            _fail("--for-patient must be a hex patient id")
+    return PatientClient(obj["url"], identity, patient_id=patient_id)
+
+
+def _run(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except MedledgerError as exc:
+        _fail(exc.message)
+
+
+@patient.command("keys")
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+@click.pass_context
+def patient_keys(ctx: click.Context, force: bool) -> None:
+    """Create the patient's key file (passphrase-protected, mode 0600) and show the patient id."""
+    obj = ctx.obj
+    identity = Identity.generate()
+    try:
+        passphrase = _patient_passphrase(obj["passphrase_file"], confirm=True)
+        save_identity(obj["key_file"], identity, passphrase, overwrite=force)
+    except KeyFileError as exc:
+        _fail(exc.message)
+    click.echo(f"key file:    {obj['key_file']}")
+    click.echo(f"patient id:  {compute_patient_id(identity.public.sign_key).hex()}")
+    click.echo(f"sign key:    {identity.public.sign_key.hex()}")
+
+
+@patient.command("register")
+@click.pass_context
+def patient_register(ctx: click.Context) -> None:
+    """Register the patient on the ledger (a self-signed transaction)."""
+
+    def act() -> None:
+        client = _client(ctx)
+        done = client.register()
+        click.echo(f"registered patient {client.patient_id.hex()} at height {done.height}")
+
+    _run(act)
+
+
+@patient.command("records")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def patient_records(ctx: click.Context, as_json: bool) -> None:
+    """List the patient's records (decrypted on this device)."""
+
+    def act() -> None:
+        records = _client(ctx).read_records()
+        if as_json:
+            click.echo(json.dumps([_local_record_json(r) for r in records], indent=2))
+            return
+        click.echo(f"{'record':<16} {'type':<20} {'author':<14} {'height':>6}  status")
+        for item in records:
+            r = item.record
+            state = "decrypted" if item.decrypted is not None else f"unreadable: {item.error}"
+            author = item.author_name or r.author.hex()[:12]
+            click.echo(f"{r.record_id.hex()[:16]} {r.record_type:<20} {author:<14} {r.height:>6}  {state}")
+
+    _run(act)
+
+
+def _local_record_json(item: LocalRecord) -> dict[str, Any]:
+    r = item.record
+    return {
+        "record_id": r.record_id.hex(),
+        "record_type": r.record_type,
+        "author": r.author.hex(),
+        "author_name": item.author_name,
+        "height": r.height,
+        "time_ms": r.time_ms,
+        "resource": item.decrypted.resource if item.decrypted is not None else None,
+        "error": item.error,
+    }
+
+
+@patient.command("show")
+@click.argument("record_id")
+@click.pass_context
+def patient_show(ctx: click.Context, record_id: str) -> None:
+    """Show one record (id or unique id prefix), decrypted on this device."""
+
+    def act() -> None:
+        records = _client(ctx).read_records()
+        matches = [r for r in records if r.record.record_id.hex().startswith(record_id.lower())]
+        if not record_id or len(matches) != 1:
+            _fail(f"{'no' if not matches else 'more than one'} record id starts with {record_id!r}")
+        click.echo(json.dumps(_local_record_json(matches[0]), indent=2))
+
+    _run(act)
+
+
+@patient.command("inquiries")
+@click.option("--all", "show_all", is_flag=True, help="Also decided inquiries.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def patient_inquiries(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List pending inquiries (who asks, for what, why, until when)."""
+
+    def act() -> None:
+        client = _client(ctx)
+        names = client.institution_names()
+        inquiries = client.list_inquiries() if show_all else client.list_pending_inquiries()
+        rows: list[dict[str, Any]] = [
+            {
+                "inquiry_id": i.inquiry_id.hex(),
+                "requester": names.get(i.requester, i.requester.hex()),
+                "purpose": i.purpose,
+                "record_types": list(i.scope.record_types),
+                "reason": i.reason,
+                "status": i.status,
+                "expires_ms": i.expires_ms,
+                "height": i.height,
+            }
+            for i in inquiries
+        ]
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            types = ", ".join(row["record_types"]) or "all records"
+            click.echo(
+                f"{row['inquiry_id'][:16]}  {row['status']:<8} {row['requester']:<14} {row['purpose']:<8} "
+                f"{types}  reason: {row['reason']}"
+            )
+
+    _run(act)
+
+
+@patient.command("grants")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def patient_grants(ctx: click.Context, as_json: bool) -> None:
+    """List the grants the patient gave (live or revoked)."""
+
+    def act() -> None:
+        client = _client(ctx)
+        names = client.institution_names()
+        rows: list[dict[str, Any]] = [
+            {
+                "grant_id": g.grant_id.hex(),
+                "grantee": names.get(g.grantee, g.grantee.hex()),
+                "purpose": g.purpose,
+                "records": len(g.record_keys),
+                "revoked": g.is_revoked,
+                "height": g.height,
+            }
+            for g in client.list_grants()
+        ]
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            state = "revoked" if row["revoked"] else "live"
+            click.echo(
+                f"{row['grant_id'][:16]}  {state:<8} {row['grantee']:<14} {row['purpose']:<8} "
+                f"{row['records']} record key(s)"
+            )
+
+    _run(act)
+
+
+def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool) -> None:
+    def act() -> None:
+        client = _client(ctx)
+        inquiry = client.find_inquiry(inquiry_id)
+        done = client.grant(inquiry.inquiry_id) if grant else client.deny(inquiry.inquiry_id)
+        verb = "granted" if grant else "denied"
+        click.echo(
+            f"{verb} inquiry {inquiry.inquiry_id.hex()} at height {done.height} (tx {done.tx_id.hex()})"
+        )
+
+    _run(act)
+
+
+@patient.command("grant")
+@click.argument("inquiry_id")
+@click.pass_context
+def patient_grant(ctx: click.Context, inquiry_id: str) -> None:
+    """Grant an inquiry (id or unique prefix): record keys are re-sealed and signed here."""
+    _decide(ctx, inquiry_id, grant=True)
+
+
+@patient.command("deny")
+@click.argument("inquiry_id")
+@click.pass_context
+def patient_deny(ctx: click.Context, inquiry_id: str) -> None:
+    """Deny an inquiry (id or unique prefix)."""
+    _decide(ctx, inquiry_id, grant=False)
+
+
+@patient.command("revoke")
+@click.argument("grant_id")
+@click.pass_context
+def patient_revoke(ctx: click.Context, grant_id: str) -> None:
+    """Revoke a grant (id or unique prefix): no future sharing, no reads under it."""
+
+    def act() -> None:
+        client = _client(ctx)
+        grant = client.find_grant(grant_id)
+        done = client.revoke(grant.grant_id)
+        click.echo(f"revoked grant {grant.grant_id.hex()} at height {done.height}")
+
+    _run(act)
+
+
+@patient.command("add-representative")
+@click.argument("sign_key")
+@click.pass_context
+def patient_add_representative(ctx: click.Context, sign_key: str) -> None:
+    """Name a representative (their signing key, hex) who may grant, deny and revoke."""
+
+    def act() -> None:
+        try:
+            key = bytes.fromhex(sign_key)
+        except ValueError:
+            _fail("the representative's signing key must be hex")
+            return
+        done = _client(ctx).add_representative(key)
+        click.echo(f"added representative {sign_key} at height {done.height}")
+
+    _run(act)
+
+
+@patient.command("audit")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def patient_audit(ctx: click.Context, as_json: bool) -> None:
+    """The full audit trail: inquiries, decisions, every read (who, when, purpose, block height)."""
+
+    def act() -> None:
+        entries = describe_audit(_client(ctx))
+        if as_json:
+            click.echo(json.dumps(entries, indent=2))
+            return
+        for line in format_audit(entries):
+            click.echo(line)
+
+    _run(act)
 
 
 @main.command()

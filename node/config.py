@@ -21,7 +21,9 @@ from medledger.node.errors import ConfigError
 CONFIG_FILE: Final = "config.toml"
 ENV_PREFIX: Final = "MEDLEDGER_"
 ENV_PASSPHRASE: Final = "MEDLEDGER_KEY_PASSPHRASE"
-APPS: Final = ("kv-fixture",)
+APPS: Final = ("kv-fixture", "health")
+#: The file (in the node's home) holding the institution API's bearer token (health nodes).
+API_TOKEN_FILE: Final = "api_token"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +69,14 @@ class MempoolSection:
     max_bytes: int = MEMPOOL_BYTES_MAX
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthSection:
+    """The health application's institution API (only read when `[node] app = "health"`)."""
+
+    #: File holding the bearer token institution clients must send (mode 0600, one line).
+    api_token_file: str = API_TOKEN_FILE
+
+
 _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("api", "port"): (0, 65535),
     ("api", "max_body_bytes"): (1024, 1024 * 1024 * 1024),
@@ -87,6 +97,7 @@ _SECTIONS: Final[dict[str, type[Any]]] = {
     "consensus": ConsensusSection,
     "mempool": MempoolSection,
     "p2p": P2pSection,
+    "health": HealthSection,
 }
 
 
@@ -98,6 +109,7 @@ class NodeConfig:
     consensus: ConsensusSection
     mempool: MempoolSection
     p2p: P2pSection
+    health: HealthSection = HealthSection()
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the node's home unless absolute."""
@@ -115,6 +127,10 @@ class NodeConfig:
     @property
     def genesis_file(self) -> Path:
         return self.resolve(self.node.genesis_file)
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.resolve(self.health.api_token_file)
 
     @property
     def api_url(self) -> str:
@@ -215,7 +231,8 @@ def render_config(
     """The commented `config.toml` that `medledger init` writes."""
     peers_toml = ", ".join(f'"{p}"' for p in peers)
     observers_toml = ", ".join(f'"{o}"' for o in observers)
-    return _TEMPLATE.format(
+    health = _HEALTH_TEMPLATE if app == "health" else ""
+    rendered = _TEMPLATE.format(
         name=name,
         app=app,
         api_port=api_port,
@@ -224,6 +241,7 @@ def render_config(
         peers=peers_toml,
         observers=observers_toml,
     )
+    return rendered + health
 
 
 _TEMPLATE = """\
@@ -233,7 +251,8 @@ _TEMPLATE = """\
 
 [node]
 name = "{name}"
-# The application the chain drives. "kv-fixture" is a test fixture (key-value store).
+# The application the chain drives: "health" (the medical application) or "kv-fixture" (a test
+# fixture, a key-value store).
 app = "{app}"
 data_dir = "data"
 key_file = "node_key.json"
@@ -265,6 +284,14 @@ port = {p2p_port}
 peers = [{peers}]
 # Node keys (hex) of observer nodes allowed to connect besides the validators.
 observers = [{observers}]
+"""
+
+
+_HEALTH_TEMPLATE = """
+[health]
+# The bearer token institution clients send (`Authorization: Bearer <token>`) to this node's
+# institution API; the file is written with mode 0600 by `medledger init` / `testnet`.
+api_token_file = "api_token"
 """
 
 

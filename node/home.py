@@ -10,11 +10,14 @@ import dataclasses
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from medledger.chain.types import Genesis, Validator, ValidatorSet
 from medledger.crypto import Identity, save_identity
-from medledger.node.config import CONFIG_FILE, render_config
+from medledger.health.app import encode_genesis
+from medledger.health.types import ROLES, HealthGenesis, Institution
+from medledger.node.config import API_TOKEN_FILE, CONFIG_FILE, render_config
 from medledger.node.errors import ConfigError
 from medledger.node.genesis_file import save_genesis
 
@@ -40,6 +43,28 @@ def write_secret_file(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
+def write_api_token(home: Path) -> str:
+    """A fresh institution API token in `home/api_token` (mode 0600); returns it."""
+    token = secrets.token_urlsafe(32)
+    write_secret_file(home / API_TOKEN_FILE, token.encode() + b"\n")
+    return token
+
+
+def compute_health_app_state(institutions: Sequence[tuple[str, str, Identity]]) -> bytes:
+    """`Genesis.app_state` registering (name, role, identity) institutions; checks the roles."""
+    for name, role, _ in institutions:
+        if role not in ROLES:
+            raise ConfigError(f"institution {name!r}: role must be one of {', '.join(sorted(ROLES))}")
+    return encode_genesis(
+        HealthGenesis(
+            tuple(
+                Institution(name, role, identity.public.sign_key, identity.public.enc_key)
+                for name, role, identity in institutions
+            )
+        )
+    )
+
+
 def init_home(
     home: Path,
     *,
@@ -51,8 +76,13 @@ def init_home(
     force: bool = False,
     key_opslimit: int | None = None,
     key_memlimit: int | None = None,
+    app: str = "kv-fixture",
+    role: str = "clinic",
 ) -> InitResult:
     """Create a single-validator node home. Refuses to replace anything unless `force`.
+
+    With `app` "health" the genesis registers this node as an institution with `role` and an
+    institution API token is written to `api_token` (mode 0600).
 
     With `passphrase` None a random one is generated and written to the passphrase file; with
     `force`, an existing data directory is moved aside (never deleted).
@@ -90,10 +120,13 @@ def init_home(
         chain_id=chain_id,
         genesis_time_ms=time.time_ns() // 1_000_000,
         validators=ValidatorSet.of([Validator(name, public.sign_key, public.enc_key)]),
-        app_state=b"",
+        app_state=compute_health_app_state([(name, role, identity)]) if app == "health" else b"",
     )
     save_genesis(genesis_path, genesis)
+    if app == "health":
+        write_api_token(home)
     config_path.write_text(
-        render_config(name, api_port=api_port, block_interval_ms=block_interval_ms), encoding="utf-8"
+        render_config(name, api_port=api_port, block_interval_ms=block_interval_ms, app=app),
+        encoding="utf-8",
     )
     return InitResult(home, identity, genesis, written, moved)

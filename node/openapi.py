@@ -1,4 +1,5 @@
-"""The OpenAPI 3.0 document the node serves at `/openapi.json`; it describes every route of `api.py`."""
+"""The OpenAPI 3.0 document the node serves at `/openapi.json`: every route of `api.py`, and on
+health nodes every route of `health_api.py`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ from typing import Any
 
 from medledger import __version__
 from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX
+from medledger.health.types import (
+    INQUIRY_TTL_MS_MAX,
+    PURPOSES,
+    REASON_LENGTH_MAX,
+    RECORD_TYPES,
+    SCOPE_RECORD_IDS_MAX,
+)
 
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -41,7 +49,28 @@ _SUBMIT_ERRORS = {
 }
 
 
-def build_openapi() -> dict[str, Any]:
+def build_openapi(*, health: bool = False) -> dict[str, Any]:
+    """The document; with `health`, also the health application's routes (`health_api.py`)."""
+    document = _build_core()
+    if health:
+        document["paths"].update(_health_paths())
+        document["components"]["schemas"].update(_health_schemas())
+        document["components"]["securitySchemes"] = {
+            "institutionToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The institution API token from the node's `[health] api_token_file`.",
+            }
+        }
+        document["info"]["description"] += (
+            " Health routes: /v1/health/institution/... act as this node's institution and need its "
+            "bearer token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "
+            "(public keys, ciphertexts, inquiries, grants, audit events: what every node holds anyway)."
+        )
+    return document
+
+
+def _build_core() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
@@ -278,4 +307,398 @@ def build_openapi() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+# --- health application -------------------------------------------------------------------------
+
+_REF = "#/components/schemas/"
+_PATIENT_ID_PATH = {
+    "name": "patient_id",
+    "in": "path",
+    "required": True,
+    "description": "The patient's pseudonymous id (hex).",
+    "schema": _HEX64,
+}
+_PATIENT_ID_QUERY = {**_PATIENT_ID_PATH, "in": "query"}
+_PAGE = [
+    {"name": "start", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+]
+_WRITE_WAIT = {
+    "name": "wait_ms",
+    "in": "query",
+    "required": False,
+    "description": "Wait up to this many milliseconds for the commit (default 10000).",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 30000},
+}
+_SECURED: list[dict[str, list[str]]] = [{"institutionToken": []}]
+_AUTH_ERRORS = {
+    "401": _problem("Missing or wrong institution token."),
+    "403": _problem("Not allowed (this node is no institution, or holds no live grant)."),
+}
+_HEX64_OR_EMPTY = {"type": "string", "pattern": "^([0-9a-f]{64})?$"}
+_HEX32_KEY = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_NAME = {"type": "string", "nullable": True}
+_RECORD_TYPES = sorted(RECORD_TYPES)
+_PURPOSES = sorted(PURPOSES)
+
+
+def _list_of(key: str, schema_name: str, *extra: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "patient_id": _HEX64,
+        key: {"type": "array", "items": {"$ref": _REF + schema_name}},
+    }
+    for name in extra:
+        properties[name] = {"type": "integer"}
+    return {"type": "object", "required": ["patient_id", key], "properties": properties}
+
+
+def _get(
+    operation_id: str,
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    params: list[Any],
+    secured: bool,
+    errors: dict[str, Any],
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": params,
+        "responses": {"200": _ok("OK.", ok), **errors},
+    }
+    if secured:
+        operation["security"] = _SECURED
+    return {"get": operation}
+
+
+def _health_paths() -> dict[str, Any]:
+    bad = {"400": _problem("Bad parameter.")}
+    unknown_patient = {"404": _problem("No patient is registered under this id.")}
+    written = {
+        "201": _ok("Committed.", {"$ref": _REF + "HealthWrite"}),
+        "202": _ok("Admitted, not yet committed.", {"$ref": _REF + "HealthWrite"}),
+    }
+    return {
+        "/v1/health/institution": _get(
+            "getInstitution",
+            "The institution this node acts as.",
+            {"$ref": _REF + "Institution"},
+            params=[],
+            secured=True,
+            errors=_AUTH_ERRORS,
+        ),
+        "/v1/health/institution/records": {
+            "post": {
+                "operationId": "addRecord",
+                "summary": "Add a record for a patient: plaintext FHIR R4 in; the node validates it, "
+                "encrypts it for the patient, this institution and current grantees, and signs it.",
+                "security": _SECURED,
+                "parameters": [_WRITE_WAIT],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": _REF + "NewRecord"}}},
+                },
+                "responses": {
+                    **written,
+                    **bad,
+                    **_AUTH_ERRORS,
+                    **unknown_patient,
+                    "413": _problem("The record is too large."),
+                    "415": _problem("Unsupported content type."),
+                    "422": _problem("Not valid FHIR R4, or refused by the rules."),
+                    "429": _problem("The mempool is full."),
+                },
+            },
+            **_get(
+                "listInstitutionRecords",
+                "The patient's records this institution may decrypt (authored, or under a live grant).",
+                _list_of("records", "InstitutionRecord"),
+                params=[_PATIENT_ID_QUERY, *_PAGE],
+                secured=True,
+                errors={**bad, **_AUTH_ERRORS, **unknown_patient},
+            ),
+        },
+        "/v1/health/institution/records/{record_id}": _get(
+            "readRecord",
+            "Decrypt one record. A read under a grant is first recorded on the ledger (read receipt).",
+            {"$ref": _REF + "DecryptedRecord"},
+            params=[{"name": "record_id", "in": "path", "required": True, "schema": _HEX64}],
+            secured=True,
+            errors={
+                **bad,
+                **_AUTH_ERRORS,
+                "404": _problem("No record has this id."),
+                "409": _problem("The record does not open with this institution's key."),
+                "422": _problem("The read receipt was refused by the rules."),
+                "503": _problem("The read receipt was not committed in time; nothing decrypted, retry."),
+            },
+        ),
+        "/v1/health/institution/inquiries": {
+            "post": {
+                "operationId": "createInquiry",
+                "summary": "Ask a patient for access (scope, purpose of use, reason, time to live).",
+                "security": _SECURED,
+                "parameters": [_WRITE_WAIT],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": _REF + "NewInquiry"}}},
+                },
+                "responses": {
+                    **written,
+                    **bad,
+                    **_AUTH_ERRORS,
+                    **unknown_patient,
+                    "413": _problem("The body is too large."),
+                    "415": _problem("Unsupported content type."),
+                    "422": _problem("Refused by the rules (e.g. a purpose this role may not ask for)."),
+                    "429": _problem("The mempool is full."),
+                },
+            },
+            **_get(
+                "listInstitutionInquiries",
+                "This institution's inquiries about a patient and the patient's decisions.",
+                _list_of("inquiries", "InstitutionInquiry"),
+                params=[_PATIENT_ID_QUERY],
+                secured=True,
+                errors={**bad, **_AUTH_ERRORS, **unknown_patient},
+            ),
+        },
+        "/v1/health/institution/audit": _get(
+            "getInstitutionAudit",
+            "The part of a patient's audit trail that concerns this institution.",
+            _list_of("events", "AuditEvent"),
+            params=[_PATIENT_ID_QUERY],
+            secured=True,
+            errors={**bad, **_AUTH_ERRORS, **unknown_patient},
+        ),
+        "/v1/health/institutions": _get(
+            "listInstitutions",
+            "The registered institutions (names, roles, public keys).",
+            {
+                "type": "object",
+                "required": ["institutions"],
+                "properties": {"institutions": {"type": "array", "items": {"$ref": _REF + "Institution"}}},
+            },
+            params=[],
+            secured=False,
+            errors={},
+        ),
+        "/v1/health/patients/{patient_id}": _get(
+            "getPatient",
+            "A patient's public keys and representatives.",
+            {"$ref": _REF + "Patient"},
+            params=[_PATIENT_ID_PATH],
+            secured=False,
+            errors={**bad, **unknown_patient},
+        ),
+        "/v1/health/patients/{patient_id}/records": _get(
+            "getPatientRecords",
+            "A patient's records as ciphertext with their canonical encoding (decrypt on the device).",
+            _list_of("records", "EncryptedRecord", "total"),
+            params=[_PATIENT_ID_PATH, *_PAGE],
+            secured=False,
+            errors={**bad, **unknown_patient},
+        ),
+        "/v1/health/patients/{patient_id}/inquiries": _get(
+            "getPatientInquiries",
+            "Inquiries about a patient (filter by status).",
+            _list_of("inquiries", "Inquiry"),
+            params=[
+                _PATIENT_ID_PATH,
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["open", "granted", "denied"]},
+                },
+            ],
+            secured=False,
+            errors={**bad, **unknown_patient},
+        ),
+        "/v1/health/patients/{patient_id}/grants": _get(
+            "getPatientGrants",
+            "Every grant the patient gave, live or not.",
+            _list_of("grants", "Grant"),
+            params=[_PATIENT_ID_PATH],
+            secured=False,
+            errors={**bad, **unknown_patient},
+        ),
+        "/v1/health/patients/{patient_id}/audit": _get(
+            "getPatientAudit",
+            "The patient's audit trail: inquiries, decisions, revocations, reads, in chain order.",
+            _list_of("events", "AuditEvent", "total"),
+            params=[_PATIENT_ID_PATH, *_PAGE],
+            secured=False,
+            errors={**bad, **unknown_patient},
+        ),
+    }
+
+
+def _object(
+    required: dict[str, Any], optional: dict[str, Any] | None = None, *, closed: bool = False
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": sorted(required),
+        "properties": {**required, **(optional or {})},
+    }
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _health_schemas() -> dict[str, Any]:
+    integer = {"type": "integer"}
+    time_ms = {"type": "integer", "minimum": 0}
+    scope = _object(
+        {
+            "record_types": {"type": "array", "items": {"type": "string", "enum": _RECORD_TYPES}},
+            "record_ids": {"type": "array", "items": _HEX64},
+            "from_ms": time_ms,
+            "to_ms": time_ms,
+        }
+    )
+    record = {
+        "record_id": _HEX64,
+        "patient_id": _HEX64,
+        "author": _HEX32_KEY,
+        "author_name": _NAME,
+        "record_type": {"type": "string", "enum": _RECORD_TYPES},
+        "commitment": _HEX64,
+        "supersedes": _HEX64_OR_EMPTY,
+        "superseded_by": _HEX64_OR_EMPTY,
+        "readers": integer,
+        "height": integer,
+        "time_ms": time_ms,
+    }
+    inquiry = {
+        "inquiry_id": _HEX64,
+        "patient_id": _HEX64,
+        "requester": _HEX32_KEY,
+        "requester_name": _NAME,
+        "scope": {"$ref": _REF + "Scope"},
+        "purpose": {"type": "string", "enum": _PURPOSES},
+        "reason": {"type": "string"},
+        "expires_ms": time_ms,
+        "status": {"type": "string", "enum": ["open", "granted", "denied"]},
+        "decision_id": _HEX64_OR_EMPTY,
+        "height": integer,
+        "time_ms": time_ms,
+    }
+    grant = {
+        "grant_id": _HEX64,
+        "inquiry_id": _HEX64,
+        "patient_id": _HEX64,
+        "grantee": _HEX32_KEY,
+        "grantee_name": _NAME,
+        "granted_by": _HEX32_KEY,
+        "scope": {"$ref": _REF + "Scope"},
+        "purpose": {"type": "string"},
+        "expires_ms": time_ms,
+        "record_ids": {"type": "array", "items": _HEX64},
+        "revoked": {"type": "boolean"},
+        "revoked_height": integer,
+        "revoked_time_ms": time_ms,
+        "height": integer,
+        "time_ms": time_ms,
+    }
+    encoded = {"encoded": {"type": "string", "format": "byte", "description": "canonical encoding"}}
+    return {
+        "Institution": _object(
+            {
+                "name": {"type": "string"},
+                "role": {"type": "string", "enum": ["clinic", "hospital", "insurer", "research"]},
+                "sign_key": _HEX32_KEY,
+                "enc_key": _HEX32_KEY,
+            },
+            {"chain_id": {"type": "string"}},
+        ),
+        "Patient": _object(
+            {
+                "patient_id": _HEX64,
+                "sign_key": _HEX32_KEY,
+                "enc_key": _HEX32_KEY,
+                "representatives": {"type": "array", "items": _HEX32_KEY},
+                "height": integer,
+                "time_ms": time_ms,
+                **encoded,
+            }
+        ),
+        "Scope": scope,
+        "NewRecord": _object(
+            {
+                "patient_id": _HEX64,
+                "resource": {
+                    "type": "object",
+                    "description": "A FHIR R4 resource or Bundle (plaintext; encrypted by the node).",
+                },
+            },
+            closed=True,
+        ),
+        "NewInquiry": _object(
+            {
+                "patient_id": _HEX64,
+                "purpose": {"type": "string", "enum": _PURPOSES},
+                "reason": {
+                    "type": "string",
+                    "maxLength": REASON_LENGTH_MAX,
+                    "description": "Administrative, never clinical: it is on the ledger in the clear.",
+                },
+            },
+            {
+                "record_types": {"type": "array", "items": {"type": "string", "enum": _RECORD_TYPES}},
+                "record_ids": {"type": "array", "maxItems": SCOPE_RECORD_IDS_MAX, "items": _HEX64},
+                "from_ms": time_ms,
+                "to_ms": time_ms,
+                "ttl_ms": {"type": "integer", "minimum": 1000, "maximum": INQUIRY_TTL_MS_MAX - 60_000},
+            },
+            closed=True,
+        ),
+        "HealthWrite": _object(
+            {"tx_id": _HEX64, "status": {"type": "string", "enum": ["pending", "committed"]}},
+            {
+                "height": integer,
+                "record_id": _HEX64,
+                "inquiry_id": _HEX64,
+                "record_type": {"type": "string"},
+                "commitment": _HEX64,
+                "readers": integer,
+            },
+        ),
+        "InstitutionRecord": _object(
+            {**record, "access": {"type": "string", "enum": ["author", "grant"]}, "grant_id": _HEX64_OR_EMPTY}
+        ),
+        "EncryptedRecord": _object({**record, **encoded}),
+        "DecryptedRecord": _object(
+            {
+                **record,
+                "resource": {"type": "object"},
+                "receipt": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "The read receipt (null when the institution reads what it authored).",
+                    "properties": {"tx_id": _HEX64, "height": integer, "grant_id": _HEX64},
+                },
+            }
+        ),
+        "Inquiry": _object({**inquiry, **encoded}),
+        "InstitutionInquiry": _object(
+            {**inquiry, "grant": {"allOf": [{"$ref": _REF + "Grant"}], "nullable": True}}
+        ),
+        "Grant": _object(grant, encoded),
+        "AuditEvent": _object(
+            {
+                "event": {"type": "string"},
+                "event_id": _HEX64,
+                "actor": _HEX32_KEY,
+                "actor_name": _NAME,
+                "subject_id": {"type": "string", "pattern": "^[0-9a-f]*$"},
+                "record_ids": {"type": "array", "items": _HEX64},
+                "height": integer,
+                "time_ms": time_ms,
+            },
+            encoded,
+        ),
     }

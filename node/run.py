@@ -19,6 +19,7 @@ from aiohttp import web
 from medledger.chain.app import App
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity, KeyFileError, load_identity
+from medledger.health.app import HealthApp
 from medledger.node.api import build_app
 from medledger.node.config import NodeConfig, read_passphrase
 from medledger.node.errors import ConfigError, NodeError
@@ -35,6 +36,8 @@ API_ADDRESS_FILE = "api.json"
 def make_app(name: str) -> App:
     if name == "kv-fixture":
         return KeyValueFixtureApp()
+    if name == "health":
+        return HealthApp()
     raise ConfigError(f"unknown app {name!r}")
 
 

@@ -11,14 +11,22 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from medledger.chain.types import Genesis, Validator, ValidatorSet
 from medledger.crypto import Identity, save_identity
-from medledger.node.config import CONFIG_FILE, render_config
+from medledger.node.config import API_TOKEN_FILE, CONFIG_FILE, render_config
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.genesis_file import save_genesis
-from medledger.node.home import GENESIS_FILE, KEY_FILE, PASSPHRASE_FILE, write_secret_file
+from medledger.node.home import (
+    GENESIS_FILE,
+    KEY_FILE,
+    PASSPHRASE_FILE,
+    compute_health_app_state,
+    write_api_token,
+    write_secret_file,
+)
 from medledger.node.process import NodeProcess
 
 CLUSTER_FILE = "cluster.json"
@@ -46,6 +54,9 @@ class TestnetNode:
     validator: bool
     api_port: int
     p2p_port: int
+    #: The institution's role and API token (health networks), else "".
+    role: str = ""
+    api_token: str = ""
 
 
 def create_testnet(
@@ -59,25 +70,43 @@ def create_testnet(
     passphrase: bytes | None = None,
     key_opslimit: int | None = None,
     key_memlimit: int | None = None,
+    app: str = "kv-fixture",
+    names: Sequence[str] | None = None,
+    roles: Sequence[str] | None = None,
 ) -> list[TestnetNode]:
-    """Homes `out/<name>` for validators `validator0..` and observers `observer0..`, one genesis."""
+    """Homes `out/<name>` for validators `validator0..` and observers `observer0..`, one genesis.
+
+    `names` renames the validators. With `app` "health", `roles` gives each validator's institution
+    role: the genesis registers every validator as an institution (its node key is its identity)
+    and each home gets an institution API token.
+    """
     if validators < 1:
         raise ConfigError("a testnet needs at least one validator")
+    if names is not None and (len(names) != validators or len(set(names)) != validators):
+        raise ConfigError("names must give each validator a distinct name")
+    if app == "health" and (roles is None or len(roles) != validators):
+        raise ConfigError("a health testnet needs one institution role per validator")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; choose another directory")
     total = validators + observers
     ports = [base_port + i for i in range(2 * total)] if base_port else find_free_ports(2 * total)
+    validator_names = list(names) if names is not None else [f"validator{i}" for i in range(validators)]
+    node_names = validator_names + [f"observer{i}" for i in range(observers)]
     nodes = [
         TestnetNode(
-            name=f"validator{i}" if i < validators else f"observer{i - validators}",
-            home=out / (f"validator{i}" if i < validators else f"observer{i - validators}"),
+            name=node_names[i],
+            home=out / node_names[i],
             identity=Identity.generate(),
             validator=i < validators,
             api_port=ports[2 * i],
             p2p_port=ports[2 * i + 1],
+            role=roles[i] if roles is not None and app == "health" and i < validators else "",
         )
         for i in range(total)
     ]
+    app_state = b""
+    if app == "health":
+        app_state = compute_health_app_state([(n.name, n.role, n.identity) for n in nodes if n.validator])
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ms=time.time_ns() // 1_000_000,
@@ -88,7 +117,7 @@ def create_testnet(
                 if n.validator
             ]
         ),
-        app_state=b"",
+        app_state=app_state,
     )
     observer_keys = tuple(n.identity.public.sign_key.hex() for n in nodes if not n.validator)
     kdf: dict[str, int] = {}
@@ -102,6 +131,8 @@ def create_testnet(
         write_secret_file(node.home / PASSPHRASE_FILE, secret + b"\n")
         save_identity(node.home / KEY_FILE, node.identity, secret, overwrite=False, **kdf)
         save_genesis(node.home / GENESIS_FILE, genesis)
+        if app == "health":
+            write_api_token(node.home)
         peers = tuple(f"http://127.0.0.1:{other.p2p_port}" for other in nodes if other is not node)
         (node.home / CONFIG_FILE).write_text(
             render_config(
@@ -111,10 +142,19 @@ def create_testnet(
                 p2p_port=node.p2p_port,
                 peers=peers,
                 observers=observer_keys,
+                app=app,
             ),
             encoding="utf-8",
         )
-    return nodes
+    return [dataclasses.replace(n, api_token=load_api_token(n.home)) if app == "health" else n for n in nodes]
+
+
+def load_api_token(home: Path) -> str:
+    """The institution API token written in `home` (health nodes)."""
+    try:
+        return (home / API_TOKEN_FILE).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{home / API_TOKEN_FILE}: cannot be read: {exc.strerror}") from None
 
 
 def list_homes(directory: Path) -> list[Path]:

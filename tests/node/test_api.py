@@ -736,7 +736,7 @@ async def test_invalid_batch_shape(api: InProcessClient, signer: Identity) -> No
         api, "/v1/txs/batch", {"txs": [tx.b64, 7]}, status=400, code="bad_request", not_admitted=(tx,)
     )
     await post_json_rejected(
-        api, "/v1/txs/batch", {"txs": ["AA=="] * (API_BATCH_TXS_MAX + 1)}, status=413, code="bad_request"
+        api, "/v1/txs/batch", {"txs": ["AA=="] * (API_BATCH_TXS_MAX + 1)}, status=400, code="bad_request"
     )
     for body in (
         msgpack.packb([]),

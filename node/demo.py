@@ -1,0 +1,315 @@
+"""`medledger demo`: the four-institution demo network and the consent story, for real.
+
+From `configs/demo.toml` it creates a network (a clinic, a hospital, an insurer and a research
+institute, each a validator on its own node process), then drives the scenario through the real
+interfaces: the patient's SDK (keys on the patient's side, decryption and signatures local) and each
+institution's REST API (bearer token). It registers a synthetic patient, has the clinic add records,
+the hospital inquire, the patient grant, the hospital read, prints the patient's audit trail and
+where to reach the nodes, and keeps the network running until Ctrl-C (or exits with `once`).
+The FHIR data is synthetic, generated here from a seed, offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import secrets
+import shutil
+import signal
+import threading
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from medledger.crypto import Identity, save_identity
+from medledger.health.sdk import PatientClient, describe_audit, format_audit
+from medledger.health.types import ROLES
+from medledger.node.errors import ConfigError, NodeError
+from medledger.node.home import write_secret_file
+from medledger.node.process import NodeProcess
+from medledger.node.testnet import TestnetNode, create_testnet
+
+DEMO_MARKER: Final = ".medledger-demo"
+NETWORK_DIR: Final = "network"
+PATIENT_KEY: Final = "patient.key"
+PATIENT_PASSPHRASE: Final = "patient.passphrase"
+READY_TIMEOUT_S: Final = 120.0
+
+Echo = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DemoConfig:
+    chain_id: str
+    block_interval_ms: int
+    base_port: int
+    institutions: tuple[tuple[str, str], ...]
+
+
+def load_demo_config(path: Path) -> DemoConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        institutions = tuple((str(i["name"]), str(i["role"])) for i in data["institutions"])
+        config = DemoConfig(
+            chain_id=str(data.get("chain_id", "medledger-demo")),
+            block_interval_ms=int(data.get("block_interval_ms", 200)),
+            base_port=int(data.get("base_port", 0)),
+            institutions=institutions,
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a demo network description ({type(exc).__name__}: {exc})") from None
+    roles = {role for _, role in institutions}
+    if not {"clinic", "hospital"} <= roles or not roles <= ROLES:
+        raise ConfigError(
+            f"{path}: the demo needs a clinic and a hospital; roles are {', '.join(sorted(ROLES))}"
+        )
+    return config
+
+
+def find_demo_config(start: Path) -> Path:
+    """`configs/demo.toml` in `start` or a parent (the repository checkout)."""
+    for directory in (start, *start.parents):
+        candidate = directory / "configs" / "demo.toml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("configs/demo.toml not found; pass --config")
+
+
+# --- synthetic FHIR (offline) ---------------------------------------------------------------------
+
+
+def make_synthetic_records(seed: int) -> list[dict[str, Any]]:
+    """A glucose Observation, a Condition and an Immunization for a made-up patient."""
+    rng = random.Random(seed)  # noqa: S311 - synthetic demo data, not security
+    subject = {"reference": f"Patient/synthetic-{seed:08x}"}
+    day = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    return [
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0", "display": "Glucose"}]},
+            "subject": subject,
+            "effectiveDateTime": f"{day}T08:30:00Z",
+            "valueQuantity": {
+                "value": round(rng.uniform(4.0, 9.0), 1),
+                "unit": "mmol/L",
+                "system": "http://unitsofmeasure.org",
+                "code": "mmol/L",
+            },
+        },
+        {
+            "resourceType": "Condition",
+            "clinicalStatus": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                ]
+            },
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://snomed.info/sct",
+                        "code": "44054006",
+                        "display": "Diabetes mellitus type 2",
+                    }
+                ]
+            },
+            "subject": subject,
+            "onsetDateTime": f"20{rng.randint(10, 22)}-06-01",
+        },
+        {
+            "resourceType": "Immunization",
+            "status": "completed",
+            "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+            "patient": subject,
+            "occurrenceDateTime": day,
+            "lotNumber": f"SYN-{rng.randint(0, 9999):04d}",
+        },
+    ]
+
+
+# --- an institution's API client -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstitutionClient:
+    name: str
+    url: str
+    token: str
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)  # noqa: S310 - loopback
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise NodeError(
+                f"{self.name}: {method} {path}: {exc.code} {exc.read(2000).decode(errors='replace')}"
+            ) from None
+
+
+# --- the scenario ----------------------------------------------------------------------------------
+
+
+def _prepare(home: Path, config: DemoConfig, base_port: int | None) -> list[TestnetNode]:
+    network = home / NETWORK_DIR
+    if network.exists():
+        if not (network / DEMO_MARKER).exists():
+            raise ConfigError(
+                f"{network} exists and was not created by `medledger demo`; choose another --home"
+            )
+        shutil.rmtree(network)  # the previous demo's chain: the demo always starts anew
+    nodes = create_testnet(
+        network,
+        validators=len(config.institutions),
+        chain_id=config.chain_id,
+        block_interval_ms=config.block_interval_ms,
+        base_port=config.base_port if base_port is None else base_port,
+        app="health",
+        names=[name for name, _ in config.institutions],
+        roles=[role for _, role in config.institutions],
+    )
+    (network / DEMO_MARKER).write_text(
+        "created by medledger demo; deleted by its next run\n", encoding="utf-8"
+    )
+    return nodes
+
+
+def _patient(home: Path) -> tuple[Identity, Path]:
+    """A fresh synthetic patient's key file (the passphrase file is for the demo only)."""
+    key_path, passphrase_path = home / PATIENT_KEY, home / PATIENT_PASSPHRASE
+    passphrase = secrets.token_urlsafe(18).encode()
+    write_secret_file(passphrase_path, passphrase + b"\n")
+    identity = Identity.generate()
+    save_identity(key_path, identity, passphrase, overwrite=True)
+    return identity, key_path
+
+
+def wait_synced(clients: dict[str, InstitutionClient], height: int, timeout_s: float = 60.0) -> None:
+    """Wait until every node has committed `height` (each applies a block in its own time)."""
+    deadline = time.monotonic() + timeout_s
+    for client in clients.values():
+        while int(client.call("GET", "/status")["height"]) < height:
+            if time.monotonic() > deadline:
+                raise NodeError(f"{client.name} did not reach height {height} within {timeout_s} s")
+            time.sleep(0.05)  # polling a condition with a deadline
+
+
+def run_scenario(
+    clients: dict[str, InstitutionClient], roles: dict[str, str], patient: PatientClient, echo: Echo
+) -> None:
+    clinic = next(clients[n] for n, r in roles.items() if r == "clinic")
+    hospital = next(clients[n] for n, r in roles.items() if r == "hospital")
+    patient_id = patient.patient_id.hex()
+
+    done = patient.register()
+    echo(f"1. patient {patient_id[:16]}… registered (signed on the patient's device) at height {done.height}")
+    wait_synced(clients, done.height)
+    for resource in make_synthetic_records(int.from_bytes(patient.patient_id[:4], "big")):
+        added = clinic.call(
+            "POST", "/v1/health/institution/records", {"patient_id": patient_id, "resource": resource}
+        )
+        echo(
+            f"2. {clinic.name} added record {added['record_id'][:16]}… ({added['record_type']}) "
+            f"(encrypted for {added['readers']} readers) at height {added['height']}"
+        )
+        wait_synced(clients, added["height"])
+    inquiry = {
+        "patient_id": patient_id,
+        "purpose": "TREAT",
+        "reason": "referral for a diabetes follow-up",
+        "record_types": ["Condition", "Observation"],
+    }
+    asked = hospital.call("POST", "/v1/health/institution/inquiries", inquiry)
+    wait_synced(clients, asked["height"])
+    echo(
+        f"3. {hospital.name} asked for Condition + Observation records (TREAT): "
+        f"inquiry {asked['inquiry_id'][:16]}…"
+    )
+    for pending in patient.list_pending_inquiries():
+        granted = patient.grant(pending.inquiry_id)
+        echo(f"4. the patient granted inquiry {pending.inquiry_id.hex()[:16]}… at height {granted.height}")
+        wait_synced(clients, granted.height)
+    readable = hospital.call("GET", f"/v1/health/institution/records?patient_id={patient_id}")["records"]
+    for item in readable:
+        read = hospital.call("GET", f"/v1/health/institution/records/{item['record_id']}")
+        resource = read["resource"]
+        coding = resource.get("code", {}).get("coding", [{}])[0]
+        value = resource.get("valueQuantity", {})
+        what = coding.get("display", resource["resourceType"])
+        if value:
+            what += f" = {value.get('value')} {value.get('unit', '')}"
+        echo(
+            f"5. {hospital.name} read {item['record_type']} {item['record_id'][:16]}…: {what} "
+            f"(read receipt at height {read['receipt']['height']})"
+        )
+    echo("")
+    echo("The patient's audit trail (fetched and checked by the patient's client):")
+    for line in format_audit(describe_audit(patient)):
+        echo("  " + line)
+
+
+def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None, echo: Echo) -> None:
+    config = load_demo_config(config_path)
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    echo(f"creating the demo network from {config_path} in {home / NETWORK_DIR}")
+    nodes = _prepare(home, config, base_port)
+    processes = [NodeProcess(n.home, use_config_ports=True) for n in nodes]
+    stop = threading.Event()
+    waiting = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if not waiting.is_set():  # mid-scenario: unwind now, the `finally` stops the nodes
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for process in processes:
+            process.start()
+        urls = [process.wait_ready(READY_TIMEOUT_S) for process in processes]
+        clients = {
+            n.name: InstitutionClient(n.name, url, n.api_token) for n, url in zip(nodes, urls, strict=True)
+        }
+        roles = {n.name: n.role for n in nodes}
+        identity, key_path = _patient(home)
+        echo(f"{len(nodes)} institutions up, each a validator on its own node; the scenario:")
+        patient = PatientClient(urls[0], identity)
+        run_scenario(clients, roles, patient, echo)
+        echo("")
+        echo("The nodes:")
+        for node, url in zip(nodes, urls, strict=True):
+            echo(
+                f"  {node.name:<10} {node.role:<9} {url}   token: {node.home / 'api_token'}   "
+                f"log: {node.home / 'node.log'}"
+            )
+        echo("Try:")
+        echo(f"  curl {urls[0]}/status")
+        echo(
+            f"  .venv/bin/medledger patient --key {key_path} --passphrase-file {home / PATIENT_PASSPHRASE} "
+            f"--url {urls[-1]} audit"
+        )
+        if once:
+            return
+        echo("The network keeps running; Ctrl-C stops it.")
+        waiting.set()
+        while not stop.wait(1.0):  # the wake-up only checks that the nodes are still alive
+            dead = [n.name for n, p in zip(nodes, processes, strict=True) if not p.running]
+            if dead:
+                raise NodeError(f"node(s) {', '.join(dead)} exited; see their node.log")
+        echo("stopping the network")
+    finally:
+        for process in processes:
+            process.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

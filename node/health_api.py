@@ -1,0 +1,753 @@
+"""The health application's REST routes (DESIGN.md §4, §5): the institution API and patient reads.
+
+Two audiences, one node:
+
+- **Institutions** (`/v1/health/institution/...`): the node acts as the institution whose signing
+  key is its node key (registered in the genesis `app_state`). Every call carries
+  `Authorization: Bearer <token>` with the token from the node's `[health] api_token_file`
+  (compared in constant time); a missing or wrong token is a 401. The node validates plaintext
+  FHIR, encrypts and signs records with the institution's keys, files inquiries, and decrypts the
+  records the institution may read, writing a read receipt on the ledger before it returns any
+  plaintext. A read without a live grant is a 403 and nothing is decrypted.
+- **Patients' clients** (`/v1/health/patients/{patient_id}/...`, `/v1/health/institutions`): no
+  token. Patients act through transactions they sign on their own device (`POST /v1/txs`); what
+  they read here is what every node already holds in the clear or encrypted (public keys, record
+  ciphertexts, inquiries, grants, audit events, each with its canonical encoding so the client
+  can decode and check it itself). The same data is in the blocks at `/v1/blocks`.
+
+Handlers parse, check and hand over to the `Node`; problems are `application/problem+json`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hmac
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from medledger.chain.app import StateReader
+from medledger.chain.codec import WireType, encode
+from medledger.chain.errors import TxRejectedError
+from medledger.chain.store import TxLocation
+from medledger.crypto import DecryptionError
+from medledger.health import state as st
+from medledger.health.app import decode_genesis
+from medledger.health.client import build_add_record, build_read_receipt, build_request_access, make_scope
+from medledger.health.errors import CommitmentMismatchError, InvalidRecordError
+from medledger.health.fhir import RECORD_JSON_BYTES_MAX, validate_record
+from medledger.health.records import decrypt_record, decrypt_record_with_grant, encrypt_record
+from medledger.health.rules import is_readable_under_grant
+from medledger.health.types import (
+    AUTHOR_ROLES,
+    EVENT_DENY,
+    EVENT_GRANT,
+    EVENT_INQUIRY,
+    EVENT_REVOKE,
+    INQUIRY_STATUSES,
+    INQUIRY_TTL_MS_MAX,
+    PURPOSES,
+    REASON_LENGTH_MAX,
+    RECORD_TYPES,
+    SCOPE_RECORD_IDS_MAX,
+    AuditEvent,
+    GrantState,
+    InquiryState,
+    Institution,
+    PatientState,
+    RecordState,
+    Scope,
+    is_grant_live,
+)
+from medledger.node.errors import BadRequestError, ConfigError, NodeError
+from medledger.node.node import Node
+from medledger.node.problems import problem_response
+
+#: Largest body of `POST .../records`: the record JSON and a little room for the wrapper.
+RECORD_REQUEST_BYTES_MAX: Final = RECORD_JSON_BYTES_MAX + 4096
+#: Largest body of `POST .../inquiries`.
+INQUIRY_REQUEST_BYTES_MAX: Final = 64 * 1024
+#: How long a write waits for its commit by default, and at most.
+WAIT_MS_DEFAULT: Final = 10_000
+WAIT_MS_MAX: Final = 30_000
+#: How long a read waits for its read receipt to commit before it gives up (503, retry).
+RECEIPT_WAIT_S: Final = 15.0
+LIST_LIMIT_DEFAULT: Final = 100
+LIST_LIMIT_MAX: Final = st.LIST_LIMIT_MAX
+#: A new record is sealed for a grantee only if its grant stays live this long around "now":
+#: the block time differs from the node's clock, and a record sealed for a reader the rules no
+#: longer allow is refused.
+GRANT_MARGIN_MS: Final = 60_000
+INQUIRY_TTL_MS_DEFAULT: Final = 30 * 24 * 3600 * 1000
+TIME_MS_MAX: Final = 2**64 - 1
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiProblem(NodeError):
+    """A problem this module answers itself (401, 403, 404, 413, 422, 503) with its own title."""
+
+    code = "api_problem"
+
+    def __init__(
+        self, status: int, title: str, detail: str, *, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.problem_code = code
+        self.headers = headers
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthService:
+    """What the routes need: the node, the token, and the registered institutions (genesis)."""
+
+    node: Node
+    api_token: str
+    institutions: dict[bytes, Institution]
+
+    @property
+    def me(self) -> Institution | None:
+        return self.institutions.get(self.node.identity.public.sign_key)
+
+    def name_of(self, key: bytes) -> str | None:
+        institution = self.institutions.get(key)
+        return institution.name if institution is not None else None
+
+
+HEALTH_KEY: Final = web.AppKey("health", HealthService)
+
+
+def load_api_token(node: Node) -> str:
+    path = node.config.api_token_file
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: the institution API token cannot be read ({exc.strerror})") from None
+    if len(token) < 16:
+        raise ConfigError(f"{path}: the institution API token must be at least 16 characters")
+    return token
+
+
+# --- request parsing ----------------------------------------------------------------------------
+
+
+def _hex_id(value: object, what: str) -> bytes:
+    if not isinstance(value, str) or re.fullmatch("[0-9a-fA-F]{64}", value) is None:
+        raise BadRequestError(f"{what} must be 64 hex characters")
+    return bytes.fromhex(value)
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if re.fullmatch("[0-9]{1,19}", raw) is None or not low <= int(raw) <= high:
+        raise BadRequestError(f"{name} must be an integer in [{low}, {high}]")
+    return int(raw)
+
+
+def _page(request: web.Request) -> tuple[int, int]:
+    start = _query_int(request, "start", 0, 0, 2**63 - 1)
+    return start, _query_int(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
+
+
+def _patient_query(request: web.Request) -> bytes:
+    if "patient_id" not in request.query:
+        raise BadRequestError("the patient_id query parameter is required")
+    return _hex_id(request.query["patient_id"], "patient_id")
+
+
+async def _read_object(request: web.Request, limit: int) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise BadRequestError(
+            f"unsupported content type {request.content_type!r}: use application/json", status=415
+        )
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiProblem(413, "Request too large", f"the body exceeds {limit} bytes", code="too_large")
+    # `read(n)` returns what has arrived so far; a chunked body may still be larger than announced.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
+    if len(body) > limit:
+        raise ApiProblem(413, "Request too large", f"the body exceeds {limit} bytes", code="too_large")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequestError("the body must be a JSON object")
+    return data
+
+
+def _check_keys(data: dict[str, Any], required: set[str], optional: set[str]) -> None:
+    missing = sorted(required - set(data))
+    if missing:
+        raise BadRequestError(f"missing field(s): {', '.join(missing)}")
+    unknown = sorted(set(data) - required - optional)
+    if unknown:
+        raise BadRequestError(f"unknown field(s): {', '.join(unknown)}")
+
+
+def _int_field(data: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = data.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise BadRequestError(f"{name} must be an integer in [{low}, {high}]")
+    return value
+
+
+def _wait_ms(request: web.Request) -> int:
+    return _query_int(request, "wait_ms", WAIT_MS_DEFAULT, 0, WAIT_MS_MAX)
+
+
+# --- JSON views ---------------------------------------------------------------------------------
+
+
+def _b64(value: WireType) -> str:
+    return base64.b64encode(encode(value)).decode()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
+
+
+def institution_json(institution: Institution) -> dict[str, Any]:
+    return {
+        "name": institution.name,
+        "role": institution.role,
+        "sign_key": institution.sign_key.hex(),
+        "enc_key": institution.enc_key.hex(),
+    }
+
+
+def patient_json(patient: PatientState) -> dict[str, Any]:
+    return {
+        "patient_id": patient.patient_id.hex(),
+        "sign_key": patient.sign_key.hex(),
+        "enc_key": patient.enc_key.hex(),
+        "representatives": [r.hex() for r in patient.representatives],
+        "height": patient.height,
+        "time_ms": patient.time_ms,
+        "encoded": _b64(patient),
+    }
+
+
+def scope_json(scope: Scope) -> dict[str, Any]:
+    return {
+        "record_types": list(scope.record_types),
+        "record_ids": [r.hex() for r in scope.record_ids],
+        "from_ms": scope.from_ms,
+        "to_ms": scope.to_ms,
+    }
+
+
+def record_json(service: HealthService, record: RecordState) -> dict[str, Any]:
+    return {
+        "record_id": record.record_id.hex(),
+        "patient_id": record.patient_id.hex(),
+        "author": record.author.hex(),
+        "author_name": service.name_of(record.author),
+        "record_type": record.record_type,
+        "commitment": record.commitment.hex(),
+        "supersedes": record.supersedes.hex(),
+        "superseded_by": record.superseded_by.hex(),
+        "readers": len(record.envelope.wrapped_keys),
+        "height": record.height,
+        "time_ms": record.time_ms,
+    }
+
+
+def grant_json(service: HealthService, grant: GrantState) -> dict[str, Any]:
+    return {
+        "grant_id": grant.grant_id.hex(),
+        "inquiry_id": grant.inquiry_id.hex(),
+        "patient_id": grant.patient_id.hex(),
+        "grantee": grant.grantee.hex(),
+        "grantee_name": service.name_of(grant.grantee),
+        "granted_by": grant.granted_by.hex(),
+        "scope": scope_json(grant.scope),
+        "purpose": grant.purpose,
+        "expires_ms": grant.expires_ms,
+        "record_ids": [rk.record_id.hex() for rk in grant.record_keys],
+        "revoked": grant.is_revoked,
+        "revoked_height": grant.revoked_height,
+        "revoked_time_ms": grant.revoked_time_ms,
+        "height": grant.height,
+        "time_ms": grant.time_ms,
+    }
+
+
+def inquiry_json(service: HealthService, inquiry: InquiryState) -> dict[str, Any]:
+    return {
+        "inquiry_id": inquiry.inquiry_id.hex(),
+        "patient_id": inquiry.patient_id.hex(),
+        "requester": inquiry.requester.hex(),
+        "requester_name": service.name_of(inquiry.requester),
+        "scope": scope_json(inquiry.scope),
+        "purpose": inquiry.purpose,
+        "reason": inquiry.reason,
+        "expires_ms": inquiry.expires_ms,
+        "status": inquiry.status,
+        "decision_id": inquiry.decision_id.hex(),
+        "height": inquiry.height,
+        "time_ms": inquiry.time_ms,
+    }
+
+
+def audit_json(service: HealthService, event: AuditEvent) -> dict[str, Any]:
+    return {
+        "event": event.event,
+        "event_id": event.event_id.hex(),
+        "actor": event.actor.hex(),
+        "actor_name": service.name_of(event.actor),
+        "subject_id": event.subject_id.hex(),
+        "record_ids": [r.hex() for r in event.record_ids],
+        "height": event.height,
+        "time_ms": event.time_ms,
+    }
+
+
+# --- shared state reads -------------------------------------------------------------------------
+
+
+def _state(service: HealthService) -> StateReader:
+    return service.node.store
+
+
+def _require_patient(state: StateReader, patient_id: bytes) -> PatientState:
+    patient = st.get_patient(state, patient_id)
+    if patient is None:
+        raise ApiProblem(
+            404, "Unknown patient", "no patient is registered under this id", code="patient_unknown"
+        )
+    return patient
+
+
+def _list_all_audit(state: StateReader, patient_id: bytes) -> list[AuditEvent]:
+    events: list[AuditEvent] = []
+    while True:
+        page = st.list_audit_events(state, patient_id, start=len(events))
+        events.extend(page)
+        if len(page) < st.LIST_LIMIT_MAX:
+            return events
+
+
+def _list_inquiries(state: StateReader, patient_id: bytes, requester: bytes | None) -> list[InquiryState]:
+    inquiries: list[InquiryState] = []
+    for event in _list_all_audit(state, patient_id):
+        if event.event != EVENT_INQUIRY or (requester is not None and event.actor != requester):
+            continue
+        inquiry = st.get_inquiry(state, event.event_id)
+        if inquiry is not None:
+            inquiries.append(inquiry)
+    return inquiries
+
+
+def _find_read_grant(
+    state: StateReader, me: Institution, record: RecordState, now_ms: int
+) -> GrantState | None:
+    """A live grant of `me` under which `record` may be read (the one expiring last), if any."""
+    candidates = [
+        g
+        for g in st.list_grants(state, record.patient_id)
+        if g.grantee == me.sign_key and is_grant_live(g, now_ms) and is_readable_under_grant(g, record)
+    ]
+    return max(candidates, key=lambda g: g.expires_ms, default=None)
+
+
+def _current_grantee_keys(state: StateReader, patient_id: bytes, record_type: str, now_ms: int) -> set[bytes]:
+    """x25519 keys of grantees whose live grant will cover a record of `record_type` added now."""
+    keys: set[bytes] = set()
+    for grant_id in st.get_live_grant_ids(state, patient_id):
+        grant = st.get_grant(state, grant_id)
+        if grant is None or grant.is_revoked or grant.expires_ms <= now_ms + GRANT_MARGIN_MS:
+            continue
+        scope = grant.scope
+        if not scope.from_ms <= now_ms - GRANT_MARGIN_MS or scope.to_ms < now_ms + GRANT_MARGIN_MS:
+            continue
+        if (not scope.record_types and not scope.record_ids) or record_type in scope.record_types:
+            keys.add(grant.grantee_enc_key)
+    return keys
+
+
+async def _submit_and_wait(service: HealthService, raw: bytes, wait_ms: int) -> TxLocation | None:
+    """Admit a tx the node signed and wait for its commit; a tx refused in its block is a 422."""
+    node = service.node
+    (tx_id,) = await node.submit([raw])
+    location = (await node.wait_committed([tx_id], wait_ms / 1000)).get(tx_id) if wait_ms else None
+    if location is not None and not location.ok:
+        raise TxRejectedError(f"the transaction was refused in block {location.height}", rule=location.code)
+    return location
+
+
+def _write_result(tx_id: bytes, location: TxLocation | None) -> dict[str, Any]:
+    result: dict[str, Any] = {"tx_id": tx_id.hex(), "status": "pending" if location is None else "committed"}
+    if location is not None:
+        result["height"] = location.height
+    return result
+
+
+# --- route wrappers -----------------------------------------------------------------------------
+
+
+def _problem(exc: ApiProblem) -> web.Response:
+    return problem_response(exc.status, exc.title, exc.message, code=exc.problem_code, headers=exc.headers)
+
+
+def public_route(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiProblem as exc:
+            return _problem(exc)
+
+    return wrapped
+
+
+def institution_route(handler: Handler) -> Handler:
+    """Checks the bearer token, then that this node is a registered institution."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        service = request.app[HEALTH_KEY]
+        try:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), service.api_token.encode()
+            ):
+                raise ApiProblem(
+                    401,
+                    "Unauthorized",
+                    "send the institution API token as `Authorization: Bearer <token>`",
+                    code="unauthorized",
+                    headers={"WWW-Authenticate": 'Bearer realm="medledger institution API"'},
+                )
+            if service.me is None:
+                raise ApiProblem(
+                    403,
+                    "Forbidden",
+                    "this node's key is not a registered institution",
+                    code="not_institution",
+                )
+            return await handler(request)
+        except ApiProblem as exc:
+            return _problem(exc)
+        except InvalidRecordError as exc:
+            return problem_response(
+                422, "Invalid FHIR record", exc.message, code=exc.code, paths=list(exc.paths)
+            )
+
+    return wrapped
+
+
+def _me(request: web.Request) -> tuple[HealthService, Institution]:
+    service = request.app[HEALTH_KEY]
+    me = service.me
+    if me is None:  # institution_route checked it
+        raise ApiProblem(
+            403, "Forbidden", "this node's key is not a registered institution", code="not_institution"
+        )
+    return service, me
+
+
+# --- institution routes -------------------------------------------------------------------------
+
+
+async def get_me(request: web.Request) -> web.Response:
+    service, me = _me(request)
+    return _json({**institution_json(me), "chain_id": service.node.genesis.chain_id})
+
+
+async def post_record(request: web.Request) -> web.Response:
+    service, me = _me(request)
+    wait_ms = _wait_ms(request)
+    data = await _read_object(request, RECORD_REQUEST_BYTES_MAX)
+    _check_keys(data, {"patient_id", "resource"}, set())
+    patient_id = _hex_id(data["patient_id"], "patient_id")
+    resource = data["resource"]
+    if not isinstance(resource, dict):
+        raise BadRequestError("resource must be a FHIR R4 resource (a JSON object)")
+    size = len(json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > RECORD_JSON_BYTES_MAX:
+        raise ApiProblem(
+            413,
+            "Record too large",
+            f"the record is {size} bytes; at most {RECORD_JSON_BYTES_MAX}",
+            code="too_large",
+        )
+    state = _state(service)
+    patient = _require_patient(state, patient_id)
+    if me.role not in AUTHOR_ROLES:
+        raise ApiProblem(
+            403,
+            "Forbidden",
+            f"an institution with role {me.role!r} cannot author records",
+            code="author_role",
+        )
+    record_type = validate_record(resource).record_type
+    readers = {patient.enc_key, me.enc_key} | _current_grantee_keys(
+        state, patient_id, record_type, service.node.clock_ms()
+    )
+    encrypted = encrypt_record(resource, patient_id=patient_id, readers=sorted(readers))
+    _, raw, tx_id = build_add_record(
+        service.node.identity, patient_id, encrypted, chain_id=service.node.genesis.chain_id
+    )
+    location = await _submit_and_wait(service, raw, wait_ms)
+    body = {
+        **_write_result(tx_id, location),
+        "record_id": tx_id.hex(),
+        "record_type": record_type,
+        "commitment": encrypted.commitment.hex(),
+        "readers": len(readers),
+    }
+    return _json(body, 201 if location is not None else 202)
+
+
+async def list_records(request: web.Request) -> web.Response:
+    service, me = _me(request)
+    patient_id = _patient_query(request)
+    start, limit = _page(request)
+    state = _state(service)
+    _require_patient(state, patient_id)
+    now_ms = service.node.clock_ms()
+    items = []
+    for record in st.list_records(state, patient_id, start=start, limit=limit):
+        if record.author == me.sign_key:
+            items.append({**record_json(service, record), "access": "author", "grant_id": ""})
+            continue
+        grant = _find_read_grant(state, me, record, now_ms)
+        if grant is not None:
+            items.append(
+                {**record_json(service, record), "access": "grant", "grant_id": grant.grant_id.hex()}
+            )
+    return _json({"patient_id": patient_id.hex(), "records": items})
+
+
+async def read_record(request: web.Request) -> web.Response:
+    """Decrypt one record; a grantee's read is recorded on the ledger first (read receipt)."""
+    service, me = _me(request)
+    record_id = _hex_id(request.match_info["record_id"], "record id")
+    state = _state(service)
+    record = st.get_record(state, record_id)
+    if record is None:
+        raise ApiProblem(404, "Unknown record", "no record has this id", code="record_unknown")
+    node = service.node
+    receipt: dict[str, Any] | None = None
+    try:
+        if record.author == me.sign_key:
+            decrypted = decrypt_record(record, node.identity)
+        else:
+            grant = _find_read_grant(state, me, record, node.clock_ms())
+            if grant is None:
+                raise ApiProblem(
+                    403,
+                    "Forbidden",
+                    "this institution holds no live grant covering the record; file an inquiry",
+                    code="no_grant",
+                )
+            _, raw, tx_id = build_read_receipt(
+                node.identity, grant.grant_id, [record_id], chain_id=node.genesis.chain_id
+            )
+            location = await _submit_and_wait(service, raw, int(RECEIPT_WAIT_S * 1000))
+            if location is None:
+                raise ApiProblem(
+                    503,
+                    "Read receipt pending",
+                    "the read receipt was not committed in time; nothing was decrypted, retry",
+                    code="receipt_pending",
+                    headers={"Retry-After": "1"},
+                )
+            receipt = {"tx_id": tx_id.hex(), "height": location.height, "grant_id": grant.grant_id.hex()}
+            decrypted = decrypt_record_with_grant(record, grant, node.identity)
+    except (DecryptionError, CommitmentMismatchError) as exc:
+        raise ApiProblem(
+            409,
+            "Record cannot be decrypted",
+            f"the record does not open with this institution's key: {exc.message}",
+            code="undecryptable",
+        ) from None
+    return _json({**record_json(service, record), "resource": decrypted.resource, "receipt": receipt})
+
+
+async def post_inquiry(request: web.Request) -> web.Response:
+    service, _ = _me(request)
+    wait_ms = _wait_ms(request)
+    data = await _read_object(request, INQUIRY_REQUEST_BYTES_MAX)
+    _check_keys(
+        data,
+        {"patient_id", "purpose", "reason"},
+        {"record_types", "record_ids", "from_ms", "to_ms", "ttl_ms"},
+    )
+    patient_id = _hex_id(data["patient_id"], "patient_id")
+    purpose, reason = data["purpose"], data["reason"]
+    if purpose not in PURPOSES:
+        raise BadRequestError(f"purpose must be one of {', '.join(sorted(PURPOSES))}")
+    if not isinstance(reason, str) or len(reason) > REASON_LENGTH_MAX:
+        raise BadRequestError(f"reason must be a string of at most {REASON_LENGTH_MAX} characters")
+    record_types = data.get("record_types", [])
+    if not isinstance(record_types, list) or not all(t in RECORD_TYPES for t in record_types):
+        raise BadRequestError(f"record_types must be a list of: {', '.join(sorted(RECORD_TYPES))}")
+    record_ids = data.get("record_ids", [])
+    if not isinstance(record_ids, list) or len(record_ids) > SCOPE_RECORD_IDS_MAX:
+        raise BadRequestError(f"record_ids must be a list of at most {SCOPE_RECORD_IDS_MAX} ids")
+    ids = [_hex_id(r, "record_ids[]") for r in record_ids]
+    from_ms = _int_field(data, "from_ms", 0, 0, TIME_MS_MAX)
+    to_ms = _int_field(data, "to_ms", TIME_MS_MAX, 0, TIME_MS_MAX)
+    if from_ms > to_ms:
+        raise BadRequestError("from_ms must not be after to_ms")
+    ttl_ms = _int_field(data, "ttl_ms", INQUIRY_TTL_MS_DEFAULT, 1000, INQUIRY_TTL_MS_MAX - GRANT_MARGIN_MS)
+    state = _state(service)
+    _require_patient(state, patient_id)
+    node = service.node
+    scope = make_scope(record_types=record_types, record_ids=ids, from_ms=from_ms, to_ms=to_ms)
+    _, raw, tx_id = build_request_access(
+        node.identity,
+        patient_id,
+        scope,
+        purpose,
+        node.clock_ms() + ttl_ms,
+        reason,
+        chain_id=node.genesis.chain_id,
+    )
+    location = await _submit_and_wait(service, raw, wait_ms)
+    return _json({**_write_result(tx_id, location), "inquiry_id": tx_id.hex()}, 201 if location else 202)
+
+
+def _inquiry_with_decision(
+    service: HealthService, state: StateReader, inquiry: InquiryState
+) -> dict[str, Any]:
+    item = inquiry_json(service, inquiry)
+    grant = st.get_grant(state, inquiry.decision_id) if inquiry.decision_id else None
+    item["grant"] = grant_json(service, grant) if grant is not None else None
+    return item
+
+
+async def list_inquiries(request: web.Request) -> web.Response:
+    """This institution's inquiries about one patient, with the patient's decisions."""
+    service, me = _me(request)
+    patient_id = _patient_query(request)
+    state = _state(service)
+    _require_patient(state, patient_id)
+    inquiries = _list_inquiries(state, patient_id, me.sign_key)
+    return _json(
+        {
+            "patient_id": patient_id.hex(),
+            "inquiries": [_inquiry_with_decision(service, state, i) for i in inquiries],
+        }
+    )
+
+
+async def get_institution_audit(request: web.Request) -> web.Response:
+    """The part of a patient's audit trail that concerns this institution, in chain order."""
+    service, me = _me(request)
+    patient_id = _patient_query(request)
+    state = _state(service)
+    _require_patient(state, patient_id)
+    my_inquiries: set[bytes] = set()
+    my_grants: set[bytes] = set()
+    events = []
+    for event in _list_all_audit(state, patient_id):
+        if event.event == EVENT_INQUIRY and event.actor == me.sign_key:
+            my_inquiries.add(event.event_id)
+        if event.event == EVENT_GRANT and event.subject_id in my_inquiries:
+            my_grants.add(event.event_id)
+        visible = (
+            event.actor == me.sign_key
+            or (event.event in (EVENT_GRANT, EVENT_DENY) and event.subject_id in my_inquiries)
+            or (event.event == EVENT_REVOKE and event.subject_id in my_grants)
+        )
+        if visible:
+            events.append(audit_json(service, event))
+    return _json({"patient_id": patient_id.hex(), "events": events})
+
+
+# --- public routes (patients' clients) ----------------------------------------------------------
+
+
+async def list_institutions(request: web.Request) -> web.Response:
+    service = request.app[HEALTH_KEY]
+    return _json({"institutions": [institution_json(i) for i in service.institutions.values()]})
+
+
+async def get_patient(request: web.Request) -> web.Response:
+    service = request.app[HEALTH_KEY]
+    patient_id = _hex_id(request.match_info["patient_id"], "patient id")
+    return _json(patient_json(_require_patient(_state(service), patient_id)))
+
+
+async def get_patient_records(request: web.Request) -> web.Response:
+    """The patient's records as ciphertext (decrypted on the patient's device)."""
+    service = request.app[HEALTH_KEY]
+    patient_id = _hex_id(request.match_info["patient_id"], "patient id")
+    start, limit = _page(request)
+    state = _state(service)
+    _require_patient(state, patient_id)
+    records = st.list_records(state, patient_id, start=start, limit=limit)
+    total = st.get_record_count(state, patient_id)
+    items = [{**record_json(service, r), "encoded": _b64(r)} for r in records]
+    return _json({"patient_id": patient_id.hex(), "total": total, "records": items})
+
+
+async def get_patient_inquiries(request: web.Request) -> web.Response:
+    service = request.app[HEALTH_KEY]
+    patient_id = _hex_id(request.match_info["patient_id"], "patient id")
+    status = request.query.get("status")
+    if status is not None and status not in INQUIRY_STATUSES:
+        raise BadRequestError(f"status must be one of {', '.join(sorted(INQUIRY_STATUSES))}")
+    state = _state(service)
+    _require_patient(state, patient_id)
+    inquiries = [i for i in _list_inquiries(state, patient_id, None) if status is None or i.status == status]
+    items = [{**inquiry_json(service, i), "encoded": _b64(i)} for i in inquiries]
+    return _json({"patient_id": patient_id.hex(), "inquiries": items})
+
+
+async def get_patient_grants(request: web.Request) -> web.Response:
+    service = request.app[HEALTH_KEY]
+    patient_id = _hex_id(request.match_info["patient_id"], "patient id")
+    state = _state(service)
+    _require_patient(state, patient_id)
+    items = [{**grant_json(service, g), "encoded": _b64(g)} for g in st.list_grants(state, patient_id)]
+    return _json({"patient_id": patient_id.hex(), "grants": items})
+
+
+async def get_patient_audit(request: web.Request) -> web.Response:
+    """The patient's whole audit trail (the same facts are in the blocks)."""
+    service = request.app[HEALTH_KEY]
+    patient_id = _hex_id(request.match_info["patient_id"], "patient id")
+    start, limit = _page(request)
+    state = _state(service)
+    _require_patient(state, patient_id)
+    events = st.list_audit_events(state, patient_id, start=start, limit=limit)
+    total = st.get_audit_event_count(state, patient_id)
+    items = [{**audit_json(service, e), "encoded": _b64(e)} for e in events]
+    return _json({"patient_id": patient_id.hex(), "total": total, "events": items})
+
+
+def add_health_routes(app: web.Application, node: Node) -> None:
+    """Register the health routes on the node's API (called by `build_app` for health nodes)."""
+    institutions = {i.sign_key: i for i in decode_genesis(node.genesis.app_state).institutions}
+    app[HEALTH_KEY] = HealthService(node=node, api_token=load_api_token(node), institutions=institutions)
+    router = app.router
+    router.add_get("/v1/health/institution", institution_route(get_me))
+    router.add_post("/v1/health/institution/records", institution_route(post_record))
+    router.add_get("/v1/health/institution/records", institution_route(list_records))
+    router.add_get("/v1/health/institution/records/{record_id}", institution_route(read_record))
+    router.add_post("/v1/health/institution/inquiries", institution_route(post_inquiry))
+    router.add_get("/v1/health/institution/inquiries", institution_route(list_inquiries))
+    router.add_get("/v1/health/institution/audit", institution_route(get_institution_audit))
+    router.add_get("/v1/health/institutions", public_route(list_institutions))
+    router.add_get("/v1/health/patients/{patient_id}", public_route(get_patient))
+    router.add_get("/v1/health/patients/{patient_id}/records", public_route(get_patient_records))
+    router.add_get("/v1/health/patients/{patient_id}/inquiries", public_route(get_patient_inquiries))
+    router.add_get("/v1/health/patients/{patient_id}/grants", public_route(get_patient_grants))
+    router.add_get("/v1/health/patients/{patient_id}/audit", public_route(get_patient_audit))
