@@ -206,7 +206,11 @@ class RecordEvidence:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PeerBehind:
-    """`validator` still works on `height`, which is committed here: send it that block and commit."""
+    """`validator` signed a message of `height`, which is committed here: send it that block and commit.
+
+    `validator` is the message's signer. A proposer forwards others' prevotes (its proof of lock),
+    so a driver that knows which connection a message came from should also consider that peer.
+    """
 
     validator: bytes
     height: int
@@ -304,6 +308,10 @@ class _VoteSet:
     @property
     def total(self) -> int:
         return len(self.by_validator)
+
+
+#: Read-only stand-in for a round nobody has voted in yet (never added to).
+_EMPTY_VOTES: Final = _VoteSet()
 
 
 class _RoundState:
@@ -519,14 +527,14 @@ class ConsensusCore:
         if self._validators is None or self.decided or commit.height != self.height:
             return out
         block_hash = block.hash()
-        if (
-            commit.block_hash != block_hash
-            or block.header.height != self.height
-            or block.header.chain_id != self.chain_id
-            or len(commit.signatures) > len(self._validators)
-        ):
+        if commit.block_hash != block_hash or block.header.height != self.height:
             self.last_rejection = "the certificate is not for this block"
             return out
+        reason = self._check_certificate(commit)
+        if reason is not None:
+            self.last_rejection = reason
+            return out
+        # A quorum signed this block: it is worth keeping, and its precommits count like any others.
         self._blocks.setdefault(block_hash, block)
         for sig in commit.signatures:
             vote = Vote(
@@ -539,22 +547,37 @@ class ConsensusCore:
                 sig.signature,
             )
             self._handle_vote(vote, out, any_round=True)
-            reason = self._get_rejection()
-            if reason is not None:
-                self.last_rejection = f"certificate: {reason}"
-                break
         self._evaluate(out)
-        if not self.decided and self._get_rejection() is None:
-            self.last_rejection = "the certificate does not decide this height"
+        if not self.decided:
+            self.last_rejection = "the certified block is not valid here"
         return out
+
+    def _check_certificate(self, commit: Commit) -> str | None:
+        """`validate_commit`'s rules, with this core's verifier: a quorum of distinct members."""
+        assert self._validators is not None
+        seen: set[bytes] = set()
+        for sig in commit.signatures:
+            if sig.validator not in self._members or sig.validator in seen:
+                return "certificate: a signer is not a validator or signed twice"
+            seen.add(sig.validator)
+            signed = compute_vote_signing_bytes(
+                self.chain_id,
+                VoteKind.PRECOMMIT,
+                commit.height,
+                commit.round,
+                commit.block_hash,
+                sig.validator,
+            )
+            if not self._verify(sig.validator, signed, sig.signature):
+                return "certificate: bad precommit signature"
+        if len(seen) < self._validators.quorum:
+            return "certificate: fewer signers than a quorum"
+        return None
 
     # -- message intake ----------------------------------------------------------------------
 
     def _reject(self, reason: str) -> None:
         self.last_rejection = reason
-
-    def _get_rejection(self) -> str | None:
-        return self.last_rejection
 
     def _handle_proposal(self, proposal: Proposal, out: list[Action]) -> None:
         if self._validators is None:
@@ -626,8 +649,8 @@ class ConsensusCore:
             return self._reject("vote from a non-validator")
         if vote.round > self.round + ROUNDS_AHEAD_MAX and not any_round:
             return self._note_far_round(vote)
-        state = self._get_round(vote.round)
-        votes = state.votes(vote.kind)
+        state = self._rounds.get(vote.round)
+        votes = _EMPTY_VOTES if state is None else state.votes(vote.kind)
         if votes.has(vote):
             return None  # a duplicate: nothing new
         existing = votes.by_validator.get(vote.validator)
@@ -646,11 +669,12 @@ class ConsensusCore:
                 out.append(RecordEvidence(existing, vote))
             if vote.block_hash not in self._blocks:
                 return None
-        self._add_vote(votes, vote)
+        self._add_vote(vote)
         return None
 
-    def _add_vote(self, votes: _VoteSet, vote: Vote) -> None:
+    def _add_vote(self, vote: Vote) -> None:
         assert self._validators is not None
+        votes = self._get_round(vote.round).votes(vote.kind)
         votes.add(vote)
         if (
             vote.kind == VoteKind.PRECOMMIT
@@ -891,7 +915,7 @@ class ConsensusCore:
 
     def _handle_own_vote(self, vote: Vote) -> None:
         self._own_votes[(vote.round, VoteKind(vote.kind))] = vote
-        self._add_vote(self._get_round(vote.round).votes(vote.kind), vote)
+        self._add_vote(vote)
 
     def _may_sign(self, round_: int, step: Step, block_hash: bytes | None) -> bool:
         """Never sign at or below the last signed (height, round, step), save the identical vote."""

@@ -24,6 +24,8 @@ META_GENESIS: Final = b"m:genesis"
 META_HEIGHT: Final = b"m:height"
 META_STATE_ROOT: Final = b"m:state_root"
 META_LAST_SIGNED: Final = b"m:last_signed"
+#: This validator's consensus lock (block and proof of lock) for the height in progress.
+META_CONSENSUS_LOCK: Final = b"m:consensus_lock"
 
 BLOCK_PREFIX: Final = b"b:"
 COMMIT_PREFIX: Final = b"c:"

@@ -91,11 +91,6 @@ class ConsensusLock:
         return self.block.hash()
 
 
-#: Where the consensus lock lives. It belongs with the other keys in `layout` (layout version 1
-#: gains one meta key, which older code ignores); kept here until that module is next edited.
-META_CONSENSUS_LOCK = b"m:consensus_lock"
-
-
 class BlockStore:
     """LevelDB-backed chain storage. Not thread-safe for writers: one owner task writes."""
 
@@ -351,10 +346,10 @@ class BlockStore:
 
     def save_lock(self, lock: ConsensusLock) -> None:
         """Persist (synced) this validator's lock, before the precommit that sets it is sent."""
-        self._db.put(META_CONSENSUS_LOCK, encode(lock), sync=True)
+        self._db.put(layout.META_CONSENSUS_LOCK, encode(lock), sync=True)
 
     def load_lock(self) -> ConsensusLock | None:
-        raw: bytes | None = self._db.get(META_CONSENSUS_LOCK)
+        raw: bytes | None = self._db.get(layout.META_CONSENSUS_LOCK)
         if raw is None:
             return None
         lock: ConsensusLock = self._decode(

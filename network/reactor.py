@@ -147,6 +147,7 @@ class Reactor:
         self.peer_heights: dict[bytes, int] = {}
         self._sync_pending: dict[bytes, int] = {}
         self._last_commit_at = 0.0
+        self._height_started_at = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_commit_time_ms = store.last_block_time_ms
@@ -224,6 +225,7 @@ class Reactor:
                 if self._wake_handle is None:
                     self._wake_handle = asyncio.get_running_loop().call_later(wait_s, self._wake)
                 return
+        self._height_started_at = time.monotonic()
         await self._execute(self.core.start_height(self._next_height(), self.validators))
 
     def _wake(self) -> None:
@@ -393,7 +395,16 @@ class Reactor:
         self._executed.clear()
         self._invalid.clear()
         self.mempool.remove(executed.tx_ids)
-        self._last_commit_at = time.monotonic()
+        now = time.monotonic()
+        log.info(
+            "committed block %d: %d txs, round %d, %.0f ms after the height started%s",
+            block.header.height,
+            len(block.txs),
+            commit.round,
+            (now - self._height_started_at) * 1000,
+            "" if verified else " (from sync)",
+        )
+        self._last_commit_at = now
         self.last_commit_time_ms = block.header.time_ms
         self.on_committed(executed)
         if self.network is not None:

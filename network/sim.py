@@ -145,6 +145,17 @@ class Fault:
     def is_active(self, now_ms: int) -> bool:
         return self.start_ms <= now_ms < self.end_ms
 
+    def __repr__(self) -> str:
+        """Python that rebuilds this fault (a failing run's replay line is pasted into a test)."""
+        parts = [f"FaultKind.{self.kind.name}", str(self.start_ms), str(self.end_ms)]
+        if self.nodes:
+            parts.append(f"nodes={self.nodes!r}")
+        if self.rate:
+            parts.append(f"rate={self.rate!r}")
+        if self.extra_ms:
+            parts.append(f"extra_ms={self.extra_ms}")
+        return f"Fault({', '.join(parts)})"
+
 
 TxFactory = Callable[[random.Random], tuple[str, bytes]]
 
@@ -162,7 +173,7 @@ class SimConfig:
     twins: tuple[int, ...] = ()
     #: Heights every correct node must reach (beyond those committed before GST) for liveness.
     heights_after_gst: int = 3
-    liveness_bound_ms: int = 60_000
+    liveness_bound_ms: int = 20_000
     #: False when more than f validators are faulty or a fault never heals: only safety is checked.
     expect_liveness: bool = True
     delay_ms_min: int = 2
@@ -192,11 +203,18 @@ class SimConfig:
         return max((f.end_ms for f in self.faults), default=0)
 
     def describe(self) -> str:
-        """A line from which the run can be rebuilt (the factories aside)."""
-        return (
-            f"SimConfig(n={self.n}, seed={self.seed}, twins={self.twins!r}, faults={self.faults!r}, "
-            f"expect_liveness={self.expect_liveness})"
-        )
+        """Python that rebuilds this config: every field that is not at its default."""
+        parts = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name not in ("n", "seed") and value == field.default:
+                continue
+            if field.name in ("app_factory", "make_tx"):
+                shown = f"{value.__module__}.{value.__qualname__}"
+            else:
+                shown = repr(value)
+            parts.append(f"{field.name}={shown}")
+        return f"SimConfig({', '.join(parts)})"
 
 
 class InvariantViolation(AssertionError):

@@ -61,8 +61,8 @@ class RunSummary:
 def simulate(config: SimConfig) -> RunSummary:
     try:
         result = run_simulation(config)
-    except InvariantViolation as exc:
-        return RunSummary(config, None, f"{exc}\nreplay: run_simulation({config.describe()})")
+    except InvariantViolation as exc:  # its message already ends with the replay line
+        return RunSummary(config, None, str(exc))
     if result.violations:
         failure = "\n".join(result.violations) + f"\nreplay: run_simulation({config.describe()})"
         return RunSummary(config, result, failure)

@@ -677,10 +677,10 @@ def test_invalid_messages_are_ignored_without_state_change() -> None:
     assert_invalid(core, proposal(1, 0, make_block(1, 0, proposer=1, marker=5)))
 
 
-def test_messages_before_start_are_refused() -> None:
+def test_invalid_before_start_every_message_is_refused() -> None:
     core, _ = make_core()
-    assert core.on_vote(prevote(1, 0, None)) == []
-    assert core.last_rejection is not None
+    assert_invalid(core, prevote(1, 0, None))
+    assert_invalid(core, proposal(1, 0, make_block(1, 0, proposer=1)))
 
 
 def test_far_future_messages_are_dropped_but_not_held_against_the_sender() -> None:
@@ -779,7 +779,18 @@ def test_invalid_certificate_decides_nothing(mutate: Callable[[Block, Commit], t
     bad_block, bad_commit = mutate(block, make_commit(block, [1, 2, 3]))
     with pytest.raises(InvalidCommitError):
         validate_commit(bad_commit, chain_id=CHAIN, validators=VALS, block_hash=bad_block.hash(), height=1)
-    assert commits(core.on_commit(bad_block, bad_commit)) == []
+    before = snapshot(core)
+    assert core.on_commit(bad_block, bad_commit) == []
+    assert core.last_rejection is not None
+    assert snapshot(core) == before
+
+
+def test_a_valid_certificate_for_a_block_the_driver_rejects_decides_nothing() -> None:
+    core, driver = make_core()
+    core.start_height(1, VALS)
+    block = make_block(1, 0, proposer=1)
+    driver.invalid.add(block.hash())
+    assert commits(core.on_commit(block, make_commit(block, [1, 2, 3]))) == []
     assert core.last_rejection is not None
     assert not core.decided
 
@@ -829,7 +840,7 @@ def test_invalid_proposal_encodings_are_refused() -> None:
         proposal(1, 0, make_block(1, 0, 1), pol_round=0)
 
 
-def test_proposal_signatures_are_domain_separated_from_votes() -> None:
+def test_invalid_vote_made_of_a_proposal_signature() -> None:
     block = make_block(1, 0, proposer=1)
     message = proposal(1, 0, block)
     as_vote = Vote(CHAIN, int(VoteKind.PREVOTE), 1, 0, block.hash(), KEYS[1], message.signature)

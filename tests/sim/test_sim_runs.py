@@ -9,8 +9,10 @@ from __future__ import annotations
 import random
 
 import pytest
+import sim_support
 from sim_support import random_config, sim_config
 
+import medledger.node.fixture_app
 from medledger.chain import layout
 from medledger.chain.codec import encode
 from medledger.chain.store import BlockStore, LastSigned
@@ -23,6 +25,13 @@ from medledger.network.sim import (
     generate_fault_plan,
     run_simulation,
 )
+
+
+def test_the_replay_line_rebuilds_the_config() -> None:
+    config = random_config(21, n=7, twins=2)
+    namespace: dict[str, object] = {"SimConfig": SimConfig, "Fault": Fault, "FaultKind": FaultKind}
+    namespace |= {"medledger": medledger, "sim_support": sim_support}
+    assert eval(config.describe(), namespace) == config
 
 
 def test_a_run_replays_exactly_from_its_config() -> None:

@@ -7,6 +7,7 @@ failing run's replay line.
 
 from __future__ import annotations
 
+import pytest
 from sim_support import SIM_JOBS, SIM_SEED_BASE, SIM_SEEDS, random_config
 
 from medledger.network.sim import SimConfig, run_sweep
@@ -23,6 +24,8 @@ def make_sweep(count: int, base: int = 0) -> list[SimConfig]:
     return configs
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(max(300, SIM_SEEDS))  # a big sweep gets more than the suite's 300 s per test
 def test_seed_sweep_keeps_safety_and_liveness() -> None:
     configs = make_sweep(SIM_SEEDS, SIM_SEED_BASE)
     outcomes = run_sweep(configs, jobs=SIM_JOBS)
