@@ -76,6 +76,13 @@ from medledger.network.peers import PeerError, PeerLink, PeerNetwork
 
 log = logging.getLogger("medledger.consensus")
 
+
+class ForkDetectedError(ChainError):
+    """Two different blocks certified at one height: more than f validators are faulty. Halt."""
+
+    code = "fork_detected"
+
+
 #: Most events waiting for the consensus task; a flood from peers is shed, not buffered.
 INBOX_EVENTS_MAX: Final = 20_000
 #: Tx ids remembered as signature-checked outside the mempool (proposals that arrived first).
@@ -202,7 +209,8 @@ class Reactor:
             if isinstance(event, _Message):
                 await self._on_message(event)
             elif isinstance(event, Timeout):
-                await self._execute(self.core.on_timeout(event))
+                if not self._core_is_stale():
+                    await self._execute(self.core.on_timeout(event))
             elif isinstance(event, _Synced):
                 await self._on_synced(event)
             else:
@@ -232,9 +240,20 @@ class Reactor:
         self._wake_handle = None
         self._post(_Wake())
 
+    def _core_is_stale(self) -> bool:
+        """The core still works on a height that block sync has committed meanwhile."""
+        return self.core.height <= self.store.height
+
     async def _on_message(self, event: _Message) -> None:
         message = event.message
         next_height = self._next_height()
+        if message.height <= self.store.height:
+            # Committed here already: the sender lags, so help it rather than the (stale) core.
+            if event.peer is not None and self._core_is_stale():
+                self._send_blocks(event.peer, message.height, message.height)
+                return
+            if self._core_is_stale():
+                return
         if message.height == next_height and not self._height_started():
             # A peer already works on the next height: join at once.
             await self._maybe_start_height(force=True)
@@ -376,6 +395,14 @@ class Reactor:
 
     async def _commit(self, block: Block, commit: Commit, *, verified: bool) -> None:
         block_hash = block.hash()
+        if block.header.height <= self.store.height:
+            # Decided by the core after block sync already committed this height.
+            stored = self.store.get_block(block.header.height)
+            if stored is None or stored.hash() != block_hash:
+                raise ForkDetectedError(
+                    f"height {block.header.height}: a quorum certified a block that differs from ours"
+                )
+            return
         executed = self._executed.get(block_hash)
         if executed is None:
             # Learned with its certificate (sync, or a decision before we saw the proposal): the

@@ -50,8 +50,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--txs", type=int, default=30_000)
     parser.add_argument("--batch", type=int, default=250)
-    parser.add_argument("--clients", type=int, default=2, help="concurrent connections per validator")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent connections per validator")
     parser.add_argument("--block-interval-ms", type=int, default=50)
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy the node logs here")
     args = parser.parse_args()
 
     print(
@@ -94,6 +95,10 @@ def main() -> int:
         finally:
             for proc in procs:
                 proc.stop()
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for node, proc in zip(nodes, procs, strict=True):
+                    (args.keep_logs / f"{node.name}.log").write_text(proc.read_log(), encoding="utf-8")
     if committed != args.txs:
         print(f"only {committed} of {args.txs} txs were reported finalized", file=sys.stderr)
         return 1
