@@ -25,6 +25,7 @@ def build_block(
     *,
     store: BlockStore,
     validators: ValidatorSet,
+    next_validators: ValidatorSet | None = None,
     proposer: bytes,
     round_: int,
     time_ms: int,
@@ -45,7 +46,7 @@ def build_block(
         tx_root=compute_tx_root(raw_txs),
         state_root=store.state_root,
         validators_hash=validators.hash(),
-        next_validators_hash=validators.hash(),
+        next_validators_hash=(next_validators or validators).hash(),
     )
     return Block(header, raw_txs)
 

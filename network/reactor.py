@@ -39,9 +39,11 @@ from medledger.chain.consensus import (
 )
 from medledger.chain.errors import ChainError, CodecError, InvalidBlockError, InvalidTxError
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
+from medledger.chain.governance import KIND_EVIDENCE, GovernedApp, encode_evidence
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.mempool import Mempool
 from medledger.chain.store import BlockStore
+from medledger.chain.txbuilder import sign_tx
 from medledger.chain.types import (
     Block,
     Commit,
@@ -133,7 +135,7 @@ class Reactor:
         self.admission = admission
         self.identity = identity
         self.genesis = genesis
-        self.validators: ValidatorSet = genesis.validators
+        self.genesis_validators: ValidatorSet = genesis.validators
         self.block_interval_s = block_interval_ms / 1000
         self.max_block_txs = max_block_txs
         self.max_block_bytes = max_block_bytes
@@ -180,6 +182,25 @@ class Reactor:
     @property
     def task(self) -> asyncio.Task[None] | None:
         return self._task
+
+    def validators_for(self, height: int) -> ValidatorSet:
+        """The set governing `height`, from committed state (known up to the next height + 1)."""
+        if isinstance(self.app, GovernedApp):
+            return self.app.get_validators(self.store, height)
+        return self.genesis_validators
+
+    @property
+    def validators(self) -> ValidatorSet:
+        """The set of the height in progress."""
+        return self.validators_for(self.store.height + 1)
+
+    def is_known_validator(self, key: bytes) -> bool:
+        """A member of the genesis set, the current set or the next (peer membership)."""
+        height = self.store.height + 1
+        return any(
+            v.contains(key)
+            for v in (self.genesis_validators, self.validators_for(height), self.validators_for(height + 1))
+        )
 
     @property
     def is_validator(self) -> bool:
@@ -234,7 +255,8 @@ class Reactor:
                     self._wake_handle = asyncio.get_running_loop().call_later(wait_s, self._wake)
                 return
         self._height_started_at = time.monotonic()
-        await self._execute(self.core.start_height(self._next_height(), self.validators))
+        height = self._next_height()
+        await self._execute(self.core.start_height(height, self.validators_for(height)))
 
     def _wake(self) -> None:
         self._wake_handle = None
@@ -283,6 +305,7 @@ class Reactor:
                 await self._commit(action.block, action.commit, verified=True)
             elif isinstance(action, RecordEvidence):
                 self.evidence.append((action.vote_a, action.vote_b))
+                self._report_evidence(action.vote_a, action.vote_b)
                 log.warning(
                     "equivocation by validator %s at height %d round %d",
                     action.vote_a.validator.hex()[:12],
@@ -303,7 +326,8 @@ class Reactor:
         txs = self.mempool.reap(max_txs=self.max_block_txs, max_bytes=self.max_block_bytes)
         block = build_block(
             store=self.store,
-            validators=self.validators,
+            validators=self.validators_for(height),
+            next_validators=self.validators_for(height + 1),
             proposer=self.identity.public.sign_key,
             round_=round_,
             time_ms=self.clock_ms(),
@@ -347,18 +371,19 @@ class Reactor:
         """Everything a block must satisfy to follow our chain, then its execution."""
         header = block.header
         validate_block_shape(block, chain_id=self.genesis.chain_id)
+        validators = self.validators_for(self.store.height + 1)
         validate_header_link(
             header,
             parent_hash=self.store.last_block_hash,
             height=self.store.height + 1,
             state_root=self.store.state_root,
-            validators_hash=self.validators.hash(),
+            validators_hash=validators.hash(),
         )
-        if header.next_validators_hash != self.validators.hash():
+        if header.next_validators_hash != self.validators_for(header.height + 1).hash():
             raise InvalidBlockError(f"block {header.height}: unexpected next validator set")
         if header.time_ms < self.store.last_block_time_ms:
             raise InvalidBlockError(f"block {header.height}: time goes back")
-        if header.proposer != self.validators.get_proposer(header.height, header.round).sign_key:
+        if header.proposer != validators.get_proposer(header.height, header.round).sign_key:
             raise InvalidBlockError(f"block {header.height}: not proposed by the round's proposer")
         txs: list[Tx] = []
         tx_ids: list[TxId] = []
@@ -412,7 +437,7 @@ class Reactor:
             validate_commit(
                 commit,
                 chain_id=self.genesis.chain_id,
-                validators=self.validators,
+                validators=self.validators_for(block.header.height),
                 block_hash=block_hash,
                 height=block.header.height,
             )
@@ -541,6 +566,19 @@ class Reactor:
         )
         result = self.admission.admit_gossip(outcomes)
         if result.admitted:
+            self.notify_txs()
+
+    def _report_evidence(self, vote_a: Vote, vote_b: Vote) -> None:
+        """Put the equivocation on the ledger: a `chain.evidence` tx signed by this node."""
+        _, raw, _ = sign_tx(
+            self.identity,
+            chain_id=self.genesis.chain_id,
+            kind=KIND_EVIDENCE,
+            body=encode_evidence(vote_a, vote_b),
+        )
+        outcomes = check_batch([raw], chain_id=self.genesis.chain_id, now_ms=self.clock_ms())
+        if self.admission.admit_gossip(outcomes).admitted:
+            self.gossip_txs([raw])
             self.notify_txs()
 
     def gossip_txs(self, raws: list[bytes]) -> None:

@@ -306,6 +306,7 @@ async def get_blocks(request: web.Request) -> web.Response:
 async def get_status(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     store = node.store
+    validators = node.reactor.validators if node.reactor is not None else node.genesis.validators
     return _json(
         {
             "node": node.config.node.name,
@@ -315,9 +316,9 @@ async def get_status(request: web.Request) -> web.Response:
             "latest_block_hash": store.last_block_hash.hex(),
             "latest_block_time_ms": store.last_block_time_ms,
             "state_root": store.state_root.hex(),
-            "validator": node.genesis.validators.contains(node.identity.public.sign_key),
+            "validator": validators.contains(node.identity.public.sign_key),
             "validator_key": node.identity.public.sign_key.hex(),
-            "validators": len(node.genesis.validators),
+            "validators": len(validators),
             "peers": len(node.peers.links) if node.peers is not None else 0,
             "round": node.reactor.core.round if node.reactor is not None else 0,
             "sync_lag_blocks": node.reactor.sync_lag if node.reactor is not None else 0,

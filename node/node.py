@@ -142,7 +142,11 @@ class Node:
         return len(self.genesis.validators) > 1 or bool(self.config.p2p.peers)
 
     def _is_member(self, key: bytes) -> bool:
-        return self.genesis.validators.contains(key) or key.hex() in self._observer_keys
+        if key.hex() in self._observer_keys:
+            return True
+        if self.reactor is not None:
+            return self.reactor.is_known_validator(key)
+        return self.genesis.validators.contains(key)
 
     async def _start_network(self, store: BlockStore) -> None:
         self._observer_keys = frozenset(k.lower() for k in self.config.p2p.observers)

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from medledger.chain.app import App
+from medledger.chain.governance import GovernedApp
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity, KeyFileError, load_identity
 from medledger.health.app import HealthApp
@@ -94,7 +95,11 @@ def run_node(config: NodeConfig, *, genesis: Genesis | None = None) -> None:
     """Blocking entry point of `medledger start`."""
     identity = load_node_identity(config)
     genesis = genesis or load_genesis(config.genesis_file)
-    node = Node(config, identity=identity, genesis=genesis, app=make_app(config.node.app))
+    app = make_app(config.node.app)
+    if len(genesis.validators) > 1 or config.p2p.peers:
+        # A networked chain governs its validator set on chain (a solo chain has no one to ask).
+        app = GovernedApp(app, genesis.validators)
+    node = Node(config, identity=identity, genesis=genesis, app=app)
 
     async def main() -> None:
         stop = asyncio.Event()
