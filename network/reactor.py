@@ -287,7 +287,17 @@ class Reactor:
             actions = self.core.on_proposal(message)
         else:
             actions = self.core.on_vote(message)
+        rejection = self.core.last_rejection
+        if rejection is not None and "signature" in rejection and event.peer is not None:
+            # Every consensus message is signed by its author: a forged one marks the relaying
+            # peer as faulty (honest peers check signatures before they relay).
+            self._drop_peer(event.peer, f"sent a consensus message with {rejection}")
         await self._execute(actions)
+
+    def _drop_peer(self, peer: bytes, why: str) -> None:
+        if self.network is not None and (link := self.network.links.get(peer)) is not None:
+            self.network.drop(link, why)
+        self.peer_heights.pop(peer, None)
 
     async def _execute(self, actions: list[Action]) -> None:
         """Carry out the core's actions in order (persist before broadcast)."""
@@ -477,9 +487,7 @@ class Reactor:
                 await self._commit(block, commit, verified=False)
             except (ChainError, InvalidTxError) as exc:
                 log.warning("peer %s served an invalid block: %s", event.peer.hex()[:12], exc)
-                if self.network is not None and (link := self.network.links.get(event.peer)) is not None:
-                    self.network.drop(link, f"invalid block in sync: {exc}")
-                self.peer_heights.pop(event.peer, None)
+                self._drop_peer(event.peer, f"invalid block in sync: {exc}")
                 return
         height = self.peer_heights.get(event.peer, 0)
         if height > self.store.height:

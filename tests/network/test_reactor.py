@@ -7,16 +7,17 @@ import time
 import pytest
 
 from medledger.chain.admission import Admission
+from medledger.chain.consensus import sign_vote
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.memdb import MemDB
 from medledger.chain.mempool import Mempool
 from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore
 from medledger.chain.txbuilder import sign_tx
-from medledger.chain.types import Commit, Genesis, Validator, ValidatorSet
+from medledger.chain.types import Commit, Genesis, Validator, ValidatorSet, Vote, VoteKind
 from medledger.chain.validation import check_tx
 from medledger.crypto import Identity
-from medledger.network.reactor import ForkDetectedError, Reactor
+from medledger.network.reactor import ForkDetectedError, Reactor, _Message
 from medledger.node.fixture_app import KeyValueFixtureApp, encode_set_body
 
 CHAIN = "reactor-test"
@@ -93,3 +94,49 @@ async def test_invalid_second_certified_block_at_a_committed_height_halts_as_a_f
         await reactor._commit(other.block, other_commit, verified=True)
     assert ours.height == 1
     assert ours.last_block_hash == executed.block.hash()
+
+
+class RecordingNetwork:
+    """Stands in for `PeerNetwork`: records what the reactor sends and whom it drops."""
+
+    def __init__(self, peer: bytes) -> None:
+        self.links: dict[bytes, object] = {peer: object()}
+        self.dropped: list[tuple[object, str]] = []
+        self.sent: list[int] = []
+
+    def broadcast(self, kind: int, payload: bytes, *, exclude: bytes | None = None) -> int:
+        self.sent.append(kind)
+        return len(self.links)
+
+    def send(self, peer: bytes, kind: int, payload: bytes) -> bool:
+        self.sent.append(kind)
+        return True
+
+    def drop(self, link: object, why: str) -> None:
+        self.dropped.append((link, why))
+
+
+async def test_invalid_forged_vote_drops_the_peer_that_sent_it() -> None:
+    members = [Identity.generate() for _ in range(4)]
+    genesis = Genesis(
+        CHAIN,
+        0,
+        ValidatorSet.of(
+            [Validator(f"v{i}", m.public.sign_key, m.public.enc_key) for i, m in enumerate(members)]
+        ),
+        b"",
+    )
+    store = make_store(members[0], genesis)
+    reactor = make_reactor(store, members[0], genesis)
+    peer = members[1].public.sign_key
+    network = RecordingNetwork(peer)
+    reactor.attach(network)  # type: ignore[arg-type]
+    good = sign_vote(
+        members[2], chain_id=CHAIN, kind=VoteKind.PREVOTE, height=1, round_=0, block_hash=b"\x07" * 32
+    )
+    await reactor._on_message(_Message(good, peer))
+    assert network.dropped == []  # a valid vote keeps the peer
+    forged = Vote(good.chain_id, good.kind, good.height, 1, good.block_hash, good.validator, bytes(64))
+    await reactor._on_message(_Message(forged, peer))
+    assert [why for _, why in network.dropped] == ["sent a consensus message with bad vote signature"]
+    assert store.height == 0

@@ -1,6 +1,6 @@
 """A sweep over seeds: n ∈ {1, 4, 4, 7}, 0..f twins and a random fault plan, each from its seed.
 
-`MEDLEDGER_SIM_SEEDS` (default 240) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
+`MEDLEDGER_SIM_SEEDS` (default 2000) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
 seed and `MEDLEDGER_SIM_JOBS` the worker processes (default: up to 2). A failure prints each
 failing run's replay line.
 """
