@@ -66,7 +66,10 @@ class MemDB:
 
     # -- plyvel's API, the part BlockStore uses ------------------------------------------
 
-    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+    def get(
+        self, key: bytes, default: bytes | None = None, *, verify_checksums: bool = False
+    ) -> bytes | None:
+        """`verify_checksums` is accepted for plyvel's signature; memory has no checksums."""
         self._check_open()
         return self._visible.get(key, default)
 
@@ -81,7 +84,9 @@ class MemDB:
         self._check_open()
         return MemWriteBatch(self, sync)
 
-    def iterator(self, *, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def iterator(
+        self, *, prefix: bytes = b"", verify_checksums: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with `prefix`, in key order (a snapshot)."""
         self._check_open()
         items = sorted((k, v) for k, v in self._visible.items() if k.startswith(prefix))

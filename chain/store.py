@@ -136,9 +136,9 @@ class BlockStore:
         return bool(self._db.closed)
 
     def _load_meta(self) -> None:
-        version = self._db.get(layout.META_LAYOUT)
+        version = self._read(layout.META_LAYOUT)
         if version is None:
-            if self._db.get(layout.META_HEIGHT) is not None:
+            if self._read(layout.META_HEIGHT) is not None:
                 raise StoreCorruptedError(f"{self.path}: blocks present but no layout version")
             return
         stored_version = self._decode_u64(version, "layout version")
@@ -163,8 +163,17 @@ class BlockStore:
             raise StoreCorruptedError(f"{self.path}: the tip block is missing")
         self._last_hash, self._last_time_ms = block.hash(), block.header.time_ms
 
+    def _read(self, key: bytes) -> bytes | None:
+        """One read, checksums verified; LevelDB's corruption or an unreadable table file means a
+        store we can no longer vouch for (`StoreCorruptedError`), never a raw plyvel error."""
+        try:
+            value: bytes | None = self._db.get(key, verify_checksums=True)
+        except (plyvel.CorruptionError, plyvel.IOError) as exc:
+            raise StoreCorruptedError(f"{self.path}: unreadable ({exc})") from None
+        return value
+
     def _get_required(self, key: bytes) -> bytes:
-        value: bytes | None = self._db.get(key)
+        value: bytes | None = self._read(key)
         if value is None:
             raise StoreCorruptedError(f"{self.path}: missing {key!r}")
         return value
@@ -279,7 +288,7 @@ class BlockStore:
     def get_block_raw(self, height: int) -> bytes | None:
         if not 1 <= height <= self._height:
             return None
-        raw: bytes | None = self._db.get(layout.block_key(height))
+        raw: bytes | None = self._read(layout.block_key(height))
         if raw is None:
             raise StoreCorruptedError(f"{self.path}: block {height} is missing")
         return raw
@@ -296,7 +305,7 @@ class BlockStore:
     def get_commit(self, height: int) -> Commit | None:
         if not 1 <= height <= self._height:
             return None
-        raw: bytes | None = self._db.get(layout.commit_key(height))
+        raw: bytes | None = self._read(layout.commit_key(height))
         if raw is None:
             raise StoreCorruptedError(f"{self.path}: commit {height} is missing")
         commit: Commit = self._decode(Commit, raw, CONSENSUS_MESSAGE_BYTES_MAX, f"commit {height}")
@@ -305,31 +314,34 @@ class BlockStore:
         return commit
 
     def get_height_by_hash(self, block_hash: bytes) -> int | None:
-        raw: bytes | None = self._db.get(layout.hash_key(block_hash))
+        raw: bytes | None = self._read(layout.hash_key(block_hash))
         return None if raw is None else self._decode_u64(raw, "block height index entry")
 
     def get_tx_location(self, tx_id: bytes) -> TxLocation | None:
-        raw: bytes | None = self._db.get(layout.tx_key(tx_id))
+        raw: bytes | None = self._read(layout.tx_key(tx_id))
         if raw is None:
             return None
         location: TxLocation = self._decode(TxLocation, raw, 1024, "tx index entry")
         return location
 
     def has_tx(self, tx_id: bytes) -> bool:
-        return self._db.get(layout.tx_key(tx_id)) is not None
+        return self._read(layout.tx_key(tx_id)) is not None
 
     # -- application state -----------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
         """`StateReader` over the committed application state."""
-        value: bytes | None = self._db.get(layout.app_key(key))
+        value: bytes | None = self._read(layout.app_key(key))
         return value
 
     def iter_app(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Committed application entries under `prefix`, in key order (keys without our prefix)."""
         start = len(layout.APP_PREFIX)
-        for key, value in self._db.iterator(prefix=layout.app_key(prefix)):
-            yield key[start:], value
+        try:
+            for key, value in self._db.iterator(prefix=layout.app_key(prefix), verify_checksums=True):
+                yield key[start:], value
+        except (plyvel.CorruptionError, plyvel.IOError) as exc:
+            raise StoreCorruptedError(f"{self.path}: unreadable ({exc})") from None
 
     # -- own votes (crash safety against double-signing) ---------------------------------
 
@@ -338,7 +350,7 @@ class BlockStore:
         self._db.put(layout.META_LAST_SIGNED, encode(last), sync=True)
 
     def load_last_signed(self) -> LastSigned | None:
-        raw: bytes | None = self._db.get(layout.META_LAST_SIGNED)
+        raw: bytes | None = self._read(layout.META_LAST_SIGNED)
         if raw is None:
             return None
         last: LastSigned = self._decode(LastSigned, raw, 1024, "last-signed record")
@@ -349,7 +361,7 @@ class BlockStore:
         self._db.put(layout.META_CONSENSUS_LOCK, encode(lock), sync=True)
 
     def load_lock(self) -> ConsensusLock | None:
-        raw: bytes | None = self._db.get(layout.META_CONSENSUS_LOCK)
+        raw: bytes | None = self._read(layout.META_CONSENSUS_LOCK)
         if raw is None:
             return None
         lock: ConsensusLock = self._decode(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,6 +19,12 @@ from typing import Any
 import click
 
 from medledger import __version__
+from medledger.chain.app import App
+from medledger.chain.errors import StoreCorruptedError, StoreError
+from medledger.chain.governance import GovernedApp
+from medledger.chain.integrity import IntegrityReport, check_all
+from medledger.chain.store import BlockStore
+from medledger.chain.types import Genesis
 from medledger.crypto import Identity, KeyFileError, load_identity, read_public_identity, save_identity
 from medledger.errors import MedledgerError
 from medledger.health.sdk import LocalRecord, PatientClient, describe_audit, format_audit
@@ -25,12 +33,14 @@ from medledger.network.sim import FaultKind
 from medledger.node.config import (
     APPS,
     ENV_PASSPHRASE,
+    NodeConfig,
     load_config,
     read_passphrase,
 )
 from medledger.node.demo import find_demo_config, run_demo
+from medledger.node.genesis_file import load_genesis
 from medledger.node.home import PASSPHRASE_FILE, init_home
-from medledger.node.run import api_address_path, run_node
+from medledger.node.run import api_address_path, make_app, run_node
 from medledger.node.simulate import build_config
 from medledger.node.simulate import simulate as run_simulation_summary
 from medledger.node.testnet import cluster_down, cluster_up, create_testnet, read_cluster
@@ -107,6 +117,91 @@ def keys_show(key_file: Path, check: bool, passphrase_file: Path | None) -> None
             click.echo("passphrase:  ok")
     except KeyFileError as exc:
         _fail(exc.message)
+
+
+ENV_BACKUP_PASSPHRASE = "MEDLEDGER_BACKUP_PASSPHRASE"
+
+
+def _secret(passphrase_file: Path | None, env: str, prompt: str, *, confirm: bool) -> bytes:
+    """From the file, else the environment variable `env`, else a prompt on a terminal."""
+    if passphrase_file is not None:
+        try:
+            return passphrase_file.read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            _fail(f"{passphrase_file}: cannot be read: {exc.strerror}")
+    if env in os.environ:
+        return os.environ[env].encode()
+    if not sys.stdin.isatty():
+        _fail(f"no passphrase for {prompt.lower()}: pass a passphrase file or set {env}")
+    value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return value.encode()
+
+
+@keys.command("export")
+@click.option(
+    "--key", "key_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True
+)
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--key-passphrase-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help=f"The key file's passphrase (default: {ENV_PASSPHRASE}, else a prompt).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help=f"The backup's passphrase (default: {ENV_BACKUP_PASSPHRASE}, else a prompt).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing backup file.")
+def keys_export(
+    key_file: Path, out: Path, key_passphrase_file: Path | None, passphrase_file: Path | None, force: bool
+) -> None:
+    """Write a backup of a key file, re-encrypted under a separate backup passphrase (mode 0600).
+
+    Keep the backup and its passphrase apart (e.g. offline media and a safe): with both, anyone
+    can act as this node.
+    """
+    try:
+        identity = load_identity(
+            key_file, _secret(key_passphrase_file, ENV_PASSPHRASE, "Key passphrase", confirm=False)
+        )
+        backup_passphrase = _secret(passphrase_file, ENV_BACKUP_PASSPHRASE, "Backup passphrase", confirm=True)
+        save_identity(out, identity, backup_passphrase, overwrite=force)
+    except KeyFileError as exc:
+        _fail(exc.message)
+    click.echo(f"backup:      {out} (mode 0600, encrypted under the backup passphrase)")
+    click.echo(f"fingerprint: {identity.public.fingerprint()}")
+
+
+@keys.command("import")
+@click.option("--in", "backup", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help=f"The backup's passphrase (default: {ENV_BACKUP_PASSPHRASE}, else a prompt).",
+)
+@click.option(
+    "--key-passphrase-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help=f"The new key file's passphrase (default: {ENV_PASSPHRASE}, else a prompt).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+def keys_import(
+    backup: Path, out: Path, passphrase_file: Path | None, key_passphrase_file: Path | None, force: bool
+) -> None:
+    """Restore a key file (mode 0600) from a backup made by `keys export`."""
+    if out.exists() and not force:
+        _fail(f"{out}: a key file already exists; refusing to overwrite it (use --force)")
+    try:
+        identity = load_identity(
+            backup, _secret(passphrase_file, ENV_BACKUP_PASSPHRASE, "Backup passphrase", confirm=False)
+        )
+        key_passphrase = _secret(key_passphrase_file, ENV_PASSPHRASE, "Key passphrase", confirm=True)
+        save_identity(out, identity, key_passphrase, overwrite=force)
+    except KeyFileError as exc:
+        _fail(exc.message)
+    _print_public(out)
 
 
 # -- init / start / status ---------------------------------------------------------------------
@@ -257,6 +352,150 @@ def status(home: Path | None, url: str | None, as_json: bool) -> None:
     click.echo(f"state root:  {data['state_root'][:16]}…")
     click.echo(f"mempool:     {data['mempool']['txs']} txs, {data['mempool']['bytes']} bytes")
     click.echo(f"validator:   {'yes' if data['validator'] else 'no'} ({data['validators']} in set)")
+
+
+# -- integrity and recovery ----------------------------------------------------------------------
+
+#: `medledger verify` prints a progress line every this many blocks when not on a terminal.
+VERIFY_PROGRESS_LINES = 10
+#: Where `medledger rebuild` moves a data directory: `<data>.corrupt-<UTC timestamp>`.
+CORRUPT_SUFFIX = ".corrupt-"
+
+
+def _chain_app(config: NodeConfig, genesis: Genesis) -> App:
+    """The application exactly as `medledger start` builds it (`run_node`), to replay the chain."""
+    app = make_app(config.node.app)
+    if len(genesis.validators) > 1 or config.p2p.peers:
+        app = GovernedApp(app, genesis.validators)
+    return app
+
+
+def _is_locked(data_dir: Path) -> bool:
+    """Whether a process holds the store's LevelDB lock (a running node), without opening the store."""
+    lock = data_dir / "LOCK"
+    if not lock.exists():
+        return False
+    with lock.open("rb+") as file:
+        try:
+            fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(file, fcntl.LOCK_UN)
+    return False
+
+
+def _print_report(report: IntegrityReport, home: Path) -> None:
+    click.echo(f"store:       {report.path}")
+    click.echo(f"height:      {report.height}")
+    click.echo(
+        f"blocks:      {report.blocks_checked} checked (hash links, tx roots, certificates, hash index)"
+    )
+    if report.state_checked:
+        click.echo(f"replay:      {report.txs_checked} txs re-executed from genesis; tx index agrees")
+        click.echo(f"state root:  {report.state_root.hex()} (equals the replayed chain's)")
+    else:
+        click.echo("replay:      stopped at a corrupted block; the state was not compared")
+    if report.is_clean:
+        click.echo("result:      clean")
+        return
+    for problem in report.problems:
+        click.echo(f"problem:     {problem}")
+    if report.problems_total > len(report.problems):
+        click.echo(f"problem:     ... {report.problems_total - len(report.problems)} more")
+    click.echo(f"result:      CORRUPTED ({report.problems_total} problem(s))")
+    click.echo(
+        f"recover it with: medledger rebuild --home {home}   (then start the node: it syncs from peers)"
+    )
+
+
+@main.command()
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True)
+def verify(home: Path) -> None:
+    """Check the whole store: every block and certificate, then a replay from genesis.
+
+    Exits 0 only when the store is clean. The node must be stopped (LevelDB allows one process).
+    """
+    try:
+        config = load_config(home.resolve())
+        genesis = load_genesis(config.genesis_file)
+    except MedledgerError as exc:
+        _fail(exc.message)
+        return
+    data_dir = config.data_dir
+    if not (data_dir / "CURRENT").exists():
+        _fail(f"{data_dir}: no store here (nothing to verify)")
+    if _is_locked(data_dir):
+        _fail(f"{data_dir} is in use: stop the node first (`medledger verify` needs the store to itself)")
+    on_terminal = sys.stdout.isatty()
+    step = 1
+
+    def progress(done: int, total: int) -> None:
+        if on_terminal:
+            if done == total or done % 100 == 0:
+                click.echo(f"\rchecking block {done}/{total}", nl=done == total)
+        elif done == total or done % step == 0:
+            click.echo(f"checked {done}/{total} blocks")
+
+    try:
+        store = BlockStore.open(data_dir, create=False)
+    except StoreCorruptedError as exc:
+        click.echo(f"store:       {data_dir}")
+        click.echo(f"problem:     {exc.message}")
+        click.echo("result:      CORRUPTED (LevelDB cannot open it)")
+        click.echo(f"recover it with: medledger rebuild --home {config.home}")
+        sys.exit(1)
+    except StoreError as exc:
+        _fail(exc.message)
+        return
+    try:
+        step = max(1, store.height // VERIFY_PROGRESS_LINES)
+        report = check_all(store, genesis, lambda: _chain_app(config, genesis), progress=progress)
+    except StoreCorruptedError as exc:
+        click.echo(f"problem:     {exc.message}")
+        click.echo("result:      CORRUPTED")
+        sys.exit(1)
+    finally:
+        store.close()
+    _print_report(report, config.home)
+    if not report.is_clean:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--home", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True)
+@click.option("--force", is_flag=True, help="Also for a node without peers (it would start a chain anew).")
+def rebuild(home: Path, force: bool) -> None:
+    """Move the node's store aside (never deleted) so that the next start recovers it from peers."""
+    try:
+        config = load_config(home.resolve())
+    except MedledgerError as exc:
+        _fail(exc.message)
+        return
+    data_dir = config.data_dir
+    if not data_dir.exists():
+        _fail(f"{data_dir} does not exist: nothing to move aside; start the node to sync from peers")
+    if _is_locked(data_dir):
+        _fail(f"{data_dir} is in use: stop the node first")
+    if not config.p2p.peers and not force:
+        _fail(
+            "this node has no peers in [p2p] peers, so nothing could give its chain back; "
+            "restore the data directory from a backup instead (or pass --force to start anew)"
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = data_dir.with_name(f"{data_dir.name}{CORRUPT_SUFFIX}{stamp}")
+    for number in range(1, 1000):
+        if not target.exists():
+            break
+        target = data_dir.with_name(f"{data_dir.name}{CORRUPT_SUFFIX}{stamp}-{number}")
+    os.rename(data_dir, target)
+    with contextlib.suppress(OSError):
+        api_address_path(config.home).unlink(missing_ok=True)
+    click.echo(f"moved {data_dir} to {target} (nothing was deleted)")
+    click.echo(
+        f"next: medledger start --home {config.home} — the node starts from genesis and recovers the "
+        "chain from its peers by block sync, verifying every block's certificate and re-executing it"
+    )
+    click.echo(f"once it has caught up, check it with: medledger verify --home {config.home} (node stopped)")
 
 
 # -- local networks ------------------------------------------------------------------------------

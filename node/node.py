@@ -13,14 +13,16 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
 
 from medledger.chain.admission import Admission, check_batch
 from medledger.chain.app import App
-from medledger.chain.errors import InvalidTxError, MempoolFullError, StoreError
+from medledger.chain.errors import InvalidTxError, MempoolFullError, StoreCorruptedError, StoreError
 from medledger.chain.execution import ExecutedBlock
+from medledger.chain.integrity import check_tail, get_validators_at
 from medledger.chain.mempool import Mempool
 from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore, TxLocation
@@ -37,10 +39,21 @@ log = logging.getLogger("medledger.node")
 READY_SYNC_LAG_MAX = 2
 #: Batches at least this large are checked in a worker thread (libsodium releases the GIL).
 THREADED_CHECK_BATCH_MIN = 32
+#: Blocks under the tip whose integrity every start checks (`medledger verify` checks them all).
+TAIL_CHECK_BLOCKS = 16
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def refusal_message(problem: str, home: Path) -> str:
+    """Why the node refuses to start on a corrupted store, and the commands that get it back."""
+    return (
+        f"refusing to start: the store is corrupted ({problem}). "
+        f"Inspect it with `medledger verify --home {home}`; move it aside and recover the chain "
+        f"from peers with `medledger rebuild --home {home}`, then start again."
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,11 +125,28 @@ class Node:
     async def start(self) -> None:
         path = self.config.data_dir
         path.mkdir(parents=True, exist_ok=True)
-        store = await asyncio.to_thread(BlockStore.open, path)
+        try:
+            store = await asyncio.to_thread(BlockStore.open, path)
+        except StoreCorruptedError as exc:
+            raise StoreCorruptedError(refusal_message(exc.message, self.config.home)) from None
         try:
             if store.is_initialized:
                 if store.genesis != self.genesis:
                     raise StoreError(f"{path} holds another chain than the genesis file describes")
+                # Never serve a store we cannot vouch for: its tip must still be the chain we committed.
+                tail = await asyncio.to_thread(
+                    check_tail,
+                    store,
+                    self.genesis,
+                    blocks=TAIL_CHECK_BLOCKS,
+                    validators_at=get_validators_at(self.app, store, self.genesis),
+                )
+                if not tail.is_clean:
+                    raise StoreCorruptedError(
+                        refusal_message(
+                            f"{path}: {tail.problems[0]} ({tail.problems_total} problem(s))", self.config.home
+                        )
+                    )
             else:
                 store.init_genesis(self.genesis, self.app.init_state(self.genesis))
             if not self.uses_network:

@@ -1,0 +1,138 @@
+"""Recovery on a four-validator network of real node processes.
+
+A validator whose data directory is wiped gets the whole chain back from its peers (same blocks,
+same state root, its API answers for the same txs). A validator whose store is corrupted refuses
+to start, saying which commands get it back; `medledger verify` confirms the damage,
+`medledger rebuild` moves the store aside (never deletes it), and the next start recovers the chain
+from the peers. Every process started here is stopped at the end, pass or fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from recovery_harness import DEADLINE_S, Corruption, Net, corrupt, sign_kv_txs, wait_until
+
+from medledger.crypto import Identity
+from medledger.node.cli import main
+
+pytestmark = pytest.mark.slow
+
+VALIDATORS = 4
+VICTIM = 3
+TXS = 30
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    network = Net(tmp_path_factory.mktemp("recovery") / "net", VALIDATORS)
+    try:
+        for index in range(VALIDATORS):
+            network.start(index)
+        for index in range(VALIDATORS):
+            network.wait_serving(index)
+        for index in range(VALIDATORS):
+            wait_until(functools.partial(is_meshed, network, index), f"node {index} meshed")
+        yield network
+    finally:
+        network.stop_all()
+        for proc in network.procs:
+            print(f"===== {proc.home.name}\n{proc.read_log()[-3000:]}")  # shown when a test failed
+
+
+def is_meshed(net: Net, index: int) -> bool:
+    return bool(net.status(index)["peers"] == VALIDATORS - 1)
+
+
+def write_and_agree(net: Net, label: str) -> tuple[list[str], tuple[int, str, str]]:
+    """Commit a batch through validator0 and wait until all nodes agree; the tx ids and the tip."""
+    tx_ids = net.submit(0, sign_kv_txs(Identity.generate(), label, TXS))
+    return tx_ids, net.wait_agreed()
+
+
+def assert_recovered(net: Net, tx_ids: list[str], tip: tuple[int, str, str]) -> None:
+    """The victim serves again, reaches the peers' tip and the same chain, and answers for `tx_ids`."""
+    net.wait_serving(VICTIM)
+    wait_until(lambda: net.status(VICTIM)["height"] >= tip[0], "the victim to catch up by block sync")
+    height, _, state_root = net.wait_agreed()
+    assert height >= tip[0]
+    assert net.status(VICTIM)["state_root"] == net.status(0)["state_root"] == state_root
+    assert net.block_hashes(VICTIM, height) == net.block_hashes(0, height)
+    for tx_id in tx_ids:
+        mine, theirs = net.get(VICTIM, f"/v1/txs/{tx_id}"), net.get(0, f"/v1/txs/{tx_id}")
+        assert mine["status"] == "committed"
+        assert (mine["height"], mine["index"]) == (theirs["height"], theirs["index"])
+
+
+def test_a_wiped_validator_recovers_everything_from_its_peers(net: Net) -> None:
+    tx_ids, tip = write_and_agree(net, "wiped")
+    before = {tx_id: net.get(VICTIM, f"/v1/txs/{tx_id}") for tx_id in tx_ids}
+    net.procs[VICTIM].stop()
+    shutil.rmtree(net.data_dir(VICTIM))
+
+    net.start(VICTIM)
+    assert_recovered(net, tx_ids, tip)
+    assert {tx_id: net.get(VICTIM, f"/v1/txs/{tx_id}") for tx_id in tx_ids} == before
+
+
+@pytest.mark.parametrize("kind", list(Corruption), ids=lambda k: k.value)
+def test_a_corrupted_validator_refuses_to_start_and_rebuild_recovers_it(net: Net, kind: Corruption) -> None:
+    tx_ids, tip = write_and_agree(net, f"corrupt-{kind.value}")
+    home, data = net.home(VICTIM), net.data_dir(VICTIM)
+    net.procs[VICTIM].stop()
+    corrupt(data, kind)
+
+    # Refused: the process exits with an error naming the way back, and never serves the store.
+    victim = net.procs[VICTIM]
+    victim.start()
+    assert victim.proc is not None
+    code = victim.proc.wait(timeout=DEADLINE_S)
+    log = victim.read_log()
+    victim.stop()
+    assert code != 0
+    assert "refusing to start: the store is corrupted" in log
+    assert f"medledger verify --home {home}" in log
+    assert f"medledger rebuild --home {home}" in log
+
+    runner = CliRunner()
+    verified = runner.invoke(main, ["verify", "--home", str(home)])
+    assert verified.exit_code == 1, verified.output
+    assert "CORRUPTED" in verified.output
+
+    rebuilt = runner.invoke(main, ["rebuild", "--home", str(home)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert not data.exists()
+    aside = sorted(home.glob("data.corrupt-*"))
+    assert aside, rebuilt.output
+    assert f"moved {data} to {aside[-1]}" in rebuilt.output
+    assert "recovers the chain from its peers" in rebuilt.output
+    for moved in aside:  # moved aside, never deleted (the tests keep them apart for the next kind)
+        moved.rename(home.parent / f"{home.name}-{moved.name}-{kind.value}")
+
+    net.start(VICTIM)
+    assert_recovered(net, tx_ids, tip)
+
+
+def test_verify_reports_a_clean_store_and_refuses_a_running_node(net: Net, tmp_path: Path) -> None:
+    write_and_agree(net, "verify")
+    home = net.home(VICTIM)
+    runner = CliRunner()
+    busy = runner.invoke(main, ["verify", "--home", str(home)])
+    assert busy.exit_code == 1
+    assert "stop the node first" in busy.output
+    assert runner.invoke(main, ["rebuild", "--home", str(home)]).exit_code == 1
+    assert net.data_dir(VICTIM).exists()
+
+    net.procs[VICTIM].stop()
+    clean = runner.invoke(main, ["verify", "--home", str(home)])
+    assert clean.exit_code == 0, clean.output
+    assert "result:      clean" in clean.output
+    assert "checked" in clean.output
+    net.start(VICTIM)
+    net.wait_serving(VICTIM)
+    net.wait_agreed()
