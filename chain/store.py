@@ -368,3 +368,38 @@ class BlockStore:
             ConsensusLock, raw, BLOCK_BYTES_MAX + CONSENSUS_MESSAGE_BYTES_MAX, "consensus lock"
         )
         return lock
+
+
+def copy_signing_state(source: Path, target: Path) -> list[str]:
+    """Carry a validator's last signed vote and consensus lock from a store being moved aside.
+
+    They are what keep a restarted validator from signing twice at the height in progress, so a
+    rebuilt store must not forget them. Best effort: from a store too damaged to read they cannot
+    be recovered (the operator is told). Returns the names of what was carried.
+    """
+    wanted = {"last signed vote": layout.META_LAST_SIGNED, "consensus lock": layout.META_CONSENSUS_LOCK}
+    found: dict[bytes, bytes] = {}
+    try:
+        old = plyvel.DB(str(source), create_if_missing=False)
+    except plyvel.Error:
+        return []
+    try:
+        for key in wanted.values():
+            try:
+                value = old.get(key, verify_checksums=True)
+            except plyvel.Error:
+                continue
+            if value is not None:
+                found[key] = value
+    finally:
+        old.close()
+    if not found:
+        return []
+    new = plyvel.DB(str(target), create_if_missing=True)
+    try:
+        with new.write_batch(transaction=True, sync=True) as batch:
+            for key, value in found.items():
+                batch.put(key, value)
+    finally:
+        new.close()
+    return [name for name, key in wanted.items() if key in found]

@@ -21,9 +21,8 @@ import click
 from medledger import __version__
 from medledger.chain.app import App
 from medledger.chain.errors import StoreCorruptedError, StoreError
-from medledger.chain.governance import GovernedApp
 from medledger.chain.integrity import IntegrityReport, check_all
-from medledger.chain.store import BlockStore
+from medledger.chain.store import BlockStore, copy_signing_state
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity, KeyFileError, load_identity, read_public_identity, save_identity
 from medledger.errors import MedledgerError
@@ -40,7 +39,7 @@ from medledger.node.config import (
 from medledger.node.demo import find_demo_config, run_demo
 from medledger.node.genesis_file import load_genesis
 from medledger.node.home import PASSPHRASE_FILE, init_home
-from medledger.node.run import api_address_path, make_app, run_node
+from medledger.node.run import api_address_path, build_chain_app, run_node
 from medledger.node.simulate import build_config
 from medledger.node.simulate import simulate as run_simulation_summary
 from medledger.node.testnet import cluster_down, cluster_up, create_testnet, read_cluster
@@ -363,11 +362,8 @@ CORRUPT_SUFFIX = ".corrupt-"
 
 
 def _chain_app(config: NodeConfig, genesis: Genesis) -> App:
-    """The application exactly as `medledger start` builds it (`run_node`), to replay the chain."""
-    app = make_app(config.node.app)
-    if len(genesis.validators) > 1 or config.p2p.peers:
-        app = GovernedApp(app, genesis.validators)
-    return app
+    """The application exactly as `medledger start` builds it, to replay the chain."""
+    return build_chain_app(config, genesis)
 
 
 def _is_locked(data_dir: Path) -> bool:
@@ -491,6 +487,14 @@ def rebuild(home: Path, force: bool) -> None:
     with contextlib.suppress(OSError):
         api_address_path(config.home).unlink(missing_ok=True)
     click.echo(f"moved {data_dir} to {target} (nothing was deleted)")
+    carried = copy_signing_state(target, data_dir)
+    if carried:
+        click.echo(f"carried over this validator's {' and '.join(carried)} (so it never signs twice)")
+    else:
+        click.echo(
+            "warning: no last-signed vote could be read from the old store; if this node is a "
+            "validator, let it catch up before the height it was voting on is decided without it"
+        )
     click.echo(
         f"next: medledger start --home {config.home} — the node starts from genesis and recovers the "
         "chain from its peers by block sync, verifying every block's certificate and re-executing it"

@@ -42,6 +42,15 @@ def make_app(name: str) -> App:
     raise ConfigError(f"unknown app {name!r}")
 
 
+def build_chain_app(config: NodeConfig, genesis: Genesis) -> App:
+    """The app the chain drives: the configured one, governed on chain when networked."""
+    app = make_app(config.node.app)
+    if len(genesis.validators) > 1 or config.p2p.peers:
+        # A networked chain governs its validator set on chain (a solo chain has no one to ask).
+        app = GovernedApp(app, genesis.validators)
+    return app
+
+
 def load_node_identity(config: NodeConfig) -> Identity:
     try:
         return load_identity(config.key_file, read_passphrase(config))
@@ -95,11 +104,7 @@ def run_node(config: NodeConfig, *, genesis: Genesis | None = None) -> None:
     """Blocking entry point of `medledger start`."""
     identity = load_node_identity(config)
     genesis = genesis or load_genesis(config.genesis_file)
-    app = make_app(config.node.app)
-    if len(genesis.validators) > 1 or config.p2p.peers:
-        # A networked chain governs its validator set on chain (a solo chain has no one to ask).
-        app = GovernedApp(app, genesis.validators)
-    node = Node(config, identity=identity, genesis=genesis, app=app)
+    node = Node(config, identity=identity, genesis=genesis, app=build_chain_app(config, genesis))
 
     async def main() -> None:
         stop = asyncio.Event()

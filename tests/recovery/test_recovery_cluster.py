@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from recovery_harness import DEADLINE_S, Corruption, Net, corrupt, sign_kv_txs, wait_until
 
+from medledger.chain.store import BlockStore
 from medledger.crypto import Identity
 from medledger.node.cli import main
 
@@ -106,7 +107,12 @@ def test_a_corrupted_validator_refuses_to_start_and_rebuild_recovers_it(net: Net
 
     rebuilt = runner.invoke(main, ["rebuild", "--home", str(home)])
     assert rebuilt.exit_code == 0, rebuilt.output
-    assert not data.exists()
+    fresh = BlockStore.open(data)  # only the validator's signing state stays in place
+    try:
+        assert not fresh.is_initialized
+        assert fresh.height == 0
+    finally:
+        fresh.close()
     aside = sorted(home.glob("data.corrupt-*"))
     assert aside, rebuilt.output
     assert f"moved {data} to {aside[-1]}" in rebuilt.output
