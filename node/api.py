@@ -24,6 +24,7 @@ from aiohttp import web
 from medledger import __version__
 from medledger.chain.codec import encode, encode_primitive
 from medledger.chain.errors import MalformedTxError, NotFoundError
+from medledger.chain.governance import GovernedApp
 from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX, TX_BYTES_MAX
 from medledger.chain.store import TxLocation
 from medledger.chain.types import Block, Commit, compute_tx_id
@@ -371,7 +372,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/livez", get_livez)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)
-    if isinstance(node.app, HealthApp):
+    if isinstance(node.app.inner if isinstance(node.app, GovernedApp) else node.app, HealthApp):
         add_health_routes(app, node)
         app.router.add_get("/openapi.json", get_health_openapi)
     else:
