@@ -89,6 +89,8 @@ class ForkDetectedError(ChainError):
 INBOX_EVENTS_MAX: Final = 20_000
 #: Tx ids remembered as signature-checked outside the mempool (proposals that arrived first).
 VERIFIED_IDS_MAX: Final = 200_000
+#: A range request unanswered this long may be asked of another peer.
+SYNC_REQUEST_TIMEOUT_S: Final = 5.0
 #: Bytes of blocks in one sync response (below the frame limit).
 SYNC_RESPONSE_BYTES_MAX: Final = FRAME_BYTES_MAX // 2
 
@@ -154,10 +156,12 @@ class Reactor:
         self._invalid: set[bytes] = set()
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self.peer_heights: dict[bytes, int] = {}
-        self._sync_pending: dict[bytes, int] = {}
+        #: Outstanding range requests: peer → (first height asked for, when).
+        self._sync_pending: dict[bytes, tuple[int, float]] = {}
         self._last_commit_at = 0.0
         self._height_started_at = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_commit_time_ms = store.last_block_time_ms
         self.evidence: list[tuple[Vote, Vote]] = []
@@ -169,10 +173,21 @@ class Reactor:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="consensus")
+        self._sync_tick()
+
+    def _sync_tick(self) -> None:
+        """While behind, re-ask a peer for the next range (covers a peer that died mid-request)."""
+        if self.peer_heights:
+            peer, height = max(self.peer_heights.items(), key=lambda item: item[1])
+            if height > self.store.height:
+                self._request_sync(peer, height)
+        self._tick_handle = asyncio.get_running_loop().call_later(SYNC_REQUEST_TIMEOUT_S, self._sync_tick)
 
     async def stop(self) -> None:
         if self._wake_handle is not None:
             self._wake_handle.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -501,11 +516,17 @@ class Reactor:
     def _request_sync(self, peer: bytes, peer_height: int) -> None:
         self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), peer_height)
         start = self.store.height + 1
-        if peer_height < start or self._sync_pending.get(peer) == start or self.network is None:
+        if peer_height < start or self.network is None:
             return
+        now = time.monotonic()
+        if any(
+            first == start and now - asked < SYNC_REQUEST_TIMEOUT_S
+            for first, asked in self._sync_pending.values()
+        ):
+            return  # one peer already serves this range; ask another only if it times out
         end = min(peer_height, start + SYNC_BLOCKS_MAX - 1)
         if self.network.send(peer, FrameKind.GET_BLOCKS, encode(BlockRequest(start, end))):
-            self._sync_pending[peer] = start
+            self._sync_pending[peer] = (start, now)
 
     def _send_blocks(self, peer: bytes, start: int, end: int) -> None:
         items: list[CommittedBlock] = []
