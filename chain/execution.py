@@ -52,10 +52,19 @@ def build_block(
 
 
 def execute_block(
-    app: App, store: BlockStore, block: Block, txs: tuple[Tx, ...], tx_ids: list[TxId]
+    app: App,
+    store: BlockStore,
+    block: Block,
+    txs: tuple[Tx, ...],
+    tx_ids: list[TxId],
+    *,
+    raw: bytes | None = None,
 ) -> ExecutedBlock:
-    """Run `block` through the application against the store's committed state."""
+    """Run `block` through the application against the store's committed state.
+
+    `raw`: the block's canonical encoding, when the caller holds it (a decoded block from a peer).
+    """
     execution = app.apply_block(block, txs, store, store.state_root)
     if len(execution.results) != len(txs):
         raise RuntimeError("the application returned a result count that differs from the tx count")
-    return ExecutedBlock(block, encode(block), tx_ids, execution)
+    return ExecutedBlock(block, raw if raw is not None else encode(block), tx_ids, execution)

@@ -26,6 +26,7 @@ from medledger.chain.codec import (
     UInt,
     decode,
     encode,
+    encode_primitive,
     wire_fields,
 )
 from medledger.chain.errors import CodecError, StoreCorruptedError, StoreError
@@ -46,6 +47,11 @@ class TxLocation:
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
         height=UInt(minimum=1), index=UInt(), ok=UInt(1), code=Text()
     )
+
+
+def encode_tx_location(height: int, index: int, ok: bool, code: str) -> bytes:
+    """`encode(TxLocation(...))` without building the value: once per committed tx, so it counts."""
+    return encode_primitive({"code": code, "height": height, "index": index, "ok": int(ok)})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -232,9 +238,21 @@ class BlockStore:
     # -- blocks ----------------------------------------------------------------------------
 
     def save_block(
-        self, block: Block, block_raw: bytes, commit: Commit, tx_ids: list[TxId], execution: BlockExecution
+        self,
+        block: Block,
+        block_raw: bytes,
+        commit: Commit,
+        tx_ids: list[TxId],
+        execution: BlockExecution,
+        *,
+        sync: bool = True,
     ) -> None:
-        """Commit a block: block, certificate, tx index, state writes and meta in one synced batch."""
+        """Commit a block: block, certificate, tx index, state writes and meta in one atomic batch.
+
+        The batch is synced unless `sync` is False, which block sync uses for every block of a run
+        but the last: batches reach the log in order, so a crash loses a suffix of whole blocks
+        (fetched again), never part of one.
+        """
         header = block.header
         # Invariants (a failure is a bug in the caller, not bad input): it extends our chain.
         assert header.height == self._height + 1, (header.height, self._height)
@@ -242,20 +260,25 @@ class BlockStore:
         assert commit.height == header.height
         assert len(tx_ids) == len(block.txs) == len(execution.results)
         assert header.parent_hash == self.get_parent_hash(header.height)
-        height_key = layout.encode_u64(header.height)
-        with self._db.write_batch(transaction=True, sync=True) as batch:
-            batch.put(layout.block_key(header.height), block_raw)
-            batch.put(layout.commit_key(header.height), encode(commit))
+        height = header.height
+        height_key = layout.encode_u64(height)
+        with self._db.write_batch(transaction=True, sync=sync) as batch:
+            batch.put(layout.block_key(height), block_raw)
+            batch.put(layout.commit_key(height), encode(commit))
             batch.put(layout.hash_key(commit.block_hash), height_key)
+            put = batch.put
             for index, (tx_id, result) in enumerate(zip(tx_ids, execution.results, strict=True)):
-                location = TxLocation(header.height, index, int(result.ok), result.code)
-                batch.put(layout.tx_key(tx_id), encode(location))
+                put(layout.tx_key(tx_id), encode_tx_location(height, index, result.ok, result.code))
             self._put_app_writes(batch, execution.writes)
             batch.put(layout.META_HEIGHT, height_key)
             batch.put(layout.META_STATE_ROOT, execution.state_root)
         self._height = header.height
         self._state_root = execution.state_root
         self._last_hash, self._last_time_ms = commit.block_hash, header.time_ms
+
+    def sync(self) -> None:
+        """Make every write so far durable (one synced write of the unchanged height)."""
+        self._db.put(layout.META_HEIGHT, layout.encode_u64(self._height), sync=True)
 
     @staticmethod
     def _put_app_writes(batch: Any, writes: Mapping[bytes, bytes | None]) -> None:

@@ -44,15 +44,18 @@ class CheckedTx:
     tx_id: TxId
 
 
-def decode_tx(raw: bytes) -> tuple[Tx, TxId]:
-    """Decode a transaction (size checked first); raises `TxTooLargeError` or `MalformedTxError`."""
+def decode_tx(raw: bytes, *, tx_id: TxId | None = None) -> tuple[Tx, TxId]:
+    """Decode a transaction (size checked first); raises `TxTooLargeError` or `MalformedTxError`.
+
+    `tx_id`: the id of `raw` if the caller has computed it already.
+    """
     if len(raw) > TX_BYTES_MAX:
         raise TxTooLargeError(f"transaction of {len(raw)} bytes exceeds {TX_BYTES_MAX}")
     try:
         tx = decode(Tx, raw, max_bytes=TX_BYTES_MAX)
     except CodecError as exc:
         raise MalformedTxError(f"malformed transaction: {exc.message}") from None
-    return tx, compute_tx_id(raw)
+    return tx, tx_id if tx_id is not None else compute_tx_id(raw)
 
 
 def validate_tx_envelope(tx: Tx, *, chain_id: str) -> None:
@@ -91,13 +94,18 @@ def compute_tx_root(txs: tuple[bytes, ...] | list[bytes]) -> bytes:
     return compute_merkle_root([compute_tx_id(raw) for raw in txs])
 
 
-def validate_block_shape(block: Block, *, chain_id: str) -> None:
-    """What a block must satisfy on its own: chain id and that the txs match the header's root."""
+def validate_block_shape(block: Block, *, chain_id: str) -> list[TxId]:
+    """What a block must satisfy on its own: chain id and that the txs match the header's root.
+
+    Returns the txs' ids (computed for the root; callers need them too).
+    """
     header = block.header
     if header.chain_id != chain_id:
         raise InvalidBlockError(f"block is for chain {header.chain_id!r}, this is {chain_id!r}")
-    if compute_tx_root(block.txs) != header.tx_root:
+    tx_ids = [compute_tx_id(raw) for raw in block.txs]
+    if compute_merkle_root(list(tx_ids)) != header.tx_root:
         raise InvalidBlockError(f"block {header.height}: transactions do not match the tx root")
+    return tx_ids
 
 
 def validate_header_link(

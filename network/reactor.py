@@ -6,9 +6,16 @@ proposals from the mempool and validates (and pre-executes, off the event loop) 
 
 Heights start on demand: after a commit, the next height begins once the block interval has passed
 and the mempool holds a transaction, or at once when a peer already works on it, so an idle
-network commits no empty blocks. A node that learns of higher heights (peer status, or messages
-from the future) catches up by block sync: ranges of blocks with their certificates, each checked
-by certificate, tx root and the state root it must reproduce, before it takes part again.
+network commits no empty blocks.
+
+Block sync (DESIGN.md §3): a node that learns of higher heights (peer status, or messages from
+the future) downloads ranges of blocks with their certificates from several peers at once
+(`BlockSync` decides which heights to ask whom), while it verifies and applies the ranges already
+received: each block by its certificate, tx root and header link rather than every tx signature,
+its txs re-executed and the state root checked against the next header. A run of blocks is
+written with one synced write. A node `FAR_BEHIND_BLOCKS` or more behind leaves consensus for
+sync mode and rejoins once caught up; a peer that serves a bad block is dropped and its heights
+are asked of others.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from medledger.chain.validation import (
     validate_tx_envelope,
 )
 from medledger.crypto import Identity
+from medledger.network.blocksync import BlockSync, SyncedBlock
 from medledger.network.messages import (
     FRAME_BYTES_MAX,
     GOSSIP_TXS_MAX,
@@ -89,10 +97,26 @@ class ForkDetectedError(ChainError):
 INBOX_EVENTS_MAX: Final = 20_000
 #: Tx ids remembered as signature-checked outside the mempool (proposals that arrived first).
 VERIFIED_IDS_MAX: Final = 200_000
-#: A range request unanswered this long may be asked of another peer.
-SYNC_REQUEST_TIMEOUT_S: Final = 5.0
 #: Bytes of blocks in one sync response (below the frame limit).
 SYNC_RESPONSE_BYTES_MAX: Final = FRAME_BYTES_MAX // 2
+#: How often block sync re-plans (expired requests, peers that came back) while behind.
+SYNC_TICK_S: Final = 1.0
+#: A node this many heights behind its peers leaves consensus for sync mode. One behind is normal
+#: (the commit is on its way); two means it missed a decision and must catch up first.
+FAR_BEHIND_BLOCKS: Final = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Where a block sync session stands (reported after every applied run, and once done)."""
+
+    height: int
+    target: int
+    start_height: int
+    blocks: int
+    txs: int
+    elapsed_s: float
+    done: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,9 +126,8 @@ class _Message:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Synced:
-    blocks: tuple[tuple[Block, Commit], ...]
-    peer: bytes
+class _SyncReady:
+    """Downloaded blocks may be ready to apply."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,7 +135,7 @@ class _Wake:
     """Something changed (txs arrived, the block interval passed): maybe start the next height."""
 
 
-Event = _Message | _Synced | Timeout | _Wake
+Event = _Message | _SyncReady | Timeout | _Wake
 
 
 class Reactor:
@@ -130,6 +153,7 @@ class Reactor:
         max_block_bytes: int,
         clock_ms: Callable[[], int],
         on_committed: Callable[[ExecutedBlock], None],
+        on_sync_progress: Callable[[SyncProgress], None] | None = None,
     ) -> None:
         self.store = store
         self.app = app
@@ -143,6 +167,7 @@ class Reactor:
         self.max_block_bytes = max_block_bytes
         self.clock_ms = clock_ms
         self.on_committed = on_committed
+        self.on_sync_progress = on_sync_progress
         self.network: PeerNetwork | None = None
         self.core = ConsensusCore(
             chain_id=genesis.chain_id,
@@ -155,9 +180,10 @@ class Reactor:
         self._executed: dict[bytes, ExecutedBlock] = {}
         self._invalid: set[bytes] = set()
         self._verified: OrderedDict[bytes, None] = OrderedDict()
-        self.peer_heights: dict[bytes, int] = {}
-        #: Outstanding range requests: peer → (first height asked for, when).
-        self._sync_pending: dict[bytes, tuple[int, float]] = {}
+        self.sync = BlockSync(response_bytes_max=SYNC_RESPONSE_BYTES_MAX)
+        self.syncing = False
+        #: The current sync session: (started at, start height, txs applied).
+        self._sync_session: tuple[float, int, int] | None = None
         self._last_commit_at = 0.0
         self._height_started_at = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
@@ -176,12 +202,11 @@ class Reactor:
         self._sync_tick()
 
     def _sync_tick(self) -> None:
-        """While behind, re-ask a peer for the next range (covers a peer that died mid-request)."""
-        if self.peer_heights:
-            peer, height = max(self.peer_heights.items(), key=lambda item: item[1])
-            if height > self.store.height:
-                self._request_sync(peer, height)
-        self._tick_handle = asyncio.get_running_loop().call_later(SYNC_REQUEST_TIMEOUT_S, self._sync_tick)
+        """While behind, re-plan: expired requests go to other peers, rested peers are asked again."""
+        if self.sync.target > self.store.height:
+            self._plan_sync()
+            self._post(_SyncReady())
+        self._tick_handle = asyncio.get_running_loop().call_later(SYNC_TICK_S, self._sync_tick)
 
     async def stop(self) -> None:
         if self._wake_handle is not None:
@@ -222,8 +247,31 @@ class Reactor:
         return self.validators.contains(self.identity.public.sign_key)
 
     @property
+    def peer_heights(self) -> dict[bytes, int]:
+        return self.sync.peer_heights
+
+    @property
     def sync_lag(self) -> int:
-        return max(0, max(self.peer_heights.values(), default=0) - self.store.height)
+        return max(0, self.sync.target - self.store.height)
+
+    def _update_mode(self) -> bool:
+        """Enter sync mode when far behind, leave it when caught up; True while syncing."""
+        lag = self.sync_lag
+        if not self.syncing and lag >= FAR_BEHIND_BLOCKS:
+            self.syncing = True
+            self._sync_session = (time.monotonic(), self.store.height, 0)
+            log.info(
+                "%d blocks behind (height %d, peers at %d): block sync",
+                lag,
+                self.store.height,
+                self.sync.target,
+            )
+        elif self.syncing and lag < FAR_BEHIND_BLOCKS:
+            self.syncing = False
+            self._report_sync_progress(done=True)
+            self._sync_session = None
+            log.info("caught up at height %d: taking part in consensus", self.store.height)
+        return self.syncing
 
     def notify_txs(self) -> None:
         """The mempool got txs (from the API or gossip)."""
@@ -238,7 +286,7 @@ class Reactor:
     # -- the consensus task ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        self._last_commit_at = time.monotonic()
+        self._last_commit_at = self._height_started_at = time.monotonic()
         await self._maybe_start_height(force=False)
         while True:
             event = await self._inbox.get()
@@ -247,8 +295,8 @@ class Reactor:
             elif isinstance(event, Timeout):
                 if not self._core_is_stale():
                     await self._execute(self.core.on_timeout(event))
-            elif isinstance(event, _Synced):
-                await self._on_synced(event)
+            elif isinstance(event, _SyncReady):
+                await self._apply_synced()
             else:
                 await self._maybe_start_height(force=False)
 
@@ -259,7 +307,7 @@ class Reactor:
         return self.core.height == self._next_height()
 
     async def _maybe_start_height(self, *, force: bool) -> None:
-        if self._height_started():
+        if self._update_mode() or self._height_started():
             return
         if not force:
             if len(self.mempool) == 0:
@@ -291,11 +339,13 @@ class Reactor:
                 return
             if self._core_is_stale():
                 return
+        if message.height > next_height and event.peer is not None:
+            self._request_sync(event.peer, message.height - 1)
+        if self._update_mode():
+            return  # far behind: block sync brings us there, the core waits
         if message.height == next_height and not self._height_started():
             # A peer already works on the next height: join at once.
             await self._maybe_start_height(force=True)
-        elif message.height > next_height and event.peer is not None:
-            self._request_sync(event.peer, message.height - 1)
         if isinstance(message, Proposal):
             if message.height == self.core.height:
                 await self._prevalidate(message.block)
@@ -312,7 +362,7 @@ class Reactor:
     def _drop_peer(self, peer: bytes, why: str) -> None:
         if self.network is not None and (link := self.network.links.get(peer)) is not None:
             self.network.drop(link, why)
-        self.peer_heights.pop(peer, None)
+        self.sync.remove_peer(peer)
 
     async def _execute(self, actions: list[Action]) -> None:
         """Carry out the core's actions in order (persist before broadcast)."""
@@ -392,10 +442,17 @@ class Reactor:
             if block.header.height == self._next_height():
                 self._executed[block_hash] = executed
 
-    def _validate_and_execute(self, block: Block, *, verify_signatures: bool) -> ExecutedBlock:
-        """Everything a block must satisfy to follow our chain, then its execution."""
+    def _validate_and_execute(
+        self, block: Block, *, verify_signatures: bool, certified: bool = False, raw: bytes | None = None
+    ) -> ExecutedBlock:
+        """Everything a block must satisfy to follow our chain, then its execution.
+
+        `certified`: a quorum's certificate vouches for the block (checked by the caller), so at
+        least one honest validator checked every tx in it: signatures and replays are not checked
+        again (the header link and, with the next block, the state root still are).
+        """
         header = block.header
-        validate_block_shape(block, chain_id=self.genesis.chain_id)
+        block_tx_ids = validate_block_shape(block, chain_id=self.genesis.chain_id)
         validators = self.validators_for(self.store.height + 1)
         validate_header_link(
             header,
@@ -414,9 +471,9 @@ class Reactor:
         tx_ids: list[TxId] = []
         seen: set[bytes] = set()
         newly_verified: list[bytes] = []
-        for raw in block.txs:
-            tx_id = compute_tx_id(raw)
-            if tx_id in seen or self.store.has_tx(tx_id):
+        has_tx = self.store.has_tx
+        for tx_raw, tx_id in zip(block.txs, block_tx_ids, strict=True):
+            if tx_id in seen or (not certified and has_tx(tx_id)):
                 raise InvalidBlockError(f"block {header.height}: a transaction is repeated")
             seen.add(tx_id)
             # A tx our mempool admitted is decoded and verified already: each signature once.
@@ -424,14 +481,14 @@ class Reactor:
             if pending is not None:
                 tx = pending.tx
             else:
-                tx, _ = decode_tx(raw)
-                if verify_signatures and tx_id not in self._verified:
+                tx, _ = decode_tx(tx_raw, tx_id=tx_id)
+                if verify_signatures and not certified and tx_id not in self._verified:
                     validate_tx_envelope(tx, chain_id=self.genesis.chain_id)
                     newly_verified.append(tx_id)
             txs.append(tx)
             tx_ids.append(tx_id)
         self._remember_verified(newly_verified)
-        return execute_block(self.app, self.store, block, tuple(txs), tx_ids)
+        return execute_block(self.app, self.store, block, tuple(txs), tx_ids, raw=raw)
 
     def _remember_verified(self, tx_ids: list[bytes]) -> None:
         """Bounded memory of ids whose signatures were checked outside the mempool."""
@@ -457,7 +514,9 @@ class Reactor:
         if executed is None:
             # Learned with its certificate (sync, or a decision before we saw the proposal): the
             # certificate vouches for the txs, the header link and state root are still checked.
-            executed = await asyncio.to_thread(self._validate_and_execute, block, verify_signatures=False)
+            executed = await asyncio.to_thread(
+                self._validate_and_execute, block, verify_signatures=False, certified=True
+            )
         if not verified:
             validate_commit(
                 commit,
@@ -469,44 +528,120 @@ class Reactor:
         await asyncio.to_thread(
             self.store.save_block, executed.block, executed.raw, commit, executed.tx_ids, executed.execution
         )
-        self._executed.clear()
-        self._invalid.clear()
-        self.mempool.remove(executed.tx_ids)
-        now = time.monotonic()
+        self._committed(executed)
         log.info(
             "committed block %d: %d txs, round %d, %.0f ms after the height started%s",
             block.header.height,
             len(block.txs),
             commit.round,
-            (now - self._height_started_at) * 1000,
-            "" if verified else " (from sync)",
+            (self._last_commit_at - self._height_started_at) * 1000,
+            "" if verified else " (with its certificate)",
         )
-        self._last_commit_at = now
-        self.last_commit_time_ms = block.header.time_ms
+        await self._after_commits()
+
+    def _committed(self, executed: ExecutedBlock) -> None:
+        """Bookkeeping after a block is written (by consensus or block sync)."""
+        self._executed.clear()
+        self._invalid.clear()
+        self.mempool.remove(executed.tx_ids)
+        self._last_commit_at = time.monotonic()
+        self.last_commit_time_ms = executed.block.header.time_ms
         self.on_committed(executed)
+
+    async def _after_commits(self) -> None:
         if self.network is not None:
             self.network.broadcast(FrameKind.STATUS, encode(PeerStatus(self.store.height, 0)))
-        if self.store.height + 1 <= max(self.peer_heights.values(), default=0):
+        if self.store.height + 1 <= self.sync.target:
             await self._maybe_start_height(force=True)  # peers are ahead: no reason to wait
         else:
             await self._maybe_start_height(force=False)
 
-    async def _on_synced(self, event: _Synced) -> None:
-        self._sync_pending.pop(event.peer, None)
-        for block, commit in event.blocks:
-            if block.header.height <= self.store.height:
-                continue
-            if block.header.height != self.store.height + 1:
-                break
+    # -- block sync --------------------------------------------------------------------------------
+
+    async def _apply_synced(self) -> None:
+        """Verify and apply the downloaded blocks that follow our tip, one run (one write) at a time."""
+        applied_any = False
+        while run := self.sync.take_ready(self.store.height):
+            applied, failure = await asyncio.to_thread(self._apply_run, run)
+            for executed in applied:
+                self._committed(executed)
+            if applied:
+                applied_any = True
+                log.debug(
+                    "applied blocks %d..%d from sync", applied[0].block.header.height, self.store.height
+                )
+                if self._sync_session is not None:
+                    started, start_height, txs = self._sync_session
+                    self._sync_session = (started, start_height, txs + sum(len(e.tx_ids) for e in applied))
+                self._report_sync_progress(done=False)
+            if failure is not None:
+                peer, why = failure
+                log.warning("peer %s served an invalid block: %s", peer.hex()[:12], why)
+                self._drop_peer(peer, f"invalid block in sync: {why}")
+            self._plan_sync()
+        if applied_any:
+            await self._after_commits()
+
+    def _apply_run(self, run: list[SyncedBlock]) -> tuple[list[ExecutedBlock], tuple[bytes, str] | None]:
+        """In a worker thread: verify and write `run`; the last block's write is synced.
+
+        Blocks before a failing one stay applied (their writes become durable with the next synced
+        write; a crash before it loses them, and sync fetches them again).
+        """
+        applied: list[ExecutedBlock] = []
+        for index, item in enumerate(run):
+            block = item.block
+            height = block.header.height
             try:
-                await self._commit(block, commit, verified=False)
+                if height != self.store.height + 1:
+                    raise InvalidBlockError(f"expected height {self.store.height + 1}, got {height}")
+                validate_commit(
+                    item.commit,
+                    chain_id=self.genesis.chain_id,
+                    validators=self.validators_for(height),
+                    block_hash=block.hash(),
+                    height=height,
+                )
+                executed = self._validate_and_execute(
+                    block, verify_signatures=False, certified=True, raw=item.raw
+                )
             except (ChainError, InvalidTxError) as exc:
-                log.warning("peer %s served an invalid block: %s", event.peer.hex()[:12], exc)
-                self._drop_peer(event.peer, f"invalid block in sync: {exc}")
-                return
-        height = self.peer_heights.get(event.peer, 0)
-        if height > self.store.height:
-            self._request_sync(event.peer, height)
+                if applied:
+                    self.store.sync()
+                return applied, (item.peer, str(exc))
+            self.store.save_block(
+                block, item.raw, item.commit, executed.tx_ids, executed.execution, sync=index == len(run) - 1
+            )
+            applied.append(executed)
+        return applied, None
+
+    def _report_sync_progress(self, *, done: bool) -> None:
+        if self._sync_session is None or self.on_sync_progress is None:
+            return
+        started, start_height, txs = self._sync_session
+        self.on_sync_progress(
+            SyncProgress(
+                height=self.store.height,
+                target=max(self.sync.target, self.store.height),
+                start_height=start_height,
+                blocks=self.store.height - start_height,
+                txs=txs,
+                elapsed_s=time.monotonic() - started,
+                done=done,
+            )
+        )
+
+    def _plan_sync(self) -> None:
+        """Send the range requests block sync wants now (to peers still linked)."""
+        if self.network is None:
+            return
+        links = self.network.links
+        for peer in [p for p in self.sync.peer_heights if p not in links]:
+            self.sync.remove_peer(peer)
+        for request in self.sync.plan(self.store.height, time.monotonic()):
+            payload = encode(BlockRequest(request.first, request.last))
+            if not self.network.send(request.peer, FrameKind.GET_BLOCKS, payload):
+                self.sync.cancel(request)
 
     # -- peers -------------------------------------------------------------------------------------
 
@@ -514,19 +649,10 @@ class Reactor:
         link.send(FrameKind.STATUS, encode(PeerStatus(self.store.height, self.core.round)))
 
     def _request_sync(self, peer: bytes, peer_height: int) -> None:
-        self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), peer_height)
-        start = self.store.height + 1
-        if peer_height < start or self.network is None:
-            return
-        now = time.monotonic()
-        if any(
-            first == start and now - asked < SYNC_REQUEST_TIMEOUT_S
-            for first, asked in self._sync_pending.values()
-        ):
-            return  # one peer already serves this range; ask another only if it times out
-        end = min(peer_height, start + SYNC_BLOCKS_MAX - 1)
-        if self.network.send(peer, FrameKind.GET_BLOCKS, encode(BlockRequest(start, end))):
-            self._sync_pending[peer] = (start, now)
+        """`peer` has `peer_height` (it said so, or works on the next): fetch what we lack."""
+        self.sync.note_height(peer, peer_height)
+        if peer_height > self.store.height:
+            self._plan_sync()
 
     def _send_blocks(self, peer: bytes, start: int, end: int) -> None:
         items: list[CommittedBlock] = []
@@ -553,9 +679,11 @@ class Reactor:
             await self._on_gossip(decode(TxBatch, payload, max_bytes=FRAME_BYTES_MAX).txs)
         elif kind == FrameKind.STATUS:
             status = decode(PeerStatus, payload, max_bytes=64)
-            self.peer_heights[link.peer_key] = status.height
+            self.sync.set_height(link.peer_key, status.height)
             if status.height > self.store.height:
-                self._request_sync(link.peer_key, status.height)
+                self._plan_sync()
+                if self.sync_lag >= FAR_BEHIND_BLOCKS:
+                    self._post(_Wake())  # let the consensus task switch to sync mode
         elif kind == FrameKind.GET_BLOCKS:
             request = decode(BlockRequest, payload, max_bytes=64)
             if request.to_height < request.from_height:
@@ -563,17 +691,22 @@ class Reactor:
             self._send_blocks(link.peer_key, request.from_height, request.to_height)
         elif kind == FrameKind.BLOCKS:
             blocks = decode(BlockRange, payload, max_bytes=FRAME_BYTES_MAX).blocks
+            peer = link.peer_key
             try:
-                decoded = tuple(
-                    (
+                decoded = [
+                    SyncedBlock(
                         decode(Block, item.block, max_bytes=BLOCK_BYTES_MAX),
+                        item.block,
                         decode(Commit, item.commit, max_bytes=CONSENSUS_MESSAGE_BYTES_MAX),
+                        peer,
                     )
                     for item in blocks
-                )
+                ]
             except CodecError as exc:
                 raise PeerError(f"malformed block in a sync response: {exc.message}") from None
-            self._post(_Synced(decoded, link.peer_key))
+            if self.sync.on_blocks(peer, decoded, self.store.height, time.monotonic()):
+                self._post(_SyncReady())
+            self._plan_sync()
         else:
             raise PeerError(f"unexpected frame kind {kind}")
 

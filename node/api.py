@@ -348,7 +348,7 @@ async def get_readyz(request: web.Request) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     return web.Response(
-        body=node.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        body=node.render_metrics(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )
 
 

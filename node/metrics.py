@@ -49,6 +49,18 @@ class NodeMetrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000),
             registry=r,
         )
+        self.syncing = Gauge(
+            "medledger_syncing", "1 while block sync catches up from far behind, else 0.", registry=r
+        )
+        self.sync_target_height = Gauge(
+            "medledger_sync_target_height", "Highest height a peer reported (block sync's goal).", registry=r
+        )
+        self.peers = Gauge("medledger_peers", "Connected peer links.", registry=r)
+        self.peers_dropped = Gauge(
+            "medledger_peers_dropped",
+            "Peer links dropped for breaking the protocol (a bad frame, signature or synced block).",
+            registry=r,
+        )
         self.api_requests = Counter(
             "medledger_api_requests", "API requests by route and status.", ["route", "status"], registry=r
         )

@@ -29,7 +29,7 @@ from medledger.chain.store import BlockStore, TxLocation
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity
 from medledger.network.peers import PeerNetwork
-from medledger.network.reactor import Reactor
+from medledger.network.reactor import Reactor, SyncProgress
 from medledger.node.config import NodeConfig
 from medledger.node.metrics import NodeMetrics
 
@@ -96,6 +96,8 @@ class Node:
         self.started_at = time.monotonic()
         self.last_commit_time_ms = 0
         self._observer_keys: frozenset[str] = frozenset()
+        #: Shows block sync's progress (`medledger start` sets a bar or log lines).
+        self.on_sync_progress: Callable[[SyncProgress], None] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class Node:
             max_block_bytes=self.config.consensus.max_block_bytes,
             clock_ms=self.clock_ms,
             on_committed=self._on_committed,
+            on_sync_progress=self._on_sync_progress,
         )
         peers = PeerNetwork(
             identity=self.identity,
@@ -348,6 +351,19 @@ class Node:
         await asyncio.to_thread(solo.commit, executed, commit)
         self.metrics.block_commit_seconds.observe(time.perf_counter() - started)
         self._on_committed(executed)
+
+    def render_metrics(self) -> bytes:
+        """The Prometheus text, with the gauges read from the peer network brought up to date."""
+        if self.peers is not None:
+            self.metrics.peers.set(len(self.peers.links))
+            self.metrics.peers_dropped.set(self.peers.dropped_peers)
+        return self.metrics.render()
+
+    def _on_sync_progress(self, progress: SyncProgress) -> None:
+        self.metrics.syncing.set(0 if progress.done else 1)
+        self.metrics.sync_target_height.set(progress.target)
+        if self.on_sync_progress is not None:
+            self.on_sync_progress(progress)
 
     def _on_committed(self, executed: ExecutedBlock) -> None:
         height, time_ms = executed.block.header.height, executed.block.header.time_ms

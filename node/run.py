@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -27,10 +28,12 @@ from medledger.node.errors import ConfigError, NodeError
 from medledger.node.fixture_app import KeyValueFixtureApp
 from medledger.node.genesis_file import load_genesis
 from medledger.node.node import Node
+from medledger.node.progress import SyncProgressView
 
 log = logging.getLogger("medledger.node")
 
 SHUTDOWN_GRACE_S = 2.0
+GIL_SWITCH_INTERVAL_S = 0.0005
 API_ADDRESS_FILE = "api.json"
 
 
@@ -105,6 +108,12 @@ def run_node(config: NodeConfig, *, genesis: Genesis | None = None) -> None:
     identity = load_node_identity(config)
     genesis = genesis or load_genesis(config.genesis_file)
     node = Node(config, identity=identity, genesis=genesis, app=build_chain_app(config, genesis))
+    node.on_sync_progress = SyncProgressView(sys.stderr, interactive=sys.stderr.isatty())
+    # Blocks execute in worker threads while the event loop reads peers and serves the API. With
+    # the default 5 ms GIL switch interval a busy worker makes the loop wait up to 5 ms for each
+    # socket read (a 16 MB sync response is hundreds of reads), which starves block sync's
+    # downloads; a shorter interval keeps the loop responsive (scripts/bench_recovery.py).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
     async def main() -> None:
         stop = asyncio.Event()

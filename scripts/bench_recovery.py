@@ -166,6 +166,10 @@ def main() -> int:
                     return 1
                 time.sleep(0.05)  # polling the recovering node's progress for the measurement
             elapsed = time.perf_counter() - started
+            print("validator3's log of the recovery (its progress lines when not on a terminal):")
+            for line in victim.read_log().splitlines():
+                if any(word in line for word in ("started at", "behind", "block sync", "caught up", "dropping")):
+                    print("  " + line)
             assert victim.proc is not None
             rss = peak_rss_mb(victim.proc.pid)
             reference = peers[0].get_json("/status")
