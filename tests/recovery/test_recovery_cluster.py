@@ -10,7 +10,9 @@ from the peers. Every process started here is stopped at the end, pass or fail.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.slow
 VALIDATORS = 4
 VICTIM = 3
 TXS = 30
+#: Heights the frozen validator misses (block sync takes over from 2 behind).
+FALL_BEHIND_BATCHES = 5
 
 
 @pytest.fixture(scope="module")
@@ -141,4 +145,45 @@ def test_verify_reports_a_clean_store_and_refuses_a_running_node(net: Net, tmp_p
     assert "checked" in clean.output
     net.start(VICTIM)
     net.wait_serving(VICTIM)
+    net.wait_agreed()
+
+
+def test_a_validator_that_falls_far_behind_syncs_then_takes_part_again(net: Net) -> None:
+    """A running validator that misses several heights (frozen with SIGSTOP, as a hung host would
+    be) leaves consensus for block sync, catches up, and then votes again: with another validator
+    stopped, the chain can only commit with its precommit."""
+    _, (height, _, _) = write_and_agree(net, "before-freeze")
+    victim = net.procs[VICTIM]
+    assert victim.proc is not None
+    log_before = victim.read_log()
+    os.kill(victim.proc.pid, signal.SIGSTOP)
+    try:
+        for batch in range(FALL_BEHIND_BATCHES):
+            net.submit(0, sign_kv_txs(Identity.generate(), f"frozen-{batch}", TXS))
+        wait_until(lambda: net.status(0)["height"] >= height + FALL_BEHIND_BATCHES, "the others to go on")
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+
+    def log_since_freeze() -> str:
+        return victim.read_log()[len(log_before) :]
+
+    wait_until(lambda: "caught up at height" in log_since_freeze(), "the victim to catch up by block sync")
+    log = log_since_freeze()
+    assert "blocks behind" in log
+    assert log.index("blocks behind") < log.index("caught up at height")
+    assert "taking part in consensus" in log
+
+    net.procs[1].stop()  # 3 of 4 remain: every commit from now on needs the victim's precommit
+    try:
+        tx_ids = net.submit(0, sign_kv_txs(Identity.generate(), "needs-the-victim", TXS))
+        wait_until(
+            lambda: all(net.get(0, f"/v1/txs/{tx_id}")["status"] == "committed" for tx_id in tx_ids),
+            "a commit that needs the victim's vote",
+        )
+        committed_at = int(net.get(0, f"/v1/txs/{tx_ids[0]}")["height"])
+        signers = {s["validator"] for s in net.get(0, f"/v1/blocks/{committed_at}")["commit"]["signatures"]}
+        assert net.specs[VICTIM].identity.public.sign_key.hex() in signers
+    finally:
+        net.start(1)
+        net.wait_serving(1)
     net.wait_agreed()
