@@ -160,7 +160,8 @@ class BlockSync:
         """The requests to send now, for the heights after `applied` that nobody serves yet.
 
         Each idle peer that has the heights gets at most one range; the peers asked longest ago
-        go first, so the load spreads over every peer.
+        go first, so the load spreads over every peer. Once the window is full, only the next
+        height to apply may still be asked for (without it nothing buffered can be applied).
         """
         self._expire(now)
         for height in [h for h in self._buffer if h <= applied]:
@@ -181,10 +182,12 @@ class BlockSync:
         in_flight = self._buffered_bytes + expected_bytes * len(self._requests)
         planned: list[RangeRequest] = []
         height = applied + 1
-        while idle and height <= top and (not self._requests or in_flight < self.window_bytes_max):
+        while idle and height <= top:
             if not self._is_wanted(height):
                 height += 1
                 continue
+            if in_flight >= self.window_bytes_max and height != applied + 1:
+                break  # the window is full; only the height that blocks applying may still be asked
             peer = next((p for p in idle if self.peer_heights[p] >= height), None)
             if peer is None:
                 break

@@ -562,13 +562,20 @@ class Reactor:
         """Verify and apply the downloaded blocks that follow our tip, one run (one write) at a time."""
         applied_any = False
         while run := self.sync.take_ready(self.store.height):
+            started = time.monotonic()
             applied, failure = await asyncio.to_thread(self._apply_run, run)
             for executed in applied:
                 self._committed(executed)
             if applied:
                 applied_any = True
                 log.debug(
-                    "applied blocks %d..%d from sync", applied[0].block.header.height, self.store.height
+                    "applied blocks %d..%d from sync: %d txs in %.0f ms (%d blocks buffered, %d asked)",
+                    applied[0].block.header.height,
+                    self.store.height,
+                    sum(len(e.tx_ids) for e in applied),
+                    (time.monotonic() - started) * 1000,
+                    self.sync.buffered_blocks,
+                    len(self.sync.outstanding),
                 )
                 if self._sync_session is not None:
                     started, start_height, txs = self._sync_session
