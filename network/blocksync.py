@@ -215,21 +215,25 @@ class BlockSync:
     def on_blocks(self, peer: bytes, blocks: list[SyncedBlock], applied: int, now: float) -> int:
         """Take a peer's range; returns how many blocks were kept. `PeerError`: drop the peer.
 
-        An answer must be consecutive heights from the first asked, no more than asked. Blocks
-        sent unasked are kept only for the heights needed next.
+        Blocks always come in consecutive heights. An answer starts at the first height asked and
+        holds no more than asked. Other blocks are unasked (a validator that sees us lag sends us
+        the block we missed; it may cross an answer) and are kept only for the heights needed
+        next, the request staying outstanding. Every kept block is verified before it is applied.
         """
         heights = [item.height for item in blocks]
         if any(b != a + 1 for a, b in itertools.pairwise(heights)):
             raise PeerError("a sync response whose heights are not consecutive")
         request = self._requests.get(peer)
-        if request is not None:
+        if request is not None and (not heights or heights[0] == request.first):
             del self._requests[peer]
-            if heights and (heights[0] != request.first or heights[-1] > request.last):
+            if heights and heights[-1] > request.last:
                 raise PeerError(
                     f"asked for heights {request.first}..{request.last}, got {heights[0]}..{heights[-1]}"
                 )
             if not heights:
                 self._resting_until[peer] = now + PEER_REST_S  # claims heights it does not serve
+        else:
+            request = None  # unasked
         kept = 0
         for item in blocks:
             height = item.height
