@@ -168,7 +168,9 @@ def main() -> int:
             elapsed = time.perf_counter() - started
             print("validator3's log of the recovery (its progress lines when not on a terminal):")
             for line in victim.read_log().splitlines():
-                if any(word in line for word in ("started at", "behind", "block sync", "caught up", "dropping")):
+                if any(
+                    word in line for word in ("started at", "behind", "block sync", "caught up", "dropping")
+                ):
                     print("  " + line)
             assert victim.proc is not None
             rss = peak_rss_mb(victim.proc.pid)
