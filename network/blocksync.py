@@ -11,10 +11,11 @@ is ready to verify and apply. The policy, after CometBFT's block sync and Besu's
   behind does not buffer the whole chain;
 * a request unanswered in time is asked of another peer, and the slow peer rests a while;
   an empty answer from a peer that claims the heights does the same;
-* an answer that does not match its request (other heights, a gap, more than asked) breaks the
-  protocol: `PeerError`, and the peer is dropped. Its buffered blocks are discarded with it;
-* blocks a peer sends unasked (a lagging validator is sent the block it missed) are kept when
-  they are the heights we need next.
+* an answer with a gap in its heights, or more than asked, breaks the protocol: `PeerError`, and
+  the peer is dropped. Its buffered blocks are discarded with it;
+* blocks a peer sends unasked (a lagging validator is sent the block it missed), blocks that do
+  not start at the first height asked, and a late answer to a request that timed out are kept
+  when they are heights we need next and fit the window; the current request stays awaited.
 
 Verifying a block (its certificate, tx root, header link and the state root it must reproduce)
 needs the chain up to its parent, so it happens in order, when the reactor applies a run. A block
@@ -86,6 +87,9 @@ class BlockSync:
         self._requests: dict[bytes, RangeRequest] = {}
         self._resting_until: dict[bytes, float] = {}
         self._asked_at: dict[bytes, float] = {}
+        #: Each peer's last request that timed out: its answer may still come (in order, before
+        #: the answer to the peer's current request).
+        self._expired: dict[bytes, RangeRequest] = {}
         self._buffer: dict[int, SyncedBlock] = {}
         self._buffered_bytes = 0
         #: Mean size of the blocks received so far (sizes the ranges asked for).
@@ -115,6 +119,7 @@ class BlockSync:
         self._requests.pop(peer, None)
         self._resting_until.pop(peer, None)
         self._asked_at.pop(peer, None)
+        self._expired.pop(peer, None)
         for height in [h for h, item in self._buffer.items() if item.peer == peer]:
             self._discard(height)
 
@@ -148,6 +153,7 @@ class BlockSync:
         for peer, request in list(self._requests.items()):
             if now - request.sent_at >= self.request_timeout_s:
                 del self._requests[peer]
+                self._expired[peer] = request
                 self._resting_until[peer] = now + PEER_REST_S
                 self.requests_timed_out += 1
 
@@ -226,7 +232,13 @@ class BlockSync:
         request = self._requests.get(peer)
         if request is not None and (not heights or heights[0] == request.first):
             del self._requests[peer]
-            if heights and heights[-1] > request.last:
+            late = self._expired.pop(peer, None)
+            if heights and heights[-1] > request.last and _answers(late, heights):
+                # The late answer to the peer's expired request (answers carry no request id, and
+                # come in order): the current request is still awaited.
+                self._requests[peer] = request
+                request = None
+            elif heights and heights[-1] > request.last:
                 raise PeerError(
                     f"asked for heights {request.first}..{request.last}, got {heights[0]}..{heights[-1]}"
                 )
@@ -241,6 +253,12 @@ class BlockSync:
                 continue
             if request is None and not self._is_wanted(height):
                 continue
+            if (
+                request is None
+                and height != applied + 1
+                and self._buffered_bytes + len(item.raw) > self.window_bytes_max
+            ):
+                continue  # unasked blocks stay within the byte window (the next height always fits)
             self._buffer[height] = item
             self._buffered_bytes += len(item.raw)
             self._blocks_seen += 1
@@ -265,3 +283,8 @@ class BlockSync:
     def _discard(self, height: int) -> None:
         item = self._buffer.pop(height)
         self._buffered_bytes -= len(item.raw)
+
+
+def _answers(request: RangeRequest | None, heights: list[int]) -> bool:
+    """Whether consecutive `heights` can be the answer to `request`."""
+    return request is not None and heights[0] == request.first and heights[-1] <= request.last

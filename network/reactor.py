@@ -662,6 +662,19 @@ class Reactor:
             self._plan_sync()
 
     def _send_blocks(self, peer: bytes, start: int, end: int) -> None:
+        """Push committed blocks `start`..`end` to a peer that lags (as many as fit one response)."""
+        items = self._read_blocks(start, end)
+        if items and self.network is not None:
+            self.network.send(peer, FrameKind.BLOCKS, encode(BlockRange(items)))
+
+    async def _answer_blocks(self, peer: bytes, start: int, end: int) -> None:
+        """Answer a range request, read and encoded off the event loop (up to 16 MB); even with
+        no block, so the asker turns to other peers at once."""
+        payload = await asyncio.to_thread(lambda: encode(BlockRange(self._read_blocks(start, end))))
+        if self.network is not None:
+            self.network.send(peer, FrameKind.BLOCKS, payload)
+
+    def _read_blocks(self, start: int, end: int) -> tuple[CommittedBlock, ...]:
         items: list[CommittedBlock] = []
         size = 0
         for height in range(start, min(end, self.store.height, start + SYNC_BLOCKS_MAX - 1) + 1):
@@ -673,8 +686,7 @@ class Reactor:
             if items and size > SYNC_RESPONSE_BYTES_MAX:
                 break
             items.append(CommittedBlock(raw, encode(commit)))
-        if items and self.network is not None:
-            self.network.send(peer, FrameKind.BLOCKS, encode(BlockRange(tuple(items))))
+        return tuple(items)
 
     async def on_frame(self, link: PeerLink, kind: int, payload: bytes) -> None:
         """Decode a peer's frame and hand it on; raising `CodecError`/`PeerError` drops the peer."""
@@ -695,7 +707,7 @@ class Reactor:
             request = decode(BlockRequest, payload, max_bytes=64)
             if request.to_height < request.from_height:
                 raise PeerError("empty block range requested")
-            self._send_blocks(link.peer_key, request.from_height, request.to_height)
+            await self._answer_blocks(link.peer_key, request.from_height, request.to_height)
         elif kind == FrameKind.BLOCKS:
             blocks = decode(BlockRange, payload, max_bytes=FRAME_BYTES_MAX).blocks
             peer = link.peer_key
