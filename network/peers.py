@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -45,6 +46,8 @@ SEND_QUEUE_FRAMES_MAX: Final = 4_096
 DIAL_BACKOFF_S_MIN: Final = 0.1
 DIAL_BACKOFF_S_MAX: Final = 5.0
 HEARTBEAT_S: Final = 5.0
+#: A peer dropped for breaking the protocol is refused (inbound and outbound) this long.
+BAN_S: Final = 30.0
 
 
 class PeerError(MedledgerError):
@@ -108,6 +111,8 @@ class PeerNetwork:
         self._closing = False
         self.refused_handshakes = 0
         self.dropped_peers = 0
+        #: Peers dropped for breaking the protocol → until when (monotonic) they are refused.
+        self._banned_until: dict[bytes, float] = {}
 
     def is_closing(self) -> bool:
         return self._closing
@@ -174,8 +179,8 @@ class PeerNetwork:
                 async with self._session.ws_connect(
                     url.rstrip("/") + PEER_PATH, max_msg_size=FRAME_BYTES_MAX, heartbeat=HEARTBEAT_S
                 ) as ws:
-                    backoff = DIAL_BACKOFF_S_MIN
                     await self._run_link(ws, dialer=True)
+                    backoff = DIAL_BACKOFF_S_MIN  # linked (not refused): reconnect promptly
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("peer %s unreachable: %s", url, exc)
             except HandshakeError as exc:
@@ -209,6 +214,10 @@ class PeerNetwork:
             raise HandshakeError("connected to itself")
         if not self.is_allowed(theirs.node_key):
             raise HandshakeError(f"node key {theirs.node_key.hex()[:12]}… is not a member of this network")
+        if (banned := self.banned_for(theirs.node_key)) > 0:
+            raise HandshakeError(
+                f"peer {theirs.node_key.hex()[:12]} broke the protocol; refused for another {banned:.0f} s"
+            )
         signature = self.identity.sign(compute_handshake_bytes(self.chain_id, mine, theirs))
         await ws.send_bytes(encode(Frame(FrameKind.AUTH, encode(Auth(signature)))))
         auth = decode(Auth, _expect(await ws.receive_bytes(), FrameKind.AUTH), max_bytes=1024)
@@ -291,9 +300,24 @@ class PeerNetwork:
                 return
 
     def drop(self, link: PeerLink, why: str) -> None:
+        """Close the link of a peer that broke the protocol, and refuse it for `BAN_S`."""
         self.dropped_peers += 1
-        log.warning("dropping peer %s: %s", link.name, why)
+        self._banned_until[link.peer_key] = time.monotonic() + BAN_S
+        log.warning("dropping peer %s for %.0f s: %s", link.name, BAN_S, why)
+        if self.links.get(link.peer_key) is link:
+            del self.links[link.peer_key]  # gone for every sender from now on, not at the close
         self._spawn(link.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION), f"drop {link.name}")
+
+    def banned_for(self, peer_key: bytes) -> float:
+        """Seconds `peer_key` is still refused (0: not banned)."""
+        until = self._banned_until.get(peer_key)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._banned_until[peer_key]
+            return 0.0
+        return left
 
 
 def _expect(raw: bytes, kind: FrameKind) -> bytes:
