@@ -14,7 +14,7 @@ from aiohttp import web
 from medledger.chain.codec import encode
 from medledger.crypto import Identity
 from medledger.network.messages import Frame, FrameKind
-from medledger.network.peers import PEER_PATH, PeerLink, PeerNetwork
+from medledger.network.peers import BAN_S, PEER_PATH, PeerLink, PeerNetwork
 
 CHAIN = "peer-test"
 DEADLINE_S = 15.0
@@ -236,3 +236,16 @@ async def test_invalid_peer_claiming_a_members_key_is_refused(cluster: Cluster) 
         assert not b.network.links
     finally:
         await impostor.stop()
+
+
+async def test_a_dropped_peer_is_refused_until_its_ban_ends(cluster: Cluster) -> None:
+    b = await cluster.add()
+    evil = await cluster.add(dial=(b.url,))
+    await wait_until(lambda: evil.key in b.network.links, "the link")
+    await evil.network.links[b.key].ws.send_bytes(b"\x93garbage")
+    await wait_until(lambda: b.network.dropped_peers == 1, "b dropping the peer")
+    assert b.network.banned_for(evil.key) > BAN_S - 5
+    # evil redials at once, and again: each time refused at the handshake, never linked.
+    await wait_until(lambda: b.network.refused_handshakes >= 2, "b refusing the banned peer's redials")
+    assert evil.key not in b.network.links
+    assert b.network.banned_for(Identity.generate().public.sign_key) == 0
