@@ -81,6 +81,16 @@ class StoreCorruptedError(StoreError):
     code = "store_corrupted"
 
 
+class StateDivergedError(StoreCorruptedError):
+    """A quorum certified a block on our tip whose state root is not ours: our state is wrong.
+
+    Not the serving peer's fault (the certificate vouches for the block): this node must halt, not
+    drop honest peers one after the other.
+    """
+
+    code = "state_diverged"
+
+
 class NotFoundError(ChainError):
     code = "not_found"
 

@@ -44,7 +44,13 @@ from medledger.chain.consensus import (
     ScheduleTimeout,
     Timeout,
 )
-from medledger.chain.errors import ChainError, CodecError, InvalidBlockError, InvalidTxError
+from medledger.chain.errors import (
+    ChainError,
+    CodecError,
+    InvalidBlockError,
+    InvalidTxError,
+    StateDivergedError,
+)
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
 from medledger.chain.governance import KIND_EVIDENCE, GovernedApp, encode_evidence
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
@@ -214,9 +220,11 @@ class Reactor:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            # A task that failed has reported its error to whoever awaits `task` (the node).
             self._task = None
 
     @property
@@ -512,6 +520,7 @@ class Reactor:
             return
         executed = self._executed.get(block_hash)
         if executed is None:
+            self._check_state_agrees(block)  # a quorum decided it, so it is the network's chain
             # Learned with its certificate (sync, or a decision before we saw the proposal): the
             # certificate vouches for the txs, the header link and state root are still checked.
             executed = await asyncio.to_thread(
@@ -609,9 +618,14 @@ class Reactor:
                     block_hash=block.hash(),
                     height=height,
                 )
+                self._check_state_agrees(block)
                 executed = self._validate_and_execute(
                     block, verify_signatures=False, certified=True, raw=item.raw
                 )
+            except StateDivergedError:
+                if applied:
+                    self.store.sync()
+                raise
             except (ChainError, InvalidTxError) as exc:
                 if applied:
                     self.store.sync()
@@ -621,6 +635,21 @@ class Reactor:
             )
             applied.append(executed)
         return applied, None
+
+    def _check_state_agrees(self, block: Block) -> None:
+        """`block` is certified and extends our tip: a state root other than ours means our state
+        (not the block) is wrong, e.g. a store damaged where the start check cannot see."""
+        header, store = block.header, self.store
+        if (
+            header.height == store.height + 1
+            and header.parent_hash == store.last_block_hash
+            and header.state_root != store.state_root
+        ):
+            raise StateDivergedError(
+                f"this node's state after height {store.height} differs from the state the network "
+                f"certified (root {store.state_root.hex()[:16]}…, the network's "
+                f"{header.state_root.hex()[:16]}…)"
+            )
 
     def _report_sync_progress(self, *, done: bool) -> None:
         if self._sync_session is None or self.on_sync_progress is None:

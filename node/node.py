@@ -47,10 +47,10 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def refusal_message(problem: str, home: Path) -> str:
-    """Why the node refuses to start on a corrupted store, and the commands that get it back."""
+def refusal_message(problem: str, home: Path, *, doing: str = "refusing to start") -> str:
+    """Why the node refuses to start (or stops) on a corrupted store, and the way back."""
     return (
-        f"refusing to start: the store is corrupted ({problem}). "
+        f"{doing}: the store is corrupted ({problem}). "
         f"Inspect it with `medledger verify --home {home}`; move it aside and recover the chain "
         f"from peers with `medledger rebuild --home {home}`, then start again."
     )

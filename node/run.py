@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from medledger.chain.app import App
+from medledger.chain.errors import StoreCorruptedError
 from medledger.chain.governance import GovernedApp
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity, KeyFileError, load_identity
@@ -27,7 +28,7 @@ from medledger.node.config import NodeConfig, read_passphrase
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.fixture_app import KeyValueFixtureApp
 from medledger.node.genesis_file import load_genesis
-from medledger.node.node import Node
+from medledger.node.node import Node, refusal_message
 from medledger.node.progress import SyncProgressView
 
 log = logging.getLogger("medledger.node")
@@ -95,6 +96,8 @@ async def serve(node: Node, stop: asyncio.Event) -> None:
             stopped.cancel()
             error = failed.result()
             log.error("block production failed (%s); stopping the node", type(error).__name__)
+            if isinstance(error, StoreCorruptedError):
+                raise NodeError(refusal_message(error.message, node.config.home, doing="stopping"))
             raise NodeError(f"block production failed: {error}")
         failed.cancel()
         log.info("shutting down: no new requests, finishing the block in flight")

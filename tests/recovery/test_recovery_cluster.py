@@ -16,10 +16,12 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import plyvel
 import pytest
 from click.testing import CliRunner
 from recovery_harness import DEADLINE_S, Corruption, Net, corrupt, sign_kv_txs, wait_until
 
+from medledger.chain import layout
 from medledger.chain.store import BlockStore
 from medledger.crypto import Identity
 from medledger.node.cli import main
@@ -187,3 +189,39 @@ def test_a_validator_that_falls_far_behind_syncs_then_takes_part_again(net: Net)
         net.start(1)
         net.wait_serving(1)
     net.wait_agreed()
+
+
+def test_a_validator_whose_state_diverged_halts_on_the_next_block_and_rebuild_recovers_it(net: Net) -> None:
+    """A state root damaged where the start check cannot see (only a full replay can) is caught by
+    the next block a quorum certifies: the node halts with the way back, it does not blame its
+    peers for serving "bad" blocks."""
+    write_and_agree(net, "before-divergence")
+    home, data = net.home(VICTIM), net.data_dir(VICTIM)
+    victim = net.procs[VICTIM]
+    victim.stop()
+    log_before = victim.read_log()
+    db = plyvel.DB(str(data))
+    try:
+        db.put(layout.META_STATE_ROOT, bytes(32), sync=True)
+    finally:
+        db.close()
+    victim.start()
+    net.wait_serving(VICTIM)  # the tail check passes: nothing certifies the tip's state root yet
+
+    tx_ids = net.submit(0, sign_kv_txs(Identity.generate(), "diverged", TXS))
+    assert victim.proc is not None
+    code = victim.proc.wait(timeout=DEADLINE_S)
+    log = victim.read_log()[len(log_before) :]
+    victim.stop()
+    assert code != 0
+    assert "stopping: the store is corrupted" in log
+    assert "differs from the state the network certified" in log
+    assert f"medledger rebuild --home {home}" in log
+    assert "dropping peer" not in log  # the honest peers were not blamed
+
+    rebuilt = CliRunner().invoke(main, ["rebuild", "--home", str(home)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    for moved in sorted(home.glob("data.corrupt-*")):
+        moved.rename(home.parent / f"{home.name}-{moved.name}-diverged")
+    net.start(VICTIM)
+    assert_recovered(net, tx_ids, (int(net.status(0)["height"]), "", ""))
