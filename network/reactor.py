@@ -674,7 +674,15 @@ class Reactor:
         links = self.network.links
         for peer in [p for p in self.sync.peer_heights if p not in links]:
             self.sync.remove_peer(peer)
-        for request in self.sync.plan(self.store.height, time.monotonic()):
+        timed_out = self.sync.requests_timed_out
+        planned = self.sync.plan(self.store.height, time.monotonic())
+        if self.sync.requests_timed_out > timed_out:
+            log.warning(
+                "block sync: %d range request(s) unanswered for %.0f s; asking other peers",
+                self.sync.requests_timed_out - timed_out,
+                self.sync.request_timeout_s,
+            )
+        for request in planned:
             payload = encode(BlockRequest(request.first, request.last))
             if not self.network.send(request.peer, FrameKind.GET_BLOCKS, payload):
                 self.sync.cancel(request)
