@@ -23,7 +23,8 @@ Any failure raises `CodecError`; no other exception escapes `decode`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, NoReturn, Protocol, TypeVar, cast
 
 import msgpack
 
@@ -198,12 +199,126 @@ def _schema(cls: type[Any]) -> _Schema:
     return schema
 
 
+# -- the compiled fast path ------------------------------------------------------------------------
+#
+# Decoding is on every hot path (each tx is decoded on admission, in blocks, and by block sync),
+# and walking the schema spec by spec costs a method call per field. So each wire type gets a
+# decoder generated from its schema on first use, the way `dataclasses` generates `__init__`: the
+# same checks written out inline. It only answers "valid, here is the value" or `_INVALID`; on
+# `_INVALID` the schema walk below runs and says precisely what is wrong. Both must accept exactly
+# the same inputs with the same values (tests/chain/test_codec.py checks it on arbitrary and
+# mutated encodings of every wire type).
+
+
+class _Invalid:
+    __slots__ = ()
+
+
+_INVALID: Final = _Invalid()
+_FAST: dict[type[Any], Callable[[Any, int], Any]] = {}
+
+
+def _fast_decoder(cls: type[Any]) -> Callable[[Any, int], Any]:
+    decoder = _FAST.get(cls)
+    if decoder is None:
+        decoder = _FAST[cls] = _compile(cls)
+    return decoder
+
+
+def _check_lines(spec: FieldSpec, var: str, depth: str, env: dict[str, Any], indent: str) -> list[str]:
+    """Lines that check (and may replace) `var` against `spec`, returning `_INVALID` on failure."""
+    n = len(env)
+    fail = f"{indent}    return _INVALID"
+    if type(spec) is UInt:
+        return [f"{indent}if type({var}) is not int or not {spec.minimum} <= {var} <= {spec.maximum}:", fail]
+    if type(spec) is Bytes:
+        bounds = f"{spec.min_length} <= len({var}) <= {spec.max_length}"
+        return [f"{indent}if type({var}) is not bytes or not {bounds}:", fail]
+    if type(spec) is Text:
+        lines = [
+            f"{indent}if (type({var}) is not str or not {spec.min_length} <= len({var}) <= {spec.max_length}"
+            f" or not {var}.isascii() or not {var}.isprintable()):",
+            fail,
+        ]
+        if spec.allowed is not None:
+            env[f"allowed_{n}"] = spec.allowed
+            lines += [f"{indent}if {var} not in allowed_{n}:", fail]
+        return lines
+    if type(spec) is Struct:
+        env[f"cls_{n}"] = spec.cls
+        return [
+            f"{indent}{var} = _fast_decoder(cls_{n})({var}, {depth} + 1)",
+            f"{indent}if {var} is _INVALID:",
+            fail,
+        ]
+    if type(spec) is Seq:
+        item = f"item_{n}"
+        env[f"seq_{n}"] = None  # reserve the number
+        lines = [
+            f"{indent}if type({var}) is not list or len({var}) > {spec.max_items}"
+            f" or {depth} + 1 > {DEPTH_MAX}:",
+            fail,
+            f"{indent}items_{n} = []",
+            f"{indent}for {item} in {var}:",
+        ]
+        lines += _check_lines(spec.item, item, f"({depth} + 1)", env, indent + "    ")
+        lines += [f"{indent}    items_{n}.append({item})", f"{indent}{var} = tuple(items_{n})"]
+        return lines
+    env[f"spec_{n}"] = spec  # any other spec: its own check, its failure a plain `_INVALID`
+    return [
+        f"{indent}try:",
+        f"{indent}    {var} = spec_{n}.from_primitive({var}, '', {depth})",
+        f"{indent}except CodecError:",
+        fail,
+    ]
+
+
+def _compile(cls: type[Any]) -> Callable[[Any, int], Any]:
+    schema = _SCHEMAS.get(cls) or _schema(cls)
+    env: dict[str, Any] = {
+        "_INVALID": _INVALID,
+        "_fast_decoder": _fast_decoder,
+        "CodecError": CodecError,
+        "cls": cls,
+        "names": schema.names,
+    }
+    variables = [f"v{i}" for i in range(len(schema.names))]
+    lines = [
+        "def decode(raw, depth):",
+        f"    if depth > {DEPTH_MAX} or type(raw) is not dict or tuple(raw) != names:",
+        "        return _INVALID",
+    ]
+    if variables:
+        lines.append(f"    {', '.join(variables)}{',' if len(variables) == 1 else ''} = raw.values()")
+    for var, spec in zip(variables, schema.specs, strict=True):
+        lines += _check_lines(spec, var, "depth", env, "    ")
+    arguments = ", ".join(variables[i] for i in schema.argument_order)
+    lines += [
+        "    try:",
+        f"        return cls({arguments})",
+        "    except (ValueError, TypeError):",
+        "        return _INVALID",
+    ]
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), env, namespace)  # noqa: S102 (source built above from the schema only)
+    decoder: Callable[[Any, int], Any] = namespace["decode"]
+    return decoder
+
+
 def from_primitive(cls: type[W], raw: Any, where: str | None = None, depth: int = 0) -> W:
     """Check decoded msgpack primitives against `cls`'s schema and build the typed value.
 
     `where` names the value in error messages (the class name at the top level; "" for an item
     of a sequence, whose index the sequence adds). Map keys must be in the schema's sorted order.
     """
+    value = (_FAST.get(cls) or _fast_decoder(cls))(raw, depth)
+    if value is not _INVALID:
+        return cast(W, value)
+    return _from_primitive_checked(cls, raw, where, depth)
+
+
+def _from_primitive_checked(cls: type[W], raw: Any, where: str | None, depth: int) -> W:
+    """The schema walk: slower than the compiled decoder, but it says what is wrong."""
     schema = _SCHEMAS.get(cls) or _schema(cls)
     names = schema.names
     if depth > DEPTH_MAX or type(raw) is not dict or tuple(raw) != names:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medledger.chain import codec
 from medledger.chain import store as chain_store
 from medledger.chain import types as chain_types
 from medledger.chain.codec import (
@@ -34,6 +35,7 @@ from medledger.chain.codec import (
     encode_primitive,
     from_primitive,
     to_primitive,
+    wire_fields,
 )
 from medledger.chain.errors import ChainError, CodecError
 from medledger.chain.limits import (
@@ -363,6 +365,130 @@ def test_decode_of_structurally_mutated_value_is_canonical_or_codec_error(
 ) -> None:
     cls, data = case
     assert_canonical_or_codec_error(cls, data)
+
+
+def assert_fast_path_agrees(cls: type[Any], primitive: Any, depth: int = 0) -> None:
+    """The compiled decoder and the schema walk accept exactly the same primitives, with equal values."""
+    fast = codec._fast_decoder(cls)(primitive, depth)
+    try:
+        slow = codec._from_primitive_checked(cls, primitive, None, depth)
+    except CodecError:
+        assert fast is codec._INVALID, f"the fast path accepted what the schema walk rejects: {fast!r}"
+        return
+    assert fast is not codec._INVALID, f"the fast path rejected a valid {cls.__name__}"
+    assert fast == slow
+    assert type(fast) is type(slow)
+
+
+@settings(max_examples=400)
+@given(data=st.data(), depth=st.integers(min_value=0, max_value=DEPTH_MAX + 1))
+def test_fast_path_agrees_on_valid_values_at_every_depth(data: st.DataObject, depth: int) -> None:
+    cls, value = data.draw(wire_values())
+    assert_fast_path_agrees(cls, to_primitive(value), depth)
+
+
+@st.composite
+def mutated_primitive_values(draw: st.DrawFn) -> tuple[type[Any], Any]:
+    cls, value = draw(wire_values())
+    return cls, _mutate_primitive(draw, to_primitive(value))
+
+
+@settings(max_examples=600)
+@given(case=mutated_primitive_values())
+def test_fast_path_agrees_on_structurally_mutated_values(case: tuple[type[Any], Any]) -> None:
+    assert_fast_path_agrees(*case)
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=type_id)
+@settings(max_examples=60)
+@given(obj=msgpack_objects)
+def test_fast_path_agrees_on_any_msgpack_object(cls: type[Any], obj: Any) -> None:
+    assert_fast_path_agrees(cls, msgpack.unpackb(msgpack.packb(obj, use_bin_type=True), strict_map_key=False))
+
+
+def boundary_values(spec: FieldSpec, valid_item: Any = None) -> list[Any]:
+    """Values just inside and just outside `spec`'s bounds, and of the wrong kinds."""
+    wrong_kinds: list[Any] = [None, True, 1.5, "x", b"x", [], {}]
+    if isinstance(spec, UInt):
+        return [*wrong_kinds, spec.minimum, spec.minimum - 1, spec.maximum, spec.maximum + 1, -1]
+    if isinstance(spec, Bytes):
+        lengths = {0, spec.min_length, spec.max_length, spec.min_length - 1, spec.max_length + 1}
+        return [*wrong_kinds, *(bytes(n) for n in sorted(lengths) if n >= 0), bytearray(spec.min_length)]
+    if isinstance(spec, Text):
+        lengths = {spec.min_length, spec.max_length, spec.min_length - 1, spec.max_length + 1}
+        texts = ["a" * n for n in sorted(lengths) if n >= 0]
+        edge = "a" * max(spec.min_length - 1, 0)
+        texts += [edge + "é", edge + "\n", edge + "\x7f", edge + " "]
+        texts += sorted(spec.allowed or ())
+        return [*wrong_kinds, *texts]
+    if isinstance(spec, Seq):
+        items = boundary_values(spec.item)[:12]
+        full = [] if valid_item is None else [[valid_item] * n for n in (spec.max_items, spec.max_items + 1)]
+        return [*wrong_kinds, (), [None], [[]], *full, *([v] for v in items)]
+    return wrong_kinds
+
+
+def valid_item_of(spec: FieldSpec, data: st.DataObject) -> Any:
+    """One valid primitive item of a sequence spec's items."""
+    if not isinstance(spec, Seq):
+        return None
+    item = spec.item
+    if isinstance(item, Struct):
+        return to_primitive(data.draw(wire_strategy(item.cls)))
+    if isinstance(item, Bytes):
+        return bytes(item.min_length)
+    if isinstance(item, UInt):
+        return item.minimum
+    if isinstance(item, Text):
+        return sorted(item.allowed)[0] if item.allowed else "a" * item.min_length
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Choice:
+    """A test-only wire type with the specs the chain's own types do not use (a closed text set)."""
+
+    kind: str
+    kinds: tuple[str, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        kind=Text(allowed=frozenset({"alpha", "beta"})),
+        kinds=Seq(Text(allowed=frozenset({"alpha", "beta"})), 2),
+    )
+
+
+CHOICES = st.sampled_from(["alpha", "beta"])
+CHOICE_VALUES: st.SearchStrategy[Any] = st.builds(Choice, CHOICES, st.lists(CHOICES, max_size=2).map(tuple))
+
+
+@pytest.mark.parametrize("cls", [*ALL_TYPES, Choice], ids=type_id)
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_fast_path_agrees_at_every_fields_bounds(cls: type[Any], data: st.DataObject) -> None:
+    """Every field of every type set to each value at (and just past) its bounds: both decoders agree."""
+    primitive = to_primitive(data.draw(CHOICE_VALUES if cls is Choice else wire_strategy(cls)))
+    for name, spec in codec._sorted_fields(cls):
+        for candidate in boundary_values(spec, valid_item_of(spec, data)):
+            assert_fast_path_agrees(cls, {**primitive, name: candidate})
+
+
+def test_fast_path_is_the_one_taken_for_valid_input() -> None:
+    """Decoding a valid value must not need the schema walk (else the fast path is dead code)."""
+    original = codec._from_primitive_checked
+    calls: list[type[Any]] = []
+
+    def spy(cls: type[Any], raw: Any, where: str | None, depth: int) -> Any:
+        calls.append(cls)
+        return original(cls, raw, where, depth)
+
+    codec._from_primitive_checked = spy
+    try:
+        assert decode(Tx, encode(TX), max_bytes=MAX_BYTES) == TX
+        with pytest.raises(CodecError):
+            decode(Tx, encode(dataclasses.replace(TX, kind="")), max_bytes=MAX_BYTES)
+    finally:
+        codec._from_primitive_checked = original
+    assert calls == [Tx]  # only the invalid one went the slow way, to say what is wrong
 
 
 def test_codec_error_is_a_chain_error() -> None:
