@@ -216,6 +216,13 @@ class BlockSync:
         if self._requests.get(request.peer) == request:
             del self._requests[request.peer]
 
+    def relinked(self, peer: bytes) -> None:
+        """`peer` has a new link: a request sent on the old one may be lost with it, so its heights
+        are free to ask again (an answer that still comes is taken as unasked)."""
+        request = self._requests.pop(peer, None)
+        if request is not None:
+            self._expired[peer] = request
+
     # -- responses -----------------------------------------------------------------------------
 
     def on_blocks(self, peer: bytes, blocks: list[SyncedBlock], applied: int, now: float) -> int:

@@ -690,6 +690,9 @@ class Reactor:
     # -- peers -------------------------------------------------------------------------------------
 
     async def on_connect(self, link: PeerLink) -> None:
+        # Two nodes that dial each other keep one of the two links: a range request sent on the
+        # one closed may be lost, so it is asked again rather than waited for.
+        self.sync.relinked(link.peer_key)
         link.send(FrameKind.STATUS, encode(PeerStatus(self.store.height, self.core.round)))
 
     def _request_sync(self, peer: bytes, peer_height: int) -> None:

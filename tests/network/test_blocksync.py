@@ -815,3 +815,16 @@ def test_honest_peers_bring_every_height_once_and_in_order(
     assert sync.plan(applied, now + 0.01) == []
     assert sync.buffered_blocks == 0
     assert sync.requests_timed_out == 0
+
+
+def test_a_request_to_a_peer_that_relinks_is_asked_again() -> None:
+    """A duplicate link closed under a request may lose it: its heights are planned again at once,
+    and the answer on the old link, if it still comes, is kept as unasked rather than refused."""
+    sync = with_peers({A: 10})
+    (request,) = sync.plan(0, 0.0)
+    sync.relinked(A)
+    assert sync.outstanding == ()
+    (again,) = sync.plan(0, 0.1)
+    assert (again.peer, again.first, again.last) == (A, request.first, request.last)
+    assert answer(sync, again, 0, 0.2) == request.last - request.first + 1
+    assert sync.on_blocks(A, blocks(request.first, request.last, A), 0, 0.3) == 0  # the late copy
