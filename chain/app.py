@@ -31,6 +31,10 @@ class TxResult:
     message: str = ""
 
 
+#: The result of every tx that succeeded (one shared value: a block may hold thousands).
+TX_OK = TxResult(True)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class BlockExecution:
     """What executing a block produced: state writes (None deletes), per-tx results, the new root."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Final
 
-from medledger.chain.app import App, BlockExecution, OverlayState, StateReader, TxResult
+from medledger.chain.app import TX_OK, App, BlockExecution, OverlayState, StateReader, TxResult
 from medledger.chain.codec import (
     FieldSpec,
     FixedBytes,
@@ -182,7 +182,7 @@ class GovernedApp:
                 continue
             for key, value in scratch.writes.items():
                 overlay.put(key, value)
-            results.append(TxResult(True))
+            results.append(TX_OK)
         merged = BlockExecution(inner.writes, tuple(results), inner.state_root)
         return self._wrap_root(merged, overlay.writes, state_root)
 

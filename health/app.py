@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from medledger.chain.app import BlockExecution, OverlayState, StateReader, TxResult
+from medledger.chain.app import TX_OK, BlockExecution, OverlayState, StateReader, TxResult
 from medledger.chain.codec import decode, encode, encode_primitive
 from medledger.chain.errors import CodecError, TxRejectedError
 from medledger.chain.types import Block, Genesis, Tx, TxId, compute_tx_id
@@ -104,7 +104,7 @@ class HealthApp:
                 continue
             for key, value in scratch.writes.items():
                 overlay.put(key, value)
-            results.append(TxResult(True))
+            results.append(TX_OK)
         writes = dict(overlay.writes)
         return BlockExecution(
             writes=writes, results=tuple(results), state_root=compute_block_root(state_root, writes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from medledger.chain.app import BlockExecution, OverlayState, StateReader, TxResult
+from medledger.chain.app import TX_OK, BlockExecution, OverlayState, StateReader, TxResult
 from medledger.chain.codec import Bytes, FieldSpec, decode, encode_primitive, wire_fields
 from medledger.chain.errors import CodecError, TxRejectedError
 from medledger.chain.types import Block, Genesis, Tx, TxId
@@ -68,7 +68,7 @@ class KeyValueFixtureApp:
                 results.append(TxResult(False, exc.rule, exc.message))
                 continue
             overlay.put(_DATA + body.key, body.value)
-            results.append(TxResult(True))
+            results.append(TX_OK)
         writes = overlay.writes
         changes = encode_primitive(sorted(writes.items(), key=lambda kv: kv[0]))
         return BlockExecution(
