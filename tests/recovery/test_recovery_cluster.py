@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import functools
 import os
+import pty
+import re
+import select
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import plyvel
 import pytest
 from click.testing import CliRunner
-from recovery_harness import DEADLINE_S, Corruption, Net, corrupt, sign_kv_txs, wait_until
+from recovery_harness import DEADLINE_S, NODE_ENV, Corruption, Net, corrupt, sign_kv_txs, wait_until
 
 from medledger.chain import layout
 from medledger.chain.store import BlockStore
@@ -234,3 +240,51 @@ def test_a_validator_whose_state_diverged_halts_on_the_next_block_and_rebuild_re
         moved.rename(home.parent / f"{home.name}-{moved.name}-diverged")
     net.start(VICTIM)
     assert_recovered(net, tx_ids, (int(net.status(0)["height"]), "", ""))
+
+
+def read_terminal_until(master: int, marker: bytes, timeout_s: float = DEADLINE_S) -> bytes:
+    """What a process wrote to its terminal (the pty's master side) until `marker` appeared."""
+    output = b""
+    deadline = time.monotonic() + timeout_s
+    while marker not in output:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {marker!r}; the terminal showed:\n{output!r}")
+        ready, _, _ = select.select([master], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the process closed its terminal
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"the process left before {marker!r}; its terminal showed:\n{output!r}")
+            output += chunk
+    return output
+
+
+def test_a_node_recovering_on_a_terminal_draws_a_progress_bar(net: Net) -> None:
+    for batch in range(3):  # far enough behind for block sync mode
+        write_and_agree(net, f"terminal-{batch}")
+    net.procs[VICTIM].stop()
+    shutil.rmtree(net.data_dir(VICTIM))
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medledger.node.cli", "start", "--home", str(net.home(VICTIM))],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, **NODE_ENV},
+    )
+    os.close(terminal)
+    try:
+        shown = read_terminal_until(master, b"caught up at height")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE_S)
+        os.close(master)
+    text = shown.decode("utf-8", errors="replace")
+    assert re.search(r"\r\x1b\[Ksync \[[#·]+\] +\d+/\d+ blocks · [\d,]+ tx/s · ETA \S+", text), text
+    assert re.search(r"\r\x1b\[Kcaught up at height \d+: [\d,]+ blocks, [\d,]+ txs in ", text), text
+    net.start(VICTIM)
+    net.wait_serving(VICTIM)
+    net.wait_agreed()
