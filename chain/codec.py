@@ -398,53 +398,13 @@ def decode_primitive(data: bytes, *, max_bytes: int) -> Any:
         raise CodecError(f"not valid msgpack: {type(exc).__name__}") from None
 
 
-#: Above this size the canonical check compares sizes instead of re-packing (see `packed_size`).
-_SIZE_CHECK_BYTES_MIN: Final = 64 * 1024
-
-
-def packed_size(obj: Any) -> int:
-    """The size of msgpack's (minimal) encoding of primitives, computed without encoding them.
-
-    For data that decoded to `obj` (map keys in the order the schema requires), a length equal to
-    `packed_size(obj)` means the data is that minimal encoding: every other encoding of the same
-    primitives (wider integers or length headers; duplicate keys collapse and shrink `obj`) is
-    longer. Large frames (a sync response is up to 16 MB) are checked this way, without copying.
-    """
-    kind = type(obj)
-    if kind is bytes:
-        n = len(obj)
-        return n + (2 if n < 0x100 else 3 if n < 0x10000 else 5)
-    if kind is str:
-        n = len(obj.encode())
-        return n + (1 if n < 32 else 2 if n < 0x100 else 3 if n < 0x10000 else 5)
-    if kind is int:
-        if -32 <= obj < 0x80:  # positive and negative fixint
-            return 1
-        for size, low, high in ((2, -0x80, 0x100), (3, -0x8000, 0x10000), (5, -(2**31), 2**32)):
-            if low <= obj < high:
-                return size
-        return 9
-    if kind is list or kind is tuple:
-        n = len(obj)
-        return (1 if n < 16 else 3 if n < 0x10000 else 5) + sum(map(packed_size, obj))
-    if kind is dict:
-        n = len(obj)
-        header = 1 if n < 16 else 3 if n < 0x10000 else 5
-        return header + sum(packed_size(k) + packed_size(v) for k, v in obj.items())
-    if obj is None or kind is bool:
-        return 1
-    return len(encode_primitive(obj))  # floats and the rest: rare, and rejected by every schema
-
-
 def decode(cls: type[W], data: bytes, *, max_bytes: int) -> W:
     """Decode the canonical encoding of a `cls` value; anything else raises `CodecError`."""
     primitive = decode_primitive(data, max_bytes=max_bytes)
     value = from_primitive(cls, primitive)
-    if len(data) >= _SIZE_CHECK_BYTES_MIN:
-        canonical = packed_size(primitive) == len(data)
-    else:
-        canonical = encode_primitive(primitive) == data
-    if not canonical:
+    # Re-packing is the check: equal sizes would not do, since msgpack has signed and unsigned
+    # integer forms of the same width (a uint16 value also fits an int16).
+    if encode_primitive(primitive) != data:
         raise CodecError(f"{cls.__name__}: not the canonical encoding")
     return value
 
