@@ -244,15 +244,8 @@ class BlockStore:
         commit: Commit,
         tx_ids: list[TxId],
         execution: BlockExecution,
-        *,
-        sync: bool = True,
     ) -> None:
-        """Commit a block: block, certificate, tx index, state writes and meta in one atomic batch.
-
-        The batch is synced unless `sync` is False, which block sync uses for every block of a run
-        but the last: batches reach the log in order, so a crash loses a suffix of whole blocks
-        (fetched again), never part of one.
-        """
+        """Commit a block: block, certificate, tx index, state writes and meta in one synced batch."""
         header = block.header
         # Invariants (a failure is a bug in the caller, not bad input): it extends our chain.
         assert header.height == self._height + 1, (header.height, self._height)
@@ -262,7 +255,7 @@ class BlockStore:
         assert header.parent_hash == self.get_parent_hash(header.height)
         height = header.height
         height_key = layout.encode_u64(height)
-        with self._db.write_batch(transaction=True, sync=sync) as batch:
+        with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(layout.block_key(height), block_raw)
             batch.put(layout.commit_key(height), encode(commit))
             batch.put(layout.hash_key(commit.block_hash), height_key)
@@ -275,10 +268,6 @@ class BlockStore:
         self._height = header.height
         self._state_root = execution.state_root
         self._last_hash, self._last_time_ms = commit.block_hash, header.time_ms
-
-    def sync(self) -> None:
-        """Make every write so far durable (one synced write of the unchanged height)."""
-        self._db.put(layout.META_HEIGHT, layout.encode_u64(self._height), sync=True)
 
     @staticmethod
     def _put_app_writes(batch: Any, writes: Mapping[bytes, bytes | None]) -> None:

@@ -40,7 +40,7 @@ PEER_REST_S: Final = 5.0
 WINDOW_BYTES_MAX: Final = 64 * 1024 * 1024
 #: Most heights downloaded ahead of the applied height.
 WINDOW_BLOCKS_MAX: Final = 4 * SYNC_BLOCKS_MAX
-#: Most bytes handed out in one run (applied with one synced write).
+#: Most bytes handed out in one run (verified and applied in one go, off the event loop).
 RUN_BYTES_MAX: Final = 32 * 1024 * 1024
 
 
@@ -92,6 +92,8 @@ class BlockSync:
         self._expired: dict[bytes, RangeRequest] = {}
         self._buffer: dict[int, SyncedBlock] = {}
         self._buffered_bytes = 0
+        #: The last height of the run handed out by `take_ready` and being applied (0: none).
+        self._applying_through = 0
         #: Mean size of the blocks received so far (sizes the ranges asked for).
         self._block_bytes_mean = 0.0
         self._blocks_seen = 0
@@ -158,8 +160,10 @@ class BlockSync:
                 self.requests_timed_out += 1
 
     def _is_wanted(self, height: int) -> bool:
-        return height not in self._buffer and not any(
-            r.first <= height <= r.last for r in self._requests.values()
+        return (
+            height > self._applying_through
+            and height not in self._buffer
+            and not any(r.first <= height <= r.last for r in self._requests.values())
         )
 
     def plan(self, applied: int, now: float) -> list[RangeRequest]:
@@ -249,8 +253,9 @@ class BlockSync:
                 raise PeerError(
                     f"asked for heights {request.first}..{request.last}, got {heights[0]}..{heights[-1]}"
                 )
-            if not heights:
-                self._resting_until[peer] = now + PEER_REST_S  # claims heights it does not serve
+            elif not heights:  # it claimed heights it does not serve: rest it, and believe it
+                self._resting_until[peer] = now + PEER_REST_S
+                self.peer_heights[peer] = min(self.peer_heights.get(peer, 0), request.first - 1)
         else:
             request = None  # unasked
         kept = 0
@@ -285,7 +290,14 @@ class BlockSync:
             run.append(item)
             size += len(item.raw)
             height += 1
+        if run:
+            self._applying_through = run[-1].height
         return run
+
+    def done_applying(self) -> None:
+        """The run from `take_ready` is applied (or failed part-way): its heights that are not
+        applied are wanted again."""
+        self._applying_through = 0
 
     def _discard(self, height: int) -> None:
         item = self._buffer.pop(height)

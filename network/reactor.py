@@ -12,10 +12,10 @@ Block sync (DESIGN.md §3): a node that learns of higher heights (peer status, o
 the future) downloads ranges of blocks with their certificates from several peers at once
 (`BlockSync` decides which heights to ask whom), while it verifies and applies the ranges already
 received: each block by its certificate, tx root and header link rather than every tx signature,
-its txs re-executed and the state root checked against the next header. A run of blocks is
-written with one synced write. A node `FAR_BEHIND_BLOCKS` or more behind leaves consensus for
-sync mode and rejoins once caught up; a peer that serves a bad block is dropped and its heights
-are asked of others.
+its txs re-executed and the state root checked against the next header, each written with one
+synced batch. A node `FAR_BEHIND_BLOCKS` or more behind (as f+1 validators claim, so one liar
+cannot do it) leaves consensus for sync mode and rejoins once caught up; a peer that serves a
+bad block is dropped and its heights are asked of others.
 """
 
 from __future__ import annotations
@@ -259,8 +259,20 @@ class Reactor:
         return self.sync.peer_heights
 
     @property
+    def backed_target(self) -> int:
+        """The highest height that f+1 validators claim, so at least one honest one: a single
+        peer's claim (unsigned status, a forged future vote) cannot take us out of consensus."""
+        validators = self.validators
+        claims = sorted(
+            (height for peer, height in self.sync.peer_heights.items() if validators.contains(peer)),
+            reverse=True,
+        )
+        needed = (len(validators) - 1) // 3 + 1  # f + 1
+        return claims[needed - 1] if len(claims) >= needed else 0
+
+    @property
     def sync_lag(self) -> int:
-        return max(0, self.sync.target - self.store.height)
+        return max(0, self.backed_target - self.store.height)
 
     def _update_mode(self) -> bool:
         """Enter sync mode when far behind, leave it when caught up; True while syncing."""
@@ -560,7 +572,7 @@ class Reactor:
     async def _after_commits(self) -> None:
         if self.network is not None:
             self.network.broadcast(FrameKind.STATUS, encode(PeerStatus(self.store.height, 0)))
-        if self.store.height + 1 <= self.sync.target:
+        if self.store.height + 1 <= self.backed_target:
             await self._maybe_start_height(force=True)  # peers are ahead: no reason to wait
         else:
             await self._maybe_start_height(force=False)
@@ -572,7 +584,10 @@ class Reactor:
         applied_any = False
         while run := self.sync.take_ready(self.store.height):
             started = time.monotonic()
-            applied, failure = await asyncio.to_thread(self._apply_run, run)
+            try:
+                applied, failure = await asyncio.to_thread(self._apply_run, run)
+            finally:
+                self.sync.done_applying()
             for executed in applied:
                 self._committed(executed)
             if applied:
@@ -599,13 +614,10 @@ class Reactor:
             await self._after_commits()
 
     def _apply_run(self, run: list[SyncedBlock]) -> tuple[list[ExecutedBlock], tuple[bytes, str] | None]:
-        """In a worker thread: verify and write `run`; the last block's write is synced.
-
-        Blocks before a failing one stay applied (their writes become durable with the next synced
-        write; a crash before it loses them, and sync fetches them again).
-        """
+        """In a worker thread: verify and write `run`, block by block; blocks before a failing one
+        stay applied."""
         applied: list[ExecutedBlock] = []
-        for index, item in enumerate(run):
+        for item in run:
             block = item.block
             height = block.header.height
             try:
@@ -623,16 +635,12 @@ class Reactor:
                     block, verify_signatures=False, certified=True, raw=item.raw
                 )
             except StateDivergedError:
-                if applied:
-                    self.store.sync()
                 raise
             except (ChainError, InvalidTxError) as exc:
-                if applied:
-                    self.store.sync()
                 return applied, (item.peer, str(exc))
-            self.store.save_block(
-                block, item.raw, item.commit, executed.tx_ids, executed.execution, sync=index == len(run) - 1
-            )
+            # Each block synced: LevelDB switches log files without syncing the old one, so
+            # unsynced blocks before a synced one could be lost to a power cut, leaving a hole.
+            self.store.save_block(block, item.raw, item.commit, executed.tx_ids, executed.execution)
             applied.append(executed)
         return applied, None
 
@@ -640,11 +648,14 @@ class Reactor:
         """`block` is certified and extends our tip: a state root other than ours means our state
         (not the block) is wrong, e.g. a store damaged where the start check cannot see."""
         header, store = block.header, self.store
-        if (
-            header.height == store.height + 1
-            and header.parent_hash == store.last_block_hash
-            and header.state_root != store.state_root
-        ):
+        if header.height != store.height + 1:
+            return
+        if header.parent_hash != store.last_block_hash:
+            raise StateDivergedError(
+                f"a block the network certified at height {header.height} follows another block "
+                f"{store.height} than this node's"
+            )
+        if header.state_root != store.state_root:
             raise StateDivergedError(
                 f"this node's state after height {store.height} differs from the state the network "
                 f"certified (root {store.state_root.hex()[:16]}…, the network's "
@@ -655,17 +666,20 @@ class Reactor:
         if self._sync_session is None or self.on_sync_progress is None:
             return
         started, start_height, txs = self._sync_session
-        self.on_sync_progress(
-            SyncProgress(
-                height=self.store.height,
-                target=max(self.sync.target, self.store.height),
-                start_height=start_height,
-                blocks=self.store.height - start_height,
-                txs=txs,
-                elapsed_s=time.monotonic() - started,
-                done=done,
-            )
+        progress = SyncProgress(
+            height=self.store.height,
+            target=max(self.sync.target, self.store.height),
+            start_height=start_height,
+            blocks=self.store.height - start_height,
+            txs=txs,
+            elapsed_s=time.monotonic() - started,
+            done=done,
         )
+        try:
+            self.on_sync_progress(progress)
+        except Exception as exc:  # a display (a closed terminal) must never stop the node
+            log.warning("sync progress display failed (%s); it is turned off", exc)
+            self.on_sync_progress = None
 
     def _plan_sync(self) -> None:
         """Send the range requests block sync wants now (to peers still linked)."""
@@ -730,10 +744,19 @@ class Reactor:
 
     async def on_frame(self, link: PeerLink, kind: int, payload: bytes) -> None:
         """Decode a peer's frame and hand it on; raising `CodecError`/`PeerError` drops the peer."""
-        if kind == FrameKind.PROPOSAL:
-            self._post(_Message(decode(Proposal, payload, max_bytes=BLOCK_BYTES_MAX + 4096), link.peer_key))
-        elif kind == FrameKind.VOTE:
-            self._post(_Message(decode(Vote, payload, max_bytes=CONSENSUS_MESSAGE_BYTES_MAX), link.peer_key))
+        if kind in (FrameKind.PROPOSAL, FrameKind.VOTE):
+            message: Proposal | Vote = (
+                decode(Proposal, payload, max_bytes=BLOCK_BYTES_MAX + 4096)
+                if kind == FrameKind.PROPOSAL
+                else decode(Vote, payload, max_bytes=CONSENSUS_MESSAGE_BYTES_MAX)
+            )
+            if self.syncing:
+                # Block sync brings us there; queueing proposals (whole blocks) for the core
+                # meanwhile would only fill memory. The height still tells what the peer has.
+                if message.height > self.store.height + 1:
+                    self._request_sync(link.peer_key, message.height - 1)
+                return
+            self._post(_Message(message, link.peer_key))
         elif kind == FrameKind.TXS:
             await self._on_gossip(decode(TxBatch, payload, max_bytes=FRAME_BYTES_MAX).txs)
         elif kind == FrameKind.STATUS:

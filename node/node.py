@@ -363,7 +363,11 @@ class Node:
         self.metrics.syncing.set(0 if progress.done else 1)
         self.metrics.sync_target_height.set(progress.target)
         if self.on_sync_progress is not None:
-            self.on_sync_progress(progress)
+            try:
+                self.on_sync_progress(progress)
+            except Exception as exc:  # a display (a closed terminal) must never stop the node
+                log.warning("sync progress display failed (%s); it is turned off", exc)
+                self.on_sync_progress = None
 
     def _on_committed(self, executed: ExecutedBlock) -> None:
         height, time_ms = executed.block.header.height, executed.block.header.time_ms

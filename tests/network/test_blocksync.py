@@ -303,9 +303,12 @@ def test_a_peer_dropped_for_a_bad_answer_leaves_its_heights_to_others() -> None:
 
 
 def test_an_empty_answer_rests_the_peer_and_another_is_asked() -> None:
+    """An empty answer also takes the peer at its word: it has nothing from the first height asked
+    (a peer that claimed heights it does not have no longer holds the node in sync)."""
     sync = with_peers({A: 10, B: 10})
     assert spans(sync.plan(0, 0.0)) == {A: (1, 5), B: (6, 10)}
     assert sync.on_blocks(A, [], 0, 1.0) == 0
+    assert sync.peer_heights[A] == 0
     assert sync.outstanding == (request_of(sync, B),)
     assert sync.plan(0, 1.5) == []  # A rests; B is busy
     answer(sync, request_of(sync, B), 0, 2.0)
@@ -314,7 +317,9 @@ def test_an_empty_answer_rests_the_peer_and_another_is_asked() -> None:
     assert spans(sync.plan(0, 1.0 + PEER_REST_S - 0.01)) == {B: (1, 5)}  # A still rests
     cancel_all(sync)
     sync.set_height(B, 0)
-    assert spans(sync.plan(0, 1.0 + PEER_REST_S)) == {A: (1, 5)}  # rested: asked again
+    assert sync.plan(0, 1.0 + PEER_REST_S) == []  # rested, but it said it has nothing
+    sync.set_height(A, 10)  # its next status
+    assert spans(sync.plan(0, 1.0 + PEER_REST_S)) == {A: (1, 5)}  # asked again
 
 
 def test_a_timed_out_request_is_asked_of_another_peer_and_the_slow_peer_rests() -> None:
@@ -828,3 +833,15 @@ def test_a_request_to_a_peer_that_relinks_is_asked_again() -> None:
     assert (again.peer, again.first, again.last) == (A, request.first, request.last)
     assert answer(sync, again, 0, 0.2) == request.last - request.first + 1
     assert sync.on_blocks(A, blocks(request.first, request.last, A), 0, 0.3) == 0  # the late copy
+
+
+def test_the_run_being_applied_is_not_asked_for_again() -> None:
+    sync = with_peers({A: 20, B: 20})
+    for request in sync.plan(0, 0.0):
+        answer(sync, request, 0, 0.1)
+    run = sync.take_ready(0)
+    assert [item.height for item in run] == list(range(1, 21))
+    assert sync.plan(0, 0.2) == []  # applying 1..20: nothing is missing
+    sync.done_applying()  # it failed after block 5: 6..20 are wanted again
+    asked = sorted(h for r in sync.plan(5, 0.3) for h in range(r.first, r.last + 1))
+    assert asked == list(range(6, 21))

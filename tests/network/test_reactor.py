@@ -140,3 +140,35 @@ async def test_invalid_forged_vote_drops_the_peer_that_sent_it() -> None:
     await reactor._on_message(_Message(forged, peer))
     assert [why for _, why in network.dropped] == ["sent a consensus message with bad vote signature"]
     assert store.height == 0
+
+
+def four_validators() -> tuple[list[Identity], Genesis]:
+    members = [Identity.generate() for _ in range(4)]
+    validators = ValidatorSet.of(
+        [Validator(f"v{i}", m.public.sign_key, m.public.enc_key) for i, m in enumerate(members)]
+    )
+    return members, Genesis(CHAIN, 0, validators, b"")
+
+
+async def test_one_peers_height_claim_does_not_take_a_validator_out_of_consensus() -> None:
+    """Sync mode needs f+1 validators to claim the height (one of them honest): a single liar, with
+    a status or with a forged vote from the far future, leaves the node in consensus."""
+    members, genesis = four_validators()
+    store = make_store(members[0], genesis)
+    reactor = make_reactor(store, members[0], genesis)
+    liar, honest = members[1].public.sign_key, members[2].public.sign_key
+    network = RecordingNetwork(liar)
+    network.links[honest] = object()
+    reactor.attach(network)  # type: ignore[arg-type]
+
+    reactor.sync.set_height(liar, 10**12)
+    forged = Vote(CHAIN, VoteKind.PREVOTE, 1_000, 0, b"\x07" * 32, liar, bytes(64))
+    await reactor._on_message(_Message(forged, liar))
+    assert reactor.sync_lag == 0
+    assert not reactor._update_mode()
+
+    reactor.sync.set_height(honest, 50)  # a second validator: f + 1 = 2 of 4 claim at least 50
+    assert reactor.backed_target == 50
+    assert reactor.sync_lag == 50
+    assert reactor._update_mode()
+    assert reactor.syncing
