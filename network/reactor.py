@@ -255,10 +255,6 @@ class Reactor:
         return self.validators.contains(self.identity.public.sign_key)
 
     @property
-    def peer_heights(self) -> dict[bytes, int]:
-        return self.sync.peer_heights
-
-    @property
     def backed_target(self) -> int:
         """The highest height that f+1 validators claim, so at least one honest one: a single
         peer's claim (unsigned status, a forged future vote) cannot take us out of consensus."""
@@ -284,7 +280,7 @@ class Reactor:
                 "%d blocks behind (height %d, peers at %d): block sync",
                 lag,
                 self.store.height,
-                self.sync.target,
+                self.store.height + lag,
             )
         elif self.syncing and lag < FAR_BEHIND_BLOCKS:
             self.syncing = False
@@ -668,18 +664,14 @@ class Reactor:
         started, start_height, txs = self._sync_session
         progress = SyncProgress(
             height=self.store.height,
-            target=max(self.sync.target, self.store.height),
+            target=max(self.backed_target, self.store.height),
             start_height=start_height,
             blocks=self.store.height - start_height,
             txs=txs,
             elapsed_s=time.monotonic() - started,
             done=done,
         )
-        try:
-            self.on_sync_progress(progress)
-        except Exception as exc:  # a display (a closed terminal) must never stop the node
-            log.warning("sync progress display failed (%s); it is turned off", exc)
-            self.on_sync_progress = None
+        self.on_sync_progress(progress)  # the node's hook; it keeps a failing display from us
 
     def _plan_sync(self) -> None:
         """Send the range requests block sync wants now (to peers still linked)."""

@@ -53,7 +53,9 @@ class NodeMetrics:
             "medledger_syncing", "1 while block sync catches up from far behind, else 0.", registry=r
         )
         self.sync_target_height = Gauge(
-            "medledger_sync_target_height", "Highest height a peer reported (block sync's goal).", registry=r
+            "medledger_sync_target_height",
+            "Height block sync aims for (f+1 validators claim it).",
+            registry=r,
         )
         self.peers = Gauge("medledger_peers", "Connected peer links.", registry=r)
         self.peers_dropped = Gauge(
