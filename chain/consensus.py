@@ -15,6 +15,13 @@ docs/adr/0003-consensus.md for why it was chosen and how the parts fit. In short
 * A validator prevotes the proposal if the block is valid and it is not locked on another block,
   or if the proposal carries a proof-of-lock round ≥ its locked round and it has seen that quorum of
   prevotes. Otherwise it prevotes nil.
+* Block time is proposer-based (CometBFT's PBTS, docs/adr/0007-block-time.md): a fresh proposal
+  (no proof-of-lock round) is prevoted only if it is *timely*, i.e. its block time lies within
+  `SynchronyParams` (PRECISION, MSGDELAY) of the local time at which the proposal was received.
+  That time is an input (`on_proposal(..., received_ms=...)`): the core reads no clock. A
+  re-proposed block (with a proof of lock) was judged timely by a quorum in its own round and is
+  not judged again. The monotonic part (strictly after the parent) is a block rule
+  (`validate_header_link`), checked by every path that accepts a block.
 * A quorum (⌈2n/3⌉) of prevotes for the proposal locks the validator on the block and makes it
   precommit the block; a quorum of nil prevotes makes it precommit nil.
 * A quorum of precommits for a block, at any round, commits the block (`CommitBlock`).
@@ -37,7 +44,8 @@ Bounds (TIGER_STYLE): messages are stored for rounds up to `ROUNDS_AHEAD_MAX` ab
 one (beyond that only the sender's highest round is remembered, for the round jump) and for at most
 `HEIGHTS_AHEAD_MAX` heights ahead, `FUTURE_MESSAGES_PER_VALIDATOR_MAX` messages per validator.
 Each validator has at most one prevote and one precommit per round; a conflicting second one is
-evidence of equivocation (`RecordEvidence`) and is not counted.
+evidence of equivocation (`RecordEvidence`) and is not counted. A second, different proposal for
+a round whose signature verifies is evidence too (conflicting proposals) and is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +55,14 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Final, Protocol
 
+from medledger.chain.evidence import (
+    Evidence,
+    SignedProposal,
+    is_conflicting_proposals,
+    is_conflicting_votes,
+    make_conflicting_proposal_evidence,
+    make_duplicate_vote_evidence,
+)
 from medledger.chain.store import ConsensusLock, LastSigned
 from medledger.chain.types import (
     NO_ROUND,
@@ -87,6 +103,18 @@ TIMEOUT_PRECOMMIT_MS_DELTA: Final = 500
 TIMEOUT_PRECOMMIT_MS_MAX: Final = 10_000
 #: How often a validator re-broadcasts its own messages of the current height.
 REBROADCAST_MS: Final = 2_000
+
+# -- proposer-based timestamps (ms) -----------------------------------------------------------
+
+#: PBTS's PRECISION: how far apart two honest validators' clocks may be (NTP keeps them well
+#: within this), and so how far in the future of a validator's clock a block time may be.
+BLOCK_TIME_PRECISION_MS: Final = 500
+#: PBTS's MSGDELAY at round 0: how long a proposal may take from its proposer to a validator
+#: (a large block over a slow link included), and so how far in the past a block time may be.
+BLOCK_TIME_MESSAGE_DELAY_MS: Final = 3_000
+#: MSGDELAY grows by this share of itself per round (CometBFT grows it by 10 % a round too): a
+#: bound set too tight for the network costs rounds, never liveness.
+BLOCK_TIME_MESSAGE_DELAY_GROWTH_PERCENT: Final = 10
 
 
 class Step(IntEnum):
@@ -139,6 +167,36 @@ class ConsensusTimeouts:
         delta: int = getattr(self, f"timeout_{name}_ms_delta")
         cap: int = getattr(self, f"timeout_{name}_ms_max")
         return min(base + delta * round_, cap)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SynchronyParams:
+    """The synchrony PBTS assumes: clock precision and message delay (CometBFT's names)."""
+
+    precision_ms: int = BLOCK_TIME_PRECISION_MS
+    message_delay_ms: int = BLOCK_TIME_MESSAGE_DELAY_MS
+    message_delay_growth_percent: int = BLOCK_TIME_MESSAGE_DELAY_GROWTH_PERCENT
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) < 0:
+                raise ValueError(f"{field.name} must not be negative")
+
+    def compute_message_delay_ms(self, round_: int) -> int:
+        """MSGDELAY at `round_`: grows linearly with the round."""
+        return (
+            self.message_delay_ms + self.message_delay_ms * self.message_delay_growth_percent * round_ // 100
+        )
+
+    def is_timely(self, block_time_ms: int, received_ms: int, round_: int) -> bool:
+        """PBTS's timely predicate: a proposal of round `round_` with block time `block_time_ms`,
+        received at local time `received_ms`, satisfies
+        block_time - PRECISION <= received <= block_time + MSGDELAY(round) + PRECISION."""
+        return (
+            block_time_ms - self.precision_ms
+            <= received_ms
+            <= block_time_ms + self.compute_message_delay_ms(round_) + self.precision_ms
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -198,10 +256,12 @@ class CommitBlock:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RecordEvidence:
-    """Two conflicting votes signed by one validator at one (height, round, kind)."""
+    """Proof that a validator equivocated: two conflicting votes, or two conflicting proposals.
 
-    vote_a: Vote
-    vote_b: Vote
+    Its signatures are checked. The driver keeps it for the ledger (`EvidencePool`).
+    """
+
+    evidence: Evidence
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -256,16 +316,8 @@ def sign_proposal(
     return Proposal(chain_id, height, round_, pol_round, block, me, signature)
 
 
-def is_conflicting(vote_a: Vote, vote_b: Vote) -> bool:
-    """Two votes of one validator at one (height, round, kind) for different blocks."""
-    return (
-        vote_a.validator == vote_b.validator
-        and vote_a.chain_id == vote_b.chain_id
-        and vote_a.height == vote_b.height
-        and vote_a.round == vote_b.round
-        and vote_a.kind == vote_b.kind
-        and vote_a.block_hash != vote_b.block_hash
-    )
+#: Two votes of one validator at one (height, round, kind) for different blocks.
+is_conflicting = is_conflicting_votes
 
 
 # -- per-round state -------------------------------------------------------------------------
@@ -315,11 +367,13 @@ _EMPTY_VOTES: Final = _VoteSet()
 
 
 class _RoundState:
-    __slots__ = ("precommits", "prevotes", "proposal", "proposal_hash", "valid_seen")
+    __slots__ = ("precommits", "prevotes", "proposal", "proposal_hash", "proposal_timely", "valid_seen")
 
     def __init__(self) -> None:
         self.proposal: Proposal | None = None
         self.proposal_hash = NIL
+        #: PBTS: the proposal's block time was within the bounds of our clock when it arrived.
+        self.proposal_timely = False
         self.prevotes = _VoteSet()
         self.precommits = _VoteSet()
         #: Rule "quorum of prevotes for the proposal" already applied in this round.
@@ -348,6 +402,7 @@ class ConsensusCore:
         last_signed: LastSigned | None = None,
         lock: ConsensusLock | None = None,
         timeouts: ConsensusTimeouts | None = None,
+        synchrony: SynchronyParams | None = None,
         verify: Verifier = verify_signature,
     ) -> None:
         self.chain_id = chain_id
@@ -356,6 +411,7 @@ class ConsensusCore:
         self._driver = driver
         self._verify = verify
         self.timeouts = timeouts if timeouts is not None else ConsensusTimeouts()
+        self.synchrony = synchrony if synchrony is not None else SynchronyParams()
         self._last_signed = last_signed
         self._persisted_lock = lock
         self.last_rejection: str | None = None
@@ -384,7 +440,8 @@ class ConsensusCore:
         self._scheduled: set[tuple[int, TimeoutStep]] = set()
         self._evidence_seen: set[tuple[bytes, int, int]] = set()
         self._behind_hinted: set[tuple[bytes, int]] = set()
-        self._future: list[Proposal | Vote] = []
+        #: Messages of future heights, with the local time a proposal was received (PBTS).
+        self._future: list[tuple[Proposal | Vote, int]] = []
         self._future_counts: dict[bytes, int] = {}
 
     # -- read-only views ---------------------------------------------------------------------
@@ -472,22 +529,23 @@ class ConsensusCore:
         self._schedule(TimeoutStep.REBROADCAST, out)
 
         buffered, self._future, self._future_counts = self._future, [], {}
-        for message in buffered:
+        for message, received_ms in buffered:
             if message.height == height:
                 if isinstance(message, Proposal):
-                    self._handle_proposal(message, out)
+                    self._handle_proposal(message, out, received_ms)
                 else:
                     self._handle_vote(message, out)
             elif message.height > height:
-                self._buffer_future(message)
+                self._buffer_future(message, received_ms)
         self.last_rejection = None
         self._evaluate(out)
         return out
 
-    def on_proposal(self, proposal: Proposal) -> list[Action]:
+    def on_proposal(self, proposal: Proposal, *, received_ms: int) -> list[Action]:
+        """A proposal, received at local time `received_ms` (the driver's clock; PBTS needs it)."""
         out: list[Action] = []
         self.last_rejection = None
-        self._handle_proposal(proposal, out)
+        self._handle_proposal(proposal, out, received_ms)
         self._evaluate(out)
         return out
 
@@ -579,13 +637,13 @@ class ConsensusCore:
     def _reject(self, reason: str) -> None:
         self.last_rejection = reason
 
-    def _handle_proposal(self, proposal: Proposal, out: list[Action]) -> None:
+    def _handle_proposal(self, proposal: Proposal, out: list[Action], received_ms: int) -> None:
         if self._validators is None:
             return self._reject("consensus has not started")
         if proposal.chain_id != self.chain_id:
             return self._reject("proposal for another chain")
         if proposal.height != self.height:
-            return self._handle_other_height(proposal, out)
+            return self._handle_other_height(proposal, out, received_ms)
         if self.decided:
             return None
         if proposal.round > self.round + ROUNDS_AHEAD_MAX:
@@ -595,7 +653,7 @@ class ConsensusCore:
         state = self._rounds.get(proposal.round)
         if state is not None and state.proposal is not None:
             if state.proposal != proposal:
-                return self._reject("a second, different proposal for the round")
+                return self._handle_second_proposal(state, proposal, out)
             return None
         reason = self._check_proposal_block(proposal)
         if reason is not None:
@@ -613,9 +671,29 @@ class ConsensusCore:
             return self._reject("bad proposal signature")
         state = self._get_round(proposal.round)
         state.proposal, state.proposal_hash = proposal, block_hash
+        state.proposal_timely = self.synchrony.is_timely(
+            proposal.block.header.time_ms, received_ms, proposal.round
+        )
         self._blocks.setdefault(block_hash, proposal.block)
         self._note_round(proposal.proposer, proposal.round)
         return None
+
+    def _handle_second_proposal(self, state: _RoundState, proposal: Proposal, out: list[Action]) -> None:
+        """Another proposal for a round that has one: evidence if it is signed and signs other
+        content (a block or pol_round), refused either way (the first proposal stands)."""
+        assert state.proposal is not None
+        first = SignedProposal.of(state.proposal, state.proposal_hash)
+        key = (proposal.proposer, proposal.round, int(Step.PROPOSE))
+        if key in self._evidence_seen:
+            return self._reject("a second, different proposal for the round")
+        second = SignedProposal.of(proposal)
+        if not is_conflicting_proposals(first, second):
+            return self._reject("a second, different proposal for the round")
+        if not self._verify(second.proposer, second.signing_bytes(), second.signature):
+            return self._reject("bad proposal signature")
+        self._evidence_seen.add(key)
+        out.append(RecordEvidence(make_conflicting_proposal_evidence(first, second)))
+        return self._reject("a second, different proposal for the round")
 
     def _check_proposal_block(self, proposal: Proposal) -> str | None:
         assert self._validators is not None
@@ -666,7 +744,7 @@ class ConsensusCore:
             key = (vote.validator, vote.round, vote.kind)
             if key not in self._evidence_seen:
                 self._evidence_seen.add(key)
-                out.append(RecordEvidence(existing, vote))
+                out.append(RecordEvidence(make_duplicate_vote_evidence(existing, vote)))
             if vote.block_hash not in self._blocks:
                 return None
         self._add_vote(vote)
@@ -685,7 +763,7 @@ class ConsensusCore:
             self._precommit_quorums[vote.block_hash] = vote.round
         self._note_round(vote.validator, vote.round)
 
-    def _handle_other_height(self, message: Proposal | Vote, out: list[Action]) -> None:
+    def _handle_other_height(self, message: Proposal | Vote, out: list[Action], received_ms: int = 0) -> None:
         """A message for a height we are not at: a hint that its sender lags, or one to keep."""
         sender = message.proposer if isinstance(message, Proposal) else message.validator
         if sender not in self._members:
@@ -700,16 +778,16 @@ class ConsensusCore:
             return None  # not invalid, only too far ahead to keep: block sync will bring us there
         if not self._is_signed(message):
             return self._reject("bad signature")
-        self._buffer_future(message)
+        self._buffer_future(message, received_ms)
         return None
 
-    def _buffer_future(self, message: Proposal | Vote) -> None:
+    def _buffer_future(self, message: Proposal | Vote, received_ms: int) -> None:
         sender = message.proposer if isinstance(message, Proposal) else message.validator
         count = self._future_counts.get(sender, 0)
-        if count >= FUTURE_MESSAGES_PER_VALIDATOR_MAX or message in self._future:
+        if count >= FUTURE_MESSAGES_PER_VALIDATOR_MAX or any(m == message for m, _ in self._future):
             return
         self._future_counts[sender] = count + 1
-        self._future.append(message)
+        self._future.append((message, received_ms))
 
     def _note_far_round(self, message: Proposal | Vote) -> None:
         """A message too far ahead to store: remember only its sender's round, for the jump."""
@@ -790,8 +868,11 @@ class ConsensusCore:
         if self.step == Step.PROPOSE and proposal is not None:
             block = proposal.block
             if proposal.pol_round == NO_ROUND:
-                ok = self._is_valid(block_hash, block) and (
-                    self.locked_round == NO_ROUND or self.locked_hash == block_hash
+                # PBTS: a fresh proposal is judged in its own round, block time against our clock.
+                ok = (
+                    state.proposal_timely
+                    and self._is_valid(block_hash, block)
+                    and (self.locked_round == NO_ROUND or self.locked_hash == block_hash)
                 )
                 self._prevote(block_hash if ok else NIL, out)
                 return True
@@ -870,6 +951,8 @@ class ConsensusCore:
             out.append(Broadcast(prevote))
         state = self._get_round(self.round)
         state.proposal, state.proposal_hash = proposal, block_hash
+        # The driver stamped the block with its own clock (or just after the parent's time).
+        state.proposal_timely = True
         self._blocks.setdefault(block_hash, block)
 
     def _prevote(self, block_hash: bytes, out: list[Action]) -> None:
@@ -961,6 +1044,9 @@ class ConsensusCore:
 
 
 __all__ = [
+    "BLOCK_TIME_MESSAGE_DELAY_GROWTH_PERCENT",
+    "BLOCK_TIME_MESSAGE_DELAY_MS",
+    "BLOCK_TIME_PRECISION_MS",
     "FUTURE_MESSAGES_PER_VALIDATOR_MAX",
     "HEIGHTS_AHEAD_MAX",
     "NIL",
@@ -987,6 +1073,7 @@ __all__ = [
     "RecordEvidence",
     "ScheduleTimeout",
     "Step",
+    "SynchronyParams",
     "Timeout",
     "TimeoutStep",
     "Verifier",

@@ -39,8 +39,8 @@ def build_block(
         height=height,
         round=round_,
         parent_hash=store.get_parent_hash(height),
-        # Block time never goes back, whatever the proposer's clock says.
-        time_ms=max(time_ms, store.last_block_time_ms),
+        # Block time always moves on (strictly: `validate_block_time`), whatever our clock says.
+        time_ms=max(time_ms, store.last_block_time_ms + 1),
         proposer=proposer,
         tx_count=len(raw_txs),
         tx_root=compute_tx_root(raw_txs),

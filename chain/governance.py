@@ -11,9 +11,12 @@ application uses it), so it is committed, synced and re-executed like any other 
   ahead and nobody is surprised by a set. One change at a time; a change that would leave fewer
   validators than the old set's quorum (the blocks around the switch still need that quorum) or
   an empty set is refused.
-* `chain.evidence` (body: two conflicting votes) records an equivocation once: both votes must be
-  validly signed by one validator of the set at their height, for one (height, round, kind), for
-  different blocks.
+* `chain.evidence` (body: two conflicting votes) and `chain.evidence_proposal` (body: two
+  conflicting signed proposals) record an offence once per slot (signer, height, round, kind):
+  both messages must be validly signed by one validator of the set at their height (see
+  `medledger.chain.evidence`). Evidence is filed by a proposer in its own block, never through
+  the mempool: `check_tx` refuses it (`chain.evidence_in_block`), so a node that sees an
+  equivocation never floods the network with its own copy of the report.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ from medledger.chain.codec import (
     wire_fields,
 )
 from medledger.chain.errors import CodecError, TxRejectedError
+from medledger.chain.evidence import (
+    ConflictingProposalEvidence,
+    DuplicateVoteEvidence,
+    Evidence,
+    validate_evidence,
+)
 from medledger.chain.limits import CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.types import (
     Block,
@@ -43,15 +52,19 @@ from medledger.chain.types import (
     Validator,
     ValidatorSet,
     Vote,
-    VoteKind,
-    compute_vote_signing_bytes,
 )
-from medledger.crypto import PUBLIC_KEY_SIZE, digest, verify_signature
+from medledger.crypto import PUBLIC_KEY_SIZE, digest
 
 KIND_PREFIX: Final = "chain."
 KIND_VALIDATOR_ADD: Final = "chain.validator_add"
 KIND_VALIDATOR_REMOVE: Final = "chain.validator_remove"
 KIND_EVIDENCE: Final = "chain.evidence"
+KIND_EVIDENCE_PROPOSAL: Final = "chain.evidence_proposal"
+#: The tx kinds that carry evidence, and the body each decodes to.
+EVIDENCE_KINDS: Final[dict[str, type[DuplicateVoteEvidence] | type[ConflictingProposalEvidence]]] = {
+    KIND_EVIDENCE: DuplicateVoteEvidence,
+    KIND_EVIDENCE_PROPOSAL: ConflictingProposalEvidence,
+}
 #: Blocks between the block that passes a change and the first height it governs.
 ACTIVATION_DELAY: Final = 2
 #: Validator sets kept for checking evidence about recent heights.
@@ -71,12 +84,8 @@ class RemoveBody:
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(sign_key=FixedBytes(PUBLIC_KEY_SIZE))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class EvidenceBody:
-    vote_a: Vote
-    vote_b: Vote
-
-    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(vote_a=Struct(Vote), vote_b=Struct(Vote))
+#: The body of a `chain.evidence` tx (kept under its old name: the wire is the same).
+EvidenceBody = DuplicateVoteEvidence
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,6 +161,11 @@ class GovernedApp:
         return self.inner.init_state(genesis)
 
     def check_tx(self, tx: Tx, tx_id: TxId, state: StateReader) -> None:
+        if tx.kind in EVIDENCE_KINDS:
+            raise TxRejectedError(
+                "evidence is filed by a proposer in its block, not through the mempool",
+                rule="chain.evidence_in_block",
+            )
         if tx.kind.startswith(KIND_PREFIX):
             # Admission checks against the next height's set; the block re-checks at its own.
             history = get_history(state, self.genesis_validators)
@@ -206,7 +220,7 @@ class GovernedApp:
         # At admission (height None) the tx is judged by the newest set; in a block by its height's.
         at = height if height is not None else max(e.since for e in history.epochs)
         validators = get_validators_at(history, at)
-        if tx.kind == KIND_EVIDENCE:
+        if tx.kind in EVIDENCE_KINDS:
             self._process_evidence(tx, state, history)
             return history
         if tx.kind not in (KIND_VALIDATOR_ADD, KIND_VALIDATOR_REMOVE):
@@ -263,31 +277,31 @@ class GovernedApp:
 
     def _process_evidence(self, tx: Tx, state: OverlayState, history: SetHistory) -> None:
         try:
-            body = decode(EvidenceBody, tx.body, max_bytes=2 * CONSENSUS_MESSAGE_BYTES_MAX)
+            evidence = decode(EVIDENCE_KINDS[tx.kind], tx.body, max_bytes=2 * CONSENSUS_MESSAGE_BYTES_MAX)
         except CodecError as exc:
             raise TxRejectedError(f"malformed evidence: {exc.message}", rule="chain.body") from None
-        a, b = body.vote_a, body.vote_b
-        same_slot = (a.chain_id, a.kind, a.height, a.round, a.validator) == (
-            b.chain_id,
-            b.kind,
-            b.height,
-            b.round,
-            b.validator,
-        )
-        if not same_slot or a.block_hash == b.block_hash:
-            raise TxRejectedError("the votes do not conflict", rule="chain.evidence")
-        if not get_validators_at(history, a.height).contains(a.validator):
-            raise TxRejectedError("the signer was not a validator at that height", rule="chain.evidence")
-        for vote in (a, b):
-            message = compute_vote_signing_bytes(
-                vote.chain_id, VoteKind(vote.kind), vote.height, vote.round, vote.block_hash, vote.validator
-            )
-            if not verify_signature(vote.validator, message, vote.signature):
-                raise TxRejectedError("a vote's signature does not verify", rule="chain.evidence")
-        key = _EVIDENCE + digest(b"".join(sorted((encode(a), encode(b)))))
-        if state.get(key) is not None:
-            raise TxRejectedError("this equivocation is already on the ledger", rule="chain.evidence_known")
-        state.put(key, encode(body))
+        self.validate_new_evidence(state, evidence, chain_id=tx.chain_id, history=history)
+        state.put(_EVIDENCE + evidence.compute_slot(), encode(evidence))
+
+    def validate_new_evidence(
+        self, state: StateReader, evidence: Evidence, *, chain_id: str, history: SetHistory | None = None
+    ) -> None:
+        """That `evidence` is valid and its slot not on the ledger yet (what a block would check:
+        a proposer asks this before it includes evidence); raises `TxRejectedError`."""
+        if history is None:
+            history = get_history(state, self.genesis_validators)
+        validators = get_validators_at(history, evidence.height)
+        validate_evidence(evidence, chain_id=chain_id, validators=validators)
+        if state.get(_EVIDENCE + evidence.compute_slot()) is not None:
+            raise TxRejectedError("this offence is already on the ledger", rule="chain.evidence_known")
+
+    @staticmethod
+    def is_evidence_recorded(state: StateReader, slot: bytes) -> bool:
+        return state.get(_EVIDENCE + slot) is not None
+
+
+def get_evidence_kind(evidence: Evidence) -> str:
+    return KIND_EVIDENCE if isinstance(evidence, DuplicateVoteEvidence) else KIND_EVIDENCE_PROPOSAL
 
 
 def encode_changes(writes: dict[bytes, bytes | None]) -> bytes:
@@ -295,7 +309,23 @@ def encode_changes(writes: dict[bytes, bytes | None]) -> bytes:
 
 
 def encode_evidence(vote_a: Vote, vote_b: Vote) -> bytes:
-    return encode(EvidenceBody(vote_a, vote_b))
+    return encode(DuplicateVoteEvidence(vote_a, vote_b))
+
+
+def encode_evidence_tx(evidence: Evidence) -> tuple[str, bytes]:
+    """The tx kind and body that file `evidence`."""
+    return get_evidence_kind(evidence), encode(evidence)
+
+
+def decode_evidence_tx(tx: Tx) -> Evidence | None:
+    """The evidence a `chain.evidence*` tx carries; None for another kind or a malformed body."""
+    cls = EVIDENCE_KINDS.get(tx.kind)
+    if cls is None:
+        return None
+    try:
+        return decode(cls, tx.body, max_bytes=2 * CONSENSUS_MESSAGE_BYTES_MAX)
+    except CodecError:
+        return None
 
 
 def encode_removal(sign_key: bytes) -> bytes:

@@ -273,6 +273,7 @@ def _replay_block(
         validate_header_link(
             block.header,
             parent_hash=replay.last_block_hash,
+            parent_time_ms=replay.last_block_time_ms,
             height=replay.height + 1,
             state_root=replay.state_root,
             validators_hash=validators_at(height).hash(),

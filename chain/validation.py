@@ -109,17 +109,41 @@ def validate_block_shape(block: Block, *, chain_id: str) -> list[TxId]:
 
 
 def validate_header_link(
-    header: Header, *, parent_hash: bytes, height: int, state_root: bytes, validators_hash: bytes
+    header: Header,
+    *,
+    parent_hash: bytes,
+    parent_time_ms: int,
+    height: int,
+    state_root: bytes,
+    validators_hash: bytes,
 ) -> None:
-    """That a header extends our chain: height, parent, app state and validator set agree."""
+    """That a header extends our chain: height, parent, time, app state and validator set agree.
+
+    `parent_time_ms`: the parent block's time (the genesis time under block 1). Every path that
+    accepts a block (consensus, block sync, `medledger verify`'s replay) goes through here, so
+    they agree on it.
+    """
     if header.height != height:
         raise InvalidBlockError(f"expected height {height}, got {header.height}")
     if header.parent_hash != parent_hash:
         raise InvalidBlockError(f"block {height}: parent hash does not match our block {height - 1}")
+    validate_block_time(header, parent_time_ms=parent_time_ms)
     if header.state_root != state_root:
         raise InvalidBlockError(f"block {height}: state root differs from ours after {height - 1}")
     if header.validators_hash != validators_hash:
         raise InvalidBlockError(f"block {height}: validator set hash differs from ours")
+
+
+def validate_block_time(header: Header, *, parent_time_ms: int) -> None:
+    """Block time is monotonic: strictly after the parent's (docs/adr/0007-block-time.md).
+
+    The other half of the block-time rule, that a fresh proposal's time is within the bounds of
+    each validator's clock, needs a clock and so lives in consensus (`SynchronyParams.is_timely`).
+    """
+    if header.time_ms <= parent_time_ms:
+        raise InvalidBlockError(
+            f"block {header.height}: time {header.time_ms} ms is not after its parent's {parent_time_ms} ms"
+        )
 
 
 def validate_commit(

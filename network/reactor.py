@@ -16,6 +16,13 @@ its txs re-executed and the state root checked against the next header, each wri
 synced batch. A node `FAR_BEHIND_BLOCKS` or more behind (as f+1 validators claim, so one liar
 cannot do it) leaves consensus for sync mode and rejoins once caught up; a peer that serves a
 bad block is dropped and its heights are asked of others.
+
+Block time (docs/adr/0007-block-time.md): a frame's arrival time on this node's clock goes with
+each proposal to the core, which prevotes a fresh proposal only if its block time is timely.
+
+Evidence (docs/adr/0003-consensus.md): equivocations the core detects wait in an `EvidencePool`;
+when this node proposes, it files the pending ones as `chain.evidence*` txs it signs and puts
+first in its own block. Evidence never enters a mempool, so each offence reaches the ledger once.
 """
 
 from __future__ import annotations
@@ -51,8 +58,9 @@ from medledger.chain.errors import (
     InvalidTxError,
     StateDivergedError,
 )
+from medledger.chain.evidence import Evidence, EvidencePool
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
-from medledger.chain.governance import KIND_EVIDENCE, GovernedApp, encode_evidence
+from medledger.chain.governance import GovernedApp, encode_evidence_tx
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.mempool import Mempool
 from medledger.chain.store import BlockStore
@@ -69,6 +77,7 @@ from medledger.chain.types import (
     compute_tx_id,
 )
 from medledger.chain.validation import (
+    CheckedTx,
     decode_tx,
     validate_block_shape,
     validate_commit,
@@ -129,6 +138,8 @@ class SyncProgress:
 class _Message:
     message: Proposal | Vote
     peer: bytes | None
+    #: This node's clock when the frame arrived (PBTS judges a proposal's time against it).
+    received_ms: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -196,7 +207,9 @@ class Reactor:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_commit_time_ms = store.last_block_time_ms
-        self.evidence: list[tuple[Vote, Vote]] = []
+        #: Every equivocation the core reported (for operators and tests).
+        self.evidence: list[Evidence] = []
+        self.evidence_pool = EvidencePool()
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -365,7 +378,7 @@ class Reactor:
         if isinstance(message, Proposal):
             if message.height == self.core.height:
                 await self._prevalidate(message.block)
-            actions = self.core.on_proposal(message)
+            actions = self.core.on_proposal(message, received_ms=event.received_ms)
         else:
             actions = self.core.on_vote(message)
         rejection = self.core.last_rejection
@@ -395,13 +408,14 @@ class Reactor:
             elif isinstance(action, CommitBlock):
                 await self._commit(action.block, action.commit, verified=True)
             elif isinstance(action, RecordEvidence):
-                self.evidence.append((action.vote_a, action.vote_b))
-                self._report_evidence(action.vote_a, action.vote_b)
+                evidence = action.evidence
+                self.evidence.append(evidence)
+                self.evidence_pool.add(evidence)
                 log.warning(
-                    "equivocation by validator %s at height %d round %d",
-                    action.vote_a.validator.hex()[:12],
-                    action.vote_a.height,
-                    action.vote_a.round,
+                    "%s by validator %s at height %d",
+                    type(evidence).__name__,
+                    evidence.signer.hex()[:12],
+                    evidence.height,
                 )
             elif isinstance(action, PeerBehind):
                 self._send_blocks(action.validator, action.height, action.height)
@@ -414,7 +428,11 @@ class Reactor:
     # -- the driver --------------------------------------------------------------------------------
 
     def get_block_to_propose(self, height: int, round_: int) -> Block:
-        txs = self.mempool.reap(max_txs=self.max_block_txs, max_bytes=self.max_block_bytes)
+        evidence_txs = self._file_evidence()
+        txs = evidence_txs + self.mempool.reap(
+            max_txs=max(0, self.max_block_txs - len(evidence_txs)),
+            max_bytes=max(0, self.max_block_bytes - sum(len(c.raw) for c in evidence_txs)),
+        )
         block = build_block(
             store=self.store,
             validators=self.validators_for(height),
@@ -473,14 +491,13 @@ class Reactor:
         validate_header_link(
             header,
             parent_hash=self.store.last_block_hash,
+            parent_time_ms=self.store.last_block_time_ms,
             height=self.store.height + 1,
             state_root=self.store.state_root,
             validators_hash=validators.hash(),
         )
         if header.next_validators_hash != self.validators_for(header.height + 1).hash():
             raise InvalidBlockError(f"block {header.height}: unexpected next validator set")
-        if header.time_ms < self.store.last_block_time_ms:
-            raise InvalidBlockError(f"block {header.height}: time goes back")
         if header.proposer != validators.get_proposer(header.height, header.round).sign_key:
             raise InvalidBlockError(f"block {header.height}: not proposed by the round's proposer")
         txs: list[Tx] = []
@@ -561,6 +578,8 @@ class Reactor:
         self._executed.clear()
         self._invalid.clear()
         self.mempool.remove(executed.tx_ids)
+        if len(self.evidence_pool) and isinstance(self.app, GovernedApp):
+            self.evidence_pool.prune(lambda slot: GovernedApp.is_evidence_recorded(self.store, slot))
         self._last_commit_at = time.monotonic()
         self.last_commit_time_ms = executed.block.header.time_ms
         self.on_committed(executed)
@@ -748,7 +767,7 @@ class Reactor:
                 if message.height > self.store.height + 1:
                     self._request_sync(link.peer_key, message.height - 1)
                 return
-            self._post(_Message(message, link.peer_key))
+            self._post(_Message(message, link.peer_key, self.clock_ms()))
         elif kind == FrameKind.TXS:
             await self._on_gossip(decode(TxBatch, payload, max_bytes=FRAME_BYTES_MAX).txs)
         elif kind == FrameKind.STATUS:
@@ -804,18 +823,29 @@ class Reactor:
         if result.admitted:
             self.notify_txs()
 
-    def _report_evidence(self, vote_a: Vote, vote_b: Vote) -> None:
-        """Put the equivocation on the ledger: a `chain.evidence` tx signed by this node."""
-        _, raw, _ = sign_tx(
-            self.identity,
-            chain_id=self.genesis.chain_id,
-            kind=KIND_EVIDENCE,
-            body=encode_evidence(vote_a, vote_b),
-        )
-        outcomes = check_batch([raw], chain_id=self.genesis.chain_id, now_ms=self.clock_ms())
-        if self.admission.admit_gossip(outcomes).admitted:
-            self.gossip_txs([raw])
-            self.notify_txs()
+    def _file_evidence(self) -> list[CheckedTx]:
+        """The pending evidence as txs signed by this node, for the block it proposes.
+
+        Evidence the ledger would refuse (recorded meanwhile, or about a signer the set at its
+        height no longer shows) leaves the pool rather than wasting a slot in every block.
+        """
+        app = self.app
+        if not isinstance(app, GovernedApp):
+            return []
+        chain_id = self.genesis.chain_id
+        filed: list[CheckedTx] = []
+        for evidence in self.evidence_pool.get_pending():
+            try:
+                app.validate_new_evidence(self.store, evidence, chain_id=chain_id)
+            except InvalidTxError:
+                self.evidence_pool.remove(evidence)
+                continue
+            kind, body = encode_evidence_tx(evidence)
+            tx, raw, tx_id = sign_tx(
+                self.identity, chain_id=chain_id, kind=kind, body=body, timestamp_ms=self.clock_ms()
+            )
+            filed.append(CheckedTx(tx, raw, tx_id))
+        return filed
 
     def gossip_txs(self, raws: list[bytes]) -> None:
         """Send newly admitted txs to every peer, in batches."""

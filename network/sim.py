@@ -13,13 +13,22 @@ loop over a heap of (virtual time, sequence) events, with every random choice dr
   middle of executing one batch of the core's actions;
 * Byzantine "twins": a second node holding a validator's key, so that key proposes and votes for
   different blocks (Bano et al., "Twins: BFT Systems Made Robust", 2020);
+* Byzantine proposers that stamp their blocks with a skewed time (`TimeSkew`: far in the future
+  or past, just outside or just inside the PBTS bounds), usually the twins themselves;
+* honest clocks that are off by up to `clock_offset_ms_max` either way (each node's local time,
+  which it passes to its core with every proposal, is the virtual time plus its offset);
 * clients that inject signed transactions at random nodes.
 
 An `InvariantChecker` checks, at every event that could break them: no two correct nodes commit
 different blocks at one height; every commit certificate is valid (`validate_commit`); no correct
 validator signs two different votes or proposals at one (height, round, step), and no correct node
 accuses a correct one of equivocating; committed heights never go back, not even across a crash;
-correct nodes at one height have one state root; no correct node rejects a correct node's message.
+correct nodes at one height have one state root; no correct node rejects a correct node's message;
+every committed block time is after its parent's and within the PBTS bounds of honest clocks
+(never ahead of the virtual time by more than PRECISION plus the clock offset, never behind the
+moment a correct node first saw the block by more than MSGDELAY + PRECISION plus the offset);
+evidence reaches the ledger (a block filed by its proposer) once per offence, never about a
+correct validator.
 Liveness: once every fault has healed (the global stabilisation time, GST), every correct node must
 commit new blocks within `liveness_bound_ms` of virtual time.
 
@@ -56,10 +65,19 @@ from medledger.chain.consensus import (
     PersistLock,
     RecordEvidence,
     ScheduleTimeout,
-    is_conflicting,
+    SynchronyParams,
 )
 from medledger.chain.errors import InvalidBlockError, InvalidCommitError, InvalidTxError
+from medledger.chain.evidence import (
+    DuplicateVoteEvidence,
+    Evidence,
+    EvidencePool,
+    is_conflicting_proposals,
+    is_conflicting_votes,
+)
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
+from medledger.chain.governance import GovernedApp, decode_evidence_tx, encode_evidence_tx
+from medledger.chain.limits import UINT_MAX
 from medledger.chain.memdb import MemDB
 from medledger.chain.store import BlockStore
 from medledger.chain.txbuilder import sign_tx
@@ -112,7 +130,25 @@ SIM_TIMEOUTS: Final = ConsensusTimeouts(
     rebroadcast_ms=400,
 )
 
+#: PBTS bounds scaled to the simulated network like the timeouts (delays of 2 to 20 ms a hop).
+SIM_SYNCHRONY: Final = SynchronyParams(precision_ms=50, message_delay_ms=200)
+
 CHAIN_ID: Final = "medledger-sim"
+
+
+class TimeSkew(StrEnum):
+    """How a Byzantine proposer stamps its blocks, relative to the virtual time `now`.
+
+    "Just outside" is outside the bounds for every honest validator at round 0 (whatever its
+    clock offset and the message delay), "just inside" inside for all of them.
+    """
+
+    FAR_FUTURE = "far_future"  # the largest time the wire carries
+    FAR_PAST = "far_past"  # 0: at or before every parent
+    OUTSIDE_FUTURE = "outside_future"
+    OUTSIDE_PAST = "outside_past"
+    INSIDE_FUTURE = "inside_future"
+    INSIDE_PAST = "inside_past"
 
 
 class FaultKind(StrEnum):
@@ -171,6 +207,12 @@ class SimConfig:
     faults: tuple[Fault, ...] = ()
     #: Validators (by index) that also run a Byzantine second copy with the same key.
     twins: tuple[int, ...] = ()
+    #: Validators (by index) whose nodes (twins included) stamp their blocks with `time_skew`.
+    skewed: tuple[int, ...] = ()
+    time_skew: TimeSkew = TimeSkew.FAR_FUTURE
+    #: Correct nodes' clocks are off by up to this either way (drawn from the seed).
+    clock_offset_ms_max: int = 0
+    synchrony: SynchronyParams = SIM_SYNCHRONY
     #: Heights every correct node must reach (beyond those committed before GST) for liveness.
     heights_after_gst: int = 3
     liveness_bound_ms: int = 20_000
@@ -192,6 +234,10 @@ class SimConfig:
             raise ValueError("a simulation needs at least one validator")
         if any(not 0 <= i < self.n for i in self.twins) or len(set(self.twins)) != len(self.twins):
             raise ValueError("twins must be distinct validator indices")
+        if any(not 0 <= i < self.n for i in self.skewed) or len(set(self.skewed)) != len(self.skewed):
+            raise ValueError("skewed must be distinct validator indices")
+        if not 0 <= self.clock_offset_ms_max <= self.synchrony.precision_ms // 2:
+            raise ValueError("honest clocks must stay within PRECISION of each other")
         nodes = self.n + len(self.twins)
         for fault in self.faults:
             if any(not 0 <= i < nodes for i in fault.nodes):
@@ -240,6 +286,8 @@ class SimResult:
     events: int
     commits: int
     evidence: int
+    #: Offences recorded on the ledger (evidence txs committed), each once.
+    evidence_recorded: int
     trace_digest: str
     violations: list[str]
 
@@ -297,6 +345,8 @@ class SimNode:
         config: SimConfig,
         caches: _Caches,
         time_skew_ms: int,
+        clock_offset_ms: int = 0,
+        skew: TimeSkew | None = None,
     ) -> None:
         self.id = node_id
         self.identity = identity
@@ -308,6 +358,9 @@ class SimNode:
         self._config = config
         self._caches = caches
         self.time_skew_ms = time_skew_ms
+        self.clock_offset_ms = clock_offset_ms
+        self.skew = skew
+        self.evidence_pool = EvidencePool()
         self.db = MemDB()
         self.up = False
         self.incarnation = 0
@@ -317,7 +370,7 @@ class SimNode:
         self.pending_catchup: dict[int, tuple[Block, Commit]] = {}
         self.mempool: dict[bytes, CheckedTx] = {}
         self._executed: dict[bytes, ExecutedBlock | None] = {}
-        self.app: App = config.app_factory()
+        self.app = GovernedApp(config.app_factory(), genesis.validators)
         self.store = BlockStore.open_memory(self.db, f"node{node_id}")
         self.store.init_genesis(genesis, self.app.init_state(genesis))
         self.core = self._new_core()
@@ -330,6 +383,7 @@ class SimNode:
             last_signed=self.store.load_last_signed(),
             lock=self.store.load_lock(),
             timeouts=self._config.timeouts,
+            synchrony=self._config.synchrony,
             verify=self._caches.verify,
         )
 
@@ -346,32 +400,81 @@ class SimNode:
         self.pending_catchup.clear()
         self.peer_heights.clear()
         self._executed.clear()
+        self.evidence_pool = EvidencePool()
 
     def restart(self) -> list[Action]:
         self.db.reopen()
-        self.app = self._config.app_factory()
+        self.app = GovernedApp(self._config.app_factory(), self.genesis.validators)
         self.store = BlockStore.open_memory(self.db, f"node{self.id}")
         self.core = self._new_core()
         return self.start()
 
     # -- ConsensusDriver -------------------------------------------------------------------
 
+    @property
+    def clock_ms(self) -> int:
+        """This node's local clock: the virtual time, off by its clock offset."""
+        return max(0, self.now_ms + self.clock_offset_ms)
+
     def get_block_to_propose(self, height: int, round_: int) -> Block:
         assert height == self.store.height + 1, (height, self.store.height)
-        txs: list[CheckedTx] = []
+        txs = self._file_evidence(height, round_)
         for checked in self.mempool.values():
             if len(txs) >= SIM_BLOCK_TXS_MAX:
                 break
             if not self.store.has_tx(checked.tx_id):
                 txs.append(checked)
-        return build_block(
+        block = build_block(
             store=self.store,
             validators=self.validators,
             proposer=self.key,
             round_=round_,
-            time_ms=self.now_ms + self.time_skew_ms,
+            time_ms=self.clock_ms + self.time_skew_ms,
             txs=txs,
         )
+        if self.skew is None:
+            return block
+        skewed = dataclasses.replace(block.header, time_ms=self._skewed_time_ms())
+        return Block(skewed, block.txs)
+
+    def _skewed_time_ms(self) -> int:
+        """A Byzantine proposer's block time (see `TimeSkew`); not kept after the parent's."""
+        assert self.skew is not None
+        config = self._config
+        precision = config.synchrony.precision_ms
+        delay = config.synchrony.compute_message_delay_ms(0)
+        offset = config.clock_offset_ms_max
+        now = self.now_ms
+        times = {
+            TimeSkew.FAR_FUTURE: UINT_MAX,
+            TimeSkew.FAR_PAST: 0,
+            TimeSkew.OUTSIDE_FUTURE: now + precision + offset + config.delay_ms_max + 1,
+            TimeSkew.INSIDE_FUTURE: now + precision - offset,
+            TimeSkew.OUTSIDE_PAST: now - delay - precision - offset - 1,
+            TimeSkew.INSIDE_PAST: now - delay - precision + offset + config.delay_ms_max,
+        }
+        return min(UINT_MAX, max(0, times[self.skew]))
+
+    def _file_evidence(self, height: int, round_: int) -> list[CheckedTx]:
+        """Pending evidence, as txs this proposer signs for its block (as the node does)."""
+        filed: list[CheckedTx] = []
+        for evidence in self.evidence_pool.get_pending():
+            try:
+                self.app.validate_new_evidence(self.store, evidence, chain_id=self.genesis.chain_id)
+            except InvalidTxError:
+                self.evidence_pool.remove(evidence)
+                continue
+            kind, body = encode_evidence_tx(evidence)
+            tx, raw, tx_id = sign_tx(
+                self.identity,
+                chain_id=self.genesis.chain_id,
+                kind=kind,
+                body=body,
+                nonce=height * 1_000_000 + round_ * 1_000 + len(filed),
+                timestamp_ms=self.clock_ms,
+            )
+            filed.append(CheckedTx(tx, raw, tx_id))
+        return filed
 
     def is_valid_block(self, block: Block) -> bool:
         block_hash = self._caches.block_hash(block)
@@ -388,6 +491,7 @@ class SimNode:
             validate_header_link(
                 header,
                 parent_hash=store.get_parent_hash(height),
+                parent_time_ms=store.last_block_time_ms,
                 height=height,
                 state_root=store.state_root,
                 validators_hash=self._validators_hash,
@@ -396,7 +500,6 @@ class SimNode:
             return None
         if (
             header.next_validators_hash != self._validators_hash
-            or header.time_ms < store.last_block_time_ms
             or header.proposer != self.validators.get_proposer(height, header.round).sign_key
         ):
             return None
@@ -417,7 +520,7 @@ class SimNode:
 
     # -- what the simulator asks ---------------------------------------------------------
 
-    def save_commit(self, block: Block, commit: Commit) -> None:
+    def save_commit(self, block: Block, commit: Commit) -> ExecutedBlock:
         block_hash = self._caches.block_hash(block)
         executed = self._executed.get(block_hash)
         if executed is None:
@@ -427,6 +530,9 @@ class SimNode:
         for tx_id in executed.tx_ids:
             self.mempool.pop(tx_id, None)
         self._executed.clear()
+        if len(self.evidence_pool):
+            self.evidence_pool.prune(lambda slot: GovernedApp.is_evidence_recorded(self.store, slot))
+        return executed
 
     def admit_tx(self, raw: bytes) -> None:
         decoded = self._caches.decode_tx(raw)
@@ -458,6 +564,11 @@ class InvariantChecker:
         self.committed: dict[int, tuple[bytes, bytes]] = {}
         self.max_height: dict[int, int] = {}
         self.evidence = 0
+        #: Offence slots recorded on the ledger (by the first correct node to commit the block).
+        self.recorded_slots: set[bytes] = set()
+        self._evidence_checked: set[int] = set()
+        #: Block hash → the virtual time a correct node first saw a proposal carrying it.
+        self.first_seen_ms: dict[bytes, int] = {}
 
     def fail(self, what: str) -> None:
         raise InvariantViolation(f"{what}\nreplay: run_simulation({self._config.describe()})")
@@ -488,6 +599,56 @@ class InvariantChecker:
                 f"validator {signer.hex()[:16]} double-signed at height {key[1]} round {key[2]} "
                 f"step {key[3]}: {previous.hex()[:16]} then {signed.hex()[:16]} (sent by node {node.id})"
             )
+
+    def on_proposal_seen(self, node: SimNode, block_hash: bytes, now_ms: int) -> None:
+        if self.is_correct(node.key):
+            self.first_seen_ms.setdefault(block_hash, now_ms)
+
+    def check_block_time(self, node: SimNode, block: Block, commit: Commit, now_ms: int) -> None:
+        """A committed block's time: after its parent's, and within the bounds of honest clocks."""
+        config = self._config
+        header = block.header
+        parent_ms = node.store.last_block_time_ms
+        if header.time_ms <= parent_ms:
+            self.fail(
+                f"node {node.id} commits block {header.height} at {header.time_ms} ms, parent {parent_ms} ms"
+            )
+        precision = config.synchrony.precision_ms
+        offset = config.clock_offset_ms_max
+        latest = now_ms + precision + offset
+        if header.time_ms > latest:
+            self.fail(
+                f"node {node.id} commits block {header.height} at {header.time_ms} ms, ahead of every "
+                f"honest clock's bound ({latest} ms at virtual time {now_ms} ms)"
+            )
+        seen = self.first_seen_ms.get(self._caches.block_hash(block))
+        if seen is not None:
+            earliest = seen - config.synchrony.compute_message_delay_ms(commit.round) - precision - offset
+            if header.time_ms < earliest:
+                self.fail(
+                    f"node {node.id} commits block {header.height} at {header.time_ms} ms, behind the "
+                    f"bound ({earliest} ms) of the honest clocks that first saw it at {seen} ms"
+                )
+
+    def on_recorded(self, node: SimNode, executed: ExecutedBlock) -> None:
+        """The evidence txs of a block a correct node committed first: each a new offence, valid."""
+        height = executed.block.header.height
+        if not self.is_correct(node.key) or height in self._evidence_checked:
+            return
+        self._evidence_checked.add(height)
+        for raw, result in zip(executed.block.txs, executed.execution.results, strict=True):
+            decoded = self._caches.decode_tx(raw)
+            evidence = None if decoded is None else decode_evidence_tx(decoded[0])
+            if evidence is None:
+                continue
+            if not result.ok:
+                self.fail(f"block {height} files evidence the ledger refuses ({result.code}): a duplicate")
+            slot = evidence.compute_slot()
+            if slot in self.recorded_slots:
+                self.fail(f"block {height} records an offence the ledger holds already")
+            if self.is_correct(evidence.signer):
+                self.fail(f"block {height} records evidence against a correct validator")
+            self.recorded_slots.add(slot)
 
     def on_commit(self, node: SimNode, block: Block, commit: Commit) -> None:
         height = block.header.height
@@ -546,10 +707,14 @@ class InvariantChecker:
         ):
             self.fail(f"node {node.id} restarted with another block or state at height {height}")
 
-    def on_evidence(self, node: SimNode, vote_a: Vote, vote_b: Vote) -> None:
-        if not is_conflicting(vote_a, vote_b):
-            self.fail(f"node {node.id} recorded evidence of votes that do not conflict")
-        if self.is_correct(vote_a.validator):
+    def on_evidence(self, node: SimNode, evidence: Evidence) -> None:
+        if isinstance(evidence, DuplicateVoteEvidence):
+            conflicting = is_conflicting_votes(evidence.vote_a, evidence.vote_b)
+        else:
+            conflicting = is_conflicting_proposals(evidence.proposal_a, evidence.proposal_b)
+        if not conflicting:
+            self.fail(f"node {node.id} recorded evidence of messages that do not conflict")
+        if self.is_correct(evidence.signer):
             self.fail(f"node {node.id} holds evidence that a correct validator equivocated")
         self.evidence += 1
 
@@ -597,29 +762,40 @@ class Simulation:
         )
         self.genesis = Genesis(CHAIN_ID, 0, validators, b"")
         self.nodes: list[SimNode] = []
+        # Clock offsets from their own stream, so that a config without them replays as before.
+        clocks = random.Random(config.seed ^ 0x5EED_C10C)  # noqa: S311
+        bound = config.clock_offset_ms_max
         for i, ident in enumerate(identities):
-            self.nodes.append(self._make_node(i, ident, is_twin=i in config.twins, skew=0))
+            offset = clocks.randint(-bound, bound) if bound else 0
+            node = self._make_node(i, ident, is_twin=i in config.twins, skew=0, clock_offset_ms=offset)
+            self.nodes.append(node)
         for j, original in enumerate(config.twins):
             self.nodes.append(self._make_node(config.n + j, identities[original], is_twin=True, skew=1 + j))
         self._by_key: dict[bytes, list[SimNode]] = {}
         for node in self.nodes:
             self._by_key.setdefault(node.key, []).append(node)
-        twin_keys = frozenset(identities[i].public.sign_key for i in config.twins)
+        twin_keys = frozenset(identities[i].public.sign_key for i in (*config.twins, *config.skewed))
         self.checker = InvariantChecker(config, self.genesis, twin_keys, self._caches)
         self._clients = [_derive_identity(self.rng) for _ in range(3)]
         self._active: list[Fault] = []
         self._gst_heights: dict[int, int] | None = None
         self._target: int | None = None
 
-    def _make_node(self, node_id: int, identity: Identity, *, is_twin: bool, skew: int) -> SimNode:
+    def _make_node(
+        self, node_id: int, identity: Identity, *, is_twin: bool, skew: int, clock_offset_ms: int = 0
+    ) -> SimNode:
+        config = self.config
+        skewed = {self.genesis.validators.validators[i].sign_key for i in config.skewed}
         return SimNode(
             node_id,
             identity,
             is_twin=is_twin,
             genesis=self.genesis,
-            config=self.config,
+            config=config,
             caches=self._caches,
             time_skew_ms=skew,
+            clock_offset_ms=clock_offset_ms,
+            skew=config.time_skew if identity.public.sign_key in skewed else None,
         )
 
     # -- events ----------------------------------------------------------------------------
@@ -678,6 +854,7 @@ class Simulation:
             events=self.events,
             commits=self.commits,
             evidence=self.checker.evidence,
+            evidence_recorded=len(self.checker.recorded_slots),
             trace_digest=self._trace.hexdigest(),
             violations=violations,
         )
@@ -702,6 +879,7 @@ class Simulation:
             node = self.nodes[node_id]
             incarnation, timeout = payload
             if node.up and node.incarnation == incarnation:
+                node.now_ms = self.now_ms  # a new round's proposal is stamped with this time
                 self._execute(node, node.core.on_timeout(timeout))
         elif kind == _START_HEIGHT:
             node = self.nodes[node_id]
@@ -733,6 +911,8 @@ class Simulation:
                 self._broadcast(node, action.message)
             elif isinstance(action, PersistLastSigned):
                 node.store.save_last_signed(action.last)
+                if action.last.step == 0:  # a proposal is signed: its block exists from now on
+                    self.checker.on_proposal_seen(node, action.last.block_hash, self.now_ms)
             elif isinstance(action, PersistLock):
                 node.store.save_lock(action.lock)
             elif isinstance(action, ScheduleTimeout):
@@ -740,15 +920,18 @@ class Simulation:
             elif isinstance(action, CommitBlock):
                 self._commit(node, action.block, action.commit)
             elif isinstance(action, RecordEvidence):
-                self.checker.on_evidence(node, action.vote_a, action.vote_b)
+                self.checker.on_evidence(node, action.evidence)
+                node.evidence_pool.add(action.evidence)
             elif isinstance(action, PeerBehind):
                 payload = (node.incarnation, action.validator, action.height)
                 self._push(self.now_ms + CATCHUP_DELAY_MS, _CATCHUP, node.id, payload)
 
     def _commit(self, node: SimNode, block: Block, commit: Commit) -> None:
         self.checker.on_commit(node, block, commit)
-        node.save_commit(block, commit)
+        self.checker.check_block_time(node, block, commit, self.now_ms)
+        executed = node.save_commit(block, commit)
         self.checker.after_commit(node)
+        self.checker.on_recorded(node, executed)
         self.commits += 1
         self._trace.update(encode_primitive([node.id, block.header.height, commit.block_hash]))
         next_height = block.header.height + 1
@@ -822,7 +1005,8 @@ class Simulation:
         if message.height > node.peer_heights.get(sender.key, 0):
             node.peer_heights[sender.key] = message.height
         if isinstance(message, Proposal):
-            actions = node.core.on_proposal(message)
+            self.checker.on_proposal_seen(node, self._caches.block_hash(message.block), self.now_ms)
+            actions = node.core.on_proposal(message, received_ms=node.clock_ms)
         else:
             actions = node.core.on_vote(message)
         if node.core.last_rejection is not None:
@@ -1017,6 +1201,7 @@ def generate_fault_plan(
 __all__ = [
     "CATCHUP_BLOCKS_MAX",
     "CHAIN_ID",
+    "SIM_SYNCHRONY",
     "SIM_TIMEOUTS",
     "CatchUp",
     "Fault",
@@ -1028,6 +1213,7 @@ __all__ = [
     "SimResult",
     "Simulation",
     "SweepOutcome",
+    "TimeSkew",
     "check_simulation",
     "generate_fault_plan",
     "run_simulation",

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from medledger.chain.codec import decode, encode
 from medledger.chain.consensus import (
@@ -30,13 +32,21 @@ from medledger.chain.consensus import (
     RecordEvidence,
     ScheduleTimeout,
     Step,
+    SynchronyParams,
     Timeout,
     TimeoutStep,
     sign_proposal,
     sign_vote,
 )
 from medledger.chain.errors import CodecError, InvalidCommitError
-from medledger.chain.limits import BLOCK_BYTES_MAX
+from medledger.chain.evidence import (
+    ConflictingProposalEvidence,
+    SignedProposal,
+    make_conflicting_proposal_evidence,
+    make_duplicate_vote_evidence,
+    validate_evidence,
+)
+from medledger.chain.limits import BLOCK_BYTES_MAX, UINT_MAX
 from medledger.chain.store import ConsensusLock, LastSigned
 from medledger.chain.types import (
     NO_ROUND,
@@ -171,7 +181,7 @@ def feed(core: ConsensusCore, *messages: Proposal | Vote) -> list[Action]:
     actions: list[Action] = []
     for message in messages:
         if isinstance(message, Proposal):
-            actions += core.on_proposal(message)
+            actions += core.on_proposal(message, received_ms=message.block.header.time_ms)
         else:
             actions += core.on_vote(message)
         assert core.last_rejection is None, core.last_rejection
@@ -226,7 +236,11 @@ def snapshot(core: ConsensusCore) -> tuple[Any, ...]:
 def assert_invalid(core: ConsensusCore, message: Proposal | Vote) -> None:
     """The one helper of rejection tests: no action, a reason, and no state change."""
     before = snapshot(core)
-    actions = core.on_proposal(message) if isinstance(message, Proposal) else core.on_vote(message)
+    actions = (
+        core.on_proposal(message, received_ms=message.block.header.time_ms)
+        if isinstance(message, Proposal)
+        else core.on_vote(message)
+    )
     assert actions == []
     assert core.last_rejection is not None
     assert snapshot(core) == before
@@ -464,6 +478,119 @@ def test_proposer_reproposes_its_valid_block_with_the_proof_of_lock() -> None:
     assert {v.validator for v in forwarded} == {KEYS[0], KEYS[1], KEYS[2]}
 
 
+# -- block time (PBTS) -------------------------------------------------------------------------
+
+SYNC = SynchronyParams()
+PRECISION = SYNC.precision_ms
+DELAY = SYNC.message_delay_ms
+BLOCK_TIME = 1_000_000
+
+
+def prevote_for_fresh_proposal(received_ms: int, round_: int = 0, block_time_ms: int = BLOCK_TIME) -> bytes:
+    """The block hash V0 prevotes for V(round+1)'s fresh proposal received at `received_ms`."""
+    core, _ = make_core()
+    core.start_height(1, VALS)
+    for r in range(round_):
+        fire(core, TimeoutStep.PROPOSE, r)
+        feed(core, precommit(1, r, None), precommit(2, r, None))
+        fire(core, TimeoutStep.PRECOMMIT, r)
+    assert core.round == round_
+    proposer = (1 + round_) % len(IDS)
+    block = make_block(1, round_, proposer=proposer, marker=block_time_ms)
+    [sent] = own_votes(core.on_proposal(proposal(proposer, round_, block), received_ms=received_ms))
+    assert core.last_rejection is None
+    assert sent.block_hash in (NIL, block.hash())
+    return sent.block_hash
+
+
+def test_trust_3_a_proposal_stamped_far_in_the_future_is_prevoted_nil() -> None:
+    """The attack of the issue: time_ms = 2^64 - 1 expires every grant. Honest clocks refuse it."""
+    assert prevote_for_fresh_proposal(received_ms=BLOCK_TIME, block_time_ms=UINT_MAX) == NIL
+    assert prevote_for_fresh_proposal(received_ms=BLOCK_TIME, block_time_ms=0) == NIL  # far past
+    assert prevote_for_fresh_proposal(received_ms=BLOCK_TIME) != NIL  # on time: the block
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "timely"),
+    [
+        (-PRECISION - 1, False),  # block time more than PRECISION ahead of our clock
+        (-PRECISION, True),
+        (0, True),
+        (DELAY + PRECISION, True),
+        (DELAY + PRECISION + 1, False),  # arrived later than MSGDELAY + PRECISION after its time
+    ],
+)
+def test_trust_3_timely_predicate_at_its_boundaries(offset_ms: int, timely: bool) -> None:
+    """received - block_time must lie in [-PRECISION, MSGDELAY + PRECISION], both ends included."""
+    assert SYNC.is_timely(BLOCK_TIME, BLOCK_TIME + offset_ms, 0) is timely
+    assert (prevote_for_fresh_proposal(BLOCK_TIME + offset_ms) != NIL) is timely
+
+
+def test_trust_3_message_delay_grows_with_the_round() -> None:
+    """A bound too tight for the network costs rounds, not liveness: MSGDELAY grows 10 % a round."""
+    late = BLOCK_TIME + DELAY + PRECISION + DELAY // 10
+    assert prevote_for_fresh_proposal(late, round_=0) == NIL
+    assert prevote_for_fresh_proposal(late, round_=1) != NIL
+    assert SYNC.compute_message_delay_ms(3) == DELAY + 3 * DELAY // 10
+
+
+@given(
+    block_time_ms=st.integers(0, UINT_MAX),
+    received_ms=st.integers(0, UINT_MAX),
+    round_=st.integers(0, 10_000),
+    precision_ms=st.integers(0, 10_000),
+    delay_ms=st.integers(0, 100_000),
+)
+def test_trust_3_timely_predicate_is_the_pbts_window(
+    block_time_ms: int, received_ms: int, round_: int, precision_ms: int, delay_ms: int
+) -> None:
+    params = SynchronyParams(precision_ms=precision_ms, message_delay_ms=delay_ms)
+    delay = params.compute_message_delay_ms(round_)
+    assert delay >= delay_ms  # never shrinks with the round
+    expected = -precision_ms <= received_ms - block_time_ms <= delay + precision_ms
+    assert params.is_timely(block_time_ms, received_ms, round_) is expected
+    if expected:  # a later round never makes a timely proposal untimely
+        assert params.is_timely(block_time_ms, received_ms, round_ + 1)
+
+
+def test_trust_3_a_reproposed_locked_block_is_not_judged_by_its_time_again() -> None:
+    """The POL exception: a block a quorum prevoted (so judged timely in its round) stays votable."""
+    core, _ = make_core()
+    core.start_height(1, VALS)
+    block_a = make_block(1, 0, proposer=1, marker=BLOCK_TIME)
+    core.on_proposal(proposal(1, 0, block_a), received_ms=BLOCK_TIME)
+    feed(core, prevote(1, 0, block_a), prevote(2, 0, block_a))
+    assert core.locked_hash == block_a.hash()
+    feed(core, precommit(1, 0, None), precommit(2, 0, None))
+    fire(core, TimeoutStep.PRECOMMIT)
+    assert core.round == 1
+    much_later = BLOCK_TIME + 100 * (DELAY + PRECISION)
+    [sent] = own_votes(core.on_proposal(proposal(2, 1, block_a, pol_round=0), received_ms=much_later))
+    assert sent.block_hash == block_a.hash()
+    # A fresh block received as late is refused (the rule applies where the proposer made it).
+    core2, _ = make_core()
+    core2.start_height(1, VALS)
+    fresh = make_block(1, 0, proposer=1, marker=BLOCK_TIME)
+    [nil] = own_votes(core2.on_proposal(proposal(1, 0, fresh), received_ms=much_later))
+    assert nil.block_hash == NIL
+
+
+def test_trust_3_a_buffered_proposal_is_judged_by_when_it_arrived() -> None:
+    """A next-height proposal waits in the buffer; its receipt time goes with it, not a later one."""
+    core, _ = make_core()
+    core.start_height(1, VALS)
+    block2 = make_block(2, 0, proposer=2, marker=BLOCK_TIME)
+    assert core.on_proposal(proposal(2, 0, block2, height=2), received_ms=BLOCK_TIME - PRECISION - 1) == []
+    decide_height_1(core)
+    [sent] = own_votes(core.start_height(2, VALS))
+    assert sent.block_hash == NIL  # it arrived more than PRECISION before its own time
+
+
+def test_trust_3_synchrony_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="precision_ms"):
+        SynchronyParams(precision_ms=-1)
+
+
 # -- rounds and timeouts -----------------------------------------------------------------------
 
 
@@ -555,9 +682,33 @@ def test_conflicting_votes_become_evidence_and_count_once() -> None:
     first, second = prevote(2, 0, block), prevote(2, 0, other)
     feed(core, first)
     actions = feed(core, second)
-    assert actions == [RecordEvidence(first, second)]
+    assert actions == [RecordEvidence(make_duplicate_vote_evidence(first, second))]
     assert feed(core, second) == []  # reported once
     assert core.get_votes(0, VoteKind.PREVOTE) == (first,)
+
+
+def test_trust_12_conflicting_proposals_become_evidence() -> None:
+    """A proposer that signs two proposals for one round is caught: evidence, reported once."""
+    core, _ = make_core()
+    core.start_height(1, VALS)
+    first = proposal(1, 0, make_block(1, 0, proposer=1))
+    second = proposal(1, 0, make_block(1, 0, proposer=1, marker=5))
+    feed(core, first)
+    before = snapshot(core)
+    actions = core.on_proposal(second, received_ms=5)
+    assert actions == [
+        RecordEvidence(
+            make_conflicting_proposal_evidence(SignedProposal.of(first), SignedProposal.of(second))
+        )
+    ]
+    [evidence] = [a.evidence for a in actions if isinstance(a, RecordEvidence)]
+    assert isinstance(evidence, ConflictingProposalEvidence)
+    validate_evidence(evidence, chain_id=CHAIN, validators=VALS)  # what the ledger will check
+    assert core.last_rejection is not None  # the second proposal is still refused
+    assert snapshot(core) == before
+    assert core.on_proposal(second, received_ms=5) == []  # reported once
+    third = proposal(1, 0, make_block(1, 0, proposer=1, marker=6))
+    assert core.on_proposal(third, received_ms=6) == []  # one slot, one report
 
 
 def test_an_equivocators_vote_for_a_known_block_counts_for_that_block() -> None:
@@ -672,9 +823,11 @@ def test_invalid_messages_are_ignored_without_state_change() -> None:
     assert_invalid(core, proposal(1, 0, make_block(1, 1, proposer=1)))  # fresh block of another round
     stale = make_block(1, 0, proposer=3)  # a "re-proposal" whose header's proposer is wrong
     assert_invalid(core, proposal(2, 1, stale, pol_round=0))
-    # A second, different proposal of the round's proposer is refused too.
+    # A second, different proposal of the round's proposer is refused too; forged, it is no
+    # evidence either (signed, it is: see test_trust_12_conflicting_proposals_become_evidence).
     feed(core, proposal(1, 0, block))
-    assert_invalid(core, proposal(1, 0, make_block(1, 0, proposer=1, marker=5)))
+    second = proposal(1, 0, make_block(1, 0, proposer=1, marker=5))
+    assert_invalid(core, dataclasses.replace(second, signature=bytes(64)))
 
 
 def test_invalid_before_start_every_message_is_refused() -> None:

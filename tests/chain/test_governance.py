@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 
 from medledger.chain.app import BlockExecution
 from medledger.chain.codec import encode
-from medledger.chain.consensus import sign_vote
+from medledger.chain.consensus import NIL, sign_vote
 from medledger.chain.errors import TxRejectedError
+from medledger.chain.evidence import (
+    ConflictingProposalEvidence,
+    EvidencePool,
+    SignedProposal,
+    make_duplicate_vote_evidence,
+)
 from medledger.chain.governance import (
     ACTIVATION_DELAY,
     KIND_EVIDENCE,
+    KIND_EVIDENCE_PROPOSAL,
     KIND_VALIDATOR_ADD,
     KIND_VALIDATOR_REMOVE,
     GovernedApp,
@@ -20,7 +28,18 @@ from medledger.chain.governance import (
     encode_removal,
 )
 from medledger.chain.txbuilder import sign_tx
-from medledger.chain.types import Block, Header, Tx, TxId, Validator, ValidatorSet, Vote, VoteKind
+from medledger.chain.types import (
+    NO_ROUND,
+    Block,
+    Header,
+    Tx,
+    TxId,
+    Validator,
+    ValidatorSet,
+    Vote,
+    VoteKind,
+    compute_proposal_signing_bytes,
+)
 from medledger.crypto import Identity
 from medledger.node.fixture_app import KIND_SET, KeyValueFixtureApp, encode_set_body
 
@@ -196,3 +215,87 @@ def test_app_txs_pass_through_and_chain_writes_change_the_root() -> None:
     mixed = chain.run(kv, chain_tx(chain.ids[0], KIND_VALIDATOR_ADD, add_body(Identity.generate())))
     assert [r.ok for r in mixed.results] == [True, True]
     assert mixed.state_root != plain.apply_block(block_at(1, (kv,)), (kv,), DictState(), ZERO).state_root
+
+
+def signed_proposal(
+    identity: Identity, block_hash: bytes, height: int = 3, round_: int = 0
+) -> SignedProposal:
+    me = identity.public.sign_key
+    signature = identity.sign(compute_proposal_signing_bytes(CHAIN, height, round_, NO_ROUND, block_hash, me))
+    return SignedProposal(CHAIN, height, round_, NO_ROUND, block_hash, me, signature)
+
+
+def proposal_evidence_tx(filer: Identity, a: SignedProposal, b: SignedProposal) -> Tx:
+    return chain_tx(filer, KIND_EVIDENCE_PROPOSAL, encode(ConflictingProposalEvidence(a, b)))
+
+
+def test_trust_12_conflicting_proposals_are_recorded_once() -> None:
+    """Two signed proposals of one proposer for one (height, round) are an offence on the ledger."""
+    chain = Chain(4)
+    a = signed_proposal(chain.ids[1], b"\x01" * 32)
+    b = signed_proposal(chain.ids[1], b"\x02" * 32)
+    recorded = chain.run(proposal_evidence_tx(chain.ids[0], a, b))
+    assert recorded.results[0].ok
+    evidence = ConflictingProposalEvidence(a, b)
+    assert GovernedApp.is_evidence_recorded(chain.state, evidence.compute_slot())
+    # The same offence again, filed by another validator or with a third proposal: refused.
+    c = signed_proposal(chain.ids[1], b"\x03" * 32)
+    assert_refused(chain, proposal_evidence_tx(chain.ids[2], b, a), "chain.evidence_known")
+    assert_refused(chain, proposal_evidence_tx(chain.ids[2], a, c), "chain.evidence_known")
+
+
+def test_trust_12_an_equivocation_slot_is_recorded_once_whatever_the_pair() -> None:
+    chain = Chain(4)
+    a, b = conflicting_votes(chain.ids[1])
+    assert chain.run(chain_tx(chain.ids[0], KIND_EVIDENCE, encode_evidence(a, b))).results[0].ok
+    c = sign_vote(chain.ids[1], chain_id=CHAIN, kind=VoteKind.PREVOTE, height=3, round_=0, block_hash=NIL)
+    assert_refused(
+        chain, chain_tx(chain.ids[2], KIND_EVIDENCE, encode_evidence(a, c)), "chain.evidence_known"
+    )
+
+
+def test_trust_12_evidence_never_enters_the_mempool() -> None:
+    """Evidence is filed by a proposer in its block: a node's admission refuses it as a tx, so
+    every node that saw an equivocation cannot each file its own copy."""
+    chain = Chain(4)
+    a, b = conflicting_votes(chain.ids[1])
+    pa, pb = signed_proposal(chain.ids[1], b"\x01" * 32), signed_proposal(chain.ids[1], b"\x02" * 32)
+    for tx in (
+        chain_tx(chain.ids[0], KIND_EVIDENCE, encode_evidence(a, b)),
+        proposal_evidence_tx(chain.ids[0], pa, pb),
+    ):
+        with pytest.raises(TxRejectedError) as refused:
+            chain.app.check_tx(tx, TxId(b""), chain.state)
+        assert refused.value.rule == "chain.evidence_in_block"
+
+
+def test_invalid_proposal_evidence() -> None:
+    chain = Chain(4)
+    a = signed_proposal(chain.ids[1], b"\x01" * 32)
+    assert_refused(chain, proposal_evidence_tx(chain.ids[0], a, a), "chain.evidence")
+    other_round = signed_proposal(chain.ids[1], b"\x02" * 32, round_=1)
+    assert_refused(chain, proposal_evidence_tx(chain.ids[0], a, other_round), "chain.evidence")
+    by_another = signed_proposal(chain.ids[2], b"\x02" * 32)
+    assert_refused(chain, proposal_evidence_tx(chain.ids[0], a, by_another), "chain.evidence")
+    outsider = Identity.generate()
+    oa, ob = signed_proposal(outsider, b"\x01" * 32), signed_proposal(outsider, b"\x02" * 32)
+    assert_refused(chain, proposal_evidence_tx(chain.ids[0], oa, ob), "chain.evidence")
+    b = signed_proposal(chain.ids[1], b"\x02" * 32)
+    forged = dataclasses.replace(b, signature=bytes(64))
+    assert_refused(chain, proposal_evidence_tx(chain.ids[0], a, forged), "chain.evidence")
+    wrong_chain = dataclasses.replace(a, chain_id="other"), dataclasses.replace(b, chain_id="other")
+    assert_refused(chain, proposal_evidence_tx(chain.ids[0], *wrong_chain), "chain.evidence")
+    assert_refused(chain, chain_tx(chain.ids[0], KIND_EVIDENCE_PROPOSAL, b"\x00junk"), "chain.body")
+
+
+def test_evidence_pool_keeps_one_entry_per_slot_and_is_bounded() -> None:
+    identity = Identity.generate()
+    pool = EvidencePool(capacity=2)
+    a, b = conflicting_votes(identity, height=3)
+    assert pool.add(make_duplicate_vote_evidence(a, b))
+    assert not pool.add(make_duplicate_vote_evidence(b, a))  # the same slot
+    for height in (4, 5):
+        pool.add(make_duplicate_vote_evidence(*conflicting_votes(identity, height=height)))
+    assert [e.height for e in pool.get_pending()] == [4, 5]  # the oldest went
+    pool.prune(lambda slot: slot == pool.get_pending()[0].compute_slot())
+    assert [e.height for e in pool.get_pending()] == [5]

@@ -419,10 +419,12 @@ def test_validate_header_link() -> None:
         height: int = 3,
         state_root: bytes = bytes(32),
         validators_hash: bytes = bytes(32),
+        parent_time_ms: int = header.time_ms - 1,
     ) -> None:
         validate_header_link(
             header,
             parent_hash=parent_hash,
+            parent_time_ms=parent_time_ms,
             height=height,
             state_root=state_root,
             validators_hash=validators_hash,
@@ -437,3 +439,5 @@ def test_validate_header_link() -> None:
         link(state_root=BLOCK_HASH)
     with pytest.raises(InvalidBlockError, match="validator set"):
         link(validators_hash=BLOCK_HASH)
+    with pytest.raises(InvalidBlockError, match="not after its parent"):
+        link(parent_time_ms=header.time_ms)
