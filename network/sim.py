@@ -150,6 +150,10 @@ class TimeSkew(StrEnum):
     INSIDE_FUTURE = "inside_future"
     INSIDE_PAST = "inside_past"
 
+    def __repr__(self) -> str:
+        """Python that rebuilds it (for a failing run's replay line)."""
+        return f"TimeSkew.{self.name}"
+
 
 class FaultKind(StrEnum):
     LOSS = "loss"  # each message is lost with probability `rate`
@@ -286,8 +290,9 @@ class SimResult:
     events: int
     commits: int
     evidence: int
-    #: Offences recorded on the ledger (evidence txs committed), each once.
+    #: Offences recorded on the ledger (evidence txs committed), each once, and their tx kinds.
     evidence_recorded: int
+    evidence_kinds: tuple[str, ...]
     trace_digest: str
     violations: list[str]
 
@@ -567,6 +572,7 @@ class InvariantChecker:
         #: Offence slots recorded on the ledger (by the first correct node to commit the block).
         self.recorded_slots: set[bytes] = set()
         self._evidence_checked: set[int] = set()
+        self.recorded_kinds: set[str] = set()
         #: Block hash → the virtual time a correct node first saw a proposal carrying it.
         self.first_seen_ms: dict[bytes, int] = {}
 
@@ -649,6 +655,7 @@ class InvariantChecker:
             if self.is_correct(evidence.signer):
                 self.fail(f"block {height} records evidence against a correct validator")
             self.recorded_slots.add(slot)
+            self.recorded_kinds.add(decoded[0].kind if decoded is not None else "")
 
     def on_commit(self, node: SimNode, block: Block, commit: Commit) -> None:
         height = block.header.height
@@ -855,6 +862,7 @@ class Simulation:
             commits=self.commits,
             evidence=self.checker.evidence,
             evidence_recorded=len(self.checker.recorded_slots),
+            evidence_kinds=tuple(sorted(self.checker.recorded_kinds)),
             trace_digest=self._trace.hexdigest(),
             violations=violations,
         )

@@ -1,26 +1,54 @@
-"""The reactor's commit path when block sync and the consensus core race for one height."""
+"""The reactor: its commit path when block sync and the consensus core race for one height, how
+it drops peers, judges block time (PBTS) and files evidence."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 
 from medledger.chain.admission import Admission
-from medledger.chain.consensus import sign_vote
-from medledger.chain.execution import ExecutedBlock
+from medledger.chain.app import App
+from medledger.chain.codec import decode, encode
+from medledger.chain.consensus import (
+    BLOCK_TIME_MESSAGE_DELAY_MS,
+    BLOCK_TIME_PRECISION_MS,
+    NIL,
+    sign_proposal,
+    sign_vote,
+)
+from medledger.chain.evidence import make_duplicate_vote_evidence
+from medledger.chain.execution import ExecutedBlock, build_block
+from medledger.chain.governance import KIND_EVIDENCE, GovernedApp
+from medledger.chain.limits import UINT_MAX
 from medledger.chain.memdb import MemDB
 from medledger.chain.mempool import Mempool
 from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore
 from medledger.chain.txbuilder import sign_tx
-from medledger.chain.types import Commit, Genesis, Validator, ValidatorSet, Vote, VoteKind
+from medledger.chain.types import (
+    NO_ROUND,
+    Block,
+    Commit,
+    Genesis,
+    Proposal,
+    Tx,
+    Validator,
+    ValidatorSet,
+    Vote,
+    VoteKind,
+)
 from medledger.chain.validation import check_tx
 from medledger.crypto import Identity
+from medledger.network.blocksync import SyncedBlock
+from medledger.network.messages import FrameKind
 from medledger.network.reactor import ForkDetectedError, Reactor, _Message
 from medledger.node.fixture_app import KeyValueFixtureApp, encode_set_body
 
 CHAIN = "reactor-test"
+#: The local time at which test proposals arrive.
+NOW_MS = 1_000_000_000
 
 
 def make_store(identity: Identity, genesis: Genesis) -> BlockStore:
@@ -42,9 +70,13 @@ def make_block(
     return executed, solo.certify(executed)
 
 
-def make_reactor(store: BlockStore, identity: Identity, genesis: Genesis) -> Reactor:
+def make_reactor(
+    store: BlockStore, identity: Identity, genesis: Genesis, *, governed: bool = False
+) -> Reactor:
     mempool = Mempool()
-    app = KeyValueFixtureApp()
+    app: App = KeyValueFixtureApp()
+    if governed:
+        app = GovernedApp(app, genesis.validators)
     return Reactor(
         store=store,
         app=app,
@@ -103,14 +135,20 @@ class RecordingNetwork:
         self.links: dict[bytes, object] = {peer: object()}
         self.dropped: list[tuple[object, str]] = []
         self.sent: list[int] = []
+        self.payloads: list[tuple[int, bytes]] = []
 
     def broadcast(self, kind: int, payload: bytes, *, exclude: bytes | None = None) -> int:
         self.sent.append(kind)
+        self.payloads.append((kind, payload))
         return len(self.links)
 
     def send(self, peer: bytes, kind: int, payload: bytes) -> bool:
         self.sent.append(kind)
+        self.payloads.append((kind, payload))
         return True
+
+    def votes(self) -> list[Vote]:
+        return [decode(Vote, p, max_bytes=1024) for k, p in self.payloads if k == FrameKind.VOTE]
 
     def drop(self, link: object, why: str) -> None:
         self.dropped.append((link, why))
@@ -134,10 +172,10 @@ async def test_invalid_forged_vote_drops_the_peer_that_sent_it() -> None:
     good = sign_vote(
         members[2], chain_id=CHAIN, kind=VoteKind.PREVOTE, height=1, round_=0, block_hash=b"\x07" * 32
     )
-    await reactor._on_message(_Message(good, peer))
+    await reactor._on_message(_Message(good, peer, 0))
     assert network.dropped == []  # a valid vote keeps the peer
     forged = Vote(good.chain_id, good.kind, good.height, 1, good.block_hash, good.validator, bytes(64))
-    await reactor._on_message(_Message(forged, peer))
+    await reactor._on_message(_Message(forged, peer, 0))
     assert [why for _, why in network.dropped] == ["sent a consensus message with bad vote signature"]
     assert store.height == 0
 
@@ -163,7 +201,7 @@ async def test_one_peers_height_claim_does_not_take_a_validator_out_of_consensus
 
     reactor.sync.set_height(liar, 10**12)
     forged = Vote(CHAIN, VoteKind.PREVOTE, 1_000, 0, b"\x07" * 32, liar, bytes(64))
-    await reactor._on_message(_Message(forged, liar))
+    await reactor._on_message(_Message(forged, liar, 0))
     assert reactor.sync_lag == 0
     assert not reactor._update_mode()
 
@@ -172,3 +210,148 @@ async def test_one_peers_height_claim_does_not_take_a_validator_out_of_consensus
     assert reactor.sync_lag == 50
     assert reactor._update_mode()
     assert reactor.syncing
+
+
+# -- block time (issue 9, defect 3) ------------------------------------------------------------
+
+
+def proposal_at(members: list[Identity], genesis: Genesis, time_ms: int) -> tuple[Proposal, bytes]:
+    """Height 1, round 0's proposal by its proposer, its block stamped `time_ms`; and that proposer."""
+    proposer_key = genesis.validators.get_proposer(1, 0).sign_key
+    proposer = next(m for m in members if m.public.sign_key == proposer_key)
+    block = build_block(
+        store=make_store(proposer, genesis),
+        validators=genesis.validators,
+        proposer=proposer_key,
+        round_=0,
+        time_ms=time_ms,
+        txs=[],
+    )
+    proposal = sign_proposal(proposer, chain_id=CHAIN, height=1, round_=0, pol_round=NO_ROUND, block=block)
+    return proposal, proposer_key
+
+
+@pytest.mark.parametrize(
+    ("block_time_ms", "timely"),
+    [
+        (UINT_MAX, False),  # the attack of the issue: every grant would expire
+        (NOW_MS + BLOCK_TIME_PRECISION_MS + 1, False),
+        (NOW_MS + BLOCK_TIME_PRECISION_MS, True),
+        (NOW_MS - BLOCK_TIME_MESSAGE_DELAY_MS - BLOCK_TIME_PRECISION_MS, True),
+        (NOW_MS - BLOCK_TIME_MESSAGE_DELAY_MS - BLOCK_TIME_PRECISION_MS - 1, False),
+    ],
+)
+async def test_trust_3_a_validator_prevotes_a_proposal_only_if_its_time_fits_its_clock(
+    block_time_ms: int, timely: bool
+) -> None:
+    """The reactor hands the core the frame's arrival time; a block stamped outside the bounds of
+    that clock gets a nil prevote, one inside gets the block's."""
+    members, genesis = four_validators()
+    me = next(m for m in members if m.public.sign_key != genesis.validators.get_proposer(1, 0).sign_key)
+    store = make_store(me, genesis)
+    reactor = make_reactor(store, me, genesis)
+    proposal, proposer = proposal_at(members, genesis, block_time_ms)
+    network = RecordingNetwork(proposer)
+    reactor.attach(network)  # type: ignore[arg-type]
+    await reactor._on_message(_Message(proposal, proposer, NOW_MS))
+    [prevote] = [v for v in network.votes() if v.validator == me.public.sign_key]
+    assert prevote.block_hash == (proposal.block.hash() if timely else NIL)
+
+
+def block_at_time(store: BlockStore, identity: Identity, genesis: Genesis, time_ms: int) -> SyncedBlock:
+    """Block 1 stamped `time_ms` (whatever the parent's), certified by the single validator."""
+    solo = SoloValidator(
+        store=store, app=KeyValueFixtureApp(), identity=identity, validators=genesis.validators
+    )
+    executed = solo.propose([], time_ms=time_ms)
+    header = dataclasses.replace(executed.block.header, time_ms=time_ms)
+    block = Block(header, executed.block.txs)
+    executed = dataclasses.replace(executed, block=block, raw=encode(block))
+    return SyncedBlock(block, executed.raw, solo.certify(executed), identity.public.sign_key)
+
+
+def test_trust_3_block_sync_refuses_a_certified_block_not_after_its_parent(
+    chain: tuple[Identity, Genesis],
+) -> None:
+    """Monotonic block time is a block rule: even a certified block must be after its parent."""
+    identity, genesis = chain
+    store = make_store(identity, genesis)
+    reactor = make_reactor(store, identity, genesis)
+    applied, failure = reactor._apply_run([block_at_time(store, identity, genesis, genesis.genesis_time_ms)])
+    assert applied == []
+    assert failure is not None
+    assert "not after its parent" in failure[1]
+    assert store.height == 0
+    applied, failure = reactor._apply_run(
+        [block_at_time(store, identity, genesis, genesis.genesis_time_ms + 1)]
+    )
+    assert failure is None
+    assert store.height == 1
+
+
+# -- evidence (issue 9, defect 12) ---------------------------------------------------------------
+
+
+async def test_trust_12_evidence_is_filed_once_by_the_proposer_in_its_block() -> None:
+    """A node that sees an equivocation keeps it in its evidence pool: no tx is gossiped or
+    admitted. As proposer it files it in its own block; once committed, it is filed no more."""
+    members, genesis = four_validators()
+    me_key = genesis.validators.get_proposer(1, 0).sign_key
+    me = next(m for m in members if m.public.sign_key == me_key)
+    twin = next(m for m in members if m is not me)
+    store = make_store(me, genesis)
+    reactor = make_reactor(store, me, genesis, governed=True)
+    peer = twin.public.sign_key
+    network = RecordingNetwork(peer)
+    reactor.attach(network)  # type: ignore[arg-type]
+    for block_hash in (b"\x01" * 32, b"\x02" * 32):
+        vote = sign_vote(
+            twin, chain_id=CHAIN, kind=VoteKind.PREVOTE, height=1, round_=0, block_hash=block_hash
+        )
+        await reactor._on_message(_Message(vote, peer, 0))
+    assert len(reactor.evidence) == 1
+    assert len(reactor.evidence_pool) == 1
+    assert len(reactor.mempool) == 0  # nothing for every node to file its own copy of
+    assert FrameKind.TXS not in network.sent
+
+    block = reactor.get_block_to_propose(1, 1)
+    [raw] = block.txs
+    tx = decode(Tx, raw, max_bytes=1 << 16)
+    assert (tx.kind, tx.sender) == (KIND_EVIDENCE, me_key)
+    executed = reactor._executed[block.hash()]
+    assert executed.execution.results[0].ok  # the ledger takes it
+    store.save_block(block, executed.raw, Commit(1, 1, block.hash(), ()), executed.tx_ids, executed.execution)
+    reactor._committed(executed)
+    assert len(reactor.evidence_pool) == 0  # recorded: pruned from the pool
+    assert reactor.get_block_to_propose(2, 0).txs == ()
+
+
+async def test_trust_12_evidence_another_proposer_recorded_is_not_filed_again() -> None:
+    """Two nodes saw one equivocation. The first proposer files it; the other commits that block
+    and, as the next proposer, files nothing: the offence reaches the ledger once."""
+    members, genesis = four_validators()
+    first_key = genesis.validators.get_proposer(1, 0).sign_key
+    second_key = genesis.validators.get_proposer(2, 0).sign_key
+    first = next(m for m in members if m.public.sign_key == first_key)
+    second = next(m for m in members if m.public.sign_key == second_key)
+    twin = next(m for m in members if m not in (first, second))
+    votes = [
+        sign_vote(twin, chain_id=CHAIN, kind=VoteKind.PREVOTE, height=1, round_=0, block_hash=h)
+        for h in (b"\x01" * 32, b"\x02" * 32)
+    ]
+    evidence = make_duplicate_vote_evidence(*votes)
+    proposer = make_reactor(make_store(first, genesis), first, genesis, governed=True)
+    follower_store = make_store(second, genesis)
+    follower = make_reactor(follower_store, second, genesis, governed=True)
+    proposer.evidence_pool.add(evidence)
+
+    block = proposer.get_block_to_propose(1, 0)
+    assert len(block.txs) == 1
+    executed = follower._validate_and_execute(block, verify_signatures=True)
+    assert executed.execution.results[0].ok
+    commit = Commit(1, 0, block.hash(), ())
+    follower_store.save_block(block, executed.raw, commit, executed.tx_ids, executed.execution)
+    follower._committed(executed)
+    follower.evidence_pool.add(evidence)  # it saw the votes too, late
+    assert follower.get_block_to_propose(2, 0).txs == ()  # on the ledger already: not filed
+    assert len(follower.evidence_pool) == 0

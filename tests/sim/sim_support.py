@@ -7,11 +7,12 @@ it can cross into the sweep's worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from typing import Any
 
-from medledger.network.sim import FaultKind, SimConfig, generate_fault_plan
+from medledger.network.sim import FaultKind, SimConfig, TimeSkew, generate_fault_plan
 from medledger.node.fixture_app import KIND_SET, KeyValueFixtureApp, encode_set_body
 
 #: Scale of the seed sweep: `MEDLEDGER_SIM_SEEDS=5000 pytest tests/sim` runs a bigger one, and
@@ -39,3 +40,15 @@ def random_config(
     twin_indices = tuple(sorted(rng.sample(range(n), twins)))
     plan = generate_fault_plan(rng, n=n, twins=twin_indices, kinds=kinds)
     return sim_config(n, seed, faults=plan, twins=twin_indices)
+
+
+#: Honest clocks in skewed runs are off by up to this either way (within PRECISION / 2).
+SKEWED_CLOCK_OFFSET_MS = 20
+
+
+def with_skewed_proposers(config: SimConfig, skew: TimeSkew) -> SimConfig:
+    """`config` whose twins (its Byzantine keys) also stamp their blocks with a skewed time, among
+    honest clocks that disagree by up to `SKEWED_CLOCK_OFFSET_MS`."""
+    return dataclasses.replace(
+        config, skewed=config.twins, time_skew=skew, clock_offset_ms_max=SKEWED_CLOCK_OFFSET_MS
+    )

@@ -10,17 +10,20 @@ import random
 
 import pytest
 import sim_support
-from sim_support import random_config, sim_config
+from sim_support import random_config, sim_config, with_skewed_proposers
 
 import medledger.node.fixture_app
 from medledger.chain import layout
 from medledger.chain.codec import encode
+from medledger.chain.consensus import SynchronyParams
+from medledger.chain.governance import KIND_EVIDENCE, KIND_EVIDENCE_PROPOSAL
 from medledger.chain.store import BlockStore, LastSigned
 from medledger.network.sim import (
     Fault,
     FaultKind,
     InvariantViolation,
     SimConfig,
+    TimeSkew,
     check_simulation,
     generate_fault_plan,
     run_simulation,
@@ -147,3 +150,56 @@ def test_invalid_configs_are_refused() -> None:
         sim_config(4, 0, faults=(Fault(FaultKind.CRASH, 0, 10, (4,)),))
     with pytest.raises(ValueError, match="at least one"):
         SimConfig(n=0, seed=0, app_factory=sim_config(1, 0).app_factory, make_tx=sim_config(1, 0).make_tx)
+
+
+# -- Byzantine block time and evidence (issue 9, defects 3 and 12) -------------------------------
+
+
+@pytest.mark.parametrize("skew", list(TimeSkew), ids=lambda skew: skew.value)
+@pytest.mark.parametrize(("n", "twins"), [(4, 1), (7, 2)])
+def test_trust_3_a_time_skewing_proposer_with_f_twins_keeps_safety_liveness_and_block_time(
+    n: int, twins: int, skew: TimeSkew
+) -> None:
+    """f Byzantine keys, each run twice and stamping its blocks with a skewed time, among honest
+    clocks that disagree: no fork, every correct node live after GST, and the checker held each
+    committed block time to after its parent's and within the PBTS bounds of honest clocks."""
+    seed = 3000 * n + list(TimeSkew).index(skew)
+    config = with_skewed_proposers(random_config(seed, n=n, twins=twins), skew)
+    assert config.skewed == config.twins
+    assert len(config.twins) == (n - 1) // 3
+    result = check_simulation(config)
+    assert result.live
+
+
+def test_trust_3_a_lone_skewed_proposer_without_faults_costs_rounds_not_liveness() -> None:
+    for skew in TimeSkew:
+        config = sim_config(
+            4, seed=31, skewed=(0,), time_skew=skew, clock_offset_ms_max=20, heights_after_gst=8
+        )
+        assert check_simulation(config).live
+
+
+def test_trust_3_the_checker_catches_a_far_future_block_when_validators_do_not_judge_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The block-time invariant can fail: with the timely predicate off (as before the fix), the
+    skewed proposer's block of 2^64 - 1 ms is committed and the run is refused."""
+    monkeypatch.setattr(SynchronyParams, "is_timely", lambda self, block_ms, received_ms, round_: True)
+    config = sim_config(4, seed=31, skewed=(0,), time_skew=TimeSkew.FAR_FUTURE, heights_after_gst=8)
+    with pytest.raises(InvariantViolation, match="ahead of every honest clock"):
+        run_simulation(config)
+
+
+def test_trust_12_twins_equivocations_reach_the_ledger_once() -> None:
+    """Twins sign conflicting votes and proposals; correct nodes detect them, and the next proposer
+    files each offence in its block. The checker refuses a block that files one twice (which the
+    ledger would reject as a duplicate) or accuses a correct validator."""
+    detected = recorded = 0
+    kinds: set[str] = set()
+    for seed in range(4):
+        result = check_simulation(random_config(2000 * 7 + seed, n=7, twins=2))
+        detected += result.evidence
+        recorded += result.evidence_recorded
+        kinds.update(result.evidence_kinds)
+    assert kinds == {KIND_EVIDENCE, KIND_EVIDENCE_PROPOSAL}  # duplicate votes and conflicting proposals
+    assert recorded <= detected  # each node reports what it saw; the ledger keeps each offence once

@@ -1,5 +1,9 @@
 """A sweep over seeds: n ∈ {1, 4, 4, 7}, 0..f twins and a random fault plan, each from its seed.
 
+Every other run with twins also makes them Byzantine proposers that skew block time (each
+`TimeSkew` in turn) among honest clocks that disagree: the checker holds every committed block
+time to the PBTS bounds of honest clocks.
+
 `MEDLEDGER_SIM_SEEDS` (default 2000) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
 seed and `MEDLEDGER_SIM_JOBS` the worker processes (default: up to 2). A failure prints each
 failing run's replay line.
@@ -8,11 +12,12 @@ failing run's replay line.
 from __future__ import annotations
 
 import pytest
-from sim_support import SIM_JOBS, SIM_SEED_BASE, SIM_SEEDS, random_config
+from sim_support import SIM_JOBS, SIM_SEED_BASE, SIM_SEEDS, random_config, with_skewed_proposers
 
-from medledger.network.sim import SimConfig, run_sweep
+from medledger.network.sim import SimConfig, TimeSkew, run_sweep
 
 SIZES = (1, 4, 4, 7)
+SKEWS = tuple(TimeSkew)
 
 
 def make_sweep(count: int, base: int = 0) -> list[SimConfig]:
@@ -20,7 +25,10 @@ def make_sweep(count: int, base: int = 0) -> list[SimConfig]:
     for seed in range(base, base + count):
         n = SIZES[seed % len(SIZES)]
         twins = (seed // len(SIZES)) % ((n - 1) // 3 + 1)
-        configs.append(random_config(seed, n=n, twins=twins))
+        config = random_config(seed, n=n, twins=twins)
+        if twins and (seed // 8) % 2:  # independent of the twins' count, (seed // 4) % (f + 1)
+            config = with_skewed_proposers(config, SKEWS[(seed // 16) % len(SKEWS)])
+        configs.append(config)
     return configs
 
 
@@ -34,3 +42,5 @@ def test_seed_sweep_keeps_safety_and_liveness() -> None:
     assert [o.seed for o in outcomes] == [c.seed for c in configs]
     assert all(o.live for o in outcomes)
     assert sum(1 for c in configs if c.twins) >= SIM_SEEDS // 4  # the sweep really has Byzantine runs
+    skews = {c.time_skew for c in configs if c.skewed}
+    assert SIM_SEEDS < 200 or skews == set(TimeSkew)  # and every kind of skewed proposer
