@@ -720,7 +720,7 @@ class ConsensusCore:
         if vote.kind not in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
             return self._reject("unknown vote kind")
         if vote.height != self.height:
-            return self._handle_other_height(vote, out)
+            return self._handle_other_height(vote, out, received_ms=0)  # a vote's arrival is no matter
         if self.decided:
             return None
         if vote.validator not in self._members:
@@ -763,7 +763,7 @@ class ConsensusCore:
             self._precommit_quorums[vote.block_hash] = vote.round
         self._note_round(vote.validator, vote.round)
 
-    def _handle_other_height(self, message: Proposal | Vote, out: list[Action], received_ms: int = 0) -> None:
+    def _handle_other_height(self, message: Proposal | Vote, out: list[Action], received_ms: int) -> None:
         """A message for a height we are not at: a hint that its sender lags, or one to keep."""
         sender = message.proposer if isinstance(message, Proposal) else message.validator
         if sender not in self._members:

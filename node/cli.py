@@ -28,7 +28,7 @@ from medledger.crypto import Identity, KeyFileError, load_identity, read_public_
 from medledger.errors import MedledgerError
 from medledger.health.sdk import LocalRecord, PatientClient, describe_audit, format_audit
 from medledger.health.types import ROLES, compute_patient_id
-from medledger.network.sim import FaultKind
+from medledger.network.sim import FaultKind, TimeSkew
 from medledger.node.config import (
     APPS,
     ENV_PASSPHRASE,
@@ -957,16 +957,33 @@ def patient_audit(ctx: click.Context, as_json: bool) -> None:
     help="Fault kinds to draw from (repeatable; default: all).",
 )
 @click.option("--no-faults", is_flag=True, help="A fault-free run.")
-def simulate(nodes: int, seed: int, runs: int, twins: int, faults: tuple[str, ...], no_faults: bool) -> None:
+@click.option(
+    "--skew-proposer",
+    type=click.Choice([s.value for s in TimeSkew]),
+    default=None,
+    help="The twins (or validator 0) also stamp their blocks with this Byzantine time skew.",
+)
+def simulate(
+    nodes: int,
+    seed: int,
+    runs: int,
+    twins: int,
+    faults: tuple[str, ...],
+    no_faults: bool,
+    skew_proposer: str | None,
+) -> None:
     """Run deterministic simulated networks and check every safety and liveness invariant."""
     if twins > nodes:
         _fail("--twins cannot exceed --nodes")
     kinds = tuple(FaultKind(k) for k in faults) if faults else tuple(FaultKind)
+    skew = TimeSkew(skew_proposer) if skew_proposer is not None else None
     failures = 0
-    commits = events = evidence = 0
+    commits = events = evidence = recorded = 0
     for run_seed in range(seed, seed + runs):
         summary = run_simulation_summary(
-            build_config(nodes=nodes, seed=run_seed, twins=twins, kinds=kinds, faults=not no_faults)
+            build_config(
+                nodes=nodes, seed=run_seed, twins=twins, kinds=kinds, faults=not no_faults, skew=skew
+            )
         )
         config, result = summary.config, summary.result
         injected = ", ".join(f.kind.value for f in config.faults) or "none"
@@ -974,6 +991,7 @@ def simulate(nodes: int, seed: int, runs: int, twins: int, faults: tuple[str, ..
             commits += result.commits
             events += result.events
             evidence += result.evidence
+            recorded += result.evidence_recorded
             heights = sorted(set(result.heights.values()))
             line = (
                 f"seed {run_seed}: heights {heights}, {result.commits} commits, {result.events} events "
@@ -987,7 +1005,8 @@ def simulate(nodes: int, seed: int, runs: int, twins: int, faults: tuple[str, ..
             click.echo(f"seed {run_seed}: INVARIANT BROKEN\n{summary.failure}", err=True)
     click.echo(
         f"{runs} run(s), {nodes} validators, {twins} twin(s): {commits} commits, {events} events, "
-        f"{evidence} equivocations recorded, {failures} run(s) broke an invariant"
+        f"{evidence} equivocations seen, {recorded} recorded on the ledger, "
+        f"{failures} run(s) broke an invariant"
     )
     if failures:
         sys.exit(1)

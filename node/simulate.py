@@ -15,10 +15,14 @@ from medledger.network.sim import (
     InvariantViolation,
     SimConfig,
     SimResult,
+    TimeSkew,
     generate_fault_plan,
     run_simulation,
 )
 from medledger.node.fixture_app import KIND_SET, KeyValueFixtureApp, encode_set_body
+
+#: Honest clocks in runs with a skewed proposer are off by up to this either way.
+SKEWED_CLOCK_OFFSET_MS = 20
 
 
 def make_kv_tx(rng: random.Random) -> tuple[str, bytes]:
@@ -32,13 +36,19 @@ def build_config(
     twins: int = 0,
     kinds: tuple[FaultKind, ...] = tuple(FaultKind),
     faults: bool = True,
+    skew: TimeSkew | None = None,
 ) -> SimConfig:
-    """The config a seed stands for: its twins and fault plan are drawn from the seed."""
+    """The config a seed stands for: its twins and fault plan are drawn from the seed.
+
+    `skew`: the twins (or, without twins, validator 0) are also Byzantine proposers that stamp
+    their blocks with that time skew, among honest clocks off by up to `SKEWED_CLOCK_OFFSET_MS`.
+    """
     rng = random.Random(seed)  # noqa: S311 - a simulation seed, not a secret
     twin_indices = tuple(sorted(rng.sample(range(nodes), twins)))
     plan = generate_fault_plan(rng, n=nodes, twins=twin_indices, kinds=kinds) if faults and kinds else ()
+    skewed = (twin_indices or (0,)) if skew is not None else ()
     # More than f faulty validators may halt the chain: then only safety is due, not liveness.
-    expect_liveness = twins <= (nodes - 1) // 3
+    expect_liveness = len({*twin_indices, *skewed}) <= (nodes - 1) // 3
     return SimConfig(
         n=nodes,
         seed=seed,
@@ -46,6 +56,9 @@ def build_config(
         make_tx=make_kv_tx,
         faults=plan,
         twins=twin_indices,
+        skewed=skewed,
+        time_skew=skew if skew is not None else TimeSkew.FAR_FUTURE,
+        clock_offset_ms_max=SKEWED_CLOCK_OFFSET_MS if skew is not None else 0,
         expect_liveness=expect_liveness,
         stop_ms=None if expect_liveness else 20_000,
     )

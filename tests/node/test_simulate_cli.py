@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from medledger.network.sim import FaultKind
+from medledger.network.sim import FaultKind, TimeSkew
 from medledger.node.cli import main
 from medledger.node.simulate import build_config, simulate
 
@@ -21,7 +21,8 @@ def test_simulate_runs_seeds_and_reports_a_summary() -> None:
 def test_simulate_with_a_twin_records_equivocation_and_stays_safe() -> None:
     result = CliRunner().invoke(main, ["simulate", "--nodes", "4", "--twins", "1", "--seed", "3"])
     assert result.exit_code == 0, result.output
-    assert "0 equivocations recorded" not in result.output
+    assert "0 equivocations seen" not in result.output
+    assert "0 recorded on the ledger" not in result.output
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -38,3 +39,14 @@ def test_invalid_more_twins_than_nodes_is_refused() -> None:
     result = CliRunner().invoke(main, ["simulate", "--nodes", "1", "--twins", "2"])
     assert result.exit_code != 0
     assert "--twins cannot exceed --nodes" in result.output
+
+
+def test_trust_3_simulate_with_a_time_skewing_proposer_stays_safe_and_live() -> None:
+    result = CliRunner().invoke(
+        main, ["simulate", "--nodes", "4", "--twins", "1", "--seed", "3", "--skew-proposer", "far_future"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "0 run(s) broke an invariant" in result.output
+    config = build_config(nodes=4, seed=3, twins=1, skew=TimeSkew.FAR_FUTURE)
+    assert config.skewed == config.twins
+    assert config.expect_liveness
