@@ -28,10 +28,12 @@ from chain_testkit import (
 
 from medledger.chain import layout
 from medledger.chain.app import TxResult
+from medledger.chain.codec import encode
 from medledger.chain.errors import StoreCorruptedError, StoreError
+from medledger.chain.integrity import check_all
 from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore, LastSigned, TxLocation
-from medledger.chain.types import Commit, Genesis, VoteKind
+from medledger.chain.types import Block, Commit, Genesis, VoteKind
 from medledger.chain.validation import validate_block_shape, validate_commit
 from medledger.crypto import Identity
 from medledger.node.fixture_app import KeyValueFixtureApp
@@ -256,12 +258,15 @@ def test_the_chain_continues_after_a_reopen(chain: SoloChain) -> None:
     assert KeyValueFixtureApp.get_value(chain.store, b"alpha") == b"5"
 
 
-def test_block_time_never_goes_back(chain: SoloChain) -> None:
+def test_block_time_always_moves_on(chain: SoloChain) -> None:
+    """A proposer whose clock is behind its parent's time stamps parent + 1 (time is strictly
+    monotonic: `validate_block_time`)."""
     first = chain.produce([], time_ms=NOW_MS)
     second = chain.produce([], time_ms=NOW_MS - 5_000)
-    assert second.executed.block.header.time_ms == first.executed.block.header.time_ms == NOW_MS
-    assert chain.produce([], time_ms=0).executed.block.header.time_ms == NOW_MS
-    assert chain.store.last_block_time_ms == NOW_MS
+    assert first.executed.block.header.time_ms == NOW_MS
+    assert second.executed.block.header.time_ms == NOW_MS + 1
+    assert chain.produce([], time_ms=0).executed.block.header.time_ms == NOW_MS + 2
+    assert chain.store.last_block_time_ms == NOW_MS + 2
 
 
 def test_init_genesis_again_with_the_same_genesis_changes_nothing(chain: SoloChain) -> None:
@@ -467,3 +472,16 @@ def test_solo_never_signs_two_blocks_at_one_height_and_round(chain: SoloChain) -
         assert chain.store.load_last_signed() == recorded
     else:
         pytest.fail(f"signed a second, different block at (height 1, round {double.round})")
+
+
+def test_trust_3_verify_replay_reports_a_block_not_after_its_parent(chain: SoloChain) -> None:
+    """`medledger verify` replays with the same block rule as consensus and sync: a stored block
+    whose time is not after its parent's (the old rule allowed equal times) is reported."""
+    chain.produce([], time_ms=NOW_MS)
+    executed = chain.solo.propose([], time_ms=NOW_MS + 10)
+    block = Block(dataclasses.replace(executed.block.header, time_ms=NOW_MS), executed.block.txs)
+    executed = dataclasses.replace(executed, block=block, raw=encode(block))
+    chain.solo.commit(executed, chain.solo.certify(executed))  # written past every check
+    report = check_all(chain.store, chain.genesis, KeyValueFixtureApp)
+    assert not report.is_clean
+    assert [(p.height, "not after its parent" in p.what) for p in report.problems][:1] == [(2, True)]
