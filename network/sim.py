@@ -644,7 +644,10 @@ class InvariantChecker:
         self._evidence_checked.add(height)
         for raw, result in zip(executed.block.txs, executed.execution.results, strict=True):
             decoded = self._caches.decode_tx(raw)
-            evidence = None if decoded is None else decode_evidence_tx(decoded[0])
+            if decoded is None:
+                continue
+            tx = decoded[0]
+            evidence = decode_evidence_tx(tx)
             if evidence is None:
                 continue
             if not result.ok:
@@ -655,7 +658,7 @@ class InvariantChecker:
             if self.is_correct(evidence.signer):
                 self.fail(f"block {height} records evidence against a correct validator")
             self.recorded_slots.add(slot)
-            self.recorded_kinds.add(decoded[0].kind if decoded is not None else "")
+            self.recorded_kinds.add(tx.kind)
 
     def on_commit(self, node: SimNode, block: Block, commit: Commit) -> None:
         height = block.header.height

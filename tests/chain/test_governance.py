@@ -8,9 +8,9 @@ import time
 import pytest
 
 from medledger.chain.app import BlockExecution
-from medledger.chain.codec import encode
+from medledger.chain.codec import decode, encode
 from medledger.chain.consensus import NIL, sign_vote
-from medledger.chain.errors import TxRejectedError
+from medledger.chain.errors import CodecError, TxRejectedError
 from medledger.chain.evidence import (
     ConflictingProposalEvidence,
     EvidencePool,
@@ -299,3 +299,17 @@ def test_evidence_pool_keeps_one_entry_per_slot_and_is_bounded() -> None:
     assert [e.height for e in pool.get_pending()] == [4, 5]  # the oldest went
     pool.prune(lambda slot: slot == pool.get_pending()[0].compute_slot())
     assert [e.height for e in pool.get_pending()] == [5]
+
+
+def test_evidence_bodies_round_trip_through_the_codec_and_refuse_junk() -> None:
+    identity = Identity.generate()
+    votes = make_duplicate_vote_evidence(*conflicting_votes(identity))
+    proposals = ConflictingProposalEvidence(
+        signed_proposal(identity, b"\x01" * 32), signed_proposal(identity, b"\x02" * 32)
+    )
+    for evidence in (votes, proposals):
+        raw = encode(evidence)
+        assert decode(type(evidence), raw, max_bytes=len(raw)) == evidence
+        with pytest.raises(CodecError):
+            decode(type(evidence), raw[:-1], max_bytes=len(raw))
+    assert votes.compute_slot() != proposals.compute_slot()
