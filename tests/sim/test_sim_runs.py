@@ -33,8 +33,10 @@ from medledger.network.sim import (
 def test_the_replay_line_rebuilds_the_config() -> None:
     config = random_config(21, n=7, twins=2)
     namespace: dict[str, object] = {"SimConfig": SimConfig, "Fault": Fault, "FaultKind": FaultKind}
-    namespace |= {"medledger": medledger, "sim_support": sim_support}
+    namespace |= {"medledger": medledger, "sim_support": sim_support, "TimeSkew": TimeSkew}
     assert eval(config.describe(), namespace) == config
+    skewed = with_skewed_proposers(config, TimeSkew.INSIDE_PAST)
+    assert eval(skewed.describe(), namespace) == skewed
 
 
 def test_a_run_replays_exactly_from_its_config() -> None:
