@@ -13,12 +13,13 @@ Three parts, as in Jepsen and CometBFT's end-to-end runner:
   node is resumed, whatever happened, so the cluster fixture can stop it.
 - `RecordingClient` submits signed txs at a steady rate, round-robin over the nodes, giving up on
   a node that does not answer (killed or paused) for a moment; it records every tx a node accepted
-  and every tx a node said is committed, with the height and index it was told.
+  (when it was sent and when the node answered) and, looking its pending txs up, every tx a node
+  said is committed, with the height and index it was told.
 
 The checks are pure functions over the committed blocks, the client's records and the nemesis
-log (`compute_down_intervals`, `compute_degraded_windows`, `compute_stalls`,
-`compute_blind_spots`), so a stall is measured from the block headers' times, never from how
-often the test polled.
+log (`compute_down_intervals`, `compute_degraded_windows`, `compute_unexplained_losses`,
+`compute_owed_spans`, `compute_stalls`, `compute_blind_spots`): a stall is measured from the
+block headers' times and the client's acceptances, never from how often anything polled.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ SEED_ENV: Final = "MEDLEDGER_NEMESIS_SEED"
 
 #: How long a killed validator stays down before it is started again.
 KILL_DOWN_S: Final = (5.0, 10.0)
-#: How long a validator stays paused (SIGSTOP) before SIGCONT: longer than the peer heartbeat.
+#: How long a validator stays paused (SIGSTOP) before SIGCONT: a GC pause or VM hiccup, from as
+#: long as the peer heartbeat (5 s) to several of them.
 PAUSE_S: Final = (5.0, 20.0)
 #: How long the cluster runs with no fault before each fault (nothing waits for recovery).
 HEALTHY_S: Final = (2.0, 5.0)
@@ -101,9 +103,9 @@ def compute_round_timeout_ms(timeouts: ConsensusTimeouts, round_: int = 0) -> in
 
 
 class FaultKind(enum.Enum):
-    KILL = "kill -9, then restart"
-    PAUSE = "SIGSTOP, then SIGCONT"
-    RESTART_ALL = "stop all, then start all"
+    KILL = "kill -9 {victim}, start it again {duration_s:.1f} s later"
+    PAUSE = "SIGSTOP {victim}, SIGCONT {duration_s:.1f} s later"
+    RESTART_ALL = "stop all nodes (SIGTERM), then start them all"
 
 
 #: The main phase (at most one validator down at any time), then the restart of all. Every pause
@@ -133,12 +135,8 @@ class Schedule:
     def describe(self) -> str:
         lines = [f"nemesis seed {self.seed} (replay: {SEED_ENV}={self.seed})"]
         for number, fault in enumerate(self.faults, 1):
-            target = fault.victim or "all nodes"
-            held = f" for {fault.duration_s:.1f} s" if fault.duration_s else ""
-            lines.append(
-                f"  {number}. after {fault.healthy_before_s:.1f} s healthy: {fault.kind.value} "
-                f"of {target}{held}"
-            )
+            what = fault.kind.value.format(victim=fault.victim, duration_s=fault.duration_s)
+            lines.append(f"  {number}. after {fault.healthy_before_s:.1f} s healthy: {what}")
         lines.append(f"  then {self.tail_s:.1f} s healthy")
         return "\n".join(lines)
 
@@ -183,7 +181,8 @@ def compute_schedule(seed: int, validators: Sequence[str]) -> Schedule:
 
 
 class Action(enum.Enum):
-    """What the nemesis did; a node is down from KILL, PAUSE or STOP to the UP that follows."""
+    """What the nemesis did; a node is down from KILL, PAUSE or STOP to the RESUME or UP that
+    follows (UP: its API answers again)."""
 
     KILL = "killed (-9)"
     PAUSE = "paused (SIGSTOP)"
@@ -194,6 +193,9 @@ class Action(enum.Enum):
 
 _GOES_DOWN: Final = frozenset({Action.KILL, Action.PAUSE, Action.STOP})
 
+#: A [start, end) interval of wall-clock milliseconds.
+Span = tuple[int, int]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NemesisEvent:
@@ -202,11 +204,11 @@ class NemesisEvent:
     nodes: tuple[str, ...]
 
 
-def compute_down_intervals(events: Iterable[NemesisEvent], end_ms: int) -> dict[str, list[tuple[int, int]]]:
+def compute_down_intervals(events: Iterable[NemesisEvent], end_ms: int) -> dict[str, list[Span]]:
     """node → the [start, end) wall-clock intervals it was down (killed, paused or stopped); one
     still down at `end_ms` is down until then."""
     down_since: dict[str, int] = {}
-    intervals: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    intervals: dict[str, list[Span]] = collections.defaultdict(list)
     for event in sorted(events, key=lambda e: e.time_ms):
         for node in event.nodes:
             if event.action in _GOES_DOWN:
@@ -218,16 +220,14 @@ def compute_down_intervals(events: Iterable[NemesisEvent], end_ms: int) -> dict[
     return dict(intervals)
 
 
-def compute_degraded_windows(
-    down: Mapping[str, Sequence[tuple[int, int]]], *, tolerated: int = 1
-) -> list[tuple[int, int]]:
+def compute_degraded_windows(down: Mapping[str, Sequence[Span]], *, tolerated: int = 1) -> list[Span]:
     """The [start, end) intervals during which more than `tolerated` nodes were down at once."""
     edges = sorted(
         [(start, 1) for spans in down.values() for start, _ in spans]
         + [(end, -1) for spans in down.values() for _, end in spans],
         key=lambda edge: (edge[0], edge[1]),  # an end before a start at the same instant
     )
-    windows: list[tuple[int, int]] = []
+    windows: list[Span] = []
     count = 0
     opened = 0
     for at, delta in edges:
@@ -238,9 +238,6 @@ def compute_degraded_windows(
         elif count <= tolerated < before and at > opened:
             windows.append((opened, at))
     return windows
-
-
-Span = tuple[int, int]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -439,7 +436,7 @@ class Nemesis:
         finally:
             resume_node(victim)
             self._paused.discard(victim.name)
-        self._record(Action.UP, [victim])
+        self._record(Action.RESUME, [victim])
 
     def _restart_all(self) -> None:
         nodes = self.cluster.nodes
