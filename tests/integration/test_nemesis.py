@@ -238,8 +238,8 @@ def test_nemesis_schedule_replays_from_its_seed() -> None:
     schedule = compute_schedule(1234, names)
     assert schedule == compute_schedule(1234, names)
     assert [f.kind for f in schedule.faults] == [
-        FaultKind.KILL,
         FaultKind.PAUSE,
+        FaultKind.KILL,
         FaultKind.PAUSE,
         FaultKind.KILL,
         FaultKind.RESTART_ALL,
