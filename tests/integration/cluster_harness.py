@@ -657,3 +657,48 @@ class ProxyHub:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=DEADLINE_S)
             self._loop.close()
+
+
+# -- nemesis support (tests/integration/nemesis.py) ----------------------------------------------
+
+
+def api_at_config_port(node: ClusterNode) -> ApiClient:
+    """A client of `node`'s API at its configured port, whether or not the node runs right now
+    (a client that outlives restarts: the harness starts nodes on their configured ports)."""
+    return ApiClient(f"http://127.0.0.1:{node.spec.api_port}")
+
+
+def request_within(api: ApiClient, method: str, path: str, *, timeout_s: float, data: Any = None) -> Reply:
+    """One request like `ApiClient.request`, but given up after `timeout_s` (a client that must
+    not hang on a paused node: the kernel still accepts its connections, nobody answers)."""
+    body = None if data is None else json.dumps(data).encode()
+    headers = {} if data is None else {"Content-Type": "application/json"}
+    port = urllib.parse.urlsplit(api.url).port
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return Reply(response.status, response.read())
+    finally:
+        connection.close()
+
+
+def pause_node(node: ClusterNode) -> None:
+    """SIGSTOP the node's process: it keeps its sockets and memory but runs nothing (a GC pause,
+    a VM hiccup), until `resume_node`."""
+    proc = node.process.proc
+    assert proc is not None, f"{node.name} was never started"
+    assert proc.poll() is None, f"{node.name} is not running"
+    proc.send_signal(signal.SIGSTOP)
+
+
+def resume_node(node: ClusterNode) -> None:
+    """SIGCONT a node `pause_node` stopped (harmless on a running process)."""
+    proc = node.process.proc
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+
+
+def count_log_lines(node: ClusterNode, needle: str) -> int:
+    """How many lines of the node's log (all its runs) contain `needle` (for failure messages)."""
+    return sum(needle in line for line in node.process.read_log().splitlines())
