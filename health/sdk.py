@@ -528,6 +528,20 @@ class PatientClient:
 
     # -- signed actions ----------------------------------------------------------------------
 
+    def check_before_signing(self) -> PatientLedger:
+        """Nothing is signed on a node's word: every listing it serves must match the chain first.
+
+        A node hiding a grant, forging an inquiry or substituting a key is named here, before any
+        decision is signed through it.
+        """
+        self._verified_institutions()
+        self.get_patient()
+        self.list_records()
+        self.list_inquiries()
+        self.list_grants()
+        self.audit()
+        return self.sync()
+
     def _submit(self, signed: SignedTx) -> Submitted:
         """Submit a locally signed tx; its commit and outcome are taken from the verified chain."""
         _, raw, tx_id = signed
@@ -559,6 +573,7 @@ class PatientClient:
         was added or the inquiry changed), `PreviewChangedError` and nothing is signed. Without one,
         the preview is computed here (a scope that cannot be fully shown is refused all the same).
         """
+        self.check_before_signing()
         fresh = self.preview_grant(inquiry_id)
         if preview is not None and dataclasses.replace(fresh, height=0) != dataclasses.replace(
             preview, height=0
@@ -577,16 +592,19 @@ class PatientClient:
         return self._submit(build_grant(self.identity, inquiry_id, record_keys, chain_id=self.chain_id))
 
     def deny(self, inquiry_id: bytes) -> Submitted:
+        self.check_before_signing()
         if not any(i.inquiry_id == inquiry_id for i in self.list_pending_inquiries()):
             raise PatientClientError("no such open inquiry for this patient", status=404)
         return self._submit(build_deny(self.identity, inquiry_id, chain_id=self.chain_id))
 
     def revoke(self, grant_id: bytes) -> Submitted:
+        self.check_before_signing()
         if not any(g.grant_id == grant_id for g in self.list_grants()):
             raise PatientClientError("no such grant for this patient", status=404)
         return self._submit(build_revoke(self.identity, grant_id, chain_id=self.chain_id))
 
     def add_representative(self, representative_sign_key: bytes) -> Submitted:
+        self.check_before_signing()
         return self._submit(
             build_add_representative(
                 self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id

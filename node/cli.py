@@ -948,13 +948,18 @@ def patient_grants(ctx: click.Context, as_json: bool) -> None:
     _run(act)
 
 
+def _is_terminal() -> bool:
+    """Whether a person can be asked (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
 def _confirm_grant(preview: GrantPreview, yes: bool) -> None:
     """Show the preview; ask on a terminal unless --yes; with neither, refuse."""
     for line in preview.lines():
         click.echo(line)
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not _is_terminal():
         _fail("not granting: nobody confirmed (run on a terminal to be asked, or pass --yes)")
     if not click.confirm("Grant exactly this?", default=False):
         _fail("not granted")
