@@ -117,3 +117,126 @@ def add_proof_routes(app: web.Application, node: Node) -> None:
     app.router.add_get("/v1/proofs/genesis", get_genesis)
     app.router.add_get("/v1/proofs/blocks", get_proof_blocks)
     app.router.add_get("/v1/proofs/txs/{tx_id}", get_tx_proof)
+
+
+_B64: Final = {"type": "string", "format": "byte"}
+_PROOF_PROBLEM: Final = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": _PROOF_PROBLEM}}}
+
+
+def proof_openapi_paths() -> dict[str, Any]:
+    """The OpenAPI description of the proof routes (merged into the node's document)."""
+    height = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    return {
+        "/v1/proofs/genesis": {
+            "get": {
+                "operationId": "getProofGenesis",
+                "summary": "The genesis, canonically encoded, for a light client to check against its pin.",
+                "responses": {
+                    "200": _ok(
+                        "The genesis.",
+                        {
+                            "type": "object",
+                            "required": ["genesis", "hash"],
+                            "properties": {"genesis": _B64, "hash": {"type": "string"}},
+                        },
+                    )
+                },
+            }
+        },
+        "/v1/proofs/blocks": {
+            "get": {
+                "operationId": "getProofBlocks",
+                "summary": "Consecutive blocks with commit certificates and announced validator sets.",
+                "parameters": [
+                    {"name": "from", "in": "query", "required": False, "schema": height},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": PROOF_BLOCKS_PER_PAGE_MAX},
+                    },
+                ],
+                "responses": {
+                    "200": _ok(
+                        "A page of blocks (at most the limit, and about 8 MB).",
+                        {
+                            "type": "object",
+                            "required": ["latest_height", "blocks"],
+                            "properties": {
+                                "latest_height": {"type": "integer", "minimum": 0},
+                                "blocks": {
+                                    "type": "array",
+                                    "maxItems": PROOF_BLOCKS_PER_PAGE_MAX,
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["block", "commit", "next_validators"],
+                                        "properties": {
+                                            "block": _B64,
+                                            "commit": _B64,
+                                            "next_validators": _B64,
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    ),
+                    "400": _problem("A bad height or limit."),
+                },
+            }
+        },
+        "/v1/proofs/txs/{tx_id}": {
+            "get": {
+                "operationId": "getTxProof",
+                "summary": "A committed tx and its Merkle audit path in its block (RFC 6962).",
+                "parameters": [
+                    {
+                        "name": "tx_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                    }
+                ],
+                "responses": {
+                    "200": _ok(
+                        "The tx and its inclusion proof.",
+                        {
+                            "type": "object",
+                            "required": ["height", "tx", "proof"],
+                            "properties": {
+                                "height": {"type": "integer", "minimum": 1},
+                                "tx": _B64,
+                                "proof": {
+                                    "type": "object",
+                                    "required": ["index", "leaf_count", "path"],
+                                    "properties": {
+                                        "index": {"type": "integer", "minimum": 0},
+                                        "leaf_count": {"type": "integer", "minimum": 1},
+                                        "path": {"type": "array", "items": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    ),
+                    "400": _problem("Not a tx id."),
+                    "404": _problem("No committed tx has this id."),
+                },
+            }
+        },
+    }
