@@ -30,8 +30,6 @@ from medledger.chain.types import Block, Commit, Genesis, Header, TxId, Validato
 from medledger.chain.validation import validate_block_shape, validate_commit
 from medledger.crypto import MerkleProof, verify_merkle_proof
 
-#: Blocks one verification step accepts (the SDK pages through longer ranges).
-LIGHT_BLOCKS_PER_STEP_MAX: Final = 1000
 
 WHAT_GENESIS: Final = "genesis"
 WHAT_LINK: Final = "header link"
@@ -178,7 +176,6 @@ def verify_tx_inclusion(header: Header, tx: bytes, proof: MerkleProof) -> TxId:
 
 
 __all__ = [
-    "LIGHT_BLOCKS_PER_STEP_MAX",
     "CertifiedBlock",
     "LightClientError",
     "TrustedHead",

@@ -205,15 +205,13 @@ class PatientClient:
     def _patient_path(self, suffix: str = "") -> str:
         return f"/v1/health/patients/{self.patient_id.hex()}{suffix}"
 
-    @staticmethod
-    def _decode(wire_type: type[W], item: Any) -> W:
+    def _decode(self, wire_type: type[W], item: Any) -> W:
         try:
             return decode(
                 wire_type, base64.b64decode(item["encoded"], validate=True), max_bytes=STATE_VALUE_BYTES_MAX
             )
-        except (KeyError, TypeError, ValueError, CodecError) as exc:
-            what = wire_type.__name__
-            raise PatientClientError(f"the node sent a {what} that does not decode: {exc}") from None
+        except (KeyError, TypeError, ValueError, CodecError):
+            raise self._lie(wire_type.__name__, f"sent a {wire_type.__name__} that does not decode") from None
 
     def _lie(self, what: str, message: str) -> NodeMisbehaviourError:
         return NodeMisbehaviourError(self.url, what, message)
@@ -230,8 +228,16 @@ class PatientClient:
     def sync(self) -> PatientLedger:
         """Verify every block the node has committed since the last call; returns the ledger.
 
-        Raises `NodeMisbehaviourError` naming the node for anything that does not verify.
+        Raises `NodeMisbehaviourError` naming the node for anything that does not verify; the
+        verified position is then dropped (the next call starts again from the pinned genesis).
         """
+        try:
+            return self._follow()
+        except NodeMisbehaviourError:
+            self._head, self._ledger, self._headers = None, None, {}
+            raise
+
+    def _follow(self) -> PatientLedger:
         if self._ledger is None or self._head is None:
             genesis = self._decode_raw(Genesis, self._request("GET", "/v1/proofs/genesis"), "genesis")
             if self.genesis_hash is None:
@@ -330,11 +336,12 @@ class PatientClient:
                 return ledger
         forged = [k for k in claimed if k not in proven]
         hidden = [k for k in proven if k not in claimed]
+        one = f"an {what}" if what[0] in "aeiou" else f"a {what}"
         if forged:
-            raise self._lie(what, f"served a {what} that is not on the chain")
+            raise self._lie(what, f"served {one} that is not on the chain")
         if hidden:
-            raise self._lie(what, f"hid a {what} that is on the chain")
-        raise self._lie(what, f"served a {what} that differs from the chain")
+            raise self._lie(what, f"hid {one} that is on the chain")
+        raise self._lie(what, f"served {one} that differs from the chain")
 
     def _fetch_patient_items(
         self, suffix: str, field: str, wire_type: type[W], key: Callable[[W], K]

@@ -3,7 +3,7 @@
 An aiohttp proxy (its own thread and event loop) stands in front of a real insurer node process
 and rewrites its answers as a dishonest operator, or anyone on the path, could: it substitutes the
 insurer's encryption key (the attack: re-sealed record keys would go to the attacker), forges an
-inquiry, hides a grant, swaps a tx of a certified block, forges a commit signature, serves another
+inquiry, hides a grant or an inquiry, swaps a tx of a certified block, forges a commit signature, serves another
 genesis. For each, the patient's client (SDK and CLI) must fail naming the proxy's URL, and no
 transaction may reach the chain: the proxy forwards every POST, and counts them, so "nothing
 signed" is checked where it matters. A proxy that rewrites nothing is the control: through it
@@ -234,6 +234,21 @@ def test_trust_2_dropped_grant_is_detected(scene: Scene, proxy: LyingProxy) -> N
     assert caught.value.what == "grant"
     assert f"the node at {proxy.url} hid a grant" in caught.value.message
     attempt_everything(scene, proxy)
+
+
+def test_trust_2_hidden_inquiry_is_detected(scene: Scene, proxy: LyingProxy) -> None:
+    def rewrite(path: str, body: Any) -> Any:
+        if path.endswith("/inquiries"):
+            body["inquiries"] = [i for i in body["inquiries"] if i["inquiry_id"] != scene.open_inquiry]
+        return body
+
+    proxy.rewrite = rewrite
+    client = PatientClient(proxy.url, scene.identity, genesis_hash=load_genesis_pin(scene.key))
+    with pytest.raises(NodeMisbehaviourError) as caught:
+        client.list_pending_inquiries()
+    assert f"the node at {proxy.url} hid an inquiry that is on the chain" in caught.value.message
+    errors = attempt_everything(scene, proxy)
+    assert {e.what for e in errors} == {"inquiry"}
 
 
 def _rewrite_first_block_with_txs(change: Callable[[Block, Commit, dict[str, str]], None]) -> Rewrite:
