@@ -3,8 +3,8 @@
 An aiohttp proxy (its own thread and event loop) stands in front of a real insurer node process
 and rewrites its answers as a dishonest operator, or anyone on the path, could: it substitutes the
 insurer's encryption key (the attack: re-sealed record keys would go to the attacker), forges an
-inquiry, hides a grant or an inquiry, swaps a tx of a certified block, forges a commit signature, serves another
-genesis. For each, the patient's client (SDK and CLI) must fail naming the proxy's URL, and no
+inquiry, hides a grant or an inquiry, swaps a tx of a certified block, forges a commit signature,
+serves another genesis. For each, the patient's client (SDK and CLI) must fail naming the proxy's URL, and no
 transaction may reach the chain: the proxy forwards every POST, and counts them, so "nothing
 signed" is checked where it matters. A proxy that rewrites nothing is the control: through it
 everything works.
