@@ -11,7 +11,9 @@ the grant would re-seal, and the grant signs exactly that list.
 It refuses (`ScopeNotShowableError`, with a `problem` code) a scope it cannot fully show: a record
 id that is not one of the patient's verified records (unknown, or another patient's), a record or
 requester whose institution is unknown, more records than one grant may carry, an inquiry that is
-no longer open. Everything it reads comes from the verified `PatientLedger`, never a node's word.
+no longer open. A representative (who holds no reader key of the patient's records) is shown the
+covered records it cannot re-seal apart: they are not shared. Everything it reads comes from the
+verified `PatientLedger`, never a node's word.
 
 Pure: the caller passes the ledger and the inquiry's reason (the reason becomes encrypted for the
 patient; the SDK decrypts it and passes plain text in).
@@ -73,7 +75,6 @@ PROBLEM_UNKNOWN_AUTHOR: Final = "unknown_author"
 PROBLEM_UNKNOWN_PURPOSE: Final = "unknown_purpose"
 PROBLEM_UNKNOWN_TYPE: Final = "unknown_record_type"
 PROBLEM_TOO_MANY: Final = "too_many_records"
-PROBLEM_NOT_SEALED: Final = "record_not_sealed_for_patient"
 
 
 class ScopeNotShowableError(HealthError):
@@ -144,6 +145,8 @@ class GrantPreview:
     #: No types and no ids: every record in the window.
     everything: bool
     records: tuple[PreviewRecord, ...]
+    #: Covered records the signer cannot re-seal (a representative): not shared by this grant.
+    unsealable: tuple[PreviewRecord, ...]
     #: The verified height the preview was computed at.
     height: int
 
@@ -184,6 +187,16 @@ class GrantPreview:
                 f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
                 f"{format_time_ms(record.time_ms)}"
             )
+        if self.unsealable:
+            out.append(
+                f"{len(self.unsealable)} other covered record(s) are sealed for the patient only "
+                "and are NOT shared by this grant:"
+            )
+            for record in self.unsealable:
+                out.append(
+                    f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
+                    f"{format_time_ms(record.time_ms)}"
+                )
         if self.record_types or self.everything:
             out.append(
                 "and, until access ends, new records of these kinds that your care providers add "
@@ -213,6 +226,7 @@ class GrantPreview:
                 "window": self.window_words(),
             },
             "records": [r.to_json() for r in self.records],
+            "unsealable": [r.to_json() for r in self.unsealable],
             "height": self.height,
             "text": self.lines(),
         }
@@ -236,12 +250,12 @@ def _describe(ledger: PatientLedger, record: RecordState, *, in_window: bool = T
 
 
 def compute_grant_preview(
-    ledger: PatientLedger, inquiry: InquiryState, *, reason: str, patient_enc_key: bytes
+    ledger: PatientLedger, inquiry: InquiryState, *, reason: str, signer_enc_key: bytes
 ) -> GrantPreview:
     """The whole scope of `inquiry` and the exact records a grant would re-seal, or a refusal.
 
-    `patient_enc_key`: the key of whoever signs (the patient, or a representative who must hold
-    the record keys): every covered record must be sealed for it, or it cannot be re-sealed.
+    `signer_enc_key`: the encryption key of whoever signs (the patient, or a representative): a
+    record can be re-sealed only if its key is sealed for it.
     """
     if inquiry.status != INQUIRY_OPEN:
         raise ScopeNotShowableError(f"the inquiry is already {inquiry.status}", problem=PROBLEM_NOT_OPEN)
@@ -280,13 +294,11 @@ def compute_grant_preview(
             f"more than the {GRANT_RECORDS_MAX} one grant may carry",
             problem=PROBLEM_TOO_MANY,
         )
-    for record in covered:
-        if patient_enc_key not in record.envelope.readers:
-            raise ScopeNotShowableError(
-                f"record {record.record_id.hex()[:16]}… is not sealed for you, so it cannot be shared",
-                problem=PROBLEM_NOT_SEALED,
-            )
-    records = tuple(_describe(ledger, r) for r in sorted(covered, key=lambda r: r.record_id))
+    covered.sort(key=lambda r: r.record_id)
+    # A representative holds no reader key of the patient's records: those it cannot re-seal are
+    # shown apart, and not shared (for the patient themself every record is sealed for them).
+    records = tuple(_describe(ledger, r) for r in covered if signer_enc_key in r.envelope.readers)
+    unsealable = tuple(_describe(ledger, r) for r in covered if signer_enc_key not in r.envelope.readers)
     return GrantPreview(
         inquiry_id=inquiry.inquiry_id,
         requester=inquiry.requester,
@@ -302,6 +314,7 @@ def compute_grant_preview(
         to_ms=scope.to_ms,
         everything=not scope.record_types and not scope.record_ids,
         records=records,
+        unsealable=unsealable,
         height=ledger.height,
     )
 

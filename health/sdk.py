@@ -489,7 +489,7 @@ class PatientClient:
             raise PatientClientError("no such inquiry for this patient", status=404)
         ledger = self.sync()
         return compute_grant_preview(
-            ledger, inquiry, reason=self.inquiry_reason(inquiry), patient_enc_key=self.identity.public.enc_key
+            ledger, inquiry, reason=self.inquiry_reason(inquiry), signer_enc_key=self.identity.public.enc_key
         )
 
     def verify(self) -> Verification:

@@ -164,3 +164,25 @@ def test_trust_1_grant_refuses_when_the_scope_grew_after_the_preview(
     done = sdk.grant(inquiry, preview=fresh)
     (grant,) = [g for g in sdk.list_grants() if g.grant_id == done.tx_id]
     assert tuple(k.record_id for k in grant.record_keys) == fresh.record_ids
+
+
+def test_a_representative_is_shown_what_it_cannot_share(shared_net: HealthNet, tmp_path: Path) -> None:
+    patient = Patient(shared_net, tmp_path, 8)
+    representative = Identity.generate()
+    patient.sdk(shared_net["clinic"].url).add_representative(representative.public.sign_key)
+    shared_net.sync()
+    inquiry = bytes.fromhex(patient.inquire(["Immunization"], []))
+    acting = PatientClient(
+        shared_net["clinic"].url,
+        representative,
+        patient_id=bytes.fromhex(patient.id),
+        genesis_hash=load_genesis_pin(patient.key),
+    )
+    preview = acting.preview_grant(inquiry)
+    assert preview.records == ()
+    assert [r.record_id.hex() for r in preview.unsealable] == [patient.immunization]
+    assert any("NOT shared by this grant" in line for line in preview.lines())
+    done = acting.grant(inquiry, preview=preview)
+    (grant,) = [g for g in patient.sdk().list_grants() if g.grant_id == done.tx_id]
+    assert grant.record_keys == ()
+    assert grant.granted_by == representative.public.sign_key
