@@ -48,6 +48,8 @@ class LyingProxy:
         self.target = target.rstrip("/")
         self.rewrite: Rewrite = lambda path, body: body
         self.posts: list[str] = []
+        #: Answer POSTs "committed" without forwarding them (a node that drops the patient's txs).
+        self.swallow_posts = False
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -76,6 +78,9 @@ class LyingProxy:
             async def handle(request: web.Request) -> web.Response:
                 if request.method == "POST":
                     self.posts.append(request.path)
+                    if self.swallow_posts:
+                        fake = {"tx_id": "00" * 32, "status": "committed", "height": 1, "index": 0}
+                        return web.json_response({**fake, "result": {"ok": True, "code": "ok"}})
                 headers = {k: v for k, v in request.headers.items() if k in ("Content-Type", "Authorization")}
                 async with session.request(
                     request.method, self.target + request.path_qs, data=await request.read(), headers=headers
@@ -293,6 +298,20 @@ def test_trust_2_tampered_proofs_are_detected(scene: Scene, proxy: LyingProxy) -
         proxy.rewrite = rewrite
         errors = attempt_everything(scene, proxy)
         assert {e.what for e in errors} == {what}
+
+
+def test_trust_2_a_node_that_drops_a_signed_tx_and_says_committed_is_named(
+    scene: Scene, proxy: LyingProxy
+) -> None:
+    proxy.swallow_posts = True
+    client = PatientClient(proxy.url, scene.identity, genesis_hash=load_genesis_pin(scene.key))
+    with pytest.raises(NodeMisbehaviourError) as caught:
+        client.deny(bytes.fromhex(scene.open_inquiry))
+    assert (caught.value.node_url, caught.value.what) == (proxy.url, "commit")
+    assert proxy.posts == ["/v1/txs"]
+    assert [
+        i.status for i in scene.honest().list_inquiries() if i.inquiry_id.hex() == scene.open_inquiry
+    ] == ["open"]
 
 
 def test_honest_proxy_is_believed_and_verify_reports(scene: Scene, proxy: LyingProxy) -> None:
