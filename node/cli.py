@@ -709,7 +709,7 @@ def patient(
     """The patient's client: own keys, local decryption, locally signed decisions.
 
     It is a light client: it believes no node. It pins the network's genesis (recorded beside the
-    key file by `keys --genesis` or on the first `register`), verifies every block's certificate
+    key file by `--genesis HASH keys` or on the first `register`), verifies every block's certificate
     from there, and refuses (naming the node) any answer it cannot verify.
     """
     pinned: bytes | None = None
