@@ -356,20 +356,24 @@ class PatientClient:
                 if exc.status == 404:  # the node says: no such patient (checked against the ledger)
                     return items
                 raise
-            batch = page.get(field, []) if isinstance(page, dict) else []
-            for item in batch:
+            if not isinstance(page, dict) or not isinstance(page.get(field, []), list):
+                raise self._lie(wire_type.__name__, "sent a list that does not parse")
+            before = len(items)
+            for item in page.get(field, []):
                 value = self._decode(wire_type, item)
                 items[key(value)] = encode(value)
-            total = page.get("total") if isinstance(page, dict) else None
-            if not batch or total is None or len(items) >= int(total):
+            total = page.get("total")
+            # A page that adds nothing ends the listing (a node repeating itself cannot loop us).
+            if len(items) == before or not isinstance(total, int) or len(items) >= total:
                 return items
 
     # -- reads (every answer checked against the verified ledger) ----------------------------
 
     def _verified_institutions(self) -> PatientLedger:
         def fetch() -> dict[bytes, bytes]:
-            items = self._request("GET", "/v1/health/institutions").get("institutions", [])
+            reply = self._request("GET", "/v1/health/institutions")
             try:
+                items = reply["institutions"]
                 return {
                     bytes.fromhex(i["sign_key"]): json.dumps(
                         [i["name"], i["role"], i["enc_key"].lower()], sort_keys=True

@@ -256,6 +256,20 @@ def test_trust_2_hidden_inquiry_is_detected(scene: Scene, proxy: LyingProxy) -> 
     assert {e.what for e in errors} == {"inquiry"}
 
 
+def test_trust_2_a_node_repeating_one_page_forever_is_named(scene: Scene, proxy: LyingProxy) -> None:
+    def rewrite(path: str, body: Any) -> Any:
+        if path.endswith("/records"):
+            body["records"], body["total"] = body["records"][:1], 10**9
+        return body
+
+    proxy.rewrite = rewrite
+    client = PatientClient(proxy.url, scene.identity, genesis_hash=load_genesis_pin(scene.key))
+    with pytest.raises(NodeMisbehaviourError) as caught:
+        client.list_records()
+    assert f"the node at {proxy.url} hid a record that is on the chain" in caught.value.message
+    attempt_everything(scene, proxy)
+
+
 def _rewrite_first_block_with_txs(change: Callable[[Block, Commit, dict[str, str]], None]) -> Rewrite:
     def rewrite(path: str, body: Any) -> Any:
         if path == "/v1/proofs/blocks":
