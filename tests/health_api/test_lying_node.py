@@ -257,9 +257,12 @@ def test_trust_2_hidden_inquiry_is_detected(scene: Scene, proxy: LyingProxy) -> 
 
 
 def test_trust_2_a_node_repeating_one_page_forever_is_named(scene: Scene, proxy: LyingProxy) -> None:
+    first: list[Any] = []
+
     def rewrite(path: str, body: Any) -> Any:
-        if path.endswith("/records"):
-            body["records"], body["total"] = body["records"][:1], 10**9
+        if path.endswith("/records"):  # whatever page is asked for: the first record, "of a billion"
+            first[:] = first or body["records"][:1]
+            body["records"], body["total"] = list(first), 10**9
         return body
 
     proxy.rewrite = rewrite
