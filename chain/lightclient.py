@@ -30,7 +30,6 @@ from medledger.chain.types import Block, Commit, Genesis, Header, TxId, Validato
 from medledger.chain.validation import validate_block_shape, validate_commit
 from medledger.crypto import MerkleProof, verify_merkle_proof
 
-
 WHAT_GENESIS: Final = "genesis"
 WHAT_LINK: Final = "header link"
 WHAT_VALIDATORS: Final = "validator set"
