@@ -198,8 +198,11 @@ class GrantPreview:
                     f"{format_time_ms(record.time_ms)}"
                 )
         if self.record_types or self.everything:
+            kinds = (
+                "records" if self.everything else " or ".join(RECORD_TYPE_WORDS[t] for t in self.record_types)
+            )
             out.append(
-                "and, until access ends, new records of these kinds that your care providers add "
+                f"And until access ends, any new {kinds} your care providers add in the time window "
                 f"may also be shared with {self.requester_name}."
             )
         return out

@@ -1060,7 +1060,7 @@ def patient_verify(ctx: click.Context) -> None:
     def act() -> None:
         done = _client(ctx).verify()
         when = datetime.datetime.fromtimestamp(done.time_ms / 1000, tz=datetime.UTC)
-        click.echo(f"node:            {done.node_url} (believed in nothing it could not prove)")
+        click.echo(f"node:            {done.node_url} (nothing it said was believed without proof)")
         click.echo(f"chain:           {done.chain_id}, genesis {done.genesis_hash.hex()} (pinned)")
         click.echo(
             f"blocks:          {done.blocks} verified (heights 1..{done.height}, latest "
