@@ -132,6 +132,8 @@ class Verification:
     grants: int
     audit_events: int
     inclusion_proofs: int
+    #: Other nodes that confirmed no later block exists than the ones verified.
+    witnesses: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,6 +166,7 @@ class PatientClient:
         *,
         patient_id: bytes | None = None,
         genesis_hash: bytes | None = None,
+        witnesses: tuple[str, ...] = (),
         timeout_s: float = 30.0,
     ) -> None:
         self.url = url.rstrip("/")
@@ -176,6 +179,8 @@ class PatientClient:
         self._head: TrustedHead | None = None
         self._ledger: PatientLedger | None = None
         self._headers: dict[int, Header] = {}
+        #: Other nodes asked whether the chain goes on beyond what this one served (freshness).
+        self.witnesses = tuple(w.rstrip("/") for w in witnesses)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -508,6 +513,7 @@ class PatientClient:
         inquiries = self.list_inquiries()
         grants = self.list_grants()
         events = self.audit()
+        witnesses = self.check_freshness()
         proofs = 0
         for event_id in dict.fromkeys(e.event_id for e in events):
             height = self.prove_tx(event_id)
@@ -535,9 +541,46 @@ class PatientClient:
             grants=len(grants),
             audit_events=len(events),
             inclusion_proofs=proofs,
+            witnesses=witnesses,
         )
 
     # -- signed actions ----------------------------------------------------------------------
+
+    def check_freshness(self) -> int:
+        """Ask each witness node for the block after our verified head; returns the witnesses asked.
+
+        A node can serve a true but old chain (withhold the block with a new inquiry or a
+        revocation). If a witness proves a block beyond what this node served (certified by the
+        set we trust), this node is asked again; if it still does not serve it, it is named.
+        A witness whose block does not verify is named instead.
+        """
+        for witness_url in self.witnesses:
+            witness = PatientClient(
+                witness_url, self.identity, patient_id=self.patient_id, genesis_hash=self.genesis_hash
+            )
+            for _ in range(CROSS_CHECK_ATTEMPTS):
+                self.sync()
+                head = self._head
+                assert head is not None  # set by sync
+                page = witness._request("GET", f"/v1/proofs/blocks?from={head.height + 1}&limit=1")
+                items = page.get("blocks") if isinstance(page, dict) else None
+                if not isinstance(items, list) or not items:
+                    break  # the witness knows no later block either
+                block, commit, next_validators = witness._decode_block_item(items[0])
+                try:
+                    verify_next_block(head, block, commit, next_validators)
+                except LightClientError as exc:
+                    raise witness._lie(
+                        exc.what, f"served block {head.height + 1}, which does not verify"
+                    ) from None
+            else:
+                missing = self._head.height + 1 if self._head is not None else 0
+                raise self._lie(
+                    "freshness",
+                    f"is behind the chain: it does not serve block {missing}, which {witness_url} "
+                    "proves (a lagging or a withholding node)",
+                )
+        return len(self.witnesses)
 
     def check_before_signing(self) -> PatientLedger:
         """Nothing is signed on a node's word: every listing it serves must match the chain first.
@@ -551,6 +594,7 @@ class PatientClient:
         self.list_inquiries()
         self.list_grants()
         self.audit()
+        self.check_freshness()
         return self.sync()
 
     def _submit(self, signed: SignedTx) -> Submitted:

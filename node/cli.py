@@ -697,6 +697,12 @@ def _patient_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes
     default=None,
     help="The network's genesis hash (hex) to pin; default: the one recorded beside the key file.",
 )
+@click.option(
+    "--witness",
+    "witnesses",
+    multiple=True,
+    help="Another node's URL, asked whether the chain goes on beyond what --url serves (repeatable).",
+)
 @click.pass_context
 def patient(
     ctx: click.Context,
@@ -705,6 +711,7 @@ def patient(
     passphrase_file: Path | None,
     for_patient: str | None,
     genesis_hash: str | None,
+    witnesses: tuple[str, ...],
 ) -> None:
     """The patient's client: own keys, local decryption, locally signed decisions.
 
@@ -726,6 +733,7 @@ def patient(
         "passphrase_file": passphrase_file,
         "for_patient": for_patient,
         "genesis": pinned,
+        "witnesses": witnesses,
     }
 
 
@@ -768,7 +776,9 @@ def _client(ctx: click.Context, *, first_use: bool = False) -> PatientClient:
             patient_id = bytes.fromhex(obj["for_patient"])
         except ValueError:
             _fail("--for-patient must be a hex patient id")
-    return PatientClient(obj["url"], identity, patient_id=patient_id, genesis_hash=genesis_hash)
+    return PatientClient(
+        obj["url"], identity, patient_id=patient_id, genesis_hash=genesis_hash, witnesses=obj["witnesses"]
+    )
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -1075,6 +1085,10 @@ def patient_verify(ctx: click.Context) -> None:
             f"{done.grants} grant(s), {done.audit_events} audit event(s): each identical to the node's answer"
         )
         click.echo(f"inclusion proofs: {done.inclusion_proofs} audited tx(s) proven in their blocks")
+        if done.witnesses:
+            click.echo(f"witnesses:       {done.witnesses} other node(s) know no later block")
+        else:
+            click.echo("witnesses:       none (--witness URL: a node withholding new blocks would be caught)")
         click.echo("verified")
 
     _run(act)

@@ -331,6 +331,47 @@ def test_trust_2_a_node_that_drops_a_signed_tx_and_says_committed_is_named(
     ] == ["open"]
 
 
+def test_trust_2_a_node_withholding_new_blocks_is_named_by_a_witness(scene: Scene, proxy: LyingProxy) -> None:
+    net = scene.net
+    net.sync()
+    tip = max(net.heights())
+
+    def rewrite(path: str, body: Any) -> Any:
+        if path == "/v1/proofs/blocks":
+            body["blocks"] = [
+                b
+                for b in body["blocks"]
+                if decode(Block, base64.b64decode(b["block"]), max_bytes=BLOCK_BYTES_MAX).header.height <= tip
+            ]
+            body["latest_height"] = min(body["latest_height"], tip)
+        return body
+
+    proxy.rewrite = rewrite
+    PatientClient(net["clinic"].url, Identity.generate()).register()  # the chain moves on
+    net.sync()
+    pin = load_genesis_pin(scene.key)
+    # Without a witness the client sees a true but older chain: the residual risk of ADR 0008.
+    assert PatientClient(proxy.url, scene.identity, genesis_hash=pin).verify().height == tip
+    watched = PatientClient(proxy.url, scene.identity, genesis_hash=pin, witnesses=(net["clinic"].url,))
+    with pytest.raises(NodeMisbehaviourError) as caught:
+        watched.verify()
+    assert (caught.value.node_url, caught.value.what) == (proxy.url, "freshness")
+    with pytest.raises(NodeMisbehaviourError):
+        watched.deny(bytes.fromhex(scene.open_inquiry))
+    result = CliRunner().invoke(
+        main,
+        ["patient", "--key", str(scene.key), "--url", proxy.url, "--witness", net["clinic"].url, "verify"],
+        env=dict(PATIENT_ENV),
+    )
+    assert result.exit_code != 0
+    assert f"the node at {proxy.url} is behind the chain" in result.output
+    assert proxy.posts == []
+    honest = PatientClient(
+        net["insurer"].url, scene.identity, genesis_hash=pin, witnesses=(net["clinic"].url,)
+    )
+    assert honest.verify().witnesses == 1
+
+
 def test_honest_proxy_is_believed_and_verify_reports(scene: Scene, proxy: LyingProxy) -> None:
     """The control: the same proxy, rewriting nothing, changes nothing."""
     out = patient_cli(scene.key, proxy.url, "verify")
