@@ -1,10 +1,22 @@
-"""The patient's client (SDK): talk to any node over HTTP with the patient's own keys.
+"""The patient's client (SDK): a light client of any node, with the patient's own keys.
 
 Everything that needs the patient's private keys happens here, on the patient's device: records are
 decrypted locally, grants re-seal record keys locally, and every decision is a transaction signed
-locally and submitted to `POST /v1/txs`. The node only ever receives signed transactions and
-serves what it holds anyway (public keys, ciphertexts, inquiries, grants, audit events), each with
-its canonical encoding, which this client decodes and checks itself (right patient, right type).
+locally and submitted to `POST /v1/txs`.
+
+Nothing a node says is believed (issue 9, ADR 0008). The client pins the network's genesis hash
+(passed in, or recorded on first use and exposed as `genesis_hash` for the caller to keep), and
+follows the chain from it through the proof routes: every block's commit certificate is checked
+against the validator set it trusts (set changes followed through `next_validators_hash`), every
+block's txs against its tx root, and the patient's txs are re-executed by the health rules into a
+`PatientLedger`. Institutions' keys come from the pinned genesis. Every answer the node gives on
+its plain routes (institutions, the patient, records, inquiries, grants, audit) is compared with
+that verified ledger: a difference (a substituted key, a forged inquiry, a hidden grant) raises
+`NodeMisbehaviourError` naming the node, and nothing is signed. What is returned is always the
+verified value.
+
+Before a grant, `preview_grant` shows the whole scope in words and the exact records the grant
+would re-seal (`medledger.health.preview`); `grant` signs exactly that list.
 
 Standard library HTTP only (urllib), so the SDK has no dependency beyond medledger's own layers.
 """
@@ -15,14 +27,26 @@ import base64
 import dataclasses
 import datetime
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from medledger.chain.codec import WireType, decode
+from medledger.chain.codec import WireType, decode, encode
 from medledger.chain.errors import CodecError
-from medledger.crypto import DecryptionError, Identity
+from medledger.chain.lightclient import (
+    LightClientError,
+    TrustedHead,
+    verify_genesis,
+    verify_next_block,
+    verify_tx_inclusion,
+)
+from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX
+from medledger.chain.types import Block, Commit, Genesis, Header, ValidatorSet
+from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
@@ -32,9 +56,9 @@ from medledger.health.client import (
     build_revoke,
 )
 from medledger.health.errors import CommitmentMismatchError, HealthError
+from medledger.health.preview import GrantPreview, PreviewChangedError, compute_grant_preview
 from medledger.health.records import DecryptedRecord, decrypt_record, reseal_record_keys
 from medledger.health.types import (
-    GRANT_RECORDS_MAX,
     INQUIRY_OPEN,
     STATE_VALUE_BYTES_MAX,
     AuditEvent,
@@ -44,16 +68,23 @@ from medledger.health.types import (
     PatientState,
     RecordState,
     compute_patient_id,
-    is_covered,
 )
+from medledger.health.verify import LedgerVerificationError, PatientLedger
 
 #: How long a submission waits for its commit.
 COMMIT_WAIT_MS: Final = 15_000
 #: Largest answer the client reads (a page of records with ciphertexts).
 RESPONSE_BYTES_MAX: Final = 512 * 1024 * 1024
 PAGE_SIZE: Final = 200
+#: Times a node's answer is re-fetched and compared with the verified ledger before the node is
+#: called a liar: a block committed between the answer and the proof makes an honest node differ
+#: once; a lying node differs every time.
+CROSS_CHECK_ATTEMPTS: Final = 3
+#: Largest encoded genesis the client accepts.
+GENESIS_BYTES_MAX: Final = TX_BYTES_MAX * 64
 
 W = TypeVar("W", bound=WireType)
+K = TypeVar("K", bound=Hashable)
 
 
 class PatientClientError(HealthError):
@@ -66,6 +97,43 @@ class PatientClientError(HealthError):
         self.status = status
         self.rule = rule
         self.problem = problem
+
+
+class NodeMisbehaviourError(PatientClientError):
+    """A node served an answer that is wrong or cannot be proven; `node_url` names it.
+
+    `what` says which check failed (e.g. "institution key", "inquiry", "commit certificate").
+    """
+
+    code = "node_unverified"
+
+    def __init__(self, node_url: str, what: str, message: str) -> None:
+        super().__init__(f"the node at {node_url} {message} (check: {what})", status=0, rule=what)
+        self.node_url = node_url
+        self.what = what
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verification:
+    """What `PatientClient.verify` checked (printed by `medledger patient verify`)."""
+
+    node_url: str
+    chain_id: str
+    genesis_hash: bytes
+    height: int
+    time_ms: int
+    blocks: int
+    txs: int
+    validators: int
+    validator_set_changes: int
+    patient_txs: int
+    records: int
+    inquiries: int
+    grants: int
+    audit_events: int
+    inclusion_proofs: int
+    #: Other nodes that confirmed no later block exists than the ones verified.
+    witnesses: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,14 +160,27 @@ class PatientClient:
     """
 
     def __init__(
-        self, url: str, identity: Identity, *, patient_id: bytes | None = None, timeout_s: float = 30.0
+        self,
+        url: str,
+        identity: Identity,
+        *,
+        patient_id: bytes | None = None,
+        genesis_hash: bytes | None = None,
+        witnesses: tuple[str, ...] = (),
+        timeout_s: float = 30.0,
     ) -> None:
         self.url = url.rstrip("/")
         self.identity = identity
         self.patient_id = PatientId(patient_id or compute_patient_id(identity.public.sign_key))
         self.timeout_s = timeout_s
+        #: The pinned genesis hash; None until first use (then recorded: trust on first use).
+        self.genesis_hash = genesis_hash
         self._chain_id = ""
-        self._names: dict[bytes, str] | None = None
+        self._head: TrustedHead | None = None
+        self._ledger: PatientLedger | None = None
+        self._headers: dict[int, Header] = {}
+        #: Other nodes asked whether the chain goes on beyond what this one served (freshness).
+        self.witnesses = tuple(w.rstrip("/") for w in witnesses)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -129,82 +210,226 @@ class PatientClient:
     def _patient_path(self, suffix: str = "") -> str:
         return f"/v1/health/patients/{self.patient_id.hex()}{suffix}"
 
-    @property
-    def chain_id(self) -> str:
-        if not self._chain_id:
-            self._chain_id = str(self._request("GET", "/status")["chain_id"])
-        return self._chain_id
-
-    def _submit(self, signed: SignedTx) -> Submitted:
-        """Submit a locally signed tx and wait for its commit; a refusal raises with its rule."""
-        _, raw, tx_id = signed
-        reply = self._request(
-            "POST", f"/v1/txs?wait_ms={COMMIT_WAIT_MS}", {"tx": base64.b64encode(raw).decode()}
-        )
-        if reply.get("status") != "committed":
-            raise PatientClientError(
-                f"transaction {tx_id.hex()} was not committed within {COMMIT_WAIT_MS} ms"
-            )
-        result = reply.get("result", {})
-        if not result.get("ok"):
-            rule = str(result.get("code", ""))
-            raise PatientClientError(f"the ledger refused the transaction ({rule})", status=422, rule=rule)
-        return Submitted(tx_id, int(reply["height"]))
-
-    @staticmethod
-    def _decode(wire_type: type[W], item: Any) -> W:
+    def _decode(self, wire_type: type[W], item: Any) -> W:
         try:
             return decode(
                 wire_type, base64.b64decode(item["encoded"], validate=True), max_bytes=STATE_VALUE_BYTES_MAX
             )
-        except (KeyError, TypeError, ValueError, CodecError) as exc:
-            what = wire_type.__name__
-            raise PatientClientError(f"the node sent a {what} that does not decode: {exc}") from None
+        except (KeyError, TypeError, ValueError, CodecError):
+            raise self._lie(wire_type.__name__, f"sent a {wire_type.__name__} that does not decode") from None
 
-    def _check_patient(self, value: RecordState | InquiryState | GrantState) -> None:
-        if value.patient_id != self.patient_id:
-            raise PatientClientError("the node sent an item of another patient")
+    def _lie(self, what: str, message: str) -> NodeMisbehaviourError:
+        return NodeMisbehaviourError(self.url, what, message)
 
-    # -- reads -----------------------------------------------------------------------------
+    @property
+    def chain_id(self) -> str:
+        """The chain id of the pinned genesis."""
+        if not self._chain_id:
+            self.sync()
+        return self._chain_id
+
+    # -- verification: follow the chain from the pinned genesis --------------------------------
+
+    def sync(self) -> PatientLedger:
+        """Verify every block the node has committed since the last call; returns the ledger.
+
+        Raises `NodeMisbehaviourError` naming the node for anything that does not verify; the
+        verified position is then dropped (the next call starts again from the pinned genesis).
+        """
+        try:
+            return self._follow()
+        except NodeMisbehaviourError:
+            self._head, self._ledger, self._headers = None, None, {}
+            raise
+
+    def _follow(self) -> PatientLedger:
+        if self._ledger is None or self._head is None:
+            genesis = self._decode_raw(Genesis, self._request("GET", "/v1/proofs/genesis"), "genesis")
+            if self.genesis_hash is None:
+                self.genesis_hash = genesis.hash()  # first use: the caller should keep it
+            try:
+                head = verify_genesis(genesis, self.genesis_hash)
+            except LightClientError as exc:
+                raise self._lie(exc.what, f"serves another network's genesis: {exc.message}") from None
+            self._head, self._ledger, self._chain_id = (
+                head,
+                PatientLedger(genesis, self.patient_id),
+                genesis.chain_id,
+            )
+        head, ledger = self._head, self._ledger
+        while True:
+            page = self._request("GET", f"/v1/proofs/blocks?from={head.height + 1}")
+            try:
+                items, latest = list(page["blocks"]), int(page["latest_height"])
+            except (KeyError, TypeError, ValueError):
+                raise self._lie("proof page", "sent a block page that does not parse") from None
+            for item in items:
+                block, commit, next_validators = self._decode_block_item(item)
+                try:
+                    head, certified = verify_next_block(head, block, commit, next_validators)
+                    ledger.apply_block(certified)
+                except LightClientError as exc:
+                    raise self._lie(
+                        exc.what, f"served block {head.height + 1}, which does not verify: {exc.message}"
+                    ) from None
+                except LedgerVerificationError as exc:
+                    raise self._lie("patient txs", exc.message) from None
+                self._headers[block.header.height] = block.header
+                self._head = head
+            if not items or head.height >= latest:
+                return ledger
+
+    def _decode_raw(self, wire_type: type[W], item: Any, key: str, max_bytes: int = GENESIS_BYTES_MAX) -> W:
+        try:
+            return decode(wire_type, base64.b64decode(item[key], validate=True), max_bytes=max_bytes)
+        except (KeyError, TypeError, ValueError, CodecError):
+            raise self._lie(key, f"sent a {wire_type.__name__} that does not decode") from None
+
+    def _decode_block_item(self, item: Any) -> tuple[Block, Commit, ValidatorSet | None]:
+        block = self._decode_raw(Block, item, "block", BLOCK_BYTES_MAX)
+        commit = self._decode_raw(Commit, item, "commit", CONSENSUS_MESSAGE_BYTES_MAX)
+        announced = item.get("next_validators", "") if isinstance(item, dict) else ""
+        validators = (
+            self._decode_raw(ValidatorSet, item, "next_validators", CONSENSUS_MESSAGE_BYTES_MAX)
+            if announced
+            else None
+        )
+        return block, commit, validators
+
+    def prove_tx(self, tx_id: bytes) -> int:
+        """Check one tx by its Merkle inclusion proof in a verified block; returns its height."""
+        self.sync()
+        reply = self._request("GET", f"/v1/proofs/txs/{tx_id.hex()}")
+        try:
+            height = int(reply["height"])
+            raw = base64.b64decode(reply["tx"], validate=True)
+            proof = MerkleProof(
+                index=int(reply["proof"]["index"]),
+                leaf_count=int(reply["proof"]["leaf_count"]),
+                path=tuple(bytes.fromhex(p) for p in reply["proof"]["path"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise self._lie("tx inclusion proof", "sent a tx proof that does not parse") from None
+        header = self._headers.get(height)
+        if header is None:
+            raise self._lie("tx inclusion proof", f"proves a tx in block {height}, which it did not serve")
+        try:
+            proven = verify_tx_inclusion(header, raw, proof)
+        except LightClientError as exc:
+            raise self._lie(exc.what, exc.message) from None
+        if proven != tx_id:
+            raise self._lie("tx inclusion proof", "proved another tx than the one asked for")
+        return height
+
+    def _cross_check(
+        self,
+        what: str,
+        fetch: Callable[[], dict[K, bytes]],
+        verified: Callable[[PatientLedger], dict[K, bytes]],
+    ) -> PatientLedger:
+        """Compare the node's plain answer with the verified ledger; a liar is named.
+
+        The answer is fetched before the chain is followed, so the ledger is never older than it.
+        """
+        claimed: dict[K, bytes] = {}
+        proven: dict[K, bytes] = {}
+        for _ in range(CROSS_CHECK_ATTEMPTS):
+            claimed = fetch()
+            ledger = self.sync()
+            proven = verified(ledger)
+            if claimed == proven:
+                return ledger
+        forged = [k for k in claimed if k not in proven]
+        hidden = [k for k in proven if k not in claimed]
+        one = f"an {what}" if what[0] in "aeiou" else f"a {what}"
+        if forged:
+            raise self._lie(what, f"served {one} that is not on the chain")
+        if hidden:
+            raise self._lie(what, f"hid {one} that is on the chain")
+        raise self._lie(what, f"served {one} that differs from the chain")
+
+    def _fetch_patient_items(
+        self, suffix: str, field: str, wire_type: type[W], key: Callable[[W], K]
+    ) -> dict[K, bytes]:
+        items: dict[K, bytes] = {}
+        while True:
+            sep = "&" if "?" in suffix else "?"
+            paged = f"{suffix}{sep}start={len(items)}&limit={PAGE_SIZE}"
+            try:
+                page = self._request("GET", self._patient_path(paged))
+            except PatientClientError as exc:
+                if exc.status == 404:  # the node says: no such patient (checked against the ledger)
+                    return items
+                raise
+            if not isinstance(page, dict) or not isinstance(page.get(field, []), list):
+                raise self._lie(wire_type.__name__, "sent a list that does not parse")
+            before = len(items)
+            for item in page.get(field, []):
+                value = self._decode(wire_type, item)
+                items[key(value)] = encode(value)
+            total = page.get("total")
+            # A page that adds nothing ends the listing (a node repeating itself cannot loop us).
+            if len(items) == before or not isinstance(total, int) or len(items) >= total:
+                return items
+
+    # -- reads (every answer checked against the verified ledger) ----------------------------
+
+    def _verified_institutions(self) -> PatientLedger:
+        def fetch() -> dict[bytes, bytes]:
+            reply = self._request("GET", "/v1/health/institutions")
+            try:
+                items = reply["institutions"]
+                return {
+                    bytes.fromhex(i["sign_key"]): json.dumps(
+                        [i["name"], i["role"], i["enc_key"].lower()], sort_keys=True
+                    ).encode()
+                    for i in items
+                }
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise self._lie("institution key", "sent an institution list that does not parse") from None
+
+        def verified(ledger: PatientLedger) -> dict[bytes, bytes]:
+            return {
+                k: json.dumps([i.name, i.role, i.enc_key.hex()], sort_keys=True).encode()
+                for k, i in ledger.institutions.items()
+            }
+
+        return self._cross_check("institution key", fetch, verified)
 
     def institution_names(self) -> dict[bytes, str]:
-        """Registered institutions by signing key → name (cached)."""
-        if self._names is None:
-            items = self._request("GET", "/v1/health/institutions")["institutions"]
-            self._names = {bytes.fromhex(i["sign_key"]): str(i["name"]) for i in items}
-        return self._names
+        """Registered institutions by signing key → name (from the pinned genesis)."""
+        return {k: i.name for k, i in self._verified_institutions().institutions.items()}
 
     def institution_enc_key(self, sign_key: bytes) -> bytes:
-        for item in self._request("GET", "/v1/health/institutions")["institutions"]:
-            if bytes.fromhex(item["sign_key"]) == sign_key:
-                return bytes.fromhex(item["enc_key"])
-        raise PatientClientError("the requester is not a registered institution")
+        institution = self._verified_institutions().institutions.get(sign_key)
+        if institution is None:
+            raise PatientClientError("the requester is not a registered institution")
+        return institution.enc_key
 
     def get_patient(self) -> PatientState | None:
-        try:
-            item = self._request("GET", self._patient_path())
-        except PatientClientError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        patient = self._decode(PatientState, item)
-        if patient.patient_id != self.patient_id:
-            raise PatientClientError("the node sent another patient")
-        return patient
+        def fetch() -> dict[bytes, bytes]:
+            try:
+                item = self._request("GET", self._patient_path())
+            except PatientClientError as exc:
+                if exc.status == 404:
+                    return {}
+                raise
+            patient = self._decode(PatientState, item)
+            return {patient.patient_id: encode(patient)}
+
+        def verified(ledger: PatientLedger) -> dict[bytes, bytes]:
+            patient = ledger.get_patient()
+            return {} if patient is None else {patient.patient_id: encode(patient)}
+
+        return self._cross_check("patient", fetch, verified).get_patient()
 
     def list_records(self) -> list[RecordState]:
-        records: list[RecordState] = []
-        while True:
-            page = self._request(
-                "GET", self._patient_path(f"/records?start={len(records)}&limit={PAGE_SIZE}")
-            )
-            items = page["records"]
-            for item in items:
-                record = self._decode(RecordState, item)
-                self._check_patient(record)
-                records.append(record)
-            if not items or len(records) >= int(page["total"]):
-                return records
+        ledger = self._cross_check(
+            "record",
+            lambda: self._fetch_patient_items("/records", "records", RecordState, lambda r: r.record_id),
+            lambda ledger: {r.record_id: encode(r) for r in ledger.list_records()},
+        )
+        return ledger.list_records()
 
     def read_records(self) -> list[LocalRecord]:
         """Every record, decrypted here with the patient's key (the commitment is checked)."""
@@ -220,32 +445,36 @@ class PatientClient:
         return result
 
     def list_inquiries(self, status: str | None = None) -> list[InquiryState]:
-        query = f"?status={urllib.parse.quote(status)}" if status else ""
-        items = self._request("GET", self._patient_path(f"/inquiries{query}"))["inquiries"]
-        inquiries = [self._decode(InquiryState, item) for item in items]
-        for inquiry in inquiries:
-            self._check_patient(inquiry)
-        return inquiries
+        ledger = self._cross_check(
+            "inquiry",
+            lambda: self._fetch_patient_items(
+                "/inquiries", "inquiries", InquiryState, lambda i: i.inquiry_id
+            ),
+            lambda ledger: {i.inquiry_id: encode(i) for i in ledger.list_inquiries()},
+        )
+        return [i for i in ledger.list_inquiries() if status is None or i.status == status]
 
     def list_pending_inquiries(self) -> list[InquiryState]:
         return self.list_inquiries(INQUIRY_OPEN)
 
     def list_grants(self) -> list[GrantState]:
-        items = self._request("GET", self._patient_path("/grants"))["grants"]
-        grants = [self._decode(GrantState, item) for item in items]
-        for grant in grants:
-            self._check_patient(grant)
-        return grants
+        ledger = self._cross_check(
+            "grant",
+            lambda: self._fetch_patient_items("/grants", "grants", GrantState, lambda g: g.grant_id),
+            lambda ledger: {g.grant_id: encode(g) for g in ledger.list_grants()},
+        )
+        return ledger.list_grants()
 
     def audit(self) -> list[AuditEvent]:
         """The full audit trail: inquiries, decisions, revocations, reads, representative changes."""
-        events: list[AuditEvent] = []
-        while True:
-            page = self._request("GET", self._patient_path(f"/audit?start={len(events)}&limit={PAGE_SIZE}"))
-            items = page["events"]
-            events.extend(self._decode(AuditEvent, item) for item in items)
-            if not items or len(events) >= int(page["total"]):
-                return events
+        ledger = self._cross_check(
+            "audit event",
+            lambda: self._fetch_patient_items(
+                "/audit", "events", AuditEvent, lambda e: (e.event_id, e.event)
+            ),
+            lambda ledger: {(e.event_id, e.event): encode(e) for e in ledger.list_audit_events()},
+        )
+        return ledger.list_audit_events()
 
     def find_inquiry(self, prefix: str) -> InquiryState:
         """The inquiry whose id (hex) starts with `prefix` (unique)."""
@@ -254,34 +483,183 @@ class PatientClient:
     def find_grant(self, prefix: str) -> GrantState:
         return _unique(self.list_grants(), prefix, lambda g: g.grant_id, "grant")
 
+    def inquiry_reason(self, inquiry: InquiryState) -> str:
+        """The inquiry's reason in plain text (the one place that reads it: it is to be encrypted)."""
+        return inquiry.reason
+
+    def preview_grant(self, inquiry_id: bytes) -> GrantPreview:
+        """What granting would share: the whole scope in words and the exact records re-sealed.
+
+        Raises `ScopeNotShowableError` for a scope that cannot be fully shown (then do not grant).
+        """
+        self._verified_institutions()
+        inquiry = next((i for i in self.list_inquiries() if i.inquiry_id == inquiry_id), None)
+        if inquiry is None:
+            raise PatientClientError("no such inquiry for this patient", status=404)
+        ledger = self.sync()
+        return compute_grant_preview(
+            ledger, inquiry, reason=self.inquiry_reason(inquiry), signer_enc_key=self.identity.public.enc_key
+        )
+
+    def verify(self) -> Verification:
+        """Check the whole audit trail (and every other listing) against the chain; what was checked.
+
+        Every list the node serves is compared with the ledger rebuilt from certified blocks, and
+        each audit event's tx is proven again by its Merkle inclusion proof in a verified header.
+        """
+        self.institution_names()
+        self.get_patient()
+        records = self.list_records()
+        inquiries = self.list_inquiries()
+        grants = self.list_grants()
+        events = self.audit()
+        witnesses = self.check_freshness()
+        proofs = 0
+        for event_id in dict.fromkeys(e.event_id for e in events):
+            height = self.prove_tx(event_id)
+            if not any(e.event_id == event_id and e.height == height for e in events):
+                raise self._lie(
+                    "tx inclusion proof", "proved an audited tx at another height than its event's"
+                )
+            proofs += 1
+        ledger, head = self.sync(), self._head
+        assert head is not None  # set by sync
+        assert self.genesis_hash is not None
+        return Verification(
+            node_url=self.url,
+            chain_id=head.chain_id,
+            genesis_hash=self.genesis_hash,
+            height=head.height,
+            time_ms=head.time_ms,
+            blocks=ledger.blocks_checked,
+            txs=ledger.txs_checked,
+            validators=len(head.validators),
+            validator_set_changes=head.set_changes,
+            patient_txs=len(ledger.txs),
+            records=len(records),
+            inquiries=len(inquiries),
+            grants=len(grants),
+            audit_events=len(events),
+            inclusion_proofs=proofs,
+            witnesses=witnesses,
+        )
+
     # -- signed actions ----------------------------------------------------------------------
+
+    def check_freshness(self) -> int:
+        """Ask each witness node for the block after our verified head; returns the witnesses asked.
+
+        A node can serve a true but old chain (withhold the block with a new inquiry or a
+        revocation). If a witness proves a block beyond what this node served (certified by the
+        set we trust), this node is asked again; if it still does not serve it, it is named.
+        A witness whose block does not verify is named instead.
+        """
+        for witness_url in self.witnesses:
+            witness = PatientClient(
+                witness_url, self.identity, patient_id=self.patient_id, genesis_hash=self.genesis_hash
+            )
+            for _ in range(CROSS_CHECK_ATTEMPTS):
+                self.sync()
+                head = self._head
+                assert head is not None  # set by sync
+                page = witness._request("GET", f"/v1/proofs/blocks?from={head.height + 1}&limit=1")
+                items = page.get("blocks") if isinstance(page, dict) else None
+                if not isinstance(items, list) or not items:
+                    break  # the witness knows no later block either
+                block, commit, next_validators = witness._decode_block_item(items[0])
+                try:
+                    verify_next_block(head, block, commit, next_validators)
+                except LightClientError as exc:
+                    raise witness._lie(
+                        exc.what, f"served block {head.height + 1}, which does not verify"
+                    ) from None
+            else:
+                missing = self._head.height + 1 if self._head is not None else 0
+                raise self._lie(
+                    "freshness",
+                    f"is behind the chain: it does not serve block {missing}, which {witness_url} "
+                    "proves (a lagging or a withholding node)",
+                )
+        return len(self.witnesses)
+
+    def check_before_signing(self) -> PatientLedger:
+        """Nothing is signed on a node's word: every listing it serves must match the chain first.
+
+        A node hiding a grant, forging an inquiry or substituting a key is named here, before any
+        decision is signed through it.
+        """
+        self._verified_institutions()
+        self.get_patient()
+        self.list_records()
+        self.list_inquiries()
+        self.list_grants()
+        self.audit()
+        self.check_freshness()
+        return self.sync()
+
+    def _submit(self, signed: SignedTx) -> Submitted:
+        """Submit a locally signed tx; its commit and outcome are taken from the verified chain."""
+        _, raw, tx_id = signed
+        reply = self._request(
+            "POST", f"/v1/txs?wait_ms={COMMIT_WAIT_MS}", {"tx": base64.b64encode(raw).decode()}
+        )
+        if reply.get("status") != "committed":
+            raise PatientClientError(
+                f"transaction {tx_id.hex()} was not committed within {COMMIT_WAIT_MS} ms"
+            )
+        fact = self.sync().txs.get(tx_id)
+        if fact is None:
+            raise self._lie(
+                "commit", f"says transaction {tx_id.hex()} committed, and no verified block holds it"
+            )
+        if not fact.ok:
+            raise PatientClientError(
+                f"the ledger refused the transaction ({fact.rule})", status=422, rule=fact.rule
+            )
+        return Submitted(tx_id, fact.height)
 
     def register(self) -> Submitted:
         return self._submit(build_register_patient(self.identity, chain_id=self.chain_id))
 
-    def grant(self, inquiry_id: bytes) -> Submitted:
-        """Grant an open inquiry: the keys of the records in its scope are re-sealed here."""
-        inquiry = next((i for i in self.list_inquiries() if i.inquiry_id == inquiry_id), None)
-        if inquiry is None:
-            raise PatientClientError("no such inquiry for this patient", status=404)
-        enc_key = self.institution_enc_key(inquiry.requester)
-        covered = [
-            r
-            for r in self.list_records()
-            if is_covered(inquiry.scope, r.record_id, r.record_type, r.time_ms)
-            and self.identity.public.enc_key in r.envelope.readers
-        ]
-        covered = covered[-GRANT_RECORDS_MAX:]  # the latest, if more than a grant can carry
-        record_keys = reseal_record_keys(covered, self.identity, enc_key)
+    def grant(self, inquiry_id: bytes, *, preview: GrantPreview | None = None) -> Submitted:
+        """Grant an open inquiry, re-sealing exactly the records of its preview, and nothing else.
+
+        `preview`: what the patient was shown; if the grant would now share anything else (a record
+        was added or the inquiry changed), `PreviewChangedError` and nothing is signed. Without one,
+        the preview is computed here (a scope that cannot be fully shown is refused all the same).
+        """
+        self.check_before_signing()
+        fresh = self.preview_grant(inquiry_id)
+        if preview is not None and dataclasses.replace(fresh, height=0) != dataclasses.replace(
+            preview, height=0
+        ):
+            raise PreviewChangedError(
+                "what this grant would share changed since it was shown: review it again"
+            )
+        enc_key = self.institution_enc_key(fresh.requester)
+        ledger = self.sync()
+        records = [ledger.get_record(record_id) for record_id in fresh.record_ids]
+        if any(r is None for r in records):  # the ledger only grows: a previewed record cannot vanish
+            raise PreviewChangedError("a previewed record is no longer on the verified ledger")
+        record_keys = reseal_record_keys([r for r in records if r is not None], self.identity, enc_key)
+        if tuple(k.record_id for k in record_keys) != fresh.record_ids:
+            raise AssertionError("the re-sealed keys differ from the previewed records")
         return self._submit(build_grant(self.identity, inquiry_id, record_keys, chain_id=self.chain_id))
 
     def deny(self, inquiry_id: bytes) -> Submitted:
+        self.check_before_signing()
+        if not any(i.inquiry_id == inquiry_id for i in self.list_pending_inquiries()):
+            raise PatientClientError("no such open inquiry for this patient", status=404)
         return self._submit(build_deny(self.identity, inquiry_id, chain_id=self.chain_id))
 
     def revoke(self, grant_id: bytes) -> Submitted:
+        self.check_before_signing()
+        if not any(g.grant_id == grant_id for g in self.list_grants()):
+            raise PatientClientError("no such grant for this patient", status=404)
         return self._submit(build_revoke(self.identity, grant_id, chain_id=self.chain_id))
 
     def add_representative(self, representative_sign_key: bytes) -> Submitted:
+        self.check_before_signing()
         return self._submit(
             build_add_representative(
                 self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
@@ -356,3 +734,54 @@ def format_audit(entries: list[dict[str, Any]]) -> list[str]:
             f"{e['index']:>3}  {e['height']:>6}  {when:<19}  {e['event']:<22} {who:<14} {purpose:<8} {detail}"
         )
     return lines
+
+
+# -- the pinned genesis, kept beside the patient's key file -----------------------------------------
+
+#: Suffix of the file, next to the key file, that holds the pinned genesis hash.
+GENESIS_PIN_SUFFIX: Final = ".genesis"
+GENESIS_PIN_BYTES_MAX: Final = 4096
+
+
+class GenesisPinError(PatientClientError):
+    """The pinned genesis cannot be read, or contradicts the one given."""
+
+    code = "genesis_pin"
+
+
+def get_genesis_pin_path(key_file: Path) -> Path:
+    return key_file.with_name(key_file.name + GENESIS_PIN_SUFFIX)
+
+
+def load_genesis_pin(key_file: Path) -> bytes | None:
+    """The genesis hash pinned for this key file, or None if none was recorded yet."""
+    path = get_genesis_pin_path(key_file)
+    try:
+        raw = path.read_bytes()[:GENESIS_PIN_BYTES_MAX]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise GenesisPinError(f"cannot read the pinned genesis {path}: {exc.strerror}") from None
+    try:
+        value = json.loads(raw)["genesis_hash"]
+        pinned = bytes.fromhex(value)
+    except (ValueError, KeyError, TypeError):
+        raise GenesisPinError(f"{path} does not hold a genesis hash") from None
+    if len(pinned) != HASH_SIZE:
+        raise GenesisPinError(f"{path} does not hold a genesis hash")
+    return pinned
+
+
+def save_genesis_pin(key_file: Path, genesis_hash: bytes, chain_id: str = "") -> Path:
+    """Record the pinned genesis hash beside the key file (mode 0600, never overwritten)."""
+    path = get_genesis_pin_path(key_file)
+    existing = load_genesis_pin(key_file)
+    if existing is not None:
+        if existing != genesis_hash:
+            raise GenesisPinError(f"{path} already pins another genesis ({existing.hex()})")
+        return path
+    data = json.dumps({"genesis_hash": genesis_hash.hex(), "chain_id": chain_id}, indent=2) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(data)
+    return path

@@ -36,6 +36,7 @@ from medledger.node.health_api import add_health_routes
 from medledger.node.node import Node, TxStatus
 from medledger.node.openapi import build_openapi
 from medledger.node.problems import problem_from_error, problem_response
+from medledger.node.proof_api import add_proof_routes
 
 log = logging.getLogger("medledger.api")
 
@@ -372,6 +373,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/livez", get_livez)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)
+    add_proof_routes(app, node)
     if isinstance(node.app.inner if isinstance(node.app, GovernedApp) else node.app, HealthApp):
         add_health_routes(app, node)
         app.router.add_get("/openapi.json", get_health_openapi)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import logging
@@ -24,9 +25,25 @@ from medledger.chain.errors import StoreCorruptedError, StoreError
 from medledger.chain.integrity import IntegrityReport, check_all
 from medledger.chain.store import BlockStore, copy_signing_state
 from medledger.chain.types import Genesis
-from medledger.crypto import Identity, KeyFileError, load_identity, read_public_identity, save_identity
+from medledger.crypto import (
+    HASH_SIZE,
+    Identity,
+    KeyFileError,
+    load_identity,
+    read_public_identity,
+    save_identity,
+)
 from medledger.errors import MedledgerError
-from medledger.health.sdk import LocalRecord, PatientClient, describe_audit, format_audit
+from medledger.health.preview import GrantPreview, ScopeNotShowableError
+from medledger.health.sdk import (
+    LocalRecord,
+    PatientClient,
+    describe_audit,
+    format_audit,
+    get_genesis_pin_path,
+    load_genesis_pin,
+    save_genesis_pin,
+)
 from medledger.health.types import ROLES, compute_patient_id
 from medledger.network.sim import FaultKind, TimeSkew
 from medledger.node.config import (
@@ -674,21 +691,80 @@ def _patient_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes
 )
 @click.option("--passphrase-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--for-patient", default=None, help="Act as a representative for this patient id (hex).")
+@click.option(
+    "--genesis",
+    "genesis_hash",
+    default=None,
+    help="The network's genesis hash (hex) to pin; default: the one recorded beside the key file.",
+)
+@click.option(
+    "--witness",
+    "witnesses",
+    multiple=True,
+    help="Another node's URL, asked whether the chain goes on beyond what --url serves (repeatable).",
+)
 @click.pass_context
 def patient(
-    ctx: click.Context, key_file: Path, url: str | None, passphrase_file: Path | None, for_patient: str | None
+    ctx: click.Context,
+    key_file: Path,
+    url: str | None,
+    passphrase_file: Path | None,
+    for_patient: str | None,
+    genesis_hash: str | None,
+    witnesses: tuple[str, ...],
 ) -> None:
-    """The patient's client: own keys, local decryption, locally signed decisions."""
+    """The patient's client: own keys, local decryption, locally signed decisions.
+
+    It is a light client: it believes no node. It pins the network's genesis (recorded beside the
+    key file by `--genesis HASH keys` or on the first `register`), verifies every block's certificate
+    from there, and refuses (naming the node) any answer it cannot verify.
+    """
+    pinned: bytes | None = None
+    if genesis_hash is not None:
+        try:
+            pinned = bytes.fromhex(genesis_hash)
+        except ValueError:
+            pinned = b""
+        if len(pinned) != HASH_SIZE:
+            _fail("--genesis must be a 64-hex-digit genesis hash")
     ctx.obj = {
         "key_file": key_file,
         "url": (url or os.environ.get(ENV_NODE_URL) or f"http://127.0.0.1:{DEFAULT_API_PORT}").rstrip("/"),
         "passphrase_file": passphrase_file,
         "for_patient": for_patient,
+        "genesis": pinned,
+        "witnesses": witnesses,
     }
 
 
-def _client(ctx: click.Context) -> PatientClient:
+def _genesis_pin(ctx: click.Context, *, first_use: bool) -> bytes | None:
+    """The pinned genesis: --genesis, else the file beside the key; both must agree."""
     obj = ctx.obj
+    recorded = load_genesis_pin(obj["key_file"])
+    given: bytes | None = obj["genesis"]
+    if given is not None and recorded is not None and given != recorded:
+        _fail(
+            f"--genesis differs from the genesis pinned in {get_genesis_pin_path(obj['key_file'])} "
+            f"({recorded.hex()}): refusing to talk to another network"
+        )
+    pinned = given or recorded
+    if pinned is None and not first_use:
+        _fail(
+            "no pinned genesis for this key: run `medledger patient register` (it records the network's "
+            "genesis on first use) or pass --genesis HASH"
+        )
+    return pinned
+
+
+def _record_pin(ctx: click.Context, client: PatientClient) -> None:
+    if client.genesis_hash is not None and load_genesis_pin(ctx.obj["key_file"]) is None:
+        path = save_genesis_pin(ctx.obj["key_file"], client.genesis_hash, client.chain_id)
+        click.echo(f"pinned genesis {client.genesis_hash.hex()} in {path}")
+
+
+def _client(ctx: click.Context, *, first_use: bool = False) -> PatientClient:
+    obj = ctx.obj
+    genesis_hash = _genesis_pin(ctx, first_use=first_use)
     try:
         identity = load_identity(obj["key_file"], _patient_passphrase(obj["passphrase_file"], confirm=False))
     except KeyFileError as exc:
@@ -700,7 +776,9 @@ def _client(ctx: click.Context) -> PatientClient:
             patient_id = bytes.fromhex(obj["for_patient"])
         except ValueError:
             _fail("--for-patient must be a hex patient id")
-    return PatientClient(obj["url"], identity, patient_id=patient_id)
+    return PatientClient(
+        obj["url"], identity, patient_id=patient_id, genesis_hash=genesis_hash, witnesses=obj["witnesses"]
+    )
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -725,6 +803,13 @@ def patient_keys(ctx: click.Context, force: bool) -> None:
     click.echo(f"key file:    {obj['key_file']}")
     click.echo(f"patient id:  {compute_patient_id(identity.public.sign_key).hex()}")
     click.echo(f"sign key:    {identity.public.sign_key.hex()}")
+    if obj["genesis"] is not None:
+        try:
+            path = save_genesis_pin(obj["key_file"], obj["genesis"])
+        except MedledgerError as exc:
+            _fail(exc.message)
+            return
+        click.echo(f"genesis:     {obj['genesis'].hex()} (pinned in {path})")
 
 
 @patient.command("register")
@@ -733,7 +818,9 @@ def patient_register(ctx: click.Context) -> None:
     """Register the patient on the ledger (a self-signed transaction)."""
 
     def act() -> None:
-        client = _client(ctx)
+        client = _client(ctx, first_use=True)
+        client.sync()
+        _record_pin(ctx, client)
         done = client.register()
         click.echo(f"registered patient {client.patient_id.hex()} at height {done.height}")
 
@@ -796,34 +883,44 @@ def patient_show(ctx: click.Context, record_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def patient_inquiries(ctx: click.Context, show_all: bool, as_json: bool) -> None:
-    """List pending inquiries (who asks, for what, why, until when)."""
+    """List inquiries; each open one with what granting it would share (the whole scope, in words)."""
 
     def act() -> None:
         client = _client(ctx)
         names = client.institution_names()
         inquiries = client.list_inquiries() if show_all else client.list_pending_inquiries()
-        rows: list[dict[str, Any]] = [
-            {
+        rows: list[dict[str, Any]] = []
+        texts: list[list[str]] = []
+        for i in inquiries:
+            row: dict[str, Any] = {
                 "inquiry_id": i.inquiry_id.hex(),
                 "requester": names.get(i.requester, i.requester.hex()),
                 "purpose": i.purpose,
-                "record_types": list(i.scope.record_types),
-                "reason": i.reason,
                 "status": i.status,
                 "expires_ms": i.expires_ms,
                 "height": i.height,
+                "preview": None,
+                "refused": None,
             }
-            for i in inquiries
-        ]
+            text: list[str] = []
+            if i.status == "open":
+                try:
+                    preview = client.preview_grant(i.inquiry_id)
+                except ScopeNotShowableError as exc:
+                    row["refused"] = {"problem": exc.problem, "detail": exc.message}
+                    text = [f"cannot be granted: {exc.message}"]
+                else:
+                    row["preview"] = preview.to_json()
+                    text = preview.lines()
+            rows.append(row)
+            texts.append(text)
         if as_json:
             click.echo(json.dumps(rows, indent=2))
             return
-        for row in rows:
-            types = ", ".join(row["record_types"]) or "all records"
-            click.echo(
-                f"{row['inquiry_id'][:16]}  {row['status']:<8} {row['requester']:<14} {row['purpose']:<8} "
-                f"{types}  reason: {row['reason']}"
-            )
+        for row, text in zip(rows, texts, strict=True):
+            click.echo(f"inquiry {row['inquiry_id']}  [{row['status']}]  from {row['requester']}")
+            for line in text:
+                click.echo(f"    {line}")
 
     _run(act)
 
@@ -861,11 +958,33 @@ def patient_grants(ctx: click.Context, as_json: bool) -> None:
     _run(act)
 
 
-def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool) -> None:
+def _is_terminal() -> bool:
+    """Whether a person can be asked (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def _confirm_grant(preview: GrantPreview, yes: bool) -> None:
+    """Show the preview; ask on a terminal unless --yes; with neither, refuse."""
+    for line in preview.lines():
+        click.echo(line)
+    if yes:
+        return
+    if not _is_terminal():
+        _fail("not granting: nobody confirmed (run on a terminal to be asked, or pass --yes)")
+    if not click.confirm("Grant exactly this?", default=False):
+        _fail("not granted")
+
+
+def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool, yes: bool = False) -> None:
     def act() -> None:
         client = _client(ctx)
         inquiry = client.find_inquiry(inquiry_id)
-        done = client.grant(inquiry.inquiry_id) if grant else client.deny(inquiry.inquiry_id)
+        if grant:
+            preview = client.preview_grant(inquiry.inquiry_id)
+            _confirm_grant(preview, yes)
+            done = client.grant(inquiry.inquiry_id, preview=preview)
+        else:
+            done = client.deny(inquiry.inquiry_id)
         verb = "granted" if grant else "denied"
         click.echo(
             f"{verb} inquiry {inquiry.inquiry_id.hex()} at height {done.height} (tx {done.tx_id.hex()})"
@@ -876,10 +995,13 @@ def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool) -> None:
 
 @patient.command("grant")
 @click.argument("inquiry_id")
+@click.option(
+    "--yes", is_flag=True, help="Do not ask for confirmation (scripts); the preview is still shown."
+)
 @click.pass_context
-def patient_grant(ctx: click.Context, inquiry_id: str) -> None:
-    """Grant an inquiry (id or unique prefix): record keys are re-sealed and signed here."""
-    _decide(ctx, inquiry_id, grant=True)
+def patient_grant(ctx: click.Context, inquiry_id: str, yes: bool) -> None:
+    """Grant an inquiry (id or unique prefix): shows exactly what is shared, asks, then signs that."""
+    _decide(ctx, inquiry_id, grant=True, yes=yes)
 
 
 @patient.command("deny")
@@ -936,6 +1058,38 @@ def patient_audit(ctx: click.Context, as_json: bool) -> None:
             return
         for line in format_audit(entries):
             click.echo(line)
+
+    _run(act)
+
+
+@patient.command("verify")
+@click.pass_context
+def patient_verify(ctx: click.Context) -> None:
+    """Verify the whole audit trail against the chain, from the pinned genesis; print what was checked."""
+
+    def act() -> None:
+        done = _client(ctx).verify()
+        when = datetime.datetime.fromtimestamp(done.time_ms / 1000, tz=datetime.UTC)
+        click.echo(f"node:            {done.node_url} (nothing it said was believed without proof)")
+        click.echo(f"chain:           {done.chain_id}, genesis {done.genesis_hash.hex()} (pinned)")
+        click.echo(
+            f"blocks:          {done.blocks} verified (heights 1..{done.height}, latest "
+            f"{when:%Y-%m-%d %H:%M:%S} UTC), {done.txs} txs checked against their tx roots"
+        )
+        click.echo(
+            f"validators:      {done.validators} now, {done.validator_set_changes} set change(s) followed"
+        )
+        click.echo(f"your txs:        {done.patient_txs} re-executed by the ledger's rules")
+        click.echo(
+            f"your facts:      {done.records} record(s), {done.inquiries} inquiry(ies), "
+            f"{done.grants} grant(s), {done.audit_events} audit event(s): each identical to the node's answer"
+        )
+        click.echo(f"inclusion proofs: {done.inclusion_proofs} audited tx(s) proven in their blocks")
+        if done.witnesses:
+            click.echo(f"witnesses:       {done.witnesses} other node(s) know no later block")
+        else:
+            click.echo("witnesses:       none (--witness URL: a node withholding new blocks would be caught)")
+        click.echo("verified")
 
     _run(act)
 

@@ -28,7 +28,13 @@ from types import FrameType
 from typing import Any, Final
 
 from medledger.crypto import Identity, save_identity
-from medledger.health.sdk import PatientClient, describe_audit, format_audit
+from medledger.health.sdk import (
+    PatientClient,
+    describe_audit,
+    format_audit,
+    get_genesis_pin_path,
+    save_genesis_pin,
+)
 from medledger.health.types import ROLES
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.home import write_secret_file
@@ -191,6 +197,7 @@ def _patient(home: Path) -> tuple[Identity, Path]:
     write_secret_file(passphrase_path, passphrase + b"\n")
     identity = Identity.generate()
     save_identity(key_path, identity, passphrase, overwrite=True)
+    get_genesis_pin_path(key_path).unlink(missing_ok=True)  # a new key: a new network to pin
     return identity, key_path
 
 
@@ -286,6 +293,8 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
         echo(f"{len(nodes)} institutions up, each a validator on its own node; the scenario:")
         patient = PatientClient(urls[0], identity)
         run_scenario(clients, roles, patient, echo)
+        if patient.genesis_hash is not None:  # the CLI commands below use the genesis the SDK pinned
+            save_genesis_pin(key_path, patient.genesis_hash, patient.chain_id)
         echo("")
         echo("The nodes:")
         for node, url in zip(nodes, urls, strict=True):

@@ -14,6 +14,7 @@ from medledger.health.types import (
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
 )
+from medledger.node.proof_api import proof_openapi_paths
 
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -52,6 +53,7 @@ _SUBMIT_ERRORS = {
 def build_openapi(*, health: bool = False) -> dict[str, Any]:
     """The document; with `health`, also the health application's routes (`health_api.py`)."""
     document = _build_core()
+    document["paths"].update(proof_openapi_paths())
     if health:
         document["paths"].update(_health_paths())
         document["components"]["schemas"].update(_health_schemas())

@@ -62,7 +62,7 @@ def test_write_deny_grant_read_revoke_and_the_audit_trail(
     # B inquires again; the patient grants (keys re-sealed on the device); B reads exactly A's record.
     q2 = hospital.inquire(patient_id, "TREAT", ["Observation"])
     net.sync()
-    assert "granted" in patient_cli(key, hospital.url, "grant", q2)
+    assert "granted" in patient_cli(key, hospital.url, "grant", q2, "--yes")
     net.sync()
     read = hospital.read(r1)
     assert read.status == 200, read

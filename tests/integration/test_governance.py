@@ -8,6 +8,7 @@ that is signed by the new set and still verifies everywhere.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -20,10 +21,12 @@ from cluster_harness import (
     wait_until,
 )
 
-from medledger.chain.codec import encode
+from medledger.chain.codec import decode, encode
 from medledger.chain.governance import KIND_VALIDATOR_ADD, KIND_VALIDATOR_REMOVE, encode_removal
+from medledger.chain.lightclient import TrustedHead, verify_genesis, verify_next_block
+from medledger.chain.limits import BLOCK_BYTES_MAX
 from medledger.chain.txbuilder import sign_tx
-from medledger.chain.types import Validator
+from medledger.chain.types import Block, Commit, Genesis, Validator, ValidatorSet
 from medledger.crypto import Identity
 
 pytestmark = pytest.mark.slow
@@ -43,6 +46,24 @@ def committed_result(api: ApiClient, tx: SignedTx) -> dict[str, Any]:
 def signers(api: ApiClient, height: int) -> set[str]:
     block = api.get_json(f"/v1/blocks/{height}")
     return {s["validator"] for s in block["commit"]["signatures"]}
+
+
+def follow_as_light_client(api: ApiClient) -> TrustedHead:
+    """A light client's view (ADR 0008): every certificate from genesis, set changes followed."""
+    genesis = decode(
+        Genesis, base64.b64decode(api.get_json("/v1/proofs/genesis")["genesis"]), max_bytes=1 << 24
+    )
+    head = verify_genesis(genesis, genesis.hash())
+    while True:
+        page = api.get_json(f"/v1/proofs/blocks?from={head.height + 1}")
+        for item in page["blocks"]:
+            block = decode(Block, base64.b64decode(item["block"]), max_bytes=BLOCK_BYTES_MAX)
+            commit = decode(Commit, base64.b64decode(item["commit"]), max_bytes=1 << 20)
+            raw_set = base64.b64decode(item["next_validators"])
+            announced = decode(ValidatorSet, raw_set, max_bytes=1 << 20) if raw_set else None
+            head, _ = verify_next_block(head, block, commit, announced)
+        if not page["blocks"] or head.height >= page["latest_height"]:
+            return head
 
 
 def test_a_validator_is_added_and_one_removed_by_governance_while_commits_go_on(
@@ -102,3 +123,9 @@ def test_a_validator_is_added_and_one_removed_by_governance_while_commits_go_on(
     assert load.failure is None, load.failure
     agreed = cluster.wait_agreed()
     assert agreed["height"] >= tip
+    # A light client that trusts only the genesis follows both changes through certified headers.
+    head = follow_as_light_client(entry.api)
+    assert head.set_changes == 2
+    assert head.height >= tip
+    assert not head.validators.contains(leaving.spec.identity.public.sign_key)
+    assert head.validators.contains(public.sign_key)

@@ -1,0 +1,334 @@
+"""What granting an inquiry would share, in words a patient understands (issue 9, defect 1).
+
+An inquiry's scope covers more than its record types: records named by id and everything in its
+time window, and, while the grant is live, records written later that fall in the scope (their
+authors seal them for the grantee). A patient who is shown only "Immunization" and approves must
+not be sharing a Condition named by id. So before anything is signed, `compute_grant_preview`
+spells out the whole scope (each record type in words; each named record resolved to its type,
+author and date; the window; the purpose; the expiry; the reason) and the exact list of records
+the grant would re-seal, and the grant signs exactly that list.
+
+It refuses (`ScopeNotShowableError`, with a `problem` code) a scope it cannot fully show: a record
+id that is not one of the patient's verified records (unknown, or another patient's), a record or
+requester whose institution is unknown, more records than one grant may carry, an inquiry that is
+no longer open. A representative (who holds no reader key of the patient's records) is shown the
+covered records it cannot re-seal apart: they are not shared. Everything it reads comes from the
+verified `PatientLedger`, never a node's word.
+
+Pure: the caller passes the ledger and the inquiry's reason (the reason becomes encrypted for the
+patient; the SDK decrypts it and passes plain text in).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any, Final
+
+from medledger.chain.limits import UINT_MAX
+from medledger.health.errors import HealthError
+from medledger.health.types import (
+    GRANT_RECORDS_MAX,
+    INQUIRY_OPEN,
+    PURPOSE_ETREAT,
+    PURPOSE_HOPERAT,
+    PURPOSE_HPAYMT,
+    PURPOSE_HRESCH,
+    PURPOSE_PUBHLTH,
+    PURPOSE_TREAT,
+    InquiryState,
+    RecordState,
+    is_covered,
+)
+from medledger.health.verify import PatientLedger
+
+#: HL7 PurposeOfUse codes in plain words.
+PURPOSE_WORDS: Final[dict[str, str]] = {
+    PURPOSE_TREAT: "to treat you",
+    PURPOSE_ETREAT: "to treat you in an emergency",
+    PURPOSE_HPAYMT: "to pay for your care (billing, insurance claims)",
+    PURPOSE_HOPERAT: "to run their healthcare operations (quality, administration)",
+    PURPOSE_HRESCH: "for medical research",
+    PURPOSE_PUBHLTH: "for public health reporting",
+}
+
+#: FHIR resource types in plain words.
+RECORD_TYPE_WORDS: Final[dict[str, str]] = {
+    "AllergyIntolerance": "allergies and intolerances",
+    "Bundle": "bundles of several records",
+    "Condition": "conditions and diagnoses",
+    "DiagnosticReport": "diagnostic reports (lab, imaging)",
+    "DocumentReference": "documents",
+    "Encounter": "visits and hospital stays",
+    "Immunization": "vaccinations",
+    "MedicationRequest": "prescriptions",
+    "MedicationStatement": "medications you take",
+    "Observation": "measurements and test results",
+    "Procedure": "procedures and operations",
+}
+
+PROBLEM_NOT_OPEN: Final = "inquiry_not_open"
+PROBLEM_EXPIRED: Final = "inquiry_expired"
+PROBLEM_UNKNOWN_REQUESTER: Final = "unknown_requester"
+PROBLEM_UNKNOWN_RECORD: Final = "unknown_record"
+PROBLEM_UNKNOWN_AUTHOR: Final = "unknown_author"
+PROBLEM_UNKNOWN_PURPOSE: Final = "unknown_purpose"
+PROBLEM_UNKNOWN_TYPE: Final = "unknown_record_type"
+PROBLEM_TOO_MANY: Final = "too_many_records"
+
+
+class ScopeNotShowableError(HealthError):
+    """The grant's scope cannot be fully shown to the patient, so it must not be signed."""
+
+    code = "scope_not_showable"
+
+    def __init__(self, message: str, *, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+class PreviewChangedError(HealthError):
+    """What the grant would share changed since the patient saw it: show it again."""
+
+    code = "preview_changed"
+
+
+def format_time_ms(time_ms: int) -> str:
+    """A block time as a UTC date and time a person reads."""
+    if time_ms >= UINT_MAX // 2 or time_ms > 253_402_300_799_000:  # past year 9999: "no end"
+        return "no end date"
+    return datetime.datetime.fromtimestamp(time_ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreviewRecord:
+    """One record, described: its id, type (and in words), author and date."""
+
+    record_id: bytes
+    record_type: str
+    type_words: str
+    author: bytes
+    author_name: str
+    time_ms: int
+    #: For a record named by id: whether it lies in the window (outside, it is not shared).
+    in_window: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record_id": self.record_id.hex(),
+            "record_type": self.record_type,
+            "type_words": self.type_words,
+            "author": self.author.hex(),
+            "author_name": self.author_name,
+            "time_ms": self.time_ms,
+            "date": format_time_ms(self.time_ms),
+            "in_window": self.in_window,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantPreview:
+    """Everything granting `inquiry_id` would do; `records` is exactly what the grant re-seals."""
+
+    inquiry_id: bytes
+    requester: bytes
+    requester_name: str
+    requester_role: str
+    purpose: str
+    purpose_words: str
+    expires_ms: int
+    reason: str
+    record_types: tuple[str, ...]
+    named_records: tuple[PreviewRecord, ...]
+    from_ms: int
+    to_ms: int
+    #: No types and no ids: every record in the window.
+    everything: bool
+    records: tuple[PreviewRecord, ...]
+    #: Covered records the signer cannot re-seal (a representative): not shared by this grant.
+    unsealable: tuple[PreviewRecord, ...]
+    #: The verified height the preview was computed at.
+    height: int
+
+    @property
+    def record_ids(self) -> tuple[bytes, ...]:
+        return tuple(r.record_id for r in self.records)
+
+    def window_words(self) -> str:
+        if self.from_ms == 0 and self.to_ms >= UINT_MAX:
+            return "records of any date"
+        if self.from_ms == 0:
+            return f"records dated up to {format_time_ms(self.to_ms)}"
+        return f"records dated from {format_time_ms(self.from_ms)} to {format_time_ms(self.to_ms)}"
+
+    def lines(self) -> list[str]:
+        """The preview as a patient reads it (the CLI prints these before asking)."""
+        out = [
+            f"{self.requester_name} ({self.requester_role}) asks to see your records "
+            f"{self.purpose_words} [{self.purpose}].",
+            f"Their reason: {self.reason or '(none given)'}",
+            f"Access would last until {format_time_ms(self.expires_ms)} unless you revoke it.",
+            "What they ask for:",
+        ]
+        if self.everything:
+            out.append("  - ALL your records")
+        for record_type in self.record_types:
+            out.append(f"  - all your {RECORD_TYPE_WORDS[record_type]} ({record_type})")
+        for named in self.named_records:
+            where = "" if named.in_window else " (outside the time window: not shared)"
+            out.append(
+                f"  - one specific record: {named.type_words} ({named.record_type}) written by "
+                f"{named.author_name} on {format_time_ms(named.time_ms)}{where}"
+            )
+        out.append(f"  limited to {self.window_words()}")
+        out.append(f"Granting shares exactly these {len(self.records)} record(s) now:")
+        for record in self.records:
+            out.append(
+                f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
+                f"{format_time_ms(record.time_ms)}"
+            )
+        if self.unsealable:
+            out.append(
+                f"{len(self.unsealable)} other covered record(s) are sealed for the patient only "
+                "and are NOT shared by this grant:"
+            )
+            for record in self.unsealable:
+                out.append(
+                    f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
+                    f"{format_time_ms(record.time_ms)}"
+                )
+        if self.record_types or self.everything:
+            kinds = (
+                "records" if self.everything else " or ".join(RECORD_TYPE_WORDS[t] for t in self.record_types)
+            )
+            out.append(
+                f"And until access ends, any new {kinds} your care providers add in the time window "
+                f"may also be shared with {self.requester_name}."
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "inquiry_id": self.inquiry_id.hex(),
+            "requester": self.requester.hex(),
+            "requester_name": self.requester_name,
+            "requester_role": self.requester_role,
+            "purpose": self.purpose,
+            "purpose_words": self.purpose_words,
+            "expires_ms": self.expires_ms,
+            "expires": format_time_ms(self.expires_ms),
+            "reason": self.reason,
+            "scope": {
+                "everything": self.everything,
+                "record_types": [
+                    {"record_type": t, "words": RECORD_TYPE_WORDS[t]} for t in self.record_types
+                ],
+                "record_ids": [r.to_json() for r in self.named_records],
+                "from_ms": self.from_ms,
+                "to_ms": self.to_ms,
+                "window": self.window_words(),
+            },
+            "records": [r.to_json() for r in self.records],
+            "unsealable": [r.to_json() for r in self.unsealable],
+            "height": self.height,
+            "text": self.lines(),
+        }
+
+
+def _describe(ledger: PatientLedger, record: RecordState, *, in_window: bool = True) -> PreviewRecord:
+    author = ledger.institutions.get(record.author)
+    if author is None:
+        raise ScopeNotShowableError(
+            f"record {record.record_id.hex()[:16]}… was written by an institution this network does not list",
+            problem=PROBLEM_UNKNOWN_AUTHOR,
+        )
+    words = RECORD_TYPE_WORDS.get(record.record_type)
+    if words is None:
+        raise ScopeNotShowableError(
+            f"record type {record.record_type!r} has no description", problem=PROBLEM_UNKNOWN_TYPE
+        )
+    return PreviewRecord(
+        record.record_id, record.record_type, words, record.author, author.name, record.time_ms, in_window
+    )
+
+
+def compute_grant_preview(
+    ledger: PatientLedger, inquiry: InquiryState, *, reason: str, signer_enc_key: bytes
+) -> GrantPreview:
+    """The whole scope of `inquiry` and the exact records a grant would re-seal, or a refusal.
+
+    `signer_enc_key`: the encryption key of whoever signs (the patient, or a representative): a
+    record can be re-sealed only if its key is sealed for it.
+    """
+    if inquiry.status != INQUIRY_OPEN:
+        raise ScopeNotShowableError(f"the inquiry is already {inquiry.status}", problem=PROBLEM_NOT_OPEN)
+    if ledger.time_ms >= inquiry.expires_ms:
+        raise ScopeNotShowableError("the inquiry has expired", problem=PROBLEM_EXPIRED)
+    requester = ledger.institutions.get(inquiry.requester)
+    if requester is None:
+        raise ScopeNotShowableError(
+            "the inquiry comes from a key this network does not list as an institution",
+            problem=PROBLEM_UNKNOWN_REQUESTER,
+        )
+    purpose_words = PURPOSE_WORDS.get(inquiry.purpose)
+    if purpose_words is None:
+        raise ScopeNotShowableError(
+            f"purpose {inquiry.purpose!r} has no description", problem=PROBLEM_UNKNOWN_PURPOSE
+        )
+    scope = inquiry.scope
+    for record_type in scope.record_types:
+        if record_type not in RECORD_TYPE_WORDS:
+            raise ScopeNotShowableError(
+                f"record type {record_type!r} has no description", problem=PROBLEM_UNKNOWN_TYPE
+            )
+    named = []
+    for record_id in scope.record_ids:
+        record = ledger.get_record(record_id)
+        if record is None:
+            raise ScopeNotShowableError(
+                f"the inquiry names record {record_id.hex()[:16]}…, which is not one of your records",
+                problem=PROBLEM_UNKNOWN_RECORD,
+            )
+        named.append(_describe(ledger, record, in_window=scope.from_ms <= record.time_ms <= scope.to_ms))
+    covered = [r for r in ledger.list_records() if is_covered(scope, r.record_id, r.record_type, r.time_ms)]
+    if len(covered) > GRANT_RECORDS_MAX:
+        raise ScopeNotShowableError(
+            f"the inquiry covers {len(covered)} records, "
+            f"more than the {GRANT_RECORDS_MAX} one grant may carry",
+            problem=PROBLEM_TOO_MANY,
+        )
+    covered.sort(key=lambda r: r.record_id)
+    # A representative holds no reader key of the patient's records: those it cannot re-seal are
+    # shown apart, and not shared (for the patient themself every record is sealed for them).
+    records = tuple(_describe(ledger, r) for r in covered if signer_enc_key in r.envelope.readers)
+    unsealable = tuple(_describe(ledger, r) for r in covered if signer_enc_key not in r.envelope.readers)
+    return GrantPreview(
+        inquiry_id=inquiry.inquiry_id,
+        requester=inquiry.requester,
+        requester_name=requester.name,
+        requester_role=requester.role,
+        purpose=inquiry.purpose,
+        purpose_words=purpose_words,
+        expires_ms=inquiry.expires_ms,
+        reason=reason,
+        record_types=scope.record_types,
+        named_records=tuple(named),
+        from_ms=scope.from_ms,
+        to_ms=scope.to_ms,
+        everything=not scope.record_types and not scope.record_ids,
+        records=records,
+        unsealable=unsealable,
+        height=ledger.height,
+    )
+
+
+__all__ = [
+    "PURPOSE_WORDS",
+    "RECORD_TYPE_WORDS",
+    "GrantPreview",
+    "PreviewChangedError",
+    "PreviewRecord",
+    "ScopeNotShowableError",
+    "compute_grant_preview",
+    "format_time_ms",
+]

@@ -1,0 +1,205 @@
+"""The patient's own copy of their facts, rebuilt from certified blocks by the health rules.
+
+A patient's client believes no node (DESIGN.md §7, ADR 0008). The light client
+(`medledger.chain.lightclient`) hands it blocks whose commit certificates and tx roots verified
+against the pinned genesis; `PatientLedger` picks out every transaction that concerns one patient
+and runs it through the same `rules.process_tx` every node runs, on a state that holds only the
+genesis (the institutions, with their encryption keys) and this patient's facts.
+
+Why that state is enough: every rule a patient's tx is judged by reads only the genesis
+institutions and that patient's own entries (their registration, representatives, records,
+inquiries, grants, live-grant list and audit trail), and tx ids are unique, so a tx that concerns
+the patient passes here exactly when it passed on the chain, and leaves the same values. The
+result is the patient's records, inquiries, grants and audit trail as the chain holds them,
+proven: nothing in it came from a node's word. (A header does not commit to tx results, so
+re-executing is also how the client learns which txs took effect.)
+
+No I/O, no clock. Errors are `LedgerVerificationError`; the SDK adds the node's URL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from medledger.chain.app import OverlayState
+from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejectedError, WrongChainError
+from medledger.chain.lightclient import CertifiedBlock
+from medledger.chain.types import Genesis, Tx, TxId
+from medledger.chain.validation import decode_tx, validate_tx_envelope
+from medledger.health import state as st
+from medledger.health.app import HealthApp, decode_genesis
+from medledger.health.errors import HealthError
+from medledger.health.rules import TxContext, decode_body, process_tx
+from medledger.health.types import (
+    EVENT_INQUIRY,
+    TX_KINDS,
+    AddRecordBody,
+    AuditEvent,
+    DenyBody,
+    GrantBody,
+    GrantState,
+    InquiryState,
+    Institution,
+    PatientId,
+    PatientState,
+    ReadReceiptBody,
+    RecordState,
+    RegisterPatientBody,
+    RepresentativeBody,
+    RequestAccessBody,
+    RevokeBody,
+    SupersedeRecordBody,
+    compute_patient_id,
+)
+
+#: Items read from the local state per call (the state module's own page bound).
+_PAGE: Final = st.LIST_LIMIT_MAX
+
+
+class LedgerVerificationError(HealthError):
+    """A certified block holds something no honest chain would (e.g. a tx with a bad signature)."""
+
+    code = "ledger_unverified"
+
+
+class _EmptyState:
+    def get(self, key: bytes) -> bytes | None:
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxFact:
+    """Where one of the patient's txs is on the chain, and whether it took effect."""
+
+    tx_id: TxId
+    kind: str
+    height: int
+    index: int
+    time_ms: int
+    ok: bool
+    rule: str
+
+
+class PatientLedger:
+    """One patient's facts, from the genesis and the certified blocks fed in height order."""
+
+    def __init__(self, genesis: Genesis, patient_id: bytes) -> None:
+        self.chain_id = genesis.chain_id
+        self.patient_id = PatientId(patient_id)
+        self.institutions: dict[bytes, Institution] = {
+            i.sign_key: i for i in decode_genesis(genesis.app_state).institutions
+        }
+        self._state = OverlayState(_EmptyState())
+        for key, value in HealthApp().init_state(genesis).writes.items():
+            self._state.put(key, value)
+        self.height = 0
+        self.time_ms = genesis.genesis_time_ms
+        #: The patient's txs in chain order, with their outcome.
+        self.txs: dict[bytes, TxFact] = {}
+        self.blocks_checked = 0
+        self.txs_checked = 0
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def apply_block(self, certified: CertifiedBlock) -> int:
+        """Apply the patient's txs of the next certified block; returns how many concerned them."""
+        header = certified.block.header
+        if header.height != self.height + 1:
+            raise LedgerVerificationError(f"expected block {self.height + 1}, got {header.height}")
+        applied = 0
+        for index, (raw, tx_id) in enumerate(zip(certified.block.txs, certified.tx_ids, strict=True)):
+            try:
+                tx, _ = decode_tx(raw, tx_id=tx_id)
+            except InvalidTxError:
+                continue  # not a tx any rule would apply: it concerns nobody
+            if tx.kind not in TX_KINDS or not self._concerns(tx):
+                continue
+            try:
+                validate_tx_envelope(tx, chain_id=self.chain_id)
+            except (BadSignatureError, WrongChainError) as exc:
+                raise LedgerVerificationError(
+                    f"block {header.height} holds a tx concerning this patient that fails its "
+                    f"checks: {exc.message}"
+                ) from None
+            ctx = TxContext(tx_id=tx_id, sender=tx.sender, height=header.height, time_ms=header.time_ms)
+            scratch = OverlayState(self._state)
+            ok, rule = True, "ok"
+            try:
+                process_tx(scratch, tx, ctx)
+            except TxRejectedError as exc:
+                ok, rule = False, exc.rule
+            if ok:
+                for key, value in scratch.writes.items():
+                    self._state.put(key, value)
+            self.txs[tx_id] = TxFact(tx_id, tx.kind, header.height, index, header.time_ms, ok, rule)
+            applied += 1
+        self.height = header.height
+        self.time_ms = header.time_ms
+        self.blocks_checked += 1
+        self.txs_checked += len(certified.block.txs)
+        return applied
+
+    def _concerns(self, tx: Tx) -> bool:
+        """Whether a tx names this patient, or one of their inquiries or grants."""
+        try:
+            body = decode_body(tx)
+        except TxRejectedError:
+            return False  # malformed: the chain rejects it too, and it can name nobody
+        if isinstance(body, RegisterPatientBody):
+            return compute_patient_id(tx.sender) == self.patient_id
+        if isinstance(body, RepresentativeBody | AddRecordBody | RequestAccessBody):
+            return body.patient_id == self.patient_id
+        if isinstance(body, SupersedeRecordBody):
+            return body.record.patient_id == self.patient_id
+        if isinstance(body, GrantBody | DenyBody):
+            return st.get_inquiry(self._state, body.inquiry_id) is not None
+        if isinstance(body, RevokeBody | ReadReceiptBody):
+            return st.get_grant(self._state, body.grant_id) is not None
+        return False
+
+    # -- reads (the verified facts) --------------------------------------------------------
+
+    def get_patient(self) -> PatientState | None:
+        return st.get_patient(self._state, self.patient_id)
+
+    def get_record(self, record_id: bytes) -> RecordState | None:
+        record = st.get_record(self._state, record_id)
+        return record if record is not None and record.patient_id == self.patient_id else None
+
+    def list_records(self) -> list[RecordState]:
+        records: list[RecordState] = []
+        while True:
+            page = st.list_records(self._state, self.patient_id, start=len(records), limit=_PAGE)
+            records.extend(page)
+            if len(page) < _PAGE:
+                return records
+
+    def list_audit_events(self) -> list[AuditEvent]:
+        events: list[AuditEvent] = []
+        while True:
+            page = st.list_audit_events(self._state, self.patient_id, start=len(events), limit=_PAGE)
+            events.extend(page)
+            if len(page) < _PAGE:
+                return events
+
+    def list_inquiries(self) -> list[InquiryState]:
+        """Every inquiry about the patient, in the order they were filed."""
+        inquiries = []
+        for event in self.list_audit_events():
+            if event.event == EVENT_INQUIRY:
+                inquiry = st.get_inquiry(self._state, event.event_id)
+                if inquiry is None:
+                    raise LedgerVerificationError("an audited inquiry is missing from the patient's state")
+                inquiries.append(inquiry)
+        return inquiries
+
+    def get_inquiry(self, inquiry_id: bytes) -> InquiryState | None:
+        inquiry = st.get_inquiry(self._state, inquiry_id)
+        return inquiry if inquiry is not None and inquiry.patient_id == self.patient_id else None
+
+    def list_grants(self) -> list[GrantState]:
+        return st.list_grants(self._state, self.patient_id)
+
+
+__all__ = ["LedgerVerificationError", "PatientLedger", "TxFact"]
