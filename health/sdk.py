@@ -2,9 +2,13 @@
 
 Everything that needs the patient's private keys happens here, on the patient's device: records are
 decrypted locally, grants re-seal record keys locally, and every decision is a transaction signed
-locally and submitted to `POST /v1/txs`. The node only ever receives signed transactions and
-serves what it holds anyway (public keys, ciphertexts, inquiries, grants, audit events), each with
-its canonical encoding, which this client decodes and checks itself (right patient, right type).
+locally and submitted to `POST /v1/txs`. Every read is a signed request (`medledger.health.auth`:
+a fresh challenge from the node, signed with the patient's key with the method and path), so a
+node serves a patient only their own data; plain HTTP is refused to any host but loopback (unless
+`insecure_http`), and a node's self-signed certificate can be pinned with `ca_file`. The node
+only ever receives signed transactions and serves what it holds anyway (public keys,
+ciphertexts, inquiries, grants, audit events), each with its canonical encoding, which this
+client decodes and checks itself (right patient, right type).
 
 Standard library HTTP only (urllib), so the SDK has no dependency beyond medledger's own layers.
 """
@@ -14,15 +18,20 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import ipaddress
 import json
+import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from medledger.chain.codec import WireType, decode
 from medledger.chain.errors import CodecError
 from medledger.crypto import DecryptionError, Identity
+from medledger.health.auth import CHALLENGE_SIZE, build_authorization
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
@@ -51,7 +60,13 @@ from medledger.health.types import (
 COMMIT_WAIT_MS: Final = 15_000
 #: Largest answer the client reads (a page of records with ciphertexts).
 RESPONSE_BYTES_MAX: Final = 512 * 1024 * 1024
+#: Largest problem+json body, and challenge answer, the client reads.
+PROBLEM_BYTES_MAX: Final = 64 * 1024
 PAGE_SIZE: Final = 200
+#: Where a challenge for a signed request comes from.
+CHALLENGE_PATH: Final = "/v1/auth/challenge"
+#: Host names that are loopback without a DNS lookup (IP literals are checked as addresses).
+LOOPBACK_HOSTS: Final = frozenset({"localhost"})
 
 W = TypeVar("W", bound=WireType)
 
@@ -84,17 +99,55 @@ class Submitted:
     height: int
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a URL's host) is this machine: `localhost` or a loopback address."""
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class PatientClient:
     """A patient's (or a representative's) client of one node at `url`.
 
     `identity` signs; `patient_id` is the patient acted for (default: the identity's own, i.e.
-    the patient themself; a representative passes the patient's id).
+    the patient themself; a representative passes the patient's id). An `http://` URL is
+    refused unless its host is loopback or `insecure_http` is set (the patient's signed requests
+    and the node's answers would cross the network in the clear); `ca_file` pins the CA (or the
+    node's self-signed certificate) an `https://` node must present.
     """
 
     def __init__(
-        self, url: str, identity: Identity, *, patient_id: bytes | None = None, timeout_s: float = 30.0
+        self,
+        url: str,
+        identity: Identity,
+        *,
+        patient_id: bytes | None = None,
+        timeout_s: float = 30.0,
+        insecure_http: bool = False,
+        ca_file: Path | str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        parsed = urllib.parse.urlsplit(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise PatientClientError(f"{url!r} is not an http:// or https:// URL of a node")
+        if parsed.scheme == "http" and not insecure_http and not is_loopback_host(parsed.hostname):
+            raise PatientClientError(
+                f"refusing plain HTTP to {parsed.hostname}: the patient's requests and data would cross "
+                "the network unencrypted; use the node's https:// URL (pin a self-signed certificate "
+                "with a CA file), or allow it explicitly (--insecure-http)"
+            )
+        self._base_path = parsed.path
+        self._ssl_context: ssl.SSLContext | None = None
+        if parsed.scheme == "https":
+            try:
+                self._ssl_context = ssl.create_default_context(
+                    cafile=str(ca_file) if ca_file is not None else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise PatientClientError(f"the CA file {ca_file} cannot be used: {exc}") from None
         self.identity = identity
         self.patient_id = PatientId(patient_id or compute_patient_id(identity.public.sign_key))
         self.timeout_s = timeout_s
@@ -104,17 +157,51 @@ class PatientClient:
     # -- HTTP ------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
+        """One API call; a read (GET) is signed over a fresh challenge from the node."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if method == "GET":
+            headers["Authorization"] = self._sign(method, path)
+        return self._call(method, path, data, headers, RESPONSE_BYTES_MAX)
+
+    def _challenge(self) -> tuple[bytes, str]:
+        """A fresh challenge from the node, and the chain id it names."""
+        reply = self._call("POST", CHALLENGE_PATH, None, {"Accept": "application/json"}, PROBLEM_BYTES_MAX)
+        try:
+            challenge = bytes.fromhex(reply["challenge"])
+            chain_id = str(reply["chain_id"])
+        except (KeyError, TypeError, ValueError):
+            raise PatientClientError(f"the node at {self.url} sent a malformed challenge") from None
+        if len(challenge) != CHALLENGE_SIZE:
+            raise PatientClientError(f"the node at {self.url} sent a malformed challenge")
+        self._chain_id = self._chain_id or chain_id
+        return challenge, chain_id
+
+    def _sign(self, method: str, path: str) -> str:
+        """The `Authorization` header of a signed request (its challenge is used once, here)."""
+        challenge, chain_id = self._challenge()
+        return build_authorization(
+            self.identity,
+            chain_id=chain_id,
+            challenge=challenge,
+            method=method,
+            target=self._base_path + path,
+            time_ms=time.time_ns() // 1_000_000,
+            patient_id=self.patient_id,
+        )
+
+    def _call(self, method: str, path: str, data: bytes | None, headers: dict[str, str], limit: int) -> Any:
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)  # noqa: S310 - the node's URL
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
-                return json.loads(response.read(RESPONSE_BYTES_MAX))
+            with urllib.request.urlopen(  # noqa: S310 - the scheme is checked in __init__
+                request, timeout=self.timeout_s, context=self._ssl_context
+            ) as response:
+                return json.loads(response.read(limit))
         except urllib.error.HTTPError as exc:
             try:
-                problem = json.loads(exc.read(64 * 1024))
+                problem = json.loads(exc.read(PROBLEM_BYTES_MAX))
             except ValueError:
                 problem = {}
             detail = problem.get("detail", exc.reason) if isinstance(problem, dict) else exc.reason
@@ -131,8 +218,8 @@ class PatientClient:
 
     @property
     def chain_id(self) -> str:
-        if not self._chain_id:
-            self._chain_id = str(self._request("GET", "/status")["chain_id"])
+        if not self._chain_id:  # a challenge names it (a patient not yet registered needs it)
+            self._challenge()
         return self._chain_id
 
     def _submit(self, signed: SignedTx) -> Submitted:
