@@ -440,11 +440,11 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return _json(build_openapi())
+    return _json(build_openapi(access_of=request.app[API_AUTH_KEY].access_of))
 
 
 async def get_health_openapi(request: web.Request) -> web.Response:
-    return _json(build_openapi(health=True))
+    return _json(build_openapi(health=True, access_of=request.app[API_AUTH_KEY].access_of))
 
 
 def build_app(node: Node) -> web.Application:

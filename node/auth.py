@@ -268,7 +268,7 @@ class ApiAuth:
 
 
 API_AUTH_KEY: Final = web.AppKey("api_auth", ApiAuth)
-PRINCIPAL_KEY: Final = "medledger.principal"
+PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler, access: Access) -> None:
@@ -279,8 +279,7 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler, ac
 
 def get_principal(request: web.Request) -> Principal | None:
     """Who made the request (None on a public route)."""
-    value = request.get(PRINCIPAL_KEY)
-    return value if isinstance(value, Principal) else None
+    return request.get(PRINCIPAL_KEY)
 
 
 @web.middleware
@@ -292,11 +291,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     auth = request.app[API_AUTH_KEY]
     try:
-        request[PRINCIPAL_KEY] = auth.authorize(request, auth.access_of(route.method, resource.canonical))
+        principal = auth.authorize(request, auth.access_of(route.method, resource.canonical))
     except AuthError as exc:
         headers = {"WWW-Authenticate": WWW_AUTHENTICATE} if exc.status == 401 else None
         title = {401: "Unauthorized", 403: "Forbidden", 429: "Too many requests"}.get(exc.status, "Refused")
         return problem_response(exc.status, title, exc.message, code=exc.problem_code, headers=headers)
+    if principal is not None:
+        request[PRINCIPAL_KEY] = principal
     return await handler(request)
 
 

@@ -367,23 +367,39 @@ def _ops_url(home: Path | None, url: str | None) -> str:
         raise AssertionError("unreachable") from None
 
 
-def fetch_json(url: str, timeout_s: float = 5.0) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - our node
+def _home_token(home: Path | None) -> str | None:
+    """The API token in `home`, if there is one (sent when `status --url` names the API)."""
+    if home is None:
+        return None
+    with contextlib.suppress(OSError, MedledgerError):
+        return load_config(home).api_token_file.read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def fetch_json(url: str, timeout_s: float = 5.0, *, token: str | None = None) -> Any:
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - our node
     with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
         return json.loads(response.read())
 
 
 @main.command()
 @click.option("--home", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option("--url", default=None, help="The node's operations URL (default: from --home).")
+@click.option(
+    "--url",
+    default=None,
+    help="The node's operations URL (default: from --home); or its API URL, with --home for the token.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON status.")
 def status(home: Path | None, url: str | None, as_json: bool) -> None:
     """Ask a running node for its status on its operations address (never opens its store)."""
     base = _ops_url(home, url)
     try:
-        data = fetch_json(f"{base}/status")
+        data = fetch_json(f"{base}/status", token=_home_token(home) if url else None)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        _fail(f"cannot reach the node's operations address {base}: {getattr(exc, 'reason', exc)}")
+        _fail(f"cannot reach the node at {base}: {getattr(exc, 'reason', exc)}")
         return
     if as_json:
         click.echo(json.dumps(data, indent=2))
