@@ -740,9 +740,24 @@ def _patient_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes
 )
 @click.option("--passphrase-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--for-patient", default=None, help="Act as a representative for this patient id (hex).")
+@click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Trust this CA (or the node's self-signed tls_cert.pem) for an https:// node.",
+)
+@click.option(
+    "--insecure-http", is_flag=True, help="Allow plain http:// to a node that is not on this machine."
+)
 @click.pass_context
 def patient(
-    ctx: click.Context, key_file: Path, url: str | None, passphrase_file: Path | None, for_patient: str | None
+    ctx: click.Context,
+    key_file: Path,
+    url: str | None,
+    passphrase_file: Path | None,
+    for_patient: str | None,
+    ca_file: Path | None,
+    insecure_http: bool,
 ) -> None:
     """The patient's client: own keys, local decryption, locally signed decisions."""
     ctx.obj = {
@@ -750,6 +765,8 @@ def patient(
         "url": (url or os.environ.get(ENV_NODE_URL) or f"http://127.0.0.1:{DEFAULT_API_PORT}").rstrip("/"),
         "passphrase_file": passphrase_file,
         "for_patient": for_patient,
+        "ca_file": ca_file,
+        "insecure_http": insecure_http,
     }
 
 
@@ -766,7 +783,17 @@ def _client(ctx: click.Context) -> PatientClient:
             patient_id = bytes.fromhex(obj["for_patient"])
         except ValueError:
             _fail("--for-patient must be a hex patient id")
-    return PatientClient(obj["url"], identity, patient_id=patient_id)
+    try:
+        return PatientClient(
+            obj["url"],
+            identity,
+            patient_id=patient_id,
+            ca_file=obj["ca_file"],
+            insecure_http=obj["insecure_http"],
+        )
+    except MedledgerError as exc:
+        _fail(exc.message)
+        raise AssertionError("unreachable") from None
 
 
 def _run(action: Callable[[], None]) -> None:

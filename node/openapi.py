@@ -71,7 +71,7 @@ _SECURITY_SCHEMES: dict[str, Any] = {
         "name": "Authorization",
         "description": f"A patient's signed request: `{SIGNATURE_SCHEME} key=<hex>, patient=<hex>, "
         "challenge=<hex>, time=<ms>, signature=<hex>`, an ed25519 signature (by the patient's key or "
-        "a representative's) over the canonical msgpack array [\"medledger/api-request/v1\", chain "
+        'a representative\'s) over the canonical msgpack array ["medledger/api-request/v1", chain '
         "id, challenge, method, path with query, time, key, patient id]. The challenge comes from "
         f"POST /v1/auth/challenge, is used once and expires after {CHALLENGE_TTL_MS} ms; the time is "
         "the client's clock. A patient reads their own /v1/health/patients/{patient_id}/... routes "

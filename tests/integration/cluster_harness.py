@@ -351,6 +351,7 @@ def rewrite_peers(node: TestnetNode, peers: Sequence[str], *, observers: Sequenc
             p2p_port=node.p2p_port,
             peers=tuple(peers),
             observers=tuple(observers),
+            ops_port=node.ops_port,
         ),
         encoding="utf-8",
     )

@@ -19,14 +19,16 @@ from typing import Any
 
 import nacl.pwhash.argon2id
 import pytest
+from click.testing import CliRunner
 from node_harness import NODE_ENV, PASSPHRASE, PROBLEM, NodeClient, Reply
 
-from medledger.crypto import Identity
+from medledger.crypto import Identity, save_identity
 from medledger.health.auth import SIGNATURE_SCHEME, build_authorization
 from medledger.health.sdk import PatientClient, PatientClientError
 from medledger.health.types import compute_patient_id
 from medledger.node.api import ClientNoiseFilter
 from medledger.node.auth import AuthError, ChallengeStore
+from medledger.node.cli import main
 from medledger.node.home import init_home
 from medledger.node.process import NodeProcess
 
@@ -94,7 +96,8 @@ def assert_refused(reply: Reply, status: int, what: str) -> dict[str, Any]:
     assert problem["status"] == status, (what, problem)
     if status == 401:
         challenge = reply.headers.get("www-authenticate", "")
-        assert "Bearer" in challenge and SIGNATURE_SCHEME in challenge, (what, reply.headers)
+        assert "Bearer" in challenge, (what, reply.headers)
+        assert SIGNATURE_SCHEME in challenge, (what, reply.headers)
     return problem
 
 
@@ -168,9 +171,11 @@ def test_trust_9_a_patient_reads_their_own_data_and_not_another_patients(
 
     # The SDK signs every read: Alice reads her patient record, records, inquiries, grants, audit.
     patient = alice_client.get_patient()
-    assert patient is not None and patient.sign_key == alice.public.sign_key
+    assert patient is not None
+    assert patient.sign_key == alice.public.sign_key
     (mine,) = alice_client.read_records()
-    assert mine.decrypted is not None and mine.decrypted.resource["resourceType"] == "Observation"
+    assert mine.decrypted is not None
+    assert mine.decrypted.resource["resourceType"] == "Observation"
     assert alice_client.list_inquiries() == []
     assert alice_client.list_grants() == []
     assert alice_client.audit() == []
@@ -249,7 +254,8 @@ def test_trust_9_ops_endpoints_answer_on_the_ops_address_and_not_on_the_api(
         assert node.get(path).status == 404, path  # with the token: the API has no such route
         assert node.get(path, token=None).status == 404, path
     status = node.ops_get("/status")
-    assert status.status == 200 and status.json()["chain_id"] == node.chain_id
+    assert status.status == 200
+    assert status.json()["chain_id"] == node.chain_id
     # The operations address serves nothing of the API.
     assert node.request("GET", "/v1/blocks", port=_port(node.ops_url), token=None).status == 404
 
@@ -322,9 +328,28 @@ def test_trust_13_api_the_noise_filter_passes_server_errors_and_summarises_clien
 
     server_error = record(RuntimeError("a bug"))
     assert noise.filter(server_error)
-    assert server_error.levelno == logging.ERROR and server_error.exc_info is not None
+    assert server_error.levelno == logging.ERROR
+    assert server_error.exc_info is not None
     first = record(ConnectionResetError())
     assert noise.filter(first)  # the first one becomes the summary line: a warning, no traceback
-    assert first.levelno == logging.WARNING and first.exc_info is None
+    assert first.levelno == logging.WARNING
+    assert first.exc_info is None
     assert not any(noise.filter(record(ConnectionResetError())) for _ in range(100))
     assert noise.suppressed == 101
+
+
+def test_trust_9_the_patient_cli_refuses_plain_http_to_a_remote_node(tmp_path: Path) -> None:
+    key = tmp_path / "patient.key"
+    save_identity(
+        key,
+        Identity.generate(),
+        PASSPHRASE.encode(),
+        opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
+        memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
+    )
+    args = ["patient", "--key", str(key), "--url", "http://192.0.2.7:26657", "records"]
+    env = {"MEDLEDGER_PATIENT_PASSPHRASE": PASSPHRASE}
+    refused = CliRunner().invoke(main, args, env=env)
+    assert refused.exit_code != 0
+    assert "refusing plain HTTP to 192.0.2.7" in refused.output
+    assert "Traceback" not in refused.output

@@ -40,10 +40,12 @@ def init_tls_home(home: Path) -> str:
 def test_trust_9_tls_works_end_to_end_with_the_certificate_init_makes(tmp_path: Path) -> None:
     home = tmp_path / "clinic"
     output = init_tls_home(home)
-    assert "https://127.0.0.1:0" in output and str(home / CERT_FILE) in output
+    assert "https://127.0.0.1:0" in output
+    assert str(home / CERT_FILE) in output
     assert (home / KEY_FILE).stat().st_mode & 0o077 == 0  # the private key is the owner's only
     config = load_config(home, environ={})
-    assert config.uses_tls and config.tls_cert_file == home / CERT_FILE
+    assert config.uses_tls
+    assert config.tls_cert_file == home / CERT_FILE
 
     process = NodeProcess(home, env=dict(NODE_ENV))
     process.start()
@@ -65,8 +67,8 @@ def test_trust_9_tls_works_end_to_end_with_the_certificate_init_makes(tmp_path: 
         # Plain HTTP to the TLS port: no HTTP answer.
         port = int(url.rsplit(":", 1)[1])
         plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        plain.request("GET", "/status")
         with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
-            plain.request("GET", "/status")
             plain.getresponse()
         plain.close()
         # A client speaking TLS to the node's certificate still gets through afterwards.
