@@ -324,7 +324,10 @@ def load_api_token(path: Path) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"{path}: the API token cannot be read ({exc.strerror})") from None
+        raise ConfigError(
+            f"{path}: the API token cannot be read ({exc.strerror}); write one there (mode 0600, at "
+            f"least {API_TOKEN_CHARS_MIN} characters, e.g. `openssl rand -base64 32`) or set [api] token_file"
+        ) from None
     if len(token) < API_TOKEN_CHARS_MIN or not token.isprintable() or " " in token:
         raise ConfigError(
             f"{path}: the API token must be at least {API_TOKEN_CHARS_MIN} printable characters, no spaces"

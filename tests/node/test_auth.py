@@ -19,17 +19,23 @@ from typing import Any
 
 import nacl.pwhash.argon2id
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
-from node_harness import NODE_ENV, PASSPHRASE, PROBLEM, NodeClient, Reply
+from node_harness import NODE_ENV, PASSPHRASE, PROBLEM, NodeClient, Reply, read_token
 
-from medledger.crypto import Identity, save_identity
+from medledger.crypto import Identity, load_identity, save_identity
 from medledger.health.auth import SIGNATURE_SCHEME, build_authorization
 from medledger.health.sdk import PatientClient, PatientClientError
 from medledger.health.types import compute_patient_id
-from medledger.node.api import ClientNoiseFilter
+from medledger.node.api import ClientNoiseFilter, build_app
 from medledger.node.auth import AuthError, ChallengeStore
 from medledger.node.cli import main
-from medledger.node.home import init_home
+from medledger.node.config import load_config
+from medledger.node.fixture_app import KeyValueFixtureApp
+from medledger.node.genesis_file import load_genesis
+from medledger.node.home import InitResult, init_home
+from medledger.node.node import Node
 from medledger.node.process import NodeProcess
 
 #: Routes anyone may call (a signed tx is its own credential; the challenge; this document).
@@ -353,3 +359,35 @@ def test_trust_9_the_patient_cli_refuses_plain_http_to_a_remote_node(tmp_path: P
     assert refused.exit_code != 0
     assert "refusing plain HTTP to 192.0.2.7" in refused.output
     assert "Traceback" not in refused.output
+
+
+async def test_trust_9_a_route_registered_without_an_access_level_needs_credentials(
+    node_home: InitResult,
+) -> None:
+    """Closed by default: a module that adds a route with plain aiohttp gets `Access.READER`."""
+    config = load_config(node_home.home, environ={})
+    node = Node(
+        config,
+        identity=load_identity(config.key_file, PASSPHRASE.encode()),
+        genesis=load_genesis(config.genesis_file),
+        app=KeyValueFixtureApp(),
+    )
+    app = build_app(node)
+
+    async def unlisted(request: web.Request) -> web.Response:
+        return web.json_response({"secret": "kept"})
+
+    app.router.add_get("/v1/unlisted", unlisted)
+    await node.start()
+    try:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            refused = await client.get("/v1/unlisted")
+            assert refused.status == 401
+            assert refused.content_type == PROBLEM
+            assert "kept" not in await refused.text()
+            allowed = await client.get(
+                "/v1/unlisted", headers={"Authorization": f"Bearer {read_token(config.home)}"}
+            )
+            assert allowed.status == 200
+    finally:
+        await node.stop()
