@@ -97,8 +97,6 @@ class ClientNoiseFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is None and record.name == "asyncio" and isinstance(record.args, dict):
-            exc = record.args.get("exception")  # asyncio's exception handler context
         if not isinstance(exc, CLIENT_CAUSED):
             return True
         self.suppressed += 1
@@ -109,8 +107,8 @@ class ClientNoiseFilter(logging.Filter):
         if now - self._last_summary < self.interval_s:
             return False
         kinds = ", ".join(f"{count} {name}" for name, count in sorted(self._kinds.items()))
-        record.msg = "ignored %d client-caused connection error(s) in the last %.0f s (%s)"
-        record.args = (self._since_summary, now - self._last_summary, kinds)
+        record.msg = "ignored %d client-caused connection error(s) (%s); at most one such line every %.0f s"
+        record.args = (self._since_summary, kinds, self.interval_s)
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         self._since_summary, self._kinds, self._last_summary = 0, {}, now

@@ -29,7 +29,8 @@ MALFORMED: tuple[bytes, ...] = (
     b"GARBAGE\r\n\r\n",
     b"GET / HTTP/9.9\r\n\r\n",
     b"GET /\x00\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+    # Over aiohttp's 8190-byte field limit, within one TLS record (so the send completes).
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9_000 + b"\r\n\r\n",
     b"POST /v1/txs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
 )
