@@ -206,6 +206,16 @@ def test_trust_9_a_patient_reads_their_own_data_and_not_another_patients(
     # Bob's own reads still work.
     assert bob_client.list_records() == []
 
+    # A representative Alice names reads Alice's data with their own key, and nobody else's.
+    carol = Identity.generate()
+    alice_client.add_representative(carol.public.sign_key)
+    for_alice = PatientClient(node.url, carol, patient_id=bytes.fromhex(alice_id))
+    assert [r.record_id for r in for_alice.list_records()] == [mine.record.record_id]
+    assert [e.event for e in for_alice.audit()] == [e.event for e in alice_client.audit()]
+    with pytest.raises(PatientClientError) as refused:
+        PatientClient(node.url, carol, patient_id=bytes.fromhex(bob_id)).list_records()
+    assert refused.value.status == 403
+
 
 def test_trust_9_a_replayed_or_retargeted_signed_request_is_refused(
     health_node: tuple[NodeProcess, NodeClient],
