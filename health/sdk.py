@@ -18,6 +18,11 @@ verified value.
 Before a grant, `preview_grant` shows the whole scope in words and the exact records the grant
 would re-seal (`medledger.health.preview`); `grant` signs exactly that list.
 
+Transport: every read is a signed request (`medledger.health.auth`: a fresh challenge from the
+node, signed with the patient's key with the method and path), so a node serves a patient only
+their own data; plain HTTP is refused to any host but loopback (unless `insecure_http`), and a
+node's self-signed certificate can be pinned with `ca_file`.
+
 Standard library HTTP only (urllib), so the SDK has no dependency beyond medledger's own layers.
 """
 
@@ -26,8 +31,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import ipaddress
 import json
 import os
+import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -47,6 +55,7 @@ from medledger.chain.lightclient import (
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX
 from medledger.chain.types import Block, Commit, Genesis, Header, ValidatorSet
 from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
+from medledger.health.auth import CHALLENGE_SIZE, build_authorization
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
@@ -75,6 +84,8 @@ from medledger.health.verify import LedgerVerificationError, PatientLedger
 COMMIT_WAIT_MS: Final = 15_000
 #: Largest answer the client reads (a page of records with ciphertexts).
 RESPONSE_BYTES_MAX: Final = 512 * 1024 * 1024
+#: Largest problem+json body, and challenge answer, the client reads.
+PROBLEM_BYTES_MAX: Final = 64 * 1024
 PAGE_SIZE: Final = 200
 #: Times a node's answer is re-fetched and compared with the verified ledger before the node is
 #: called a liar: a block committed between the answer and the proof makes an honest node differ
@@ -82,6 +93,10 @@ PAGE_SIZE: Final = 200
 CROSS_CHECK_ATTEMPTS: Final = 3
 #: Largest encoded genesis the client accepts.
 GENESIS_BYTES_MAX: Final = TX_BYTES_MAX * 64
+#: Where a challenge for a signed request comes from.
+CHALLENGE_PATH: Final = "/v1/auth/challenge"
+#: Host names that are loopback without a DNS lookup (IP literals are checked as addresses).
+LOOPBACK_HOSTS: Final = frozenset({"localhost"})
 
 W = TypeVar("W", bound=WireType)
 K = TypeVar("K", bound=Hashable)
@@ -152,11 +167,24 @@ class Submitted:
     height: int
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a URL's host) is this machine: `localhost` or a loopback address."""
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class PatientClient:
     """A patient's (or a representative's) client of one node at `url`.
 
     `identity` signs; `patient_id` is the patient acted for (default: the identity's own, i.e.
-    the patient themself; a representative passes the patient's id).
+    the patient themself; a representative passes the patient's id). An `http://` URL is
+    refused unless its host is loopback or `insecure_http` is set (the patient's signed requests
+    and the node's answers would cross the network in the clear); `ca_file` pins the CA (or the
+    node's self-signed certificate) an `https://` node must present.
     """
 
     def __init__(
@@ -168,8 +196,29 @@ class PatientClient:
         genesis_hash: bytes | None = None,
         witnesses: tuple[str, ...] = (),
         timeout_s: float = 30.0,
+        insecure_http: bool = False,
+        ca_file: Path | str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        parsed = urllib.parse.urlsplit(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise PatientClientError(f"{url!r} is not an http:// or https:// URL of a node")
+        if parsed.scheme == "http" and not insecure_http and not is_loopback_host(parsed.hostname):
+            raise PatientClientError(
+                f"refusing plain HTTP to {parsed.hostname}: the patient's requests and data would cross "
+                "the network unencrypted; use the node's https:// URL (pin a self-signed certificate "
+                "with a CA file), or allow it explicitly (--insecure-http)"
+            )
+        self._base_path = parsed.path
+        self._insecure_http, self._ca_file = insecure_http, ca_file  # witnesses are reached alike
+        self._ssl_context: ssl.SSLContext | None = None
+        if parsed.scheme == "https":
+            try:
+                self._ssl_context = ssl.create_default_context(
+                    cafile=str(ca_file) if ca_file is not None else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise PatientClientError(f"the CA file {ca_file} cannot be used: {exc}") from None
         self.identity = identity
         self.patient_id = PatientId(patient_id or compute_patient_id(identity.public.sign_key))
         self.timeout_s = timeout_s
@@ -185,17 +234,50 @@ class PatientClient:
     # -- HTTP ------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
+        """One API call; a read (GET) is signed over a fresh challenge from the node."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if method == "GET":
+            headers["Authorization"] = self._sign(method, path)
+        return self._call(method, path, data, headers, RESPONSE_BYTES_MAX)
+
+    def _challenge(self) -> tuple[bytes, str]:
+        """A fresh challenge from the node, and the chain id it names."""
+        reply = self._call("POST", CHALLENGE_PATH, None, {"Accept": "application/json"}, PROBLEM_BYTES_MAX)
+        try:
+            challenge = bytes.fromhex(reply["challenge"])
+            chain_id = str(reply["chain_id"])
+        except (KeyError, TypeError, ValueError):
+            raise PatientClientError(f"the node at {self.url} sent a malformed challenge") from None
+        if len(challenge) != CHALLENGE_SIZE:
+            raise PatientClientError(f"the node at {self.url} sent a malformed challenge")
+        return challenge, chain_id
+
+    def _sign(self, method: str, path: str) -> str:
+        """The `Authorization` header of a signed request (its challenge is used once, here)."""
+        challenge, chain_id = self._challenge()
+        return build_authorization(
+            self.identity,
+            chain_id=self._chain_id or chain_id,  # the pinned one once known; a read's only
+            challenge=challenge,
+            method=method,
+            target=self._base_path + path,
+            time_ms=time.time_ns() // 1_000_000,
+            patient_id=self.patient_id,
+        )
+
+    def _call(self, method: str, path: str, data: bytes | None, headers: dict[str, str], limit: int) -> Any:
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)  # noqa: S310 - the node's URL
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
-                return json.loads(response.read(RESPONSE_BYTES_MAX))
+            with urllib.request.urlopen(  # noqa: S310 - the scheme is checked in __init__
+                request, timeout=self.timeout_s, context=self._ssl_context
+            ) as response:
+                return json.loads(response.read(limit))
         except urllib.error.HTTPError as exc:
             try:
-                problem = json.loads(exc.read(64 * 1024))
+                problem = json.loads(exc.read(PROBLEM_BYTES_MAX))
             except ValueError:
                 problem = {}
             detail = problem.get("detail", exc.reason) if isinstance(problem, dict) else exc.reason
@@ -223,9 +305,9 @@ class PatientClient:
 
     @property
     def chain_id(self) -> str:
-        """The chain id of the pinned genesis."""
+        """The chain id of the pinned genesis (a patient not yet registered needs it to register)."""
         if not self._chain_id:
-            self.sync()
+            self._load_genesis()
         return self._chain_id
 
     # -- verification: follow the chain from the pinned genesis --------------------------------
@@ -242,9 +324,12 @@ class PatientClient:
             self._head, self._ledger, self._headers = None, None, {}
             raise
 
-    def _follow(self) -> PatientLedger:
+    def _load_genesis(self) -> tuple[TrustedHead, PatientLedger]:
+        """The pinned genesis, from the public route (checked against the pin, or pinned now)."""
         if self._ledger is None or self._head is None:
-            genesis = self._decode_raw(Genesis, self._request("GET", "/v1/proofs/genesis"), "genesis")
+            # Public (the patient may not be registered yet): no signed request, hence no challenge.
+            answer = self._call("GET", "/v1/proofs/genesis", None, {"Accept": "application/json"}, RESPONSE_BYTES_MAX)
+            genesis = self._decode_raw(Genesis, answer, "genesis")
             if self.genesis_hash is None:
                 self.genesis_hash = genesis.hash()  # first use: the caller should keep it
             try:
@@ -256,6 +341,11 @@ class PatientClient:
                 PatientLedger(genesis, self.patient_id),
                 genesis.chain_id,
             )
+        return self._head, self._ledger
+
+    def _follow(self) -> PatientLedger:
+        self._load_genesis()
+        assert self._head is not None and self._ledger is not None
         head, ledger = self._head, self._ledger
         while True:
             page = self._request("GET", f"/v1/proofs/blocks?from={head.height + 1}")
@@ -556,7 +646,13 @@ class PatientClient:
         """
         for witness_url in self.witnesses:
             witness = PatientClient(
-                witness_url, self.identity, patient_id=self.patient_id, genesis_hash=self.genesis_hash
+                witness_url,
+                self.identity,
+                patient_id=self.patient_id,
+                genesis_hash=self.genesis_hash,
+                timeout_s=self.timeout_s,
+                insecure_http=self._insecure_http,
+                ca_file=self._ca_file,
             )
             for _ in range(CROSS_CHECK_ATTEMPTS):
                 self.sync()

@@ -1,10 +1,20 @@
-"""The node's REST API (aiohttp): transactions, blocks, status, health and metrics.
+"""The node's REST API (aiohttp): transactions, blocks and status; and its operations endpoints.
+
+Two applications, two addresses (DESIGN.md §7): `build_app` is the API, where every read needs a
+credential (`medledger.node.auth`: the API token or a patient's signed request; the route table
+below says who may call what), optionally over TLS; `build_ops_app` serves `/livez`, `/readyz`,
+`/metrics` and `/status` without credentials on the operator's own address (loopback by default),
+and never on the API's.
 
 Handlers only parse, validate and hand over to the `Node`; every error goes through
 `problems.problem_from_error`, so clients always get `application/problem+json` with a 4xx status
 for their mistakes. Transactions may be posted as JSON (base64 of the canonical bytes) or as
 msgpack (`Content-Type: application/msgpack`); blocks are served as JSON or, with
 `Accept: application/msgpack`, as their canonical bytes for machines.
+
+What clients cause (a reset connection, a malformed request line, a TLS handshake of garbage) is
+not the operator's error: `ClientNoiseFilter` keeps it out of the log but for a rate-limited
+one-line summary, so nobody outside can fill the disk or drown a real error (issue 9, #13).
 """
 
 from __future__ import annotations
@@ -14,12 +24,13 @@ import binascii
 import json
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import msgpack
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from medledger import __version__
 from medledger.chain.codec import encode, encode_primitive
@@ -31,6 +42,15 @@ from medledger.chain.types import Block, Commit, compute_tx_id
 from medledger.chain.validation import decode_tx
 from medledger.errors import MedledgerError
 from medledger.health.app import HealthApp
+from medledger.node.auth import (
+    API_AUTH_KEY,
+    Access,
+    ApiAuth,
+    add_route,
+    auth_middleware,
+    load_api_token,
+    post_challenge,
+)
 from medledger.node.errors import BadRequestError
 from medledger.node.health_api import add_health_routes
 from medledger.node.node import Node, TxStatus
@@ -45,7 +65,67 @@ MSGPACK = "application/msgpack"
 WAIT_MS_MAX = 30_000
 HEIGHT_MAX = 2**63 - 1
 
+#: Client-caused log records are summarised at most this often (one WARNING line each time).
+CLIENT_NOISE_SUMMARY_INTERVAL_S: Final = 60.0
+#: Loggers whose records about client mistakes are summarised (aiohttp's server and access
+#: loggers, asyncio's transport errors, this module's own).
+CLIENT_NOISE_LOGGERS: Final = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "asyncio", "medledger.api")
+#: What a client can cause by its bytes or by hanging up: never a server error.
+CLIENT_CAUSED: Final[tuple[type[BaseException], ...]] = (
+    ConnectionError,  # reset, broken pipe, aiohttp's ClientConnectionResetError
+    http_exceptions.HttpProcessingError,  # bad request line, header too long, bad chunking
+    ssl.SSLError,  # a TLS handshake of garbage, plain HTTP to the TLS port
+)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ClientNoiseFilter(logging.Filter):
+    """Drops log records caused by clients; every `interval_s` one WARNING says how many.
+
+    A record is client noise when it carries an exception of `CLIENT_CAUSED` (aiohttp logs a bad
+    request line, and asyncio a reset TLS transport, as an ERROR with a traceback). Everything
+    else passes untouched, so real server errors stay at ERROR with their traceback.
+    """
+
+    def __init__(self, *, interval_s: float = CLIENT_NOISE_SUMMARY_INTERVAL_S) -> None:
+        super().__init__("medledger.client-noise")
+        self.interval_s = interval_s
+        self.suppressed = 0
+        self._since_summary = 0
+        self._last_summary = time.monotonic() - interval_s
+        self._kinds: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, CLIENT_CAUSED):
+            return True
+        self.suppressed += 1
+        self._since_summary += 1
+        kind = type(exc).__name__
+        self._kinds[kind] = self._kinds.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last_summary < self.interval_s:
+            return False
+        kinds = ", ".join(f"{count} {name}" for name, count in sorted(self._kinds.items()))
+        record.msg = "ignored %d client-caused connection error(s) (%s); at most one such line every %.0f s"
+        record.args = (self._since_summary, kinds, self.interval_s)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        self._since_summary, self._kinds, self._last_summary = 0, {}, now
+        return True
+
+
+_NOISE_FILTER: Final = ClientNoiseFilter()
+
+
+def install_client_noise_filter() -> ClientNoiseFilter:
+    """Attach the process's one `ClientNoiseFilter` to the loggers clients can reach (idempotent)."""
+    for name in CLIENT_NOISE_LOGGERS:
+        target = logging.getLogger(name)
+        if _NOISE_FILTER not in target.filters:
+            target.addFilter(_NOISE_FILTER)
+    return _NOISE_FILTER
 
 
 @web.middleware
@@ -55,6 +135,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     route_name = route.canonical if route is not None else "unmatched"
     try:
         response = await handler(request)
+    except ConnectionError:
+        # The client hung up (e.g. while its body was read): nobody to answer, nothing to log
+        # above debug; aiohttp drops the connection when it cannot write this.
+        log.debug("client went away during %s %s", request.method, route_name)
+        response = problem_response(400, "Bad request", "the connection was lost", code="client_gone")
     except MedledgerError as exc:
         response = problem_from_error(exc)
     except web.HTTPException as exc:
@@ -354,29 +439,48 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return _json(build_openapi())
+    return _json(build_openapi(access_of=request.app[API_AUTH_KEY].access_of))
 
 
 async def get_health_openapi(request: web.Request) -> web.Response:
-    return _json(build_openapi(health=True))
+    return _json(build_openapi(health=True, access_of=request.app[API_AUTH_KEY].access_of))
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=node.config.api.max_body_bytes)
+    """The API: every read route needs the API token or a patient's signed request."""
+    install_client_noise_filter()
+    app = web.Application(
+        middlewares=[problem_middleware, auth_middleware], client_max_size=node.config.api.max_body_bytes
+    )
     app[NODE_KEY] = node
-    app.router.add_post("/v1/txs", post_tx)
-    app.router.add_post("/v1/txs/batch", post_tx_batch)
-    app.router.add_get("/v1/txs/{tx_id}", get_tx)
-    app.router.add_get("/v1/blocks", get_blocks)
-    app.router.add_get("/v1/blocks/{height}", get_block)
-    app.router.add_get("/status", get_status)
+    app[API_AUTH_KEY] = ApiAuth(
+        token=load_api_token(node.config.api_token_file),
+        chain_id=node.genesis.chain_id,
+        clock_ms=node.clock_ms,
+    )
+    is_health = isinstance(node.app.inner if isinstance(node.app, GovernedApp) else node.app, HealthApp)
+    # Who may call what: the one table of the core routes (the health routes have their own).
+    add_route(app, "POST", "/v1/auth/challenge", post_challenge, Access.PUBLIC)
+    add_route(app, "POST", "/v1/txs", post_tx, Access.PUBLIC)
+    add_route(app, "POST", "/v1/txs/batch", post_tx_batch, Access.PUBLIC)
+    add_route(app, "GET", "/v1/txs/{tx_id}", get_tx, Access.READER)
+    add_route(app, "GET", "/v1/blocks", get_blocks, Access.READER)
+    add_route(app, "GET", "/v1/blocks/{height}", get_block, Access.READER)
+    add_route(app, "GET", "/status", get_status, Access.READER)
+    add_route(app, "GET", "/openapi.json", get_health_openapi if is_health else get_openapi, Access.PUBLIC)
+    add_proof_routes(app, node)
+    if is_health:
+        add_health_routes(app, node)
+    return app
+
+
+def build_ops_app(node: Node) -> web.Application:
+    """The operations endpoints, without credentials, for the `[api] ops_host:ops_port` address."""
+    install_client_noise_filter()
+    app = web.Application(middlewares=[problem_middleware], client_max_size=1024)
+    app[NODE_KEY] = node
     app.router.add_get("/livez", get_livez)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)
-    add_proof_routes(app, node)
-    if isinstance(node.app.inner if isinstance(node.app, GovernedApp) else node.app, HealthApp):
-        add_health_routes(app, node)
-        app.router.add_get("/openapi.json", get_health_openapi)
-    else:
-        app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_get("/status", get_status)
     return app

@@ -47,8 +47,10 @@ from medledger.health.sdk import (
 from medledger.health.types import ROLES, compute_patient_id
 from medledger.network.sim import FaultKind, TimeSkew
 from medledger.node.config import (
+    API_TOKEN_FILE,
     APPS,
     ENV_PASSPHRASE,
+    OPS_PORT_DEFAULT,
     NodeConfig,
     load_config,
     read_passphrase,
@@ -60,6 +62,7 @@ from medledger.node.run import api_address_path, build_chain_app, run_node
 from medledger.node.simulate import build_config
 from medledger.node.simulate import simulate as run_simulation_summary
 from medledger.node.testnet import cluster_down, cluster_up, create_testnet, read_cluster
+from medledger.node.tls import CERT_FILE
 
 DEFAULT_API_PORT = 26657
 
@@ -247,6 +250,22 @@ def keys_import(
     show_default=True,
     help="With --app health: this node's institution role.",
 )
+@click.option(
+    "--ops-port",
+    type=click.IntRange(0, 65535),
+    default=OPS_PORT_DEFAULT,
+    show_default=True,
+    help="Port of the operations endpoints (/livez, /readyz, /metrics, /status) on loopback.",
+)
+@click.option(
+    "--tls", is_flag=True, help="Make a self-signed certificate (tls_cert.pem) and serve the API over TLS."
+)
+@click.option(
+    "--tls-host",
+    "tls_hosts",
+    multiple=True,
+    help="With --tls: another host name or IP the certificate names (repeatable; loopback always).",
+)
 def init(
     home: Path,
     name: str,
@@ -257,8 +276,11 @@ def init(
     force: bool,
     app: str,
     role: str,
+    ops_port: int,
+    tls: bool,
+    tls_hosts: tuple[str, ...],
 ) -> None:
-    """Create a node home: key file, single-validator genesis and config.toml."""
+    """Create a node home: key file, single-validator genesis, API token and config.toml."""
     passphrase = passphrase_file.read_bytes().rstrip(b"\r\n") if passphrase_file else None
     if passphrase is None and ENV_PASSPHRASE in os.environ:
         passphrase = os.environ[ENV_PASSPHRASE].encode()
@@ -273,6 +295,9 @@ def init(
             force=force,
             app=app,
             role=role,
+            tls=tls,
+            tls_hosts=tls_hosts,
+            ops_port=ops_port,
         )
     except MedledgerError as exc:
         _fail(exc.message)
@@ -292,7 +317,11 @@ def init(
     click.echo(f"initialised {result.home}")
     click.echo(f"  node:       {name} (validator {public.fingerprint()})")
     click.echo(f"  chain id:   {chain_id}")
-    click.echo(f"  api:        http://127.0.0.1:{api_port}")
+    scheme = "https" if tls else "http"
+    click.echo(f"  api:        {scheme}://127.0.0.1:{api_port} (token: {result.home / API_TOKEN_FILE})")
+    if tls:
+        click.echo(f"  tls:        self-signed; clients pin {result.home / CERT_FILE} as their CA file")
+    click.echo(f"  operations: http://127.0.0.1:{ops_port} (/livez /readyz /metrics /status)")
     click.echo(f"start it with: medledger start --home {result.home}")
 
 
@@ -302,11 +331,25 @@ def init(
 @click.option(
     "--api-port", type=click.IntRange(0, 65535), default=None, help="Override [api] port (0: any free port)."
 )
+@click.option("--ops-host", default=None, help="Override [api] ops_host.")
+@click.option(
+    "--ops-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Override [api] ops_port (0: any free port).",
+)
 @click.option("--block-interval-ms", type=click.IntRange(1, 60_000), default=None)
-def start(home: Path, api_host: str | None, api_port: int | None, block_interval_ms: int | None) -> None:
+def start(
+    home: Path,
+    api_host: str | None,
+    api_port: int | None,
+    ops_host: str | None,
+    ops_port: int | None,
+    block_interval_ms: int | None,
+) -> None:
     """Run the node in the foreground until SIGINT/SIGTERM."""
     overrides: dict[str, dict[str, Any]] = {
-        "api": {"host": api_host, "port": api_port},
+        "api": {"host": api_host, "port": api_port, "ops_host": ops_host, "ops_port": ops_port},
         "consensus": {"block_interval_ms": block_interval_ms},
     }
     try:
@@ -322,39 +365,56 @@ def start(home: Path, api_host: str | None, api_port: int | None, block_interval
         _fail(exc.message)
 
 
-def _api_url(home: Path | None, url: str | None) -> str:
+def _ops_url(home: Path | None, url: str | None) -> str:
+    """The operations address: --url, else the running node's `api.json`, else its config."""
     if url:
         return url.rstrip("/")
     if home is None:
-        return f"http://127.0.0.1:{DEFAULT_API_PORT}"
+        return f"http://127.0.0.1:{OPS_PORT_DEFAULT}"
     address = api_address_path(home)
     if address.exists():
         try:
-            return str(json.loads(address.read_text(encoding="utf-8"))["url"])
+            return str(json.loads(address.read_text(encoding="utf-8"))["ops_url"])
         except (ValueError, KeyError, OSError):
             pass
     try:
-        return load_config(home).api_url
+        return load_config(home).ops_url
     except MedledgerError as exc:
         _fail(exc.message)
         raise AssertionError("unreachable") from None
 
 
-def fetch_json(url: str, timeout_s: float = 5.0) -> Any:
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - our node
+def _home_token(home: Path | None) -> str | None:
+    """The API token in `home`, if there is one (sent when `status --url` names the API)."""
+    if home is None:
+        return None
+    with contextlib.suppress(OSError, MedledgerError):
+        return load_config(home).api_token_file.read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def fetch_json(url: str, timeout_s: float = 5.0, *, token: str | None = None) -> Any:
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - our node
     with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
         return json.loads(response.read())
 
 
 @main.command()
 @click.option("--home", type=click.Path(path_type=Path, file_okay=False), default=None)
-@click.option("--url", default=None, help="The node's API URL (default: from --home).")
+@click.option(
+    "--url",
+    default=None,
+    help="The node's operations URL (default: from --home); or its API URL, with --home for the token.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON status.")
 def status(home: Path | None, url: str | None, as_json: bool) -> None:
-    """Ask a running node for its status over HTTP (never opens its store)."""
-    base = _api_url(home, url)
+    """Ask a running node for its status on its operations address (never opens its store)."""
+    base = _ops_url(home, url)
     try:
-        data = fetch_json(f"{base}/status")
+        data = fetch_json(f"{base}/status", token=_home_token(home) if url else None)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         _fail(f"cannot reach the node at {base}: {getattr(exc, 'reason', exc)}")
         return
@@ -538,6 +598,7 @@ def rebuild(home: Path, force: bool) -> None:
     show_default=True,
     help="With --app health: institution roles, comma-separated, repeated over the validators.",
 )
+@click.option("--tls", is_flag=True, help="Give each node a self-signed certificate; APIs serve TLS.")
 def testnet(
     validators: int,
     observers: int,
@@ -547,6 +608,7 @@ def testnet(
     base_port: int,
     app: str,
     roles: str,
+    tls: bool,
 ) -> None:
     """Create node homes for a local network sharing one genesis (loopback ports)."""
     cycle = [r.strip() for r in roles.split(",") if r.strip()] or ["clinic"]
@@ -560,13 +622,17 @@ def testnet(
             base_port=base_port,
             app=app,
             roles=[cycle[i % len(cycle)] for i in range(validators)] if app == "health" else None,
+            tls=tls,
         )
     except MedledgerError as exc:
         _fail(exc.message)
         return
     for node in nodes:
         role = "validator" if node.validator else "observer"
-        click.echo(f"{node.name:<12} {role:<9} api :{node.api_port}  p2p :{node.p2p_port}  {node.home}")
+        click.echo(
+            f"{node.name:<12} {role:<9} api :{node.api_port}  p2p :{node.p2p_port}  "
+            f"ops :{node.ops_port}  {node.home}"
+        )
     click.echo(f"start them with: medledger cluster up --dir {out}")
 
 
@@ -616,7 +682,7 @@ def cluster_status_command(directory: Path) -> None:
     click.echo(f"{'node':<12} {'height':>7} {'round':>5} {'peers':>5} {'lag':>4}  last commit")
     for name, entry in record.items():
         try:
-            data = fetch_json(f"{entry['url']}/status", timeout_s=3.0)
+            data = fetch_json(f"{entry.get('ops_url', '')}/status", timeout_s=3.0)
         except (urllib.error.URLError, OSError, ValueError):
             click.echo(f"{name:<12} {'down':>7}")
             continue
@@ -703,6 +769,15 @@ def _patient_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes
     multiple=True,
     help="Another node's URL, asked whether the chain goes on beyond what --url serves (repeatable).",
 )
+@click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Trust this CA (or the node's self-signed tls_cert.pem) for an https:// node.",
+)
+@click.option(
+    "--insecure-http", is_flag=True, help="Allow plain http:// to a node that is not on this machine."
+)
 @click.pass_context
 def patient(
     ctx: click.Context,
@@ -712,6 +787,8 @@ def patient(
     for_patient: str | None,
     genesis_hash: str | None,
     witnesses: tuple[str, ...],
+    ca_file: Path | None,
+    insecure_http: bool,
 ) -> None:
     """The patient's client: own keys, local decryption, locally signed decisions.
 
@@ -734,6 +811,8 @@ def patient(
         "for_patient": for_patient,
         "genesis": pinned,
         "witnesses": witnesses,
+        "ca_file": ca_file,
+        "insecure_http": insecure_http,
     }
 
 
@@ -776,9 +855,19 @@ def _client(ctx: click.Context, *, first_use: bool = False) -> PatientClient:
             patient_id = bytes.fromhex(obj["for_patient"])
         except ValueError:
             _fail("--for-patient must be a hex patient id")
-    return PatientClient(
-        obj["url"], identity, patient_id=patient_id, genesis_hash=genesis_hash, witnesses=obj["witnesses"]
-    )
+    try:
+        return PatientClient(
+            obj["url"],
+            identity,
+            patient_id=patient_id,
+            genesis_hash=genesis_hash,
+            witnesses=obj["witnesses"],
+            ca_file=obj["ca_file"],
+            insecure_http=obj["insecure_http"],
+        )
+    except MedledgerError as exc:
+        _fail(exc.message)
+        raise AssertionError("unreachable") from None
 
 
 def _run(action: Callable[[], None]) -> None:

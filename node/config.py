@@ -22,8 +22,10 @@ CONFIG_FILE: Final = "config.toml"
 ENV_PREFIX: Final = "MEDLEDGER_"
 ENV_PASSPHRASE: Final = "MEDLEDGER_KEY_PASSPHRASE"
 APPS: Final = ("kv-fixture", "health")
-#: The file (in the node's home) holding the institution API's bearer token (health nodes).
+#: The file (in the node's home) holding the API's bearer token (the institution and its operator).
 API_TOKEN_FILE: Final = "api_token"
+#: Default port of the operations endpoints (`/livez`, `/readyz`, `/metrics`, `/status`).
+OPS_PORT_DEFAULT: Final = 26660
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,6 +44,15 @@ class ApiSection:
     host: str = "127.0.0.1"
     port: int = 26657
     max_body_bytes: int = 48 * 1024 * 1024
+    #: File holding the bearer token of the institution and its operator (mode 0600, one line).
+    token_file: str = API_TOKEN_FILE
+    #: PEM certificate chain and private key: with both, the API is served over TLS only.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: The operations endpoints' own address (no credentials: keep it on loopback or a
+    #: management network).
+    ops_host: str = "127.0.0.1"
+    ops_port: int = OPS_PORT_DEFAULT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,15 +82,17 @@ class MempoolSection:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HealthSection:
-    """The health application's institution API (only read when `[node] app = "health"`)."""
+    """The health application's settings (only read when `[node] app = "health"`)."""
 
-    #: File holding the bearer token institution clients must send (mode 0600, one line).
+    #: Deprecated: the token is `[api] token_file`; a value here (other than the default) still
+    #: names the token file, so that homes made before the move keep working.
     api_token_file: str = API_TOKEN_FILE
 
 
 _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("api", "port"): (0, 65535),
     ("api", "max_body_bytes"): (1024, 1024 * 1024 * 1024),
+    ("api", "ops_port"): (0, 65535),
     ("consensus", "block_interval_ms"): (1, 60_000),
     ("consensus", "max_block_txs"): (1, BLOCK_TXS_MAX),
     ("consensus", "max_block_bytes"): (1024, BLOCK_BYTES_MAX),
@@ -91,6 +104,8 @@ _CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("node", "app"): APPS,
     ("node", "log_level"): ("debug", "info", "warning", "error"),
 }
+#: String settings that may be empty (empty: the feature is off).
+_MAY_BE_EMPTY: Final = frozenset({("api", "tls_cert"), ("api", "tls_key")})
 _SECTIONS: Final[dict[str, type[Any]]] = {
     "node": NodeSection,
     "api": ApiSection,
@@ -130,11 +145,35 @@ class NodeConfig:
 
     @property
     def api_token_file(self) -> Path:
-        return self.resolve(self.health.api_token_file)
+        if self.health.api_token_file != API_TOKEN_FILE:
+            return self.resolve(self.health.api_token_file)
+        return self.resolve(self.api.token_file)
+
+    @property
+    def uses_tls(self) -> bool:
+        return bool(self.api.tls_cert)
+
+    @property
+    def tls_cert_file(self) -> Path:
+        return self.resolve(self.api.tls_cert)
+
+    @property
+    def tls_key_file(self) -> Path:
+        return self.resolve(self.api.tls_key)
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.api.host}:{self.api.port}"
+        scheme = "https" if self.uses_tls else "http"
+        return f"{scheme}://{_url_host(self.api.host)}:{self.api.port}"
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://{_url_host(self.api.ops_host)}:{self.api.ops_port}"
+
+
+def _url_host(host: str) -> str:
+    """`host` as it goes in a URL (an IPv6 literal in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _coerce(section: str, key: str, value: Any, expected: type[Any], source: str) -> Any:
@@ -156,6 +195,8 @@ def _coerce(section: str, key: str, value: Any, expected: type[Any], source: str
         low, high = _BOUNDS.get((section, key), (0, 2**63))
         if not low <= value <= high:
             raise ConfigError(f"{where}: expected an integer in [{low}, {high}], got {value}")
+        return value
+    if isinstance(value, str) and not value and (section, key) in _MAY_BE_EMPTY:
         return value
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
@@ -215,7 +256,22 @@ def load_config(
             if flag is not None:
                 values[key] = _coerce(name, key, flag, expected, "command line")
         sections[name] = cls(**values)
-    return NodeConfig(home=home, **sections)
+    config = NodeConfig(home=home, **sections)
+    _validate(config, str(path))
+    return config
+
+
+def _validate(config: NodeConfig, source: str) -> None:
+    """Checks across settings, once every source is applied."""
+    api = config.api
+    if bool(api.tls_cert) != bool(api.tls_key):
+        raise ConfigError(f"{source}: [api] tls_cert and tls_key go together (set both, or neither)")
+    same_host = api.ops_host == api.host or "0.0.0.0" in (api.ops_host, api.host)  # noqa: S104 - a comparison
+    if same_host and api.ops_port == api.port and api.port != 0:
+        raise ConfigError(
+            f"{source}: [api] ops_port {api.ops_port} is the API's port: the operations endpoints "
+            "need an address of their own"
+        )
 
 
 def render_config(
@@ -227,6 +283,9 @@ def render_config(
     p2p_port: int = 26656,
     peers: tuple[str, ...] = (),
     observers: tuple[str, ...] = (),
+    ops_port: int = OPS_PORT_DEFAULT,
+    tls_cert: str = "",
+    tls_key: str = "",
 ) -> str:
     """The commented `config.toml` that `medledger init` writes."""
     peers_toml = ", ".join(f'"{p}"' for p in peers)
@@ -236,6 +295,9 @@ def render_config(
         name=name,
         app=app,
         api_port=api_port,
+        ops_port=ops_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         block_interval_ms=block_interval_ms,
         p2p_port=p2p_port,
         peers=peers_toml,
@@ -265,6 +327,17 @@ log_level = "info"
 host = "127.0.0.1"
 port = {api_port}
 max_body_bytes = 50331648
+# Every read route needs a credential: this bearer token (the institution running the node and its
+# operator's tools; `Authorization: Bearer <token>`; mode 0600) or a patient's signed request.
+token_file = "api_token"
+# TLS: a PEM certificate chain and its private key (both, or neither: plain HTTP). `medledger init
+# --tls` writes a self-signed pair; for a real certificate see README.md ("TLS").
+tls_cert = "{tls_cert}"
+tls_key = "{tls_key}"
+# The operations endpoints (/livez, /readyz, /metrics, /status) answer here without credentials,
+# never on the API's address: keep this on loopback or a management network.
+ops_host = "127.0.0.1"
+ops_port = {ops_port}
 
 [consensus]
 # A block is committed this often while transactions are pending.
@@ -289,9 +362,7 @@ observers = [{observers}]
 
 _HEALTH_TEMPLATE = """
 [health]
-# The bearer token institution clients send (`Authorization: Bearer <token>`) to this node's
-# institution API; the file is written with mode 0600 by `medledger init` / `testnet`.
-api_token_file = "api_token"
+# The institution API (/v1/health/institution/...) takes the [api] token_file token.
 """
 
 

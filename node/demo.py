@@ -303,7 +303,7 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
                 f"log: {node.home / 'node.log'}"
             )
         echo("Try:")
-        echo(f"  curl {urls[0]}/status")
+        echo(f'  curl -H "Authorization: Bearer $(cat {nodes[0].home / "api_token"})" {urls[0]}/status')
         echo(
             f"  .venv/bin/medledger patient --key {key_path} --passphrase-file {home / PATIENT_PASSPHRASE} "
             f"--url {urls[-1]} audit"

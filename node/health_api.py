@@ -4,16 +4,18 @@ Two audiences, one node:
 
 - **Institutions** (`/v1/health/institution/...`): the node acts as the institution whose signing
   key is its node key (registered in the genesis `app_state`). Every call carries
-  `Authorization: Bearer <token>` with the token from the node's `[health] api_token_file`
+  `Authorization: Bearer <token>` with the token from the node's `[api] token_file`
   (compared in constant time); a missing or wrong token is a 401. The node validates plaintext
   FHIR, encrypts and signs records with the institution's keys, files inquiries, and decrypts the
   records the institution may read, writing a read receipt on the ledger before it returns any
   plaintext. A read without a live grant is a 403 and nothing is decrypted.
-- **Patients' clients** (`/v1/health/patients/{patient_id}/...`, `/v1/health/institutions`): no
-  token. Patients act through transactions they sign on their own device (`POST /v1/txs`); what
-  they read here is what every node already holds in the clear or encrypted (public keys, record
-  ciphertexts, inquiries, grants, audit events, each with its canonical encoding so the client
-  can decode and check it itself). The same data is in the blocks at `/v1/blocks`.
+- **Patients' clients** (`/v1/health/patients/{patient_id}/...`, `/v1/health/institutions`): a
+  patient's signed request (`medledger.node.auth`: a challenge signed with the patient's key, or a
+  representative's); a patient reads only their own `{patient_id}`, the institution list is open
+  to every registered patient. Patients act through transactions they sign on their own device
+  (`POST /v1/txs`); what they read here is what every node holds (public keys, record
+  ciphertexts, inquiries, grants, audit events, each with its canonical encoding so the client can
+  decode and check it itself). The node's API token reads these routes too (it is the operator's).
 
 Handlers parse, check and hand over to the `Node`; problems are `application/problem+json`.
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -63,7 +64,8 @@ from medledger.health.types import (
     Scope,
     is_grant_live,
 )
-from medledger.node.errors import BadRequestError, ConfigError, NodeError
+from medledger.node.auth import API_AUTH_KEY, Access, add_route
+from medledger.node.errors import BadRequestError, NodeError
 from medledger.node.node import Node
 from medledger.node.problems import problem_response
 
@@ -105,10 +107,9 @@ class ApiProblem(NodeError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HealthService:
-    """What the routes need: the node, the token, and the registered institutions (genesis)."""
+    """What the routes need: the node and the registered institutions (genesis)."""
 
     node: Node
-    api_token: str
     institutions: dict[bytes, Institution]
 
     @property
@@ -121,17 +122,6 @@ class HealthService:
 
 
 HEALTH_KEY: Final = web.AppKey("health", HealthService)
-
-
-def load_api_token(node: Node) -> str:
-    path = node.config.api_token_file
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{path}: the institution API token cannot be read ({exc.strerror})") from None
-    if len(token) < 16:
-        raise ConfigError(f"{path}: the institution API token must be at least 16 characters")
-    return token
 
 
 # --- request parsing ----------------------------------------------------------------------------
@@ -406,6 +396,8 @@ def _problem(exc: ApiProblem) -> web.Response:
 
 
 def public_route(handler: Handler) -> Handler:
+    """A patient-facing read; who may call it is the route table's `Access` (checked before)."""
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
@@ -416,22 +408,11 @@ def public_route(handler: Handler) -> Handler:
 
 
 def institution_route(handler: Handler) -> Handler:
-    """Checks the bearer token, then that this node is a registered institution."""
+    """The institution API (`Access.TOKEN`, checked before): this node must be an institution."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         service = request.app[HEALTH_KEY]
         try:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), service.api_token.encode()
-            ):
-                raise ApiProblem(
-                    401,
-                    "Unauthorized",
-                    "send the institution API token as `Authorization: Bearer <token>`",
-                    code="unauthorized",
-                    headers={"WWW-Authenticate": 'Bearer realm="medledger institution API"'},
-                )
             if service.me is None:
                 raise ApiProblem(
                     403,
@@ -448,6 +429,12 @@ def institution_route(handler: Handler) -> Handler:
             )
 
     return wrapped
+
+
+def is_patient_signer(state: StateReader, signer: bytes, patient_id: bytes) -> bool:
+    """Whether `signer` may act for `patient_id`: the registered patient's key or a representative's."""
+    patient = st.get_patient(state, patient_id)
+    return patient is not None and (signer == patient.sign_key or signer in patient.representatives)
 
 
 def _me(request: web.Request) -> tuple[HealthService, Institution]:
@@ -736,18 +723,31 @@ async def get_patient_audit(request: web.Request) -> web.Response:
 def add_health_routes(app: web.Application, node: Node) -> None:
     """Register the health routes on the node's API (called by `build_app` for health nodes)."""
     institutions = {i.sign_key: i for i in decode_genesis(node.genesis.app_state).institutions}
-    app[HEALTH_KEY] = HealthService(node=node, api_token=load_api_token(node), institutions=institutions)
-    router = app.router
-    router.add_get("/v1/health/institution", institution_route(get_me))
-    router.add_post("/v1/health/institution/records", institution_route(post_record))
-    router.add_get("/v1/health/institution/records", institution_route(list_records))
-    router.add_get("/v1/health/institution/records/{record_id}", institution_route(read_record))
-    router.add_post("/v1/health/institution/inquiries", institution_route(post_inquiry))
-    router.add_get("/v1/health/institution/inquiries", institution_route(list_inquiries))
-    router.add_get("/v1/health/institution/audit", institution_route(get_institution_audit))
-    router.add_get("/v1/health/institutions", public_route(list_institutions))
-    router.add_get("/v1/health/patients/{patient_id}", public_route(get_patient))
-    router.add_get("/v1/health/patients/{patient_id}/records", public_route(get_patient_records))
-    router.add_get("/v1/health/patients/{patient_id}/inquiries", public_route(get_patient_inquiries))
-    router.add_get("/v1/health/patients/{patient_id}/grants", public_route(get_patient_grants))
-    router.add_get("/v1/health/patients/{patient_id}/audit", public_route(get_patient_audit))
+    app[HEALTH_KEY] = HealthService(node=node, institutions=institutions)
+    app[API_AUTH_KEY].patient_check = lambda signer, patient_id: is_patient_signer(
+        node.store, signer, patient_id
+    )
+    # Who may call what (`medledger.node.auth.Access`): the health routes' table.
+    institution: list[tuple[str, str, Handler]] = [
+        ("GET", "/v1/health/institution", get_me),
+        ("POST", "/v1/health/institution/records", post_record),
+        ("GET", "/v1/health/institution/records", list_records),
+        ("GET", "/v1/health/institution/records/{record_id}", read_record),
+        ("POST", "/v1/health/institution/inquiries", post_inquiry),
+        ("GET", "/v1/health/institution/inquiries", list_inquiries),
+        ("GET", "/v1/health/institution/audit", get_institution_audit),
+    ]
+    for method, path, handler in institution:
+        add_route(app, method, path, institution_route(handler), Access.TOKEN)
+    add_route(app, "GET", "/v1/health/institutions", public_route(list_institutions), Access.READER)
+    patient: list[tuple[str, Handler]] = [
+        ("", get_patient),
+        ("/records", get_patient_records),
+        ("/inquiries", get_patient_inquiries),
+        ("/grants", get_patient_grants),
+        ("/audit", get_patient_audit),
+    ]
+    for suffix, handler in patient:
+        add_route(
+            app, "GET", f"/v1/health/patients/{{patient_id}}{suffix}", public_route(handler), Access.PATIENT
+        )

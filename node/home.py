@@ -17,9 +17,11 @@ from medledger.chain.types import Genesis, Validator, ValidatorSet
 from medledger.crypto import Identity, save_identity
 from medledger.health.app import encode_genesis
 from medledger.health.types import ROLES, HealthGenesis, Institution
-from medledger.node.config import API_TOKEN_FILE, CONFIG_FILE, render_config
+from medledger.node.config import API_TOKEN_FILE, CONFIG_FILE, OPS_PORT_DEFAULT, render_config
 from medledger.node.errors import ConfigError
 from medledger.node.genesis_file import save_genesis
+from medledger.node.tls import CERT_FILE, create_self_signed_certificate
+from medledger.node.tls import KEY_FILE as TLS_KEY_FILE
 
 KEY_FILE = "node_key.json"
 PASSPHRASE_FILE = "node_key.passphrase"
@@ -44,7 +46,7 @@ def write_secret_file(path: Path, data: bytes) -> None:
 
 
 def write_api_token(home: Path) -> str:
-    """A fresh institution API token in `home/api_token` (mode 0600); returns it."""
+    """A fresh API token in `home/api_token` (mode 0600); returns it."""
     token = secrets.token_urlsafe(32)
     write_secret_file(home / API_TOKEN_FILE, token.encode() + b"\n")
     return token
@@ -78,11 +80,15 @@ def init_home(
     key_memlimit: int | None = None,
     app: str = "kv-fixture",
     role: str = "clinic",
+    tls: bool = False,
+    tls_hosts: Sequence[str] = (),
+    ops_port: int | None = None,
 ) -> InitResult:
     """Create a single-validator node home. Refuses to replace anything unless `force`.
 
-    With `app` "health" the genesis registers this node as an institution with `role` and an
-    institution API token is written to `api_token` (mode 0600).
+    With `app` "health" the genesis registers this node as an institution with `role`. An API
+    token is written to `api_token` (mode 0600). With `tls`, a self-signed certificate for
+    loopback and `tls_hosts` is made and the API is configured to serve TLS with it.
 
     With `passphrase` None a random one is generated and written to the passphrase file; with
     `force`, an existing data directory is moved aside (never deleted).
@@ -123,10 +129,21 @@ def init_home(
         app_state=compute_health_app_state([(name, role, identity)]) if app == "health" else b"",
     )
     save_genesis(genesis_path, genesis)
-    if app == "health":
-        write_api_token(home)
+    write_api_token(home)
+    if tls:
+        create_self_signed_certificate(
+            home / CERT_FILE, home / TLS_KEY_FILE, common_name=name, hosts=tls_hosts
+        )
     config_path.write_text(
-        render_config(name, api_port=api_port, block_interval_ms=block_interval_ms, app=app),
+        render_config(
+            name,
+            api_port=api_port,
+            block_interval_ms=block_interval_ms,
+            app=app,
+            ops_port=OPS_PORT_DEFAULT if ops_port is None else ops_port,
+            tls_cert=CERT_FILE if tls else "",
+            tls_key=TLS_KEY_FILE if tls else "",
+        ),
         encoding="utf-8",
     )
     return InitResult(home, identity, genesis, written, moved)

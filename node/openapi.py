@@ -1,12 +1,20 @@
 """The OpenAPI 3.0 document the node serves at `/openapi.json`: every route of `api.py`, and on
-health nodes every route of `health_api.py`."""
+health nodes every route of `health_api.py`.
+
+Who may call each operation is not restated here: `build_openapi` takes the API's route table
+(`medledger.node.auth`) and derives each operation's `security` and its 401/403 answers from it.
+The operations endpoints (`/livez`, `/readyz`, `/metrics`, `/status` without credentials) are on
+their own address and not part of this document.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from medledger import __version__
 from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX
+from medledger.health.auth import CHALLENGE_SIZE, CHALLENGE_TTL_MS, SIGNATURE_SCHEME
 from medledger.health.types import (
     INQUIRY_TTL_MS_MAX,
     PURPOSES,
@@ -14,6 +22,7 @@ from medledger.health.types import (
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
 )
+from medledger.node.auth import Access
 from medledger.node.proof_api import proof_openapi_paths
 
 _HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -50,25 +59,74 @@ _SUBMIT_ERRORS = {
 }
 
 
-def build_openapi(*, health: bool = False) -> dict[str, Any]:
-    """The document; with `health`, also the health application's routes (`health_api.py`)."""
+_SECURITY_SCHEMES: dict[str, Any] = {
+    "apiToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The node's API token (the file `[api] token_file` in its home): the "
+        "institution running the node and its operator's tools. It reads every route.",
+    },
+    "patientSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": f"A patient's signed request: `{SIGNATURE_SCHEME} key=<hex>, patient=<hex>, "
+        "challenge=<hex>, time=<ms>, signature=<hex>`, an ed25519 signature (by the patient's key or "
+        'a representative\'s) over the canonical msgpack array ["medledger/api-request/v1", chain '
+        "id, challenge, method, path with query, time, key, patient id]. The challenge comes from "
+        f"POST /v1/auth/challenge, is used once and expires after {CHALLENGE_TTL_MS} ms; the time is "
+        "the client's clock. A patient reads their own /v1/health/patients/{patient_id}/... routes "
+        "and the routes a light client needs (blocks, transactions, status, institutions).",
+    },
+}
+_SECURITY_BY_ACCESS: dict[Access, list[dict[str, list[str]]]] = {
+    Access.PUBLIC: [],
+    Access.TOKEN: [{"apiToken": []}],
+    Access.READER: [{"apiToken": []}, {"patientSignature": []}],
+    Access.PATIENT: [{"apiToken": []}, {"patientSignature": []}],
+}
+_REFUSALS: dict[Access, dict[str, Any]] = {
+    Access.TOKEN: {
+        "401": _problem("No credentials, or a wrong API token."),
+        "403": _problem("A patient's signature (this route needs the API token), or not allowed."),
+    },
+    Access.READER: {
+        "401": _problem("No credentials, a wrong token, or a bad, replayed or expired signed request."),
+        "403": _problem("The signer is not a registered patient or one of their representatives."),
+    },
+    Access.PATIENT: {
+        "401": _problem("No credentials, a wrong token, or a bad, replayed or expired signed request."),
+        "403": _problem("Another patient's data, or the signer acts for no registered patient."),
+    },
+}
+AccessOf = Callable[[str, str], Access]
+
+
+def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) -> dict[str, Any]:
+    """The document; with `health`, also the health application's routes (`health_api.py`).
+
+    `access_of(method, path)` gives each operation's access level (the API's route table); each
+    operation's `security` and 401/403 answers follow from it.
+    """
     document = _build_core()
     document["paths"].update(proof_openapi_paths())
     if health:
         document["paths"].update(_health_paths())
         document["components"]["schemas"].update(_health_schemas())
-        document["components"]["securitySchemes"] = {
-            "institutionToken": {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "The institution API token from the node's `[health] api_token_file`.",
-            }
-        }
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
-            "bearer token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "
-            "(public keys, ciphertexts, inquiries, grants, audit events: what every node holds anyway)."
+            "API token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "
+            "(public keys, ciphertexts, inquiries, grants, audit events), each patient their own, "
+            "by signed request."
         )
+    document["components"]["securitySchemes"] = _SECURITY_SCHEMES
+    document["security"] = _SECURITY_BY_ACCESS[Access.READER]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            access = access_of(method.upper(), path) if access_of is not None else Access.READER
+            operation["security"] = _SECURITY_BY_ACCESS[access]
+            for status, answer in _REFUSALS.get(access, {}).items():
+                operation["responses"].setdefault(status, answer)
     return document
 
 
@@ -78,8 +136,11 @@ def _build_core() -> dict[str, Any]:
         "info": {
             "title": "medledger node API",
             "version": __version__,
-            "description": "Submit signed transactions, read blocks and the node's status. Every error "
-            "is application/problem+json (RFC 9457).",
+            "description": "Submit signed transactions, read blocks and the node's status. Every read "
+            "needs the node's API token or a patient's signed request (see the security schemes); "
+            "the operations endpoints (/livez, /readyz, /metrics, /status) are served without "
+            "credentials on the node's separate operations address. Every error is "
+            "application/problem+json (RFC 9457).",
         },
         "paths": {
             "/v1/txs": {
@@ -190,32 +251,13 @@ def _build_core() -> dict[str, Any]:
                     "responses": {"200": _ok("Status.", {"$ref": "#/components/schemas/Status"})},
                 }
             },
-            "/livez": {
-                "get": {
-                    "operationId": "getLivez",
-                    "summary": "The process is alive.",
-                    "responses": {"200": _ok("Alive.", {"type": "object"})},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "getReadyz",
-                    "summary": "The node is ready to serve (store open, producing).",
+            "/v1/auth/challenge": {
+                "post": {
+                    "operationId": "createChallenge",
+                    "summary": "A fresh challenge for one signed request (single use, short-lived).",
                     "responses": {
-                        "200": _ok("Ready.", {"type": "object"}),
-                        "503": _ok("Not ready.", {"type": "object"}),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "getMetrics",
-                    "summary": "Prometheus metrics.",
-                    "responses": {
-                        "200": {
-                            "description": "Metrics",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        "201": _ok("The challenge.", {"$ref": "#/components/schemas/Challenge"}),
+                        "429": _problem("Too many outstanding challenges from this client."),
                     },
                 }
             },
@@ -295,6 +337,16 @@ def _build_core() -> dict[str, Any]:
                         "commit": {"type": "object"},
                     },
                 },
+                "Challenge": {
+                    "type": "object",
+                    "required": ["challenge", "expires_ms", "chain_id", "scheme"],
+                    "properties": {
+                        "challenge": {"type": "string", "pattern": f"^[0-9a-f]{{{2 * CHALLENGE_SIZE}}}$"},
+                        "expires_ms": {"type": "integer"},
+                        "chain_id": {"type": "string"},
+                        "scheme": {"type": "string", "enum": [SIGNATURE_SCHEME]},
+                    },
+                },
                 "Status": {
                     "type": "object",
                     "required": ["node", "chain_id", "height"],
@@ -334,9 +386,9 @@ _WRITE_WAIT = {
     "description": "Wait up to this many milliseconds for the commit (default 10000).",
     "schema": {"type": "integer", "minimum": 0, "maximum": 30000},
 }
-_SECURED: list[dict[str, list[str]]] = [{"institutionToken": []}]
+_SECURED: list[dict[str, list[str]]] = [{"apiToken": []}]
 _AUTH_ERRORS = {
-    "401": _problem("Missing or wrong institution token."),
+    "401": _problem("Missing or wrong API token."),
     "403": _problem("Not allowed (this node is no institution, or holds no live grant)."),
 }
 _HEX64_OR_EMPTY = {"type": "string", "pattern": "^([0-9a-f]{64})?$"}

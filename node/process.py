@@ -1,9 +1,10 @@
 """Node processes on this machine: start, wait until ready, stop or kill.
 
-Used by the tests (every process a test starts, the test stops), the benchmarks, and later the
-local cluster launcher. A node is started as `python -m medledger.node.cli start` with its own
-home, on loopback, on a free port (`--api-port 0`; the node writes the bound URL to `api.json`).
-Readiness is a condition polled with a deadline, never a fixed sleep.
+Used by the tests (every process a test starts, the test stops), the benchmarks, and the local
+cluster launcher. A node is started as `python -m medledger.node.cli start` with its own home, on
+loopback, on free ports (`--api-port 0 --ops-port 0`; the node writes the bound URLs to
+`api.json`). Readiness is `/readyz` on the operations address, polled with a deadline, never a
+fixed sleep; `get_json` reads the API with the token from the node's home.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,8 +22,10 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from medledger.node.config import API_TOKEN_FILE
 from medledger.node.errors import NodeError
 from medledger.node.run import api_address_path
+from medledger.node.tls import CERT_FILE
 
 POLL_INTERVAL_S = 0.05
 
@@ -45,6 +49,7 @@ class NodeProcess:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.ops_url = ""
         self._log: IO[bytes] | None = None
 
     @property
@@ -60,7 +65,7 @@ class NodeProcess:
         env.update(self.env or {})
         argv = [sys.executable, "-m", "medledger.node.cli", "start", "--home", str(self.home)]
         if not self.use_config_ports:
-            argv += ["--api-port", "0"]
+            argv += ["--api-port", "0", "--ops-port", "0"]
         self.proc = subprocess.Popen(
             [*argv, *self.extra_args],
             start_new_session=self.detach,  # a cluster outlives the command that started it
@@ -84,9 +89,9 @@ class NodeProcess:
                 with contextlib.suppress(ValueError, KeyError, OSError):
                     data = json.loads(address.read_text(encoding="utf-8"))
                     if data["pid"] == self.proc.pid:
-                        url = str(data["url"])
-                        if _is_ready(url, require_ready):
-                            self.url = url
+                        url, ops_url = str(data["url"]), str(data["ops_url"])
+                        if _is_ready(ops_url, require_ready):
+                            self.url, self.ops_url = url, ops_url
                             return url
             time.sleep(POLL_INTERVAL_S)
         raise NodeError(
@@ -99,8 +104,23 @@ class NodeProcess:
         except OSError:
             return ""
 
+    @property
+    def token(self) -> str:
+        """The node's API token (from its home)."""
+        return (self.home / API_TOKEN_FILE).read_text(encoding="utf-8").strip()
+
     def get_json(self, path: str, timeout_s: float = 10.0) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=timeout_s) as response:  # noqa: S310 - loopback
+        """GET an API route with the node's token (TLS pinned to the home's certificate)."""
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.token}"})  # noqa: S310 - loopback
+        context = None
+        if self.url.startswith("https:"):
+            context = ssl.create_default_context(cafile=str(self.home / CERT_FILE))
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def get_ops_json(self, path: str, timeout_s: float = 10.0) -> Any:
+        """GET an operations route (`/status`, `/readyz`) on the node's operations address."""
+        with urllib.request.urlopen(self.ops_url + path, timeout=timeout_s) as response:  # noqa: S310 - loopback
             return json.loads(response.read())
 
     def stop(self, timeout_s: float = 10.0) -> int:

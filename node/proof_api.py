@@ -29,6 +29,7 @@ from medledger.chain.errors import NotFoundError
 from medledger.chain.integrity import get_validators_at
 from medledger.chain.types import compute_tx_id
 from medledger.crypto import compute_merkle_proof
+from medledger.node.auth import Access, add_route
 from medledger.node.errors import BadRequestError
 from medledger.node.node import Node
 
@@ -114,9 +115,11 @@ async def get_tx_proof(request: web.Request) -> web.Response:
 def add_proof_routes(app: web.Application, node: Node) -> None:
     """Register the proof routes (one call from `node.api.build_app`)."""
     app[PROOF_NODE_KEY] = node
-    app.router.add_get("/v1/proofs/genesis", get_genesis)
-    app.router.add_get("/v1/proofs/blocks", get_proof_blocks)
-    app.router.add_get("/v1/proofs/txs/{tx_id}", get_tx_proof)
+    # The genesis is public (a client pins it before it has registered, and every institution
+    # holds it); blocks and tx proofs carry every patient's metadata, so they need credentials.
+    add_route(app, "GET", "/v1/proofs/genesis", get_genesis, Access.PUBLIC)
+    add_route(app, "GET", "/v1/proofs/blocks", get_proof_blocks, Access.READER)
+    add_route(app, "GET", "/v1/proofs/txs/{tx_id}", get_tx_proof, Access.READER)
 
 
 _B64: Final = {"type": "string", "format": "byte"}

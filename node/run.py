@@ -1,5 +1,9 @@
 """Running a node process: load config, keys and genesis, serve the API, stop cleanly on signals.
 
+Two listeners: the API on `[api] host:port` (TLS when `[api] tls_cert`/`tls_key` are set) and the
+operations endpoints on `[api] ops_host:ops_port` (plain HTTP, no credentials). Both bound
+addresses go to `HOME/api.json` (`url`, `ops_url`), where tools on this machine find them.
+
 Shutdown order on SIGINT/SIGTERM: stop accepting connections (in-flight requests get up to
 `SHUTDOWN_GRACE_S`), let the block in flight finish its synced write, close LevelDB. A second
 signal is not needed and not special: the first one already bounds the whole sequence.
@@ -23,13 +27,14 @@ from medledger.chain.governance import GovernedApp
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity, KeyFileError, load_identity
 from medledger.health.app import HealthApp
-from medledger.node.api import build_app
+from medledger.node.api import build_app, build_ops_app
 from medledger.node.config import NodeConfig, read_passphrase
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.fixture_app import KeyValueFixtureApp
 from medledger.node.genesis_file import load_genesis
 from medledger.node.node import Node, refusal_message
 from medledger.node.progress import SyncProgressView
+from medledger.node.tls import create_server_ssl_context
 
 log = logging.getLogger("medledger.node")
 
@@ -66,25 +71,40 @@ def api_address_path(home: Path) -> Path:
     return home / API_ADDRESS_FILE
 
 
+def _url(scheme: str, host: str, runner: web.AppRunner, default_port: int) -> str:
+    port = runner.addresses[0][1] if runner.addresses else default_port
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 async def serve(node: Node, stop: asyncio.Event) -> None:
-    """Start `node` and its API, run until `stop` is set, then shut both down in order."""
+    """Start `node`, its API and its operations endpoints; run until `stop`; shut down in order."""
+    config = node.config
+    ssl_context = (
+        create_server_ssl_context(config.tls_cert_file, config.tls_key_file) if config.uses_tls else None
+    )
+    app = build_app(node)  # reads the API token: a missing token fails before the node starts
     await node.start()
-    runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    ops_runner = web.AppRunner(build_ops_app(node), access_log=None, handle_signals=False)
     try:
         await runner.setup()
+        await ops_runner.setup()
+        api = config.api
         site = web.TCPSite(
-            runner, node.config.api.host, node.config.api.port, shutdown_timeout=SHUTDOWN_GRACE_S
+            runner, api.host, api.port, shutdown_timeout=SHUTDOWN_GRACE_S, ssl_context=ssl_context
         )
         await site.start()
-        port = runner.addresses[0][1] if runner.addresses else node.config.api.port
-        url = f"http://{node.config.api.host}:{port}"
+        await web.TCPSite(ops_runner, api.ops_host, api.ops_port, shutdown_timeout=SHUTDOWN_GRACE_S).start()
+        url = _url("https" if ssl_context else "http", api.host, runner, api.port)
+        ops_url = _url("http", api.ops_host, ops_runner, api.ops_port)
         address_file = api_address_path(node.config.home)
-        address = {"url": url, "pid": os.getpid(), "p2p_url": node.p2p_url}
+        address = {"url": url, "ops_url": ops_url, "pid": os.getpid(), "p2p_url": node.p2p_url}
         address_file.write_text(json.dumps(address) + "\n", encoding="utf-8")
         log.info(
-            "node %s serving %s (chain %s, height %d)",
+            "node %s serving %s, operations on %s (chain %s, height %d)",
             node.config.node.name,
             url,
+            ops_url,
             node.genesis.chain_id,
             node.store.height,
         )
@@ -103,6 +123,7 @@ async def serve(node: Node, stop: asyncio.Event) -> None:
         log.info("shutting down: no new requests, finishing the block in flight")
     finally:
         await runner.cleanup()
+        await ops_runner.cleanup()
         await node.stop()
 
 

@@ -28,6 +28,8 @@ from medledger.node.home import (
     write_secret_file,
 )
 from medledger.node.process import NodeProcess
+from medledger.node.tls import CERT_FILE, create_self_signed_certificate
+from medledger.node.tls import KEY_FILE as TLS_KEY_FILE
 
 CLUSTER_FILE = "cluster.json"
 
@@ -54,9 +56,14 @@ class TestnetNode:
     validator: bool
     api_port: int
     p2p_port: int
-    #: The institution's role and API token (health networks), else "".
+    #: The institution's role (health networks), else "".
     role: str = ""
+    #: The node's API token (`HOME/api_token`).
     api_token: str = ""
+    #: The operations endpoints' port (`/livez`, `/readyz`, `/metrics`, `/status`).
+    ops_port: int = 0
+    #: Whether the API serves TLS with a self-signed certificate (`HOME/tls_cert.pem`).
+    tls: bool = False
 
 
 def create_testnet(
@@ -73,12 +80,14 @@ def create_testnet(
     app: str = "kv-fixture",
     names: Sequence[str] | None = None,
     roles: Sequence[str] | None = None,
+    tls: bool = False,
 ) -> list[TestnetNode]:
     """Homes `out/<name>` for validators `validator0..` and observers `observer0..`, one genesis.
 
     `names` renames the validators. With `app` "health", `roles` gives each validator's institution
     role: the genesis registers every validator as an institution (its node key is its identity)
-    and each home gets an institution API token.
+    Every home gets an API token; with `tls` each node also gets a self-signed certificate.
+    Each node takes three ports: API, p2p and operations (`base_port + 3i`, `+1`, `+2`).
     """
     if validators < 1:
         raise ConfigError("a testnet needs at least one validator")
@@ -89,7 +98,7 @@ def create_testnet(
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; choose another directory")
     total = validators + observers
-    ports = [base_port + i for i in range(2 * total)] if base_port else find_free_ports(2 * total)
+    ports = [base_port + i for i in range(3 * total)] if base_port else find_free_ports(3 * total)
     validator_names = list(names) if names is not None else [f"validator{i}" for i in range(validators)]
     node_names = validator_names + [f"observer{i}" for i in range(observers)]
     nodes = [
@@ -98,9 +107,11 @@ def create_testnet(
             home=out / node_names[i],
             identity=Identity.generate(),
             validator=i < validators,
-            api_port=ports[2 * i],
-            p2p_port=ports[2 * i + 1],
+            api_port=ports[3 * i],
+            p2p_port=ports[3 * i + 1],
+            ops_port=ports[3 * i + 2],
             role=roles[i] if roles is not None and app == "health" and i < validators else "",
+            tls=tls,
         )
         for i in range(total)
     ]
@@ -131,8 +142,11 @@ def create_testnet(
         write_secret_file(node.home / PASSPHRASE_FILE, secret + b"\n")
         save_identity(node.home / KEY_FILE, node.identity, secret, overwrite=False, **kdf)
         save_genesis(node.home / GENESIS_FILE, genesis)
-        if app == "health":
-            write_api_token(node.home)
+        write_api_token(node.home)
+        if tls:
+            create_self_signed_certificate(
+                node.home / CERT_FILE, node.home / TLS_KEY_FILE, common_name=node.name
+            )
         peers = tuple(f"http://127.0.0.1:{other.p2p_port}" for other in nodes if other is not node)
         (node.home / CONFIG_FILE).write_text(
             render_config(
@@ -143,14 +157,17 @@ def create_testnet(
                 peers=peers,
                 observers=observer_keys,
                 app=app,
+                ops_port=node.ops_port,
+                tls_cert=CERT_FILE if tls else "",
+                tls_key=TLS_KEY_FILE if tls else "",
             ),
             encoding="utf-8",
         )
-    return [dataclasses.replace(n, api_token=load_api_token(n.home)) if app == "health" else n for n in nodes]
+    return [dataclasses.replace(n, api_token=load_api_token(n.home)) for n in nodes]
 
 
 def load_api_token(home: Path) -> str:
-    """The institution API token written in `home` (health nodes)."""
+    """The API token written in `home`."""
     try:
         return (home / API_TOKEN_FILE).read_text(encoding="utf-8").strip()
     except OSError as exc:
@@ -179,7 +196,7 @@ def cluster_up(directory: Path, *, timeout_s: float = 60.0) -> dict[str, dict[st
         for home, proc in procs:
             url = proc.wait_ready(timeout_s, require_ready=False)
             assert proc.proc is not None
-            record[home.name] = {"pid": proc.proc.pid, "url": url, "home": str(home)}
+            record[home.name] = {"pid": proc.proc.pid, "url": url, "ops_url": proc.ops_url, "home": str(home)}
     except BaseException:
         for _, proc in procs:
             proc.stop()

@@ -106,7 +106,10 @@ class HealthNet:
         return self.institutions[name]
 
     def heights(self) -> list[int]:
-        return [int(request(i.url, "GET", "/status").json()["height"]) for i in self.institutions.values()]
+        return [
+            int(request(i.url, "GET", "/status", headers=i.auth).json()["height"])
+            for i in self.institutions.values()
+        ]
 
     def sync(self) -> None:
         """Wait until every node has committed what any node had committed when called."""

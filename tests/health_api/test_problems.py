@@ -101,7 +101,7 @@ def test_unknown_patient_is_404(shared_net: HealthNet) -> None:
     inquiry = {"patient_id": UNKNOWN_PATIENT, "purpose": "TREAT", "reason": "visit"}
     assert_problem(clinic.post("/v1/health/institution/inquiries", inquiry), 404)
     for suffix in ("", "/records", "/inquiries", "/grants", "/audit"):
-        assert_problem(request(clinic.url, "GET", f"/v1/health/patients/{UNKNOWN_PATIENT}{suffix}"), 404)
+        assert_problem(clinic.get(f"/v1/health/patients/{UNKNOWN_PATIENT}{suffix}"), 404)
     for route in ("records", "inquiries", "audit"):
         assert_problem(clinic.get(f"/v1/health/institution/{route}?patient_id={UNKNOWN_PATIENT}"), 404)
     assert_problem(clinic.read("cd" * 32), 404)

@@ -86,18 +86,24 @@ class Reply:
 
 
 class ApiClient:
-    """A blocking HTTP client of one node's API (stdlib only; one connection per request)."""
+    """A blocking HTTP client of one node's API (stdlib only; one connection per request).
 
-    def __init__(self, url: str) -> None:
+    Every request carries the node's API token (reads need a credential).
+    """
+
+    def __init__(self, url: str, token: str) -> None:
         parsed = urllib.parse.urlsplit(url)
         assert parsed.hostname == "127.0.0.1", url
         assert parsed.port is not None, url
         self.url = url
+        self.token = token
         self._port = parsed.port
 
     def request(self, method: str, path: str, *, data: Any = None) -> Reply:
         body = None if data is None else json.dumps(data).encode()
-        headers = {} if data is None else {"Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
         connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=REQUEST_TIMEOUT_S)
         try:
             connection.request(method, path, body=body, headers=headers)
@@ -195,7 +201,7 @@ class ClusterNode:
 
     def wait_serving(self) -> None:
         """Wait until the API answers (ready or still catching up)."""
-        self._api = ApiClient(self.process.wait_ready(DEADLINE_S, require_ready=False))
+        self._api = ApiClient(self.process.wait_ready(DEADLINE_S, require_ready=False), self.spec.api_token)
 
     def send_kill(self) -> None:
         """SIGKILL without waiting for the exit (to kill several nodes at the same moment)."""
@@ -345,6 +351,7 @@ def rewrite_peers(node: TestnetNode, peers: Sequence[str], *, observers: Sequenc
             p2p_port=node.p2p_port,
             peers=tuple(peers),
             observers=tuple(observers),
+            ops_port=node.ops_port,
         ),
         encoding="utf-8",
     )

@@ -54,8 +54,8 @@ def start_node() -> Iterator[StartNode]:
         started.append(process)
         process.start()
         url = process.wait_ready()
-        chain_id = NodeClient(url, "", home).status()["chain_id"]
-        return process, NodeClient(url, str(chain_id), home)
+        chain_id = NodeClient(url, "", home, ops_url=process.ops_url).status()["chain_id"]
+        return process, NodeClient(url, str(chain_id), home, ops_url=process.ops_url)
 
     try:
         yield start

@@ -1,9 +1,11 @@
 """Shared helpers of the node tests: node homes, signed kv txs, and small HTTP clients.
 
 Two ways to reach a node: `NodeClient` talks to a real `medledger start` process over HTTP (crash,
-CLI and fuzz tests), `InProcessClient` to a `Node` and its aiohttp app served in the test's own
+CLI and fuzz tests), `InProcessClient` to a `Node` and its aiohttp apps served in the test's own
 event loop (fast API tests, one fresh chain per test). Both return a `Reply`, so assertions read
-the same. Everything is on 127.0.0.1, and every wait is a condition polled with a deadline.
+the same, and both send the node's API token (from its home) unless told `token=None`; the
+operations endpoints (`/livez`, `/readyz`, `/metrics`) are on their own address (`ops_get`).
+Everything is on 127.0.0.1, and every wait is a condition polled with a deadline.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from medledger.chain.txbuilder import sign_tx
 from medledger.crypto import Identity, load_identity
-from medledger.node.api import build_app
-from medledger.node.config import load_config
+from medledger.node.api import build_app, build_ops_app
+from medledger.node.config import API_TOKEN_FILE, load_config
 from medledger.node.fixture_app import KIND_SET, KeyValueFixtureApp, encode_set_body
 from medledger.node.genesis_file import load_genesis
 from medledger.node.home import InitResult, init_home
@@ -56,6 +58,7 @@ def make_home(
         path,
         chain_id=chain_id,
         api_port=0,
+        ops_port=0,
         block_interval_ms=block_interval_ms,
         passphrase=PASSPHRASE.encode(),
         key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
@@ -100,6 +103,11 @@ class Reply:
         return json.loads(self.body)
 
 
+def read_token(home: Path) -> str:
+    """The node's API token, as `medledger init` wrote it."""
+    return (home / API_TOKEN_FILE).read_text(encoding="utf-8").strip()
+
+
 def media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
@@ -121,16 +129,22 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = DEAD
         time.sleep(POLL_S)
 
 
+#: `token=` default: the node's own token from its home.
+FROM_HOME: Final = "from-home"
+
+
 class NodeClient:
     """A blocking HTTP client of one node process (stdlib only; one connection per request)."""
 
-    def __init__(self, url: str, chain_id: str, home: Path) -> None:
+    def __init__(self, url: str, chain_id: str, home: Path, *, ops_url: str = "") -> None:
         parsed = urllib.parse.urlsplit(url)
         assert parsed.hostname == "127.0.0.1", url
         assert parsed.port is not None, url
         self.url = url
+        self.ops_url = ops_url
         self.chain_id = chain_id
         self.home = home
+        self.token = read_token(home)
         self._port = parsed.port
 
     def request(
@@ -141,10 +155,16 @@ class NodeClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float = DEADLINE_S,
+        token: str | None = FROM_HOME,
+        port: int | None = None,
     ) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=timeout_s)
+        """One request; with the node's token unless `token` is another one or None."""
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers.setdefault("Authorization", f"Bearer {self.token if token == FROM_HOME else token}")
+        connection = http.client.HTTPConnection("127.0.0.1", port or self._port, timeout=timeout_s)
         try:
-            connection.request(method, path, body=body, headers=dict(headers or {}))
+            connection.request(method, path, body=body, headers=all_headers)
             response = connection.getresponse()
             data = response.read()
             return Reply(
@@ -156,8 +176,14 @@ class NodeClient:
         finally:
             connection.close()
 
-    def get(self, path: str, *, accept: str | None = None) -> Reply:
-        return self.request("GET", path, headers={"Accept": accept} if accept else None)
+    def get(self, path: str, *, accept: str | None = None, token: str | None = FROM_HOME) -> Reply:
+        return self.request("GET", path, headers={"Accept": accept} if accept else None, token=token)
+
+    def ops_get(self, path: str) -> Reply:
+        """GET on the operations address (no credentials)."""
+        port = urllib.parse.urlsplit(self.ops_url).port
+        assert port is not None, self.ops_url
+        return self.request("GET", path, token=None, port=port)
 
     def post_json(self, path: str, data: Any, timeout_s: float = DEADLINE_S) -> Reply:
         body, headers = json_body(data)
@@ -177,11 +203,15 @@ class NodeClient:
 
 
 class InProcessClient:
-    """An HTTP client of a `Node` served in the current event loop (aiohttp's test server)."""
+    """An HTTP client of a `Node` served in the current event loop (aiohttp's test servers)."""
 
-    def __init__(self, client: TestClient[Any, Any], node: Node) -> None:
+    def __init__(
+        self, client: TestClient[Any, Any], node: Node, ops: TestClient[Any, Any], token: str
+    ) -> None:
         self._client = client
+        self._ops = ops
         self.node = node
+        self.token = token
         self.chain_id = node.genesis.chain_id
 
     async def request(
@@ -191,8 +221,15 @@ class InProcessClient:
         *,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        token: str | None = FROM_HOME,
+        ops: bool = False,
     ) -> Reply:
-        async with self._client.request(method, path, data=body, headers=dict(headers or {})) as response:
+        """One request; with the node's token unless `token` is another one or None."""
+        all_headers = dict(headers or {})
+        if token is not None and not ops:
+            all_headers.setdefault("Authorization", f"Bearer {self.token if token == FROM_HOME else token}")
+        client = self._ops if ops else self._client
+        async with client.request(method, path, data=body, headers=all_headers) as response:
             data = await response.read()
             return Reply(
                 response.status,
@@ -201,8 +238,12 @@ class InProcessClient:
                 data,
             )
 
-    async def get(self, path: str, *, accept: str | None = None) -> Reply:
-        return await self.request("GET", path, headers={"Accept": accept} if accept else None)
+    async def get(self, path: str, *, accept: str | None = None, token: str | None = FROM_HOME) -> Reply:
+        return await self.request("GET", path, headers={"Accept": accept} if accept else None, token=token)
+
+    async def ops_get(self, path: str) -> Reply:
+        """GET on the operations app (no credentials)."""
+        return await self.request("GET", path, ops=True)
 
     async def post_json(self, path: str, data: Any) -> Reply:
         body, headers = json_body(data)
@@ -228,9 +269,13 @@ async def serve_in_process(home: Path) -> AsyncIterator[InProcessClient]:
         genesis=load_genesis(config.genesis_file),
         app=KeyValueFixtureApp(),
     )
+    app = build_app(node)
     await node.start()
     try:
-        async with TestClient(TestServer(build_app(node), host="127.0.0.1")) as client:
-            yield InProcessClient(client, node)
+        async with (
+            TestClient(TestServer(app, host="127.0.0.1")) as client,
+            TestClient(TestServer(build_ops_app(node), host="127.0.0.1")) as ops,
+        ):
+            yield InProcessClient(client, node, ops, read_token(home))
     finally:
         await node.stop()

@@ -375,16 +375,16 @@ async def test_status_follows_each_commit(api: InProcessClient, signer: Identity
 
 
 async def test_livez_and_readyz_answer_ok(api: InProcessClient) -> None:
-    livez = await api.get("/livez")
+    livez = await api.ops_get("/livez")
     assert (livez.status, livez.json()) == (200, {"status": "ok"})
-    readyz = await api.get("/readyz")
+    readyz = await api.ops_get("/readyz")
     assert readyz.status == 200
     assert readyz.json()["status"] == "ready"
 
 
 async def test_metrics_are_prometheus_text_with_the_height(api: InProcessClient, signer: Identity) -> None:
     await submit_committed(api, sign_kv(signer, api.chain_id, b"metric"))
-    reply = await api.get("/metrics")
+    reply = await api.ops_get("/metrics")
     assert reply.status == 200
     assert reply.content_type == "text/plain"
     text = reply.body.decode()

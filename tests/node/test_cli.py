@@ -202,7 +202,7 @@ def test_init_force_replaces_the_home_and_moves_the_data_aside(tmp_path: Path) -
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
-    assert run_cli(["init", "--home", home, "--api-port", "0"]).exit_code == 0
+    assert run_cli(["init", "--home", home, "--api-port", "0", "--ops-port", "0"]).exit_code == 0
     return home
 
 
@@ -290,10 +290,10 @@ def test_status_of_a_running_node_prints_its_height(node_process: NodeClient, si
     lines = result.stdout.splitlines()
     assert f"height:      {status['height']}" in lines
     assert f"chain:       {node.chain_id}" in lines
-    assert f"node:        node0 ({node.url})" in lines
+    assert f"node:        node0 ({node.ops_url})" in lines
     assert "validator:   yes (1 in set)" in lines
 
-    as_json = run_status("--url", node.url, "--json")
+    as_json = run_status("--url", node.ops_url, "--json")
     assert as_json.returncode == 0, as_json.stderr
     data = json.loads(as_json.stdout)
     assert data["height"] == status["height"]
