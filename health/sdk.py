@@ -328,7 +328,9 @@ class PatientClient:
         """The pinned genesis, from the public route (checked against the pin, or pinned now)."""
         if self._ledger is None or self._head is None:
             # Public (the patient may not be registered yet): no signed request, hence no challenge.
-            answer = self._call("GET", "/v1/proofs/genesis", None, {"Accept": "application/json"}, RESPONSE_BYTES_MAX)
+            answer = self._call(
+                "GET", "/v1/proofs/genesis", None, {"Accept": "application/json"}, RESPONSE_BYTES_MAX
+            )
             genesis = self._decode_raw(Genesis, answer, "genesis")
             if self.genesis_hash is None:
                 self.genesis_hash = genesis.hash()  # first use: the caller should keep it
@@ -344,9 +346,7 @@ class PatientClient:
         return self._head, self._ledger
 
     def _follow(self) -> PatientLedger:
-        self._load_genesis()
-        assert self._head is not None and self._ledger is not None
-        head, ledger = self._head, self._ledger
+        head, ledger = self._load_genesis()
         while True:
             page = self._request("GET", f"/v1/proofs/blocks?from={head.height + 1}")
             try:
