@@ -307,7 +307,7 @@ class PatientClient:
     def chain_id(self) -> str:
         """The chain id of the pinned genesis (a patient not yet registered needs it to register)."""
         if not self._chain_id:
-            self._load_genesis()
+            self.load_genesis()
         return self._chain_id
 
     # -- verification: follow the chain from the pinned genesis --------------------------------
@@ -324,7 +324,7 @@ class PatientClient:
             self._head, self._ledger, self._headers = None, None, {}
             raise
 
-    def _load_genesis(self) -> tuple[TrustedHead, PatientLedger]:
+    def load_genesis(self) -> tuple[TrustedHead, PatientLedger]:
         """The pinned genesis, from the public route (checked against the pin, or pinned now)."""
         if self._ledger is None or self._head is None:
             # Public (the patient may not be registered yet): no signed request, hence no challenge.
@@ -346,7 +346,7 @@ class PatientClient:
         return self._head, self._ledger
 
     def _follow(self) -> PatientLedger:
-        head, ledger = self._load_genesis()
+        head, ledger = self.load_genesis()
         while True:
             page = self._request("GET", f"/v1/proofs/blocks?from={head.height + 1}")
             try:

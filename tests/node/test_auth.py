@@ -44,6 +44,7 @@ PUBLIC_OPERATIONS = {
     ("POST", "/v1/txs/batch"),
     ("POST", "/v1/auth/challenge"),
     ("GET", "/openapi.json"),
+    ("GET", "/v1/proofs/genesis"),  # public: a patient pins it before registering
 }
 #: The read routes the issue names, checked even if the document forgot one.
 NAMED_READS = {
@@ -57,6 +58,8 @@ NAMED_READS = {
     ("GET", "/v1/health/patients/{patient_id}/inquiries"),
     ("GET", "/v1/health/patients/{patient_id}/grants"),
     ("GET", "/v1/health/patients/{patient_id}/audit"),
+    ("GET", "/v1/proofs/blocks"),
+    ("GET", "/v1/proofs/txs/{tx_id}"),
 }
 OPS_PATHS = ("/livez", "/readyz", "/metrics")
 #: A synthetic FHIR R4 observation (no real person behind it).
@@ -363,7 +366,16 @@ def test_trust_9_the_patient_cli_refuses_plain_http_to_a_remote_node(tmp_path: P
         opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
         memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
     )
-    args = ["patient", "--key", str(key), "--url", "http://192.0.2.7:26657", "records"]
+    args = [
+        "patient",
+        "--key",
+        str(key),
+        "--url",
+        "http://192.0.2.7:26657",
+        "--genesis",
+        "ab" * 32,
+        "records",
+    ]
     env = {"MEDLEDGER_PATIENT_PASSPHRASE": PASSPHRASE}
     refused = CliRunner().invoke(main, args, env=env)
     assert refused.exit_code != 0
