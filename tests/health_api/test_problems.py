@@ -155,10 +155,11 @@ def test_forged_patient_signatures_are_422(
     # A deny validly signed by someone who is neither the patient nor a representative.
     _, raw, _ = build_deny(Identity.generate(), bytes.fromhex(inquiry_id), chain_id=chain_id)
     assert assert_problem(_post_tx(clinic.url, raw), 422)["rule"] == "health.not_authorised"
-    # The same through the SDK with a stranger's key acting "for" the patient.
+    # The same through the SDK with a stranger's key acting "for" the patient: the node does not
+    # even serve it the patient's data to check before signing (403), so nothing is signed.
     stranger = PatientClient(clinic.url, Identity.generate(), patient_id=patient.patient_id)
     with pytest.raises(PatientClientError) as caught:
         stranger.deny(bytes.fromhex(inquiry_id))
-    assert caught.value.status == 422
+    assert caught.value.status == 403
     assert [i.status for i in patient.list_inquiries()] == ["open"]
     assert [e.event for e in patient.audit()] == ["inquiry"]
