@@ -179,7 +179,14 @@ class GovernedApp:
         app_txs = tuple(tx for tx in txs if not tx.kind.startswith(KIND_PREFIX))
         if len(app_txs) == len(txs):  # the common case: no governance in this block
             return self._wrap_root(self.inner.apply_block(block, txs, state, state_root), {}, state_root)
-        inner = self.inner.apply_block(block, app_txs, state, state_root)
+        # The inner app sees the block without the chain's txs: each of its txs beside its own
+        # encoding (an app derives tx ids from `block.txs`, index by index). The view keeps the
+        # header's height, time and proposer, which is all an app reads; its tx root is the block's.
+        app_raws = tuple(
+            raw for raw, tx in zip(block.txs, txs, strict=True) if not tx.kind.startswith(KIND_PREFIX)
+        )
+        app_block = Block(dataclasses.replace(block.header, tx_count=len(app_raws)), app_raws)
+        inner = self.inner.apply_block(app_block, app_txs, state, state_root)
         overlay = OverlayState(state)
         history = get_history(state, self.genesis_validators)
         results: list[TxResult] = []
