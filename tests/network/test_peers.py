@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from medledger.chain.codec import encode
+from medledger.chain.codec import encode_primitive
 from medledger.crypto import Identity
-from medledger.network.messages import Frame, FrameKind
+from medledger.network.messages import FrameKind
 from medledger.network.peers import BAN_S, PEER_PATH, PeerLink, PeerNetwork
 
 CHAIN = "peer-test"
@@ -74,7 +74,7 @@ class Cluster:
         network.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = network.create_site(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         await network.start()
@@ -127,7 +127,7 @@ async def test_invalid_peer_outside_the_membership_is_refused(cluster: Cluster) 
 async def test_invalid_handshake_bytes_close_the_connection(cluster: Cluster) -> None:
     b = await cluster.add()
     async with aiohttp.ClientSession() as session, session.ws_connect(b.url + PEER_PATH) as ws:
-        await ws.receive_bytes()  # b's hello
+        await ws.receive_bytes()  # b's hello (in the clear: version, chain id, ephemeral key)
         await ws.send_bytes(b"\xc1 not msgpack")
         message = await ws.receive()
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
@@ -139,17 +139,17 @@ async def test_invalid_frame_after_the_handshake_drops_the_peer(cluster: Cluster
     b = await cluster.add()
     evil = await cluster.add(dial=(b.url,))
     await wait_until(lambda: b.key in evil.network.links and evil.key in b.network.links, "the link")
-    await evil.network.links[b.key].ws.send_bytes(b"\x93garbage")
+    evil.network.links[b.key].send_frame(b"\x93garbage")  # sealed, so it is evil's own doing
     await wait_until(lambda: b.network.dropped_peers == 1, "b dropping the peer")
     await wait_until(lambda: evil.key not in b.network.links, "the link to go")
     assert b.received == []
 
 
-async def test_invalid_handshake_frame_after_the_handshake_drops_the_peer(cluster: Cluster) -> None:
+async def test_invalid_frame_kind_after_the_handshake_drops_the_peer(cluster: Cluster) -> None:
     b = await cluster.add()
     evil = await cluster.add(dial=(b.url,))
     await wait_until(lambda: evil.key in b.network.links, "the link")
-    await evil.network.links[b.key].ws.send_bytes(encode(Frame(FrameKind.HELLO, b"again")))
+    evil.network.links[b.key].send_frame(encode_primitive({"kind": 1, "payload": b"hello again"}))
     await wait_until(lambda: b.network.dropped_peers == 1, "b dropping the peer")
 
 
@@ -196,7 +196,7 @@ async def test_a_restarted_peer_is_redialled(cluster: Cluster) -> None:
     network.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+    await network.create_site(runner, "127.0.0.1", port).start()
     await network.start()
     cluster.peers.append(Peer(b_identity, network, runner, b.url, []))
     await wait_until(lambda: b_identity.public.sign_key in a.network.links, "the redial")
@@ -242,7 +242,7 @@ async def test_a_dropped_peer_is_refused_until_its_ban_ends(cluster: Cluster) ->
     b = await cluster.add()
     evil = await cluster.add(dial=(b.url,))
     await wait_until(lambda: evil.key in b.network.links, "the link")
-    await evil.network.links[b.key].ws.send_bytes(b"\x93garbage")
+    evil.network.links[b.key].send_frame(b"\x93garbage")
     await wait_until(lambda: b.network.dropped_peers == 1, "b dropping the peer")
     assert b.network.banned_for(evil.key) > BAN_S - 5
     # evil redials at once, and again: each time refused at the handshake, never linked.
