@@ -129,10 +129,14 @@ def compute_session_secrets(
         raise ChannelError("the peer's ephemeral key is malformed or a reflection of ours")
     try:
         if is_dialer:
-            receive, send = nacl.bindings.crypto_kx_client_session_keys(mine.public, mine.secret, their_public)
+            receive, send = nacl.bindings.crypto_kx_client_session_keys(
+                mine.public, mine.secret, their_public
+            )
             dialer_key, acceptor_key = mine.public, their_public
         else:
-            receive, send = nacl.bindings.crypto_kx_server_session_keys(mine.public, mine.secret, their_public)
+            receive, send = nacl.bindings.crypto_kx_server_session_keys(
+                mine.public, mine.secret, their_public
+            )
             dialer_key, acceptor_key = their_public, mine.public
     except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError, ValueError, TypeError):
         raise ChannelError("the peer's ephemeral key gives no shared secret (a low-order point)") from None

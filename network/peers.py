@@ -427,9 +427,7 @@ class PeerNetwork:
     def broadcast(self, kind: FrameKind, payload: bytes, *, exclude: bytes | None = None) -> int:
         """Queue a frame for every connected peer (but `exclude`); returns how many took it."""
         frame = encode(Frame(int(kind), payload))
-        return sum(
-            link.send_frame(frame) for key, link in list(self.links.items()) if key != exclude
-        )
+        return sum(link.send_frame(frame) for key, link in list(self.links.items()) if key != exclude)
 
     def send(self, peer_key: bytes, kind: FrameKind, payload: bytes) -> bool:
         link = self.links.get(peer_key)
@@ -441,7 +439,8 @@ class PeerNetwork:
         backoff = DIAL_BACKOFF_S_MIN
         reached: bytes | None = None  # the node key this URL led to last
         while not self._closing:
-            if reached is not None and (existing := self.links.get(reached)) is not None:
+            existing = self.links.get(reached) if reached is not None else None
+            if existing is not None and not existing.ended.is_set():
                 await existing.ended.wait()  # linked already (it dialled us): nothing to dial
                 continue
             assert self._session is not None
@@ -512,7 +511,11 @@ class PeerNetwork:
         if theirs.chain_id != self.chain_id:
             raise HandshakeError(f"peer is on chain {theirs.chain_id!r}, this is {self.chain_id!r}")
         secrets = compute_session_secrets(
-            ephemeral, theirs.ephemeral_key, is_dialer=dialer, version=PROTOCOL_VERSION, chain_id=self.chain_id
+            ephemeral,
+            theirs.ephemeral_key,
+            is_dialer=dialer,
+            version=PROTOCOL_VERSION,
+            chain_id=self.chain_id,
         )
         sealer = ChunkSealer(secrets.send_key)
         assembler = ChunkAssembler(secrets.receive_key, message_bytes_max=HANDSHAKE_MESSAGE_BYTES_MAX)
@@ -536,7 +539,10 @@ class PeerNetwork:
         )
         if verdict is not Verdict.ACCEPTED:
             raise PeerRefusedError(
-                f"refused peer {peer_key.hex()[:12]}: {_describe(verdict)}", peer_key=peer_key, verdict=verdict, by_peer=False
+                f"refused peer {peer_key.hex()[:12]}: {_describe(verdict)}",
+                peer_key=peer_key,
+                verdict=verdict,
+                by_peer=False,
             )
         if their_verdict is not Verdict.ACCEPTED:
             raise PeerRefusedError(
@@ -598,12 +604,12 @@ class PeerNetwork:
                 await self.on_connect(link)
             await self._read_loop(link)
         finally:
+            if self.links.get(link.peer_key) is link:
+                del self.links[link.peer_key]
             link.ended.set()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            if self.links.get(link.peer_key) is link:
-                del self.links[link.peer_key]
             await ws.close()
             log.info("peer %s disconnected", link.name)
         return link.peer_key

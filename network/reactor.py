@@ -787,7 +787,9 @@ class Reactor:
         """`PeerError` unless `message` (for a height committed here) is signed by a validator of
         its height: honest peers relay only messages they checked."""
         signer = message.proposer if isinstance(message, Proposal) else message.validator
-        if message.chain_id != self.genesis.chain_id or not self.validators_for(message.height).contains(signer):
+        if message.chain_id != self.genesis.chain_id or not self.validators_for(message.height).contains(
+            signer
+        ):
             raise PeerError(f"a consensus message for height {message.height} from a non-validator")
         if not verify_signature(signer, message.signing_bytes(), message.signature):
             raise PeerError(f"a consensus message for height {message.height} with a bad signature")

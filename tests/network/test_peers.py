@@ -342,7 +342,9 @@ class TcpRelay:
             end.transport.abort()
         self._tasks.difference_update(pumps)
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, towards_target: bool) -> None:
+    async def _pump(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, towards_target: bool
+    ) -> None:
         while data := await src.read(64 * 1024):
             await self._flowing.wait()
             if towards_target and self.flip_next:
@@ -613,7 +615,9 @@ async def test_trust_13_peer_hostile_connections_log_at_most_a_summary(
     for _ in range(rounds):
         await asyncio.gather(garbage_request_line(), plain_get(), reset_mid_handshake(), bad_handshake())
     await wait_until(
-        lambda: sum(b.network.refusal_counts.values()) >= 3 * rounds and b.network.guard.open_connections == 0,
+        lambda: (
+            sum(b.network.refusal_counts.values()) >= 3 * rounds and b.network.guard.open_connections == 0
+        ),
         "the refusals to be counted",
     )
     b.network._refusals.flush()  # what the summary timer does every LOG_SUMMARY_S
