@@ -221,7 +221,8 @@ class ChunkAssembler:
         """The message `sealed` completes, or None if more chunks follow.
 
         Raises `ChannelError` for a chunk that does not open (forged, replayed, reordered,
-        truncated: the link must end) and `ChunkProtocolError` for a chunk that opens but breaks the framing (a message over the bound).
+        truncated: the link must end) and `ChunkProtocolError` for a chunk that opens but breaks
+        the framing (unknown flags, a message over the bound).
         """
         if len(sealed) < TAG_SIZE + 1 or len(sealed) > SEALED_CHUNK_BYTES_MAX:
             raise ChannelError(f"a sealed chunk of {len(sealed)} bytes")

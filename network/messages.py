@@ -21,12 +21,11 @@ from medledger.chain.codec import (
     Struct,
     Text,
     UInt,
-    encode_primitive,
     wire_fields,
 )
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX
 from medledger.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
-from medledger.network.channel import EPHEMERAL_KEY_SIZE, PROTOCOL_VERSION
+from medledger.network.channel import EPHEMERAL_KEY_SIZE
 
 #: Largest frame payload on a peer link: a proposal of a largest block, or a range of blocks.
 FRAME_BYTES_MAX: Final = BLOCK_BYTES_MAX + 1024 * 1024

@@ -1,10 +1,10 @@
 """A Byzantine sync peer for the recovery tests, speaking the real peer protocol from the test process.
 
 `MaliciousPeer` holds a genuine validator key and the genuine chain, runs the production
-`PeerNetwork` (so the secret channel's handshake and framing are the node's own) and answers every block request
-with a range damaged in one chosen way (`Misbehaviour`). It records what it was asked and how each
-of its links ended, so a test can see, from the outside, that a node asked it for blocks and then
-closed its link (dropped it) for the answer.
+`PeerNetwork` (so the secret channel's handshake and framing are the node's own) and answers every
+block request with a range damaged in one chosen way (`Misbehaviour`). It records what it was
+asked and how each of its links ended, so a test can see, from the outside, that a node asked it
+for blocks and then closed its link (dropped it) for the answer.
 
 `GatedRelay` forwards TCP connections to an honest peer but holds them until it is opened: a test
 lets the recovering node meet the malicious peer first, whatever its peer selection, and lets the
