@@ -88,6 +88,9 @@ SEND_QUEUE_BYTES_MAX: Final = FRAME_BYTES_MAX + 16 * 1024 * 1024
 INBOUND_UNAUTHENTICATED_MAX: Final = 64
 INBOUND_UNAUTHENTICATED_PER_ADDRESS_MAX: Final = 8
 INBOUND_CONNECTIONS_MAX: Final = 512
+#: Connections the kernel queues for the peer endpoint before it accepts them (also the most
+#: asyncio accepts in one round, before the guard has closed the ones it refuses).
+PEER_LISTEN_BACKLOG: Final = 128
 DIAL_BACKOFF_S_MIN: Final = 0.1
 DIAL_BACKOFF_S_MAX: Final = 5.0
 #: A peer dropped for breaking the protocol is refused (inbound and outbound) this long.
@@ -210,9 +213,10 @@ class _RefusalLog:
         log.warning("peer endpoint, last %.0f s: %s", LOG_SUMMARY_S, summary)
 
     def close(self) -> None:
+        """Stop the timer, logging what is counted but not yet said."""
         if self._flush_at is not None:
             self._flush_at.cancel()
-            self._flush_at = None
+        self.flush()
 
 
 class InboundGuard:
@@ -333,7 +337,7 @@ class PeerSite(web.TCPSite):
         assert server is not None
         guard = self._guard
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _GuardedProtocol(server(), guard), self._host, self._port, backlog=self._backlog
+            lambda: _GuardedProtocol(server(), guard), self._host, self._port, backlog=PEER_LISTEN_BACKLOG
         )
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
