@@ -275,7 +275,15 @@ class InboundGuard:
         if transport in self._unauthenticated:
             self._refusals.note("cut (not authenticated in time)")
             self._forget_unauthenticated(transport)
-            transport.abort()
+            _abort(transport)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    """Close at once, unsent bytes and all (a TCP reset): nothing is owed to an unproven peer."""
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    else:
+        transport.close()
 
 
 def _remote_address(transport: asyncio.BaseTransport) -> str:
@@ -297,7 +305,7 @@ class _GuardedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
         if not self._guard.admit(transport):
-            transport.abort()
+            _abort(transport)
             return
         self._admitted = True
         self._inner.connection_made(transport)
