@@ -4,23 +4,32 @@ what outsiders and misbehaving peers can (not) cost a node (issue 9 defects 4, 5
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
 import struct
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from medledger.chain.codec import encode, encode_primitive
+from medledger.chain.codec import decode, encode, encode_primitive
+from medledger.chain.errors import CodecError
 from medledger.crypto import Identity
 from medledger.network import peers
-from medledger.network.channel import SEALED_CHUNK_BYTES_MAX
-from medledger.network.messages import Frame, FrameKind
+from medledger.network.channel import (
+    PROTOCOL_VERSION,
+    SEALED_CHUNK_BYTES_MAX,
+    ChunkSealer,
+    EphemeralKeys,
+    compute_session_secrets,
+)
+from medledger.network.messages import FRAME_WIRE_BYTES_MAX, ChannelHello, Frame, FrameKind
 from medledger.network.peers import BAN_S, PEER_PATH, PeerLink, PeerNetwork
 
 CHAIN = "peer-test"
@@ -644,3 +653,43 @@ async def test_trust_13_peer_hostile_connections_log_at_most_a_summary(
     assert not [r for r in lines if r.exc_info or r.levelno >= logging.ERROR], [r.getMessage() for r in lines]
     assert len(lines) <= 2, [r.getMessage() for r in lines]  # one summary (a timer may add one)
     assert "inbound handshake failed" in lines[-1].getMessage()
+
+
+async def test_trust_5_an_unproven_peer_cannot_make_a_node_reassemble_a_large_message(
+    cluster: Cluster,
+) -> None:
+    """The attacker is a genuine end of the key agreement (it can seal chunks), but has proved no
+    node key: the node takes one small single-chunk message from it, nothing larger."""
+    b = await cluster.add()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(b.url + PEER_PATH, compress=0, max_msg_size=0) as ws,
+    ):
+        ephemeral = EphemeralKeys.generate()
+        await ws.send_bytes(encode(ChannelHello(PROTOCOL_VERSION, CHAIN, ephemeral.public)))
+        hello = decode(ChannelHello, await ws.receive_bytes(), max_bytes=1024)
+        secrets = compute_session_secrets(
+            ephemeral, hello.ephemeral_key, is_dialer=True, version=PROTOCOL_VERSION, chain_id=CHAIN
+        )
+        chunks = list(ChunkSealer(secrets.send_key).iter_sealed(bytes(64 * 1024)))
+        for chunk in chunks[:3]:  # the start of a 64 KB "handshake message"
+            with contextlib.suppress(ConnectionError):
+                await ws.send_bytes(chunk)
+        while (await ws.receive()).type == aiohttp.WSMsgType.BINARY:
+            pass  # b's own auth, then its close
+    await wait_until(lambda: b.network.refused_handshakes == 1, "b refusing it")
+    assert not b.network.links
+    assert b.network.dropped_peers == 0  # it proved no key: nobody to ban
+
+
+def test_decoding_a_frame_costs_memory_in_proportion_to_its_bytes() -> None:
+    """A few bytes claiming a 30 MB payload (the codec's limits apply before allocation)."""
+    claim = b"\x82\xa4kind\x05\xa7payload\xc6" + (30_000_000).to_bytes(4, "big") + b"x" * 10
+    tracemalloc.start()
+    try:
+        with pytest.raises(CodecError):
+            decode(Frame, claim, max_bytes=FRAME_WIRE_BYTES_MAX)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024
