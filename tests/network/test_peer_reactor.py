@@ -88,10 +88,6 @@ async def node() -> Node:
     return Node(identity, genesis, reactor, network)
 
 
-def blocks_sent(link: PeerLink) -> int:
-    return link.queued_bytes and sum(1 for frame in link._queue if frame)
-
-
 async def test_trust_5_a_forged_vote_for_a_committed_height_drops_the_peer_before_any_block(
     node: Node,
 ) -> None:
@@ -123,7 +119,6 @@ async def test_trust_5_block_requests_are_rate_limited_per_peer(node: Node) -> N
         await node.reactor.on_frame(greedy, FrameKind.GET_BLOCKS, request)
         greedy._queue.clear()  # as if it read every answer at once: only the rate limits it
         greedy.queued_bytes = 0
-        greedy.dropped_frames += 0
     answered = 3 * burst - node.reactor.block_requests_refused
     # The burst, and what the rate refilled while the loop ran (well below the burst again).
     assert burst <= answered < 2 * burst
