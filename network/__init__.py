@@ -1,1 +1,2 @@
-"""medledger's network layer: peer links over aiohttp, gossip, block sync, the simulator (issue [NET])."""
+"""medledger's network layer: secret peer links over aiohttp websockets (channel.py, peers.py), gossip,
+block sync, the simulator (issues [NET] and 9 [TRUST])."""

@@ -1,9 +1,10 @@
 """The peer protocol's wire messages (canonical codec, like everything on the wire).
 
-A peer link carries `Frame`s: a kind and a payload that is the canonical encoding of the kind's
-own wire type. The handshake uses `Hello` (each side's chain id, node key and a fresh nonce) and
-`Auth` (each side's signature over both nonces and both keys), which proves possession of the node
-key to the other side, binds the link to this chain, and cannot be replayed on another link.
+A peer link (docs/adr/0006-peer-channel.md) opens with the secret channel's handshake:
+`ChannelHello` (the only message in the clear: protocol version, chain id, an ephemeral X25519
+key), then, sealed, `ChannelAuth` (the node key and its signature over the link's challenge) and
+`ChannelVerdict` (whether each side accepts the other, and why not). After that it carries sealed
+`Frame`s: a kind and a payload that is the canonical encoding of the kind's own wire type.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ from medledger.chain.codec import (
     Struct,
     Text,
     UInt,
-    encode_primitive,
     wire_fields,
 )
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX
 from medledger.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from medledger.network.channel import EPHEMERAL_KEY_SIZE
 
-PROTOCOL_VERSION: Final = 1
-NONCE_SIZE: Final = 32
-HANDSHAKE_SIGN_DOMAIN: Final = b"medledger/peer-handshake/v1\x00"
-#: Largest frame on a peer link: a range of blocks for sync is the largest thing sent.
+#: Largest frame payload on a peer link: a proposal of a largest block, or a range of blocks.
 FRAME_BYTES_MAX: Final = BLOCK_BYTES_MAX + 1024 * 1024
+#: Largest encoded `Frame` (its payload and the framing around it), reassembled only once the
+#: link is authenticated.
+FRAME_WIRE_BYTES_MAX: Final = FRAME_BYTES_MAX + 64
+#: Largest handshake message (hello, auth, verdict): a connection's whole budget before it is
+#: authenticated is a few of these.
+HANDSHAKE_MESSAGE_BYTES_MAX: Final = 512
 #: Most txs in one gossip batch.
 GOSSIP_TXS_MAX: Final = 2_000
 #: Most blocks in one sync response.
@@ -38,8 +42,7 @@ SYNC_BLOCKS_MAX: Final = 100
 
 
 class FrameKind(IntEnum):
-    HELLO = 1
-    AUTH = 2
+    # 1 and 2 were protocol 1's handshake frames; the handshake is no frame any more.
     TXS = 3
     PROPOSAL = 4
     VOTE = 5
@@ -59,25 +62,52 @@ class Frame:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Hello:
-    chain_id: str
-    node_key: bytes
-    nonce: bytes
+class ChannelHello:
+    """Sent in the clear by both sides first. The version and chain id are here for a readable
+    refusal only: both are bound into the transcript, so a relay that changes them breaks the
+    handshake."""
+
     version: int
+    chain_id: str
+    ephemeral_key: bytes
 
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
-        chain_id=Text(),
-        node_key=FixedBytes(PUBLIC_KEY_SIZE),
-        nonce=FixedBytes(NONCE_SIZE),
         version=UInt(maximum=1_000),
+        chain_id=Text(),
+        ephemeral_key=FixedBytes(EPHEMERAL_KEY_SIZE),
     )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Auth:
+class ChannelAuth:
+    """Sealed: the sender's node key and its signature over the link's challenge and its role."""
+
+    node_key: bytes
     signature: bytes
 
-    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(signature=FixedBytes(SIGNATURE_SIZE))
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        node_key=FixedBytes(PUBLIC_KEY_SIZE), signature=FixedBytes(SIGNATURE_SIZE)
+    )
+
+
+class Verdict(IntEnum):
+    """What a side decided about the other once it proved its key (sent sealed, both ways)."""
+
+    ACCEPTED = 0
+    NOT_A_MEMBER = 1
+    BANNED = 2
+    #: A link between the two exists and is the one both keep (see `PeerNetwork`).
+    DUPLICATE = 3
+    SELF = 4
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChannelVerdict:
+    verdict: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        verdict=UInt(maximum=max(Verdict), minimum=min(Verdict))
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,17 +157,4 @@ class BlockRange:
 
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
         blocks=Seq(Struct(CommittedBlock), SYNC_BLOCKS_MAX)
-    )
-
-
-def compute_handshake_bytes(chain_id: str, signer: Hello, peer: Hello) -> bytes:
-    """What each side signs: both hellos, the signer's first. A fresh peer nonce defeats replays."""
-    return HANDSHAKE_SIGN_DOMAIN + encode_primitive(
-        {
-            "chain_id": chain_id,
-            "peer_key": peer.node_key,
-            "peer_nonce": peer.nonce,
-            "signer_key": signer.node_key,
-            "signer_nonce": signer.nonce,
-        }
     )

@@ -84,7 +84,7 @@ from medledger.chain.validation import (
     validate_header_link,
     validate_tx_envelope,
 )
-from medledger.crypto import Identity
+from medledger.crypto import Identity, verify_signature
 from medledger.network.blocksync import BlockSync, SyncedBlock
 from medledger.network.messages import (
     FRAME_BYTES_MAX,
@@ -116,6 +116,12 @@ VERIFIED_IDS_MAX: Final = 200_000
 SYNC_RESPONSE_BYTES_MAX: Final = FRAME_BYTES_MAX // 2
 #: How often block sync re-plans (expired requests, peers that came back) while behind.
 SYNC_TICK_S: Final = 1.0
+#: Block requests (and pushes of committed blocks to a lagging peer) one peer gets answered: a
+#: sustained rate and a burst. An honest syncing peer keeps one range outstanding per peer.
+BLOCK_REQUESTS_PER_S: Final = 10.0
+BLOCK_REQUESTS_BURST: Final = 20
+#: A peer with more than this queued for it (unsent) gets no further blocks until it drains.
+BLOCK_ANSWER_BACKLOG_BYTES_MAX: Final = SYNC_RESPONSE_BYTES_MAX
 #: A node this many heights behind its peers leaves consensus for sync mode. One behind is normal
 #: (the commit is on its way); two means it missed a decision and must catch up first.
 FAR_BEHIND_BLOCKS: Final = 2
@@ -153,6 +159,26 @@ class _Wake:
 
 
 Event = _Message | _SyncReady | Timeout | _Wake
+
+
+class _TokenBucket:
+    """`rate_per_s` tokens a second, at most `burst` saved up."""
+
+    __slots__ = ("_at", "_tokens", "burst", "rate_per_s")
+
+    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 class Reactor:
@@ -210,6 +236,9 @@ class Reactor:
         #: Every equivocation the core reported (for operators and tests).
         self.evidence: list[Evidence] = []
         self.evidence_pool = EvidencePool()
+        self._block_request_budget: dict[bytes, _TokenBucket] = {}
+        #: Block requests not answered because the asker exceeded its budget.
+        self.block_requests_refused = 0
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -726,15 +755,35 @@ class Reactor:
         if peer_height > self.store.height:
             self._plan_sync()
 
+    def _may_serve_blocks(self, peer: bytes) -> bool:
+        """Whether to read blocks for `peer` now: it is linked, has drained what it was sent
+        before, and stays within its rate of block requests (a slow or greedy reader must not
+        turn our disk and memory into its buffer)."""
+        link = self.network.links.get(peer) if self.network is not None else None
+        if link is None or link.queued_bytes > BLOCK_ANSWER_BACKLOG_BYTES_MAX:
+            return False
+        bucket = self._block_request_budget.get(peer)
+        if bucket is None:
+            bucket = self._block_request_budget[peer] = _TokenBucket(
+                BLOCK_REQUESTS_PER_S, BLOCK_REQUESTS_BURST, time.monotonic()
+            )
+        return bucket.take(time.monotonic())
+
     def _send_blocks(self, peer: bytes, start: int, end: int) -> None:
         """Push committed blocks `start`..`end` to a peer that lags (as many as fit one response)."""
+        if not self._may_serve_blocks(peer):
+            return
         items = self._read_blocks(start, end)
         if items and self.network is not None:
             self.network.send(peer, FrameKind.BLOCKS, encode(BlockRange(items)))
 
     async def _answer_blocks(self, peer: bytes, start: int, end: int) -> None:
         """Answer a range request, read and encoded off the event loop (up to 16 MB); even with
-        no block, so the asker turns to other peers at once."""
+        no block, so the asker turns to other peers at once. A request over the peer's budget is
+        not answered (the asker's request times out and it asks others)."""
+        if not self._may_serve_blocks(peer):
+            self.block_requests_refused += 1
+            return
         payload = await asyncio.to_thread(lambda: encode(BlockRange(self._read_blocks(start, end))))
         if self.network is not None:
             self.network.send(peer, FrameKind.BLOCKS, payload)
@@ -753,6 +802,17 @@ class Reactor:
             items.append(CommittedBlock(raw, encode(commit)))
         return tuple(items)
 
+    def _validate_committed_height_message(self, message: Proposal | Vote) -> None:
+        """`PeerError` unless `message` (for a height committed here) is signed by a validator of
+        its height: honest peers relay only messages they checked."""
+        signer = message.proposer if isinstance(message, Proposal) else message.validator
+        if message.chain_id != self.genesis.chain_id or not self.validators_for(message.height).contains(
+            signer
+        ):
+            raise PeerError(f"a consensus message for height {message.height} from a non-validator")
+        if not verify_signature(signer, message.signing_bytes(), message.signature):
+            raise PeerError(f"a consensus message for height {message.height} with a bad signature")
+
     async def on_frame(self, link: PeerLink, kind: int, payload: bytes) -> None:
         """Decode a peer's frame and hand it on; raising `CodecError`/`PeerError` drops the peer."""
         if kind in (FrameKind.PROPOSAL, FrameKind.VOTE):
@@ -761,6 +821,10 @@ class Reactor:
                 if kind == FrameKind.PROPOSAL
                 else decode(Vote, payload, max_bytes=CONSENSUS_MESSAGE_BYTES_MAX)
             )
+            if message.height <= self.store.height:
+                # Committed here: what it costs us is an answer with a whole block, so the
+                # signature is checked first (a forgery drops the peer, before any block is read).
+                self._validate_committed_height_message(message)
             if self.syncing:
                 # Block sync brings us there; queueing proposals (whole blocks) for the core
                 # meanwhile would only fill memory. The height still tells what the peer has.

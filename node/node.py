@@ -207,9 +207,11 @@ class Node:
         reactor.attach(peers)
         app = web.Application()
         peers.add_routes(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.p2p.host, self.config.p2p.port, shutdown_timeout=1.0)
+        # The peer endpoint's own site: it counts and caps inbound connections before aiohttp
+        # parses a byte of them (network/peers.py).
+        site = peers.create_site(runner, self.config.p2p.host, self.config.p2p.port)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else self.config.p2p.port
         self.p2p_url = f"http://{self.config.p2p.host}:{port}"

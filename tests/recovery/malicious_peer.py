@@ -1,10 +1,10 @@
 """A Byzantine sync peer for the recovery tests, speaking the real peer protocol from the test process.
 
 `MaliciousPeer` holds a genuine validator key and the genuine chain, runs the production
-`PeerNetwork` (so the handshake and framing are the node's own) and answers every block request
-with a range damaged in one chosen way (`Misbehaviour`). It records what it was asked and how each
-of its links ended, so a test can see, from the outside, that a node asked it for blocks and then
-closed its link (dropped it) for the answer.
+`PeerNetwork` (so the secret channel's handshake and framing are the node's own) and answers every
+block request with a range damaged in one chosen way (`Misbehaviour`). It records what it was
+asked and how each of its links ended, so a test can see, from the outside, that a node asked it
+for blocks and then closed its link (dropped it) for the answer.
 
 `GatedRelay` forwards TCP connections to an honest peer but holds them until it is opened: a test
 lets the recovering node meet the malicious peer first, whatever its peer selection, and lets the
@@ -78,7 +78,7 @@ class Misbehaviour(enum.Enum):
     TOO_FEW_SIGNERS = "too-few-signers"
     #: Certificates whose quorum is one genuine precommit repeated.
     DUPLICATED_SIGNER = "duplicated-signer"
-    #: The BLOCKS frame cut in half on the wire (a websocket message that is no frame).
+    #: The BLOCKS frame cut in half before it is sealed (it opens, and holds no frame).
     TRUNCATED_FRAME = "truncated-frame"
     #: A well-formed BLOCKS frame whose first block's bytes are cut in half.
     TRUNCATED_BLOCK = "truncated-block"
@@ -345,7 +345,7 @@ class MaliciousPeer:
         self.network.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, LOOPBACK, 0)
+        site = self.network.create_site(runner, LOOPBACK, 0)
         await site.start()
         self._runner = runner
         self.url = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
@@ -388,8 +388,9 @@ class MaliciousPeer:
         await self._released.wait()
         last = min(request.to_height, len(self.blocks), request.from_height + SYNC_BLOCKS_MAX - 1)
         genuine = self.blocks[request.from_height - 1 : last]
-        # Straight onto the link's send queue (it holds encoded frames): a cut frame goes out as is.
-        link.queue.put_nowait(encode_answer(genuine, self.misbehaviour, chain_id=self.chain_id))
+        # Straight onto the link's send queue (it holds encoded frames, sealed as they are
+        # written): a cut frame goes out as is, so the node opens it and finds no frame inside.
+        link.send_frame(encode_answer(genuine, self.misbehaviour, chain_id=self.chain_id))
         record.answers += 1
 
     @web.middleware

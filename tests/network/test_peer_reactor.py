@@ -1,0 +1,138 @@
+"""What a linked peer can make the reactor do for it (issue 9 #5): no block is read for a
+consensus message whose signature does not verify, and block answers are rate-limited per peer."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from aiohttp import web
+
+from medledger.chain.admission import Admission
+from medledger.chain.codec import encode
+from medledger.chain.consensus import sign_vote
+from medledger.chain.memdb import MemDB
+from medledger.chain.mempool import Mempool
+from medledger.chain.solo import SoloValidator
+from medledger.chain.store import BlockStore
+from medledger.chain.txbuilder import sign_tx
+from medledger.chain.types import Genesis, Validator, ValidatorSet, Vote, VoteKind
+from medledger.chain.validation import check_tx
+from medledger.crypto import Identity
+from medledger.network import reactor as reactor_module
+from medledger.network.channel import ChunkAssembler, ChunkSealer
+from medledger.network.messages import BlockRequest, FrameKind
+from medledger.network.peers import PeerError, PeerLink, PeerNetwork
+from medledger.network.reactor import Reactor
+from medledger.node.fixture_app import KeyValueFixtureApp, encode_set_body
+
+CHAIN = "peer-reactor-test"
+
+
+class Node:
+    """A one-validator reactor with block 1 committed, and links that record what it sends."""
+
+    def __init__(self, identity: Identity, genesis: Genesis, reactor: Reactor, network: PeerNetwork) -> None:
+        self.identity = identity
+        self.genesis = genesis
+        self.reactor = reactor
+        self.network = network
+
+    def link(self) -> PeerLink:
+        key = os.urandom(32)
+        link = PeerLink(
+            peer_key=key,
+            dialer_key=key,
+            ws=web.WebSocketResponse(),
+            sealer=ChunkSealer(os.urandom(32)),
+            assembler=ChunkAssembler(os.urandom(32), message_bytes_max=1024),
+            on_overflow=lambda link: None,
+        )
+        self.network.links[key] = link
+        return link
+
+
+@pytest.fixture
+async def node() -> Node:
+    identity = Identity.generate()
+    public = identity.public
+    genesis = Genesis(CHAIN, 0, ValidatorSet.of([Validator("v", public.sign_key, public.enc_key)]), b"")
+    app = KeyValueFixtureApp()
+    store = BlockStore.open_memory(MemDB())
+    store.init_genesis(genesis, app.init_state(genesis))
+    solo = SoloValidator(store=store, app=app, identity=identity, validators=genesis.validators)
+    now = time.time_ns() // 1_000_000
+    _, raw, _ = sign_tx(identity, chain_id=CHAIN, kind="kv.set", body=encode_set_body(b"k", b"v" * 1000))
+    executed = solo.propose([check_tx(raw, chain_id=CHAIN, now_ms=now)], time_ms=now)
+    mempool = Mempool()
+    reactor = Reactor(
+        store=store,
+        app=app,
+        mempool=mempool,
+        admission=Admission(store=store, mempool=mempool, app=app),
+        identity=identity,
+        genesis=genesis,
+        block_interval_ms=10,
+        max_block_txs=100,
+        max_block_bytes=1 << 20,
+        clock_ms=lambda: time.time_ns() // 1_000_000,
+        on_committed=lambda executed: None,
+    )
+    await reactor._commit(executed.block, solo.certify(executed), verified=False)
+    assert store.height == 1
+    network = PeerNetwork(
+        identity=identity, chain_id=CHAIN, is_allowed=lambda key: True, on_frame=reactor.on_frame
+    )
+    reactor.attach(network)
+    return Node(identity, genesis, reactor, network)
+
+
+async def test_trust_5_a_forged_vote_for_a_committed_height_drops_the_peer_before_any_block(
+    node: Node,
+) -> None:
+    genuine = sign_vote(
+        node.identity, chain_id=CHAIN, kind=VoteKind.PRECOMMIT, height=1, round_=0, block_hash=b"\x01" * 32
+    )
+    forged = Vote(CHAIN, genuine.kind, 1, 0, genuine.block_hash, genuine.validator, bytes(64))
+    link = node.link()
+    for _ in range(3):
+        with pytest.raises(PeerError, match="bad signature"):
+            await node.reactor.on_frame(link, FrameKind.VOTE, encode(forged))
+    outsider = Identity.generate()
+    from_outsider = sign_vote(
+        outsider, chain_id=CHAIN, kind=VoteKind.PRECOMMIT, height=1, round_=0, block_hash=b"\x01" * 32
+    )
+    with pytest.raises(PeerError, match="non-validator"):
+        await node.reactor.on_frame(link, FrameKind.VOTE, encode(from_outsider))
+    assert link.queued_bytes == 0  # no block was read or queued for it
+    # A genuine vote for a committed height is taken (the reactor may help its lagging signer).
+    await node.reactor.on_frame(link, FrameKind.VOTE, encode(genuine))
+    assert node.reactor._inbox.qsize() == 1
+
+
+async def test_trust_5_block_requests_are_rate_limited_per_peer(node: Node) -> None:
+    greedy, other = node.link(), node.link()
+    request = encode(BlockRequest(1, 1))
+    burst = reactor_module.BLOCK_REQUESTS_BURST
+    for _ in range(3 * burst):
+        await node.reactor.on_frame(greedy, FrameKind.GET_BLOCKS, request)
+        greedy._queue.clear()  # as if it read every answer at once: only the rate limits it
+        greedy.queued_bytes = 0
+    answered = 3 * burst - node.reactor.block_requests_refused
+    # The burst, and what the rate refilled while the loop ran (well below the burst again).
+    assert burst <= answered < 2 * burst
+    await node.reactor.on_frame(other, FrameKind.GET_BLOCKS, request)
+    assert other.queued_bytes > 0  # another peer is answered all the same
+
+
+async def test_trust_5_a_peer_that_does_not_drain_gets_no_more_blocks(node: Node) -> None:
+    slow = node.link()
+    request = encode(BlockRequest(1, 1))
+    await node.reactor.on_frame(slow, FrameKind.GET_BLOCKS, request)
+    first = slow.queued_bytes
+    assert first > 0
+    slow.queued_bytes = reactor_module.BLOCK_ANSWER_BACKLOG_BYTES_MAX + 1  # unsent, as if stuck
+    await node.reactor.on_frame(slow, FrameKind.GET_BLOCKS, request)
+    assert len(slow._queue) == 1
+    assert node.reactor.block_requests_refused == 1
