@@ -672,14 +672,16 @@ class ProxyHub:
 def api_at_config_port(node: ClusterNode) -> ApiClient:
     """A client of `node`'s API at its configured port, whether or not the node runs right now
     (a client that outlives restarts: the harness starts nodes on their configured ports)."""
-    return ApiClient(f"http://127.0.0.1:{node.spec.api_port}")
+    return ApiClient(f"http://127.0.0.1:{node.spec.api_port}", node.spec.api_token)
 
 
 def request_within(api: ApiClient, method: str, path: str, *, timeout_s: float, data: Any = None) -> Reply:
     """One request like `ApiClient.request`, but given up after `timeout_s` (a client that must
     not hang on a paused node: the kernel still accepts its connections, nobody answers)."""
     body = None if data is None else json.dumps(data).encode()
-    headers = {} if data is None else {"Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {api.token}"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     port = urllib.parse.urlsplit(api.url).port
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     try:

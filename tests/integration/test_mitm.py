@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from cluster_harness import (
+    ApiClient,
     LoadStream,
     LocalCluster,
     MakeCluster,
@@ -130,7 +131,8 @@ def read_dropped(cluster: LocalCluster) -> dict[str, float]:
     """Each running node's `medledger_peers_dropped` gauge (links dropped for breaking the protocol)."""
     dropped: dict[str, float] = {}
     for node in cluster.nodes:
-        text = node.api.request("GET", "/metrics").body.decode()
+        ops = ApiClient(node.process.ops_url, node.spec.api_token)  # /metrics is on the ops address
+        text = ops.request("GET", "/metrics").body.decode()
         for line in text.splitlines():
             if line.startswith("medledger_peers_dropped "):
                 dropped[node.name] = float(line.split()[1])
