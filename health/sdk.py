@@ -31,8 +31,9 @@ from medledger.health.client import (
     build_register_patient,
     build_revoke,
 )
-from medledger.health.errors import CommitmentMismatchError, HealthError
-from medledger.health.records import DecryptedRecord, decrypt_record, reseal_record_keys
+from medledger.health.errors import HealthError, ReasonUnreadableError, RecordVerificationError
+from medledger.health.reasons import open_reason
+from medledger.health.records import DecryptedRecord, is_record_verified, open_record, reseal_record_keys
 from medledger.health.types import (
     GRANT_RECORDS_MAX,
     INQUIRY_OPEN,
@@ -213,9 +214,9 @@ class PatientClient:
         for record in self.list_records():
             try:
                 result.append(
-                    LocalRecord(record, names.get(record.author), decrypt_record(record, self.identity))
+                    LocalRecord(record, names.get(record.author), open_record(record, self.identity))
                 )
-            except (DecryptionError, CommitmentMismatchError) as exc:
+            except (DecryptionError, RecordVerificationError) as exc:
                 result.append(LocalRecord(record, names.get(record.author), None, exc.message))
         return result
 
@@ -226,6 +227,13 @@ class PatientClient:
         for inquiry in inquiries:
             self._check_patient(inquiry)
         return inquiries
+
+    def inquiry_reason(self, inquiry: InquiryState) -> str | None:
+        """The inquiry's reason, opened here (sealed on the ledger); None if not sealed for this key."""
+        try:
+            return open_reason(inquiry, self.identity)
+        except ReasonUnreadableError:
+            return None
 
     def list_pending_inquiries(self) -> list[InquiryState]:
         return self.list_inquiries(INQUIRY_OPEN)
@@ -270,6 +278,7 @@ class PatientClient:
             for r in self.list_records()
             if is_covered(inquiry.scope, r.record_id, r.record_type, r.time_ms)
             and self.identity.public.enc_key in r.envelope.readers
+            and is_record_verified(r, self.identity)  # never re-seal the key of a record that fails
         ]
         covered = covered[-GRANT_RECORDS_MAX:]  # the latest, if more than a grant can carry
         record_keys = reseal_record_keys(covered, self.identity, enc_key)

@@ -808,7 +808,7 @@ def patient_inquiries(ctx: click.Context, show_all: bool, as_json: bool) -> None
                 "requester": names.get(i.requester, i.requester.hex()),
                 "purpose": i.purpose,
                 "record_types": list(i.scope.record_types),
-                "reason": i.reason,
+                "reason": client.inquiry_reason(i),  # sealed on the ledger, opened on this device
                 "status": i.status,
                 "expires_ms": i.expires_ms,
                 "height": i.height,

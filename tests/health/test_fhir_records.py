@@ -15,9 +15,16 @@ import pytest
 from health_testkit import make_identity
 
 from medledger.crypto import DecryptionError
-from medledger.health.errors import CommitmentMismatchError, InvalidRecordError
-from medledger.health.fhir import BUNDLE_ENTRIES_MAX, compute_canonical_json, validate_record
-from medledger.health.records import decrypt_record, encrypt_record, verify_commitment
+from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
+from medledger.health.fhir import BUNDLE_ENTRIES_MAX, UNKNOWN_ELEMENT, compute_canonical_json, validate_record
+from medledger.health.records import (
+    EncryptedRecord,
+    decrypt_record,
+    encrypt_record,
+    open_record,
+    reseal_record_keys,
+    verify_commitment,
+)
 from medledger.health.types import RecordState, compute_patient_id
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -75,7 +82,9 @@ def test_invalid_missing_required_element() -> None:
 def test_invalid_unknown_element() -> None:
     record = load("immunization")
     record["favouriteColour"] = "blue"
-    assert_invalid(record, path="Immunization.favouriteColour")
+    error = assert_invalid(record, path=f"Immunization.{UNKNOWN_ELEMENT} is not an element")
+    assert error.paths == (f"Immunization.{UNKNOWN_ELEMENT}",)
+    assert "favouriteColour" not in error.message
 
 
 def test_invalid_status_code() -> None:
@@ -136,25 +145,35 @@ def test_invalid_too_deep_or_too_large() -> None:
     assert_invalid(b" " * (200 * 1024) + b"{}")
 
 
+def stored(
+    encrypted: EncryptedRecord, patient_id: bytes, author: bytes, record_id: bytes = bytes(32)
+) -> RecordState:
+    """The record as the ledger would store it under `author`."""
+    return RecordState(
+        record_id,
+        patient_id,
+        author,
+        encrypted.record_type,
+        encrypted.commitment,
+        encrypted.envelope,
+        encrypted.supersedes,
+        b"",
+        1,
+        1,
+    )
+
+
 def test_encrypt_decrypt_and_commitment() -> None:
     patient, clinic, other = make_identity("p"), make_identity("c"), make_identity("o")
     patient_id = compute_patient_id(patient.public.sign_key)
     encrypted = encrypt_record(
-        load("bundle"), patient_id=patient_id, readers=[patient.public.enc_key, clinic.public.enc_key]
+        load("bundle"),
+        patient_id=patient_id,
+        author=clinic.public.sign_key,
+        readers=[patient.public.enc_key, clinic.public.enc_key],
     )
     assert encrypted.record_type == "Bundle"
-    record = RecordState(
-        bytes(32),
-        patient_id,
-        clinic.public.sign_key,
-        encrypted.record_type,
-        encrypted.commitment,
-        encrypted.envelope,
-        b"",
-        b"",
-        1,
-        1,
-    )
+    record = stored(encrypted, patient_id, clinic.public.sign_key)
     opened = decrypt_record(record, patient)
     assert opened.resource == json.loads(compute_canonical_json(load("bundle")))
     assert opened.salt == encrypted.salt
@@ -163,13 +182,64 @@ def test_encrypt_decrypt_and_commitment() -> None:
     assert decrypt_record(record, clinic).canonical_json == opened.canonical_json
     with pytest.raises(DecryptionError):
         decrypt_record(record, other)
-    # Bound to patient and type: moved to another patient or relabelled, it no longer opens.
-    with pytest.raises(DecryptionError):
-        decrypt_record(dataclasses.replace(record, patient_id=bytes(32)), patient)
-    with pytest.raises(DecryptionError):
-        decrypt_record(dataclasses.replace(record, record_type="Observation"), patient)
+    # Bound to patient, type and superseded record: moved or relabelled, it no longer opens.
+    for moved in (
+        dataclasses.replace(record, patient_id=bytes(32)),
+        dataclasses.replace(record, record_type="Observation"),
+        dataclasses.replace(record, supersedes=bytes(range(32))),
+    ):
+        with pytest.raises(RecordBindingError):
+            decrypt_record(moved, patient)
     with pytest.raises(CommitmentMismatchError):
         decrypt_record(dataclasses.replace(record, commitment=bytes(32)), patient)
+
+
+def test_trust_6_republished_record_is_refused_by_every_reader() -> None:
+    """Issue 9, defect 6: a hospital re-publishing a clinic's ciphertext and commitment as its own."""
+    patient, clinic, hospital = make_identity("p"), make_identity("c"), make_identity("h")
+    insurer = make_identity("i")
+    patient_id = compute_patient_id(patient.public.sign_key)
+    readers = [patient.public.enc_key, clinic.public.enc_key, hospital.public.enc_key]
+    encrypted = encrypt_record(
+        load("condition"), patient_id=patient_id, author=clinic.public.sign_key, readers=readers
+    )
+    original = stored(encrypted, patient_id, clinic.public.sign_key, bytes([1]) * 32)
+    copy_as_hospital = stored(encrypted, patient_id, hospital.public.sign_key, bytes([2]) * 32)
+    assert open_record(original, patient).record_type == "Condition"
+    # Every reader refuses the copy, typed, naming the record and not its content.
+    for reader in (patient, clinic, hospital):
+        with pytest.raises(RecordBindingError) as info:
+            open_record(copy_as_hospital, reader)
+        assert info.value.record_id == copy_as_hospital.record_id
+        assert copy_as_hospital.record_id.hex() in info.value.message
+    # The commitment does not verify under the hospital's name, even with the true salt and plaintext.
+    plaintext = open_record(original, patient)
+    assert not verify_commitment(copy_as_hospital, plaintext.salt, plaintext.canonical_json)
+    # And the patient's client never re-seals the copy's key (it is the original's) for a grantee.
+    with pytest.raises(RecordBindingError):
+        reseal_record_keys([copy_as_hospital], patient, insurer.public.enc_key)
+    assert len(reseal_record_keys([original], patient, insurer.public.enc_key)) == 1
+
+
+def test_trust_6_commitment_binds_the_author() -> None:
+    """The same plaintext and salt commit differently under another author, patient or type."""
+    patient, clinic, hospital = make_identity("p"), make_identity("c"), make_identity("h")
+    patient_id = compute_patient_id(patient.public.sign_key)
+    encrypted = encrypt_record(
+        load("observation"),
+        patient_id=patient_id,
+        author=clinic.public.sign_key,
+        readers=[patient.public.enc_key, clinic.public.enc_key],
+    )
+    record = stored(encrypted, patient_id, clinic.public.sign_key)
+    opened = open_record(record, patient)
+    assert verify_commitment(record, opened.salt, opened.canonical_json)
+    for other in (
+        dataclasses.replace(record, author=hospital.public.sign_key),
+        dataclasses.replace(record, patient_id=bytes(32)),
+        dataclasses.replace(record, record_type="Condition"),
+    ):
+        assert not verify_commitment(other, opened.salt, opened.canonical_json)
 
 
 def test_invalid_record_is_never_encrypted() -> None:
@@ -177,4 +247,39 @@ def test_invalid_record_is_never_encrypted() -> None:
     record = load("observation")
     record["status"] = "bogus"
     with pytest.raises(InvalidRecordError):
-        encrypt_record(record, patient_id=bytes(32), readers=[patient.public.enc_key])
+        encrypt_record(
+            record, patient_id=bytes(32), author=patient.public.sign_key, readers=[patient.public.enc_key]
+        )
+
+
+#: Identifiers a client might put anywhere in a record: none may come back in an error.
+PHI = ("Jane Doe", "1980-01-02", "MRN-4417", "HIV+")
+
+
+def test_trust_8_validation_errors_never_echo_names_or_values() -> None:
+    """Issue 9, defect 8: element names, values and ids a client chose never appear in errors."""
+    phi_key = "Jane Doe DOB 1980-01-02 MRN-4417 HIV+"
+    observation, condition = load("observation"), load("condition")
+    bad: list[dict[str, Any]] = [
+        {**condition, phi_key: "x"},  # an unknown element named by the PHI
+        {**condition, "recordedDate": phi_key},  # a PHI value of the wrong format
+        {**condition, "id": phi_key},  # an id
+        {**condition, "clinicalStatus": {"coding": [{phi_key: 1}]}},  # nested unknown element
+        {**observation, "status": phi_key},  # a value outside a code list
+        {**observation, "subject": {"reference": 7, phi_key: phi_key}},
+        {**observation, "contained": [{"resourceType": "Patient", "name": [{phi_key: 1}]}]},
+        {**observation, "contained": [{"resourceType": phi_key}]},
+        {"resourceType": phi_key},
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {**condition, phi_key: 1}}]},
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": phi_key}}]},
+        {"resourceType": "Bundle", "type": "collection", "entry": [{phi_key: 1, "resource": observation}]},
+    ]
+    for record in bad:
+        error = assert_invalid(record)
+        shown = error.message + " ".join(error.paths)
+        for identifier in PHI:
+            assert identifier not in shown, (identifier, shown)
+    # The path shape is still there: rule and position.
+    error = assert_invalid({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": bad[0]}]})
+    assert error.paths == (f"Bundle.entry[0].resource.{UNKNOWN_ELEMENT}",)
+    assert "is not an element" in error.message

@@ -224,10 +224,15 @@ class HealthMachine(RuleBasedStateMachine):
         if drop_patient and author != patient:
             readers = readers - {patient}
         self.counter += 1
+        target: MRecord | None = None
+        if supersede and self.records:
+            target = data.draw(stg.sampled_from(list(self.records.values())))
         encrypted = encrypt_record(
             RECORD_MAKERS[record_type](self.counter),
             patient_id=pid(patient),
+            author=IDENTITIES[author].public.sign_key,
             readers=[enc(r) for r in readers],
+            supersedes=target.record_id if target is not None else b"",
         )
         ok = (
             author in AUTHORS
@@ -236,9 +241,7 @@ class HealthMachine(RuleBasedStateMachine):
             and patient in readers
             and author in readers
         )
-        target: MRecord | None = None
-        if supersede and self.records:
-            target = data.draw(stg.sampled_from(list(self.records.values())))
+        if target is not None:
             ok = ok and target.author == author and target.patient == patient and not target.superseded
             signed = self.ledger.sign(
                 client.build_supersede_record, IDENTITIES[author], pid(patient), target.record_id, encrypted
@@ -302,6 +305,7 @@ class HealthMachine(RuleBasedStateMachine):
             purpose,
             expires_ms,
             "synthetic",
+            patient_enc_key=enc(patient),
         )
         ok = (
             requester in ROLES
@@ -439,6 +443,7 @@ class HealthMachine(RuleBasedStateMachine):
             purpose,
             time_ms + 3_600_000,
             "x",
+            patient_enc_key=enc(patient),
         )
         inquiry_id = self.submit(signed, True, "share: request")
         assert inquiry_id is not None
