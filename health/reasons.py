@@ -19,7 +19,7 @@ from __future__ import annotations
 import nacl.bindings
 import nacl.exceptions
 
-from medledger.crypto import CryptoError, DecryptionError, Identity, open_envelope, seal_envelope
+from medledger.crypto import DecryptionError, Identity, open_envelope, seal_envelope
 from medledger.health.errors import InvalidReasonError, ReasonUnreadableError
 from medledger.health.types import (
     REASON_BYTES_MAX,
@@ -45,19 +45,20 @@ def validate_reason(reason: object) -> str:
 def seal_reason(
     reason: str, *, patient_id: bytes, requester: bytes, patient_enc_key: bytes, requester_enc_key: bytes
 ) -> SealedReason:
-    """Pad and encrypt `reason` for the patient and the requester (`requester`: its signing key)."""
+    """Pad and encrypt `reason` for the patient and the requester (`requester`: its signing key).
+
+    `InvalidReasonError` if the reason is not acceptable; `CryptoError` if a reader key is unusable.
+    """
     plaintext = validate_reason(reason).encode("utf-8")
     padded = nacl.bindings.sodium_pad(plaintext, REASON_PADDED_BYTES)
     if len(padded) != REASON_PADDED_BYTES:  # pragma: no cover - REASON_BYTES_MAX < REASON_PADDED_BYTES
         raise InvalidReasonError(f"reason must be at most {REASON_BYTES_MAX} bytes of UTF-8")
-    try:
-        envelope = seal_envelope(
-            padded,
-            [patient_enc_key, requester_enc_key],
-            associated_data=compute_reason_associated_data(patient_id, requester),
-        )
-    except CryptoError as exc:
-        raise InvalidReasonError(f"the reason cannot be sealed: {exc.message}") from None
+    # A reader key that is not a usable x25519 key raises `CryptoError` (the key's fault, not the reason's).
+    envelope = seal_envelope(
+        padded,
+        [patient_enc_key, requester_enc_key],
+        associated_data=compute_reason_associated_data(patient_id, requester),
+    )
     return SealedReason.from_envelope(envelope)
 
 

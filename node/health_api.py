@@ -34,7 +34,7 @@ from medledger.chain.app import StateReader
 from medledger.chain.codec import WireType, encode
 from medledger.chain.errors import TxRejectedError
 from medledger.chain.store import TxLocation
-from medledger.crypto import DecryptionError
+from medledger.crypto import CryptoError, DecryptionError
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
 from medledger.health.client import build_add_record, build_read_receipt, build_request_access, make_scope
@@ -474,6 +474,16 @@ async def get_me(request: web.Request) -> web.Response:
     return _json({**institution_json(me), "chain_id": service.node.genesis.chain_id})
 
 
+def _unusable_key_problem() -> ApiProblem:
+    """A patient registered an encryption key nothing can be sealed to (e.g. a small-order point)."""
+    return ApiProblem(
+        422,
+        "Unusable patient key",
+        "the patient's encryption key is not a usable x25519 public key: nothing can be sealed for them",
+        code="patient_key_unusable",
+    )
+
+
 async def post_record(request: web.Request) -> web.Response:
     service, me = _me(request)
     wait_ms = _wait_ms(request)
@@ -504,7 +514,12 @@ async def post_record(request: web.Request) -> web.Response:
     readers = {patient.enc_key, me.enc_key} | _current_grantee_keys(
         state, patient_id, record_type, service.node.clock_ms()
     )
-    encrypted = encrypt_record(resource, patient_id=patient_id, author=me.sign_key, readers=sorted(readers))
+    try:
+        encrypted = encrypt_record(
+            resource, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
+        )
+    except CryptoError:
+        raise _unusable_key_problem() from None
     _, raw, tx_id = build_add_record(
         service.node.identity, patient_id, encrypted, chain_id=service.node.genesis.chain_id
     )
@@ -621,16 +636,19 @@ async def post_inquiry(request: web.Request) -> web.Response:
     patient = _require_patient(state, patient_id)
     node = service.node
     scope = make_scope(record_types=record_types, record_ids=ids, from_ms=from_ms, to_ms=to_ms)
-    _, raw, tx_id = build_request_access(
-        node.identity,
-        patient_id,
-        scope,
-        purpose,
-        node.clock_ms() + ttl_ms,
-        reason,
-        patient_enc_key=patient.enc_key,
-        chain_id=node.genesis.chain_id,
-    )
+    try:
+        _, raw, tx_id = build_request_access(
+            node.identity,
+            patient_id,
+            scope,
+            purpose,
+            node.clock_ms() + ttl_ms,
+            reason,
+            patient_enc_key=patient.enc_key,
+            chain_id=node.genesis.chain_id,
+        )
+    except CryptoError:
+        raise _unusable_key_problem() from None
     location = await _submit_and_wait(service, raw, wait_ms)
     return _json({**_write_result(tx_id, location), "inquiry_id": tx_id.hex()}, 201 if location else 202)
 

@@ -34,14 +34,17 @@ from health_harness import (
 
 from medledger.chain.codec import decode
 from medledger.chain.limits import API_BLOCK_RANGE_MAX
-from medledger.crypto import load_identity
+from medledger.crypto import Identity, load_identity
 from medledger.health import client
 from medledger.health.sdk import PatientClient
 from medledger.health.types import (
     KIND_ADD_RECORD,
+    KIND_REGISTER_PATIENT,
     STATE_VALUE_BYTES_MAX,
     AddRecordBody,
     RecordState,
+    RegisterPatientBody,
+    compute_patient_id,
 )
 from medledger.node.home import KEY_FILE
 
@@ -263,3 +266,27 @@ def test_trust_6_republished_record_is_refused_on_real_nodes(
         max_bytes=STATE_VALUE_BYTES_MAX,
     )
     assert stored.author != attacker.public.sign_key
+
+
+def test_invalid_unusable_patient_key_is_422(shared_net: HealthNet) -> None:
+    """A hostile patient registers an encryption key nothing can be sealed to (a small-order point):
+    writing a record or an inquiry (its sealed reason) for them is a client-side 422, never a 500."""
+    clinic = shared_net["clinic"]
+    hostile = Identity.generate()
+    body = RegisterPatientBody(bytes(32))
+    chain_id = str(clinic.get("/v1/health/institution").json()["chain_id"])
+    _, raw, _ = client.build_tx(hostile, KIND_REGISTER_PATIENT, body, chain_id=chain_id)
+    posted = request(
+        clinic.url,
+        "POST",
+        "/v1/txs?wait_ms=5000",
+        body=json.dumps({"tx": base64.b64encode(raw).decode()}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert posted.status == 200, posted
+    shared_net.sync()
+    pid = compute_patient_id(hostile.public.sign_key).hex()
+    record = clinic.post(RECORDS_PATH, {"patient_id": pid, "resource": OBSERVATION})
+    assert assert_problem(record, 422)["type"] == "urn:medledger:problem:patient_key_unusable"
+    inquiry = clinic.post(INQUIRIES_PATH, {"patient_id": pid, "purpose": "TREAT", "reason": "visit"})
+    assert assert_problem(inquiry, 422)["type"] == "urn:medledger:problem:patient_key_unusable"
