@@ -79,8 +79,17 @@ class DecryptedRecord:
 
 
 def compute_binding_of(record: RecordState) -> bytes:
-    """The binding of a record as the ledger describes it (what its author must have encrypted for)."""
-    return compute_record_binding(record.patient_id, record.author, record.record_type, record.supersedes)
+    """The binding of a record as the ledger describes it (what its author must have encrypted for).
+
+    A record a node serves is outside input: metadata no rule would store (a superseded id that
+    is neither empty nor 32 bytes) is a `RecordBindingError`, never an untyped failure.
+    """
+    try:
+        return compute_record_binding(record.patient_id, record.author, record.record_type, record.supersedes)
+    except ValueError:
+        raise RecordBindingError(
+            f"record {record.record_id.hex()} carries metadata no ledger stores", record_id=record.record_id
+        ) from None
 
 
 def encrypt_record(
@@ -162,7 +171,11 @@ def decrypt_record_with_grant(record: RecordState, grant: GrantState, identity: 
 
 def verify_commitment(record: RecordState, salt: bytes, canonical_json: bytes) -> bool:
     """Whether a claimed (salt, plaintext) is the one the ledger's commitment was made to."""
-    return compute_commitment(compute_binding_of(record), salt, canonical_json) == record.commitment
+    try:
+        binding = compute_binding_of(record)
+    except RecordBindingError:
+        return False
+    return compute_commitment(binding, salt, canonical_json) == record.commitment
 
 
 def is_record_verified(record: RecordState, identity: Identity) -> bool:

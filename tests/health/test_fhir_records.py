@@ -192,6 +192,11 @@ def test_encrypt_decrypt_and_commitment() -> None:
             decrypt_record(moved, patient)
     with pytest.raises(CommitmentMismatchError):
         decrypt_record(dataclasses.replace(record, commitment=bytes(32)), patient)
+    # Metadata no rule stores (a lying node's answer) is refused typed, too.
+    malformed = dataclasses.replace(record, supersedes=b"short")
+    with pytest.raises(RecordBindingError):
+        decrypt_record(malformed, patient)
+    assert not verify_commitment(malformed, opened.salt, opened.canonical_json)
 
 
 def test_trust_6_republished_record_is_refused_by_every_reader() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -122,6 +123,8 @@ def test_trust_8_identifiers_never_come_back_in_responses_or_logs(
         ),
         ("patient id", clinic.post(RECORDS_PATH, {"patient_id": PHI_TEXT, "resource": OBSERVATION}), 400),
         ("resource", clinic.post(RECORDS_PATH, {"patient_id": pid, "resource": PHI_TEXT}), 400),
+        ("query", clinic.get(f"{RECORDS_PATH}?patient_id={urllib.parse.quote(PHI_TEXT)}"), 400),
+        ("record id", clinic.read(urllib.parse.quote(PHI_TEXT)), 400),
     ]
     inquiry: dict[str, Any] = {"patient_id": pid, "purpose": "TREAT", "reason": "follow-up visit"}
     for what, body in (
