@@ -4,17 +4,22 @@ Encrypting (author): validate the FHIR record, canonicalise its JSON, draw a ran
 and compute the record's *binding* (`types.compute_record_binding`): the patient id, the author's
 signing key, the record it supersedes and its record type, i.e. everything on the ledger the rules
 key the record on. The binding goes into the commitment (`H(domain ‖ binding ‖ salt ‖ plaintext)`)
-and, as associated data, into the XChaCha20-Poly1305 ciphertext of `salt ‖ plaintext`, sealed
-under a fresh content key wrapped for each reader. The salt travels inside the ciphertext, so every
-reader can check the commitment; the commitment on the ledger lets the patient later prove a
-record's content to anyone they choose, without the ledger ever holding the plaintext.
+and, as associated data, into the XChaCha20-Poly1305 ciphertext of `salt ‖ plaintext`. A fresh
+content key is sealed for each reader; the ciphertext is encrypted under the *record key*, the
+content key keyed to the binding (`compute_record_key`), and a grant re-seals the record key, never
+the content key. So an author that re-uses a content key it read from another record (a hospital
+sealed into a clinic's Condition, publishing a harmless Immunization under the same key) gains
+nothing: a grant of its record hands out a key that opens that record only. The salt travels
+inside the ciphertext, so every reader can check the commitment; the commitment on the ledger lets
+the patient later prove a record's content to anyone they choose, without the ledger ever holding
+the plaintext.
 
 Opening (every reader: the patient's client, the author, a grantee's node): `open_record` is the
 one place a record is opened. It recomputes the binding from what the ledger says about the record,
 so a ciphertext and commitment re-published by another institution as its own record (or moved to
 another patient, type, or superseded record) is refused with `RecordBindingError`, and a plaintext
 that does not match its commitment with `CommitmentMismatchError` (issue 9, defect 6). Only a
-verified record is shown, and `reseal_record_keys` re-seals a content key for a grantee only after
+verified record is shown, and `reseal_record_keys` re-seals a record key for a grantee only after
 the record verified: a patient never hands out the key of a record they cannot vouch for.
 
 These functions run on clients, never inside the rules: they draw randomness and decrypt.
@@ -27,18 +32,24 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import nacl.encoding
+import nacl.hash
+import nacl.utils
+
 from medledger.crypto import (
+    CONTENT_KEY_SIZE,
     DecryptionError,
     Envelope,
     Identity,
     decrypt_with_content_key,
+    encrypt_with_content_key,
     seal_content_key,
-    seal_envelope,
     unwrap_content_key,
 )
 from medledger.health.errors import CommitmentMismatchError, RecordBindingError
 from medledger.health.fhir import ValidatedRecord, parse_record_json, validate_record
 from medledger.health.types import (
+    RECORD_KEY_DOMAIN,
     EnvelopeWire,
     GrantState,
     RecordKey,
@@ -109,9 +120,14 @@ def encrypt_record(
     salt = secrets.token_bytes(SALT_SIZE)
     binding = compute_record_binding(patient_id, author, validated.record_type, supersedes)
     commitment = compute_commitment(binding, salt, validated.canonical_json)
-    envelope = seal_envelope(
-        salt + validated.canonical_json, readers, associated_data=compute_record_associated_data(binding)
+    content_key = nacl.utils.random(CONTENT_KEY_SIZE)
+    nonce, ciphertext = encrypt_with_content_key(
+        salt + validated.canonical_json,
+        compute_record_key(content_key, binding),
+        associated_data=compute_record_associated_data(binding),
     )
+    wrapped_keys = tuple((reader, seal_content_key(content_key, reader)) for reader in sorted(set(readers)))
+    envelope = Envelope(nonce, ciphertext, wrapped_keys)  # checks the number of readers
     return EncryptedRecord(
         validated.record_type,
         commitment,
@@ -122,27 +138,50 @@ def encrypt_record(
     )
 
 
+def compute_record_key(content_key: bytes, binding: bytes) -> bytes:
+    """The key a record's ciphertext is encrypted under: its content key, keyed to its binding.
+
+    The envelope seals the content key; a grant re-seals this record key. A content key an author
+    re-used from another record (one it was a reader of) therefore yields a different record key
+    for each binding, and a grant of one record never hands out a key that opens another.
+    """
+    return nacl.hash.blake2b(
+        RECORD_KEY_DOMAIN + binding,
+        digest_size=CONTENT_KEY_SIZE,
+        key=content_key,
+        encoder=nacl.encoding.RawEncoder,
+    )
+
+
+def _get_record_key(record: RecordState, identity: Identity, grant: GrantState | None) -> bytes:
+    """The record key `identity` holds: re-sealed in `grant`, or derived from its envelope's content key."""
+    envelope = record.envelope.to_envelope()
+    sealed = grant.get_sealed_key(record.record_id) if grant is not None else None
+    if sealed is not None:
+        # A one-reader envelope over the same ciphertext lets the crypto layer do the unsealing.
+        one_reader = Envelope(envelope.nonce, envelope.ciphertext, ((identity.public.enc_key, sealed),))
+        return unwrap_content_key(one_reader, identity)
+    content_key = unwrap_content_key(envelope, identity)
+    return compute_record_key(content_key, compute_binding_of(record))
+
+
 def open_record(
     record: RecordState, identity: Identity, *, grant: GrantState | None = None
 ) -> DecryptedRecord:
     """Open and verify a record as `identity`: the one way any reader gets at a record's content.
 
-    The content key is the one the envelope seals for `identity`, or the one `grant` re-sealed for
-    it. Raises `DecryptionError` if `identity` holds no key for the record (or the key does not
-    unseal), `RecordBindingError` if the ciphertext is not bound to the record's author, patient,
-    type and superseded record (re-published or altered), `CommitmentMismatchError` if the
-    plaintext does not match the commitment. Messages name the record id, never its content.
+    The record key is derived from the content key the envelope seals for `identity`, or is the
+    one `grant` re-sealed for it (`compute_record_key`). Raises `DecryptionError` if `identity`
+    holds no key for the record (or the key does not unseal), `RecordBindingError` if the
+    ciphertext is not bound to the record's author, patient, type and superseded record
+    (re-published, altered, or a key granted for another record), `CommitmentMismatchError` if
+    the plaintext does not match the commitment. Messages name the record id, never its content.
     """
-    envelope = record.envelope.to_envelope()
-    sealed = grant.get_sealed_key(record.record_id) if grant is not None else None
-    if sealed is not None:
-        # A one-reader envelope over the same ciphertext lets the crypto layer do the unsealing.
-        envelope = Envelope(envelope.nonce, envelope.ciphertext, ((identity.public.enc_key, sealed),))
-    content_key = unwrap_content_key(envelope, identity)
     binding = compute_binding_of(record)
+    record_key = _get_record_key(record, identity, grant)
     try:
         payload = decrypt_with_content_key(
-            envelope, content_key, associated_data=compute_record_associated_data(binding)
+            record.envelope.to_envelope(), record_key, associated_data=compute_record_associated_data(binding)
         )
     except DecryptionError:
         raise RecordBindingError(
@@ -199,6 +238,6 @@ def reseal_record_keys(
     keys = []
     for record in sorted(records, key=lambda r: r.record_id):
         open_record(record, identity)
-        content_key = unwrap_content_key(record.envelope.to_envelope(), identity)
-        keys.append(RecordKey(record.record_id, seal_content_key(content_key, grantee_enc_key)))
+        record_key = _get_record_key(record, identity, None)
+        keys.append(RecordKey(record.record_id, seal_content_key(record_key, grantee_enc_key)))
     return tuple(keys)

@@ -34,6 +34,8 @@ OPTIONAL_HASH = Bytes(HASH_SIZE)
 PATIENT_ID_DOMAIN: Final = b"medledger/health/patient-id/v1\x00"
 #: Prefixes a record's binding (`compute_record_binding`) as its ciphertext's associated data.
 RECORD_AD_DOMAIN: Final = b"medledger/health/record/v2\x00"
+#: Prefixes a record's binding when its record key is derived from its content key (keyed BLAKE2b).
+RECORD_KEY_DOMAIN: Final = b"medledger/health/record-key/v1\x00"
 #: Prefixes a record's binding and salted plaintext in its commitment.
 COMMITMENT_DOMAIN: Final = b"medledger/health/commitment/v2\x00"
 #: Prefixes an inquiry's binding as its sealed reason's associated data.

@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import nacl.utils
 import pytest
 from health_testkit import make_identity
 
-from medledger.crypto import DecryptionError
+from medledger.crypto import DecryptionError, unwrap_content_key
+from medledger.health.client import make_scope
 from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
 from medledger.health.fhir import BUNDLE_ENTRIES_MAX, UNKNOWN_ELEMENT, compute_canonical_json, validate_record
 from medledger.health.records import (
@@ -25,7 +27,7 @@ from medledger.health.records import (
     reseal_record_keys,
     verify_commitment,
 )
-from medledger.health.types import RecordState, compute_patient_id
+from medledger.health.types import GrantState, RecordKey, RecordState, WrappedKey, compute_patient_id
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXPECTED_TYPES = {
@@ -288,3 +290,52 @@ def test_trust_8_validation_errors_never_echo_names_or_values() -> None:
     error = assert_invalid({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": bad[0]}]})
     assert error.paths == (f"Bundle.entry[0].resource.{UNKNOWN_ELEMENT}",)
     assert "is not an element" in error.message
+
+
+def test_trust_6_a_grant_never_hands_out_another_records_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9, defect 6, the key variant: a hospital sealed into a clinic's record re-uses the
+    clinic's content key for a harmless record of its own. A grant of that record must not hand
+    the grantee a key that opens the clinic's record (consent for an Immunization is not consent
+    for a Condition)."""
+    patient, clinic, hospital, insurer = (make_identity(n) for n in ("p", "c", "h", "i"))
+    patient_id = compute_patient_id(patient.public.sign_key)
+    condition = encrypt_record(
+        load("condition"),
+        patient_id=patient_id,
+        author=clinic.public.sign_key,
+        readers=[patient.public.enc_key, clinic.public.enc_key, hospital.public.enc_key],
+    )
+    original = stored(condition, patient_id, clinic.public.sign_key, bytes([1]) * 32)
+    stolen = unwrap_content_key(original.envelope.to_envelope(), hospital)
+    # The hospital runs the honest client, except that its content key is the clinic's.
+    draw = nacl.utils.random
+    monkeypatch.setattr(nacl.utils, "random", lambda size: stolen if size == len(stolen) else draw(size))
+    decoy = encrypt_record(
+        load("immunization"),
+        patient_id=patient_id,
+        author=hospital.public.sign_key,
+        readers=[patient.public.enc_key, hospital.public.enc_key],
+    )
+    monkeypatch.undo()
+    copy_record = stored(decoy, patient_id, hospital.public.sign_key, bytes([2]) * 32)
+    assert open_record(copy_record, patient).record_type == "Immunization"  # the hospital's own record
+    # The patient grants the insurer the Immunization, and only it.
+    (granted,) = reseal_record_keys([copy_record], patient, insurer.public.enc_key)
+    assert granted.record_id == copy_record.record_id
+    # Whatever the insurer does with that key, the clinic's Condition does not open.
+    as_grant_key = RecordKey(original.record_id, granted.sealed_key)
+    forged_grant = GrantState(
+        bytes(32), bytes(32), patient_id, insurer.public.sign_key, insurer.public.enc_key,
+        patient.public.sign_key, make_scope(), "TREAT", 2, (as_grant_key,), 0, 0, 1, 1,
+    )  # fmt: skip
+    with pytest.raises(RecordBindingError):
+        open_record(original, insurer, grant=forged_grant)
+    as_envelope_key = dataclasses.replace(
+        original.envelope,
+        wrapped_keys=(WrappedKey(insurer.public.enc_key, granted.sealed_key),),
+    )
+    with pytest.raises(RecordBindingError):
+        open_record(dataclasses.replace(original, envelope=as_envelope_key), insurer)
+    # The grant still opens the record it was made for.
+    honest_grant = dataclasses.replace(forged_grant, record_keys=(granted,))
+    assert open_record(copy_record, insurer, grant=honest_grant).record_type == "Immunization"
