@@ -210,6 +210,19 @@ def compute_canonical_json(resource: Mapping[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
+def compute_record_json(resource: Mapping[str, Any]) -> bytes:
+    """`compute_canonical_json` of a record, as an `InvalidRecordError` if it is not JSON text.
+
+    A JSON parser accepts `"\\ud800"` (an escaped unpaired surrogate) and `1e400` (infinity), but
+    neither can be written back as JSON text: such a record is invalid, never an untyped error
+    (whose message would quote the offending character).
+    """
+    try:
+        return compute_canonical_json(resource)
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        raise InvalidRecordError("record is not JSON text (not serialisable as UTF-8 JSON)") from None
+
+
 def _reject_constant(name: str) -> Any:
     raise InvalidRecordError(f"record JSON contains {name}, which is not JSON")
 
@@ -235,6 +248,7 @@ def parse_record_json(data: bytes | str) -> dict[str, Any]:
         raise InvalidRecordError("record is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidRecordError("record JSON must be an object (a FHIR resource)")
+    compute_record_json(value)  # refuses text that parses but is not UTF-8 (unpaired surrogates)
     return value
 
 
@@ -358,12 +372,8 @@ def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
     if isinstance(record, bytes | str):
         resource = parse_record_json(record)
     else:
-        resource = dict(record)
         # Round-trip so a Mapping from code obeys the same JSON rules as bytes from a client.
-        try:
-            resource = parse_record_json(compute_canonical_json(resource))
-        except (TypeError, ValueError):
-            raise InvalidRecordError("record is not JSON-serialisable") from None
+        resource = parse_record_json(compute_record_json(record))
     if _depth(resource) > RECORD_JSON_DEPTH_MAX:
         raise InvalidRecordError(f"record JSON nests deeper than {RECORD_JSON_DEPTH_MAX}")
     record_type = _resource_type(resource, "record", RECORD_TYPES)

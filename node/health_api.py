@@ -44,7 +44,7 @@ from medledger.health.errors import (
     ReasonUnreadableError,
     RecordVerificationError,
 )
-from medledger.health.fhir import RECORD_JSON_BYTES_MAX, validate_record
+from medledger.health.fhir import RECORD_JSON_BYTES_MAX, compute_record_json, validate_record
 from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import encrypt_record, open_record
 from medledger.health.rules import is_readable_under_grant
@@ -171,7 +171,9 @@ def _patient_query(request: web.Request) -> bytes:
 async def _read_object(request: web.Request, limit: int) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise BadRequestError(
-            f"unsupported content type {request.content_type!r}: use application/json", status=415
+            # Never echo the header: it is client-chosen text (issue 9, defect 8).
+            "unsupported content type: use application/json",
+            status=415,
         )
     if request.content_length is not None and request.content_length > limit:
         raise ApiProblem(413, "Request too large", f"the body exceeds {limit} bytes", code="too_large")
@@ -493,7 +495,7 @@ async def post_record(request: web.Request) -> web.Response:
     resource = data["resource"]
     if not isinstance(resource, dict):
         raise BadRequestError("resource must be a FHIR R4 resource (a JSON object)")
-    size = len(json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(compute_record_json(resource))
     if size > RECORD_JSON_BYTES_MAX:
         raise ApiProblem(
             413,
@@ -614,14 +616,16 @@ async def post_inquiry(request: web.Request) -> web.Response:
     )
     patient_id = _hex_id(data["patient_id"], "patient_id")
     purpose = data["purpose"]
-    if purpose not in PURPOSES:
+    if not isinstance(purpose, str) or purpose not in PURPOSES:
         raise BadRequestError(f"purpose must be one of {', '.join(sorted(PURPOSES))}")
     try:
         reason = validate_reason(data["reason"])
     except InvalidReasonError as exc:
         raise BadRequestError(exc.message) from None
     record_types = data.get("record_types", [])
-    if not isinstance(record_types, list) or not all(t in RECORD_TYPES for t in record_types):
+    if not isinstance(record_types, list) or not all(
+        isinstance(t, str) and t in RECORD_TYPES for t in record_types
+    ):
         raise BadRequestError(f"record_types must be a list of: {', '.join(sorted(RECORD_TYPES))}")
     record_ids = data.get("record_ids", [])
     if not isinstance(record_ids, list) or len(record_ids) > SCOPE_RECORD_IDS_MAX:

@@ -339,3 +339,19 @@ def test_trust_6_a_grant_never_hands_out_another_records_key(monkeypatch: pytest
     # The grant still opens the record it was made for.
     honest_grant = dataclasses.replace(forged_grant, record_keys=(granted,))
     assert open_record(copy_record, insurer, grant=honest_grant).record_type == "Immunization"
+
+
+def test_trust_8_text_that_is_not_unicode_is_an_invalid_record() -> None:
+    """An escaped unpaired surrogate or 1e400 parses as JSON but is not JSON text: a typed refusal
+    (as bytes from a file or as a mapping from the API), never an untyped error quoting it."""
+    observation = compute_canonical_json(load("observation")).decode()
+    for extra in (
+        '"fhir_comments":["Jane Doe \\udfff"]',  # the model accepts it: only the encoder refuses
+        '"\\ud800 Jane Doe":1',
+        '"valueQuantity":{"value":1e400}',
+    ):
+        text = observation[:-1] + "," + extra + "}"  # the last of duplicate keys wins
+        for record in (text.encode(), json.loads(text)):
+            error = assert_invalid(record)
+            assert "Jane Doe" not in error.message
+            assert "surrogate" not in error.message

@@ -293,3 +293,41 @@ def test_invalid_unusable_patient_key_is_422(shared_net: HealthNet) -> None:
     assert assert_problem(record, 422)["type"] == "urn:medledger:problem:patient_key_unusable"
     inquiry = clinic.post(INQUIRIES_PATH, {"patient_id": pid, "purpose": "TREAT", "reason": "visit"})
     assert assert_problem(inquiry, 422)["type"] == "urn:medledger:problem:patient_key_unusable"
+
+
+def test_trust_8_malformed_fields_are_4xx_and_never_echoed(
+    shared_net: HealthNet, patient: PatientClient
+) -> None:
+    """Fields of the wrong JSON type, text that is not Unicode (an unpaired surrogate, valid JSON
+    escape) and a client-chosen content type are refused with a 4xx that does not echo them, and
+    no request makes the node log an unhandled error (a traceback quoting the input)."""
+    clinic = shared_net["clinic"]
+    pid = patient.patient_id.hex()
+    inquiry: dict[str, Any] = {"patient_id": pid, "purpose": "TREAT", "reason": "follow-up visit"}
+
+    def record(**extra: Any) -> dict[str, Any]:
+        return {"patient_id": pid, "resource": {**OBSERVATION, **extra}}
+
+    cases: list[tuple[str, str, Any, int]] = [
+        ("purpose list", INQUIRIES_PATH, {**inquiry, "purpose": [PHI_TEXT]}, 400),
+        ("purpose object", INQUIRIES_PATH, {**inquiry, "purpose": {PHI_TEXT: 1}}, 400),
+        ("record type object", INQUIRIES_PATH, {**inquiry, "record_types": [{PHI_TEXT: 1}]}, 400),
+        ("record type list", INQUIRIES_PATH, {**inquiry, "record_types": [[PHI_TEXT]]}, 400),
+        ("surrogate key", RECORDS_PATH, record(**{"\ud800" + PHI_TEXT: 1}), 422),
+        ("surrogate id", RECORDS_PATH, record(id="\ud800"), 422),
+        ("surrogate note", RECORDS_PATH, record(note=[{"text": PHI_TEXT + "\udfff"}]), 422),
+    ]
+    for what, path, body, status in cases:
+        reply = clinic.post(path, body)
+        assert_problem(reply, status)
+        assert_no_phi(f"the answer to the {what}", reply.body)
+    content_type = "application/" + PHI_TEXT.replace(" ", "-")
+    headers = {**clinic.auth, "Content-Type": content_type}
+    for path in (RECORDS_PATH, INQUIRIES_PATH):
+        reply = request(clinic.url, "POST", path, body=b"{}", headers=headers)
+        assert_problem(reply, 415)
+        assert_no_phi("the answer to a content type", reply.body.lower())
+        assert content_type.lower().encode() not in reply.body.lower()
+    logs = node_logs(shared_net)
+    assert "unhandled error" not in logs
+    assert_no_phi("the nodes' logs", logs)
