@@ -46,7 +46,7 @@ from medledger.crypto import (
     seal_content_key,
     unwrap_content_key,
 )
-from medledger.health.errors import CommitmentMismatchError, RecordBindingError
+from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
 from medledger.health.fhir import ValidatedRecord, parse_record_json, validate_record
 from medledger.health.types import (
     RECORD_KEY_DOMAIN,
@@ -174,8 +174,9 @@ def open_record(
     one `grant` re-sealed for it (`compute_record_key`). Raises `DecryptionError` if `identity`
     holds no key for the record (or the key does not unseal), `RecordBindingError` if the
     ciphertext is not bound to the record's author, patient, type and superseded record
-    (re-published, altered, or a key granted for another record), `CommitmentMismatchError` if
-    the plaintext does not match the commitment. Messages name the record id, never its content.
+    (re-published, altered, or a key granted for another record) or its content is not a
+    resource of the record's type, `CommitmentMismatchError` if the plaintext does not match the
+    commitment. Messages name the record id, never its content.
     """
     binding = compute_binding_of(record)
     record_key = _get_record_key(record, identity, grant)
@@ -195,7 +196,20 @@ def open_record(
             f"record {record.record_id.hex()} does not match its commitment on the ledger",
             record_id=record.record_id,
         )
-    return DecryptedRecord(record.record_type, salt, plaintext)
+    decrypted = DecryptedRecord(record.record_type, salt, plaintext)
+    # The ledger's record type is what grants are scoped by and what the patient is shown: content
+    # of another type under that label (a Condition called an Immunization) is never shown or shared.
+    try:
+        content_type = decrypted.resource.get("resourceType")
+    except InvalidRecordError:
+        content_type = None
+    if content_type != record.record_type:
+        raise RecordBindingError(
+            f"record {record.record_id.hex()} is labelled {record.record_type} on the ledger but its "
+            "content is not a resource of that type",
+            record_id=record.record_id,
+        )
+    return decrypted
 
 
 def decrypt_record(record: RecordState, identity: Identity) -> DecryptedRecord:

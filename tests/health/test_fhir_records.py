@@ -16,6 +16,7 @@ import pytest
 from health_testkit import make_identity
 
 from medledger.crypto import DecryptionError, unwrap_content_key
+from medledger.health import records
 from medledger.health.client import make_scope
 from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
 from medledger.health.fhir import BUNDLE_ENTRIES_MAX, UNKNOWN_ELEMENT, compute_canonical_json, validate_record
@@ -355,3 +356,30 @@ def test_trust_8_text_that_is_not_unicode_is_an_invalid_record() -> None:
             error = assert_invalid(record)
             assert "Jane Doe" not in error.message
             assert "surrogate" not in error.message
+
+
+def test_trust_6_record_whose_content_is_another_type_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record labelled (and bound as) an Immunization whose content is a Condition: the label is
+    what grants are scoped by, so no reader may show it and the patient never re-seals its key."""
+    patient, clinic, insurer = make_identity("p"), make_identity("c"), make_identity("i")
+    patient_id = compute_patient_id(patient.public.sign_key)
+    condition = validate_record(load("condition"))
+    # The author runs the honest client, except that it calls its Condition an Immunization.
+    monkeypatch.setattr(
+        records, "validate_record", lambda _: dataclasses.replace(condition, record_type="Immunization")
+    )
+    mislabelled = encrypt_record(
+        load("condition"),
+        patient_id=patient_id,
+        author=clinic.public.sign_key,
+        readers=[patient.public.enc_key, clinic.public.enc_key],
+    )
+    monkeypatch.undo()
+    record = stored(mislabelled, patient_id, clinic.public.sign_key)
+    assert record.record_type == "Immunization"
+    for reader in (patient, clinic):
+        with pytest.raises(RecordBindingError) as info:
+            open_record(record, reader)
+        assert "Jane" not in info.value.message
+    with pytest.raises(RecordBindingError):
+        reseal_record_keys([record], patient, insurer.public.enc_key)
