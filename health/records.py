@@ -212,16 +212,6 @@ def open_record(
     return decrypted
 
 
-def decrypt_record(record: RecordState, identity: Identity) -> DecryptedRecord:
-    """`open_record` with a key sealed for `identity` in the record's own envelope."""
-    return open_record(record, identity)
-
-
-def decrypt_record_with_grant(record: RecordState, grant: GrantState, identity: Identity) -> DecryptedRecord:
-    """`open_record` with the key `grant` re-sealed for `identity` (else the envelope's own)."""
-    return open_record(record, identity, grant=grant)
-
-
 def verify_commitment(record: RecordState, salt: bytes, canonical_json: bytes) -> bool:
     """Whether a claimed (salt, plaintext) is the one the ledger's commitment was made to."""
     try:

@@ -22,7 +22,6 @@ from medledger.health.errors import CommitmentMismatchError, InvalidRecordError,
 from medledger.health.fhir import BUNDLE_ENTRIES_MAX, UNKNOWN_ELEMENT, compute_canonical_json, validate_record
 from medledger.health.records import (
     EncryptedRecord,
-    decrypt_record,
     encrypt_record,
     open_record,
     reseal_record_keys,
@@ -177,14 +176,14 @@ def test_encrypt_decrypt_and_commitment() -> None:
     )
     assert encrypted.record_type == "Bundle"
     record = stored(encrypted, patient_id, clinic.public.sign_key)
-    opened = decrypt_record(record, patient)
+    opened = open_record(record, patient)
     assert opened.resource == json.loads(compute_canonical_json(load("bundle")))
     assert opened.salt == encrypted.salt
     assert verify_commitment(record, opened.salt, opened.canonical_json)
     assert not verify_commitment(record, bytes(32), opened.canonical_json)
-    assert decrypt_record(record, clinic).canonical_json == opened.canonical_json
+    assert open_record(record, clinic).canonical_json == opened.canonical_json
     with pytest.raises(DecryptionError):
-        decrypt_record(record, other)
+        open_record(record, other)
     # Bound to patient, type and superseded record: moved or relabelled, it no longer opens.
     for moved in (
         dataclasses.replace(record, patient_id=bytes(32)),
@@ -192,13 +191,13 @@ def test_encrypt_decrypt_and_commitment() -> None:
         dataclasses.replace(record, supersedes=bytes(range(32))),
     ):
         with pytest.raises(RecordBindingError):
-            decrypt_record(moved, patient)
+            open_record(moved, patient)
     with pytest.raises(CommitmentMismatchError):
-        decrypt_record(dataclasses.replace(record, commitment=bytes(32)), patient)
+        open_record(dataclasses.replace(record, commitment=bytes(32)), patient)
     # Metadata no rule stores (a lying node's answer) is refused typed, too.
     malformed = dataclasses.replace(record, supersedes=b"short")
     with pytest.raises(RecordBindingError):
-        decrypt_record(malformed, patient)
+        open_record(malformed, patient)
     assert not verify_commitment(malformed, opened.salt, opened.canonical_json)
 
 

@@ -25,9 +25,8 @@ from medledger.health.errors import (
 from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import (
     EncryptedRecord,
-    decrypt_record,
-    decrypt_record_with_grant,
     encrypt_record,
+    open_record,
     reseal_record_keys,
 )
 from medledger.health.types import (
@@ -122,10 +121,10 @@ def grant(w: World, inquiry_id: bytes, records: list[RecordState], grantee: Iden
 def test_flow_record_inquiry_grant_read_revoke(world: World) -> None:
     w = world
     record = add_record(w, w.clinic, make_observation(72))
-    assert decrypt_record(record, w.patient).resource["valueQuantity"]["value"] == 72
-    assert decrypt_record(record, w.clinic).record_type == "Observation"
+    assert open_record(record, w.patient).resource["valueQuantity"]["value"] == 72
+    assert open_record(record, w.clinic).record_type == "Observation"
     with pytest.raises(DecryptionError):
-        decrypt_record(record, w.hospital)
+        open_record(record, w.hospital)
 
     inquiry_id = request(w, w.hospital)
     grant_id = grant(w, inquiry_id, [record], w.hospital)
@@ -135,8 +134,8 @@ def test_flow_record_inquiry_grant_read_revoke(world: World) -> None:
     assert inquiry.decision_id == grant_id
     stored_grant = st.get_grant(w.ledger.state, grant_id)
     assert stored_grant is not None
-    assert decrypt_record_with_grant(record, stored_grant, w.hospital).canonical_json == (
-        decrypt_record(record, w.patient).canonical_json
+    assert open_record(record, w.hospital, grant=stored_grant).canonical_json == (
+        open_record(record, w.patient).canonical_json
     )
     w.ledger.submit_ok(w.ledger.sign(client.build_read_receipt, w.hospital, grant_id, [record.record_id]))
 
@@ -445,7 +444,7 @@ def test_trust_6_republished_ciphertext_is_refused_by_the_rules(world: World) ->
     # test_fhir_records.test_trust_6_republished_record_is_refused_by_every_reader.
     as_hospitals = dataclasses.replace(original, author=w.hospital.public.sign_key, envelope=envelope)
     with pytest.raises(RecordBindingError):
-        decrypt_record(as_hospitals, w.patient)
+        open_record(as_hospitals, w.patient)
 
 
 REASON_PHI = "Jane Doe DOB 1980-01-02 MRN-4417: HIV+ follow-up"
