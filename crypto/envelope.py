@@ -23,7 +23,7 @@ because an envelope read from the ledger is outside input and its failures must 
 error the caller can handle.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -126,8 +126,18 @@ def encrypt_with_content_key(
     return nonce, _aead_encrypt(plaintext, associated_data, nonce, content_key)
 
 
-def seal_envelope(plaintext: bytes, readers: Sequence[bytes], *, associated_data: bytes) -> Envelope:
-    """Encrypt `plaintext` under a fresh content key sealed to every reader (duplicates merged)."""
+def seal_envelope(
+    plaintext: bytes,
+    readers: Sequence[bytes],
+    *,
+    associated_data: bytes,
+    derive_key: Callable[[bytes], bytes] | None = None,
+) -> Envelope:
+    """Encrypt `plaintext` under a fresh content key sealed to every reader (duplicates merged).
+
+    `derive_key`, if given, maps the content key to the key the ciphertext is encrypted under
+    (readers apply it after unwrapping); by default the content key itself is.
+    """
     unique_readers = sorted(set(readers))
     if not unique_readers:
         raise CryptoError("an envelope needs at least one reader")
@@ -135,7 +145,8 @@ def seal_envelope(plaintext: bytes, readers: Sequence[bytes], *, associated_data
         raise CryptoError(f"an envelope may name at most {ENVELOPE_READERS_MAX} readers")
     content_key = nacl.utils.random(CONTENT_KEY_SIZE)
     wrapped_keys = tuple((reader, seal_content_key(content_key, reader)) for reader in unique_readers)
-    nonce, ciphertext = encrypt_with_content_key(plaintext, content_key, associated_data=associated_data)
+    aead_key = content_key if derive_key is None else derive_key(content_key)
+    nonce, ciphertext = encrypt_with_content_key(plaintext, aead_key, associated_data=associated_data)
     return Envelope(nonce=nonce, ciphertext=ciphertext, wrapped_keys=wrapped_keys)
 
 

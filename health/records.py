@@ -34,7 +34,6 @@ from typing import Any, Final
 
 import nacl.encoding
 import nacl.hash
-import nacl.utils
 
 from medledger.crypto import (
     CONTENT_KEY_SIZE,
@@ -42,8 +41,8 @@ from medledger.crypto import (
     Envelope,
     Identity,
     decrypt_with_content_key,
-    encrypt_with_content_key,
     seal_content_key,
+    seal_envelope,
     unwrap_content_key,
 )
 from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
@@ -120,14 +119,12 @@ def encrypt_record(
     salt = secrets.token_bytes(SALT_SIZE)
     binding = compute_record_binding(patient_id, author, validated.record_type, supersedes)
     commitment = compute_commitment(binding, salt, validated.canonical_json)
-    content_key = nacl.utils.random(CONTENT_KEY_SIZE)
-    nonce, ciphertext = encrypt_with_content_key(
+    envelope = seal_envelope(
         salt + validated.canonical_json,
-        compute_record_key(content_key, binding),
+        readers,
         associated_data=compute_record_associated_data(binding),
+        derive_key=lambda content_key: compute_record_key(content_key, binding),
     )
-    wrapped_keys = tuple((reader, seal_content_key(content_key, reader)) for reader in sorted(set(readers)))
-    envelope = Envelope(nonce, ciphertext, wrapped_keys)  # checks the number of readers
     return EncryptedRecord(
         validated.record_type,
         commitment,

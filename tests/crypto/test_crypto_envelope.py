@@ -230,3 +230,17 @@ def test_invalid_encrypt_arguments() -> None:
         encrypt_with_content_key(b"x", bytes(16), associated_data=b"")
     with pytest.raises(CryptoError, match="must be bytes"):
         encrypt_with_content_key(cast(Any, "x"), bytes(32), associated_data=b"")
+
+
+def test_seal_envelope_with_a_derived_key() -> None:
+    """With `derive_key`, the ciphertext is under the derived key: the sealed content key alone
+    does not open it, the derived one does."""
+
+    def derive(content_key: bytes) -> bytes:
+        return bytes(b ^ 0x5A for b in content_key)
+
+    envelope = seal_envelope(RECORD, [PATIENT.public.enc_key], associated_data=b"ad", derive_key=derive)
+    with pytest.raises(DecryptionError):
+        open_envelope(envelope, PATIENT, associated_data=b"ad")
+    content_key = unwrap_content_key(envelope, PATIENT)
+    assert decrypt_with_content_key(envelope, derive(content_key), associated_data=b"ad") == RECORD
