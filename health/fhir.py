@@ -334,8 +334,11 @@ def _validate_model(resource_type: str, resource: dict[str, Any]) -> None:
 def _validate_codes(resource_type: str, resource: Mapping[str, Any], where: str) -> None:
     for element, codes in CODE_LISTS.get(resource_type, {}).items():
         value = resource.get(element)
+        path = f"{where}.{element}"
+        # Bundle entries are checked before the model runs: a code may be any JSON value yet.
+        if value is not None and not isinstance(value, str):
+            raise InvalidRecordError(f"{path} has the wrong type", paths=(path,))
         if value is not None and value not in codes:
-            path = f"{where}.{element}"
             raise InvalidRecordError(
                 f"{path} is not one of the codes FHIR R4 allows: {', '.join(sorted(codes))}", paths=(path,)
             )
@@ -343,13 +346,15 @@ def _validate_codes(resource_type: str, resource: Mapping[str, Any], where: str)
         concept = resource.get(element)
         if not isinstance(concept, Mapping):
             continue
-        for i, coding in enumerate(concept.get("coding") or ()):
-            if (
-                isinstance(coding, Mapping)
-                and coding.get("system") == system
-                and coding.get("code") not in codes
-            ):
-                path = f"{where}.{element}.coding[{i}].code"
+        codings = concept.get("coding") or ()
+        for i, coding in enumerate(codings if isinstance(codings, list) else ()):
+            if not isinstance(coding, Mapping) or coding.get("system") != system:
+                continue
+            path = f"{where}.{element}.coding[{i}].code"
+            code = coding.get("code")
+            if code is not None and not isinstance(code, str):
+                raise InvalidRecordError(f"{path} has the wrong type", paths=(path,))
+            if code not in codes:
                 raise InvalidRecordError(
                     f"{path} is not one of the codes of {system}: {', '.join(sorted(codes))}", paths=(path,)
                 )

@@ -382,3 +382,25 @@ def test_trust_6_record_whose_content_is_another_type_is_refused(monkeypatch: py
         assert "Jane" not in info.value.message
     with pytest.raises(RecordBindingError):
         reseal_record_keys([record], patient, insurer.public.enc_key)
+
+
+def test_trust_8_bundle_entry_code_of_the_wrong_type_is_invalid() -> None:
+    """A coded element of a Bundle entry that is a list or an object (checked against its code
+    list before the model runs): an `InvalidRecordError` naming the path, not a TypeError (500)."""
+    condition_status = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+    for inner, path in (
+        ({**load("observation"), "status": ["Jane Doe"]}, "Bundle.entry[0].resource.status"),
+        ({**load("observation"), "status": {"Jane Doe": 1}}, "Bundle.entry[0].resource.status"),
+        (
+            {
+                **load("condition"),
+                "clinicalStatus": {"coding": [{"system": condition_status, "code": ["Jane"]}]},
+            },
+            "Bundle.entry[0].resource.clinicalStatus.coding[0].code",
+        ),
+    ):
+        error = assert_invalid(
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": inner}]}
+        )
+        assert error.paths == (path,)
+        assert "Jane" not in error.message

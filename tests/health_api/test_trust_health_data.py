@@ -308,6 +308,10 @@ def test_trust_8_malformed_fields_are_4xx_and_never_echoed(
     def record(**extra: Any) -> dict[str, Any]:
         return {"patient_id": pid, "resource": {**OBSERVATION, **extra}}
 
+    def bundle_status(status: Any) -> dict[str, Any]:
+        entry = {"resource": {**OBSERVATION, "status": status}}
+        return {"resourceType": "Bundle", "type": "collection", "entry": [entry]}
+
     cases: list[tuple[str, str, Any, int]] = [
         ("purpose list", INQUIRIES_PATH, {**inquiry, "purpose": [PHI_TEXT]}, 400),
         ("purpose object", INQUIRIES_PATH, {**inquiry, "purpose": {PHI_TEXT: 1}}, 400),
@@ -316,6 +320,7 @@ def test_trust_8_malformed_fields_are_4xx_and_never_echoed(
         ("surrogate key", RECORDS_PATH, record(**{"\ud800" + PHI_TEXT: 1}), 422),
         ("surrogate id", RECORDS_PATH, record(id="\ud800"), 422),
         ("surrogate note", RECORDS_PATH, record(note=[{"text": PHI_TEXT + "\udfff"}]), 422),
+        ("bundle entry code", RECORDS_PATH, {"patient_id": pid, "resource": bundle_status([PHI_TEXT])}, 422),
     ]
     for what, path, body, status in cases:
         reply = clinic.post(path, body)
