@@ -1,11 +1,19 @@
 """Envelope encryption of records for a set of readers.
 
 A record is encrypted once, under a fresh random content key, with XChaCha20-Poly1305 (IETF AEAD:
-a 24-byte random nonce is safe to draw at random for every message, and the associated data lets
-a caller bind the ciphertext to its context, such as a record id). The content key is then sealed
-to each reader's x25519 public key with a libsodium sealed box (anonymous sender, ephemeral key),
-so adding a reader later — a patient's grant — means sealing the same 32-byte key once more, never
+a 24-byte random nonce is safe to draw at random for every message). The associated data binds the
+ciphertext to its context (for a record: its author, patient, type and the record it supersedes);
+it is a required argument everywhere, so no caller can forget to bind a ciphertext, and a
+ciphertext moved to another context fails to open. The content key is then sealed to each
+reader's x25519 public key with a libsodium sealed box (anonymous sender, ephemeral key), so
+adding a reader later — a patient's grant — means sealing the same 32-byte key once more, never
 re-encrypting the record.
+
+What an envelope cannot prove: a sealed box is anonymous, so the reader key next to a wrapped key
+is a label the sealer chose. Nobody but the holder of that reader's private key can check that the
+entry really opens for it, and a dishonest sealer can seal the content key for anyone under any
+label (or simply hand out the plaintext). An envelope proves who *can* read, never that nobody
+else can.
 
 `Envelope` keeps its wrapped keys sorted by reader key with no duplicates, so that its encoding is
 canonical (the same envelope always hashes the same) and a reader's entry is found without
@@ -15,7 +23,7 @@ because an envelope read from the ledger is outside input and its failures must 
 error the caller can handle.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -108,7 +116,7 @@ def seal_content_key(content_key: bytes, reader: bytes) -> bytes:
 
 
 def encrypt_with_content_key(
-    plaintext: bytes, content_key: bytes, *, associated_data: bytes = b""
+    plaintext: bytes, content_key: bytes, *, associated_data: bytes
 ) -> tuple[bytes, bytes]:
     """Encrypt `plaintext` under `content_key` with a random nonce; return `(nonce, ciphertext)`."""
     _validate_content_key(content_key)
@@ -118,8 +126,18 @@ def encrypt_with_content_key(
     return nonce, _aead_encrypt(plaintext, associated_data, nonce, content_key)
 
 
-def seal_envelope(plaintext: bytes, readers: Sequence[bytes], *, associated_data: bytes = b"") -> Envelope:
-    """Encrypt `plaintext` under a fresh content key sealed to every reader (duplicates merged)."""
+def seal_envelope(
+    plaintext: bytes,
+    readers: Sequence[bytes],
+    *,
+    associated_data: bytes,
+    derive_key: Callable[[bytes], bytes] | None = None,
+) -> Envelope:
+    """Encrypt `plaintext` under a fresh content key sealed to every reader (duplicates merged).
+
+    `derive_key`, if given, maps the content key to the key the ciphertext is encrypted under
+    (readers apply it after unwrapping); by default the content key itself is.
+    """
     unique_readers = sorted(set(readers))
     if not unique_readers:
         raise CryptoError("an envelope needs at least one reader")
@@ -127,7 +145,8 @@ def seal_envelope(plaintext: bytes, readers: Sequence[bytes], *, associated_data
         raise CryptoError(f"an envelope may name at most {ENVELOPE_READERS_MAX} readers")
     content_key = nacl.utils.random(CONTENT_KEY_SIZE)
     wrapped_keys = tuple((reader, seal_content_key(content_key, reader)) for reader in unique_readers)
-    nonce, ciphertext = encrypt_with_content_key(plaintext, content_key, associated_data=associated_data)
+    aead_key = content_key if derive_key is None else derive_key(content_key)
+    nonce, ciphertext = encrypt_with_content_key(plaintext, aead_key, associated_data=associated_data)
     return Envelope(nonce=nonce, ciphertext=ciphertext, wrapped_keys=wrapped_keys)
 
 
@@ -146,9 +165,7 @@ def unwrap_content_key(envelope: Envelope, identity: Identity) -> bytes:
     return bytes(content_key)
 
 
-def decrypt_with_content_key(
-    envelope: Envelope, content_key: bytes, *, associated_data: bytes = b""
-) -> bytes:
+def decrypt_with_content_key(envelope: Envelope, content_key: bytes, *, associated_data: bytes) -> bytes:
     """Decrypt `envelope` with an already unwrapped content key (DecryptionError on failure)."""
     if not isinstance(content_key, bytes) or len(content_key) != CONTENT_KEY_SIZE:
         raise DecryptionError(f"content key must be {CONTENT_KEY_SIZE} bytes")
@@ -162,7 +179,7 @@ def decrypt_with_content_key(
         ) from None
 
 
-def open_envelope(envelope: Envelope, identity: Identity, *, associated_data: bytes = b"") -> bytes:
+def open_envelope(envelope: Envelope, identity: Identity, *, associated_data: bytes) -> bytes:
     """Decrypt `envelope` as `identity` (DecryptionError if not a reader or anything altered)."""
     content_key = unwrap_content_key(envelope, identity)
     return decrypt_with_content_key(envelope, content_key, associated_data=associated_data)

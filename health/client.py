@@ -14,6 +14,8 @@ from medledger.chain.codec import WireType, encode
 from medledger.chain.txbuilder import sign_tx
 from medledger.chain.types import Tx, TxId
 from medledger.crypto import Identity
+from medledger.health.errors import RecordBindingError
+from medledger.health.reasons import seal_reason
 from medledger.health.records import EncryptedRecord
 from medledger.health.types import (
     KIND_ADD_RECORD,
@@ -106,6 +108,14 @@ def build_remove_representative(
     )
 
 
+def _check_binding(author: Identity, record: EncryptedRecord, supersedes: bytes) -> None:
+    """A record is submitted exactly as it was bound: by its author, correcting its record."""
+    if record.author != author.public.sign_key:
+        raise RecordBindingError("the record was encrypted for another author than the signer")
+    if record.supersedes != supersedes:
+        raise RecordBindingError("the record was encrypted as a correction of another record")
+
+
 def build_add_record(
     author: Identity,
     patient_id: bytes,
@@ -116,6 +126,7 @@ def build_add_record(
     timestamp_ms: int | None = None,
 ) -> SignedTx:
     """Add a record encrypted with `records.encrypt_record`; the tx id is the record id."""
+    _check_binding(author, record, b"")
     body = AddRecordBody(patient_id, record.record_type, record.commitment, record.envelope)
     return build_tx(author, KIND_ADD_RECORD, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms)
 
@@ -130,6 +141,7 @@ def build_supersede_record(
     nonce: int | None = None,
     timestamp_ms: int | None = None,
 ) -> SignedTx:
+    _check_binding(author, record, supersedes)
     body = SupersedeRecordBody(
         supersedes, AddRecordBody(patient_id, record.record_type, record.commitment, record.envelope)
     )
@@ -146,12 +158,20 @@ def build_request_access(
     expires_ms: int,
     reason: str,
     *,
+    patient_enc_key: bytes,
     chain_id: str,
     nonce: int | None = None,
     timestamp_ms: int | None = None,
 ) -> SignedTx:
-    """An inquiry; the tx id is the inquiry id."""
-    body = RequestAccessBody(patient_id, scope, purpose, expires_ms, reason)
+    """An inquiry; the tx id is the inquiry id. `reason` is sealed for the patient and the requester."""
+    sealed_reason = seal_reason(
+        reason,
+        patient_id=patient_id,
+        requester=requester.public.sign_key,
+        patient_enc_key=patient_enc_key,
+        requester_enc_key=requester.public.enc_key,
+    )
+    body = RequestAccessBody(patient_id, scope, purpose, expires_ms, sealed_reason)
     return build_tx(
         requester, KIND_REQUEST_ACCESS, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
     )

@@ -8,19 +8,27 @@ A record is one FHIR resource or a Bundle of them, as JSON. It is checked twice:
    Bundle `type`, DocumentReference `docStatus`, Condition clinical/verification status) must be
    one of the values the FHIR R4 specification binds them to, because the models accept any string.
 
-Every failure is an `InvalidRecordError` whose message names field paths and what is wrong with
-them, never the offending values: a record is PHI, and error messages end up in logs.
+Every failure is an `InvalidRecordError` whose message names the rule that failed and the *shape*
+of the path (`Observation.code.coding[0].system`), never what the client submitted: a record is
+PHI, error messages end up in logs, and a client-chosen element name is as much content as a value
+(`Condition.Jane Doe DOB 1980-01-02 is not an element` leaked exactly that, issue 9, defect 8).
+A path names an element only if it is declared by the FHIR model at that position (the walk in
+`describe_path`); anything else is `<unknown element>`. Values, ids and resource type names a
+client sent never appear.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from medledger.health.errors import InvalidRecordError
 from medledger.health.types import RECORD_TYPES
@@ -173,8 +181,17 @@ _ERROR_DESCRIPTIONS: Final = {
     "missing": "is required",
     "extra_forbidden": "is not an element of this resource",
     "value_error": "has a value of the wrong format",
+    "string_pattern_mismatch": "has a value of the wrong format",
+    "json_invalid": "has the wrong type",
+    "string_type": "has the wrong type",
     "model_validation_format": "has the wrong type",
 }
+#: What a path shows in place of an element the model does not declare (the client chose its name).
+UNKNOWN_ELEMENT: Final = "<unknown element>"
+#: fhir.resources annotates complex elements with `abc.<Name>Type` (e.g. `abc.CodingType`).
+_MODEL_TYPE_NAME = re.compile(r"\babc\.([A-Za-z]+)Type\b")
+#: Polymorphic elements (`Bundle.entry.resource`, `contained`): the model is the item's resourceType.
+_POLYMORPHIC_TYPES: Final = frozenset({"Resource", "DomainResource"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,6 +208,19 @@ def compute_canonical_json(resource: Mapping[str, Any]) -> bytes:
     return json.dumps(
         resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def compute_record_json(resource: Mapping[str, Any]) -> bytes:
+    """`compute_canonical_json` of a record, as an `InvalidRecordError` if it is not JSON text.
+
+    A JSON parser accepts `"\\ud800"` (an escaped unpaired surrogate) and `1e400` (infinity), but
+    neither can be written back as JSON text: such a record is invalid, never an untyped error
+    (whose message would quote the offending character).
+    """
+    try:
+        return compute_canonical_json(resource)
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        raise InvalidRecordError("record is not JSON text (not serialisable as UTF-8 JSON)") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -218,13 +248,64 @@ def parse_record_json(data: bytes | str) -> dict[str, Any]:
         raise InvalidRecordError("record is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidRecordError("record JSON must be an object (a FHIR resource)")
+    compute_record_json(value)  # refuses text that parses but is not UTF-8 (unpaired surrogates)
     return value
 
 
-def _path(resource_type: str, loc: tuple[int | str, ...]) -> str:
+@functools.cache
+def _model_fields(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's elements by their JSON name (`class`, `_status`), as FHIR spells them."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
+def _model_class(name: str) -> type[BaseModel] | None:
+    try:
+        model: type[BaseModel] = get_fhir_model_class(name)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return None
+    return model
+
+
+def _element_model(annotation: object, value: object) -> type[BaseModel] | None:
+    """The model of an element's value (None: a primitive, or not determinable)."""
+    names = set(_MODEL_TYPE_NAME.findall(str(annotation)))
+    if len(names) != 1:
+        return None
+    (name,) = names
+    if name in _POLYMORPHIC_TYPES:
+        resource_type = value.get("resourceType") if isinstance(value, Mapping) else None
+        # Only a name the FHIR models know is used (and never shown): it is vocabulary, not content.
+        return _model_class(resource_type) if isinstance(resource_type, str) else None
+    return _model_class(name)
+
+
+def describe_path(resource_type: str, loc: tuple[int | str, ...], resource: Mapping[str, Any]) -> str:
+    """The shape of an error location: declared element names and list indices, nothing else.
+
+    Walks `loc` (a pydantic error location) down the FHIR models alongside the submitted JSON:
+    a name is shown only if the model at that position declares it; anything else, and anything
+    below it, is `UNKNOWN_ELEMENT`. The submitted JSON is only read to follow list items and the
+    resourceType of polymorphic elements; nothing of it is copied into the path.
+    """
     path = resource_type
+    model: type[BaseModel] | None = _model_class(resource_type)
+    annotation: object = None
+    value: object = resource
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            path += f"[{part}]"
+            value = value[part] if isinstance(value, list) and 0 <= part < len(value) else None
+            continue
+        if model is None and annotation is not None:
+            model = _element_model(annotation, value)
+        field = _model_fields(model).get(part) if model is not None else None
+        if field is None:
+            path += f".{UNKNOWN_ELEMENT}"
+            model, annotation, value = None, None, None
+            continue
+        path += f".{part}"
+        value = value.get(part) if isinstance(value, Mapping) else None
+        model, annotation = None, field.annotation
     return path
 
 
@@ -237,7 +318,7 @@ def _validate_model(resource_type: str, resource: dict[str, Any]) -> None:
         paths: list[str] = []
         for error in exc.errors()[:ERRORS_REPORTED_MAX]:
             loc = tuple(p for p in error["loc"] if p != "root")
-            path = _path(resource_type, loc)
+            path = describe_path(resource_type, loc, resource)
             paths.append(path)
             problems.append(f"{path} {_ERROR_DESCRIPTIONS.get(error['type'], 'is invalid')}")
         more = exc.error_count() - len(problems)
@@ -253,8 +334,11 @@ def _validate_model(resource_type: str, resource: dict[str, Any]) -> None:
 def _validate_codes(resource_type: str, resource: Mapping[str, Any], where: str) -> None:
     for element, codes in CODE_LISTS.get(resource_type, {}).items():
         value = resource.get(element)
+        path = f"{where}.{element}"
+        # Bundle entries are checked before the model runs: a code may be any JSON value yet.
+        if value is not None and not isinstance(value, str):
+            raise InvalidRecordError(f"{path} has the wrong type", paths=(path,))
         if value is not None and value not in codes:
-            path = f"{where}.{element}"
             raise InvalidRecordError(
                 f"{path} is not one of the codes FHIR R4 allows: {', '.join(sorted(codes))}", paths=(path,)
             )
@@ -262,13 +346,15 @@ def _validate_codes(resource_type: str, resource: Mapping[str, Any], where: str)
         concept = resource.get(element)
         if not isinstance(concept, Mapping):
             continue
-        for i, coding in enumerate(concept.get("coding") or ()):
-            if (
-                isinstance(coding, Mapping)
-                and coding.get("system") == system
-                and coding.get("code") not in codes
-            ):
-                path = f"{where}.{element}.coding[{i}].code"
+        codings = concept.get("coding") or ()
+        for i, coding in enumerate(codings if isinstance(codings, list) else ()):
+            if not isinstance(coding, Mapping) or coding.get("system") != system:
+                continue
+            path = f"{where}.{element}.coding[{i}].code"
+            code = coding.get("code")
+            if code is not None and not isinstance(code, str):
+                raise InvalidRecordError(f"{path} has the wrong type", paths=(path,))
+            if code not in codes:
                 raise InvalidRecordError(
                     f"{path} is not one of the codes of {system}: {', '.join(sorted(codes))}", paths=(path,)
                 )
@@ -291,12 +377,8 @@ def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
     if isinstance(record, bytes | str):
         resource = parse_record_json(record)
     else:
-        resource = dict(record)
         # Round-trip so a Mapping from code obeys the same JSON rules as bytes from a client.
-        try:
-            resource = parse_record_json(compute_canonical_json(resource))
-        except (TypeError, ValueError):
-            raise InvalidRecordError("record is not JSON-serialisable") from None
+        resource = parse_record_json(compute_record_json(record))
     if _depth(resource) > RECORD_JSON_DEPTH_MAX:
         raise InvalidRecordError(f"record JSON nests deeper than {RECORD_JSON_DEPTH_MAX}")
     record_type = _resource_type(resource, "record", RECORD_TYPES)

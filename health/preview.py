@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Callable
 from typing import Any, Final
 
 from medledger.chain.limits import UINT_MAX
@@ -75,6 +76,7 @@ PROBLEM_UNKNOWN_AUTHOR: Final = "unknown_author"
 PROBLEM_UNKNOWN_PURPOSE: Final = "unknown_purpose"
 PROBLEM_UNKNOWN_TYPE: Final = "unknown_record_type"
 PROBLEM_TOO_MANY: Final = "too_many_records"
+PROBLEM_REASON_UNREADABLE: Final = "reason_unreadable"
 
 
 class ScopeNotShowableError(HealthError):
@@ -147,6 +149,9 @@ class GrantPreview:
     records: tuple[PreviewRecord, ...]
     #: Covered records the signer cannot re-seal (a representative): not shared by this grant.
     unsealable: tuple[PreviewRecord, ...]
+    #: Covered records whose content fails its binding on this device (a copied or mislabelled
+    #: record): never re-sealed, shown apart.
+    unverifiable: tuple[PreviewRecord, ...]
     #: The verified height the preview was computed at.
     height: int
 
@@ -197,6 +202,16 @@ class GrantPreview:
                     f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
                     f"{format_time_ms(record.time_ms)}"
                 )
+        if self.unverifiable:
+            out.append(
+                f"{len(self.unverifiable)} covered record(s) failed verification on this device (their "
+                "content is not what the ledger says its author wrote) and are NOT shared:"
+            )
+            for record in self.unverifiable:
+                out.append(
+                    f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
+                    f"{format_time_ms(record.time_ms)}"
+                )
         if self.record_types or self.everything:
             kinds = (
                 "records" if self.everything else " or ".join(RECORD_TYPE_WORDS[t] for t in self.record_types)
@@ -230,6 +245,7 @@ class GrantPreview:
             },
             "records": [r.to_json() for r in self.records],
             "unsealable": [r.to_json() for r in self.unsealable],
+            "unverifiable": [r.to_json() for r in self.unverifiable],
             "height": self.height,
             "text": self.lines(),
         }
@@ -253,12 +269,19 @@ def _describe(ledger: PatientLedger, record: RecordState, *, in_window: bool = T
 
 
 def compute_grant_preview(
-    ledger: PatientLedger, inquiry: InquiryState, *, reason: str, signer_enc_key: bytes
+    ledger: PatientLedger,
+    inquiry: InquiryState,
+    *,
+    reason: str,
+    signer_enc_key: bytes,
+    is_verified: Callable[[RecordState], bool] = lambda record: True,
 ) -> GrantPreview:
     """The whole scope of `inquiry` and the exact records a grant would re-seal, or a refusal.
 
     `signer_enc_key`: the encryption key of whoever signs (the patient, or a representative): a
-    record can be re-sealed only if its key is sealed for it.
+    record can be re-sealed only if its key is sealed for it. `is_verified(record)`: whether the
+    record opens on this device and its content matches its binding (`records.is_record_verified`);
+    a record that does not is never re-sealed.
     """
     if inquiry.status != INQUIRY_OPEN:
         raise ScopeNotShowableError(f"the inquiry is already {inquiry.status}", problem=PROBLEM_NOT_OPEN)
@@ -300,8 +323,11 @@ def compute_grant_preview(
     covered.sort(key=lambda r: r.record_id)
     # A representative holds no reader key of the patient's records: those it cannot re-seal are
     # shown apart, and not shared (for the patient themself every record is sealed for them).
-    records = tuple(_describe(ledger, r) for r in covered if signer_enc_key in r.envelope.readers)
+    sealable = [r for r in covered if signer_enc_key in r.envelope.readers]
     unsealable = tuple(_describe(ledger, r) for r in covered if signer_enc_key not in r.envelope.readers)
+    verified = [is_verified(r) for r in sealable]
+    records = tuple(_describe(ledger, r) for r, ok in zip(sealable, verified, strict=True) if ok)
+    unverifiable = tuple(_describe(ledger, r) for r, ok in zip(sealable, verified, strict=True) if not ok)
     return GrantPreview(
         inquiry_id=inquiry.inquiry_id,
         requester=inquiry.requester,
@@ -318,6 +344,7 @@ def compute_grant_preview(
         everything=not scope.record_types and not scope.record_ids,
         records=records,
         unsealable=unsealable,
+        unverifiable=unverifiable,
         height=ledger.height,
     )
 

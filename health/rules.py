@@ -243,6 +243,12 @@ def validate_add_record(
         body.envelope.to_envelope()
     except DecryptionError as exc:
         raise reject("envelope", exc.message) from None
+    # A ciphertext can only be carried by one record. Its nonce is drawn at random for every
+    # encryption and cannot change without breaking the ciphertext, so an institution that
+    # re-publishes another's ciphertext as its own record (it cannot re-encrypt what it cannot read)
+    # is refused here; readers refuse any variant by the record's binding (`records.open_record`).
+    if st.get_record_id_by_nonce(state, body.envelope.nonce) is not None:
+        raise reject("record_duplicate", "this ciphertext is already on the ledger as another record")
     readers = set(body.envelope.readers)
     if patient.enc_key not in readers:
         raise reject("record_readers", "the record's key is not sealed for the patient")
@@ -313,10 +319,21 @@ def validate_scope(scope: Scope) -> None:
         raise reject("scope", "the scope's time window ends before it starts")
 
 
+def validate_sealed_reason(patient: PatientState, requester: Institution, body: RequestAccessBody) -> None:
+    """The reason is sealed for the patient and the requester and for nobody else (by label)."""
+    try:
+        body.sealed_reason.to_envelope()
+    except DecryptionError as exc:
+        raise reject("reason", f"the sealed reason is malformed: {exc.message}") from None
+    if set(body.sealed_reason.readers) != {patient.enc_key, requester.enc_key}:
+        raise reject("reason", "the reason must be sealed for the patient and the requester only")
+
+
 def validate_request_access(state: StateReader, ctx: TxContext, body: RequestAccessBody) -> None:
     requester = validate_institution(state, ctx.sender)
-    validate_patient(state, body.patient_id)
+    patient = validate_patient(state, body.patient_id)
     validate_scope(body.scope)
+    validate_sealed_reason(patient, requester, body)
     if body.purpose not in PURPOSES_BY_ROLE[requester.role]:
         raise reject("purpose", f"an institution with role {requester.role!r} cannot ask for {body.purpose}")
     if ctx.time_ms is not None:
@@ -335,7 +352,7 @@ def process_request_access(state: st.StateWriter, ctx: TxContext, body: RequestA
         scope=body.scope,
         purpose=body.purpose,
         expires_ms=body.expires_ms,
-        reason=body.reason,
+        sealed_reason=body.sealed_reason,
         status=INQUIRY_OPEN,
         decision_id=b"",
         height=ctx.height,

@@ -64,9 +64,16 @@ from medledger.health.client import (
     build_register_patient,
     build_revoke,
 )
-from medledger.health.errors import CommitmentMismatchError, HealthError
-from medledger.health.preview import GrantPreview, PreviewChangedError, compute_grant_preview
-from medledger.health.records import DecryptedRecord, decrypt_record, reseal_record_keys
+from medledger.health.errors import HealthError, ReasonUnreadableError, RecordVerificationError
+from medledger.health.preview import (
+    PROBLEM_REASON_UNREADABLE,
+    GrantPreview,
+    PreviewChangedError,
+    ScopeNotShowableError,
+    compute_grant_preview,
+)
+from medledger.health.reasons import open_reason
+from medledger.health.records import DecryptedRecord, is_record_verified, open_record, reseal_record_keys
 from medledger.health.types import (
     INQUIRY_OPEN,
     STATE_VALUE_BYTES_MAX,
@@ -97,6 +104,9 @@ GENESIS_BYTES_MAX: Final = TX_BYTES_MAX * 64
 CHALLENGE_PATH: Final = "/v1/auth/challenge"
 #: Host names that are loopback without a DNS lookup (IP literals are checked as addresses).
 LOOPBACK_HOSTS: Final = frozenset({"localhost"})
+
+#: What a representative is shown for the reason (sealed for the patient and the requester only).
+REASON_FOR_PATIENT_ONLY: Final = "(sealed for the patient only: a representative cannot read it)"
 
 W = TypeVar("W", bound=WireType)
 K = TypeVar("K", bound=Hashable)
@@ -528,9 +538,9 @@ class PatientClient:
         for record in self.list_records():
             try:
                 result.append(
-                    LocalRecord(record, names.get(record.author), decrypt_record(record, self.identity))
+                    LocalRecord(record, names.get(record.author), open_record(record, self.identity))
                 )
-            except (DecryptionError, CommitmentMismatchError) as exc:
+            except (DecryptionError, RecordVerificationError) as exc:
                 result.append(LocalRecord(record, names.get(record.author), None, exc.message))
         return result
 
@@ -543,6 +553,13 @@ class PatientClient:
             lambda ledger: {i.inquiry_id: encode(i) for i in ledger.list_inquiries()},
         )
         return [i for i in ledger.list_inquiries() if status is None or i.status == status]
+
+    def inquiry_reason(self, inquiry: InquiryState) -> str | None:
+        """The inquiry's reason, opened here (sealed on the ledger); None if not sealed for this key."""
+        try:
+            return open_reason(inquiry, self.identity)
+        except ReasonUnreadableError:
+            return None
 
     def list_pending_inquiries(self) -> list[InquiryState]:
         return self.list_inquiries(INQUIRY_OPEN)
@@ -573,10 +590,6 @@ class PatientClient:
     def find_grant(self, prefix: str) -> GrantState:
         return _unique(self.list_grants(), prefix, lambda g: g.grant_id, "grant")
 
-    def inquiry_reason(self, inquiry: InquiryState) -> str:
-        """The inquiry's reason in plain text (the one place that reads it: it is to be encrypted)."""
-        return inquiry.reason
-
     def preview_grant(self, inquiry_id: bytes) -> GrantPreview:
         """What granting would share: the whole scope in words and the exact records re-sealed.
 
@@ -587,8 +600,21 @@ class PatientClient:
         if inquiry is None:
             raise PatientClientError("no such inquiry for this patient", status=404)
         ledger = self.sync()
+        reason = self.inquiry_reason(inquiry)
+        if reason is None:
+            patient = ledger.get_patient()
+            if patient is not None and patient.sign_key == self.identity.public.sign_key:
+                # Sealed for the patient by the rules: not opening is something we cannot show.
+                raise ScopeNotShowableError(
+                    "the inquiry's reason does not open with your key", problem=PROBLEM_REASON_UNREADABLE
+                )
+            reason = REASON_FOR_PATIENT_ONLY  # a representative holds no key to it (docs/health.md)
         return compute_grant_preview(
-            ledger, inquiry, reason=self.inquiry_reason(inquiry), signer_enc_key=self.identity.public.enc_key
+            ledger,
+            inquiry,
+            reason=reason,
+            signer_enc_key=self.identity.public.enc_key,
+            is_verified=lambda record: is_record_verified(record, self.identity),
         )
 
     def verify(self) -> Verification:

@@ -9,6 +9,7 @@ migration, never a silent reinterpretation.
     h1/pat/<patient id 32>                 → PatientState
     h1/patkey/<sign key 32>                → patient id (who is a patient, by signing key)
     h1/rec/<record id 32>                  → RecordState (ciphertext, commitment, metadata)
+    h1/rnonce/<envelope nonce 24>          → record id (whose ciphertext this is: no copies)
     h1/precn/<patient id 32>               → u64 count of the patient's records
     h1/prec/<patient id 32><u64 index>     → record id, in order of addition
     h1/inq/<inquiry id 32>                 → InquiryState
@@ -49,6 +50,7 @@ _INSTITUTION = LAYOUT_PREFIX + b"inst/"
 _PATIENT = LAYOUT_PREFIX + b"pat/"
 _PATIENT_BY_KEY = LAYOUT_PREFIX + b"patkey/"
 _RECORD = LAYOUT_PREFIX + b"rec/"
+_RECORD_BY_NONCE = LAYOUT_PREFIX + b"rnonce/"
 _PATIENT_RECORD_COUNT = LAYOUT_PREFIX + b"precn/"
 _PATIENT_RECORD = LAYOUT_PREFIX + b"prec/"
 _INQUIRY = LAYOUT_PREFIX + b"inq/"
@@ -126,13 +128,19 @@ def get_record(state: StateReader, record_id: bytes) -> RecordState | None:
     return _load(RecordState, state, _RECORD + record_id)
 
 
+def get_record_id_by_nonce(state: StateReader, nonce: bytes) -> bytes | None:
+    """The record whose ciphertext carries this envelope nonce, if any (a ciphertext is unique)."""
+    return state.get(_RECORD_BY_NONCE + nonce)
+
+
 def save_record(state: StateWriter, record: RecordState) -> None:
-    """Store a record; a new record is also appended to its patient's list."""
+    """Store a record; a new record is also appended to its patient's list and nonce index."""
     key = _RECORD + record.record_id
     if state.get(key) is None:
         count = _get_count(state, _PATIENT_RECORD_COUNT + record.patient_id)
         state.put(_PATIENT_RECORD + record.patient_id + _u64(count), record.record_id)
         state.put(_PATIENT_RECORD_COUNT + record.patient_id, _u64(count + 1))
+        state.put(_RECORD_BY_NONCE + record.envelope.nonce, record.record_id)
     state.put(key, encode(record))
 
 

@@ -32,9 +32,14 @@ SEALED_KEY = FixedBytes(SEALED_KEY_SIZE)
 OPTIONAL_HASH = Bytes(HASH_SIZE)
 
 PATIENT_ID_DOMAIN: Final = b"medledger/health/patient-id/v1\x00"
-#: Bound into every record ciphertext as associated data, with the patient id and record type.
-RECORD_AD_DOMAIN: Final = b"medledger/health/record/v1\x00"
-COMMITMENT_DOMAIN: Final = b"medledger/health/commitment/v1\x00"
+#: Prefixes a record's binding (`compute_record_binding`) as its ciphertext's associated data.
+RECORD_AD_DOMAIN: Final = b"medledger/health/record/v2\x00"
+#: Prefixes a record's binding when its record key is derived from its content key (keyed BLAKE2b).
+RECORD_KEY_DOMAIN: Final = b"medledger/health/record-key/v1\x00"
+#: Prefixes a record's binding and salted plaintext in its commitment.
+COMMITMENT_DOMAIN: Final = b"medledger/health/commitment/v2\x00"
+#: Prefixes an inquiry's binding as its sealed reason's associated data.
+REASON_AD_DOMAIN: Final = b"medledger/health/reason/v1\x00"
 
 # --- transaction kinds --------------------------------------------------------------------------
 
@@ -148,7 +153,14 @@ GRANT_RECORDS_MAX: Final = 256
 RECEIPT_RECORDS_MAX: Final = 256
 #: Grants of one patient that may be live at once (add_record checks readers against them).
 PATIENT_LIVE_GRANTS_MAX: Final = 256
+#: Longest inquiry reason, in characters (free text: it travels sealed, never in the clear).
 REASON_LENGTH_MAX: Final = 200
+#: Longest reason in UTF-8 bytes (four per character at most).
+REASON_BYTES_MAX: Final = 4 * REASON_LENGTH_MAX
+#: Every reason is padded to this size before encryption, so its ciphertext leaks no length.
+REASON_PADDED_BYTES: Final = REASON_BYTES_MAX + 1
+#: Readers of a sealed reason: the patient and the requester (one entry if they share a key).
+REASON_READERS_MAX: Final = 2
 INSTITUTION_NAME_LENGTH_MAX: Final = 64
 GENESIS_INSTITUTIONS_MAX: Final = 1024
 #: Longest an inquiry (and so the grant answering it) may stay open: one year.
@@ -162,14 +174,35 @@ def compute_patient_id(sign_key: bytes) -> PatientId:
     return PatientId(digest(PATIENT_ID_DOMAIN + sign_key))
 
 
-def compute_record_associated_data(patient_id: bytes, record_type: str) -> bytes:
-    """What a record's ciphertext is bound to: moving it to another patient or type breaks it."""
-    return RECORD_AD_DOMAIN + patient_id + record_type.encode("ascii")
+def compute_record_binding(patient_id: bytes, author: bytes, record_type: str, supersedes: bytes) -> bytes:
+    """Everything on the ledger the rules key a record on, in one unambiguous byte string.
+
+    Patient id (32), author's signing key (32), the superseded record's id (32, zeros for none),
+    then the record type, length-prefixed. Bound into the ciphertext (associated data) and the
+    commitment, so a record re-published under another author, patient, type or superseded record
+    fails to open and its commitment fails to verify (issue 9, defect 6).
+    """
+    if len(patient_id) != HASH_SIZE or len(author) != PUBLIC_KEY_SIZE:
+        raise ValueError("a record binding needs a 32-byte patient id and a 32-byte author key")
+    if supersedes and len(supersedes) != HASH_SIZE:
+        raise ValueError("a superseded record id is 32 bytes (or empty: none)")
+    type_bytes = record_type.encode("ascii")
+    return patient_id + author + (supersedes or bytes(HASH_SIZE)) + bytes([len(type_bytes)]) + type_bytes
 
 
-def compute_commitment(salt: bytes, plaintext: bytes) -> bytes:
-    """The salted commitment to a record's canonical plaintext (the salt defeats guessing)."""
-    return digest(COMMITMENT_DOMAIN + salt + plaintext)
+def compute_record_associated_data(binding: bytes) -> bytes:
+    """A record ciphertext's associated data: its binding under the record domain."""
+    return RECORD_AD_DOMAIN + binding
+
+
+def compute_commitment(binding: bytes, salt: bytes, plaintext: bytes) -> bytes:
+    """The salted commitment to a record's canonical plaintext and binding (the salt defeats guessing)."""
+    return digest(COMMITMENT_DOMAIN + binding + salt + plaintext)
+
+
+def compute_reason_associated_data(patient_id: bytes, requester: bytes) -> bytes:
+    """A sealed reason's associated data: it opens only as this requester's reason to this patient."""
+    return REASON_AD_DOMAIN + patient_id + requester
 
 
 # --- wire values --------------------------------------------------------------------------------
@@ -201,6 +234,44 @@ class EnvelopeWire:
 
     @classmethod
     def from_envelope(cls, envelope: Envelope) -> EnvelopeWire:
+        return cls(
+            envelope.nonce, envelope.ciphertext, tuple(WrappedKey(r, k) for r, k in envelope.wrapped_keys)
+        )
+
+    def to_envelope(self) -> Envelope:
+        """The crypto layer's envelope; raises `DecryptionError` if malformed (unsorted readers)."""
+        return Envelope(
+            nonce=self.nonce,
+            ciphertext=self.ciphertext,
+            wrapped_keys=tuple((w.reader, w.sealed_key) for w in self.wrapped_keys),
+        )
+
+    @property
+    def readers(self) -> tuple[bytes, ...]:
+        return tuple(w.reader for w in self.wrapped_keys)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SealedReason:
+    """An inquiry's reason, padded and encrypted, its key sealed to the patient and the requester.
+
+    The rules never read the reason (free text: it must not be in the clear on every node); they
+    only check who it is sealed for. The ciphertext has one fixed size (`REASON_PADDED_BYTES` plus
+    the tag), so it does not even leak the reason's length.
+    """
+
+    nonce: bytes
+    ciphertext: bytes
+    wrapped_keys: tuple[WrappedKey, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        nonce=FixedBytes(NONCE_SIZE),
+        ciphertext=FixedBytes(REASON_PADDED_BYTES + TAG_SIZE),
+        wrapped_keys=Seq(Struct(WrappedKey), REASON_READERS_MAX),
+    )
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope) -> SealedReason:
         return cls(
             envelope.nonce, envelope.ciphertext, tuple(WrappedKey(r, k) for r, k in envelope.wrapped_keys)
         )
@@ -301,20 +372,20 @@ class SupersedeRecordBody:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestAccessBody:
-    """An institution's inquiry: whose records, which, why, until when, and a short reason."""
+    """An institution's inquiry: whose records, which, why, until when, and a short sealed reason."""
 
     patient_id: bytes
     scope: Scope
     purpose: str
     expires_ms: int
-    reason: str
+    sealed_reason: SealedReason
 
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
         patient_id=HASH,
         scope=Struct(Scope),
         purpose=Text(allowed=PURPOSES),
         expires_ms=UInt(),
-        reason=Text(max_length=REASON_LENGTH_MAX),
+        sealed_reason=Struct(SealedReason),
     )
 
 
@@ -456,7 +527,7 @@ class InquiryState:
     scope: Scope
     purpose: str
     expires_ms: int
-    reason: str
+    sealed_reason: SealedReason
     status: str
     decision_id: bytes
     height: int
@@ -469,7 +540,7 @@ class InquiryState:
         scope=Struct(Scope),
         purpose=Text(allowed=PURPOSES),
         expires_ms=UInt(),
-        reason=Text(max_length=REASON_LENGTH_MAX),
+        sealed_reason=Struct(SealedReason),
         status=Text(allowed=INQUIRY_STATUSES),
         decision_id=OPTIONAL_HASH,
         height=UInt(),

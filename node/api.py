@@ -175,7 +175,7 @@ def _wants_msgpack(request: web.Request) -> bool:
 async def _read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise BadRequestError(
-            f"unsupported content type {request.content_type!r}: use application/json or {MSGPACK}",
+            f"unsupported content type: use application/json or {MSGPACK}",  # never echo the header
             status=415,
         )
     try:

@@ -985,6 +985,7 @@ def patient_inquiries(ctx: click.Context, show_all: bool, as_json: bool) -> None
                 "inquiry_id": i.inquiry_id.hex(),
                 "requester": names.get(i.requester, i.requester.hex()),
                 "purpose": i.purpose,
+                "reason": client.inquiry_reason(i),  # sealed on the ledger, opened on this device
                 "status": i.status,
                 "expires_ms": i.expires_ms,
                 "height": i.height,

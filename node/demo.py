@@ -243,6 +243,8 @@ def run_scenario(
         f"inquiry {asked['inquiry_id'][:16]}…"
     )
     for pending in patient.list_pending_inquiries():
+        # The reason is sealed on the ledger for the patient and the hospital: opened on the device.
+        echo(f"   the patient reads the sealed reason: {patient.inquiry_reason(pending)!r}")
         granted = patient.grant(pending.inquiry_id)
         echo(f"4. the patient granted inquiry {pending.inquiry_id.hex()[:16]}… at height {granted.height}")
         wait_synced(clients, granted.height)

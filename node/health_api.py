@@ -35,13 +35,19 @@ from medledger.chain.app import StateReader
 from medledger.chain.codec import WireType, encode
 from medledger.chain.errors import TxRejectedError
 from medledger.chain.store import TxLocation
-from medledger.crypto import DecryptionError
+from medledger.crypto import CryptoError, DecryptionError
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
 from medledger.health.client import build_add_record, build_read_receipt, build_request_access, make_scope
-from medledger.health.errors import CommitmentMismatchError, InvalidRecordError
-from medledger.health.fhir import RECORD_JSON_BYTES_MAX, validate_record
-from medledger.health.records import decrypt_record, decrypt_record_with_grant, encrypt_record
+from medledger.health.errors import (
+    InvalidReasonError,
+    InvalidRecordError,
+    ReasonUnreadableError,
+    RecordVerificationError,
+)
+from medledger.health.fhir import RECORD_JSON_BYTES_MAX, compute_record_json, validate_record
+from medledger.health.reasons import open_reason, validate_reason
+from medledger.health.records import encrypt_record, open_record
 from medledger.health.rules import is_readable_under_grant
 from medledger.health.types import (
     AUTHOR_ROLES,
@@ -52,7 +58,6 @@ from medledger.health.types import (
     INQUIRY_STATUSES,
     INQUIRY_TTL_MS_MAX,
     PURPOSES,
-    REASON_LENGTH_MAX,
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
     AuditEvent,
@@ -156,7 +161,9 @@ def _patient_query(request: web.Request) -> bytes:
 async def _read_object(request: web.Request, limit: int) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise BadRequestError(
-            f"unsupported content type {request.content_type!r}: use application/json", status=415
+            # Never echo the header: it is client-chosen text (issue 9, defect 8).
+            "unsupported content type: use application/json",
+            status=415,
         )
     if request.content_length is not None and request.content_length > limit:
         raise ApiProblem(413, "Request too large", f"the body exceeds {limit} bytes", code="too_large")
@@ -185,9 +192,11 @@ def _check_keys(data: dict[str, Any], required: set[str], optional: set[str]) ->
     missing = sorted(required - set(data))
     if missing:
         raise BadRequestError(f"missing field(s): {', '.join(missing)}")
-    unknown = sorted(set(data) - required - optional)
+    unknown = set(data) - required - optional
     if unknown:
-        raise BadRequestError(f"unknown field(s): {', '.join(unknown)}")
+        # Never echo a client-chosen key: it may be anything, PHI included (issue 9, defect 8).
+        allowed = ", ".join(sorted(required | optional))
+        raise BadRequestError(f"{len(unknown)} unknown field(s); the fields are: {allowed}")
 
 
 def _int_field(data: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
@@ -286,7 +295,6 @@ def inquiry_json(service: HealthService, inquiry: InquiryState) -> dict[str, Any
         "requester_name": service.name_of(inquiry.requester),
         "scope": scope_json(inquiry.scope),
         "purpose": inquiry.purpose,
-        "reason": inquiry.reason,
         "expires_ms": inquiry.expires_ms,
         "status": inquiry.status,
         "decision_id": inquiry.decision_id.hex(),
@@ -455,6 +463,16 @@ async def get_me(request: web.Request) -> web.Response:
     return _json({**institution_json(me), "chain_id": service.node.genesis.chain_id})
 
 
+def _unusable_key_problem() -> ApiProblem:
+    """A patient registered an encryption key nothing can be sealed to (e.g. a small-order point)."""
+    return ApiProblem(
+        422,
+        "Unusable patient key",
+        "the patient's encryption key is not a usable x25519 public key: nothing can be sealed for them",
+        code="patient_key_unusable",
+    )
+
+
 async def post_record(request: web.Request) -> web.Response:
     service, me = _me(request)
     wait_ms = _wait_ms(request)
@@ -464,7 +482,7 @@ async def post_record(request: web.Request) -> web.Response:
     resource = data["resource"]
     if not isinstance(resource, dict):
         raise BadRequestError("resource must be a FHIR R4 resource (a JSON object)")
-    size = len(json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(compute_record_json(resource))
     if size > RECORD_JSON_BYTES_MAX:
         raise ApiProblem(
             413,
@@ -485,7 +503,12 @@ async def post_record(request: web.Request) -> web.Response:
     readers = {patient.enc_key, me.enc_key} | _current_grantee_keys(
         state, patient_id, record_type, service.node.clock_ms()
     )
-    encrypted = encrypt_record(resource, patient_id=patient_id, readers=sorted(readers))
+    try:
+        encrypted = encrypt_record(
+            resource, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
+        )
+    except CryptoError:
+        raise _unusable_key_problem() from None
     _, raw, tx_id = build_add_record(
         service.node.identity, patient_id, encrypted, chain_id=service.node.genesis.chain_id
     )
@@ -532,7 +555,7 @@ async def read_record(request: web.Request) -> web.Response:
     receipt: dict[str, Any] | None = None
     try:
         if record.author == me.sign_key:
-            decrypted = decrypt_record(record, node.identity)
+            decrypted = open_record(record, node.identity)
         else:
             grant = _find_read_grant(state, me, record, node.clock_ms())
             if grant is None:
@@ -555,14 +578,17 @@ async def read_record(request: web.Request) -> web.Response:
                     headers={"Retry-After": "1"},
                 )
             receipt = {"tx_id": tx_id.hex(), "height": location.height, "grant_id": grant.grant_id.hex()}
-            decrypted = decrypt_record_with_grant(record, grant, node.identity)
-    except (DecryptionError, CommitmentMismatchError) as exc:
+            decrypted = open_record(record, node.identity, grant=grant)
+    except DecryptionError as exc:
         raise ApiProblem(
             409,
             "Record cannot be decrypted",
             f"the record does not open with this institution's key: {exc.message}",
             code="undecryptable",
         ) from None
+    except RecordVerificationError as exc:
+        # Re-published under another author, moved, or altered: never shown (issue 9, defect 6).
+        raise ApiProblem(409, "Record fails verification", exc.message, code=exc.code) from None
     return _json({**record_json(service, record), "resource": decrypted.resource, "receipt": receipt})
 
 
@@ -576,13 +602,17 @@ async def post_inquiry(request: web.Request) -> web.Response:
         {"record_types", "record_ids", "from_ms", "to_ms", "ttl_ms"},
     )
     patient_id = _hex_id(data["patient_id"], "patient_id")
-    purpose, reason = data["purpose"], data["reason"]
-    if purpose not in PURPOSES:
+    purpose = data["purpose"]
+    if not isinstance(purpose, str) or purpose not in PURPOSES:
         raise BadRequestError(f"purpose must be one of {', '.join(sorted(PURPOSES))}")
-    if not isinstance(reason, str) or len(reason) > REASON_LENGTH_MAX:
-        raise BadRequestError(f"reason must be a string of at most {REASON_LENGTH_MAX} characters")
+    try:
+        reason = validate_reason(data["reason"])
+    except InvalidReasonError as exc:
+        raise BadRequestError(exc.message) from None
     record_types = data.get("record_types", [])
-    if not isinstance(record_types, list) or not all(t in RECORD_TYPES for t in record_types):
+    if not isinstance(record_types, list) or not all(
+        isinstance(t, str) and t in RECORD_TYPES for t in record_types
+    ):
         raise BadRequestError(f"record_types must be a list of: {', '.join(sorted(RECORD_TYPES))}")
     record_ids = data.get("record_ids", [])
     if not isinstance(record_ids, list) or len(record_ids) > SCOPE_RECORD_IDS_MAX:
@@ -594,18 +624,22 @@ async def post_inquiry(request: web.Request) -> web.Response:
         raise BadRequestError("from_ms must not be after to_ms")
     ttl_ms = _int_field(data, "ttl_ms", INQUIRY_TTL_MS_DEFAULT, 1000, INQUIRY_TTL_MS_MAX - GRANT_MARGIN_MS)
     state = _state(service)
-    _require_patient(state, patient_id)
+    patient = _require_patient(state, patient_id)
     node = service.node
     scope = make_scope(record_types=record_types, record_ids=ids, from_ms=from_ms, to_ms=to_ms)
-    _, raw, tx_id = build_request_access(
-        node.identity,
-        patient_id,
-        scope,
-        purpose,
-        node.clock_ms() + ttl_ms,
-        reason,
-        chain_id=node.genesis.chain_id,
-    )
+    try:
+        _, raw, tx_id = build_request_access(
+            node.identity,
+            patient_id,
+            scope,
+            purpose,
+            node.clock_ms() + ttl_ms,
+            reason,
+            patient_enc_key=patient.enc_key,
+            chain_id=node.genesis.chain_id,
+        )
+    except CryptoError:
+        raise _unusable_key_problem() from None
     location = await _submit_and_wait(service, raw, wait_ms)
     return _json({**_write_result(tx_id, location), "inquiry_id": tx_id.hex()}, 201 if location else 202)
 
@@ -613,7 +647,12 @@ async def post_inquiry(request: web.Request) -> web.Response:
 def _inquiry_with_decision(
     service: HealthService, state: StateReader, inquiry: InquiryState
 ) -> dict[str, Any]:
+    """The requester's view of its own inquiry: the reason, opened with its own key, and the decision."""
     item = inquiry_json(service, inquiry)
+    try:
+        item["reason"] = open_reason(inquiry, service.node.identity)
+    except ReasonUnreadableError:
+        item["reason"] = None
     grant = st.get_grant(state, inquiry.decision_id) if inquiry.decision_id else None
     item["grant"] = grant_json(service, grant) if grant is not None else None
     return item

@@ -634,7 +634,6 @@ def _health_schemas() -> dict[str, Any]:
         "requester_name": _NAME,
         "scope": {"$ref": _REF + "Scope"},
         "purpose": {"type": "string", "enum": _PURPOSES},
-        "reason": {"type": "string"},
         "expires_ms": time_ms,
         "status": {"type": "string", "enum": ["open", "granted", "denied"]},
         "decision_id": _HEX64_OR_EMPTY,
@@ -697,8 +696,10 @@ def _health_schemas() -> dict[str, Any]:
                 "purpose": {"type": "string", "enum": _PURPOSES},
                 "reason": {
                     "type": "string",
+                    "minLength": 1,
                     "maxLength": REASON_LENGTH_MAX,
-                    "description": "Administrative, never clinical: it is on the ledger in the clear.",
+                    "description": "Free text, sealed for the patient and this institution only "
+                    "(never in the clear on the ledger).",
                 },
             },
             {
@@ -739,7 +740,15 @@ def _health_schemas() -> dict[str, Any]:
         ),
         "Inquiry": _object({**inquiry, **encoded}),
         "InstitutionInquiry": _object(
-            {**inquiry, "grant": {"allOf": [{"$ref": _REF + "Grant"}], "nullable": True}}
+            {
+                **inquiry,
+                "reason": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The reason, opened with this institution's key (sealed on the ledger).",
+                },
+                "grant": {"allOf": [{"$ref": _REF + "Grant"}], "nullable": True},
+            }
         ),
         "Grant": _object(grant, encoded),
         "AuditEvent": _object(

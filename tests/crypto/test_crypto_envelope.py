@@ -59,7 +59,9 @@ def test_every_reader_opens_the_envelope(plaintext: bytes, associated_data: byte
 
 
 def test_wrapped_keys_are_sorted_unique_and_share_one_content_key() -> None:
-    envelope = seal_envelope(RECORD, [*READER_KEYS, PATIENT.public.enc_key, CLINIC.public.enc_key])
+    envelope = seal_envelope(
+        RECORD, [*READER_KEYS, PATIENT.public.enc_key, CLINIC.public.enc_key], associated_data=b"r"
+    )
     readers = [reader for reader, _ in envelope.wrapped_keys]
     assert readers == sorted(set(READER_KEYS))
     assert envelope.readers == tuple(readers)
@@ -69,8 +71,8 @@ def test_wrapped_keys_are_sorted_unique_and_share_one_content_key() -> None:
 
 
 def test_each_seal_uses_a_fresh_content_key_and_nonce() -> None:
-    first = seal_envelope(RECORD, READER_KEYS)
-    second = seal_envelope(RECORD, READER_KEYS)
+    first = seal_envelope(RECORD, READER_KEYS, associated_data=b"r")
+    second = seal_envelope(RECORD, READER_KEYS, associated_data=b"r")
     assert first.nonce != second.nonce
     assert first.ciphertext != second.ciphertext
     assert unwrap_content_key(first, PATIENT) != unwrap_content_key(second, PATIENT)
@@ -181,7 +183,7 @@ def test_resealing_the_content_key_adds_a_new_reader() -> None:
 def test_encrypt_with_content_key_round_trip() -> None:
     content_key = bytes(range(32))
     nonce, ciphertext = encrypt_with_content_key(b"note", content_key, associated_data=b"ad")
-    envelope = seal_envelope(b"other", [PATIENT.public.enc_key])
+    envelope = seal_envelope(b"other", [PATIENT.public.enc_key], associated_data=b"")
     envelope = dataclasses.replace(envelope, nonce=nonce, ciphertext=ciphertext)
     assert decrypt_with_content_key(envelope, content_key, associated_data=b"ad") == b"note"
     with pytest.raises(DecryptionError):
@@ -200,13 +202,13 @@ def test_encrypt_with_content_key_round_trip() -> None:
 )
 def test_invalid_readers_are_refused_on_seal(readers: list[bytes]) -> None:
     with pytest.raises(CryptoError) as info:
-        seal_envelope(RECORD, readers)
+        seal_envelope(RECORD, readers, associated_data=b"r")
     assert not isinstance(info.value, DecryptionError)
 
 
 def test_invalid_too_many_readers_are_refused_on_seal() -> None:
     with pytest.raises(CryptoError, match="at most 1024 readers"):
-        seal_envelope(RECORD, [i.to_bytes(32, "big") for i in range(1, 1026)])
+        seal_envelope(RECORD, [i.to_bytes(32, "big") for i in range(1, 1026)], associated_data=b"r")
 
 
 @pytest.mark.parametrize(
@@ -225,6 +227,20 @@ def test_invalid_seal_content_key_arguments(content_key: bytes, reader: bytes) -
 
 def test_invalid_encrypt_arguments() -> None:
     with pytest.raises(CryptoError, match="content key must be 32 bytes"):
-        encrypt_with_content_key(b"x", bytes(16))
+        encrypt_with_content_key(b"x", bytes(16), associated_data=b"")
     with pytest.raises(CryptoError, match="must be bytes"):
-        encrypt_with_content_key(cast(Any, "x"), bytes(32))
+        encrypt_with_content_key(cast(Any, "x"), bytes(32), associated_data=b"")
+
+
+def test_seal_envelope_with_a_derived_key() -> None:
+    """With `derive_key`, the ciphertext is under the derived key: the sealed content key alone
+    does not open it, the derived one does."""
+
+    def derive(content_key: bytes) -> bytes:
+        return bytes(b ^ 0x5A for b in content_key)
+
+    envelope = seal_envelope(RECORD, [PATIENT.public.enc_key], associated_data=b"ad", derive_key=derive)
+    with pytest.raises(DecryptionError):
+        open_envelope(envelope, PATIENT, associated_data=b"ad")
+    content_key = unwrap_content_key(envelope, PATIENT)
+    assert decrypt_with_content_key(envelope, derive(content_key), associated_data=b"ad") == RECORD

@@ -12,15 +12,21 @@ import pytest
 from health_testkit import CHAIN_ID, GENESIS_TIME_MS, Ledger, make_condition, make_identity, make_observation
 
 from medledger.chain.txbuilder import sign_tx
-from medledger.crypto import DecryptionError, Identity
+from medledger.crypto import DecryptionError, Identity, seal_envelope
 from medledger.health import client
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
-from medledger.health.errors import InvalidGenesisError
+from medledger.health.errors import (
+    InvalidGenesisError,
+    InvalidReasonError,
+    ReasonUnreadableError,
+    RecordBindingError,
+)
+from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import (
-    decrypt_record,
-    decrypt_record_with_grant,
+    EncryptedRecord,
     encrypt_record,
+    open_record,
     reseal_record_keys,
 )
 from medledger.health.types import (
@@ -29,9 +35,18 @@ from medledger.health.types import (
     EVENT_READ,
     EVENT_REVOKE,
     INQUIRY_GRANTED,
+    KIND_ADD_RECORD,
     KIND_GRANT,
+    KIND_REQUEST_ACCESS,
+    KIND_SUPERSEDE_RECORD,
+    REASON_PADDED_BYTES,
+    AddRecordBody,
     RecordState,
+    RequestAccessBody,
+    SealedReason,
+    SupersedeRecordBody,
     compute_patient_id,
+    compute_reason_associated_data,
 )
 
 HOUR_MS = 3_600_000
@@ -68,7 +83,9 @@ def world() -> World:
 
 def add_record(w: World, author: Identity, resource: dict[str, object], *extra: Identity) -> RecordState:
     readers = [w.patient.public.enc_key, author.public.enc_key, *(e.public.enc_key for e in extra)]
-    encrypted = encrypt_record(resource, patient_id=w.patient_id, readers=readers)
+    encrypted = encrypt_record(
+        resource, patient_id=w.patient_id, author=author.public.sign_key, readers=readers
+    )
     outcome = w.ledger.submit_ok(w.ledger.sign(client.build_add_record, author, w.patient_id, encrypted))
     record = st.get_record(w.ledger.state, outcome.tx_id)
     assert record is not None
@@ -91,6 +108,7 @@ def request(
         purpose,
         w.ledger.next_time_ms + ttl_ms,
         "synthetic follow-up",
+        patient_enc_key=w.patient.public.enc_key,
     )
     return w.ledger.submit_ok(signed).tx_id
 
@@ -103,10 +121,10 @@ def grant(w: World, inquiry_id: bytes, records: list[RecordState], grantee: Iden
 def test_flow_record_inquiry_grant_read_revoke(world: World) -> None:
     w = world
     record = add_record(w, w.clinic, make_observation(72))
-    assert decrypt_record(record, w.patient).resource["valueQuantity"]["value"] == 72
-    assert decrypt_record(record, w.clinic).record_type == "Observation"
+    assert open_record(record, w.patient).resource["valueQuantity"]["value"] == 72
+    assert open_record(record, w.clinic).record_type == "Observation"
     with pytest.raises(DecryptionError):
-        decrypt_record(record, w.hospital)
+        open_record(record, w.hospital)
 
     inquiry_id = request(w, w.hospital)
     grant_id = grant(w, inquiry_id, [record], w.hospital)
@@ -116,8 +134,8 @@ def test_flow_record_inquiry_grant_read_revoke(world: World) -> None:
     assert inquiry.decision_id == grant_id
     stored_grant = st.get_grant(w.ledger.state, grant_id)
     assert stored_grant is not None
-    assert decrypt_record_with_grant(record, stored_grant, w.hospital).canonical_json == (
-        decrypt_record(record, w.patient).canonical_json
+    assert open_record(record, w.hospital, grant=stored_grant).canonical_json == (
+        open_record(record, w.patient).canonical_json
     )
     w.ledger.submit_ok(w.ledger.sign(client.build_read_receipt, w.hospital, grant_id, [record.record_id]))
 
@@ -130,6 +148,7 @@ def test_flow_record_inquiry_grant_read_revoke(world: World) -> None:
     encrypted = encrypt_record(
         make_observation(90),
         patient_id=w.patient_id,
+        author=w.clinic.public.sign_key,
         readers=[w.patient.public.enc_key, w.clinic.public.enc_key, w.hospital.public.enc_key],
     )
     w.ledger.submit_rejected(
@@ -151,11 +170,17 @@ def test_flow_record_inquiry_grant_read_revoke(world: World) -> None:
 def test_supersede_keeps_both_versions(world: World) -> None:
     w = world
     old = add_record(w, w.clinic, make_condition("first"))
-    encrypted = encrypt_record(
-        make_condition("corrected"),
-        patient_id=w.patient_id,
-        readers=[w.patient.public.enc_key, w.clinic.public.enc_key],
-    )
+
+    def correction(author: Identity, supersedes: bytes) -> EncryptedRecord:
+        return encrypt_record(
+            make_condition("corrected"),
+            patient_id=w.patient_id,
+            author=author.public.sign_key,
+            readers=[w.patient.public.enc_key, w.clinic.public.enc_key],
+            supersedes=supersedes,
+        )
+
+    encrypted = correction(w.clinic, old.record_id)
     new_id = w.ledger.submit_ok(
         w.ledger.sign(client.build_supersede_record, w.clinic, w.patient_id, old.record_id, encrypted)
     ).tx_id
@@ -166,13 +191,20 @@ def test_supersede_keeps_both_versions(world: World) -> None:
     assert stored_old.superseded_by == new_id
     assert stored_new.supersedes == old.record_id
     assert stored_old.envelope == old.envelope
+    again = correction(w.clinic, old.record_id)
     w.ledger.submit_rejected(
-        w.ledger.sign(client.build_supersede_record, w.clinic, w.patient_id, old.record_id, encrypted),
+        w.ledger.sign(client.build_supersede_record, w.clinic, w.patient_id, old.record_id, again),
         "health.supersede",
     )
+    by_hospital = correction(w.hospital, new_id)
     w.ledger.submit_rejected(
-        w.ledger.sign(client.build_supersede_record, w.hospital, w.patient_id, new_id, encrypted),
+        w.ledger.sign(client.build_supersede_record, w.hospital, w.patient_id, new_id, by_hospital),
         "health.record_readers",
+    )
+    # The same ciphertext a second time is refused, whoever sends it.
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_supersede_record, w.clinic, w.patient_id, old.record_id, encrypted),
+        "health.record_duplicate",
     )
 
 
@@ -216,6 +248,7 @@ def test_invalid_record_by_unregistered_author(world: World) -> None:
     encrypted = encrypt_record(
         make_observation(1),
         patient_id=w.patient_id,
+        author=w.stranger.public.sign_key,
         readers=[w.patient.public.enc_key, w.stranger.public.enc_key],
     )
     w.ledger.submit_rejected(
@@ -228,6 +261,7 @@ def test_invalid_record_by_insurer(world: World) -> None:
     encrypted = encrypt_record(
         make_observation(1),
         patient_id=w.patient_id,
+        author=w.insurer.public.sign_key,
         readers=[w.patient.public.enc_key, w.insurer.public.enc_key],
     )
     w.ledger.submit_rejected(
@@ -240,7 +274,10 @@ def test_invalid_record_for_unregistered_patient(world: World) -> None:
     other = make_identity("patient-unregistered")
     other_id = compute_patient_id(other.public.sign_key)
     encrypted = encrypt_record(
-        make_observation(1), patient_id=other_id, readers=[other.public.enc_key, w.clinic.public.enc_key]
+        make_observation(1),
+        patient_id=other_id,
+        author=w.clinic.public.sign_key,
+        readers=[other.public.enc_key, w.clinic.public.enc_key],
     )
     w.ledger.submit_rejected(
         w.ledger.sign(client.build_add_record, w.clinic, other_id, encrypted), "health.patient_unknown"
@@ -250,7 +287,10 @@ def test_invalid_record_for_unregistered_patient(world: World) -> None:
 def test_invalid_record_not_sealed_for_patient(world: World) -> None:
     w = world
     encrypted = encrypt_record(
-        make_observation(1), patient_id=w.patient_id, readers=[w.clinic.public.enc_key]
+        make_observation(1),
+        patient_id=w.patient_id,
+        author=w.clinic.public.sign_key,
+        readers=[w.clinic.public.enc_key],
     )
     w.ledger.submit_rejected(
         w.ledger.sign(client.build_add_record, w.clinic, w.patient_id, encrypted), "health.record_readers"
@@ -303,6 +343,7 @@ def test_invalid_purpose_for_role(world: World) -> None:
         "TREAT",
         w.ledger.next_time_ms + HOUR_MS,
         "claim",
+        patient_enc_key=w.patient.public.enc_key,
     )
     w.ledger.submit_rejected(signed, "health.purpose")
 
@@ -317,6 +358,7 @@ def test_invalid_inquiry_expiring_in_the_past(world: World) -> None:
         "TREAT",
         GENESIS_TIME_MS,
         "x",
+        patient_enc_key=w.patient.public.enc_key,
     )
     w.ledger.submit_rejected(signed, "health.expiry")
 
@@ -371,3 +413,126 @@ def test_genesis_round_trip_and_determinism() -> None:
     b.submit_ok(signed)
     assert a.state_root == b.state_root
     assert HealthApp.get_patient_by_key(a.state, patient.public.sign_key) is not None
+
+
+# --- issue 9 [TRUST] ----------------------------------------------------------------------------
+
+
+def test_trust_6_republished_ciphertext_is_refused_by_the_rules(world: World) -> None:
+    """A hospital sealed into a clinic's record re-publishes its ciphertext and commitment as its own.
+
+    It keeps only the wrapped keys the rules allow it (the patient's and its own): on the old rules
+    the copy was accepted and opened for the patient, commitment and all, under the hospital's name.
+    """
+    w = world
+    grant_id = grant(w, request(w, w.hospital, types=("Observation",)), [], w.hospital)
+    assert st.get_grant(w.ledger.state, grant_id) is not None
+    original = add_record(w, w.clinic, make_observation(64), w.hospital)
+    kept = tuple(wk for wk in original.envelope.wrapped_keys if wk.reader != w.clinic.public.enc_key)
+    envelope = dataclasses.replace(original.envelope, wrapped_keys=kept)
+    body = AddRecordBody(w.patient_id, original.record_type, original.commitment, envelope)
+    copy = w.ledger.sign(client.build_tx, w.hospital, KIND_ADD_RECORD, body)
+    w.ledger.submit_rejected(copy, "health.record_duplicate")
+    # Supersession is no way around it: the hospital "correcting" its own record with the copy.
+    own = add_record(w, w.hospital, make_observation(65))
+    superseding = SupersedeRecordBody(own.record_id, body)
+    w.ledger.submit_rejected(
+        w.ledger.sign(client.build_tx, w.hospital, KIND_SUPERSEDE_RECORD, superseding),
+        "health.record_duplicate",
+    )
+    # Had it been accepted (as on the old rules), no reader would open it: see
+    # test_fhir_records.test_trust_6_republished_record_is_refused_by_every_reader.
+    as_hospitals = dataclasses.replace(original, author=w.hospital.public.sign_key, envelope=envelope)
+    with pytest.raises(RecordBindingError):
+        open_record(as_hospitals, w.patient)
+
+
+REASON_PHI = "Jane Doe DOB 1980-01-02 MRN-4417: HIV+ follow-up"
+
+
+def test_trust_10_reason_is_sealed_for_patient_and_requester_only(world: World) -> None:
+    w = world
+    signed = w.ledger.sign(
+        client.build_request_access,
+        w.hospital,
+        w.patient_id,
+        client.make_scope(),
+        "TREAT",
+        w.ledger.next_time_ms + HOUR_MS,
+        REASON_PHI,
+        patient_enc_key=w.patient.public.enc_key,
+    )
+    tx, raw, inquiry_id = signed
+    w.ledger.submit_ok(signed)
+    # Nowhere in the clear: not in the tx, not in any state value any node stores.
+    secret = REASON_PHI.encode()
+    assert secret not in raw
+    assert b"Jane Doe" not in raw
+    assert all(b"Jane Doe" not in value for value in w.ledger.state.data.values())
+    inquiry = st.get_inquiry(w.ledger.state, inquiry_id)
+    assert inquiry is not None
+    # The patient and the requester read it; nobody else does.
+    assert open_reason(inquiry, w.patient) == REASON_PHI
+    assert open_reason(inquiry, w.hospital) == REASON_PHI
+    for outsider in (w.clinic, w.insurer, w.stranger):
+        with pytest.raises(ReasonUnreadableError):
+            open_reason(inquiry, outsider)
+    # Its ciphertext has one size whatever the reason, so not even the length shows.
+    short = client.build_request_access(
+        w.hospital,
+        w.patient_id,
+        client.make_scope(),
+        "TREAT",
+        w.ledger.next_time_ms + HOUR_MS,
+        "x",
+        patient_enc_key=w.patient.public.enc_key,
+        chain_id=CHAIN_ID,
+    )
+    assert len(short[0].body) == len(tx.body)
+    # Copied into another institution's inquiry, it does not open (bound to patient and requester).
+    moved = dataclasses.replace(inquiry, requester=w.clinic.public.sign_key)
+    with pytest.raises(ReasonUnreadableError):
+        open_reason(moved, w.patient)
+
+
+def _inquiry_with_reason_readers(w: World, readers: list[bytes]) -> RequestAccessBody:
+    envelope = seal_envelope(
+        bytes(REASON_PADDED_BYTES),
+        readers,
+        associated_data=compute_reason_associated_data(w.patient_id, w.hospital.public.sign_key),
+    )
+    return RequestAccessBody(
+        w.patient_id,
+        client.make_scope(),
+        "TREAT",
+        w.ledger.next_time_ms + HOUR_MS,
+        SealedReason.from_envelope(envelope),
+    )
+
+
+@pytest.mark.parametrize(
+    ("readers", "rule"),
+    [
+        # A third reader: a reason names at most two, so the body does not even decode.
+        (("patient", "hospital", "insurer"), "health.body"),
+        (("hospital",), "health.reason"),
+        (("insurer", "hospital"), "health.reason"),
+        (("patient", "insurer"), "health.reason"),
+    ],
+)
+def test_trust_10_invalid_reason_sealed_for_others(world: World, readers: tuple[str, ...], rule: str) -> None:
+    w = world
+    keys = {
+        "patient": w.patient.public.enc_key,
+        "hospital": w.hospital.public.enc_key,
+        "insurer": w.insurer.public.enc_key,
+    }
+    body = _inquiry_with_reason_readers(w, [keys[r] for r in readers])
+    w.ledger.submit_rejected(w.ledger.sign(client.build_tx, w.hospital, KIND_REQUEST_ACCESS, body), rule)
+
+
+def test_trust_10_invalid_reason_is_refused_before_sealing() -> None:
+    for reason in ("", "x" * 201, "line\nbreak"):
+        with pytest.raises(InvalidReasonError):
+            validate_reason(reason)
+    assert validate_reason("Überweisung zur Kontrolle") == "Überweisung zur Kontrolle"

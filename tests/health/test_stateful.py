@@ -29,9 +29,8 @@ from medledger.crypto import DecryptionError, Identity
 from medledger.health import client
 from medledger.health import state as st
 from medledger.health.records import (
-    decrypt_record,
-    decrypt_record_with_grant,
     encrypt_record,
+    open_record,
     reseal_record_keys,
 )
 from medledger.health.types import (
@@ -224,10 +223,15 @@ class HealthMachine(RuleBasedStateMachine):
         if drop_patient and author != patient:
             readers = readers - {patient}
         self.counter += 1
+        target: MRecord | None = None
+        if supersede and self.records:
+            target = data.draw(stg.sampled_from(list(self.records.values())))
         encrypted = encrypt_record(
             RECORD_MAKERS[record_type](self.counter),
             patient_id=pid(patient),
+            author=IDENTITIES[author].public.sign_key,
             readers=[enc(r) for r in readers],
+            supersedes=target.record_id if target is not None else b"",
         )
         ok = (
             author in AUTHORS
@@ -236,9 +240,7 @@ class HealthMachine(RuleBasedStateMachine):
             and patient in readers
             and author in readers
         )
-        target: MRecord | None = None
-        if supersede and self.records:
-            target = data.draw(stg.sampled_from(list(self.records.values())))
+        if target is not None:
             ok = ok and target.author == author and target.patient == patient and not target.superseded
             signed = self.ledger.sign(
                 client.build_supersede_record, IDENTITIES[author], pid(patient), target.record_id, encrypted
@@ -250,7 +252,7 @@ class HealthMachine(RuleBasedStateMachine):
             stored = st.get_record(self.ledger.state, record_id)
             assert stored is not None
             assert stored.time_ms == time_ms
-            plaintext = decrypt_record(stored, IDENTITIES[patient]).canonical_json
+            plaintext = open_record(stored, IDENTITIES[patient]).canonical_json
             self.records[record_id] = MRecord(
                 record_id, patient, author, record_type, time_ms, plaintext, readers
             )
@@ -302,6 +304,7 @@ class HealthMachine(RuleBasedStateMachine):
             purpose,
             expires_ms,
             "synthetic",
+            patient_enc_key=enc(patient),
         )
         ok = (
             requester in ROLES
@@ -415,7 +418,7 @@ class HealthMachine(RuleBasedStateMachine):
         for record_id in sorted(chosen):
             record = st.get_record(self.ledger.state, record_id)
             assert record is not None
-            opened = decrypt_record_with_grant(record, stored_grant, IDENTITIES[reader])
+            opened = open_record(record, IDENTITIES[reader], grant=stored_grant)
             assert opened.canonical_json == self.records[record_id].plaintext
         self.reads.append((grant.grant_id, tuple(sorted(chosen))))
 
@@ -439,6 +442,7 @@ class HealthMachine(RuleBasedStateMachine):
             purpose,
             time_ms + 3_600_000,
             "x",
+            patient_enc_key=enc(patient),
         )
         inquiry_id = self.submit(signed, True, "share: request")
         assert inquiry_id is not None
@@ -467,7 +471,7 @@ class HealthMachine(RuleBasedStateMachine):
         for record_id in record_ids:
             record = st.get_record(self.ledger.state, record_id)
             assert record is not None
-            opened = decrypt_record_with_grant(record, stored_grant, IDENTITIES[requester])
+            opened = open_record(record, IDENTITIES[requester], grant=stored_grant)
             assert opened.canonical_json == self.records[record_id].plaintext
         self.reads.append((grant_id, record_ids))
 
@@ -505,13 +509,13 @@ class HealthMachine(RuleBasedStateMachine):
         assert record is not None
         identity = IDENTITIES[party]
         try:
-            return decrypt_record(record, identity).canonical_json
+            return open_record(record, identity).canonical_json
         except DecryptionError:
             pass
         for grant in st.list_grants(state, record.patient_id):
             if grant.grantee == identity.public.sign_key and grant.get_sealed_key(record_id) is not None:
                 try:
-                    return decrypt_record_with_grant(record, grant, identity).canonical_json
+                    return open_record(record, identity, grant=grant).canonical_json
                 except DecryptionError:
                     continue
         return None

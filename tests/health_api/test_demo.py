@@ -24,6 +24,7 @@ def test_demo_once_runs_the_scenario_and_stops_its_nodes(tmp_path: Path) -> None
     assert proc.returncode == 0, text
     assert "4 institutions up" in text
     assert "the patient granted inquiry" in text
+    assert "the patient reads the sealed reason: 'referral for a diabetes follow-up'" in text
     trail = text.split("audit trail", 1)[1]
     events = [line.split()[4] for line in trail.splitlines()[2:] if line.strip()[:1].isdigit()]
     assert events == ["inquiry", "grant", "read", "read"], text

@@ -211,7 +211,7 @@ def test_trust_2_forged_inquiry_is_detected(scene: Scene, proxy: LyingProxy) -> 
     def rewrite(path: str, body: Any) -> Any:
         if path.endswith("/inquiries") and body["inquiries"]:
             real = decode(InquiryState, base64.b64decode(body["inquiries"][-1]["encoded"]), max_bytes=1 << 20)
-            fake = dataclasses.replace(real, inquiry_id=forged_id, reason="routine check")
+            fake = dataclasses.replace(real, inquiry_id=forged_id, purpose="HPAYMT")
             body["inquiries"].append(
                 {"inquiry_id": forged_id.hex(), "encoded": base64.b64encode(encode(fake)).decode()}
             )
