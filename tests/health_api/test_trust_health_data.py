@@ -203,8 +203,8 @@ def test_trust_10_reason_is_sealed_on_every_node(
 def test_trust_10_patient_cli_shows_the_reason(shared_net: HealthNet, tmp_path: Path) -> None:
     key = tmp_path / "patient.key"
     identity = make_patient_key(key)
+    patient_cli(key, shared_net["clinic"].url, "register")  # pins the genesis beside the key
     sdk = PatientClient(shared_net["clinic"].url, identity)
-    sdk.register()
     shared_net.sync()
     insurer = shared_net["insurer"]
     reply = insurer.post(
