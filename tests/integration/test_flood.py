@@ -446,7 +446,12 @@ def test_trust_5_a_flooded_node_stays_bounded_and_keeps_committing(
     assert report.huge_refused == HUGE_FRAMES, report
     assert report.slow_reader_closed, report
     assert report.forger_blocks_received == 0, report
-    assert report.forger_close_code == aiohttp.WSCloseCode.POLICY_VIOLATION, report
+    # The node closes with 1008; a forger still writing when the close arrives may only see the
+    # transport end (1006). That it was dropped for the forgery is proven by the ban on redial.
+    assert report.forger_close_code in (
+        aiohttp.WSCloseCode.POLICY_VIOLATION,
+        aiohttp.WSCloseCode.ABNORMAL_CLOSURE,
+    ), report
     assert report.forger_redial_verdict is Verdict.BANNED, report
     # Descriptors come back once the flood is over (nothing leaked).
     wait_until(lambda: count_fds(pid) <= fds_before + 10, "validator0's descriptors to come back")
