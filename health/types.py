@@ -13,7 +13,7 @@ transaction that created them, which the client knows as soon as it has signed i
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Final, NewType
+from typing import ClassVar, Final, NewType, Self
 
 from medledger.chain.codec import Bytes, FieldSpec, FixedBytes, Seq, Struct, Text, UInt, wire_fields
 from medledger.chain.limits import TX_BODY_BYTES_MAX
@@ -218,23 +218,17 @@ class WrappedKey:
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(reader=KEY, sealed_key=SEALED_KEY)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class EnvelopeWire:
-    """An `Envelope` on the wire: nonce, ciphertext and the wrapped keys sorted by reader."""
+class _SealedEnvelope:
+    """What an envelope on the wire can do (`EnvelopeWire`, `SealedReason`): the same three fields."""
 
+    __slots__ = ()
     nonce: bytes
     ciphertext: bytes
     wrapped_keys: tuple[WrappedKey, ...]
 
-    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
-        nonce=FixedBytes(NONCE_SIZE),
-        ciphertext=Bytes(RECORD_CIPHERTEXT_BYTES_MAX, TAG_SIZE),
-        wrapped_keys=Seq(Struct(WrappedKey), RECORD_READERS_MAX),
-    )
-
     @classmethod
-    def from_envelope(cls, envelope: Envelope) -> EnvelopeWire:
-        return cls(
+    def from_envelope(cls, envelope: Envelope) -> Self:
+        return cls(  # type: ignore[call-arg]  # the dataclasses below take these three fields
             envelope.nonce, envelope.ciphertext, tuple(WrappedKey(r, k) for r, k in envelope.wrapped_keys)
         )
 
@@ -252,7 +246,22 @@ class EnvelopeWire:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SealedReason:
+class EnvelopeWire(_SealedEnvelope):
+    """An `Envelope` on the wire: nonce, ciphertext and the wrapped keys sorted by reader."""
+
+    nonce: bytes
+    ciphertext: bytes
+    wrapped_keys: tuple[WrappedKey, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        nonce=FixedBytes(NONCE_SIZE),
+        ciphertext=Bytes(RECORD_CIPHERTEXT_BYTES_MAX, TAG_SIZE),
+        wrapped_keys=Seq(Struct(WrappedKey), RECORD_READERS_MAX),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SealedReason(_SealedEnvelope):
     """An inquiry's reason, padded and encrypted, its key sealed to the patient and the requester.
 
     The rules never read the reason (free text: it must not be in the clear on every node); they
@@ -269,24 +278,6 @@ class SealedReason:
         ciphertext=FixedBytes(REASON_PADDED_BYTES + TAG_SIZE),
         wrapped_keys=Seq(Struct(WrappedKey), REASON_READERS_MAX),
     )
-
-    @classmethod
-    def from_envelope(cls, envelope: Envelope) -> SealedReason:
-        return cls(
-            envelope.nonce, envelope.ciphertext, tuple(WrappedKey(r, k) for r, k in envelope.wrapped_keys)
-        )
-
-    def to_envelope(self) -> Envelope:
-        """The crypto layer's envelope; raises `DecryptionError` if malformed (unsorted readers)."""
-        return Envelope(
-            nonce=self.nonce,
-            ciphertext=self.ciphertext,
-            wrapped_keys=tuple((w.reader, w.sealed_key) for w in self.wrapped_keys),
-        )
-
-    @property
-    def readers(self) -> tuple[bytes, ...]:
-        return tuple(w.reader for w in self.wrapped_keys)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
