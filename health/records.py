@@ -46,7 +46,7 @@ from medledger.crypto import (
     unwrap_content_key,
 )
 from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
-from medledger.health.fhir import ValidatedRecord, parse_record_json, validate_record
+from medledger.health.fhir import ValidatedRecord, parse_record_json, validate_content_types, validate_record
 from medledger.health.types import (
     RECORD_KEY_DOMAIN,
     EnvelopeWire,
@@ -206,6 +206,16 @@ def open_record(
             "content is not a resource of that type",
             record_id=record.record_id,
         )
+    # Nor may it carry, inside, a clinical resource of another type (a Condition `contained` in an
+    # Immunization): what a type-scoped grant shares must be what its label says.
+    try:
+        validate_content_types(decrypted.resource, record.record_type)
+    except InvalidRecordError:
+        raise RecordBindingError(
+            f"record {record.record_id.hex()} is labelled {record.record_type} on the ledger but "
+            "carries a resource of another type inside it",
+            record_id=record.record_id,
+        ) from None
     return decrypted
 
 
