@@ -228,13 +228,18 @@ def verify_commitment(record: RecordState, salt: bytes, canonical_json: bytes) -
     return compute_commitment(binding, salt, canonical_json) == record.commitment
 
 
+def open_verified_record(record: RecordState, identity: Identity) -> DecryptedRecord | None:
+    """`record` opened and verified for `identity`, or None if it does not open or verify (then
+    it is neither shown nor re-sealed)."""
+    try:
+        return open_record(record, identity)
+    except (DecryptionError, RecordBindingError, CommitmentMismatchError):
+        return None
+
+
 def is_record_verified(record: RecordState, identity: Identity) -> bool:
     """Whether `record` opens for `identity` and verifies (binding and commitment)."""
-    try:
-        open_record(record, identity)
-    except (DecryptionError, RecordBindingError, CommitmentMismatchError):
-        return False
-    return True
+    return open_verified_record(record, identity) is not None
 
 
 def reseal_record_keys(

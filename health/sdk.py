@@ -73,7 +73,7 @@ from medledger.health.preview import (
     compute_grant_preview,
 )
 from medledger.health.reasons import open_reason
-from medledger.health.records import DecryptedRecord, is_record_verified, open_record, reseal_record_keys
+from medledger.health.records import DecryptedRecord, open_record, open_verified_record, reseal_record_keys
 from medledger.health.types import (
     INQUIRY_OPEN,
     STATE_VALUE_BYTES_MAX,
@@ -614,7 +614,7 @@ class PatientClient:
             inquiry,
             reason=reason,
             signer_enc_key=self.identity.public.enc_key,
-            is_verified=lambda record: is_record_verified(record, self.identity),
+            open_verified=lambda record: open_verified_record(record, self.identity),
         )
 
     def verify(self) -> Verification:
