@@ -105,6 +105,8 @@ CHALLENGE_PATH: Final = "/v1/auth/challenge"
 #: Host names that are loopback without a DNS lookup (IP literals are checked as addresses).
 LOOPBACK_HOSTS: Final = frozenset({"localhost"})
 
+HTTP_NOT_FOUND: Final = 404
+
 #: What a representative is shown for the reason (sealed for the patient and the requester only).
 REASON_FOR_PATIENT_ONLY: Final = "(sealed for the patient only: a representative cannot read it)"
 
@@ -632,7 +634,17 @@ class PatientClient:
         witnesses = self.check_freshness()
         proofs = 0
         for event_id in dict.fromkeys(e.event_id for e in events):
-            height = self.prove_tx(event_id)
+            try:
+                height = self.prove_tx(event_id)
+            except NodeMisbehaviourError:
+                raise
+            except PatientClientError as exc:
+                if exc.status != HTTP_NOT_FOUND:
+                    raise
+                # The tx is in a block this node served and we verified: it has its proof.
+                raise self._lie(
+                    "tx inclusion proof", "has no proof of an audited tx that its own certified blocks hold"
+                ) from None
             if not any(e.event_id == event_id and e.height == height for e in events):
                 raise self._lie(
                     "tx inclusion proof", "proved an audited tx at another height than its event's"

@@ -50,6 +50,8 @@ class LyingProxy:
         self.posts: list[str] = []
         #: Answer POSTs "committed" without forwarding them (a node that drops the patient's txs).
         self.swallow_posts = False
+        #: Answer every tx proof 404 (a node that will not prove what its own blocks hold).
+        self.hide_tx_proofs = False
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -82,6 +84,9 @@ class LyingProxy:
                     if self.swallow_posts:
                         fake = {"tx_id": "00" * 32, "status": "committed", "height": 1, "index": 0}
                         return web.json_response({**fake, "result": {"ok": True, "code": "ok"}})
+                if self.hide_tx_proofs and request.path.startswith("/v1/proofs/txs/"):
+                    problem = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no tx"}
+                    return web.json_response(problem, status=404, content_type="application/problem+json")
                 headers = {k: v for k, v in request.headers.items() if k in ("Content-Type", "Authorization")}
                 async with session.request(
                     request.method, self.target + request.path_qs, data=await request.read(), headers=headers
@@ -316,6 +321,21 @@ def test_trust_2_tampered_proofs_are_detected(scene: Scene, proxy: LyingProxy) -
         proxy.rewrite = rewrite
         errors = attempt_everything(scene, proxy)
         assert {e.what for e in errors} == {what}
+
+
+def test_trust_2_a_node_that_will_not_prove_an_audited_tx_is_named(scene: Scene, proxy: LyingProxy) -> None:
+    """Its blocks hold the patient's audited txs; a 404 for their inclusion proofs is a lie, named
+    like every other (before, `verify` failed with a bare 404 that named no node)."""
+    proxy.hide_tx_proofs = True
+    client = PatientClient(proxy.url, scene.identity, genesis_hash=load_genesis_pin(scene.key))
+    with pytest.raises(NodeMisbehaviourError) as caught:
+        client.verify()
+    assert (caught.value.node_url, caught.value.what) == (proxy.url, "tx inclusion proof")
+    result = CliRunner().invoke(
+        main, ["patient", "--key", str(scene.key), "--url", proxy.url, "verify"], env=dict(PATIENT_ENV)
+    )
+    assert result.exit_code != 0, result.output
+    assert f"the node at {proxy.url}" in result.output
 
 
 def test_trust_2_a_node_that_drops_a_signed_tx_and_says_committed_is_named(
