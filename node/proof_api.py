@@ -12,8 +12,9 @@ these routes serve the raw material of proofs, never conclusions:
   which the client checks against a header it already verified.
 
 All values are base64 of canonical encodings (JSON envelope); pages are bounded in blocks and in
-bytes, and built in a worker thread, a few at a time (any registered patient may ask for them, and
-a page built on the event loop would stall consensus for as long as it takes). Like every handler, these only read the store and hand errors to the problem middleware.
+bytes. Pages and tx proofs are built in a worker thread, a few at a time (any registered patient
+may ask for them, and one built on the event loop would stall consensus for as long as it takes).
+Like every handler, these only read the store and hand errors to the problem middleware.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ PROOF_BLOCKS_PER_PAGE_MAX: Final = 100
 #: A page stops growing once it holds this many bytes of blocks (it always holds one block).
 PROOF_PAGE_BYTES_MAX: Final = 8 * 1024 * 1024
 HEIGHT_DIGITS_MAX: Final = 19
-#: Pages of `/v1/proofs/blocks` built at once. A page is read, decoded and encoded in a worker
+#: Pages of `/v1/proofs/blocks` (and tx proofs) built at once. A page is read, decoded and encoded in a worker
 #: thread (up to ~25 MB: on the event loop it would stall consensus and the peer links, and any
 #: registered patient may ask); more requests wait their turn, which bounds the memory they take.
 PROOF_PAGES_CONCURRENT_MAX: Final = 2
@@ -108,23 +109,28 @@ async def get_tx_proof(request: web.Request) -> web.Response:
     if re.fullmatch("[0-9a-fA-F]{64}", raw_id) is None:
         raise BadRequestError("tx id must be 64 hex characters")
     tx_id = bytes.fromhex(raw_id)
+    # Reading the block and hashing its txs (up to 16 MB) is a worker thread's job, as for pages.
+    async with request.app[PROOF_PAGE_SLOTS_KEY]:
+        answer = await asyncio.to_thread(_build_tx_proof, node, tx_id)
+    return _json(answer)
+
+
+def _build_tx_proof(node: Node, tx_id: bytes) -> dict[str, Any]:
     location = node.store.get_tx_location(tx_id)
     block = node.store.get_block(location.height) if location is not None else None
     if location is None or block is None or not 0 <= location.index < len(block.txs):
         raise NotFoundError("no committed transaction has this id")
     tx_ids = [compute_tx_id(raw) for raw in block.txs]
     proof = compute_merkle_proof(tx_ids, location.index)
-    return _json(
-        {
-            "height": location.height,
-            "tx": _b64(block.txs[location.index]),
-            "proof": {
-                "index": proof.index,
-                "leaf_count": proof.leaf_count,
-                "path": [p.hex() for p in proof.path],
-            },
-        }
-    )
+    return {
+        "height": location.height,
+        "tx": _b64(block.txs[location.index]),
+        "proof": {
+            "index": proof.index,
+            "leaf_count": proof.leaf_count,
+            "path": [p.hex() for p in proof.path],
+        },
+    }
 
 
 def add_proof_routes(app: web.Application, node: Node) -> None:

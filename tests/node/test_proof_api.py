@@ -41,10 +41,12 @@ async def test_trust_5_proof_pages_are_built_off_the_event_loop(node_home: InitR
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             writer = Identity.generate()
             deadline = time.monotonic() + HEIGHT_WAIT_S
+            tx_ids: list[str] = []
             for i in range(3):
                 tx = sign_kv(writer, node.genesis.chain_id, f"k{i}".encode())
                 posted = await client.post("/v1/txs?wait_ms=10000", json={"tx": tx.b64})
                 assert posted.status in (200, 201, 202), await posted.text()
+                tx_ids.append(tx.tx_id)
             while node.store.height < 3:
                 assert time.monotonic() < deadline, "the node committed no blocks"
                 await asyncio.sleep(0.05)
@@ -56,14 +58,28 @@ async def test_trust_5_proof_pages_are_built_off_the_event_loop(node_home: InitR
             readers.append(threading.current_thread())
             return read_block(height)
 
+        read_location = node.store.get_tx_location
+        locators: list[threading.Thread] = []
+
+        def recording_location(tx_id: bytes) -> object:
+            locators.append(threading.current_thread())
+            return read_location(tx_id)
+
         node.store.get_block_raw = recording_read  # type: ignore[method-assign]
+        node.store.get_tx_location = recording_location  # type: ignore[method-assign,assignment]
         headers = {"Authorization": f"Bearer {read_token(config.home)}"}
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             reply = await client.get("/v1/proofs/blocks?from=1&limit=3", headers=headers)
             assert reply.status == 200
             page = await reply.json()
+            proof = await client.get(f"/v1/proofs/txs/{tx_ids[0]}", headers=headers)
+            assert proof.status == 200
+            assert (await proof.json())["proof"]["leaf_count"] >= 1
+            missing = await client.get(f"/v1/proofs/txs/{'00' * 32}", headers=headers)
+            assert missing.status == 404
         assert len(page["blocks"]) == 3
         assert len(readers) >= 3
-        assert all(thread is not loop_thread for thread in readers)
+        assert len(locators) == 2
+        assert all(thread is not loop_thread for thread in (*readers, *locators))
     finally:
         await node.stop()
