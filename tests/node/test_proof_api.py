@@ -13,10 +13,12 @@ import threading
 import time
 from typing import Final
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from node_harness import PASSPHRASE, read_token, sign_kv
 
 from medledger.crypto import Identity, load_identity
+from medledger.node import api
 from medledger.node.api import build_app
 from medledger.node.config import load_config
 from medledger.node.fixture_app import KeyValueFixtureApp
@@ -81,5 +83,56 @@ async def test_trust_5_proof_pages_are_built_off_the_event_loop(node_home: InitR
         assert len(readers) >= 3
         assert len(locators) == 2
         assert all(thread is not loop_thread for thread in (*readers, *locators))
+    finally:
+        await node.stop()
+
+
+async def test_trust_5_a_blocks_range_is_bounded_in_bytes_and_built_off_the_event_loop(
+    node_home: InitResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/v1/blocks?from&to` held up to 100 blocks whatever their size (1.6 GB of full blocks for
+    one request of any registered patient), read and encoded on the event loop."""
+    config = load_config(node_home.home, environ={})
+    node = Node(
+        config,
+        identity=load_identity(config.key_file, PASSPHRASE.encode()),
+        genesis=load_genesis(config.genesis_file),
+        app=KeyValueFixtureApp(),
+    )
+    app = build_app(node)
+    await node.start()
+    try:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            writer = Identity.generate()
+            for i in range(3):
+                tx = sign_kv(writer, node.genesis.chain_id, f"k{i}".encode())
+                posted = await client.post("/v1/txs?wait_ms=10000", json={"tx": tx.b64})
+                assert posted.status in (200, 201, 202), await posted.text()
+            deadline = time.monotonic() + HEIGHT_WAIT_S
+            while node.store.height < 3:
+                assert time.monotonic() < deadline, "the node committed no blocks"
+                await asyncio.sleep(0.05)
+            headers = {"Authorization": f"Bearer {read_token(config.home)}"}
+            whole = await (await client.get("/v1/blocks?from=1&to=3", headers=headers)).json()
+            assert [b["height"] for b in whole["blocks"]] == [1, 2, 3]
+            loop_thread = threading.current_thread()
+            readers: list[threading.Thread] = []
+            read_block = node.store.get_block_raw
+
+            def recording_read(height: int) -> bytes | None:
+                readers.append(threading.current_thread())
+                return read_block(height)
+
+            node.store.get_block_raw = recording_read  # type: ignore[method-assign]
+            monkeypatch.setattr(api, "API_BLOCKS_PAGE_BYTES_MAX", 1, raising=False)  # all over it
+            page = await (await client.get("/v1/blocks?from=1&to=3", headers=headers)).json()
+            assert [b["height"] for b in page["blocks"]] == [1]
+            assert page["latest_height"] >= 3
+            one = await client.get("/v1/blocks/2", headers=headers)
+            assert (await one.json())["height"] == 2
+            missing = await client.get("/v1/blocks/99999", headers=headers)
+            assert missing.status == 404
+        assert readers
+        assert all(thread is not loop_thread for thread in readers)
     finally:
         await node.stop()
