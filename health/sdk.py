@@ -98,6 +98,8 @@ PAGE_SIZE: Final = 200
 #: called a liar: a block committed between the answer and the proof makes an honest node differ
 #: once; a lying node differs every time.
 CROSS_CHECK_ATTEMPTS: Final = 3
+#: First pause before a node is asked again for a block a witness proved (doubled each time).
+FRESHNESS_RETRY_S: Final = 0.25
 #: Largest encoded genesis the client accepts.
 GENESIS_BYTES_MAX: Final = TX_BYTES_MAX * 64
 #: Where a challenge for a signed request comes from.
@@ -679,8 +681,10 @@ class PatientClient:
 
         A node can serve a true but old chain (withhold the block with a new inquiry or a
         revocation). If a witness proves a block beyond what this node served (certified by the
-        set we trust), this node is asked again; if it still does not serve it, it is named.
-        A witness whose block does not verify is named instead.
+        set we trust), this node must serve up to that height too: it is asked again, a little
+        later each time (an honest node may commit a moment after the witness), and named if it
+        still does not. The target is the witness's block, fixed once: a chain that keeps moving
+        does not make an honest node look behind. A witness whose block does not verify is named.
         """
         for witness_url in self.witnesses:
             witness = PatientClient(
@@ -692,26 +696,31 @@ class PatientClient:
                 insecure_http=self._insecure_http,
                 ca_file=self._ca_file,
             )
-            for _ in range(CROSS_CHECK_ATTEMPTS):
+            self.sync()
+            head = self._head
+            assert head is not None  # set by sync
+            page = witness._request("GET", f"/v1/proofs/blocks?from={head.height + 1}&limit=1")
+            items = page.get("blocks") if isinstance(page, dict) else None
+            if not isinstance(items, list) or not items:
+                continue  # the witness knows no later block either
+            block, commit, next_validators = witness._decode_block_item(items[0])
+            try:
+                verify_next_block(head, block, commit, next_validators)
+            except LightClientError as exc:
+                raise witness._lie(
+                    exc.what, f"served block {head.height + 1}, which does not verify"
+                ) from None
+            target = head.height + 1
+            for attempt in range(CROSS_CHECK_ATTEMPTS):
+                if attempt:
+                    time.sleep(FRESHNESS_RETRY_S * 2 ** (attempt - 1))
                 self.sync()
-                head = self._head
-                assert head is not None  # set by sync
-                page = witness._request("GET", f"/v1/proofs/blocks?from={head.height + 1}&limit=1")
-                items = page.get("blocks") if isinstance(page, dict) else None
-                if not isinstance(items, list) or not items:
-                    break  # the witness knows no later block either
-                block, commit, next_validators = witness._decode_block_item(items[0])
-                try:
-                    verify_next_block(head, block, commit, next_validators)
-                except LightClientError as exc:
-                    raise witness._lie(
-                        exc.what, f"served block {head.height + 1}, which does not verify"
-                    ) from None
+                if self._head is not None and self._head.height >= target:
+                    break
             else:
-                missing = self._head.height + 1 if self._head is not None else 0
                 raise self._lie(
                     "freshness",
-                    f"is behind the chain: it does not serve block {missing}, which {witness_url} "
+                    f"is behind the chain: it does not serve block {target}, which {witness_url} "
                     "proves (a lagging or a withholding node)",
                 )
         return len(self.witnesses)
