@@ -280,8 +280,10 @@ def _contents(record: RecordState, opened: DecryptedRecord | None) -> tuple[str,
     for entry in entries if isinstance(entries, list) else [None]:
         inner = entry.get("resource") if isinstance(entry, dict) else None
         inner_type = inner.get("resourceType") if isinstance(inner, dict) else None
-        if not isinstance(inner_type, str) or (
-            inner_type not in RECORD_TYPE_WORDS and inner_type not in BUNDLE_EXTRA_TYPES
+        if (
+            not isinstance(inner_type, str)
+            or inner_type == "Bundle"  # a bundle in a bundle (no honest author writes one) hides its own
+            or (inner_type not in RECORD_TYPE_WORDS and inner_type not in BUNDLE_EXTRA_TYPES)
         ):
             raise ScopeNotShowableError(
                 f"bundle {record.record_id.hex()[:16]}… holds a resource that has no description",
