@@ -44,6 +44,10 @@ ERRORS_REPORTED_MAX: Final = 10
 
 #: Resource types a Bundle entry may hold besides the record types (context such a bundle needs).
 BUNDLE_EXTRA_TYPES: Final = frozenset({"Composition", "Medication", "Organization", "Practitioner"})
+#: Resource types a resource may carry in `contained` besides its own type: context, never a
+#: clinical resource of another type (an Immunization carrying a Condition would be shared, the
+#: diagnosis with it, by a grant the patient was shown as "vaccinations").
+CONTAINED_EXTRA_TYPES: Final = BUNDLE_EXTRA_TYPES
 
 _OBSERVATION_STATUS = frozenset(
     {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
@@ -372,6 +376,44 @@ def _resource_type(resource: Mapping[str, Any], where: str, allowed: frozenset[s
     return resource_type
 
 
+def _validate_contained(resource: Mapping[str, Any], resource_type: str, where: str) -> None:
+    contained = resource.get("contained")
+    if contained is None:
+        return
+    if not isinstance(contained, list):
+        path = f"{where}.contained"
+        raise InvalidRecordError(f"{path} must be a list of resources", paths=(path,))
+    for i, inner in enumerate(contained):
+        path = f"{where}.contained[{i}]"
+        if not isinstance(inner, Mapping):
+            raise InvalidRecordError(f"{path} must be a resource", paths=(path,))
+        _resource_type(inner, path, CONTAINED_EXTRA_TYPES | {resource_type})
+        if "contained" in inner:
+            raise InvalidRecordError(
+                f"{path}.contained: a contained resource holds no others", paths=(f"{path}.contained",)
+            )
+
+
+def validate_content_types(resource: Mapping[str, Any], record_type: str) -> None:
+    """That a record's content carries no clinical resource of another type than its label says.
+
+    The ledger's record type is what grants are scoped by and what the patient is shown, so the
+    resources inside a record (`contained`, also in a Bundle's entries) are context or of the
+    type of the resource that holds them (`InvalidRecordError` naming the path). Structural only:
+    readers run it on what they decrypt (`records.open_record`), authors as part of
+    `validate_record`.
+    """
+    if record_type != "Bundle":
+        _validate_contained(resource, record_type, record_type)
+        return
+    entries = resource.get("entry") or []
+    for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+        inner = entry.get("resource") if isinstance(entry, Mapping) else None
+        inner_type = inner.get("resourceType") if isinstance(inner, Mapping) else None
+        if isinstance(inner, Mapping) and isinstance(inner_type, str):
+            _validate_contained(inner, inner_type, f"Bundle.entry[{i}].resource")
+
+
 def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
     """Validate a FHIR R4 record (a resource or a Bundle); raise `InvalidRecordError` if not valid."""
     if isinstance(record, bytes | str):
@@ -393,6 +435,7 @@ def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
                 raise InvalidRecordError(f"{where} is required", paths=(where,))
             inner_type = _resource_type(inner, where, (RECORD_TYPES - {"Bundle"}) | BUNDLE_EXTRA_TYPES)
             _validate_codes(inner_type, inner, where)
+    validate_content_types(resource, record_type)
     _validate_model(record_type, resource)
     _validate_codes(record_type, resource, record_type)
     return ValidatedRecord(record_type, resource, compute_canonical_json(resource))

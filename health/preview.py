@@ -6,7 +6,8 @@ authors seal them for the grantee). A patient who is shown only "Immunization" a
 not be sharing a Condition named by id. So before anything is signed, `compute_grant_preview`
 spells out the whole scope (each record type in words; each named record resolved to its type,
 author and date; the window; the purpose; the expiry; the reason) and the exact list of records
-the grant would re-seal, and the grant signs exactly that list.
+the grant would re-seal, each Bundle with the record types it holds (a bundle's own type says
+nothing about the diagnoses inside), and the grant signs exactly that list.
 
 It refuses (`ScopeNotShowableError`, with a `problem` code) a scope it cannot fully show: a record
 id that is not one of the patient's verified records (unknown, or another patient's), a record or
@@ -27,7 +28,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from medledger.chain.limits import UINT_MAX
-from medledger.health.errors import HealthError
+from medledger.health.errors import HealthError, InvalidRecordError
+from medledger.health.fhir import BUNDLE_EXTRA_TYPES
+from medledger.health.records import DecryptedRecord
 from medledger.health.types import (
     GRANT_RECORDS_MAX,
     INQUIRY_OPEN,
@@ -114,6 +117,12 @@ class PreviewRecord:
     time_ms: int
     #: For a record named by id: whether it lies in the window (outside, it is not shared).
     in_window: bool = True
+    #: For a Bundle: the record types of the resources it holds (opened on this device; context
+    #: such as a Practitioner left out). A bundle's own type says nothing about what is inside.
+    contents: tuple[str, ...] = ()
+
+    def contents_words(self) -> str:
+        return ", ".join(f"{RECORD_TYPE_WORDS[t]} ({t})" for t in self.contents)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +134,8 @@ class PreviewRecord:
             "time_ms": self.time_ms,
             "date": format_time_ms(self.time_ms),
             "in_window": self.in_window,
+            "contents": list(self.contents),
+            "contents_words": [RECORD_TYPE_WORDS[t] for t in self.contents],
         }
 
 
@@ -185,6 +196,8 @@ class GrantPreview:
                 f"  - one specific record: {named.type_words} ({named.record_type}) written by "
                 f"{named.author_name} on {format_time_ms(named.time_ms)}{where}"
             )
+            if named.contents:
+                out.append(f"      it holds: {named.contents_words()}")
         out.append(f"  limited to {self.window_words()}")
         out.append(f"Granting shares exactly these {len(self.records)} record(s) now:")
         for record in self.records:
@@ -192,6 +205,8 @@ class GrantPreview:
                 f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
                 f"{format_time_ms(record.time_ms)}"
             )
+            if record.contents:
+                out.append(f"      it holds: {record.contents_words()}")
         if self.unsealable:
             out.append(
                 f"{len(self.unsealable)} other covered record(s) are sealed for the patient only "
@@ -220,6 +235,8 @@ class GrantPreview:
                 f"And until access ends, any new {kinds} your care providers add in the time window "
                 f"may also be shared with {self.requester_name}."
             )
+            if "Bundle" in self.record_types:
+                out.append("  (a new bundle may hold records of any kind)")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -251,7 +268,35 @@ class GrantPreview:
         }
 
 
-def _describe(ledger: PatientLedger, record: RecordState, *, in_window: bool = True) -> PreviewRecord:
+def _contents(record: RecordState, opened: DecryptedRecord | None) -> tuple[str, ...]:
+    """The record types a Bundle holds (empty for any other record, or one that did not open)."""
+    if opened is None or record.record_type != "Bundle":
+        return ()
+    try:
+        entries = opened.resource.get("entry") or []
+    except InvalidRecordError:
+        entries = None
+    types = set()
+    for entry in entries if isinstance(entries, list) else [None]:
+        inner = entry.get("resource") if isinstance(entry, dict) else None
+        inner_type = inner.get("resourceType") if isinstance(inner, dict) else None
+        if (
+            not isinstance(inner_type, str)
+            or inner_type == "Bundle"  # a bundle in a bundle (no honest author writes one) hides its own
+            or (inner_type not in RECORD_TYPE_WORDS and inner_type not in BUNDLE_EXTRA_TYPES)
+        ):
+            raise ScopeNotShowableError(
+                f"bundle {record.record_id.hex()[:16]}… holds a resource that has no description",
+                problem=PROBLEM_UNKNOWN_TYPE,
+            )
+        if inner_type in RECORD_TYPE_WORDS:
+            types.add(inner_type)
+    return tuple(sorted(types))
+
+
+def _describe(
+    ledger: PatientLedger, record: RecordState, *, in_window: bool = True, contents: tuple[str, ...] = ()
+) -> PreviewRecord:
     author = ledger.institutions.get(record.author)
     if author is None:
         raise ScopeNotShowableError(
@@ -264,7 +309,14 @@ def _describe(ledger: PatientLedger, record: RecordState, *, in_window: bool = T
             f"record type {record.record_type!r} has no description", problem=PROBLEM_UNKNOWN_TYPE
         )
     return PreviewRecord(
-        record.record_id, record.record_type, words, record.author, author.name, record.time_ms, in_window
+        record.record_id,
+        record.record_type,
+        words,
+        record.author,
+        author.name,
+        record.time_ms,
+        in_window,
+        contents,
     )
 
 
@@ -274,14 +326,14 @@ def compute_grant_preview(
     *,
     reason: str,
     signer_enc_key: bytes,
-    is_verified: Callable[[RecordState], bool] = lambda record: True,
+    open_verified: Callable[[RecordState], DecryptedRecord | None],
 ) -> GrantPreview:
     """The whole scope of `inquiry` and the exact records a grant would re-seal, or a refusal.
 
     `signer_enc_key`: the encryption key of whoever signs (the patient, or a representative): a
-    record can be re-sealed only if its key is sealed for it. `is_verified(record)`: whether the
-    record opens on this device and its content matches its binding (`records.is_record_verified`);
-    a record that does not is never re-sealed.
+    record can be re-sealed only if its key is sealed for it. `open_verified(record)`: the record
+    opened on this device if its content matches its binding (`records.open_verified_record`),
+    else None; a record that does not verify is never re-sealed, and what a Bundle holds is named.
     """
     if inquiry.status != INQUIRY_OPEN:
         raise ScopeNotShowableError(f"the inquiry is already {inquiry.status}", problem=PROBLEM_NOT_OPEN)
@@ -312,7 +364,9 @@ def compute_grant_preview(
                 f"the inquiry names record {record_id.hex()[:16]}…, which is not one of your records",
                 problem=PROBLEM_UNKNOWN_RECORD,
             )
-        named.append(_describe(ledger, record, in_window=scope.from_ms <= record.time_ms <= scope.to_ms))
+        in_window = scope.from_ms <= record.time_ms <= scope.to_ms
+        contents = _contents(record, open_verified(record)) if record.record_type == "Bundle" else ()
+        named.append(_describe(ledger, record, in_window=in_window, contents=contents))
     covered = [r for r in ledger.list_records() if is_covered(scope, r.record_id, r.record_type, r.time_ms)]
     if len(covered) > GRANT_RECORDS_MAX:
         raise ScopeNotShowableError(
@@ -325,9 +379,13 @@ def compute_grant_preview(
     # shown apart, and not shared (for the patient themself every record is sealed for them).
     sealable = [r for r in covered if signer_enc_key in r.envelope.readers]
     unsealable = tuple(_describe(ledger, r) for r in covered if signer_enc_key not in r.envelope.readers)
-    verified = [is_verified(r) for r in sealable]
-    records = tuple(_describe(ledger, r) for r, ok in zip(sealable, verified, strict=True) if ok)
-    unverifiable = tuple(_describe(ledger, r) for r, ok in zip(sealable, verified, strict=True) if not ok)
+    opened = [open_verified(r) for r in sealable]
+    records = tuple(
+        _describe(ledger, r, contents=_contents(r, o))
+        for r, o in zip(sealable, opened, strict=True)
+        if o is not None
+    )
+    unverifiable = tuple(_describe(ledger, r) for r, o in zip(sealable, opened, strict=True) if o is None)
     return GrantPreview(
         inquiry_id=inquiry.inquiry_id,
         requester=inquiry.requester,

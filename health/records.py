@@ -46,7 +46,7 @@ from medledger.crypto import (
     unwrap_content_key,
 )
 from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
-from medledger.health.fhir import ValidatedRecord, parse_record_json, validate_record
+from medledger.health.fhir import ValidatedRecord, parse_record_json, validate_content_types, validate_record
 from medledger.health.types import (
     RECORD_KEY_DOMAIN,
     EnvelopeWire,
@@ -206,6 +206,16 @@ def open_record(
             "content is not a resource of that type",
             record_id=record.record_id,
         )
+    # Nor may it carry, inside, a clinical resource of another type (a Condition `contained` in an
+    # Immunization): what a type-scoped grant shares must be what its label says.
+    try:
+        validate_content_types(decrypted.resource, record.record_type)
+    except InvalidRecordError:
+        raise RecordBindingError(
+            f"record {record.record_id.hex()} is labelled {record.record_type} on the ledger but "
+            "carries a resource of another type inside it",
+            record_id=record.record_id,
+        ) from None
     return decrypted
 
 
@@ -218,13 +228,18 @@ def verify_commitment(record: RecordState, salt: bytes, canonical_json: bytes) -
     return compute_commitment(binding, salt, canonical_json) == record.commitment
 
 
+def open_verified_record(record: RecordState, identity: Identity) -> DecryptedRecord | None:
+    """`record` opened and verified for `identity`, or None if it does not open or verify (then
+    it is neither shown nor re-sealed)."""
+    try:
+        return open_record(record, identity)
+    except (DecryptionError, RecordBindingError, CommitmentMismatchError):
+        return None
+
+
 def is_record_verified(record: RecordState, identity: Identity) -> bool:
     """Whether `record` opens for `identity` and verifies (binding and commitment)."""
-    try:
-        open_record(record, identity)
-    except (DecryptionError, RecordBindingError, CommitmentMismatchError):
-        return False
-    return True
+    return open_verified_record(record, identity) is not None
 
 
 def reseal_record_keys(

@@ -247,7 +247,9 @@ def validate_add_record(
     # encryption and cannot change without breaking the ciphertext, so an institution that
     # re-publishes another's ciphertext as its own record (it cannot re-encrypt what it cannot read)
     # is refused here; readers refuse any variant by the record's binding (`records.open_record`).
-    if st.get_record_id_by_nonce(state, body.envelope.nonce) is not None:
+    # The index is the patient's own (see `get_record_id_by_nonce`): the patient's client must be
+    # able to judge the record exactly as the chain does.
+    if st.get_record_id_by_nonce(state, body.patient_id, body.envelope.nonce) is not None:
         raise reject("record_duplicate", "this ciphertext is already on the ledger as another record")
     readers = set(body.envelope.readers)
     if patient.enc_key not in readers:

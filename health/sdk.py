@@ -73,7 +73,7 @@ from medledger.health.preview import (
     compute_grant_preview,
 )
 from medledger.health.reasons import open_reason
-from medledger.health.records import DecryptedRecord, is_record_verified, open_record, reseal_record_keys
+from medledger.health.records import DecryptedRecord, open_record, open_verified_record, reseal_record_keys
 from medledger.health.types import (
     INQUIRY_OPEN,
     STATE_VALUE_BYTES_MAX,
@@ -98,12 +98,16 @@ PAGE_SIZE: Final = 200
 #: called a liar: a block committed between the answer and the proof makes an honest node differ
 #: once; a lying node differs every time.
 CROSS_CHECK_ATTEMPTS: Final = 3
+#: First pause before a node is asked again for a block a witness proved (doubled each time).
+FRESHNESS_RETRY_S: Final = 0.25
 #: Largest encoded genesis the client accepts.
 GENESIS_BYTES_MAX: Final = TX_BYTES_MAX * 64
 #: Where a challenge for a signed request comes from.
 CHALLENGE_PATH: Final = "/v1/auth/challenge"
 #: Host names that are loopback without a DNS lookup (IP literals are checked as addresses).
 LOOPBACK_HOSTS: Final = frozenset({"localhost"})
+
+HTTP_NOT_FOUND: Final = 404
 
 #: What a representative is shown for the reason (sealed for the patient and the requester only).
 REASON_FOR_PATIENT_ONLY: Final = "(sealed for the patient only: a representative cannot read it)"
@@ -614,7 +618,7 @@ class PatientClient:
             inquiry,
             reason=reason,
             signer_enc_key=self.identity.public.enc_key,
-            is_verified=lambda record: is_record_verified(record, self.identity),
+            open_verified=lambda record: open_verified_record(record, self.identity),
         )
 
     def verify(self) -> Verification:
@@ -632,7 +636,17 @@ class PatientClient:
         witnesses = self.check_freshness()
         proofs = 0
         for event_id in dict.fromkeys(e.event_id for e in events):
-            height = self.prove_tx(event_id)
+            try:
+                height = self.prove_tx(event_id)
+            except NodeMisbehaviourError:
+                raise
+            except PatientClientError as exc:
+                if exc.status != HTTP_NOT_FOUND:
+                    raise
+                # The tx is in a block this node served and we verified: it has its proof.
+                raise self._lie(
+                    "tx inclusion proof", "has no proof of an audited tx that its own certified blocks hold"
+                ) from None
             if not any(e.event_id == event_id and e.height == height for e in events):
                 raise self._lie(
                     "tx inclusion proof", "proved an audited tx at another height than its event's"
@@ -667,8 +681,10 @@ class PatientClient:
 
         A node can serve a true but old chain (withhold the block with a new inquiry or a
         revocation). If a witness proves a block beyond what this node served (certified by the
-        set we trust), this node is asked again; if it still does not serve it, it is named.
-        A witness whose block does not verify is named instead.
+        set we trust), this node must serve up to that height too: it is asked again, a little
+        later each time (an honest node may commit a moment after the witness), and named if it
+        still does not. The target is the witness's block, fixed once: a chain that keeps moving
+        does not make an honest node look behind. A witness whose block does not verify is named.
         """
         for witness_url in self.witnesses:
             witness = PatientClient(
@@ -680,26 +696,31 @@ class PatientClient:
                 insecure_http=self._insecure_http,
                 ca_file=self._ca_file,
             )
-            for _ in range(CROSS_CHECK_ATTEMPTS):
+            self.sync()
+            head = self._head
+            assert head is not None  # set by sync
+            page = witness._request("GET", f"/v1/proofs/blocks?from={head.height + 1}&limit=1")
+            items = page.get("blocks") if isinstance(page, dict) else None
+            if not isinstance(items, list) or not items:
+                continue  # the witness knows no later block either
+            block, commit, next_validators = witness._decode_block_item(items[0])
+            try:
+                verify_next_block(head, block, commit, next_validators)
+            except LightClientError as exc:
+                raise witness._lie(
+                    exc.what, f"served block {head.height + 1}, which does not verify"
+                ) from None
+            target = head.height + 1
+            for attempt in range(CROSS_CHECK_ATTEMPTS):
+                if attempt:
+                    time.sleep(FRESHNESS_RETRY_S * 2 ** (attempt - 1))
                 self.sync()
-                head = self._head
-                assert head is not None  # set by sync
-                page = witness._request("GET", f"/v1/proofs/blocks?from={head.height + 1}&limit=1")
-                items = page.get("blocks") if isinstance(page, dict) else None
-                if not isinstance(items, list) or not items:
-                    break  # the witness knows no later block either
-                block, commit, next_validators = witness._decode_block_item(items[0])
-                try:
-                    verify_next_block(head, block, commit, next_validators)
-                except LightClientError as exc:
-                    raise witness._lie(
-                        exc.what, f"served block {head.height + 1}, which does not verify"
-                    ) from None
+                if self._head is not None and self._head.height >= target:
+                    break
             else:
-                missing = self._head.height + 1 if self._head is not None else 0
                 raise self._lie(
                     "freshness",
-                    f"is behind the chain: it does not serve block {missing}, which {witness_url} "
+                    f"is behind the chain: it does not serve block {target}, which {witness_url} "
                     "proves (a lagging or a withholding node)",
                 )
         return len(self.witnesses)

@@ -9,7 +9,7 @@ migration, never a silent reinterpretation.
     h1/pat/<patient id 32>                 → PatientState
     h1/patkey/<sign key 32>                → patient id (who is a patient, by signing key)
     h1/rec/<record id 32>                  → RecordState (ciphertext, commitment, metadata)
-    h1/rnonce/<envelope nonce 24>          → record id (whose ciphertext this is: no copies)
+    h1/rnonce/<patient id 32><nonce 24>    → record id (whose ciphertext this is: no copies)
     h1/precn/<patient id 32>               → u64 count of the patient's records
     h1/prec/<patient id 32><u64 index>     → record id, in order of addition
     h1/inq/<inquiry id 32>                 → InquiryState
@@ -128,9 +128,15 @@ def get_record(state: StateReader, record_id: bytes) -> RecordState | None:
     return _load(RecordState, state, _RECORD + record_id)
 
 
-def get_record_id_by_nonce(state: StateReader, nonce: bytes) -> bytes | None:
-    """The record whose ciphertext carries this envelope nonce, if any (a ciphertext is unique)."""
-    return state.get(_RECORD_BY_NONCE + nonce)
+def get_record_id_by_nonce(state: StateReader, patient_id: bytes, nonce: bytes) -> bytes | None:
+    """The patient's record whose ciphertext carries this envelope nonce, if any.
+
+    Per patient, like every rule a patient's tx is judged by: a patient's light client holds only
+    that patient's entries (`health.verify`), so an index across patients would let an author make
+    the chain and every patient's client judge a record differently. A copy moved to another
+    patient gains nothing: the patient id is bound into the ciphertext (`records.open_record`).
+    """
+    return state.get(_RECORD_BY_NONCE + patient_id + nonce)
 
 
 def save_record(state: StateWriter, record: RecordState) -> None:
@@ -140,7 +146,7 @@ def save_record(state: StateWriter, record: RecordState) -> None:
         count = _get_count(state, _PATIENT_RECORD_COUNT + record.patient_id)
         state.put(_PATIENT_RECORD + record.patient_id + _u64(count), record.record_id)
         state.put(_PATIENT_RECORD_COUNT + record.patient_id, _u64(count + 1))
-        state.put(_RECORD_BY_NONCE + record.envelope.nonce, record.record_id)
+        state.put(_RECORD_BY_NONCE + record.patient_id + record.envelope.nonce, record.record_id)
     state.put(key, encode(record))
 
 

@@ -15,7 +15,9 @@ received: each block by its certificate, tx root and header link rather than eve
 its txs re-executed and the state root checked against the next header, each written with one
 synced batch. A node `FAR_BEHIND_BLOCKS` or more behind (as f+1 validators claim, so one liar
 cannot do it) leaves consensus for sync mode and rejoins once caught up; a peer that serves a
-bad block is dropped and its heights are asked of others.
+bad block is dropped and its heights are asked of others. A consensus message of a height this
+node has committed gets the block pushed to the link it came from (once per height), never to its
+signer: a relayed vote must not turn into blocks sent to a validator that did not ask.
 
 Block time (docs/adr/0007-block-time.md): a frame's arrival time on this node's clock goes with
 each proposal to the core, which prevotes a fresh proposal only if its block time is timely.
@@ -415,15 +417,22 @@ class Reactor:
             # Every consensus message is signed by its author: a forged one marks the relaying
             # peer as faulty (honest peers check signatures before they relay).
             self._drop_peer(event.peer, f"sent a consensus message with {rejection}")
-        await self._execute(actions)
+        await self._execute(actions, source=event.peer)
 
     def _drop_peer(self, peer: bytes, why: str) -> None:
         if self.network is not None and (link := self.network.links.get(peer)) is not None:
             self.network.drop(link, why)
         self.sync.remove_peer(peer)
 
-    async def _execute(self, actions: list[Action]) -> None:
-        """Carry out the core's actions in order (persist before broadcast)."""
+    async def _execute(self, actions: list[Action], *, source: bytes | None = None) -> None:
+        """Carry out the core's actions in order (persist before broadcast).
+
+        `source`: the peer whose message produced them. A message of a committed height shows
+        that *its link* lags, not its signer: a relayed vote (or a proposer's proof of lock) is
+        signed by others, and pushing the block to them would let any peer reflect whole blocks
+        at validators that may be up to date. So the block goes to the source, once per height.
+        """
+        behind: set[tuple[bytes, int]] = set()
         for action in actions:
             if isinstance(action, PersistLastSigned):
                 await asyncio.to_thread(self.store.save_last_signed, action.last)
@@ -447,7 +456,10 @@ class Reactor:
                     evidence.height,
                 )
             elif isinstance(action, PeerBehind):
-                self._send_blocks(action.validator, action.height, action.height)
+                target = (source if source is not None else action.validator, action.height)
+                if target not in behind:
+                    behind.add(target)
+                    self._send_blocks(target[0], action.height, action.height)
 
     def _broadcast(self, message: Proposal | Vote) -> None:
         if self.network is not None:

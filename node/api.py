@@ -19,6 +19,7 @@ one-line summary, so nobody outside can fill the disk or drown a real error (iss
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -56,7 +57,7 @@ from medledger.node.health_api import add_health_routes
 from medledger.node.node import Node, TxStatus
 from medledger.node.openapi import build_openapi
 from medledger.node.problems import problem_from_error, problem_response
-from medledger.node.proof_api import add_proof_routes
+from medledger.node.proof_api import PROOF_PAGE_SLOTS_KEY, add_proof_routes
 
 log = logging.getLogger("medledger.api")
 
@@ -66,6 +67,9 @@ WAIT_MS_MAX = 30_000
 HEIGHT_MAX = 2**63 - 1
 
 #: Client-caused log records are summarised at most this often (one WARNING line each time).
+#: A `/v1/blocks` page stops growing once it holds this many bytes of blocks (it always holds one;
+#: the client asks again from the next height): 100 full blocks would be 1.6 GB for one request.
+API_BLOCKS_PAGE_BYTES_MAX: Final = 8 * 1024 * 1024
 CLIENT_NOISE_SUMMARY_INTERVAL_S: Final = 60.0
 #: Loggers whose records about client mistakes are summarised (aiohttp's server and access
 #: loggers, asyncio's transport errors, this module's own).
@@ -364,8 +368,14 @@ def _load_block(node: Node, height: int) -> tuple[bytes, Block, Commit]:
 
 async def get_block(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    raw, block, commit = _load_block(node, _height(request.match_info["height"], "height"))
-    if _wants_msgpack(request):
+    height = _height(request.match_info["height"], "height")
+    async with request.app[PROOF_PAGE_SLOTS_KEY]:
+        return await asyncio.to_thread(_build_block_answer, node, height, _wants_msgpack(request))
+
+
+def _build_block_answer(node: Node, height: int, packed: bool) -> web.Response:
+    raw, block, commit = _load_block(node, height)
+    if packed:
         return web.Response(
             body=encode_primitive({"block": raw, "commit": encode(commit)}), content_type=MSGPACK
         )
@@ -383,8 +393,22 @@ async def get_blocks(request: web.Request) -> web.Response:
     if end - start + 1 > API_BLOCK_RANGE_MAX:
         raise BadRequestError(f"a range holds at most {API_BLOCK_RANGE_MAX} blocks")
     end = min(end, latest)
-    loaded = [_load_block(node, h) for h in range(start, end + 1)]
-    if _wants_msgpack(request):
+    packed = _wants_msgpack(request)
+    # A range of full blocks is 1.6 GB: it is read and encoded in a worker thread, a few at a time
+    # (any registered patient may ask), and ends early once it holds `API_BLOCKS_PAGE_BYTES_MAX`.
+    async with request.app[PROOF_PAGE_SLOTS_KEY]:
+        return await asyncio.to_thread(_build_blocks_page, node, start, end, latest, packed)
+
+
+def _build_blocks_page(node: Node, start: int, end: int, latest: int, packed: bool) -> web.Response:
+    loaded: list[tuple[bytes, Block, Commit]] = []
+    size = 0
+    for height in range(start, end + 1):
+        loaded.append(_load_block(node, height))
+        size += len(loaded[-1][0])
+        if size >= API_BLOCKS_PAGE_BYTES_MAX:
+            break  # a page holds at least one block; the client asks again from the next height
+    if packed:
         body = encode_primitive([{"block": raw, "commit": encode(commit)} for raw, _, commit in loaded])
         return web.Response(body=body, content_type=MSGPACK)
     return _json({"latest_height": latest, "blocks": [block_json(b, c) for _, b, c in loaded]})

@@ -198,14 +198,18 @@ def _build_core() -> dict[str, Any]:
             "/v1/blocks": {
                 "get": {
                     "operationId": "getBlocks",
-                    "summary": f"A range of at most {API_BLOCK_RANGE_MAX} blocks with their certificates.",
+                    "summary": (
+                        f"A range of at most {API_BLOCK_RANGE_MAX} blocks with their certificates; the "
+                        "page ends early (with at least one block) once it holds about 8 MB: ask again "
+                        "from the next height."
+                    ),
                     "parameters": [
                         {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                         {"name": "to", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                     ],
                     "responses": {
                         "200": _ok(
-                            "The blocks that exist in the range.",
+                            "The blocks that exist in the range, from its start (possibly fewer).",
                             {
                                 "type": "object",
                                 "required": ["latest_height", "blocks"],

@@ -12,11 +12,14 @@ these routes serve the raw material of proofs, never conclusions:
   which the client checks against a header it already verified.
 
 All values are base64 of canonical encodings (JSON envelope); pages are bounded in blocks and in
-bytes. Like every handler, these only read the store and hand errors to the problem middleware.
+bytes. Pages and tx proofs are built in a worker thread, a few at a time (any registered patient
+may ask for them, and one built on the event loop would stall consensus for as long as it takes).
+Like every handler, these only read the store and hand errors to the problem middleware.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -39,6 +42,11 @@ PROOF_BLOCKS_PER_PAGE_MAX: Final = 100
 #: A page stops growing once it holds this many bytes of blocks (it always holds one block).
 PROOF_PAGE_BYTES_MAX: Final = 8 * 1024 * 1024
 HEIGHT_DIGITS_MAX: Final = 19
+#: Pages of `/v1/proofs/blocks` (and tx proofs) built at once. A page is read, decoded and encoded in a worker
+#: thread (up to ~25 MB: on the event loop it would stall consensus and the peer links, and any
+#: registered patient may ask); more requests wait their turn, which bounds the memory they take.
+PROOF_PAGES_CONCURRENT_MAX: Final = 2
+PROOF_PAGE_SLOTS_KEY: Final = web.AppKey("proof_page_slots", asyncio.Semaphore)
 
 
 def _b64(raw: bytes) -> str:
@@ -63,9 +71,17 @@ async def get_genesis(request: web.Request) -> web.Response:
 
 async def get_proof_blocks(request: web.Request) -> web.Response:
     node = request.app[PROOF_NODE_KEY]
-    store = node.store
     start = _query_int(request, "from", 1, 1, 2**63 - 1)
     limit = _query_int(request, "limit", PROOF_BLOCKS_PER_PAGE_MAX, 1, PROOF_BLOCKS_PER_PAGE_MAX)
+    async with request.app[PROOF_PAGE_SLOTS_KEY]:
+        text = await asyncio.to_thread(_build_block_page, node, start, limit)
+    return web.Response(text=text, content_type="application/json")
+
+
+def _build_block_page(node: Node, start: int, limit: int) -> str:
+    """One page of blocks as JSON text (runs in a worker thread; the store's reads are safe there,
+    as for the reactor's answers to peers' block requests)."""
+    store = node.store
     latest = store.height
     validators_at = get_validators_at(node.app, store, node.genesis)
     blocks: list[dict[str, str]] = []
@@ -84,7 +100,7 @@ async def get_proof_blocks(request: web.Request) -> web.Response:
         size += len(raw)
         if size >= PROOF_PAGE_BYTES_MAX:
             break
-    return _json({"latest_height": latest, "blocks": blocks})
+    return json.dumps({"latest_height": latest, "blocks": blocks})
 
 
 async def get_tx_proof(request: web.Request) -> web.Response:
@@ -93,28 +109,34 @@ async def get_tx_proof(request: web.Request) -> web.Response:
     if re.fullmatch("[0-9a-fA-F]{64}", raw_id) is None:
         raise BadRequestError("tx id must be 64 hex characters")
     tx_id = bytes.fromhex(raw_id)
+    # Reading the block and hashing its txs (up to 16 MB) is a worker thread's job, as for pages.
+    async with request.app[PROOF_PAGE_SLOTS_KEY]:
+        answer = await asyncio.to_thread(_build_tx_proof, node, tx_id)
+    return _json(answer)
+
+
+def _build_tx_proof(node: Node, tx_id: bytes) -> dict[str, Any]:
     location = node.store.get_tx_location(tx_id)
     block = node.store.get_block(location.height) if location is not None else None
     if location is None or block is None or not 0 <= location.index < len(block.txs):
         raise NotFoundError("no committed transaction has this id")
     tx_ids = [compute_tx_id(raw) for raw in block.txs]
     proof = compute_merkle_proof(tx_ids, location.index)
-    return _json(
-        {
-            "height": location.height,
-            "tx": _b64(block.txs[location.index]),
-            "proof": {
-                "index": proof.index,
-                "leaf_count": proof.leaf_count,
-                "path": [p.hex() for p in proof.path],
-            },
-        }
-    )
+    return {
+        "height": location.height,
+        "tx": _b64(block.txs[location.index]),
+        "proof": {
+            "index": proof.index,
+            "leaf_count": proof.leaf_count,
+            "path": [p.hex() for p in proof.path],
+        },
+    }
 
 
 def add_proof_routes(app: web.Application, node: Node) -> None:
     """Register the proof routes (one call from `node.api.build_app`)."""
     app[PROOF_NODE_KEY] = node
+    app[PROOF_PAGE_SLOTS_KEY] = asyncio.Semaphore(PROOF_PAGES_CONCURRENT_MAX)
     # The genesis is public (a client pins it before it has registered, and every institution
     # holds it); blocks and tx proofs carry every patient's metadata, so they need credentials.
     add_route(app, "GET", "/v1/proofs/genesis", get_genesis, Access.PUBLIC)

@@ -19,10 +19,17 @@ from medledger.crypto import DecryptionError, unwrap_content_key
 from medledger.health import records
 from medledger.health.client import make_scope
 from medledger.health.errors import CommitmentMismatchError, InvalidRecordError, RecordBindingError
-from medledger.health.fhir import BUNDLE_ENTRIES_MAX, UNKNOWN_ELEMENT, compute_canonical_json, validate_record
+from medledger.health.fhir import (
+    BUNDLE_ENTRIES_MAX,
+    UNKNOWN_ELEMENT,
+    ValidatedRecord,
+    compute_canonical_json,
+    validate_record,
+)
 from medledger.health.records import (
     EncryptedRecord,
     encrypt_record,
+    is_record_verified,
     open_record,
     reseal_record_keys,
     verify_commitment,
@@ -404,3 +411,51 @@ def test_trust_8_bundle_entry_code_of_the_wrong_type_is_invalid() -> None:
         )
         assert error.paths == (path,)
         assert "Jane" not in error.message
+
+
+def _with_contained(resource: dict[str, Any], *contained: dict[str, Any]) -> dict[str, Any]:
+    return {**resource, "contained": [{**inner, "id": f"c{i}"} for i, inner in enumerate(contained)]}
+
+
+def test_trust_6_contained_resource_of_another_type_is_invalid() -> None:
+    """An Immunization carrying a Condition in `contained` would be shared, diagnosis and all, by a
+    grant the patient was shown as "vaccinations": a record carries context resources
+    (practitioner, organization, medication) and resources of its own type, nothing else."""
+    condition = load("condition")
+    error = assert_invalid(
+        _with_contained(load("immunization"), condition), path="Immunization.contained[0].resourceType"
+    )
+    assert "Hypertension" not in error.message
+    bundle = load("bundle")
+    entry = {"resource": _with_contained(load("observation"), condition)}
+    assert_invalid({**bundle, "entry": [entry]}, path="Bundle.entry[0].resource.contained[0].resourceType")
+    practitioner = {"resourceType": "Practitioner", "name": [{"family": "Synthetic"}]}
+    assert validate_record(_with_contained(load("immunization"), practitioner)).record_type == "Immunization"
+    assert validate_record(_with_contained(load("condition"), condition)).record_type == "Condition"
+
+
+def test_trust_6_record_carrying_a_contained_resource_of_another_type_is_refused_by_readers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The author check bypassed (a hostile author's own client): every reader refuses the record
+    and the patient never re-seals its key under the Immunization label."""
+    patient, clinic, insurer = make_identity("p"), make_identity("c"), make_identity("i")
+    patient_id = compute_patient_id(patient.public.sign_key)
+    resource = _with_contained(load("immunization"), load("condition"))
+    smuggled = ValidatedRecord("Immunization", resource, compute_canonical_json(resource))
+    monkeypatch.setattr(records, "validate_record", lambda _: smuggled)
+    encrypted = encrypt_record(
+        resource,
+        patient_id=patient_id,
+        author=clinic.public.sign_key,
+        readers=[patient.public.enc_key, clinic.public.enc_key],
+    )
+    monkeypatch.undo()
+    record = stored(encrypted, patient_id, clinic.public.sign_key)
+    for reader in (patient, clinic):
+        with pytest.raises(RecordBindingError) as info:
+            open_record(record, reader)
+        assert "Hypertension" not in info.value.message
+    assert not is_record_verified(record, patient)
+    with pytest.raises(RecordBindingError):
+        reseal_record_keys([record], patient, insurer.public.enc_key)

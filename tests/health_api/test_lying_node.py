@@ -50,6 +50,10 @@ class LyingProxy:
         self.posts: list[str] = []
         #: Answer POSTs "committed" without forwarding them (a node that drops the patient's txs).
         self.swallow_posts = False
+        #: Answer every tx proof 404 (a node that will not prove what its own blocks hold).
+        self.hide_tx_proofs = False
+        #: Called (in the proxy's thread) with each request's path and query before it is forwarded.
+        self.before: Callable[[str], None] = lambda path_qs: None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -82,6 +86,10 @@ class LyingProxy:
                     if self.swallow_posts:
                         fake = {"tx_id": "00" * 32, "status": "committed", "height": 1, "index": 0}
                         return web.json_response({**fake, "result": {"ok": True, "code": "ok"}})
+                self.before(request.path_qs)
+                if self.hide_tx_proofs and request.path.startswith("/v1/proofs/txs/"):
+                    problem = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no tx"}
+                    return web.json_response(problem, status=404, content_type="application/problem+json")
                 headers = {k: v for k, v in request.headers.items() if k in ("Content-Type", "Authorization")}
                 async with session.request(
                     request.method, self.target + request.path_qs, data=await request.read(), headers=headers
@@ -318,6 +326,21 @@ def test_trust_2_tampered_proofs_are_detected(scene: Scene, proxy: LyingProxy) -
         assert {e.what for e in errors} == {what}
 
 
+def test_trust_2_a_node_that_will_not_prove_an_audited_tx_is_named(scene: Scene, proxy: LyingProxy) -> None:
+    """Its blocks hold the patient's audited txs; a 404 for their inclusion proofs is a lie, named
+    like every other (before, `verify` failed with a bare 404 that named no node)."""
+    proxy.hide_tx_proofs = True
+    client = PatientClient(proxy.url, scene.identity, genesis_hash=load_genesis_pin(scene.key))
+    with pytest.raises(NodeMisbehaviourError) as caught:
+        client.verify()
+    assert (caught.value.node_url, caught.value.what) == (proxy.url, "tx inclusion proof")
+    result = CliRunner().invoke(
+        main, ["patient", "--key", str(scene.key), "--url", proxy.url, "verify"], env=dict(PATIENT_ENV)
+    )
+    assert result.exit_code != 0, result.output
+    assert f"the node at {proxy.url}" in result.output
+
+
 def test_trust_2_a_node_that_drops_a_signed_tx_and_says_committed_is_named(
     scene: Scene, proxy: LyingProxy
 ) -> None:
@@ -371,6 +394,31 @@ def test_trust_2_a_node_withholding_new_blocks_is_named_by_a_witness(scene: Scen
         net["insurer"].url, scene.identity, genesis_hash=pin, witnesses=(net["clinic"].url,)
     )
     assert honest.verify().witnesses == 1
+
+
+def test_trust_2_an_honest_node_is_not_named_behind_while_the_chain_moves_on(
+    scene: Scene, proxy: LyingProxy
+) -> None:
+    """The witness always knows one block more than the node served a moment before (the chain
+    moves on between the two answers). The client used to ask the witness again after each
+    re-sync, chasing a moving tip, and named the honest node "behind the chain" after three tries;
+    the witness's first proven block is the target, and an honest node reaches it."""
+    net = scene.net
+    pin = load_genesis_pin(scene.key)
+
+    def advance_first(path_qs: str) -> None:
+        if path_qs.startswith("/v1/proofs/blocks") and "limit=1" in path_qs:
+            PatientClient(net["clinic"].url, Identity.generate()).register()  # one more block
+            net.sync()
+
+    proxy.target = net["clinic"].url
+    proxy.before = advance_first
+    net.sync()
+    before = max(net.heights())
+    watched = PatientClient(net["insurer"].url, scene.identity, genesis_hash=pin, witnesses=(proxy.url,))
+    report = watched.verify()
+    assert report.witnesses == 1
+    assert report.height > before  # it followed the block the witness proved
 
 
 def test_honest_proxy_is_believed_and_verify_reports(scene: Scene, proxy: LyingProxy) -> None:

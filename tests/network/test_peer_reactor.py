@@ -12,12 +12,13 @@ from aiohttp import web
 from medledger.chain.admission import Admission
 from medledger.chain.codec import encode
 from medledger.chain.consensus import sign_vote
+from medledger.chain.execution import build_block, execute_block
 from medledger.chain.memdb import MemDB
 from medledger.chain.mempool import Mempool
 from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore
 from medledger.chain.txbuilder import sign_tx
-from medledger.chain.types import Genesis, Validator, ValidatorSet, Vote, VoteKind
+from medledger.chain.types import Commit, CommitSig, Genesis, Validator, ValidatorSet, Vote, VoteKind
 from medledger.chain.validation import check_tx
 from medledger.crypto import Identity
 from medledger.network import reactor as reactor_module
@@ -136,3 +137,103 @@ async def test_trust_5_a_peer_that_does_not_drain_gets_no_more_blocks(node: Node
     await node.reactor.on_frame(slow, FrameKind.GET_BLOCKS, request)
     assert len(slow._queue) == 1
     assert node.reactor.block_requests_refused == 1
+
+
+@pytest.fixture
+async def pair() -> tuple[Node, Identity, bytes]:
+    """A reactor of a two-validator chain with block 1 committed (certified by both), working on
+    height 2; the other validator's identity and block 1's hash."""
+    me, other = Identity.generate(), Identity.generate()
+    validators = ValidatorSet.of(
+        [Validator(name, i.public.sign_key, i.public.enc_key) for name, i in (("a", me), ("b", other))]
+    )
+    genesis = Genesis(CHAIN, 0, validators, b"")
+    proposer = me if validators.get_proposer(1, 0).sign_key == me.public.sign_key else other
+    app = KeyValueFixtureApp()
+    store = BlockStore.open_memory(MemDB())
+    store.init_genesis(genesis, app.init_state(genesis))
+    now = time.time_ns() // 1_000_000
+    _, raw, _ = sign_tx(me, chain_id=CHAIN, kind="kv.set", body=encode_set_body(b"k", b"v" * 1000))
+    checked = check_tx(raw, chain_id=CHAIN, now_ms=now)
+    block = build_block(
+        store=store,
+        validators=validators,
+        proposer=proposer.public.sign_key,
+        round_=0,
+        time_ms=now,
+        txs=[checked],
+    )
+    executed = execute_block(app, store, block, (checked.tx,), [checked.tx_id])
+    block_hash = executed.block.hash()
+    commit = Commit(
+        1,
+        0,
+        block_hash,
+        tuple(
+            CommitSig(i.public.sign_key, sign_vote(
+                i, chain_id=CHAIN, kind=VoteKind.PRECOMMIT, height=1, round_=0, block_hash=block_hash
+            ).signature)
+            for i in sorted((me, other), key=lambda i: i.public.sign_key)
+        ),
+    )  # fmt: skip
+    mempool = Mempool()
+    reactor = Reactor(
+        store=store,
+        app=app,
+        mempool=mempool,
+        admission=Admission(store=store, mempool=mempool, app=app),
+        identity=me,
+        genesis=genesis,
+        block_interval_ms=10,
+        max_block_txs=100,
+        max_block_bytes=1 << 20,
+        clock_ms=lambda: time.time_ns() // 1_000_000,
+        on_committed=lambda executed: None,
+    )
+    await reactor._commit(executed.block, commit, verified=False)
+    assert store.height == 1
+    network = PeerNetwork(identity=me, chain_id=CHAIN, is_allowed=lambda key: True, on_frame=reactor.on_frame)
+    reactor.attach(network)
+    await reactor._execute(reactor.core.start_height(2, reactor.validators_for(2)))
+    assert reactor.core.height == 2
+    return Node(me, genesis, reactor, network), other, block_hash
+
+
+def _link_for(node: Node, key: bytes) -> PeerLink:
+    link = PeerLink(
+        peer_key=key,
+        dialer_key=key,
+        ws=web.WebSocketResponse(),
+        sealer=ChunkSealer(os.urandom(32)),
+        assembler=ChunkAssembler(os.urandom(32), message_bytes_max=1024),
+        on_overflow=lambda link: None,
+    )
+    node.network.links[key] = link
+    return link
+
+
+async def _deliver(node: Node, link: PeerLink, vote: Vote) -> None:
+    """Hand a frame to the reactor and run the resulting message through it (no event loop task)."""
+    await node.reactor.on_frame(link, FrameKind.VOTE, encode(vote))
+    while not node.reactor._inbox.empty():
+        event = node.reactor._inbox.get_nowait()
+        if isinstance(event, reactor_module._Message):
+            await node.reactor._on_message(event)
+
+
+async def test_trust_5_a_relayed_old_vote_sends_no_block_to_its_signer(
+    pair: tuple[Node, Identity, bytes],
+) -> None:
+    """A peer relaying another validator's genuine vote of a committed height made this node push
+    that block, unasked, to the vote's signer (a reflection: a 200-byte vote, a block of up to
+    16 MB sent to a node that may be up to date). Blocks go to the link the message came from."""
+    node, other, block_hash = pair
+    victim, relay = _link_for(node, other.public.sign_key), _link_for(node, os.urandom(32))
+    old = sign_vote(other, chain_id=CHAIN, kind=VoteKind.PRECOMMIT, height=1, round_=0, block_hash=block_hash)
+    await _deliver(node, relay, old)
+    assert victim.queued_bytes == 0
+    assert relay.queued_bytes > 0  # the link that showed the old height is the one helped
+    # The signer's own old vote, on its own link, still gets it the block it lacks.
+    node.reactor.core._behind_hinted.clear()  # the core hints once per (signer, height) a while
+    await _deliver(node, victim, old)
+    assert victim.queued_bytes > 0
