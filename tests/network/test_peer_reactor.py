@@ -54,20 +54,10 @@ class Node:
         return link
 
 
-@pytest.fixture
-async def node() -> Node:
-    identity = Identity.generate()
-    public = identity.public
-    genesis = Genesis(CHAIN, 0, ValidatorSet.of([Validator("v", public.sign_key, public.enc_key)]), b"")
-    app = KeyValueFixtureApp()
-    store = BlockStore.open_memory(MemDB())
-    store.init_genesis(genesis, app.init_state(genesis))
-    solo = SoloValidator(store=store, app=app, identity=identity, validators=genesis.validators)
-    now = time.time_ns() // 1_000_000
-    _, raw, _ = sign_tx(identity, chain_id=CHAIN, kind="kv.set", body=encode_set_body(b"k", b"v" * 1000))
-    executed = solo.propose([check_tx(raw, chain_id=CHAIN, now_ms=now)], time_ms=now)
+def make_reactor(store: BlockStore, app: KeyValueFixtureApp, identity: Identity, genesis: Genesis) -> Reactor:
+    """A reactor over `store` with small limits and the wall clock (no peers until attached)."""
     mempool = Mempool()
-    reactor = Reactor(
+    return Reactor(
         store=store,
         app=app,
         mempool=mempool,
@@ -80,6 +70,21 @@ async def node() -> Node:
         clock_ms=lambda: time.time_ns() // 1_000_000,
         on_committed=lambda executed: None,
     )
+
+
+@pytest.fixture
+async def node() -> Node:
+    identity = Identity.generate()
+    public = identity.public
+    genesis = Genesis(CHAIN, 0, ValidatorSet.of([Validator("v", public.sign_key, public.enc_key)]), b"")
+    app = KeyValueFixtureApp()
+    store = BlockStore.open_memory(MemDB())
+    store.init_genesis(genesis, app.init_state(genesis))
+    solo = SoloValidator(store=store, app=app, identity=identity, validators=genesis.validators)
+    now = time.time_ns() // 1_000_000
+    _, raw, _ = sign_tx(identity, chain_id=CHAIN, kind="kv.set", body=encode_set_body(b"k", b"v" * 1000))
+    executed = solo.propose([check_tx(raw, chain_id=CHAIN, now_ms=now)], time_ms=now)
+    reactor = make_reactor(store, app, identity, genesis)
     await reactor._commit(executed.block, solo.certify(executed), verified=False)
     assert store.height == 1
     network = PeerNetwork(
@@ -176,20 +181,7 @@ async def pair() -> tuple[Node, Identity, bytes]:
             for i in sorted((me, other), key=lambda i: i.public.sign_key)
         ),
     )  # fmt: skip
-    mempool = Mempool()
-    reactor = Reactor(
-        store=store,
-        app=app,
-        mempool=mempool,
-        admission=Admission(store=store, mempool=mempool, app=app),
-        identity=me,
-        genesis=genesis,
-        block_interval_ms=10,
-        max_block_txs=100,
-        max_block_bytes=1 << 20,
-        clock_ms=lambda: time.time_ns() // 1_000_000,
-        on_committed=lambda executed: None,
-    )
+    reactor = make_reactor(store, app, me, genesis)
     await reactor._commit(executed.block, commit, verified=False)
     assert store.height == 1
     network = PeerNetwork(identity=me, chain_id=CHAIN, is_allowed=lambda key: True, on_frame=reactor.on_frame)
