@@ -1,0 +1,114 @@
+"""An asyncio event loop on virtual time, for the simulator: minutes of a network in seconds.
+
+`VirtualTimeLoop` is a real asyncio loop (tasks, futures, `asyncio.Queue`, `call_later`,
+`asyncio.sleep`, `wait_for` all work unchanged) whose clock is a number it owns. When nothing is
+ready to run, the loop's "selector" does not wait: it moves the clock straight to the earliest
+timer, the way trio's `MockClock(autojump_threshold=0)` and the `looptime` pytest plugin do. So a
+run's timeline depends only on what the code schedules, never on how fast the machine is.
+
+What makes a run a pure function of its seed:
+
+* no I/O: the loop has no self-pipe and no sockets; `call_soon_threadsafe` has nobody to wake
+  (the simulator starts no thread), and a selector registration is refused;
+* no threads: `run_in_executor` (and so `asyncio.to_thread`) runs the function inline and returns
+  a finished future, so work a node would offload happens at one virtual instant;
+* a loop with nothing scheduled at all is a deadlock of the simulated system (`SimDeadlockError`),
+  not a hang.
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import selectors
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
+
+#: The virtual clock starts here (seconds); 0 keeps a run's virtual milliseconds readable.
+VIRTUAL_EPOCH_S: Final = 0.0
+
+
+class SimDeadlockError(RuntimeError):
+    """The loop has nothing ready and no timer: the simulated system can never move again."""
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """A selector with no file objects: `select(timeout)` advances the loop's virtual clock."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        raise RuntimeError("a virtual-time loop does no I/O")
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        raise KeyError(fileobj)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            raise SimDeadlockError("nothing is ready and no timer is set: the simulation is stuck")
+        if timeout > 0:
+            self._loop.advance(timeout)
+        return []
+
+    def close(self) -> None:
+        return None
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return {}
+
+
+class VirtualTimeLoop(asyncio.BaseEventLoop):
+    """An event loop whose `time()` is virtual and jumps to the next timer when idle."""
+
+    def __init__(self, start_s: float = VIRTUAL_EPOCH_S) -> None:
+        super().__init__()
+        self._virtual_s = start_s
+        self._selector = _VirtualSelector(self)
+        #: Callbacks run so far (a measure of the work a run did).
+        self.steps = 0
+
+    def time(self) -> float:
+        return self._virtual_s
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (the selector does it when the loop is idle)."""
+        if seconds < 0:
+            raise ValueError("virtual time never goes back")
+        self._virtual_s += seconds
+
+    @property
+    def now_ms(self) -> int:
+        """The virtual time in whole milliseconds."""
+        return round(self._virtual_s * 1000)
+
+    # -- what BaseEventLoop leaves to its subclasses -------------------------------------------
+
+    def _process_events(self, event_list: list[Any]) -> None:
+        return None
+
+    def _write_to_self(self) -> None:
+        return None  # no other thread ever waits on this loop
+
+    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run `func` now, on the loop (no threads in a simulation): a finished future."""
+        future: asyncio.Future[T] = self.create_future()
+        try:
+            future.set_result(func(*args))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # the caller awaits it and sees the error, as from a thread
+            future.set_exception(exc)
+        return future
+
+
+async def run_inline(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """An offload that runs `func` on the loop (the simulator's stand-in for `asyncio.to_thread`)."""
+    return contextvars.copy_context().run(func, *args, **kwargs)
+
+
+__all__ = ["SimDeadlockError", "VirtualTimeLoop", "run_inline"]

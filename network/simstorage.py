@@ -1,0 +1,108 @@
+"""Storage faults for the simulator: a node's disk that crashes mid-write, tears, or rots.
+
+`SimDisk` is a `MemDB` (which already loses every unsynced write on `crash()`) that can also be
+armed to fail in the middle of the node's work:
+
+* `arm_crash(writes)`: the node dies at its `writes`-th next write, before that write lands
+  (`SimCrashError` unwinds the node's code from inside the store call, the way a power cut stops
+  a process between two statements);
+* `arm_crash(writes, torn=True)`: the same, but the write in flight is *torn*: LevelDB's log
+  record is half on disk, and a store opened with paranoid checks refuses it on the next start
+  (`is_torn`);
+* `corrupt_tip(height)`: a stored table rots while the node is down: the block at `height` no
+  longer decodes, so the node's start check (`chain.integrity.check_tail`) finds it.
+
+A node whose store is refused on start is rebuilt as an operator would (`medledger rebuild`):
+its signing state (last signed vote, consensus lock) carried to an empty store, the chain
+fetched again from peers by block sync. This module imports only `medledger.chain`.
+"""
+
+from __future__ import annotations
+
+from medledger.chain import layout
+from medledger.chain.memdb import MemDB
+from medledger.chain.store import BlockStore
+
+
+class SimCrashError(Exception):
+    """The simulated process died in the middle of a store write (raised from the write)."""
+
+
+class SimDisk(MemDB):
+    """A `MemDB` that can be armed to crash (or tear a write) after a number of writes."""
+
+    __slots__ = ("_tear", "_torn", "_writes_left")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._writes_left: int | None = None
+        self._tear = False
+        self._torn = False
+
+    def arm_crash(self, writes: int, *, torn: bool = False) -> None:
+        """Crash at the `writes`-th next write (1: the next one)."""
+        if writes < 1:
+            raise ValueError("a crash is armed for a write still to come")
+        self._writes_left = writes
+        self._tear = torn
+
+    @property
+    def is_armed(self) -> bool:
+        return self._writes_left is not None
+
+    @property
+    def is_torn(self) -> bool:
+        """The last write before the crash was torn: paranoid checks refuse the store on open."""
+        return self._torn
+
+    def disarm(self) -> None:
+        self._writes_left = None
+        self._tear = False
+
+    def corrupt_tip(self, height: int) -> bool:
+        """Rot the durable record of block `height` (what a crash keeps); False if it has none."""
+        key = layout.block_key(height)
+        raw = self._durable.get(key)
+        if raw is None:
+            return False
+        self._durable[key] = b"\xff" + raw[1:]
+        if key in self._visible:
+            self._visible[key] = self._durable[key]
+        return True
+
+    def reopen(self) -> SimDisk:
+        super().reopen()
+        return self
+
+    def _apply(self, ops: list[tuple[bytes, bytes | None]], *, sync: bool) -> None:
+        if self._writes_left is not None and not self.closed:
+            self._writes_left -= 1
+            if self._writes_left <= 0:
+                self._torn = self._tear
+                self.disarm()
+                self.crash()
+                raise SimCrashError("the node crashed in the middle of a store write")
+        super()._apply(ops, sync=sync)
+
+
+def carry_signing_state(old: BlockStore | None, new: BlockStore) -> list[str]:
+    """What `chain.store.copy_signing_state` does for a store on disk: the last signed vote and the
+    consensus lock of a store being moved aside, into its empty replacement (best effort)."""
+    if old is None:
+        return []
+    carried: list[str] = []
+    try:
+        last = old.load_last_signed()
+        lock = old.load_lock()
+    except Exception:  # a store too damaged to read: nothing can be carried (the operator is told)
+        return []
+    if last is not None:
+        new.save_last_signed(last)
+        carried.append("last signed vote")
+    if lock is not None:
+        new.save_lock(lock)
+        carried.append("consensus lock")
+    return carried
+
+
+__all__ = ["SimCrashError", "SimDisk", "carry_signing_state"]
