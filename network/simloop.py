@@ -12,6 +12,8 @@ What makes a run a pure function of its seed:
   (the simulator starts no thread), and a selector registration is refused;
 * no threads: `run_in_executor` (and so `asyncio.to_thread`) runs the function inline and returns
   a finished future, so work a node would offload happens at one virtual instant;
+* timers due at one instant run in the order they were set (asyncio's heap alone leaves ties to
+  its internal layout, so one unrelated timer more would reorder a run);
 * a loop with nothing scheduled at all is a deadlock of the simulated system (`SimDeadlockError`),
   not a hang.
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import selectors
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
@@ -62,6 +66,22 @@ class _VirtualSelector(selectors.BaseSelector):
         return {}
 
 
+class _OrderedTimer(asyncio.TimerHandle):
+    """A timer ordered by (due time, the order it was set): ties run first come, first served."""
+
+    __slots__ = ("_seq",)
+
+    def __init__(self, seq: int, when: float, callback: Callable[..., object], args: tuple[Any, ...],
+                 loop: asyncio.AbstractEventLoop, context: contextvars.Context | None) -> None:
+        super().__init__(when, callback, args, loop, context)
+        self._seq = seq
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, _OrderedTimer):
+            return (self._when, self._seq) < (other._when, other._seq)
+        return NotImplemented
+
+
 class VirtualTimeLoop(asyncio.BaseEventLoop):
     """An event loop whose `time()` is virtual and jumps to the next timer when idle."""
 
@@ -69,8 +89,7 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         super().__init__()
         self._virtual_s = start_s
         self._selector = _VirtualSelector(self)
-        #: Callbacks run so far (a measure of the work a run did).
-        self.steps = 0
+        self._timer_seq = itertools.count()
 
     def time(self) -> float:
         return self._virtual_s
@@ -85,6 +104,20 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
     def now_ms(self) -> int:
         """The virtual time in whole milliseconds."""
         return round(self._virtual_s * 1000)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        """`BaseEventLoop.call_at` with ties broken by the order timers were set."""
+        self._check_closed()  # type: ignore[attr-defined]
+        timer = _OrderedTimer(next(self._timer_seq), when, callback, args, self, context)
+        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
 
     # -- what BaseEventLoop leaves to its subclasses -------------------------------------------
 

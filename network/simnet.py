@@ -126,6 +126,10 @@ class SimTransport:
         """The peer broke the protocol: end the link, keep the pair apart for `BAN_MS`."""
         self.network.end_link(self, link.peer_key, why=why, fault=True)
 
+    def drop_peer(self, peer_key: bytes, why: str) -> None:
+        """`drop` by the peer's key (what the reactor's block sync knows of a peer)."""
+        self.network.end_link(self, peer_key, why=why, fault=True)
+
     def disconnect(self, link: SimLink, why: str) -> None:
         self.network.end_link(self, link.peer_key, why=why, fault=False)
 

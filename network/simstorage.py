@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from medledger.chain import layout
 from medledger.chain.memdb import MemDB
-from medledger.chain.store import BlockStore
 
 
 class SimCrashError(Exception):
@@ -85,24 +84,19 @@ class SimDisk(MemDB):
         super()._apply(ops, sync=sync)
 
 
-def carry_signing_state(old: BlockStore | None, new: BlockStore) -> list[str]:
+def carry_signing_state(old: MemDB, new: MemDB) -> list[str]:
     """What `chain.store.copy_signing_state` does for a store on disk: the last signed vote and the
-    consensus lock of a store being moved aside, into its empty replacement (best effort)."""
-    if old is None:
-        return []
-    carried: list[str] = []
-    try:
-        last = old.load_last_signed()
-        lock = old.load_lock()
-    except Exception:  # a store too damaged to read: nothing can be carried (the operator is told)
-        return []
-    if last is not None:
-        new.save_last_signed(last)
-        carried.append("last signed vote")
-    if lock is not None:
-        new.save_lock(lock)
-        carried.append("consensus lock")
-    return carried
+    consensus lock, read as raw records from the database being moved aside (it may be too
+    damaged to open as a store), written with one synced batch into its empty replacement."""
+    wanted = {"last signed vote": layout.META_LAST_SIGNED, "consensus lock": layout.META_CONSENSUS_LOCK}
+    old.reopen()
+    found = {key: value for key in wanted.values() if (value := old.get(key)) is not None}
+    old.close()
+    if found:
+        with new.write_batch(transaction=True, sync=True) as batch:
+            for key, value in found.items():
+                batch.put(key, value)
+    return [name for name, key in wanted.items() if key in found]
 
 
 __all__ = ["SimCrashError", "SimDisk", "carry_signing_state"]
