@@ -307,7 +307,7 @@ class SimPeer:
         if reactor is not None:
             if reactor.task is not None:
                 reactor.task.cancel()
-            sim.spawn(reactor.stop())
+            sim.spawn(reactor.stop(), self)
         sim.stats.crashes += 1
         sim.timeline.record(sim.now_ms, self.id, TimelineKind.CRASH, why, height=self.store.height)
         sim.trace(["crash", self.id, sim.now_ms])
@@ -526,7 +526,11 @@ class Simulation:
         else:
             self.node_failed(node_id, exc)
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None], peer: SimPeer | None = None) -> None:
+        """Run `work` as a task; an error fails the run, unless `peer` crashed meanwhile (its
+        work died with it)."""
+        incarnation = peer.incarnation if peer is not None else 0
+
         async def run() -> None:
             try:
                 await work
@@ -535,7 +539,10 @@ class Simulation:
             except SimCrashError:
                 return
             except Exception as exc:  # a node's bug found by the run
-                self.node_failed(-1, exc)
+                if peer is None:
+                    self.violate(f"the simulation failed: {type(exc).__name__}: {exc}")
+                elif peer.up and peer.incarnation == incarnation:
+                    self.node_failed(peer.id, exc)
 
         self.loop.create_task(run())
 
@@ -641,10 +648,10 @@ class Simulation:
         )
         up = [p for p in self.peers if p.up]
         if up:
-            reactor = rng.choice(up).reactor
-            assert reactor is not None
+            peer = rng.choice(up)
+            assert peer.reactor is not None
             self.stats.txs_submitted += 1
-            self.spawn(self._submit(reactor, raw))
+            self.spawn(self._submit(peer.reactor, raw), peer)
         self.loop.call_later(rng.randint(1, 2 * self.config.client_tx_interval_ms) / 1000, self._client_tx)
 
     @staticmethod

@@ -86,6 +86,9 @@ class FaultKind(StrEnum):
 #: The faults that take nodes down during their window (and restart them at its end).
 CRASH_KINDS: Final = frozenset({FaultKind.CRASH, FaultKind.CRASH_MID, FaultKind.TORN_WRITE, FaultKind.CORRUPT})
 
+#: The faults after which a node refuses its store and is rebuilt from peers.
+STORE_LOSS_KINDS: Final = frozenset({FaultKind.TORN_WRITE, FaultKind.CORRUPT})
+
 
 class HostileKind(StrEnum):
     """A hostile sync peer: a node that speaks the frame protocol but lies (never a validator)."""
