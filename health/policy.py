@@ -192,11 +192,11 @@ def get_read_grant(state: StateReader, reader: bytes, record: RecordState, time_
     """The live grant to `reader` (a signing key) that a read of `record` cites: of those that
     cover it, the one expiring last (it stays valid longest while the read receipt commits)."""
     candidates = [
-        grant
-        for grant in st.list_grants(state, record.patient_id)
-        if grant.grantee == reader and is_grant_live(grant, time_ms) and is_readable_under_grant(grant, record)
+        g
+        for g in st.list_grants(state, record.patient_id)
+        if g.grantee == reader and is_grant_live(g, time_ms) and is_readable_under_grant(g, record)
     ]
-    return max(candidates, key=lambda grant: grant.expires_ms, default=None)
+    return max(candidates, key=lambda g: g.expires_ms, default=None)
 
 
 def get_read_access(
@@ -222,7 +222,9 @@ def get_audit_events(state: StateReader, patient_id: bytes) -> list[AuditEvent]:
             return events
 
 
-def get_inquiries(state: StateReader, patient_id: bytes, requester: bytes | None = None) -> list[InquiryState]:
+def get_inquiries(
+    state: StateReader, patient_id: bytes, requester: bytes | None = None
+) -> list[InquiryState]:
     """Inquiries about the patient in chain order; with `requester`, only those it filed."""
     inquiries: list[InquiryState] = []
     for event in get_audit_events(state, patient_id):
