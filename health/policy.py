@@ -174,6 +174,20 @@ def validate_record_readers(
         )
 
 
+def compute_node_record_readers(
+    state: StateReader, patient: PatientState, author: Institution, record_type: str, now_ms: int
+) -> frozenset[bytes]:
+    """Who a node seals a new record for at its clock `now_ms`: `compute_record_readers` with
+    `SEAL_MARGIN_MS`, then checked by `validate_record_readers` as the rules will check it, so a
+    node never signs a record its block would refuse (raises the same `TxRejectedError` if it would).
+    The record's id is not known before it is signed (b"": no scope names it)."""
+    readers = compute_record_readers(
+        state, patient, author, record_type, record_id=b"", time_ms=now_ms, margin_ms=SEAL_MARGIN_MS
+    )
+    validate_record_readers(state, patient, author, record_type, readers, record_id=b"", time_ms=now_ms)
+    return readers
+
+
 # --- reads --------------------------------------------------------------------------------------
 
 

@@ -424,13 +424,8 @@ async def post_record(request: web.Request) -> web.Response:
             code="author_role",
         )
     record_type = validate_record(resource).record_type
-    # The one sealing rule, with a margin around this node's clock (the block's time differs);
-    # checked again as the rules will check it, so nothing refused is ever signed.
-    now_ms = service.node.clock_ms()
-    readers = policy.compute_record_readers(
-        state, patient, me, record_type, record_id=b"", time_ms=now_ms, margin_ms=policy.SEAL_MARGIN_MS
-    )
-    policy.validate_record_readers(state, patient, me, record_type, readers, record_id=b"", time_ms=now_ms)
+    # The rules' own sealing rule, with a margin around this node's clock (the block's time differs).
+    readers = policy.compute_node_record_readers(state, patient, me, record_type, service.node.clock_ms())
     try:
         encrypted = encrypt_record(
             resource, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
