@@ -39,7 +39,7 @@ from medledger.chain.codec import WireType, encode
 from medledger.chain.errors import TxRejectedError
 from medledger.chain.limits import UINT_MAX
 from medledger.chain.store import TxLocation
-from medledger.crypto import CryptoError, DecryptionError
+from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
 from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
@@ -126,8 +126,8 @@ HEALTH_KEY: Final = web.AppKey("health", HealthService)
 
 
 def _hex_id(value: object, what: str) -> bytes:
-    if not isinstance(value, str) or re.fullmatch("[0-9a-fA-F]{64}", value) is None:
-        raise BadRequestError(f"{what} must be 64 hex characters")
+    if not isinstance(value, str) or re.fullmatch(f"[0-9a-fA-F]{{{2 * HASH_SIZE}}}", value) is None:
+        raise BadRequestError(f"{what} must be {2 * HASH_SIZE} hex characters")
     return bytes.fromhex(value)
 
 

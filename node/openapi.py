@@ -19,6 +19,7 @@ from typing import Any
 from medledger import __version__
 from medledger.chain.codec import Bytes, FieldSpec, Seq, Struct, Text, UInt, WireType
 from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX, UINT_MAX
+from medledger.crypto import HASH_SIZE
 from medledger.health.auth import CHALLENGE_SIZE, CHALLENGE_TTL_MS, SIGNATURE_SCHEME
 from medledger.health.policy import INQUIRY_TTL_MS_MIN, INQUIRY_TTL_MS_REQUEST_MAX, RecordAccess
 from medledger.health.types import (
@@ -47,7 +48,8 @@ from medledger.node.health_api import (
 )
 from medledger.node.proof_api import proof_openapi_paths
 
-_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+#: An id (a hash) or a public key, in hex.
+_HEX64 = {"type": "string", "pattern": f"^[0-9a-f]{{{2 * HASH_SIZE}}}$"}
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
@@ -427,7 +429,7 @@ _AUTH_ERRORS = {
     "401": _problem("Missing or wrong API token."),
     "403": _problem("Not allowed (this node is no institution, or holds no live grant)."),
 }
-_HEX64_OR_EMPTY = {"type": "string", "pattern": "^([0-9a-f]{64})?$"}
+_HEX64_OR_EMPTY = {"type": "string", "pattern": f"^([0-9a-f]{{{2 * HASH_SIZE}}})?$"}
 _NAME = {"type": "string", "nullable": True}
 #: Nested models with a schema of their own (referenced, not inlined).
 _NAMED_MODELS: dict[type, str] = {Scope: "Scope"}
