@@ -82,6 +82,8 @@ WAIT_MS_MAX: Final = 30_000
 RECEIPT_WAIT_S: Final = 15.0
 LIST_LIMIT_DEFAULT: Final = 100
 LIST_LIMIT_MAX: Final = st.LIST_LIMIT_MAX
+#: Largest `start` of a page (a list position: a signed 64-bit integer, as clients hold one).
+LIST_START_MAX: Final = 2**63 - 1
 #: Latest time a scope may name: the largest value the codec's unsigned integers hold.
 TIME_MS_MAX: Final = UINT_MAX
 
@@ -141,7 +143,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 
 
 def _page(request: web.Request) -> tuple[int, int]:
-    start = _query_int(request, "start", 0, 0, 2**63 - 1)
+    start = _query_int(request, "start", 0, 0, LIST_START_MAX)
     return start, _query_int(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
 
 

@@ -40,6 +40,7 @@ from medledger.health.types import (
 from medledger.node.auth import Access
 from medledger.node.health_api import (
     LIST_LIMIT_MAX,
+    LIST_START_MAX,
     TIME_MS_MAX,
     VIEW_OMITS,
     WAIT_MS_DEFAULT,
@@ -414,7 +415,7 @@ _PATIENT_ID_PATH = {
 }
 _PATIENT_ID_QUERY = {**_PATIENT_ID_PATH, "in": "query"}
 _PAGE = [
-    {"name": "start", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "start", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": LIST_START_MAX}},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX}},
 ]
 _WRITE_WAIT = {

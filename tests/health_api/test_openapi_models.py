@@ -132,6 +132,8 @@ def test_request_limits_are_the_constants(document: Document) -> None:
     )
     limit = parameter(document, "/v1/health/patients/{patient_id}/records", "limit")
     assert limit["maximum"] == health_api.LIST_LIMIT_MAX == st.LIST_LIMIT_MAX
+    start = parameter(document, "/v1/health/patients/{patient_id}/audit", "start")
+    assert start["maximum"] == health_api.LIST_START_MAX
 
 
 def test_core_limits_are_the_api_constants(document: Document) -> None:
