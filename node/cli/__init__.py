@@ -1,0 +1,42 @@
+"""The `medledger` command line (click), operator-first: keys, init, start, status.
+
+This package holds the root group `main` (the console script `medledger = medledger.node.cli:main`)
+and registers one module per command group; each module only parses options, calls the layer
+that owns the logic and prints:
+
+- `keys`: `keys new|show|export|import`
+- `setup`: `init`, `testnet` (create node homes)
+- `serve`: `start`, `status`
+- `cluster`: `cluster up|down|status`
+- `verify`: `verify`, `rebuild`
+- `simulate_cmd`: `simulate` (the simulation itself is `medledger.node.simulate`)
+- `demo_cmd`: `demo` (the scenario itself is `medledger.node.demo`)
+- `patient`: the patient's client, `patient ...`
+- `_common`: what they share (failing with a message, passphrases, recurring options)
+"""
+
+from __future__ import annotations
+
+import click
+
+from medledger import __version__
+from medledger.node.cli.cluster import cluster
+from medledger.node.cli.demo_cmd import demo
+from medledger.node.cli.keys import keys
+from medledger.node.cli.patient import patient
+from medledger.node.cli.serve import start, status
+from medledger.node.cli.setup import init, testnet
+from medledger.node.cli.simulate_cmd import simulate
+from medledger.node.cli.verify import rebuild, verify
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="medledger")
+def main() -> None:
+    """medledger: a permissioned ledger for patient data."""
+
+
+for _command in (keys, init, start, status, verify, rebuild, testnet, cluster, demo, patient, simulate):
+    main.add_command(_command)
