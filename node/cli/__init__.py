@@ -20,14 +20,7 @@ from __future__ import annotations
 import click
 
 from medledger import __version__
-from medledger.node.cli.cluster import cluster
-from medledger.node.cli.demo_cmd import demo
-from medledger.node.cli.keys import keys
-from medledger.node.cli.patient import patient
-from medledger.node.cli.serve import start, status
-from medledger.node.cli.setup import init, testnet
-from medledger.node.cli.simulate_cmd import simulate
-from medledger.node.cli.verify import rebuild, verify
+from medledger.node.cli import cluster, demo_cmd, keys, patient, serve, setup, simulate_cmd, verify
 
 __all__ = ["main"]
 
@@ -38,5 +31,19 @@ def main() -> None:
     """medledger: a permissioned ledger for patient data."""
 
 
-for _command in (keys, init, start, status, verify, rebuild, testnet, cluster, demo, patient, simulate):
+# The command objects are reached through their modules, so that `medledger.node.cli.verify` (and
+# every other name here) stays the module, never the command it defines.
+for _command in (
+    keys.keys,
+    setup.init,
+    serve.start,
+    serve.status,
+    verify.verify,
+    verify.rebuild,
+    setup.testnet,
+    cluster.cluster,
+    demo_cmd.demo,
+    patient.patient,
+    simulate_cmd.simulate,
+):
     main.add_command(_command)
