@@ -243,7 +243,10 @@ class SimPeer:
             carried = carry_signing_state(self.disk, fresh)
             new_store = BlockStore.open_memory(fresh, self.label)
             sim.timeline.record(
-                sim.now_ms, self.id, TimelineKind.STORAGE_FAULT, f"rebuilt, carried: {', '.join(carried) or 'nothing'}"
+                sim.now_ms,
+                self.id,
+                TimelineKind.STORAGE_FAULT,
+                f"rebuilt, carried: {', '.join(carried) or 'nothing'}",
             )
             sim.stats.rebuilds += 1
             self.disk, store = fresh, new_store
@@ -322,7 +325,9 @@ class SimPeer:
         elif isinstance(exc, InvariantViolation):
             self.sim.fail_with(exc)
         else:
-            self.sim.node_failed(self.id, exc if exc is not None else RuntimeError("the consensus task ended"))
+            self.sim.node_failed(
+                self.id, exc if exc is not None else RuntimeError("the consensus task ended")
+            )
 
     def _skewed_time(self) -> int:
         """A Byzantine proposer's block time (see `TimeSkew`), relative to the virtual time."""
@@ -365,14 +370,21 @@ class SimPeer:
             self.in_sync_session = True
             sim.stats.sync_sessions += 1
             sim.timeline.record(
-                sim.now_ms, self.id, TimelineKind.SYNC_START, f"from {progress.start_height}",
+                sim.now_ms,
+                self.id,
+                TimelineKind.SYNC_START,
+                f"from {progress.start_height}",
                 height=progress.start_height,
             )
         if progress.done:
             self.in_sync_session = False
             sim.stats.synced_blocks += progress.blocks
             sim.timeline.record(
-                sim.now_ms, self.id, TimelineKind.SYNC_DONE, f"{progress.blocks} blocks", height=progress.height
+                sim.now_ms,
+                self.id,
+                TimelineKind.SYNC_DONE,
+                f"{progress.blocks} blocks",
+                height=progress.height,
             )
 
     def _on_rejected(self, incarnation: int, peer: bytes | None, rejection: Rejection) -> None:
@@ -408,7 +420,10 @@ class Simulation:
 
         identities = [_derive_identity(self.rng) for _ in range(config.n)]
         validators = ValidatorSet.of(
-            [Validator(f"v{i}", ident.public.sign_key, ident.public.enc_key) for i, ident in enumerate(identities)]
+            [
+                Validator(f"v{i}", ident.public.sign_key, ident.public.enc_key)
+                for i, ident in enumerate(identities)
+            ]
         )
         self.genesis = Genesis(CHAIN_ID, 0, validators, b"")
         faulty = {identities[i].public.sign_key for i in (*config.twins, *config.skewed)}
@@ -422,7 +437,12 @@ class Simulation:
             offset = clocks.randint(-bound, bound) if bound else 0
             self.peers.append(
                 SimPeer(
-                    self, i, f"v{i}", ident, correct=key not in faulty, clock_offset_ms=offset,
+                    self,
+                    i,
+                    f"v{i}",
+                    ident,
+                    correct=key not in faulty,
+                    clock_offset_ms=offset,
                     skew=config.time_skew if key in skewed else None,
                 )
             )
@@ -432,7 +452,12 @@ class Simulation:
             # A twin's clock is 1 + j ms ahead, so its blocks differ from its original's.
             self.peers.append(
                 SimPeer(
-                    self, config.n + j, f"v{original}-twin", ident, correct=False, clock_offset_ms=1 + j,
+                    self,
+                    config.n + j,
+                    f"v{original}-twin",
+                    ident,
+                    correct=False,
+                    clock_offset_ms=1 + j,
                     skew=config.time_skew if key in skewed else None,
                 )
             )
@@ -441,7 +466,9 @@ class Simulation:
             HostilePeer(self, first_hostile + k, kind, _derive_identity(self.rng), self.rng.getrandbits(64))
             for k, kind in enumerate(config.hostile)
         ]
-        labels = [p.label for p in self.peers] + [f"hostile-{k}-{h.kind.value}" for k, h in enumerate(self.hostiles)]
+        labels = [p.label for p in self.peers] + [
+            f"hostile-{k}-{h.kind.value}" for k, h in enumerate(self.hostiles)
+        ]
         self.timeline = SimTimeline(
             title=f"simulation of {config.n} validators, seed {config.seed}",
             seed=config.seed,
@@ -584,8 +611,12 @@ class Simulation:
             if len(peer.rounds_seen) > 64:
                 peer.rounds_seen = {max(peer.rounds_seen)}
             self.timeline.record(
-                self.now_ms, node_id, TimelineKind.ROUND, f"round {message.round}",
-                height=message.height, round=message.round,
+                self.now_ms,
+                node_id,
+                TimelineKind.ROUND,
+                f"round {message.round}",
+                height=message.height,
+                round=message.round,
             )
 
     def _on_received(self, node_id: int, kind: int, payload: bytes) -> None:
@@ -596,7 +627,9 @@ class Simulation:
         if kind == FrameKind.PROPOSAL and node_id < len(self.peers) and self.peers[node_id].correct:
             message = self._decode(kind, payload)
             if isinstance(message, Proposal):
-                self.checker.on_proposal_seen(self.peers[node_id], self.caches.block_hash(message.block), self.now_ms)
+                self.checker.on_proposal_seen(
+                    self.peers[node_id], self.caches.block_hash(message.block), self.now_ms
+                )
 
     def _on_link_end(self, node_id: int, peer_key: bytes, why: str, fault: bool) -> None:
         if not fault:
@@ -644,7 +677,12 @@ class Simulation:
         client = rng.choice(self._clients)
         kind, body = self.config.make_tx(rng)
         _, raw, _ = sign_tx(
-            client, chain_id=CHAIN_ID, kind=kind, body=body, nonce=rng.getrandbits(64), timestamp_ms=self.now_ms
+            client,
+            chain_id=CHAIN_ID,
+            kind=kind,
+            body=body,
+            nonce=rng.getrandbits(64),
+            timestamp_ms=self.now_ms,
         )
         up = [p for p in self.peers if p.up]
         if up:
@@ -707,7 +745,9 @@ class Simulation:
                 if fault.kind is FaultKind.CORRUPT and not peer.up and peer._store is not None:
                     if peer.disk.corrupt_tip(peer.store.height):
                         self.timeline.record(
-                            self.now_ms, node_id, TimelineKind.STORAGE_FAULT,
+                            self.now_ms,
+                            node_id,
+                            TimelineKind.STORAGE_FAULT,
                             f"block {peer.store.height} rotted while down",
                         )
                 if not peer.up and not self._is_still_crashed(node_id):
@@ -739,6 +779,8 @@ class Simulation:
                 loop.run_until_complete(asyncio.sleep(0))
             loop.close()
         if self._failure is not None:
+            self.timeline.end_ms = max(self.timeline.end_ms, self.now_ms)
+            self._failure.timeline = self.timeline
             raise self._failure
         return self._result(live)
 

@@ -67,19 +67,26 @@ class _VirtualSelector(selectors.BaseSelector):
 
 
 class _OrderedTimer(asyncio.TimerHandle):
-    """A timer ordered by (due time, the order it was set): ties run first come, first served."""
+    """A timer ordered by (due time, the order it was set): ties run first come, first served.
 
-    __slots__ = ("_seq",)
+    Only this loop's heap compares them, and it holds nothing else."""
 
-    def __init__(self, seq: int, when: float, callback: Callable[..., object], args: tuple[Any, ...],
-                 loop: asyncio.AbstractEventLoop, context: contextvars.Context | None) -> None:
+    __slots__ = ("_key",)
+
+    def __init__(
+        self,
+        seq: int,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
         super().__init__(when, callback, args, loop, context)
-        self._seq = seq
+        self._key = (when, seq)
 
     def __lt__(self, other: object) -> bool:
-        if isinstance(other, _OrderedTimer):
-            return (self._when, self._seq) < (other._when, other._seq)
-        return NotImplemented
+        return self._key < other._key  # type: ignore[attr-defined, no-any-return]
 
 
 class VirtualTimeLoop(asyncio.BaseEventLoop):
