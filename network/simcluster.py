@@ -51,11 +51,19 @@ from medledger.crypto import Identity
 from medledger.network.clock import Timer
 from medledger.network.messages import FrameKind
 from medledger.network.reactor import Reactor, SyncProgress
-from medledger.network.simconfig import CHAIN_ID, CRASH_KINDS, SIM_BLOCK_TXS_MAX, SIM_MEMPOOL_TXS_MAX
-from medledger.network.simconfig import Fault, FaultKind, SimConfig, TimeSkew
+from medledger.network.simconfig import (
+    CHAIN_ID,
+    CRASH_KINDS,
+    SIM_BLOCK_TXS_MAX,
+    SIM_MEMPOOL_TXS_MAX,
+    Fault,
+    FaultKind,
+    SimConfig,
+    TimeSkew,
+)
 from medledger.network.simhostile import HostilePeer
 from medledger.network.siminvariants import Caches, InvariantChecker, InvariantViolation
-from medledger.network.simloop import SimDeadlockError, VirtualTimeLoop, run_inline
+from medledger.network.simloop import VirtualTimeLoop, run_inline
 from medledger.network.simnet import Conditions, SimNetwork
 from medledger.network.simreport import SimTimeline, TimelineKind
 from medledger.network.simstorage import SimCrashError, SimDisk, carry_signing_state
@@ -742,14 +750,14 @@ class Simulation:
                 peer = self.peers[node_id]
                 if peer.up and peer.disk.is_armed:
                     peer.crash(f"{fault.kind.value} (no write in the window)")
-                if fault.kind is FaultKind.CORRUPT and not peer.up and peer._store is not None:
-                    if peer.disk.corrupt_tip(peer.store.height):
-                        self.timeline.record(
-                            self.now_ms,
-                            node_id,
-                            TimelineKind.STORAGE_FAULT,
-                            f"block {peer.store.height} rotted while down",
-                        )
+                rots = fault.kind is FaultKind.CORRUPT and not peer.up and peer._store is not None
+                if rots and peer.disk.corrupt_tip(peer.store.height):
+                    self.timeline.record(
+                        self.now_ms,
+                        node_id,
+                        TimelineKind.STORAGE_FAULT,
+                        f"block {peer.store.height} rotted while down",
+                    )
                 if not peer.up and not self._is_still_crashed(node_id):
                     self.spawn(peer.start())
         elif fault in self._active:
@@ -806,10 +814,7 @@ class Simulation:
         if config.stop_ms is not None:
             deadline = min(deadline, config.stop_ms)
         loop.call_later(deadline / 1000, self._done.set)
-        try:
-            await self._done.wait()
-        except SimDeadlockError:
-            pass
+        await self._done.wait()
         if self._gst_heights is None:
             self._mark_gst()
         for peer in self.peers:
@@ -854,18 +859,19 @@ class Simulation:
 def _seeded_nonces(rng: random.Random) -> Iterator[None]:
     """Draw the nonces `sign_tx` picks itself (evidence txs) from the run's seed (see REQUESTS.md:
     the executor files evidence without a nonce, which would make a run depend on OS randomness)."""
-    original = txbuilder.secrets
+    names = vars(txbuilder)
+    original = names["secrets"]
 
     class _Seeded:
         @staticmethod
         def randbits(bits: int) -> int:
             return rng.getrandbits(bits)
 
-    txbuilder.secrets = _Seeded  # type: ignore[assignment]
+    names["secrets"] = _Seeded
     try:
         yield
     finally:
-        txbuilder.secrets = original
+        names["secrets"] = original
 
 
 def run_simulation(config: SimConfig) -> SimResult:

@@ -32,7 +32,7 @@ from medledger.chain.types import Block, Commit, CommitSig
 from medledger.crypto import Identity
 from medledger.network.messages import BlockRange, BlockRequest, CommittedBlock, FrameKind, PeerStatus
 from medledger.network.simconfig import HostileKind
-from medledger.network.simnet import SimLink
+from medledger.network.simnet import SimLink, SimTransport
 
 if TYPE_CHECKING:
     from medledger.chain.store import BlockStore
@@ -60,7 +60,7 @@ class HostilePeer:
         self.key = identity.public.sign_key
         # Not for secrets: its choices replay from the run's seed.
         self.rng = random.Random(seed)  # noqa: S311
-        self.transport = None
+        self.transport: SimTransport | None = None
         #: Times an honest node dropped this peer, and answers it sent.
         self.dropped = 0
         self.answers = 0

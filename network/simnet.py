@@ -201,8 +201,8 @@ class SimNetwork:
         holders.remove(transport)
         if not holders:
             del self._by_key[transport.key]
-        for link in list(transport.links.values()):
-            link.ended = True
+        for own in list(transport.links.values()):
+            own.ended = True
         transport.links.clear()
         if transport.key in self._by_key:
             return  # a twin holding the key is still up: peers keep their link to the key

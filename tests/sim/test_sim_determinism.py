@@ -25,9 +25,8 @@ CHILD = (
 
 def digest_in_subprocess(hash_seed: str) -> str:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(HERE)], env=env, capture_output=True, text=True, check=True, timeout=240
-    )
+    command = [sys.executable, "-c", CHILD, str(HERE)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=240)
     return done.stdout.strip().splitlines()[-1]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -11,11 +13,13 @@ from medledger.chain import layout
 from medledger.network.simloop import SimDeadlockError, VirtualTimeLoop
 from medledger.network.simstorage import SimCrashError, SimDisk, carry_signing_state
 
+T = TypeVar("T")
 
-def run(main: object) -> tuple[object, float]:
+
+def run(main: Coroutine[Any, Any, T]) -> tuple[T, float]:
     loop = VirtualTimeLoop()
     try:
-        result = loop.run_until_complete(main)  # type: ignore[arg-type]
+        result = loop.run_until_complete(main)
         return result, loop.time()
     finally:
         loop.close()
@@ -82,9 +86,8 @@ def test_a_crash_armed_for_the_second_write_keeps_the_first_and_loses_the_second
 def test_a_torn_write_marks_the_disk_for_the_start_check() -> None:
     disk = SimDisk()
     disk.arm_crash(1, torn=True)
-    with pytest.raises(SimCrashError):
-        with disk.write_batch(sync=True) as batch:
-            batch.put(b"k", b"v")
+    with pytest.raises(SimCrashError), disk.write_batch(sync=True) as batch:
+        batch.put(b"k", b"v")
     assert disk.is_torn
     assert disk.reopen().get(b"k") is None
 

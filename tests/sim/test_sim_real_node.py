@@ -17,7 +17,7 @@ from medledger.network.sim import (
     check_simulation,
     run_simulation,
 )
-from medledger.network.simreport import TimelineKind
+from medledger.network.simreport import SimTimeline, TimelineKind
 
 #: Node 1 of four is down while the others commit ~25 blocks: it comes back far behind.
 LONG_CRASH = Fault(FaultKind.CRASH, 300, 3_000, (1,))
@@ -34,9 +34,8 @@ REFUSED_KINDS = (
 )
 
 
-def kinds_of(result_timeline: object, kind: TimelineKind) -> int:
-    events = getattr(result_timeline, "events")
-    return sum(1 for event in events if event.kind is kind)
+def kinds_of(timeline: SimTimeline, kind: TimelineKind) -> int:
+    return sum(1 for event in timeline.events if event.kind is kind)
 
 
 def test_a_node_far_behind_catches_up_by_block_sync() -> None:
