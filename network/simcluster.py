@@ -32,7 +32,7 @@ import functools
 import hashlib
 import random
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from medledger.chain import txbuilder
 from medledger.chain.admission import Admission
@@ -68,6 +68,8 @@ from medledger.network.simnet import Conditions, SimNetwork
 from medledger.network.simreport import SimTimeline, TimelineKind
 from medledger.network.simstorage import SimCrashError, SimDisk, carry_signing_state
 
+T = TypeVar("T")
+
 #: Bytes of txs a simulated block carries at most.
 SIM_BLOCK_BYTES_MAX: Final = 1024 * 1024
 #: Blocks a restarting node checks at its store's tip (node/node.py's TAIL_CHECK_BLOCKS).
@@ -76,6 +78,8 @@ TAIL_CHECK_BLOCKS: Final = 16
 CRASH_WRITES_MAX: Final = 12
 #: Clients that sign the txs a run submits.
 CLIENTS: Final = 3
+#: Virtual time a node's offloaded work (a store write, executing a block) takes.
+OFFLOAD_MS: Final = 1
 #: Decoded consensus frames remembered by their bytes (one broadcast sends one payload to all).
 DECODED_FRAMES_MAX: Final = 2_048
 
@@ -242,6 +246,7 @@ class SimPeer:
         genesis = sim.genesis
         self.incarnation += 1
         self.disk.reopen()
+        self.disk.on_crash = self._crashed_mid_write
         app = GovernedApp(config.app_factory(), genesis.validators)
         store, problem = self._open(app)
         rebuilt = problem is not None
@@ -258,6 +263,7 @@ class SimPeer:
             )
             sim.stats.rebuilds += 1
             self.disk, store = fresh, new_store
+            fresh.on_crash = self._crashed_mid_write
             app = GovernedApp(config.app_factory(), genesis.validators)
         assert store is not None
         if not store.is_initialized:
@@ -279,7 +285,7 @@ class SimPeer:
             max_block_bytes=SIM_BLOCK_BYTES_MAX,
             on_committed=functools.partial(self._on_committed, incarnation),
             on_sync_progress=functools.partial(self._on_sync_progress, incarnation),
-            offload=run_inline,
+            offload=self._offload,
             timeouts=config.timeouts,
             synchrony=config.synchrony,
             verify=sim.caches.verify,
@@ -300,6 +306,14 @@ class SimPeer:
         task = reactor.task
         assert task is not None
         task.add_done_callback(functools.partial(self._task_done, incarnation))
+
+    async def _offload(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """The node's worker thread, deterministically: the work runs on the loop, and the caller
+        resumes `OFFLOAD_MS` later (virtual), as after a thread; other tasks run meanwhile, so the
+        interleavings a thread allows (a frame handled while a block is applied) happen here too."""
+        result = await run_inline(func, *args, **kwargs)
+        await asyncio.sleep(OFFLOAD_MS / 1000)
+        return result
 
     def _is_current(self, incarnation: int) -> bool:
         return self.up and incarnation == self.incarnation
@@ -323,14 +337,18 @@ class SimPeer:
         sim.timeline.record(sim.now_ms, self.id, TimelineKind.CRASH, why, height=self.store.height)
         sim.trace(["crash", self.id, sim.now_ms])
 
+    def _crashed_mid_write(self) -> None:
+        """The disk died under a write: the process dies with it, now."""
+        self.sim.stats.mid_write_crashes += 1
+        self.crash("in the middle of a store write")
+
     def _task_done(self, incarnation: int, task: asyncio.Task[None]) -> None:
         if task.cancelled() or not self._is_current(incarnation):
             return
         exc = task.exception()
         if isinstance(exc, SimCrashError):
-            self.sim.stats.mid_write_crashes += 1
-            self.crash("in the middle of a store write")
-        elif isinstance(exc, InvariantViolation):
+            return  # the disk's `on_crash` took the node down already
+        if isinstance(exc, InvariantViolation):
             self.sim.fail_with(exc)
         else:
             self.sim.node_failed(
@@ -539,8 +557,8 @@ class Simulation:
     def node_failed(self, node_id: int, exc: BaseException) -> None:
         """A node's code raised something it should not (a bug the run found): fail the run."""
         peer = self.peers[node_id] if node_id < len(self.peers) else None
-        if peer is not None and not peer.correct:
-            return  # a Byzantine node may fall over; that is not the system's failure
+        if peer is not None and (not peer.correct or not peer.up):
+            return  # a Byzantine node may fall over, and a crashed one's work dies with it
         self.violate(f"node {node_id} failed: {type(exc).__name__}: {exc}", node_id)
 
     def violate(self, what: str, node: int | None = None) -> None:
@@ -554,9 +572,8 @@ class Simulation:
         if node_id >= len(self.peers):
             return  # a hostile peer's own trouble
         if isinstance(exc, SimCrashError):
-            self.stats.mid_write_crashes += 1
-            self.peers[node_id].crash("in the middle of a store write")
-        elif isinstance(exc, InvariantViolation):
+            return  # the disk's `on_crash` took the node down already
+        if isinstance(exc, InvariantViolation):
             self.fail_with(exc)
         else:
             self.node_failed(node_id, exc)
