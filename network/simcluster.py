@@ -681,7 +681,9 @@ class Simulation:
             self._done.set()
 
     def _correct_nodes(self) -> list[SimPeer]:
-        return self.peers[: self.config.n]
+        """The validators liveness is due from: all but those run twice (a twin's pair)."""
+        twins = self.config.twins
+        return [p for p in self.peers[: self.config.n] if p.id not in twins]
 
     def _mark_gst(self) -> None:
         self._gst_heights = {p.id: p.store.height for p in self._correct_nodes() if p._store is not None}

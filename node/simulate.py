@@ -37,6 +37,10 @@ HEIGHTS_DEFAULT = 3
 #: Virtual time allowed per height after GST (a block interval and a few rounds), and at least.
 LIVENESS_MS_PER_HEIGHT = 1_000
 LIVENESS_MS_MIN = 20_000
+#: A run fails past this many frames received (a storm): scaled to the frames a height takes in a
+#: network of n nodes (votes and status to every peer: a few times n² a height).
+EVENTS_MAX_MIN = 2_000_000
+EVENTS_PER_PEER_HEIGHT = 20
 
 
 def make_kv_tx(rng: random.Random) -> tuple[str, bytes]:
@@ -85,6 +89,7 @@ def build_config(
         expect_liveness=expect_liveness,
         stop_ms=None if expect_liveness else 20_000,
         hostile=hostile_kinds,
+        events_max=max(EVENTS_MAX_MIN, nodes * nodes * (heights + HEIGHTS_DEFAULT) * EVENTS_PER_PEER_HEIGHT),
     )
 
 
