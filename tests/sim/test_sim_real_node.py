@@ -6,7 +6,10 @@ liveness (`check_simulation`), that the path really ran (the run's `SimStats` an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 from sim_support import sim_config
 
 from medledger.network.sim import (
@@ -18,6 +21,8 @@ from medledger.network.sim import (
     run_simulation,
 )
 from medledger.network.simreport import SimTimeline, TimelineKind
+from medledger.network.syncservice import SyncService
+from medledger.node.cli import main
 
 #: Node 1 of four is down while the others commit ~25 blocks: it comes back far behind.
 LONG_CRASH = Fault(FaultKind.CRASH, 300, 3_000, (1,))
@@ -103,3 +108,39 @@ def test_the_timeline_shows_the_faults_the_commits_and_where_an_invariant_broke(
     (violation,) = timeline.violations
     assert "FORK" in violation.detail
     assert timeline.replay.startswith("run_simulation(SimConfig(n=4, seed=0")
+
+
+def test_the_simulator_catches_sync_mode_entered_on_one_peers_height_claim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mutation test of a bug fixed before: were one peer's height claim enough to leave
+    consensus for block sync (not f + 1 validators' claims), a peer lying about its height would
+    stop the chain. With the fix the same run is live (the test above with `LIE_HEIGHT`)."""
+    one_claim = property(lambda self: max(self.sync.peer_heights.values(), default=0))
+    monkeypatch.setattr(SyncService, "backed_target", one_claim)
+    config = sim_config(4, 2, hostile=(HostileKind.LIE_HEIGHT,), heights_after_gst=10)
+    with pytest.raises(InvariantViolation, match=r"LIVENESS(.|\n)*replay: run_simulation"):
+        check_simulation(config)
+
+
+def test_simulate_writes_the_runs_timeline_as_a_report(tmp_path: Path) -> None:
+    report = tmp_path / "run.html"
+    args = [
+        "simulate",
+        "--nodes",
+        "4",
+        "--seed",
+        "3",
+        "--hostile",
+        "1",
+        "--heights",
+        "2",
+        "--report",
+        str(report),
+    ]
+    outcome = CliRunner().invoke(main, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert f"report of seed 3: {report}" in outcome.output
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "run_simulation(SimConfig(n=4, seed=3" in page
