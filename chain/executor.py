@@ -37,7 +37,6 @@ from medledger.chain.errors import (
     InvalidBlockError,
     InvalidTxError,
     StateDivergedError,
-    WrongChainError,
 )
 from medledger.chain.evidence import EvidencePool
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
@@ -133,8 +132,11 @@ class BlockExecutor:
                 pool.remove(evidence)
                 continue
             kind, body = encode_evidence_tx(evidence)
+            # The nonce comes from the offence, not from randomness: a filing is a function of
+            # what this node saw (the simulator replays runs from a seed).
+            nonce = int.from_bytes(evidence.compute_slot()[:8], "big")
             tx, raw, tx_id = sign_tx(
-                identity, chain_id=self.chain_id, kind=kind, body=body, timestamp_ms=time_ms
+                identity, chain_id=self.chain_id, kind=kind, body=body, nonce=nonce, timestamp_ms=time_ms
             )
             filed.append(CheckedTx(tx, raw, tx_id))
         return filed
@@ -247,12 +249,18 @@ class BlockExecutor:
                 raise InvalidBlockError(
                     f"block {height}: {exc.message}", rule=BlockRule.MALFORMED_TX
                 ) from None
+            if tx.chain_id != self.chain_id:
+                # Cheap, so checked even when a certificate vouches for the block's signatures.
+                raise InvalidBlockError(
+                    f"block {height}: a transaction is for chain {tx.chain_id!r}", rule=BlockRule.CHAIN_ID
+                )
             if not certified and tx_id not in verified:
                 try:
                     validate_tx_envelope(tx, chain_id=self.chain_id)
                 except InvalidTxError as exc:
-                    rule = BlockRule.CHAIN_ID if isinstance(exc, WrongChainError) else BlockRule.TX_SIGNATURE
-                    raise InvalidBlockError(f"block {height}: {exc.message}", rule=rule) from None
+                    raise InvalidBlockError(
+                        f"block {height}: {exc.message}", rule=BlockRule.TX_SIGNATURE
+                    ) from None
             txs.append(tx)
         return execute_block(self.app, store, block, tuple(txs), list(block_tx_ids), raw=raw)
 

@@ -65,7 +65,8 @@ class Problem:
     rule: BlockRule | None = None
 
     def __str__(self) -> str:
-        return f"height {self.height}: {self.what}" if self.height else self.what
+        text = f"height {self.height}: {self.what}" if self.height else self.what
+        return text if self.rule is None else f"{text} [rule: {self.rule}]"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

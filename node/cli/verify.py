@@ -56,7 +56,8 @@ def _print_report(report: IntegrityReport, home: Path) -> None:
     click.echo(f"store:       {report.path}")
     click.echo(f"height:      {report.height}")
     click.echo(
-        f"blocks:      {report.blocks_checked} checked (hash links, tx roots, certificates, hash index)"
+        f"blocks:      {report.blocks_checked} checked (hash links, tx roots, certificates, hash index); "
+        "each replayed through the rules a live node applies"
     )
     if report.state_checked:
         click.echo(f"replay:      {report.txs_checked} txs re-executed from genesis; tx index agrees")
