@@ -31,7 +31,7 @@ from medledger.chain import layout
 from medledger.chain.app import TX_OK, App, BlockExecution
 from medledger.chain.codec import encode, encode_primitive, to_primitive
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
-from medledger.chain.governance import KIND_VALIDATOR_ADD, GovernedApp
+from medledger.chain.governance import KIND_VALIDATOR_ADD, KIND_VALIDATOR_REMOVE, GovernedApp, encode_removal
 from medledger.chain.store import BlockStore, encode_tx_location
 from medledger.chain.txbuilder import sign_tx
 from medledger.chain.types import (
@@ -108,10 +108,13 @@ class ForgedBlock:
     raw: bytes
     commit: Commit
     execution: BlockExecution
+    #: The height it is stored at, when not the one its header names.
+    stored_at: int | None = None
 
     @property
     def height(self) -> int:
-        return self.header.height
+        """Where the block is stored (its header's height unless `stored_at` says otherwise)."""
+        return self.header.height if self.stored_at is None else self.stored_at
 
     @property
     def tx_ids(self) -> list[TxId]:
@@ -179,6 +182,10 @@ class ChainWriter:
         """A validator's approval of adding `validator` to the set."""
         return self._tx(approver, KIND_VALIDATOR_ADD, encode(validator))
 
+    def approve_remove(self, approver: Identity, sign_key: bytes) -> CheckedTx:
+        """A validator's approval of removing the validator with `sign_key` from the set."""
+        return self._tx(approver, KIND_VALIDATOR_REMOVE, encode_removal(sign_key))
+
     def _tx(self, sender: Identity, kind: str, body: bytes) -> CheckedTx:
         now_ms = self.store.last_block_time_ms + BLOCK_INTERVAL_MS
         _, raw, _ = sign_tx(
@@ -242,9 +249,9 @@ class ChainWriter:
         txs: Sequence[bytes] | None = None,
         commit: Commit | None = None,
     ) -> ForgedBlock:
-        """`honest` under `header` (default: its own) carrying `txs` (default: its own; given, the
-        tx count and root are set to match them), certified by a quorum unless `commit` is given.
-        Nothing is re-executed: the writes are the honest block's."""
+        """`honest`, stored at its own height, under `header` (default: its own) carrying `txs`
+        (default: its own; given, the tx count and root are set to match them), certified by a
+        quorum unless `commit` is given. Nothing is re-executed: the writes are the honest block's."""
         forged = honest.block.header if header is None else header
         carried = honest.block.txs if txs is None else tuple(txs)
         if txs is not None:
@@ -258,6 +265,7 @@ class ChainWriter:
             raw=encode_block_parts(forged, carried),
             commit=self.certify(forged) if commit is None else commit,
             execution=execution,
+            stored_at=honest.block.header.height,
         )
 
     def child_of(self, parent: ForgedBlock) -> ForgedBlock:
@@ -266,6 +274,7 @@ class ChainWriter:
         verifier never replays past a refused parent)."""
         height = parent.height + 1
         validators = self.validators_for(height)
+        # `parent` may name another height than its own: the child follows where it is stored.
         header = Header(
             chain_id=CHAIN_ID,
             height=height,
@@ -290,8 +299,13 @@ class ChainWriter:
     def save(self, forged: ForgedBlock) -> None:
         """Write `forged` on top of the store, through `save_block` when the store allows it."""
         header = forged.header
+        if self._raw_writes:  # on top of a raw write: raw too (the store does not know its parent)
+            assert forged.height == self._raw_writes[-1].height + 1, "blocks are saved in height order"
+            self._raw_writes.append(forged)
+            return
+        assert forged.height == self.next_height, "blocks are saved in height order"
         on_tip = header.height == self.next_height and header.parent_hash == self.store.last_block_hash
-        if header.tx_count == len(forged.txs) and on_tip and not self._raw_writes:
+        if header.tx_count == len(forged.txs) and on_tip:
             self.store.save_block(forged.block, forged.raw, forged.commit, forged.tx_ids, forged.execution)
         else:
             self._raw_writes.append(forged)  # written by `close`, on the closed store

@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 from forged_chain import DATA_DIR, ChainWriter, ForgedBlock, make_chain_app, make_validator, sign_precommits
 
+from medledger.chain.governance import HISTORY_MAX
 from medledger.chain.integrity import IntegrityReport, check_all
 from medledger.chain.store import BlockStore
 from medledger.chain.types import ValidatorSet
@@ -108,6 +109,16 @@ def test_invalid_verify_tx_count(chain: ChainWriter, delta: int) -> None:
     )
     # Under a block that is right in itself: a store whose tip does not decode does not even open.
     assert_verify_refuses(chain, forged, "tx_count", on_top=(chain.child_of(forged),))
+
+
+@pytest.mark.parametrize("delta", [1, -1], ids=["later", "earlier"])
+def test_invalid_verify_height(chain: ChainWriter, delta: int) -> None:
+    """Stored at the next height, the header names another (a store refuses to read it)."""
+    honest = chain.build([chain.kv_tx(b"k")])
+    header = replace(honest.block.header, height=honest.block.header.height + delta)
+    forged = chain.forge(honest, header=header)
+    assert forged.height == chain.next_height
+    assert_verify_refuses(chain, forged, "height", on_top=(chain.child_of(forged),))
 
 
 def test_invalid_verify_tx_root(chain: ChainWriter) -> None:
@@ -291,6 +302,36 @@ def test_an_honest_chain_with_a_validator_set_change_verifies_clean(chain: Chain
     assert (report.blocks_checked, report.state_checked) == (height, True)
     assert exit_code == 0, output
     assert "result:      clean" in output, output
+
+
+def test_an_honest_chain_with_more_set_changes_than_governance_keeps_verifies_clean(
+    chain: ChainWriter,
+) -> None:
+    """Governance keeps the last `HISTORY_MAX` + 1 sets only; verify must still know the sets of
+    the blocks before them (a replay knows each block's set from the state under it).
+
+    Each change adds a fresh validator or removes the longest-serving one, so no set repeats.
+    """
+    serving = [v.sign_key for v in chain.genesis.validators.validators]
+    for change in range(HISTORY_MAX + 2):
+        approvers = chain.quorum_of(chain.next_height)
+        if change % 2 == 0:
+            newcomer = Identity.generate()
+            chain.identities[newcomer.public.sign_key] = newcomer
+            validator = make_validator(newcomer, f"validator-new-{change}")
+            serving.append(newcomer.public.sign_key)
+            txs = [chain.approve_add(a, validator) for a in approvers]
+        else:
+            leaving = serving.pop(0)
+            txs = [chain.approve_remove(a, leaving) for a in approvers]
+        executed = chain.commit(txs)
+        assert all(r.ok for r in executed.execution.results), executed.execution.results
+        chain.commit([])  # the change takes effect two blocks on: no other change until then
+    # The history has forgotten the genesis set that certified the first blocks.
+    assert chain.validators_for(1) != chain.genesis.validators
+    report, output, exit_code = run_verify(chain)
+    assert report.is_clean, report.problems
+    assert exit_code == 0, output
 
 
 def test_invalid_verify_next_validators_hash_ignoring_a_set_change(chain: ChainWriter) -> None:
