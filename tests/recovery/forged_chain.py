@@ -4,14 +4,14 @@ breaks exactly one block rule yet carries a valid commit certificate.
 This is what a buggy or malicious writer leaves on disk: every certificate is signed by a quorum
 of the validators (whose identities the test holds), so only the rule under test is wrong and a
 verifier that skips that rule would call the chain clean. Blocks are written with
-`BlockStore.save_block`, which checks only its own invariants, not the block rules. The store
-refuses by assertion two forgeries a writer can still leave behind (a block that names another
-parent, and an encoding whose tx count differs from its txs, which no `Block` can hold); those are
+`BlockStore.save_block`, which checks only its own invariants, not the block rules. Its
+assertions refuse three forgeries a writer can still leave behind (a block that names another
+parent, one whose header names another height than where it is stored, and an encoding whose tx
+count differs from its txs, which no `Block` can hold); those, and any block on top of them, are
 written with plyvel directly on the closed store, record by record as `save_block` would.
 
-The app is the one `medledger start` builds for this genesis (`build_chain_app`: more than one
-validator means the key-value fixture app governed on chain), so `medledger verify` on a home that
-holds the store replays it with the same rules.
+The app is the one `medledger start` builds (`build_chain_app`: the key-value fixture app governed
+on chain), so `medledger verify` on a home that holds the store replays it with the same rules.
 
 Everything is deterministic but the keys: times are fixed offsets from a constant genesis time
 (never the wall clock) and nonces count up.
@@ -33,7 +33,7 @@ from medledger.chain.codec import encode, encode_primitive, to_primitive
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
 from medledger.chain.governance import KIND_VALIDATOR_ADD, KIND_VALIDATOR_REMOVE, GovernedApp, encode_removal
 from medledger.chain.store import BlockStore, encode_tx_location
-from medledger.chain.txbuilder import sign_tx
+from medledger.chain.txbuilder import sign_commit, sign_tx
 from medledger.chain.types import (
     Block,
     Commit,
@@ -43,9 +43,7 @@ from medledger.chain.types import (
     TxId,
     Validator,
     ValidatorSet,
-    VoteKind,
     compute_tx_id,
-    compute_vote_signing_bytes,
 )
 from medledger.chain.validation import CheckedTx, check_tx, compute_tx_root
 from medledger.crypto import Identity
@@ -72,25 +70,8 @@ def make_validator(identity: Identity, name: str) -> Validator:
 
 
 def make_chain_app(genesis: Genesis) -> App:
-    """The app `medledger start` builds for a networked kv-fixture chain (`build_chain_app`)."""
+    """The app `medledger start` builds for a kv-fixture chain (`node/run.build_chain_app`)."""
     return GovernedApp(KeyValueFixtureApp(), genesis.validators)
-
-
-def sign_precommits(
-    signers: Sequence[Identity], *, chain_id: str, height: int, round_: int, block_hash: bytes
-) -> tuple[CommitSig, ...]:
-    """One valid precommit signature per signer, in the given order."""
-    return tuple(
-        CommitSig(
-            s.public.sign_key,
-            s.sign(
-                compute_vote_signing_bytes(
-                    chain_id, VoteKind.PRECOMMIT, height, round_, block_hash, s.public.sign_key
-                )
-            ),
-        )
-        for s in signers
-    )
 
 
 def encode_block_parts(header: Header, txs: Sequence[bytes]) -> bytes:
@@ -219,10 +200,10 @@ class ChainWriter:
     ) -> Commit:
         """A certificate of `header` (default: a quorum of its height's set, all valid) plus `extra`."""
         chosen = self.quorum_of(header.height) if signers is None else signers
-        sigs = sign_precommits(
+        signed = sign_commit(
             chosen, chain_id=CHAIN_ID, height=header.height, round_=header.round, block_hash=header.hash()
         )
-        return Commit(header.height, header.round, header.hash(), sigs + tuple(extra))
+        return dataclasses.replace(signed, signatures=signed.signatures + tuple(extra))
 
     def commit(self, txs: Sequence[CheckedTx]) -> ExecutedBlock:
         """Build, certify (with a quorum) and save the honest next block."""

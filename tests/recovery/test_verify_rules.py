@@ -7,8 +7,8 @@ the store clean. The forged block is refused three ways:
 
 (a) `check_all` (what `medledger verify` runs) reports a problem at that height, and nowhere else;
 (b) the `medledger verify --home` command exits 1 and prints that problem;
-(c) the live pipeline refuses the same block offered on the same tip (the lead's
-    `BlockExecutor.validate_certified`; added once it lands on main).
+(c) the live pipeline (`BlockExecutor.validate_certified`, after decoding the bytes as block sync
+    does) refuses the same block on the same tip, for the same `BlockRule`.
 
 One positive test shows an honest chain that changes its validator set by governance verifies
 clean, so the next-validators and validators rules are checked against the right sets.
@@ -23,12 +23,17 @@ from typing import Final
 
 import pytest
 from click.testing import CliRunner
-from forged_chain import DATA_DIR, ChainWriter, ForgedBlock, make_chain_app, make_validator, sign_precommits
+from forged_chain import DATA_DIR, ChainWriter, ForgedBlock, make_chain_app, make_validator
 
+from medledger.chain.errors import BlockRule, InvalidBlockError, InvalidCommitError, StateDivergedError
+from medledger.chain.executor import BlockExecutor
 from medledger.chain.governance import HISTORY_MAX
 from medledger.chain.integrity import IntegrityReport, check_all
+from medledger.chain.limits import BLOCK_BYTES_MAX
 from medledger.chain.store import BlockStore
+from medledger.chain.txbuilder import sign_commit
 from medledger.chain.types import ValidatorSet
+from medledger.chain.validation import decode_block
 from medledger.crypto import Identity
 from medledger.node.cli import main
 
@@ -57,21 +62,45 @@ def run_verify(chain: ChainWriter) -> tuple[IntegrityReport, str, int]:
     return report, result.output, result.exit_code
 
 
+def pipeline_refusal(chain: ChainWriter, forged: ForgedBlock) -> InvalidBlockError | StateDivergedError:
+    """(c) `forged` as a peer would serve it (bytes and certificate) on the chain's tip, its parent:
+    decoded, then `BlockExecutor.validate_certified`; the refusal, and nothing applied."""
+    executor = BlockExecutor(store=chain.store, app=chain.app, genesis=chain.genesis)
+    tip = (chain.store.height, chain.store.last_block_hash, chain.store.state_root)
+
+    def offer() -> None:
+        block = decode_block(forged.raw, max_bytes=BLOCK_BYTES_MAX)
+        executor.validate_certified(block, forged.commit, raw=forged.raw)
+
+    with pytest.raises((InvalidBlockError, StateDivergedError)) as refused:
+        offer()
+    assert (chain.store.height, chain.store.last_block_hash, chain.store.state_root) == tip
+    error = refused.value
+    assert isinstance(error, InvalidBlockError | StateDivergedError)
+    return error
+
+
 def assert_verify_refuses(
     chain: ChainWriter,
     forged: ForgedBlock,
-    rule: str,
+    rule: BlockRule,
     *,
     on_top: tuple[ForgedBlock, ...] = (),
     also_at: frozenset[int] = frozenset(),
-) -> None:
-    """`forged` written on top of the honest chain (and `on_top` over it) is refused by
-    `check_all` and by the CLI, at its height (and at most `also_at` besides).
+    unreadable_in_store: bool = False,
+) -> InvalidBlockError | StateDivergedError:
+    """`forged` is refused for `rule` by the live pipeline on its parent; written on top of the
+    honest chain (and `on_top` over it), by `check_all` and by the CLI, at its height (and at most
+    `also_at` besides). Returns the pipeline's refusal.
 
-    `rule`: the `BlockRule` value the refusal must name (checked once `Problem.rule` lands).
+    `unreadable_in_store`: the store cannot read it as the block at its height (its bytes do not
+    decode, or its header names another height), so verify reports store damage (rule None, as for
+    any record the store cannot read) where the pipeline names `rule`.
     """
     height = forged.height
     assert height == chain.next_height
+    refused = pipeline_refusal(chain, forged)
+    assert refused.rule is rule, refused
     for block in (forged, *on_top):
         chain.save(block)
     report, output, exit_code = run_verify(chain)
@@ -79,10 +108,15 @@ def assert_verify_refuses(
     heights = {p.height for p in report.problems}
     assert height in heights, report.problems
     assert heights <= {height, *also_at}, report.problems
+    first = next(p for p in report.problems if p.height == height)
+    if unreadable_in_store:
+        assert first.rule is None, first
+    else:
+        assert first.rule is rule, report.problems
     assert exit_code == 1, output
     assert PROBLEM_LINE.format(height=height) in output, output
     assert "result:      CORRUPTED" in output, output
-    # RULE ASSERTION (once CONTRACT.md's Problem.rule lands): rule in {p.rule for p in report.problems}
+    return refused
 
 
 def other_set(chain: ChainWriter, height: int) -> ValidatorSet:
@@ -96,9 +130,8 @@ def other_set(chain: ChainWriter, height: int) -> ValidatorSet:
 
 def test_invalid_verify_chain_id(chain: ChainWriter) -> None:
     honest = chain.build([chain.kv_tx(b"k")])
-    assert_verify_refuses(
-        chain, chain.forge(honest, header=replace(honest.block.header, chain_id="another-chain")), "chain_id"
-    )
+    forged = chain.forge(honest, header=replace(honest.block.header, chain_id="another-chain"))
+    assert_verify_refuses(chain, forged, BlockRule.CHAIN_ID)
 
 
 @pytest.mark.parametrize("delta", [1, -1], ids=["more-than-carried", "fewer-than-carried"])
@@ -108,7 +141,9 @@ def test_invalid_verify_tx_count(chain: ChainWriter, delta: int) -> None:
         honest, header=replace(honest.block.header, tx_count=honest.block.header.tx_count + delta)
     )
     # Under a block that is right in itself: a store whose tip does not decode does not even open.
-    assert_verify_refuses(chain, forged, "tx_count", on_top=(chain.child_of(forged),))
+    assert_verify_refuses(
+        chain, forged, BlockRule.ENCODING, on_top=(chain.child_of(forged),), unreadable_in_store=True
+    )
 
 
 @pytest.mark.parametrize("delta", [1, -1], ids=["later", "earlier"])
@@ -118,15 +153,16 @@ def test_invalid_verify_height(chain: ChainWriter, delta: int) -> None:
     header = replace(honest.block.header, height=honest.block.header.height + delta)
     forged = chain.forge(honest, header=header)
     assert forged.height == chain.next_height
-    assert_verify_refuses(chain, forged, "height", on_top=(chain.child_of(forged),))
+    assert_verify_refuses(
+        chain, forged, BlockRule.HEIGHT, on_top=(chain.child_of(forged),), unreadable_in_store=True
+    )
 
 
 def test_invalid_verify_tx_root(chain: ChainWriter) -> None:
     honest = chain.build([chain.kv_tx(b"k")])
     other_root = chain.build([chain.kv_tx(b"other")]).block.header.tx_root
-    assert_verify_refuses(
-        chain, chain.forge(honest, header=replace(honest.block.header, tx_root=other_root)), "tx_root"
-    )
+    forged = chain.forge(honest, header=replace(honest.block.header, tx_root=other_root))
+    assert_verify_refuses(chain, forged, BlockRule.TX_ROOT)
 
 
 # -- the block on its parent ---------------------------------------------------------------------
@@ -137,7 +173,7 @@ def test_invalid_verify_parent_hash(chain: ChainWriter) -> None:
     grandparent = chain.store.get_block(chain.store.height - 1)
     assert grandparent is not None
     forged = chain.forge(honest, header=replace(honest.block.header, parent_hash=grandparent.hash()))
-    assert_verify_refuses(chain, forged, "parent")
+    assert_verify_refuses(chain, forged, BlockRule.PARENT)
 
 
 @pytest.mark.parametrize("offset_ms", [0, -1], ids=["equal", "earlier"])
@@ -146,7 +182,7 @@ def test_invalid_verify_time_not_after_parent(chain: ChainWriter, offset_ms: int
     forged = chain.forge(
         honest, header=replace(honest.block.header, time_ms=chain.store.last_block_time_ms + offset_ms)
     )
-    assert_verify_refuses(chain, forged, "time")
+    assert_verify_refuses(chain, forged, BlockRule.TIME)
 
 
 def test_invalid_verify_state_root(chain: ChainWriter) -> None:
@@ -158,7 +194,7 @@ def test_invalid_verify_state_root(chain: ChainWriter) -> None:
     assert_verify_refuses(
         chain,
         chain.forge(honest, header=replace(honest.block.header, state_root=parent.header.state_root)),
-        "state_root",
+        BlockRule.STATE_ROOT,
     )
 
 
@@ -168,7 +204,7 @@ def test_invalid_verify_validators_hash(chain: ChainWriter) -> None:
         honest,
         header=replace(honest.block.header, validators_hash=other_set(chain, chain.next_height).hash()),
     )
-    assert_verify_refuses(chain, forged, "validators")
+    assert_verify_refuses(chain, forged, BlockRule.VALIDATORS)
 
 
 def test_invalid_verify_next_validators_hash(chain: ChainWriter) -> None:
@@ -179,7 +215,7 @@ def test_invalid_verify_next_validators_hash(chain: ChainWriter) -> None:
             honest.block.header, next_validators_hash=other_set(chain, chain.next_height + 1).hash()
         ),
     )
-    assert_verify_refuses(chain, forged, "next_validators")
+    assert_verify_refuses(chain, forged, BlockRule.NEXT_VALIDATORS)
 
 
 @pytest.mark.parametrize("who", ["another-validator", "not-a-validator", "another-rounds-proposer"])
@@ -199,7 +235,7 @@ def test_invalid_verify_proposer_not_the_rounds(chain: ChainWriter, who: str) ->
         assert honest.block.header.round == 0
         forged = chain.forge(honest, header=replace(honest.block.header, round=1))
     assert forged.header.proposer != validators.get_proposer(height, forged.header.round).sign_key
-    assert_verify_refuses(chain, forged, "proposer")
+    assert_verify_refuses(chain, forged, BlockRule.PROPOSER)
 
 
 # -- the block's transactions --------------------------------------------------------------------
@@ -208,7 +244,7 @@ def test_invalid_verify_proposer_not_the_rounds(chain: ChainWriter, who: str) ->
 def test_invalid_verify_tx_repeated_in_the_block(chain: ChainWriter) -> None:
     tx = chain.kv_tx(b"k")
     honest = chain.build([tx])
-    assert_verify_refuses(chain, chain.forge(honest, txs=[tx.raw, tx.raw]), "repeated_tx")
+    assert_verify_refuses(chain, chain.forge(honest, txs=[tx.raw, tx.raw]), BlockRule.REPEATED_TX)
 
 
 def test_invalid_verify_tx_committed_in_an_earlier_block(chain: ChainWriter) -> None:
@@ -217,7 +253,7 @@ def test_invalid_verify_tx_committed_in_an_earlier_block(chain: ChainWriter) -> 
     honest = chain.build([chain.kv_tx(b"k")])
     forged = chain.forge(honest, txs=[honest.block.txs[0], earlier.txs[0]])
     # Writing it moved that tx's index entry to this block: block 1's replay sees that too.
-    assert_verify_refuses(chain, forged, "repeated_tx", also_at=frozenset({1}))
+    assert_verify_refuses(chain, forged, BlockRule.REPEATED_TX, also_at=frozenset({1}))
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated"])
@@ -225,7 +261,7 @@ def test_invalid_verify_malformed_tx(chain: ChainWriter, kind: str) -> None:
     tx = chain.kv_tx(b"k")
     honest = chain.build([tx])
     raw = b"\xc1 not a transaction" if kind == "garbage" else tx.raw[:-1]
-    assert_verify_refuses(chain, chain.forge(honest, txs=[raw]), "malformed_tx")
+    assert_verify_refuses(chain, chain.forge(honest, txs=[raw]), BlockRule.MALFORMED_TX)
 
 
 # -- the certificate -----------------------------------------------------------------------------
@@ -240,30 +276,25 @@ def test_invalid_verify_certificate(chain: ChainWriter, how: str) -> None:
     header = honest.block.header
     quorum = chain.quorum_of(header.height)
     if how == "signer-not-a-validator":  # a full quorum, plus one precommit of an outsider
-        outsider = sign_precommits(
-            [chain.outsider()],
-            chain_id=header.chain_id,
-            height=header.height,
-            round_=header.round,
-            block_hash=header.hash(),
-        )
-        commit = chain.certify(header, extra=outsider)
+        commit = chain.certify(header, extra=chain.certify(header, signers=[chain.outsider()]).signatures)
     elif how == "too-few-signers":
         commit = chain.certify(header, signers=quorum[:-1])
-    elif how == "bad-signature":  # one of the quorum signed another round
-        last = quorum[-1]
-        wrong = sign_precommits(
-            [last],
+    elif how == "bad-signature":  # one of the quorum signed this block at another round
+        wrong = sign_commit(
+            quorum[-1:],
             chain_id=header.chain_id,
             height=header.height,
             round_=header.round + 1,
             block_hash=header.hash(),
         )
-        commit = chain.certify(header, signers=quorum[:-1], extra=wrong)
+        commit = chain.certify(header, signers=quorum[:-1], extra=wrong.signatures)
     else:  # a quorum only if one validator counts twice
         valid = chain.certify(header, signers=quorum[:-1])
         commit = dataclasses.replace(valid, signatures=(*valid.signatures, valid.signatures[0]))
-    assert_verify_refuses(chain, chain.forge(honest, commit=commit), "certificate")
+    refused = assert_verify_refuses(chain, chain.forge(honest, commit=commit), BlockRule.CERTIFICATE)
+    # Only a signature that does not verify marks the sender as a forger (a peer to drop).
+    assert isinstance(refused, InvalidCommitError)
+    assert refused.forged == (how == "bad-signature")
 
 
 # -- governance: the sets a header names ---------------------------------------------------------
@@ -342,7 +373,7 @@ def test_invalid_verify_next_validators_hash_ignoring_a_set_change(chain: ChainW
     forged = chain.forge(
         honest, header=replace(honest.block.header, next_validators_hash=chain.genesis.validators.hash())
     )
-    assert_verify_refuses(chain, forged, "next_validators")
+    assert_verify_refuses(chain, forged, BlockRule.NEXT_VALIDATORS)
 
 
 def test_invalid_verify_validators_hash_ignoring_a_set_change(chain: ChainWriter) -> None:
@@ -354,7 +385,7 @@ def test_invalid_verify_validators_hash_ignoring_a_set_change(chain: ChainWriter
     forged = chain.forge(
         honest, header=replace(honest.block.header, validators_hash=chain.genesis.validators.hash())
     )
-    assert_verify_refuses(chain, forged, "validators")
+    assert_verify_refuses(chain, forged, BlockRule.VALIDATORS)
 
 
 def test_forged_chain_kit_certifies_with_a_quorum(chain: ChainWriter) -> None:
