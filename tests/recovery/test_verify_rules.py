@@ -25,7 +25,13 @@ import pytest
 from click.testing import CliRunner
 from forged_chain import DATA_DIR, ChainWriter, ForgedBlock, make_chain_app, make_validator
 
-from medledger.chain.errors import BlockRule, InvalidBlockError, InvalidCommitError, StateDivergedError
+from medledger.chain.errors import (
+    BlockRule,
+    InvalidBlockError,
+    InvalidCommitError,
+    StateDivergedError,
+    StoreCorruptedError,
+)
 from medledger.chain.executor import BlockExecutor
 from medledger.chain.governance import HISTORY_MAX
 from medledger.chain.integrity import IntegrityReport, check_all
@@ -156,6 +162,21 @@ def test_invalid_verify_height(chain: ChainWriter, delta: int) -> None:
     assert_verify_refuses(
         chain, forged, BlockRule.HEIGHT, on_top=(chain.child_of(forged),), unreadable_in_store=True
     )
+
+
+def test_invalid_verify_tip_that_does_not_decode(chain: ChainWriter) -> None:
+    """At the tip the store itself refuses to open (it reads its tip block); verify says so."""
+    honest = chain.build([chain.kv_tx(b"k")])
+    forged = chain.forge(honest, header=replace(honest.block.header, tx_count=2))
+    assert pipeline_refusal(chain, forged).rule is BlockRule.ENCODING
+    chain.save(forged)
+    chain.close()
+    with pytest.raises(StoreCorruptedError, match=f"block {forged.height}"):
+        BlockStore.open(chain.path, create=False)
+    result = CliRunner().invoke(main, ["verify", "--home", str(chain.make_home(chain.path.parent))])
+    assert result.exit_code == 1, result.output
+    assert f"block {forged.height}" in result.output, result.output
+    assert "result:      CORRUPTED" in result.output, result.output
 
 
 def test_invalid_verify_tx_root(chain: ChainWriter) -> None:
