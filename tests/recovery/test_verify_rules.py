@@ -43,7 +43,7 @@ from medledger.chain.validation import decode_block
 from medledger.crypto import Identity
 from medledger.node.cli import main
 
-#: The CLI's line for a problem (`node/cli.py` `_print_report`).
+#: The CLI's line for a problem (`node/cli/verify.py` `_print_report`).
 PROBLEM_LINE: Final = "problem:     height {height}: "
 
 
