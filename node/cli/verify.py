@@ -109,7 +109,7 @@ def verify(home: Path) -> None:
     except StoreCorruptedError as exc:
         click.echo(f"store:       {data_dir}")
         click.echo(f"problem:     {exc.message}")
-        click.echo("result:      CORRUPTED (LevelDB cannot open it)")
+        click.echo("result:      CORRUPTED (the store cannot be opened)")
         click.echo(f"recover it with: medledger rebuild --home {config.home}")
         sys.exit(1)
     except StoreError as exc:
