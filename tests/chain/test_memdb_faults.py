@@ -151,10 +151,14 @@ def test_torn_write_never_leaves_a_half_applied_batch(outcome: TornWrite, seed: 
     torn_at = rng.randrange(len(steps))
     chain.db.tear_write(outcome, after=torn_at)
     snapshots: list[tuple[dict[bytes, bytes], int]] = []
-    with pytest.raises(MemDBCrashedError):
+
+    def run() -> None:
         for step in steps:
             snapshots.append((chain.contents(), chain.store.height))
             step()
+
+    with pytest.raises(MemDBCrashedError):
+        run()
     assert len(snapshots) == torn_at + 1
     before, height = snapshots[-1]
     if outcome is TornWrite.CORRUPT:
@@ -169,10 +173,11 @@ def test_torn_write_never_leaves_a_half_applied_batch(outcome: TornWrite, seed: 
 def test_crash_disarms_a_torn_write() -> None:
     chain = built_chain()
     chain.db.tear_write(TornWrite.CORRUPT, after=5)
-    assert chain.db.tear_armed
+    armed = [chain.db.tear_armed]
     chain.db.crash()
     chain.reopen()
-    assert not chain.db.tear_armed
+    armed.append(chain.db.tear_armed)
+    assert armed == [True, False]
     chain.commit_block()
     assert_clean_at(chain, BLOCKS + 1)
 
@@ -217,9 +222,13 @@ def test_corrupt_table_of_application_state_stops_an_iteration() -> None:
     chain.db.corrupt_table(random.Random(3), containing=app_keys[-1], keys_max=1)
     store = chain.reopen()
     seen: list[bytes] = []
-    with pytest.raises(StoreCorruptedError):
+
+    def walk() -> None:
         for key, _ in store.iter_app():
             seen.append(key)
+
+    with pytest.raises(StoreCorruptedError):
+        walk()
     # LevelDB yields what precedes the bad block, then fails.
     assert seen == [key[len(layout.APP_PREFIX) :] for key in app_keys[:-1]]
 
