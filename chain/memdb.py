@@ -129,7 +129,7 @@ class MemDB:
         "_corrupt_keys",
         "_durable",
         "_open_failure",
-        "_tear",
+        "_tear_plan",
         "_unsynced",
         "_visible",
         "syncs",
@@ -144,7 +144,7 @@ class MemDB:
         #: How many synced writes were made (a simulator can count fsyncs).
         self.syncs = 0
         #: An armed torn write: (writes to let through first, outcome).
-        self._tear: tuple[int, TornWrite] | None = None
+        self._tear_plan: tuple[int, TornWrite] | None = None
         #: Why the database no longer opens (a torn write whose checksum fails); None: it opens.
         self._open_failure: str | None = None
         #: Durable keys whose table fails its checksums (`corrupt_table`).
@@ -196,7 +196,7 @@ class MemDB:
         """Lose every write not yet synced; the database is closed, as after a process death."""
         self._visible = dict(self._durable)
         self._unsynced.clear()
-        self._tear = None
+        self._tear_plan = None
         self._closed = True
 
     def reopen(self) -> MemDB:
@@ -213,11 +213,11 @@ class MemDB:
         `MemDBCrashedError` and leaves the database closed; the writes before it survive."""
         if after < 0:
             raise ValueError("after must be >= 0")
-        self._tear = (after, outcome)
+        self._tear_plan = (after, outcome)
 
     @property
     def tear_armed(self) -> bool:
-        return self._tear is not None
+        return self._tear_plan is not None
 
     def corrupt_table(
         self, rng: random.Random, *, containing: bytes | None = None, keys_max: int = TABLE_KEYS_MAX
@@ -253,11 +253,11 @@ class MemDB:
 
     def _apply(self, ops: list[tuple[bytes, bytes | None]], *, sync: bool) -> None:
         self._check_readable()
-        if self._tear is not None:
-            after, outcome = self._tear
+        if self._tear_plan is not None:
+            after, outcome = self._tear_plan
             if after == 0:
                 self._tear_now(outcome)
-            self._tear = (after - 1, outcome)
+            self._tear_plan = (after - 1, outcome)
         for key, value in ops:
             if value is None:
                 self._visible.pop(key, None)
@@ -273,7 +273,7 @@ class MemDB:
         """The power fails while this write is logged: what precedes it in the log survives."""
         self._flush()
         self._visible = dict(self._durable)
-        self._tear = None
+        self._tear_plan = None
         self._closed = True
         if outcome is TornWrite.CORRUPT:
             self._open_failure = "Corruption: checksum mismatch in the last log record"
