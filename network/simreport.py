@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import html
+import re
 from collections import deque
 from enum import StrEnum
 from pathlib import Path
@@ -165,7 +166,11 @@ _LINE_SHIFT_PX: Final = 0.9
 #: Above every height, so that a bisect finds the commits at a time inclusive.
 _HEIGHT_ABOVE_ALL: Final = 2**64
 
-#: Fault kinds (the first word of a FAULT_START detail) drawn as partitions (hatched).
+#: A fault kind and its nodes inside a dataclass repr used as a detail (the simulator's `Fault`).
+_REPR_KIND: Final = re.compile(r"kind=<\w+\.\w+: '(\w+)'>")
+_REPR_NODES: Final = re.compile(r"nodes=(\([^)]*\))")
+
+#: Fault kinds (`_fault_word` of a FAULT_START detail) drawn as partitions (hatched).
 PARTITION_WORDS: Final = frozenset({"partition", "one_way"})
 
 #: Which events a capped table keeps first (lower first), then in time order.
@@ -402,7 +407,7 @@ def _svg(
         if fits >= 4:
             out.append(
                 f"<text x='{x0 + 3:.1f}' y='{y + _LANE_HEIGHT - 7}'>"
-                f"{_text(_band_label(timeline, band), fits)}</text>"
+                f"{_text(_band_label(timeline, band, short=True), fits)}</text>"
             )
         out.append(f"<title>{_band_title(timeline, band)}</title></g>")
     if lane_count:
@@ -675,8 +680,22 @@ def _band(start: TimelineEvent, end_ms: int, *, ended: bool) -> _Band:
 
 
 def _fault_word(detail: str) -> str:
+    """A fault's kind: the first word of its detail, or the kind named in a dataclass repr
+    (`Fault(kind=<FaultKind.PARTITION: 'partition'>, ...)`)."""
+    named = _REPR_KIND.search(detail)
+    if named is not None:
+        return named.group(1)
     words = detail.split(maxsplit=1)
     return words[0].lower().rstrip(":,") if words else ""
+
+
+def _fault_summary(detail: str) -> str:
+    """A short name for a fault in its lane: "partition (0, 1)" for a dataclass repr, else the detail."""
+    named = _REPR_KIND.search(detail)
+    if named is None:
+        return detail
+    nodes = _REPR_NODES.search(detail)
+    return f"{named.group(1)} {nodes.group(1)}" if nodes is not None else named.group(1)
 
 
 def _assign_lanes(bands: list[_Band]) -> list[int]:
@@ -696,9 +715,10 @@ def _assign_lanes(bands: list[_Band]) -> list[int]:
     return lanes
 
 
-def _band_label(timeline: SimTimeline, band: _Band) -> str:
+def _band_label(timeline: SimTimeline, band: _Band, *, short: bool = False) -> str:
     where = "" if band.node is None else f"{_label(timeline, band.node)}: "
-    return f"{where}{band.detail or 'fault'}"
+    what = _fault_summary(band.detail) if short else band.detail
+    return f"{where}{what or 'fault'}"
 
 
 def _band_title(timeline: SimTimeline, band: _Band) -> str:

@@ -8,6 +8,7 @@ substrings that could sit inside a tag or a comment.
 from __future__ import annotations
 
 import random
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -198,6 +199,38 @@ def test_invalid_markup_in_details_is_escaped() -> None:
     assert f"violation {hostile}" in page.text
     assert f"v0{hostile}" in page.text
     raw.encode("utf-8")  # control characters and lone surrogates were replaced
+
+
+def test_chart_is_well_formed_svg() -> None:
+    """The chart is also valid XML (an SVG viewer, or a copy into a file, opens it on its own)."""
+    for timeline in (small_timeline(), large_timeline()):
+        raw = render_report(timeline)
+        svg = raw[raw.index("<svg") : raw.index("</svg>") + len("</svg>")]
+        root = ET.fromstring(svg)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+
+
+def test_fault_given_as_a_dataclass_repr_is_named_by_its_kind() -> None:
+    timeline = SimTimeline(title="repr", seed=5, replay="r", node_labels=["v0", "v1", "v2"])
+    fault = "Fault(kind=<FaultKind.PARTITION: 'partition'>, start_ms=100, end_ms=900, nodes=(0, 2))"
+    timeline.record(100, None, TimelineKind.FAULT_START, fault)
+    timeline.record(900, None, TimelineKind.FAULT_END, fault)
+    timeline.end_ms = 2_000
+    page = parse(render_report(timeline))
+    classes = [value for name, value in page.attributes if name == "class"]
+    assert "band partition" in classes
+    assert "lane partition" in classes
+    assert "partition (0, 2)" in page.text_in["text"]  # the lane's short label
+    assert any(fault in title for title in page.text_in["title"])  # the full detail on hover
+
+
+def test_unended_fault_lasts_to_the_end_of_the_run() -> None:
+    timeline = SimTimeline(title="open", seed=6, replay="r", node_labels=["v0"])
+    timeline.record(500, 0, TimelineKind.FAULT_START, "loss rate 0.3")
+    timeline.record(700, 0, TimelineKind.FAULT_END, "delay")  # ends another (unknown) fault
+    timeline.end_ms = 4_000
+    titles = " ".join(parse(render_report(timeline)).text_in["title"])
+    assert "v0: loss rate 0.3, 0.500 s to the end of the run (never healed)" in titles
 
 
 def test_empty_timeline_renders(tmp_path: Path) -> None:
