@@ -387,10 +387,14 @@ def _svg(
     out.append(_marks(timeline, events, commits, chart))
     for event in violations[:VIOLATIONS_SHOWN_MAX]:
         x = chart.x(event.at_ms)
+        # The label reads away from the nearer edge, so it stays inside the picture.
+        near_right = x > _LEFT + chart.plot_width * 0.8
+        label_x, anchor = (x - 4, "end") if near_right else (x + 4, "start")
         out.append(
             f"<g><line class='violation' x1='{x:.1f}' y1='{_TOP - 14}' x2='{x:.1f}' "
-            f"y2='{_TOP + _PLOT_HEIGHT}'/><text class='violation-text' x='{x + 4:.1f}' y='{_TOP - 4}'>"
-            f"invariant broken</text><title>{_text(event.detail, TOOLTIP_CHARS_MAX)}</title></g>"
+            f"y2='{_TOP + _PLOT_HEIGHT}'/><text class='violation-text' x='{label_x:.1f}' y='{_TOP - 4}' "
+            f"text-anchor='{anchor}'>invariant broken</text>"
+            f"<title>{_text(event.detail, TOOLTIP_CHARS_MAX)}</title></g>"
         )
     # The fault lanes: each fault as a labelled bar, overlapping ones on separate rows.
     out.append("<g class='lanes'>")
@@ -528,7 +532,7 @@ def _marks(
 
 def _legend(timeline: SimTimeline, bands: list[_Band]) -> str:
     symbols = [
-        ("<polygon class='round' points='7,2 3,10 11,10'/>", "round > 0 at a height (on the node's line)"),
+        ("<polygon class='round' points='7,2 3,10 11,10'/>", "round &gt; 0 at a height (on the node's line)"),
         ("<path class='crash' d='M3,3L11,11M3,11L11,3'/>", "crash"),
         ("<circle class='restart' cx='7' cy='7' r='3.5'/>", "restart"),
         ("<polygon class='storage' points='7,2 12,7 7,12 2,7'/>", "storage fault"),
