@@ -104,6 +104,10 @@ def main() -> int:
         print(lines[-1])
     if done.returncode != 0:
         print(done.stderr.strip()[-4_000:], file=sys.stderr)
+        print(
+            f"the simulation did not pass (exit code {done.returncode}): wall_s is no benchmark result",
+            file=sys.stderr,
+        )
     events_match = _EVENTS.search(done.stdout)
     heights_match = _HEIGHTS.search(done.stdout)
     result: dict[str, object] = {
