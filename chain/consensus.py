@@ -51,10 +51,10 @@ a round whose signature verifies is evidence too (conflicting proposals) and is 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Final, Protocol
 
+from medledger.chain.errors import InvalidCommitError
 from medledger.chain.evidence import (
     Evidence,
     SignedProposal,
@@ -76,6 +76,7 @@ from medledger.chain.types import (
     compute_proposal_signing_bytes,
     compute_vote_signing_bytes,
 )
+from medledger.chain.validation import Verifier, validate_commit
 from medledger.crypto import Identity, verify_signature
 
 #: The block hash of a vote for nil.
@@ -293,7 +294,41 @@ class ConsensusDriver(Protocol):
         ...
 
 
-Verifier = Callable[[bytes, bytes, bytes], bool]
+class RejectionKind(StrEnum):
+    """Why the core refused a message; the driver decides by the kind, never by the text."""
+
+    NOT_STARTED = "not_started"
+    WRONG_CHAIN = "wrong_chain"
+    MALFORMED = "malformed"
+    NOT_VALIDATOR = "not_validator"
+    NOT_PROPOSER = "not_proposer"
+    BAD_PROPOSAL = "bad_proposal"
+    SECOND_PROPOSAL = "second_proposal"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_CERTIFICATE = "bad_certificate"
+    FORGED_CERTIFICATE = "forged_certificate"
+    INVALID_BLOCK = "invalid_block"
+
+
+#: Kinds that prove the relaying peer faulty: every consensus message and certificate is signed
+#: by its author, and honest peers check signatures before they relay.
+FORGERY_KINDS: Final = frozenset({RejectionKind.BAD_SIGNATURE, RejectionKind.FORGED_CERTIFICATE})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused input: its kind and words for a log line."""
+
+    kind: RejectionKind
+    detail: str
+
+    @property
+    def is_forgery(self) -> bool:
+        return self.kind in FORGERY_KINDS
+
+    def __str__(self) -> str:
+        return self.detail
+
 
 # -- signing helpers -------------------------------------------------------------------------
 
@@ -414,7 +449,7 @@ class ConsensusCore:
         self.synchrony = synchrony if synchrony is not None else SynchronyParams()
         self._last_signed = last_signed
         self._persisted_lock = lock
-        self.last_rejection: str | None = None
+        self.last_rejection: Rejection | None = None
 
         self.height = 0
         self.round = 0
@@ -586,11 +621,22 @@ class ConsensusCore:
             return out
         block_hash = block.hash()
         if commit.block_hash != block_hash or block.header.height != self.height:
-            self.last_rejection = "the certificate is not for this block"
+            self.last_rejection = Rejection(
+                RejectionKind.BAD_CERTIFICATE, "the certificate is not for this block"
+            )
             return out
-        reason = self._check_certificate(commit)
-        if reason is not None:
-            self.last_rejection = reason
+        try:
+            validate_commit(
+                commit,
+                chain_id=self.chain_id,
+                validators=self._validators,
+                block_hash=block_hash,
+                height=self.height,
+                verify=self._verify,
+            )
+        except InvalidCommitError as exc:
+            kind = RejectionKind.FORGED_CERTIFICATE if exc.forged else RejectionKind.BAD_CERTIFICATE
+            self.last_rejection = Rejection(kind, exc.message)
             return out
         # A quorum signed this block: it is worth keeping, and its precommits count like any others.
         self._blocks.setdefault(block_hash, block)
@@ -607,41 +653,21 @@ class ConsensusCore:
             self._handle_vote(vote, out, any_round=True)
         self._evaluate(out)
         if not self.decided:
-            self.last_rejection = "the certified block is not valid here"
-        return out
-
-    def _check_certificate(self, commit: Commit) -> str | None:
-        """`validate_commit`'s rules, with this core's verifier: a quorum of distinct members."""
-        assert self._validators is not None
-        seen: set[bytes] = set()
-        for sig in commit.signatures:
-            if sig.validator not in self._members or sig.validator in seen:
-                return "certificate: a signer is not a validator or signed twice"
-            seen.add(sig.validator)
-            signed = compute_vote_signing_bytes(
-                self.chain_id,
-                VoteKind.PRECOMMIT,
-                commit.height,
-                commit.round,
-                commit.block_hash,
-                sig.validator,
+            self.last_rejection = Rejection(
+                RejectionKind.INVALID_BLOCK, "the certified block is not valid here"
             )
-            if not self._verify(sig.validator, signed, sig.signature):
-                return "certificate: bad precommit signature"
-        if len(seen) < self._validators.quorum:
-            return "certificate: fewer signers than a quorum"
-        return None
+        return out
 
     # -- message intake ----------------------------------------------------------------------
 
-    def _reject(self, reason: str) -> None:
-        self.last_rejection = reason
+    def _reject(self, kind: RejectionKind, detail: str) -> None:
+        self.last_rejection = Rejection(kind, detail)
 
     def _handle_proposal(self, proposal: Proposal, out: list[Action], received_ms: int) -> None:
         if self._validators is None:
-            return self._reject("consensus has not started")
+            return self._reject(RejectionKind.NOT_STARTED, "consensus has not started")
         if proposal.chain_id != self.chain_id:
-            return self._reject("proposal for another chain")
+            return self._reject(RejectionKind.WRONG_CHAIN, "proposal for another chain")
         if proposal.height != self.height:
             return self._handle_other_height(proposal, out, received_ms)
         if self.decided:
@@ -649,7 +675,7 @@ class ConsensusCore:
         if proposal.round > self.round + ROUNDS_AHEAD_MAX:
             return self._note_far_round(proposal)
         if proposal.proposer != self._validators.get_proposer(proposal.height, proposal.round).sign_key:
-            return self._reject("proposal not from the round's proposer")
+            return self._reject(RejectionKind.NOT_PROPOSER, "proposal not from the round's proposer")
         state = self._rounds.get(proposal.round)
         if state is not None and state.proposal is not None:
             if state.proposal != proposal:
@@ -657,7 +683,7 @@ class ConsensusCore:
             return None
         reason = self._check_proposal_block(proposal)
         if reason is not None:
-            return self._reject(reason)
+            return self._reject(RejectionKind.BAD_PROPOSAL, reason)
         block_hash = proposal.block.hash()
         signed = compute_proposal_signing_bytes(
             proposal.chain_id,
@@ -668,7 +694,7 @@ class ConsensusCore:
             proposal.proposer,
         )
         if not self._verify(proposal.proposer, signed, proposal.signature):
-            return self._reject("bad proposal signature")
+            return self._reject(RejectionKind.BAD_SIGNATURE, "bad proposal signature")
         state = self._get_round(proposal.round)
         state.proposal, state.proposal_hash = proposal, block_hash
         state.proposal_timely = self.synchrony.is_timely(
@@ -685,15 +711,15 @@ class ConsensusCore:
         first = SignedProposal.of(state.proposal, state.proposal_hash)
         key = (proposal.proposer, proposal.round, int(Step.PROPOSE))
         if key in self._evidence_seen:
-            return self._reject("a second, different proposal for the round")
+            return self._reject(RejectionKind.SECOND_PROPOSAL, "a second, different proposal for the round")
         second = SignedProposal.of(proposal)
         if not is_conflicting_proposals(first, second):
-            return self._reject("a second, different proposal for the round")
+            return self._reject(RejectionKind.SECOND_PROPOSAL, "a second, different proposal for the round")
         if not self._verify(second.proposer, second.signing_bytes(), second.signature):
-            return self._reject("bad proposal signature")
+            return self._reject(RejectionKind.BAD_SIGNATURE, "bad proposal signature")
         self._evidence_seen.add(key)
         out.append(RecordEvidence(make_conflicting_proposal_evidence(first, second)))
-        return self._reject("a second, different proposal for the round")
+        return self._reject(RejectionKind.SECOND_PROPOSAL, "a second, different proposal for the round")
 
     def _check_proposal_block(self, proposal: Proposal) -> str | None:
         assert self._validators is not None
@@ -714,17 +740,17 @@ class ConsensusCore:
 
     def _handle_vote(self, vote: Vote, out: list[Action], *, any_round: bool = False) -> None:
         if self._validators is None:
-            return self._reject("consensus has not started")
+            return self._reject(RejectionKind.NOT_STARTED, "consensus has not started")
         if vote.chain_id != self.chain_id:
-            return self._reject("vote for another chain")
+            return self._reject(RejectionKind.WRONG_CHAIN, "vote for another chain")
         if vote.kind not in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
-            return self._reject("unknown vote kind")
+            return self._reject(RejectionKind.MALFORMED, "unknown vote kind")
         if vote.height != self.height:
             return self._handle_other_height(vote, out, received_ms=0)  # a vote's arrival is no matter
         if self.decided:
             return None
         if vote.validator not in self._members:
-            return self._reject("vote from a non-validator")
+            return self._reject(RejectionKind.NOT_VALIDATOR, "vote from a non-validator")
         if vote.round > self.round + ROUNDS_AHEAD_MAX and not any_round:
             return self._note_far_round(vote)
         state = self._rounds.get(vote.round)
@@ -739,7 +765,7 @@ class ConsensusCore:
             if key in self._evidence_seen:
                 return None
         if not self._verify(vote.validator, vote.signing_bytes(), vote.signature):
-            return self._reject("bad vote signature")
+            return self._reject(RejectionKind.BAD_SIGNATURE, "bad vote signature")
         if existing is not None:
             key = (vote.validator, vote.round, vote.kind)
             if key not in self._evidence_seen:
@@ -767,7 +793,7 @@ class ConsensusCore:
         """A message for a height we are not at: a hint that its sender lags, or one to keep."""
         sender = message.proposer if isinstance(message, Proposal) else message.validator
         if sender not in self._members:
-            return self._reject("message from a non-validator")
+            return self._reject(RejectionKind.NOT_VALIDATOR, "message from a non-validator")
         if message.height < self.height:
             key = (sender, message.height)
             if sender != self._me and key not in self._behind_hinted and self._is_signed(message):
@@ -777,7 +803,7 @@ class ConsensusCore:
         if message.height > self.height + HEIGHTS_AHEAD_MAX or message.round > ROUNDS_AHEAD_MAX:
             return None  # not invalid, only too far ahead to keep: block sync will bring us there
         if not self._is_signed(message):
-            return self._reject("bad signature")
+            return self._reject(RejectionKind.BAD_SIGNATURE, "bad signature")
         self._buffer_future(message, received_ms)
         return None
 
@@ -793,11 +819,11 @@ class ConsensusCore:
         """A message too far ahead to store: remember only its sender's round, for the jump."""
         sender = message.proposer if isinstance(message, Proposal) else message.validator
         if sender not in self._members:
-            return self._reject("message from a non-validator")
+            return self._reject(RejectionKind.NOT_VALIDATOR, "message from a non-validator")
         if message.round <= self._max_round_seen.get(sender, NO_ROUND):
             return None
         if not self._is_signed(message):
-            return self._reject("bad signature")
+            return self._reject(RejectionKind.BAD_SIGNATURE, "bad signature")
         self._note_round(sender, message.round)
         return None
 

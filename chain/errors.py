@@ -1,5 +1,7 @@
 """Typed errors of the chain layer; the API maps each to one problem+json status."""
 
+from enum import StrEnum
+
 from medledger.errors import MedledgerError
 
 
@@ -63,12 +65,49 @@ class MempoolFullError(ChainError):
     code = "mempool_full"
 
 
+class BlockRule(StrEnum):
+    """Every rule a block must satisfy to extend a node's chain (`chain/executor.py` applies them).
+
+    A refusal names its rule, so callers decide by the rule (drop the peer that served it, report
+    it in `medledger verify`), never by reading the message.
+    """
+
+    ENCODING = "encoding"
+    CHAIN_ID = "chain_id"
+    TX_ROOT = "tx_root"
+    HEIGHT = "height"
+    PARENT = "parent"
+    TIME = "time"
+    STATE_ROOT = "state_root"
+    VALIDATORS = "validators"
+    NEXT_VALIDATORS = "next_validators"
+    PROPOSER = "proposer"
+    REPEATED_TX = "repeated_tx"
+    MALFORMED_TX = "malformed_tx"
+    TX_SIGNATURE = "tx_signature"
+    CERTIFICATE = "certificate"
+
+
 class InvalidBlockError(ChainError):
+    """A block that breaks `rule`; nothing of it was applied."""
+
     code = "invalid_block"
+
+    def __init__(self, message: str, *, rule: BlockRule) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class InvalidCommitError(InvalidBlockError):
+    """A commit certificate that does not certify the block for the validator set."""
+
     code = "invalid_commit"
+
+    def __init__(self, message: str, *, forged: bool = False) -> None:
+        super().__init__(message, rule=BlockRule.CERTIFICATE)
+        #: A signature in it does not verify: whoever sent it forged or garbled it (an honest
+        #: peer relays only certificates it checked), unlike one that is merely short or stale.
+        self.forged = forged
 
 
 class StoreError(ChainError):
@@ -89,6 +128,11 @@ class StateDivergedError(StoreCorruptedError):
     """
 
     code = "state_diverged"
+
+    def __init__(self, message: str, *, rule: BlockRule) -> None:
+        super().__init__(message)
+        #: The rule the certified block breaks against our chain (parent or state root).
+        self.rule = rule
 
 
 class NotFoundError(ChainError):

@@ -5,10 +5,12 @@ Pure functions over a `BlockStore` and the genesis (no network, no clock). Two d
 - `check_tail` (run by every node start): the last N blocks each decode, link by hash to their
   parent, match their tx root, carry a commit certificate valid for the validator set, and are
   found again through the hash → height index. Cheap, so a corrupted tip is never served.
-- `check_all` (`medledger verify`): every block as above, then the whole chain is re-executed from
-  genesis into an in-memory store. Each header's state root must equal the recomputed root after
-  its parent, every tx index entry must agree with the replay, and at the end the stored state
-  root and every application entry must equal the replay's.
+- `check_all` (`medledger verify`): every block as above, then the whole chain is replayed from
+  genesis into an in-memory store through the block pipeline a live node uses
+  (`BlockExecutor.validate_certified`: certificate, header link, time, validator sets, proposer,
+  txs, state root), so verify refuses exactly the blocks a node would have refused. Every tx
+  index entry must agree with the replay, and at the end the stored state root and every
+  application entry must equal the replay's.
 
 What the tail check cannot see: the state root after the tip block is certified by no header yet
 (the next block's header will carry it) and the roots chain a hash over every block's writes, so
@@ -27,17 +29,17 @@ import itertools
 from collections.abc import Callable
 
 from medledger.chain.app import App
-from medledger.chain.errors import ChainError, InvalidTxError, StoreCorruptedError
-from medledger.chain.execution import execute_block
+from medledger.chain.errors import (
+    BlockRule,
+    InvalidBlockError,
+    StateDivergedError,
+    StoreCorruptedError,
+)
+from medledger.chain.executor import BlockExecutor
 from medledger.chain.memdb import MemDB
 from medledger.chain.store import BlockStore, TxLocation
-from medledger.chain.types import Block, Commit, Genesis, Tx, TxId, ValidatorSet
-from medledger.chain.validation import (
-    decode_tx,
-    validate_block_shape,
-    validate_commit,
-    validate_header_link,
-)
+from medledger.chain.types import Block, Commit, Genesis, ValidatorSet
+from medledger.chain.validation import validate_block_shape, validate_commit
 
 #: Blocks a node checks at start (the tip and the blocks under it).
 TAIL_BLOCKS_DEFAULT = 16
@@ -53,13 +55,18 @@ ValidatorsAt = Callable[[int], ValidatorSet]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing found wrong; `height` 0 means the store as a whole (meta, state)."""
+    """One thing found wrong; `height` 0 means the store as a whole (meta, state).
+
+    `rule`: the block rule a stored block breaks (None: the store itself is damaged, e.g. an
+    unreadable entry or an index that contradicts the blocks)."""
 
     height: int
     what: str
+    rule: BlockRule | None = None
 
     def __str__(self) -> str:
-        return f"height {self.height}: {self.what}" if self.height else self.what
+        text = f"height {self.height}: {self.what}" if self.height else self.what
+        return text if self.rule is None else f"{text} [rule: {self.rule}]"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,10 +103,10 @@ class _Findings:
         self.problems: list[Problem] = []
         self.total = 0
 
-    def add(self, height: int, what: str) -> None:
+    def add(self, height: int, what: str, rule: BlockRule | None = None) -> None:
         self.total += 1
         if len(self.problems) < PROBLEMS_MAX:
-            self.problems.append(Problem(height, what))
+            self.problems.append(Problem(height, what, rule))
 
 
 def _check_meta(store: BlockStore, genesis: Genesis, findings: _Findings) -> None:
@@ -116,10 +123,13 @@ def _check_block(
     height: int,
     parent_hash: bytes | None,
     findings: _Findings,
+    *,
+    check_certificate: bool = True,
 ) -> tuple[Block, Commit] | None:
     """The checks of one stored block that need no replay; (block, commit) if all passed.
 
     `parent_hash` None: the parent could not be read, so the link is not checked.
+    `check_certificate` False: the replay checks it (with the validator sets it replays).
     """
     try:
         block = store.get_block(height)
@@ -134,20 +144,21 @@ def _check_block(
     block_hash = block.hash()
     try:
         validate_block_shape(block, chain_id=genesis.chain_id)
-    except ChainError as exc:
-        findings.add(height, exc.message)
+    except InvalidBlockError as exc:
+        findings.add(height, exc.message, exc.rule)
     if parent_hash is not None and block.header.parent_hash != parent_hash:
-        findings.add(height, "the parent hash does not match the stored block below it")
-    try:
-        validate_commit(
-            commit,
-            chain_id=genesis.chain_id,
-            validators=validators_at(height),
-            block_hash=block_hash,
-            height=height,
-        )
-    except ChainError as exc:
-        findings.add(height, f"invalid certificate: {exc.message}")
+        findings.add(height, "the parent hash does not match the stored block below it", BlockRule.PARENT)
+    if check_certificate:
+        try:
+            validate_commit(
+                commit,
+                chain_id=genesis.chain_id,
+                validators=validators_at(height),
+                block_hash=block_hash,
+                height=height,
+            )
+        except InvalidBlockError as exc:
+            findings.add(height, f"invalid certificate: {exc.message}", exc.rule)
     try:
         indexed = store.get_height_by_hash(block_hash)
     except StoreCorruptedError as exc:
@@ -225,18 +236,25 @@ def check_all(
     progress: Progress | None = None,
     validators_at: ValidatorsAt | None = None,
 ) -> IntegrityReport:
-    """Check every block and replay the chain from genesis; see the module docstring."""
+    """Check every block and replay the chain from genesis; see the module docstring.
+
+    `validators_at`: the sets that certified the chain, for blocks past where the replay stopped
+    (default: the stored state's history). Replayed blocks are judged by the replay's own history.
+    """
     app = app_factory()
     validators_at = validators_at or get_validators_at(app, store, genesis)
     findings = _Findings()
     _check_meta(store, genesis, findings)
     replay = BlockStore.open_memory(MemDB(), name=f"replay of {store.path}")
     replay.init_genesis(genesis, app.init_state(genesis))
+    executor = BlockExecutor(store=replay, app=app, genesis=genesis)
     replaying = True
     parent_hash: bytes | None = genesis.hash()
     txs = 0
     for height in range(1, store.height + 1):
-        found = _check_block(store, genesis, validators_at, height, parent_hash, findings)
+        found = _check_block(
+            store, genesis, validators_at, height, parent_hash, findings, check_certificate=not replaying
+        )
         if found is None:
             parent_hash = None
             if replaying:
@@ -247,7 +265,7 @@ def check_all(
             parent_hash = block.hash()
             txs += len(block.txs)
             if replaying:
-                replaying = _replay_block(store, replay, app, validators_at, block, commit, findings)
+                replaying = _replay_block(store, executor, block, commit, findings)
         if progress is not None:
             progress(height, store.height)
     state_checked = replaying
@@ -259,45 +277,17 @@ def check_all(
 
 
 def _replay_block(
-    store: BlockStore,
-    replay: BlockStore,
-    app: App,
-    validators_at: ValidatorsAt,
-    block: Block,
-    commit: Commit,
-    findings: _Findings,
+    store: BlockStore, executor: BlockExecutor, block: Block, commit: Commit, findings: _Findings
 ) -> bool:
-    """Execute `block` on the replay store and compare with what `store` recorded; False: stop."""
+    """Run `block` through the pipeline on the replay store and compare with what `store`
+    recorded; False: the replay stops here."""
     height = block.header.height
     try:
-        validate_header_link(
-            block.header,
-            parent_hash=replay.last_block_hash,
-            parent_time_ms=replay.last_block_time_ms,
-            height=replay.height + 1,
-            state_root=replay.state_root,
-            validators_hash=validators_at(height).hash(),
-        )
-    except ChainError as exc:
-        findings.add(height, exc.message)
+        executed = executor.validate_certified(block, commit)
+    except (InvalidBlockError, StateDivergedError) as exc:
+        findings.add(height, exc.message, exc.rule)
         return False
-    txs: list[Tx] = []
-    tx_ids: list[TxId] = []
-    seen: set[bytes] = set()
-    for raw in block.txs:
-        try:
-            tx, tx_id = decode_tx(raw)
-        except InvalidTxError as exc:
-            findings.add(height, exc.message)
-            return False
-        if replay.has_tx(tx_id) or tx_id in seen:
-            findings.add(height, f"transaction {tx_id.hex()} is committed twice")
-            return False
-        seen.add(tx_id)
-        txs.append(tx)
-        tx_ids.append(tx_id)
-    executed = execute_block(app, replay, block, tuple(txs), tx_ids)
-    for index, (tx_id, result) in enumerate(zip(tx_ids, executed.execution.results, strict=True)):
+    for index, (tx_id, result) in enumerate(zip(executed.tx_ids, executed.execution.results, strict=True)):
         expected = TxLocation(height, index, int(result.ok), result.code)
         try:
             stored = store.get_tx_location(tx_id)
@@ -306,7 +296,7 @@ def _replay_block(
             continue
         if stored != expected:
             findings.add(height, f"the tx index entry of {tx_id.hex()} differs from the replay")
-    replay.save_block(executed.block, executed.raw, commit, tx_ids, executed.execution)
+    executor.commit(executed, commit)
     return True
 
 

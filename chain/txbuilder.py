@@ -1,12 +1,24 @@
-"""Building signed transactions on the client side (SDKs, CLI, tests and benchmarks)."""
+"""Building signed things: transactions on the client side (SDKs, CLI, tests and benchmarks), and
+commit certificates from a set of validator keys (local chains built for tests and benchmarks, and
+the simulator's Byzantine nodes)."""
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 
 from medledger.chain.codec import encode
-from medledger.chain.types import Tx, TxId, compute_tx_id, compute_tx_signing_bytes
+from medledger.chain.types import (
+    Commit,
+    CommitSig,
+    Tx,
+    TxId,
+    VoteKind,
+    compute_tx_id,
+    compute_tx_signing_bytes,
+    compute_vote_signing_bytes,
+)
 from medledger.crypto import Identity
 
 
@@ -27,3 +39,17 @@ def sign_tx(
     tx = Tx(chain_id, kind, sender, nonce, timestamp_ms, body, signature)
     raw = encode(tx)
     return tx, raw, compute_tx_id(raw)
+
+
+def sign_commit(
+    signers: Sequence[Identity], *, chain_id: str, height: int, round_: int, block_hash: bytes
+) -> Commit:
+    """A commit certificate of one precommit per signer (in the given order) for `block_hash`."""
+    sigs = tuple(
+        CommitSig(
+            key := s.public.sign_key,
+            s.sign(compute_vote_signing_bytes(chain_id, VoteKind.PRECOMMIT, height, round_, block_hash, key)),
+        )
+        for s in signers
+    )
+    return Commit(height, round_, block_hash, sigs)

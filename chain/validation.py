@@ -8,10 +8,12 @@ block producer, consensus and block sync.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from medledger.chain.codec import decode
 from medledger.chain.errors import (
     BadSignatureError,
+    BlockRule,
     CodecError,
     InvalidBlockError,
     InvalidCommitError,
@@ -33,6 +35,10 @@ from medledger.chain.types import (
     compute_vote_signing_bytes,
 )
 from medledger.crypto import compute_merkle_root, verify_signature
+
+#: `verify(public_key, message, signature)`: the signature check consensus and certificates use
+#: (the simulator passes one that caches results across its nodes).
+Verifier = Callable[[bytes, bytes, bytes], bool]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,10 +107,14 @@ def validate_block_shape(block: Block, *, chain_id: str) -> list[TxId]:
     """
     header = block.header
     if header.chain_id != chain_id:
-        raise InvalidBlockError(f"block is for chain {header.chain_id!r}, this is {chain_id!r}")
+        raise InvalidBlockError(
+            f"block is for chain {header.chain_id!r}, this is {chain_id!r}", rule=BlockRule.CHAIN_ID
+        )
     tx_ids = [compute_tx_id(raw) for raw in block.txs]
     if compute_merkle_root(list(tx_ids)) != header.tx_root:
-        raise InvalidBlockError(f"block {header.height}: transactions do not match the tx root")
+        raise InvalidBlockError(
+            f"block {header.height}: transactions do not match the tx root", rule=BlockRule.TX_ROOT
+        )
     return tx_ids
 
 
@@ -124,14 +134,20 @@ def validate_header_link(
     they agree on it.
     """
     if header.height != height:
-        raise InvalidBlockError(f"expected height {height}, got {header.height}")
+        raise InvalidBlockError(f"expected height {height}, got {header.height}", rule=BlockRule.HEIGHT)
     if header.parent_hash != parent_hash:
-        raise InvalidBlockError(f"block {height}: parent hash does not match our block {height - 1}")
+        raise InvalidBlockError(
+            f"block {height}: parent hash does not match our block {height - 1}", rule=BlockRule.PARENT
+        )
     validate_block_time(header, parent_time_ms=parent_time_ms)
     if header.state_root != state_root:
-        raise InvalidBlockError(f"block {height}: state root differs from ours after {height - 1}")
+        raise InvalidBlockError(
+            f"block {height}: state root differs from ours after {height - 1}", rule=BlockRule.STATE_ROOT
+        )
     if header.validators_hash != validators_hash:
-        raise InvalidBlockError(f"block {height}: validator set hash differs from ours")
+        raise InvalidBlockError(
+            f"block {height}: validator set hash differs from ours", rule=BlockRule.VALIDATORS
+        )
 
 
 def validate_block_time(header: Header, *, parent_time_ms: int) -> None:
@@ -142,14 +158,25 @@ def validate_block_time(header: Header, *, parent_time_ms: int) -> None:
     """
     if header.time_ms <= parent_time_ms:
         raise InvalidBlockError(
-            f"block {header.height}: time {header.time_ms} ms is not after its parent's {parent_time_ms} ms"
+            f"block {header.height}: time {header.time_ms} ms is not after its parent's {parent_time_ms} ms",
+            rule=BlockRule.TIME,
         )
 
 
 def validate_commit(
-    commit: Commit, *, chain_id: str, validators: ValidatorSet, block_hash: bytes, height: int
+    commit: Commit,
+    *,
+    chain_id: str,
+    validators: ValidatorSet,
+    block_hash: bytes,
+    height: int,
+    verify: Verifier = verify_signature,
 ) -> None:
-    """A certificate is valid when a quorum of distinct validators precommitted this block."""
+    """A certificate is valid when a quorum of distinct validators precommitted this block.
+
+    The one check of certificates: consensus, block sync, the light client's peers and
+    `medledger verify` all call it (with their own `verify`).
+    """
     if commit.height != height or commit.block_hash != block_hash:
         raise InvalidCommitError(f"commit is for another block than height {height}'s")
     members = {v.sign_key for v in validators.validators}
@@ -163,8 +190,8 @@ def validate_commit(
         message = compute_vote_signing_bytes(
             chain_id, VoteKind.PRECOMMIT, commit.height, commit.round, commit.block_hash, sig.validator
         )
-        if not verify_signature(sig.validator, message, sig.signature):
-            raise InvalidCommitError(f"commit {height}: a precommit signature does not verify")
+        if not verify(sig.validator, message, sig.signature):
+            raise InvalidCommitError(f"commit {height}: a precommit signature does not verify", forged=True)
     if len(seen) < validators.quorum:
         raise InvalidCommitError(
             f"commit {height}: {len(seen)} signers, a quorum is {validators.quorum} of {len(validators)}"
@@ -175,4 +202,4 @@ def decode_block(raw: bytes, *, max_bytes: int) -> Block:
     try:
         return decode(Block, raw, max_bytes=max_bytes)
     except CodecError as exc:
-        raise InvalidBlockError(f"malformed block: {exc.message}") from None
+        raise InvalidBlockError(f"malformed block: {exc.message}", rule=BlockRule.ENCODING) from None

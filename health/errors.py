@@ -9,7 +9,13 @@ sealed or opened, a malformed genesis, or a stored value that does not decode (a
 store: the node must stop, never guess). None of their messages carries record content or a reason.
 """
 
+from medledger.chain.errors import TxRejectedError
 from medledger.errors import MedledgerError
+
+
+def reject(rule: str, message: str) -> TxRejectedError:
+    """The refusal of health rule `rule`: a `TxRejectedError` whose rule is `health.<rule>`."""
+    return TxRejectedError(message, rule=f"health.{rule}")
 
 
 class HealthError(MedledgerError):

@@ -18,13 +18,19 @@ from typing import TypeVar
 
 from medledger.chain.app import StateReader
 from medledger.chain.codec import decode
-from medledger.chain.errors import CodecError, TxRejectedError
+from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError
 from medledger.health import state as st
-from medledger.health.errors import HealthStateError
+from medledger.health.errors import HealthStateError, reject
+from medledger.health.policy import (
+    get_live_grants,
+    is_acting_for_patient,
+    is_author_role,
+    is_readable_under_grant,
+    validate_record_readers,
+)
 from medledger.health.types import (
-    AUTHOR_ROLES,
     BODY_TYPES,
     EVENT_DENY,
     EVENT_GRANT,
@@ -68,7 +74,6 @@ from medledger.health.types import (
     SupersedeRecordBody,
     compute_patient_id,
     is_covered,
-    is_grant_live,
 )
 
 _Sortable = TypeVar("_Sortable", bytes, str)
@@ -82,10 +87,6 @@ class TxContext:
     sender: bytes
     height: int
     time_ms: int | None
-
-
-def reject(rule: str, message: str) -> TxRejectedError:
-    return TxRejectedError(message, rule=f"health.{rule}")
 
 
 def _is_strictly_sorted(items: tuple[_Sortable, ...]) -> bool:
@@ -123,19 +124,8 @@ def validate_institution(state: StateReader, sign_key: bytes) -> Institution:
 
 def validate_acts_for_patient(patient: PatientState, sender: bytes) -> None:
     """The sender is the patient or one of their current representatives."""
-    if sender != patient.sign_key and sender not in patient.representatives:
+    if not is_acting_for_patient(patient, sender):
         raise reject("not_authorised", "only the patient or a current representative may do this")
-
-
-def get_live_grants(state: StateReader, patient_id: bytes, time_ms: int | None) -> list[GrantState]:
-    grants: list[GrantState] = []
-    for grant_id in st.get_live_grant_ids(state, patient_id):
-        grant = st.get_grant(state, grant_id)
-        if grant is None:
-            raise HealthStateError("a live grant is missing")
-        if is_grant_live(grant, time_ms):
-            grants.append(grant)
-    return grants
 
 
 def prune_live_grants(state: st.StateWriter, patient_id: bytes, time_ms: int | None) -> list[GrantState]:
@@ -221,22 +211,11 @@ def process_remove_representative(state: st.StateWriter, ctx: TxContext, body: R
 # --- records ------------------------------------------------------------------------------------
 
 
-def compute_allowed_readers(
-    state: StateReader, ctx: TxContext, patient: PatientState, author: Institution, record_type: str
-) -> set[bytes]:
-    """Who a new record may be sealed for: the patient, the author, and live covering grantees."""
-    allowed = {patient.enc_key, author.enc_key}
-    for grant in get_live_grants(state, patient.patient_id, ctx.time_ms):
-        if is_covered(grant.scope, ctx.tx_id, record_type, ctx.time_ms):
-            allowed.add(grant.grantee_enc_key)
-    return allowed
-
-
 def validate_add_record(
     state: StateReader, ctx: TxContext, body: AddRecordBody
 ) -> tuple[PatientState, Institution]:
     author = validate_institution(state, ctx.sender)
-    if author.role not in AUTHOR_ROLES:
+    if not is_author_role(author.role):
         raise reject("author_role", f"an institution with role {author.role!r} cannot author records")
     patient = validate_patient(state, body.patient_id)
     try:
@@ -251,19 +230,16 @@ def validate_add_record(
     # able to judge the record exactly as the chain does.
     if st.get_record_id_by_nonce(state, body.patient_id, body.envelope.nonce) is not None:
         raise reject("record_duplicate", "this ciphertext is already on the ledger as another record")
-    readers = set(body.envelope.readers)
-    if patient.enc_key not in readers:
-        raise reject("record_readers", "the record's key is not sealed for the patient")
-    if author.enc_key not in readers:
-        raise reject("record_readers", "the record's key is not sealed for its author")
-    # Revocation stops future sharing: a record may only be sealed for someone the patient has
-    # authorised now, through a live grant whose scope covers this record.
-    unauthorised = readers - compute_allowed_readers(state, ctx, patient, author, body.record_type)
-    if unauthorised:
-        raise reject(
-            "record_readers",
-            f"the record's key is sealed for {len(unauthorised)} reader(s) without a live covering grant",
-        )
+    # Revocation stops future sharing: the one sealing rule, which the API also seals by.
+    validate_record_readers(
+        state,
+        patient,
+        author,
+        body.record_type,
+        body.envelope.readers,
+        record_id=ctx.tx_id,
+        time_ms=ctx.time_ms,
+    )
     return patient, author
 
 
@@ -452,17 +428,6 @@ def process_revoke(state: st.StateWriter, ctx: TxContext, body: RevokeBody) -> N
 
 
 # --- reads --------------------------------------------------------------------------------------
-
-
-def is_readable_under_grant(grant: GrantState, record: RecordState) -> bool:
-    """A grant covers reading a record it carries a key for, or one sealed for its grantee."""
-    if record.patient_id != grant.patient_id:
-        return False
-    if grant.get_sealed_key(record.record_id) is not None:
-        return True
-    return grant.grantee_enc_key in record.envelope.readers and is_covered(
-        grant.scope, record.record_id, record.record_type, record.time_ms
-    )
 
 
 def validate_read_receipt(state: StateReader, ctx: TxContext, body: ReadReceiptBody) -> GrantState:

@@ -693,6 +693,12 @@ class PeerNetwork:
         log.warning("dropping peer %s for %.0f s: %s", link.name, BAN_S, why)
         self._end(link, aiohttp.WSCloseCode.POLICY_VIOLATION)
 
+    def drop_peer(self, peer_key: bytes, why: str) -> None:
+        """`drop` the link to `peer_key`, if there is one."""
+        link = self.links.get(peer_key)
+        if link is not None:
+            self.drop(link, why)
+
     def _end(self, link: PeerLink, code: int) -> None:
         link.ended.set()
         if self.links.get(link.peer_key) is link:

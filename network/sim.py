@@ -1022,7 +1022,7 @@ class Simulation:
             actions = node.core.on_vote(message)
         if node.core.last_rejection is not None:
             signer = message.proposer if isinstance(message, Proposal) else message.validator
-            self.checker.on_rejected(node, sender, signer, node.core.last_rejection)
+            self.checker.on_rejected(node, sender, signer, str(node.core.last_rejection))
         self._execute(node, actions)
 
     def _drain_catchup(self, node: SimNode) -> None:

@@ -17,7 +17,9 @@ Two audiences, one node:
   ciphertexts, inquiries, grants, audit events, each with its canonical encoding so the client can
   decode and check it itself). The node's API token reads these routes too (it is the operator's).
 
-Handlers parse, check and hand over to the `Node`; problems are `application/problem+json`.
+Handlers parse the request, ask `medledger.health` (the consent policy is `health/policy.py`: who a
+record is sealed for, which grant a read cites, what an institution sees of an audit trail), hand
+writes to the `Node` and render the answer; problems are `application/problem+json`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any, Final
 
 from aiohttp import web
@@ -34,8 +37,10 @@ from aiohttp import web
 from medledger.chain.app import StateReader
 from medledger.chain.codec import WireType, encode
 from medledger.chain.errors import TxRejectedError
+from medledger.chain.limits import UINT_MAX
 from medledger.chain.store import TxLocation
-from medledger.crypto import CryptoError, DecryptionError
+from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
+from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
 from medledger.health.client import build_add_record, build_read_receipt, build_request_access, make_scope
@@ -48,15 +53,8 @@ from medledger.health.errors import (
 from medledger.health.fhir import RECORD_JSON_BYTES_MAX, compute_record_json, validate_record
 from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import encrypt_record, open_record
-from medledger.health.rules import is_readable_under_grant
 from medledger.health.types import (
-    AUTHOR_ROLES,
-    EVENT_DENY,
-    EVENT_GRANT,
-    EVENT_INQUIRY,
-    EVENT_REVOKE,
     INQUIRY_STATUSES,
-    INQUIRY_TTL_MS_MAX,
     PURPOSES,
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
@@ -67,7 +65,6 @@ from medledger.health.types import (
     PatientState,
     RecordState,
     Scope,
-    is_grant_live,
 )
 from medledger.node.auth import API_AUTH_KEY, Access, add_route
 from medledger.node.errors import BadRequestError, NodeError
@@ -85,12 +82,10 @@ WAIT_MS_MAX: Final = 30_000
 RECEIPT_WAIT_S: Final = 15.0
 LIST_LIMIT_DEFAULT: Final = 100
 LIST_LIMIT_MAX: Final = st.LIST_LIMIT_MAX
-#: A new record is sealed for a grantee only if its grant stays live this long around "now":
-#: the block time differs from the node's clock, and a record sealed for a reader the rules no
-#: longer allow is refused.
-GRANT_MARGIN_MS: Final = 60_000
-INQUIRY_TTL_MS_DEFAULT: Final = 30 * 24 * 3600 * 1000
-TIME_MS_MAX: Final = 2**64 - 1
+#: Largest `start` of a page (a list position: a signed 64-bit integer, as clients hold one).
+LIST_START_MAX: Final = 2**63 - 1
+#: Latest time a scope may name: the largest value the codec's unsigned integers hold.
+TIME_MS_MAX: Final = UINT_MAX
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -133,8 +128,8 @@ HEALTH_KEY: Final = web.AppKey("health", HealthService)
 
 
 def _hex_id(value: object, what: str) -> bytes:
-    if not isinstance(value, str) or re.fullmatch("[0-9a-fA-F]{64}", value) is None:
-        raise BadRequestError(f"{what} must be 64 hex characters")
+    if not isinstance(value, str) or re.fullmatch(f"[0-9a-fA-F]{{{2 * HASH_SIZE}}}", value) is None:
+        raise BadRequestError(f"{what} must be {2 * HASH_SIZE} hex characters")
     return bytes.fromhex(value)
 
 
@@ -148,7 +143,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 
 
 def _page(request: web.Request) -> tuple[int, int]:
-    start = _query_int(request, "start", 0, 0, 2**63 - 1)
+    start = _query_int(request, "start", 0, 0, LIST_START_MAX)
     return start, _query_int(request, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX)
 
 
@@ -211,6 +206,29 @@ def _wait_ms(request: web.Request) -> int:
 
 
 # --- JSON views ---------------------------------------------------------------------------------
+#
+# A view is a stored value's fields, each rendered by its type (bytes as hex, tuples as lists,
+# nested values as objects), less the fields named here, plus the extras its function adds. The
+# OpenAPI document (`node/openapi.py`) derives each view's schema from the same model and table,
+# so a field added to a model appears in both.
+
+#: Fields a view leaves out: ciphertexts and sealed keys travel in `encoded` (canonical bytes) only.
+VIEW_OMITS: Final[dict[type, frozenset[str]]] = {
+    Institution: frozenset(),
+    PatientState: frozenset(),
+    Scope: frozenset(),
+    RecordState: frozenset({"envelope"}),
+    InquiryState: frozenset({"sealed_reason"}),
+    GrantState: frozenset({"grantee_enc_key", "record_keys"}),
+    AuditEvent: frozenset(),
+}
+
+
+class WriteStatus(StrEnum):
+    """Where a write stands when its answer is sent."""
+
+    PENDING = "pending"  # admitted, not (yet) seen committed
+    COMMITTED = "committed"
 
 
 def _b64(value: WireType) -> str:
@@ -221,99 +239,59 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json.dumps(data), content_type="application/json")
 
 
-def institution_json(institution: Institution) -> dict[str, Any]:
+def _value_json(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, tuple):
+        return [_value_json(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return model_json(value)
+    return value
+
+
+def model_json(value: object) -> dict[str, Any]:
+    """A stored value's view: its fields (less `VIEW_OMITS`), bytes as hex, nested values as objects."""
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        raise TypeError(f"a view renders a stored value (a dataclass), not {type(value).__name__}")
+    omit = VIEW_OMITS.get(type(value), frozenset())
     return {
-        "name": institution.name,
-        "role": institution.role,
-        "sign_key": institution.sign_key.hex(),
-        "enc_key": institution.enc_key.hex(),
+        field.name: _value_json(getattr(value, field.name))
+        for field in dataclasses.fields(value)
+        if field.name not in omit
     }
+
+
+def institution_json(institution: Institution) -> dict[str, Any]:
+    return model_json(institution)
 
 
 def patient_json(patient: PatientState) -> dict[str, Any]:
-    return {
-        "patient_id": patient.patient_id.hex(),
-        "sign_key": patient.sign_key.hex(),
-        "enc_key": patient.enc_key.hex(),
-        "representatives": [r.hex() for r in patient.representatives],
-        "height": patient.height,
-        "time_ms": patient.time_ms,
-        "encoded": _b64(patient),
-    }
-
-
-def scope_json(scope: Scope) -> dict[str, Any]:
-    return {
-        "record_types": list(scope.record_types),
-        "record_ids": [r.hex() for r in scope.record_ids],
-        "from_ms": scope.from_ms,
-        "to_ms": scope.to_ms,
-    }
+    return {**model_json(patient), "encoded": _b64(patient)}
 
 
 def record_json(service: HealthService, record: RecordState) -> dict[str, Any]:
     return {
-        "record_id": record.record_id.hex(),
-        "patient_id": record.patient_id.hex(),
-        "author": record.author.hex(),
+        **model_json(record),
         "author_name": service.name_of(record.author),
-        "record_type": record.record_type,
-        "commitment": record.commitment.hex(),
-        "supersedes": record.supersedes.hex(),
-        "superseded_by": record.superseded_by.hex(),
         "readers": len(record.envelope.wrapped_keys),
-        "height": record.height,
-        "time_ms": record.time_ms,
     }
 
 
 def grant_json(service: HealthService, grant: GrantState) -> dict[str, Any]:
     return {
-        "grant_id": grant.grant_id.hex(),
-        "inquiry_id": grant.inquiry_id.hex(),
-        "patient_id": grant.patient_id.hex(),
-        "grantee": grant.grantee.hex(),
+        **model_json(grant),
         "grantee_name": service.name_of(grant.grantee),
-        "granted_by": grant.granted_by.hex(),
-        "scope": scope_json(grant.scope),
-        "purpose": grant.purpose,
-        "expires_ms": grant.expires_ms,
         "record_ids": [rk.record_id.hex() for rk in grant.record_keys],
         "revoked": grant.is_revoked,
-        "revoked_height": grant.revoked_height,
-        "revoked_time_ms": grant.revoked_time_ms,
-        "height": grant.height,
-        "time_ms": grant.time_ms,
     }
 
 
 def inquiry_json(service: HealthService, inquiry: InquiryState) -> dict[str, Any]:
-    return {
-        "inquiry_id": inquiry.inquiry_id.hex(),
-        "patient_id": inquiry.patient_id.hex(),
-        "requester": inquiry.requester.hex(),
-        "requester_name": service.name_of(inquiry.requester),
-        "scope": scope_json(inquiry.scope),
-        "purpose": inquiry.purpose,
-        "expires_ms": inquiry.expires_ms,
-        "status": inquiry.status,
-        "decision_id": inquiry.decision_id.hex(),
-        "height": inquiry.height,
-        "time_ms": inquiry.time_ms,
-    }
+    return {**model_json(inquiry), "requester_name": service.name_of(inquiry.requester)}
 
 
 def audit_json(service: HealthService, event: AuditEvent) -> dict[str, Any]:
-    return {
-        "event": event.event,
-        "event_id": event.event_id.hex(),
-        "actor": event.actor.hex(),
-        "actor_name": service.name_of(event.actor),
-        "subject_id": event.subject_id.hex(),
-        "record_ids": [r.hex() for r in event.record_ids],
-        "height": event.height,
-        "time_ms": event.time_ms,
-    }
+    return {**model_json(event), "actor_name": service.name_of(event.actor)}
 
 
 # --- shared state reads -------------------------------------------------------------------------
@@ -332,53 +310,6 @@ def _require_patient(state: StateReader, patient_id: bytes) -> PatientState:
     return patient
 
 
-def _list_all_audit(state: StateReader, patient_id: bytes) -> list[AuditEvent]:
-    events: list[AuditEvent] = []
-    while True:
-        page = st.list_audit_events(state, patient_id, start=len(events))
-        events.extend(page)
-        if len(page) < st.LIST_LIMIT_MAX:
-            return events
-
-
-def _list_inquiries(state: StateReader, patient_id: bytes, requester: bytes | None) -> list[InquiryState]:
-    inquiries: list[InquiryState] = []
-    for event in _list_all_audit(state, patient_id):
-        if event.event != EVENT_INQUIRY or (requester is not None and event.actor != requester):
-            continue
-        inquiry = st.get_inquiry(state, event.event_id)
-        if inquiry is not None:
-            inquiries.append(inquiry)
-    return inquiries
-
-
-def _find_read_grant(
-    state: StateReader, me: Institution, record: RecordState, now_ms: int
-) -> GrantState | None:
-    """A live grant of `me` under which `record` may be read (the one expiring last), if any."""
-    candidates = [
-        g
-        for g in st.list_grants(state, record.patient_id)
-        if g.grantee == me.sign_key and is_grant_live(g, now_ms) and is_readable_under_grant(g, record)
-    ]
-    return max(candidates, key=lambda g: g.expires_ms, default=None)
-
-
-def _current_grantee_keys(state: StateReader, patient_id: bytes, record_type: str, now_ms: int) -> set[bytes]:
-    """x25519 keys of grantees whose live grant will cover a record of `record_type` added now."""
-    keys: set[bytes] = set()
-    for grant_id in st.get_live_grant_ids(state, patient_id):
-        grant = st.get_grant(state, grant_id)
-        if grant is None or grant.is_revoked or grant.expires_ms <= now_ms + GRANT_MARGIN_MS:
-            continue
-        scope = grant.scope
-        if not scope.from_ms <= now_ms - GRANT_MARGIN_MS or scope.to_ms < now_ms + GRANT_MARGIN_MS:
-            continue
-        if (not scope.record_types and not scope.record_ids) or record_type in scope.record_types:
-            keys.add(grant.grantee_enc_key)
-    return keys
-
-
 async def _submit_and_wait(service: HealthService, raw: bytes, wait_ms: int) -> TxLocation | None:
     """Admit a tx the node signed and wait for its commit; a tx refused in its block is a 422."""
     node = service.node
@@ -390,7 +321,8 @@ async def _submit_and_wait(service: HealthService, raw: bytes, wait_ms: int) -> 
 
 
 def _write_result(tx_id: bytes, location: TxLocation | None) -> dict[str, Any]:
-    result: dict[str, Any] = {"tx_id": tx_id.hex(), "status": "pending" if location is None else "committed"}
+    status = WriteStatus.PENDING if location is None else WriteStatus.COMMITTED
+    result: dict[str, Any] = {"tx_id": tx_id.hex(), "status": status.value}
     if location is not None:
         result["height"] = location.height
     return result
@@ -437,12 +369,6 @@ def institution_route(handler: Handler) -> Handler:
             )
 
     return wrapped
-
-
-def is_patient_signer(state: StateReader, signer: bytes, patient_id: bytes) -> bool:
-    """Whether `signer` may act for `patient_id`: the registered patient's key or a representative's."""
-    patient = st.get_patient(state, patient_id)
-    return patient is not None and (signer == patient.sign_key or signer in patient.representatives)
 
 
 def _me(request: web.Request) -> tuple[HealthService, Institution]:
@@ -492,7 +418,7 @@ async def post_record(request: web.Request) -> web.Response:
         )
     state = _state(service)
     patient = _require_patient(state, patient_id)
-    if me.role not in AUTHOR_ROLES:
+    if not policy.is_author_role(me.role):
         raise ApiProblem(
             403,
             "Forbidden",
@@ -500,9 +426,8 @@ async def post_record(request: web.Request) -> web.Response:
             code="author_role",
         )
     record_type = validate_record(resource).record_type
-    readers = {patient.enc_key, me.enc_key} | _current_grantee_keys(
-        state, patient_id, record_type, service.node.clock_ms()
-    )
+    # The rules' own sealing rule, with a margin around this node's clock (the block's time differs).
+    readers = policy.compute_node_record_readers(state, patient, me, record_type, service.node.clock_ms())
     try:
         encrypted = encrypt_record(
             resource, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
@@ -532,14 +457,10 @@ async def list_records(request: web.Request) -> web.Response:
     now_ms = service.node.clock_ms()
     items = []
     for record in st.list_records(state, patient_id, start=start, limit=limit):
-        if record.author == me.sign_key:
-            items.append({**record_json(service, record), "access": "author", "grant_id": ""})
-            continue
-        grant = _find_read_grant(state, me, record, now_ms)
-        if grant is not None:
-            items.append(
-                {**record_json(service, record), "access": "grant", "grant_id": grant.grant_id.hex()}
-            )
+        access = policy.get_read_access(state, me, record, now_ms)
+        if access is not None:
+            grant_id = access.grant.grant_id.hex() if access.grant is not None else ""
+            items.append({**record_json(service, record), "access": access.access, "grant_id": grant_id})
     return _json({"patient_id": patient_id.hex(), "records": items})
 
 
@@ -554,17 +475,18 @@ async def read_record(request: web.Request) -> web.Response:
     node = service.node
     receipt: dict[str, Any] | None = None
     try:
-        if record.author == me.sign_key:
+        access = policy.get_read_access(state, me, record, node.clock_ms())
+        if access is None:
+            raise ApiProblem(
+                403,
+                "Forbidden",
+                "this institution holds no live grant covering the record; file an inquiry",
+                code="no_grant",
+            )
+        if access.grant is None:  # its author
             decrypted = open_record(record, node.identity)
         else:
-            grant = _find_read_grant(state, me, record, node.clock_ms())
-            if grant is None:
-                raise ApiProblem(
-                    403,
-                    "Forbidden",
-                    "this institution holds no live grant covering the record; file an inquiry",
-                    code="no_grant",
-                )
+            grant = access.grant
             _, raw, tx_id = build_read_receipt(
                 node.identity, grant.grant_id, [record_id], chain_id=node.genesis.chain_id
             )
@@ -622,7 +544,13 @@ async def post_inquiry(request: web.Request) -> web.Response:
     to_ms = _int_field(data, "to_ms", TIME_MS_MAX, 0, TIME_MS_MAX)
     if from_ms > to_ms:
         raise BadRequestError("from_ms must not be after to_ms")
-    ttl_ms = _int_field(data, "ttl_ms", INQUIRY_TTL_MS_DEFAULT, 1000, INQUIRY_TTL_MS_MAX - GRANT_MARGIN_MS)
+    ttl_ms = _int_field(
+        data,
+        "ttl_ms",
+        policy.INQUIRY_TTL_MS_DEFAULT,
+        policy.INQUIRY_TTL_MS_MIN,
+        policy.INQUIRY_TTL_MS_REQUEST_MAX,
+    )
     state = _state(service)
     patient = _require_patient(state, patient_id)
     node = service.node
@@ -664,7 +592,7 @@ async def list_inquiries(request: web.Request) -> web.Response:
     patient_id = _patient_query(request)
     state = _state(service)
     _require_patient(state, patient_id)
-    inquiries = _list_inquiries(state, patient_id, me.sign_key)
+    inquiries = policy.get_inquiries(state, patient_id, me.sign_key)
     return _json(
         {
             "patient_id": patient_id.hex(),
@@ -679,21 +607,7 @@ async def get_institution_audit(request: web.Request) -> web.Response:
     patient_id = _patient_query(request)
     state = _state(service)
     _require_patient(state, patient_id)
-    my_inquiries: set[bytes] = set()
-    my_grants: set[bytes] = set()
-    events = []
-    for event in _list_all_audit(state, patient_id):
-        if event.event == EVENT_INQUIRY and event.actor == me.sign_key:
-            my_inquiries.add(event.event_id)
-        if event.event == EVENT_GRANT and event.subject_id in my_inquiries:
-            my_grants.add(event.event_id)
-        visible = (
-            event.actor == me.sign_key
-            or (event.event in (EVENT_GRANT, EVENT_DENY) and event.subject_id in my_inquiries)
-            or (event.event == EVENT_REVOKE and event.subject_id in my_grants)
-        )
-        if visible:
-            events.append(audit_json(service, event))
+    events = [audit_json(service, e) for e in policy.get_institution_audit(state, patient_id, me.sign_key)]
     return _json({"patient_id": patient_id.hex(), "events": events})
 
 
@@ -732,7 +646,7 @@ async def get_patient_inquiries(request: web.Request) -> web.Response:
         raise BadRequestError(f"status must be one of {', '.join(sorted(INQUIRY_STATUSES))}")
     state = _state(service)
     _require_patient(state, patient_id)
-    inquiries = [i for i in _list_inquiries(state, patient_id, None) if status is None or i.status == status]
+    inquiries = [i for i in policy.get_inquiries(state, patient_id) if status is None or i.status == status]
     items = [{**inquiry_json(service, i), "encoded": _b64(i)} for i in inquiries]
     return _json({"patient_id": patient_id.hex(), "inquiries": items})
 
@@ -763,7 +677,7 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     """Register the health routes on the node's API (called by `build_app` for health nodes)."""
     institutions = {i.sign_key: i for i in decode_genesis(node.genesis.app_state).institutions}
     app[HEALTH_KEY] = HealthService(node=node, institutions=institutions)
-    app[API_AUTH_KEY].patient_check = lambda signer, patient_id: is_patient_signer(
+    app[API_AUTH_KEY].patient_check = lambda signer, patient_id: policy.is_patient_signer(
         node.store, signer, patient_id
     )
     # Who may call what (`medledger.node.auth.Access`): the health routes' table.

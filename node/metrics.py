@@ -39,7 +39,7 @@ class NodeMetrics:
         self.mempool_bytes = Gauge("medledger_mempool_bytes", "Bytes pending in the mempool.", registry=r)
         self.block_commit_seconds = Histogram(
             "medledger_block_commit_seconds",
-            "Time to build, execute and durably write one block.",
+            "Time from starting a height to its block durably written (blocks decided by consensus).",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )

@@ -18,16 +18,16 @@ from typing import Literal
 
 from aiohttp import web
 
-from medledger.chain.admission import Admission, check_batch
+from medledger.chain.admission import Admission
 from medledger.chain.app import App
 from medledger.chain.errors import InvalidTxError, MempoolFullError, StoreCorruptedError, StoreError
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.integrity import check_tail, get_validators_at
 from medledger.chain.mempool import Mempool
-from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore, TxLocation
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity
+from medledger.network.clock import LoopClock
 from medledger.network.peers import PeerNetwork
 from medledger.network.reactor import Reactor, SyncProgress
 from medledger.node.config import NodeConfig
@@ -37,8 +37,6 @@ log = logging.getLogger("medledger.node")
 
 #: A networked node is ready when at most this many blocks behind its peers.
 READY_SYNC_LAG_MAX = 2
-#: Batches at least this large are checked in a worker thread (libsodium releases the GIL).
-THREADED_CHECK_BATCH_MIN = 32
 #: Blocks under the tip whose integrity every start checks (`medledger verify` checks them all).
 TAIL_CHECK_BLOCKS = 16
 
@@ -83,13 +81,11 @@ class Node:
         self.metrics = NodeMetrics()
         self.mempool = Mempool(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
         self._store: BlockStore | None = None
-        self._solo: SoloValidator | None = None
         self.reactor: Reactor | None = None
         self.peers: PeerNetwork | None = None
         self._p2p_runner: web.AppRunner | None = None
         self.p2p_url = ""
         self._producer: asyncio.Task[None] | None = None
-        self._pending = asyncio.Event()
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self._waiters: dict[bytes, list[asyncio.Future[TxLocation]]] = {}
@@ -151,10 +147,6 @@ class Node:
                     )
             else:
                 store.init_genesis(self.genesis, self.app.init_state(self.genesis))
-            if not self.uses_network:
-                self._solo = SoloValidator(
-                    store=store, app=self.app, identity=self.identity, validators=self.genesis.validators
-                )
         except BaseException:
             store.close()
             raise
@@ -162,16 +154,16 @@ class Node:
         self.admission = Admission(store=store, mempool=self.mempool, app=self.app)
         self.metrics.height.set(store.height)
         self.last_commit_time_ms = store.last_block_time_ms
-        if self.uses_network:
-            await self._start_network(store)
-        else:
-            self._producer = asyncio.create_task(self._produce_forever(), name="block-producer")
+        await self._start_consensus(store)
         log.info("node %s started at height %d", self.config.node.name, store.height)
 
     @property
-    def uses_network(self) -> bool:
-        """Several validators or configured peers: consensus over the network, else solo."""
-        return len(self.genesis.validators) > 1 or bool(self.config.p2p.peers)
+    def listens_for_peers(self) -> bool:
+        """Whether the chain has other members to talk to: several validators, peers to dial, or
+        observers allowed in. A single validator without them is consensus with n = 1 and no
+        peer endpoint (the same reactor, with no one to send to)."""
+        p2p = self.config.p2p
+        return len(self.genesis.validators) > 1 or bool(p2p.peers) or bool(p2p.observers)
 
     def _is_member(self, key: bytes) -> bool:
         if key.hex() in self._observer_keys:
@@ -180,7 +172,7 @@ class Node:
             return self.reactor.is_known_validator(key)
         return self.genesis.validators.contains(key)
 
-    async def _start_network(self, store: BlockStore) -> None:
+    async def _start_consensus(self, store: BlockStore) -> None:
         self._observer_keys = frozenset(k.lower() for k in self.config.p2p.observers)
         reactor = Reactor(
             store=store,
@@ -192,10 +184,18 @@ class Node:
             block_interval_ms=self.config.consensus.block_interval_ms,
             max_block_txs=self.config.consensus.max_block_txs,
             max_block_bytes=self.config.consensus.max_block_bytes,
-            clock_ms=self.clock_ms,
+            clock=LoopClock(self.clock_ms),
             on_committed=self._on_committed,
             on_sync_progress=self._on_sync_progress,
+            on_commit_latency=self.metrics.block_commit_seconds.observe,
         )
+        self.reactor = reactor
+        if self.listens_for_peers:
+            await self._start_peers(reactor)
+        await reactor.start()
+        self._producer = reactor.task
+
+    async def _start_peers(self, reactor: Reactor) -> None:
         peers = PeerNetwork(
             identity=self.identity,
             chain_id=self.genesis.chain_id,
@@ -215,16 +215,13 @@ class Node:
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else self.config.p2p.port
         self.p2p_url = f"http://{self.config.p2p.host}:{port}"
-        self.reactor, self.peers, self._p2p_runner = reactor, peers, runner
+        self.peers, self._p2p_runner = peers, runner
         await peers.start()
-        await reactor.start()
-        self._producer = reactor.task
 
     async def stop(self) -> None:
         """Finish the block in flight, then close the store. Pending txs are not committed."""
         self._stopping = True
         self._stop_requested.set()
-        self._pending.set()
         if self.reactor is not None:
             await self.reactor.stop()
             self._producer = None
@@ -251,15 +248,11 @@ class Node:
         """Admit a batch of txs atomically: all enter the mempool, or none and an error says why."""
         if self._stopping or self._store is None:
             raise MempoolFullError("the node is shutting down")
-        now_ms = self.clock_ms()
-        chain_id = self.genesis.chain_id
-        if len(raws) >= THREADED_CHECK_BATCH_MIN:
-            outcomes = await asyncio.to_thread(check_batch, raws, chain_id=chain_id, now_ms=now_ms)
-        else:
-            outcomes = check_batch(raws, chain_id=chain_id, now_ms=now_ms)
-        # From here to the end there is no await: the batch is admitted atomically.
+        reactor = self.reactor
+        if reactor is None:
+            raise MempoolFullError("the node is not started")
         try:
-            checked = self.admission.admit(outcomes)
+            checked = await reactor.submit(raws)
         except MempoolFullError:
             self.metrics.txs_submitted.labels("mempool_full").inc(len(raws))
             raise
@@ -268,11 +261,6 @@ class Node:
             raise
         self.metrics.txs_submitted.labels("accepted").inc(len(checked))
         self._update_mempool_gauges()
-        if self.reactor is not None:
-            self.reactor.gossip_txs([c.raw for c in checked])
-            self.reactor.notify_txs()
-        else:
-            self._pending.set()
         return [c.tx_id for c in checked]
 
     def get_tx_status(self, tx_id: bytes) -> TxStatus | None:
@@ -310,49 +298,6 @@ class Node:
                     if not waiting:
                         del self._waiters[tx_id]
         return found
-
-    # -- block production ----------------------------------------------------------------------
-
-    async def _produce_forever(self) -> None:
-        interval_s = self.config.consensus.block_interval_ms / 1000
-        last_block_at = 0.0
-        while not self._stopping:
-            await self._pending.wait()
-            if self._is_stopping():
-                break
-            delay = last_block_at + interval_s - time.monotonic()
-            if delay > 0:
-                # The block interval is a pacing timer; a stop request cuts it short.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
-            if self._is_stopping():
-                break
-            last_block_at = time.monotonic()
-            try:
-                await self._produce_one()
-            except Exception:
-                # A failure to produce or write a block is a bug or a dying disk: stop the node
-                # rather than carry on with state we can no longer vouch for.
-                log.exception("block production failed; the node stops producing")
-                raise
-            if len(self.mempool) == 0:
-                self._pending.clear()
-
-    async def _produce_one(self) -> None:
-        solo = self._solo
-        if solo is None:
-            raise StoreError("the node is not started")
-        txs = self.mempool.reap(
-            max_txs=self.config.consensus.max_block_txs, max_bytes=self.config.consensus.max_block_bytes
-        )
-        if not txs:
-            return
-        started = time.perf_counter()
-        executed = await asyncio.to_thread(solo.propose, txs, time_ms=self.clock_ms())
-        commit = await asyncio.to_thread(solo.certify, executed)
-        await asyncio.to_thread(solo.commit, executed, commit)
-        self.metrics.block_commit_seconds.observe(time.perf_counter() - started)
-        self._on_committed(executed)
 
     def render_metrics(self) -> bytes:
         """The Prometheus text, with the gauges read from the peer network brought up to date."""

@@ -3,30 +3,60 @@ health nodes every route of `health_api.py`.
 
 Who may call each operation is not restated here: `build_openapi` takes the API's route table
 (`medledger.node.auth`) and derives each operation's `security` and its 401/403 answers from it.
+Nor are limits and code lists: every bound and enum comes from the named constant or enum that the
+handlers enforce, and each health view's schema is derived from its model's wire fields
+(`WIRE_FIELDS`: the codec's own bounds) less the fields the view leaves out
+(`health_api.VIEW_OMITS`), so a change to a model or a limit changes this document with it.
 The operations endpoints (`/livez`, `/readyz`, `/metrics`, `/status` without credentials) are on
 their own address and not part of this document.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from medledger import __version__
-from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX
+from medledger.chain.codec import Bytes, FieldSpec, Seq, Struct, Text, UInt, WireType
+from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX, UINT_MAX
+from medledger.crypto import HASH_SIZE
 from medledger.health.auth import CHALLENGE_SIZE, CHALLENGE_TTL_MS, SIGNATURE_SCHEME
+from medledger.health.policy import INQUIRY_TTL_MS_MIN, INQUIRY_TTL_MS_REQUEST_MAX, RecordAccess
 from medledger.health.types import (
-    INQUIRY_TTL_MS_MAX,
+    INQUIRY_STATUSES,
     PURPOSES,
     REASON_LENGTH_MAX,
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
+    AuditEvent,
+    GrantState,
+    InquiryState,
+    Institution,
+    PatientState,
+    RecordKey,
+    RecordState,
+    Scope,
 )
 from medledger.node.auth import Access
+from medledger.node.health_api import (
+    LIST_LIMIT_MAX,
+    LIST_START_MAX,
+    TIME_MS_MAX,
+    VIEW_OMITS,
+    WAIT_MS_DEFAULT,
+    WAIT_MS_MAX,
+    WriteStatus,
+)
 from medledger.node.proof_api import proof_openapi_paths
 
-_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+#: An id (a hash) or a public key, in hex.
+_HEX64 = {"type": "string", "pattern": f"^[0-9a-f]{{{2 * HASH_SIZE}}}$"}
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _enum(values: Iterable[str]) -> dict[str, Any]:
+    """A string schema whose values are exactly `values` (a StrEnum or a code list), sorted."""
+    return {"type": "string", "enum": sorted(str(v) for v in values)}
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -40,13 +70,6 @@ def _ok(description: str, schema: dict[str, Any], *extra_types: str) -> dict[str
     return {"description": description, "content": content}
 
 
-_WAIT = {
-    "name": "wait_ms",
-    "in": "query",
-    "required": False,
-    "description": "Wait up to this many milliseconds for the transactions to commit.",
-    "schema": {"type": "integer", "minimum": 0, "maximum": 30000},
-}
 _SUBMIT_ERRORS = {
     "400": _problem("Malformed request or transaction."),
     "409": _problem("The transaction is already pending or committed (replay)."),
@@ -131,6 +154,18 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
 
 
 def _build_core() -> dict[str, Any]:
+    # `api` serves this document and so imports this module: its limits are read when the
+    # document is built, not when this module loads.
+    from medledger.node import api  # noqa: PLC0415
+
+    wait = {
+        "name": "wait_ms",
+        "in": "query",
+        "required": False,
+        "description": "Wait up to this many milliseconds for the transactions to commit.",
+        "schema": {"type": "integer", "minimum": 0, "maximum": api.WAIT_MS_MAX},
+    }
+    page_mb = api.API_BLOCKS_PAGE_BYTES_MAX // (1024 * 1024)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -147,7 +182,7 @@ def _build_core() -> dict[str, Any]:
                 "post": {
                     "operationId": "submitTx",
                     "summary": "Submit one signed transaction.",
-                    "parameters": [_WAIT],
+                    "parameters": [wait],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -166,7 +201,7 @@ def _build_core() -> dict[str, Any]:
                 "post": {
                     "operationId": "submitTxBatch",
                     "summary": "Submit a batch of signed transactions: all are admitted, or none.",
-                    "parameters": [_WAIT],
+                    "parameters": [wait],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -200,8 +235,8 @@ def _build_core() -> dict[str, Any]:
                     "operationId": "getBlocks",
                     "summary": (
                         f"A range of at most {API_BLOCK_RANGE_MAX} blocks with their certificates; the "
-                        "page ends early (with at least one block) once it holds about 8 MB: ask again "
-                        "from the next height."
+                        "page ends early (with at least one block) once it holds about "
+                        f"{page_mb} MB: ask again from the next height."
                     ),
                     "parameters": [
                         {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 1}},
@@ -380,26 +415,25 @@ _PATIENT_ID_PATH = {
 }
 _PATIENT_ID_QUERY = {**_PATIENT_ID_PATH, "in": "query"}
 _PAGE = [
-    {"name": "start", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    {"name": "start", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": LIST_START_MAX}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX}},
 ]
 _WRITE_WAIT = {
     "name": "wait_ms",
     "in": "query",
     "required": False,
-    "description": "Wait up to this many milliseconds for the commit (default 10000).",
-    "schema": {"type": "integer", "minimum": 0, "maximum": 30000},
+    "description": f"Wait up to this many milliseconds for the commit (default {WAIT_MS_DEFAULT}).",
+    "schema": {"type": "integer", "minimum": 0, "maximum": WAIT_MS_MAX},
 }
 _SECURED: list[dict[str, list[str]]] = [{"apiToken": []}]
 _AUTH_ERRORS = {
     "401": _problem("Missing or wrong API token."),
     "403": _problem("Not allowed (this node is no institution, or holds no live grant)."),
 }
-_HEX64_OR_EMPTY = {"type": "string", "pattern": "^([0-9a-f]{64})?$"}
-_HEX32_KEY = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_HEX64_OR_EMPTY = {"type": "string", "pattern": f"^([0-9a-f]{{{2 * HASH_SIZE}}})?$"}
 _NAME = {"type": "string", "nullable": True}
-_RECORD_TYPES = sorted(RECORD_TYPES)
-_PURPOSES = sorted(PURPOSES)
+#: Nested models with a schema of their own (referenced, not inlined).
+_NAMED_MODELS: dict[type, str] = {Scope: "Scope"}
 
 
 def _list_of(key: str, schema_name: str, *extra: str) -> dict[str, Any]:
@@ -566,11 +600,7 @@ def _health_paths() -> dict[str, Any]:
             _list_of("inquiries", "Inquiry"),
             params=[
                 _PATIENT_ID_PATH,
-                {
-                    "name": "status",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["open", "granted", "denied"]},
-                },
+                {"name": "status", "in": "query", "schema": _enum(INQUIRY_STATUSES)},
             ],
             secured=False,
             errors={**bad, **unknown_patient},
@@ -607,83 +637,66 @@ def _object(
     return schema
 
 
+def _field_schema(spec: FieldSpec) -> dict[str, Any]:
+    """The JSON schema of one wire field as the views render it (`health_api.model_json`)."""
+    if isinstance(spec, UInt):
+        schema: dict[str, Any] = {"type": "integer", "minimum": spec.minimum}
+        if spec.maximum < UINT_MAX:
+            schema["maximum"] = spec.maximum
+        return schema
+    if isinstance(spec, Bytes):  # hex, two characters a byte
+        if spec.min_length == spec.max_length:
+            return {"type": "string", "pattern": f"^[0-9a-f]{{{2 * spec.max_length}}}$"}
+        return {"type": "string", "pattern": f"^([0-9a-f]{{2}}){{{spec.min_length},{spec.max_length}}}$"}
+    if isinstance(spec, Text):
+        if spec.allowed is not None:
+            return _enum(spec.allowed)
+        return {"type": "string", "minLength": spec.min_length, "maxLength": spec.max_length}
+    if isinstance(spec, Seq):
+        return {"type": "array", "maxItems": spec.max_items, "items": _field_schema(spec.item)}
+    if isinstance(spec, Struct):
+        name = _NAMED_MODELS.get(spec.cls)
+        return {"$ref": _REF + name} if name is not None else _model_schema(spec.cls)
+    raise TypeError(f"no JSON schema for the wire field {type(spec).__name__}")
+
+
+def _model_fields(model: type[WireType]) -> dict[str, Any]:
+    """The schema of each field a view shows of `model`: its wire fields less `VIEW_OMITS`."""
+    omit = VIEW_OMITS.get(model, frozenset())
+    return {name: _field_schema(spec) for name, spec in model.WIRE_FIELDS.items() if name not in omit}
+
+
+def _model_schema(model: type[WireType]) -> dict[str, Any]:
+    return _object(_model_fields(model))
+
+
 def _health_schemas() -> dict[str, Any]:
     integer = {"type": "integer"}
-    time_ms = {"type": "integer", "minimum": 0}
-    scope = _object(
-        {
-            "record_types": {"type": "array", "items": {"type": "string", "enum": _RECORD_TYPES}},
-            "record_ids": {"type": "array", "items": _HEX64},
-            "from_ms": time_ms,
-            "to_ms": time_ms,
-        }
-    )
+    time_ms = {"type": "integer", "minimum": 0, "maximum": TIME_MS_MAX}
     record = {
-        "record_id": _HEX64,
-        "patient_id": _HEX64,
-        "author": _HEX32_KEY,
+        **_model_fields(RecordState),
         "author_name": _NAME,
-        "record_type": {"type": "string", "enum": _RECORD_TYPES},
-        "commitment": _HEX64,
-        "supersedes": _HEX64_OR_EMPTY,
-        "superseded_by": _HEX64_OR_EMPTY,
-        "readers": integer,
-        "height": integer,
-        "time_ms": time_ms,
+        "readers": {"type": "integer", "minimum": 0},
     }
-    inquiry = {
-        "inquiry_id": _HEX64,
-        "patient_id": _HEX64,
-        "requester": _HEX32_KEY,
-        "requester_name": _NAME,
-        "scope": {"$ref": _REF + "Scope"},
-        "purpose": {"type": "string", "enum": _PURPOSES},
-        "expires_ms": time_ms,
-        "status": {"type": "string", "enum": ["open", "granted", "denied"]},
-        "decision_id": _HEX64_OR_EMPTY,
-        "height": integer,
-        "time_ms": time_ms,
-    }
+    inquiry = {**_model_fields(InquiryState), "requester_name": _NAME}
+    granted_records = GrantState.WIRE_FIELDS["record_keys"]
+    assert isinstance(granted_records, Seq)  # the grant's records: a bounded list
     grant = {
-        "grant_id": _HEX64,
-        "inquiry_id": _HEX64,
-        "patient_id": _HEX64,
-        "grantee": _HEX32_KEY,
+        **_model_fields(GrantState),
         "grantee_name": _NAME,
-        "granted_by": _HEX32_KEY,
-        "scope": {"$ref": _REF + "Scope"},
-        "purpose": {"type": "string"},
-        "expires_ms": time_ms,
-        "record_ids": {"type": "array", "items": _HEX64},
+        "record_ids": {
+            "type": "array",
+            "maxItems": granted_records.max_items,
+            "items": _field_schema(RecordKey.WIRE_FIELDS["record_id"]),
+        },
         "revoked": {"type": "boolean"},
-        "revoked_height": integer,
-        "revoked_time_ms": time_ms,
-        "height": integer,
-        "time_ms": time_ms,
     }
     encoded = {"encoded": {"type": "string", "format": "byte", "description": "canonical encoding"}}
+    record_types = {"type": "array", "items": _enum(RECORD_TYPES)}
     return {
-        "Institution": _object(
-            {
-                "name": {"type": "string"},
-                "role": {"type": "string", "enum": ["clinic", "hospital", "insurer", "research"]},
-                "sign_key": _HEX32_KEY,
-                "enc_key": _HEX32_KEY,
-            },
-            {"chain_id": {"type": "string"}},
-        ),
-        "Patient": _object(
-            {
-                "patient_id": _HEX64,
-                "sign_key": _HEX32_KEY,
-                "enc_key": _HEX32_KEY,
-                "representatives": {"type": "array", "items": _HEX32_KEY},
-                "height": integer,
-                "time_ms": time_ms,
-                **encoded,
-            }
-        ),
-        "Scope": scope,
+        "Institution": _object(_model_fields(Institution), {"chain_id": {"type": "string"}}),
+        "Patient": _object({**_model_fields(PatientState), **encoded}),
+        "Scope": _model_schema(Scope),
         "NewRecord": _object(
             {
                 "patient_id": _HEX64,
@@ -697,7 +710,7 @@ def _health_schemas() -> dict[str, Any]:
         "NewInquiry": _object(
             {
                 "patient_id": _HEX64,
-                "purpose": {"type": "string", "enum": _PURPOSES},
+                "purpose": _enum(PURPOSES),
                 "reason": {
                     "type": "string",
                     "minLength": 1,
@@ -707,28 +720,30 @@ def _health_schemas() -> dict[str, Any]:
                 },
             },
             {
-                "record_types": {"type": "array", "items": {"type": "string", "enum": _RECORD_TYPES}},
+                "record_types": record_types,
                 "record_ids": {"type": "array", "maxItems": SCOPE_RECORD_IDS_MAX, "items": _HEX64},
                 "from_ms": time_ms,
                 "to_ms": time_ms,
-                "ttl_ms": {"type": "integer", "minimum": 1000, "maximum": INQUIRY_TTL_MS_MAX - 60_000},
+                "ttl_ms": {
+                    "type": "integer",
+                    "minimum": INQUIRY_TTL_MS_MIN,
+                    "maximum": INQUIRY_TTL_MS_REQUEST_MAX,
+                },
             },
             closed=True,
         ),
         "HealthWrite": _object(
-            {"tx_id": _HEX64, "status": {"type": "string", "enum": ["pending", "committed"]}},
+            {"tx_id": _HEX64, "status": _enum(WriteStatus)},
             {
                 "height": integer,
                 "record_id": _HEX64,
                 "inquiry_id": _HEX64,
-                "record_type": {"type": "string"},
+                "record_type": _enum(RECORD_TYPES),
                 "commitment": _HEX64,
                 "readers": integer,
             },
         ),
-        "InstitutionRecord": _object(
-            {**record, "access": {"type": "string", "enum": ["author", "grant"]}, "grant_id": _HEX64_OR_EMPTY}
-        ),
+        "InstitutionRecord": _object({**record, "access": _enum(RecordAccess), "grant_id": _HEX64_OR_EMPTY}),
         "EncryptedRecord": _object({**record, **encoded}),
         "DecryptedRecord": _object(
             {
@@ -755,17 +770,5 @@ def _health_schemas() -> dict[str, Any]:
             }
         ),
         "Grant": _object(grant, encoded),
-        "AuditEvent": _object(
-            {
-                "event": {"type": "string"},
-                "event_id": _HEX64,
-                "actor": _HEX32_KEY,
-                "actor_name": _NAME,
-                "subject_id": {"type": "string", "pattern": "^[0-9a-f]*$"},
-                "record_ids": {"type": "array", "items": _HEX64},
-                "height": integer,
-                "time_ms": time_ms,
-            },
-            encoded,
-        ),
+        "AuditEvent": _object({**_model_fields(AuditEvent), "actor_name": _NAME}, encoded),
     }

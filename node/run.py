@@ -52,12 +52,9 @@ def make_app(name: str) -> App:
 
 
 def build_chain_app(config: NodeConfig, genesis: Genesis) -> App:
-    """The app the chain drives: the configured one, governed on chain when networked."""
-    app = make_app(config.node.app)
-    if len(genesis.validators) > 1 or config.p2p.peers:
-        # A networked chain governs its validator set on chain (a solo chain has no one to ask).
-        app = GovernedApp(app, genesis.validators)
-    return app
+    """The app the chain drives: the configured one, its validator set governed on chain (a
+    single validator is n = 1 of the same consensus, and can vote others in)."""
+    return GovernedApp(make_app(config.node.app), genesis.validators)
 
 
 def load_node_identity(config: NodeConfig) -> Identity:

@@ -1,4 +1,4 @@
-"""Builders shared by the chain-layer tests: identities, genesis, signed txs, commits, a solo chain.
+"""Builders shared by the chain-layer tests: identities, genesis, signed txs, commits, a local chain.
 
 Everything is deterministic but the keys: times are fixed constants passed in (never the wall
 clock) and nonces are explicit, so a failing example replays exactly.
@@ -14,8 +14,9 @@ import plyvel
 
 from medledger.chain.app import TxResult
 from medledger.chain.execution import ExecutedBlock
-from medledger.chain.solo import SoloValidator
+from medledger.chain.executor import BlockExecutor
 from medledger.chain.store import BlockStore
+from medledger.chain.txbuilder import sign_commit as sign_precommits
 from medledger.chain.txbuilder import sign_tx
 from medledger.chain.types import (
     Commit,
@@ -131,7 +132,7 @@ def dump_db(path: Path) -> dict[bytes, bytes]:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Produced:
-    """One block a `SoloChain` committed, with what the test needs to check it later."""
+    """One block a `LocalChain` committed, with what the test needs to check it later."""
 
     executed: ExecutedBlock
     commit: Commit
@@ -140,47 +141,60 @@ class Produced:
     state_root: bytes
 
 
-class SoloChain:
-    """A single-validator chain: `SoloValidator` + `KeyValueFixtureApp` over a `BlockStore` at `path`."""
+class LocalChain:
+    """A single-validator chain built through the block pipeline (`BlockExecutor`) with
+    `KeyValueFixtureApp` over a `BlockStore` at `path`, each block certified by the validator."""
 
     def __init__(self, path: Path, identity: Identity, genesis: Genesis) -> None:
         self.path = path
         self.identity = identity
         self.genesis = genesis
         self.app = KeyValueFixtureApp()
-        self.store, self.solo = self._open()
+        self.store, self.executor = self._open()
 
-    def _open(self) -> tuple[BlockStore, SoloValidator]:
+    def _open(self) -> tuple[BlockStore, BlockExecutor]:
         store = BlockStore.open(self.path)
         try:
             if not store.is_initialized:
                 store.init_genesis(self.genesis, self.app.init_state(self.genesis))
-            solo = SoloValidator(
-                store=store, app=self.app, identity=self.identity, validators=self.genesis.validators
-            )
         except BaseException:
             store.close()
             raise
-        return store, solo
+        return store, BlockExecutor(store=store, app=self.app, genesis=self.genesis)
 
     @classmethod
-    def create(cls, path: Path, identity: Identity | None = None) -> SoloChain:
+    def create(cls, path: Path, identity: Identity | None = None) -> LocalChain:
         identity = Identity.generate() if identity is None else identity
         return cls(path, identity, make_genesis([identity]))
 
     def reopen(self) -> None:
-        """Close the store (as a crash or restart would) and open it again with a fresh validator."""
+        """Close the store (as a crash or restart would) and open it again."""
         self.close()
-        self.store, self.solo = self._open()
+        self.store, self.executor = self._open()
 
     def close(self) -> None:
         self.store.close()
 
+    def propose(self, txs: Sequence[CheckedTx], *, time_ms: int, round_: int = 0) -> ExecutedBlock:
+        return self.executor.build_proposal(
+            proposer=self.identity.public.sign_key, round_=round_, time_ms=time_ms, txs=list(txs)
+        )
+
+    def certify(self, executed: ExecutedBlock) -> Commit:
+        header = executed.block.header
+        return sign_precommits(
+            [self.identity],
+            chain_id=header.chain_id,
+            height=header.height,
+            round_=header.round,
+            block_hash=executed.block.hash(),
+        )
+
     def produce(self, txs: Sequence[CheckedTx], *, time_ms: int) -> Produced:
         """Propose, certify and commit one block carrying `txs`."""
-        executed = self.solo.propose(list(txs), time_ms=time_ms)
-        commit = self.solo.certify(executed)
-        self.solo.commit(executed, commit)
+        executed = self.propose(txs, time_ms=time_ms)
+        commit = self.certify(executed)
+        self.executor.commit(executed, commit)
         return Produced(
             executed, commit, tuple(txs), executed.execution.results, executed.execution.state_root
         )

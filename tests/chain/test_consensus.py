@@ -1000,3 +1000,50 @@ def test_invalid_vote_made_of_a_proposal_signature() -> None:
     core, _ = make_core()
     core.start_height(1, VALS)
     assert_invalid(core, as_vote)
+
+
+# -- a single validator is n = 1 ----------------------------------------------------------------
+
+
+def test_a_single_validator_commits_alone_with_its_precommit_persisted_before_it_is_sent() -> None:
+    """n = 1 needs no special path: the core proposes, prevotes and precommits by itself, and the
+    one precommit is the commit certificate (validated like any other)."""
+    solo_ids = IDS[:1]
+    core, driver = make_core(0, ids=solo_ids)
+    actions = core.start_height(1, make_validator_set(solo_ids))
+    [decided] = [a for a in actions if isinstance(a, CommitBlock)]
+    assert driver.proposed == [(1, 0)]
+    persisted = [i for i, a in enumerate(actions) if isinstance(a, PersistLastSigned) and a.last.step == 2]
+    sent = [i for i, a in enumerate(actions) if isinstance(a, Broadcast) and isinstance(a.message, Vote)]
+    precommit_sent = [i for i in sent if actions[i].message.kind == VoteKind.PRECOMMIT]  # type: ignore[union-attr]
+    assert persisted
+    assert precommit_sent
+    assert persisted[0] < precommit_sent[0]
+    validate_commit(
+        decided.commit,
+        chain_id=CHAIN,
+        validators=make_validator_set(solo_ids),
+        block_hash=decided.block.hash(),
+        height=1,
+    )
+
+
+def test_a_single_validator_restarted_after_signing_never_signs_another_block_at_that_round() -> None:
+    """A crash between signing and writing the block: the restarted core re-signs only the vote it
+    recorded (the same block) or moves on, never a second block at one (height, round)."""
+    solo_ids = IDS[:1]
+    core, _ = make_core(0, ids=solo_ids)
+    first = core.start_height(1, make_validator_set(solo_ids))
+    [decided] = [a for a in first if isinstance(a, CommitBlock)]
+    last = core.last_signed
+    assert last is not None
+    assert last.block_hash == decided.block.hash()
+    # What the driver persisted before the crash: the lock, then the signed precommit.
+    [lock] = [a.lock for a in first if isinstance(a, PersistLock)]
+    restarted, _ = make_core(0, ids=solo_ids, last_signed=last, lock=lock)
+    again = restarted.start_height(1, make_validator_set(solo_ids))
+    signed = [a.message for a in again if isinstance(a, Broadcast) and isinstance(a.message, Vote)]
+    assert signed
+    assert all(v.round > last.round or v.block_hash == last.block_hash for v in signed), signed
+    [redecided] = [a for a in again if isinstance(a, CommitBlock)]
+    assert redecided.block.hash() == decided.block.hash()

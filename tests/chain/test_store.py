@@ -1,8 +1,8 @@
-"""The block store and solo consensus over it: durability, reopening, refusals, crash safety.
+"""The block store: durability, reopening, refusals, crash safety.
 
-A `SoloValidator` drives `KeyValueFixtureApp` over a `BlockStore` in `tmp_path`; every check reads
-the store back through its public API, and after a reopen it must read back identically.
-"""
+A `LocalChain` (the block pipeline with `KeyValueFixtureApp`) builds blocks on a `BlockStore` in
+`tmp_path`; every check reads the store back through its public API, and after a reopen it must
+read back identically."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from chain_testkit import (
     CHAIN_ID,
     GENESIS_TIME_MS,
     NOW_MS,
+    LocalChain,
     Produced,
-    SoloChain,
     dump_db,
     make_genesis,
     make_kv_tx,
@@ -31,9 +31,8 @@ from medledger.chain.app import TxResult
 from medledger.chain.codec import encode
 from medledger.chain.errors import StoreCorruptedError, StoreError
 from medledger.chain.integrity import check_all
-from medledger.chain.solo import SoloValidator
-from medledger.chain.store import BlockStore, LastSigned, TxLocation
-from medledger.chain.types import Block, Commit, Genesis, VoteKind
+from medledger.chain.store import BlockStore, TxLocation
+from medledger.chain.types import Block, Genesis
 from medledger.chain.validation import validate_block_shape, validate_commit
 from medledger.crypto import Identity
 from medledger.node.fixture_app import KeyValueFixtureApp
@@ -42,15 +41,15 @@ IDENTITY = Identity.generate()
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Iterator[SoloChain]:
-    solo_chain = SoloChain.create(tmp_path / "db", IDENTITY)
+def chain(tmp_path: Path) -> Iterator[LocalChain]:
+    local_chain = LocalChain.create(tmp_path / "db", IDENTITY)
     try:
-        yield solo_chain
+        yield local_chain
     finally:
-        solo_chain.close()
+        local_chain.close()
 
 
-def produce_history(chain: SoloChain) -> list[Produced]:
+def produce_history(chain: LocalChain) -> list[Produced]:
     """Four blocks: plain sets, an empty block, an overwrite with a refused tx, a malformed body."""
     me = chain.identity
     return [
@@ -109,7 +108,7 @@ def write_raw(path: Path, key: bytes, value: bytes | None) -> None:
 # -- a fresh store ---------------------------------------------------------------------------------
 
 
-def test_fresh_chain_tip_is_genesis(chain: SoloChain) -> None:
+def test_fresh_chain_tip_is_genesis(chain: LocalChain) -> None:
     store = chain.store
     assert store.is_initialized
     assert store.genesis == chain.genesis
@@ -138,7 +137,7 @@ def test_uninitialized_store_has_no_genesis(tmp_path: Path) -> None:
 # -- committing and reading back -------------------------------------------------------------------
 
 
-def test_committed_blocks_read_back_linked_and_certified(chain: SoloChain) -> None:
+def test_committed_blocks_read_back_linked_and_certified(chain: LocalChain) -> None:
     produced = produce_history(chain)
     store = chain.store
     assert store.height == len(produced)
@@ -170,7 +169,7 @@ def test_committed_blocks_read_back_linked_and_certified(chain: SoloChain) -> No
     assert store.state_root == state_root
 
 
-def test_committed_txs_are_indexed_with_their_results(chain: SoloChain) -> None:
+def test_committed_txs_are_indexed_with_their_results(chain: LocalChain) -> None:
     produced = produce_history(chain)
     store = chain.store
     expected_results = [
@@ -191,7 +190,7 @@ def test_committed_txs_are_indexed_with_their_results(chain: SoloChain) -> None:
     assert store.get_tx_location(unknown.tx_id) is None
 
 
-def test_committed_app_state_is_last_writer_wins(chain: SoloChain) -> None:
+def test_committed_app_state_is_last_writer_wins(chain: LocalChain) -> None:
     produce_history(chain)
     store = chain.store
     assert KeyValueFixtureApp.get_value(store, b"alpha") == b"3"
@@ -202,7 +201,7 @@ def test_committed_app_state_is_last_writer_wins(chain: SoloChain) -> None:
     assert list(store.iter_app(b"d/b")) == [(b"d/beta", b"2")]
 
 
-def test_reads_beyond_the_chain_are_none(chain: SoloChain) -> None:
+def test_reads_beyond_the_chain_are_none(chain: LocalChain) -> None:
     produce_history(chain)
     store = chain.store
     for height in (0, store.height + 1, store.height + 100):
@@ -212,7 +211,7 @@ def test_reads_beyond_the_chain_are_none(chain: SoloChain) -> None:
     assert store.get_height_by_hash(bytes(32)) is None
 
 
-def test_reopened_store_reads_back_identically(chain: SoloChain) -> None:
+def test_reopened_store_reads_back_identically(chain: LocalChain) -> None:
     produced = produce_history(chain)
     before = snapshot_store(chain.store)
     locations = {c.tx_id: chain.store.get_tx_location(c.tx_id) for p in produced for c in p.txs}
@@ -246,7 +245,7 @@ def test_reopened_store_reads_back_identically(chain: SoloChain) -> None:
         )
 
 
-def test_the_chain_continues_after_a_reopen(chain: SoloChain) -> None:
+def test_the_chain_continues_after_a_reopen(chain: LocalChain) -> None:
     produced = produce_history(chain)
     chain.reopen()
     more = chain.produce([make_kv_tx(chain.identity, b"alpha", b"5", nonce=7)], time_ms=NOW_MS + 5_000)
@@ -258,7 +257,7 @@ def test_the_chain_continues_after_a_reopen(chain: SoloChain) -> None:
     assert KeyValueFixtureApp.get_value(chain.store, b"alpha") == b"5"
 
 
-def test_block_time_always_moves_on(chain: SoloChain) -> None:
+def test_block_time_always_moves_on(chain: LocalChain) -> None:
     """A proposer whose clock is behind its parent's time stamps parent + 1 (time is strictly
     monotonic: `validate_block_time`)."""
     first = chain.produce([], time_ms=NOW_MS)
@@ -269,7 +268,7 @@ def test_block_time_always_moves_on(chain: SoloChain) -> None:
     assert chain.store.last_block_time_ms == NOW_MS + 2
 
 
-def test_init_genesis_again_with_the_same_genesis_changes_nothing(chain: SoloChain) -> None:
+def test_init_genesis_again_with_the_same_genesis_changes_nothing(chain: LocalChain) -> None:
     produce_history(chain)
     before = snapshot_store(chain.store)
     chain.store.init_genesis(chain.genesis, chain.app.init_state(chain.genesis))
@@ -279,11 +278,11 @@ def test_init_genesis_again_with_the_same_genesis_changes_nothing(chain: SoloCha
 # -- refusals ---------------------------------------------------------------------------------------
 
 
-def init_genesis(chain: SoloChain, genesis: Genesis) -> Callable[[], None]:
+def init_genesis(chain: LocalChain, genesis: Genesis) -> Callable[[], None]:
     return lambda: chain.store.init_genesis(genesis, chain.app.init_state(genesis))
 
 
-def test_invalid_genesis_mismatch(chain: SoloChain) -> None:
+def test_invalid_genesis_mismatch(chain: LocalChain) -> None:
     produce_history(chain)
     for other in (
         make_genesis([Identity.generate()]),
@@ -294,12 +293,12 @@ def test_invalid_genesis_mismatch(chain: SoloChain) -> None:
         assert_store_rejects(chain.store, init_genesis(chain, other), StoreError, "another chain's genesis")
 
 
-def test_invalid_genesis_mismatch_before_any_block(chain: SoloChain) -> None:
+def test_invalid_genesis_mismatch_before_any_block(chain: LocalChain) -> None:
     other = make_genesis([Identity.generate()])
     assert_store_rejects(chain.store, init_genesis(chain, other), StoreError, "another chain's genesis")
 
 
-def test_invalid_layout_version(chain: SoloChain) -> None:
+def test_invalid_layout_version(chain: LocalChain) -> None:
     produce_history(chain)
     chain.close()
     for version in (0, layout.LAYOUT_VERSION + 1, 2**64 - 1):
@@ -309,7 +308,7 @@ def test_invalid_layout_version(chain: SoloChain) -> None:
         )
 
 
-def test_invalid_layout_version_missing_from_a_store_with_blocks(chain: SoloChain) -> None:
+def test_invalid_layout_version_missing_from_a_store_with_blocks(chain: LocalChain) -> None:
     produce_history(chain)
     chain.close()
     write_raw(chain.path, layout.META_LAYOUT, None)
@@ -325,7 +324,7 @@ def test_invalid_layout_version_missing_from_a_store_with_blocks(chain: SoloChai
     ],
     ids=["layout-1-byte", "height-2-bytes", "height-empty"],
 )
-def test_invalid_corrupted_meta_is_store_corrupted(chain: SoloChain, key: bytes, value: bytes) -> None:
+def test_invalid_corrupted_meta_is_store_corrupted(chain: LocalChain, key: bytes, value: bytes) -> None:
     """A meta record of the wrong size is corruption and must surface as the typed store error."""
     produce_history(chain)
     chain.close()
@@ -334,27 +333,27 @@ def test_invalid_corrupted_meta_is_store_corrupted(chain: SoloChain, key: bytes,
 
 
 @pytest.mark.parametrize("key", [layout.META_GENESIS, layout.META_HEIGHT, layout.META_STATE_ROOT])
-def test_invalid_missing_meta(chain: SoloChain, key: bytes) -> None:
+def test_invalid_missing_meta(chain: LocalChain, key: bytes) -> None:
     produce_history(chain)
     chain.close()
     write_raw(chain.path, key, None)
     assert_open_refused(chain.path, StoreCorruptedError, "missing")
 
 
-def test_invalid_missing_tip_block(chain: SoloChain) -> None:
+def test_invalid_missing_tip_block(chain: LocalChain) -> None:
     produced = produce_history(chain)
     chain.close()
     write_raw(chain.path, layout.block_key(len(produced)), None)
     assert_open_refused(chain.path, StoreCorruptedError, f"block {len(produced)} is missing")
 
 
-def test_invalid_corrupted_genesis(chain: SoloChain) -> None:
+def test_invalid_corrupted_genesis(chain: LocalChain) -> None:
     chain.close()
     write_raw(chain.path, layout.META_GENESIS, b"\x80")
     assert_open_refused(chain.path, StoreCorruptedError, "stored genesis is corrupted")
 
 
-def test_invalid_corrupted_block_or_commit_below_the_tip(chain: SoloChain) -> None:
+def test_invalid_corrupted_block_or_commit_below_the_tip(chain: LocalChain) -> None:
     produced = produce_history(chain)
     chain.close()
     write_raw(chain.path, layout.block_key(1), b"garbage")
@@ -372,7 +371,7 @@ def test_invalid_corrupted_block_or_commit_below_the_tip(chain: SoloChain) -> No
     assert store.get_block(4) == produced[3].executed.block
 
 
-def test_invalid_store_opened_twice(chain: SoloChain) -> None:
+def test_invalid_store_opened_twice(chain: LocalChain) -> None:
     """LevelDB allows one owner; a second open is a typed error, and the first keeps working."""
     assert_store_rejects(
         chain.store, lambda: BlockStore.open(chain.path), StoreError, "cannot open the store"
@@ -386,7 +385,7 @@ def test_invalid_open_of_a_missing_store_without_create(tmp_path: Path) -> None:
         BlockStore.open(tmp_path / "missing", create=False)
 
 
-def test_invalid_corrupted_last_signed_record(chain: SoloChain) -> None:
+def test_invalid_corrupted_last_signed_record(chain: LocalChain) -> None:
     chain.close()
     write_raw(chain.path, layout.META_LAST_SIGNED, b"junk")
     chain.reopen()
@@ -396,92 +395,14 @@ def test_invalid_corrupted_last_signed_record(chain: SoloChain) -> None:
     )
 
 
-# -- solo consensus ---------------------------------------------------------------------------------
-
-
-def test_solo_needs_a_validator_set_of_exactly_this_node(chain: SoloChain) -> None:
-    other = Identity.generate()
-    for validators in (
-        make_genesis([other]).validators,
-        make_genesis([chain.identity, other]).validators,
-    ):
-        with pytest.raises(ValueError, match="exactly this node"):
-            SoloValidator(store=chain.store, app=chain.app, identity=chain.identity, validators=validators)
-
-
-def test_solo_records_what_it_signs_before_returning_the_commit(chain: SoloChain) -> None:
-    executed = chain.solo.propose([], time_ms=NOW_MS)
-    commit = chain.solo.certify(executed)
-    header = executed.block.header
-    assert chain.store.load_last_signed() == LastSigned(1, 0, VoteKind.PRECOMMIT, executed.block.hash())
-    assert commit == Commit(1, 0, executed.block.hash(), commit.signatures)
-    assert [s.validator for s in commit.signatures] == [chain.identity.public.sign_key]
-    assert chain.store.height == 0  # certified, not yet committed
-    chain.solo.commit(executed, commit)
-    assert chain.store.height == header.height == 1
-
-
-def test_solo_crash_between_certify_and_commit_moves_to_the_next_round(chain: SoloChain) -> None:
-    """After a restart it proposes at round r+1, never re-signing at a (height, round) it signed."""
-    txs = [make_kv_tx(chain.identity, b"alpha", b"1", nonce=1)]
-    signed: dict[tuple[int, int], bytes] = {}
-
-    for expected_round in (0, 1, 2):
-        executed = chain.solo.propose(txs, time_ms=NOW_MS + expected_round)
-        assert (executed.block.header.height, executed.block.header.round) == (1, expected_round)
-        commit = chain.solo.certify(executed)
-        assert (1, commit.round) not in signed
-        signed[(1, commit.round)] = commit.block_hash
-        chain.reopen()  # crash: the certificate never reached the store
-        assert chain.store.height == 0
-        assert chain.store.load_last_signed() == LastSigned(
-            1, expected_round, VoteKind.PRECOMMIT, executed.block.hash()
-        )
-
-    executed = chain.solo.propose(txs, time_ms=NOW_MS)
-    assert executed.block.header.round == 3
-    commit = chain.solo.certify(executed)
-    chain.solo.commit(executed, commit)
-    assert chain.store.height == 1
-    assert chain.store.get_commit(1) == commit
-    assert len(set(signed.values()) | {commit.block_hash}) == 4  # each round's block differs (round)
-    validate_commit(
-        commit,
-        chain_id=CHAIN_ID,
-        validators=chain.genesis.validators,
-        block_hash=executed.block.hash(),
-        height=1,
-    )
-    # The next height starts again at round 0, also after a restart.
-    chain.reopen()
-    assert chain.solo.propose([], time_ms=NOW_MS).block.header.round == 0
-
-
-def test_solo_never_signs_two_blocks_at_one_height_and_round(chain: SoloChain) -> None:
-    """Two proposals made before either was certified share (height, round); only one may be signed."""
-    first = chain.solo.propose([make_kv_tx(chain.identity, b"alpha", b"1", nonce=1)], time_ms=NOW_MS)
-    second = chain.solo.propose([make_kv_tx(chain.identity, b"alpha", b"2", nonce=2)], time_ms=NOW_MS)
-    assert (first.block.header.height, first.block.header.round) == (1, 0)
-    assert (second.block.header.height, second.block.header.round) == (1, 0)
-    assert first.block.hash() != second.block.hash()
-    chain.solo.certify(first)
-    recorded = chain.store.load_last_signed()
-    try:
-        double = chain.solo.certify(second)
-    except Exception:  # any refusal will do (a typed error or a failed invariant); signing is the bug
-        assert chain.store.load_last_signed() == recorded
-    else:
-        pytest.fail(f"signed a second, different block at (height 1, round {double.round})")
-
-
-def test_trust_3_verify_replay_reports_a_block_not_after_its_parent(chain: SoloChain) -> None:
+def test_trust_3_verify_replay_reports_a_block_not_after_its_parent(chain: LocalChain) -> None:
     """`medledger verify` replays with the same block rule as consensus and sync: a stored block
     whose time is not after its parent's (the old rule allowed equal times) is reported."""
     chain.produce([], time_ms=NOW_MS)
-    executed = chain.solo.propose([], time_ms=NOW_MS + 10)
+    executed = chain.propose([], time_ms=NOW_MS + 10)
     block = Block(dataclasses.replace(executed.block.header, time_ms=NOW_MS), executed.block.txs)
     executed = dataclasses.replace(executed, block=block, raw=encode(block))
-    chain.solo.commit(executed, chain.solo.certify(executed))  # written past every check
+    chain.executor.commit(executed, chain.certify(executed))  # written past every check
     report = check_all(chain.store, chain.genesis, KeyValueFixtureApp)
     assert not report.is_clean
     assert [(p.height, "not after its parent" in p.what) for p in report.problems][:1] == [(2, True)]

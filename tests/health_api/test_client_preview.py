@@ -21,14 +21,15 @@ from medledger.crypto import Identity
 from medledger.health.preview import PROBLEM_UNKNOWN_RECORD, PreviewChangedError, ScopeNotShowableError
 from medledger.health.sdk import PatientClient, load_genesis_pin
 from medledger.health.types import compute_patient_id
-from medledger.node import cli
+from medledger.node.cli import main
+from medledger.node.cli import patient as patient_commands
 from medledger.node.demo import make_synthetic_records
 
 
 def run_patient(key: Path, url: str, *args: str, stdin: str | None = None) -> Result:
     """`medledger patient …` that may fail (returns click's result)."""
     return CliRunner().invoke(
-        cli.main, ["patient", "--key", str(key), "--url", url, *args], env=dict(PATIENT_ENV), input=stdin
+        main, ["patient", "--key", str(key), "--url", url, *args], env=dict(PATIENT_ENV), input=stdin
     )
 
 
@@ -134,7 +135,7 @@ def test_trust_1_grant_asks_and_refuses_without_confirmation(
     result = run_patient(patient.key, url, "grant", inquiry)  # no terminal, no --yes
     assert result.exit_code != 0
     assert "nobody confirmed" in result.output
-    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    monkeypatch.setattr(patient_commands, "_is_terminal", lambda: True)
     result = run_patient(patient.key, url, "grant", inquiry, stdin="n\n")
     assert result.exit_code != 0
     assert "Grant exactly this?" in result.output

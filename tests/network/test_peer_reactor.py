@@ -13,16 +13,18 @@ from medledger.chain.admission import Admission
 from medledger.chain.codec import encode
 from medledger.chain.consensus import sign_vote
 from medledger.chain.execution import build_block, execute_block
+from medledger.chain.executor import BlockExecutor
 from medledger.chain.memdb import MemDB
 from medledger.chain.mempool import Mempool
-from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore
-from medledger.chain.txbuilder import sign_tx
+from medledger.chain.txbuilder import sign_commit, sign_tx
 from medledger.chain.types import Commit, CommitSig, Genesis, Validator, ValidatorSet, Vote, VoteKind
 from medledger.chain.validation import check_tx
 from medledger.crypto import Identity
 from medledger.network import reactor as reactor_module
+from medledger.network import syncservice
 from medledger.network.channel import ChunkAssembler, ChunkSealer
+from medledger.network.clock import LoopClock
 from medledger.network.messages import BlockRequest, FrameKind
 from medledger.network.peers import PeerError, PeerLink, PeerNetwork
 from medledger.network.reactor import Reactor
@@ -67,7 +69,7 @@ def make_reactor(store: BlockStore, app: KeyValueFixtureApp, identity: Identity,
         block_interval_ms=10,
         max_block_txs=100,
         max_block_bytes=1 << 20,
-        clock_ms=lambda: time.time_ns() // 1_000_000,
+        clock=LoopClock(),
         on_committed=lambda executed: None,
     )
 
@@ -80,12 +82,17 @@ async def node() -> Node:
     app = KeyValueFixtureApp()
     store = BlockStore.open_memory(MemDB())
     store.init_genesis(genesis, app.init_state(genesis))
-    solo = SoloValidator(store=store, app=app, identity=identity, validators=genesis.validators)
     now = time.time_ns() // 1_000_000
     _, raw, _ = sign_tx(identity, chain_id=CHAIN, kind="kv.set", body=encode_set_body(b"k", b"v" * 1000))
-    executed = solo.propose([check_tx(raw, chain_id=CHAIN, now_ms=now)], time_ms=now)
+    executed = BlockExecutor(store=store, app=app, genesis=genesis).build_proposal(
+        proposer=identity.public.sign_key,
+        round_=0,
+        time_ms=now,
+        txs=[check_tx(raw, chain_id=CHAIN, now_ms=now)],
+    )
+    commit = sign_commit([identity], chain_id=CHAIN, height=1, round_=0, block_hash=executed.block.hash())
     reactor = make_reactor(store, app, identity, genesis)
-    await reactor._commit(executed.block, solo.certify(executed), verified=False)
+    await reactor._commit(executed.block, commit)
     assert store.height == 1
     network = PeerNetwork(
         identity=identity, chain_id=CHAIN, is_allowed=lambda key: True, on_frame=reactor.on_frame
@@ -120,7 +127,7 @@ async def test_trust_5_a_forged_vote_for_a_committed_height_drops_the_peer_befor
 async def test_trust_5_block_requests_are_rate_limited_per_peer(node: Node) -> None:
     greedy, other = node.link(), node.link()
     request = encode(BlockRequest(1, 1))
-    burst = reactor_module.BLOCK_REQUESTS_BURST
+    burst = syncservice.BLOCK_REQUESTS_BURST
     for _ in range(3 * burst):
         await node.reactor.on_frame(greedy, FrameKind.GET_BLOCKS, request)
         greedy._queue.clear()  # as if it read every answer at once: only the rate limits it
@@ -138,7 +145,7 @@ async def test_trust_5_a_peer_that_does_not_drain_gets_no_more_blocks(node: Node
     await node.reactor.on_frame(slow, FrameKind.GET_BLOCKS, request)
     first = slow.queued_bytes
     assert first > 0
-    slow.queued_bytes = reactor_module.BLOCK_ANSWER_BACKLOG_BYTES_MAX + 1  # unsent, as if stuck
+    slow.queued_bytes = syncservice.BLOCK_ANSWER_BACKLOG_BYTES_MAX + 1  # unsent, as if stuck
     await node.reactor.on_frame(slow, FrameKind.GET_BLOCKS, request)
     assert len(slow._queue) == 1
     assert node.reactor.block_requests_refused == 1
@@ -182,7 +189,7 @@ async def pair() -> tuple[Node, Identity, bytes]:
         ),
     )  # fmt: skip
     reactor = make_reactor(store, app, me, genesis)
-    await reactor._commit(executed.block, commit, verified=False)
+    await reactor._commit(executed.block, commit)
     assert store.height == 1
     network = PeerNetwork(identity=me, chain_id=CHAIN, is_allowed=lambda key: True, on_frame=reactor.on_frame)
     reactor.attach(network)

@@ -18,15 +18,16 @@ from medledger.chain.consensus import (
     sign_proposal,
     sign_vote,
 )
+from medledger.chain.errors import BlockRule
 from medledger.chain.evidence import make_duplicate_vote_evidence
 from medledger.chain.execution import ExecutedBlock, build_block
+from medledger.chain.executor import BlockExecutor, ForkDetectedError
 from medledger.chain.governance import KIND_EVIDENCE, GovernedApp
 from medledger.chain.limits import UINT_MAX
 from medledger.chain.memdb import MemDB
 from medledger.chain.mempool import Mempool
-from medledger.chain.solo import SoloValidator
 from medledger.chain.store import BlockStore
-from medledger.chain.txbuilder import sign_tx
+from medledger.chain.txbuilder import sign_commit, sign_tx
 from medledger.chain.types import (
     NO_ROUND,
     Block,
@@ -42,8 +43,9 @@ from medledger.chain.types import (
 from medledger.chain.validation import check_tx
 from medledger.crypto import Identity
 from medledger.network.blocksync import SyncedBlock
+from medledger.network.clock import LoopClock, run_inline
 from medledger.network.messages import FrameKind
-from medledger.network.reactor import ForkDetectedError, Reactor, _Message
+from medledger.network.reactor import Reactor, _Message
 from medledger.node.fixture_app import KeyValueFixtureApp, encode_set_body
 
 CHAIN = "reactor-test"
@@ -61,13 +63,22 @@ def make_block(
     store: BlockStore, identity: Identity, genesis: Genesis, key: bytes
 ) -> tuple[ExecutedBlock, Commit]:
     """Block 1 with one tx, certified by the (single) validator, not yet saved."""
-    solo = SoloValidator(
-        store=store, app=KeyValueFixtureApp(), identity=identity, validators=genesis.validators
-    )
     now = time.time_ns() // 1_000_000
     _, raw, _ = sign_tx(identity, chain_id=CHAIN, kind="kv.set", body=encode_set_body(key, b"v"))
-    executed = solo.propose([check_tx(raw, chain_id=CHAIN, now_ms=now)], time_ms=now)
-    return executed, solo.certify(executed)
+    executed = BlockExecutor(store=store, app=KeyValueFixtureApp(), genesis=genesis).build_proposal(
+        proposer=identity.public.sign_key,
+        round_=0,
+        time_ms=now,
+        txs=[check_tx(raw, chain_id=CHAIN, now_ms=now)],
+    )
+    return executed, certify(identity, executed.block)
+
+
+def certify(identity: Identity, block: Block) -> Commit:
+    header = block.header
+    return sign_commit(
+        [identity], chain_id=CHAIN, height=header.height, round_=header.round, block_hash=block.hash()
+    )
 
 
 def make_reactor(
@@ -87,8 +98,9 @@ def make_reactor(
         block_interval_ms=10,
         max_block_txs=100,
         max_block_bytes=1 << 20,
-        clock_ms=lambda: time.time_ns() // 1_000_000,
+        clock=LoopClock(),
         on_committed=lambda executed: None,
+        offload=run_inline,
     )
 
 
@@ -107,9 +119,9 @@ async def test_a_late_decision_for_a_block_sync_already_committed_is_skipped(
     store = make_store(identity, genesis)
     executed, commit = make_block(store, identity, genesis, b"k")
     reactor = make_reactor(store, identity, genesis)
-    await reactor._commit(executed.block, commit, verified=False)  # as block sync does
+    await reactor._commit(executed.block, commit)  # as block sync does
     state_root, last_hash = store.state_root, store.last_block_hash
-    await reactor._commit(executed.block, commit, verified=True)  # the core decides it again
+    await reactor._commit(executed.block, commit)  # the core decides it again
     assert (store.height, store.state_root, store.last_block_hash) == (1, state_root, last_hash)
 
 
@@ -120,10 +132,10 @@ async def test_invalid_second_certified_block_at_a_committed_height_halts_as_a_f
     ours, theirs = make_store(identity, genesis), make_store(identity, genesis)
     executed, commit = make_block(ours, identity, genesis, b"ours")
     reactor = make_reactor(ours, identity, genesis)
-    await reactor._commit(executed.block, commit, verified=False)
+    await reactor._commit(executed.block, commit)
     other, other_commit = make_block(theirs, identity, genesis, b"theirs")
     with pytest.raises(ForkDetectedError):
-        await reactor._commit(other.block, other_commit, verified=True)
+        await reactor._commit(other.block, other_commit)
     assert ours.height == 1
     assert ours.last_block_hash == executed.block.hash()
 
@@ -133,7 +145,7 @@ class RecordingNetwork:
 
     def __init__(self, peer: bytes) -> None:
         self.links: dict[bytes, object] = {peer: object()}
-        self.dropped: list[tuple[object, str]] = []
+        self.dropped: list[tuple[bytes, str]] = []
         self.sent: list[int] = []
         self.payloads: list[tuple[int, bytes]] = []
 
@@ -150,8 +162,8 @@ class RecordingNetwork:
     def votes(self) -> list[Vote]:
         return [decode(Vote, p, max_bytes=1024) for k, p in self.payloads if k == FrameKind.VOTE]
 
-    def drop(self, link: object, why: str) -> None:
-        self.dropped.append((link, why))
+    def drop_peer(self, peer_key: bytes, why: str) -> None:
+        self.dropped.append((peer_key, why))
 
 
 async def test_invalid_forged_vote_drops_the_peer_that_sent_it() -> None:
@@ -203,12 +215,12 @@ async def test_one_peers_height_claim_does_not_take_a_validator_out_of_consensus
     forged = Vote(CHAIN, VoteKind.PREVOTE, 1_000, 0, b"\x07" * 32, liar, bytes(64))
     await reactor._on_message(_Message(forged, liar, 0))
     assert reactor.sync_lag == 0
-    assert not reactor._update_mode()
+    assert not reactor.syncer.update_mode()
 
     reactor.sync.set_height(honest, 50)  # a second validator: f + 1 = 2 of 4 claim at least 50
     assert reactor.backed_target == 50
     assert reactor.sync_lag == 50
-    assert reactor._update_mode()
+    assert reactor.syncer.update_mode()
     assert reactor.syncing
 
 
@@ -260,14 +272,11 @@ async def test_trust_3_a_validator_prevotes_a_proposal_only_if_its_time_fits_its
 
 def block_at_time(store: BlockStore, identity: Identity, genesis: Genesis, time_ms: int) -> SyncedBlock:
     """Block 1 stamped `time_ms` (whatever the parent's), certified by the single validator."""
-    solo = SoloValidator(
-        store=store, app=KeyValueFixtureApp(), identity=identity, validators=genesis.validators
-    )
-    executed = solo.propose([], time_ms=time_ms)
+    executor = BlockExecutor(store=store, app=KeyValueFixtureApp(), genesis=genesis)
+    executed = executor.build_proposal(proposer=identity.public.sign_key, round_=0, time_ms=time_ms, txs=[])
     header = dataclasses.replace(executed.block.header, time_ms=time_ms)
     block = Block(header, executed.block.txs)
-    executed = dataclasses.replace(executed, block=block, raw=encode(block))
-    return SyncedBlock(block, executed.raw, solo.certify(executed), identity.public.sign_key)
+    return SyncedBlock(block, encode(block), certify(identity, block), identity.public.sign_key)
 
 
 def test_trust_3_block_sync_refuses_a_certified_block_not_after_its_parent(
@@ -277,12 +286,14 @@ def test_trust_3_block_sync_refuses_a_certified_block_not_after_its_parent(
     identity, genesis = chain
     store = make_store(identity, genesis)
     reactor = make_reactor(store, identity, genesis)
-    applied, failure = reactor._apply_run([block_at_time(store, identity, genesis, genesis.genesis_time_ms)])
+    applied, failure = reactor.syncer._apply_run(
+        [block_at_time(store, identity, genesis, genesis.genesis_time_ms)]
+    )
     assert applied == []
     assert failure is not None
-    assert "not after its parent" in failure[1]
+    assert failure[1].rule is BlockRule.TIME
     assert store.height == 0
-    applied, failure = reactor._apply_run(
+    applied, failure = reactor.syncer._apply_run(
         [block_at_time(store, identity, genesis, genesis.genesis_time_ms + 1)]
     )
     assert failure is None
@@ -347,7 +358,7 @@ async def test_trust_12_evidence_another_proposer_recorded_is_not_filed_again() 
 
     block = proposer.get_block_to_propose(1, 0)
     assert len(block.txs) == 1
-    executed = follower._validate_and_execute(block, verify_signatures=True)
+    executed = follower.executor.validate_proposal(block)
     assert executed.execution.results[0].ok
     commit = Commit(1, 0, block.hash(), ())
     follower_store.save_block(block, executed.raw, commit, executed.tx_ids, executed.execution)

@@ -1,4 +1,4 @@
-"""Builders of the recovery tests: a solo chain on disk, and the ways a store gets corrupted.
+"""Builders of the recovery tests: a single-validator chain on disk, and the ways a store gets corrupted.
 
 Every corruption is made on a closed store, with plyvel directly or on the files LevelDB wrote,
 the way a bad disk, a botched copy or an operator's mistake would make it.
@@ -21,9 +21,10 @@ import plyvel
 
 from medledger.chain import layout
 from medledger.chain.codec import decode, encode
-from medledger.chain.solo import SoloValidator
+from medledger.chain.executor import BlockExecutor
+from medledger.chain.governance import GovernedApp
 from medledger.chain.store import BlockStore
-from medledger.chain.txbuilder import sign_tx
+from medledger.chain.txbuilder import sign_commit, sign_tx
 from medledger.chain.types import Commit, CommitSig, Genesis, Validator, ValidatorSet
 from medledger.chain.validation import check_tx
 from medledger.crypto import Identity
@@ -51,14 +52,21 @@ def make_genesis(identity: Identity) -> Genesis:
     return Genesis(CHAIN_ID, GENESIS_TIME_MS, validators, b"")
 
 
-def build_solo_chain(path: Path, identity: Identity, genesis: Genesis, *, blocks: int, txs: int) -> bytes:
-    """Commit `blocks` blocks of `txs` kv txs each into a store at `path`; its state root."""
-    app = KeyValueFixtureApp()
+def make_app(genesis: Genesis) -> GovernedApp:
+    """The app a node runs over this chain (`node/run.build_chain_app`)."""
+    return GovernedApp(KeyValueFixtureApp(), genesis.validators)
+
+
+def build_local_chain(path: Path, identity: Identity, genesis: Genesis, *, blocks: int, txs: int) -> bytes:
+    """Commit `blocks` blocks of `txs` kv txs each into a store at `path`; its state root.
+
+    The app is governed, as a node runs it (`node/run.build_chain_app`)."""
+    app = make_app(genesis)
     signer = Identity.generate()
     store = BlockStore.open(path)
     try:
         store.init_genesis(genesis, app.init_state(genesis))
-        solo = SoloValidator(store=store, app=app, identity=identity, validators=genesis.validators)
+        executor = BlockExecutor(store=store, app=app, genesis=genesis)
         for height in range(1, blocks + 1):
             checked = []
             for i in range(txs):
@@ -73,8 +81,17 @@ def build_solo_chain(path: Path, identity: Identity, genesis: Genesis, *, blocks
                     timestamp_ms=now_ms,
                 )
                 checked.append(check_tx(raw, chain_id=CHAIN_ID, now_ms=now_ms))
-            executed = solo.propose(checked, time_ms=GENESIS_TIME_MS + height * 1000)
-            solo.commit(executed, solo.certify(executed))
+            executed = executor.build_proposal(
+                proposer=identity.public.sign_key,
+                round_=0,
+                time_ms=GENESIS_TIME_MS + height * 1000,
+                txs=checked,
+            )
+            block_hash = executed.block.hash()
+            commit = sign_commit(
+                [identity], chain_id=CHAIN_ID, height=height, round_=0, block_hash=block_hash
+            )
+            executor.commit(executed, commit)
         return store.state_root
     finally:
         store.close()

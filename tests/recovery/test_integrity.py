@@ -13,7 +13,7 @@ from pathlib import Path
 
 import plyvel
 import pytest
-from recovery_harness import Corruption, build_solo_chain, corrupt, make_genesis
+from recovery_harness import Corruption, build_local_chain, corrupt, make_app, make_genesis
 
 from medledger.chain import layout
 from medledger.chain.codec import encode
@@ -22,7 +22,6 @@ from medledger.chain.integrity import IntegrityReport, check_all, check_tail
 from medledger.chain.store import BlockStore, TxLocation
 from medledger.chain.types import Genesis, compute_tx_id
 from medledger.crypto import Identity
-from medledger.node.fixture_app import KeyValueFixtureApp
 
 BLOCKS = 12
 TXS = 3
@@ -33,7 +32,7 @@ def chain(tmp_path: Path) -> tuple[Path, Genesis, bytes]:
     identity = Identity.generate()
     genesis = make_genesis(identity)
     path = tmp_path / "data"
-    root = build_solo_chain(path, identity, genesis, blocks=BLOCKS, txs=TXS)
+    root = build_local_chain(path, identity, genesis, blocks=BLOCKS, txs=TXS)
     return path, genesis, root
 
 
@@ -41,7 +40,7 @@ def run_checks(path: Path, genesis: Genesis) -> tuple[IntegrityReport, Integrity
     """Open the store and run both checks; LevelDB-level corruption raises from here."""
     store = BlockStore.open(path, create=False)
     try:
-        return check_tail(store, genesis, blocks=BLOCKS), check_all(store, genesis, KeyValueFixtureApp)
+        return check_tail(store, genesis, blocks=BLOCKS), check_all(store, genesis, lambda: make_app(genesis))
     finally:
         store.close()
 
@@ -59,7 +58,9 @@ def test_a_clean_store_passes_both_checks(chain: tuple[Path, Genesis, bytes]) ->
     store = BlockStore.open(path, create=False)
     try:
         tail = check_tail(store, genesis, blocks=4)
-        full = check_all(store, genesis, KeyValueFixtureApp, progress=lambda d, t: progress.append((d, t)))
+        full = check_all(
+            store, genesis, lambda: make_app(genesis), progress=lambda d, t: progress.append((d, t))
+        )
     finally:
         store.close()
     assert tail.is_clean

@@ -1,0 +1,277 @@
+"""The health consent policy: who a record is sealed for, which grant a read uses, who acts for a
+patient, and what an institution may see of a patient's audit trail.
+
+These are decisions, not parsing or rendering, so they live here and not in the HTTP layer: the
+REST API (`node/health_api.py`) asks these functions and renders their answers, and the ledger
+rules (`health/rules.py`) ask the same functions when they judge a transaction. In particular
+there is one rule for sealing (`compute_record_readers`): the node seals a new record for exactly
+the readers the rules will accept in its block, give or take `SEAL_MARGIN_MS` of clock difference
+(the node's clock is not the block's time), never for one they refuse.
+
+Plain synchronous functions over the health state and typed values: no clock (time is an
+argument), no randomness, no I/O beyond reading the state. Refusals are the rules' typed
+`TxRejectedError` naming the rule, so a caller never parses a message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable
+from enum import StrEnum
+from typing import Final
+
+from medledger.chain.app import StateReader
+from medledger.health import state as st
+from medledger.health.errors import HealthStateError, reject
+from medledger.health.types import (
+    AUTHOR_ROLES,
+    EVENT_DENY,
+    EVENT_GRANT,
+    EVENT_INQUIRY,
+    EVENT_REVOKE,
+    INQUIRY_TTL_MS_MAX,
+    AuditEvent,
+    GrantState,
+    InquiryState,
+    Institution,
+    PatientState,
+    RecordState,
+    is_covered,
+    is_grant_live,
+)
+
+#: A node seals a new record for a grantee only if the grant stays live and covering for this long
+#: on either side of the node's clock: the record's block time differs from that clock, and a
+#: record sealed for a reader the rules no longer allow at its block time is refused whole.
+SEAL_MARGIN_MS: Final = 60_000
+#: Shortest time to live an institution may ask for an inquiry.
+INQUIRY_TTL_MS_MIN: Final = 1_000
+#: Time to live of an inquiry when the institution names none: thirty days.
+INQUIRY_TTL_MS_DEFAULT: Final = 30 * 24 * 3600 * 1000
+#: Longest time to live a node files an inquiry with: the rules' bound, less the clock margin, so
+#: the inquiry is not refused for a block time slightly before the node's clock.
+INQUIRY_TTL_MS_REQUEST_MAX: Final = INQUIRY_TTL_MS_MAX - SEAL_MARGIN_MS
+
+
+class RecordAccess(StrEnum):
+    """Why an institution may decrypt a record."""
+
+    AUTHOR = "author"  # it wrote the record
+    GRANT = "grant"  # a live grant of the patient covers the record
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadAccess:
+    """An institution's access to one record; `grant` is the grant a read cites (None: author)."""
+
+    access: RecordAccess
+    grant: GrantState | None
+
+
+# --- who acts for a patient, who authors --------------------------------------------------------
+
+
+def is_acting_for_patient(patient: PatientState, signer: bytes) -> bool:
+    """Whether `signer` is the patient's own signing key or a current representative's."""
+    return signer == patient.sign_key or signer in patient.representatives
+
+
+def is_patient_signer(state: StateReader, signer: bytes, patient_id: bytes) -> bool:
+    """Whether `signer` may act for `patient_id`: a registered patient's key or a representative's."""
+    patient = st.get_patient(state, patient_id)
+    return patient is not None and is_acting_for_patient(patient, signer)
+
+
+def is_author_role(role: str) -> bool:
+    """Whether institutions of `role` write clinical records (clinics and hospitals do)."""
+    return role in AUTHOR_ROLES
+
+
+# --- sealing: the one rule ----------------------------------------------------------------------
+
+
+def get_live_grants(state: StateReader, patient_id: bytes, time_ms: int | None) -> list[GrantState]:
+    """The patient's grants live at `time_ms` (None: admission, only revocation counts)."""
+    grants: list[GrantState] = []
+    for grant_id in st.get_live_grant_ids(state, patient_id):
+        grant = st.get_grant(state, grant_id)
+        if grant is None:
+            raise HealthStateError("a live grant is missing")
+        if is_grant_live(grant, time_ms):
+            grants.append(grant)
+    return grants
+
+
+def is_grant_sealable(
+    grant: GrantState, record_id: bytes, record_type: str, time_ms: int | None, margin_ms: int = 0
+) -> bool:
+    """Whether a new record may be sealed for `grant`'s grantee.
+
+    The grant must be live and its scope cover the record throughout [time_ms - margin_ms,
+    time_ms + margin_ms] (the scope's window is an interval, so both ends suffice). The rules ask
+    with no margin at the block's time (None at admission: windows unknown); a node asks with
+    `SEAL_MARGIN_MS` around its own clock, which makes its answer one the rules accept.
+    """
+    if time_ms is None:
+        return is_grant_live(grant, None) and is_covered(grant.scope, record_id, record_type, None)
+    return (
+        is_grant_live(grant, time_ms + margin_ms)
+        and is_covered(grant.scope, record_id, record_type, time_ms - margin_ms)
+        and is_covered(grant.scope, record_id, record_type, time_ms + margin_ms)
+    )
+
+
+def compute_record_readers(
+    state: StateReader,
+    patient: PatientState,
+    author: Institution,
+    record_type: str,
+    *,
+    record_id: bytes,
+    time_ms: int | None,
+    margin_ms: int = 0,
+) -> frozenset[bytes]:
+    """The x25519 keys a new record may be sealed for: the patient, its author, covering grantees.
+
+    `record_id` is the record's id when known (the rules: the tx id); a node about to sign the
+    record does not know it yet and passes b"", which no scope names.
+    """
+    readers = {patient.enc_key, author.enc_key}
+    for grant in get_live_grants(state, patient.patient_id, time_ms):
+        if is_grant_sealable(grant, record_id, record_type, time_ms, margin_ms):
+            readers.add(grant.grantee_enc_key)
+    return frozenset(readers)
+
+
+def validate_record_readers(
+    state: StateReader,
+    patient: PatientState,
+    author: Institution,
+    record_type: str,
+    readers: Collection[bytes],
+    *,
+    record_id: bytes,
+    time_ms: int | None,
+) -> None:
+    """A record's key is sealed for the patient, its author, and nobody the patient has not
+    authorised now through a live covering grant (revocation stops future sharing).
+
+    Raises `TxRejectedError` with rule `health.record_readers`.
+    """
+    sealed_for = set(readers)
+    if patient.enc_key not in sealed_for:
+        raise reject("record_readers", "the record's key is not sealed for the patient")
+    if author.enc_key not in sealed_for:
+        raise reject("record_readers", "the record's key is not sealed for its author")
+    allowed = compute_record_readers(
+        state, patient, author, record_type, record_id=record_id, time_ms=time_ms
+    )
+    unauthorised = sealed_for - allowed
+    if unauthorised:
+        raise reject(
+            "record_readers",
+            f"the record's key is sealed for {len(unauthorised)} reader(s) without a live covering grant",
+        )
+
+
+def compute_node_record_readers(
+    state: StateReader, patient: PatientState, author: Institution, record_type: str, now_ms: int
+) -> frozenset[bytes]:
+    """Who a node seals a new record for at its clock `now_ms`: `compute_record_readers` with
+    `SEAL_MARGIN_MS`, then checked by `validate_record_readers` as the rules will check it, so a
+    node never signs a record its block would refuse (raises the same `TxRejectedError` if it would).
+    The record's id is not known before it is signed (b"": no scope names it)."""
+    readers = compute_record_readers(
+        state, patient, author, record_type, record_id=b"", time_ms=now_ms, margin_ms=SEAL_MARGIN_MS
+    )
+    validate_record_readers(state, patient, author, record_type, readers, record_id=b"", time_ms=now_ms)
+    return readers
+
+
+# --- reads --------------------------------------------------------------------------------------
+
+
+def is_readable_under_grant(grant: GrantState, record: RecordState) -> bool:
+    """A grant covers reading a record it carries a key for, or one sealed for its grantee."""
+    if record.patient_id != grant.patient_id:
+        return False
+    if grant.get_sealed_key(record.record_id) is not None:
+        return True
+    return grant.grantee_enc_key in record.envelope.readers and is_covered(
+        grant.scope, record.record_id, record.record_type, record.time_ms
+    )
+
+
+def get_read_grant(state: StateReader, reader: bytes, record: RecordState, time_ms: int) -> GrantState | None:
+    """The live grant to `reader` (a signing key) that a read of `record` cites: of those that
+    cover it, the one expiring last (it stays valid longest while the read receipt commits)."""
+    candidates = [
+        g
+        for g in st.list_grants(state, record.patient_id)
+        if g.grantee == reader and is_grant_live(g, time_ms) and is_readable_under_grant(g, record)
+    ]
+    return max(candidates, key=lambda g: g.expires_ms, default=None)
+
+
+def get_read_access(
+    state: StateReader, reader: Institution, record: RecordState, time_ms: int
+) -> ReadAccess | None:
+    """Whether `reader` may decrypt `record` now and why (None: it may not; file an inquiry)."""
+    if record.author == reader.sign_key:
+        return ReadAccess(RecordAccess.AUTHOR, None)
+    grant = get_read_grant(state, reader.sign_key, record, time_ms)
+    return ReadAccess(RecordAccess.GRANT, grant) if grant is not None else None
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+def get_audit_events(state: StateReader, patient_id: bytes) -> list[AuditEvent]:
+    """The patient's whole audit trail, in chain order (every page of the stored list)."""
+    events: list[AuditEvent] = []
+    while True:
+        page = st.list_audit_events(state, patient_id, start=len(events))
+        events.extend(page)
+        if len(page) < st.LIST_LIMIT_MAX:
+            return events
+
+
+def get_inquiries(
+    state: StateReader, patient_id: bytes, requester: bytes | None = None
+) -> list[InquiryState]:
+    """Inquiries about the patient in chain order; with `requester`, only those it filed."""
+    inquiries: list[InquiryState] = []
+    for event in get_audit_events(state, patient_id):
+        if event.event != EVENT_INQUIRY or (requester is not None and event.actor != requester):
+            continue
+        inquiry = st.get_inquiry(state, event.event_id)
+        if inquiry is None:
+            raise HealthStateError("an audited inquiry is missing")
+        inquiries.append(inquiry)
+    return inquiries
+
+
+def compute_institution_audit(events: Iterable[AuditEvent], institution: bytes) -> list[AuditEvent]:
+    """What an institution (its signing key) may see of a patient's audit trail, in chain order:
+    what it did itself, the patient's decisions on its inquiries, and revocations of its grants.
+    Other institutions' inquiries, grants and reads stay hidden from it."""
+    my_inquiries: set[bytes] = set()
+    my_grants: set[bytes] = set()
+    visible: list[AuditEvent] = []
+    for event in events:
+        if event.event == EVENT_INQUIRY and event.actor == institution:
+            my_inquiries.add(event.event_id)
+        if event.event == EVENT_GRANT and event.subject_id in my_inquiries:
+            my_grants.add(event.event_id)
+        if (
+            event.actor == institution
+            or (event.event in (EVENT_GRANT, EVENT_DENY) and event.subject_id in my_inquiries)
+            or (event.event == EVENT_REVOKE and event.subject_id in my_grants)
+        ):
+            visible.append(event)
+    return visible
+
+
+def get_institution_audit(state: StateReader, patient_id: bytes, institution: bytes) -> list[AuditEvent]:
+    """The part of the patient's audit trail that concerns `institution` (`compute_institution_audit`)."""
+    return compute_institution_audit(get_audit_events(state, patient_id), institution)

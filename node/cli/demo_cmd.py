@@ -1,0 +1,42 @@
+"""`medledger demo`: the four-institution demo network and its consent story, end to end.
+
+The logic lives in `medledger.node.demo`; this module only parses the options and reports errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from medledger.node.cli._common import reports_errors
+from medledger.node.demo import find_demo_config, run_demo
+
+
+@click.command("demo")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the demo network and the patient's key go (a previous demo's chain is replaced).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="The network description (default: configs/demo.toml of this checkout).",
+)
+@click.option("--once", is_flag=True, help="Exit when the scenario is done instead of running until Ctrl-C.")
+@click.option(
+    "--base-port",
+    type=click.IntRange(0, 65000),
+    default=None,
+    help="Override the config's base_port (0: free ports).",
+)
+@reports_errors
+def demo(home: Path, config_path: Path | None, once: bool, base_port: int | None) -> None:
+    """Start the four-institution demo network and run the consent story through the real APIs."""
+    path = config_path or find_demo_config(Path.cwd())
+    run_demo(home, path, once=once, base_port=base_port, echo=click.echo)
