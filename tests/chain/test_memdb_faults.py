@@ -18,7 +18,7 @@ from chain_testkit import make_genesis, make_kv_tx, sign_commit
 
 from medledger.chain import layout
 from medledger.chain.errors import StoreCorruptedError
-from medledger.chain.execution import build_block, execute_block
+from medledger.chain.executor import BlockExecutor
 from medledger.chain.integrity import check_tail
 from medledger.chain.memdb import (
     TABLE_KEYS_MAX,
@@ -39,7 +39,7 @@ BLOCK_TIME_MS = 1_000
 
 
 class Chain:
-    """A single-validator chain over a `BlockStore` on `MemDB`, committing blocks directly."""
+    """A single-validator chain over a `BlockStore` on `MemDB`, committing through `BlockExecutor`."""
 
     def __init__(self) -> None:
         self.identity = Identity.generate()
@@ -51,21 +51,21 @@ class Chain:
         self.nonce = 0
 
     def commit_block(self) -> None:
-        """Build, certify and save the next block (one kv tx), as the node's pipeline does."""
-        store = self.store
+        """Build, certify and commit the next block (one kv tx) through the block pipeline."""
         self.nonce += 1
         tx = make_kv_tx(self.identity, b"k%d" % self.nonce, b"v%d" % self.nonce, nonce=self.nonce)
-        block = build_block(
-            store=store,
-            validators=self.genesis.validators,
+        executor = BlockExecutor(store=self.store, app=self.app, genesis=self.genesis)
+        executed = executor.build_proposal(
             proposer=self.identity.public.sign_key,
             round_=0,
-            time_ms=self.genesis.genesis_time_ms + (store.height + 1) * BLOCK_TIME_MS,
+            time_ms=self.genesis.genesis_time_ms + (self.store.height + 1) * BLOCK_TIME_MS,
             txs=[tx],
         )
-        executed = execute_block(self.app, store, block, (tx.tx,), [tx.tx_id])
-        commit = sign_commit([self.identity], height=block.header.height, round_=0, block_hash=block.hash())
-        store.save_block(executed.block, executed.raw, commit, executed.tx_ids, executed.execution)
+        header = executed.block.header
+        commit = sign_commit(
+            [self.identity], height=header.height, round_=header.round, block_hash=executed.block.hash()
+        )
+        executor.commit(executed, commit)
 
     def sign(self) -> None:
         """The synced single put a validator makes before it signs a vote."""
