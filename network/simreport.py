@@ -167,8 +167,9 @@ _LINE_SHIFT_PX: Final = 0.9
 _HEIGHT_ABOVE_ALL: Final = 2**64
 
 #: A fault kind and its nodes inside a dataclass repr used as a detail (the simulator's `Fault`).
-_REPR_KIND: Final = re.compile(r"kind=<\w+\.\w+: '(\w+)'>")
-_REPR_NODES: Final = re.compile(r"nodes=(\([^)]*\))")
+#: Both `Fault(kind=<FaultKind.PARTITION: 'partition'>, ...)` and `Fault(FaultKind.PARTITION, ...)`.
+_REPR_KIND: Final = re.compile(r"\b[A-Z]\w*Kind\.([A-Z][A-Z0-9_]*)\b")
+_REPR_NODES: Final = re.compile(r"nodes=\(([\d,\s]*)\)")
 
 #: Fault kinds (`_fault_word` of a FAULT_START detail) drawn as partitions (hatched).
 PARTITION_WORDS: Final = frozenset({"partition", "one_way"})
@@ -207,6 +208,7 @@ svg text{font:11px system-ui,sans-serif;fill:#1d232a}
 .lane{fill:#f4b400;fill-opacity:.55;stroke:#a87b00;stroke-width:.6}
 .lane.partition{fill:#7b61ff;fill-opacity:.45;stroke:#4b33c4}
 .round{fill:#ef6c00}.crash{stroke:#b3141b;stroke-width:2;fill:none}.restart{fill:#17692c}
+.down{stroke:#fff;stroke-width:2.2;stroke-dasharray:4 4}
 .storage{fill:#8e24aa}.sync{fill:#1e88e5;fill-opacity:.35}.dropped{fill:#37474f}
 .violation{stroke:#d50000;stroke-width:2.5}.violation-text{fill:#d50000;font-weight:700}
 .legend{display:flex;flex-wrap:wrap;gap:6px 18px;margin:10px 0;padding:0;list-style:none}
@@ -371,8 +373,7 @@ def _svg(
             points.append((chart.x(at_ms), chart.y(new_height)))
             height = new_height
         points.append((chart.x(chart.span_ms), chart.y(height)))
-        # Nodes that commit together would draw one line over another: shift each a little.
-        shift = (node % _LINE_SHIFTS - _LINE_SHIFTS // 2) * _LINE_SHIFT_PX
+        shift = _line_shift(node)
         coords = " ".join(f"{x:.1f},{y + shift:.1f}" for x, y in points)
         label = _text(timeline.node_labels[node], 60)
         out.append(
@@ -383,6 +384,7 @@ def _svg(
     out.append("</g>")
     if len(timeline.node_labels) <= LINE_LABELS_MAX:
         out.append(_line_labels(timeline, ends))
+    out.append(_down_periods(timeline, events, commits, chart))
     out.append(_sync_sessions(timeline, events, commits, chart))
     out.append(_marks(timeline, events, commits, chart))
     for event in violations[:VIOLATIONS_SHOWN_MAX]:
@@ -462,6 +464,41 @@ def _line_labels(timeline: SimTimeline, ends: list[tuple[float, int]]) -> str:
     return "".join(out)
 
 
+def _down_periods(
+    timeline: SimTimeline,
+    events: list[TimelineEvent],
+    commits: dict[int, list[tuple[int, int]]],
+    chart: _Chart,
+) -> str:
+    """A node's line drawn dashed from each crash to its restart (or the end of the run)."""
+    periods: list[tuple[int, int, int]] = []
+    down_since: dict[int, int] = {}
+    for event in events:
+        if event.node is None or event.node >= NODES_DRAWN_MAX:
+            continue
+        if event.kind is TimelineKind.CRASH:
+            down_since.setdefault(event.node, event.at_ms)
+        elif event.kind is TimelineKind.RESTART and event.node in down_since:
+            periods.append((event.node, down_since.pop(event.node), event.at_ms))
+    periods.extend((node, since, chart.span_ms) for node, since in down_since.items())
+    periods.sort(key=lambda period: (period[1], period[0]))
+    out = ["<g class='downs'>"]
+    for node, since, until in _sample(periods, MARKS_MAX):
+        y = chart.y(_height_at(commits.get(node, []), since)) + _line_shift(node)
+        out.append(
+            f"<line class='down' x1='{chart.x(since):.1f}' y1='{y:.1f}' x2='{chart.x(until):.1f}' "
+            f"y2='{y:.1f}'><title>{_text(_label(timeline, node), 60)}: down from {_time(since)} to "
+            f"{_time(until)}</title></line>"
+        )
+    out.append("</g>")
+    return "".join(out)
+
+
+def _line_shift(node: int) -> float:
+    """Nodes that commit together would draw one line over another: each is shifted a little."""
+    return (node % _LINE_SHIFTS - _LINE_SHIFTS // 2) * _LINE_SHIFT_PX
+
+
 def _sync_sessions(
     timeline: SimTimeline,
     events: list[TimelineEvent],
@@ -536,6 +573,11 @@ def _legend(timeline: SimTimeline, bands: list[_Band]) -> str:
         ("<path class='crash' d='M3,3L11,11M3,11L11,3'/>", "crash"),
         ("<circle class='restart' cx='7' cy='7' r='3.5'/>", "restart"),
         ("<polygon class='storage' points='7,2 12,7 7,12 2,7'/>", "storage fault"),
+        (
+            "<line x1='0' y1='7' x2='14' y2='7' stroke='#666' stroke-width='1.6'/>"
+            "<line class='down' x1='0' y1='7' x2='14' y2='7'/>",
+            "node down (crash to restart)",
+        ),
         ("<rect class='sync' x='1' y='3' width='12' height='8'/>", "block-sync session"),
         ("<rect class='dropped' x='4' y='4' width='6' height='6'/>", "peer dropped"),
         ("<rect class='lane' x='1' y='3' width='12' height='8'/>", "fault (band and lane)"),
@@ -688,18 +730,24 @@ def _fault_word(detail: str) -> str:
     (`Fault(kind=<FaultKind.PARTITION: 'partition'>, ...)`)."""
     named = _REPR_KIND.search(detail)
     if named is not None:
-        return named.group(1)
+        return named.group(1).lower()
     words = detail.split(maxsplit=1)
     return words[0].lower().rstrip(":,") if words else ""
 
 
-def _fault_summary(detail: str) -> str:
-    """A short name for a fault in its lane: "partition (0, 1)" for a dataclass repr, else the detail."""
+def _fault_summary(timeline: SimTimeline, detail: str) -> str:
+    """A short name for a fault in its lane: "partition v0 v2" for a repr of the simulator's
+    `Fault` (its kind and its nodes' labels), else the detail itself."""
     named = _REPR_KIND.search(detail)
     if named is None:
         return detail
+    kind = named.group(1).lower()
     nodes = _REPR_NODES.search(detail)
-    return f"{named.group(1)} {nodes.group(1)}" if nodes is not None else named.group(1)
+    if nodes is None:
+        return kind
+    indices = [int(part) for part in nodes.group(1).replace(",", " ").split()]
+    labels = " ".join(_label(timeline, index) for index in indices[:NODES_DRAWN_MAX])
+    return f"{kind} {labels}" if labels else kind
 
 
 def _assign_lanes(bands: list[_Band]) -> list[int]:
@@ -721,7 +769,7 @@ def _assign_lanes(bands: list[_Band]) -> list[int]:
 
 def _band_label(timeline: SimTimeline, band: _Band, *, short: bool = False) -> str:
     where = "" if band.node is None else f"{_label(timeline, band.node)}: "
-    what = _fault_summary(band.detail) if short else band.detail
+    what = _fault_summary(timeline, band.detail) if short else band.detail
     return f"{where}{what or 'fault'}"
 
 

@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from medledger.network.simreport import (
     EVENTS_MAX,
     KEPT_EVENTS_MAX,
@@ -147,6 +149,7 @@ def test_report_shows_nodes_faults_and_the_violation() -> None:
     assert "round 2 at height 3" in titles
     assert "v1: peer dropped" in titles
     assert "v3: block sync" in titles
+    assert "v3: down from 4.100 s to 4.600 s" in titles
     # The violation is prominent: in the alert at the top, before the chart, and in the table.
     text = page.text
     message = AGREEMENT
@@ -210,9 +213,15 @@ def test_chart_is_well_formed_svg() -> None:
         assert root.tag == "{http://www.w3.org/2000/svg}svg"
 
 
-def test_fault_given_as_a_dataclass_repr_is_named_by_its_kind() -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "Fault(kind=<FaultKind.PARTITION: 'partition'>, start_ms=100, end_ms=900, nodes=(0, 2))",
+        "Fault(FaultKind.PARTITION, 100, 900, nodes=(0, 2))",
+    ],
+)
+def test_fault_given_as_a_repr_is_named_by_its_kind_and_nodes(fault: str) -> None:
     timeline = SimTimeline(title="repr", seed=5, replay="r", node_labels=["v0", "v1", "v2"])
-    fault = "Fault(kind=<FaultKind.PARTITION: 'partition'>, start_ms=100, end_ms=900, nodes=(0, 2))"
     timeline.record(100, None, TimelineKind.FAULT_START, fault)
     timeline.record(900, None, TimelineKind.FAULT_END, fault)
     timeline.end_ms = 2_000
@@ -220,7 +229,7 @@ def test_fault_given_as_a_dataclass_repr_is_named_by_its_kind() -> None:
     classes = [value for name, value in page.attributes if name == "class"]
     assert "band partition" in classes
     assert "lane partition" in classes
-    assert "partition (0, 2)" in page.text_in["text"]  # the lane's short label
+    assert "partition v0 v2" in page.text_in["text"]  # the lane's short label
     assert any(fault in title for title in page.text_in["title"])  # the full detail on hover
 
 
