@@ -170,6 +170,8 @@ _HEIGHT_ABOVE_ALL: Final = 2**64
 #: Both `Fault(kind=<FaultKind.PARTITION: 'partition'>, ...)` and `Fault(FaultKind.PARTITION, ...)`.
 _REPR_KIND: Final = re.compile(r"\b[A-Z]\w*Kind\.([A-Z][A-Z0-9_]*)\b")
 _REPR_NODES: Final = re.compile(r"nodes=\(([\d,\s]*)\)")
+_REPR_RATE: Final = re.compile(r"\brate=(\d+(?:\.\d+)?)")
+_REPR_EXTRA_MS: Final = re.compile(r"\bextra_ms=(\d+)")
 
 #: Fault kinds (`_fault_word` of a FAULT_START detail) drawn as partitions (hatched).
 PARTITION_WORDS: Final = frozenset({"partition", "one_way"})
@@ -741,13 +743,18 @@ def _fault_summary(timeline: SimTimeline, detail: str) -> str:
     named = _REPR_KIND.search(detail)
     if named is None:
         return detail
-    kind = named.group(1).lower()
+    parts = [named.group(1).lower()]
     nodes = _REPR_NODES.search(detail)
-    if nodes is None:
-        return kind
-    indices = [int(part) for part in nodes.group(1).replace(",", " ").split()]
-    labels = " ".join(_label(timeline, index) for index in indices[:NODES_DRAWN_MAX])
-    return f"{kind} {labels}" if labels else kind
+    if nodes is not None:
+        indices = [int(part) for part in nodes.group(1).replace(",", " ").split()]
+        parts.extend(_label(timeline, index) for index in indices[:NODES_DRAWN_MAX])
+    rate = _REPR_RATE.search(detail)
+    if rate is not None and float(rate.group(1)) > 0:
+        parts.append(f"rate {rate.group(1)}")
+    extra = _REPR_EXTRA_MS.search(detail)
+    if extra is not None and int(extra.group(1)) > 0:
+        parts.append(f"+{extra.group(1)} ms")
+    return " ".join(parts)
 
 
 def _assign_lanes(bands: list[_Band]) -> list[int]:

@@ -242,6 +242,16 @@ def test_unended_fault_lasts_to_the_end_of_the_run() -> None:
     assert "v0: loss rate 0.3, 0.500 s to the end of the run (never healed)" in titles
 
 
+def test_fault_parameters_are_in_the_lane_label() -> None:
+    timeline = SimTimeline(title="params", seed=8, replay="r", node_labels=["v0"])
+    timeline.record(0, None, TimelineKind.FAULT_START, "Fault(FaultKind.LOSS, 0, 3000, rate=0.581)")
+    timeline.record(10, None, TimelineKind.FAULT_START, "Fault(FaultKind.DELAY, 10, 3000, extra_ms=375)")
+    timeline.end_ms = 3_000
+    lanes = parse(render_report(timeline)).text_in["text"]
+    assert "loss rate 0.581" in lanes
+    assert "delay +375 ms" in lanes
+
+
 def test_empty_timeline_renders(tmp_path: Path) -> None:
     timeline = SimTimeline(title="empty", seed=0, replay="medledger simulate --seed 0", node_labels=[])
     path = tmp_path / "report.html"
