@@ -16,9 +16,14 @@ import pytest
 
 from medledger.network.simreport import (
     EVENTS_MAX,
+    FAULT_BANDS_MAX,
     KEPT_EVENTS_MAX,
+    LINE_POINTS_MAX,
+    MARKS_MAX,
+    NODES_DRAWN_MAX,
     REPORT_BYTES_MAX,
     TABLE_ROWS_MAX,
+    VIOLATIONS_SHOWN_MAX,
     SimTimeline,
     TimelineKind,
     render_report,
@@ -315,6 +320,41 @@ def test_large_timeline_stays_small() -> None:
     cells = page.text_in["td"]
     assert "violation" in cells
     assert cells.count("fault_start") == 10
+
+
+def test_worst_case_timeline_stays_under_the_size_bound() -> None:
+    """Every cap exceeded at once, every string as long as allowed and made of characters that
+    escaping lengthens: the page still stays under `REPORT_BYTES_MAX`."""
+    noisy = '"<' * 3_000
+    nodes = NODES_DRAWN_MAX + 20
+    timeline = SimTimeline(
+        title=noisy, seed=2**63, replay=noisy, node_labels=[f"{noisy}{i}" for i in range(nodes)]
+    )
+    per_node = (LINE_POINTS_MAX * 3, MARKS_MAX // 20)
+    for node in range(nodes):
+        for height in range(1, per_node[0]):
+            timeline.record(height * 10 + node, node, TimelineKind.COMMIT, noisy, height=height)
+        for k in range(per_node[1]):
+            at_ms = k * 37 + node
+            for kind in (
+                TimelineKind.ROUND,
+                TimelineKind.CRASH,
+                TimelineKind.RESTART,
+                TimelineKind.STORAGE_FAULT,
+                TimelineKind.SYNC_START,
+                TimelineKind.SYNC_DONE,
+                TimelineKind.PEER_DROPPED,
+            ):
+                timeline.record(at_ms, node, kind, noisy, height=k, round=k)
+    for k in range(FAULT_BANDS_MAX + 50):
+        timeline.record(k * 5, None, TimelineKind.FAULT_START, f"partition {k} {noisy}")
+        timeline.record(k * 5 + 400, None, TimelineKind.FAULT_END, f"partition {k} {noisy}")
+    for k in range(VIOLATIONS_SHOWN_MAX + 5):
+        timeline.record(k, k % nodes, TimelineKind.VIOLATION, noisy)
+    raw = render_report(timeline)
+    assert len(raw.encode("utf-8")) < REPORT_BYTES_MAX
+    assert event_rows(raw) == TABLE_ROWS_MAX
+    assert parse(raw).tags.count("polyline") == NODES_DRAWN_MAX
 
 
 def test_timeline_record_is_bounded() -> None:
