@@ -239,7 +239,7 @@ class Reactor:
 
     @property
     def is_validator(self) -> bool:
-        return self.validators.contains(self.identity.public.sign_key)
+        return self.identity.public.sign_key in self.executor.get_members(self.store.height + 1)
 
     @property
     def backed_target(self) -> int:
@@ -512,8 +512,8 @@ class Reactor:
         """`PeerError` unless `message` (for a height committed here) is signed by a validator of
         its height: honest peers relay only messages they checked."""
         signer = message.proposer if isinstance(message, Proposal) else message.validator
-        if message.chain_id != self.genesis.chain_id or not self.validators_for(message.height).contains(
-            signer
+        if message.chain_id != self.genesis.chain_id or signer not in self.executor.get_members(
+            message.height
         ):
             raise PeerError(f"a consensus message for height {message.height} from a non-validator")
         if not verify_signature(signer, message.signing_bytes(), message.signature):

@@ -133,12 +133,11 @@ class SyncService:
     def backed_target(self) -> int:
         """The highest height that f+1 validators claim, so at least one honest one: a single
         peer's claim (unsigned status, a forged future vote) cannot take us out of consensus."""
-        validators = self.executor.validators_for(self.store.height + 1)
+        members = self.executor.get_members(self.store.height + 1)
         claims = sorted(
-            (height for peer, height in self.sync.peer_heights.items() if validators.contains(peer)),
-            reverse=True,
+            (height for peer, height in self.sync.peer_heights.items() if peer in members), reverse=True
         )
-        needed = (len(validators) - 1) // 3 + 1  # f + 1
+        needed = (len(members) - 1) // 3 + 1  # f + 1
         return claims[needed - 1] if len(claims) >= needed else 0
 
     @property
