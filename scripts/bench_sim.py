@@ -107,6 +107,9 @@ def main() -> int:
     except subprocess.TimeoutExpired:
         wall_s = time.perf_counter() - started
         print(f"stopped after {wall_s:.0f} s ({TIMEOUT_FACTOR} x the target)", file=sys.stderr)
+        stopped = {"bench": "sim", "nodes": args.nodes, "heights": args.heights, "wall_s": round(wall_s, 1)}
+        stopped |= {"target_s": TARGET_S, "events": None, "meets_target": False, "timed_out": True}
+        print(json.dumps(stopped))
         return 1
     wall_s = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
