@@ -114,6 +114,11 @@ class SimReactor(Reactor):
         self._sim_clock = sim_clock
         self._skewed_time = skewed_time
 
+    async def _prepare_proposal(self, height: int, validators: ValidatorSet) -> None:
+        """A skewed proposer builds each block when asked, at the skewed time (never ahead)."""
+        if self._skewed_time is None:
+            await super()._prepare_proposal(height, validators)
+
     def get_block_to_propose(self, height: int, round_: int) -> Block:
         if self._skewed_time is None:
             return super().get_block_to_propose(height, round_)
