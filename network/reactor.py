@@ -90,6 +90,8 @@ log = logging.getLogger("medledger.consensus")
 INBOX_EVENTS_MAX: Final = 20_000
 #: Tx ids remembered as signature-checked outside the mempool (proposals that arrived first).
 VERIFIED_IDS_MAX: Final = 200_000
+#: Waits shorter than this count as elapsed (seconds; well below any block interval).
+WAKE_RESOLUTION_S: Final = 0.001
 #: A submitted batch this large is checked in a worker (signature checks), a smaller one inline.
 THREADED_CHECK_BATCH_MIN: Final = 32
 
@@ -313,7 +315,9 @@ class Reactor:
             if len(self.mempool) == 0 and not len(self.evidence_pool):
                 return
             wait_s = self._last_commit_at + self.block_interval_s - self.clock.monotonic_s()
-            if wait_s > 0:
+            # Below a clock tick the interval has passed: a timer for a rounding residue would
+            # fire at once (on a virtual clock, at the same instant) and wait again, forever.
+            if wait_s > WAKE_RESOLUTION_S:
                 if self._wake_handle is None:
                     self._wake_handle = self.clock.call_later(wait_s, self._wake)
                 return
