@@ -62,7 +62,7 @@ from medledger.network.simconfig import (
 )
 from medledger.network.simhostile import HostilePeer
 from medledger.network.siminvariants import Caches, InvariantChecker, InvariantViolation
-from medledger.network.simloop import VirtualTimeLoop, run_inline
+from medledger.network.simloop import SimDeadlockError, SimLivelockError, VirtualTimeLoop, run_inline
 from medledger.network.simnet import Conditions, SimNetwork
 from medledger.network.simreport import SimTimeline, TimelineKind
 from medledger.network.simstorage import SimCrashError, SimDisk, carry_signing_state
@@ -800,7 +800,11 @@ class Simulation:
         loop = self.loop
         loop.set_exception_handler(lambda loop, context: None)  # failures reach us through hooks
         try:
-            live = loop.run_until_complete(self._main())
+            try:
+                live = loop.run_until_complete(self._main())
+            except (SimLivelockError, SimDeadlockError) as exc:
+                live = False
+                self.violate(f"the simulated system is stuck: {exc}")
         finally:
             for task in asyncio.all_tasks(loop):
                 task.cancel()

@@ -42,11 +42,20 @@ class SimDeadlockError(RuntimeError):
     """The loop has nothing ready and no timer: the simulated system can never move again."""
 
 
+#: Loop iterations at one virtual instant beyond which the simulated system is livelocked.
+SPINS_AT_ONE_INSTANT_MAX: Final = 1_000_000
+
+
+class SimLivelockError(RuntimeError):
+    """The loop keeps running callbacks without virtual time ever moving on."""
+
+
 class _VirtualSelector(selectors.BaseSelector):
     """A selector with no file objects: `select(timeout)` advances the loop's virtual clock."""
 
     def __init__(self, loop: VirtualTimeLoop) -> None:
         self._loop = loop
+        self._spins = 0
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         raise RuntimeError("a virtual-time loop does no I/O")
@@ -58,7 +67,14 @@ class _VirtualSelector(selectors.BaseSelector):
         if timeout is None:
             raise SimDeadlockError("nothing is ready and no timer is set: the simulation is stuck")
         if timeout > 0:
+            self._spins = 0
             self._loop.advance(timeout)
+        else:
+            self._spins += 1
+            if self._spins > SPINS_AT_ONE_INSTANT_MAX:
+                raise SimLivelockError(
+                    f"{SPINS_AT_ONE_INSTANT_MAX} loop iterations at virtual time {self._loop.time():.3f} s"
+                )
         return []
 
     def close(self) -> None:
@@ -155,4 +171,10 @@ async def run_inline(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     return contextvars.copy_context().run(func, *args, **kwargs)
 
 
-__all__ = ["SimDeadlockError", "VirtualTimeLoop", "run_inline"]
+__all__ = [
+    "SPINS_AT_ONE_INSTANT_MAX",
+    "SimDeadlockError",
+    "SimLivelockError",
+    "VirtualTimeLoop",
+    "run_inline",
+]
