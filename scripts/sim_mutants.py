@@ -32,6 +32,10 @@ Output: one JSON object a line, flushed as each finishes. A mutant's line:
 order, so the lowest of those run), `seeds_run` how many runs it took (the failing one included;
 the whole budget when not found), `wall_s` the wall time of the search (pool start included),
 `failure` the first line of the violation, and `reproduce` the command that runs just that seed.
+`exercised_runs` counts the runs in which the mutated code decided otherwise than the fixed code
+would have (at least once): a mutant not found with `exercised_runs` 0 is never reached by what
+the sweep's seeds do (a fault or hostile peer is missing); not found with runs exercised, the bug
+ran and no invariant noticed.
 The control's line (`"mutant": "control"`) has `failures` and `failing_seeds` (the first few)
 over the largest budget asked. A run that raises anything else than a violation counts as a
 failure whose text starts with "error:"; a run over `--run-timeout` seconds of wall time is
@@ -82,14 +86,30 @@ CONTROL: Final = "control"
 # -- the mutants ---------------------------------------------------------------------------------
 # Each installer imports the fixed module and replaces one attribute of a class, so every instance
 # the simulator builds afterwards (in this process) runs the bug. `setattr` because the targets
-# are methods and properties a type checker rightly refuses to see reassigned.
+# are methods and properties a type checker rightly refuses to see reassigned. Each mutated
+# function also counts the calls where it decides otherwise than the fixed code (`_hit`): a
+# mutant no seed finds was either never exercised (no fault or peer of the sweep reaches it) or
+# exercised without any invariant noticing, and the output says which.
+
+_hits = 0
+
+
+def _hit() -> None:
+    global _hits  # noqa: PLW0603 - one counter per worker process, reset per run
+    _hits += 1
 
 
 def _install_one_peer_sync_trigger() -> None:
     from medledger.network.syncservice import SyncService
 
+    fixed = cast(property, SyncService.__dict__["backed_target"]).fget
+    assert fixed is not None
+
     def backed_target(self: SyncService) -> int:
-        return self.sync.target  # the highest height any peer reported (validator or not)
+        target = self.sync.target  # the highest height any peer reported (validator or not)
+        if target != fixed(self):
+            _hit()
+        return target
 
     setattr(SyncService, "backed_target", property(backed_target))  # noqa: B010
 
@@ -99,9 +119,12 @@ def _install_redownload_applying() -> None:
 
     def is_wanted(self: BlockSync, height: int) -> bool:
         # The fixed code also requires `height > self._applying_through`.
-        return height not in self._buffer and not any(
+        wanted = height not in self._buffer and not any(
             r.first <= height <= r.last for r in self._requests.values()
         )
+        if wanted and height <= self._applying_through:
+            _hit()
+        return wanted
 
     setattr(BlockSync, "_is_wanted", is_wanted)  # noqa: B010
 
@@ -123,6 +146,7 @@ def _install_certified_other_parent_drops_peer() -> None:
             try:
                 done, failure = fixed(self, [item])
             except StateDivergedError as exc:
+                _hit()
                 return applied, (item.peer, cast(InvalidBlockError, exc))  # it has `.rule` too
             applied.extend(done)
             if failure is not None:
@@ -135,7 +159,11 @@ def _install_certified_other_parent_drops_peer() -> None:
 def _install_pbts_timeliness_off() -> None:
     from medledger.chain.consensus import SynchronyParams
 
+    fixed = SynchronyParams.is_timely
+
     def is_timely(self: SynchronyParams, block_time_ms: int, received_ms: int, round_: int) -> bool:
+        if not fixed(self, block_time_ms, received_ms, round_):
+            _hit()
         return True
 
     setattr(SynchronyParams, "is_timely", is_timely)  # noqa: B010
@@ -145,6 +173,12 @@ def _install_round_jump_off() -> None:
     from medledger.chain.consensus import Action, ConsensusCore
 
     def try_round_jump(self: ConsensusCore, out: list[Action]) -> bool:
+        # The fixed code's condition to jump, read without jumping.
+        assert self._validators is not None
+        needed = self._validators.max_faulty + 1
+        seen = self._max_round_seen
+        if len(seen) >= needed and sorted(seen.values(), reverse=True)[needed - 1] > self.round:
+            _hit()
         return False
 
     setattr(ConsensusCore, "_try_round_jump", try_round_jump)  # noqa: B010
@@ -233,9 +267,13 @@ class RunOutcome:
     failure: str | None
     timed_out: bool
     wall_s: float
+    #: Decisions the mutated code took otherwise than the fixed code would have, in this run.
+    hits: int
 
 
 def _run_config(config: SimConfig) -> RunOutcome:
+    global _hits  # noqa: PLW0603
+    _hits = 0
     started = time.perf_counter()
     failure: str | None = None
     timed_out = False
@@ -250,7 +288,7 @@ def _run_config(config: SimConfig) -> RunOutcome:
         timed_out = True
     except Exception as exc:  # the simulator itself fell over under the mutant: still a finding
         failure = f"error: {type(exc).__name__}: {exc}"
-    return RunOutcome(config.seed, failure, timed_out, time.perf_counter() - started)
+    return RunOutcome(config.seed, failure, timed_out, time.perf_counter() - started, _hits)
 
 
 # -- the search ----------------------------------------------------------------------------------
@@ -286,11 +324,13 @@ def search(
     started = time.perf_counter()
     seeds_run = 0
     timeouts = 0
+    exercised = 0
     found: RunOutcome | None = None
     with _pool(mutant.name, jobs, run_timeout_s) as pool:
         for outcome in pool.imap(_run_config, configs):
             seeds_run += 1
             timeouts += outcome.timed_out
+            exercised += outcome.hits > 0
             if outcome.failure is not None:
                 found = outcome
                 break
@@ -303,6 +343,7 @@ def search(
         "seeds_run": seeds_run,
         "wall_s": round(time.perf_counter() - started, 1),
         "failure": _first_line(found.failure) if found is not None and found.failure else None,
+        "exercised_runs": exercised,
     }
     if found is not None:
         line["run_wall_s"] = round(found.wall_s, 2)
