@@ -33,13 +33,19 @@ def sim_config(n: int, seed: int, **options: Any) -> SimConfig:
 
 
 def random_config(
-    seed: int, *, n: int, twins: int = 0, kinds: tuple[FaultKind, ...] = tuple(FaultKind)
+    seed: int,
+    *,
+    n: int,
+    twins: int = 0,
+    kinds: tuple[FaultKind, ...] = tuple(FaultKind),
+    horizon_ms: int = 4_000,
+    **options: Any,
 ) -> SimConfig:
     """A config whose twins and fault plan are drawn from `seed` (so the seed alone replays it)."""
     rng = random.Random(seed)
     twin_indices = tuple(sorted(rng.sample(range(n), twins)))
-    plan = generate_fault_plan(rng, n=n, twins=twin_indices, kinds=kinds)
-    return sim_config(n, seed, faults=plan, twins=twin_indices)
+    plan = generate_fault_plan(rng, n=n, twins=twin_indices, kinds=kinds, horizon_ms=horizon_ms)
+    return sim_config(n, seed, faults=plan, twins=twin_indices, **options)
 
 
 #: Honest clocks in skewed runs are off by up to this either way (within PRECISION / 2).
