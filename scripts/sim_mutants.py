@@ -20,8 +20,9 @@ Mutants (`--list` prints them):
   (`BlockSync._is_wanted` without its `_applying_through` clause, as before 6757e0b).
 * `certified-other-parent-drops-peer`: a certified block that does not fit our tip
   (`StateDivergedError`: another parent or state root) is taken as the serving peer's fault and
-  the peer is dropped, instead of the node halting (before 6757e0b it dropped honest peers one
-  after the other).
+  the peer is dropped, instead of the node halting, so a node whose own chain is wrong drops its
+  honest peers one after the other. Before 6757e0b this was so for a block on another parent (a
+  state root mismatch already halted); the mutant does it for both.
 * `pbts-timeliness-off`: every proposal is timely (`SynchronyParams.is_timely` is always true), so
   a Byzantine proposer's skewed block time is prevoted.
 * `round-jump-off`: no f+1 round jump (`ConsensusCore._try_round_jump` never jumps).
@@ -37,7 +38,7 @@ would have (at least once): a mutant not found with `exercised_runs` 0 is never 
 the sweep's seeds do (a fault or hostile peer is missing); not found with runs exercised, the bug
 ran and no invariant noticed.
 The control's line (`"mutant": "control"`) has `failures` and `failing_seeds` (the first few)
-over the largest budget asked. A run that raises anything else than a violation counts as a
+over the same seeds, all of them run. A run that raises anything else than a violation counts as a
 failure whose text starts with "error:"; a run over `--run-timeout` seconds of wall time is
 skipped and counted in `timeouts`.
 
