@@ -32,7 +32,7 @@ import functools
 import hashlib
 import random
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from medledger.chain import txbuilder
 from medledger.chain.admission import Admission
@@ -51,14 +51,24 @@ from medledger.crypto import Identity
 from medledger.network.clock import Timer
 from medledger.network.messages import FrameKind
 from medledger.network.reactor import Reactor, SyncProgress
-from medledger.network.simconfig import CHAIN_ID, CRASH_KINDS, SIM_BLOCK_TXS_MAX, SIM_MEMPOOL_TXS_MAX
-from medledger.network.simconfig import Fault, FaultKind, SimConfig, TimeSkew
+from medledger.network.simconfig import (
+    CHAIN_ID,
+    CRASH_KINDS,
+    SIM_BLOCK_TXS_MAX,
+    SIM_MEMPOOL_TXS_MAX,
+    Fault,
+    FaultKind,
+    SimConfig,
+    TimeSkew,
+)
 from medledger.network.simhostile import HostilePeer
 from medledger.network.siminvariants import Caches, InvariantChecker, InvariantViolation
-from medledger.network.simloop import SimDeadlockError, VirtualTimeLoop, run_inline
+from medledger.network.simloop import VirtualTimeLoop, run_inline
 from medledger.network.simnet import Conditions, SimNetwork
 from medledger.network.simreport import SimTimeline, TimelineKind
 from medledger.network.simstorage import SimCrashError, SimDisk, carry_signing_state
+
+T = TypeVar("T")
 
 #: Bytes of txs a simulated block carries at most.
 SIM_BLOCK_BYTES_MAX: Final = 1024 * 1024
@@ -68,6 +78,8 @@ TAIL_CHECK_BLOCKS: Final = 16
 CRASH_WRITES_MAX: Final = 12
 #: Clients that sign the txs a run submits.
 CLIENTS: Final = 3
+#: Virtual time a node's offloaded work (a store write, executing a block) takes.
+OFFLOAD_MS: Final = 1
 #: Decoded consensus frames remembered by their bytes (one broadcast sends one payload to all).
 DECODED_FRAMES_MAX: Final = 2_048
 
@@ -234,6 +246,7 @@ class SimPeer:
         genesis = sim.genesis
         self.incarnation += 1
         self.disk.reopen()
+        self.disk.on_crash = self._crashed_mid_write
         app = GovernedApp(config.app_factory(), genesis.validators)
         store, problem = self._open(app)
         rebuilt = problem is not None
@@ -243,10 +256,14 @@ class SimPeer:
             carried = carry_signing_state(self.disk, fresh)
             new_store = BlockStore.open_memory(fresh, self.label)
             sim.timeline.record(
-                sim.now_ms, self.id, TimelineKind.STORAGE_FAULT, f"rebuilt, carried: {', '.join(carried) or 'nothing'}"
+                sim.now_ms,
+                self.id,
+                TimelineKind.STORAGE_FAULT,
+                f"rebuilt, carried: {', '.join(carried) or 'nothing'}",
             )
             sim.stats.rebuilds += 1
             self.disk, store = fresh, new_store
+            fresh.on_crash = self._crashed_mid_write
             app = GovernedApp(config.app_factory(), genesis.validators)
         assert store is not None
         if not store.is_initialized:
@@ -268,7 +285,7 @@ class SimPeer:
             max_block_bytes=SIM_BLOCK_BYTES_MAX,
             on_committed=functools.partial(self._on_committed, incarnation),
             on_sync_progress=functools.partial(self._on_sync_progress, incarnation),
-            offload=run_inline,
+            offload=self._offload,
             timeouts=config.timeouts,
             synchrony=config.synchrony,
             verify=sim.caches.verify,
@@ -289,6 +306,14 @@ class SimPeer:
         task = reactor.task
         assert task is not None
         task.add_done_callback(functools.partial(self._task_done, incarnation))
+
+    async def _offload(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """The node's worker thread, deterministically: the work runs on the loop, and the caller
+        resumes `OFFLOAD_MS` later (virtual), as after a thread; other tasks run meanwhile, so the
+        interleavings a thread allows (a frame handled while a block is applied) happen here too."""
+        result = await run_inline(func, *args, **kwargs)
+        await asyncio.sleep(OFFLOAD_MS / 1000)
+        return result
 
     def _is_current(self, incarnation: int) -> bool:
         return self.up and incarnation == self.incarnation
@@ -312,17 +337,23 @@ class SimPeer:
         sim.timeline.record(sim.now_ms, self.id, TimelineKind.CRASH, why, height=self.store.height)
         sim.trace(["crash", self.id, sim.now_ms])
 
+    def _crashed_mid_write(self) -> None:
+        """The disk died under a write: the process dies with it, now."""
+        self.sim.stats.mid_write_crashes += 1
+        self.crash("in the middle of a store write")
+
     def _task_done(self, incarnation: int, task: asyncio.Task[None]) -> None:
         if task.cancelled() or not self._is_current(incarnation):
             return
         exc = task.exception()
         if isinstance(exc, SimCrashError):
-            self.sim.stats.mid_write_crashes += 1
-            self.crash("in the middle of a store write")
-        elif isinstance(exc, InvariantViolation):
+            return  # the disk's `on_crash` took the node down already
+        if isinstance(exc, InvariantViolation):
             self.sim.fail_with(exc)
         else:
-            self.sim.node_failed(self.id, exc if exc is not None else RuntimeError("the consensus task ended"))
+            self.sim.node_failed(
+                self.id, exc if exc is not None else RuntimeError("the consensus task ended")
+            )
 
     def _skewed_time(self) -> int:
         """A Byzantine proposer's block time (see `TimeSkew`), relative to the virtual time."""
@@ -365,14 +396,21 @@ class SimPeer:
             self.in_sync_session = True
             sim.stats.sync_sessions += 1
             sim.timeline.record(
-                sim.now_ms, self.id, TimelineKind.SYNC_START, f"from {progress.start_height}",
+                sim.now_ms,
+                self.id,
+                TimelineKind.SYNC_START,
+                f"from {progress.start_height}",
                 height=progress.start_height,
             )
         if progress.done:
             self.in_sync_session = False
             sim.stats.synced_blocks += progress.blocks
             sim.timeline.record(
-                sim.now_ms, self.id, TimelineKind.SYNC_DONE, f"{progress.blocks} blocks", height=progress.height
+                sim.now_ms,
+                self.id,
+                TimelineKind.SYNC_DONE,
+                f"{progress.blocks} blocks",
+                height=progress.height,
             )
 
     def _on_rejected(self, incarnation: int, peer: bytes | None, rejection: Rejection) -> None:
@@ -408,7 +446,10 @@ class Simulation:
 
         identities = [_derive_identity(self.rng) for _ in range(config.n)]
         validators = ValidatorSet.of(
-            [Validator(f"v{i}", ident.public.sign_key, ident.public.enc_key) for i, ident in enumerate(identities)]
+            [
+                Validator(f"v{i}", ident.public.sign_key, ident.public.enc_key)
+                for i, ident in enumerate(identities)
+            ]
         )
         self.genesis = Genesis(CHAIN_ID, 0, validators, b"")
         faulty = {identities[i].public.sign_key for i in (*config.twins, *config.skewed)}
@@ -422,7 +463,12 @@ class Simulation:
             offset = clocks.randint(-bound, bound) if bound else 0
             self.peers.append(
                 SimPeer(
-                    self, i, f"v{i}", ident, correct=key not in faulty, clock_offset_ms=offset,
+                    self,
+                    i,
+                    f"v{i}",
+                    ident,
+                    correct=key not in faulty,
+                    clock_offset_ms=offset,
                     skew=config.time_skew if key in skewed else None,
                 )
             )
@@ -432,7 +478,12 @@ class Simulation:
             # A twin's clock is 1 + j ms ahead, so its blocks differ from its original's.
             self.peers.append(
                 SimPeer(
-                    self, config.n + j, f"v{original}-twin", ident, correct=False, clock_offset_ms=1 + j,
+                    self,
+                    config.n + j,
+                    f"v{original}-twin",
+                    ident,
+                    correct=False,
+                    clock_offset_ms=1 + j,
                     skew=config.time_skew if key in skewed else None,
                 )
             )
@@ -441,7 +492,9 @@ class Simulation:
             HostilePeer(self, first_hostile + k, kind, _derive_identity(self.rng), self.rng.getrandbits(64))
             for k, kind in enumerate(config.hostile)
         ]
-        labels = [p.label for p in self.peers] + [f"hostile-{k}-{h.kind.value}" for k, h in enumerate(self.hostiles)]
+        labels = [p.label for p in self.peers] + [
+            f"hostile-{k}-{h.kind.value}" for k, h in enumerate(self.hostiles)
+        ]
         self.timeline = SimTimeline(
             title=f"simulation of {config.n} validators, seed {config.seed}",
             seed=config.seed,
@@ -504,8 +557,8 @@ class Simulation:
     def node_failed(self, node_id: int, exc: BaseException) -> None:
         """A node's code raised something it should not (a bug the run found): fail the run."""
         peer = self.peers[node_id] if node_id < len(self.peers) else None
-        if peer is not None and not peer.correct:
-            return  # a Byzantine node may fall over; that is not the system's failure
+        if peer is not None and (not peer.correct or not peer.up):
+            return  # a Byzantine node may fall over, and a crashed one's work dies with it
         self.violate(f"node {node_id} failed: {type(exc).__name__}: {exc}", node_id)
 
     def violate(self, what: str, node: int | None = None) -> None:
@@ -519,9 +572,8 @@ class Simulation:
         if node_id >= len(self.peers):
             return  # a hostile peer's own trouble
         if isinstance(exc, SimCrashError):
-            self.stats.mid_write_crashes += 1
-            self.peers[node_id].crash("in the middle of a store write")
-        elif isinstance(exc, InvariantViolation):
+            return  # the disk's `on_crash` took the node down already
+        if isinstance(exc, InvariantViolation):
             self.fail_with(exc)
         else:
             self.node_failed(node_id, exc)
@@ -584,8 +636,12 @@ class Simulation:
             if len(peer.rounds_seen) > 64:
                 peer.rounds_seen = {max(peer.rounds_seen)}
             self.timeline.record(
-                self.now_ms, node_id, TimelineKind.ROUND, f"round {message.round}",
-                height=message.height, round=message.round,
+                self.now_ms,
+                node_id,
+                TimelineKind.ROUND,
+                f"round {message.round}",
+                height=message.height,
+                round=message.round,
             )
 
     def _on_received(self, node_id: int, kind: int, payload: bytes) -> None:
@@ -596,7 +652,9 @@ class Simulation:
         if kind == FrameKind.PROPOSAL and node_id < len(self.peers) and self.peers[node_id].correct:
             message = self._decode(kind, payload)
             if isinstance(message, Proposal):
-                self.checker.on_proposal_seen(self.peers[node_id], self.caches.block_hash(message.block), self.now_ms)
+                self.checker.on_proposal_seen(
+                    self.peers[node_id], self.caches.block_hash(message.block), self.now_ms
+                )
 
     def _on_link_end(self, node_id: int, peer_key: bytes, why: str, fault: bool) -> None:
         if not fault:
@@ -623,7 +681,9 @@ class Simulation:
             self._done.set()
 
     def _correct_nodes(self) -> list[SimPeer]:
-        return self.peers[: self.config.n]
+        """The validators liveness is due from: all but those run twice (a twin's pair)."""
+        twins = self.config.twins
+        return [p for p in self.peers[: self.config.n] if p.id not in twins]
 
     def _mark_gst(self) -> None:
         self._gst_heights = {p.id: p.store.height for p in self._correct_nodes() if p._store is not None}
@@ -644,7 +704,12 @@ class Simulation:
         client = rng.choice(self._clients)
         kind, body = self.config.make_tx(rng)
         _, raw, _ = sign_tx(
-            client, chain_id=CHAIN_ID, kind=kind, body=body, nonce=rng.getrandbits(64), timestamp_ms=self.now_ms
+            client,
+            chain_id=CHAIN_ID,
+            kind=kind,
+            body=body,
+            nonce=rng.getrandbits(64),
+            timestamp_ms=self.now_ms,
         )
         up = [p for p in self.peers if p.up]
         if up:
@@ -704,12 +769,14 @@ class Simulation:
                 peer = self.peers[node_id]
                 if peer.up and peer.disk.is_armed:
                     peer.crash(f"{fault.kind.value} (no write in the window)")
-                if fault.kind is FaultKind.CORRUPT and not peer.up and peer._store is not None:
-                    if peer.disk.corrupt_tip(peer.store.height):
-                        self.timeline.record(
-                            self.now_ms, node_id, TimelineKind.STORAGE_FAULT,
-                            f"block {peer.store.height} rotted while down",
-                        )
+                rots = fault.kind is FaultKind.CORRUPT and not peer.up and peer._store is not None
+                if rots and peer.disk.corrupt_tip(peer.store.height):
+                    self.timeline.record(
+                        self.now_ms,
+                        node_id,
+                        TimelineKind.STORAGE_FAULT,
+                        f"block {peer.store.height} rotted while down",
+                    )
                 if not peer.up and not self._is_still_crashed(node_id):
                     self.spawn(peer.start())
         elif fault in self._active:
@@ -739,6 +806,8 @@ class Simulation:
                 loop.run_until_complete(asyncio.sleep(0))
             loop.close()
         if self._failure is not None:
+            self.timeline.end_ms = max(self.timeline.end_ms, self.now_ms)
+            self._failure.timeline = self.timeline
             raise self._failure
         return self._result(live)
 
@@ -764,10 +833,7 @@ class Simulation:
         if config.stop_ms is not None:
             deadline = min(deadline, config.stop_ms)
         loop.call_later(deadline / 1000, self._done.set)
-        try:
-            await self._done.wait()
-        except SimDeadlockError:
-            pass
+        await self._done.wait()
         if self._gst_heights is None:
             self._mark_gst()
         for peer in self.peers:
@@ -812,18 +878,19 @@ class Simulation:
 def _seeded_nonces(rng: random.Random) -> Iterator[None]:
     """Draw the nonces `sign_tx` picks itself (evidence txs) from the run's seed (see REQUESTS.md:
     the executor files evidence without a nonce, which would make a run depend on OS randomness)."""
-    original = txbuilder.secrets
+    names = vars(txbuilder)
+    original = names["secrets"]
 
     class _Seeded:
         @staticmethod
         def randbits(bits: int) -> int:
             return rng.getrandbits(bits)
 
-    txbuilder.secrets = _Seeded  # type: ignore[assignment]
+    names["secrets"] = _Seeded
     try:
         yield
     finally:
-        txbuilder.secrets = original
+        names["secrets"] = original
 
 
 def run_simulation(config: SimConfig) -> SimResult:

@@ -84,7 +84,9 @@ class FaultKind(StrEnum):
 
 
 #: The faults that take nodes down during their window (and restart them at its end).
-CRASH_KINDS: Final = frozenset({FaultKind.CRASH, FaultKind.CRASH_MID, FaultKind.TORN_WRITE, FaultKind.CORRUPT})
+CRASH_KINDS: Final = frozenset(
+    {FaultKind.CRASH, FaultKind.CRASH_MID, FaultKind.TORN_WRITE, FaultKind.CORRUPT}
+)
 
 #: The faults after which a node refuses its store and is rebuilt from peers.
 STORE_LOSS_KINDS: Final = frozenset({FaultKind.TORN_WRITE, FaultKind.CORRUPT})
@@ -216,4 +218,3 @@ class SimConfig:
                 shown = repr(value)
             parts.append(f"{field.name}={shown}")
         return f"SimConfig({', '.join(parts)})"
-

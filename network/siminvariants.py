@@ -21,7 +21,7 @@ consensus message a node refuses (`on_rejected`) and the evidence a node gathers
 `Caches` are pure functions memoised across nodes (signature checks, block hashes, decoded
 txs): sharing them changes no outcome and keeps a 100-node run fast.
 
-This module imports only `medledger.chain` and `medledger.crypto`.
+This module imports only `medledger.chain`, `medledger.crypto` and `medledger.network`.
 """
 
 from __future__ import annotations
@@ -43,13 +43,18 @@ from medledger.chain.store import BlockStore
 from medledger.chain.types import Block, BlockHash, Commit, Header, Proposal, Tx, TxId, ValidatorSet, Vote
 from medledger.chain.validation import decode_tx, validate_commit, validate_tx_envelope
 from medledger.crypto import verify_signature
+from medledger.network.simreport import SimTimeline
 
 #: Decoded proposals remembered by their frame's bytes (a broadcast sends one payload to all).
 DECODED_FRAMES_MAX = 4_096
 
 
 class InvariantViolation(AssertionError):
-    """A safety or liveness property failed; the message says which and how to replay the run."""
+    """A safety or liveness property failed; the message says which and how to replay the run.
+
+    `timeline`: what the run did up to the failure (set by the simulation that raised it)."""
+
+    timeline: SimTimeline | None = None
 
 
 class Caches:
@@ -248,6 +253,7 @@ class InvariantChecker:
                 validators=node.validators_at(height),
                 block_hash=block_hash,
                 height=height,
+                verify=self._caches.verify,
             )
         except InvalidCommitError as exc:
             self.fail(f"node {node.id}: invalid certificate at height {height}: {exc.message}", node.id)

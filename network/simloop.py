@@ -23,14 +23,16 @@ This module imports only the standard library.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import heapq
 import itertools
 import selectors
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, TypeVarTuple, Unpack
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 #: The virtual clock starts here (seconds); 0 keeps a run's virtual milliseconds readable.
 VIRTUAL_EPOCH_S: Final = 0.0
@@ -67,19 +69,26 @@ class _VirtualSelector(selectors.BaseSelector):
 
 
 class _OrderedTimer(asyncio.TimerHandle):
-    """A timer ordered by (due time, the order it was set): ties run first come, first served."""
+    """A timer ordered by (due time, the order it was set): ties run first come, first served.
 
-    __slots__ = ("_seq",)
+    Only this loop's heap compares them, and it holds nothing else."""
 
-    def __init__(self, seq: int, when: float, callback: Callable[..., object], args: tuple[Any, ...],
-                 loop: asyncio.AbstractEventLoop, context: contextvars.Context | None) -> None:
+    __slots__ = ("_key",)
+
+    def __init__(
+        self,
+        seq: int,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
         super().__init__(when, callback, args, loop, context)
-        self._seq = seq
+        self._key = (when, seq)
 
     def __lt__(self, other: object) -> bool:
-        if isinstance(other, _OrderedTimer):
-            return (self._when, self._seq) < (other._when, other._seq)
-        return NotImplemented
+        return self._key < other._key  # type: ignore[attr-defined, no-any-return]
 
 
 class VirtualTimeLoop(asyncio.BaseEventLoop):
@@ -108,8 +117,8 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
     def call_at(
         self,
         when: float,
-        callback: Callable[..., object],
-        *args: Any,
+        callback: Callable[[Unpack[Ts]], object],
+        *args: *Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         """`BaseEventLoop.call_at` with ties broken by the order timers were set."""
@@ -127,7 +136,9 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
     def _write_to_self(self) -> None:
         return None  # no other thread ever waits on this loop
 
-    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def run_in_executor(
+        self, executor: concurrent.futures.Executor | None, func: Callable[[Unpack[Ts]], T], *args: *Ts
+    ) -> asyncio.Future[T]:
         """Run `func` now, on the loop (no threads in a simulation): a finished future."""
         future: asyncio.Future[T] = self.create_future()
         try:

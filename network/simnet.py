@@ -162,8 +162,10 @@ class SimNetwork:
         self._on_received = on_received
         self._on_link_end = on_link_end
         self._on_failure = on_failure
-        #: node id → its transport (None: the node is down).
+        #: node id → its transport, for the nodes up.
         self.endpoints: dict[int, SimTransport] = {}
+        #: key → the transports up holding it (in node order): a frame's receivers.
+        self._by_key: dict[bytes, list[SimTransport]] = {}
         #: (node id, peer key) → virtual ms before which the pair does not link again.
         self._apart_until: dict[tuple[int, bytes], int] = {}
         self.frames_sent = 0
@@ -183,6 +185,9 @@ class SimNetwork:
         """A node comes up: it gets a transport and links to every node up (after `CONNECT_MS`)."""
         transport = SimTransport(self, node_id, key, handler)
         self.endpoints[node_id] = transport
+        holders = self._by_key.setdefault(key, [])
+        holders.append(transport)
+        holders.sort(key=lambda t: t.node_id)
         self._loop.call_later(CONNECT_MS / 1000, self.connect_all)
         return transport
 
@@ -192,11 +197,15 @@ class SimNetwork:
         if transport is None:
             return
         transport.up = False
-        for link in list(transport.links.values()):
-            link.ended = True
+        holders = self._by_key[transport.key]
+        holders.remove(transport)
+        if not holders:
+            del self._by_key[transport.key]
+        for own in list(transport.links.values()):
+            own.ended = True
         transport.links.clear()
-        if any(t.key == transport.key for t in self.endpoints.values()):
-            return
+        if transport.key in self._by_key:
+            return  # a twin holding the key is still up: peers keep their link to the key
         for other in self._sorted_endpoints():
             link = other.links.pop(transport.key, None)
             if link is not None:
@@ -255,12 +264,11 @@ class SimNetwork:
         pause_ms = BAN_MS if fault else RECONNECT_MS
         now = self._now_ms()
         self._apart_until[(transport.node_id, peer_key)] = now + pause_ms
-        for other in self._sorted_endpoints():
-            if other.key == peer_key:
-                back = other.links.pop(transport.key, None)
-                if back is not None:
-                    back.ended = True
-                self._apart_until[(other.node_id, transport.key)] = now + pause_ms
+        for other in list(self._by_key.get(peer_key, ())):
+            back = other.links.pop(transport.key, None)
+            if back is not None:
+                back.ended = True
+            self._apart_until[(other.node_id, transport.key)] = now + pause_ms
         self._loop.call_later(pause_ms / 1000 + 0.001, self.connect_all)
 
     # -- frames ----------------------------------------------------------------------------
@@ -277,9 +285,7 @@ class SimNetwork:
         conditions = self.conditions
         rng = self.rng
         loop = self._loop
-        for receiver in self._sorted_endpoints():
-            if receiver.key != link.peer_key:
-                continue
+        for receiver in self._by_key.get(link.peer_key, ()):
             if conditions.is_cut(sender.node_id, receiver.node_id) or (
                 conditions.loss and rng.random() < conditions.loss
             ):

@@ -19,6 +19,8 @@ fetched again from peers by block sync. This module imports only `medledger.chai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from medledger.chain import layout
 from medledger.chain.memdb import MemDB
 
@@ -30,13 +32,16 @@ class SimCrashError(Exception):
 class SimDisk(MemDB):
     """A `MemDB` that can be armed to crash (or tear a write) after a number of writes."""
 
-    __slots__ = ("_tear", "_torn", "_writes_left")
+    __slots__ = ("_tear", "_torn", "_writes_left", "on_crash")
 
     def __init__(self) -> None:
         super().__init__()
         self._writes_left: int | None = None
         self._tear = False
         self._torn = False
+        #: Called the moment an armed crash strikes (before `SimCrashError` unwinds the writer), so
+        #: that nothing else of the dead process runs against the closed disk.
+        self.on_crash: Callable[[], None] | None = None
 
     def arm_crash(self, writes: int, *, torn: bool = False) -> None:
         """Crash at the `writes`-th next write (1: the next one)."""
@@ -80,6 +85,8 @@ class SimDisk(MemDB):
                 self._torn = self._tear
                 self.disarm()
                 self.crash()
+                if self.on_crash is not None:
+                    self.on_crash()
                 raise SimCrashError("the node crashed in the middle of a store write")
         super()._apply(ops, sync=sync)
 

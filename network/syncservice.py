@@ -29,7 +29,7 @@ from medledger.chain.errors import CodecError, InvalidBlockError, StateDivergedE
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.executor import BlockExecutor
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
-from medledger.chain.types import Block, Commit
+from medledger.chain.types import Block, Commit, ValidatorSet
 from medledger.network.blocksync import BlockSync, SyncedBlock
 from medledger.network.clock import Clock, Offload
 from medledger.network.messages import (
@@ -126,6 +126,7 @@ class SyncService:
         self.block_requests_refused = 0
         #: Sync sessions begun (for operators and the simulator's coverage counts).
         self.sessions = 0
+        self._members: tuple[ValidatorSet, frozenset[bytes]] | None = None
 
     # -- mode --------------------------------------------------------------------------------------
 
@@ -134,12 +135,20 @@ class SyncService:
         """The highest height that f+1 validators claim, so at least one honest one: a single
         peer's claim (unsigned status, a forged future vote) cannot take us out of consensus."""
         validators = self.executor.validators_for(self.store.height + 1)
+        members = self._members_of(validators)
         claims = sorted(
-            (height for peer, height in self.sync.peer_heights.items() if validators.contains(peer)),
-            reverse=True,
+            (height for peer, height in self.sync.peer_heights.items() if peer in members), reverse=True
         )
         needed = (len(validators) - 1) // 3 + 1  # f + 1
         return claims[needed - 1] if len(claims) >= needed else 0
+
+    def _members_of(self, validators: ValidatorSet) -> frozenset[bytes]:
+        """The set's keys, kept while the set stays the same (asked at every peer message: a
+        scan of the set per peer would cost n² per message in a network of n validators)."""
+        cached = self._members
+        if cached is None or (cached[0] is not validators and cached[0] != validators):
+            cached = self._members = (validators, frozenset(v.sign_key for v in validators.validators))
+        return cached[1]
 
     @property
     def lag(self) -> int:

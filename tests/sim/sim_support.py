@@ -8,11 +8,20 @@ it can cross into the sweep's worker processes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import random
 from typing import Any
 
-from medledger.network.sim import FaultKind, SimConfig, TimeSkew, generate_fault_plan
+from medledger.network.sim import (
+    Fault,
+    FaultKind,
+    HostileKind,
+    SimConfig,
+    SimResult,
+    TimeSkew,
+    generate_fault_plan,
+)
 from medledger.node.fixture_app import KIND_SET, KeyValueFixtureApp, encode_set_body
 
 #: Scale of the seed sweep: `MEDLEDGER_SIM_SEEDS=5000 pytest tests/sim` runs a bigger one, and
@@ -58,3 +67,26 @@ def with_skewed_proposers(config: SimConfig, skew: TimeSkew) -> SimConfig:
     return dataclasses.replace(
         config, skewed=config.twins, time_skew=skew, clock_offset_ms_max=SKEWED_CLOCK_OFFSET_MS
     )
+
+
+def replay_config() -> SimConfig:
+    """A run with a bit of everything (twins, hostile peers, crashes mid-write, a torn write,
+    loss, duplication, a partition), for the determinism tests."""
+    plan = (
+        Fault(FaultKind.LOSS, 100, 900, rate=0.2),
+        Fault(FaultKind.DUPLICATE, 300, 1_200, rate=0.3),
+        Fault(FaultKind.PARTITION, 500, 1_500, (0, 2, 4)),
+        Fault(FaultKind.CRASH_MID, 200, 1_800, (1,)),
+        Fault(FaultKind.TORN_WRITE, 900, 2_000, (3,)),
+    )
+    hostile = (HostileKind.GARBAGE, HostileKind.TAMPER_TX_ROOT)
+    return sim_config(4, 77, twins=(2,), faults=plan, hostile=hostile, heights_after_gst=4)
+
+
+def run_digest(result: SimResult) -> str:
+    """One digest of everything a run did: its trace and every event of its timeline."""
+    digest = hashlib.blake2b(result.trace_digest.encode(), digest_size=16)
+    for event in result.timeline.events:
+        digest.update(repr(event).encode())
+    digest.update(repr(sorted(result.heights.items())).encode())
+    return digest.hexdigest()

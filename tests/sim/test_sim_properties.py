@@ -17,6 +17,9 @@ HORIZON_MS = 3_000
 #: Shorter faults would hardly touch a run whose messages take 2-20 ms.
 FAULT_MS_MIN = 100
 CRASHES = (FaultKind.CRASH, FaultKind.CRASH_MID)
+#: Faults that destroy a store: they strike only f validators (the first f correct ones), so a copy
+#: of the chain always survives to rebuild from.
+STORE_LOSSES = (FaultKind.TORN_WRITE, FaultKind.CORRUPT)
 CUTS = (FaultKind.PARTITION, FaultKind.ONE_WAY)
 
 
@@ -28,6 +31,10 @@ def faults(draw: st.DrawFn, kind: FaultKind, n: int, twins: tuple[int, ...]) -> 
     if kind in CRASHES:
         correct = [i for i in range(n) if i not in twins]
         victims = draw(st.lists(st.sampled_from(correct), min_size=1, max_size=len(correct), unique=True))
+        return Fault(kind, start, end, tuple(sorted(victims)))
+    if kind in STORE_LOSSES:
+        budget = [i for i in range(n) if i not in twins][: (n - 1) // 3]
+        victims = draw(st.lists(st.sampled_from(budget), min_size=1, max_size=len(budget), unique=True))
         return Fault(kind, start, end, tuple(sorted(victims)))
     if kind in CUTS:
         group = draw(st.lists(st.integers(0, nodes - 1), min_size=1, max_size=nodes - 1, unique=True))
@@ -41,7 +48,11 @@ def faults(draw: st.DrawFn, kind: FaultKind, n: int, twins: tuple[int, ...]) -> 
 def scenarios(draw: st.DrawFn, n: int, every_kind: bool = False) -> SimConfig:
     f = (n - 1) // 3
     twins = tuple(sorted(draw(st.lists(st.integers(0, n - 1), max_size=f, unique=True))))
-    kinds = [kind for kind in FaultKind if n + len(twins) > 1 or kind not in CUTS]
+    kinds = [
+        kind
+        for kind in FaultKind
+        if (n + len(twins) > 1 or kind not in CUTS) and (f > 0 or kind not in STORE_LOSSES)
+    ]
     if every_kind:
         chosen = draw(st.permutations(kinds))
     else:
@@ -72,5 +83,5 @@ def test_seven_validators_with_up_to_two_twins_stay_safe_and_live(config: SimCon
 @settings(max_examples=20, deadline=None)
 @given(config=st.one_of(scenarios(4, every_kind=True), scenarios(7, every_kind=True)))
 def test_every_fault_kind_at_once(config: SimConfig) -> None:
-    assert {fault.kind for fault in config.faults} == set(FaultKind)
+    assert {fault.kind for fault in config.faults} == set(FaultKind)  # storage faults included
     assert check_simulation(config).live

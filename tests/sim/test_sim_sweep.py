@@ -26,7 +26,9 @@ SIZES = (1, 4, 4, 7)
 SKEWS = tuple(TimeSkew)
 #: Virtual ms within which a sweep run's faults all heal.
 SWEEP_HORIZON_MS = 2_000
-SWEEP_OPTIONS = {"client_tx_interval_ms": 100, "heights_after_gst": 2}
+#: A tx every 100 ms on average, and 2 heights after GST.
+SWEEP_TX_INTERVAL_MS = 100
+SWEEP_HEIGHTS_AFTER_GST = 2
 
 
 def make_sweep(count: int, base: int = 0) -> list[SimConfig]:
@@ -35,9 +37,15 @@ def make_sweep(count: int, base: int = 0) -> list[SimConfig]:
         n = SIZES[seed % len(SIZES)]
         twins = (seed // len(SIZES)) % ((n - 1) // 3 + 1)
         # Hostile peers from their own stream, so the fault plan of a seed stays what it was.
-        hostile = draw_hostile(random.Random(seed ^ 0x4057_11E)) if n > 1 else ()  # noqa: S311
+        hostile = draw_hostile(random.Random(seed ^ 0x4057_11E)) if n > 1 else ()
         config = random_config(
-            seed, n=n, twins=twins, horizon_ms=SWEEP_HORIZON_MS, hostile=hostile, **SWEEP_OPTIONS
+            seed,
+            n=n,
+            twins=twins,
+            horizon_ms=SWEEP_HORIZON_MS,
+            hostile=hostile,
+            client_tx_interval_ms=SWEEP_TX_INTERVAL_MS,
+            heights_after_gst=SWEEP_HEIGHTS_AFTER_GST,
         )
         if twins and (seed // 8) % 2:  # independent of the twins' count, (seed // 4) % (f + 1)
             config = with_skewed_proposers(config, SKEWS[(seed // 16) % len(SKEWS)])
