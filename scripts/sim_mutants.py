@@ -32,7 +32,9 @@ Output: one JSON object a line, flushed as each finishes. A mutant's line:
 `found` says whether a seed failed within the budget, `seed` is the first failing seed (seed
 order, so the lowest of those run), `seeds_run` how many runs it took (the failing one included;
 the whole budget when not found), `wall_s` the wall time of the search (pool start included),
-`failure` the first line of the violation, and `reproduce` the command that runs just that seed.
+`failure` the first line of the violation, `fixed_code_passes` whether the unmutated code passes
+that same seed (a find counts only if it does), and `reproduce` the command that runs just that
+seed.
 `exercised_runs` counts the runs in which the mutated code decided otherwise than the fixed code
 would have (at least once): a mutant not found with `exercised_runs` 0 is never reached by what
 the sweep's seeds do (a fault or hostile peer is missing); not found with runs exercised, the bug
@@ -348,6 +350,10 @@ def search(
     }
     if found is not None:
         line["run_wall_s"] = round(found.wall_s, 2)
+        # The same seed on the fixed code: a find counts only where the fixed code passes.
+        with _pool(CONTROL, 1, run_timeout_s) as pool:
+            (fixed,) = pool.map(_run_config, [configs[seeds_run - 1]])
+        line["fixed_code_passes"] = fixed.failure is None and not fixed.timed_out
         line["reproduce"] = _reproduce(mutant.name, found.seed)
     if timeouts:
         line["timeouts"] = timeouts
