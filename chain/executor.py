@@ -29,6 +29,7 @@ This is also the only module that knows whether the application governs its vali
 from __future__ import annotations
 
 from collections.abc import Callable, Container
+from typing import Final
 
 from medledger.chain.app import App
 from medledger.chain.errors import (
@@ -37,7 +38,6 @@ from medledger.chain.errors import (
     InvalidBlockError,
     InvalidTxError,
     StateDivergedError,
-    WrongChainError,
 )
 from medledger.chain.evidence import EvidencePool
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
@@ -58,6 +58,10 @@ from medledger.crypto import Identity, verify_signature
 
 #: `lookup(tx_id)`: a tx this node already decoded and verified (its mempool), or None.
 KnownTxs = Callable[[TxId], CheckedTx | None]
+
+
+#: Heights whose validator sets one executor keeps (per tip; peers ask about a few heights).
+VALIDATOR_SETS_CACHED_MAX: Final = 64
 
 
 def _no_known_txs(tx_id: TxId) -> CheckedTx | None:
@@ -81,21 +85,44 @@ class BlockExecutor:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self._verify = verify
+        #: Sets (and their keys) by height, valid while the tip is `_cached_tip`: the reactor asks
+        #: for them at every peer message, and a governed app decodes its history to answer.
+        self._cached_tip = b""
+        self._sets: dict[int, tuple[ValidatorSet, frozenset[bytes]]] = {}
 
     # -- validators --------------------------------------------------------------------------------
 
     def validators_for(self, height: int) -> ValidatorSet:
         """The set governing `height`, from committed state (known up to the tip + 2)."""
-        if isinstance(self.app, GovernedApp):
-            return self.app.get_validators(self.store, height)
-        return self.genesis.validators
+        return self._get_set(height)[0]
+
+    def get_members(self, height: int) -> frozenset[bytes]:
+        """The signing keys of the set governing `height`."""
+        return self._get_set(height)[1]
+
+    def _get_set(self, height: int) -> tuple[ValidatorSet, frozenset[bytes]]:
+        tip = self.store.last_block_hash
+        if tip != self._cached_tip:
+            self._sets.clear()
+            self._cached_tip = tip
+        cached = self._sets.get(height)
+        if cached is None:
+            if isinstance(self.app, GovernedApp):
+                validators = self.app.get_validators(self.store, height)
+            else:
+                validators = self.genesis.validators
+            cached = (validators, frozenset(v.sign_key for v in validators.validators))
+            if len(self._sets) < VALIDATOR_SETS_CACHED_MAX:
+                self._sets[height] = cached
+        return cached
 
     def is_known_validator(self, key: bytes) -> bool:
         """A member of the genesis set, the next height's set or the one after (peer membership)."""
         height = self.store.height + 1
-        return any(
-            v.contains(key)
-            for v in (self.genesis.validators, self.validators_for(height), self.validators_for(height + 1))
+        return (
+            self.genesis.validators.contains(key)
+            or key in self.get_members(height)
+            or key in self.get_members(height + 1)
         )
 
     # -- building ----------------------------------------------------------------------------------
@@ -133,8 +160,11 @@ class BlockExecutor:
                 pool.remove(evidence)
                 continue
             kind, body = encode_evidence_tx(evidence)
+            # The nonce comes from the offence, not from randomness: a filing is a function of
+            # what this node saw (the simulator replays runs from a seed).
+            nonce = int.from_bytes(evidence.compute_slot()[:8], "big")
             tx, raw, tx_id = sign_tx(
-                identity, chain_id=self.chain_id, kind=kind, body=body, timestamp_ms=time_ms
+                identity, chain_id=self.chain_id, kind=kind, body=body, nonce=nonce, timestamp_ms=time_ms
             )
             filed.append(CheckedTx(tx, raw, tx_id))
         return filed
@@ -247,12 +277,18 @@ class BlockExecutor:
                 raise InvalidBlockError(
                     f"block {height}: {exc.message}", rule=BlockRule.MALFORMED_TX
                 ) from None
+            if tx.chain_id != self.chain_id:
+                # Cheap, so checked even when a certificate vouches for the block's signatures.
+                raise InvalidBlockError(
+                    f"block {height}: a transaction is for chain {tx.chain_id!r}", rule=BlockRule.CHAIN_ID
+                )
             if not certified and tx_id not in verified:
                 try:
                     validate_tx_envelope(tx, chain_id=self.chain_id)
                 except InvalidTxError as exc:
-                    rule = BlockRule.CHAIN_ID if isinstance(exc, WrongChainError) else BlockRule.TX_SIGNATURE
-                    raise InvalidBlockError(f"block {height}: {exc.message}", rule=rule) from None
+                    raise InvalidBlockError(
+                        f"block {height}: {exc.message}", rule=BlockRule.TX_SIGNATURE
+                    ) from None
             txs.append(tx)
         return execute_block(self.app, store, block, tuple(txs), list(block_tx_ids), raw=raw)
 

@@ -65,7 +65,8 @@ class Problem:
     rule: BlockRule | None = None
 
     def __str__(self) -> str:
-        return f"height {self.height}: {self.what}" if self.height else self.what
+        text = f"height {self.height}: {self.what}" if self.height else self.what
+        return text if self.rule is None else f"{text} [rule: {self.rule}]"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,17 +177,9 @@ def _genesis_validators(genesis: Genesis) -> ValidatorsAt:
 
 
 def get_validators_at(app: App, store: BlockStore, genesis: Genesis) -> ValidatorsAt:
-    """The sets that certified the stored chain: from the app's validator history when it keeps one
-    (an app with on-chain governance offers `get_validators(state, height)`), else genesis's."""
-    get_validators = getattr(app, "get_validators", None)
-    if get_validators is None:
-        return _genesis_validators(genesis)
-
-    def validators_at(height: int) -> ValidatorSet:
-        validators: ValidatorSet = get_validators(store, height)
-        return validators
-
-    return validators_at
+    """The sets that certified the stored chain, as the block pipeline reads them from the stored
+    state (a governed app's history; genesis's set otherwise)."""
+    return BlockExecutor(store=store, app=app, genesis=genesis).validators_for
 
 
 def _parent_hash(store: BlockStore, genesis: Genesis, height: int) -> bytes | None:

@@ -368,6 +368,16 @@ class BlockStore:
         last: LastSigned = self._decode(LastSigned, raw, 1024, "last-signed record")
         return last
 
+    def save_signing_state(self, last: LastSigned | None, lock: ConsensusLock | None) -> None:
+        """Persist (one synced batch) what `save_last_signed` and `save_lock` would, together: a
+        core's batch of actions often signs several messages (a single validator signs its
+        proposal, prevote and precommit at once), and the last record of each kind is what counts."""
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            if last is not None:
+                batch.put(layout.META_LAST_SIGNED, encode(last))
+            if lock is not None:
+                batch.put(layout.META_CONSENSUS_LOCK, encode(lock))
+
     def save_lock(self, lock: ConsensusLock) -> None:
         """Persist (synced) this validator's lock, before the precommit that sets it is sent."""
         self._db.put(layout.META_CONSENSUS_LOCK, encode(lock), sync=True)

@@ -84,6 +84,8 @@ class BlockSync:
         self.window_bytes_max = window_bytes_max
         self.window_blocks_max = window_blocks_max
         self.peer_heights: dict[bytes, int] = {}
+        #: Moves on at every change of `peer_heights` (callers cache what they derive from it).
+        self.heights_version = 0
         self._requests: dict[bytes, RangeRequest] = {}
         self._resting_until: dict[bytes, float] = {}
         self._asked_at: dict[bytes, float] = {}
@@ -109,15 +111,20 @@ class BlockSync:
 
     def set_height(self, peer: bytes, height: int) -> None:
         """A peer's own status report (may go down: a peer that rebuilt its store)."""
-        self.peer_heights[peer] = height
+        if self.peer_heights.get(peer) != height:
+            self.peer_heights[peer] = height
+            self.heights_version += 1
 
     def note_height(self, peer: bytes, height: int) -> None:
         """A hint that `peer` has `height` (it works on a later one)."""
-        self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), height)
+        if height > self.peer_heights.get(peer, -1):
+            self.peer_heights[peer] = height
+            self.heights_version += 1
 
     def remove_peer(self, peer: bytes) -> None:
         """Forget a peer that left or was dropped, with its request and the blocks it served."""
-        self.peer_heights.pop(peer, None)
+        if self.peer_heights.pop(peer, None) is not None:
+            self.heights_version += 1
         self._requests.pop(peer, None)
         self._resting_until.pop(peer, None)
         self._asked_at.pop(peer, None)
@@ -256,6 +263,7 @@ class BlockSync:
             elif not heights:  # it claimed heights it does not serve: rest it, and believe it
                 self._resting_until[peer] = now + PEER_REST_S
                 self.peer_heights[peer] = min(self.peer_heights.get(peer, 0), request.first - 1)
+                self.heights_version += 1
         else:
             request = None  # unasked
         kept = 0

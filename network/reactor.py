@@ -65,7 +65,7 @@ from medledger.chain.execution import ExecutedBlock
 from medledger.chain.executor import BlockExecutor, ForkDetectedError
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.mempool import Mempool
-from medledger.chain.store import BlockStore
+from medledger.chain.store import BlockStore, ConsensusLock, LastSigned
 from medledger.chain.types import Block, Commit, Genesis, Proposal, TxId, ValidatorSet, Vote, compute_tx_id
 from medledger.chain.validation import CheckedTx, Verifier
 from medledger.crypto import Identity, verify_signature
@@ -170,6 +170,8 @@ class Reactor:
         self.on_rejected: Callable[[bytes | None, Rejection], None] | None = None
         self._inbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=INBOX_EVENTS_MAX)
         self._executed: dict[bytes, ExecutedBlock] = {}
+        #: This node's round-0 block for the height about to start, built off the loop.
+        self._prepared: tuple[int, ExecutedBlock] | None = None
         self._invalid: set[bytes] = set()
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._last_commit_at = 0.0
@@ -239,7 +241,7 @@ class Reactor:
 
     @property
     def is_validator(self) -> bool:
-        return self.validators.contains(self.identity.public.sign_key)
+        return self.identity.public.sign_key in self.executor.get_members(self.store.height + 1)
 
     @property
     def backed_target(self) -> int:
@@ -317,7 +319,9 @@ class Reactor:
                 return
         self._height_started_at = self.clock.monotonic_s()
         height = self._next_height()
-        await self._execute(self.core.start_height(height, self.validators_for(height)))
+        validators = self.validators_for(height)
+        await self._prepare_proposal(height, validators)
+        await self._execute(self.core.start_height(height, validators))
 
     def _wake(self) -> None:
         self._wake_handle = None
@@ -369,16 +373,33 @@ class Reactor:
         at validators that may be up to date. So the block goes to the source, once per height.
         """
         behind: set[tuple[bytes, int]] = set()
+        # Persist-before-send, batched: what the actions ask to persist is written in one synced
+        # batch before any message of the batch leaves (sends keep their order; the last record
+        # of each kind is what counts, as each supersedes the one before).
+        last: LastSigned | None = None
+        lock: ConsensusLock | None = None
+        outbox: list[Proposal | Vote] = []
+
+        async def flush() -> None:
+            nonlocal last, lock
+            if last is not None or lock is not None:
+                await self._offload(self.store.save_signing_state, last, lock)
+                last = lock = None
+            for message in outbox:
+                self._broadcast(message)
+            outbox.clear()
+
         for action in actions:
             if isinstance(action, PersistLastSigned):
-                await self._offload(self.store.save_last_signed, action.last)
+                last = action.last
             elif isinstance(action, PersistLock):
-                await self._offload(self.store.save_lock, action.lock)
+                lock = action.lock
             elif isinstance(action, Broadcast):
-                self._broadcast(action.message)
+                outbox.append(action.message)
             elif isinstance(action, ScheduleTimeout):
                 self.clock.call_later(action.delay_ms / 1000, functools.partial(self._post, action.timeout))
             elif isinstance(action, CommitBlock):
+                await flush()  # our precommit goes out before the block is written
                 await self._commit(action.block, action.commit)
             elif isinstance(action, RecordEvidence):
                 evidence = action.evidence
@@ -395,6 +416,7 @@ class Reactor:
                 if target not in behind:
                     behind.add(target)
                     self.syncer.push_blocks(target[0], action.height, action.height)
+        await flush()
 
     def _broadcast(self, message: Proposal | Vote) -> None:
         if self.network is not None:
@@ -403,16 +425,39 @@ class Reactor:
 
     # -- the driver --------------------------------------------------------------------------------
 
-    def get_block_to_propose(self, height: int, round_: int) -> Block:
+    async def _prepare_proposal(self, height: int, validators: ValidatorSet) -> None:
+        """Build and execute this node's round-0 block in a worker before the height starts: the
+        core asks for it synchronously (`get_block_to_propose`), which would run it on the loop."""
+        me = self.identity.public.sign_key
+        last = self.core.last_signed
+        if validators.get_proposer(height, 0).sign_key != me or (last is not None and last.height >= height):
+            return
         time_ms = self.clock.wall_ms()
+        txs = self._reap_for_block(time_ms)
+        executed = await self._offload(
+            self.executor.build_proposal, proposer=me, round_=0, time_ms=time_ms, txs=txs
+        )
+        self._prepared = (height, executed)
+
+    def _reap_for_block(self, time_ms: int) -> list[CheckedTx]:
         evidence_txs = self.executor.file_evidence(self.evidence_pool, self.identity, time_ms=time_ms)
-        txs = evidence_txs + self.mempool.reap(
+        return evidence_txs + self.mempool.reap(
             max_txs=max(0, self.max_block_txs - len(evidence_txs)),
             max_bytes=max(0, self.max_block_bytes - sum(len(c.raw) for c in evidence_txs)),
         )
-        executed = self.executor.build_proposal(
-            proposer=self.identity.public.sign_key, round_=round_, time_ms=time_ms, txs=txs
-        )
+
+    def get_block_to_propose(self, height: int, round_: int) -> Block:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == height and round_ == 0:
+            executed = prepared[1]
+        else:
+            time_ms = self.clock.wall_ms()
+            executed = self.executor.build_proposal(
+                proposer=self.identity.public.sign_key,
+                round_=round_,
+                time_ms=time_ms,
+                txs=self._reap_for_block(time_ms),
+            )
         block = executed.block
         self._executed[block.hash()] = executed
         return block
@@ -490,6 +535,7 @@ class Reactor:
         """Bookkeeping after a block is written (by consensus or block sync)."""
         self._executed.clear()
         self._invalid.clear()
+        self._prepared = None
         self.mempool.remove(executed.tx_ids)
         self.executor.prune_evidence(self.evidence_pool)
         self._last_commit_at = self.clock.monotonic_s()
@@ -512,8 +558,8 @@ class Reactor:
         """`PeerError` unless `message` (for a height committed here) is signed by a validator of
         its height: honest peers relay only messages they checked."""
         signer = message.proposer if isinstance(message, Proposal) else message.validator
-        if message.chain_id != self.genesis.chain_id or not self.validators_for(message.height).contains(
-            signer
+        if message.chain_id != self.genesis.chain_id or signer not in self.executor.get_members(
+            message.height
         ):
             raise PeerError(f"a consensus message for height {message.height} from a non-validator")
         if not verify_signature(signer, message.signing_bytes(), message.signature):

@@ -34,7 +34,6 @@ import random
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final, TypeVar
 
-from medledger.chain import txbuilder
 from medledger.chain.admission import Admission
 from medledger.chain.codec import decode, encode_primitive
 from medledger.chain.consensus import Rejection
@@ -525,7 +524,6 @@ class Simulation:
         self._gst_heights: dict[int, int] | None = None
         self._target: int | None = None
         self._decoded: dict[bytes, Proposal | Vote | None] = {}
-        self._tx_nonces = random.Random(config.seed ^ 0xE71D_E7CE)  # noqa: S311
 
     @property
     def now_ms(self) -> int:
@@ -797,8 +795,7 @@ class Simulation:
         loop = self.loop
         loop.set_exception_handler(lambda loop, context: None)  # failures reach us through hooks
         try:
-            with _seeded_nonces(self._tx_nonces):
-                live = loop.run_until_complete(self._main())
+            live = loop.run_until_complete(self._main())
         finally:
             for task in asyncio.all_tasks(loop):
                 task.cancel()
@@ -872,25 +869,6 @@ class Simulation:
             timeline=self.timeline,
             stats=self.stats,
         )
-
-
-@contextlib.contextmanager
-def _seeded_nonces(rng: random.Random) -> Iterator[None]:
-    """Draw the nonces `sign_tx` picks itself (evidence txs) from the run's seed (see REQUESTS.md:
-    the executor files evidence without a nonce, which would make a run depend on OS randomness)."""
-    names = vars(txbuilder)
-    original = names["secrets"]
-
-    class _Seeded:
-        @staticmethod
-        def randbits(bits: int) -> int:
-            return rng.getrandbits(bits)
-
-    names["secrets"] = _Seeded
-    try:
-        yield
-    finally:
-        names["secrets"] = original
 
 
 def run_simulation(config: SimConfig) -> SimResult:

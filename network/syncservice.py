@@ -29,7 +29,7 @@ from medledger.chain.errors import CodecError, InvalidBlockError, StateDivergedE
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.executor import BlockExecutor
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
-from medledger.chain.types import Block, Commit, ValidatorSet
+from medledger.chain.types import Block, Commit
 from medledger.network.blocksync import BlockSync, SyncedBlock
 from medledger.network.clock import Clock, Offload
 from medledger.network.messages import (
@@ -55,6 +55,10 @@ BLOCK_REQUESTS_PER_S: Final = 10.0
 BLOCK_REQUESTS_BURST: Final = 20
 #: A peer with more than this queued for it (unsent) gets no further blocks until it drains.
 BLOCK_ANSWER_BACKLOG_BYTES_MAX: Final = SYNC_RESPONSE_BYTES_MAX
+#: A height pushed to a lagging peer is pushed to it again only after this long.
+PUSH_REPEAT_S: Final = 2.0
+#: Peers whose last push is remembered (bounded: keys come from the network).
+PUSHED_PEERS_MAX: Final = 1024
 #: A node this many heights behind its peers leaves consensus for sync mode. One behind is normal
 #: (the commit is on its way); two means it missed a decision and must catch up first.
 FAR_BEHIND_BLOCKS: Final = 2
@@ -126,7 +130,11 @@ class SyncService:
         self.block_requests_refused = 0
         #: Sync sessions begun (for operators and the simulator's coverage counts).
         self.sessions = 0
-        self._members: tuple[ValidatorSet, frozenset[bytes]] | None = None
+        #: `backed_target` as of (peer heights version, tip): asked at every consensus message.
+        self._target_cache: tuple[int, bytes, int] | None = None
+        #: The height last pushed to each peer unasked, and when (a push is sent once per height,
+        #: again only after `PUSH_REPEAT_S`: every late vote of a committed height asks for one).
+        self._pushed: dict[bytes, tuple[int, float]] = {}
 
     # -- mode --------------------------------------------------------------------------------------
 
@@ -134,21 +142,18 @@ class SyncService:
     def backed_target(self) -> int:
         """The highest height that f+1 validators claim, so at least one honest one: a single
         peer's claim (unsigned status, a forged future vote) cannot take us out of consensus."""
-        validators = self.executor.validators_for(self.store.height + 1)
-        members = self._members_of(validators)
+        version, tip = self.sync.heights_version, self.store.last_block_hash
+        cached = self._target_cache
+        if cached is not None and cached[0] == version and cached[1] == tip:
+            return cached[2]
+        members = self.executor.get_members(self.store.height + 1)
         claims = sorted(
             (height for peer, height in self.sync.peer_heights.items() if peer in members), reverse=True
         )
-        needed = (len(validators) - 1) // 3 + 1  # f + 1
-        return claims[needed - 1] if len(claims) >= needed else 0
-
-    def _members_of(self, validators: ValidatorSet) -> frozenset[bytes]:
-        """The set's keys, kept while the set stays the same (asked at every peer message: a
-        scan of the set per peer would cost n² per message in a network of n validators)."""
-        cached = self._members
-        if cached is None or (cached[0] is not validators and cached[0] != validators):
-            cached = self._members = (validators, frozenset(v.sign_key for v in validators.validators))
-        return cached[1]
+        needed = (len(members) - 1) // 3 + 1  # f + 1
+        target = claims[needed - 1] if len(claims) >= needed else 0
+        self._target_cache = (version, tip, target)
+        return target
 
     @property
     def lag(self) -> int:
@@ -335,9 +340,17 @@ class SyncService:
         return bucket.take(now)
 
     def push_blocks(self, peer: bytes, start: int, end: int) -> None:
-        """Push committed blocks `start`..`end` to a peer that lags (as many as fit one response)."""
+        """Push committed blocks `start`..`end` to a peer that lags (as many as fit one response),
+        once per height and peer (again after `PUSH_REPEAT_S`, in case the push was lost)."""
+        now = self.clock.monotonic_s()
+        pushed = self._pushed.get(peer)
+        if pushed is not None and pushed[0] >= end and now - pushed[1] < PUSH_REPEAT_S:
+            return
         if not self._may_serve(peer):
             return
+        if len(self._pushed) >= PUSHED_PEERS_MAX and peer not in self._pushed:
+            self._pushed.clear()
+        self._pushed[peer] = (end, now)
         items = self._read_blocks(start, end)
         if items and self.transport is not None:
             self.transport.send(peer, FrameKind.BLOCKS, encode(BlockRange(items)))

@@ -56,7 +56,8 @@ def _print_report(report: IntegrityReport, home: Path) -> None:
     click.echo(f"store:       {report.path}")
     click.echo(f"height:      {report.height}")
     click.echo(
-        f"blocks:      {report.blocks_checked} checked (hash links, tx roots, certificates, hash index)"
+        f"blocks:      {report.blocks_checked} checked (hash links, tx roots, certificates, hash index); "
+        "each replayed through the rules a live node applies"
     )
     if report.state_checked:
         click.echo(f"replay:      {report.txs_checked} txs re-executed from genesis; tx index agrees")
@@ -108,7 +109,7 @@ def verify(home: Path) -> None:
     except StoreCorruptedError as exc:
         click.echo(f"store:       {data_dir}")
         click.echo(f"problem:     {exc.message}")
-        click.echo("result:      CORRUPTED (LevelDB cannot open it)")
+        click.echo("result:      CORRUPTED (the store cannot be opened)")
         click.echo(f"recover it with: medledger rebuild --home {config.home}")
         sys.exit(1)
     except StoreError as exc:

@@ -26,7 +26,7 @@ from medledger.node.fixture_app import KIND_SET, KeyValueFixtureApp, encode_set_
 
 #: Scale of the seed sweep: `MEDLEDGER_SIM_SEEDS=5000 pytest tests/sim` runs a bigger one, and
 #: `MEDLEDGER_SIM_SEED_BASE` moves it to fresh seeds (a nightly job can explore new ones each day).
-SIM_SEEDS = int(os.environ.get("MEDLEDGER_SIM_SEEDS", "2000"))
+SIM_SEEDS = int(os.environ.get("MEDLEDGER_SIM_SEEDS", "1500"))
 SIM_SEED_BASE = int(os.environ.get("MEDLEDGER_SIM_SEED_BASE", "0"))
 #: Worker processes of the sweep (the CI box has 2 cores).
 SIM_JOBS = int(os.environ.get("MEDLEDGER_SIM_JOBS", str(min(2, os.cpu_count() or 1))))

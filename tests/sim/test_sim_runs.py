@@ -17,7 +17,7 @@ from medledger.chain import layout
 from medledger.chain.codec import encode
 from medledger.chain.consensus import SynchronyParams
 from medledger.chain.governance import KIND_EVIDENCE, KIND_EVIDENCE_PROPOSAL
-from medledger.chain.store import BlockStore, LastSigned
+from medledger.chain.store import BlockStore, ConsensusLock, LastSigned
 from medledger.network.sim import (
     Fault,
     FaultKind,
@@ -115,10 +115,14 @@ def test_the_checker_catches_double_signing_when_last_signed_is_not_synced(
 ) -> None:
     """A mutation test: with the vote record written unsynced, a crash makes a validator re-sign."""
 
-    def save_unsynced(self: BlockStore, last: LastSigned) -> None:
-        self._db.put(layout.META_LAST_SIGNED, encode(last), sync=False)
+    def save_unsynced(self: BlockStore, last: LastSigned | None, lock: ConsensusLock | None) -> None:
+        with self._db.write_batch(transaction=True, sync=False) as batch:
+            if last is not None:
+                batch.put(layout.META_LAST_SIGNED, encode(last))
+            if lock is not None:
+                batch.put(layout.META_CONSENSUS_LOCK, encode(lock))
 
-    monkeypatch.setattr(BlockStore, "save_last_signed", save_unsynced)
+    monkeypatch.setattr(BlockStore, "save_signing_state", save_unsynced)
     caught = None
     for seed in range(40):
         rng = random.Random(seed)

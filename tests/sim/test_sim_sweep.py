@@ -8,7 +8,7 @@ tx every 100 ms on average) so that thousands fit in a few minutes on two cores;
 asserts that block sync, restarts, crashes in the middle of a write, rebuilt stores and dropped
 hostile peers really happened across it.
 
-`MEDLEDGER_SIM_SEEDS` (default 2000) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
+`MEDLEDGER_SIM_SEEDS` (default 1500) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
 seed and `MEDLEDGER_SIM_JOBS` the worker processes (default: up to 2). A failure prints each
 failing run's replay line.
 """
