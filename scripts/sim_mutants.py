@@ -237,6 +237,11 @@ class _RunTimeoutError(Exception):
 
 
 _run_timeout_s = DEFAULT_RUN_TIMEOUT_S
+#: Set when the run's deadline passed: the run is a timeout, whatever the simulator made of the
+#: exception (it may report it as a node's failure, since it catches a node's errors).
+_timed_out = False
+#: After the deadline, the alarm fires again this often until the run has unwound.
+ALARM_REPEAT_S: Final = 1.0
 
 
 def _init_worker(mutant: str, run_timeout_s: float) -> None:
@@ -249,13 +254,15 @@ def _init_worker(mutant: str, run_timeout_s: float) -> None:
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    global _timed_out  # noqa: PLW0603
+    _timed_out = True
     raise _RunTimeoutError
 
 
 @contextlib.contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
     previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, ALARM_REPEAT_S)
     try:
         yield
     finally:
@@ -275,8 +282,9 @@ class RunOutcome:
 
 
 def _run_config(config: SimConfig) -> RunOutcome:
-    global _hits  # noqa: PLW0603
+    global _hits, _timed_out  # noqa: PLW0603
     _hits = 0
+    _timed_out = False
     started = time.perf_counter()
     failure: str | None = None
     timed_out = False
@@ -291,6 +299,8 @@ def _run_config(config: SimConfig) -> RunOutcome:
         timed_out = True
     except Exception as exc:  # the simulator itself fell over under the mutant: still a finding
         failure = f"error: {type(exc).__name__}: {exc}"
+    if _timed_out:
+        timed_out, failure = True, None
     return RunOutcome(config.seed, failure, timed_out, time.perf_counter() - started, _hits)
 
 
