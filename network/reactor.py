@@ -153,6 +153,7 @@ class Reactor:
         #: Called with the seconds from starting a height to writing its block (consensus only).
         self.on_commit_latency = on_commit_latency
         self._offload = offload
+        self._verify = verify
         self.executor = BlockExecutor(store=store, app=app, genesis=genesis, verify=verify)
         self.syncer = SyncService(
             executor=self.executor, clock=clock, offload=offload, on_sync_progress=on_sync_progress
@@ -566,7 +567,7 @@ class Reactor:
             message.height
         ):
             raise PeerError(f"a consensus message for height {message.height} from a non-validator")
-        if not verify_signature(signer, message.signing_bytes(), message.signature):
+        if not self._verify(signer, message.signing_bytes(), message.signature):
             raise PeerError(f"a consensus message for height {message.height} with a bad signature")
 
     async def on_frame(self, link: Link, kind: int, payload: bytes) -> None:
