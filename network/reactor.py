@@ -205,6 +205,7 @@ class Reactor:
         self._tick_handle = self.clock.call_later(SYNC_TICK_S, self._sync_tick)
 
     async def stop(self) -> None:
+        self.syncer.close()
         if self._wake_handle is not None:
             self._wake_handle.cancel()
         if self._tick_handle is not None:
@@ -544,6 +545,7 @@ class Reactor:
         self.mempool.remove(executed.tx_ids)
         self.executor.prune_evidence(self.evidence_pool)
         self._last_commit_at = self.clock.monotonic_s()
+        self.syncer.note_committed()
         self.last_commit_time_ms = executed.block.header.time_ms
         self.on_committed(executed)
 

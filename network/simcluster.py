@@ -619,8 +619,8 @@ class Simulation:
         self._decoded[payload] = message
         return message
 
-    def _on_sent(self, node_id: int, kind: int, payload: bytes) -> None:
-        self.stats.frames_sent += 1
+    def _on_sent(self, node_id: int, kind: int, payload: bytes, links: int) -> None:
+        self.stats.frames_sent += links
         if node_id >= len(self.peers) or kind not in (FrameKind.PROPOSAL, FrameKind.VOTE):
             return
         peer = self.peers[node_id]

@@ -28,7 +28,7 @@ import contextvars
 import heapq
 import itertools
 import selectors
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, TypeVar, TypeVarTuple, Unpack
 
 T = TypeVar("T")
@@ -166,6 +166,36 @@ class VirtualTimeLoop(asyncio.BaseEventLoop):
         return future
 
 
+def start_eager(coro: Coroutine[Any, Any, None]) -> None:
+    """Start `coro` at once, running it up to its first suspension (as Python 3.12's eager task
+    factory does); only a coroutine that does suspend goes on as a task. A simulated network
+    hands every frame to a handler, and most handlers finish without waiting for anything: a
+    task for each would be most of the simulator's scheduling work. The coroutine must not ask
+    for `asyncio.current_task()` before it first suspends (`asyncio.timeout` does)."""
+    try:
+        awaited = coro.send(None)
+    except StopIteration:
+        return
+    asyncio.get_running_loop().create_task(_go_on(coro, awaited))
+
+
+async def _go_on(coro: Coroutine[Any, Any, None], awaited: Any) -> None:
+    """Drive a coroutine `start_eager` began, from where it suspended (what a task's steps do)."""
+    while True:
+        try:
+            if awaited is None:  # a bare yield (`asyncio.sleep(0)`): let the loop run others first
+                await asyncio.sleep(0)
+            else:  # an asyncio future; the coroutine reads its result (or error) itself on resuming
+                await asyncio.wait([awaited])
+        except asyncio.CancelledError:
+            coro.close()  # the loop shuts down: the coroutine's `finally` blocks run
+            raise
+        try:
+            awaited = coro.send(None)
+        except StopIteration:
+            return
+
+
 async def run_inline(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """An offload that runs `func` on the loop (the simulator's stand-in for `asyncio.to_thread`)."""
     return contextvars.copy_context().run(func, *args, **kwargs)
@@ -177,4 +207,5 @@ __all__ = [
     "SimLivelockError",
     "VirtualTimeLoop",
     "run_inline",
+    "start_eager",
 ]

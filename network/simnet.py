@@ -14,9 +14,10 @@ link dropped (both ends) and the pair stays apart for `BAN_MS`; a link whose uns
 `LINK_QUEUE_BYTES_MAX` is disconnected as a slow reader. A dropped or disconnected pair links up
 again after the ban or `RECONNECT_MS`, like the real dialer, and both handlers get `on_connect`.
 
-The network sees every frame sent (`on_sent`) and received (`on_received`), so the invariant
-checker can decode what a correct node signs. Nothing here iterates a set or a dict of bytes
-keys in an order that hashing could change: endpoints are kept in node order.
+The network sees every frame sent (`on_sent`, once per frame however many links it goes out
+on) and received (`on_received`), so the invariant checker can decode what a correct node signs.
+Nothing here iterates a set or a dict of bytes keys in an order that hashing could change:
+endpoints are kept in node order.
 
 This module imports only `medledger.chain` and `medledger.network`.
 """
@@ -33,6 +34,7 @@ from typing import Final, Protocol
 from medledger.chain.errors import CodecError
 from medledger.network.messages import FrameKind
 from medledger.network.peers import PeerError
+from medledger.network.simloop import start_eager
 
 #: Unsent bytes a link holds at most (its peer reads too slowly beyond: disconnected).
 LINK_QUEUE_BYTES_MAX: Final = 64 * 1024 * 1024
@@ -116,11 +118,8 @@ class SimTransport:
         return link is not None and link.send(kind, payload)
 
     def broadcast(self, kind: FrameKind, payload: bytes, *, exclude: bytes | None = None) -> int:
-        sent = 0
-        for link in list(self.links.values()):
-            if link.peer_key != exclude and link.send(kind, payload):
-                sent += 1
-        return sent
+        links = [link for link in self.links.values() if link.peer_key != exclude]
+        return self.network.transmit_all(self, links, int(kind), payload)
 
     def drop(self, link: SimLink, why: str) -> None:
         """The peer broke the protocol: end the link, keep the pair apart for `BAN_MS`."""
@@ -134,7 +133,9 @@ class SimTransport:
         self.network.end_link(self, link.peer_key, why=why, fault=False)
 
 
-SentHook = Callable[[int, int, bytes], None]
+#: (sender node id, frame kind, payload, links it went out on): once per frame a node sends, however
+#: many peers it is sent to.
+SentHook = Callable[[int, int, bytes, int], None]
 ReceivedHook = Callable[[int, int, bytes], None]
 EndHook = Callable[[int, bytes, str, bool], None]
 FailureHook = Callable[[int, BaseException], None]
@@ -168,6 +169,9 @@ class SimNetwork:
         self._by_key: dict[bytes, list[SimTransport]] = {}
         #: (node id, peer key) → virtual ms before which the pair does not link again.
         self._apart_until: dict[tuple[int, bytes], int] = {}
+        #: Frames in flight by the virtual time they arrive, in the order sent: one timer for
+        #: all the frames due at one instant (a broadcast to 100 peers sets a few dozen, not 100).
+        self._arriving: dict[float, list[tuple[SimLink, SimTransport, int, bytes]]] = {}
         self.frames_sent = 0
         self.frames_lost = 0
         self.links_dropped = 0
@@ -274,21 +278,39 @@ class SimNetwork:
     # -- frames ----------------------------------------------------------------------------
 
     def transmit(self, link: SimLink, kind: int, payload: bytes) -> bool:
+        return self.transmit_all(link.transport, [link], kind, payload) == 1
+
+    def transmit_all(self, sender: SimTransport, links: list[SimLink], kind: int, payload: bytes) -> int:
+        """Send one frame on each of `links` (the sender's); the links it went out on."""
+        sent = 0
+        for link in links:
+            if self._may_send(link, payload):
+                self._deliver(link, kind, payload)
+                sent += 1
+        if sent:
+            self.frames_sent += sent
+            self._on_sent(sender.node_id, kind, payload, sent)
+        return sent
+
+    def _may_send(self, link: SimLink, payload: bytes) -> bool:
         sender = link.transport
         if link.ended or not sender.up:
             return False
         if link.queued_bytes + len(payload) > LINK_QUEUE_BYTES_MAX:
             sender.disconnect(link, f"reads too slowly ({link.queued_bytes} bytes queued)")
             return False
-        self.frames_sent += 1
-        self._on_sent(sender.node_id, kind, payload)
+        return True
+
+    def _deliver(self, link: SimLink, kind: int, payload: bytes) -> None:
+        sender = link.transport
         conditions = self.conditions
         rng = self.rng
         loop = self._loop
         for receiver in self._by_key.get(link.peer_key, ()):
-            if conditions.is_cut(sender.node_id, receiver.node_id) or (
-                conditions.loss and rng.random() < conditions.loss
-            ):
+            if (
+                (conditions.partitions or conditions.one_way)
+                and conditions.is_cut(sender.node_id, receiver.node_id)
+            ) or (conditions.loss and rng.random() < conditions.loss):
                 self.frames_lost += 1
                 continue
             copies = 2 if conditions.duplicate and rng.random() < conditions.duplicate else 1
@@ -297,8 +319,16 @@ class SimNetwork:
                 if conditions.extra_delay_ms:
                     delay += rng.randint(0, conditions.extra_delay_ms)
                 link.queued_bytes += len(payload)
-                loop.call_later(delay / 1000, self._arrive, link, receiver, kind, payload)
-        return True
+                due = loop.time() + delay / 1000
+                arriving = self._arriving.get(due)
+                if arriving is None:
+                    arriving = self._arriving[due] = []
+                    loop.call_at(due, self._arrive_all, due)
+                arriving.append((link, receiver, kind, payload))
+
+    def _arrive_all(self, due: float) -> None:
+        for link, receiver, kind, payload in self._arriving.pop(due):
+            self._arrive(link, receiver, kind, payload)
 
     def _arrive(self, link: SimLink, receiver: SimTransport, kind: int, payload: bytes) -> None:
         link.queued_bytes -= len(payload)
@@ -310,7 +340,7 @@ class SimNetwork:
         back._inbox.append((kind, payload))
         if not back._reading:
             back._reading = True
-            self._loop.create_task(self._read(receiver, back))
+            start_eager(self._read(receiver, back))
 
     async def _read(self, receiver: SimTransport, link: SimLink) -> None:
         """Hand a link's frames to the node one at a time (a websocket reader's loop)."""

@@ -19,6 +19,7 @@ memory into its buffer).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from medledger.chain.executor import BlockExecutor
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.types import Block, Commit
 from medledger.network.blocksync import BlockSync, SyncedBlock
-from medledger.network.clock import Clock, Offload
+from medledger.network.clock import Clock, Offload, Timer
 from medledger.network.messages import (
     FRAME_BYTES_MAX,
     SYNC_BLOCKS_MAX,
@@ -59,6 +60,12 @@ BLOCK_ANSWER_BACKLOG_BYTES_MAX: Final = SYNC_RESPONSE_BYTES_MAX
 PUSH_REPEAT_S: Final = 2.0
 #: Peers whose last push is remembered (bounded: keys come from the network).
 PUSHED_PEERS_MAX: Final = 1024
+#: A vote for the height just committed here is usually only late: its sender commits that height
+#: itself a moment later. Such a peer is pushed the block only if, this long after our commit, it
+#: has not said (by its status) that it has the height.
+PUSH_GRACE_S: Final = 0.5
+#: Committed blocks kept encoded for serving (the newest are asked for by many peers at once).
+SERVED_BLOCKS_CACHED_MAX: Final = 16
 #: A node this many heights behind its peers leaves consensus for sync mode. One behind is normal
 #: (the commit is on its way); two means it missed a decision and must catch up first.
 FAR_BEHIND_BLOCKS: Final = 2
@@ -135,6 +142,13 @@ class SyncService:
         #: The height last pushed to each peer unasked, and when (a push is sent once per height,
         #: again only after `PUSH_REPEAT_S`: every late vote of a committed height asks for one).
         self._pushed: dict[bytes, tuple[int, float]] = {}
+        #: When the tip was committed here (`note_committed`), for `PUSH_GRACE_S`.
+        self._tip_committed_s = -PUSH_GRACE_S  # nothing committed yet: no grace to wait out
+        #: Pushes held back by `PUSH_GRACE_S`: peer -> (start, end); one timer sends what is left.
+        self._deferred: dict[bytes, tuple[int, int]] = {}
+        self._deferred_timer: Timer | None = None
+        #: height -> the block and its certificate as served, newest last.
+        self._served: collections.OrderedDict[int, CommittedBlock] = collections.OrderedDict()
 
     # -- mode --------------------------------------------------------------------------------------
 
@@ -339,10 +353,25 @@ class SyncService:
             bucket = self._budgets[peer] = _TokenBucket(BLOCK_REQUESTS_PER_S, BLOCK_REQUESTS_BURST, now)
         return bucket.take(now)
 
+    def note_committed(self) -> None:
+        """The store's tip was just committed (by consensus or block sync)."""
+        self._tip_committed_s = self.clock.monotonic_s()
+
     def push_blocks(self, peer: bytes, start: int, end: int) -> None:
         """Push committed blocks `start`..`end` to a peer that lags (as many as fit one response),
-        once per height and peer (again after `PUSH_REPEAT_S`, in case the push was lost)."""
+        once per height and peer (again after `PUSH_REPEAT_S`, in case the push was lost). A peer
+        that says it has `end` gets nothing; one whose vote for our tip is merely late gets the
+        push only if it still lags `PUSH_GRACE_S` after our commit."""
+        if self.sync.peer_heights.get(peer, -1) >= end:
+            return
         now = self.clock.monotonic_s()
+        wait_s = self._tip_committed_s + PUSH_GRACE_S - now
+        if end >= self.store.height and wait_s > 0:
+            if peer in self._deferred or len(self._deferred) < PUSHED_PEERS_MAX:
+                self._deferred[peer] = (start, end)
+            if self._deferred_timer is None:
+                self._deferred_timer = self.clock.call_later(wait_s, self._push_deferred)
+            return
         pushed = self._pushed.get(peer)
         if pushed is not None and pushed[0] >= end and now - pushed[1] < PUSH_REPEAT_S:
             return
@@ -354,6 +383,19 @@ class SyncService:
         items = self._read_blocks(start, end)
         if items and self.transport is not None:
             self.transport.send(peer, FrameKind.BLOCKS, encode(BlockRange(items)))
+
+    def _push_deferred(self) -> None:
+        self._deferred_timer = None
+        deferred, self._deferred = self._deferred, {}
+        for peer, (start, end) in deferred.items():
+            self.push_blocks(peer, start, end)
+
+    def close(self) -> None:
+        """Cancel the pending timer (the node stops)."""
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        self._deferred.clear()
 
     async def on_get_blocks(self, peer: bytes, payload: bytes) -> None:
         """Answer a range request, read and encoded off the event loop (up to 16 MB); even with
@@ -377,12 +419,29 @@ class SyncService:
         size = 0
         store = self.store
         for height in range(start, min(end, store.height, start + SYNC_BLOCKS_MAX - 1) + 1):
-            raw = store.get_block_raw(height)
-            commit = store.get_commit(height)
-            if raw is None or commit is None:
+            item = self._served_block(height)
+            if item is None:
                 break
-            size += len(raw)
+            size += len(item.block)
             if items and size > SYNC_RESPONSE_BYTES_MAX:
                 break
-            items.append(CommittedBlock(raw, encode(commit)))
+            items.append(item)
         return tuple(items)
+
+    def _served_block(self, height: int) -> CommittedBlock | None:
+        """Block `height` and its certificate, encoded; the newest few are kept (a committed height
+        never changes while this service lives)."""
+        store = self.store
+        cached = self._served.get(height)
+        if cached is not None and height <= store.height:
+            return cached
+        raw = store.get_block_raw(height)
+        commit = store.get_commit(height)
+        if raw is None or commit is None:
+            return None
+        item = CommittedBlock(raw, encode(commit))
+        if height + SERVED_BLOCKS_CACHED_MAX > store.height:  # only the newest are asked for often
+            self._served[height] = item
+            while len(self._served) > SERVED_BLOCKS_CACHED_MAX:
+                self._served.popitem(last=False)
+        return item
