@@ -278,11 +278,15 @@ def record_json(service: HealthService, record: RecordState) -> dict[str, Any]:
 
 
 def grant_json(service: HealthService, grant: GrantState) -> dict[str, Any]:
+    # A grant in parts (ADR 0012) lists its records part by part in the audit trail, not here.
+    parts = st.get_grant_parts(_state(service), grant.grant_id)
     return {
         **model_json(grant),
         "grantee_name": service.name_of(grant.grantee),
         "record_ids": [rk.record_id.hex() for rk in grant.record_keys],
         "revoked": grant.is_revoked,
+        "record_count": len(grant.record_keys) if parts is None else parts.record_count,
+        "keys_received": len(grant.record_keys) if parts is None else parts.keys_received,
     }
 
 
@@ -500,7 +504,8 @@ async def read_record(request: web.Request) -> web.Response:
                     headers={"Retry-After": "1"},
                 )
             receipt = {"tx_id": tx_id.hex(), "height": location.height, "grant_id": grant.grant_id.hex()}
-            decrypted = open_record(record, node.identity, grant=grant)
+            sealed_key = policy.get_grant_sealed_key(state, grant, record_id)
+            decrypted = open_record(record, node.identity, grant=grant, sealed_key=sealed_key)
     except DecryptionError as exc:
         raise ApiProblem(
             409,

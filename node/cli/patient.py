@@ -312,7 +312,8 @@ def patient_grants(ctx: click.Context, as_json: bool) -> None:
             "grant_id": g.grant_id.hex(),
             "grantee": names.get(g.grantee, g.grantee.hex()),
             "purpose": g.purpose,
-            "records": len(g.record_keys),
+            "records": client.get_grant_progress(g.grant_id)[1],
+            "keys_received": client.get_grant_progress(g.grant_id)[0],
             "revoked": g.is_revoked,
             "height": g.height,
         }
@@ -326,6 +327,7 @@ def patient_grants(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"{row['grant_id'][:16]}  {state:<8} {row['grantee']:<14} {row['purpose']:<8} "
             f"{row['records']} record key(s)"
+            + ("" if row["keys_received"] == row["records"] else f" ({row['keys_received']} delivered)")
         )
 
 
@@ -357,6 +359,9 @@ def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool, yes: bool = Fal
         done = client.deny(inquiry.inquiry_id)
     verb = "granted" if grant else "denied"
     click.echo(f"{verb} inquiry {inquiry.inquiry_id.hex()} at height {done.height} (tx {done.tx_id.hex()})")
+    if grant:
+        delivered, declared = client.get_grant_progress(done.tx_id)
+        click.echo(f"shared {delivered} of {declared} record(s) now, as the preview showed")
 
 
 @patient.command("grant")
