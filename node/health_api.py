@@ -59,6 +59,7 @@ from medledger.health.types import (
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
     AuditEvent,
+    GrantPartsState,
     GrantState,
     InquiryState,
     Institution,
@@ -277,9 +278,10 @@ def record_json(service: HealthService, record: RecordState) -> dict[str, Any]:
     }
 
 
-def grant_json(service: HealthService, grant: GrantState) -> dict[str, Any]:
-    # A grant in parts (ADR 0012) lists its records part by part in the audit trail, not here.
-    parts = st.get_grant_parts(_state(service), grant.grant_id)
+def grant_json(
+    service: HealthService, grant: GrantState, parts: GrantPartsState | None = None
+) -> dict[str, Any]:
+    """`parts`: a grant in parts' progress (ADR 0012); it lists its records in the audit trail."""
     return {
         **model_json(grant),
         "grantee_name": service.name_of(grant.grantee),
@@ -587,7 +589,9 @@ def _inquiry_with_decision(
     except ReasonUnreadableError:
         item["reason"] = None
     grant = st.get_grant(state, inquiry.decision_id) if inquiry.decision_id else None
-    item["grant"] = grant_json(service, grant) if grant is not None else None
+    item["grant"] = (
+        grant_json(service, grant, st.get_grant_parts(state, grant.grant_id)) if grant is not None else None
+    )
     return item
 
 
@@ -661,7 +665,10 @@ async def get_patient_grants(request: web.Request) -> web.Response:
     patient_id = _hex_id(request.match_info["patient_id"], "patient id")
     state = _state(service)
     _require_patient(state, patient_id)
-    items = [{**grant_json(service, g), "encoded": _b64(g)} for g in st.list_grants(state, patient_id)]
+    items = [
+        {**grant_json(service, g, st.get_grant_parts(state, g.grant_id)), "encoded": _b64(g)}
+        for g in st.list_grants(state, patient_id)
+    ]
     return _json({"patient_id": patient_id.hex(), "grants": items})
 
 
