@@ -62,6 +62,7 @@ from medledger.health.client import (
     build_deny,
     build_grant,
     build_grant_in_parts,
+    build_grant_part,
     build_register_patient,
     build_revoke,
 )
@@ -76,6 +77,7 @@ from medledger.health.preview import (
 from medledger.health.reasons import open_reason
 from medledger.health.records import DecryptedRecord, open_record, open_verified_record, reseal_record_keys
 from medledger.health.types import (
+    GRANT_PART_RECORDS_MAX,
     GRANT_RECORDS_MAX,
     INQUIRY_OPEN,
     STATE_VALUE_BYTES_MAX,
@@ -85,7 +87,10 @@ from medledger.health.types import (
     PatientId,
     PatientState,
     RecordState,
+    compute_grant_part_digest,
     compute_patient_id,
+    is_covered,
+    is_grant_live,
 )
 from medledger.health.verify import LedgerVerificationError, PatientLedger
 
@@ -829,6 +834,71 @@ class PatientClient:
                     )
                 submitted.append(Submitted(tx_id, fact.height))
         return submitted
+
+    def complete_grant(self, grant_id: bytes) -> list[Submitted]:
+        """Send the parts of a grant in parts that are not on the ledger yet (a client that stopped
+        between the manifest and its last part); returns what was sent (nothing if complete).
+
+        The declared records are rebuilt on this device: the covered, verified records this signer
+        can re-seal, as the preview chose them at some height before the manifest's block. Each
+        candidate height is tried against the manifest's digests; a part is sent only if its
+        records are exactly the declared ones, else nothing is signed (revoke, and ask again).
+        """
+        self.check_before_signing()
+        ledger = self.sync()
+        grant = next((g for g in ledger.list_grants() if g.grant_id == grant_id), None)
+        if grant is None:
+            raise PatientClientError("no such grant for this patient", status=404)
+        parts = ledger.get_grant_parts(grant_id)
+        if parts is None or parts.is_complete:
+            return []
+        if grant.granted_by != self.identity.public.sign_key:
+            raise PatientClientError("only the key that signed the grant's manifest may send its parts")
+        if not is_grant_live(grant, ledger.time_ms):
+            raise PatientClientError("the grant is revoked or expired: its parts are refused")
+        enc_key = self.identity.public.enc_key
+        candidates = sorted(
+            (
+                r
+                for r in ledger.list_records()
+                if r.height < grant.height
+                and is_covered(grant.scope, r.record_id, r.record_type, r.time_ms)
+                and enc_key in r.envelope.readers
+                and open_verified_record(r, self.identity) is not None
+            ),
+            key=lambda r: r.record_id,
+        )
+        for height in sorted({r.height for r in candidates} | {0}, reverse=True):
+            chosen = [r for r in candidates if r.height <= height]
+            ids = [r.record_id for r in chosen]
+            declared = [
+                ids[i * GRANT_PART_RECORDS_MAX : (i + 1) * GRANT_PART_RECORDS_MAX]
+                for i in range(len(parts.part_digests))
+            ]
+            if len(ids) == parts.record_count and all(
+                compute_grant_part_digest(grant.inquiry_id, i, tuple(part)) == digest
+                for i, (part, digest) in enumerate(zip(declared, parts.part_digests, strict=True))
+            ):
+                break
+        else:
+            raise PatientClientError(
+                "the records this grant declared cannot be rebuilt on this device: revoke it and ask "
+                "the institution for a new inquiry"
+            )
+        missing = [i for i in range(len(parts.part_digests)) if not parts.is_part_received(i)]
+        grantee_enc_key = self.institution_enc_key(grant.grantee)
+        by_id = {r.record_id: r for r in chosen}
+        signed = [
+            build_grant_part(
+                self.identity,
+                grant_id,
+                i,
+                reseal_record_keys([by_id[r] for r in declared[i]], self.identity, grantee_enc_key),
+                chain_id=self.chain_id,
+            )
+            for i in missing
+        ]
+        return self._submit_batch(signed)
 
     def get_grant_progress(self, grant_id: bytes) -> tuple[int, int]:
         """(records whose keys the ledger holds, records the grant declared), verified.

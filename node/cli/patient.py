@@ -376,6 +376,19 @@ def patient_grant(ctx: click.Context, inquiry_id: str, yes: bool) -> None:
     _decide(ctx, inquiry_id, grant=True, yes=yes)
 
 
+@patient.command("resume-grant")
+@click.argument("grant_id")
+@click.pass_context
+@reports_errors
+def patient_resume_grant(ctx: click.Context, grant_id: str) -> None:
+    """Send the parts of a large grant (id or unique prefix) that did not reach the ledger."""
+    client = _client(ctx)
+    grant = client.find_grant(grant_id)
+    sent = client.complete_grant(grant.grant_id)
+    delivered, declared = client.get_grant_progress(grant.grant_id)
+    click.echo(f"sent {len(sent)} part(s); {delivered} of {declared} record(s) shared")
+
+
 @patient.command("deny")
 @click.argument("inquiry_id")
 @click.pass_context

@@ -28,7 +28,10 @@ from health_harness import (
     request,
 )
 
+from medledger.health.client import build_grant_in_parts
 from medledger.health.fhir import compute_canonical_json
+from medledger.health.records import reseal_record_keys
+from medledger.health.sdk import PatientClient
 from medledger.health.types import GRANT_PART_RECORDS_MAX, RECEIPT_RECORDS_MAX, compute_patient_id
 
 OBSERVATIONS = 300
@@ -149,3 +152,29 @@ def test_a_history_larger_than_one_tx_is_granted_read_and_receipted_in_full(
     assert sorted(i for e in reads[:2] for i in e["record_ids"]) == previewed
     assert reads[2]["record_ids"] == [previewed[0]]
     assert "audited tx(s) proven" in patient_cli(key, hospital.url, "verify")
+
+    # A client that stops after the manifest and one part leaves a live, partial grant (shown as
+    # such); `resume-grant` rebuilds the declared records on the device and sends the rest.
+    q2 = hospital.inquire(patient_id, "TREAT", ["Observation"])
+    net.sync()
+    sdk = PatientClient(clinic.url, identity)
+    preview = sdk.preview_grant(bytes.fromhex(q2))
+    keys = reseal_record_keys(
+        [r for r in sdk.list_records() if r.record_id in set(preview.record_ids)],
+        identity,
+        bytes.fromhex(hospital.get("/v1/health/institution").json()["enc_key"]),
+    )
+    manifest, parts_txs = build_grant_in_parts(identity, bytes.fromhex(q2), keys, chain_id=sdk.chain_id)
+    sdk._submit(manifest)
+    sdk._submit_batch(parts_txs[1:])
+    net.sync()
+    second = {g["grant_id"]: g for g in json.loads(patient_cli(key, clinic.url, "grants", "--json"))}
+    partial = second[manifest[2].hex()]
+    assert (partial["records"], partial["keys_received"]) == (
+        OBSERVATIONS,
+        OBSERVATIONS - GRANT_PART_RECORDS_MAX,
+    )
+    assert "(44 delivered)" in patient_cli(key, clinic.url, "grants")
+    resumed = patient_cli(key, hospital.url, "resume-grant", manifest[2].hex()[:16])
+    assert f"sent 1 part(s); {OBSERVATIONS} of {OBSERVATIONS} record(s) shared" in resumed
+    assert "sent 0 part(s)" in patient_cli(key, hospital.url, "resume-grant", manifest[2].hex()[:16])
