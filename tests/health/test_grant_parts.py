@@ -27,9 +27,11 @@ from health_testkit import (
 
 from medledger.chain.codec import encode
 from medledger.chain.lightclient import CertifiedBlock
+from medledger.chain.limits import TX_BYTES_MAX
 from medledger.chain.types import ZERO_HASH, Block, Commit, Genesis, Header, TxId
 from medledger.chain.validation import compute_tx_root
 from medledger.crypto import Identity
+from medledger.crypto.envelope import SEALED_KEY_SIZE
 from medledger.health import client, policy
 from medledger.health import state as st
 from medledger.health.app import encode_genesis
@@ -40,10 +42,14 @@ from medledger.health.records import encrypt_record, open_record, open_verified_
 from medledger.health.types import (
     EVENT_GRANT_PART,
     EVENT_READ,
+    GRANT_MANIFEST_RECORDS_MAX,
     GRANT_PART_RECORDS_MAX,
+    GRANT_PARTS_MAX,
     KIND_GRANT_PART,
+    STATE_VALUE_BYTES_MAX,
     GrantManifestBody,
     GrantPartBody,
+    GrantPartsState,
     HealthGenesis,
     RecordKey,
     RecordState,
@@ -440,3 +446,55 @@ def test_invalid_parts_after_revocation(scene: Scene) -> None:
         scene.ledger.sign(client.build_read_receipt, scene.hospital, grant_id, [first]),
         "health.grant_revoked",
     )
+
+
+def test_invalid_part_of_a_one_tx_grant(scene: Scene) -> None:
+    keys = scene.keys(scene.observations[:3])
+    grant_id = scene.ledger.submit_ok(
+        scene.ledger.sign(client.build_grant, scene.patient, scene.inquiry_id, keys)
+    ).tx_id
+    scene.ledger.submit_rejected(
+        scene.ledger.sign(client.build_grant_part, scene.patient, grant_id, 0, keys), "health.grant_unknown"
+    )
+
+
+def test_the_largest_manifest_and_part_fit_one_tx() -> None:
+    """Bounded tx sizes: a manifest of a million records and a full part are each one tx."""
+    signer = make_identity("patient-bounds")
+    manifest = GrantManifestBody(
+        bytes(32), GRANT_MANIFEST_RECORDS_MAX, tuple(bytes([i % 256]) * 32 for i in range(GRANT_PARTS_MAX))
+    )
+    part = GrantPartBody(
+        bytes(32),
+        GRANT_PARTS_MAX - 1,
+        tuple(
+            RecordKey(i.to_bytes(32, "big"), bytes(SEALED_KEY_SIZE)) for i in range(GRANT_PART_RECORDS_MAX)
+        ),
+    )
+    for signed in (
+        client.build_grant_manifest(signer, manifest, chain_id=CHAIN_ID),
+        client.build_tx(signer, KIND_GRANT_PART, part, chain_id=CHAIN_ID),
+    ):
+        assert len(signed[1]) <= TX_BYTES_MAX
+    assert len(
+        encode(GrantPartsState(bytes(32), GRANT_MANIFEST_RECORDS_MAX, manifest.part_digests, bytes(512), 0))
+    ) <= (STATE_VALUE_BYTES_MAX)
+
+
+def test_records_added_later_are_shared_only_if_the_scope_covers_them(scene: Scene) -> None:
+    """A grant in parts hands out per-record keys only: a later record reaches the grantee only
+    when its author seals it for a live grant whose scope covers it, as for any grant."""
+    keys = scene.keys(scene.observations)
+    scene.manifest(keys)
+    state, ledger = scene.ledger.state, scene.ledger
+    patient = st.get_patient(state, scene.patient_id)
+    assert patient is not None
+    clinic, hospital = ledger.institutions["clinic"], ledger.institutions["hospital"]
+    readers = {
+        record_type: policy.compute_record_readers(
+            state, patient, clinic, record_type, record_id=b"", time_ms=ledger.next_time_ms
+        )
+        for record_type in ("Observation", "Condition")
+    }
+    assert hospital.enc_key in readers["Observation"]
+    assert hospital.enc_key not in readers["Condition"]
