@@ -152,6 +152,9 @@ def test_a_history_larger_than_one_tx_is_granted_read_and_receipted_in_full(
     assert sorted(i for e in reads[:2] for i in e["record_ids"]) == previewed
     assert reads[2]["record_ids"] == [previewed[0]]
     assert "audited tx(s) proven" in patient_cli(key, hospital.url, "verify")
+    table = patient_cli(key, hospital.url, "audit")  # long lists are counted, not cut silently
+    assert f"{GRANT_PART_RECORDS_MAX} records (" in table
+    assert "--json lists all" in table
 
     # A client that stops after the manifest and one part leaves a live, partial grant (shown as
     # such); `resume-grant` rebuilds the declared records on the device and sends the rest.
