@@ -18,10 +18,13 @@ from medledger.health.errors import RecordBindingError
 from medledger.health.reasons import seal_reason
 from medledger.health.records import EncryptedRecord
 from medledger.health.types import (
+    GRANT_PART_RECORDS_MAX,
     KIND_ADD_RECORD,
     KIND_ADD_REPRESENTATIVE,
     KIND_DENY,
     KIND_GRANT,
+    KIND_GRANT_MANIFEST,
+    KIND_GRANT_PART,
     KIND_READ_RECEIPT,
     KIND_REGISTER_PATIENT,
     KIND_REMOVE_REPRESENTATIVE,
@@ -31,6 +34,8 @@ from medledger.health.types import (
     AddRecordBody,
     DenyBody,
     GrantBody,
+    GrantManifestBody,
+    GrantPartBody,
     ReadReceiptBody,
     RecordKey,
     RegisterPatientBody,
@@ -39,6 +44,8 @@ from medledger.health.types import (
     RevokeBody,
     Scope,
     SupersedeRecordBody,
+    compute_grant_part_count,
+    compute_grant_part_digest,
 )
 
 SignedTx = tuple[Tx, bytes, TxId]
@@ -230,3 +237,74 @@ def build_read_receipt(
     return build_tx(
         reader, KIND_READ_RECEIPT, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
     )
+
+
+# --- grants in parts (ADR 0012) -----------------------------------------------------------------
+
+
+def split_grant_parts(record_keys: Iterable[RecordKey]) -> list[tuple[RecordKey, ...]]:
+    """The parts of a grant in parts: its keys sorted by record id, `GRANT_PART_RECORDS_MAX` a part."""
+    ordered = tuple(sorted(record_keys, key=lambda rk: rk.record_id))
+    return [
+        ordered[i * GRANT_PART_RECORDS_MAX : (i + 1) * GRANT_PART_RECORDS_MAX]
+        for i in range(compute_grant_part_count(len(ordered)))
+    ]
+
+
+def compute_grant_manifest(inquiry_id: bytes, record_keys: Iterable[RecordKey]) -> GrantManifestBody:
+    """The manifest declaring exactly these records (their ids, part by part) for `inquiry_id`."""
+    parts = split_grant_parts(record_keys)
+    digests = tuple(
+        compute_grant_part_digest(inquiry_id, index, tuple(rk.record_id for rk in part))
+        for index, part in enumerate(parts)
+    )
+    return GrantManifestBody(inquiry_id, sum(len(p) for p in parts), digests)
+
+
+def build_grant_manifest(
+    signer: Identity,
+    manifest: GrantManifestBody,
+    *,
+    chain_id: str,
+    nonce: int | None = None,
+    timestamp_ms: int | None = None,
+) -> SignedTx:
+    """The decision of a grant in parts; the tx id is the grant id its parts name."""
+    return build_tx(
+        signer, KIND_GRANT_MANIFEST, manifest, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
+    )
+
+
+def build_grant_part(
+    signer: Identity,
+    grant_id: bytes,
+    part: int,
+    record_keys: Iterable[RecordKey],
+    *,
+    chain_id: str,
+    nonce: int | None = None,
+    timestamp_ms: int | None = None,
+) -> SignedTx:
+    body = GrantPartBody(grant_id, part, tuple(sorted(record_keys, key=lambda rk: rk.record_id)))
+    return build_tx(signer, KIND_GRANT_PART, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms)
+
+
+def build_grant_in_parts(
+    signer: Identity,
+    inquiry_id: bytes,
+    record_keys: Iterable[RecordKey],
+    *,
+    chain_id: str,
+    timestamp_ms: int | None = None,
+) -> tuple[SignedTx, list[SignedTx]]:
+    """A grant of any number of records: its manifest and, after it, one tx per part."""
+    keys = tuple(record_keys)
+    manifest = build_grant_manifest(
+        signer, compute_grant_manifest(inquiry_id, keys), chain_id=chain_id, timestamp_ms=timestamp_ms
+    )
+    grant_id = manifest[2]
+    parts = [
+        build_grant_part(signer, grant_id, index, part, chain_id=chain_id, timestamp_ms=timestamp_ms)
+        for index, part in enumerate(split_grant_parts(keys))
+    ]
+    return manifest, parts

@@ -27,6 +27,7 @@ from medledger.health.types import (
     AUTHOR_ROLES,
     EVENT_DENY,
     EVENT_GRANT,
+    EVENT_GRANT_PART,
     EVENT_INQUIRY,
     EVENT_REVOKE,
     INQUIRY_TTL_MS_MAX,
@@ -191,11 +192,22 @@ def compute_node_record_readers(
 # --- reads --------------------------------------------------------------------------------------
 
 
-def is_readable_under_grant(grant: GrantState, record: RecordState) -> bool:
-    """A grant covers reading a record it carries a key for, or one sealed for its grantee."""
+def get_grant_sealed_key(state: StateReader | None, grant: GrantState, record_id: bytes) -> bytes | None:
+    """The record key `grant` re-sealed for its grantee for `record_id`: carried by a one-tx grant,
+    or by a part of a grant in parts (ADR 0012; needs `state`, without it none is found)."""
+    sealed = grant.get_sealed_key(record_id)
+    if sealed is None and state is not None:
+        sealed = st.get_grant_key(state, grant.grant_id, record_id)
+    return sealed
+
+
+def is_readable_under_grant(grant: GrantState, record: RecordState, state: StateReader | None = None) -> bool:
+    """A grant covers reading a record it carries a key for, or one sealed for its grantee.
+
+    `state` finds the keys of a grant in parts (without it only a one-tx grant's keys count)."""
     if record.patient_id != grant.patient_id:
         return False
-    if grant.get_sealed_key(record.record_id) is not None:
+    if get_grant_sealed_key(state, grant, record.record_id) is not None:
         return True
     return grant.grantee_enc_key in record.envelope.readers and is_covered(
         grant.scope, record.record_id, record.record_type, record.time_ms
@@ -208,7 +220,7 @@ def get_read_grant(state: StateReader, reader: bytes, record: RecordState, time_
     candidates = [
         g
         for g in st.list_grants(state, record.patient_id)
-        if g.grantee == reader and is_grant_live(g, time_ms) and is_readable_under_grant(g, record)
+        if g.grantee == reader and is_grant_live(g, time_ms) and is_readable_under_grant(g, record, state)
     ]
     return max(candidates, key=lambda g: g.expires_ms, default=None)
 
@@ -221,6 +233,29 @@ def get_read_access(
         return ReadAccess(RecordAccess.AUTHOR, None)
     grant = get_read_grant(state, reader.sign_key, record, time_ms)
     return ReadAccess(RecordAccess.GRANT, grant) if grant is not None else None
+
+
+def get_read_accesses(
+    state: StateReader, reader: Institution, patient_id: bytes, records: Iterable[RecordState], time_ms: int
+) -> list[ReadAccess | None]:
+    """`get_read_access` for many records of one patient, finding the patient's grants once (a
+    bulk read of a whole history must not walk the audit trail once a record)."""
+    grants = [
+        g
+        for g in st.list_grants(state, patient_id)
+        if g.grantee == reader.sign_key and is_grant_live(g, time_ms)
+    ]
+    accesses: list[ReadAccess | None] = []
+    for record in records:
+        if record.patient_id != patient_id:
+            accesses.append(None)
+        elif record.author == reader.sign_key:
+            accesses.append(ReadAccess(RecordAccess.AUTHOR, None))
+        else:
+            covering = [g for g in grants if is_readable_under_grant(g, record, state)]
+            grant = max(covering, key=lambda g: g.expires_ms, default=None)
+            accesses.append(ReadAccess(RecordAccess.GRANT, grant) if grant is not None else None)
+    return accesses
 
 
 # --- audit --------------------------------------------------------------------------------------
@@ -266,7 +301,7 @@ def compute_institution_audit(events: Iterable[AuditEvent], institution: bytes) 
         if (
             event.actor == institution
             or (event.event in (EVENT_GRANT, EVENT_DENY) and event.subject_id in my_inquiries)
-            or (event.event == EVENT_REVOKE and event.subject_id in my_grants)
+            or (event.event in (EVENT_REVOKE, EVENT_GRANT_PART) and event.subject_id in my_grants)
         ):
             visible.append(event)
     return visible

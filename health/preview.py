@@ -11,9 +11,15 @@ nothing about the diagnoses inside), and the grant signs exactly that list.
 
 It refuses (`ScopeNotShowableError`, with a `problem` code) a scope it cannot fully show: a record
 id that is not one of the patient's verified records (unknown, or another patient's), a record or
-requester whose institution is unknown, more records than one grant may carry, an inquiry that is
-no longer open. A representative (who holds no reader key of the patient's records) is shown the
-covered records it cannot re-seal apart: they are not shared. Everything it reads comes from the
+requester whose institution is unknown, more records than a grant may carry (over a million:
+ADR 0012), an inquiry that is no longer open.
+
+However many records a grant shares, the patient is told exactly how many, counted per record
+type, per author and per year (`RecordCounts`); up to `PREVIEW_RECORD_LINES_MAX` records are
+also listed one a line, and the JSON form always lists every record. Nothing is cut silently.
+
+A representative (who holds no reader key of the patient's records) is shown the covered records
+it cannot re-seal apart: they are not shared. Everything it reads comes from the
 verified `PatientLedger`, never a node's word.
 
 Pure: the caller passes the ledger and the inquiry's reason (the reason becomes encrypted for the
@@ -32,6 +38,7 @@ from medledger.health.errors import HealthError, InvalidRecordError
 from medledger.health.fhir import BUNDLE_EXTRA_TYPES
 from medledger.health.records import DecryptedRecord
 from medledger.health.types import (
+    GRANT_MANIFEST_RECORDS_MAX,
     GRANT_RECORDS_MAX,
     INQUIRY_OPEN,
     PURPOSE_ETREAT,
@@ -42,6 +49,7 @@ from medledger.health.types import (
     PURPOSE_TREAT,
     InquiryState,
     RecordState,
+    compute_grant_part_count,
     is_covered,
 )
 from medledger.health.verify import PatientLedger
@@ -70,6 +78,10 @@ RECORD_TYPE_WORDS: Final[dict[str, str]] = {
     "Observation": "measurements and test results",
     "Procedure": "procedures and operations",
 }
+
+#: Most shared records the preview's text lists one a line (beyond, it counts them; `to_json`
+#: lists them all).
+PREVIEW_RECORD_LINES_MAX: Final = 50
 
 PROBLEM_NOT_OPEN: Final = "inquiry_not_open"
 PROBLEM_EXPIRED: Final = "inquiry_expired"
@@ -140,6 +152,62 @@ class PreviewRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RecordCounts:
+    """How many records, per record type, per author (name) and per year (UTC, of block time)."""
+
+    total: int
+    by_type: tuple[tuple[str, int], ...]
+    by_author: tuple[tuple[str, int], ...]
+    by_year: tuple[tuple[str, int], ...]
+    #: Per record type, how many of the bundles hold one (a bundle's own type says nothing).
+    in_bundles: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, records: tuple[PreviewRecord, ...]) -> RecordCounts:
+        def count(keys: list[str]) -> tuple[tuple[str, int], ...]:
+            totals: dict[str, int] = {}
+            for key in keys:
+                totals[key] = totals.get(key, 0) + 1
+            return tuple(sorted(totals.items()))
+
+        return cls(
+            total=len(records),
+            by_type=count([r.record_type for r in records]),
+            by_author=count([r.author_name for r in records]),
+            by_year=count([format_year(r.time_ms) for r in records]),
+            in_bundles=count([t for r in records for t in r.contents]),
+        )
+
+    def lines(self, indent: str = "  ") -> list[str]:
+        out = [f"{indent}by type:"]
+        out += [f"{indent}  {n:>7}  {RECORD_TYPE_WORDS[t]} ({t})" for t, n in self.by_type]
+        out.append(f"{indent}by author:")
+        out += [f"{indent}  {n:>7}  {name}" for name, n in self.by_author]
+        out.append(f"{indent}by year recorded:")
+        out += [f"{indent}  {n:>7}  {year}" for year, n in self.by_year]
+        if self.in_bundles:
+            out.append(f"{indent}inside the bundles (bundles holding each kind):")
+            out += [f"{indent}  {n:>7}  {RECORD_TYPE_WORDS[t]} ({t})" for t, n in self.in_bundles]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_type": [
+                {"record_type": t, "words": RECORD_TYPE_WORDS[t], "count": n} for t, n in self.by_type
+            ],
+            "by_author": [{"author_name": a, "count": n} for a, n in self.by_author],
+            "by_year": [{"year": y, "count": n} for y, n in self.by_year],
+            "in_bundles": [{"record_type": t, "count": n} for t, n in self.in_bundles],
+        }
+
+
+def format_year(time_ms: int) -> str:
+    """The UTC year of a block time."""
+    return datetime.datetime.fromtimestamp(time_ms / 1000, tz=datetime.UTC).strftime("%Y")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GrantPreview:
     """Everything granting `inquiry_id` would do; `records` is exactly what the grant re-seals."""
 
@@ -169,6 +237,17 @@ class GrantPreview:
     @property
     def record_ids(self) -> tuple[bytes, ...]:
         return tuple(r.record_id for r in self.records)
+
+    def counts(self) -> RecordCounts:
+        """The shared records counted per type, author and year."""
+        return RecordCounts.of(self.records)
+
+    @property
+    def transactions(self) -> int:
+        """How many txs the patient signs: one grant, or a manifest and its parts (ADR 0012)."""
+        if len(self.records) <= GRANT_RECORDS_MAX:
+            return 1
+        return 1 + compute_grant_part_count(len(self.records))
 
     def window_words(self) -> str:
         if self.from_ms == 0 and self.to_ms >= UINT_MAX:
@@ -200,19 +279,34 @@ class GrantPreview:
                 out.append(f"      it holds: {named.contents_words()}")
         out.append(f"  limited to {self.window_words()}")
         out.append(f"Granting shares exactly these {len(self.records)} record(s) now:")
-        for record in self.records:
+        if self.records:
+            out.extend(self.counts().lines())
+        listed = self.records if len(self.records) <= PREVIEW_RECORD_LINES_MAX else ()
+        if not listed and self.records:
+            out.append(
+                f"  (all {len(self.records)} are counted above; the JSON form lists each one: "
+                "medledger patient inquiries --json)"
+            )
+        for record in listed:
             out.append(
                 f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
                 f"{format_time_ms(record.time_ms)}"
             )
             if record.contents:
                 out.append(f"      it holds: {record.contents_words()}")
+        if self.transactions > 1:
+            out.append(
+                f"  (too many for one transaction: you sign {self.transactions}, a manifest naming "
+                "exactly these records and the parts that carry their keys)"
+            )
         if self.unsealable:
             out.append(
                 f"{len(self.unsealable)} other covered record(s) are sealed for the patient only "
                 "and are NOT shared by this grant:"
             )
-            for record in self.unsealable:
+            if len(self.unsealable) > PREVIEW_RECORD_LINES_MAX:
+                out.extend(RecordCounts.of(self.unsealable).lines())
+            for record in self.unsealable if len(self.unsealable) <= PREVIEW_RECORD_LINES_MAX else ():
                 out.append(
                     f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
                     f"{format_time_ms(record.time_ms)}"
@@ -222,7 +316,9 @@ class GrantPreview:
                 f"{len(self.unverifiable)} covered record(s) failed verification on this device (their "
                 "content is not what the ledger says its author wrote) and are NOT shared:"
             )
-            for record in self.unverifiable:
+            if len(self.unverifiable) > PREVIEW_RECORD_LINES_MAX:
+                out.extend(RecordCounts.of(self.unverifiable).lines())
+            for record in self.unverifiable if len(self.unverifiable) <= PREVIEW_RECORD_LINES_MAX else ():
                 out.append(
                     f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
                     f"{format_time_ms(record.time_ms)}"
@@ -261,6 +357,8 @@ class GrantPreview:
                 "window": self.window_words(),
             },
             "records": [r.to_json() for r in self.records],
+            "counts": self.counts().to_json(),
+            "transactions": self.transactions,
             "unsealable": [r.to_json() for r in self.unsealable],
             "unverifiable": [r.to_json() for r in self.unverifiable],
             "height": self.height,
@@ -368,10 +466,10 @@ def compute_grant_preview(
         contents = _contents(record, open_verified(record)) if record.record_type == "Bundle" else ()
         named.append(_describe(ledger, record, in_window=in_window, contents=contents))
     covered = [r for r in ledger.list_records() if is_covered(scope, r.record_id, r.record_type, r.time_ms)]
-    if len(covered) > GRANT_RECORDS_MAX:
+    if len(covered) > GRANT_MANIFEST_RECORDS_MAX:
         raise ScopeNotShowableError(
             f"the inquiry covers {len(covered)} records, "
-            f"more than the {GRANT_RECORDS_MAX} one grant may carry",
+            f"more than the {GRANT_MANIFEST_RECORDS_MAX} one grant may carry",
             problem=PROBLEM_TOO_MANY,
         )
     covered.sort(key=lambda r: r.record_id)
@@ -413,6 +511,7 @@ __all__ = [
     "GrantPreview",
     "PreviewChangedError",
     "PreviewRecord",
+    "RecordCounts",
     "ScopeNotShowableError",
     "compute_grant_preview",
     "format_time_ms",

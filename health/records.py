@@ -150,10 +150,15 @@ def compute_record_key(content_key: bytes, binding: bytes) -> bytes:
     )
 
 
-def _get_record_key(record: RecordState, identity: Identity, grant: GrantState | None) -> bytes:
-    """The record key `identity` holds: re-sealed in `grant`, or derived from its envelope's content key."""
+def _get_record_key(
+    record: RecordState, identity: Identity, grant: GrantState | None, sealed_key: bytes | None = None
+) -> bytes:
+    """The record key `identity` holds: `sealed_key` (re-sealed by a grant part), re-sealed in
+    `grant`, or derived from its envelope's content key."""
     envelope = record.envelope.to_envelope()
-    sealed = grant.get_sealed_key(record.record_id) if grant is not None else None
+    sealed = sealed_key
+    if sealed is None and grant is not None:
+        sealed = grant.get_sealed_key(record.record_id)
     if sealed is not None:
         # A one-reader envelope over the same ciphertext lets the crypto layer do the unsealing.
         one_reader = Envelope(envelope.nonce, envelope.ciphertext, ((identity.public.enc_key, sealed),))
@@ -163,12 +168,17 @@ def _get_record_key(record: RecordState, identity: Identity, grant: GrantState |
 
 
 def open_record(
-    record: RecordState, identity: Identity, *, grant: GrantState | None = None
+    record: RecordState,
+    identity: Identity,
+    *,
+    grant: GrantState | None = None,
+    sealed_key: bytes | None = None,
 ) -> DecryptedRecord:
     """Open and verify a record as `identity`: the one way any reader gets at a record's content.
 
     The record key is derived from the content key the envelope seals for `identity`, or is the
-    one `grant` re-sealed for it (`compute_record_key`). Raises `DecryptionError` if `identity`
+    one `grant` re-sealed for it (`compute_record_key`), or `sealed_key`: the one a part of a grant
+    in parts re-sealed for it (`policy.get_grant_sealed_key`). Raises `DecryptionError` if `identity`
     holds no key for the record (or the key does not unseal), `RecordBindingError` if the
     ciphertext is not bound to the record's author, patient, type and superseded record
     (re-published, altered, or a key granted for another record) or its content is not a
@@ -176,7 +186,7 @@ def open_record(
     commitment. Messages name the record id, never its content.
     """
     binding = compute_binding_of(record)
-    record_key = _get_record_key(record, identity, grant)
+    record_key = _get_record_key(record, identity, grant, sealed_key)
     try:
         payload = decrypt_with_content_key(
             record.envelope.to_envelope(), record_key, associated_data=compute_record_associated_data(binding)
@@ -197,9 +207,10 @@ def open_record(
     # The ledger's record type is what grants are scoped by and what the patient is shown: content
     # of another type under that label (a Condition called an Immunization) is never shown or shared.
     try:
-        content_type = decrypted.resource.get("resourceType")
+        resource: dict[str, Any] | None = decrypted.resource  # parsed once, checked twice below
     except InvalidRecordError:
-        content_type = None
+        resource = None
+    content_type = resource.get("resourceType") if resource is not None else None
     if content_type != record.record_type:
         raise RecordBindingError(
             f"record {record.record_id.hex()} is labelled {record.record_type} on the ledger but its "
@@ -209,7 +220,7 @@ def open_record(
     # Nor may it carry, inside, a clinical resource of another type (a Condition `contained` in an
     # Immunization): what a type-scoped grant shares must be what its label says.
     try:
-        validate_content_types(decrypted.resource, record.record_type)
+        validate_content_types(resource or {}, record.record_type)
     except InvalidRecordError:
         raise RecordBindingError(
             f"record {record.record_id.hex()} is labelled {record.record_type} on the ledger but "

@@ -47,6 +47,8 @@ from medledger.health.types import (
     KIND_ADD_REPRESENTATIVE,
     KIND_DENY,
     KIND_GRANT,
+    KIND_GRANT_MANIFEST,
+    KIND_GRANT_PART,
     KIND_READ_RECEIPT,
     KIND_REGISTER_PATIENT,
     KIND_REMOVE_REPRESENTATIVE,
@@ -60,6 +62,8 @@ from medledger.health.types import (
     AuditEvent,
     DenyBody,
     GrantBody,
+    GrantManifestBody,
+    GrantPartBody,
     GrantState,
     InquiryState,
     Institution,
@@ -447,7 +451,7 @@ def validate_read_receipt(state: StateReader, ctx: TxContext, body: ReadReceiptB
         raise reject("receipt_records", "read record ids must be sorted and unique")
     for record_id in body.record_ids:
         record = st.get_record(state, record_id)
-        if record is None or not is_readable_under_grant(grant, record):
+        if record is None or not is_readable_under_grant(grant, record, state):
             raise reject("receipt_records", "a read record is not covered by the grant")
     return grant
 
@@ -456,6 +460,9 @@ def process_read_receipt(state: st.StateWriter, ctx: TxContext, body: ReadReceip
     grant = validate_read_receipt(state, ctx, body)
     _audit(state, ctx, grant.patient_id, EVENT_READ, grant.grant_id, body.record_ids)
 
+
+# Grants in parts (ADR 0012) live in their own module, which uses the checks above.
+from medledger.health import grant_parts  # noqa: E402 - needs the helpers defined above
 
 # --- dispatch -----------------------------------------------------------------------------------
 
@@ -484,6 +491,10 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         process_revoke(state, ctx, body)
     elif isinstance(body, ReadReceiptBody):
         process_read_receipt(state, ctx, body)
+    elif isinstance(body, GrantManifestBody):
+        grant_parts.process_grant_manifest(state, ctx, body)
+    elif isinstance(body, GrantPartBody):
+        grant_parts.process_grant_part(state, ctx, body)
     else:  # pragma: no cover - BODY_TYPES and this dispatch are kept in step
         raise AssertionError(f"no processor for {type(body).__name__}")
 
@@ -492,6 +503,8 @@ __all__ = [
     "KIND_ADD_RECORD",
     "KIND_DENY",
     "KIND_GRANT",
+    "KIND_GRANT_MANIFEST",
+    "KIND_GRANT_PART",
     "KIND_READ_RECEIPT",
     "KIND_REGISTER_PATIENT",
     "KIND_REMOVE_REPRESENTATIVE",

@@ -61,6 +61,8 @@ from medledger.health.client import (
     build_add_representative,
     build_deny,
     build_grant,
+    build_grant_in_parts,
+    build_grant_part,
     build_register_patient,
     build_revoke,
 )
@@ -75,6 +77,8 @@ from medledger.health.preview import (
 from medledger.health.reasons import open_reason
 from medledger.health.records import DecryptedRecord, open_record, open_verified_record, reseal_record_keys
 from medledger.health.types import (
+    GRANT_PART_RECORDS_MAX,
+    GRANT_RECORDS_MAX,
     INQUIRY_OPEN,
     STATE_VALUE_BYTES_MAX,
     AuditEvent,
@@ -83,7 +87,10 @@ from medledger.health.types import (
     PatientId,
     PatientState,
     RecordState,
+    compute_grant_part_digest,
     compute_patient_id,
+    is_covered,
+    is_grant_live,
 )
 from medledger.health.verify import LedgerVerificationError, PatientLedger
 
@@ -94,6 +101,10 @@ RESPONSE_BYTES_MAX: Final = 512 * 1024 * 1024
 #: Largest problem+json body, and challenge answer, the client reads.
 PROBLEM_BYTES_MAX: Final = 64 * 1024
 PAGE_SIZE: Final = 200
+#: Most record ids one audit line shows (beyond, it counts them).
+AUDIT_RECORD_IDS_SHOWN: Final = 4
+#: Most txs the client submits in one batch (a grant's parts: 40 for 10,000 records).
+SUBMIT_BATCH_TXS_MAX: Final = 256
 #: Times a node's answer is re-fetched and compared with the verified ledger before the node is
 #: called a liar: a block committed between the answer and the proof makes an honest node differ
 #: once; a lying node differs every time.
@@ -787,7 +798,121 @@ class PatientClient:
         record_keys = reseal_record_keys([r for r in records if r is not None], self.identity, enc_key)
         if tuple(k.record_id for k in record_keys) != fresh.record_ids:
             raise AssertionError("the re-sealed keys differ from the previewed records")
-        return self._submit(build_grant(self.identity, inquiry_id, record_keys, chain_id=self.chain_id))
+        if len(record_keys) <= GRANT_RECORDS_MAX:
+            return self._submit(build_grant(self.identity, inquiry_id, record_keys, chain_id=self.chain_id))
+        # Too many for one tx (ADR 0012): the manifest names exactly these records; once it is
+        # committed (its parts are judged against it), the parts go in one batch.
+        manifest, parts = build_grant_in_parts(self.identity, inquiry_id, record_keys, chain_id=self.chain_id)
+        done = self._submit(manifest)
+        self._submit_batch(parts)
+        return done
+
+    def _submit_batch(self, batch: list[SignedTx]) -> list[Submitted]:
+        """Submit locally signed txs at once (in order); each outcome from the verified chain."""
+        submitted: list[Submitted] = []
+        for start in range(0, len(batch), SUBMIT_BATCH_TXS_MAX):
+            chunk = batch[start : start + SUBMIT_BATCH_TXS_MAX]
+            txs = [base64.b64encode(raw).decode() for _, raw, _ in chunk]
+            reply = self._request("POST", f"/v1/txs/batch?wait_ms={COMMIT_WAIT_MS}", {"txs": txs})
+            results = reply.get("results") if isinstance(reply, dict) else None
+            if not isinstance(results, list) or len(results) != len(chunk):
+                raise self._lie("commit", "answered a batch of transactions with another number of results")
+            if any(not isinstance(r, dict) or r.get("status") != "committed" for r in results):
+                raise PatientClientError(
+                    f"{len(chunk)} transactions were not all committed within {COMMIT_WAIT_MS} ms"
+                )
+            ledger = self.sync()
+            for _, _, tx_id in chunk:
+                fact = ledger.txs.get(tx_id)
+                if fact is None:
+                    raise self._lie(
+                        "commit", f"says transaction {tx_id.hex()} committed, and no verified block holds it"
+                    )
+                if not fact.ok:
+                    raise PatientClientError(
+                        f"the ledger refused the transaction ({fact.rule})", status=422, rule=fact.rule
+                    )
+                submitted.append(Submitted(tx_id, fact.height))
+        return submitted
+
+    def complete_grant(self, grant_id: bytes) -> list[Submitted]:
+        """Send the parts of a grant in parts that are not on the ledger yet (a client that stopped
+        between the manifest and its last part); returns what was sent (nothing if complete).
+
+        The declared records are rebuilt on this device: the covered, verified records this signer
+        can re-seal, as the preview chose them at some height before the manifest's block. Each
+        candidate height is tried against the manifest's digests; a part is sent only if its
+        records are exactly the declared ones, else nothing is signed (revoke, and ask again).
+        """
+        self.check_before_signing()
+        ledger = self.sync()
+        grant = next((g for g in ledger.list_grants() if g.grant_id == grant_id), None)
+        if grant is None:
+            raise PatientClientError("no such grant for this patient", status=404)
+        parts = ledger.get_grant_parts(grant_id)
+        if parts is None or parts.is_complete:
+            return []
+        if grant.granted_by != self.identity.public.sign_key:
+            raise PatientClientError("only the key that signed the grant's manifest may send its parts")
+        if not is_grant_live(grant, ledger.time_ms):
+            raise PatientClientError("the grant is revoked or expired: its parts are refused")
+        enc_key = self.identity.public.enc_key
+        candidates = sorted(
+            (
+                r
+                for r in ledger.list_records()
+                if r.height < grant.height
+                and is_covered(grant.scope, r.record_id, r.record_type, r.time_ms)
+                and enc_key in r.envelope.readers
+                and open_verified_record(r, self.identity) is not None
+            ),
+            key=lambda r: r.record_id,
+        )
+        for height in sorted({r.height for r in candidates} | {0}, reverse=True):
+            chosen = [r for r in candidates if r.height <= height]
+            ids = [r.record_id for r in chosen]
+            declared = [
+                ids[i * GRANT_PART_RECORDS_MAX : (i + 1) * GRANT_PART_RECORDS_MAX]
+                for i in range(len(parts.part_digests))
+            ]
+            if len(ids) == parts.record_count and all(
+                compute_grant_part_digest(grant.inquiry_id, i, tuple(part)) == digest
+                for i, (part, digest) in enumerate(zip(declared, parts.part_digests, strict=True))
+            ):
+                break
+        else:
+            raise PatientClientError(
+                "the records this grant declared cannot be rebuilt on this device: revoke it and ask "
+                "the institution for a new inquiry"
+            )
+        missing = [i for i in range(len(parts.part_digests)) if not parts.is_part_received(i)]
+        grantee_enc_key = self.institution_enc_key(grant.grantee)
+        by_id = {r.record_id: r for r in chosen}
+        signed = [
+            build_grant_part(
+                self.identity,
+                grant_id,
+                i,
+                reseal_record_keys([by_id[r] for r in declared[i]], self.identity, grantee_enc_key),
+                chain_id=self.chain_id,
+            )
+            for i in missing
+        ]
+        return self._submit_batch(signed)
+
+    def get_grant_progress(self, grant_id: bytes) -> tuple[int, int]:
+        """(records whose keys the ledger holds, records the grant declared), verified.
+
+        A one-tx grant is complete at once; a grant in parts is complete when every part arrived.
+        """
+        ledger = self.sync()
+        grant = next((g for g in ledger.list_grants() if g.grant_id == grant_id), None)
+        if grant is None:
+            raise PatientClientError("no such grant for this patient", status=404)
+        parts = ledger.get_grant_parts(grant_id)
+        if parts is None:
+            return len(grant.record_keys), len(grant.record_keys)
+        return parts.keys_received, parts.record_count
 
     def deny(self, inquiry_id: bytes) -> Submitted:
         self.check_before_signing()
@@ -869,7 +994,10 @@ def format_audit(entries: list[dict[str, Any]]) -> list[str]:
             "%Y-%m-%d %H:%M:%S"
         )
         detail = f"{e['subject_id'][:12]}…" if e["subject_id"] else ""
-        if e["record_ids"]:
+        if len(e["record_ids"]) > AUDIT_RECORD_IDS_SHOWN:  # a grant part or a bulk read: counted
+            first = e["record_ids"][0][:12]
+            detail += f" {len(e['record_ids'])} records ({first}… and others; --json lists all)"
+        elif e["record_ids"]:
             detail += f" records {', '.join(r[:12] + '…' for r in e['record_ids'])}"
         who = e["actor_name"] or e["actor"][:12]
         purpose = e["purpose"] or "-"

@@ -17,6 +17,8 @@ migration, never a silent reinterpretation.
     h1/plive/<patient id 32>               → IdList of the patient's grants not yet revoked/expired
     h1/auditn/<patient id 32>              → u64 count of the patient's audit events
     h1/audit/<patient id 32><u64 index>    → AuditEvent, in chain order
+    h1/gparts/<grant id 32>                → GrantPartsState of a grant in parts (ADR 0012)
+    h1/gkey/<grant id 32><record id 32>    → a record key sealed to the grantee, by a grant part
 
 Integers in keys and counters are 8-byte big-endian, so keys sort in index order.
 `get_*` read; `save_*` and `append_*` write through a `StateWriter` (an `OverlayState`).
@@ -34,6 +36,7 @@ from medledger.health.types import (
     EVENT_GRANT,
     STATE_VALUE_BYTES_MAX,
     AuditEvent,
+    GrantPartsState,
     GrantState,
     IdList,
     InquiryState,
@@ -58,6 +61,8 @@ _GRANT = LAYOUT_PREFIX + b"grant/"
 _PATIENT_LIVE_GRANTS = LAYOUT_PREFIX + b"plive/"
 _AUDIT_COUNT = LAYOUT_PREFIX + b"auditn/"
 _AUDIT = LAYOUT_PREFIX + b"audit/"
+_GRANT_PARTS = LAYOUT_PREFIX + b"gparts/"
+_GRANT_KEY = LAYOUT_PREFIX + b"gkey/"
 
 #: Most items one list call returns.
 LIST_LIMIT_MAX: Final = 1000
@@ -252,3 +257,24 @@ def list_grants(state: StateReader, patient_id: bytes) -> list[GrantState]:
         if len(events) < LIST_LIMIT_MAX:
             return grants
         start += len(events)
+
+
+# --- grants in parts (ADR 0012) -----------------------------------------------------------------
+
+
+def get_grant_parts(state: StateReader, grant_id: bytes) -> GrantPartsState | None:
+    """The manifest and progress of a grant in parts (None: a one-tx grant, or no grant)."""
+    return _load(GrantPartsState, state, _GRANT_PARTS + grant_id)
+
+
+def save_grant_parts(state: StateWriter, parts: GrantPartsState) -> None:
+    state.put(_GRANT_PARTS + parts.grant_id, encode(parts))
+
+
+def get_grant_key(state: StateReader, grant_id: bytes, record_id: bytes) -> bytes | None:
+    """The record key a part of grant `grant_id` sealed to its grantee for `record_id`, if any."""
+    return state.get(_GRANT_KEY + grant_id + record_id)
+
+
+def save_grant_key(state: StateWriter, grant_id: bytes, record_id: bytes, sealed_key: bytes) -> None:
+    state.put(_GRANT_KEY + grant_id + record_id, sealed_key)

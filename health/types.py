@@ -53,6 +53,10 @@ KIND_GRANT: Final = "health.grant"
 KIND_DENY: Final = "health.deny"
 KIND_REVOKE: Final = "health.revoke"
 KIND_READ_RECEIPT: Final = "health.read_receipt"
+#: A grant too large for one tx (ADR 0012): the decision, declaring its records part by part.
+KIND_GRANT_MANIFEST: Final = "health.grant_manifest"
+#: One part of a grant in parts: the re-sealed keys of the records one part digest names.
+KIND_GRANT_PART: Final = "health.grant_part"
 
 TX_KINDS: Final = frozenset(
     {
@@ -66,6 +70,8 @@ TX_KINDS: Final = frozenset(
         KIND_DENY,
         KIND_REVOKE,
         KIND_READ_RECEIPT,
+        KIND_GRANT_MANIFEST,
+        KIND_GRANT_PART,
     }
 )
 
@@ -129,6 +135,8 @@ EVENT_REVOKE: Final = "revoke"
 EVENT_READ: Final = "read"
 EVENT_REPRESENTATIVE_ADDED: Final = "representative_added"
 EVENT_REPRESENTATIVE_REMOVED: Final = "representative_removed"
+#: One part of a grant in parts arrived: its record ids are the records it shares.
+EVENT_GRANT_PART: Final = "grant_part"
 EVENTS: Final = frozenset(
     {
         EVENT_INQUIRY,
@@ -138,6 +146,7 @@ EVENTS: Final = frozenset(
         EVENT_READ,
         EVENT_REPRESENTATIVE_ADDED,
         EVENT_REPRESENTATIVE_REMOVED,
+        EVENT_GRANT_PART,
     }
 )
 
@@ -165,6 +174,14 @@ INSTITUTION_NAME_LENGTH_MAX: Final = 64
 GENESIS_INSTITUTIONS_MAX: Final = 1024
 #: Longest an inquiry (and so the grant answering it) may stay open: one year.
 INQUIRY_TTL_MS_MAX: Final = 366 * 24 * 3600 * 1000
+#: Records one part of a grant in parts carries (ADR 0012): one audit event lists them all.
+GRANT_PART_RECORDS_MAX: Final = RECEIPT_RECORDS_MAX
+#: Parts one grant may have: its manifest lists one digest a part and must fit one tx.
+GRANT_PARTS_MAX: Final = 4096
+#: Records one grant in parts may share (1,048,576: far beyond any patient's history).
+GRANT_MANIFEST_RECORDS_MAX: Final = GRANT_PARTS_MAX * GRANT_PART_RECORDS_MAX
+#: Prefixes a part's digest: the inquiry, the part's index and its record ids.
+GRANT_PART_DOMAIN: Final = b"medledger/health/grant-part/v1\x00"
 #: Largest stored value we decode (a record with its envelope is the largest).
 STATE_VALUE_BYTES_MAX: Final = TX_BODY_BYTES_MAX + 4096
 
@@ -629,3 +646,101 @@ def is_grant_live(grant: GrantState, time_ms: int | None) -> bool:
     if grant.is_revoked:
         return False
     return time_ms is None or time_ms < grant.expires_ms
+
+
+# --- grants in parts (ADR 0012) -----------------------------------------------------------------
+
+
+def compute_grant_part_count(record_count: int) -> int:
+    """How many parts a grant in parts of `record_count` records has (all full but the last)."""
+    return -(-record_count // GRANT_PART_RECORDS_MAX)
+
+
+def compute_grant_part_size(record_count: int, part: int) -> int:
+    """How many records part `part` of a grant of `record_count` records carries."""
+    return max(0, min(GRANT_PART_RECORDS_MAX, record_count - part * GRANT_PART_RECORDS_MAX))
+
+
+def compute_grant_part_digest(inquiry_id: bytes, part: int, record_ids: tuple[bytes, ...]) -> bytes:
+    """What a manifest commits to for one part: the inquiry, the part's index, its record ids.
+
+    The ids alone (not the sealed keys): what the patient approves is which records are shared.
+    """
+    return digest(GRANT_PART_DOMAIN + inquiry_id + part.to_bytes(4, "big") + b"".join(record_ids))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantManifestBody:
+    """The patient's yes to an open inquiry whose records do not fit one tx (ADR 0012).
+
+    Declares exactly what is shared: `record_count` records, sorted by id and cut into parts of
+    `GRANT_PART_RECORDS_MAX` (the last one shorter), each pinned by its digest
+    (`compute_grant_part_digest`). The keys follow in `GrantPartBody` txs, one a part.
+    """
+
+    inquiry_id: bytes
+    record_count: int
+    part_digests: tuple[bytes, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        inquiry_id=HASH,
+        record_count=UInt(GRANT_MANIFEST_RECORDS_MAX),
+        part_digests=Seq(HASH, GRANT_PARTS_MAX),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantPartBody:
+    """One part of a grant in parts: the re-sealed keys of exactly the records its digest names."""
+
+    grant_id: bytes
+    part: int
+    record_keys: tuple[RecordKey, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        grant_id=HASH,
+        part=UInt(GRANT_PARTS_MAX - 1),
+        record_keys=Seq(Struct(RecordKey), GRANT_PART_RECORDS_MAX),
+    )
+
+
+BODY_TYPES[KIND_GRANT_MANIFEST] = GrantManifestBody
+BODY_TYPES[KIND_GRANT_PART] = GrantPartBody
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantPartsState:
+    """A grant in parts: what its manifest declared and which parts have arrived (a bitmap).
+
+    Stored beside its `GrantState` (whose `record_keys` is empty); each arrived key is stored under
+    the grant and the record (`state.save_grant_key`), so a reader finds it without a scan.
+    """
+
+    grant_id: bytes
+    record_count: int
+    part_digests: tuple[bytes, ...]
+    #: Bit `i % 8` of byte `i // 8` set: part `i` arrived.
+    parts_received: bytes
+    keys_received: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        grant_id=HASH,
+        record_count=UInt(GRANT_MANIFEST_RECORDS_MAX),
+        part_digests=Seq(HASH, GRANT_PARTS_MAX),
+        parts_received=Bytes(GRANT_PARTS_MAX // 8),
+        keys_received=UInt(GRANT_MANIFEST_RECORDS_MAX),
+    )
+
+    def is_part_received(self, part: int) -> bool:
+        return bool(self.parts_received[part // 8] >> (part % 8) & 1)
+
+    def with_part_received(self, part: int, keys: int) -> GrantPartsState:
+        bitmap = bytearray(self.parts_received)
+        bitmap[part // 8] |= 1 << (part % 8)
+        return dataclasses.replace(
+            self, parts_received=bytes(bitmap), keys_received=self.keys_received + keys
+        )
+
+    @property
+    def is_complete(self) -> bool:
+        return self.keys_received == self.record_count

@@ -38,6 +38,9 @@ from medledger.health.types import (
     AuditEvent,
     DenyBody,
     GrantBody,
+    GrantManifestBody,
+    GrantPartBody,
+    GrantPartsState,
     GrantState,
     InquiryState,
     Institution,
@@ -154,8 +157,10 @@ class PatientLedger:
             return body.record.patient_id == self.patient_id
         if isinstance(body, GrantBody | DenyBody):
             return st.get_inquiry(self._state, body.inquiry_id) is not None
-        if isinstance(body, RevokeBody | ReadReceiptBody):
+        if isinstance(body, RevokeBody | ReadReceiptBody | GrantPartBody):
             return st.get_grant(self._state, body.grant_id) is not None
+        if isinstance(body, GrantManifestBody):
+            return st.get_inquiry(self._state, body.inquiry_id) is not None
         return False
 
     # -- reads (the verified facts) --------------------------------------------------------
@@ -200,6 +205,13 @@ class PatientLedger:
 
     def list_grants(self) -> list[GrantState]:
         return st.list_grants(self._state, self.patient_id)
+
+    def get_grant_parts(self, grant_id: bytes) -> GrantPartsState | None:
+        """A grant in parts' manifest and progress (ADR 0012; None: a one-tx grant, or none)."""
+        grant = st.get_grant(self._state, grant_id)
+        if grant is None or grant.patient_id != self.patient_id:
+            return None
+        return st.get_grant_parts(self._state, grant_id)
 
 
 __all__ = ["LedgerVerificationError", "PatientLedger", "TxFact"]

@@ -54,6 +54,7 @@ from medledger.node.auth import (
 )
 from medledger.node.errors import BadRequestError
 from medledger.node.health_api import add_health_routes
+from medledger.node.health_reads import add_health_read_routes
 from medledger.node.node import Node, TxStatus
 from medledger.node.openapi import build_openapi
 from medledger.node.problems import problem_from_error, problem_response
@@ -495,6 +496,7 @@ def build_app(node: Node) -> web.Application:
     add_proof_routes(app, node)
     if is_health:
         add_health_routes(app, node)
+        add_health_read_routes(app)
     return app
 
 

@@ -59,6 +59,7 @@ from medledger.health.types import (
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
     AuditEvent,
+    GrantPartsState,
     GrantState,
     InquiryState,
     Institution,
@@ -277,12 +278,17 @@ def record_json(service: HealthService, record: RecordState) -> dict[str, Any]:
     }
 
 
-def grant_json(service: HealthService, grant: GrantState) -> dict[str, Any]:
+def grant_json(
+    service: HealthService, grant: GrantState, parts: GrantPartsState | None = None
+) -> dict[str, Any]:
+    """`parts`: a grant in parts' progress (ADR 0012); it lists its records in the audit trail."""
     return {
         **model_json(grant),
         "grantee_name": service.name_of(grant.grantee),
         "record_ids": [rk.record_id.hex() for rk in grant.record_keys],
         "revoked": grant.is_revoked,
+        "record_count": len(grant.record_keys) if parts is None else parts.record_count,
+        "keys_received": len(grant.record_keys) if parts is None else parts.keys_received,
     }
 
 
@@ -500,7 +506,8 @@ async def read_record(request: web.Request) -> web.Response:
                     headers={"Retry-After": "1"},
                 )
             receipt = {"tx_id": tx_id.hex(), "height": location.height, "grant_id": grant.grant_id.hex()}
-            decrypted = open_record(record, node.identity, grant=grant)
+            sealed_key = policy.get_grant_sealed_key(state, grant, record_id)
+            decrypted = open_record(record, node.identity, grant=grant, sealed_key=sealed_key)
     except DecryptionError as exc:
         raise ApiProblem(
             409,
@@ -582,7 +589,9 @@ def _inquiry_with_decision(
     except ReasonUnreadableError:
         item["reason"] = None
     grant = st.get_grant(state, inquiry.decision_id) if inquiry.decision_id else None
-    item["grant"] = grant_json(service, grant) if grant is not None else None
+    item["grant"] = (
+        grant_json(service, grant, st.get_grant_parts(state, grant.grant_id)) if grant is not None else None
+    )
     return item
 
 
@@ -656,7 +665,10 @@ async def get_patient_grants(request: web.Request) -> web.Response:
     patient_id = _hex_id(request.match_info["patient_id"], "patient id")
     state = _state(service)
     _require_patient(state, patient_id)
-    items = [{**grant_json(service, g), "encoded": _b64(g)} for g in st.list_grants(state, patient_id)]
+    items = [
+        {**grant_json(service, g, st.get_grant_parts(state, g.grant_id)), "encoded": _b64(g)}
+        for g in st.list_grants(state, patient_id)
+    ]
     return _json({"patient_id": patient_id.hex(), "grants": items})
 
 

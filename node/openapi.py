@@ -23,6 +23,7 @@ from medledger.crypto import HASH_SIZE
 from medledger.health.auth import CHALLENGE_SIZE, CHALLENGE_TTL_MS, SIGNATURE_SCHEME
 from medledger.health.policy import INQUIRY_TTL_MS_MIN, INQUIRY_TTL_MS_REQUEST_MAX, RecordAccess
 from medledger.health.types import (
+    GRANT_MANIFEST_RECORDS_MAX,
     INQUIRY_STATUSES,
     PURPOSES,
     REASON_LENGTH_MAX,
@@ -47,6 +48,7 @@ from medledger.node.health_api import (
     WAIT_MS_MAX,
     WriteStatus,
 )
+from medledger.node.health_reads import health_reads_openapi_paths, health_reads_openapi_schemas
 from medledger.node.proof_api import proof_openapi_paths
 
 #: An id (a hash) or a public key, in hex.
@@ -136,6 +138,8 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
     if health:
         document["paths"].update(_health_paths())
         document["components"]["schemas"].update(_health_schemas())
+        document["paths"].update(health_reads_openapi_paths())
+        document["components"]["schemas"].update(health_reads_openapi_schemas())
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
             "API token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "
@@ -690,6 +694,18 @@ def _health_schemas() -> dict[str, Any]:
             "items": _field_schema(RecordKey.WIRE_FIELDS["record_id"]),
         },
         "revoked": {"type": "boolean"},
+        "record_count": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": GRANT_MANIFEST_RECORDS_MAX,
+            "description": "Records the grant shares (a grant in parts lists them in the audit trail).",
+        },
+        "keys_received": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": GRANT_MANIFEST_RECORDS_MAX,
+            "description": "Of those, records whose keys are on the ledger (all, once every part arrived).",
+        },
     }
     encoded = {"encoded": {"type": "string", "format": "byte", "description": "canonical encoding"}}
     record_types = {"type": "array", "items": _enum(RECORD_TYPES)}

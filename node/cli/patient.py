@@ -312,7 +312,8 @@ def patient_grants(ctx: click.Context, as_json: bool) -> None:
             "grant_id": g.grant_id.hex(),
             "grantee": names.get(g.grantee, g.grantee.hex()),
             "purpose": g.purpose,
-            "records": len(g.record_keys),
+            "records": client.get_grant_progress(g.grant_id)[1],
+            "keys_received": client.get_grant_progress(g.grant_id)[0],
             "revoked": g.is_revoked,
             "height": g.height,
         }
@@ -326,6 +327,7 @@ def patient_grants(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"{row['grant_id'][:16]}  {state:<8} {row['grantee']:<14} {row['purpose']:<8} "
             f"{row['records']} record key(s)"
+            + ("" if row["keys_received"] == row["records"] else f" ({row['keys_received']} delivered)")
         )
 
 
@@ -357,6 +359,9 @@ def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool, yes: bool = Fal
         done = client.deny(inquiry.inquiry_id)
     verb = "granted" if grant else "denied"
     click.echo(f"{verb} inquiry {inquiry.inquiry_id.hex()} at height {done.height} (tx {done.tx_id.hex()})")
+    if grant:
+        delivered, declared = client.get_grant_progress(done.tx_id)
+        click.echo(f"shared {delivered} of {declared} record(s) now, as the preview showed")
 
 
 @patient.command("grant")
@@ -369,6 +374,19 @@ def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool, yes: bool = Fal
 def patient_grant(ctx: click.Context, inquiry_id: str, yes: bool) -> None:
     """Grant an inquiry (id or unique prefix): shows exactly what is shared, asks, then signs that."""
     _decide(ctx, inquiry_id, grant=True, yes=yes)
+
+
+@patient.command("resume-grant")
+@click.argument("grant_id")
+@click.pass_context
+@reports_errors
+def patient_resume_grant(ctx: click.Context, grant_id: str) -> None:
+    """Send the parts of a large grant (id or unique prefix) that did not reach the ledger."""
+    client = _client(ctx)
+    grant = client.find_grant(grant_id)
+    sent = client.complete_grant(grant.grant_id)
+    delivered, declared = client.get_grant_progress(grant.grant_id)
+    click.echo(f"sent {len(sent)} part(s); {delivered} of {declared} record(s) shared")
 
 
 @patient.command("deny")

@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from medledger.chain.txbuilder import sign_tx
 from medledger.crypto import DecryptionError, Identity
-from medledger.health import client
+from medledger.health import client, policy
 from medledger.health import state as st
 from medledger.health.records import (
     encrypt_record,
@@ -418,7 +418,8 @@ class HealthMachine(RuleBasedStateMachine):
         for record_id in sorted(chosen):
             record = st.get_record(self.ledger.state, record_id)
             assert record is not None
-            opened = open_record(record, IDENTITIES[reader], grant=stored_grant)
+            sealed = policy.get_grant_sealed_key(self.ledger.state, stored_grant, record_id)
+            opened = open_record(record, IDENTITIES[reader], grant=stored_grant, sealed_key=sealed)
             assert opened.canonical_json == self.records[record_id].plaintext
         self.reads.append((grant.grant_id, tuple(sorted(chosen))))
 
@@ -475,6 +476,60 @@ class HealthMachine(RuleBasedStateMachine):
             assert opened.canonical_json == self.records[record_id].plaintext
         self.reads.append((grant_id, record_ids))
 
+    @rule(
+        requester=stg.sampled_from(("hospital", "clinic", "research", "insurer")),
+        patient=stg.sampled_from((PATIENTS[0], *PATIENTS)),
+        types=stg.sets(stg.sampled_from(RECORD_TYPES), max_size=2),
+        deliver=stg.sampled_from(("all", "all", "some", "none")),
+    )
+    def share_in_parts(self, requester: str, patient: str, types: set[str], deliver: str) -> None:
+        """A grant in parts (ADR 0012): the manifest, then its parts (all, some or none of them),
+        each key delivered by a part opening its record for the grantee, and nothing else."""
+        if patient not in self.registered:
+            return
+        time_ms = self.ledger.next_time_ms
+        scope = client.make_scope(record_types=types)
+        purpose = sorted(PURPOSES_BY_ROLE[ROLES[requester]])[0]
+        signed = self.ledger.sign(
+            client.build_request_access,
+            IDENTITIES[requester],
+            pid(patient),
+            scope,
+            purpose,
+            time_ms + 3_600_000,
+            "x",
+            patient_enc_key=enc(patient),
+        )
+        inquiry_id = self.submit(signed, True, "parts: request")
+        assert inquiry_id is not None
+        inquiry = MInquiry(inquiry_id, patient, requester, scope, time_ms + 3_600_000, INQUIRY_GRANTED)
+        self.inquiries.append(inquiry)
+        covered = [
+            st.get_record(self.ledger.state, r.record_id)
+            for r in self.records.values()
+            if r.patient == patient and is_covered(scope, r.record_id, r.record_type, r.time_ms)
+        ]
+        keys = reseal_record_keys([r for r in covered if r is not None], IDENTITIES[patient], enc(requester))
+        manifest = client.compute_grant_manifest(inquiry_id, keys)
+        grant_id = self.submit(
+            self.ledger.sign(client.build_grant_manifest, IDENTITIES[patient], manifest),
+            True,
+            "parts: manifest",
+        )
+        assert grant_id is not None
+        grant = MGrant(grant_id, patient, requester, scope, inquiry.expires_ms, set())
+        self.grants.append(grant)
+        parts = client.split_grant_parts(keys)
+        for index, part in enumerate(parts):
+            if deliver == "none" or (deliver == "some" and index % 2):
+                continue
+            signed = self.ledger.sign(client.build_grant_part, IDENTITIES[patient], grant_id, index, part)
+            self.submit(signed, True, "parts: part")
+            grant.record_ids |= {k.record_id for k in part}
+            # A part again, or by the requester, is refused.
+            again = self.ledger.sign(client.build_grant_part, IDENTITIES[requester], grant_id, index, part)
+            self.submit(again, False, "parts: forged part")
+
     # --- time and garbage -----------------------------------------------------------------------
 
     @rule(ms=stg.sampled_from((1_000, 6_000, 3_600_000)))
@@ -513,9 +568,10 @@ class HealthMachine(RuleBasedStateMachine):
         except DecryptionError:
             pass
         for grant in st.list_grants(state, record.patient_id):
-            if grant.grantee == identity.public.sign_key and grant.get_sealed_key(record_id) is not None:
+            sealed = policy.get_grant_sealed_key(state, grant, record_id)  # one-tx grant or a part
+            if grant.grantee == identity.public.sign_key and sealed is not None:
                 try:
-                    return open_record(record, identity, grant=grant).canonical_json
+                    return open_record(record, identity, grant=grant, sealed_key=sealed).canonical_json
                 except DecryptionError:
                     continue
         return None

@@ -1,0 +1,161 @@
+"""The rules of grants in parts (ADR 0012): a grant of any number of records, in bounded txs.
+
+A one-tx grant (`health.grant`) carries at most `GRANT_RECORDS_MAX` re-sealed record keys. A real
+history is longer, so a larger grant is a *manifest* and its *parts*:
+
+- `health.grant_manifest` is the decision. Signed by the patient (or a representative) on an open
+  inquiry, it declares exactly what is shared: `record_count` records, sorted by id, cut into parts
+  of `GRANT_PART_RECORDS_MAX` (the last one shorter), each pinned by
+  `compute_grant_part_digest(inquiry, index, ids)`. It creates the grant at once (live, with the
+  inquiry's scope, purpose and expiry, exactly as a one-tx grant) and closes the inquiry.
+- `health.grant_part` carries one part's re-sealed keys. It is accepted only from the manifest's
+  signer (still acting for the patient), for a live grant, once per part, with exactly the records
+  its digest names, each one of the patient's records inside the inquiry's scope. Parts may come
+  in any order and in any block after the manifest's: each is judged on its own, so a node admits
+  them all at once.
+
+What the manifest declared can therefore never be exceeded (a part must match its digest), nor
+can a part open a record outside the scope (every record is checked, as in a one-tx grant), nor be
+replayed (a part arrives once; a part of another grant fails that grant's digests, which bind the
+inquiry). Revoking the grant stops the parts not yet delivered. Each part is one audit event
+listing its records, so the audit trail names every record shared.
+
+Plain functions of (state, ctx, body) like `rules`: no clock, no randomness, no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from medledger.chain.app import StateReader
+from medledger.health import state as st
+from medledger.health.errors import HealthStateError, reject
+from medledger.health.rules import (
+    TxContext,
+    _audit,
+    _is_strictly_sorted,
+    prune_live_grants,
+    validate_acts_for_patient,
+    validate_open_inquiry,
+    validate_patient,
+)
+from medledger.health.types import (
+    EVENT_GRANT,
+    EVENT_GRANT_PART,
+    INQUIRY_GRANTED,
+    PATIENT_LIVE_GRANTS_MAX,
+    GrantManifestBody,
+    GrantPartBody,
+    GrantPartsState,
+    GrantState,
+    InquiryState,
+    Institution,
+    compute_grant_part_count,
+    compute_grant_part_digest,
+    compute_grant_part_size,
+    is_covered,
+    is_grant_live,
+)
+
+
+def validate_grant_manifest(
+    state: StateReader, ctx: TxContext, body: GrantManifestBody
+) -> tuple[InquiryState, Institution]:
+    inquiry, _ = validate_open_inquiry(state, ctx, body.inquiry_id)
+    grantee = st.get_institution(state, inquiry.requester)
+    if grantee is None:
+        raise HealthStateError("an inquiry's requester is not an institution")
+    if len(body.part_digests) != compute_grant_part_count(body.record_count):
+        raise reject(
+            "grant_manifest",
+            f"a grant of {body.record_count} records has {compute_grant_part_count(body.record_count)} "
+            f"part(s), the manifest lists {len(body.part_digests)}",
+        )
+    return inquiry, grantee
+
+
+def process_grant_manifest(state: st.StateWriter, ctx: TxContext, body: GrantManifestBody) -> None:
+    inquiry, grantee = validate_grant_manifest(state, ctx, body)
+    live = prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
+    if len(live) >= PATIENT_LIVE_GRANTS_MAX:
+        raise reject("too_many_grants", f"a patient may have at most {PATIENT_LIVE_GRANTS_MAX} live grants")
+    grant = GrantState(
+        grant_id=ctx.tx_id,
+        inquiry_id=inquiry.inquiry_id,
+        patient_id=inquiry.patient_id,
+        grantee=inquiry.requester,
+        grantee_enc_key=grantee.enc_key,
+        granted_by=ctx.sender,
+        scope=inquiry.scope,
+        purpose=inquiry.purpose,
+        expires_ms=inquiry.expires_ms,
+        record_keys=(),  # each part's keys are stored apart (`state.save_grant_key`)
+        revoked_height=0,
+        revoked_time_ms=0,
+        height=ctx.height,
+        time_ms=ctx.time_ms or 0,
+    )
+    bitmap = bytes(-(-len(body.part_digests) // 8))
+    st.save_grant(state, grant)
+    st.save_grant_parts(
+        state, GrantPartsState(grant.grant_id, body.record_count, body.part_digests, bitmap, 0)
+    )
+    st.save_live_grant_ids(state, inquiry.patient_id, (*(g.grant_id for g in live), grant.grant_id))
+    st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_GRANTED, decision_id=ctx.tx_id))
+    _audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id)
+
+
+def validate_grant_part(
+    state: StateReader, ctx: TxContext, body: GrantPartBody
+) -> tuple[GrantState, GrantPartsState]:
+    grant = st.get_grant(state, body.grant_id)
+    parts = st.get_grant_parts(state, body.grant_id)
+    if grant is None or parts is None:
+        raise reject("grant_unknown", "no grant in parts has this id")
+    patient = validate_patient(state, grant.patient_id)
+    if ctx.sender != grant.granted_by:
+        raise reject("not_authorised", "only the signer of a grant's manifest may send its parts")
+    validate_acts_for_patient(patient, ctx.sender)
+    if grant.is_revoked:
+        raise reject("grant_revoked", "the grant was revoked: no more of its parts are accepted")
+    if not is_grant_live(grant, ctx.time_ms):
+        raise reject("grant_expired", "the grant has expired: no more of its parts are accepted")
+    if body.part >= len(parts.part_digests):
+        raise reject("grant_part", f"the grant has {len(parts.part_digests)} part(s), not part {body.part}")
+    if parts.is_part_received(body.part):
+        raise reject("grant_part_duplicate", f"part {body.part} of this grant has already arrived")
+    record_ids = tuple(rk.record_id for rk in body.record_keys)
+    if len(record_ids) != compute_grant_part_size(parts.record_count, body.part):
+        raise reject(
+            "grant_part",
+            f"part {body.part} carries {compute_grant_part_size(parts.record_count, body.part)} "
+            f"records, not {len(record_ids)}",
+        )
+    if not _is_strictly_sorted(record_ids):
+        raise reject("grant_records", "granted records must be sorted by id and unique")
+    if compute_grant_part_digest(grant.inquiry_id, body.part, record_ids) != parts.part_digests[body.part]:
+        raise reject("grant_part_digest", "the part's records are not the ones its manifest declared")
+    for record_id in record_ids:
+        record = st.get_record(state, record_id)
+        if record is None or record.patient_id != grant.patient_id:
+            raise reject("grant_records", "a granted record does not exist for this patient")
+        if not is_covered(grant.scope, record.record_id, record.record_type, record.time_ms):
+            raise reject("grant_records", "a granted record is outside the inquiry's scope")
+    return grant, parts
+
+
+def process_grant_part(state: st.StateWriter, ctx: TxContext, body: GrantPartBody) -> None:
+    grant, parts = validate_grant_part(state, ctx, body)
+    for record_key in body.record_keys:
+        st.save_grant_key(state, grant.grant_id, record_key.record_id, record_key.sealed_key)
+    st.save_grant_parts(state, parts.with_part_received(body.part, len(body.record_keys)))
+    record_ids = tuple(rk.record_id for rk in body.record_keys)
+    _audit(state, ctx, grant.patient_id, EVENT_GRANT_PART, grant.grant_id, record_ids)
+
+
+__all__ = [
+    "process_grant_manifest",
+    "process_grant_part",
+    "validate_grant_manifest",
+    "validate_grant_part",
+]
