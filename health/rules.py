@@ -21,6 +21,7 @@ from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError
+from medledger.health import rights
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import (
@@ -30,6 +31,7 @@ from medledger.health.policy import (
     is_readable_under_grant,
     validate_record_readers,
 )
+from medledger.health import rights_types
 from medledger.health.types import (
     BODY_TYPES,
     EVENT_DENY,
@@ -95,7 +97,7 @@ def _is_strictly_sorted(items: tuple[_Sortable, ...]) -> bool:
 
 def decode_body(tx: Tx) -> object:
     """The tx's body as its kind's wire type (`health.kind` / `health.body` on failure)."""
-    body_type = BODY_TYPES.get(tx.kind)
+    body_type = BODY_TYPES.get(tx.kind) or rights_types.RIGHTS_BODY_TYPES.get(tx.kind)
     if body_type is None:
         raise reject("kind", f"unknown transaction kind {tx.kind!r}")
     try:
@@ -484,6 +486,19 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         process_revoke(state, ctx, body)
     elif isinstance(body, ReadReceiptBody):
         process_read_receipt(state, ctx, body)
+    # Patient rights (issue 14): records requests and amendments, ruled in `health.rights`.
+    elif isinstance(body, rights_types.RequestRecordsBody):
+        rights.process_request_records(state, ctx, body)
+    elif isinstance(body, rights_types.CloseRecordsRequestBody):
+        rights.process_close_records_request(state, ctx, body)
+    elif isinstance(body, rights_types.RequestAmendmentBody):
+        rights.process_request_amendment(state, ctx, body)
+    elif isinstance(body, rights_types.AcceptAmendmentBody):
+        rights.process_accept_amendment(state, ctx, body, process_supersede_record)
+    elif isinstance(body, rights_types.RefuseAmendmentBody):
+        rights.process_refuse_amendment(state, ctx, body)
+    elif isinstance(body, rights_types.DisagreeBody):
+        rights.process_disagree(state, ctx, body)
     else:  # pragma: no cover - BODY_TYPES and this dispatch are kept in step
         raise AssertionError(f"no processor for {type(body).__name__}")
 

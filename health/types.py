@@ -53,6 +53,13 @@ KIND_GRANT: Final = "health.grant"
 KIND_DENY: Final = "health.deny"
 KIND_REVOKE: Final = "health.revoke"
 KIND_READ_RECEIPT: Final = "health.read_receipt"
+# Patient rights (issue 14; bodies in `rights_types`, rules in `rights`): access and amendment.
+KIND_REQUEST_RECORDS: Final = "health.request_records"
+KIND_CLOSE_RECORDS_REQUEST: Final = "health.close_records_request"
+KIND_REQUEST_AMENDMENT: Final = "health.request_amendment"
+KIND_ACCEPT_AMENDMENT: Final = "health.accept_amendment"
+KIND_REFUSE_AMENDMENT: Final = "health.refuse_amendment"
+KIND_DISAGREE: Final = "health.disagree"
 
 TX_KINDS: Final = frozenset(
     {
@@ -66,6 +73,12 @@ TX_KINDS: Final = frozenset(
         KIND_DENY,
         KIND_REVOKE,
         KIND_READ_RECEIPT,
+        KIND_REQUEST_RECORDS,
+        KIND_CLOSE_RECORDS_REQUEST,
+        KIND_REQUEST_AMENDMENT,
+        KIND_ACCEPT_AMENDMENT,
+        KIND_REFUSE_AMENDMENT,
+        KIND_DISAGREE,
     }
 )
 
@@ -129,6 +142,12 @@ EVENT_REVOKE: Final = "revoke"
 EVENT_READ: Final = "read"
 EVENT_REPRESENTATIVE_ADDED: Final = "representative_added"
 EVENT_REPRESENTATIVE_REMOVED: Final = "representative_removed"
+EVENT_RECORDS_REQUEST: Final = "records_request"
+EVENT_RECORDS_REQUEST_CLOSED: Final = "records_request_closed"
+EVENT_AMENDMENT_REQUEST: Final = "amendment_request"
+EVENT_AMENDMENT_ACCEPTED: Final = "amendment_accepted"
+EVENT_AMENDMENT_REFUSED: Final = "amendment_refused"
+EVENT_DISAGREEMENT: Final = "disagreement"
 EVENTS: Final = frozenset(
     {
         EVENT_INQUIRY,
@@ -138,6 +157,12 @@ EVENTS: Final = frozenset(
         EVENT_READ,
         EVENT_REPRESENTATIVE_ADDED,
         EVENT_REPRESENTATIVE_REMOVED,
+        EVENT_RECORDS_REQUEST,
+        EVENT_RECORDS_REQUEST_CLOSED,
+        EVENT_AMENDMENT_REQUEST,
+        EVENT_AMENDMENT_ACCEPTED,
+        EVENT_AMENDMENT_REFUSED,
+        EVENT_DISAGREEMENT,
     }
 )
 

@@ -27,9 +27,11 @@ from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejected
 from medledger.chain.lightclient import CertifiedBlock
 from medledger.chain.types import Genesis, Tx, TxId
 from medledger.chain.validation import decode_tx, validate_tx_envelope
+from medledger.health import rights
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.errors import HealthError
+from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.rules import TxContext, decode_body, process_tx
 from medledger.health.types import (
     EVENT_INQUIRY,
@@ -156,7 +158,7 @@ class PatientLedger:
             return st.get_inquiry(self._state, body.inquiry_id) is not None
         if isinstance(body, RevokeBody | ReadReceiptBody):
             return st.get_grant(self._state, body.grant_id) is not None
-        return False
+        return rights.concerns_patient(self._state, self.patient_id, body) is True
 
     # -- reads (the verified facts) --------------------------------------------------------
 
@@ -200,6 +202,13 @@ class PatientLedger:
 
     def list_grants(self) -> list[GrantState]:
         return st.list_grants(self._state, self.patient_id)
+
+    # Patient rights (issue 14): records requests and amendment requests, as the chain holds them.
+    def list_records_requests(self) -> list[RecordsRequestState]:
+        return rights.get_patient_records_requests(self._state, self.patient_id)
+
+    def list_amendments(self) -> list[AmendmentState]:
+        return rights.get_patient_amendments(self._state, self.patient_id)
 
 
 __all__ = ["LedgerVerificationError", "PatientLedger", "TxFact"]
