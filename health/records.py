@@ -259,7 +259,9 @@ def reseal_record_keys(
     return tuple(keys)
 
 
-def get_verified_record_key(record: RecordState, identity: Identity, *, grant: GrantState | None = None) -> bytes:
+def get_verified_record_key(
+    record: RecordState, identity: Identity, *, grant: GrantState | None = None
+) -> bytes:
     """The record key `identity` holds for `record` (through its envelope or `grant`), only once the
     record opened and verified (`open_record`'s errors otherwise). Keys derived from it, such as a
     statement of disagreement's (`health.rights_seal`), reach exactly the record's readers."""

@@ -154,7 +154,9 @@ def process_request_records(state: st.StateWriter, ctx: TxContext, body: Request
         time_ms=time_ms,
     )
     st.save_records_request(state, request)
-    st.save_open_request_count(state, patient.patient_id, st.get_open_request_count(state, patient.patient_id) + 1)
+    st.save_open_request_count(
+        state, patient.patient_id, st.get_open_request_count(state, patient.patient_id) + 1
+    )
     _audit(state, ctx, patient.patient_id, EVENT_RECORDS_REQUEST, ctx.tx_id)
 
 
@@ -173,11 +175,15 @@ def validate_close_records_request(
     for record_id in body.record_ids:
         record = st.get_record(state, record_id)
         if record is None or record.patient_id != request.patient_id or record.author != ctx.sender:
-            raise reject("records_request_records", "a cited record is not this institution's record of the patient")
+            raise reject(
+                "records_request_records", "a cited record is not this institution's record of the patient"
+            )
     return request
 
 
-def process_close_records_request(state: st.StateWriter, ctx: TxContext, body: CloseRecordsRequestBody) -> None:
+def process_close_records_request(
+    state: st.StateWriter, ctx: TxContext, body: CloseRecordsRequestBody
+) -> None:
     request = validate_close_records_request(state, ctx, body)
     closed = dataclasses.replace(
         request,
@@ -251,7 +257,9 @@ def process_request_amendment(state: st.StateWriter, ctx: TxContext, body: Reque
     _audit(state, ctx, patient.patient_id, EVENT_AMENDMENT_REQUEST, ctx.tx_id, (record.record_id,))
 
 
-def _validate_open_amendment_for_author(state: StateReader, ctx: TxContext, amendment_id: bytes) -> AmendmentState:
+def _validate_open_amendment_for_author(
+    state: StateReader, ctx: TxContext, amendment_id: bytes
+) -> AmendmentState:
     amendment = st.get_amendment(state, amendment_id)
     if amendment is None:
         raise reject("amendment_unknown", "no such amendment request")
@@ -274,7 +282,9 @@ def get_latest_version(state: StateReader, record_id: bytes) -> RecordState:
     raise reject("amendment_record", f"the record has more than {SUPERSEDE_CHAIN_MAX} later versions")
 
 
-def validate_accept_amendment(state: StateReader, ctx: TxContext, body: AcceptAmendmentBody) -> AmendmentState:
+def validate_accept_amendment(
+    state: StateReader, ctx: TxContext, body: AcceptAmendmentBody
+) -> AmendmentState:
     amendment = _validate_open_amendment_for_author(state, ctx, body.amendment_id)
     if body.correction.record.patient_id != amendment.patient_id:
         raise reject("amendment_correction", "the correction must concern the amendment's patient")
@@ -308,10 +318,14 @@ def _close_open_amendment(state: st.StateWriter, patient_id: bytes) -> None:
     st.save_open_amendment_count(state, patient_id, count - 1)
 
 
-def validate_refuse_amendment(state: StateReader, ctx: TxContext, body: RefuseAmendmentBody) -> AmendmentState:
+def validate_refuse_amendment(
+    state: StateReader, ctx: TxContext, body: RefuseAmendmentBody
+) -> AmendmentState:
     amendment = _validate_open_amendment_for_author(state, ctx, body.amendment_id)
     patient = _patient(state, amendment.patient_id)
-    author = _institution(state, amendment.author, "amendment_record", "the record's author is no institution")
+    author = _institution(
+        state, amendment.author, "amendment_record", "the record's author is no institution"
+    )
     _validate_sealed_for(body.sealed_reason, {patient.enc_key, author.enc_key}, "amendment_text")
     return amendment
 
@@ -329,7 +343,12 @@ def process_refuse_amendment(state: st.StateWriter, ctx: TxContext, body: Refuse
     st.save_amendment(state, refused)
     _close_open_amendment(state, amendment.patient_id)
     _audit(
-        state, ctx, amendment.patient_id, EVENT_AMENDMENT_REFUSED, amendment.amendment_id, (amendment.record_id,)
+        state,
+        ctx,
+        amendment.patient_id,
+        EVENT_AMENDMENT_REFUSED,
+        amendment.amendment_id,
+        (amendment.record_id,),
     )
 
 
@@ -357,7 +376,9 @@ def process_disagree(state: st.StateWriter, ctx: TxContext, body: DisagreeBody) 
             statement_time_ms=ctx.time_ms or 0,
         ),
     )
-    _audit(state, ctx, amendment.patient_id, EVENT_DISAGREEMENT, amendment.amendment_id, (amendment.record_id,))
+    _audit(
+        state, ctx, amendment.patient_id, EVENT_DISAGREEMENT, amendment.amendment_id, (amendment.record_id,)
+    )
 
 
 # --- which txs concern a patient (for the light client) -------------------------------------------

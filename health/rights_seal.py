@@ -21,6 +21,7 @@ These functions run on clients (randomness, decryption), never inside the rules.
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import nacl.bindings
 import nacl.encoding
@@ -28,11 +29,13 @@ import nacl.exceptions
 import nacl.hash
 import nacl.utils
 
+from medledger.chain.app import StateReader
 from medledger.crypto import CONTENT_KEY_SIZE, DecryptionError, Identity, open_envelope, seal_envelope
 from medledger.crypto.envelope import NONCE_SIZE
+from medledger.health import rights
 from medledger.health.client import SignedTx, build_tx
-from medledger.health.errors import HealthError
-from medledger.health.records import EncryptedRecord
+from medledger.health.errors import HealthError, RecordVerificationError
+from medledger.health.records import EncryptedRecord, get_verified_record_key
 from medledger.health.rights_types import (
     AMENDMENT_TEXT_AD_DOMAIN,
     AMENDMENT_TEXT_BYTES_MAX,
@@ -58,6 +61,8 @@ from medledger.health.types import (
     KIND_REQUEST_AMENDMENT,
     KIND_REQUEST_RECORDS,
     AddRecordBody,
+    GrantState,
+    RecordState,
     SupersedeRecordBody,
 )
 
@@ -93,7 +98,11 @@ def validate_amendment_text(text: object, what: str = "text") -> str:
 
 
 def _pad(text: str, what: str) -> bytes:
-    return bytes(nacl.bindings.sodium_pad(validate_amendment_text(text, what).encode("utf-8"), AMENDMENT_TEXT_PADDED_BYTES))
+    return bytes(
+        nacl.bindings.sodium_pad(
+            validate_amendment_text(text, what).encode("utf-8"), AMENDMENT_TEXT_PADDED_BYTES
+        )
+    )
 
 
 def _unpad(padded: bytes, what: str) -> str:
@@ -170,7 +179,9 @@ def seal_statement(text: str, *, record_key: bytes, amendment: AmendmentState) -
     key = compute_statement_key(record_key, amendment.amendment_id)
     nonce = nacl.utils.random(NONCE_SIZE)
     ad = compute_statement_ad(amendment.record_id, amendment.amendment_id, amendment.patient_id)
-    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(_pad(text, "statement"), ad, nonce, key)
+    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        _pad(text, "statement"), ad, nonce, key
+    )
     return Statement(nonce, bytes(ciphertext))
 
 
@@ -182,12 +193,48 @@ def open_statement(amendment: AmendmentState, record_key: bytes) -> str | None:
     key = compute_statement_key(record_key, amendment.amendment_id)
     ad = compute_statement_ad(amendment.record_id, amendment.amendment_id, amendment.patient_id)
     try:
-        padded = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(statement.ciphertext, ad, statement.nonce, key)
+        padded = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            statement.ciphertext, ad, statement.nonce, key
+        )
     except nacl.exceptions.CryptoError:
         raise AmendmentTextUnreadableError(
             f"the statement on amendment {amendment.amendment_id.hex()} does not open with the record's key"
         ) from None
     return _unpad(bytes(padded), "the statement")
+
+
+# --- statements travel with the record ----------------------------------------------------------
+
+
+def record_statements(
+    state: StateReader, record: RecordState, identity: Identity, grant: GrantState | None
+) -> list[dict[str, Any]]:
+    """The statements of disagreement attached to `record`, opened with the reader's record key."""
+    amendments = [a for a in rights.get_record_amendments(state, record.record_id) if a.statement]
+    if not amendments:
+        return []
+    try:
+        record_key = get_verified_record_key(record, identity, grant=grant)
+    except (DecryptionError, RecordVerificationError):
+        record_key = None
+    items: list[dict[str, Any]] = []
+    for amendment in amendments:
+        text: str | None = None
+        if record_key is not None:
+            try:
+                text = open_statement(amendment, record_key)
+            except AmendmentTextUnreadableError:
+                text = None
+        items.append(
+            {
+                "amendment_id": amendment.amendment_id.hex(),
+                "statement": text,
+                "readable": text is not None,
+                "height": amendment.statement_height,
+                "time_ms": amendment.statement_time_ms,
+            }
+        )
+    return items
 
 
 # --- builders -----------------------------------------------------------------------------------
@@ -207,7 +254,9 @@ def build_request_records(
 ) -> SignedTx:
     """A records request (patient or representative); the tx id is the request id."""
     body = RequestRecordsBody(patient_id, institution, tuple(sorted(set(record_types))), from_ms, to_ms)
-    return build_tx(signer, KIND_REQUEST_RECORDS, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms)
+    return build_tx(
+        signer, KIND_REQUEST_RECORDS, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
+    )
 
 
 def build_close_records_request(
@@ -221,7 +270,12 @@ def build_close_records_request(
 ) -> SignedTx:
     body = CloseRecordsRequestBody(request_id, tuple(sorted(set(record_ids))))
     return build_tx(
-        institution, KIND_CLOSE_RECORDS_REQUEST, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
+        institution,
+        KIND_CLOSE_RECORDS_REQUEST,
+        body,
+        chain_id=chain_id,
+        nonce=nonce,
+        timestamp_ms=timestamp_ms,
     )
 
 
@@ -269,7 +323,8 @@ def build_accept_amendment(
     if record.author != author.public.sign_key or record.supersedes != supersedes:
         raise ValueError("the correction was not encrypted by this author as a correction of that record")
     correction = SupersedeRecordBody(
-        supersedes, AddRecordBody(amendment.patient_id, record.record_type, record.commitment, record.envelope)
+        supersedes,
+        AddRecordBody(amendment.patient_id, record.record_type, record.commitment, record.envelope),
     )
     return build_tx(
         author,

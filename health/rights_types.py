@@ -39,8 +39,8 @@ from medledger.health.types import (
     KIND_REQUEST_RECORDS,
     OPTIONAL_HASH,
     RECORD_TYPES,
-    WrappedKey,
     SupersedeRecordBody,
+    WrappedKey,
     _SealedEnvelope,
 )
 

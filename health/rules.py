@@ -21,7 +21,7 @@ from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError
-from medledger.health import rights
+from medledger.health import rights, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import (
@@ -31,7 +31,6 @@ from medledger.health.policy import (
     is_readable_under_grant,
     validate_record_readers,
 )
-from medledger.health import rights_types
 from medledger.health.types import (
     BODY_TYPES,
     EVENT_DENY,

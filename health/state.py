@@ -277,7 +277,9 @@ _AUTHOR_AMENDMENT_COUNT = LAYOUT_PREFIX + b"aamdn/"
 _AUTHOR_AMENDMENT = LAYOUT_PREFIX + b"aamd/"
 
 
-def _list_indexed(state: StateReader, count_key: bytes, item_prefix: bytes, start: int, limit: int) -> list[bytes]:
+def _list_indexed(
+    state: StateReader, count_key: bytes, item_prefix: bytes, start: int, limit: int
+) -> list[bytes]:
     end = min(_get_count(state, count_key), start + min(limit, LIST_LIMIT_MAX))
     ids: list[bytes] = []
     for index in range(start, end):

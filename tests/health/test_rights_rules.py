@@ -73,7 +73,11 @@ class World:
 @pytest.fixture
 def world() -> World:
     ledger = Ledger()
-    patient, other, representative = make_identity("patient-a"), make_identity("patient-b"), make_identity("rep")
+    patient, other, representative = (
+        make_identity("patient-a"),
+        make_identity("patient-b"),
+        make_identity("rep"),
+    )
     ledger.submit_ok(ledger.sign(client.build_register_patient, patient))
     ledger.submit_ok(ledger.sign(client.build_register_patient, other))
     patient_id = compute_patient_id(patient.public.sign_key)
@@ -94,14 +98,18 @@ def world() -> World:
 
 def add_record(w: World, author: Identity, resource: dict[str, object]) -> RecordState:
     readers = [w.patient.public.enc_key, author.public.enc_key]
-    encrypted = encrypt_record(resource, patient_id=w.patient_id, author=author.public.sign_key, readers=readers)
+    encrypted = encrypt_record(
+        resource, patient_id=w.patient_id, author=author.public.sign_key, readers=readers
+    )
     outcome = w.ledger.submit_ok(w.ledger.sign(client.build_add_record, author, w.patient_id, encrypted))
     record = st.get_record(w.ledger.state, outcome.tx_id)
     assert record is not None
     return record
 
 
-def request_records(w: World, signer: Identity, institution: Identity, **kwargs: object) -> RecordsRequestState:
+def request_records(
+    w: World, signer: Identity, institution: Identity, **kwargs: object
+) -> RecordsRequestState:
     signed = w.ledger.sign(
         rights_seal.build_request_records, signer, w.patient_id, institution.public.sign_key, **kwargs
     )
@@ -110,7 +118,9 @@ def request_records(w: World, signer: Identity, institution: Identity, **kwargs:
     return request
 
 
-def ask_amendment(w: World, signer: Identity, record: RecordState, text: str = "wrong dosage") -> AmendmentState:
+def ask_amendment(
+    w: World, signer: Identity, record: RecordState, text: str = "wrong dosage"
+) -> AmendmentState:
     signed = w.ledger.sign(
         rights_seal.build_request_amendment,
         signer,
@@ -130,9 +140,15 @@ def make_identity_for(w: World, sign_key: bytes) -> Identity:
     return next(i for i in (w.clinic, w.hospital, w.insurer) if i.public.sign_key == sign_key)
 
 
-def refuse(w: World, amendment: AmendmentState, author: Identity, reason: str = "the chart is right") -> AmendmentState:
+def refuse(
+    w: World, amendment: AmendmentState, author: Identity, reason: str = "the chart is right"
+) -> AmendmentState:
     signed = w.ledger.sign(
-        rights_seal.build_refuse_amendment, author, amendment, reason, patient_enc_key=w.patient.public.enc_key
+        rights_seal.build_refuse_amendment,
+        author,
+        amendment,
+        reason,
+        patient_enc_key=w.patient.public.enc_key,
     )
     w.ledger.submit_ok(signed)
     refused = st.get_amendment(w.ledger.state, amendment.amendment_id)
@@ -149,7 +165,9 @@ def events(w: World) -> list[tuple[str, bytes]]:
 
 def test_records_request_is_filed_answered_and_closed_with_its_legal_clock(world: World) -> None:
     w = world
-    request = request_records(w, w.patient, w.hospital, record_types=("Observation",), from_ms=5, to_ms=10**13)
+    request = request_records(
+        w, w.patient, w.hospital, record_types=("Observation",), from_ms=5, to_ms=10**13
+    )
     assert request.status == REQUEST_OPEN
     assert request.deadline_ms == request.time_ms + RECORDS_REQUEST_DEADLINE_MS
     assert request.record_types == ("Observation",)
@@ -159,7 +177,9 @@ def test_records_request_is_filed_answered_and_closed_with_its_legal_clock(world
 
     uploaded = [add_record(w, w.hospital, make_observation(60 + n)) for n in range(2)]
     ids = tuple(sorted(r.record_id for r in uploaded))
-    w.ledger.submit_ok(w.ledger.sign(rights_seal.build_close_records_request, w.hospital, request.request_id, ids))
+    w.ledger.submit_ok(
+        w.ledger.sign(rights_seal.build_close_records_request, w.hospital, request.request_id, ids)
+    )
     closed = st.get_records_request(w.ledger.state, request.request_id)
     assert closed is not None
     assert (closed.status, closed.record_ids, closed.closed_height) == (REQUEST_CLOSED, ids, w.ledger.height)
@@ -215,14 +235,18 @@ def test_invalid_close_replayed_and_unknown(world: World) -> None:
 def test_invalid_records_request_by_a_stranger_or_to_no_institution(world: World) -> None:
     w = world
     for signer in (w.other, w.clinic, make_identity("stranger")):
-        signed = w.ledger.sign(rights_seal.build_request_records, signer, w.patient_id, w.hospital.public.sign_key)
+        signed = w.ledger.sign(
+            rights_seal.build_request_records, signer, w.patient_id, w.hospital.public.sign_key
+        )
         w.ledger.submit_rejected(signed, "health.not_authorised")
     signed = w.ledger.sign(rights_seal.build_request_records, w.patient, w.patient_id, b"\x05" * 32)
     w.ledger.submit_rejected(signed, "health.institution_unknown")
     backwards = RequestRecordsBody(w.patient_id, w.hospital.public.sign_key, (), 10, 5)
     signed = w.ledger.sign(client.build_tx, w.patient, KIND_REQUEST_RECORDS, backwards)
     w.ledger.submit_rejected(signed, "health.records_request")
-    unsorted = RequestRecordsBody(w.patient_id, w.hospital.public.sign_key, ("Observation", "Condition"), 0, 5)
+    unsorted = RequestRecordsBody(
+        w.patient_id, w.hospital.public.sign_key, ("Observation", "Condition"), 0, 5
+    )
     signed = w.ledger.sign(client.build_tx, w.patient, KIND_REQUEST_RECORDS, unsorted)
     w.ledger.submit_rejected(signed, "health.records_request")
 
@@ -263,12 +287,16 @@ def test_amendment_accepted_by_superseding_the_record(world: World) -> None:
         readers=readers,
         supersedes=record.record_id,
     )
-    signed = w.ledger.sign(rights_seal.build_accept_amendment, w.clinic, amendment, record.record_id, corrected)
+    signed = w.ledger.sign(
+        rights_seal.build_accept_amendment, w.clinic, amendment, record.record_id, corrected
+    )
     outcome = w.ledger.submit_ok(signed)
     accepted = st.get_amendment(w.ledger.state, amendment.amendment_id)
     new = st.get_record(w.ledger.state, outcome.tx_id)
     old = st.get_record(w.ledger.state, record.record_id)
-    assert accepted is not None and new is not None and old is not None
+    assert accepted is not None
+    assert new is not None
+    assert old is not None
     assert (accepted.status, accepted.answer_id) == (AMENDMENT_ACCEPTED, new.record_id)
     assert (new.supersedes, old.superseded_by) == (record.record_id, new.record_id)
     assert open_record(new, w.patient).resource["note"] == [{"text": "hypertension since 2021"}]
@@ -331,7 +359,11 @@ def test_invalid_answer_by_someone_other_than_the_author(world: World) -> None:
     amendment = ask_amendment(w, w.patient, record)
     for intruder in (w.hospital, w.insurer):
         signed = w.ledger.sign(
-            rights_seal.build_refuse_amendment, intruder, amendment, "no", patient_enc_key=w.patient.public.enc_key
+            rights_seal.build_refuse_amendment,
+            intruder,
+            amendment,
+            "no",
+            patient_enc_key=w.patient.public.enc_key,
         )
         w.ledger.submit_rejected(signed, "health.not_author")
     # A hospital cannot "accept" by superseding the clinic's record either.
@@ -342,7 +374,9 @@ def test_invalid_answer_by_someone_other_than_the_author(world: World) -> None:
         readers=[w.patient.public.enc_key, w.hospital.public.enc_key],
         supersedes=record.record_id,
     )
-    signed = w.ledger.sign(rights_seal.build_accept_amendment, w.hospital, amendment, record.record_id, corrected)
+    signed = w.ledger.sign(
+        rights_seal.build_accept_amendment, w.hospital, amendment, record.record_id, corrected
+    )
     w.ledger.submit_rejected(signed, "health.not_author")
 
 
@@ -393,7 +427,9 @@ def test_invalid_statements_of_disagreement(world: World) -> None:
     amendment = ask_amendment(w, w.patient, record)
     key = get_verified_record_key(record, w.patient)
     early = seal_statement("too early", record_key=key, amendment=amendment)
-    w.ledger.submit_rejected(w.ledger.sign(rights_seal.build_disagree, w.patient, amendment, early), "health.disagreement")
+    w.ledger.submit_rejected(
+        w.ledger.sign(rights_seal.build_disagree, w.patient, amendment, early), "health.disagreement"
+    )
     refused = refuse(w, amendment, w.clinic)
     statement = seal_statement("I disagree", record_key=key, amendment=refused)
     for intruder in (w.other, w.clinic, w.hospital):
@@ -405,7 +441,11 @@ def test_invalid_statements_of_disagreement(world: World) -> None:
     w.ledger.submit_rejected(again, "health.disagreement")
     # Answering twice is refused too.
     signed = w.ledger.sign(
-        rights_seal.build_refuse_amendment, w.clinic, refused, "again", patient_enc_key=w.patient.public.enc_key
+        rights_seal.build_refuse_amendment,
+        w.clinic,
+        refused,
+        "again",
+        patient_enc_key=w.patient.public.enc_key,
     )
     w.ledger.submit_rejected(signed, "health.amendment_answered")
 
@@ -441,7 +481,9 @@ def test_invalid_acceptance_of_an_old_version(world: World) -> None:
         readers=readers,
         supersedes=newer_id,
     )
-    w.ledger.submit_ok(w.ledger.sign(rights_seal.build_accept_amendment, w.clinic, amendment, newer_id, fresh))
+    w.ledger.submit_ok(
+        w.ledger.sign(rights_seal.build_accept_amendment, w.clinic, amendment, newer_id, fresh)
+    )
 
 
 def test_invalid_amendment_text_is_refused_on_the_client() -> None:
@@ -456,9 +498,13 @@ def test_invalid_amendment_text_is_refused_on_the_client() -> None:
             )
         assert str(text)[:8] not in caught.value.message or not str(text).strip()
     sealed = rights_seal.seal_amendment_text(
-        "Zeile eins\nligne deux é", associated_data=b"ad", patient_enc_key=patient.public.enc_key,
+        "Zeile eins\nligne deux é",
+        associated_data=b"ad",
+        patient_enc_key=patient.public.enc_key,
         author_enc_key=clinic.public.enc_key,
     )
-    assert rights_seal.open_amendment_text(sealed, clinic, associated_data=b"ad") == "Zeile eins\nligne deux é"
+    assert (
+        rights_seal.open_amendment_text(sealed, clinic, associated_data=b"ad") == "Zeile eins\nligne deux é"
+    )
     with pytest.raises(AmendmentTextUnreadableError):
         rights_seal.open_amendment_text(sealed, clinic, associated_data=b"other")
