@@ -94,6 +94,20 @@ def _now_ms(service: HealthService) -> int:
     return service.node.store.last_block_time_ms
 
 
+def _check_query(request: web.Request, allowed: frozenset[str]) -> None:
+    """Refuse query parameters the route does not take (never echoing their client-chosen names)."""
+    unknown = set(request.query) - allowed
+    if unknown:
+        raise BadRequestError(
+            f"{len(unknown)} unknown query parameter(s); allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+_LIST_QUERY: Final = frozenset({"status", "start", "limit"})
+_WRITE_QUERY: Final = frozenset({"wait_ms"})
+_PAGE_QUERY: Final = frozenset({"start", "limit"})
+
+
 def _status_query(request: web.Request, allowed: frozenset[str]) -> str | None:
     status = request.query.get("status")
     if status is not None and status not in allowed:
@@ -135,6 +149,7 @@ def _is_shown(request: RecordsRequestState, status: str | None, now_ms: int) -> 
 async def list_records_requests(request: web.Request) -> web.Response:
     """Records requests addressed to this institution (all patients), in order of filing."""
     service, me = _me(request)
+    _check_query(request, _LIST_QUERY)
     status = _status_query(request, REQUEST_VIEW_STATUSES)
     start, limit = _page(request)
     state = _state(service)
@@ -165,6 +180,7 @@ def _load_request(service: HealthService, request_id: bytes, me: bytes) -> Recor
 
 async def close_records_request(request: web.Request) -> web.Response:
     service, me = _me(request)
+    _check_query(request, _WRITE_QUERY)
     wait_ms = _wait_ms(request)
     request_id = _hex_id(request.match_info["request_id"], "request id")
     data = await _read_object(request, RIGHTS_REQUEST_BYTES_MAX)
@@ -213,6 +229,7 @@ def _institution_amendment_json(
 async def list_amendments(request: web.Request) -> web.Response:
     """Amendment requests on records this institution wrote, in order of filing."""
     service, me = _me(request)
+    _check_query(request, _LIST_QUERY)
     status = _status_query(request, AMENDMENT_STATUSES)
     start, limit = _page(request)
     state = _state(service)
@@ -246,6 +263,7 @@ def _load_open_amendment(service: HealthService, amendment_id: bytes, me: bytes)
 async def accept_amendment(request: web.Request) -> web.Response:
     """Supersede the record with the corrected resource, citing the amendment (one tx)."""
     service, me = _me(request)
+    _check_query(request, _WRITE_QUERY)
     wait_ms = _wait_ms(request)
     amendment_id = _hex_id(request.match_info["amendment_id"], "amendment id")
     data = await _read_object(request, RECORD_REQUEST_BYTES_MAX)
@@ -294,6 +312,7 @@ async def accept_amendment(request: web.Request) -> web.Response:
 
 async def refuse_amendment(request: web.Request) -> web.Response:
     service, me = _me(request)
+    _check_query(request, _WRITE_QUERY)
     wait_ms = _wait_ms(request)
     amendment_id = _hex_id(request.match_info["amendment_id"], "amendment id")
     data = await _read_object(request, RIGHTS_REQUEST_BYTES_MAX)
@@ -323,26 +342,28 @@ async def refuse_amendment(request: web.Request) -> web.Response:
 async def get_patient_records_requests(request: web.Request) -> web.Response:
     service = request.app[HEALTH_KEY]
     patient_id = _hex_id(request.match_info["patient_id"], "patient id")
+    _check_query(request, _PAGE_QUERY)
+    start, limit = _page(request)
     state = _state(service)
     _require_patient(state, patient_id)
     now_ms = _now_ms(service)
+    found = rights.get_patient_records_requests(state, patient_id)
     items = [
-        {**records_request_json(service, r, now_ms), "encoded": _b64(r)}
-        for r in rights.get_patient_records_requests(state, patient_id)
+        {**records_request_json(service, r, now_ms), "encoded": _b64(r)} for r in found[start : start + limit]
     ]
-    return _json({"patient_id": patient_id.hex(), "total": len(items), "requests": items})
+    return _json({"patient_id": patient_id.hex(), "total": len(found), "requests": items})
 
 
 async def get_patient_amendments(request: web.Request) -> web.Response:
     service = request.app[HEALTH_KEY]
     patient_id = _hex_id(request.match_info["patient_id"], "patient id")
+    _check_query(request, _PAGE_QUERY)
+    start, limit = _page(request)
     state = _state(service)
     _require_patient(state, patient_id)
-    items = [
-        {**amendment_json(service, a), "encoded": _b64(a)}
-        for a in rights.get_patient_amendments(state, patient_id)
-    ]
-    return _json({"patient_id": patient_id.hex(), "total": len(items), "amendments": items})
+    found = rights.get_patient_amendments(state, patient_id)
+    items = [{**amendment_json(service, a), "encoded": _b64(a)} for a in found[start : start + limit]]
+    return _json({"patient_id": patient_id.hex(), "total": len(found), "amendments": items})
 
 
 def add_rights_routes(app: web.Application) -> None:
