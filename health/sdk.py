@@ -664,6 +664,8 @@ class PatientClient:
         records = self.list_records()
         inquiries = self.list_inquiries()
         grants = self.list_grants()
+        self.list_records_requests()  # patient rights (issue 14): checked like every listing
+        self.list_amendments()
         events = self.audit()
         witnesses = self.check_freshness()
         proofs = 0

@@ -11,13 +11,17 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from health_testkit import Ledger, make_condition, make_identity, make_observation
+from health_testkit import GENESIS_TIME_MS, Ledger, Outcome, make_condition, make_identity, make_observation
+from test_client_ledger import _feed
 
-from medledger.chain.codec import encode_primitive
+from medledger.chain.codec import encode, encode_primitive
 from medledger.chain.txbuilder import sign_tx
+from medledger.chain.types import Genesis
 from medledger.crypto import Identity
 from medledger.health import client, rights, rights_seal
 from medledger.health import state as st
+from medledger.health.app import encode_genesis
+from medledger.health.client import SignedTx
 from medledger.health.records import encrypt_record, get_verified_record_key, open_record, reseal_record_keys
 from medledger.health.rights_seal import (
     AmendmentTextUnreadableError,
@@ -41,6 +45,7 @@ from medledger.health.rights_types import (
     RecordsRequestState,
     RequestRecordsBody,
     compute_request_status,
+    is_closed_late,
 )
 from medledger.health.types import (
     EVENT_AMENDMENT_ACCEPTED,
@@ -51,9 +56,11 @@ from medledger.health.types import (
     EVENT_RECORDS_REQUEST_CLOSED,
     KIND_CLOSE_RECORDS_REQUEST,
     KIND_REQUEST_RECORDS,
+    HealthGenesis,
     RecordState,
     compute_patient_id,
 )
+from medledger.health.verify import PatientLedger
 
 CHAIN_ID = "medledger-health-test"
 
@@ -508,3 +515,103 @@ def test_invalid_amendment_text_is_refused_on_the_client() -> None:
     )
     with pytest.raises(AmendmentTextUnreadableError):
         rights_seal.open_amendment_text(sealed, clinic, associated_data=b"other")
+
+
+# --- the patient's light ledger ---------------------------------------------------------------------
+
+
+def test_light_ledgers_judge_rights_txs_as_the_chain_and_show_overdue() -> None:
+    """Every rights rule reads only the patient's own entries: a patient's light ledger, fed the
+    certified blocks, holds the same requests and amendments as the chain (another patient's holds
+    none of them), and sees an unanswered request turn overdue by block time alone."""
+    fresh = Ledger()
+    patient, other = make_identity("patient-a"), make_identity("patient-b")
+    w = World(
+        fresh,
+        patient,
+        compute_patient_id(patient.public.sign_key),
+        other,
+        make_identity("rep"),
+        make_identity("clinic"),
+        make_identity("hospital"),
+        make_identity("insurer"),
+    )
+    genesis = Genesis(
+        CHAIN_ID,
+        GENESIS_TIME_MS,
+        fresh.validators,
+        encode_genesis(HealthGenesis(tuple(fresh.institutions.values()))),
+    )
+    mine = PatientLedger(genesis, w.patient_id)
+    theirs = PatientLedger(genesis, compute_patient_id(other.public.sign_key))
+    lights = [mine, theirs]
+
+    def feed(signed: SignedTx) -> Outcome:
+        outcome = _feed(fresh, lights, signed)
+        assert outcome.ok, outcome.rule
+        return outcome
+
+    feed(fresh.sign(client.build_register_patient, w.patient))
+    feed(fresh.sign(client.build_register_patient, w.other))
+    readers = [w.patient.public.enc_key, w.clinic.public.enc_key]
+    encrypted = encrypt_record(
+        make_observation(70), patient_id=w.patient_id, author=w.clinic.public.sign_key, readers=readers
+    )
+    record_id = feed(fresh.sign(client.build_add_record, w.clinic, w.patient_id, encrypted)).tx_id
+    request_id = feed(
+        fresh.sign(rights_seal.build_request_records, w.patient, w.patient_id, w.hospital.public.sign_key)
+    ).tx_id
+    record = mine.get_record(record_id)
+    assert record is not None
+    amendment_id = feed(
+        fresh.sign(
+            rights_seal.build_request_amendment,
+            w.patient,
+            w.patient_id,
+            record_id,
+            "wrong",
+            author=w.clinic.public.sign_key,
+            patient_enc_key=w.patient.public.enc_key,
+            author_enc_key=w.clinic.public.enc_key,
+        )
+    ).tx_id
+    amendment = st.get_amendment(fresh.state, amendment_id)
+    assert amendment is not None
+    feed(
+        fresh.sign(
+            rights_seal.build_refuse_amendment,
+            w.clinic,
+            amendment,
+            "no",
+            patient_enc_key=w.patient.public.enc_key,
+        )
+    )
+    refused = st.get_amendment(fresh.state, amendment_id)
+    assert refused is not None
+    statement = seal_statement(
+        "I disagree", record_key=get_verified_record_key(record, w.patient), amendment=refused
+    )
+    feed(fresh.sign(rights_seal.build_disagree, w.patient, refused, statement))
+
+    (request,) = mine.list_records_requests()
+    assert compute_request_status(request, mine.time_ms) == REQUEST_OPEN
+    # A month of block time passes without an answer: the patient's client shows it overdue.
+    fresh.advance(RECORDS_REQUEST_DEADLINE_MS)
+    feed(fresh.sign(client.build_register_patient, make_identity("patient-c")))
+    (request,) = mine.list_records_requests()
+    assert compute_request_status(request, mine.time_ms) == REQUEST_OVERDUE
+    feed(fresh.sign(rights_seal.build_close_records_request, w.hospital, request_id))
+    (request,) = mine.list_records_requests()
+    assert compute_request_status(request, mine.time_ms) == REQUEST_CLOSED
+    assert is_closed_late(request)
+
+    chain_requests = rights.get_patient_records_requests(fresh.state, w.patient_id)
+    chain_amendments = rights.get_patient_amendments(fresh.state, w.patient_id)
+    assert [encode(r) for r in mine.list_records_requests()] == [encode(r) for r in chain_requests]
+    assert [encode(a) for a in mine.list_amendments()] == [encode(a) for a in chain_amendments]
+    assert [e.event for e in mine.list_audit_events()] == [
+        e.event for e in st.list_audit_events(fresh.state, w.patient_id)
+    ]
+    assert chain_amendments[0].statement == (statement,)
+    assert theirs.list_records_requests() == []
+    assert theirs.list_amendments() == []

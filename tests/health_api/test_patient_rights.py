@@ -14,12 +14,16 @@ bodies) are refused with a 4xx problem and change nothing.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from health_harness import (
+    PATIENT_ENV,
     HealthNet,
     assert_problem,
     make_patient_key,
@@ -28,13 +32,20 @@ from health_harness import (
     request,
     start_health_net,
 )
+from test_lying_node import LyingProxy
 
+from medledger.chain.codec import decode, encode
 from medledger.health.fhir import compute_canonical_json
 from medledger.health.records import get_verified_record_key
 from medledger.health.rights_seal import build_disagree, seal_statement
-from medledger.health.rights_types import AMENDMENT_TEXT_LENGTH_MAX, RECORDS_REQUEST_DEADLINE_MS
-from medledger.health.sdk import PatientClient
+from medledger.health.rights_types import (
+    AMENDMENT_TEXT_LENGTH_MAX,
+    RECORDS_REQUEST_DEADLINE_MS,
+    RecordsRequestState,
+)
+from medledger.health.sdk import NodeMisbehaviourError, PatientClient, load_genesis_pin
 from medledger.health.types import compute_patient_id
+from medledger.node.cli import main
 
 WRONG = "Der Wert 9,9 stammt von einem anderen Patienten; bitte korrigieren."
 FIX = "The value is 7.2 mmol/L, not 7.0."
@@ -262,3 +273,41 @@ def test_invalid_rights_requests_are_refused_and_change_nothing(net: HealthNet, 
     assert sdk.amendment_texts(final).statement == "I disagree."
     # The other patient's client sees no amendment of theirs.
     assert PatientClient(clinic.url, other).list_amendments() == []
+
+
+def test_a_node_lying_about_a_records_request_is_named(net: HealthNet, tmp_path: Path) -> None:
+    """A node that shows an unanswered request as closed (or hides an amendment) is named by the
+    patient's client, which takes both from the chain it verified."""
+    hospital = net["hospital"]
+    key = tmp_path / "patient.key"
+    identity = make_patient_key(key)
+    patient_cli(key, hospital.url, "register")
+    net.sync()
+    patient_cli(key, hospital.url, "request-records", "clinic")
+    net.sync()
+
+    def close_it(path: str, body: Any) -> Any:
+        if path.endswith("/records-requests"):
+            for item in body["requests"]:
+                real = decode(RecordsRequestState, base64.b64decode(item["encoded"]), max_bytes=1 << 20)
+                fake = dataclasses.replace(real, status="closed", close_id=b"\x01" * 32)
+                item["encoded"] = base64.b64encode(encode(fake)).decode()
+        if path.endswith("/amendments"):
+            body["amendments"], body["total"] = [], 0
+        return body
+
+    with LyingProxy(hospital.url) as proxy:
+        proxy.rewrite = close_it
+        client = PatientClient(proxy.url, identity, genesis_hash=load_genesis_pin(key))
+        with pytest.raises(NodeMisbehaviourError) as caught:
+            client.list_records_requests()
+        assert (caught.value.node_url, caught.value.what) == (proxy.url, "records request")
+        result = CliRunner().invoke(
+            main, ["patient", "--key", str(key), "--url", proxy.url, "requests"], env=dict(PATIENT_ENV)
+        )
+        assert result.exit_code != 0
+        assert f"the node at {proxy.url}" in result.output
+    (honest,) = PatientClient(
+        hospital.url, identity, genesis_hash=load_genesis_pin(key)
+    ).list_records_requests()
+    assert honest.status == "open"
