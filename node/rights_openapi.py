@@ -17,6 +17,7 @@ from medledger.health.rights_types import (
     AmendmentState,
     RecordsRequestState,
 )
+from medledger.node.health_api import WriteStatus
 
 
 def rights_openapi_paths() -> dict[str, Any]:
@@ -210,7 +211,7 @@ def rights_openapi_schemas() -> dict[str, Any]:
             closed=True,
         ),
         "RightsWrite": oa._object(
-            {"tx_id": oa._HEX64, "status": oa._enum(oa.WriteStatus)},
+            {"tx_id": oa._HEX64, "status": oa._enum(WriteStatus)},
             {
                 "height": {"type": "integer"},
                 "request_id": oa._HEX64,
