@@ -268,3 +268,13 @@ def reseal_record_keys(
         record_key = _get_record_key(record, identity, None)
         keys.append(RecordKey(record.record_id, seal_content_key(record_key, grantee_enc_key)))
     return tuple(keys)
+
+
+def get_verified_record_key(
+    record: RecordState, identity: Identity, *, grant: GrantState | None = None
+) -> bytes:
+    """The record key `identity` holds for `record` (through its envelope or `grant`), only once the
+    record opened and verified (`open_record`'s errors otherwise). Keys derived from it, such as a
+    statement of disagreement's (`health.rights_seal`), reach exactly the record's readers."""
+    open_record(record, identity, grant=grant)
+    return _get_record_key(record, identity, grant)

@@ -21,6 +21,7 @@ from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError
+from medledger.health import rights, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import (
@@ -99,7 +100,7 @@ def _is_strictly_sorted(items: tuple[_Sortable, ...]) -> bool:
 
 def decode_body(tx: Tx) -> object:
     """The tx's body as its kind's wire type (`health.kind` / `health.body` on failure)."""
-    body_type = BODY_TYPES.get(tx.kind)
+    body_type = BODY_TYPES.get(tx.kind) or rights_types.RIGHTS_BODY_TYPES.get(tx.kind)
     if body_type is None:
         raise reject("kind", f"unknown transaction kind {tx.kind!r}")
     try:
@@ -495,6 +496,19 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         grant_parts.process_grant_manifest(state, ctx, body)
     elif isinstance(body, GrantPartBody):
         grant_parts.process_grant_part(state, ctx, body)
+    # Patient rights (issue 14): records requests and amendments, ruled in `health.rights`.
+    elif isinstance(body, rights_types.RequestRecordsBody):
+        rights.process_request_records(state, ctx, body)
+    elif isinstance(body, rights_types.CloseRecordsRequestBody):
+        rights.process_close_records_request(state, ctx, body)
+    elif isinstance(body, rights_types.RequestAmendmentBody):
+        rights.process_request_amendment(state, ctx, body)
+    elif isinstance(body, rights_types.AcceptAmendmentBody):
+        rights.process_accept_amendment(state, ctx, body, process_supersede_record)
+    elif isinstance(body, rights_types.RefuseAmendmentBody):
+        rights.process_refuse_amendment(state, ctx, body)
+    elif isinstance(body, rights_types.DisagreeBody):
+        rights.process_disagree(state, ctx, body)
     else:  # pragma: no cover - BODY_TYPES and this dispatch are kept in step
         raise AssertionError(f"no processor for {type(body).__name__}")
 

@@ -52,7 +52,7 @@ from medledger.chain.lightclient import (
     verify_next_block,
     verify_tx_inclusion,
 )
-from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX
+from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX, UINT_MAX
 from medledger.chain.types import Block, Commit, Genesis, Header, ValidatorSet
 from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
 from medledger.health.auth import CHALLENGE_SIZE, build_authorization
@@ -75,7 +75,30 @@ from medledger.health.preview import (
     compute_grant_preview,
 )
 from medledger.health.reasons import open_reason
-from medledger.health.records import DecryptedRecord, open_record, open_verified_record, reseal_record_keys
+from medledger.health.records import (
+    DecryptedRecord,
+    get_verified_record_key,
+    open_record,
+    open_verified_record,
+    reseal_record_keys,
+)
+from medledger.health.rights_seal import (
+    AmendmentTextUnreadableError,
+    build_disagree,
+    build_request_amendment,
+    build_request_records,
+    open_refusal_reason,
+    open_request_text,
+    open_statement,
+    seal_statement,
+    validate_amendment_text,
+)
+from medledger.health.rights_types import (
+    AMENDMENT_REFUSED,
+    AmendmentState,
+    RecordsRequestState,
+    compute_request_status,
+)
 from medledger.health.types import (
     GRANT_PART_RECORDS_MAX,
     GRANT_RECORDS_MAX,
@@ -190,6 +213,15 @@ class LocalRecord:
 class Submitted:
     tx_id: bytes
     height: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AmendmentTexts:
+    """An amendment request's free text as this device opens it (None: not readable with its key)."""
+
+    text: str | None
+    refusal_reason: str | None
+    statement: str | None
 
 
 def is_loopback_host(host: str) -> bool:
@@ -643,6 +675,8 @@ class PatientClient:
         records = self.list_records()
         inquiries = self.list_inquiries()
         grants = self.list_grants()
+        self.list_records_requests()  # patient rights (issue 14): checked like every listing
+        self.list_amendments()
         events = self.audit()
         witnesses = self.check_freshness()
         proofs = 0
@@ -933,6 +967,141 @@ class PatientClient:
                 self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
             )
         )
+
+    # -- patient rights (issue 14, ADR 0014): records requests and amendments ------------------
+
+    def list_records_requests(self) -> list[RecordsRequestState]:
+        """The patient's records requests, in the order filed (checked against the chain)."""
+        ledger = self._cross_check(
+            "records request",
+            lambda: self._fetch_patient_items(
+                "/records-requests", "requests", RecordsRequestState, lambda r: r.request_id
+            ),
+            lambda ledger: {r.request_id: encode(r) for r in ledger.list_records_requests()},
+        )
+        return ledger.list_records_requests()
+
+    def records_request_status(self, request: RecordsRequestState) -> str:
+        """open, closed or overdue, by the latest verified block time (the validators' clock)."""
+        return compute_request_status(request, self.sync().time_ms)
+
+    def list_amendments(self) -> list[AmendmentState]:
+        """The patient's amendment requests, in the order filed (checked against the chain)."""
+        ledger = self._cross_check(
+            "amendment request",
+            lambda: self._fetch_patient_items(
+                "/amendments", "amendments", AmendmentState, lambda a: a.amendment_id
+            ),
+            lambda ledger: {a.amendment_id: encode(a) for a in ledger.list_amendments()},
+        )
+        return ledger.list_amendments()
+
+    def find_records_request(self, prefix: str) -> RecordsRequestState:
+        return _unique(self.list_records_requests(), prefix, lambda r: r.request_id, "records request")
+
+    def find_amendment(self, prefix: str) -> AmendmentState:
+        return _unique(self.list_amendments(), prefix, lambda a: a.amendment_id, "amendment request")
+
+    def amendment_texts(self, amendment: AmendmentState) -> AmendmentTexts:
+        """What was asked, the refusal's reason and the statement, opened here (None: not readable
+        with this key, e.g. a representative's)."""
+        ledger = self.sync()
+
+        def attempt(open_text: Callable[[], str | None]) -> str | None:
+            try:
+                return open_text()
+            except AmendmentTextUnreadableError:
+                return None
+
+        statement: str | None = None
+        record = ledger.get_record(amendment.record_id)
+        if amendment.statement and record is not None:
+            try:
+                key = get_verified_record_key(record, self.identity)
+            except (DecryptionError, RecordVerificationError):
+                key = None
+            if key is not None:
+                statement = attempt(lambda: open_statement(amendment, key))
+        return AmendmentTexts(
+            text=attempt(lambda: open_request_text(amendment, self.identity)),
+            refusal_reason=attempt(lambda: open_refusal_reason(amendment, self.identity)),
+            statement=statement,
+        )
+
+    def request_records(
+        self,
+        institution: bytes,
+        *,
+        record_types: tuple[str, ...] = (),
+        from_ms: int = 0,
+        to_ms: int = UINT_MAX,
+    ) -> Submitted:
+        """Ask `institution` (its signing key) for the records it holds: the 30-day clock starts."""
+        ledger = self.check_before_signing()
+        if institution not in ledger.institutions:
+            raise PatientClientError("no registered institution has this key", status=404)
+        return self._submit(
+            build_request_records(
+                self.identity,
+                self.patient_id,
+                institution,
+                record_types=record_types,
+                from_ms=from_ms,
+                to_ms=to_ms,
+                chain_id=self.chain_id,
+            )
+        )
+
+    def request_amendment(self, record_id: bytes, text: str) -> Submitted:
+        """Ask a record's author to correct it; `text` (what is wrong) is sealed for both of you."""
+        text = validate_amendment_text(text)
+        ledger = self.check_before_signing()
+        record, patient = ledger.get_record(record_id), ledger.get_patient()
+        if record is None or patient is None:
+            raise PatientClientError("no such record of this patient", status=404)
+        if record.superseded_by:
+            raise PatientClientError("the record was superseded: ask to amend its latest version", status=409)
+        author = ledger.institutions.get(record.author)
+        if author is None:
+            raise PatientClientError("the record's author is not a registered institution", status=409)
+        return self._submit(
+            build_request_amendment(
+                self.identity,
+                self.patient_id,
+                record_id,
+                text,
+                author=record.author,
+                patient_enc_key=patient.enc_key,
+                author_enc_key=author.enc_key,
+                chain_id=self.chain_id,
+            )
+        )
+
+    def disagree(self, amendment_id: bytes, text: str) -> Submitted:
+        """Attach a statement of disagreement to a refused amendment: every reader of the record
+        (author, patient, today's and future grantees) reads it with the record."""
+        text = validate_amendment_text(text, "statement")
+        ledger = self.check_before_signing()
+        self.list_amendments()
+        amendment = next((a for a in ledger.list_amendments() if a.amendment_id == amendment_id), None)
+        if amendment is None:
+            raise PatientClientError("no such amendment request of this patient", status=404)
+        if amendment.status != AMENDMENT_REFUSED or amendment.statement:
+            raise PatientClientError(
+                "a statement of disagreement answers a refused request, once", status=409
+            )
+        record = ledger.get_record(amendment.record_id)
+        if record is None:
+            raise self._lie("record", "has no record the verified amendment request cites")
+        try:
+            record_key = get_verified_record_key(record, self.identity)
+        except DecryptionError:
+            raise PatientClientError(
+                "this key cannot read the record (a representative holds no record key): the patient "
+                "must write the statement"
+            ) from None
+        statement = seal_statement(text, record_key=record_key, amendment=amendment)
+        return self._submit(build_disagree(self.identity, amendment, statement, chain_id=self.chain_id))
 
 
 T = TypeVar("T")

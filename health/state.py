@@ -19,6 +19,15 @@ migration, never a silent reinterpretation.
     h1/audit/<patient id 32><u64 index>    → AuditEvent, in chain order
     h1/gparts/<grant id 32>                → GrantPartsState of a grant in parts (ADR 0012)
     h1/gkey/<grant id 32><record id 32>    → a record key sealed to the grantee, by a grant part
+    h1/rreq/<request id 32>                → RecordsRequestState (patient rights, issue 14)
+    h1/rreqopen/<patient id 32>            → u64 count of the patient's open records requests
+    h1/ireqn/<institution key 32>          → u64 count of records requests addressed to it
+    h1/ireq/<institution key 32><u64>      → request id, in order of filing
+    h1/amd/<amendment id 32>               → AmendmentState
+    h1/ramd/<record id 32>                 → IdList of the record's amendment requests
+    h1/amdopen/<patient id 32>             → u64 count of the patient's open amendment requests
+    h1/aamdn/<author key 32>               → u64 count of amendment requests addressed to it
+    h1/aamd/<author key 32><u64>           → amendment id, in order of filing
 
 Integers in keys and counters are 8-byte big-endian, so keys sort in index order.
 `get_*` read; `save_*` and `append_*` write through a `StateWriter` (an `OverlayState`).
@@ -32,6 +41,7 @@ from medledger.chain.app import StateReader
 from medledger.chain.codec import WireType, decode, encode
 from medledger.chain.errors import CodecError
 from medledger.health.errors import HealthStateError
+from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.types import (
     EVENT_GRANT,
     STATE_VALUE_BYTES_MAX,
@@ -278,3 +288,118 @@ def get_grant_key(state: StateReader, grant_id: bytes, record_id: bytes) -> byte
 
 def save_grant_key(state: StateWriter, grant_id: bytes, record_id: bytes, sealed_key: bytes) -> None:
     state.put(_GRANT_KEY + grant_id + record_id, sealed_key)
+
+
+# --- patient rights: records requests and amendments (issue 14, `health.rights`) -----------------
+
+_RECORDS_REQUEST = LAYOUT_PREFIX + b"rreq/"
+_PATIENT_OPEN_REQUESTS = LAYOUT_PREFIX + b"rreqopen/"
+_INSTITUTION_REQUEST_COUNT = LAYOUT_PREFIX + b"ireqn/"
+_INSTITUTION_REQUEST = LAYOUT_PREFIX + b"ireq/"
+_AMENDMENT = LAYOUT_PREFIX + b"amd/"
+_RECORD_AMENDMENTS = LAYOUT_PREFIX + b"ramd/"
+_PATIENT_OPEN_AMENDMENTS = LAYOUT_PREFIX + b"amdopen/"
+_AUTHOR_AMENDMENT_COUNT = LAYOUT_PREFIX + b"aamdn/"
+_AUTHOR_AMENDMENT = LAYOUT_PREFIX + b"aamd/"
+
+
+def _list_indexed(
+    state: StateReader, count_key: bytes, item_prefix: bytes, start: int, limit: int
+) -> list[bytes]:
+    end = min(_get_count(state, count_key), start + min(limit, LIST_LIMIT_MAX))
+    ids: list[bytes] = []
+    for index in range(start, end):
+        item = state.get(item_prefix + _u64(index))
+        if item is None:
+            raise HealthStateError(f"an index list has a hole at {index}")
+        ids.append(item)
+    return ids
+
+
+def _append_indexed(state: StateWriter, count_key: bytes, item_prefix: bytes, item: bytes) -> None:
+    count = _get_count(state, count_key)
+    state.put(item_prefix + _u64(count), item)
+    state.put(count_key, _u64(count + 1))
+
+
+def get_records_request(state: StateReader, request_id: bytes) -> RecordsRequestState | None:
+    return _load(RecordsRequestState, state, _RECORDS_REQUEST + request_id)
+
+
+def save_records_request(state: StateWriter, request: RecordsRequestState) -> None:
+    """Store a request; a new one is also indexed under the institution it is addressed to."""
+    key = _RECORDS_REQUEST + request.request_id
+    if state.get(key) is None:
+        institution = request.institution
+        _append_indexed(
+            state,
+            _INSTITUTION_REQUEST_COUNT + institution,
+            _INSTITUTION_REQUEST + institution,
+            request.request_id,
+        )
+    state.put(key, encode(request))
+
+
+def list_institution_request_ids(
+    state: StateReader, institution: bytes, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[bytes]:
+    """Records requests addressed to `institution`, in order of filing."""
+    return _list_indexed(
+        state, _INSTITUTION_REQUEST_COUNT + institution, _INSTITUTION_REQUEST + institution, start, limit
+    )
+
+
+def get_institution_request_count(state: StateReader, institution: bytes) -> int:
+    return _get_count(state, _INSTITUTION_REQUEST_COUNT + institution)
+
+
+def get_open_request_count(state: StateReader, patient_id: bytes) -> int:
+    return _get_count(state, _PATIENT_OPEN_REQUESTS + patient_id)
+
+
+def save_open_request_count(state: StateWriter, patient_id: bytes, count: int) -> None:
+    state.put(_PATIENT_OPEN_REQUESTS + patient_id, _u64(count) if count else None)
+
+
+def get_amendment(state: StateReader, amendment_id: bytes) -> AmendmentState | None:
+    return _load(AmendmentState, state, _AMENDMENT + amendment_id)
+
+
+def save_amendment(state: StateWriter, amendment: AmendmentState) -> None:
+    """Store an amendment; a new one is also listed under its record and its author."""
+    key = _AMENDMENT + amendment.amendment_id
+    if state.get(key) is None:
+        ids = get_record_amendment_ids(state, amendment.record_id)
+        state.put(_RECORD_AMENDMENTS + amendment.record_id, encode(IdList((*ids, amendment.amendment_id))))
+        _append_indexed(
+            state,
+            _AUTHOR_AMENDMENT_COUNT + amendment.author,
+            _AUTHOR_AMENDMENT + amendment.author,
+            amendment.amendment_id,
+        )
+    state.put(key, encode(amendment))
+
+
+def get_record_amendment_ids(state: StateReader, record_id: bytes) -> tuple[bytes, ...]:
+    """The amendment requests a record received, in order."""
+    ids = _load(IdList, state, _RECORD_AMENDMENTS + record_id)
+    return () if ids is None else ids.ids
+
+
+def list_author_amendment_ids(
+    state: StateReader, author: bytes, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[bytes]:
+    """Amendment requests addressed to `author` (records it wrote), in order of filing."""
+    return _list_indexed(state, _AUTHOR_AMENDMENT_COUNT + author, _AUTHOR_AMENDMENT + author, start, limit)
+
+
+def get_author_amendment_count(state: StateReader, author: bytes) -> int:
+    return _get_count(state, _AUTHOR_AMENDMENT_COUNT + author)
+
+
+def get_open_amendment_count(state: StateReader, patient_id: bytes) -> int:
+    return _get_count(state, _PATIENT_OPEN_AMENDMENTS + patient_id)
+
+
+def save_open_amendment_count(state: StateWriter, patient_id: bytes, count: int) -> None:
+    state.put(_PATIENT_OPEN_AMENDMENTS + patient_id, _u64(count) if count else None)

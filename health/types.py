@@ -57,6 +57,13 @@ KIND_READ_RECEIPT: Final = "health.read_receipt"
 KIND_GRANT_MANIFEST: Final = "health.grant_manifest"
 #: One part of a grant in parts: the re-sealed keys of the records one part digest names.
 KIND_GRANT_PART: Final = "health.grant_part"
+# Patient rights (issue 14; bodies in `rights_types`, rules in `rights`): access and amendment.
+KIND_REQUEST_RECORDS: Final = "health.request_records"
+KIND_CLOSE_RECORDS_REQUEST: Final = "health.close_records_request"
+KIND_REQUEST_AMENDMENT: Final = "health.request_amendment"
+KIND_ACCEPT_AMENDMENT: Final = "health.accept_amendment"
+KIND_REFUSE_AMENDMENT: Final = "health.refuse_amendment"
+KIND_DISAGREE: Final = "health.disagree"
 
 TX_KINDS: Final = frozenset(
     {
@@ -72,6 +79,12 @@ TX_KINDS: Final = frozenset(
         KIND_READ_RECEIPT,
         KIND_GRANT_MANIFEST,
         KIND_GRANT_PART,
+        KIND_REQUEST_RECORDS,
+        KIND_CLOSE_RECORDS_REQUEST,
+        KIND_REQUEST_AMENDMENT,
+        KIND_ACCEPT_AMENDMENT,
+        KIND_REFUSE_AMENDMENT,
+        KIND_DISAGREE,
     }
 )
 
@@ -137,6 +150,12 @@ EVENT_REPRESENTATIVE_ADDED: Final = "representative_added"
 EVENT_REPRESENTATIVE_REMOVED: Final = "representative_removed"
 #: One part of a grant in parts arrived: its record ids are the records it shares.
 EVENT_GRANT_PART: Final = "grant_part"
+EVENT_RECORDS_REQUEST: Final = "records_request"
+EVENT_RECORDS_REQUEST_CLOSED: Final = "records_request_closed"
+EVENT_AMENDMENT_REQUEST: Final = "amendment_request"
+EVENT_AMENDMENT_ACCEPTED: Final = "amendment_accepted"
+EVENT_AMENDMENT_REFUSED: Final = "amendment_refused"
+EVENT_DISAGREEMENT: Final = "disagreement"
 EVENTS: Final = frozenset(
     {
         EVENT_INQUIRY,
@@ -147,6 +166,12 @@ EVENTS: Final = frozenset(
         EVENT_REPRESENTATIVE_ADDED,
         EVENT_REPRESENTATIVE_REMOVED,
         EVENT_GRANT_PART,
+        EVENT_RECORDS_REQUEST,
+        EVENT_RECORDS_REQUEST_CLOSED,
+        EVENT_AMENDMENT_REQUEST,
+        EVENT_AMENDMENT_ACCEPTED,
+        EVENT_AMENDMENT_REFUSED,
+        EVENT_DISAGREEMENT,
     }
 )
 

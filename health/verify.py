@@ -27,9 +27,11 @@ from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejected
 from medledger.chain.lightclient import CertifiedBlock
 from medledger.chain.types import Genesis, Tx, TxId
 from medledger.chain.validation import decode_tx, validate_tx_envelope
+from medledger.health import rights
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.errors import HealthError
+from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.rules import TxContext, decode_body, process_tx
 from medledger.health.types import (
     EVENT_INQUIRY,
@@ -161,7 +163,7 @@ class PatientLedger:
             return st.get_grant(self._state, body.grant_id) is not None
         if isinstance(body, GrantManifestBody):
             return st.get_inquiry(self._state, body.inquiry_id) is not None
-        return False
+        return rights.concerns_patient(self._state, self.patient_id, body) is True
 
     # -- reads (the verified facts) --------------------------------------------------------
 
@@ -212,6 +214,13 @@ class PatientLedger:
         if grant is None or grant.patient_id != self.patient_id:
             return None
         return st.get_grant_parts(self._state, grant_id)
+
+    # Patient rights (issue 14): records requests and amendment requests, as the chain holds them.
+    def list_records_requests(self) -> list[RecordsRequestState]:
+        return rights.get_patient_records_requests(self._state, self.patient_id)
+
+    def list_amendments(self) -> list[AmendmentState]:
+        return rights.get_patient_amendments(self._state, self.patient_id)
 
 
 __all__ = ["LedgerVerificationError", "PatientLedger", "TxFact"]

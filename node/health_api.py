@@ -53,6 +53,8 @@ from medledger.health.errors import (
 from medledger.health.fhir import RECORD_JSON_BYTES_MAX, compute_record_json, validate_record
 from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import encrypt_record, open_record
+from medledger.health.rights_seal import record_statements
+from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.types import (
     INQUIRY_STATUSES,
     PURPOSES,
@@ -222,6 +224,8 @@ VIEW_OMITS: Final[dict[type, frozenset[str]]] = {
     InquiryState: frozenset({"sealed_reason"}),
     GrantState: frozenset({"grantee_enc_key", "record_keys"}),
     AuditEvent: frozenset(),
+    RecordsRequestState: frozenset(),
+    AmendmentState: frozenset({"sealed_text", "refusal", "statement"}),
 }
 
 
@@ -518,7 +522,17 @@ async def read_record(request: web.Request) -> web.Response:
     except RecordVerificationError as exc:
         # Re-published under another author, moved, or altered: never shown (issue 9, defect 6).
         raise ApiProblem(409, "Record fails verification", exc.message, code=exc.code) from None
-    return _json({**record_json(service, record), "resource": decrypted.resource, "receipt": receipt})
+    # Statements of disagreement travel with the record to every reader (issue 14, ADR 0014).
+    grant_used = access.grant if access is not None else None
+    statements = record_statements(state, record, node.identity, grant_used)
+    return _json(
+        {
+            **record_json(service, record),
+            "resource": decrypted.resource,
+            "receipt": receipt,
+            "statements": statements,
+        }
+    )
 
 
 async def post_inquiry(request: web.Request) -> web.Response:
@@ -716,3 +730,7 @@ def add_health_routes(app: web.Application, node: Node) -> None:
         add_route(
             app, "GET", f"/v1/health/patients/{{patient_id}}{suffix}", public_route(handler), Access.PATIENT
         )
+    # Patient rights (issue 14): its module imports this one's helpers, hence imported here.
+    from medledger.node.rights_api import add_rights_routes  # noqa: PLC0415
+
+    add_rights_routes(app)

@@ -50,6 +50,7 @@ from medledger.node.health_api import (
 )
 from medledger.node.health_reads import health_reads_openapi_paths, health_reads_openapi_schemas
 from medledger.node.proof_api import proof_openapi_paths
+from medledger.node.rights_openapi import rights_openapi_paths, rights_openapi_schemas
 
 #: An id (a hash) or a public key, in hex.
 _HEX64 = {"type": "string", "pattern": f"^[0-9a-f]{{{2 * HASH_SIZE}}}$"}
@@ -140,6 +141,8 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
         document["components"]["schemas"].update(_health_schemas())
         document["paths"].update(health_reads_openapi_paths())
         document["components"]["schemas"].update(health_reads_openapi_schemas())
+        document["paths"].update(rights_openapi_paths())  # patient rights (issue 14)
+        document["components"]["schemas"].update(rights_openapi_schemas())
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
             "API token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "
@@ -770,6 +773,11 @@ def _health_schemas() -> dict[str, Any]:
                     "nullable": True,
                     "description": "The read receipt (null when the institution reads what it authored).",
                     "properties": {"tx_id": _HEX64, "height": integer, "grant_id": _HEX64},
+                },
+                "statements": {
+                    "type": "array",
+                    "description": "Statements of disagreement attached to the record (issue 14).",
+                    "items": {"$ref": _REF + "RecordStatement"},
                 },
             }
         ),
