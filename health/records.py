@@ -257,3 +257,12 @@ def reseal_record_keys(
         record_key = _get_record_key(record, identity, None)
         keys.append(RecordKey(record.record_id, seal_content_key(record_key, grantee_enc_key)))
     return tuple(keys)
+
+
+def get_record_key(record: RecordState, identity: Identity, grant: GrantState | None = None) -> bytes:
+    """The record key `identity` holds for `record` (from its envelope, or re-sealed in `grant`).
+
+    Attachments are sealed under it (`health/blobs.py`); call it only after `open_record`
+    verified the record. Raises `DecryptionError` if `identity` holds no key for the record.
+    """
+    return _get_record_key(record, identity, grant)

@@ -34,6 +34,7 @@ from medledger.health.rules import TxContext, decode_body, process_tx
 from medledger.health.types import (
     EVENT_INQUIRY,
     TX_KINDS,
+    AddDocumentBody,
     AddRecordBody,
     AuditEvent,
     DenyBody,
@@ -150,7 +151,7 @@ class PatientLedger:
             return compute_patient_id(tx.sender) == self.patient_id
         if isinstance(body, RepresentativeBody | AddRecordBody | RequestAccessBody):
             return body.patient_id == self.patient_id
-        if isinstance(body, SupersedeRecordBody):
+        if isinstance(body, SupersedeRecordBody | AddDocumentBody):
             return body.record.patient_id == self.patient_id
         if isinstance(body, GrantBody | DenyBody):
             return st.get_inquiry(self._state, body.inquiry_id) is not None

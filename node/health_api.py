@@ -43,7 +43,7 @@ from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
 from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
-from medledger.health.client import build_add_record, build_read_receipt, build_request_access, make_scope
+from medledger.health.client import build_read_receipt, build_request_access, make_scope
 from medledger.health.errors import (
     InvalidReasonError,
     InvalidRecordError,
@@ -67,6 +67,7 @@ from medledger.health.types import (
     Scope,
 )
 from medledger.node.auth import API_AUTH_KEY, Access, add_route
+from medledger.node.blobs import add_blob_routes, attachments_json, build_record_tx
 from medledger.node.errors import BadRequestError, NodeError
 from medledger.node.node import Node
 from medledger.node.problems import problem_response
@@ -434,9 +435,8 @@ async def post_record(request: web.Request) -> web.Response:
         )
     except CryptoError:
         raise _unusable_key_problem() from None
-    _, raw, tx_id = build_add_record(
-        service.node.identity, patient_id, encrypted, chain_id=service.node.genesis.chain_id
-    )
+    # A resource naming uploaded attachments becomes a document (node/blobs.py, ADR 0013).
+    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, resource)
     location = await _submit_and_wait(service, raw, wait_ms)
     body = {
         **_write_result(tx_id, location),
@@ -511,7 +511,10 @@ async def read_record(request: web.Request) -> web.Response:
     except RecordVerificationError as exc:
         # Re-published under another author, moved, or altered: never shown (issue 9, defect 6).
         raise ApiProblem(409, "Record fails verification", exc.message, code=exc.code) from None
-    return _json({**record_json(service, record), "resource": decrypted.resource, "receipt": receipt})
+    attached = attachments_json(state, record)  # only a document's answer has them (ADR 0013)
+    attachments = {"attachments": attached} if attached else {}
+    view = {**record_json(service, record), "resource": decrypted.resource, **attachments}
+    return _json({**view, "receipt": receipt})
 
 
 async def post_inquiry(request: web.Request) -> web.Response:
@@ -704,3 +707,9 @@ def add_health_routes(app: web.Application, node: Node) -> None:
         add_route(
             app, "GET", f"/v1/health/patients/{{patient_id}}{suffix}", public_route(handler), Access.PATIENT
         )
+    add_blob_routes(
+        app,
+        node,
+        submit_and_wait=lambda raw, wait_ms: _submit_and_wait(app[HEALTH_KEY], raw, wait_ms),
+        receipt_wait_ms=int(RECEIPT_WAIT_S * 1000),
+    )
