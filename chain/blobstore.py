@@ -98,9 +98,8 @@ def validate_manifest(manifest: BlobManifest, blob_id: bytes) -> None:
     """`BlobError` unless `manifest` is consistent (chunk count fits size) and hashes to `blob_id`."""
     expected_chunks = -(-manifest.size // manifest.chunk_bytes)
     if manifest.chunks != expected_chunks:
-        raise BlobError(
-            f"a manifest of {manifest.size} bytes in chunks of {manifest.chunk_bytes} lists {manifest.chunks} chunks"
-        )
+        shape = f"{manifest.size} bytes in chunks of {manifest.chunk_bytes}"
+        raise BlobError(f"a manifest of {shape} lists {manifest.chunks} chunks")
     if compute_blob_id(manifest) != blob_id:
         raise BlobError(f"the manifest does not hash to blob {blob_id.hex()}")
 

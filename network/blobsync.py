@@ -309,6 +309,12 @@ class BlobSync:
                         todo.append(index)
                         failures[peer] = PEER_FAILURES_MAX
                         self._drop(peer, f"served chunk {index} that does not match its hash", progress)
+                        # Its other answers will never come (the link is gone): ask the others now.
+                        for other, (asked, other_index) in list(in_flight.items()):
+                            if asked == peer and other not in done:
+                                other.cancel()
+                                del in_flight[other]
+                                todo.append(other_index)
                         continue
                     progress.done += 1
                     progress.bytes_done += len(answer.data)

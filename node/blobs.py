@@ -51,14 +51,11 @@ from medledger.health.blobs import (
     generate_blob_key,
     open_blob_key,
 )
-from medledger.health.client import build_add_record, build_read_receipt, build_tx
+from medledger.health.client import build_add_document, build_add_record, build_read_receipt
 from medledger.health.errors import RecordVerificationError
 from medledger.health.records import EncryptedRecord, compute_binding_of, get_record_key, open_record
 from medledger.health.types import (
     ATTACHMENT_BYTES_MAX,
-    KIND_ADD_DOCUMENT,
-    AddDocumentBody,
-    AddRecordBody,
     BlobIndexEntry,
     BlobRef,
     RecordState,
@@ -282,10 +279,7 @@ def build_record_tx(
         return raw, tx_id
     staged = [app[BLOBS_KEY].get_staged(blob_id) for blob_id in blob_ids]
     refs = build_blob_refs(encrypted, patient_id, identity, staged)
-    record = AddRecordBody(patient_id, encrypted.record_type, encrypted.commitment, encrypted.envelope)
-    _, raw, tx_id = build_tx(
-        identity, KIND_ADD_DOCUMENT, AddDocumentBody(b"", record, refs), chain_id=chain_id
-    )
+    _, raw, tx_id = build_add_document(identity, patient_id, encrypted, refs, chain_id=chain_id)
     return raw, tx_id
 
 

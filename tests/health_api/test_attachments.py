@@ -94,7 +94,9 @@ def document_reference(url: str, size: int, digest: bytes) -> dict[str, Any]:
     return {
         "resourceType": "DocumentReference",
         "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}]},
+        "type": {
+            "coding": [{"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}]
+        },
         "subject": {"reference": "Patient/synthetic-1"},
         "date": "2024-03-01T10:00:00Z",
         "content": [
@@ -139,7 +141,8 @@ def test_a_20_mb_pdf_is_stored_replicated_and_read_only_under_a_grant(net: Healt
     assert blob["size"] == PDF_BYTES
     assert blob["chunks"] == -(-PDF_BYTES // 2**20)
     record_id = clinic.add_record(
-        patient_id, document_reference(blob["url"], PDF_BYTES, hashlib.sha1(pdf).digest())  # noqa: S324 - FHIR's hash
+        patient_id,
+        document_reference(blob["url"], PDF_BYTES, hashlib.sha1(pdf).digest()),
     )
     net.sync()
 
@@ -219,7 +222,9 @@ def test_invalid_uploads_and_citations_change_nothing(net: HealthNet, tmp_path: 
 
     headers = {**clinic.auth, "Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked"}
     try:
-        reply = raw_request(clinic.url, "POST", "/v1/health/institution/blobs", body=chunks(), headers=headers)
+        reply = raw_request(
+            clinic.url, "POST", "/v1/health/institution/blobs", body=chunks(), headers=headers
+        )
         assert_problem(reply, 413)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the node answered 413 and closed while the client was still sending
@@ -231,22 +236,20 @@ def test_invalid_uploads_and_citations_change_nothing(net: HealthNet, tmp_path: 
     # A record citing a blob this node never received, or a malformed blob URL: 422.
     stranger = "urn:medledger:blob:" + secrets.token_hex(32)
     for url in (stranger, "urn:medledger:blob:XYZ", "urn:medledger:blob:" + "AB" * 32):
-        reply = clinic.post(
+        cited = clinic.post(
             "/v1/health/institution/records",
             {"patient_id": patient_id, "resource": document_reference(url, 10, b"\x00" * 20)},
         )
-        assert_problem(reply, 422)
+        assert_problem(cited, 422)
     # A blob uploaded to the clinic cannot be cited by the hospital (it holds no key for it).
     uploaded = upload(clinic, b"%PDF-1.7 synthetic small letter\n%%EOF\n").json()
-    reply = hospital.post(
+    foreign = hospital.post(
         "/v1/health/institution/records",
         {"patient_id": patient_id, "resource": document_reference(uploaded["url"], 10, b"\x00" * 20)},
     )
-    assert_problem(reply, 422)
+    assert_problem(foreign, 422)
     # An unknown attachment of a real record, and malformed ids: 404 / 400.
-    record_id = clinic.add_record(
-        patient_id, document_reference(uploaded["url"], 38, b"\x00" * 20)
-    )
+    record_id = clinic.add_record(patient_id, document_reference(uploaded["url"], 38, b"\x00" * 20))
     assert_problem(download(clinic, record_id, secrets.token_hex(32)), 404)
     assert_problem(download(clinic, record_id, "zz"), 400)
 

@@ -51,7 +51,10 @@ class Node:
         self.store = BlobStore(root)
         self.network: PeerNetwork | None = None
         self.sync = sync_cls(
-            store=self.store, offload=asyncio.to_thread, transport=lambda: self.network, monotonic_s=time.monotonic
+            store=self.store,
+            offload=asyncio.to_thread,
+            transport=lambda: self.network,
+            monotonic_s=time.monotonic,
         )
         self.members = members
         self.runner: web.AppRunner | None = None

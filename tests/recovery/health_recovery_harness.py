@@ -304,7 +304,9 @@ def document_reference(patient: int, url: str, title: str) -> dict[str, Any]:
     return {
         "resourceType": "DocumentReference",
         "status": "current",
-        "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}]},
+        "type": {
+            "coding": [{"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}]
+        },
         "subject": _subject(patient),
         "date": "2024-03-01T10:00:00Z",
         "content": [{"attachment": {"contentType": "application/pdf", "url": url, "title": title}}],
