@@ -300,6 +300,17 @@ def _problem(
     return problem_response(status, title, detail, code=code, headers=headers)
 
 
+def _unknown_query(request: web.Request, allowed: frozenset[str] = frozenset()) -> web.Response | None:
+    """A 400 for query parameters the route does not take (never echoed: client-chosen text)."""
+    unknown = set(request.query) - allowed
+    if not unknown:
+        return None
+    names = ", ".join(sorted(allowed)) or "none"
+    return _problem(
+        400, "Bad request", f"{len(unknown)} unknown query parameter(s); allowed: {names}", "bad_request"
+    )
+
+
 def _hex32(value: str) -> bytes | None:
     if len(value) != 64:
         return None
@@ -312,6 +323,8 @@ def _hex32(value: str) -> bytes | None:
 async def post_blob(request: web.Request) -> web.StreamResponse:
     """Upload an attachment: a raw body, streamed into the store a chunk at a time, encrypted."""
     service = request.app[BLOBS_KEY]
+    if (refused := _unknown_query(request)) is not None:
+        return refused
     institution = service.me
     if institution is None:
         return _problem(
@@ -407,6 +420,8 @@ def _attachment_content_type(resource: dict[str, Any], blob_id: bytes) -> str:
 async def get_attachment(request: web.Request) -> web.StreamResponse:
     """Stream a record's attachment, decrypted, under the record's own read rules and receipts."""
     service = request.app[BLOBS_KEY]
+    if (refused := _unknown_query(request)) is not None:
+        return refused
     node = service.node
     me = service.me
     if me is None:
@@ -526,7 +541,12 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
 async def list_blobs(request: web.Request) -> web.Response:
     """The blobs this node holds (`?verify=true`: each re-read and checked against its manifest)."""
     service = request.app[BLOBS_KEY]
-    verify = request.query.get("verify") == "true"
+    if (refused := _unknown_query(request, frozenset({"verify"}))) is not None:
+        return refused
+    verify_query = request.query.get("verify", "false")
+    if verify_query not in ("true", "false"):
+        return _problem(400, "Bad request", "verify must be true or false", "bad_request")
+    verify = verify_query == "true"
 
     def collect() -> list[dict[str, Any]]:
         items = []
@@ -574,6 +594,121 @@ def add_blob_routes(
         get_attachment,
         Access.TOKEN,
     )
+
+
+def blob_openapi_paths() -> dict[str, Any]:
+    """The OpenAPI description of the blob routes (merged into a health node's document)."""
+    hex64 = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+
+    def problem(description: str) -> dict[str, Any]:
+        schema = {"$ref": "#/components/schemas/Problem"}
+        return {"description": description, "content": {"application/problem+json": {"schema": schema}}}
+
+    blob_item = {
+        "type": "object",
+        "required": ["blob_id", "size", "chunks"],
+        "properties": {
+            "blob_id": {"type": "string"},
+            "size": {"type": "integer"},
+            "chunks": {"type": "integer"},
+            "verified": {"type": "boolean"},
+        },
+    }
+    return {
+        "/v1/health/institution/blobs": {
+            "post": {
+                "operationId": "uploadAttachment",
+                "summary": "Upload an attachment (a PDF, a scan, an image) as a raw body, streamed and "
+                "encrypted by the node; cite the answer's url in a resource's Attachment.url.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {
+                                "type": "string",
+                                "format": "binary",
+                                "maxLength": ATTACHMENT_BYTES_MAX,
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "Stored.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["blob_id", "url", "size", "chunks"],
+                                    "properties": {
+                                        "blob_id": {"type": "string"},
+                                        "url": {"type": "string"},
+                                        "size": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": ATTACHMENT_BYTES_MAX,
+                                        },
+                                        "chunks": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": problem("An empty body."),
+                    "413": problem(f"More than {ATTACHMENT_BYTES_MAX} bytes."),
+                    "415": problem("Not application/octet-stream."),
+                },
+            },
+            "get": {
+                "operationId": "listBlobs",
+                "summary": "The blobs (encrypted attachments) this node holds; verify=true re-reads each.",
+                "parameters": [
+                    {"name": "verify", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["blobs", "wanted", "fetched"],
+                                    "properties": {
+                                        "blobs": {"type": "array", "items": blob_item},
+                                        "wanted": {"type": "integer"},
+                                        "fetched": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": problem("Bad parameter."),
+                },
+            },
+        },
+        "/v1/health/institution/records/{record_id}/attachments/{blob_id}": {
+            "get": {
+                "operationId": "downloadAttachment",
+                "summary": "Download a record's attachment, decrypted, under the record's read rule "
+                "(a read under a grant is first recorded on the ledger).",
+                "parameters": [
+                    {"name": "record_id", "in": "path", "required": True, "schema": hex64},
+                    {"name": "blob_id", "in": "path", "required": True, "schema": hex64},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The attachment, with the content type its record names.",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "400": problem("Bad id."),
+                    "404": problem("The record has no such attachment."),
+                    "409": problem("The record or attachment does not open or verify."),
+                    "422": problem("The read receipt was refused by the rules."),
+                    "503": problem("Not yet available from peers, or the receipt is pending; retry."),
+                },
+            }
+        },
+    }
 
 
 __all__: Sequence[str] = ("BLOBS_KEY", "BlobRef", "add_blob_routes", "attachments_json", "build_record_tx")

@@ -38,6 +38,7 @@ from medledger.health.types import (
     Scope,
 )
 from medledger.node.auth import Access
+from medledger.node.blobs import blob_openapi_paths
 from medledger.node.health_api import (
     LIST_LIMIT_MAX,
     LIST_START_MAX,
@@ -135,6 +136,7 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
     document["paths"].update(proof_openapi_paths())
     if health:
         document["paths"].update(_health_paths())
+        document["paths"].update(blob_openapi_paths())
         document["components"]["schemas"].update(_health_schemas())
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
