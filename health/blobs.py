@@ -32,11 +32,19 @@ import nacl.exceptions
 from medledger.crypto import HASH_SIZE, Identity, digest, unwrap_content_key
 from medledger.crypto.envelope import NONCE_SIZE, TAG_SIZE
 from medledger.health.errors import InvalidRecordError
-from medledger.health.records import EncryptedRecord, compute_record_key
+from medledger.health.records import (
+    EncryptedRecord,
+    compute_binding_of,
+    compute_record_key,
+    get_record_key,
+    open_record,
+)
 from medledger.health.types import (
     ATTACHMENTS_MAX,
     SEALED_BLOB_KEY_SIZE,
     BlobRef,
+    GrantState,
+    RecordState,
     compute_record_binding,
 )
 
@@ -215,3 +223,26 @@ def compute_blob_holders(
         key=lambda key: digest(PLACEMENT_DOMAIN + blob_id + key),
     )
     return frozenset([author, *others[: max(0, replicas)]])
+
+
+def open_attachment(
+    record: RecordState,
+    ref: BlobRef,
+    identity: Identity,
+    ciphertext_chunks: Sequence[bytes],
+    *,
+    grant: GrantState | None = None,
+) -> bytes:
+    """A reader's device: an attachment's plaintext from its (already hash-verified) chunks.
+
+    The record is opened and verified first (`open_record`); the blob key comes from its envelope
+    under the record key. `BlobDecryptionError` if a chunk or the key does not open, or the
+    plaintext is not the size the ledger states.
+    """
+    open_record(record, identity, grant=grant)
+    record_key = get_record_key(record, identity, grant)
+    blob_key = open_blob_key(record_key, ref, compute_binding_of(record))
+    plaintext = b"".join(decrypt_chunks(blob_key, ciphertext_chunks, len(ciphertext_chunks)))
+    if len(plaintext) != ref.size:
+        raise BlobDecryptionError(f"the attachment holds {len(plaintext)} bytes; its record says {ref.size}")
+    return plaintext

@@ -37,6 +37,7 @@ from medledger.health.types import (
     AddDocumentBody,
     AddRecordBody,
     AuditEvent,
+    BlobRef,
     DenyBody,
     GrantBody,
     GrantState,
@@ -167,6 +168,10 @@ class PatientLedger:
     def get_record(self, record_id: bytes) -> RecordState | None:
         record = st.get_record(self._state, record_id)
         return record if record is not None and record.patient_id == self.patient_id else None
+
+    def get_record_attachments(self, record_id: bytes) -> tuple[BlobRef, ...]:
+        """A verified record's attachments (blob ids, sizes, key envelopes), as the chain says."""
+        return st.get_record_attachments(self._state, record_id) if self.get_record(record_id) else ()
 
     def list_records(self) -> list[RecordState]:
         records: list[RecordState] = []

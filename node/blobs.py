@@ -21,6 +21,7 @@ See docs/adr/0013-attachment-blobs.md. What a node does with blobs:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -78,6 +79,8 @@ REPAIR_RETRY_S_MIN: Final = 0.5
 REPAIR_RETRY_S_MAX: Final = 30.0
 #: How long a download waits for a blob this node must first fetch from its peers.
 DOWNLOAD_FETCH_TIMEOUT_S: Final = 60.0
+#: An upload no record on the ledger cites is removed (blob and key) this long after it was made.
+UPLOAD_TTL_S: Final = 24 * 3600.0
 #: A fetch's progress is logged every this many chunks.
 PROGRESS_LOG_CHUNKS: Final = 16
 _KEYS_DIR: Final = "keys"
@@ -131,6 +134,21 @@ class BlobService:
                 paths=("url",),
             )
         return blob_id, int.from_bytes(raw[32:], "big"), raw[:32]
+
+    def expire_uploads(self, referenced: set[bytes]) -> None:
+        """Forget uploads no record on the ledger cites `UPLOAD_TTL_S` after they were made (their
+        key and their blob): an upload is a step towards a record, not storage of its own."""
+        cutoff = time.time() - UPLOAD_TTL_S
+        for path in self.keys_dir.iterdir():
+            try:
+                blob_id = bytes.fromhex(path.name)
+                if blob_id in referenced or path.stat().st_mtime > cutoff:
+                    continue
+            except (ValueError, FileNotFoundError):
+                continue
+            log.info("upload %s expired: no record cites it", path.name[:16])
+            self.store.delete(blob_id)
+            path.unlink(missing_ok=True)
 
     # -- placement and fetching ---------------------------------------------------------------
 
@@ -189,6 +207,8 @@ class BlobRepair:
         self._wanted: dict[bytes, BlobIndexEntry] = {}
         self._retry_at: dict[bytes, tuple[float, float]] = {}
         self._last_rescan = 0.0
+        #: Every blob id the ledger names (complete after each full rescan).
+        self._referenced: set[bytes] = set()
         self.fetched = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -211,15 +231,19 @@ class BlobRepair:
         store = self.service.store
         if rescan:
             self._cursor = 0
+            self._referenced.clear()
         while True:
             entries = st.list_blob_entries(node.store, start=self._cursor)
             if not entries:
-                return
+                break
             self._cursor += len(entries)
             for entry in entries:
+                self._referenced.add(entry.blob_id)
                 wanted = entry.blob_id not in self._wanted and self.service.is_holder(entry)
                 if wanted and not store.has(entry.blob_id):
                     self._wanted[entry.blob_id] = entry
+        if rescan:
+            self.service.expire_uploads(self._referenced)
 
     async def _run(self) -> None:
         while True:
@@ -538,6 +562,72 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _patient_attachment(request: web.Request) -> tuple[BlobService, BlobRef] | web.Response:
+    """The attachment a patient's path names: of one of their records (the ciphertext only)."""
+    service = request.app[BLOBS_KEY]
+    if (refused := _unknown_query(request)) is not None:
+        return refused
+    ids = [_hex32(request.match_info[name]) for name in ("patient_id", "record_id", "blob_id")]
+    patient_id, record_id, blob_id = ids
+    if patient_id is None or record_id is None or blob_id is None:
+        return _problem(
+            400, "Bad request", "patient, record and blob ids are 64 hex characters", "bad_request"
+        )
+    state = service.node.store
+    record = st.get_record(state, record_id)
+    ref = next((r for r in st.get_record_attachments(state, record_id) if r.blob_id == blob_id), None)
+    if record is None or record.patient_id != patient_id or ref is None:
+        return _problem(
+            404,
+            "Unknown attachment",
+            "none of the patient's records has this attachment",
+            "attachment_unknown",
+        )
+    if not service.store.has(blob_id):
+        try:
+            async with asyncio.timeout(DOWNLOAD_FETCH_TIMEOUT_S):
+                held = await service.fetch(blob_id, record.author)
+        except TimeoutError:
+            held = False
+        if not held:
+            return _problem(
+                503,
+                "Attachment not available",
+                "no peer could supply the attachment yet; retry",
+                "attachment_unavailable",
+                headers={"Retry-After": "5"},
+            )
+    return service, ref
+
+
+async def get_patient_attachment(request: web.Request) -> web.Response:
+    """A patient's attachment as its manifest (the device checks it against the blob id)."""
+    found = await _patient_attachment(request)
+    if isinstance(found, web.Response):
+        return found
+    service, ref = found
+    raw = await asyncio.to_thread(service.store.get_manifest_raw, ref.blob_id)
+    if raw is None:
+        return _problem(503, "Attachment not available", "the blob was lost; retry", "attachment_unavailable")
+    body = {"blob_id": ref.blob_id.hex(), "size": ref.size, "manifest": base64.b64encode(raw).decode()}
+    return web.json_response(body)
+
+
+async def get_patient_attachment_chunk(request: web.Request) -> web.Response:
+    """One encrypted chunk of a patient's attachment (the device verifies and decrypts it)."""
+    raw_index = request.match_info["index"]
+    if not raw_index.isdigit() or len(raw_index) > 4:
+        return _problem(400, "Bad request", "the chunk index is a small integer", "bad_request")
+    found = await _patient_attachment(request)
+    if isinstance(found, web.Response):
+        return found
+    service, ref = found
+    data = await asyncio.to_thread(service.store.read_chunk, ref.blob_id, int(raw_index))
+    if data is None:
+        return _problem(404, "Unknown chunk", "the attachment has no such chunk", "attachment_unknown")
+    return web.json_response({"index": int(raw_index), "data": base64.b64encode(data).decode()})
+
+
 async def list_blobs(request: web.Request) -> web.Response:
     """The blobs this node holds (`?verify=true`: each re-read and checked against its manifest)."""
     service = request.app[BLOBS_KEY]
@@ -594,6 +684,9 @@ def add_blob_routes(
         get_attachment,
         Access.TOKEN,
     )
+    patient = "/v1/health/patients/{patient_id}/records/{record_id}/attachments/{blob_id}"
+    add_route(app, "GET", patient, get_patient_attachment, Access.PATIENT)
+    add_route(app, "GET", patient + "/chunks/{index}", get_patient_attachment_chunk, Access.PATIENT)
 
 
 def blob_openapi_paths() -> dict[str, Any]:
@@ -614,7 +707,61 @@ def blob_openapi_paths() -> dict[str, Any]:
             "verified": {"type": "boolean"},
         },
     }
+    ids = [
+        {"name": name, "in": "path", "required": True, "schema": hex64}
+        for name in ("patient_id", "record_id", "blob_id")
+    ]
+    b64_answer = {
+        "type": "object",
+        "required": ["blob_id", "size", "manifest"],
+        "properties": {
+            "blob_id": {"type": "string"},
+            "size": {"type": "integer"},
+            "manifest": {"type": "string"},
+        },
+    }
+    chunk_answer = {
+        "type": "object",
+        "required": ["index", "data"],
+        "properties": {"index": {"type": "integer"}, "data": {"type": "string"}},
+    }
+    patient_errors = {
+        "400": problem("Bad id."),
+        "404": problem("None of the patient's records has this attachment (or chunk)."),
+        "503": problem("Not yet available from peers; retry."),
+    }
     return {
+        "/v1/health/patients/{patient_id}/records/{record_id}/attachments/{blob_id}": {
+            "get": {
+                "operationId": "getPatientAttachment",
+                "summary": "A patient's attachment: its manifest (chunk hashes), to check against the "
+                "blob id on the ledger before fetching and decrypting its chunks on the device.",
+                "parameters": ids,
+                "responses": {
+                    "200": {"description": "OK.", "content": {"application/json": {"schema": b64_answer}}},
+                    **patient_errors,
+                },
+            }
+        },
+        "/v1/health/patients/{patient_id}/records/{record_id}/attachments/{blob_id}/chunks/{index}": {
+            "get": {
+                "operationId": "getPatientAttachmentChunk",
+                "summary": "One encrypted chunk of a patient's attachment (base64).",
+                "parameters": [
+                    *ids,
+                    {
+                        "name": "index",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,4}$"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "OK.", "content": {"application/json": {"schema": chunk_answer}}},
+                    **patient_errors,
+                },
+            }
+        },
         "/v1/health/institution/blobs": {
             "post": {
                 "operationId": "uploadAttachment",

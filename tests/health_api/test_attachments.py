@@ -4,7 +4,8 @@ Four institutions on real node processes. The clinic uploads a 20 MB PDF (stream
 DocumentReference citing it; the record on the ledger carries only the blob's id, size and key
 envelope. The clinic reads the PDF back byte for byte; the hospital and the insurer are refused
 (403, nothing decrypted, no receipt) until the patient grants the hospital, which then reads the
-same bytes, its read receipted on the ledger first. The blob replicates to the author's node and
+same bytes, its read receipted on the ledger first; the patient's device fetches the ciphertext
+through another node, verifies and decrypts it. The blob replicates to the author's node and
 at least two others, each copy verified chunk by chunk. Hostile uploads (too large, announced or
 chunked; empty; wrong type) and records citing blobs this node never received are refused with a
 problem and change nothing.
@@ -37,6 +38,8 @@ from health_harness import (
     start_health_net,
 )
 
+from medledger.health.blobs import BLOB_REPLICAS_DEFAULT, compute_blob_holders
+from medledger.health.sdk import PatientClient
 from medledger.health.types import ATTACHMENT_BYTES_MAX, compute_patient_id
 
 PDF_BYTES: Final = 20 * 1000 * 1000
@@ -155,6 +158,23 @@ def test_a_20_mb_pdf_is_stored_replicated_and_read_only_under_a_grant(net: Healt
     assert mine.body == pdf
     assert "Medledger-Receipt-Tx" not in mine.headers
 
+    # The patient's own device fetches the ciphertext from any node (one that does not hold the
+    # blob fetches it from its peers first), checks every chunk and decrypts it locally.
+    keys = {
+        i["name"]: bytes.fromhex(i["sign_key"])
+        for i in clinic.get("/v1/health/institutions").json()["institutions"]
+    }
+    holders = compute_blob_holders(
+        bytes.fromhex(blob["blob_id"]), keys["clinic"], keys.values(), BLOB_REPLICAS_DEFAULT
+    )
+    assert len(holders) == 3
+    (outside,) = [net[name] for name, key in keys.items() if key not in holders]
+    assert blob["blob_id"] not in held_blobs(outside)  # it holds nothing of this blob yet
+    patient = PatientClient(outside.url, identity)
+    assert patient.read_attachment(bytes.fromhex(record_id), bytes.fromhex(blob["blob_id"])) == pdf
+    patient_path = f"/v1/health/patients/{patient_id}/records/{record_id}/attachments/{blob['blob_id']}"
+    assert_problem(raw_request(outside.url, "GET", patient_path, headers={}), 401)
+
     # Nobody else, without a grant: 403 problems, no plaintext, no receipt on the ledger.
     audit_before = clinic.get(f"/v1/health/patients/{patient_id}/audit").json()["total"]
     for outsider in (hospital, insurer):
@@ -188,6 +208,9 @@ def test_a_20_mb_pdf_is_stored_replicated_and_read_only_under_a_grant(net: Healt
 
     wait_until(lambda: replicas() >= 3, "the blob on three nodes")
     assert blob["blob_id"] in held_blobs(clinic)
+    for name, key in keys.items():
+        if key in holders:
+            assert held_blobs(net[name])[blob["blob_id"]]["verified"], name
 
 
 def test_invalid_uploads_and_citations_change_nothing(net: HealthNet, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_health_operations_answer_generated_requests_without_server_errors(share
     schema = schemathesis.openapi.from_dict(document)
     operations = [r.ok() for r in schema.get_all_operations() if isinstance(r, Ok)]
     health = [op for op in operations if op.path.startswith("/v1/health/")]
-    assert len(health) == 16  # 13, and the 3 attachment operations (ADR 0013)
+    assert len(health) == 18  # 13, and the 5 attachment operations (ADR 0013)
     for operation in health:
         assert fuzz(clinic.url, clinic.token, operation, GenerationMode.POSITIVE) > 0, operation.label
         spec = document["paths"][operation.path][operation.method.lower()]
