@@ -51,6 +51,7 @@ from medledger.health.blobs import (
     find_blob_ids,
     generate_blob_key,
     open_blob_key,
+    plaintext_size,
 )
 from medledger.health.client import build_add_document, build_add_record, build_read_receipt
 from medledger.health.errors import RecordVerificationError
@@ -519,6 +520,14 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
     except (RecordVerificationError, BlobDecryptionError) as exc:
         return _problem(409, "Attachment fails verification", exc.message, exc.code)
     manifest = service.store.get_manifest(blob_id)
+    if manifest is not None and plaintext_size(manifest.size, manifest.chunks) != ref.size:
+        # The author stated another size than it stored: the answer's length would lie.
+        return _problem(
+            409,
+            "Attachment fails verification",
+            "the attachment is not the size its record states",
+            "blob_size",
+        )
     if manifest is None:
         return _problem(
             503,
