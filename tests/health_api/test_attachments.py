@@ -168,7 +168,7 @@ def test_a_20_mb_pdf_is_stored_replicated_and_read_only_under_a_grant(net: Healt
         bytes.fromhex(blob["blob_id"]), keys["clinic"], keys.values(), BLOB_REPLICAS_DEFAULT
     )
     assert len(holders) == 3
-    (outside,) = [net[name] for name, key in keys.items() if key not in holders]
+    (outside,) = [net[name] for name, sign_key in keys.items() if sign_key not in holders]
     assert blob["blob_id"] not in held_blobs(outside)  # it holds nothing of this blob yet
     patient = PatientClient(outside.url, identity)
     assert patient.read_attachment(bytes.fromhex(record_id), bytes.fromhex(blob["blob_id"])) == pdf
@@ -208,8 +208,8 @@ def test_a_20_mb_pdf_is_stored_replicated_and_read_only_under_a_grant(net: Healt
 
     wait_until(lambda: replicas() >= 3, "the blob on three nodes")
     assert blob["blob_id"] in held_blobs(clinic)
-    for name, key in keys.items():
-        if key in holders:
+    for name, sign_key in keys.items():
+        if sign_key in holders:
             assert held_blobs(net[name])[blob["blob_id"]]["verified"], name
 
 
