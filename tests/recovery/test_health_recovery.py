@@ -296,5 +296,6 @@ def test_a_wiped_clinic_returns_the_same_records_and_audit_trails(cluster: Healt
     # against its manifest, and each decrypts to the bytes its author uploaded (the hospital's
     # under the clinic's grant: receipted, like a record).
     wait_until(lambda: clinic.held_blobs() == dict.fromkeys(files, True), "the clinic's blobs back")
+    assert "blob repair:" in clinic.process.read_log()  # the repair loop reports its progress
     for blob_id, (record_id, data) in files.items():
         assert hashlib.sha256(clinic.download(record_id, blob_id)).digest() == hashlib.sha256(data).digest()
