@@ -77,14 +77,16 @@ class FetchProgress:
 
 
 class _Bucket:
-    __slots__ = ("_at", "_tokens")
+    __slots__ = ("_at", "_burst", "_rate_per_s", "_tokens")
 
-    def __init__(self, now: float) -> None:
-        self._tokens = float(BLOB_REQUESTS_BURST)
+    def __init__(self, now: float, rate_per_s: float, burst: int) -> None:
+        self._rate_per_s = rate_per_s
+        self._burst = burst
+        self._tokens = float(burst)
         self._at = now
 
     def take(self, now: float) -> bool:
-        self._tokens = min(BLOB_REQUESTS_BURST, self._tokens + (now - self._at) * BLOB_REQUESTS_PER_S)
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate_per_s)
         self._at = now
         if self._tokens < 1:
             return False
@@ -105,8 +107,12 @@ class BlobSync:
         offload: Offload,
         transport: Callable[[], Transport | None],
         monotonic_s: Callable[[], float],
+        requests_per_s: float = BLOB_REQUESTS_PER_S,
+        requests_burst: int = BLOB_REQUESTS_BURST,
     ) -> None:
         self.store = store
+        self._requests_per_s = requests_per_s
+        self._requests_burst = requests_burst
         self._offload = offload
         self._transport = transport
         self._monotonic_s = monotonic_s
@@ -154,13 +160,13 @@ class BlobSync:
         if bucket is None:
             if len(self._buckets) > 1024:
                 self._buckets.clear()
-            bucket = self._buckets[link.peer_key] = _Bucket(now)
+            bucket = self._buckets[link.peer_key] = _Bucket(now, self._requests_per_s, self._requests_burst)
         return bucket.take(now)
 
     async def _serve_manifest(self, link: Link, blob_id: bytes) -> None:
         status, raw = BlobAnswerStatus.BUSY, b""
         if self._may_serve(link):
-            found = await self._offload(self.store.get_manifest_raw, blob_id)
+            found = await self._offload(self.read_manifest, blob_id)
             status, raw = (BlobAnswerStatus.OK, found) if found else (BlobAnswerStatus.NOT_HELD, b"")
         else:
             self.requests_refused += 1
@@ -175,6 +181,10 @@ class BlobSync:
         else:
             self.requests_refused += 1
         link.send(FrameKind.BLOB_CHUNK, encode(BlobChunkAnswer(blob_id, index, int(status), data)))
+
+    def read_manifest(self, blob_id: bytes) -> bytes | None:
+        """The manifest this node serves (checked by the store). Hostile test peers override it."""
+        return self.store.get_manifest_raw(blob_id)
 
     def read_chunk(self, blob_id: bytes, index: int) -> bytes | None:
         """The chunk this node serves (verified by the store on reading). Hostile test peers override it."""

@@ -19,8 +19,10 @@ import pytest
 from aiohttp import web
 
 from medledger.chain.blobstore import BlobStore
+from medledger.chain.codec import encode
 from medledger.crypto import Identity
-from medledger.network.blobsync import BlobSync
+from medledger.network.blobsync import BLOB_REQUESTS_BURST, BlobSync
+from medledger.network.messages import BlobChunkRequest, FrameKind
 from medledger.network.peers import PeerLink, PeerNetwork
 
 CHAIN = "blob-test"
@@ -44,8 +46,23 @@ class LyingBlobSync(BlobSync):
         return None if data is None else bytes([data[0] ^ 1]) + data[1:]
 
 
+class ForgingBlobSync(BlobSync):
+    """A hostile peer: serves, for any blob it is asked, the manifest of another blob it holds."""
+
+    def read_manifest(self, blob_id: bytes) -> bytes | None:
+        held = self.store.list_blob_ids()
+        return self.store.get_manifest_raw(held[0]) if held else None
+
+
 class Node:
-    def __init__(self, root: Path, members: set[bytes], sync_cls: type[BlobSync] = BlobSync) -> None:
+    def __init__(
+        self,
+        root: Path,
+        members: set[bytes],
+        sync_cls: type[BlobSync] = BlobSync,
+        *,
+        requests_per_s: float = 400.0,
+    ) -> None:
         self.identity = Identity.generate()
         members.add(self.key)
         self.store = BlobStore(root)
@@ -55,6 +72,7 @@ class Node:
             offload=asyncio.to_thread,
             transport=lambda: self.network,
             monotonic_s=time.monotonic,
+            requests_per_s=requests_per_s,
         )
         self.members = members
         self.runner: web.AppRunner | None = None
@@ -164,3 +182,55 @@ async def test_invalid_chunk_on_the_holders_disk_is_never_served(nodes: tuple[No
     assert not await asker.sync.fetch(blob_id, [honest.key])
     assert not asker.store.has(blob_id)
     assert not honest.store.has(blob_id)  # the holder found it damaged and removed it (to be re-fetched)
+
+
+async def test_invalid_manifest_from_a_forging_peer_is_refused(tmp_path: Path) -> None:
+    members: set[bytes] = set()
+    honest, forger, asker = (
+        Node(tmp_path / "honest", members),
+        Node(tmp_path / "forger", members, ForgingBlobSync),
+        Node(tmp_path / "asker", members),
+    )
+    await honest.start()
+    await forger.start()
+    await asker.start(dial=(honest.url, forger.url))
+    try:
+        await wait_until(lambda: asker.network is not None and len(asker.network.links) == 2, "links")
+        data = secrets.token_bytes(2 * CHUNK + 1)
+        blob_id = put_blob(honest.store, data)
+        put_blob(forger.store, secrets.token_bytes(CHUNK))  # what it passes off as the blob
+        assert await asker.sync.fetch(blob_id, [forger.key, honest.key])
+        assert read_all(asker.store, blob_id) == data
+        assert asker.network is not None
+        assert asker.network.banned_for(forger.key) > 0
+    finally:
+        for node in (asker, forger, honest):
+            await node.stop()
+
+
+async def test_invalid_flood_of_chunk_requests_is_answered_busy_beyond_the_budget(tmp_path: Path) -> None:
+    members: set[bytes] = set()
+    # A holder whose budget does not refill: exactly the burst is served, whatever the timing.
+    holder = Node(tmp_path / "holder", members, requests_per_s=0.0)
+    asker = Node(tmp_path / "asker", members)
+    await holder.start()
+    await asker.start(dial=(holder.url,))
+    try:
+        await wait_until(lambda: asker.network is not None and len(asker.network.links) == 1, "link")
+        assert asker.network is not None
+        blob_id = put_blob(holder.store, secrets.token_bytes(CHUNK))
+        request = encode(BlobChunkRequest(blob_id, 0))
+        for _ in range(BLOB_REQUESTS_BURST * 3):  # far more than the burst, at once
+            asker.network.send(holder.key, FrameKind.GET_BLOB_CHUNK, request)
+        await wait_until(
+            lambda: holder.sync.chunks_served + holder.sync.requests_refused >= BLOB_REQUESTS_BURST * 3,
+            "every request answered",
+        )
+        assert holder.sync.chunks_served == BLOB_REQUESTS_BURST
+        assert holder.sync.requests_refused == 2 * BLOB_REQUESTS_BURST
+        # Asking is no offence (BUSY is an answer): the link stays, and the asker turns elsewhere.
+        assert holder.key in asker.network.links
+        assert not await asker.sync.fetch(blob_id, [holder.key])
+    finally:
+        for node in (asker, holder):
+            await node.stop()
