@@ -564,7 +564,10 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
                 request.transport.close()
             return response
         sent += len(plain)
-        await response.write(plain)
+        try:
+            await response.write(plain)
+        except ConnectionResetError:
+            return response  # the reader went away: nothing more to send, nothing to report
     if sent != ref.size:
         log.warning("attachment %s holds %d bytes, its record says %d", blob_id.hex()[:16], sent, ref.size)
     await response.write_eof()
