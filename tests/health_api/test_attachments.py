@@ -199,8 +199,10 @@ def test_a_20_mb_pdf_is_stored_replicated_and_read_only_under_a_grant(net: Healt
     assert len(holders) == 3
     (outside,) = [net[name] for name, sign_key in keys.items() if sign_key not in holders]
     assert blob["blob_id"] not in held_blobs(outside)  # it holds nothing of this blob yet
-    patient = PatientClient(outside.url, identity)
-    assert patient.read_attachment(bytes.fromhex(record_id), bytes.fromhex(blob["blob_id"])) == pdf
+    saved = tmp_path / "letter.pdf"
+    written = patient_cli(key, outside.url, "attachment", record_id, blob["blob_id"], "--out", str(saved))
+    assert f"wrote {PDF_BYTES} bytes" in written
+    assert saved.read_bytes() == pdf
     patient_path = f"/v1/health/patients/{patient_id}/records/{record_id}/attachments/{blob['blob_id']}"
     assert_problem(raw_request(outside.url, "GET", patient_path, headers={}), 401)
 
@@ -301,7 +303,8 @@ def test_invalid_uploads_and_citations_change_nothing(net: HealthNet, tmp_path: 
 def test_a_bundle_carries_attachments_of_its_documents(net: HealthNet, tmp_path: Path) -> None:
     clinic = net["clinic"]
     key = tmp_path / "patient.key"
-    patient_id = compute_patient_id(make_patient_key(key).public.sign_key).hex()
+    identity = make_patient_key(key)
+    patient_id = compute_patient_id(identity.public.sign_key).hex()
     assert patient_id in patient_cli(key, clinic.url, "register")
     net.sync()
     scans = [make_pdf(2**20 + 3), make_pdf(70_000)]
@@ -314,5 +317,7 @@ def test_a_bundle_carries_attachments_of_its_documents(net: HealthNet, tmp_path:
     record_id = clinic.add_record(patient_id, bundle)
     read = clinic.read(record_id).json()
     assert sorted(a["blob_id"] for a in read["attachments"]) == sorted(b["blob_id"] for b in blobs)
+    patient = PatientClient(clinic.url, identity)
     for blob, scan in zip(blobs, scans, strict=True):
         assert download(clinic, record_id, blob["blob_id"]).body == scan
+        assert patient.read_attachment(bytes.fromhex(record_id), bytes.fromhex(blob["blob_id"])) == scan
