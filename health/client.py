@@ -19,6 +19,7 @@ from medledger.health.reasons import seal_reason
 from medledger.health.records import EncryptedRecord
 from medledger.health.types import (
     GRANT_PART_RECORDS_MAX,
+    KIND_ADD_DOCUMENT,
     KIND_ADD_RECORD,
     KIND_ADD_REPRESENTATIVE,
     KIND_DENY,
@@ -31,7 +32,9 @@ from medledger.health.types import (
     KIND_REQUEST_ACCESS,
     KIND_REVOKE,
     KIND_SUPERSEDE_RECORD,
+    AddDocumentBody,
     AddRecordBody,
+    BlobRef,
     DenyBody,
     GrantBody,
     GrantManifestBody,
@@ -236,6 +239,29 @@ def build_read_receipt(
     body = ReadReceiptBody(grant_id, tuple(sorted(set(record_ids))))
     return build_tx(
         reader, KIND_READ_RECEIPT, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
+    )
+
+
+def build_add_document(
+    author: Identity,
+    patient_id: bytes,
+    record: EncryptedRecord,
+    attachments: tuple[BlobRef, ...],
+    *,
+    chain_id: str,
+    nonce: int | None = None,
+    timestamp_ms: int | None = None,
+) -> SignedTx:
+    """A record with attachments (`health/blobs.build_blob_refs`), new or superseding
+    `record.supersedes`; the tx id is the record id (docs/adr/0013-attachment-blobs.md)."""
+    _check_binding(author, record, record.supersedes)
+    body = AddDocumentBody(
+        record.supersedes,
+        AddRecordBody(patient_id, record.record_type, record.commitment, record.envelope),
+        attachments,
+    )
+    return build_tx(
+        author, KIND_ADD_DOCUMENT, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
     )
 
 

@@ -271,10 +271,30 @@ def reseal_record_keys(
 
 
 def get_verified_record_key(
-    record: RecordState, identity: Identity, *, grant: GrantState | None = None
+    record: RecordState,
+    identity: Identity,
+    *,
+    grant: GrantState | None = None,
+    sealed_key: bytes | None = None,
 ) -> bytes:
-    """The record key `identity` holds for `record` (through its envelope or `grant`), only once the
-    record opened and verified (`open_record`'s errors otherwise). Keys derived from it, such as a
-    statement of disagreement's (`health.rights_seal`), reach exactly the record's readers."""
-    open_record(record, identity, grant=grant)
-    return _get_record_key(record, identity, grant)
+    """The record key `identity` holds for `record` (through its envelope, `grant` or a grant
+    part's `sealed_key`), only once the record opened and verified (`open_record`'s errors
+    otherwise). Keys derived from it, such as a statement of disagreement's
+    (`health.rights_seal`), reach exactly the record's readers."""
+    open_record(record, identity, grant=grant, sealed_key=sealed_key)
+    return _get_record_key(record, identity, grant, sealed_key)
+
+
+def get_record_key(
+    record: RecordState,
+    identity: Identity,
+    grant: GrantState | None = None,
+    sealed_key: bytes | None = None,
+) -> bytes:
+    """The record key `identity` holds for `record` (from its envelope, re-sealed in `grant`, or
+    by a grant part: `sealed_key`, `policy.get_grant_sealed_key`).
+
+    Attachments are sealed under it (`health/blobs.py`); call it only after `open_record`
+    verified the record. Raises `DecryptionError` if `identity` holds no key for the record.
+    """
+    return _get_record_key(record, identity, grant, sealed_key)

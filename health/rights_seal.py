@@ -35,6 +35,7 @@ from medledger.crypto.envelope import NONCE_SIZE
 from medledger.health import rights
 from medledger.health.client import SignedTx, build_tx
 from medledger.health.errors import HealthError, RecordVerificationError
+from medledger.health.policy import get_grant_sealed_key
 from medledger.health.records import EncryptedRecord, get_verified_record_key
 from medledger.health.rights_types import (
     AMENDMENT_TEXT_AD_DOMAIN,
@@ -214,7 +215,9 @@ def record_statements(
     if not amendments:
         return []
     try:
-        record_key = get_verified_record_key(record, identity, grant=grant)
+        # A grant in parts carries the record key in one of its parts (ADR 0012).
+        sealed_key = None if grant is None else get_grant_sealed_key(state, grant, record.record_id)
+        record_key = get_verified_record_key(record, identity, grant=grant, sealed_key=sealed_key)
     except (DecryptionError, RecordVerificationError):
         record_key = None
     items: list[dict[str, Any]] = []

@@ -59,6 +59,7 @@ from medledger.health.types import (
     PATIENT_LIVE_GRANTS_MAX,
     PURPOSES_BY_ROLE,
     REPRESENTATIVES_MAX,
+    AddDocumentBody,
     AddRecordBody,
     AuditEvent,
     DenyBody,
@@ -465,6 +466,29 @@ def process_read_receipt(state: st.StateWriter, ctx: TxContext, body: ReadReceip
 # Grants in parts (ADR 0012) live in their own module, which uses the checks above.
 from medledger.health import grant_parts  # noqa: E402 - needs the helpers defined above
 
+# --- documents (records with attachments, docs/adr/0013-attachment-blobs.md) ---------------------
+
+
+def validate_attachments(body: AddDocumentBody) -> None:
+    """At least one attachment, sorted and unique by blob id (sizes and keys: by the codec)."""
+    if not body.attachments:
+        raise reject("attachments", "a document names at least one attachment (else: add a record)")
+    if not _is_strictly_sorted(tuple(a.blob_id for a in body.attachments)):
+        raise reject("attachments", "attachments must be sorted by blob id and unique")
+
+
+def process_add_document(state: st.StateWriter, ctx: TxContext, body: AddDocumentBody) -> None:
+    validate_attachments(body)
+    if body.supersedes:
+        process_supersede_record(state, ctx, SupersedeRecordBody(body.supersedes, body.record))
+    else:
+        process_add_record(state, ctx, body.record)
+    record = st.get_record(state, ctx.tx_id)
+    if record is None:  # pragma: no cover - just written above
+        raise AssertionError("a document's record is missing right after it was written")
+    st.save_record_attachments(state, record, body.attachments)
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 
@@ -509,6 +533,8 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         rights.process_refuse_amendment(state, ctx, body)
     elif isinstance(body, rights_types.DisagreeBody):
         rights.process_disagree(state, ctx, body)
+    elif isinstance(body, AddDocumentBody):
+        process_add_document(state, ctx, body)
     else:  # pragma: no cover - BODY_TYPES and this dispatch are kept in step
         raise AssertionError(f"no processor for {type(body).__name__}")
 

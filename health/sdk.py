@@ -43,6 +43,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from medledger.chain.blobstore import BlobError, compute_chunk_hash, decode_manifest
 from medledger.chain.codec import WireType, decode, encode
 from medledger.chain.errors import CodecError
 from medledger.chain.lightclient import (
@@ -56,6 +57,7 @@ from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX,
 from medledger.chain.types import Block, Commit, Genesis, Header, ValidatorSet
 from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
 from medledger.health.auth import CHALLENGE_SIZE, build_authorization
+from medledger.health.blobs import open_attachment
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
@@ -1102,6 +1104,36 @@ class PatientClient:
             ) from None
         statement = seal_statement(text, record_key=record_key, amendment=amendment)
         return self._submit(build_disagree(self.identity, amendment, statement, chain_id=self.chain_id))
+
+    def read_attachment(self, record_id: bytes, blob_id: bytes) -> bytes:
+        """An attachment of one of the patient's records, fetched and decrypted on the device.
+
+        The record and its attachment are taken from the verified ledger (not from the node's
+        word); the manifest must hash to the blob id and each chunk to its hash in the manifest,
+        else the node is named (`NodeMisbehaviourError`). See docs/adr/0013-attachment-blobs.md.
+        """
+        ledger = self.sync()
+        record = ledger.get_record(record_id)
+        ref = next((r for r in ledger.get_record_attachments(record_id) if r.blob_id == blob_id), None)
+        if record is None or ref is None:
+            raise PatientClientError(f"record {record_id.hex()[:16]} has no attachment {blob_id.hex()[:16]}")
+        path = self._patient_path(f"/records/{record_id.hex()}/attachments/{blob_id.hex()}")
+        try:
+            manifest = decode_manifest(base64.b64decode(self._request("GET", path)["manifest"]), blob_id)
+        except (KeyError, TypeError, ValueError, BlobError):
+            raise self._lie("attachment", "sent a manifest that does not hash to the blob id") from None
+        chunks: list[bytes] = []
+        for index in range(manifest.chunks):
+            try:
+                data = base64.b64decode(self._request("GET", f"{path}/chunks/{index}")["data"], validate=True)
+            except (KeyError, TypeError, ValueError):
+                raise self._lie("attachment", f"sent a malformed chunk {index}") from None
+            if len(data) != manifest.get_chunk_length(index) or (
+                compute_chunk_hash(data) != manifest.chunk_hashes[index]
+            ):
+                raise self._lie("attachment", f"sent a chunk {index} that does not match its hash")
+            chunks.append(data)
+        return open_attachment(record, ref, self.identity, chunks)
 
 
 T = TypeVar("T")

@@ -28,6 +28,9 @@ migration, never a silent reinterpretation.
     h1/amdopen/<patient id 32>             → u64 count of the patient's open amendment requests
     h1/aamdn/<author key 32>               → u64 count of amendment requests addressed to it
     h1/aamd/<author key 32><u64>           → amendment id, in order of filing
+    h1/ratt/<record id 32>                 → RecordAttachments (a record's blobs, ADR 0013)
+    h1/blobn                               → u64 count of attachments on the ledger
+    h1/blob/<u64 index>                    → BlobIndexEntry, in chain order (what nodes replicate)
 
 Integers in keys and counters are 8-byte big-endian, so keys sort in index order.
 `get_*` read; `save_*` and `append_*` write through a `StateWriter` (an `OverlayState`).
@@ -46,6 +49,8 @@ from medledger.health.types import (
     EVENT_GRANT,
     STATE_VALUE_BYTES_MAX,
     AuditEvent,
+    BlobIndexEntry,
+    BlobRef,
     GrantPartsState,
     GrantState,
     IdList,
@@ -53,6 +58,7 @@ from medledger.health.types import (
     Institution,
     PatientId,
     PatientState,
+    RecordAttachments,
     RecordState,
 )
 
@@ -403,3 +409,47 @@ def get_open_amendment_count(state: StateReader, patient_id: bytes) -> int:
 
 def save_open_amendment_count(state: StateWriter, patient_id: bytes, count: int) -> None:
     state.put(_PATIENT_OPEN_AMENDMENTS + patient_id, _u64(count) if count else None)
+
+
+# --- attachments (docs/adr/0013-attachment-blobs.md) ---------------------------------------------
+
+_RECORD_ATTACHMENTS = LAYOUT_PREFIX + b"ratt/"
+_BLOB_COUNT = LAYOUT_PREFIX + b"blobn"
+_BLOB = LAYOUT_PREFIX + b"blob/"
+
+
+def get_record_attachments(state: StateReader, record_id: bytes) -> tuple[BlobRef, ...]:
+    """A record's attachments (none for a record without)."""
+    stored = _load(RecordAttachments, state, _RECORD_ATTACHMENTS + record_id)
+    return stored.attachments if stored is not None else ()
+
+
+def save_record_attachments(
+    state: StateWriter, record: RecordState, attachments: tuple[BlobRef, ...]
+) -> None:
+    """Store a new record's attachments and append each to the ledger-wide blob list."""
+    stored = RecordAttachments(record.record_id, attachments)
+    state.put(_RECORD_ATTACHMENTS + record.record_id, encode(stored))
+    count = _get_count(state, _BLOB_COUNT)
+    for offset, ref in enumerate(attachments):
+        entry = BlobIndexEntry(ref.blob_id, record.record_id, record.author, ref.size)
+        state.put(_BLOB + _u64(count + offset), encode(entry))
+    state.put(_BLOB_COUNT, _u64(count + len(attachments)))
+
+
+def get_blob_count(state: StateReader) -> int:
+    return _get_count(state, _BLOB_COUNT)
+
+
+def list_blob_entries(
+    state: StateReader, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[BlobIndexEntry]:
+    """The ledger's attachments in chain order, from index `start`."""
+    end = min(get_blob_count(state), start + min(limit, LIST_LIMIT_MAX))
+    entries: list[BlobIndexEntry] = []
+    for index in range(start, end):
+        entry = _load(BlobIndexEntry, state, _BLOB + _u64(index))
+        if entry is None:
+            raise HealthStateError(f"the blob list has a hole at {index}")
+        entries.append(entry)
+    return entries

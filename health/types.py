@@ -64,6 +64,8 @@ KIND_REQUEST_AMENDMENT: Final = "health.request_amendment"
 KIND_ACCEPT_AMENDMENT: Final = "health.accept_amendment"
 KIND_REFUSE_AMENDMENT: Final = "health.refuse_amendment"
 KIND_DISAGREE: Final = "health.disagree"
+#: A record with attachments stored off the ledger as blobs (docs/adr/0013-attachment-blobs.md).
+KIND_ADD_DOCUMENT: Final = "health.add_document"
 
 TX_KINDS: Final = frozenset(
     {
@@ -85,6 +87,7 @@ TX_KINDS: Final = frozenset(
         KIND_ACCEPT_AMENDMENT,
         KIND_REFUSE_AMENDMENT,
         KIND_DISAGREE,
+        KIND_ADD_DOCUMENT,
     }
 )
 
@@ -460,6 +463,79 @@ class ReadReceiptBody:
     )
 
 
+# --- attachments (docs/adr/0013-attachment-blobs.md) ----------------------------------------------
+
+#: Most attachments (blobs) one record carries.
+ATTACHMENTS_MAX: Final = 16
+#: Largest attachment, in plaintext bytes (the issue asks for at least 50 MB).
+ATTACHMENT_BYTES_MAX: Final = 64 * 1024 * 1024
+#: A blob key sealed under its record's key: nonce, key, tag (`health/blobs.py`).
+SEALED_BLOB_KEY_SIZE: Final = NONCE_SIZE + 32 + TAG_SIZE
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobRef:
+    """An attachment of a record: the blob's content address, its size and its key envelope.
+
+    `blob_id` is the hash of the encrypted blob's manifest (chain/blobstore.py), `size` the
+    plaintext's length in bytes, `sealed_key` the blob's own key encrypted under the record key
+    with the blob id and the record's binding as associated data: whoever may open the record (its
+    readers, and a grantee through the record key a grant re-seals) may open its attachments, and
+    nobody else.
+    """
+
+    blob_id: bytes
+    size: int
+    sealed_key: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        blob_id=HASH,
+        size=UInt(maximum=ATTACHMENT_BYTES_MAX, minimum=1),
+        sealed_key=FixedBytes(SEALED_BLOB_KEY_SIZE),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AddDocumentBody:
+    """A record (new, or superseding `supersedes`) and its attachments, sorted by blob id."""
+
+    supersedes: bytes
+    record: AddRecordBody
+    attachments: tuple[BlobRef, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        supersedes=OPTIONAL_HASH,
+        record=Struct(AddRecordBody),
+        attachments=Seq(Struct(BlobRef), ATTACHMENTS_MAX),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordAttachments:
+    """A record's attachments as stored (`h1/ratt/<record id>`)."""
+
+    record_id: bytes
+    attachments: tuple[BlobRef, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        record_id=HASH, attachments=Seq(Struct(BlobRef), ATTACHMENTS_MAX)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobIndexEntry:
+    """One entry of the ledger-wide list of attachments (`h1/blob/<u64>`): what nodes replicate."""
+
+    blob_id: bytes
+    record_id: bytes
+    author: bytes
+    size: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        blob_id=HASH, record_id=HASH, author=KEY, size=UInt(maximum=ATTACHMENT_BYTES_MAX)
+    )
+
+
 BODY_TYPES: Final[dict[str, type]] = {
     KIND_REGISTER_PATIENT: RegisterPatientBody,
     KIND_ADD_REPRESENTATIVE: RepresentativeBody,
@@ -471,6 +547,7 @@ BODY_TYPES: Final[dict[str, type]] = {
     KIND_DENY: DenyBody,
     KIND_REVOKE: RevokeBody,
     KIND_READ_RECEIPT: ReadReceiptBody,
+    KIND_ADD_DOCUMENT: AddDocumentBody,
 }
 
 # --- genesis and stored values ------------------------------------------------------------------

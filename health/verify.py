@@ -36,8 +36,10 @@ from medledger.health.rules import TxContext, decode_body, process_tx
 from medledger.health.types import (
     EVENT_INQUIRY,
     TX_KINDS,
+    AddDocumentBody,
     AddRecordBody,
     AuditEvent,
+    BlobRef,
     DenyBody,
     GrantBody,
     GrantManifestBody,
@@ -155,7 +157,7 @@ class PatientLedger:
             return compute_patient_id(tx.sender) == self.patient_id
         if isinstance(body, RepresentativeBody | AddRecordBody | RequestAccessBody):
             return body.patient_id == self.patient_id
-        if isinstance(body, SupersedeRecordBody):
+        if isinstance(body, SupersedeRecordBody | AddDocumentBody):
             return body.record.patient_id == self.patient_id
         if isinstance(body, GrantBody | DenyBody):
             return st.get_inquiry(self._state, body.inquiry_id) is not None
@@ -173,6 +175,10 @@ class PatientLedger:
     def get_record(self, record_id: bytes) -> RecordState | None:
         record = st.get_record(self._state, record_id)
         return record if record is not None and record.patient_id == self.patient_id else None
+
+    def get_record_attachments(self, record_id: bytes) -> tuple[BlobRef, ...]:
+        """A verified record's attachments (blob ids, sizes, key envelopes), as the chain says."""
+        return st.get_record_attachments(self._state, record_id) if self.get_record(record_id) else ()
 
     def list_records(self) -> list[RecordState]:
         records: list[RecordState] = []

@@ -13,6 +13,7 @@ import dataclasses
 from enum import IntEnum
 from typing import ClassVar, Final
 
+from medledger.chain.blobstore import BLOB_CHUNK_BYTES_MAX, BLOB_CHUNKS_MAX, BLOB_MANIFEST_BYTES_MAX
 from medledger.chain.codec import (
     Bytes,
     FieldSpec,
@@ -49,6 +50,11 @@ class FrameKind(IntEnum):
     STATUS = 6
     GET_BLOCKS = 7
     BLOCKS = 8
+    # Blob transfer (network/blobsync.py, docs/adr/0013-attachment-blobs.md).
+    GET_BLOB_MANIFEST = 9
+    BLOB_MANIFEST = 10
+    GET_BLOB_CHUNK = 11
+    BLOB_CHUNK = 12
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,4 +163,62 @@ class BlockRange:
 
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
         blocks=Seq(Struct(CommittedBlock), SYNC_BLOCKS_MAX)
+    )
+
+
+class BlobAnswerStatus(IntEnum):
+    """How a peer answers a blob request: with the data, or why not (then the asker turns elsewhere)."""
+
+    OK = 0
+    NOT_HELD = 1
+    #: Over the asker's budget, or too much is queued for it: ask again later, or another peer.
+    BUSY = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobManifestRequest:
+    blob_id: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(blob_id=FixedBytes(32))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobManifestAnswer:
+    """A blob's manifest (its canonical encoding; empty unless `status` is OK)."""
+
+    blob_id: bytes
+    status: int
+    manifest: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        blob_id=FixedBytes(32),
+        status=UInt(maximum=max(BlobAnswerStatus)),
+        manifest=Bytes(BLOB_MANIFEST_BYTES_MAX),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobChunkRequest:
+    blob_id: bytes
+    index: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        blob_id=FixedBytes(32), index=UInt(maximum=BLOB_CHUNKS_MAX - 1)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobChunkAnswer:
+    """One chunk of a blob (empty unless `status` is OK); the asker checks it against the manifest."""
+
+    blob_id: bytes
+    index: int
+    status: int
+    data: bytes
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        blob_id=FixedBytes(32),
+        index=UInt(maximum=BLOB_CHUNKS_MAX - 1),
+        status=UInt(maximum=max(BlobAnswerStatus)),
+        data=Bytes(BLOB_CHUNK_BYTES_MAX),
     )

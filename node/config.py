@@ -89,6 +89,16 @@ class HealthSection:
     api_token_file: str = API_TOKEN_FILE
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobsSection:
+    """Attachments stored off the ledger as encrypted blobs (docs/adr/0013-attachment-blobs.md)."""
+
+    #: The blob store's directory (relative to the home); wiping it is recovered from peers.
+    dir: str = "blobs"
+    #: Nodes besides the author's that hold each blob (the issue's floor is two).
+    replicas: int = 2
+
+
 _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("api", "port"): (0, 65535),
     ("api", "max_body_bytes"): (1024, 1024 * 1024 * 1024),
@@ -99,6 +109,7 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("mempool", "max_txs"): (1, 10 * MEMPOOL_TXS_MAX),
     ("mempool", "max_bytes"): (1024, 8 * MEMPOOL_BYTES_MAX),
     ("p2p", "port"): (0, 65535),
+    ("blobs", "replicas"): (2, 1024),
 }
 _CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("node", "app"): APPS,
@@ -113,6 +124,7 @@ _SECTIONS: Final[dict[str, type[Any]]] = {
     "mempool": MempoolSection,
     "p2p": P2pSection,
     "health": HealthSection,
+    "blobs": BlobsSection,
 }
 
 
@@ -125,6 +137,7 @@ class NodeConfig:
     mempool: MempoolSection
     p2p: P2pSection
     health: HealthSection = HealthSection()
+    blobs: BlobsSection = BlobsSection()
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the node's home unless absolute."""
@@ -138,6 +151,10 @@ class NodeConfig:
     @property
     def key_file(self) -> Path:
         return self.resolve(self.node.key_file)
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.resolve(self.blobs.dir)
 
     @property
     def genesis_file(self) -> Path:
@@ -363,6 +380,13 @@ observers = [{observers}]
 _HEALTH_TEMPLATE = """
 [health]
 # The institution API (/v1/health/institution/...) takes the [api] token_file token.
+
+[blobs]
+# Attachments (PDFs, scans, images) are stored off the ledger as encrypted, content-addressed
+# blobs in this directory; a lost one is fetched again from peers.
+dir = "blobs"
+# Each blob is held by its author's node and this many others (at least 2).
+replicas = 2
 """
 
 

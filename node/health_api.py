@@ -43,7 +43,7 @@ from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
 from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
-from medledger.health.client import build_add_record, build_read_receipt, build_request_access, make_scope
+from medledger.health.client import build_read_receipt, build_request_access, make_scope
 from medledger.health.errors import (
     InvalidReasonError,
     InvalidRecordError,
@@ -70,6 +70,7 @@ from medledger.health.types import (
     Scope,
 )
 from medledger.node.auth import API_AUTH_KEY, Access, add_route
+from medledger.node.blobs import add_blob_routes, attachments_json, build_record_tx
 from medledger.node.errors import BadRequestError, NodeError
 from medledger.node.node import Node
 from medledger.node.problems import problem_response
@@ -444,9 +445,8 @@ async def post_record(request: web.Request) -> web.Response:
         )
     except CryptoError:
         raise _unusable_key_problem() from None
-    _, raw, tx_id = build_add_record(
-        service.node.identity, patient_id, encrypted, chain_id=service.node.genesis.chain_id
-    )
+    # A resource naming uploaded attachments becomes a document (node/blobs.py, ADR 0013).
+    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, resource)
     location = await _submit_and_wait(service, raw, wait_ms)
     body = {
         **_write_result(tx_id, location),
@@ -525,14 +525,10 @@ async def read_record(request: web.Request) -> web.Response:
     # Statements of disagreement travel with the record to every reader (issue 14, ADR 0014).
     grant_used = access.grant if access is not None else None
     statements = record_statements(state, record, node.identity, grant_used)
-    return _json(
-        {
-            **record_json(service, record),
-            "resource": decrypted.resource,
-            "receipt": receipt,
-            "statements": statements,
-        }
-    )
+    attached = attachments_json(state, record)  # only a document's answer has them (ADR 0013)
+    attachments = {"attachments": attached} if attached else {}
+    view = {**record_json(service, record), "resource": decrypted.resource, **attachments}
+    return _json({**view, "statements": statements, "receipt": receipt})  # the receipt stays last
 
 
 async def post_inquiry(request: web.Request) -> web.Response:
@@ -734,3 +730,9 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     from medledger.node.rights_api import add_rights_routes  # noqa: PLC0415
 
     add_rights_routes(app)
+    add_blob_routes(
+        app,
+        node,
+        submit_and_wait=lambda raw, wait_ms: _submit_and_wait(app[HEALTH_KEY], raw, wait_ms),
+        receipt_wait_ms=int(RECEIPT_WAIT_S * 1000),
+    )

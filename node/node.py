@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from medledger.chain.store import BlockStore, TxLocation
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity
 from medledger.network.clock import LoopClock
-from medledger.network.peers import PeerNetwork
+from medledger.network.peers import FrameHandler, PeerLink, PeerNetwork
 from medledger.network.reactor import Reactor, SyncProgress
 from medledger.node.config import NodeConfig
 from medledger.node.metrics import NodeMetrics
@@ -94,6 +95,8 @@ class Node:
         self._observer_keys: frozenset[str] = frozenset()
         #: Shows block sync's progress (`medledger start` sets a bar or log lines).
         self.on_sync_progress: Callable[[SyncProgress], None] | None = None
+        #: Peer frame kinds served by a service other than the reactor (blob transfer, ADR 0013).
+        self.frame_handlers: dict[int, FrameHandler] = {}
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -200,7 +203,7 @@ class Node:
             identity=self.identity,
             chain_id=self.genesis.chain_id,
             is_allowed=self._is_member,
-            on_frame=reactor.on_frame,
+            on_frame=functools.partial(self._on_frame, reactor),
             on_connect=reactor.on_connect,
             peer_urls=self.config.p2p.peers,
         )
@@ -217,6 +220,13 @@ class Node:
         self.p2p_url = f"http://{self.config.p2p.host}:{port}"
         self.peers, self._p2p_runner = peers, runner
         await peers.start()
+
+    async def _on_frame(self, reactor: Reactor, link: PeerLink, kind: int, payload: bytes) -> None:
+        handler = self.frame_handlers.get(kind)
+        if handler is not None:
+            await handler(link, kind, payload)
+        else:
+            await reactor.on_frame(link, kind, payload)
 
     async def stop(self) -> None:
         """Finish the block in flight, then close the store. Pending txs are not committed."""

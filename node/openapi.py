@@ -39,6 +39,7 @@ from medledger.health.types import (
     Scope,
 )
 from medledger.node.auth import Access
+from medledger.node.blobs import blob_openapi_paths
 from medledger.node.health_api import (
     LIST_LIMIT_MAX,
     LIST_START_MAX,
@@ -138,6 +139,7 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
     document["paths"].update(proof_openapi_paths())
     if health:
         document["paths"].update(_health_paths())
+        document["paths"].update(blob_openapi_paths())
         document["components"]["schemas"].update(_health_schemas())
         document["paths"].update(health_reads_openapi_paths())
         document["components"]["schemas"].update(health_reads_openapi_schemas())

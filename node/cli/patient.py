@@ -463,3 +463,22 @@ def patient_verify(ctx: click.Context) -> None:
     else:
         click.echo("witnesses:       none (--witness URL: a node withholding new blocks would be caught)")
     click.echo("verified")
+
+
+@patient.command("attachment")
+@click.argument("record_id")
+@click.argument("blob_id")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write."
+)
+@click.pass_context
+@reports_errors
+def patient_attachment(ctx: click.Context, record_id: str, blob_id: str, out: Path) -> None:
+    """Save an attachment of one of your records (full ids), verified and decrypted on this device."""
+    try:
+        record, blob = bytes.fromhex(record_id), bytes.fromhex(blob_id)
+    except ValueError:
+        fail("record and blob ids are hex")
+    data = _client(ctx).read_attachment(record, blob)
+    out.write_bytes(data)
+    click.echo(f"wrote {len(data)} bytes to {out}")

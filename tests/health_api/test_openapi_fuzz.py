@@ -57,7 +57,7 @@ def test_health_operations_answer_generated_requests_without_server_errors(share
     schema = schemathesis.openapi.from_dict(document)
     operations = [r.ok() for r in schema.get_all_operations() if isinstance(r, Ok)]
     health = [op for op in operations if op.path.startswith("/v1/health/")]
-    assert len(health) == 21  # 13, 1 bulk read (grants of any size), 7 of the patient's rights
+    assert len(health) == 26  # 13; 1 bulk read (ADR 0012), 7 patient's rights (0014), 5 attachments (0013)
     for operation in health:
         assert fuzz(clinic.url, clinic.token, operation, GenerationMode.POSITIVE) > 0, operation.label
         spec = document["paths"][operation.path][operation.method.lower()]

@@ -117,6 +117,10 @@ def concrete(path: str) -> str:
         .replace("{patient_id}", "ab" * 32)
         .replace("{tx_id}", "cd" * 32)
         .replace("{record_id}", "ef" * 32)
+        .replace("{blob_id}", "12" * 32)
+        .replace("{index}", "0")
+        .replace("{amendment_id}", "34" * 32)
+        .replace("{request_id}", "56" * 32)
     )
 
 

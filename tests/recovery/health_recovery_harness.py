@@ -27,7 +27,8 @@ from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
 
 PASSPHRASE: Final = "test-pass"
-NODE_ENV: Final = {"MEDLEDGER_KEY_PASSPHRASE": PASSPHRASE}
+#: Every blob on every node (author + 3 others), so a wiped node must get back every attachment.
+NODE_ENV: Final = {"MEDLEDGER_KEY_PASSPHRASE": PASSPHRASE, "MEDLEDGER_BLOBS_REPLICAS": "3"}
 CHAIN_ID: Final = "medledger-health-recovery"
 BLOCK_INTERVAL_MS: Final = 50
 DEADLINE_S: Final = 60.0
@@ -122,6 +123,21 @@ class Institution:
     def read(self, record_id: str) -> Reply:
         """Decrypt one record (a read under a grant commits a read receipt first)."""
         return self.get(f"/v1/health/institution/records/{record_id}")
+
+    def upload(self, data: bytes) -> str:
+        """Upload an attachment (a blob); returns its `urn:medledger:blob:` URL."""
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/octet-stream"}
+        reply = request(self.url, "POST", "/v1/health/institution/blobs", body=data, headers=headers)
+        assert reply.status == 201, (self.name, reply)
+        return str(reply.json()["url"])
+
+    def held_blobs(self) -> dict[str, bool]:
+        """The blobs this node holds, each re-read and checked against its manifest: id → verified."""
+        items = self.get("/v1/health/institution/blobs?verify=true").json()["blobs"]
+        return {str(item["blob_id"]): bool(item["verified"]) for item in items}
+
+    def download(self, record_id: str, blob_id: str) -> bytes:
+        return self.get(f"/v1/health/institution/records/{record_id}/attachments/{blob_id}").body
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -281,3 +297,22 @@ def diagnostic_report(patient: int, label: str) -> dict[str, Any]:
         "issued": "2024-02-01T12:00:00Z",
         "conclusion": f"Synthetic report {label} for patient {patient}: within normal limits.",
     }
+
+
+def document_reference(patient: int, url: str, title: str) -> dict[str, Any]:
+    """A DocumentReference whose content is an attachment stored as a blob."""
+    return {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "type": {
+            "coding": [{"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}]
+        },
+        "subject": _subject(patient),
+        "date": "2024-03-01T10:00:00Z",
+        "content": [{"attachment": {"contentType": "application/pdf", "url": url, "title": title}}],
+    }
+
+
+def with_presented_form(report: dict[str, Any], url: str) -> dict[str, Any]:
+    """A DiagnosticReport with its rendered report (an imaging report PDF) as an attachment."""
+    return {**report, "presentedForm": [{"contentType": "application/pdf", "url": url}]}

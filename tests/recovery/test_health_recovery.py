@@ -13,12 +13,17 @@ the audit trails first, byte for byte (before any read, since a read under a gra
 and so lengthens the trail); then every record, decrypted again: the answer is byte-identical up to
 the new receipt (and identical in full for the clinic's own records, which it reads without one);
 the patients' own decryptions of the ciphertexts it serves are identical too. Its chain is the
-peers' chain: same blocks, same latest block hash, same state root.
+peers' chain: same blocks, same latest block hash, same state root. And its attachments (issue 14,
+defect 3): the blob store is wiped with the data directory; the clinic's own discharge letter, the
+hospital's report attached before the loss and the one attached while it was down all come back
+from its peers, every chunk verified against its manifest, each decrypting to the uploaded bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,11 +36,13 @@ from health_recovery_harness import (
     Institution,
     condition,
     diagnostic_report,
+    document_reference,
     encounter,
     glucose,
     immunization,
     start_health_cluster,
     wait_until,
+    with_presented_form,
 )
 
 from medledger.crypto import Identity
@@ -98,6 +105,18 @@ def decrypt_as_patient(url: str, identity: Identity) -> dict[str, bytes]:
     return decrypted
 
 
+def synthetic_pdf(size: int) -> bytes:
+    """A PDF-shaped file of random bytes: nobody's data."""
+    return (b"%PDF-1.7\n" + secrets.token_bytes(size))[:size]
+
+
+def blob_of(resource: dict[str, Any]) -> str:
+    """The blob id a resource's (only) attachment URL names."""
+    text = json.dumps(resource)
+    start = text.index("urn:medledger:blob:") + len("urn:medledger:blob:")
+    return text[start : start + 64]
+
+
 def test_a_wiped_clinic_returns_the_same_records_and_audit_trails(cluster: HealthCluster) -> None:
     clinic, hospital, insurer, research = (cluster[n] for n in ("clinic", "hospital", "insurer", "research"))
     identities = [Identity.generate() for _ in range(PATIENTS)]
@@ -128,9 +147,23 @@ def test_a_wiped_clinic_returns_the_same_records_and_audit_trails(cluster: Healt
     patients[2].deny(insurer_ask)
     cluster.sync()
 
-    # Written under a live grant, a DiagnosticReport is sealed for the clinic directly.
+    # Written under a live grant, a DiagnosticReport is sealed for the clinic directly; patient 0's
+    # carries its rendered report as an attachment (a blob off the ledger).
+    files: dict[str, tuple[str, bytes]] = {}  # blob id → (record id, the file's bytes)
     for n, patient_id in enumerate(ids):
-        written[hospital.add_record(patient_id, diagnostic_report(n, "A"))] = diagnostic_report(n, "A")
+        report = diagnostic_report(n, "A")
+        if n == 0:
+            pdf = synthetic_pdf(3 * 2**20 + 12_345)
+            report = with_presented_form(report, hospital.upload(pdf))
+            files[blob_of(report)] = (hospital.add_record(patient_id, report), pdf)
+            written[files[blob_of(report)][0]] = report
+            continue
+        written[hospital.add_record(patient_id, report)] = report
+    # The clinic's own document: a discharge letter of patient 0.
+    letter_pdf = synthetic_pdf(2**20 + 1)
+    letter = document_reference(0, clinic.upload(letter_pdf), "Synthetic discharge letter")
+    files[blob_of(letter)] = (clinic.add_record(ids[0], letter), letter_pdf)
+    written[files[blob_of(letter)][0]] = letter
     cluster.sync()
 
     # The hospital reads what it was granted (receipts); then patient 1 revokes the hospital's grant.
@@ -155,7 +188,8 @@ def test_a_wiped_clinic_returns_the_same_records_and_audit_trails(cluster: Healt
     # and every kind of decision in the trails, and the trails agree with a peer's copy.
     for patient_id in ids:
         reads = before_reads[patient_id]
-        assert len(reads) == 6  # 4 of the clinic's own, the hospital's Encounter and DiagnosticReport
+        # 4 of the clinic's own (and patient 0's letter), the hospital's Encounter and DiagnosticReport
+        assert len(reads) == (7 if patient_id == ids[0] else 6)
         for record_id, body in reads.items():
             answer = json.loads(body)
             assert compute_canonical_json(answer["resource"]) == compute_canonical_json(written[record_id])
@@ -176,16 +210,26 @@ def test_a_wiped_clinic_returns_the_same_records_and_audit_trails(cluster: Healt
         (e["event"], e["actor_name"]) for e in json.loads(before_trails[ids[1]]["patient audit"])["events"]
     ]
 
-    # The loss: the clinic's node stops and its data directory is deleted (home, keys, genesis stay).
+    # Every node holds every attachment (replicas = 3), verified, before the loss.
+    wait_until(
+        lambda: all(i.held_blobs() == dict.fromkeys(files, True) for i in cluster.running()),
+        "every attachment on every node",
+    )
+
+    # The loss: the clinic's node stops and its data directory and blob store are deleted (home,
+    # keys, genesis stay).
     clinic.process.stop()
     shutil.rmtree(clinic.data_dir)
+    shutil.rmtree(clinic.process.home / "blobs")
     assert not clinic.data_dir.exists()
     assert (clinic.process.home / "config.toml").exists()
 
     # The chain goes on without it (3 of 4 validators): one more record, sealed for the clinic too.
-    late = diagnostic_report(0, "B")
+    late_pdf = synthetic_pdf(5 * 2**20)
+    late = with_presented_form(diagnostic_report(0, "B"), hospital.upload(late_pdf))
     late_id = hospital.add_record(ids[0], late)
     written[late_id] = late
+    files[blob_of(late)] = (late_id, late_pdf)
     height_late, block_hash, state_root = cluster.wait_agreed()
     assert height_late > height_before
 
@@ -247,3 +291,11 @@ def test_a_wiped_clinic_returns_the_same_records_and_audit_trails(cluster: Healt
         assert trail == hospital.get(f"/v1/health/patients/{patient_id}/audit").body
         events = [(e["event"], e["actor_name"]) for e in json.loads(trail)["events"]]
         assert events.count(("read", "clinic")) == (5 if patient_id == ids[0] else 4)
+
+    # Its blobs came back from its peers like its blocks: every attachment, each chunk verified
+    # against its manifest, and each decrypts to the bytes its author uploaded (the hospital's
+    # under the clinic's grant: receipted, like a record).
+    wait_until(lambda: clinic.held_blobs() == dict.fromkeys(files, True), "the clinic's blobs back")
+    assert "blob repair:" in clinic.process.read_log()  # the repair loop reports its progress
+    for blob_id, (record_id, data) in files.items():
+        assert hashlib.sha256(clinic.download(record_id, blob_id)).digest() == hashlib.sha256(data).digest()
