@@ -19,6 +19,7 @@ from medledger.chain.codec import Bytes, FieldSpec, FixedBytes, Seq, Struct, Tex
 from medledger.chain.limits import TX_BODY_BYTES_MAX
 from medledger.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, Envelope, digest
 from medledger.crypto.envelope import NONCE_SIZE, SEALED_KEY_SIZE, TAG_SIZE
+from medledger.health.record_types import RECORD_TYPE_WORDS
 
 PatientId = NewType("PatientId", bytes)
 RecordId = NewType("RecordId", bytes)
@@ -115,7 +116,7 @@ RECORD_TYPES: Final = frozenset(
         "Observation",
         "Procedure",
     }
-)
+) | frozenset(RECORD_TYPE_WORDS)  # every FHIR R4 type of a patient's care (issue 14, defect 2)
 
 INQUIRY_OPEN: Final = "open"
 INQUIRY_GRANTED: Final = "granted"
