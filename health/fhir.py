@@ -385,7 +385,8 @@ def _resource_type(resource: Mapping[str, Any], where: str, allowed: frozenset[s
         raise InvalidRecordError(f"{where}.resourceType is required", paths=(f"{where}.resourceType",))
     if resource_type not in allowed:
         raise InvalidRecordError(
-            f"{where}.resourceType is not a supported record type ({', '.join(sorted(allowed))})",
+            f"{where}.resourceType is not a type accepted here ({len(allowed)} are: docs/health.md, "
+            "Record types)",
             paths=(f"{where}.resourceType",),
         )
     return resource_type

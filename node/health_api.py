@@ -581,20 +581,25 @@ async def post_inquiry(request: web.Request) -> web.Response:
     try:
         reason = validate_reason(data["reason"])
     except InvalidReasonError as exc:
-        raise BadRequestError(exc.message) from None
+        # Well-formed JSON the schema cannot judge (printable, NFC, bytes): unprocessable text.
+        raise BadRequestError(exc.message, status=422) from None
     record_types = data.get("record_types", [])
-    if not isinstance(record_types, list) or not all(
-        isinstance(t, str) and t in RECORD_TYPES for t in record_types
+    if (
+        not isinstance(record_types, list)
+        or len(record_types) > len(RECORD_TYPES)
+        or not all(isinstance(t, str) and t in RECORD_TYPES for t in record_types)
     ):
-        raise BadRequestError(f"record_types must be a list of: {', '.join(sorted(RECORD_TYPES))}")
+        raise BadRequestError(
+            f"record_types must be a list of at most {len(RECORD_TYPES)} record types (docs/health.md)"
+        )
     record_ids = data.get("record_ids", [])
     if not isinstance(record_ids, list) or len(record_ids) > SCOPE_RECORD_IDS_MAX:
         raise BadRequestError(f"record_ids must be a list of at most {SCOPE_RECORD_IDS_MAX} ids")
     ids = [_hex_id(r, "record_ids[]") for r in record_ids]
     from_ms = _int_field(data, "from_ms", 0, 0, TIME_MS_MAX)
     to_ms = _int_field(data, "to_ms", TIME_MS_MAX, 0, TIME_MS_MAX)
-    if from_ms > to_ms:
-        raise BadRequestError("from_ms must not be after to_ms")
+    if from_ms > to_ms:  # each is well-formed; together they name no window
+        raise BadRequestError("from_ms must not be after to_ms", status=422)
     ttl_ms = _int_field(
         data,
         "ttl_ms",
