@@ -57,6 +57,7 @@ from medledger.health.records import encrypt_record, open_record
 from medledger.health.types import (
     INQUIRY_STATUSES,
     PURPOSES,
+    REASON_LENGTH_MAX,
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
     AuditEvent,
@@ -578,10 +579,13 @@ async def post_inquiry(request: web.Request) -> web.Response:
     purpose = data["purpose"]
     if not isinstance(purpose, str) or purpose not in PURPOSES:
         raise BadRequestError(f"purpose must be one of {', '.join(sorted(PURPOSES))}")
+    raw_reason = data["reason"]
+    if not isinstance(raw_reason, str) or not 1 <= len(raw_reason) <= REASON_LENGTH_MAX:
+        raise BadRequestError(f"reason must be a string of 1 to {REASON_LENGTH_MAX} characters")
     try:
-        reason = validate_reason(data["reason"])
+        reason = validate_reason(raw_reason)
     except InvalidReasonError as exc:
-        # Well-formed JSON the schema cannot judge (printable, NFC, bytes): unprocessable text.
+        # Well-formed as the document says, but not acceptable text (printable, bytes): a 422.
         raise BadRequestError(exc.message, status=422) from None
     record_types = data.get("record_types", [])
     if (

@@ -640,7 +640,9 @@ DECIMALS_TEXT: Final = """{
 
 
 def _text(resource: dict[str, Any]) -> str:
-    return json.dumps(resource, ensure_ascii=False, indent=1) + "\n"
+    # No newline after the value: a file's bytes are exactly the record's JSON text (a reader gets
+    # the value back, and whitespace around a value is not part of it).
+    return json.dumps(resource, ensure_ascii=False, indent=1)
 
 
 def _bundle_texts() -> dict[str, str]:
@@ -665,7 +667,7 @@ def main() -> int:
         resource = {"resourceType": record_type, "id": f"corpus-{record_type.lower()}", **body}
         texts[record_type] = _text(resource)
     texts.update(_bundle_texts())
-    texts["decimals"] = DECIMALS_TEXT
+    texts["decimals"] = DECIMALS_TEXT.strip()
     missing = RECORD_TYPES - {"Bundle"} - set(RESOURCES)
     if missing:
         print(f"no corpus resource for: {', '.join(sorted(missing))}", file=sys.stderr)
