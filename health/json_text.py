@@ -14,7 +14,8 @@ first wins, or an error). So text here is
 
 `split_members` parses an object and returns, for each member, its value *and its exact text*
 (the bytes between the colon and the next comma, less whitespace), which is how the API keeps a
-submitted record's bytes out of the request that carries it.
+submitted record's bytes out of the request that carries it. Its values are as parsed (they may
+hold an unpaired surrogate): each is judged by its reader.
 """
 
 from __future__ import annotations
@@ -157,8 +158,10 @@ def split_members(data: bytes | str) -> dict[str, tuple[Any, str]]:
             value, index = _scan(text, start)
             if name in members:
                 raise JsonTextError(_REPEATED)
-            members[name] = (_checked(value), text[start:index])
-            _checked(name)
+            # A value is returned as parsed: whoever reads it judges it (a record's text is parsed
+            # again, strictly, by `fhir.parse_record_json`, so an unpaired surrogate in it is an
+            # invalid record there). A name is checked here: callers count and list names.
+            members[_checked(name)] = (value, text[start:index])
             index = skip(index)
             separator = text[index : index + 1]
             if separator == ",":

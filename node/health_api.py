@@ -24,6 +24,7 @@ writes to the `Node` and render the answer; problems are `application/problem+js
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -488,9 +489,8 @@ async def _add_record(
     }
     if idempotent is not None:  # remembered before it is submitted: a crash in between loses nothing
         key, fingerprint = idempotent
-        request.app[IDEMPOTENCY_STORE_KEY].put(
-            key, IdempotentWrite(fingerprint, tx_id, raw, service.node.clock_ms(), answer)
-        )
+        remembered = IdempotentWrite(fingerprint, tx_id, raw, service.node.clock_ms(), answer)
+        await asyncio.to_thread(request.app[IDEMPOTENCY_STORE_KEY].put, key, remembered)  # a synced write
     location = await _submit_and_wait(service, raw, wait_ms)
     body = {**_write_result(tx_id, location), **answer}
     return _json(body, 201 if location is not None else 202)

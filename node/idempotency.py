@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import threading
 import weakref
 from pathlib import Path
 from typing import Any, Final
@@ -136,6 +137,8 @@ class IdempotencyStore:
         self._db: Any = None
         self._count = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        #: Writes are synced to disk, so callers run `put` in a worker thread: one writer at a time.
+        self._write_lock = threading.Lock()
 
     def open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -166,12 +169,18 @@ class IdempotencyStore:
             return None
         write = IdempotentWrite.decode(data)
         if now_ms - write.created_ms > self.ttl_ms:
-            self._delete(entry_key, write.created_ms)
+            with self._write_lock:
+                self._delete(entry_key, write.created_ms)
             return None
         return write
 
     def put(self, key: str, write: IdempotentWrite) -> None:
-        """Remember `write` under `key` (durably: synced before it returns)."""
+        """Remember `write` under `key` (durably: synced before it returns; blocking, so the API
+        calls it in a worker thread)."""
+        with self._write_lock:
+            self._put(key, write)
+
+    def _put(self, key: str, write: IdempotentWrite) -> None:
         entry_key = _entry_key(key)
         old = self._db.get(entry_key)
         with self._db.write_batch(transaction=True, sync=True) as batch:

@@ -7,6 +7,7 @@ stops (aiohttp `cleanup_ctx`); `get_idempotency_key` reads and checks the header
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Final
@@ -103,7 +104,8 @@ async def replay_write(
     if location is not None and not location.ok:
         raise TxRejectedError(f"the transaction was refused in block {location.height}", rule=location.code)
     if location is not None and write.raw:
-        store.put(key, IdempotentWrite(write.fingerprint, write.tx_id, b"", write.created_ms, write.answer))
+        committed = IdempotentWrite(write.fingerprint, write.tx_id, b"", write.created_ms, write.answer)
+        await asyncio.to_thread(store.put, key, committed)  # the signed tx is no longer needed
     return _answer(write, location)
 
 

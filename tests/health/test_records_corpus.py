@@ -8,6 +8,7 @@ Observation whose decimals carry trailing zeros and more digits than a float.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import pkgutil
@@ -22,7 +23,7 @@ from fhir.resources.R4B.resource import Resource
 from medledger.chain.codec import decode, encode
 from medledger.chain.errors import CodecError
 from medledger.crypto import Identity
-from medledger.health.errors import InvalidReasonError, InvalidRecordError
+from medledger.health.errors import InvalidReasonError, InvalidRecordError, RecordBindingError
 from medledger.health.fhir import validate_record
 from medledger.health.json_text import JsonTextError, parse_json, split_members
 from medledger.health.reasons import validate_reason
@@ -187,10 +188,14 @@ def test_records_4_split_members_gives_each_members_exact_text() -> None:
     assert members["resource"][1] == '{"a": 6.30 , "b":[1.0e+2, "\\u00e9"]}'
     assert members["patient_id"] == ("ab", '"ab"')
     assert members["resource"][0]["b"][1] == "é"
-    for bad in (b'{"a":1,"a":2}', b'{"a":1', b'{"a":1}x', b"[1]", b'{"a":"\\ud800"}', b'{"\\udc00":1}', b""):
+    for bad in (b'{"a":1,"a":2}', b'{"a":1', b'{"a":1}x', b"[1]", b'{"\\udc00":1}', b""):
         with pytest.raises(JsonTextError):
             split_members(bad)
     assert parse_json(b' {"x": [true, null]} ') == {"x": [True, None]}
+    # A member's value is as parsed: its reader judges it (a record's text is parsed again, strictly).
+    assert split_members(b'{"a":"\\ud800"}')["a"] == ("\ud800", '"\\ud800"')
+    with pytest.raises(JsonTextError):
+        parse_json(b'{"a":"\\ud800"}')
 
 
 def test_records_5_reasons_in_any_language_kept_in_nfc() -> None:
@@ -236,3 +241,48 @@ def test_records_5_institution_names_are_unicode_in_nfc_on_the_wire() -> None:
             decode(
                 Institution, encode(Institution(bad, "hospital", key.sign_key, key.enc_key)), max_bytes=4096
             )
+
+
+def test_records_4_invalid_a_hostile_authors_ambiguous_text_is_never_shown() -> None:
+    """A client that skips validation encrypts text with a repeated member: readers refuse it."""
+    from medledger.crypto import seal_envelope
+    from medledger.health.records import SALT_SIZE, compute_record_key
+    from medledger.health.types import (
+        EnvelopeWire,
+        compute_commitment,
+        compute_record_associated_data,
+        compute_record_binding,
+    )
+
+    patient, author = Identity.generate(), Identity.generate()
+    honest = _record(corpus()["Observation"], patient, author)
+    binding = compute_record_binding(honest.patient_id, author.public.sign_key, "Observation", b"")
+
+    def forge(text: bytes) -> RecordState:
+        """`text` encrypted and committed exactly as `encrypt_record` would, without its validation."""
+        salt = bytes(SALT_SIZE)
+        envelope = seal_envelope(
+            salt + text,
+            [patient.public.enc_key],
+            associated_data=compute_record_associated_data(binding),
+            derive_key=lambda key: compute_record_key(key, binding),
+        )
+        commitment = compute_commitment(binding, salt, text)
+        return dataclasses.replace(
+            honest, commitment=commitment, envelope=EnvelopeWire.from_envelope(envelope)
+        )
+
+    text = corpus()["Observation"]
+    assert open_record(forge(text), patient).canonical_json == text  # the forgery itself is sound
+    ambiguous = text.replace(b'"status": "final"', b'"status": "final", "status": "cancelled"')
+    assert ambiguous != text
+    with pytest.raises(RecordBindingError):
+        open_record(forge(ambiguous), patient)
+
+
+def test_records_4_invalid_deep_nesting_is_refused_not_a_crash() -> None:
+    for text in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+        with pytest.raises(JsonTextError):
+            parse_json(text)
+        with pytest.raises(JsonTextError):
+            split_members(b'{"resource":' + text + b"}")
