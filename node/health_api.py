@@ -561,8 +561,10 @@ async def read_record(request: web.Request) -> web.Response:
         raise ApiProblem(409, "Record fails verification", exc.message, code=exc.code) from None
     # The record's JSON exactly as its author submitted it (ADR 0011), not a re-serialisation:
     # `open_record` parsed it as one strict JSON object, so it is spliced in as a member's text.
-    head = json.dumps({**record_json(service, record), "receipt": receipt})
-    text = head[:-1] + ', "resource": ' + decrypted.canonical_json.decode("utf-8") + "}"
+    # Members in the order they always had: the record's view, its resource, then the receipt.
+    head = json.dumps(record_json(service, record))
+    resource = decrypted.canonical_json.decode("utf-8")
+    text = f'{head[:-1]}, "resource": {resource}, "receipt": {json.dumps(receipt)}}}'
     return web.Response(status=200, text=text, content_type="application/json")
 
 
