@@ -19,6 +19,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Final
 
+import nacl.pwhash.argon2id
 import pytest
 from health_harness import (
     OBSERVATION,
@@ -33,6 +34,8 @@ from health_harness import (
 from medledger.health.fhir import RECORD_JSON_BYTES_MAX
 from medledger.health.json_text import split_members
 from medledger.health.sdk import PatientClient
+from medledger.node.process import NodeProcess
+from medledger.node.testnet import create_testnet
 
 CORPUS: Final = Path(__file__).resolve().parent.parent / "health" / "fixtures" / "corpus"
 RECORDS: Final = "/v1/health/institution/records"
@@ -324,3 +327,57 @@ def test_records_8_the_document_states_limits_and_hex_case(shared_net: HealthNet
     blocks = {p["name"]: p for p in document["paths"]["/v1/blocks"]["get"]["parameters"]}
     assert blocks["from"]["schema"]["maximum"] == 2**63 - 1
     assert "from ≤ to" in blocks["from"]["description"]
+
+
+def test_records_7_an_idempotency_key_outlives_a_kill_9(tmp_path: Path) -> None:
+    """The key table is on disk, written before the tx is submitted: after kill -9 and a restart the
+    retry answers with the first record, and the chain holds one."""
+    nodes = create_testnet(
+        tmp_path / "net",
+        validators=1,
+        chain_id="medledger-idempotency-test",
+        block_interval_ms=50,
+        passphrase=b"test-pass",
+        key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
+        key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
+        app="health",
+        names=["clinic"],
+        roles=["clinic"],
+    )
+    (node,) = nodes
+    process = NodeProcess(node.home, env={"MEDLEDGER_KEY_PASSPHRASE": "test-pass"}, use_config_ports=True)
+    try:
+        process.start()
+        clinic = Institution("clinic", process.wait_ready(60.0), node.api_token, node.home)
+        patient = PatientClient(clinic.url, make_patient_key(tmp_path / "patient.key"))
+        patient.register()
+        body = record_body(patient.patient_id.hex(), json.dumps(OBSERVATION).encode())
+        key = {"Idempotency-Key": "retry-after-a-crash"}
+        first = post_record(clinic, body, key)
+        assert first.status == 201, first
+        process.kill()
+        process.start()
+        clinic = Institution("clinic", process.wait_ready(60.0), node.api_token, node.home)
+        again = post_record(clinic, body, key)
+        assert again.status == 201, again
+        assert again.json()["record_id"] == first.json()["record_id"]
+        assert [r.record_id.hex() for r in PatientClient(clinic.url, patient.identity).list_records()] == [
+            first.json()["record_id"]
+        ]
+        assert_problem(post_record(clinic, body.replace(b'"final"', b'"amended"'), key), 422)
+        # Killed right after admitting it (committed or not, the mempool is gone): the retry
+        # submits the remembered signed tx again, which commits once.
+        pending_key = {**clinic.auth, "Content-Type": "application/json", "Idempotency-Key": "pending"}
+        other = body.replace(b'"final"', b'"preliminary"')
+        pending = request(clinic.url, "POST", f"{RECORDS}?wait_ms=0", body=other, headers=pending_key)
+        assert pending.status == 202, pending
+        process.kill()
+        process.start()
+        clinic = Institution("clinic", process.wait_ready(60.0), node.api_token, node.home)
+        retried = post_record(clinic, other, {"Idempotency-Key": "pending"})
+        assert retried.status == 201, retried
+        assert retried.json()["record_id"] == pending.json()["record_id"]
+        ids = {r.record_id.hex() for r in PatientClient(clinic.url, patient.identity).list_records()}
+        assert ids == {first.json()["record_id"], pending.json()["record_id"]}
+    finally:
+        process.stop()
