@@ -145,7 +145,7 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
     document["paths"].update(proof_openapi_paths())
     if health:
         document["paths"].update(_health_paths())
-        document["components"]["schemas"].update(_health_schemas())
+        document["components"]["schemas"].update(_closed(_health_schemas()))
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
             "API token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "
@@ -724,6 +724,16 @@ def _model_fields(model: type[WireType]) -> dict[str, Any]:
 
 def _model_schema(model: type[WireType]) -> dict[str, Any]:
     return _object(_model_fields(model))
+
+
+def _closed(schemas: dict[str, Any]) -> dict[str, Any]:
+    """Every object schema says whether it takes other members (issue 14, defect 8): the health
+    views are derived from their models, so an answer holds exactly the members declared, and a
+    request body with an undeclared member is refused (400)."""
+    for schema in schemas.values():
+        if schema.get("type") == "object" and "properties" in schema:
+            schema.setdefault("additionalProperties", False)
+    return schemas
 
 
 def _health_schemas() -> dict[str, Any]:
