@@ -337,7 +337,8 @@ def test_records_8_the_document_states_limits_and_hex_case(shared_net: HealthNet
         assert schema["properties"]["record_types"]["maxItems"] > 60
     else:
         assert "Idempotency-Key" in {p["name"] for p in operation["parameters"]}
-    for view in ("DecryptedRecord", "HealthWrite", "Institution", "InstitutionInquiry", "Grant", "AuditEvent"):
+    views = ("DecryptedRecord", "HealthWrite", "Institution", "InstitutionInquiry", "Grant", "AuditEvent")
+    for view in views:
         assert document["components"]["schemas"][view]["additionalProperties"] is False, view
     blocks = {p["name"]: p for p in document["paths"]["/v1/blocks"]["get"]["parameters"]}
     assert blocks["from"]["schema"]["maximum"] == 2**63 - 1
