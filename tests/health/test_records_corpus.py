@@ -286,3 +286,13 @@ def test_records_4_invalid_deep_nesting_is_refused_not_a_crash() -> None:
             parse_json(text)
         with pytest.raises(JsonTextError):
             split_members(b'{"resource":' + text + b"}")
+
+
+def test_records_2_docs_list_every_record_context_and_refused_type() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "health.md").read_text(encoding="utf-8")
+    section = docs.split("## Record types", 1)[1].split("\n## ", 1)[0]
+    for name in (*RECORD_TYPE_WORDS, *CONTEXT_TYPES, *REFUSED_TYPES):
+        assert f"`{name}`" in section, name
+    for reason in set(REFUSED_TYPES.values()):
+        assert reason in section, reason
+    assert f"**Record types** ({len(RECORD_TYPE_WORDS)})" in section
