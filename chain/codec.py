@@ -23,6 +23,7 @@ Any failure raises `CodecError`; no other exception escapes `decode`.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, NoReturn, Protocol, TypeVar, cast
 
@@ -109,6 +110,47 @@ class Text:
             raise CodecError(f"{where}: only printable ASCII is allowed")
         if self.allowed is not None and raw not in self.allowed:
             raise CodecError(f"{where}: {raw!r} is not one of {sorted(self.allowed)}")
+        return raw
+
+
+def is_human_text(value: str, *, min_length: int, max_length: int, max_bytes: int) -> bool:
+    """Whether `value` is text a person wrote, in its one wire form: Unicode in NFC (so that the
+    same name has one encoding), printable (no control, format or line-break characters), of
+    `min_length` to `max_length` characters and at most `max_bytes` bytes of UTF-8."""
+    if not min_length <= len(value) <= max_length or not value.isprintable():
+        return False
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # an unpaired surrogate
+        return False
+    return size <= max_bytes and unicodedata.is_normalized("NFC", value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HumanText:
+    """A string a person reads (a name): printable Unicode in NFC, bounded in characters and bytes.
+
+    `Text` is for identifiers and code lists (printable ASCII); names are not ASCII (issue 14,
+    defect 5). Clients normalise to NFC before they sign; the codec refuses any other form.
+    """
+
+    max_length: int
+    max_bytes: int
+    min_length: int = 1
+
+    def to_primitive(self, value: Any) -> Any:
+        return value
+
+    def from_primitive(self, raw: Any, where: str, depth: int) -> Any:
+        if type(raw) is not str:
+            raise CodecError(f"{where}: expected a string")
+        if not is_human_text(
+            raw, min_length=self.min_length, max_length=self.max_length, max_bytes=self.max_bytes
+        ):
+            raise CodecError(
+                f"{where}: expected {self.min_length} to {self.max_length} printable characters "
+                f"(at most {self.max_bytes} bytes of UTF-8) in Unicode NFC"
+            )
         return raw
 
 

@@ -31,6 +31,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from medledger.health.errors import InvalidRecordError
+from medledger.health.json_text import JsonTextError, parse_json
+from medledger.health.record_types import CONTEXT_TYPES
 from medledger.health.types import RECORD_TYPES
 
 #: Largest record JSON we accept (the encrypted record must fit a transaction).
@@ -42,8 +44,9 @@ BUNDLE_ENTRIES_MAX: Final = 200
 #: Most error paths reported in one message.
 ERRORS_REPORTED_MAX: Final = 10
 
-#: Resource types a Bundle entry may hold besides the record types (context such a bundle needs).
-BUNDLE_EXTRA_TYPES: Final = frozenset({"Composition", "Medication", "Organization", "Practitioner"})
+#: Resource types a Bundle entry may hold besides the record types (context such a bundle needs:
+#: `health.record_types.CONTEXT_TYPES`; a Patient and a Composition are record types).
+BUNDLE_EXTRA_TYPES: Final = CONTEXT_TYPES
 #: Resource types a resource may carry in `contained` besides its own type: context, never a
 #: clinical resource of another type (an Immunization carrying a Condition would be shared, the
 #: diagnosis with it, by a grant the patient was shown as "vaccinations").
@@ -200,11 +203,23 @@ _POLYMORPHIC_TYPES: Final = frozenset({"Resource", "DomainResource"})
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ValidatedRecord:
-    """A record that passed validation: its type (the ledger's record type) and canonical JSON."""
+    """A record that passed validation: its type (the ledger's record type) and canonical JSON.
+
+    `submitted_json` is the record's JSON text exactly as its author submitted it (UTF-8), which
+    is what is encrypted and committed (`plaintext`): decimals keep their precision (`6.30`),
+    long decimals their digits (issue 14, defect 4; ADR 0011). A record built in code from a
+    Mapping has no submitted text: its plaintext is its canonical JSON.
+    """
 
     record_type: str
     resource: dict[str, Any]
     canonical_json: bytes
+    submitted_json: bytes = b""
+
+    @property
+    def plaintext(self) -> bytes:
+        """The bytes a reader decrypts and the commitment covers."""
+        return self.submitted_json or self.canonical_json
 
 
 def compute_canonical_json(resource: Mapping[str, Any]) -> bytes:
@@ -227,10 +242,6 @@ def compute_record_json(resource: Mapping[str, Any]) -> bytes:
         raise InvalidRecordError("record is not JSON text (not serialisable as UTF-8 JSON)") from None
 
 
-def _reject_constant(name: str) -> Any:
-    raise InvalidRecordError(f"record JSON contains {name}, which is not JSON")
-
-
 def _depth(value: Any, depth: int = 0) -> int:
     if depth > RECORD_JSON_DEPTH_MAX:
         return depth
@@ -242,17 +253,21 @@ def _depth(value: Any, depth: int = 0) -> int:
 
 
 def parse_record_json(data: bytes | str) -> dict[str, Any]:
-    """Parse record JSON (bounded size; NaN/Infinity refused); the top level must be an object."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if len(raw) > RECORD_JSON_BYTES_MAX:
-        raise InvalidRecordError(f"record JSON of {len(raw)} bytes exceeds {RECORD_JSON_BYTES_MAX}")
+    """Parse record JSON (bounded size, strict: `json_text.parse_json`); the top level must be an object.
+
+    Strict because the text itself is what readers get (ADR 0011): UTF-8 only, no repeated
+    member names (a validator and a reader must see one document), no NaN/Infinity, no number
+    that overflows a float, no unpaired surrogate.
+    """
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+    if size > RECORD_JSON_BYTES_MAX:
+        raise InvalidRecordError(f"record JSON of {size} bytes exceeds {RECORD_JSON_BYTES_MAX}")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise InvalidRecordError("record is not valid JSON") from None
+        value = parse_json(data)
+    except JsonTextError as exc:
+        raise InvalidRecordError(f"record is not valid JSON text: {exc.message}") from None
     if not isinstance(value, dict):
         raise InvalidRecordError("record JSON must be an object (a FHIR resource)")
-    compute_record_json(value)  # refuses text that parses but is not UTF-8 (unpaired surrogates)
     return value
 
 
@@ -370,7 +385,8 @@ def _resource_type(resource: Mapping[str, Any], where: str, allowed: frozenset[s
         raise InvalidRecordError(f"{where}.resourceType is required", paths=(f"{where}.resourceType",))
     if resource_type not in allowed:
         raise InvalidRecordError(
-            f"{where}.resourceType is not a supported record type ({', '.join(sorted(allowed))})",
+            f"{where}.resourceType is not a type accepted here ({len(allowed)} are: docs/health.md, "
+            "Record types)",
             paths=(f"{where}.resourceType",),
         )
     return resource_type
@@ -418,9 +434,12 @@ def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
     """Validate a FHIR R4 record (a resource or a Bundle); raise `InvalidRecordError` if not valid."""
     if isinstance(record, bytes | str):
         resource = parse_record_json(record)
+        # parse_record_json refused unpaired surrogates: the text encodes as UTF-8.
+        submitted = record if isinstance(record, bytes) else record.encode("utf-8")
     else:
         # Round-trip so a Mapping from code obeys the same JSON rules as bytes from a client.
-        resource = parse_record_json(compute_record_json(record))
+        submitted = compute_record_json(record)
+        resource = parse_record_json(submitted)
     if _depth(resource) > RECORD_JSON_DEPTH_MAX:
         raise InvalidRecordError(f"record JSON nests deeper than {RECORD_JSON_DEPTH_MAX}")
     record_type = _resource_type(resource, "record", RECORD_TYPES)
@@ -438,4 +457,4 @@ def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
     validate_content_types(resource, record_type)
     _validate_model(record_type, resource)
     _validate_codes(record_type, resource, record_type)
-    return ValidatedRecord(record_type, resource, compute_canonical_json(resource))
+    return ValidatedRecord(record_type, resource, compute_canonical_json(resource), submitted)

@@ -36,6 +36,7 @@ from typing import Any, Final
 from medledger.chain.limits import UINT_MAX
 from medledger.health.errors import HealthError, InvalidRecordError
 from medledger.health.fhir import BUNDLE_EXTRA_TYPES
+from medledger.health.record_types import RECORD_TYPE_WORDS as CATALOG_TYPE_WORDS
 from medledger.health.records import DecryptedRecord
 from medledger.health.types import (
     GRANT_MANIFEST_RECORDS_MAX,
@@ -66,6 +67,7 @@ PURPOSE_WORDS: Final[dict[str, str]] = {
 
 #: FHIR resource types in plain words.
 RECORD_TYPE_WORDS: Final[dict[str, str]] = {
+    **CATALOG_TYPE_WORDS,  # every record type (`health.record_types`, issue 14 defect 2)
     "AllergyIntolerance": "allergies and intolerances",
     "Bundle": "bundles of several records",
     "Condition": "conditions and diagnoses",

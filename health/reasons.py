@@ -21,6 +21,7 @@ import nacl.exceptions
 
 from medledger.crypto import DecryptionError, Identity, open_envelope, seal_envelope
 from medledger.health.errors import InvalidReasonError, ReasonUnreadableError
+from medledger.health.text import InvalidTextError, normalize_human_text
 from medledger.health.types import (
     REASON_BYTES_MAX,
     REASON_LENGTH_MAX,
@@ -32,14 +33,14 @@ from medledger.health.types import (
 
 
 def validate_reason(reason: object) -> str:
-    """A reason is 1 to `REASON_LENGTH_MAX` printable characters (`InvalidReasonError`, no echo)."""
-    if not isinstance(reason, str) or not 1 <= len(reason) <= REASON_LENGTH_MAX:
-        raise InvalidReasonError(f"reason must be a string of 1 to {REASON_LENGTH_MAX} characters")
-    if not reason.isprintable():
-        raise InvalidReasonError("reason must be printable text (no control characters or line breaks)")
-    if len(reason.encode("utf-8")) > REASON_BYTES_MAX:  # pragma: no cover - 4 bytes per character at most
-        raise InvalidReasonError(f"reason must be at most {REASON_BYTES_MAX} bytes of UTF-8")
-    return reason
+    """A reason, in NFC: 1 to `REASON_LENGTH_MAX` printable characters, at most `REASON_BYTES_MAX`
+    bytes of UTF-8, in any language (`health.text`; `InvalidReasonError`, never echoing it)."""
+    try:
+        return normalize_human_text(
+            reason, what="reason", max_length=REASON_LENGTH_MAX, max_bytes=REASON_BYTES_MAX
+        )
+    except InvalidTextError as exc:
+        raise InvalidReasonError(exc.message) from None
 
 
 def seal_reason(

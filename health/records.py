@@ -118,9 +118,10 @@ def encrypt_record(
     validated: ValidatedRecord = validate_record(record)
     salt = secrets.token_bytes(SALT_SIZE)
     binding = compute_record_binding(patient_id, author, validated.record_type, supersedes)
-    commitment = compute_commitment(binding, salt, validated.canonical_json)
+    # The record's JSON as submitted, not a re-serialisation (issue 14, defect 4; ADR 0011).
+    commitment = compute_commitment(binding, salt, validated.plaintext)
     envelope = seal_envelope(
-        salt + validated.canonical_json,
+        salt + validated.plaintext,
         readers,
         associated_data=compute_record_associated_data(binding),
         derive_key=lambda content_key: compute_record_key(content_key, binding),

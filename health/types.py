@@ -15,10 +15,21 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Final, NewType, Self
 
-from medledger.chain.codec import Bytes, FieldSpec, FixedBytes, Seq, Struct, Text, UInt, wire_fields
+from medledger.chain.codec import (
+    Bytes,
+    FieldSpec,
+    FixedBytes,
+    HumanText,
+    Seq,
+    Struct,
+    Text,
+    UInt,
+    wire_fields,
+)
 from medledger.chain.limits import TX_BODY_BYTES_MAX
 from medledger.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, Envelope, digest
 from medledger.crypto.envelope import NONCE_SIZE, SEALED_KEY_SIZE, TAG_SIZE
+from medledger.health.record_types import RECORD_TYPE_WORDS
 
 PatientId = NewType("PatientId", bytes)
 RecordId = NewType("RecordId", bytes)
@@ -137,7 +148,7 @@ RECORD_TYPES: Final = frozenset(
         "Observation",
         "Procedure",
     }
-)
+) | frozenset(RECORD_TYPE_WORDS)  # every FHIR R4 type of a patient's care (issue 14, defect 2)
 
 INQUIRY_OPEN: Final = "open"
 INQUIRY_GRANTED: Final = "granted"
@@ -199,6 +210,8 @@ REASON_PADDED_BYTES: Final = REASON_BYTES_MAX + 1
 #: Readers of a sealed reason: the patient and the requester (one entry if they share a key).
 REASON_READERS_MAX: Final = 2
 INSTITUTION_NAME_LENGTH_MAX: Final = 64
+#: Longest institution name in UTF-8 bytes (names are Unicode: "Hôpital Saint-Louis").
+INSTITUTION_NAME_BYTES_MAX: Final = 4 * INSTITUTION_NAME_LENGTH_MAX
 GENESIS_INSTITUTIONS_MAX: Final = 1024
 #: Longest an inquiry (and so the grant answering it) may stay open: one year.
 INQUIRY_TTL_MS_MAX: Final = 366 * 24 * 3600 * 1000
@@ -563,7 +576,7 @@ class Institution:
     enc_key: bytes
 
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
-        name=Text(max_length=INSTITUTION_NAME_LENGTH_MAX),
+        name=HumanText(max_length=INSTITUTION_NAME_LENGTH_MAX, max_bytes=INSTITUTION_NAME_BYTES_MAX),
         role=Text(allowed=ROLES),
         sign_key=KEY,
         enc_key=KEY,

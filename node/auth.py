@@ -193,6 +193,10 @@ class ApiAuth:
     def authenticate(self, request: web.Request) -> Principal:
         """The request's principal; `AuthError` (401) without valid credentials."""
         header = request.headers.get("Authorization", "")
+        if not header.isascii():
+            # aiohttp hands a non-ASCII byte on as a surrogate escape, which no comparison below
+            # may meet (issue 14, defect 6): credentials are ASCII in both schemes.
+            raise AuthError("the Authorization header must be ASCII text")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() == BEARER_SCHEME.lower():
             if hmac.compare_digest(credentials.strip().encode(), self.token.encode()):

@@ -406,7 +406,7 @@ async def post_blob(request: web.Request) -> web.StreamResponse:
             pending = bytes(buffer)
         if pending is None:
             await asyncio.to_thread(upload.abort)
-            return _problem(400, "Empty attachment", "the upload has no bytes", "bad_request")
+            return _problem(422, "Empty attachment", "the upload has no bytes", "empty_attachment")
         await asyncio.to_thread(seal, pending, index, True)
         blob_id, manifest = await asyncio.to_thread(upload.finish)
     except BaseException:
@@ -817,9 +817,9 @@ def blob_openapi_paths() -> dict[str, Any]:
                             }
                         },
                     },
-                    "400": problem("An empty body."),
                     "413": problem(f"More than {ATTACHMENT_BYTES_MAX} bytes."),
                     "415": problem("Not application/octet-stream."),
+                    "422": problem("An empty body: an attachment has at least one byte."),
                 },
             },
             "get": {

@@ -39,10 +39,10 @@ from medledger.health.types import ROLES
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.home import write_secret_file
 from medledger.node.process import NodeProcess
-from medledger.node.testnet import TestnetNode, create_testnet
+from medledger.node.testnet import DEMO_NETWORK_DIR, TestnetNode, create_testnet, write_cluster_record
 
 DEMO_MARKER: Final = ".medledger-demo"
-NETWORK_DIR: Final = "network"
+NETWORK_DIR: Final = DEMO_NETWORK_DIR  # where `cluster status --dir <home>` looks too
 PATIENT_KEY: Final = "patient.key"
 PATIENT_PASSPHRASE: Final = "patient.passphrase"
 READY_TIMEOUT_S: Final = 120.0
@@ -283,10 +283,15 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
             raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    record: Path | None = None
     try:
         for process in processes:
             process.start()
         urls = [process.wait_ready(READY_TIMEOUT_S) for process in processes]
+        # `medledger cluster status --dir <home>` sees this network as one `cluster up` started.
+        record = write_cluster_record(
+            home / NETWORK_DIR, [(n.home, p) for n, p in zip(nodes, processes, strict=True)]
+        )
         clients = {
             n.name: InstitutionClient(n.name, url, n.api_token) for n, url in zip(nodes, urls, strict=True)
         }
@@ -305,6 +310,7 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
                 f"log: {node.home / 'node.log'}"
             )
         echo("Try:")
+        echo(f"  .venv/bin/medledger cluster status --dir {home / NETWORK_DIR}")
         echo(f'  curl -H "Authorization: Bearer $(cat {nodes[0].home / "api_token"})" {urls[0]}/status')
         echo(
             f"  .venv/bin/medledger patient --key {key_path} --passphrase-file {home / PATIENT_PASSPHRASE} "
@@ -320,6 +326,8 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
                 raise NodeError(f"node(s) {', '.join(dead)} exited; see their node.log")
         echo("stopping the network")
     finally:
+        if record is not None:
+            record.unlink(missing_ok=True)
         for process in processes:
             process.stop()
         for sig, handler in previous.items():

@@ -24,6 +24,7 @@ writes to the `Node` and render the answer; problems are `application/problem+js
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -50,7 +51,8 @@ from medledger.health.errors import (
     ReasonUnreadableError,
     RecordVerificationError,
 )
-from medledger.health.fhir import RECORD_JSON_BYTES_MAX, compute_record_json, validate_record
+from medledger.health.fhir import RECORD_JSON_BYTES_MAX, validate_record
+from medledger.health.json_text import JsonTextError, split_members
 from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import encrypt_record, open_record
 from medledger.health.rights_seal import record_statements
@@ -58,6 +60,7 @@ from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.types import (
     INQUIRY_STATUSES,
     PURPOSES,
+    REASON_LENGTH_MAX,
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
     AuditEvent,
@@ -72,6 +75,13 @@ from medledger.health.types import (
 from medledger.node.auth import API_AUTH_KEY, Access, add_route
 from medledger.node.blobs import add_blob_routes, attachments_json, build_record_tx
 from medledger.node.errors import BadRequestError, NodeError
+from medledger.node.idempotency import IdempotentWrite, compute_fingerprint
+from medledger.node.idempotent_writes import (
+    IDEMPOTENCY_STORE_KEY,
+    add_idempotency_store,
+    get_idempotency_key,
+    replay_write,
+)
 from medledger.node.node import Node
 from medledger.node.problems import problem_response
 
@@ -158,6 +168,18 @@ def _patient_query(request: web.Request) -> bytes:
 
 
 async def _read_object(request: web.Request, limit: int) -> dict[str, Any]:
+    return {name: value for name, (value, _) in (await _read_members(request, limit)).items()}
+
+
+async def _read_members(request: web.Request, limit: int) -> dict[str, tuple[Any, str]]:
+    """The body's members with their exact text (`json_text.split_members`: strict JSON)."""
+    try:
+        return split_members(await _read_body(request, limit))
+    except JsonTextError as exc:
+        raise BadRequestError(f"the body is not a valid JSON object: {exc.message}") from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_type != "application/json":
         raise BadRequestError(
             # Never echo the header: it is client-chosen text (issue 9, defect 8).
@@ -178,13 +200,7 @@ async def _read_object(request: web.Request, limit: int) -> dict[str, Any]:
     body = b"".join(chunks)
     if len(body) > limit:
         raise ApiProblem(413, "Request too large", f"the body exceeds {limit} bytes", code="too_large")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequestError("the body must be a JSON object")
-    return data
+    return body
 
 
 def _check_keys(data: dict[str, Any], required: set[str], optional: set[str]) -> None:
@@ -413,13 +429,41 @@ def _unusable_key_problem() -> ApiProblem:
 async def post_record(request: web.Request) -> web.Response:
     service, me = _me(request)
     wait_ms = _wait_ms(request)
-    data = await _read_object(request, RECORD_REQUEST_BYTES_MAX)
+    idempotency_key = get_idempotency_key(request)
+    members = await _read_members(request, RECORD_REQUEST_BYTES_MAX)
+    data = {name: value for name, (value, _) in members.items()}
     _check_keys(data, {"patient_id", "resource"}, set())
     patient_id = _hex_id(data["patient_id"], "patient_id")
     resource = data["resource"]
     if not isinstance(resource, dict):
         raise BadRequestError("resource must be a FHIR R4 resource (a JSON object)")
-    size = len(compute_record_json(resource))
+    # The record is the resource's JSON text as submitted, in UTF-8 (issue 14, defect 4; ADR 0011):
+    # the limit is on those bytes, not on the request that carries them.
+    record_text = members["resource"][1].encode("utf-8")
+    if idempotency_key is None:
+        return await _add_record(request, service, me, patient_id, record_text, wait_ms)
+    store = request.app[IDEMPOTENCY_STORE_KEY]
+    fingerprint = compute_fingerprint("POST /v1/health/institution/records", patient_id, record_text)
+    async with store.lock(idempotency_key):
+        write = store.get(idempotency_key, service.node.clock_ms())
+        if write is not None:
+            return await replay_write(service.node, store, idempotency_key, write, fingerprint, wait_ms)
+        return await _add_record(
+            request, service, me, patient_id, record_text, wait_ms, idempotent=(idempotency_key, fingerprint)
+        )
+
+
+async def _add_record(
+    request: web.Request,
+    service: HealthService,
+    me: Institution,
+    patient_id: bytes,
+    record_text: bytes,
+    wait_ms: int,
+    *,
+    idempotent: tuple[str, bytes] | None = None,
+) -> web.Response:
+    size = len(record_text)
     if size > RECORD_JSON_BYTES_MAX:
         raise ApiProblem(
             413,
@@ -436,25 +480,29 @@ async def post_record(request: web.Request) -> web.Response:
             f"an institution with role {me.role!r} cannot author records",
             code="author_role",
         )
-    record_type = validate_record(resource).record_type
+    record_type = validate_record(record_text).record_type
     # The rules' own sealing rule, with a margin around this node's clock (the block's time differs).
     readers = policy.compute_node_record_readers(state, patient, me, record_type, service.node.clock_ms())
     try:
         encrypted = encrypt_record(
-            resource, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
+            record_text, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
         )
     except CryptoError:
         raise _unusable_key_problem() from None
     # A resource naming uploaded attachments becomes a document (node/blobs.py, ADR 0013).
-    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, resource)
-    location = await _submit_and_wait(service, raw, wait_ms)
-    body = {
-        **_write_result(tx_id, location),
+    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, json.loads(record_text))
+    answer = {
         "record_id": tx_id.hex(),
         "record_type": record_type,
         "commitment": encrypted.commitment.hex(),
         "readers": len(readers),
     }
+    if idempotent is not None:  # remembered before it is submitted: a crash in between loses nothing
+        key, fingerprint = idempotent
+        remembered = IdempotentWrite(fingerprint, tx_id, raw, service.node.clock_ms(), answer)
+        await asyncio.to_thread(request.app[IDEMPOTENCY_STORE_KEY].put, key, remembered)  # a synced write
+    location = await _submit_and_wait(service, raw, wait_ms)
+    body = {**_write_result(tx_id, location), **answer}
     return _json(body, 201 if location is not None else 202)
 
 
@@ -522,13 +570,23 @@ async def read_record(request: web.Request) -> web.Response:
     except RecordVerificationError as exc:
         # Re-published under another author, moved, or altered: never shown (issue 9, defect 6).
         raise ApiProblem(409, "Record fails verification", exc.message, code=exc.code) from None
-    # Statements of disagreement travel with the record to every reader (issue 14, ADR 0014).
+    # The record's JSON exactly as its author submitted it (ADR 0011), not a re-serialisation:
+    # `open_record` parsed it as one strict JSON object, so it is spliced in as a member's text.
+    # Members in the order they always had: the record's view, its resource, a document's
+    # attachments (ADR 0013), the statements of disagreement that travel with the record to every
+    # reader (ADR 0014), then the receipt, last.
     grant_used = access.grant if access is not None else None
-    statements = record_statements(state, record, node.identity, grant_used)
-    attached = attachments_json(state, record)  # only a document's answer has them (ADR 0013)
-    attachments = {"attachments": attached} if attached else {}
-    view = {**record_json(service, record), "resource": decrypted.resource, **attachments}
-    return _json({**view, "statements": statements, "receipt": receipt})  # the receipt stays last
+    after: dict[str, Any] = {}
+    attached = attachments_json(state, record)  # only a document's answer has them
+    if attached:
+        after["attachments"] = attached
+    after["statements"] = record_statements(state, record, node.identity, grant_used)
+    after["receipt"] = receipt
+    head = json.dumps(record_json(service, record))
+    resource = decrypted.canonical_json.decode("utf-8")
+    tail = "".join(f", {json.dumps(name)}: {json.dumps(value)}" for name, value in after.items())
+    text = f'{head[:-1]}, "resource": {resource}{tail}}}'
+    return web.Response(status=200, text=text, content_type="application/json")
 
 
 async def post_inquiry(request: web.Request) -> web.Response:
@@ -544,23 +602,31 @@ async def post_inquiry(request: web.Request) -> web.Response:
     purpose = data["purpose"]
     if not isinstance(purpose, str) or purpose not in PURPOSES:
         raise BadRequestError(f"purpose must be one of {', '.join(sorted(PURPOSES))}")
+    raw_reason = data["reason"]
+    if not isinstance(raw_reason, str) or not 1 <= len(raw_reason) <= REASON_LENGTH_MAX:
+        raise BadRequestError(f"reason must be a string of 1 to {REASON_LENGTH_MAX} characters")
     try:
-        reason = validate_reason(data["reason"])
+        reason = validate_reason(raw_reason)
     except InvalidReasonError as exc:
-        raise BadRequestError(exc.message) from None
+        # Well-formed as the document says, but not acceptable text (printable, bytes): a 422.
+        raise BadRequestError(exc.message, status=422) from None
     record_types = data.get("record_types", [])
-    if not isinstance(record_types, list) or not all(
-        isinstance(t, str) and t in RECORD_TYPES for t in record_types
+    if (
+        not isinstance(record_types, list)
+        or len(record_types) > len(RECORD_TYPES)
+        or not all(isinstance(t, str) and t in RECORD_TYPES for t in record_types)
     ):
-        raise BadRequestError(f"record_types must be a list of: {', '.join(sorted(RECORD_TYPES))}")
+        raise BadRequestError(
+            f"record_types must be a list of at most {len(RECORD_TYPES)} record types (docs/health.md)"
+        )
     record_ids = data.get("record_ids", [])
     if not isinstance(record_ids, list) or len(record_ids) > SCOPE_RECORD_IDS_MAX:
         raise BadRequestError(f"record_ids must be a list of at most {SCOPE_RECORD_IDS_MAX} ids")
     ids = [_hex_id(r, "record_ids[]") for r in record_ids]
     from_ms = _int_field(data, "from_ms", 0, 0, TIME_MS_MAX)
     to_ms = _int_field(data, "to_ms", TIME_MS_MAX, 0, TIME_MS_MAX)
-    if from_ms > to_ms:
-        raise BadRequestError("from_ms must not be after to_ms")
+    if from_ms > to_ms:  # each is well-formed; together they name no window
+        raise BadRequestError("from_ms must not be after to_ms", status=422)
     ttl_ms = _int_field(
         data,
         "ttl_ms",
@@ -699,6 +765,7 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     """Register the health routes on the node's API (called by `build_app` for health nodes)."""
     institutions = {i.sign_key: i for i in decode_genesis(node.genesis.app_state).institutions}
     app[HEALTH_KEY] = HealthService(node=node, institutions=institutions)
+    add_idempotency_store(app, node)
     app[API_AUTH_KEY].patient_check = lambda signer, patient_id: policy.is_patient_signer(
         node.store, signer, patient_id
     )

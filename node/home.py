@@ -10,6 +10,7 @@ import dataclasses
 import os
 import secrets
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,7 +61,13 @@ def compute_health_app_state(institutions: Sequence[tuple[str, str, Identity]]) 
     return encode_genesis(
         HealthGenesis(
             tuple(
-                Institution(name, role, identity.public.sign_key, identity.public.enc_key)
+                # Names are human text, kept in NFC (one byte form for one name: issue 14, defect 5).
+                Institution(
+                    unicodedata.normalize("NFC", name),
+                    role,
+                    identity.public.sign_key,
+                    identity.public.enc_key,
+                )
                 for name, role, identity in institutions
             )
         )

@@ -33,6 +33,7 @@ from medledger.network.peers import FrameHandler, PeerLink, PeerNetwork
 from medledger.network.reactor import Reactor, SyncProgress
 from medledger.node.config import NodeConfig
 from medledger.node.metrics import NodeMetrics
+from medledger.node.sites import start_site
 
 log = logging.getLogger("medledger.node")
 
@@ -215,7 +216,8 @@ class Node:
         # The peer endpoint's own site: it counts and caps inbound connections before aiohttp
         # parses a byte of them (network/peers.py).
         site = peers.create_site(runner, self.config.p2p.host, self.config.p2p.port)
-        await site.start()
+        p2p = self.config.p2p
+        await start_site(site, what="peer", host=p2p.host, port=p2p.port, hint="set [p2p] port")
         port = runner.addresses[0][1] if runner.addresses else self.config.p2p.port
         self.p2p_url = f"http://{self.config.p2p.host}:{port}"
         self.peers, self._p2p_runner = peers, runner

@@ -17,15 +17,18 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from medledger import __version__
-from medledger.chain.codec import Bytes, FieldSpec, Seq, Struct, Text, UInt, WireType
+from medledger.chain.codec import Bytes, FieldSpec, HumanText, Seq, Struct, Text, UInt, WireType
 from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX, UINT_MAX
 from medledger.crypto import HASH_SIZE
 from medledger.health.auth import CHALLENGE_SIZE, CHALLENGE_TTL_MS, SIGNATURE_SCHEME
+from medledger.health.fhir import RECORD_JSON_BYTES_MAX
 from medledger.health.policy import INQUIRY_TTL_MS_MIN, INQUIRY_TTL_MS_REQUEST_MAX, RecordAccess
 from medledger.health.types import (
+    ATTACHMENT_BYTES_MAX,
     GRANT_MANIFEST_RECORDS_MAX,
     INQUIRY_STATUSES,
     PURPOSES,
+    REASON_BYTES_MAX,
     REASON_LENGTH_MAX,
     RECORD_TYPES,
     SCOPE_RECORD_IDS_MAX,
@@ -50,11 +53,19 @@ from medledger.node.health_api import (
     WriteStatus,
 )
 from medledger.node.health_reads import health_reads_openapi_paths, health_reads_openapi_schemas
+from medledger.node.idempotency import (
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_KEY_PATTERN,
+    IDEMPOTENCY_TTL_MS,
+    REPLAYED_HEADER,
+)
 from medledger.node.proof_api import proof_openapi_paths
 from medledger.node.rights_openapi import rights_openapi_paths, rights_openapi_schemas
 
 #: An id (a hash) or a public key, in hex.
 _HEX64 = {"type": "string", "pattern": f"^[0-9a-f]{{{2 * HASH_SIZE}}}$"}
+#: An id or key a client sends: the node reads hex in either case (and answers in lower case).
+_HEX64_INPUT = {"type": "string", "pattern": f"^[0-9a-fA-F]{{{2 * HASH_SIZE}}}$"}
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
@@ -140,7 +151,7 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
     if health:
         document["paths"].update(_health_paths())
         document["paths"].update(blob_openapi_paths())
-        document["components"]["schemas"].update(_health_schemas())
+        document["components"]["schemas"].update(_closed(_health_schemas()))
         document["paths"].update(health_reads_openapi_paths())
         document["components"]["schemas"].update(health_reads_openapi_schemas())
         document["paths"].update(rights_openapi_paths())  # patient rights (issue 14)
@@ -231,7 +242,7 @@ def _build_core() -> dict[str, Any]:
                 "get": {
                     "operationId": "getTx",
                     "summary": "A transaction's status.",
-                    "parameters": [{"name": "tx_id", "in": "path", "required": True, "schema": _HEX64}],
+                    "parameters": [{"name": "tx_id", "in": "path", "required": True, "schema": _HEX64_INPUT}],
                     "responses": {
                         "200": _ok("Pending or committed.", {"$ref": "#/components/schemas/TxStatus"}),
                         "400": _problem("Not a tx id."),
@@ -248,8 +259,18 @@ def _build_core() -> dict[str, Any]:
                         f"{page_mb} MB: ask again from the next height."
                     ),
                     "parameters": [
-                        {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                        {"name": "to", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                        {
+                            "name": "from",
+                            "in": "query",
+                            "description": "First height (default 1); from ≤ to.",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": api.HEIGHT_MAX},
+                        },
+                        {
+                            "name": "to",
+                            "in": "query",
+                            "description": f"Last height; from ≤ to ≤ from + {API_BLOCK_RANGE_MAX - 1}.",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": api.HEIGHT_MAX},
+                        },
                     ],
                     "responses": {
                         "200": _ok(
@@ -280,7 +301,7 @@ def _build_core() -> dict[str, Any]:
                             "name": "height",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "integer", "minimum": 1},
+                            "schema": {"type": "integer", "minimum": 1, "maximum": api.HEIGHT_MAX},
                         }
                     ],
                     "responses": {
@@ -419,8 +440,8 @@ _PATIENT_ID_PATH = {
     "name": "patient_id",
     "in": "path",
     "required": True,
-    "description": "The patient's pseudonymous id (hex).",
-    "schema": _HEX64,
+    "description": "The patient's pseudonymous id (hex, either case).",
+    "schema": _HEX64_INPUT,
 }
 _PATIENT_ID_QUERY = {**_PATIENT_ID_PATH, "in": "query"}
 _PAGE = [
@@ -434,7 +455,29 @@ _WRITE_WAIT = {
     "description": f"Wait up to this many milliseconds for the commit (default {WAIT_MS_DEFAULT}).",
     "schema": {"type": "integer", "minimum": 0, "maximum": WAIT_MS_MAX},
 }
+_IDEMPOTENCY_KEY = {
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe: the same key with the same request (same patient, same record "
+    "bytes) answers with the first request's record and writes nothing new; the same key with another "
+    f"request is a 422. Keys are remembered by this node for {IDEMPOTENCY_TTL_MS // 3_600_000} h.",
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+}
 _SECURED: list[dict[str, list[str]]] = [{"apiToken": []}]
+
+
+def _replayable(answers: dict[str, Any]) -> dict[str, Any]:
+    """`answers` that may carry the header saying they were replayed for an idempotency key."""
+    header = {
+        REPLAYED_HEADER: {
+            "description": f"`true` when this is the remembered answer to an earlier {IDEMPOTENCY_HEADER}.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    }
+    return {status: {**answer, "headers": header} for status, answer in answers.items()}
+
+
 _AUTH_ERRORS = {
     "401": _problem("Missing or wrong API token."),
     "403": _problem("Not allowed (this node is no institution, or holds no live grant)."),
@@ -497,19 +540,26 @@ def _health_paths() -> dict[str, Any]:
                 "summary": "Add a record for a patient: plaintext FHIR R4 in; the node validates it, "
                 "encrypts it for the patient, this institution and current grantees, and signs it.",
                 "security": _SECURED,
-                "parameters": [_WRITE_WAIT],
+                "parameters": [_WRITE_WAIT, _IDEMPOTENCY_KEY],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": _REF + "NewRecord"}}},
                 },
                 "responses": {
-                    **written,
+                    **_replayable(written),
                     **bad,
                     **_AUTH_ERRORS,
                     **unknown_patient,
-                    "413": _problem("The record is too large."),
+                    "409": _problem(
+                        f"A retry ({IDEMPOTENCY_HEADER}) whose first transaction was not committed and is "
+                        "too old to submit again."
+                    ),
+                    "413": _problem(f"The record is larger than {RECORD_JSON_BYTES_MAX} bytes."),
                     "415": _problem("Unsupported content type."),
-                    "422": _problem("Not valid FHIR R4, or refused by the rules."),
+                    "422": _problem(
+                        "Not valid FHIR R4, not a record type, refused by the rules, or an "
+                        f"{IDEMPOTENCY_HEADER} already used for a different request."
+                    ),
                     "429": _problem("The mempool is full."),
                 },
             },
@@ -526,7 +576,7 @@ def _health_paths() -> dict[str, Any]:
             "readRecord",
             "Decrypt one record. A read under a grant is first recorded on the ledger (read receipt).",
             {"$ref": _REF + "DecryptedRecord"},
-            params=[{"name": "record_id", "in": "path", "required": True, "schema": _HEX64}],
+            params=[{"name": "record_id", "in": "path", "required": True, "schema": _HEX64_INPUT}],
             secured=True,
             errors={
                 **bad,
@@ -661,6 +711,13 @@ def _field_schema(spec: FieldSpec) -> dict[str, Any]:
         if spec.allowed is not None:
             return _enum(spec.allowed)
         return {"type": "string", "minLength": spec.min_length, "maxLength": spec.max_length}
+    if isinstance(spec, HumanText):
+        return {
+            "type": "string",
+            "minLength": spec.min_length,
+            "maxLength": spec.max_length,
+            "description": f"Printable Unicode text in NFC, at most {spec.max_bytes} bytes of UTF-8.",
+        }
     if isinstance(spec, Seq):
         return {"type": "array", "maxItems": spec.max_items, "items": _field_schema(spec.item)}
     if isinstance(spec, Struct):
@@ -677,6 +734,16 @@ def _model_fields(model: type[WireType]) -> dict[str, Any]:
 
 def _model_schema(model: type[WireType]) -> dict[str, Any]:
     return _object(_model_fields(model))
+
+
+def _closed(schemas: dict[str, Any]) -> dict[str, Any]:
+    """Every object schema says whether it takes other members (issue 14, defect 8): the health
+    views are derived from their models, so an answer holds exactly the members declared, and a
+    request body with an undeclared member is refused (400)."""
+    for schema in schemas.values():
+        if schema.get("type") == "object" and "properties" in schema:
+            schema.setdefault("additionalProperties", False)
+    return schemas
 
 
 def _health_schemas() -> dict[str, Any]:
@@ -713,38 +780,46 @@ def _health_schemas() -> dict[str, Any]:
         },
     }
     encoded = {"encoded": {"type": "string", "format": "byte", "description": "canonical encoding"}}
-    record_types = {"type": "array", "items": _enum(RECORD_TYPES)}
+    record_types = {"type": "array", "maxItems": len(RECORD_TYPES), "items": _enum(RECORD_TYPES)}
     return {
         "Institution": _object(_model_fields(Institution), {"chain_id": {"type": "string"}}),
         "Patient": _object({**_model_fields(PatientState), **encoded}),
         "Scope": _model_schema(Scope),
         "NewRecord": _object(
             {
-                "patient_id": _HEX64,
+                "patient_id": _HEX64_INPUT,
                 "resource": {
                     "type": "object",
-                    "description": "A FHIR R4 resource or Bundle (plaintext; encrypted by the node).",
+                    "description": "A FHIR R4 resource or Bundle of a record type (plaintext; encrypted by "
+                    f"the node). Its JSON text is kept exactly as submitted: at most {RECORD_JSON_BYTES_MAX} "
+                    "bytes of UTF-8 as written (escapes count as written), strict JSON (no repeated member "
+                    "names, no NaN), read back byte for byte.",
                 },
             },
             closed=True,
         ),
         "NewInquiry": _object(
             {
-                "patient_id": _HEX64,
+                "patient_id": _HEX64_INPUT,
                 "purpose": _enum(PURPOSES),
                 "reason": {
                     "type": "string",
                     "minLength": 1,
                     "maxLength": REASON_LENGTH_MAX,
-                    "description": "Free text, sealed for the patient and this institution only "
-                    "(never in the clear on the ledger).",
+                    "description": "Free text in any language, sealed for the patient and this institution "
+                    f"only (never in the clear on the ledger): at most {REASON_LENGTH_MAX} characters and "
+                    f"{REASON_BYTES_MAX} bytes of UTF-8, printable (no control characters or line breaks), "
+                    "kept in Unicode NFC. Text that is not printable is a 422.",
                 },
             },
             {
                 "record_types": record_types,
-                "record_ids": {"type": "array", "maxItems": SCOPE_RECORD_IDS_MAX, "items": _HEX64},
-                "from_ms": time_ms,
-                "to_ms": time_ms,
+                "record_ids": {"type": "array", "maxItems": SCOPE_RECORD_IDS_MAX, "items": _HEX64_INPUT},
+                "from_ms": {
+                    **time_ms,
+                    "description": "Start of the window (ms); from_ms ≤ to_ms, else a 422.",
+                },
+                "to_ms": {**time_ms, "description": "End of the window (ms); from_ms ≤ to_ms, else a 422."},
                 "ttl_ms": {
                     "type": "integer",
                     "minimum": INQUIRY_TTL_MS_MIN,
@@ -781,7 +856,22 @@ def _health_schemas() -> dict[str, Any]:
                     "description": "Statements of disagreement attached to the record (issue 14).",
                     "items": {"$ref": _REF + "RecordStatement"},
                 },
-            }
+            },
+            {
+                "attachments": {
+                    "type": "array",
+                    "description": "A document's attached files (ADR 0013): fetch each from "
+                    "/v1/health/institution/records/{record_id}/attachments/{blob_id}.",
+                    "items": _object(
+                        {
+                            "blob_id": _HEX64,
+                            "size": {"type": "integer", "minimum": 1, "maximum": ATTACHMENT_BYTES_MAX},
+                            "url": {"type": "string"},
+                        },
+                        closed=True,
+                    ),
+                },
+            },
         ),
         "Inquiry": _object({**inquiry, **encoded}),
         "InstitutionInquiry": _object(

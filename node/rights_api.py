@@ -47,6 +47,7 @@ from medledger.health.rights_seal import (
 from medledger.health.rights_types import (
     AMENDMENT_OPEN,
     AMENDMENT_STATUSES,
+    AMENDMENT_TEXT_LENGTH_MAX,
     RECORDS_REQUEST_RECORDS_MAX,
     REQUEST_CLOSED,
     REQUEST_OPEN,
@@ -317,10 +318,14 @@ async def refuse_amendment(request: web.Request) -> web.Response:
     amendment_id = _hex_id(request.match_info["amendment_id"], "amendment id")
     data = await _read_object(request, RIGHTS_REQUEST_BYTES_MAX)
     _check_keys(data, {"reason"}, set())
+    raw_reason = data["reason"]
+    if not isinstance(raw_reason, str) or not 1 <= len(raw_reason) <= AMENDMENT_TEXT_LENGTH_MAX:
+        raise BadRequestError(f"reason must be a string of 1 to {AMENDMENT_TEXT_LENGTH_MAX} characters")
     try:
-        reason = validate_amendment_text(data["reason"], "reason")
+        reason = validate_amendment_text(raw_reason, "reason")
     except InvalidAmendmentTextError as exc:
-        raise BadRequestError(exc.message) from None
+        # Well-formed as the document says, but not acceptable text (printable, Unicode): a 422.
+        raise BadRequestError(exc.message, status=422) from None
     amendment = _load_open_amendment(service, amendment_id, me.sign_key)
     patient = _require_patient(_state(service), amendment.patient_id)
     node = service.node

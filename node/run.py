@@ -34,6 +34,7 @@ from medledger.node.fixture_app import KeyValueFixtureApp
 from medledger.node.genesis_file import load_genesis
 from medledger.node.node import Node, refusal_message
 from medledger.node.progress import SyncProgressView
+from medledger.node.sites import start_site
 from medledger.node.tls import create_server_ssl_context
 
 log = logging.getLogger("medledger.node")
@@ -90,8 +91,16 @@ async def serve(node: Node, stop: asyncio.Event) -> None:
         site = web.TCPSite(
             runner, api.host, api.port, shutdown_timeout=SHUTDOWN_GRACE_S, ssl_context=ssl_context
         )
-        await site.start()
-        await web.TCPSite(ops_runner, api.ops_host, api.ops_port, shutdown_timeout=SHUTDOWN_GRACE_S).start()
+        await start_site(
+            site, what="API", host=api.host, port=api.port, hint="pass --api-port (or [api] port)"
+        )
+        await start_site(
+            web.TCPSite(ops_runner, api.ops_host, api.ops_port, shutdown_timeout=SHUTDOWN_GRACE_S),
+            what="operations",
+            host=api.ops_host,
+            port=api.ops_port,
+            hint="pass --ops-port (or [api] ops_port)",
+        )
         url = _url("https" if ssl_context else "http", api.host, runner, api.port)
         ops_url = _url("http", api.ops_host, ops_runner, api.ops_port)
         address_file = api_address_path(node.config.home)

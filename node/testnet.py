@@ -232,9 +232,32 @@ def cluster_down(directory: Path, *, timeout_s: float = 15.0) -> list[str]:
 
 def read_cluster(directory: Path) -> dict[str, dict[str, object]]:
     record_path = directory / CLUSTER_FILE
+    if not record_path.exists() and (directory / DEMO_NETWORK_DIR / CLUSTER_FILE).exists():
+        record_path = directory / DEMO_NETWORK_DIR / CLUSTER_FILE  # a demo's home (`medledger demo`)
     if not record_path.exists():
         raise NodeError(f"no cluster is running from {directory} (no {CLUSTER_FILE})")
     return _read_record(record_path)
+
+
+#: Where `medledger demo --home H` keeps its network (H/network), which `cluster status --dir H` reads.
+DEMO_NETWORK_DIR = "network"
+
+
+def write_cluster_record(directory: Path, processes: list[tuple[Path, NodeProcess]]) -> Path:
+    """Record running nodes as `cluster up` does, so `cluster status` sees a network started otherwise
+    (the demo's: issue 14, defect 8); returns the record's path (remove it when they stop)."""
+    record = {}
+    for home, proc in processes:
+        assert proc.proc is not None  # started
+        record[home.name] = {
+            "pid": proc.proc.pid,
+            "url": proc.url,
+            "ops_url": proc.ops_url,
+            "home": str(home),
+        }
+    path = directory / CLUSTER_FILE
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def _read_record(path: Path) -> dict[str, dict[str, object]]:

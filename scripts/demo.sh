@@ -4,6 +4,8 @@
 # http://127.0.0.1:26657), the consent story through the real APIs, then the network keeps running
 # until Ctrl-C. Homes, keys and tokens are generated into .demo/ (a previous demo's chain is replaced).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+# `source` without arguments would hand this script's own arguments (e.g. --once) to bootstrap.sh
+# as its "extra" and so to pip: name bootstrap's argument explicitly (none: the plain install).
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh" ""
 
 exec .venv/bin/medledger demo --home .demo "$@"

@@ -55,8 +55,10 @@ def _patient_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes
     "--key",
     "key_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The patient's key file (stays on this device).",
+    default=None,
+    # Not `required`: click would demand it before `patient grant --help` (issue 14, defect 8);
+    # every command that uses the key asks for it (`_key_file`).
+    help="The patient's key file (stays on this device); every command needs it.",
 )
 @click.option(
     "--url", default=None, help=f"Any node's API URL (default: ${ENV_NODE_URL}, else http://127.0.0.1:26657)."
@@ -87,7 +89,7 @@ def _patient_passphrase(passphrase_file: Path | None, *, confirm: bool) -> bytes
 @click.pass_context
 def patient(
     ctx: click.Context,
-    key_file: Path,
+    key_file: Path | None,
     url: str | None,
     passphrase_file: Path | None,
     for_patient: str | None,
@@ -122,10 +124,18 @@ def patient(
     }
 
 
+def _key_file(obj: dict[str, Any]) -> Path:
+    """The --key file, which every command needs (a missing one is a usage error, not a traceback)."""
+    key_file: Path | None = obj["key_file"]
+    if key_file is None:
+        raise click.UsageError("Missing option '--key' (medledger patient --key FILE COMMAND).")
+    return key_file
+
+
 def _genesis_pin(ctx: click.Context, *, first_use: bool) -> bytes | None:
     """The pinned genesis: --genesis, else the file beside the key; both must agree."""
     obj = ctx.obj
-    recorded = load_genesis_pin(obj["key_file"])
+    recorded = load_genesis_pin(_key_file(obj))
     given: bytes | None = obj["genesis"]
     if given is not None and recorded is not None and given != recorded:
         fail(
@@ -142,8 +152,8 @@ def _genesis_pin(ctx: click.Context, *, first_use: bool) -> bytes | None:
 
 
 def _record_pin(ctx: click.Context, client: PatientClient) -> None:
-    if client.genesis_hash is not None and load_genesis_pin(ctx.obj["key_file"]) is None:
-        path = save_genesis_pin(ctx.obj["key_file"], client.genesis_hash, client.chain_id)
+    if client.genesis_hash is not None and load_genesis_pin(_key_file(ctx.obj)) is None:
+        path = save_genesis_pin(_key_file(ctx.obj), client.genesis_hash, client.chain_id)
         click.echo(f"pinned genesis {client.genesis_hash.hex()} in {path}")
 
 
@@ -151,7 +161,7 @@ def _client(ctx: click.Context, *, first_use: bool = False) -> PatientClient:
     obj = ctx.obj
     genesis_hash = _genesis_pin(ctx, first_use=first_use)
     try:
-        identity = load_identity(obj["key_file"], _patient_passphrase(obj["passphrase_file"], confirm=False))
+        identity = load_identity(_key_file(obj), _patient_passphrase(obj["passphrase_file"], confirm=False))
     except KeyFileError as exc:
         fail(exc.message)
     patient_id = None
@@ -183,7 +193,7 @@ def patient_keys(ctx: click.Context, force: bool) -> None:
     identity = Identity.generate()
     try:
         passphrase = _patient_passphrase(obj["passphrase_file"], confirm=True)
-        save_identity(obj["key_file"], identity, passphrase, overwrite=force)
+        save_identity(_key_file(obj), identity, passphrase, overwrite=force)
     except KeyFileError as exc:
         fail(exc.message)
     click.echo(f"key file:    {obj['key_file']}")
@@ -191,7 +201,7 @@ def patient_keys(ctx: click.Context, force: bool) -> None:
     click.echo(f"sign key:    {identity.public.sign_key.hex()}")
     if obj["genesis"] is not None:
         try:
-            path = save_genesis_pin(obj["key_file"], obj["genesis"])
+            path = save_genesis_pin(_key_file(obj), obj["genesis"])
         except MedledgerError as exc:
             fail(exc.message)
         click.echo(f"genesis:     {obj['genesis'].hex()} (pinned in {path})")

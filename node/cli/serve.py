@@ -57,7 +57,10 @@ def start(
         stream=sys.stderr,
     )
     read_passphrase(config)  # fail early with a clear message
-    run_node(config)
+    try:
+        run_node(config)
+    except MedledgerError as exc:  # e.g. a port in use: one line, not a traceback
+        fail(exc.message)
 
 
 def _ops_url(home: Path | None, url: str | None) -> str:

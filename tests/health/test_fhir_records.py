@@ -77,7 +77,7 @@ def test_invalid_json() -> None:
 
 
 def test_invalid_unsupported_resource_type() -> None:
-    assert_invalid({"resourceType": "Patient", "name": [{"family": "Synthetic"}]}, path="record.resourceType")
+    assert_invalid({"resourceType": "Group", "type": "person", "actual": True}, path="record.resourceType")
     assert_invalid({"status": "final"}, path="record.resourceType")
 
 

@@ -270,7 +270,7 @@ def test_invalid_uploads_and_citations_change_nothing(net: HealthNet, tmp_path: 
 
     # Too large, chunked (no length announced): cut off once the limit is passed, and answered.
     assert chunked_upload_status(clinic, ATTACHMENT_BYTES_MAX // 2**20 + 1) == 413
-    assert_problem(upload(clinic, b""), 400)
+    assert_problem(upload(clinic, b""), 422)
     assert_problem(upload(clinic, b"{}", "application/json"), 415)
     # An insurer authors no records, so it uploads no attachments.
     assert_problem(upload(insurer, b"%PDF-1.7 synthetic"), 403)

@@ -230,9 +230,9 @@ def test_invalid_rights_requests_are_refused_and_change_nothing(net: HealthNet, 
 
     # Oversize and malformed bodies: 4xx problems, nothing on the ledger.
     assert_problem(clinic.post(refuse, {"reason": "x" * (AMENDMENT_TEXT_LENGTH_MAX + 1)}), 400)
-    assert_problem(clinic.post(refuse, {"reason": "bell\u0007"}), 400)
+    assert_problem(clinic.post(refuse, {"reason": "bell\u0007"}), 422)
     assert_problem(clinic.post(refuse, {"reason": "ok", "extra": 1}), 400)
-    assert_problem(clinic.post(refuse, {"reason": "\ud800"}), 400)
+    assert_problem(clinic.post(refuse, {"reason": "\ud800"}), 422)
     too_many = {"record_ids": [f"{i:064x}" for i in range(257)]}
     assert_problem(clinic.post(f"/v1/health/institution/records-requests/{'ab' * 32}/close", too_many), 400)
     assert_problem(clinic.post(f"/v1/health/institution/records-requests/{'ab' * 32}/close", {}), 404)

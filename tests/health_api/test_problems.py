@@ -58,7 +58,7 @@ def test_invalid_fhir_is_422(shared_net: HealthNet, patient: PatientClient) -> N
     bad: list[Any] = [
         {k: v for k, v in OBSERVATION.items() if k != "status"},  # a required element missing
         {**OBSERVATION, "status": "guessed"},  # a code outside its value set
-        {"resourceType": "Patient", "name": [{"family": "Synthetic"}]},  # not a record type
+        {"resourceType": "Group", "type": "person", "actual": True},  # not a record type
         {**OBSERVATION, "valueQuantity": "high"},
     ]
     for resource in bad:

@@ -262,7 +262,8 @@ def test_a_wiped_clinic_returns_the_same_records_and_audit_trails(cluster: Healt
     for patient_id, identity in zip(ids, identities, strict=True):
         decrypted = decrypt_as_patient(clinic.url, identity)
         if patient_id == ids[0]:
-            assert decrypted.pop(late_id).endswith(compute_canonical_json(late))
+            # The record is the JSON text the hospital submitted (ADR 0011): json.dumps of it here.
+            assert decrypted.pop(late_id).endswith(json.dumps(late).encode())
         assert decrypted == before_decrypted[patient_id]
 
     # Then the plaintext: every record read again through the clinic's API.
