@@ -28,17 +28,12 @@ from __future__ import annotations
 import dataclasses
 
 from medledger.chain.app import StateReader
+
+# `rules` dispatches to this module and this module uses its checks: the two import each other
+# as modules, and names are looked up when a tx is processed (both are loaded by then).
+from medledger.health import rules
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
-from medledger.health.rules import (
-    TxContext,
-    _audit,
-    _is_strictly_sorted,
-    prune_live_grants,
-    validate_acts_for_patient,
-    validate_open_inquiry,
-    validate_patient,
-)
 from medledger.health.types import (
     EVENT_GRANT,
     EVENT_GRANT_PART,
@@ -59,9 +54,9 @@ from medledger.health.types import (
 
 
 def validate_grant_manifest(
-    state: StateReader, ctx: TxContext, body: GrantManifestBody
+    state: StateReader, ctx: rules.TxContext, body: GrantManifestBody
 ) -> tuple[InquiryState, Institution]:
-    inquiry, _ = validate_open_inquiry(state, ctx, body.inquiry_id)
+    inquiry, _ = rules.validate_open_inquiry(state, ctx, body.inquiry_id)
     grantee = st.get_institution(state, inquiry.requester)
     if grantee is None:
         raise HealthStateError("an inquiry's requester is not an institution")
@@ -74,9 +69,9 @@ def validate_grant_manifest(
     return inquiry, grantee
 
 
-def process_grant_manifest(state: st.StateWriter, ctx: TxContext, body: GrantManifestBody) -> None:
+def process_grant_manifest(state: st.StateWriter, ctx: rules.TxContext, body: GrantManifestBody) -> None:
     inquiry, grantee = validate_grant_manifest(state, ctx, body)
-    live = prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
+    live = rules.prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
     if len(live) >= PATIENT_LIVE_GRANTS_MAX:
         raise reject("too_many_grants", f"a patient may have at most {PATIENT_LIVE_GRANTS_MAX} live grants")
     grant = GrantState(
@@ -102,20 +97,20 @@ def process_grant_manifest(state: st.StateWriter, ctx: TxContext, body: GrantMan
     )
     st.save_live_grant_ids(state, inquiry.patient_id, (*(g.grant_id for g in live), grant.grant_id))
     st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_GRANTED, decision_id=ctx.tx_id))
-    _audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id)
+    rules._audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id)
 
 
 def validate_grant_part(
-    state: StateReader, ctx: TxContext, body: GrantPartBody
+    state: StateReader, ctx: rules.TxContext, body: GrantPartBody
 ) -> tuple[GrantState, GrantPartsState]:
     grant = st.get_grant(state, body.grant_id)
     parts = st.get_grant_parts(state, body.grant_id)
     if grant is None or parts is None:
         raise reject("grant_unknown", "no grant in parts has this id")
-    patient = validate_patient(state, grant.patient_id)
+    patient = rules.validate_patient(state, grant.patient_id)
     if ctx.sender != grant.granted_by:
         raise reject("not_authorised", "only the signer of a grant's manifest may send its parts")
-    validate_acts_for_patient(patient, ctx.sender)
+    rules.validate_acts_for_patient(patient, ctx.sender)
     if grant.is_revoked:
         raise reject("grant_revoked", "the grant was revoked: no more of its parts are accepted")
     if not is_grant_live(grant, ctx.time_ms):
@@ -131,7 +126,7 @@ def validate_grant_part(
             f"part {body.part} carries {compute_grant_part_size(parts.record_count, body.part)} "
             f"records, not {len(record_ids)}",
         )
-    if not _is_strictly_sorted(record_ids):
+    if not rules._is_strictly_sorted(record_ids):
         raise reject("grant_records", "granted records must be sorted by id and unique")
     if compute_grant_part_digest(grant.inquiry_id, body.part, record_ids) != parts.part_digests[body.part]:
         raise reject("grant_part_digest", "the part's records are not the ones its manifest declared")
@@ -144,13 +139,13 @@ def validate_grant_part(
     return grant, parts
 
 
-def process_grant_part(state: st.StateWriter, ctx: TxContext, body: GrantPartBody) -> None:
+def process_grant_part(state: st.StateWriter, ctx: rules.TxContext, body: GrantPartBody) -> None:
     grant, parts = validate_grant_part(state, ctx, body)
     for record_key in body.record_keys:
         st.save_grant_key(state, grant.grant_id, record_key.record_id, record_key.sealed_key)
     st.save_grant_parts(state, parts.with_part_received(body.part, len(body.record_keys)))
     record_ids = tuple(rk.record_id for rk in body.record_keys)
-    _audit(state, ctx, grant.patient_id, EVENT_GRANT_PART, grant.grant_id, record_ids)
+    rules._audit(state, ctx, grant.patient_id, EVENT_GRANT_PART, grant.grant_id, record_ids)
 
 
 __all__ = [

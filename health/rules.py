@@ -21,7 +21,7 @@ from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError
-from medledger.health import rights, rights_types
+from medledger.health import grant_parts, rights, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import (
@@ -462,9 +462,6 @@ def process_read_receipt(state: st.StateWriter, ctx: TxContext, body: ReadReceip
     grant = validate_read_receipt(state, ctx, body)
     _audit(state, ctx, grant.patient_id, EVENT_READ, grant.grant_id, body.record_ids)
 
-
-# Grants in parts (ADR 0012) live in their own module, which uses the checks above.
-from medledger.health import grant_parts  # noqa: E402 - needs the helpers defined above
 
 # --- documents (records with attachments, docs/adr/0013-attachment-blobs.md) ---------------------
 
