@@ -25,8 +25,6 @@ Plain functions of (state, ctx, body) like `rules`: no clock, no randomness, no 
 
 from __future__ import annotations
 
-import dataclasses
-
 from medledger.chain.app import StateReader
 
 # `rules` dispatches to this module and this module uses its checks: the two import each other
@@ -37,8 +35,6 @@ from medledger.health.errors import HealthStateError, reject
 from medledger.health.types import (
     EVENT_GRANT,
     EVENT_GRANT_PART,
-    INQUIRY_GRANTED,
-    PATIENT_LIVE_GRANTS_MAX,
     GrantManifestBody,
     GrantPartBody,
     GrantPartsState,
@@ -71,33 +67,13 @@ def validate_grant_manifest(
 
 def process_grant_manifest(state: st.StateWriter, ctx: rules.TxContext, body: GrantManifestBody) -> None:
     inquiry, grantee = validate_grant_manifest(state, ctx, body)
-    live = rules.prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
-    if len(live) >= PATIENT_LIVE_GRANTS_MAX:
-        raise reject("too_many_grants", f"a patient may have at most {PATIENT_LIVE_GRANTS_MAX} live grants")
-    grant = GrantState(
-        grant_id=ctx.tx_id,
-        inquiry_id=inquiry.inquiry_id,
-        patient_id=inquiry.patient_id,
-        grantee=inquiry.requester,
-        grantee_enc_key=grantee.enc_key,
-        granted_by=ctx.sender,
-        scope=inquiry.scope,
-        purpose=inquiry.purpose,
-        expires_ms=inquiry.expires_ms,
-        record_keys=(),  # each part's keys are stored apart (`state.save_grant_key`)
-        revoked_height=0,
-        revoked_time_ms=0,
-        height=ctx.height,
-        time_ms=ctx.time_ms or 0,
-    )
+    # Each part's keys are stored apart (`state.save_grant_key`), so the grant itself carries none.
+    grant = rules.create_grant(state, ctx, inquiry, grantee, ())
     bitmap = bytes(-(-len(body.part_digests) // 8))
-    st.save_grant(state, grant)
     st.save_grant_parts(
         state, GrantPartsState(grant.grant_id, body.record_count, body.part_digests, bitmap, 0)
     )
-    st.save_live_grant_ids(state, inquiry.patient_id, (*(g.grant_id for g in live), grant.grant_id))
-    st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_GRANTED, decision_id=ctx.tx_id))
-    rules._audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id)
+    rules.audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id)
 
 
 def validate_grant_part(
@@ -145,7 +121,7 @@ def process_grant_part(state: st.StateWriter, ctx: rules.TxContext, body: GrantP
         st.save_grant_key(state, grant.grant_id, record_key.record_id, record_key.sealed_key)
     st.save_grant_parts(state, parts.with_part_received(body.part, len(body.record_keys)))
     record_ids = tuple(rk.record_id for rk in body.record_keys)
-    rules._audit(state, ctx, grant.patient_id, EVENT_GRANT_PART, grant.grant_id, record_ids)
+    rules.audit(state, ctx, grant.patient_id, EVENT_GRANT_PART, grant.grant_id, record_ids)
 
 
 __all__ = [

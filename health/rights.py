@@ -22,6 +22,10 @@ from typing import TYPE_CHECKING
 
 from medledger.chain.app import StateReader
 from medledger.crypto import DecryptionError
+
+# `rules` dispatches to this module and this module uses its audit helper: they import each
+# other as modules (names are looked up when a tx is processed, when both are loaded).
+from medledger.health import rules
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import get_audit_events, is_acting_for_patient
@@ -53,7 +57,6 @@ from medledger.health.types import (
     EVENT_DISAGREEMENT,
     EVENT_RECORDS_REQUEST,
     EVENT_RECORDS_REQUEST_CLOSED,
-    AuditEvent,
     Institution,
     PatientState,
     RecordState,
@@ -65,21 +68,6 @@ if TYPE_CHECKING:
 
 #: How `health.rules` supersedes a record (its own rule, handed in so there is one).
 Supersede = Callable[[st.StateWriter, "TxContext", SupersedeRecordBody], None]
-
-
-def _audit(
-    state: st.StateWriter,
-    ctx: TxContext,
-    patient_id: bytes,
-    event: str,
-    subject_id: bytes,
-    record_ids: tuple[bytes, ...] = (),
-) -> None:
-    st.append_audit_event(
-        state,
-        patient_id,
-        AuditEvent(event, ctx.tx_id, ctx.sender, subject_id, record_ids, ctx.height, ctx.time_ms or 0),
-    )
 
 
 def _patient(state: StateReader, patient_id: bytes) -> PatientState:
@@ -157,7 +145,7 @@ def process_request_records(state: st.StateWriter, ctx: TxContext, body: Request
     st.save_open_request_count(
         state, patient.patient_id, st.get_open_request_count(state, patient.patient_id) + 1
     )
-    _audit(state, ctx, patient.patient_id, EVENT_RECORDS_REQUEST, ctx.tx_id)
+    rules.audit(state, ctx, patient.patient_id, EVENT_RECORDS_REQUEST, ctx.tx_id)
 
 
 def validate_close_records_request(
@@ -198,7 +186,9 @@ def process_close_records_request(
     if count < 1:
         raise HealthStateError("a patient's open records requests are miscounted")
     st.save_open_request_count(state, request.patient_id, count - 1)
-    _audit(state, ctx, request.patient_id, EVENT_RECORDS_REQUEST_CLOSED, request.request_id, body.record_ids)
+    rules.audit(
+        state, ctx, request.patient_id, EVENT_RECORDS_REQUEST_CLOSED, request.request_id, body.record_ids
+    )
 
 
 # --- right to amend -----------------------------------------------------------------------------
@@ -254,7 +244,7 @@ def process_request_amendment(state: st.StateWriter, ctx: TxContext, body: Reque
     st.save_amendment(state, amendment)
     count = st.get_open_amendment_count(state, patient.patient_id)
     st.save_open_amendment_count(state, patient.patient_id, count + 1)
-    _audit(state, ctx, patient.patient_id, EVENT_AMENDMENT_REQUEST, ctx.tx_id, (record.record_id,))
+    rules.audit(state, ctx, patient.patient_id, EVENT_AMENDMENT_REQUEST, ctx.tx_id, (record.record_id,))
 
 
 def _validate_open_amendment_for_author(
@@ -308,7 +298,9 @@ def process_accept_amendment(
     )
     st.save_amendment(state, accepted)
     _close_open_amendment(state, amendment.patient_id)
-    _audit(state, ctx, amendment.patient_id, EVENT_AMENDMENT_ACCEPTED, amendment.amendment_id, (ctx.tx_id,))
+    rules.audit(
+        state, ctx, amendment.patient_id, EVENT_AMENDMENT_ACCEPTED, amendment.amendment_id, (ctx.tx_id,)
+    )
 
 
 def _close_open_amendment(state: st.StateWriter, patient_id: bytes) -> None:
@@ -342,7 +334,7 @@ def process_refuse_amendment(state: st.StateWriter, ctx: TxContext, body: Refuse
     )
     st.save_amendment(state, refused)
     _close_open_amendment(state, amendment.patient_id)
-    _audit(
+    rules.audit(
         state,
         ctx,
         amendment.patient_id,
@@ -376,7 +368,7 @@ def process_disagree(state: st.StateWriter, ctx: TxContext, body: DisagreeBody) 
             statement_time_ms=ctx.time_ms or 0,
         ),
     )
-    _audit(
+    rules.audit(
         state, ctx, amendment.patient_id, EVENT_DISAGREEMENT, amendment.amendment_id, (amendment.record_id,)
     )
 

@@ -71,6 +71,7 @@ from medledger.health.types import (
     Institution,
     PatientState,
     ReadReceiptBody,
+    RecordKey,
     RecordState,
     RegisterPatientBody,
     RepresentativeBody,
@@ -143,7 +144,7 @@ def prune_live_grants(state: st.StateWriter, patient_id: bytes, time_ms: int | N
     return live
 
 
-def _audit(
+def audit(
     state: st.StateWriter,
     ctx: TxContext,
     patient_id: bytes,
@@ -193,7 +194,7 @@ def process_add_representative(state: st.StateWriter, ctx: TxContext, body: Repr
     patient = validate_add_representative(state, ctx, body)
     representatives = tuple(sorted((*patient.representatives, body.representative)))
     st.save_patient(state, dataclasses.replace(patient, representatives=representatives))
-    _audit(state, ctx, patient.patient_id, EVENT_REPRESENTATIVE_ADDED, body.representative)
+    audit(state, ctx, patient.patient_id, EVENT_REPRESENTATIVE_ADDED, body.representative)
 
 
 def validate_remove_representative(
@@ -211,7 +212,7 @@ def process_remove_representative(state: st.StateWriter, ctx: TxContext, body: R
     patient = validate_remove_representative(state, ctx, body)
     representatives = tuple(r for r in patient.representatives if r != body.representative)
     st.save_patient(state, dataclasses.replace(patient, representatives=representatives))
-    _audit(state, ctx, patient.patient_id, EVENT_REPRESENTATIVE_REMOVED, body.representative)
+    audit(state, ctx, patient.patient_id, EVENT_REPRESENTATIVE_REMOVED, body.representative)
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -343,7 +344,7 @@ def process_request_access(state: st.StateWriter, ctx: TxContext, body: RequestA
         time_ms=ctx.time_ms or 0,
     )
     st.save_inquiry(state, inquiry)
-    _audit(state, ctx, body.patient_id, EVENT_INQUIRY, ctx.tx_id)
+    audit(state, ctx, body.patient_id, EVENT_INQUIRY, ctx.tx_id)
 
 
 def validate_open_inquiry(
@@ -379,8 +380,15 @@ def validate_grant(state: StateReader, ctx: TxContext, body: GrantBody) -> tuple
     return inquiry, grantee
 
 
-def process_grant(state: st.StateWriter, ctx: TxContext, body: GrantBody) -> None:
-    inquiry, grantee = validate_grant(state, ctx, body)
+def create_grant(
+    state: st.StateWriter,
+    ctx: TxContext,
+    inquiry: InquiryState,
+    grantee: Institution,
+    record_keys: tuple[RecordKey, ...],
+) -> GrantState:
+    """The grant a decision `ctx` makes on `inquiry` (one tx's, or a manifest's whose keys come in
+    parts: then `record_keys` is empty); it closes the inquiry and joins the patient's live grants."""
     live = prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
     if len(live) >= PATIENT_LIVE_GRANTS_MAX:
         raise reject("too_many_grants", f"a patient may have at most {PATIENT_LIVE_GRANTS_MAX} live grants")
@@ -394,7 +402,7 @@ def process_grant(state: st.StateWriter, ctx: TxContext, body: GrantBody) -> Non
         scope=inquiry.scope,
         purpose=inquiry.purpose,
         expires_ms=inquiry.expires_ms,
-        record_keys=body.record_keys,
+        record_keys=record_keys,
         revoked_height=0,
         revoked_time_ms=0,
         height=ctx.height,
@@ -403,14 +411,20 @@ def process_grant(state: st.StateWriter, ctx: TxContext, body: GrantBody) -> Non
     st.save_grant(state, grant)
     st.save_live_grant_ids(state, inquiry.patient_id, (*(g.grant_id for g in live), grant.grant_id))
     st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_GRANTED, decision_id=ctx.tx_id))
+    return grant
+
+
+def process_grant(state: st.StateWriter, ctx: TxContext, body: GrantBody) -> None:
+    inquiry, grantee = validate_grant(state, ctx, body)
+    create_grant(state, ctx, inquiry, grantee, body.record_keys)
     record_ids = tuple(rk.record_id for rk in body.record_keys)
-    _audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id, record_ids)
+    audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id, record_ids)
 
 
 def process_deny(state: st.StateWriter, ctx: TxContext, body: DenyBody) -> None:
     inquiry, _ = validate_open_inquiry(state, ctx, body.inquiry_id)
     st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_DENIED, decision_id=ctx.tx_id))
-    _audit(state, ctx, inquiry.patient_id, EVENT_DENY, inquiry.inquiry_id)
+    audit(state, ctx, inquiry.patient_id, EVENT_DENY, inquiry.inquiry_id)
 
 
 def validate_revoke(state: StateReader, ctx: TxContext, body: RevokeBody) -> GrantState:
@@ -430,7 +444,7 @@ def process_revoke(state: st.StateWriter, ctx: TxContext, body: RevokeBody) -> N
     revoked = dataclasses.replace(grant, revoked_height=max(ctx.height, 1), revoked_time_ms=ctx.time_ms or 0)
     st.save_grant(state, revoked)
     prune_live_grants(state, grant.patient_id, ctx.time_ms)
-    _audit(state, ctx, grant.patient_id, EVENT_REVOKE, grant.grant_id)
+    audit(state, ctx, grant.patient_id, EVENT_REVOKE, grant.grant_id)
 
 
 # --- reads --------------------------------------------------------------------------------------
@@ -460,7 +474,7 @@ def validate_read_receipt(state: StateReader, ctx: TxContext, body: ReadReceiptB
 
 def process_read_receipt(state: st.StateWriter, ctx: TxContext, body: ReadReceiptBody) -> None:
     grant = validate_read_receipt(state, ctx, body)
-    _audit(state, ctx, grant.patient_id, EVENT_READ, grant.grant_id, body.record_ids)
+    audit(state, ctx, grant.patient_id, EVENT_READ, grant.grant_id, body.record_ids)
 
 
 # --- documents (records with attachments, docs/adr/0013-attachment-blobs.md) ---------------------
