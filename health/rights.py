@@ -28,7 +28,7 @@ from medledger.crypto import DecryptionError
 from medledger.health import rules
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
-from medledger.health.policy import get_audit_events, is_acting_for_patient
+from medledger.health.policy import get_audit_events
 from medledger.health.rights_types import (
     AMENDMENT_ACCEPTED,
     AMENDMENT_OPEN,
@@ -70,18 +70,6 @@ if TYPE_CHECKING:
 Supersede = Callable[[st.StateWriter, "TxContext", SupersedeRecordBody], None]
 
 
-def _patient(state: StateReader, patient_id: bytes) -> PatientState:
-    patient = st.get_patient(state, patient_id)
-    if patient is None:
-        raise reject("patient_unknown", "no patient is registered under this id")
-    return patient
-
-
-def _acts_for(patient: PatientState, sender: bytes) -> None:
-    if not is_acting_for_patient(patient, sender):
-        raise reject("not_authorised", "only the patient or a current representative may do this")
-
-
 def _institution(state: StateReader, sign_key: bytes, rule: str, what: str) -> Institution:
     institution = st.get_institution(state, sign_key)
     if institution is None:
@@ -107,8 +95,8 @@ def _validate_sealed_for(sealed: SealedText, readers: set[bytes], rule: str) -> 
 
 
 def validate_request_records(state: StateReader, ctx: TxContext, body: RequestRecordsBody) -> PatientState:
-    patient = _patient(state, body.patient_id)
-    _acts_for(patient, ctx.sender)
+    patient = rules.validate_patient(state, body.patient_id)
+    rules.validate_acts_for_patient(patient, ctx.sender)
     _institution(state, body.institution, "institution_unknown", "the request is addressed to no institution")
     if not _is_strictly_sorted(body.record_types):
         raise reject("records_request", "record types must be sorted and without duplicates")
@@ -200,8 +188,8 @@ def validate_request_amendment(
     record = st.get_record(state, body.record_id)
     if record is None:
         raise reject("record_unknown", "no such record")
-    patient = _patient(state, record.patient_id)
-    _acts_for(patient, ctx.sender)
+    patient = rules.validate_patient(state, record.patient_id)
+    rules.validate_acts_for_patient(patient, ctx.sender)
     if record.superseded_by:
         raise reject("amendment_record", "the record is superseded; ask to amend its latest version")
     author = _institution(state, record.author, "amendment_record", "the record's author is no institution")
@@ -314,7 +302,7 @@ def validate_refuse_amendment(
     state: StateReader, ctx: TxContext, body: RefuseAmendmentBody
 ) -> AmendmentState:
     amendment = _validate_open_amendment_for_author(state, ctx, body.amendment_id)
-    patient = _patient(state, amendment.patient_id)
+    patient = rules.validate_patient(state, amendment.patient_id)
     author = _institution(
         state, amendment.author, "amendment_record", "the record's author is no institution"
     )
@@ -348,7 +336,7 @@ def validate_disagree(state: StateReader, ctx: TxContext, body: DisagreeBody) ->
     amendment = st.get_amendment(state, body.amendment_id)
     if amendment is None:
         raise reject("amendment_unknown", "no such amendment request")
-    _acts_for(_patient(state, amendment.patient_id), ctx.sender)
+    rules.validate_acts_for_patient(rules.validate_patient(state, amendment.patient_id), ctx.sender)
     if amendment.status != AMENDMENT_REFUSED:
         raise reject("disagreement", "a statement of disagreement answers a refused amendment request")
     if amendment.statement:
