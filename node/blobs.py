@@ -85,6 +85,8 @@ UPLOAD_TTL_S: Final = 24 * 3600.0
 #: A fetch's progress is logged every this many chunks.
 PROGRESS_LOG_CHUNKS: Final = 16
 _KEYS_DIR: Final = "keys"
+#: A staged key file: the blob key and the plaintext size (then the patient id, once cited).
+_STAGED_BYTES: Final = 40
 
 
 class BlobService:
@@ -116,25 +118,44 @@ class BlobService:
     def _key_path(self, blob_id: bytes) -> Path:
         return self.keys_dir / blob_id.hex()
 
-    def save_staged_key(self, blob_id: bytes, blob_key: bytes, size: int) -> None:
+    def save_staged_key(self, blob_id: bytes, blob_key: bytes, size: int, patient_id: bytes = b"") -> None:
+        """Keep an upload's key (and, once a record cites it, the patient it belongs to)."""
         path = self._key_path(blob_id)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        temp = path.with_name(path.name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as file:
-            file.write(blob_key + size.to_bytes(8, "big"))
+            file.write(blob_key + size.to_bytes(8, "big") + patient_id)
+        os.replace(temp, path)
 
-    def get_staged(self, blob_id: bytes) -> tuple[bytes, int, bytes]:
-        """(blob id, plaintext size, blob key) of a blob uploaded here; `AttachmentError` if none."""
+    def get_staged(self, blob_id: bytes, patient_id: bytes) -> tuple[bytes, int, bytes]:
+        """(blob id, plaintext size, blob key) of a blob uploaded here for a record of
+        `patient_id`; `AttachmentError` if none, or if it is already another patient's.
+
+        An upload is one patient's document: the first record citing it binds it to that patient
+        (a correction of the record may cite it again). Sealing its key into a record of another
+        patient would hand that patient, and everyone they grant, the first patient's document.
+        """
         try:
             raw = self._key_path(blob_id).read_bytes()
         except FileNotFoundError:
             raw = b""
-        if len(raw) != 40 or not self.store.has(blob_id):
+        if len(raw) not in (_STAGED_BYTES, _STAGED_BYTES + len(patient_id)) or not self.store.has(blob_id):
             raise AttachmentError(
                 f"attachment {blob_id.hex()[:16]}… was not uploaded to this node (POST "
                 "/v1/health/institution/blobs first)",
                 paths=("url",),
             )
-        return blob_id, int.from_bytes(raw[32:], "big"), raw[:32]
+        blob_key, size = raw[:32], int.from_bytes(raw[32:_STAGED_BYTES], "big")
+        bound = raw[_STAGED_BYTES:]
+        if bound and bound != patient_id:
+            raise AttachmentError(
+                f"attachment {blob_id.hex()[:16]}… belongs to a record of another patient; upload "
+                "this patient's document on its own",
+                paths=("url",),
+            )
+        if not bound:
+            self.save_staged_key(blob_id, blob_key, size, patient_id)
+        return blob_id, size, blob_key
 
     def expire_uploads(self, referenced: set[bytes]) -> None:
         """Forget uploads no record on the ledger cites `UPLOAD_TTL_S` after they were made (their
@@ -302,7 +323,7 @@ def build_record_tx(
     if not blob_ids:
         _, raw, tx_id = build_add_record(identity, patient_id, encrypted, chain_id=chain_id)
         return raw, tx_id
-    staged = [app[BLOBS_KEY].get_staged(blob_id) for blob_id in blob_ids]
+    staged = [app[BLOBS_KEY].get_staged(blob_id, patient_id) for blob_id in blob_ids]
     refs = build_blob_refs(encrypted, patient_id, identity, staged)
     _, raw, tx_id = build_add_document(identity, patient_id, encrypted, refs, chain_id=chain_id)
     return raw, tx_id
@@ -546,6 +567,9 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
             "Content-Length": str(ref.size),
             "ETag": f'"{blob_id.hex()}"',
             "Cache-Control": "no-store",
+            # The type is the author's word: never let a browser sniff or render it as a page.
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": "attachment",
             **receipt_headers,
         }
     )
