@@ -35,7 +35,8 @@ from aiohttp import web
 from medledger.chain.blobstore import BlobError, BlobStore, BlobUpload
 from medledger.chain.errors import StoreError
 from medledger.chain.store import TxLocation
-from medledger.crypto import DecryptionError
+from medledger.crypto import DecryptionError, open_content_key, seal_content_key
+from medledger.crypto.envelope import SEALED_KEY_SIZE
 from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
@@ -85,8 +86,9 @@ UPLOAD_TTL_S: Final = 24 * 3600.0
 #: A fetch's progress is logged every this many chunks.
 PROGRESS_LOG_CHUNKS: Final = 16
 _KEYS_DIR: Final = "keys"
-#: A staged key file: the blob key and the plaintext size (then the patient id, once cited).
-_STAGED_BYTES: Final = 40
+#: A staged key file: the blob key sealed to the node, the plaintext size (then the patient id,
+#: once a record cites the upload).
+_STAGED_BYTES: Final = SEALED_KEY_SIZE + 8
 
 
 class BlobService:
@@ -119,12 +121,17 @@ class BlobService:
         return self.keys_dir / blob_id.hex()
 
     def save_staged_key(self, blob_id: bytes, blob_key: bytes, size: int, patient_id: bytes = b"") -> None:
-        """Keep an upload's key (and, once a record cites it, the patient it belongs to)."""
+        """Keep an upload's key (and, once a record cites it, the patient it belongs to).
+
+        The key is sealed to this node's own x25519 key, as a record's key is: a copy of the
+        node's home without the node key's passphrase (a backup, a stolen disk) holds the blobs
+        and their keys side by side, and must not open them."""
+        sealed = seal_content_key(blob_key, self.node.identity.public.enc_key)
         path = self._key_path(blob_id)
         temp = path.with_name(path.name + ".tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as file:
-            file.write(blob_key + size.to_bytes(8, "big") + patient_id)
+            file.write(sealed + size.to_bytes(8, "big") + patient_id)
         os.replace(temp, path)
 
     def get_staged(self, blob_id: bytes, patient_id: bytes) -> tuple[bytes, int, bytes]:
@@ -135,17 +142,22 @@ class BlobService:
         (a correction of the record may cite it again). Sealing its key into a record of another
         patient would hand that patient, and everyone they grant, the first patient's document.
         """
+        not_uploaded = AttachmentError(
+            f"attachment {blob_id.hex()[:16]}… was not uploaded to this node (POST "
+            "/v1/health/institution/blobs first)",
+            paths=("url",),
+        )
         try:
             raw = self._key_path(blob_id).read_bytes()
         except FileNotFoundError:
             raw = b""
         if len(raw) not in (_STAGED_BYTES, _STAGED_BYTES + len(patient_id)) or not self.store.has(blob_id):
-            raise AttachmentError(
-                f"attachment {blob_id.hex()[:16]}… was not uploaded to this node (POST "
-                "/v1/health/institution/blobs first)",
-                paths=("url",),
-            )
-        blob_key, size = raw[:32], int.from_bytes(raw[32:_STAGED_BYTES], "big")
+            raise not_uploaded
+        try:
+            blob_key = open_content_key(raw[:SEALED_KEY_SIZE], self.node.identity)
+        except DecryptionError:
+            raise not_uploaded from None
+        size = int.from_bytes(raw[SEALED_KEY_SIZE:_STAGED_BYTES], "big")
         bound = raw[_STAGED_BYTES:]
         if bound and bound != patient_id:
             raise AttachmentError(

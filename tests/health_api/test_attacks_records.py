@@ -16,6 +16,9 @@ before their fix:
 - **The submitted text was lost on two new routes.** A bulk read (`POST
   /v1/health/institution/reads`) and an accepted amendment re-serialised the record, so `6.30`
   came back as `6.3` (defect 4 again): both keep the text as submitted now.
+- **Upload keys lay in the clear** beside the blobs in the node's home (`blobs/keys/`): a copy of
+  the home without the node key's passphrase opened every attachment uploaded there. They are
+  sealed to the node's own key now, as record keys are.
 - Downloads name the author's content type; they now also say `nosniff` and `attachment`, so a
   browser never renders a hostile author's `text/html` as a page.
 
@@ -48,6 +51,7 @@ from health_harness import (
 )
 
 from medledger.crypto import Identity
+from medledger.health.blobs import BLOB_KEY_SIZE, BlobDecryptionError, decrypt_chunk
 from medledger.health.sdk import PatientClient
 from medledger.health.types import EVENT_READ, compute_patient_id
 
@@ -229,6 +233,15 @@ def test_invalid_attachment_reuse_across_patients_records_and_paths(net: HealthN
     assert assert_problem(reply, 422)["type"].endswith("invalid_attachment")
     assert _record_ids(clinic, other_id) == []
     assert other.list_records() == []
+    # At rest, the upload's key is sealed to the node: its home without the node key's passphrase
+    # (a backup, a stolen disk) holds the encrypted letter and its key side by side, and no part
+    # of the key file opens it.
+    staged = (clinic.home / "blobs" / "keys" / blob["blob_id"]).read_bytes()
+    sealed_letter = (clinic.home / "blobs" / f"{blob['blob_id']}.blob").read_bytes()
+    assert blob["chunks"] == 1
+    for start in range(len(staged) - BLOB_KEY_SIZE + 1):
+        with pytest.raises(BlobDecryptionError):
+            decrypt_chunk(staged[start : start + BLOB_KEY_SIZE], 0, sealed_letter, last=True)
     # The patient's own records may cite it again (e.g. a second document on the same letter).
     again = clinic.add_record(patient_id, {**document, "description": "copy for the file"})
     net.sync()
