@@ -1,11 +1,14 @@
 """Attacks on what issue 14 added, judged in process: hostile JSON text, and grants in parts.
 
 Each test is an attack a hostile institution, patient client or representative could make; it
-asserts the attack fails (a typed refusal, nothing changed) on the code as it is now. Two of them
+asserts the attack fails (a typed refusal, nothing changed) on the code as it is now. Three of them
 succeeded before their fix:
 
 - a record nested a few hundred levels deep made the strict JSON checker recurse past the
-  interpreter's limit (`RecursionError`: a 500 on `POST /v1/health/institution/records`), and
+  interpreter's limit (`RecursionError`: a 500 on `POST /v1/health/institution/records`),
+- a hostile author's record nesting 450 or 900 levels (its node skipped validation) crashed or
+  was shown by every reader, the patient's device included: readers now refuse it as the author's
+  node would have (`parse_record_json` applies the depth bound), and
 - an integer literal too large for a double (e.g. 400 digits) passed the "no number that
   overflows a float" rule, which only looked at literals with a fraction or an exponent; a reader
   holding numbers as doubles (the patient's web app) would show infinity.
@@ -23,15 +26,31 @@ import secrets
 import pytest
 from health_testkit import Ledger, make_condition, make_identity, make_observation
 
-from medledger.crypto import Identity
+from medledger.crypto import Identity, seal_envelope
 from medledger.crypto.envelope import SEALED_KEY_SIZE
 from medledger.health import client, policy
 from medledger.health import state as st
-from medledger.health.errors import InvalidRecordError
+from medledger.health.errors import InvalidRecordError, RecordBindingError
 from medledger.health.fhir import validate_record
 from medledger.health.json_text import JsonTextError, parse_json, split_members
-from medledger.health.records import encrypt_record, reseal_record_keys
-from medledger.health.types import RecordKey, RecordState, compute_patient_id
+from medledger.health.records import (
+    SALT_SIZE,
+    EncryptedRecord,
+    compute_record_key,
+    encrypt_record,
+    open_record,
+    open_verified_record,
+    reseal_record_keys,
+)
+from medledger.health.types import (
+    EnvelopeWire,
+    RecordKey,
+    RecordState,
+    compute_commitment,
+    compute_patient_id,
+    compute_record_associated_data,
+    compute_record_binding,
+)
 
 HOUR_MS = 3_600_000
 #: Depths around every limit on the way: the record's (32), and the interpreter's recursion limit
@@ -82,6 +101,59 @@ def test_invalid_integers_beyond_a_double_are_refused_as_text_and_as_records() -
         parse_json("9" * 5000)
     ok = validate_record(_observation_text('"valueQuantity": {"value": 6.30}'))
     assert b"6.30" in ok.plaintext  # what is refused is only what no reader can hold
+
+
+def _encrypt_unvalidated(
+    plaintext: bytes, record_type: str, *, patient_id: bytes, author: Identity, readers: list[bytes]
+) -> EncryptedRecord:
+    """What a hostile author's own client can put on the ledger: `encrypt_record` without the
+    validation (the rules never see the plaintext)."""
+    salt = secrets.token_bytes(SALT_SIZE)
+    binding = compute_record_binding(patient_id, author.public.sign_key, record_type, b"")
+    envelope = seal_envelope(
+        salt + plaintext,
+        readers,
+        associated_data=compute_record_associated_data(binding),
+        derive_key=lambda content_key: compute_record_key(content_key, binding),
+    )
+    return EncryptedRecord(
+        record_type,
+        compute_commitment(binding, salt, plaintext),
+        EnvelopeWire.from_envelope(envelope),
+        salt,
+        author.public.sign_key,
+        b"",
+    )
+
+
+@pytest.mark.parametrize("depth", [450, 900])
+def test_invalid_deeply_nested_record_from_a_hostile_author_is_not_shown_and_breaks_no_reader(
+    depth: int,
+) -> None:
+    """A hostile author bypasses its node's validation and puts a record nesting `depth` levels
+    on the ledger (the rules cannot look inside). Every reader, the patient's device first, must
+    refuse it as unverifiable, not crash on it. Before the fixes each reader either raised
+    RecursionError (900 levels: one such record broke the patient's record list and grant preview,
+    and a grantee's read) or showed it (450 levels: readers did not apply the depth bound the
+    author's node applies, so the next program walking the record would break)."""
+    ledger = Ledger()
+    patient, clinic = make_identity("patient-poisoned"), make_identity("clinic")
+    patient_id = compute_patient_id(patient.public.sign_key)
+    ledger.submit_ok(ledger.sign(client.build_register_patient, patient))
+    poisoned = _encrypt_unvalidated(
+        _observation_text('"extension": ' + "[" * depth + "]" * depth),
+        "Observation",
+        patient_id=patient_id,
+        author=clinic,
+        readers=sorted([patient.public.enc_key, clinic.public.enc_key]),
+    )
+    tx_id = ledger.submit_ok(ledger.sign(client.build_add_record, clinic, patient_id, poisoned)).tx_id
+    record = st.get_record(ledger.state, tx_id)
+    assert record is not None
+    for reader in (patient, clinic):
+        with pytest.raises(RecordBindingError):
+            open_record(record, reader)
+    assert open_verified_record(record, patient) is None
 
 
 # --- grants in parts --------------------------------------------------------------------------------
