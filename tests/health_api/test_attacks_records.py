@@ -25,11 +25,14 @@ before their fix:
 Attacks that failed already, kept so they keep failing: bulk reads of one record outside the grant
 (403, nothing read or receipted), of another patient's record (404), after revocation (403); an
 attachment asked under a granted record it does not belong to (404) or of an ungranted record
-(403, no receipt); malformed blob ids in the path (400/404).
+(403, no receipt); malformed blob ids in the path (400/404); closing a records request addressed
+to another institution, answering an amendment of another author's record (API and signed txs),
+closing with a record another institution wrote.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import secrets
@@ -41,6 +44,7 @@ from typing import Any, Final
 import pytest
 from health_harness import (
     OBSERVATION,
+    PASSPHRASE,
     HealthNet,
     Institution,
     Reply,
@@ -50,8 +54,9 @@ from health_harness import (
     start_health_net,
 )
 
-from medledger.crypto import Identity
+from medledger.crypto import Identity, load_identity
 from medledger.health.blobs import BLOB_KEY_SIZE, BlobDecryptionError, decrypt_chunk
+from medledger.health.rights_seal import build_close_records_request, build_refuse_amendment
 from medledger.health.sdk import PatientClient
 from medledger.health.types import EVENT_READ, compute_patient_id
 
@@ -274,3 +279,80 @@ def test_invalid_attachment_reuse_across_patients_records_and_paths(net: HealthN
     net.sync()
     assert _reads(patient) == receipted
     assert json.loads(hospital.read(observation).body)["receipt"] is not None  # the grant itself works
+
+
+def _submit_signed(institution: Institution, raw: bytes) -> Reply:
+    body = json.dumps({"tx": base64.b64encode(raw).decode()})
+    return _post_text(institution, "/v1/txs?wait_ms=5000", body)
+
+
+def test_invalid_rights_answers_by_an_institution_not_asked_or_not_the_author(
+    net: HealthNet, tmp_path: Path
+) -> None:
+    """The hospital tries to close the clinic's records request and to answer an amendment of the
+    clinic's record, through its API and with transactions its node key signs; the clinic tries to
+    close a request citing a record it did not write. Every one is refused, nothing changes."""
+    clinic, hospital = net["clinic"], net["hospital"]
+    patient, patient_id = _patient(net, tmp_path / "patient.key")
+    clinic_key = bytes.fromhex(clinic.get("/v1/health/institution").json()["sign_key"])
+    record = _add_text(clinic, patient_id, OBSERVATION_TEXT).json()["record_id"]
+    hospitals_record = hospital.add_record(patient_id, CONDITION)
+    patient.request_records(clinic_key)
+    patient.request_amendment(bytes.fromhex(record), "the value is wrong")
+    net.sync()
+    (records_request,) = patient.list_records_requests()
+    (amendment,) = patient.list_amendments()
+    request_id, amendment_id = records_request.request_id.hex(), amendment.amendment_id.hex()
+    hospital_identity = load_identity(hospital.home / "node_key.json", PASSPHRASE.encode())
+    chain_id = patient.chain_id
+
+    close = f"/v1/health/institution/records-requests/{request_id}/close"
+    assert assert_problem(hospital.post(close, {}), 403)["type"].endswith("not_addressee")
+    _, raw, _ = build_close_records_request(hospital_identity, records_request.request_id, chain_id=chain_id)
+    assert assert_problem(_submit_signed(hospital, raw), 422)["rule"] == "health.not_addressee"
+    cited = clinic.post(close, {"record_ids": [hospitals_record]})
+    assert assert_problem(cited, 422)["rule"] == "health.records_request_records"
+
+    answer = f"/v1/health/institution/amendments/{amendment_id}"
+    refused = hospital.post(answer + "/refuse", {"reason": "no"})
+    assert assert_problem(refused, 403)["type"].endswith("not_author")
+    accepted = _post_text(hospital, answer + "/accept", f'{{"resource": {OBSERVATION_TEXT}}}')
+    assert assert_problem(accepted, 403)["type"].endswith("not_author")
+    _, raw, _ = build_refuse_amendment(
+        hospital_identity, amendment, "no", patient_enc_key=patient.identity.public.enc_key, chain_id=chain_id
+    )
+    assert assert_problem(_submit_signed(hospital, raw), 422)["rule"] == "health.not_author"
+    assert hospital.get("/v1/health/institution/amendments").json()["amendments"] == []
+    assert hospital.get("/v1/health/institution/records-requests").json()["requests"] == []
+
+    net.sync()
+    (still_open,) = patient.list_records_requests()
+    (unanswered,) = patient.list_amendments()
+    assert (still_open.status, unanswered.status) == ("open", "open")
+    assert clinic.post(close, {"record_ids": [record]}).status == 201  # the addressee may
+
+
+def test_invalid_idempotency_keys_replay_nothing_across_patients(net: HealthNet, tmp_path: Path) -> None:
+    """A retry handle is one request's: the same key and the very same record bytes for another
+    patient is a new request, refused (422), not the first patient's answer; a key that is not
+    visible ASCII (a byte above 0x7f) is a 400 before anything is read."""
+    clinic = net["clinic"]
+    _, patient_id = _patient(net, tmp_path / "patient.key")
+    other, other_id = _patient(net, tmp_path / "other.key")
+    key = {"Idempotency-Key": f"retry-{secrets.token_hex(8)}"}
+    records = "/v1/health/institution/records"
+    first = _post_text(
+        clinic, records, f'{{"patient_id": "{patient_id}", "resource": {OBSERVATION_TEXT}}}', key
+    )
+    assert first.status == 201, first
+    replayed = _post_text(
+        clinic, records, f'{{"patient_id": "{other_id}", "resource": {OBSERVATION_TEXT}}}', key
+    )
+    assert assert_problem(replayed, 422)["type"].endswith("idempotency_key_reused")
+    assert patient_id not in replayed.body.decode()  # nothing of the first answer is shown
+    assert first.json()["record_id"] not in replayed.body.decode()
+    for bad in ("caf\u00e9", "tab\there"):
+        body = f'{{"patient_id": "{other_id}", "resource": {OBSERVATION_TEXT}}}'
+        assert_problem(_post_text(clinic, records, body, {"Idempotency-Key": bad}), 400)
+    net.sync()
+    assert other.list_records() == []
