@@ -156,6 +156,11 @@ def unwrap_content_key(envelope: Envelope, identity: Identity) -> bytes:
     sealed = next((key for reader, key in envelope.wrapped_keys if reader == own_key), None)
     if sealed is None:
         raise DecryptionError(f"identity {identity.public.fingerprint()} is not a reader of this envelope")
+    return open_content_key(sealed, identity)
+
+
+def open_content_key(sealed: bytes, identity: Identity) -> bytes:
+    """The content key `seal_content_key` sealed to `identity` (DecryptionError if it does not open)."""
     try:
         content_key = nacl.public.SealedBox(identity.private_key).decrypt(sealed)
     except nacl.exceptions.CryptoError:

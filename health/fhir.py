@@ -257,7 +257,7 @@ def parse_record_json(data: bytes | str) -> dict[str, Any]:
 
     Strict because the text itself is what readers get (ADR 0011): UTF-8 only, no repeated
     member names (a validator and a reader must see one document), no NaN/Infinity, no number
-    that overflows a float, no unpaired surrogate.
+    that overflows a float, no unpaired surrogate, no nesting deeper than `RECORD_JSON_DEPTH_MAX`.
     """
     size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
     if size > RECORD_JSON_BYTES_MAX:
@@ -268,6 +268,11 @@ def parse_record_json(data: bytes | str) -> dict[str, Any]:
         raise InvalidRecordError(f"record is not valid JSON text: {exc.message}") from None
     if not isinstance(value, dict):
         raise InvalidRecordError("record JSON must be an object (a FHIR resource)")
+    # Here, not only in `validate_record`: a reader opening a hostile author's record (its node
+    # skipped validation) must refuse what the author's node would have, or it shows a record that
+    # breaks the next program that walks it.
+    if _depth(value) > RECORD_JSON_DEPTH_MAX:
+        raise InvalidRecordError(f"record JSON nests deeper than {RECORD_JSON_DEPTH_MAX}")
     return value
 
 
@@ -440,8 +445,6 @@ def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
         # Round-trip so a Mapping from code obeys the same JSON rules as bytes from a client.
         submitted = compute_record_json(record)
         resource = parse_record_json(submitted)
-    if _depth(resource) > RECORD_JSON_DEPTH_MAX:
-        raise InvalidRecordError(f"record JSON nests deeper than {RECORD_JSON_DEPTH_MAX}")
     record_type = _resource_type(resource, "record", RECORD_TYPES)
     if record_type == "Bundle":
         entries = resource.get("entry") or []

@@ -58,24 +58,45 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _finite_int(text: str) -> int:
+    # An integer literal has no exponent, but may still be too large for a reader that holds
+    # numbers as doubles (JavaScript, most JSON libraries): it would read it as infinity.
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        raise JsonTextError("a JSON number is too large for any reader (it overflows to infinity)") from None
+    return value
+
+
 _DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_object_without_repeats, parse_constant=_reject_constant, parse_float=_finite_float
+    object_pairs_hook=_object_without_repeats,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+    parse_int=_finite_int,
 )
 _scan_once: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _has_lone_surrogate(value: Any) -> bool:
-    """Whether a parsed value holds a lone surrogate (`"\\ud800"`, valid JSON syntax, not Unicode)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
+    """Whether a parsed value holds a lone surrogate (`"\\ud800"`, valid JSON syntax, not Unicode).
+
+    Walked with an explicit stack, not by recursion: the parser accepts nesting up to the
+    interpreter's recursion limit, and a recursive walk of a value nested nearly that deep would
+    exceed it (a `RecursionError`, which no caller expects: a 500)."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 

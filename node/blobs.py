@@ -35,7 +35,8 @@ from aiohttp import web
 from medledger.chain.blobstore import BlobError, BlobStore, BlobUpload
 from medledger.chain.errors import StoreError
 from medledger.chain.store import TxLocation
-from medledger.crypto import DecryptionError
+from medledger.crypto import DecryptionError, open_content_key, seal_content_key
+from medledger.crypto.envelope import SEALED_KEY_SIZE
 from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
@@ -85,6 +86,9 @@ UPLOAD_TTL_S: Final = 24 * 3600.0
 #: A fetch's progress is logged every this many chunks.
 PROGRESS_LOG_CHUNKS: Final = 16
 _KEYS_DIR: Final = "keys"
+#: A staged key file: the blob key sealed to the node, the plaintext size (then the patient id,
+#: once a record cites the upload).
+_STAGED_BYTES: Final = SEALED_KEY_SIZE + 8
 
 
 class BlobService:
@@ -116,25 +120,54 @@ class BlobService:
     def _key_path(self, blob_id: bytes) -> Path:
         return self.keys_dir / blob_id.hex()
 
-    def save_staged_key(self, blob_id: bytes, blob_key: bytes, size: int) -> None:
-        path = self._key_path(blob_id)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(blob_key + size.to_bytes(8, "big"))
+    def save_staged_key(self, blob_id: bytes, blob_key: bytes, size: int, patient_id: bytes = b"") -> None:
+        """Keep an upload's key (and, once a record cites it, the patient it belongs to).
 
-    def get_staged(self, blob_id: bytes) -> tuple[bytes, int, bytes]:
-        """(blob id, plaintext size, blob key) of a blob uploaded here; `AttachmentError` if none."""
+        The key is sealed to this node's own x25519 key, as a record's key is: a copy of the
+        node's home without the node key's passphrase (a backup, a stolen disk) holds the blobs
+        and their keys side by side, and must not open them."""
+        sealed = seal_content_key(blob_key, self.node.identity.public.enc_key)
+        path = self._key_path(blob_id)
+        temp = path.with_name(path.name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(sealed + size.to_bytes(8, "big") + patient_id)
+        os.replace(temp, path)
+
+    def get_staged(self, blob_id: bytes, patient_id: bytes) -> tuple[bytes, int, bytes]:
+        """(blob id, plaintext size, blob key) of a blob uploaded here for a record of
+        `patient_id`; `AttachmentError` if none, or if it is already another patient's.
+
+        An upload is one patient's document: the first record citing it binds it to that patient
+        (a correction of the record may cite it again). Sealing its key into a record of another
+        patient would hand that patient, and everyone they grant, the first patient's document.
+        """
+        not_uploaded = AttachmentError(
+            f"attachment {blob_id.hex()[:16]}… was not uploaded to this node (POST "
+            "/v1/health/institution/blobs first)",
+            paths=("url",),
+        )
         try:
             raw = self._key_path(blob_id).read_bytes()
         except FileNotFoundError:
             raw = b""
-        if len(raw) != 40 or not self.store.has(blob_id):
+        if len(raw) not in (_STAGED_BYTES, _STAGED_BYTES + len(patient_id)) or not self.store.has(blob_id):
+            raise not_uploaded
+        try:
+            blob_key = open_content_key(raw[:SEALED_KEY_SIZE], self.node.identity)
+        except DecryptionError:
+            raise not_uploaded from None
+        size = int.from_bytes(raw[SEALED_KEY_SIZE:_STAGED_BYTES], "big")
+        bound = raw[_STAGED_BYTES:]
+        if bound and bound != patient_id:
             raise AttachmentError(
-                f"attachment {blob_id.hex()[:16]}… was not uploaded to this node (POST "
-                "/v1/health/institution/blobs first)",
+                f"attachment {blob_id.hex()[:16]}… belongs to a record of another patient; upload "
+                "this patient's document on its own",
                 paths=("url",),
             )
-        return blob_id, int.from_bytes(raw[32:], "big"), raw[:32]
+        if not bound:
+            self.save_staged_key(blob_id, blob_key, size, patient_id)
+        return blob_id, size, blob_key
 
     def expire_uploads(self, referenced: set[bytes]) -> None:
         """Forget uploads no record on the ledger cites `UPLOAD_TTL_S` after they were made (their
@@ -302,7 +335,7 @@ def build_record_tx(
     if not blob_ids:
         _, raw, tx_id = build_add_record(identity, patient_id, encrypted, chain_id=chain_id)
         return raw, tx_id
-    staged = [app[BLOBS_KEY].get_staged(blob_id) for blob_id in blob_ids]
+    staged = [app[BLOBS_KEY].get_staged(blob_id, patient_id) for blob_id in blob_ids]
     refs = build_blob_refs(encrypted, patient_id, identity, staged)
     _, raw, tx_id = build_add_document(identity, patient_id, encrypted, refs, chain_id=chain_id)
     return raw, tx_id
@@ -546,6 +579,9 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
             "Content-Length": str(ref.size),
             "ETag": f'"{blob_id.hex()}"',
             "Cache-Control": "no-store",
+            # The type is the author's word: never let a browser sniff or render it as a page.
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": "attachment",
             **receipt_headers,
         }
     )

@@ -23,6 +23,7 @@ is bounded too.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -45,7 +46,6 @@ from medledger.node.health_api import (
     HealthService,
     _check_keys,
     _hex_id,
-    _json,
     _me,
     _read_object,
     _require_patient,
@@ -88,10 +88,10 @@ def compute_receipt_batches(
 
 def _open_all(
     identity: Identity, reads: list[tuple[RecordState, GrantState | None, bytes | None]]
-) -> list[dict[str, Any]]:
+) -> list[dict[str, str]]:
     """Decrypt and verify each record (author's key, or the key its grant re-sealed); pure CPU,
     no state read, so it runs off the event loop."""
-    opened: list[dict[str, Any]] = []
+    opened: list[dict[str, str]] = []
     for record, grant, sealed in reads:
         try:
             if grant is None:
@@ -103,7 +103,10 @@ def _open_all(
         except RecordVerificationError as exc:
             opened.append({"error": exc.code})
         else:
-            opened.append({"resource": decrypted.resource})
+            # The record's JSON text exactly as its author submitted it (ADR 0011), spliced into the
+            # answer as is (`open_record` parsed it as one strict JSON object): as the one-record
+            # read, never a re-serialisation (`6.30` stays `6.30`).
+            opened.append({"resource": decrypted.canonical_json.decode("utf-8")})
     return opened
 
 
@@ -191,18 +194,23 @@ async def post_reads(request: web.Request) -> web.Response:
         for record, grant in reads
     ]
     opened = await asyncio.to_thread(_open_all, service.node.identity, keyed)
-    items = []
+    items: list[str] = []
     for (record, grant), content in zip(reads, opened, strict=True):
         access = policy.RecordAccess.AUTHOR if grant is None else policy.RecordAccess.GRANT
-        items.append(
-            {
-                **record_json(service, record),
-                "access": access.value,
-                "grant_id": grant.grant_id.hex() if grant is not None else "",
-                **content,
-            }
-        )
-    return _json({"patient_id": patient_id.hex(), "records": items, "receipts": receipts})
+        item = {
+            **record_json(service, record),
+            "access": access.value,
+            "grant_id": grant.grant_id.hex() if grant is not None else "",
+        }
+        if "resource" in content:
+            items.append(f'{json.dumps(item)[:-1]}, "resource": {content["resource"]}}}')
+        else:
+            items.append(json.dumps({**item, **content}))
+    text = (
+        f'{{"patient_id": {json.dumps(patient_id.hex())}, "records": [{", ".join(items)}], '
+        f'"receipts": {json.dumps(receipts)}}}'
+    )
+    return web.Response(status=200, text=text, content_type="application/json")
 
 
 def add_health_read_routes(app: web.Application) -> None:

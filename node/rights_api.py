@@ -31,7 +31,7 @@ from medledger.chain.app import StateReader
 from medledger.crypto import CryptoError
 from medledger.health import policy, rights
 from medledger.health import state as st
-from medledger.health.fhir import RECORD_JSON_BYTES_MAX, compute_record_json, validate_record
+from medledger.health.fhir import RECORD_JSON_BYTES_MAX, validate_record
 from medledger.health.records import encrypt_record
 from medledger.health.rights_seal import (
     AmendmentTextUnreadableError,
@@ -72,6 +72,7 @@ from medledger.node.health_api import (
     _json,
     _me,
     _page,
+    _read_members,
     _read_object,
     _require_patient,
     _state,
@@ -267,12 +268,14 @@ async def accept_amendment(request: web.Request) -> web.Response:
     _check_query(request, _WRITE_QUERY)
     wait_ms = _wait_ms(request)
     amendment_id = _hex_id(request.match_info["amendment_id"], "amendment id")
-    data = await _read_object(request, RECORD_REQUEST_BYTES_MAX)
-    _check_keys(data, {"resource"}, set())
-    resource = data["resource"]
-    if not isinstance(resource, dict):
+    members = await _read_members(request, RECORD_REQUEST_BYTES_MAX)
+    _check_keys({name: value for name, (value, _) in members.items()}, {"resource"}, set())
+    if not isinstance(members["resource"][0], dict):
         raise BadRequestError("resource must be a FHIR R4 resource (a JSON object)")
-    size = len(compute_record_json(resource))
+    # The correction is the resource's JSON text as submitted (ADR 0011), as for a new record: a
+    # re-serialisation would lose what FHIR says is significant (`6.30` is not `6.3`).
+    resource = members["resource"][1].encode("utf-8")
+    size = len(resource)
     if size > RECORD_JSON_BYTES_MAX:
         raise ApiProblem(
             413,
