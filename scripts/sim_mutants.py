@@ -17,12 +17,23 @@ Mutants (`--list` prints them):
   before 6757e0b), not the height f+1 validators back: a lying peer's STATUS takes a validator
   out of consensus.
 * `redownload-applying`: block sync asks again for the heights of the run being applied
-  (`BlockSync._is_wanted` without its `_applying_through` clause, as before 6757e0b).
+  (`BlockSync._is_wanted` without its `_applying_through` clause, as before 6757e0b). Found by
+  the checker's block-request invariant (a correct node never asks for a height it has
+  committed, is applying or holds downloaded), in the window that exists because the simulated
+  offload costs virtual time (`simcluster.compute_offload_ms`: a run of blocks is applied after
+  a wait proportional to its blocks and txs, while frames keep arriving and block sync
+  re-plans). With an offload that ran the work at one instant there was no such window.
 * `certified-other-parent-drops-peer`: a certified block that does not fit our tip
   (`StateDivergedError`: another parent or state root) is taken as the serving peer's fault and
   the peer is dropped, instead of the node halting, so a node whose own chain is wrong drops its
   honest peers one after the other. Before 6757e0b this was so for a block on another parent (a
-  state root mismatch already halted); the mutant does it for both.
+  state root mismatch already halted); the mutant does it for both. Found through the
+  `WRONG_BACKUP` fault (a node's state restored from a wrong backup while it is down, which its
+  start check cannot see) and the "dropped correct peer" check, which holds such a diverged node
+  too: the fixed code halts it instead. What the seeds reach is the state-root half: a certified
+  block on another parent than a node's own certified tip would take a fork (more than f faulty
+  keys, or a backup of another network with the same genesis and keys), which no fault of the
+  simulator makes, so the other-parent half alone (the exact code before 6757e0b) is not found.
 * `pbts-timeliness-off`: every proposal is timely (`SynchronyParams.is_timely` is always true), so
   a Byzantine proposer's skewed block time is prevoted.
 * `round-jump-off`: no f+1 round jump (`ConsensusCore._try_round_jump` never jumps).
