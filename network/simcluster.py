@@ -740,8 +740,11 @@ class Simulation:
                 self.checker.fail(f"node {peer.id} sent a block request that does not decode", peer.id)
             return
         sync = reactor.sync
-        # White-box: the last height of the run block sync applies (0: none), which no API shows.
+        # White-box: the last height of the run block sync applies (0: none), which no API shows,
+        # and the height consensus decided and the reactor is writing (0: none).
         applying_through = sync._applying_through
+        core = reactor.core
+        deciding = core.height if core.decided and core.height > peer.store.height else 0
         self.stats.block_requests += 1
         self.stats.block_requests_while_applying += applying_through > 0
         with self.guard():
@@ -751,6 +754,7 @@ class Simulation:
                 request.to_height,
                 committed=peer.store.height,
                 applying_through=applying_through,
+                decided=deciding,
                 is_downloaded=lambda height: sync.peer_of(height) is not None,
             )
 

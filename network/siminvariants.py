@@ -21,10 +21,11 @@ consensus message a node refuses (`on_rejected`) and the evidence a node gathers
   block: it must halt at the first certified block that does not fit its state, since every
   block the network certifies carries the network's state root, not its own;
 * a correct node sends a block request (GET_BLOCKS) for a height it has committed, or one of the
-  run its block sync is applying, or one it holds downloaded (an efficiency invariant: each block
-  is downloaded once, barring losses). Asking again is legitimate only for heights it still
-  lacks: a request that timed out, a peer that answered nothing or was dropped, a link that
-  closed with a request on it; those heights are neither committed, applied nor buffered.
+  run its block sync is applying, or the one its consensus decided (being written), or one it
+  holds downloaded (an efficiency invariant: each block is downloaded once, barring losses).
+  Asking again is legitimate only for heights it still lacks: a request that timed out, a peer
+  that answered nothing or was dropped, a link that closed with a request on it; those heights
+  are neither committed, being applied or written, nor buffered.
 
 A diverged node is otherwise held to what a correct node must do (it runs the real code): it
 drops no correct peer (the simulation checks dropped links) and signs nothing twice; only the
@@ -225,16 +226,24 @@ class InvariantChecker:
         *,
         committed: int,
         applying_through: int,
+        decided: int = 0,
         is_downloaded: Callable[[int], bool],
     ) -> None:
-        """A correct node asks only for blocks it lacks: above its committed height and the run
-        its block sync applies (`applying_through`, 0 for none), none it holds downloaded."""
+        """A correct node asks only for blocks it lacks: above its committed height, the run its
+        block sync applies (`applying_through`, 0 for none) and the height its consensus decided
+        and is writing (`decided`, 0 for none), none it holds downloaded."""
         if first <= committed:
             self.fail(f"node {node.id} asks for blocks {first}..{last}, committed up to {committed}", node.id)
         if first <= applying_through:
             self.fail(
                 f"node {node.id} asks for blocks {first}..{last} while it applies the run up to "
                 f"{applying_through}: it downloads them again",
+                node.id,
+            )
+        if first <= decided:
+            self.fail(
+                f"node {node.id} asks for blocks {first}..{last} while it writes block {decided}, "
+                "which its consensus decided: it downloads it again",
                 node.id,
             )
         held = next((height for height in range(first, last + 1) if is_downloaded(height)), None)

@@ -23,6 +23,11 @@ Mutants (`--list` prints them):
   offload costs virtual time (`simcluster.compute_offload_ms`: a run of blocks is applied after
   a wait proportional to its blocks and txs, while frames keep arriving and block sync
   re-plans). With an offload that ran the work at one instant there was no such window.
+* `redownload-deciding`: block sync asks for the block consensus decided while the reactor writes
+  it (`BlockSync.start_applying` does nothing, as before it existed): every peer that committed
+  the height says so by its status meanwhile, and block sync asked one of them for the block. The
+  same block-request invariant finds it (the height consensus decided is one the node lacks no
+  more); it was found that way, not by review, once the offload cost virtual time.
 * `certified-other-parent-drops-peer`: a certified block that does not fit our tip
   (`StateDivergedError`: another parent or state root) is taken as the serving peer's fault and
   the peer is dropped, instead of the node halting, so a node whose own chain is wrong drops its
@@ -143,6 +148,15 @@ def _install_redownload_applying() -> None:
     setattr(BlockSync, "_is_wanted", is_wanted)  # noqa: B010
 
 
+def _install_redownload_deciding() -> None:
+    from medledger.network.blocksync import BlockSync
+
+    def start_applying(self: BlockSync, last: int) -> None:
+        _hit()  # the fixed code holds the height back from block sync until it is written
+
+    setattr(BlockSync, "start_applying", start_applying)  # noqa: B010
+
+
 def _install_certified_other_parent_drops_peer() -> None:
     from medledger.chain.errors import InvalidBlockError, StateDivergedError
     from medledger.chain.execution import ExecutedBlock
@@ -219,6 +233,12 @@ MUTANTS: Final = {
             "BlockSync._is_wanted ignores _applying_through: block sync asks again for the "
             "heights of the run being applied",
             _install_redownload_applying,
+        ),
+        Mutant(
+            "redownload-deciding",
+            "BlockSync.start_applying does nothing: block sync asks for the block consensus "
+            "decided while the reactor writes it",
+            _install_redownload_deciding,
         ),
         Mutant(
             "certified-other-parent-drops-peer",

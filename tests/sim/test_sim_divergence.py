@@ -96,11 +96,14 @@ def test_diverging_faults_keep_within_what_the_twins_leave_of_f() -> None:
 
 
 def test_block_requests_are_checked_and_hold_while_runs_are_applied() -> None:
+    # Nodes come back ~20 blocks behind; the others keep committing while they catch up.
+    runs = (
+        (4, 7, (Fault(FaultKind.CRASH, 300, 2_500, (1,)), Fault(FaultKind.CRASH, 2_700, 4_000, (2,)))),
+        (7, 11, (Fault(FaultKind.CRASH, 300, 2_500, (1, 4)),)),
+    )
     requests = while_applying = 0
-    # Node 1 comes back ~20 blocks behind; the others keep committing while it catches up.
-    for seed in range(3):
-        plan = (Fault(FaultKind.CRASH, 300, 2_500, (1,)), Fault(FaultKind.CRASH, 2_700, 4_000, (2,)))
-        result = check_simulation(sim_config(4, seed, faults=plan, client_tx_interval_ms=20))
+    for n, seed, plan in runs:
+        result = check_simulation(sim_config(n, seed, faults=plan, client_tx_interval_ms=20))
         requests += result.stats.block_requests
         while_applying += result.stats.block_requests_while_applying
     assert requests > 0
@@ -155,6 +158,30 @@ def test_invalid_a_block_request_for_a_height_not_lacking_fails_the_run(
         committed=5,
         applying_through=8,
         is_downloaded=(15,).__contains__,
+    )
+
+
+def test_invalid_a_block_request_for_the_block_consensus_decided_fails_the_run() -> None:
+    checker = _checker()
+    node = _Node(1, b"\x01" * 32)
+    with pytest.raises(InvariantViolation, match="while it writes block 6"):
+        checker.on_block_request(
+            node,  # type: ignore[arg-type]
+            6,
+            6,
+            committed=5,
+            applying_through=0,
+            decided=6,
+            is_downloaded=().__contains__,
+        )
+    checker.on_block_request(
+        node,  # type: ignore[arg-type]
+        7,
+        9,
+        committed=5,
+        applying_through=0,
+        decided=6,
+        is_downloaded=().__contains__,
     )
 
 
