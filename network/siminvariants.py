@@ -234,16 +234,16 @@ class InvariantChecker:
         and is writing (`decided`, 0 for none), none it holds downloaded."""
         if first <= committed:
             self.fail(f"node {node.id} asks for blocks {first}..{last}, committed up to {committed}", node.id)
-        if first <= applying_through:
-            self.fail(
-                f"node {node.id} asks for blocks {first}..{last} while it applies the run up to "
-                f"{applying_through}: it downloads them again",
-                node.id,
-            )
         if first <= decided:
             self.fail(
                 f"node {node.id} asks for blocks {first}..{last} while it writes block {decided}, "
                 "which its consensus decided: it downloads it again",
+                node.id,
+            )
+        if first <= applying_through:
+            self.fail(
+                f"node {node.id} asks for blocks {first}..{last} while it applies the run up to "
+                f"{applying_through}: it downloads them again",
                 node.id,
             )
         held = next((height for height in range(first, last + 1) if is_downloaded(height)), None)
