@@ -26,7 +26,11 @@ docs/adr/0003-consensus.md for why it was chosen and how the parts fit. In short
   precommit the block; a quorum of nil prevotes makes it precommit nil.
 * A quorum of precommits for a block, at any round, commits the block (`CommitBlock`).
 * Timers: propose (waiting for the proposal), prevote and precommit (after a quorum of votes of any
-  kind without a decision). They grow linearly with the round and are capped.
+  kind without a decision). They grow linearly with the round and are capped. For the prevote
+  timer a validator's precommit of the round stands for its prevote: it went past its prevote
+  step, and one that crashed after precommitting lost its prevote and may not sign it again, so
+  peers waiting for "a quorum of prevotes of any kind" would wait forever once f others are down
+  (found by the simulator). Arming a timer is never unsafe: its expiry only precommits nil.
 * f + 1 distinct validators at a higher round make a validator jump there (one of them is correct).
 
 Messages can be lost by a driver (a crash, a lossy link), so every validator re-broadcasts its own
@@ -399,6 +403,15 @@ class _VoteSet:
 
 #: Read-only stand-in for a round nobody has voted in yet (never added to).
 _EMPTY_VOTES: Final = _VoteSet()
+
+
+def _count_past_prevote(state: _RoundState) -> int:
+    """Distinct validators past their prevote step at a round: those that prevoted or precommitted
+    there (a precommit stands for a prevote lost in a crash; see the module docstring)."""
+    prevoted, precommitted = state.prevotes.by_validator, state.precommits.by_validator
+    if not precommitted:
+        return len(prevoted)
+    return len(prevoted.keys() | precommitted.keys())
 
 
 class _RoundState:
@@ -909,7 +922,7 @@ class ConsensusCore:
                 )
                 self._prevote(block_hash if ok else NIL, out)
                 return True
-        if self.step == Step.PREVOTE and state.prevotes.total >= quorum:
+        if self.step == Step.PREVOTE and _count_past_prevote(state) >= quorum:
             self._schedule(TimeoutStep.PREVOTE, out)
         if (
             self.step >= Step.PREVOTE

@@ -302,9 +302,15 @@ class BlockSync:
             self._applying_through = run[-1].height
         return run
 
+    def start_applying(self, last: int) -> None:
+        """Heights up to `last` are being applied from elsewhere (a block consensus decided, which
+        the reactor writes off the loop): they are not asked for until `done_applying`. Peers that
+        committed it say so meanwhile, and asking them would download the block being written."""
+        self._applying_through = max(self._applying_through, last)
+
     def done_applying(self) -> None:
-        """The run from `take_ready` is applied (or failed part-way): its heights that are not
-        applied are wanted again."""
+        """The run from `take_ready` (or `start_applying`) is applied, or failed part-way: its
+        heights that are not applied are wanted again."""
         self._applying_through = 0
 
     def _discard(self, height: int) -> None:

@@ -405,8 +405,14 @@ class Reactor:
             elif isinstance(action, ScheduleTimeout):
                 self.clock.call_later(action.delay_ms / 1000, functools.partial(self._post, action.timeout))
             elif isinstance(action, CommitBlock):
-                await flush()  # our precommit goes out before the block is written
-                await self._commit(action.block, action.commit)
+                # Until it is written, block sync must not download the decided block (peers that
+                # committed it say so meanwhile): its height counts as being applied.
+                self.sync.start_applying(action.block.header.height)
+                try:
+                    await flush()  # our precommit goes out before the block is written
+                    await self._commit(action.block, action.commit)
+                finally:
+                    self.sync.done_applying()
             elif isinstance(action, RecordEvidence):
                 evidence = action.evidence
                 self.evidence.append(evidence)

@@ -11,7 +11,9 @@ What is simulated is only what surrounds a node, all in one asyncio loop whose c
   after a ban, as `network/peers.py` does;
 * crashes that lose every unsynced write, at a moment or in the middle of a store write; a torn
   last write and a table that rots while the node is down, after which the node refuses its store
-  and is rebuilt as an operator would (`network/simstorage.py`);
+  and is rebuilt as an operator would; a state restored from a wrong backup while the node is
+  down, which its start check cannot see, so that it must halt at the next certified block
+  (`network/simstorage.py`);
 * Byzantine "twins": a second node holding a validator's key, so that key proposes and votes for
   different blocks (Bano et al., "Twins: BFT Systems Made Robust", 2020);
 * Byzantine proposers that stamp their blocks with a skewed time (`TimeSkew`), usually the
@@ -24,8 +26,9 @@ What is simulated is only what surrounds a node, all in one asyncio loop whose c
 that could break it: no fork, valid certificates, no double signing by a correct validator,
 heights never go back, one state root per height, block times within the PBTS bounds, evidence
 only of real offences and recorded once, no correct node taken for a forger or dropped by a
-correct node. Liveness: once every fault has healed (GST), every correct node must commit
-`heights_after_gst` more blocks within `liveness_bound_ms` of virtual time.
+correct node (nor by a diverged one), no block committed on a diverged state, no block
+requested twice. Liveness: once every fault has healed (GST), every correct node (not diverged)
+must commit `heights_after_gst` more blocks within `liveness_bound_ms` of virtual time.
 
 A run is a pure function of its `SimConfig`, so a failure prints the config and replays exactly:
 `run_simulation(config)`. `SimResult.timeline` records what happened (commits, rounds, faults,
@@ -47,6 +50,7 @@ from medledger.network.simcluster import SimResult, SimStats, Simulation, run_si
 from medledger.network.simconfig import (
     CHAIN_ID,
     CRASH_KINDS,
+    DIVERGING_KINDS,
     SIM_SYNCHRONY,
     SIM_TIMEOUTS,
     STORE_LOSS_KINDS,
@@ -114,23 +118,39 @@ def generate_fault_plan(
     kinds: tuple[FaultKind, ...] = tuple(FaultKind),
     faults_max: int = 4,
     horizon_ms: int = 4_000,
+    skewed: tuple[int, ...] = (),
 ) -> tuple[Fault, ...]:
     """A random plan of faults that all heal within `horizon_ms` (so liveness after GST is due).
 
     Each crash takes down up to f + 1 correct validators at once (more than f: the chain halts
     until they restart); twins are Byzantine already and are not crashed. Faults that destroy a
     store (a torn write, a rotten table) strike only f validators drawn for the plan: were every
-    copy of the chain lost, no rebuild could recover it. Without such a budget (f = 0) they are
-    plain crashes (`CRASH_MID`, `CRASH`).
+    copy of the chain lost, no rebuild could recover it. A state restored from a wrong backup
+    makes its node faulty for good (it halts), so it strikes only validators drawn for the plan
+    within what the Byzantine ones (twins, and `skewed` proposers) leave of f. Without such a
+    budget (f = 0, or the Byzantine take it all) they are plain crashes (`CRASH_MID`, `CRASH`).
     """
     nodes = n + len(twins)
     f = (n - 1) // 3
     plan: list[Fault] = []
     storage_nodes: list[int] | None = None
+    diverging_nodes: list[int] | None = None
     for _ in range(rng.randint(1, faults_max)):
         kind = rng.choice(kinds)
         start = rng.randrange(0, horizon_ms - 100)
         end = rng.randint(start + 50, horizon_ms)
+        if kind in DIVERGING_KINDS:
+            byzantine = {*twins, *skewed}
+            candidates = [i for i in range(n) if i not in byzantine]
+            budget = min(f - len(byzantine), len(candidates))
+            if budget <= 0:
+                kind = FaultKind.CRASH
+            else:
+                if diverging_nodes is None:
+                    diverging_nodes = sorted(rng.sample(candidates, budget))
+                count = rng.randint(1, len(diverging_nodes))
+                plan.append(Fault(kind, start, end, tuple(sorted(rng.sample(diverging_nodes, count)))))
+                continue
         if kind in STORE_LOSS_KINDS:
             candidates = [i for i in range(n) if i not in twins]
             budget = min(f, len(candidates))

@@ -10,11 +10,27 @@ offset), an offload that runs inline (no threads), a transport (`network/simnet.
 that submit txs, and the faults. A Byzantine proposer whose blocks carry a skewed time is a
 reactor whose clock reads that time while it builds a proposal.
 
+Offloaded work costs virtual time (`compute_offload_ms`): a thread hop, plus CPU time per block
+and per tx it handles, derived from its arguments (so a run stays a function of its seed). The
+caller waits that long, then the work runs, as on a worker thread that got the CPU late (one
+schedule a real thread allows): meanwhile the node's other tasks run, so frames arrive, block
+sync re-plans and peers are served while a run of blocks is applied, which is the window the
+real node has and where a block sync that asks again for the heights being applied shows.
+
 A crash is abrupt: the disk drops its unsynced writes and the node's tasks are cancelled; for
 `CRASH_MID` and `TORN_WRITE` it happens at a store write, from inside the node's code. A node
 restarts as the node does: it opens its store and checks its tail (`chain.integrity.check_tail`);
 a store it refuses (a torn write, a rotten table) is rebuilt as an operator's
 `medledger rebuild` does: signing state carried, an empty chain, block sync from peers.
+
+A node whose state a `WRONG_BACKUP` fault altered while it was down passes that check, and is
+*diverged*: it runs the real code, so the checker holds it to everything a correct node must do
+(it drops no correct peer, signs nothing twice) and it must never commit a block on its wrong
+state; but its state is wrong, so liveness is not due from it. When the block pipeline finds the
+divergence (`StateDivergedError`, from block sync or from a block consensus decided) its
+consensus task ends with that error, and the node halts as `node/run.py` stops a node whose
+store is corrupted: it leaves the network and stays down (an operator must rebuild it). The same
+error from a node whose state no fault touched fails the run.
 
 Everything a run does is a function of its `SimConfig`: keys, delays, losses, clients and
 faults are drawn from `random.Random(seed)` in the order the loop runs callbacks, and the loop
@@ -37,7 +53,7 @@ from typing import Any, Final, TypeVar
 from medledger.chain.admission import Admission
 from medledger.chain.codec import decode, encode_primitive
 from medledger.chain.consensus import Rejection
-from medledger.chain.errors import ChainError, CodecError
+from medledger.chain.errors import ChainError, CodecError, StateDivergedError
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.governance import GovernedApp
 from medledger.chain.integrity import check_tail, get_validators_at
@@ -46,13 +62,16 @@ from medledger.chain.mempool import Mempool
 from medledger.chain.store import BlockStore
 from medledger.chain.txbuilder import sign_tx
 from medledger.chain.types import Block, Genesis, Proposal, Validator, ValidatorSet, Vote
+from medledger.chain.validation import CheckedTx
 from medledger.crypto import Identity
+from medledger.network.blocksync import SyncedBlock
 from medledger.network.clock import Timer
-from medledger.network.messages import FrameKind
+from medledger.network.messages import BlockRequest, FrameKind
 from medledger.network.reactor import Reactor, SyncProgress
 from medledger.network.simconfig import (
     CHAIN_ID,
     CRASH_KINDS,
+    DIVERGING_KINDS,
     SIM_BLOCK_TXS_MAX,
     SIM_MEMPOOL_TXS_MAX,
     Fault,
@@ -77,10 +96,34 @@ TAIL_CHECK_BLOCKS: Final = 16
 CRASH_WRITES_MAX: Final = 12
 #: Clients that sign the txs a run submits.
 CLIENTS: Final = 3
-#: Virtual time a node's offloaded work (a store write, executing a block) takes.
+#: Virtual time any offloaded work takes (the hop to a worker thread and back, a store write).
 OFFLOAD_MS: Final = 1
+#: And per block it verifies, executes or writes (a certified block: no tx signature to check).
+OFFLOAD_MS_PER_BLOCK: Final = 2
+#: And per this many txs it handles (executes, or checks the signatures of).
+OFFLOAD_TXS_PER_MS: Final = 4
 #: Decoded consensus frames remembered by their bytes (one broadcast sends one payload to all).
 DECODED_FRAMES_MAX: Final = 2_048
+
+
+def compute_offload_ms(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The virtual ms a node's offloaded call takes, from what it is given: `OFFLOAD_MS`, plus
+    `OFFLOAD_MS_PER_BLOCK` per block (a `Block`, an `ExecutedBlock`, a run of `SyncedBlock`s) and
+    one ms per `OFFLOAD_TXS_PER_MS` txs (those blocks', or a batch of txs: raw or checked)."""
+    blocks = txs = 0
+    for arg in (*args, *kwargs.values()):
+        value = arg.block if isinstance(arg, ExecutedBlock) else arg
+        if isinstance(value, Block):
+            blocks += 1
+            txs += len(value.txs)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, SyncedBlock):
+                    blocks += 1
+                    txs += len(item.block.txs)
+                elif isinstance(item, bytes | CheckedTx):
+                    txs += 1
+    return OFFLOAD_MS + blocks * OFFLOAD_MS_PER_BLOCK + txs // OFFLOAD_TXS_PER_MS
 
 
 class SimClock:
@@ -144,6 +187,13 @@ class SimStats:
     frames_sent: int = 0
     frames_lost: int = 0
     txs_submitted: int = 0
+    #: Range requests (GET_BLOCKS) correct nodes sent, all checked; those sent while their block
+    #: sync applied a run (the window where asking again for its heights would show).
+    block_requests: int = 0
+    block_requests_while_applying: int = 0
+    #: States a `WRONG_BACKUP` fault altered, and nodes that halted on finding it.
+    states_diverged: int = 0
+    halts: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -200,6 +250,10 @@ class SimPeer:
         self.evidence_seen = 0
         self.in_sync_session = False
         self.rounds_seen: set[tuple[int, int]] = set()
+        #: A `WRONG_BACKUP` fault altered this node's durable state (until a rebuild replaces it).
+        self.diverged = False
+        #: It found its state diverged and stopped for good (not restarted by later faults).
+        self.halted = False
 
     # -- what the checker reads -------------------------------------------------------------
 
@@ -269,6 +323,9 @@ class SimPeer:
             self.disk, store = fresh, new_store
             fresh.on_crash = self._crashed_mid_write
             app = GovernedApp(config.app_factory(), genesis.validators)
+            if self.diverged:  # an empty store holds no wrong state
+                self.diverged = False
+                sim.checker.diverged.discard(self.id)
         assert store is not None
         if not store.is_initialized:
             store.init_genesis(genesis, app.init_state(genesis))
@@ -312,12 +369,13 @@ class SimPeer:
         task.add_done_callback(functools.partial(self._task_done, incarnation))
 
     async def _offload(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """The node's worker thread, deterministically: the work runs on the loop, and the caller
-        resumes `OFFLOAD_MS` later (virtual), as after a thread; other tasks run meanwhile, so the
-        interleavings a thread allows (a frame handled while a block is applied) happen here too."""
-        result = await run_inline(func, *args, **kwargs)
-        await asyncio.sleep(OFFLOAD_MS / 1000)
-        return result
+        """The node's worker thread, deterministically: the caller waits the work's cost
+        (`compute_offload_ms`, virtual), then the work runs on the loop, as on a thread that got
+        the CPU late; other tasks run meanwhile, so the interleavings a thread allows (frames
+        handled, block sync re-planning, while a run of blocks is applied) happen here too. A
+        crash during the wait cancels the work, as a process death kills its thread."""
+        await asyncio.sleep(compute_offload_ms(args, kwargs) / 1000)
+        return await run_inline(func, *args, **kwargs)
 
     def _is_current(self, incarnation: int) -> bool:
         return self.up and incarnation == self.incarnation
@@ -341,6 +399,22 @@ class SimPeer:
         sim.timeline.record(sim.now_ms, self.id, TimelineKind.CRASH, why, height=self.store.height)
         sim.trace(["crash", self.id, sim.now_ms])
 
+    def halt(self, exc: StateDivergedError) -> None:
+        """Its block pipeline found its state diverged: stop for good, as `node/run.py` stops a
+        node whose store is corrupted (it leaves the network; its disk keeps what it synced)."""
+        sim = self.sim
+        self.halted = True
+        self.up = False
+        sim.network.leave(self.id)
+        reactor = self.reactor
+        if reactor is not None:
+            sim.spawn(reactor.stop(), self)
+        sim.stats.halts += 1
+        sim.timeline.record(
+            sim.now_ms, self.id, TimelineKind.CRASH, f"halted: {exc.message}", height=self.store.height
+        )
+        sim.trace(["halt", self.id, sim.now_ms])
+
     def _crashed_mid_write(self) -> None:
         """The disk died under a write: the process dies with it, now."""
         self.sim.stats.mid_write_crashes += 1
@@ -352,7 +426,9 @@ class SimPeer:
         exc = task.exception()
         if isinstance(exc, SimCrashError):
             return  # the disk's `on_crash` took the node down already
-        if isinstance(exc, InvariantViolation):
+        if isinstance(exc, StateDivergedError) and self.diverged:
+            self.halt(exc)  # what it must do; on a node no fault diverged, it is a bug (below)
+        elif isinstance(exc, InvariantViolation):
             self.sim.fail_with(exc)
         else:
             self.sim.node_failed(
@@ -621,9 +697,14 @@ class Simulation:
 
     def _on_sent(self, node_id: int, kind: int, payload: bytes, links: int) -> None:
         self.stats.frames_sent += links
-        if node_id >= len(self.peers) or kind not in (FrameKind.PROPOSAL, FrameKind.VOTE):
+        if node_id >= len(self.peers):
             return
         peer = self.peers[node_id]
+        if kind == FrameKind.GET_BLOCKS:
+            self._check_block_request(peer, payload)
+            return
+        if kind not in (FrameKind.PROPOSAL, FrameKind.VOTE):
+            return
         message = self._decode(kind, payload)
         if message is None:
             with self.guard():
@@ -645,6 +726,36 @@ class Simulation:
                 f"round {message.round}",
                 height=message.height,
                 round=message.round,
+            )
+
+    def _check_block_request(self, peer: SimPeer, payload: bytes) -> None:
+        """A correct node's range request, read against its block sync's state as it is sent."""
+        reactor = peer.reactor
+        if not peer.correct or reactor is None:
+            return
+        try:
+            request = decode(BlockRequest, payload, max_bytes=64)
+        except CodecError:
+            with self.guard():
+                self.checker.fail(f"node {peer.id} sent a block request that does not decode", peer.id)
+            return
+        sync = reactor.sync
+        # White-box: the last height of the run block sync applies (0: none), which no API shows,
+        # and the height consensus decided and the reactor is writing (0: none).
+        applying_through = sync._applying_through
+        core = reactor.core
+        deciding = core.height if core.decided and core.height > peer.store.height else 0
+        self.stats.block_requests += 1
+        self.stats.block_requests_while_applying += applying_through > 0
+        with self.guard():
+            self.checker.on_block_request(
+                peer,
+                request.from_height,
+                request.to_height,
+                committed=peer.store.height,
+                applying_through=applying_through,
+                decided=deciding,
+                is_downloaded=lambda height: sync.peer_of(height) is not None,
             )
 
     def _on_received(self, node_id: int, kind: int, payload: bytes) -> None:
@@ -684,9 +795,10 @@ class Simulation:
             self._done.set()
 
     def _correct_nodes(self) -> list[SimPeer]:
-        """The validators liveness is due from: all but those run twice (a twin's pair)."""
+        """The validators liveness is due from: all but those run twice (a twin's pair) and those
+        whose state a fault made diverge (halted, or still to find out)."""
         twins = self.config.twins
-        return [p for p in self.peers[: self.config.n] if p.id not in twins]
+        return [p for p in self.peers[: self.config.n] if p.id not in twins and not p.diverged]
 
     def _mark_gst(self) -> None:
         self._gst_heights = {p.id: p.store.height for p in self._correct_nodes() if p._store is not None}
@@ -780,11 +892,30 @@ class Simulation:
                         TimelineKind.STORAGE_FAULT,
                         f"block {peer.store.height} rotted while down",
                     )
-                if not peer.up and not self._is_still_crashed(node_id):
+                if fault.kind in DIVERGING_KINDS and not peer.up and not peer.halted:
+                    self._restore_wrong_backup(peer)
+                if not peer.up and not peer.halted and not self._is_still_crashed(node_id):
                     self.spawn(peer.start())
         elif fault in self._active:
             self._active.remove(fault)
             self.network.conditions = self._conditions()
+
+    def _restore_wrong_backup(self, peer: SimPeer) -> None:
+        """Alter a down node's durable state consistently (`SimDisk.restore_wrong_backup`)."""
+        if peer._store is None:
+            return  # it never started: nothing to restore
+        key = peer.disk.restore_wrong_backup()
+        if key is None:
+            return
+        peer.diverged = True
+        self.checker.diverged.add(peer.id)
+        self.stats.states_diverged += 1
+        self.timeline.record(
+            self.now_ms,
+            peer.id,
+            TimelineKind.STORAGE_FAULT,
+            f"state restored from a wrong backup while down (entry {key!r} and the state root differ)",
+        )
 
     def _is_still_crashed(self, node_id: int) -> bool:
         """Another crash fault still holds this node down."""

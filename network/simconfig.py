@@ -4,7 +4,8 @@ A `SimConfig` (the seed, the network's size, its fault plan, its Byzantine membe
 run completely: `describe()` prints Python that rebuilds it, so a failing run's replay line can be
 pasted into a test. `Fault`s are network faults (loss, delay, duplication, partitions), process
 faults (crashes, including crashes in the middle of a store write) and storage faults (a torn
-write, a table corrupted while the node was down); `HostileKind`s are peers that speak the frame
+write, a table corrupted while the node was down, a state restored from a wrong backup while it
+was down); `HostileKind`s are peers that speak the frame
 protocol but lie. Timeouts and block-time bounds are scaled to a simulated network of a few to
 tens of milliseconds a hop.
 
@@ -77,6 +78,10 @@ class FaultKind(StrEnum):
     CRASH_MID = "crash_mid"  # like CRASH, but at a store write some time in the window
     TORN_WRITE = "torn_write"  # like CRASH_MID, and the write in flight is torn: store refused on start
     CORRUPT = "corrupt"  # like CRASH, and a table rots while down: the start check refuses the store
+    #: Like CRASH, and while down the node's app state is restored from a wrong backup: altered
+    #: with its state root, consistently, so the start check passes; the node must halt at the
+    #: first block the network certifies on its tip (`StateDivergedError`), dropping no one.
+    WRONG_BACKUP = "wrong_backup"
 
     def __repr__(self) -> str:
         """Python that rebuilds it (for a failing run's replay line)."""
@@ -85,11 +90,16 @@ class FaultKind(StrEnum):
 
 #: The faults that take nodes down during their window (and restart them at its end).
 CRASH_KINDS: Final = frozenset(
-    {FaultKind.CRASH, FaultKind.CRASH_MID, FaultKind.TORN_WRITE, FaultKind.CORRUPT}
+    {FaultKind.CRASH, FaultKind.CRASH_MID, FaultKind.TORN_WRITE, FaultKind.CORRUPT, FaultKind.WRONG_BACKUP}
 )
 
 #: The faults after which a node refuses its store and is rebuilt from peers.
 STORE_LOSS_KINDS: Final = frozenset({FaultKind.TORN_WRITE, FaultKind.CORRUPT})
+
+#: The faults after which a node's state silently differs from the chain's: it is faulty from
+#: then on (it halts; liveness is not due from it), so they strike only f validators, twins
+#: included in that count.
+DIVERGING_KINDS: Final = frozenset({FaultKind.WRONG_BACKUP})
 
 
 class HostileKind(StrEnum):

@@ -16,7 +16,20 @@ consensus message a node refuses (`on_rejected`) and the evidence a node gathers
   moment a correct node first saw the block by more than MSGDELAY + PRECISION plus the offset);
 * evidence is about messages that do not conflict or about a correct validator, or a block
   files an offence the ledger holds already;
-* a correct node refuses a correct node's message as a forgery.
+* a correct node refuses a correct node's message as a forgery;
+* a node whose state a fault made diverge (`diverged`: restored from a wrong backup) commits a
+  block: it must halt at the first certified block that does not fit its state, since every
+  block the network certifies carries the network's state root, not its own;
+* a correct node sends a block request (GET_BLOCKS) for a height it has committed, or one of the
+  run its block sync is applying, or the one its consensus decided (being written), or one it
+  holds downloaded (an efficiency invariant: each block is downloaded once, barring losses).
+  Asking again is legitimate only for heights it still lacks: a request that timed out, a peer
+  that answered nothing or was dropped, a link that closed with a request on it; those heights
+  are neither committed, being applied or written, nor buffered.
+
+A diverged node is otherwise held to what a correct node must do (it runs the real code): it
+drops no correct peer (the simulation checks dropped links) and signs nothing twice; only the
+state it restarted with is not compared with the chain's.
 
 `Caches` are pure functions memoised across nodes (signature checks, block hashes, decoded
 txs): sharing them changes no outcome and keeps a 100-node run fast.
@@ -143,6 +156,8 @@ class InvariantChecker:
         self.first_seen_ms: dict[bytes, int] = {}
         #: Called with each violation's text before it is raised (the timeline records it).
         self.on_violation: Callable[[int | None, str], None] | None = None
+        #: Nodes (by id) whose durable state a fault altered (until a rebuild replaced it).
+        self.diverged: set[int] = set()
 
     def fail(self, what: str, node: int | None = None) -> None:
         if self.on_violation is not None:
@@ -201,6 +216,40 @@ class InvariantChecker:
             self.fail(f"node {node.id} holds evidence that a correct validator equivocated", node.id)
         self.evidence += 1
 
+    # -- block sync ------------------------------------------------------------------------
+
+    def on_block_request(
+        self,
+        node: CheckedNode,
+        first: int,
+        last: int,
+        *,
+        committed: int,
+        applying_through: int,
+        decided: int = 0,
+        is_downloaded: Callable[[int], bool],
+    ) -> None:
+        """A correct node asks only for blocks it lacks: above its committed height, the run its
+        block sync applies (`applying_through`, 0 for none) and the height its consensus decided
+        and is writing (`decided`, 0 for none), none it holds downloaded."""
+        if first <= committed:
+            self.fail(f"node {node.id} asks for blocks {first}..{last}, committed up to {committed}", node.id)
+        if first <= decided:
+            self.fail(
+                f"node {node.id} asks for blocks {first}..{last} while it writes block {decided}, "
+                "which its consensus decided: it downloads it again",
+                node.id,
+            )
+        if first <= applying_through:
+            self.fail(
+                f"node {node.id} asks for blocks {first}..{last} while it applies the run up to "
+                f"{applying_through}: it downloads them again",
+                node.id,
+            )
+        held = next((height for height in range(first, last + 1) if is_downloaded(height)), None)
+        if held is not None:
+            self.fail(f"node {node.id} asks for blocks {first}..{last}, it holds {held} downloaded", node.id)
+
     # -- commits ---------------------------------------------------------------------------
 
     def on_committed(
@@ -210,6 +259,12 @@ class InvariantChecker:
         commit must pass."""
         block = executed.block
         height = block.header.height
+        if node.id in self.diverged:
+            self.fail(
+                f"node {node.id} commits block {height} on a state restored from a wrong backup: "
+                "a certified block that does not fit its state must halt it",
+                node.id,
+            )
         store = node.store
         commit = store.get_commit(height)
         state_root = executed.execution.state_root
@@ -327,6 +382,9 @@ class InvariantChecker:
             )
         self.max_height[node.id] = height
         agreed = self.committed.get(height)
+        if node.id in self.diverged:
+            # Its state is the fault's (the block is still the chain's): only the block is compared.
+            agreed = agreed if agreed is None else (agreed[0], store.state_root)
         if (
             height
             and self.is_correct(node.key)

@@ -11,6 +11,14 @@ armed to fail in the middle of the node's work:
   (`is_torn`);
 * `corrupt_tip(height)`: a stored table rots while the node is down: the block at `height` no
   longer decodes, so the node's start check (`chain.integrity.check_tail`) finds it.
+* `restore_wrong_backup()`: while the node is down its application state is restored from a
+  backup of another state (another node's, another chain's, a bad restore script): one app entry
+  differs and the stored state root is that state's. Blocks, certificates, indexes and the tip
+  meta are untouched, so the store is consistent and the start check passes: the tail check
+  cannot see a state root (the root after the tip is certified by no header yet, see
+  `chain/integrity.py`). Only the next certified block shows it: its header carries the network's
+  root after our tip, not ours, and the block pipeline raises `StateDivergedError`: the node must
+  halt (our state is wrong, not the peer who served the block).
 
 A node whose store is refused on start is rebuilt as an operator would (`medledger rebuild`):
 its signing state (last signed vote, consensus lock) carried to an empty store, the chain
@@ -19,10 +27,18 @@ fetched again from peers by block sync. This module imports only `medledger.chai
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from typing import Final
 
 from medledger.chain import layout
 from medledger.chain.memdb import MemDB
+
+#: The app entries the governed app keeps (validator sets, evidence): a wrong backup alters the
+#: application's own entries, so that the node still knows its validators and halts cleanly.
+_GOVERNANCE_PREFIX: Final = layout.app_key(b"chain/")
+#: The entry a wrong backup holds when the state has no application entry to alter yet.
+WRONG_BACKUP_KEY: Final = layout.app_key(b"sim/restored-from-a-wrong-backup")
 
 
 class SimCrashError(Exception):
@@ -73,6 +89,28 @@ class SimDisk(MemDB):
         if key in self._visible:
             self._visible[key] = self._durable[key]
         return True
+
+    def restore_wrong_backup(self) -> bytes | None:
+        """Replace the durable app state by another one, consistently (see the module docstring):
+        the first application entry's value changes, or one is added, and the state root becomes
+        that state's. Returns the key altered (None: the store has no state root yet)."""
+        root = self._durable.get(layout.META_STATE_ROOT)
+        if root is None:
+            return None
+        key = next(
+            (
+                k
+                for k in sorted(self._durable)
+                if k.startswith(layout.APP_PREFIX) and not k.startswith(_GOVERNANCE_PREFIX)
+            ),
+            WRONG_BACKUP_KEY,
+        )
+        value = hashlib.blake2b(b"wrong backup\x00" + self._durable.get(key, b""), digest_size=16).digest()
+        other_root = hashlib.blake2b(root + key + value, digest_size=len(root)).digest()
+        for k, v in ((key, value), (layout.META_STATE_ROOT, other_root)):
+            self._durable[k] = v
+            self._visible[k] = v
+        return key
 
     def reopen(self) -> SimDisk:
         super().reopen()

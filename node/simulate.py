@@ -67,8 +67,12 @@ def build_config(
     """
     rng = random.Random(seed)  # noqa: S311 - a simulation seed, not a secret
     twin_indices = tuple(sorted(rng.sample(range(nodes), twins)))
-    plan = generate_fault_plan(rng, n=nodes, twins=twin_indices, kinds=kinds) if faults and kinds else ()
     skewed = (twin_indices or (0,)) if skew is not None else ()
+    plan = (
+        generate_fault_plan(rng, n=nodes, twins=twin_indices, kinds=kinds, skewed=skewed)
+        if faults and kinds
+        else ()
+    )
     # Hostile kinds from their own stream, so that a seed's fault plan does not depend on them.
     hostile_rng = random.Random(seed ^ 0x4057_11E)  # noqa: S311
     hostile_kinds = tuple(hostile_rng.choice(list(HostileKind)) for _ in range(hostile))

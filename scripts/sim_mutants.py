@@ -17,15 +17,35 @@ Mutants (`--list` prints them):
   before 6757e0b), not the height f+1 validators back: a lying peer's STATUS takes a validator
   out of consensus.
 * `redownload-applying`: block sync asks again for the heights of the run being applied
-  (`BlockSync._is_wanted` without its `_applying_through` clause, as before 6757e0b).
+  (`BlockSync._is_wanted` without its `_applying_through` clause, as before 6757e0b). Found by
+  the checker's block-request invariant (a correct node never asks for a height it has
+  committed, is applying or holds downloaded), in the window that exists because the simulated
+  offload costs virtual time (`simcluster.compute_offload_ms`: a run of blocks is applied after
+  a wait proportional to its blocks and txs, while frames keep arriving and block sync
+  re-plans). With an offload that ran the work at one instant there was no such window.
+* `redownload-deciding`: block sync asks for the block consensus decided while the reactor writes
+  it (`BlockSync.start_applying` does nothing, as before it existed): every peer that committed
+  the height says so by its status meanwhile, and block sync asked one of them for the block. The
+  same block-request invariant finds it (the height consensus decided is one the node lacks no
+  more); it was found that way, not by review, once the offload cost virtual time.
 * `certified-other-parent-drops-peer`: a certified block that does not fit our tip
   (`StateDivergedError`: another parent or state root) is taken as the serving peer's fault and
   the peer is dropped, instead of the node halting, so a node whose own chain is wrong drops its
   honest peers one after the other. Before 6757e0b this was so for a block on another parent (a
-  state root mismatch already halted); the mutant does it for both.
+  state root mismatch already halted); the mutant does it for both. Found through the
+  `WRONG_BACKUP` fault (a node's state restored from a wrong backup while it is down, which its
+  start check cannot see) and the "dropped correct peer" check, which holds such a diverged node
+  too: the fixed code halts it instead. What the seeds reach is the state-root half: a certified
+  block on another parent than a node's own certified tip would take a fork (more than f faulty
+  keys, or a backup of another network with the same genesis and keys), which no fault of the
+  simulator makes, so the other-parent half alone (the exact code before 6757e0b) is not found.
 * `pbts-timeliness-off`: every proposal is timely (`SynchronyParams.is_timely` is always true), so
   a Byzantine proposer's skewed block time is prevoted.
-* `round-jump-off`: no f+1 round jump (`ConsensusCore._try_round_jump` never jumps).
+* `round-jump-off`: no f+1 round jump (`ConsensusCore._try_round_jump` never jumps). Found
+  late (around seed 1000 of the sweep): a validator one round behind also catches up through
+  the previous round's re-broadcasts, so only runs that leave validators further apart need the
+  jump. Earlier seeds found it only together with a since fixed stall (a validator restarted
+  after its precommit had lost its prevote, and its peers waited for it; see `chain/consensus.py`).
 
 Output: one JSON object a line, flushed as each finishes. A mutant's line:
 `{"mutant", "what", "found", "seed", "seeds_run", "wall_s", "failure", "reproduce"}` where
@@ -49,7 +69,7 @@ box with 23 GB of RAM, shared by several engineers at the time, so wall times va
 or more from run to run; seeds and seed counts do not vary (a run is a function of its config).
 
 Usage (from the repository root):
-    .venv/bin/python scripts/sim_mutants.py --seeds 2000 --jobs 2
+    .venv/bin/python scripts/sim_mutants.py --seeds 1500 --jobs 1
     .venv/bin/python scripts/sim_mutants.py --mutant one-peer-sync-trigger --seed-base 17 --seeds 1
     .venv/bin/python scripts/sim_mutants.py --control-only --seeds 500
 """
@@ -132,6 +152,15 @@ def _install_redownload_applying() -> None:
     setattr(BlockSync, "_is_wanted", is_wanted)  # noqa: B010
 
 
+def _install_redownload_deciding() -> None:
+    from medledger.network.blocksync import BlockSync
+
+    def start_applying(self: BlockSync, last: int) -> None:
+        _hit()  # the fixed code holds the height back from block sync until it is written
+
+    setattr(BlockSync, "start_applying", start_applying)  # noqa: B010
+
+
 def _install_certified_other_parent_drops_peer() -> None:
     from medledger.chain.errors import InvalidBlockError, StateDivergedError
     from medledger.chain.execution import ExecutedBlock
@@ -208,6 +237,12 @@ MUTANTS: Final = {
             "BlockSync._is_wanted ignores _applying_through: block sync asks again for the "
             "heights of the run being applied",
             _install_redownload_applying,
+        ),
+        Mutant(
+            "redownload-deciding",
+            "BlockSync.start_applying does nothing: block sync asks for the block consensus "
+            "decided while the reactor writes it",
+            _install_redownload_deciding,
         ),
         Mutant(
             "certified-other-parent-drops-peer",

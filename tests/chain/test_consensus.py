@@ -1047,3 +1047,18 @@ def test_a_single_validator_restarted_after_signing_never_signs_another_block_at
     assert all(v.round > last.round or v.block_hash == last.block_hash for v in signed), signed
     [redecided] = [a for a in again if isinstance(a, CommitBlock)]
     assert redecided.block.hash() == decided.block.hash()
+
+
+def test_a_precommit_stands_for_a_prevote_lost_in_a_crash_when_arming_the_prevote_timer() -> None:
+    # V0 prevoted nil at its propose timeout, V1 too; V2 precommitted nil, then crashed before its
+    # prevote reached V0 (restarted, it may not sign that prevote again); V3 is down for good.
+    core, _ = make_core()
+    core.start_height(1, VALS)
+    fire(core, TimeoutStep.PROPOSE)
+    assert timeouts(feed(core, prevote(1, 0, None)), TimeoutStep.PREVOTE) == []
+    [armed] = timeouts(feed(core, precommit(2, 0, None)), TimeoutStep.PREVOTE)
+    assert (armed.round, core.step) == (0, Step.PREVOTE)
+    [sent] = own_votes(fire(core, TimeoutStep.PREVOTE))
+    assert (sent.kind, sent.block_hash) == (VoteKind.PRECOMMIT, NIL)
+    # With V2's precommit, a quorum of precommits of any kind: the round ends as it should.
+    assert [t.round for t in timeouts(feed(core, precommit(1, 0, None)), TimeoutStep.PRECOMMIT)] == [0]

@@ -845,3 +845,13 @@ def test_the_run_being_applied_is_not_asked_for_again() -> None:
     sync.done_applying()  # it failed after block 5: 6..20 are wanted again
     asked = sorted(h for r in sync.plan(5, 0.3) for h in range(r.first, r.last + 1))
     assert asked == list(range(6, 21))
+
+
+def test_a_block_consensus_decided_is_not_asked_for_while_it_is_written() -> None:
+    sync = with_peers({A: 4})
+    sync.start_applying(5)  # consensus decided 5 and the reactor writes it
+    sync.set_height(B, 5)  # a peer that committed it says so meanwhile
+    assert spans(sync.plan(4, 0.0)) == {}
+    assert sync.on_blocks(B, [synced(5, B)], 4, 0.1) == 0  # nor is it taken when pushed
+    sync.done_applying()  # the write failed (a crash would start over): 5 is wanted again
+    assert spans(sync.plan(4, 0.2)) == {B: (5, 5)}

@@ -19,7 +19,8 @@ def test_simulate_runs_seeds_and_reports_a_summary() -> None:
 
 
 def test_simulate_with_a_twin_records_equivocation_and_stays_safe() -> None:
-    result = CliRunner().invoke(main, ["simulate", "--nodes", "4", "--twins", "1", "--seed", "3"])
+    # A seed whose twin's equivocations reach a block before the run ends (most do).
+    result = CliRunner().invoke(main, ["simulate", "--nodes", "4", "--twins", "1", "--seed", "2"])
     assert result.exit_code == 0, result.output
     assert "0 equivocations seen" not in result.output
     assert "0 recorded on the ledger" not in result.output

@@ -26,8 +26,9 @@ from medledger.node.cli import main
 
 #: Node 1 of four is down while the others commit ~25 blocks: it comes back far behind.
 LONG_CRASH = Fault(FaultKind.CRASH, 300, 3_000, (1,))
-#: Seeds whose restarted node asks the hostile peer first (block sync asks whoever answers first).
-HOSTILE_SEEDS = (2, 6)
+#: Seeds whose restarted node asks the hostile peer first (block sync asks whoever answers first;
+#: they depend on timing, e.g. what offloaded work costs in virtual time).
+HOSTILE_SEEDS = (3, 5)
 #: Hostile peers that serve blocks or frames an honest node must refuse, dropping the peer.
 REFUSED_KINDS = (
     HostileKind.TAMPER_TX_ROOT,

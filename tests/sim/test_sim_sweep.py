@@ -5,8 +5,9 @@ Every other run with twins also makes them Byzantine proposers that skew block t
 `TimeSkew` in turn) among honest clocks that disagree: the checker holds every committed block
 time to the PBTS bounds of honest clocks. Runs are sized (2 s of faults, 2 heights after GST, a
 tx every 100 ms on average) so that thousands fit in a few minutes on two cores; the sweep then
-asserts that block sync, restarts, crashes in the middle of a write, rebuilt stores and dropped
-hostile peers really happened across it.
+asserts that block sync, restarts, crashes in the middle of a write, rebuilt stores, states
+restored from a wrong backup (and the halts they cause), checked block requests (some sent while
+a run of blocks was applied) and dropped hostile peers really happened across it.
 
 `MEDLEDGER_SIM_SEEDS` (default 1500) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
 seed and `MEDLEDGER_SIM_JOBS` the worker processes (default: up to 2). A failure prints each
@@ -72,4 +73,8 @@ def test_seed_sweep_keeps_safety_and_liveness() -> None:
     assert sum(s.mid_write_crashes for s in stats) > 0
     assert sum(s.rebuilds for s in stats) > 0
     assert sum(s.hostile_dropped for s in stats) > 0
+    assert sum(s.states_diverged for s in stats) > 0
+    assert sum(s.halts for s in stats) > 0
+    assert sum(s.block_requests for s in stats) > 0
+    assert SIM_SEEDS < 200 or sum(s.block_requests_while_applying for s in stats) > 0
     assert sum(1 for s in stats if s.synced_blocks >= 5) >= SIM_SEEDS // 50  # nodes far behind
