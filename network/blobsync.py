@@ -29,7 +29,7 @@ from typing import Final
 
 from medledger.chain.blobstore import BlobError, BlobFetch, BlobManifest, BlobStore, decode_manifest
 from medledger.chain.codec import decode, encode
-from medledger.network.clock import Offload
+from medledger.network.clock import Offload, TokenBucket
 from medledger.network.messages import (
     BlobAnswerStatus,
     BlobChunkAnswer,
@@ -76,24 +76,6 @@ class FetchProgress:
     dropped_peers: list[bytes] = dataclasses.field(default_factory=list)
 
 
-class _Bucket:
-    __slots__ = ("_at", "_burst", "_rate_per_s", "_tokens")
-
-    def __init__(self, now: float, rate_per_s: float, burst: int) -> None:
-        self._rate_per_s = rate_per_s
-        self._burst = burst
-        self._tokens = float(burst)
-        self._at = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate_per_s)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
 _Key = tuple[bytes, bytes, int]  # (peer, blob id, chunk index; -1 for the manifest)
 
 
@@ -116,7 +98,7 @@ class BlobSync:
         self._offload = offload
         self._transport = transport
         self._monotonic_s = monotonic_s
-        self._buckets: dict[bytes, _Bucket] = {}
+        self._buckets: dict[bytes, TokenBucket] = {}
         self._pending: dict[_Key, asyncio.Future[BlobManifestAnswer | BlobChunkAnswer]] = {}
         #: Requests answered BUSY because the asker was over budget or backlogged.
         self.requests_refused = 0
@@ -160,7 +142,9 @@ class BlobSync:
         if bucket is None:
             if len(self._buckets) > 1024:
                 self._buckets.clear()
-            bucket = self._buckets[link.peer_key] = _Bucket(now, self._requests_per_s, self._requests_burst)
+            bucket = self._buckets[link.peer_key] = TokenBucket(
+                self._requests_per_s, self._requests_burst, now
+            )
         return bucket.take(now)
 
     async def _serve_manifest(self, link: Link, blob_id: bytes) -> None:

@@ -61,6 +61,27 @@ class LoopClock:
         return asyncio.get_running_loop().call_later(delay_s, callback)
 
 
+class TokenBucket:
+    """`rate_per_s` tokens a second, at most `burst` saved up (a peer's budget of requests),
+    on whatever clock the caller reads `now` from."""
+
+    __slots__ = ("_at", "_tokens", "burst", "rate_per_s")
+
+    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 class Offload(Protocol):
     def __call__(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]: ...
 

@@ -32,7 +32,7 @@ from medledger.chain.executor import BlockExecutor
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.types import Block, Commit
 from medledger.network.blocksync import BlockSync, SyncedBlock
-from medledger.network.clock import Clock, Offload, Timer
+from medledger.network.clock import Clock, Offload, Timer, TokenBucket
 from medledger.network.messages import (
     FRAME_BYTES_MAX,
     SYNC_BLOCKS_MAX,
@@ -91,26 +91,6 @@ class _Session:
     txs: int = 0
 
 
-class _TokenBucket:
-    """`rate_per_s` tokens a second, at most `burst` saved up."""
-
-    __slots__ = ("_at", "_tokens", "burst", "rate_per_s")
-
-    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = burst
-        self._tokens = float(burst)
-        self._at = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
 class SyncService:
     """Downloads, applies and serves blocks. Its `apply_ready` runs on the consensus task (the
     one writer of the store); the frame handlers run on peer tasks and only enqueue."""
@@ -132,7 +112,7 @@ class SyncService:
         self.sync = BlockSync(response_bytes_max=SYNC_RESPONSE_BYTES_MAX)
         self.syncing = False
         self._session: _Session | None = None
-        self._budgets: dict[bytes, _TokenBucket] = {}
+        self._budgets: dict[bytes, TokenBucket] = {}
         #: Block requests not answered because the asker exceeded its budget.
         self.block_requests_refused = 0
         #: Sync sessions begun (for operators and the simulator's coverage counts).
@@ -350,7 +330,7 @@ class SyncService:
         now = self.clock.monotonic_s()
         bucket = self._budgets.get(peer)
         if bucket is None:
-            bucket = self._budgets[peer] = _TokenBucket(BLOCK_REQUESTS_PER_S, BLOCK_REQUESTS_BURST, now)
+            bucket = self._budgets[peer] = TokenBucket(BLOCK_REQUESTS_PER_S, BLOCK_REQUESTS_BURST, now)
         return bucket.take(now)
 
     def note_committed(self) -> None:
