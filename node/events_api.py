@@ -43,6 +43,7 @@ from medledger.health.events import (
 )
 from medledger.node.auth import Access, Principal, add_route, get_principal
 from medledger.node.errors import BadRequestError
+from medledger.node.mqtt import add_mqtt_publisher
 from medledger.node.node import Node
 
 #: Most events one page holds.
@@ -206,6 +207,7 @@ async def get_event_stream(request: web.Request) -> web.StreamResponse:
 def add_event_routes(app: web.Application, node: Node) -> None:
     """Register the event routes (health nodes: one call from `node.api.build_app`)."""
     app[EVENT_LOG_KEY] = EventLog(node)
+    add_mqtt_publisher(app, node, app[EVENT_LOG_KEY])  # when `[mqtt] url` is set (ADR 0015)
     app[EVENT_PAGE_SLOTS_KEY] = asyncio.Semaphore(EVENTS_PAGES_CONCURRENT_MAX)
     add_route(app, "GET", "/v1/events", get_events, Access.READER)
     add_route(app, "GET", "/v1/events/stream", get_event_stream, Access.READER)
