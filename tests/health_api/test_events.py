@@ -16,12 +16,24 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from health_harness import DEADLINE_S, HealthNet, Institution, assert_problem, observation, request
+from click.testing import CliRunner
+from health_harness import (
+    DEADLINE_S,
+    NODE_ENV,
+    HealthNet,
+    Institution,
+    assert_problem,
+    make_patient_key,
+    observation,
+    patient_cli,
+    request,
+)
 
 from medledger.crypto import Identity
 from medledger.health.auth import build_authorization
 from medledger.health.events import get_seq_height
 from medledger.health.sdk import PatientClient
+from medledger.node.cli import main
 
 STORY_PATIENT = [
     "patient.registered",
@@ -107,8 +119,9 @@ def read_sse(
 def test_events_of_a_consent_story_for_each_audience(clinic_and_hospital: HealthNet, tmp_path: Path) -> None:
     net = clinic_and_hospital
     clinic, hospital = net["clinic"], net["hospital"]
-    alice = PatientClient(hospital.url, Identity.generate())
-    alice.register()
+    key = tmp_path / "alice.key"
+    alice = PatientClient(hospital.url, make_patient_key(key))
+    patient_cli(key, hospital.url, "register")
     net.sync()
     patient_id = alice.patient_id.hex()
     record_id = clinic.add_record(patient_id, observation(5.4))
@@ -168,6 +181,23 @@ def test_events_of_a_consent_story_for_each_audience(clinic_and_hospital: Health
     # The institution's stream, from the start, with its token.
     streamed, _ = read_sse(clinic.url, "/v1/events/stream?heartbeat_s=1", clinic.auth, 1)
     assert [e["kind"] for e in streamed] == ["record.added"]
+
+    # `medledger events` (institution) and `medledger patient events`: stopped and run again, they
+    # go on exactly where they stopped.
+    def institution_cli(*args: str) -> list[dict[str, Any]]:
+        result = CliRunner().invoke(main, ["events", "--home", str(hospital.home), *args], env=dict(NODE_ENV))
+        assert result.exit_code == 0, (result.output, result.exception)
+        return [json.loads(line) for line in result.output.splitlines()]
+
+    first = institution_cli("--count", "2")
+    rest = institution_cli()
+    assert [e["kind"] for e in first + rest if e["height"] <= height] == STORY_HOSPITAL
+    assert institution_cli() == []
+    mine_first = [
+        json.loads(line) for line in patient_cli(key, hospital.url, "events", "--count", "3").splitlines()
+    ]
+    mine_rest = [json.loads(line) for line in patient_cli(key, hospital.url, "events").splitlines()]
+    assert [e for e in mine_first + mine_rest if e["height"] <= height] == mine
 
 
 def test_invalid_event_queries_are_refused_as_problems(clinic_and_hospital: HealthNet) -> None:
