@@ -2,9 +2,10 @@
 
 The hospital's node publishes (`[mqtt] url`); the broker's ACL and password files are generated
 by `medledger mqtt acl`. A scripted consent story runs; the broker is killed mid-story (the chain
-goes on committing) and restarted. Then: a plain MQTT subscriber of the patient's topic saw the
+goes on committing) and restarted, then the publishing node is restarted too. Then: a plain MQTT subscriber of the patient's topic saw the
 events before the kill, in order; the SDK subscriptions (MQTT live, gaps from `/v1/events`) of
-the patient and of the hospital end with every event of the story exactly once, in order; the
+the patient and of the hospital end with every event of the story exactly once, in order; a plain
+subscriber across the node's restart sees no event twice (the node resumes from its cursor); the
 clinic's broker user is refused the hospital's and the patient's topics; a wrong password is
 refused.
 """
@@ -197,6 +198,22 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
         read = await asyncio.to_thread(hospital.read, record_id)
         assert read.status == 200, read
         broker.start()
+        # A second plain subscriber, then the publishing node is restarted mid-story: it resumes
+        # from its cursor, so this subscriber sees each event once (no republishing).
+        raw2_events: list[dict[str, Any]] = []
+        raw2 = aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password)
+        await raw2.__aenter__()
+        await raw2.subscribe(topic, qos=1)
+        tasks.append(asyncio.create_task(collect_raw(raw2, raw2_events)))
+        await wait_for(
+            lambda: len(patient_events) >= 6, f"patient after the broker came back: {patient_events}"
+        )
+        processes[1].stop()
+        processes[1] = NodeProcess(hospital_node.home, env=dict(NODE_ENV), use_config_ports=True)
+        processes[1].start()
+        hospital = Institution(
+            "hospital", processes[1].wait_ready(60.0), hospital_node.api_token, hospital_node.home
+        )
         (grant,) = await asyncio.to_thread(alice.list_grants)
         await asyncio.to_thread(alice.revoke, grant.grant_id)
 
@@ -209,6 +226,11 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
         assert patient_events == ledger
         assert [e["kind"] for e in hospital_events] == HOSPITAL_STORY
         assert len({e["seq"] for e in patient_events}) == len(patient_events)
+        await wait_for(lambda: any(e["kind"] == "grant.revoked" for e in raw2_events), f"raw2: {raw2_events}")
+        # What it saw (the queued events if they were sent after it subscribed, then the rest) once.
+        kinds = [e["kind"] for e in raw2_events]
+        assert kinds == PATIENT_STORY[len(PATIENT_STORY) - len(kinds) :], kinds
+        assert len({e["seq"] for e in raw2_events}) == len(raw2_events)
 
         # ACLs: the clinic's broker user subscribes to the hospital's topic, the patient's and
         # everything, and forges an event on the patient's topic; then an event for both is committed.
@@ -237,6 +259,7 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
             refused = True
         assert refused
         await raw.__aexit__(None, None, None)
+        await raw2.__aexit__(None, None, None)
     finally:
         for task in tasks:
             task.cancel()
