@@ -3,10 +3,11 @@
 The hospital's node publishes (`[mqtt] url`); the broker's ACL and password files are generated
 by `medledger mqtt acl`. A scripted consent story runs; the broker is killed mid-story (the chain
 goes on committing) and restarted, then the publishing node is restarted too. Then: a plain
-MQTT subscriber of the patient's topic saw the events before the kill, in order; the SDK subscriptions (MQTT live, gaps from `/v1/events`) of
-the patient and of the hospital end with every event of the story exactly once, in order; a plain
-subscriber across the node's restart sees no event twice (the node resumes from its cursor); the
-clinic's broker user is refused the hospital's and the patient's topics; a wrong password is
+MQTT subscriber of the patient's topic saw the events before the kill, in order; the SDK
+subscriptions (MQTT live, gaps from `/v1/events`) of the patient and of the hospital end with
+every event of the story exactly once, in order; a plain subscriber across the node's restart
+sees no event twice (the node resumes from its cursor); the clinic's broker user receives nothing
+of the hospital's or the patient's topics and its forged publish is refused; a wrong password is
 refused.
 """
 
