@@ -1135,6 +1135,21 @@ class PatientClient:
             chunks.append(data)
         return open_attachment(record, ref, self.identity, chunks)
 
+    def list_events(self, after: int = 0, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+        """The patient's ledger events after number `after` (ADR 0015), and where to go on from.
+
+        Events are kinds and ledger ids only; what they name is read (and verified) with the
+        other calls. Continue with `after=` the second value, which moves past empty blocks too.
+        """
+        answer = self._request("GET", f"/v1/events?after={int(after)}&limit={int(limit)}")
+        try:
+            events, cursor = answer["events"], int(answer["next"])
+        except (KeyError, TypeError, ValueError):
+            raise self._lie("events", "sent a malformed event page") from None
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise self._lie("events", "sent a malformed event page")
+        return events, cursor
+
 
 T = TypeVar("T")
 

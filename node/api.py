@@ -53,6 +53,7 @@ from medledger.node.auth import (
     post_challenge,
 )
 from medledger.node.errors import BadRequestError
+from medledger.node.events_api import add_event_routes
 from medledger.node.health_api import add_health_routes
 from medledger.node.health_reads import add_health_read_routes
 from medledger.node.node import Node, TxStatus
@@ -497,6 +498,7 @@ def build_app(node: Node) -> web.Application:
     if is_health:
         add_health_routes(app, node)
         add_health_read_routes(app)
+        add_event_routes(app, node)
     return app
 
 

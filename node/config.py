@@ -99,6 +99,21 @@ class BlobsSection:
     replicas: int = 2
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MqttSection:
+    """Ledger events to an MQTT broker (docs/adr/0015-ledger-events.md); off while `url` is empty."""
+
+    #: `mqtt://host:port` of the broker (empty: no publishing).
+    url: str = ""
+    #: The node's broker user name and the file (relative to the home) holding its password.
+    username: str = ""
+    password_file: str = ""
+    #: The root of the topic tree.
+    topic_prefix: str = "medledger"
+    #: Messages waiting for the broker at most; beyond, the oldest is dropped (and counted).
+    queue_max: int = 10_000
+
+
 _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("api", "port"): (0, 65535),
     ("api", "max_body_bytes"): (1024, 1024 * 1024 * 1024),
@@ -110,13 +125,22 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("mempool", "max_bytes"): (1024, 8 * MEMPOOL_BYTES_MAX),
     ("p2p", "port"): (0, 65535),
     ("blobs", "replicas"): (2, 1024),
+    ("mqtt", "queue_max"): (1, 10_000_000),
 }
 _CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("node", "app"): APPS,
     ("node", "log_level"): ("debug", "info", "warning", "error"),
 }
 #: String settings that may be empty (empty: the feature is off).
-_MAY_BE_EMPTY: Final = frozenset({("api", "tls_cert"), ("api", "tls_key")})
+_MAY_BE_EMPTY: Final = frozenset(
+    {
+        ("api", "tls_cert"),
+        ("api", "tls_key"),
+        ("mqtt", "url"),
+        ("mqtt", "username"),
+        ("mqtt", "password_file"),
+    }
+)
 _SECTIONS: Final[dict[str, type[Any]]] = {
     "node": NodeSection,
     "api": ApiSection,
@@ -125,6 +149,7 @@ _SECTIONS: Final[dict[str, type[Any]]] = {
     "p2p": P2pSection,
     "health": HealthSection,
     "blobs": BlobsSection,
+    "mqtt": MqttSection,
 }
 
 
@@ -138,6 +163,7 @@ class NodeConfig:
     p2p: P2pSection
     health: HealthSection = HealthSection()
     blobs: BlobsSection = BlobsSection()
+    mqtt: MqttSection = MqttSection()
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, relative to the node's home unless absolute."""

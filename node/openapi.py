@@ -43,6 +43,7 @@ from medledger.health.types import (
 )
 from medledger.node.auth import Access
 from medledger.node.blobs import blob_openapi_paths
+from medledger.node.events_api import events_openapi_paths
 from medledger.node.health_api import (
     LIST_LIMIT_MAX,
     LIST_START_MAX,
@@ -156,6 +157,7 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
         document["components"]["schemas"].update(health_reads_openapi_schemas())
         document["paths"].update(rights_openapi_paths())  # patient rights (issue 14)
         document["components"]["schemas"].update(rights_openapi_schemas())
+        document["paths"].update(events_openapi_paths())  # ledger events (issue 11, ADR 0015)
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
             "API token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "

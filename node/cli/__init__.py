@@ -21,7 +21,18 @@ from __future__ import annotations
 import click
 
 from medledger import __version__
-from medledger.node.cli import cluster, demo_cmd, keys, patient, serve, setup, simulate_cmd, verify
+from medledger.node.cli import (
+    cluster,
+    demo_cmd,
+    events_cmd,
+    keys,
+    mqtt_cmd,
+    patient,
+    serve,
+    setup,
+    simulate_cmd,
+    verify,
+)
 from medledger.node.cli import patient_rights as _patient_rights  # noqa: F401 - adds `patient` commands
 
 __all__ = ["main"]
@@ -47,5 +58,7 @@ for _command in (
     demo_cmd.demo,
     patient.patient,
     simulate_cmd.simulate,
+    mqtt_cmd.mqtt,
+    events_cmd.events,
 ):
     main.add_command(_command)

@@ -1,0 +1,114 @@
+"""A subscription to ledger events that hides the MQTT/ledger choice (docs/adr/0015-ledger-events.md).
+
+Live events come from the broker; whatever the broker did not deliver (it was down, the node's
+queue dropped it, the subscriber was away) comes from the ledger (`GET /v1/events`, through the
+`fetch` function given). Events are yielded in chain order, each exactly once: an event is
+delivered only if its number is above the last one delivered.
+
+Why nothing is lost: on every (re)connection the subscription first subscribes, then reads the
+ledger after its last number. An event committed before that read is in it; one committed after
+it is published after the subscription existed, so the broker delivers it. While the broker is
+unreachable, the ledger is read at every retry, so events keep flowing (late, not lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+import aiomqtt
+
+#: A page of events after a number, and the number to continue from (`PatientClient.list_events`).
+Fetch = Callable[[int], tuple[list[dict[str, Any]], int]]
+
+BACKOFF_S_MIN: Final = 0.1
+BACKOFF_S_MAX: Final = 5.0
+#: Largest event message accepted from the broker (an event is a few hundred bytes).
+MESSAGE_BYTES_MAX: Final = 16 * 1024
+
+
+class EventSubscription:
+    """Events for one audience: `topic` on the broker at `host:port`, gaps from `fetch`."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        topic: str,
+        fetch: Fetch,
+        after: int = 0,
+        identifier: str | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.topic = topic
+        self.fetch = fetch
+        #: The number of the last event delivered (resume from it after a restart).
+        self.last = after
+        self._cursor = after
+        self.identifier = identifier
+        #: How many times the broker connection was (re)established.
+        self.connections = 0
+
+    def _accept(self, event: Any) -> dict[str, Any] | None:
+        if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
+            return None
+        if event["seq"] <= self.last:
+            return None  # a duplicate (QoS 1 is at least once) or already filled from the ledger
+        self.last = event["seq"]
+        return event
+
+    async def _fill(self) -> AsyncIterator[dict[str, Any]]:
+        """Everything on the ledger after the last event delivered, up to the tip."""
+        self._cursor = max(self._cursor, self.last)
+        while True:
+            page, cursor = await asyncio.to_thread(self.fetch, self._cursor)
+            for event in page:
+                accepted = self._accept(event)
+                if accepted is not None:
+                    yield accepted
+            if cursor <= self._cursor:
+                return
+            self._cursor = cursor
+            if not page:
+                # An empty page moved past empty blocks; the tip is reached when it stops moving.
+                continue
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The events, forever, in chain order, exactly once."""
+        backoff = BACKOFF_S_MIN
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    username=self.username,
+                    password=self.password,
+                    identifier=self.identifier,
+                ) as client:
+                    await client.subscribe(self.topic, qos=1)
+                    self.connections += 1
+                    backoff = BACKOFF_S_MIN
+                    async for event in self._fill():
+                        yield event
+                    async for message in client.messages:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray) or len(payload) > MESSAGE_BYTES_MAX:
+                            continue
+                        try:
+                            decoded = json.loads(payload)
+                        except ValueError:
+                            continue
+                        accepted = self._accept(decoded)
+                        if accepted is not None:
+                            yield accepted
+            except aiomqtt.MqttError:
+                async for event in self._fill():
+                    yield event
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S_MAX)

@@ -1,0 +1,91 @@
+"""`medledger events` (an institution, with its node's home) and `medledger patient events` (a
+patient, with their key): print ledger events as JSON lines, resuming where the last run stopped.
+
+The position is kept in a cursor file (`HOME/events.cursor`, or `<key file>.events-cursor`),
+written after each printed page, so `--follow` stopped and started again prints nothing twice and
+skips nothing (docs/adr/0015-ledger-events.md). Events come from `GET /v1/events`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from medledger.node.cli._common import fail, fetch_json, home_option, reports_errors
+from medledger.node.cli.patient import _client, _key_file, patient
+from medledger.node.config import load_config
+from medledger.node.run import api_address_path
+
+FOLLOW_POLL_S = 0.5
+Fetch = Callable[[int], tuple[list[dict[str, Any]], int]]
+
+
+def _read_cursor(path: Path) -> int:
+    try:
+        return int(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError):
+        fail(f"{path} is not an event number; delete it to start from the beginning")
+
+
+def _print_events(fetch: Fetch, cursor_file: Path, *, follow: bool, limit: int | None) -> None:
+    after = _read_cursor(cursor_file)
+    printed = 0
+    while True:
+        events, cursor = fetch(after)
+        for event in events:
+            click.echo(json.dumps(event, separators=(",", ":")))
+            printed += 1
+            if limit is not None and printed >= limit:
+                cursor_file.write_text(str(event["seq"]), encoding="ascii")
+                return
+        if cursor != after:
+            cursor_file.write_text(str(cursor), encoding="ascii")
+        if not events and cursor == after:
+            if not follow:
+                return
+            time.sleep(FOLLOW_POLL_S)
+        after = cursor
+
+
+_follow = click.option("--follow", is_flag=True, help="Keep printing events as they are committed.")
+_count = click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many events.")
+
+
+@click.command("events")
+@home_option
+@_follow
+@_count
+@reports_errors
+def events(home: Path, follow: bool, count: int | None) -> None:
+    """Print the events that concern this node's institution (JSON lines), from where the last run stopped."""
+    config = load_config(home)
+    url = config.api_url
+    address = api_address_path(home)
+    if address.exists():
+        url = str(json.loads(address.read_text(encoding="utf-8"))["url"])
+    token = config.api_token_file.read_text(encoding="utf-8").strip()
+
+    def fetch(after: int) -> tuple[list[dict[str, Any]], int]:
+        body = fetch_json(f"{url}/v1/events?after={after}&limit=1000", token=token)
+        return list(body["events"]), int(body["next"])
+
+    _print_events(fetch, home / "events.cursor", follow=follow, limit=count)
+
+
+@patient.command("events")
+@_follow
+@_count
+@click.pass_context
+@reports_errors
+def patient_events(ctx: click.Context, follow: bool, count: int | None) -> None:
+    """Print your events (JSON lines: kinds and ids), from where the last run stopped."""
+    client = _client(ctx)
+    cursor_file = Path(str(_key_file(ctx.obj)) + ".events-cursor")
+    _print_events(lambda after: client.list_events(after, 1000), cursor_file, follow=follow, limit=count)

@@ -1,0 +1,328 @@
+"""Event routes (DESIGN.md §8, docs/adr/0015-ledger-events.md): ledger events for their audience.
+
+- `GET /v1/events?after=N&limit=L`: the events after number `N` (`health.events.compute_seq`),
+  in chain order, at most `L`, scanning at most `EVENTS_SCAN_BLOCKS_MAX` blocks; `next` is where
+  to continue (the last event sent, or the end of the last block scanned), so an empty page still
+  moves the cursor and no call walks the whole chain.
+- `GET /v1/events/stream`: the same events as Server-Sent Events (`id:` is the event number, so a
+  browser's `EventSource` resumes with `Last-Event-ID`; `?after=N` does the same for other
+  clients), with a comment line every `heartbeat_s` seconds (default 15) while nothing happens.
+
+Who sees what: the API token is the institution running the node and sees the events that concern
+it (`LedgerEvent.is_for_institution` with the node's signing key); a patient's signed request sees
+the patient's own events. Both are `Access.READER` routes: the filter is by principal, here.
+
+Events are derived from the committed blocks and the state's fixed facts (`health.events`), in a
+worker thread (a block of 16 MB is decoded there), a few requests at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import re
+import threading
+from typing import Any, Final
+
+from aiohttp import web
+
+from medledger.chain.errors import InvalidTxError
+from medledger.chain.types import compute_tx_id
+from medledger.chain.validation import decode_tx
+from medledger.health.events import (
+    EVENT_INDEX_MAX,
+    EVENT_KINDS,
+    ID_FIELDS,
+    SEQ_MAX,
+    TX_INDEX_MAX,
+    LedgerEvent,
+    compute_block_events,
+    compute_seq,
+    get_seq_height,
+)
+from medledger.node.auth import Access, Principal, add_route, get_principal
+from medledger.node.errors import BadRequestError
+from medledger.node.mqtt import add_mqtt_publisher
+from medledger.node.node import Node
+
+#: Most events one page holds.
+EVENTS_PAGE_MAX: Final = 1000
+EVENTS_PAGE_DEFAULT: Final = 100
+#: Most blocks one page scans (a page over empty blocks stops here and says where to go on).
+EVENTS_SCAN_BLOCKS_MAX: Final = 1000
+#: Blocks whose events are kept in memory (recent blocks are asked for by every subscriber).
+EVENTS_CACHE_BLOCKS_MAX: Final = 4096
+#: Seconds between SSE comment lines while no event arrives (proxies close silent streams);
+#: a client may ask for another interval with `heartbeat_s`.
+EVENTS_HEARTBEAT_S_DEFAULT: Final = 15
+EVENTS_HEARTBEAT_S_MAX: Final = 300
+#: How often a stream looks for a new block, in seconds.
+EVENTS_POLL_S: Final = 0.1
+#: Pages built at once (each runs in a worker thread).
+EVENTS_PAGES_CONCURRENT_MAX: Final = 2
+SEQ_DIGITS_MAX: Final = 20
+
+
+class EventLog:
+    """The node's events, derived block by block from its store, with a bounded cache."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._cache: collections.OrderedDict[int, tuple[LedgerEvent, ...]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_block_events(self, height: int) -> tuple[LedgerEvent, ...]:
+        """The events of committed block `height` (the same on every node that committed it)."""
+        with self._lock:
+            cached = self._cache.get(height)
+            if cached is not None:
+                self._cache.move_to_end(height)
+                return cached
+        store = self.node.store
+        block = store.get_block(height)
+        if block is None:
+            return ()
+        txs = []
+        for raw in block.txs:
+            tx_id = compute_tx_id(raw)
+            try:
+                tx, _ = decode_tx(raw, tx_id=tx_id)
+            except InvalidTxError:
+                continue  # a committed block's txs decode; one that does not carries no event
+            location = store.get_tx_location(tx_id)
+            ok = location is not None and location.height == height and bool(location.ok)
+            txs.append((tx, tx_id, ok))
+        events = tuple(compute_block_events(store, height, block.header.time_ms, txs))
+        with self._lock:
+            self._cache[height] = events
+            while len(self._cache) > EVENTS_CACHE_BLOCKS_MAX:
+                self._cache.popitem(last=False)
+        return events
+
+    def list_events(
+        self, after: int, limit: int, audience: Principal | None
+    ) -> tuple[list[LedgerEvent], int]:
+        """Events after `after` that `audience` may see (None: all), and the cursor to go on from."""
+        latest = self.node.store.height
+        start = max(get_seq_height(after), 1)
+        found: list[LedgerEvent] = []
+        cursor = after
+        for height in range(start, min(latest, start + EVENTS_SCAN_BLOCKS_MAX - 1) + 1):
+            for event in self.get_block_events(height):
+                if event.seq <= after or not self._is_visible(event, audience):
+                    continue
+                found.append(event)
+                if len(found) >= limit:
+                    return found, event.seq
+            cursor = max(cursor, compute_seq(height, TX_INDEX_MAX, EVENT_INDEX_MAX))
+        return found, cursor
+
+    def _is_visible(self, event: LedgerEvent, audience: Principal | None) -> bool:
+        if audience is None:
+            return True
+        if audience.kind == "token":
+            return event.is_for_institution(self.node.identity.public.sign_key)
+        return event.is_for_patient(audience.patient_id)
+
+
+EVENT_LOG_KEY: Final = web.AppKey("event_log", EventLog)
+EVENT_PAGE_SLOTS_KEY: Final = web.AppKey("event_page_slots", asyncio.Semaphore)
+
+
+def _parse_seq(raw: str, what: str) -> int:
+    if re.fullmatch(f"[0-9]{{1,{SEQ_DIGITS_MAX}}}", raw) is None or int(raw) > SEQ_MAX:
+        raise BadRequestError(f"{what} must be an event number in [0, {SEQ_MAX}]")
+    return int(raw)
+
+
+def _parse_limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(EVENTS_PAGE_DEFAULT))
+    if re.fullmatch("[0-9]{1,4}", raw) is None or not 1 <= int(raw) <= EVENTS_PAGE_MAX:
+        raise BadRequestError(f"limit must be an integer in [1, {EVENTS_PAGE_MAX}]")
+    return int(raw)
+
+
+async def _list(request: web.Request, after: int, limit: int) -> tuple[list[LedgerEvent], int]:
+    log = request.app[EVENT_LOG_KEY]
+    async with request.app[EVENT_PAGE_SLOTS_KEY]:
+        return await asyncio.to_thread(log.list_events, after, limit, get_principal(request))
+
+
+async def get_events(request: web.Request) -> web.Response:
+    after = _parse_seq(request.query.get("after", "0"), "after")
+    limit = _parse_limit(request)
+    events, cursor = await _list(request, after, limit)
+    body: dict[str, Any] = {
+        "events": [e.to_payload() for e in events],
+        "next": cursor,
+        "latest_height": request.app[EVENT_LOG_KEY].node.store.height,
+    }
+    return web.Response(text=json.dumps(body), content_type="application/json")
+
+
+def format_sse(event: LedgerEvent) -> bytes:
+    """One SSE message: `id` the event number, `event` its kind, `data` its payload (one line)."""
+    data = json.dumps(event.to_payload(), separators=(",", ":"))
+    return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+
+
+async def get_event_stream(request: web.Request) -> web.StreamResponse:
+    last_id = request.headers.get("Last-Event-ID")
+    after = (
+        _parse_seq(last_id, "Last-Event-ID")
+        if last_id
+        else _parse_seq(request.query.get("after", "0"), "after")
+    )
+    node = request.app[EVENT_LOG_KEY].node
+    raw_beat = request.query.get("heartbeat_s", str(EVENTS_HEARTBEAT_S_DEFAULT))
+    if re.fullmatch("[0-9]{1,3}", raw_beat) is None or not 1 <= int(raw_beat) <= EVENTS_HEARTBEAT_S_MAX:
+        raise BadRequestError(f"heartbeat_s must be an integer in [1, {EVENTS_HEARTBEAT_S_MAX}]")
+    heartbeat_s = int(raw_beat)
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    await response.write(b": medledger events\n\n")
+    loop = asyncio.get_running_loop()
+    last_beat = loop.time()
+    seen_height = -1
+    while True:
+        height = node.store.height
+        if height != seen_height or get_seq_height(after) < height:
+            events, after = await _list(request, after, EVENTS_PAGE_MAX)
+            for event in events:
+                await response.write(format_sse(event))
+            if events:
+                last_beat = loop.time()
+            seen_height = height
+            if get_seq_height(after) < height:
+                continue  # more blocks to scan
+        if loop.time() - last_beat >= heartbeat_s:
+            await response.write(b": heartbeat\n\n")
+            last_beat = loop.time()
+        await asyncio.sleep(EVENTS_POLL_S)
+
+
+def add_event_routes(app: web.Application, node: Node) -> None:
+    """Register the event routes (health nodes: one call from `node.api.build_app`)."""
+    app[EVENT_LOG_KEY] = EventLog(node)
+    add_mqtt_publisher(app, node, app[EVENT_LOG_KEY])  # when `[mqtt] url` is set (ADR 0015)
+    app[EVENT_PAGE_SLOTS_KEY] = asyncio.Semaphore(EVENTS_PAGES_CONCURRENT_MAX)
+    add_route(app, "GET", "/v1/events", get_events, Access.READER)
+    add_route(app, "GET", "/v1/events/stream", get_event_stream, Access.READER)
+
+
+_PROBLEM_SCHEMA: Final = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+_HEX_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_SEQ: Final = {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}}
+
+
+def events_openapi_paths() -> dict[str, Any]:
+    """The OpenAPI description of the event routes (merged into a health node's document)."""
+    event = {
+        "type": "object",
+        "required": ["seq", "kind", "height", "tx_index", "event_index", "tx_id", "time_ms"],
+        "additionalProperties": False,
+        "properties": {
+            "seq": _SEQ,
+            "kind": {"type": "string", "enum": sorted(EVENT_KINDS)},
+            "height": {"type": "integer", "minimum": 1},
+            "tx_index": {"type": "integer", "minimum": 0, "maximum": TX_INDEX_MAX},
+            "event_index": {"type": "integer", "minimum": 0, "maximum": EVENT_INDEX_MAX},
+            "tx_id": _HEX_ID,
+            "time_ms": {"type": "integer", "minimum": 0},
+            **{name: _HEX_ID for name in ID_FIELDS},
+        },
+    }
+    after = {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "description": "Return events whose number is greater than this (0: from the start).",
+        "schema": _SEQ,
+    }
+    return {
+        "/v1/events": {
+            "get": {
+                "operationId": "listEvents",
+                "summary": "Ledger events after a number: the token sees its institution's, a patient "
+                "(signed request) their own. Kinds and ledger ids only.",
+                "parameters": [
+                    after,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": EVENTS_PAGE_MAX},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A page of events in chain order; continue with `after=next`.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["events", "next", "latest_height"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "events": {
+                                            "type": "array",
+                                            "maxItems": EVENTS_PAGE_MAX,
+                                            "items": event,
+                                        },
+                                        "next": _SEQ,
+                                        "latest_height": {"type": "integer", "minimum": 0},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _problem("Bad `after` or `limit`."),
+                },
+            }
+        },
+        "/v1/events/stream": {
+            "get": {
+                "operationId": "streamEvents",
+                "summary": "The same events as Server-Sent Events (`id:` is the event number; resume "
+                "with `Last-Event-ID` or `after`), with comment-line heartbeats. Never ends.",
+                "parameters": [
+                    after,
+                    {
+                        "name": "heartbeat_s",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": EVENTS_HEARTBEAT_S_MAX},
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": f"^[0-9]{{1,{SEQ_DIGITS_MAX}}}$"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An endless `text/event-stream`.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": _problem("Bad `after` or `Last-Event-ID`."),
+                },
+            }
+        },
+    }

@@ -1,0 +1,271 @@
+"""Publishing ledger events to an MQTT broker, off the consensus path (docs/adr/0015-ledger-events.md).
+
+Two tasks, started with the API when `[mqtt] url` is set:
+
+- the follower reads the node's committed events (`EventLog`, in a worker thread) from where it
+  last stopped (`HOME/mqtt.cursor`) and appends one message per topic to a bounded queue: the
+  node's institution topic for the events that concern it, and each concerned patient's topic
+  token (`health.event_topics`) for theirs. A full queue drops its oldest message and counts it
+  (`medledger_mqtt_dropped_total`); subscribers fill any gap from `GET /v1/events`.
+- the sender publishes the queue in order at QoS 1 through aiomqtt, and on any broker error
+  reconnects with exponential backoff (`BACKOFF_S_MIN` to `BACKOFF_S_MAX`), putting the message in
+  flight back first. After each acknowledged message the cursor moves; it is saved when the queue
+  drains and every `CURSOR_SAVE_EVERY` messages, so a restarted node resumes where the broker
+  last acknowledged (QoS 1 is at least once: subscribers drop duplicates by `seq`).
+
+Nothing here is awaited by block production: a down or slow broker only grows (then trims) the
+queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final, Protocol
+
+import aiomqtt
+from aiohttp import web
+from prometheus_client import Counter, Gauge
+
+from medledger.crypto import Identity
+from medledger.health import state as st
+from medledger.health.event_topics import (
+    compute_patient_topic_token,
+    compute_shared_secret,
+    get_institution_topic,
+    get_institution_username,
+    get_patient_topic,
+)
+from medledger.health.events import EVENT_INDEX_MAX, TX_INDEX_MAX, LedgerEvent, compute_seq, get_seq_height
+from medledger.node.errors import ConfigError
+from medledger.node.node import Node
+
+log = logging.getLogger("medledger.mqtt")
+
+CURSOR_FILE: Final = "mqtt.cursor"
+BACKOFF_S_MIN: Final = 0.1
+BACKOFF_S_MAX: Final = 5.0
+FOLLOW_POLL_S: Final = 0.05
+CURSOR_SAVE_EVERY: Final = 100
+#: Events read from the log per step of the follower.
+FOLLOW_PAGE_MAX: Final = 1000
+#: Patients whose topic token is kept (one x25519 and one BLAKE2b each to recompute).
+TOKEN_CACHE_MAX: Final = 65_536
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    seq: int
+    topic: str
+    payload: bytes
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "mqtt" or not parsed.hostname or parsed.username or parsed.path not in ("", "/"):
+        raise ConfigError(
+            f"[mqtt] url must be mqtt://host[:port] (credentials go in username/password_file), got {url!r}"
+        )
+    return parsed.hostname, parsed.port or 1883
+
+
+def read_password(node: Node) -> str | None:
+    mqtt = node.config.mqtt
+    if not mqtt.password_file:
+        return None
+    try:
+        return node.config.resolve(mqtt.password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"[mqtt] password_file cannot be read: {exc.strerror}") from None
+
+
+def compute_node_patient_token(identity: Identity, chain_id: str, patient_enc_key: bytes) -> bytes:
+    """The topic token of a patient's events as this node publishes them."""
+    secret = compute_shared_secret(identity, patient_enc_key)
+    return compute_patient_topic_token(secret, chain_id, identity.public.sign_key)
+
+
+class EventLogLike(Protocol):
+    """What the publisher needs of `node.events_api.EventLog` (typed here to keep the import one-way)."""
+
+    def list_events(self, after: int, limit: int, audience: None) -> tuple[list[LedgerEvent], int]: ...
+
+
+class EventPublisher:
+    """The bounded queue between the node's events and the broker, and the two tasks around it."""
+
+    def __init__(self, node: Node, events: EventLogLike, cursor_file: Path) -> None:
+        self.node = node
+        self.events = events
+        self.cursor_file = cursor_file
+        config = node.config.mqtt
+        self.host, self.port = parse_broker_url(config.url)
+        self.username = config.username or None
+        self.password = read_password(node)
+        self.prefix = config.topic_prefix
+        self.queue: collections.deque[Message] = collections.deque()
+        self.queue_max = config.queue_max
+        self._wake = asyncio.Event()
+        self._tokens: dict[bytes, bytes] = {}
+        self.published_seq = self._load_cursor()
+        self._unsaved = 0
+        registry = node.metrics.registry
+        self.dropped = Counter(
+            "medledger_mqtt_dropped", "Event messages dropped from a full queue.", registry=registry
+        )
+        self.published = Counter(
+            "medledger_mqtt_published", "Event messages the broker acknowledged.", registry=registry
+        )
+        self.queued = Gauge(
+            "medledger_mqtt_queue", "Event messages waiting for the broker.", registry=registry
+        )
+        self.connected = Gauge(
+            "medledger_mqtt_connected", "1 while connected to the broker.", registry=registry
+        )
+
+    def _load_cursor(self) -> int | None:
+        try:
+            return int(self.cursor_file.read_text(encoding="ascii").strip())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.cursor_file} is not an event number ({exc}); delete it to start from the tip"
+            ) from None
+
+    def save_cursor(self) -> None:
+        if self.published_seq is None:
+            return
+        tmp = self.cursor_file.with_suffix(".tmp")
+        tmp.write_text(str(self.published_seq), encoding="ascii")
+        os.replace(tmp, self.cursor_file)
+        self._unsaved = 0
+
+    # -- the follower -------------------------------------------------------------------------
+
+    def _patient_token(self, patient_id: bytes) -> bytes | None:
+        token = self._tokens.get(patient_id)
+        if token is None:
+            patient = st.get_patient(self.node.store, patient_id)
+            if patient is None:
+                return None
+            token = compute_node_patient_token(
+                self.node.identity, self.node.genesis.chain_id, patient.enc_key
+            )
+            if len(self._tokens) >= TOKEN_CACHE_MAX:
+                self._tokens.clear()
+            self._tokens[patient_id] = token
+        return token
+
+    def compute_messages(self, event: LedgerEvent) -> list[Message]:
+        payload = json.dumps(event.to_payload(), separators=(",", ":")).encode()
+        messages: list[Message] = []
+        own = self.node.identity.public.sign_key
+        if event.is_for_institution(own):
+            messages.append(Message(event.seq, get_institution_topic(self.prefix, own), payload))
+        if event.patient_id is not None:
+            token = self._patient_token(event.patient_id)
+            if token is not None:
+                messages.append(Message(event.seq, get_patient_topic(self.prefix, token), payload))
+        return messages
+
+    def enqueue(self, message: Message) -> None:
+        if len(self.queue) >= self.queue_max:
+            self.queue.popleft()
+            self.dropped.inc()
+        self.queue.append(message)
+        self.queued.set(len(self.queue))
+        self._wake.set()
+
+    def _follow_step(self, after: int) -> tuple[list[Message], int]:
+        events, cursor = self.events.list_events(after, FOLLOW_PAGE_MAX, None)
+        return [m for e in events for m in self.compute_messages(e)], cursor
+
+    async def follow(self) -> None:
+        store = self.node.store
+        if self.published_seq is None:  # first start: from the tip (history is on the ledger)
+            self.published_seq = compute_seq(store.height, TX_INDEX_MAX, EVENT_INDEX_MAX)
+            self.save_cursor()
+        after: int = self.published_seq
+        while True:
+            if get_seq_height(after) < store.height:
+                messages, after = await asyncio.to_thread(self._follow_step, after)
+                for message in messages:
+                    self.enqueue(message)
+                continue
+            await asyncio.sleep(FOLLOW_POLL_S)
+
+    # -- the sender ---------------------------------------------------------------------------
+
+    async def send(self) -> None:
+        backoff = BACKOFF_S_MIN
+        identifier = get_institution_username(self.node.identity.public.sign_key) + "-node"
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    username=self.username,
+                    password=self.password,
+                    identifier=identifier,
+                ) as client:
+                    self.connected.set(1)
+                    backoff = BACKOFF_S_MIN
+                    log.info("connected to the MQTT broker at %s:%d", self.host, self.port)
+                    await self._publish_all(client)
+            except aiomqtt.MqttError as exc:
+                self.connected.set(0)
+                log.warning("MQTT broker %s:%d: %s; retrying in %.1f s", self.host, self.port, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S_MAX)
+
+    async def _publish_all(self, client: aiomqtt.Client) -> None:
+        while True:
+            if not self.queue:
+                self.save_cursor()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            message = self.queue.popleft()
+            try:
+                await client.publish(message.topic, message.payload, qos=1)
+            except BaseException:
+                if len(self.queue) < self.queue_max:
+                    self.queue.appendleft(message)  # in flight: first again after the reconnect
+                else:
+                    self.dropped.inc()
+                raise
+            self.queued.set(len(self.queue))
+            self.published.inc()
+            if not self.queue or self.queue[0].seq != message.seq:  # every topic of the event is out
+                self.published_seq = message.seq
+            self._unsaved += 1
+            if self._unsaved >= CURSOR_SAVE_EVERY:
+                self.save_cursor()
+
+
+def add_mqtt_publisher(app: web.Application, node: Node, events: EventLogLike) -> None:
+    """Start and stop the publisher with the API app, when `[mqtt] url` is configured."""
+    if not node.config.mqtt.url:
+        return
+
+    async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+        publisher = EventPublisher(node, events, node.config.home / CURSOR_FILE)
+        tasks = [asyncio.create_task(publisher.follow()), asyncio.create_task(publisher.send())]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        publisher.save_cursor()
+
+    app.cleanup_ctx.append(publisher_ctx)
