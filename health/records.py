@@ -103,7 +103,7 @@ def compute_binding_of(record: RecordState) -> bytes:
 
 
 def encrypt_record(
-    record: bytes | str | Mapping[str, Any],
+    record: bytes | str | Mapping[str, Any] | ValidatedRecord,
     *,
     patient_id: bytes,
     author: bytes,
@@ -114,8 +114,9 @@ def encrypt_record(
 
     `author` is the author's signing key (the tx sender), `supersedes` the id of the record this
     one corrects (empty: a new record); both are bound into the ciphertext and the commitment.
+    A `ValidatedRecord` (what `validate_record` returned to the caller) is not validated again.
     """
-    validated: ValidatedRecord = validate_record(record)
+    validated = record if isinstance(record, ValidatedRecord) else validate_record(record)
     salt = secrets.token_bytes(SALT_SIZE)
     binding = compute_record_binding(patient_id, author, validated.record_type, supersedes)
     # The record's JSON as submitted, not a re-serialisation (issue 14, defect 4; ADR 0011).

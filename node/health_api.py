@@ -480,17 +480,18 @@ async def _add_record(
             f"an institution with role {me.role!r} cannot author records",
             code="author_role",
         )
-    record_type = validate_record(record_text).record_type
+    validated = validate_record(record_text)  # once: encrypt_record takes it as it is
+    record_type = validated.record_type
     # The rules' own sealing rule, with a margin around this node's clock (the block's time differs).
     readers = policy.compute_node_record_readers(state, patient, me, record_type, service.node.clock_ms())
     try:
         encrypted = encrypt_record(
-            record_text, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
+            validated, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
         )
     except CryptoError:
         raise _unusable_key_problem() from None
     # A resource naming uploaded attachments becomes a document (node/blobs.py, ADR 0013).
-    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, json.loads(record_text))
+    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, validated.resource)
     answer = {
         "record_id": tx_id.hex(),
         "record_type": record_type,

@@ -287,11 +287,12 @@ async def accept_amendment(request: web.Request) -> web.Response:
     state = _state(service)
     patient = _require_patient(state, amendment.patient_id)
     latest = rights.get_latest_version(state, amendment.record_id)
-    record_type = validate_record(resource).record_type
+    validated = validate_record(resource)  # once: encrypt_record takes it as it is
+    record_type = validated.record_type
     readers = policy.compute_node_record_readers(state, patient, me, record_type, service.node.clock_ms())
     try:
         encrypted = encrypt_record(
-            resource,
+            validated,
             patient_id=patient.patient_id,
             author=me.sign_key,
             readers=sorted(readers),

@@ -17,7 +17,8 @@ through the API on loopback with the stdlib HTTP client:
   integration engine's worker pool) concurrent keep-alive connections with `wait_ms=0` (each
   validated, encrypted, signed and admitted by the node), the clock running from the first post
   to the moment the last one is committed. On this machine the figure moves with the load of
-  the other jobs (8 clients gave 420-500 records/s, 16 gave 700).
+  the other jobs (8 clients gave 420-500 records/s, 16 gave 700); on a quiet machine, 16
+  clients: 408 records/s while each record was validated twice, 543-603 once.
 
 It reports and never asserts; targets (issue 14): ≥ 50 MB/s each way, ≥ 500 records/s. The last
 line printed is one JSON object: {"bench": "records", "upload_mb_per_s": …, "download_mb_per_s": …,
