@@ -475,6 +475,18 @@ def _attachment_content_type(resource: dict[str, Any], blob_id: bytes) -> str:
     return "application/octet-stream"
 
 
+async def _ensure_held(service: BlobService, blob_id: bytes, author: bytes) -> bool:
+    """Whether this node holds the blob, fetching it from peers first if not (within
+    `DOWNLOAD_FETCH_TIMEOUT_S`)."""
+    if service.store.has(blob_id):
+        return True
+    try:
+        async with asyncio.timeout(DOWNLOAD_FETCH_TIMEOUT_S):
+            return await service.fetch(blob_id, author)
+    except TimeoutError:
+        return False
+
+
 async def get_attachment(request: web.Request) -> web.StreamResponse:
     """Stream a record's attachment, decrypted, under the record's own read rules and receipts."""
     service = request.app[BLOBS_KEY]
@@ -506,20 +518,14 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
             "no_grant",
         )
     # The ciphertext first (it may have to come from peers), so a receipt is never spent on nothing.
-    if not service.store.has(blob_id):
-        try:
-            async with asyncio.timeout(DOWNLOAD_FETCH_TIMEOUT_S):
-                held = await service.fetch(blob_id, record.author)
-        except TimeoutError:
-            held = False
-        if not held:
-            return _problem(
-                503,
-                "Attachment not available",
-                "no peer could supply the attachment yet; nothing was decrypted, retry",
-                "attachment_unavailable",
-                headers={"Retry-After": "5"},
-            )
+    if not await _ensure_held(service, blob_id, record.author):
+        return _problem(
+            503,
+            "Attachment not available",
+            "no peer could supply the attachment yet; nothing was decrypted, retry",
+            "attachment_unavailable",
+            headers={"Retry-After": "5"},
+        )
     receipt_headers: dict[str, str] = {}
     try:
         if access.grant is not None:
@@ -635,20 +641,14 @@ async def _patient_attachment(request: web.Request) -> tuple[BlobService, BlobRe
             "none of the patient's records has this attachment",
             "attachment_unknown",
         )
-    if not service.store.has(blob_id):
-        try:
-            async with asyncio.timeout(DOWNLOAD_FETCH_TIMEOUT_S):
-                held = await service.fetch(blob_id, record.author)
-        except TimeoutError:
-            held = False
-        if not held:
-            return _problem(
-                503,
-                "Attachment not available",
-                "no peer could supply the attachment yet; retry",
-                "attachment_unavailable",
-                headers={"Retry-After": "5"},
-            )
+    if not await _ensure_held(service, blob_id, record.author):
+        return _problem(
+            503,
+            "Attachment not available",
+            "no peer could supply the attachment yet; retry",
+            "attachment_unavailable",
+            headers={"Retry-After": "5"},
+        )
     return service, ref
 
 
