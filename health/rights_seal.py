@@ -20,7 +20,6 @@ These functions run on clients (randomness, decryption), never inside the rules.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 import nacl.bindings
@@ -54,6 +53,7 @@ from medledger.health.rights_types import (
     SealedText,
     Statement,
 )
+from medledger.health.text import InvalidTextError, normalize_human_text
 from medledger.health.types import (
     KIND_ACCEPT_AMENDMENT,
     KIND_CLOSE_RECORDS_REQUEST,
@@ -82,20 +82,16 @@ class AmendmentTextUnreadableError(HealthError):
 
 def validate_amendment_text(text: object, what: str = "text") -> str:
     """1 to `AMENDMENT_TEXT_LENGTH_MAX` printable characters (line breaks allowed), NFC-normalised."""
-    if not isinstance(text, str):
-        raise InvalidAmendmentTextError(f"{what} must be a string")
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidAmendmentTextError(f"{what} must be valid Unicode (no lone surrogates)") from None
-    text = unicodedata.normalize("NFC", text)
-    if not 1 <= len(text) <= AMENDMENT_TEXT_LENGTH_MAX or not text.strip():
-        raise InvalidAmendmentTextError(f"{what} must be 1 to {AMENDMENT_TEXT_LENGTH_MAX} characters")
-    if not all(c.isprintable() or c == "\n" for c in text):
-        raise InvalidAmendmentTextError(f"{what} must be printable text (line breaks allowed)")
-    if len(text.encode("utf-8")) > AMENDMENT_TEXT_BYTES_MAX:  # pragma: no cover - 4 bytes a character
-        raise InvalidAmendmentTextError(f"{what} must be at most {AMENDMENT_TEXT_BYTES_MAX} bytes")
-    return text
+        return normalize_human_text(
+            text,
+            what=what,
+            max_length=AMENDMENT_TEXT_LENGTH_MAX,
+            max_bytes=AMENDMENT_TEXT_BYTES_MAX,
+            line_breaks=True,
+        )
+    except InvalidTextError as exc:
+        raise InvalidAmendmentTextError(exc.message) from None
 
 
 def _pad(text: str, what: str) -> bytes:

@@ -24,9 +24,17 @@ class InvalidTextError(HealthError):
 
 
 def normalize_human_text(
-    value: object, *, what: str, max_length: int, max_bytes: int, min_length: int = 1
+    value: object,
+    *,
+    what: str,
+    max_length: int,
+    max_bytes: int,
+    min_length: int = 1,
+    line_breaks: bool = False,
 ) -> str:
-    """`value` as NFC text within the bounds (`InvalidTextError` otherwise)."""
+    """`value` as NFC text within the bounds (`InvalidTextError` otherwise). With `line_breaks`
+    (a paragraph a person writes, such as what is wrong in a record) `\n` is allowed, and text
+    of white space only is refused."""
     if not isinstance(value, str):
         raise InvalidTextError(f"{what} must be a string")
     try:
@@ -34,12 +42,17 @@ def normalize_human_text(
     except UnicodeEncodeError:
         raise InvalidTextError(f"{what} must be Unicode text (it holds an unpaired UTF-16 escape)") from None
     text = unicodedata.normalize("NFC", value)
-    if not is_human_text(text, min_length=min_length, max_length=max_length, max_bytes=max_bytes):
-        if not text.isprintable():
+    # `\n` stands in for a printable character of one byte while the bounds are checked.
+    checked = text.replace("\n", " ") if line_breaks else text
+    if not is_human_text(checked, min_length=min_length, max_length=max_length, max_bytes=max_bytes):
+        if not checked.isprintable():
+            breaks = "line breaks allowed" if line_breaks else "no line breaks"
             raise InvalidTextError(
-                f"{what} must be printable text (no control or formatting characters, no line breaks)"
+                f"{what} must be printable text (no control or formatting characters, {breaks})"
             )
         raise InvalidTextError(
             f"{what} must be {min_length} to {max_length} characters and at most {max_bytes} bytes of UTF-8"
         )
+    if line_breaks and not text.strip():
+        raise InvalidTextError(f"{what} must not be white space only")
     return text
