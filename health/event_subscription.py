@@ -8,13 +8,20 @@ delivered only if its number is above the last one delivered.
 Why nothing is lost: on every (re)connection the subscription first subscribes, then reads the
 ledger after its last number. An event committed before that read is in it; one committed after
 it is published after the subscription existed, so the broker delivers it. While the broker is
-unreachable, the ledger is read at every retry, so events keep flowing (late, not lost).
+unreachable, the ledger is read at every retry, so events keep flowing (late, not lost). While the
+node is unreachable (restarting, say), `fetch` raises a `transient` error (by default any
+`OSError`, which the SDK's `NodeUnreachableError` is): the read is tried again with backoff and
+live messages wait in the client's queue meanwhile. Any other error from `fetch` (a node that lies,
+say) ends the subscription with that error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
@@ -27,6 +34,55 @@ BACKOFF_S_MIN: Final = 0.1
 BACKOFF_S_MAX: Final = 5.0
 #: Largest event message accepted from the broker (an event is a few hundred bytes).
 MESSAGE_BYTES_MAX: Final = 16 * 1024
+#: Largest event page accepted from a node (1,000 events of a few hundred bytes each).
+PAGE_BYTES_MAX: Final = 4 * 1024 * 1024
+PAGE_LIMIT: Final = 1000
+#: Statuses after which the same read may well succeed: the node is starting or overloaded.
+RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+
+
+class EventPageError(Exception):
+    """A node refused an event page for good (a wrong token, say) or sent a malformed one."""
+
+
+def fetch_institution_events(
+    url: str, token: str, *, ca_file: str | None = None, timeout_s: float = 10.0
+) -> Fetch:
+    """An institution's `fetch`: `GET /v1/events` on its node with the API token.
+
+    Unreachable, 429 and 5xx raise `ConnectionError` (an `OSError`: `EventSubscription` tries
+    again); any other refusal or a malformed page raises `EventPageError`.
+    """
+    base = url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    context = ssl.create_default_context(cafile=ca_file) if base.startswith("https://") else None
+
+    def fetch(after: int) -> tuple[list[dict[str, Any]], int]:
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+            f"{base}/v1/events?after={int(after)}&limit={PAGE_LIMIT}",
+            headers={"Accept": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:  # noqa: S310
+                body = json.loads(response.read(PAGE_BYTES_MAX))
+        except urllib.error.HTTPError as exc:
+            if exc.code in RETRY_STATUSES:
+                raise ConnectionError(f"{base}: {exc.code} {exc.reason}") from None
+            raise EventPageError(f"{base} refused the event page: {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ConnectionError(f"cannot reach {base}: {getattr(exc, 'reason', exc)}") from None
+        except ValueError:
+            raise EventPageError(f"{base} sent an event page that is not JSON") from None
+        try:
+            events, cursor = body["events"], int(body["next"])
+        except (KeyError, TypeError, ValueError):
+            raise EventPageError(f"{base} sent a malformed event page") from None
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise EventPageError(f"{base} sent a malformed event page")
+        return events, cursor
+
+    return fetch
 
 
 class EventSubscription:
@@ -43,6 +99,7 @@ class EventSubscription:
         fetch: Fetch,
         after: int = 0,
         identifier: str | None = None,
+        transient: tuple[type[Exception], ...] = (OSError,),
     ) -> None:
         self.host, self.port = host, port
         self.username, self.password = username, password
@@ -52,8 +109,11 @@ class EventSubscription:
         self.last = after
         self._cursor = after
         self.identifier = identifier
+        self.transient = transient
         #: How many times the broker connection was (re)established.
         self.connections = 0
+        #: How many ledger reads failed with a transient error (each was tried again).
+        self.fetch_failures = 0
 
     def _accept(self, event: Any) -> dict[str, Any] | None:
         if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
@@ -79,6 +139,19 @@ class EventSubscription:
                 # An empty page moved past empty blocks; the tip is reached when it stops moving.
                 continue
 
+    async def _fill_until_done(self) -> AsyncIterator[dict[str, Any]]:
+        """`_fill`, tried again with backoff while the node is unreachable (nothing delivered twice)."""
+        backoff = BACKOFF_S_MIN
+        while True:
+            try:
+                async for event in self._fill():
+                    yield event
+                return
+            except self.transient:
+                self.fetch_failures += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S_MAX)
+
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """The events, forever, in chain order, exactly once."""
         backoff = BACKOFF_S_MIN
@@ -94,7 +167,7 @@ class EventSubscription:
                     await client.subscribe(self.topic, qos=1)
                     self.connections += 1
                     backoff = BACKOFF_S_MIN
-                    async for event in self._fill():
+                    async for event in self._fill_until_done():
                         yield event
                     async for message in client.messages:
                         payload = message.payload
@@ -108,7 +181,12 @@ class EventSubscription:
                         if accepted is not None:
                             yield accepted
             except aiomqtt.MqttError:
-                async for event in self._fill():
-                    yield event
+                # The broker is away: what it would have carried comes from the ledger meanwhile
+                # (if the node is away too, the next round tries again).
+                try:
+                    async for event in self._fill():
+                        yield event
+                except self.transient:
+                    self.fetch_failures += 1
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S_MAX)

@@ -69,6 +69,8 @@ from medledger.health.client import (
     build_revoke,
 )
 from medledger.health.errors import HealthError, ReasonUnreadableError, RecordVerificationError
+from medledger.health.event_subscription import PAGE_LIMIT, EventSubscription
+from medledger.health.event_topics import DEFAULT_TOPIC_PREFIX, compute_patient_subscription
 from medledger.health.preview import (
     PROBLEM_REASON_UNREADABLE,
     GrantPreview,
@@ -162,6 +164,16 @@ class PatientClientError(HealthError):
         self.status = status
         self.rule = rule
         self.problem = problem
+
+
+class NodeUnreachableError(PatientClientError, ConnectionError):
+    """The node could not be reached (refused, reset, timed out): worth trying again later.
+
+    Also a `ConnectionError`, so code that retries on network errors (`EventSubscription`) retries
+    on it without knowing this SDK.
+    """
+
+    code = "node_unreachable"
 
 
 class NodeMisbehaviourError(PatientClientError):
@@ -344,9 +356,11 @@ class PatientClient:
             raise PatientClientError(
                 f"{method} {path}: {exc.code} {detail}", status=exc.code, rule=str(rule), problem=problem
             ) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except ValueError:
+            raise PatientClientError(f"the node at {self.url} sent an answer that is not JSON") from None
+        except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise PatientClientError(f"cannot reach the node at {self.url}: {reason}") from None
+            raise NodeUnreachableError(f"cannot reach the node at {self.url}: {reason}") from None
 
     def _patient_path(self, suffix: str = "") -> str:
         return f"/v1/health/patients/{self.patient_id.hex()}{suffix}"
@@ -1134,6 +1148,37 @@ class PatientClient:
                 raise self._lie("attachment", f"sent a chunk {index} that does not match its hash")
             chunks.append(data)
         return open_attachment(record, ref, self.identity, chunks)
+
+    def subscribe_events(
+        self,
+        *,
+        host: str,
+        port: int,
+        node_sign_key: bytes,
+        node_enc_key: bytes,
+        after: int = 0,
+        prefix: str = DEFAULT_TOPIC_PREFIX,
+    ) -> EventSubscription:
+        """The patient's live events as published by the node with these keys (ADR 0015).
+
+        The broker credentials and topic are derived here, on the device, from the patient's key
+        and the node's public keys; gaps are read from this client's node (`list_events`), which
+        may be unreachable for a while (a restart) without ending the subscription.
+        """
+        if not self._chain_id:
+            self.load_genesis()
+        username, password, topic = compute_patient_subscription(
+            self.identity, self._chain_id, node_sign_key, node_enc_key, prefix
+        )
+        return EventSubscription(
+            host=host,
+            port=port,
+            username=username,
+            password=password,
+            topic=topic,
+            fetch=lambda cursor: self.list_events(cursor, PAGE_LIMIT),
+            after=after,
+        )
 
     def list_events(self, after: int = 0, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
         """The patient's ledger events after number `after` (ADR 0015), and where to go on from.

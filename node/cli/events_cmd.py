@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from medledger.node.cli._common import fail, fetch_json, home_option, reports_errors
+from medledger.health.event_subscription import EventPageError, Fetch, fetch_institution_events
+from medledger.node.cli._common import fail, home_option, reports_errors
 from medledger.node.cli.patient import _client, _key_file, patient
 from medledger.node.config import load_config
 from medledger.node.run import api_address_path
+from medledger.node.tls import CERT_FILE
 
 FOLLOW_POLL_S = 0.5
-Fetch = Callable[[int], tuple[list[dict[str, Any]], int]]
 
 
 def _read_cursor(path: Path) -> int:
@@ -37,8 +36,21 @@ def _read_cursor(path: Path) -> int:
 def _print_events(fetch: Fetch, cursor_file: Path, *, follow: bool, limit: int | None) -> None:
     after = _read_cursor(cursor_file)
     printed = 0
+    away = False
     while True:
-        events, cursor = fetch(after)
+        try:
+            events, cursor = fetch(after)
+        except ConnectionError as exc:
+            if not follow:
+                raise
+            if not away:  # once per outage, on stderr: the JSON lines on stdout stay clean
+                click.echo(f"{exc}; trying again every {FOLLOW_POLL_S} s", err=True)
+                away = True
+            time.sleep(FOLLOW_POLL_S)
+            continue
+        if away:
+            click.echo("the node answers again", err=True)
+            away = False
         for event in events:
             click.echo(json.dumps(event, separators=(",", ":")))
             printed += 1
@@ -71,12 +83,12 @@ def events(home: Path, follow: bool, count: int | None) -> None:
     if address.exists():
         url = str(json.loads(address.read_text(encoding="utf-8"))["url"])
     token = config.api_token_file.read_text(encoding="utf-8").strip()
-
-    def fetch(after: int) -> tuple[list[dict[str, Any]], int]:
-        body = fetch_json(f"{url}/v1/events?after={after}&limit=1000", token=token)
-        return list(body["events"]), int(body["next"])
-
-    _print_events(fetch, home / "events.cursor", follow=follow, limit=count)
+    ca_file = str(home / CERT_FILE) if url.startswith("https:") else None
+    fetch = fetch_institution_events(url, token, ca_file=ca_file)
+    try:
+        _print_events(fetch, home / "events.cursor", follow=follow, limit=count)
+    except (ConnectionError, EventPageError) as exc:
+        fail(str(exc))
 
 
 @patient.command("events")

@@ -28,7 +28,7 @@ from health_harness import DEADLINE_S, NODE_ENV, PASSPHRASE, POLL_S, Institution
 from mosquitto_harness import Mosquitto
 
 from medledger.crypto import Identity
-from medledger.health.event_subscription import EventSubscription
+from medledger.health.event_subscription import EventSubscription, fetch_institution_events
 from medledger.health.event_topics import (
     compute_patient_subscription,
     get_institution_topic,
@@ -51,16 +51,6 @@ PATIENT_STORY = [
 ]
 BEFORE_KILL = PATIENT_STORY[:4]
 HOSPITAL_STORY = PATIENT_STORY[1:]
-
-
-def institution_fetch(institution: Institution) -> Callable[[int], tuple[list[dict[str, Any]], int]]:
-    def fetch(after: int) -> tuple[list[dict[str, Any]], int]:
-        reply = institution.get(f"/v1/events?after={after}&limit=1000")
-        assert reply.status == 200, reply
-        body = reply.json()
-        return body["events"], body["next"]
-
-    return fetch
 
 
 async def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -110,6 +100,7 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
     processes = [NodeProcess(n.home, env=dict(NODE_ENV), use_config_ports=True) for n in nodes]
     broker: Mosquitto | None = None
     tasks: list[asyncio.Task[None]] = []
+    clients = contextlib.AsyncExitStack()  # the plain MQTT subscribers
     try:
         for process in processes:
             process.start()
@@ -151,20 +142,22 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
             alice.identity, "medledger-events-test", hospital_key.sign_key, hospital_key.enc_key
         )
         raw_events: list[dict[str, Any]] = []
-        raw = aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password)
-        await raw.__aenter__()
+        raw = await clients.enter_async_context(
+            aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password)
+        )
         await raw.subscribe(topic, qos=1)
         tasks.append(asyncio.create_task(collect_raw(raw, raw_events)))
         patient_events: list[dict[str, Any]] = []
-        patient_sub = EventSubscription(
+        # The SDK's subscription: the same credentials, derived on the device; gaps from the
+        # hospital's node, which is restarted mid-story (the subscription waits for it).
+        patient_sub = alice.subscribe_events(
             host="127.0.0.1",
             port=broker.port,
-            username=user,
-            password=password,
-            topic=topic,
-            fetch=lambda after: alice.list_events(after, 1000),
+            node_sign_key=hospital_key.sign_key,
+            node_enc_key=hospital_key.enc_key,
             after=start,
         )
+        assert (patient_sub.username, patient_sub.password, patient_sub.topic) == (user, password, topic)
         tasks.append(asyncio.create_task(collect(patient_sub, patient_events)))
         hospital_events: list[dict[str, Any]] = []
         hospital_user = get_institution_username(hospital_key.sign_key)
@@ -174,7 +167,7 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
             username=hospital_user,
             password=credentials[hospital_user],
             topic=get_institution_topic("medledger", hospital_key.sign_key),
-            fetch=institution_fetch(hospital),
+            fetch=fetch_institution_events(hospital.url, hospital.token),
             after=start,
         )
         tasks.append(asyncio.create_task(collect(hospital_sub, hospital_events)))
@@ -202,8 +195,9 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
         # A second plain subscriber, then the publishing node is restarted mid-story: it resumes
         # from its cursor, so this subscriber sees each event once (no republishing).
         raw2_events: list[dict[str, Any]] = []
-        raw2 = aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password)
-        await raw2.__aenter__()
+        raw2 = await clients.enter_async_context(
+            aiomqtt.Client("127.0.0.1", broker.port, username=user, password=password)
+        )
         await raw2.subscribe(topic, qos=1)
         tasks.append(asyncio.create_task(collect_raw(raw2, raw2_events)))
         await wait_for(
@@ -259,15 +253,26 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
         except aiomqtt.MqttError:
             refused = True
         assert refused
-        await raw.__aexit__(None, None, None)
-        await raw2.__aexit__(None, None, None)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
-        for process in processes:
-            process.stop()
-        if broker is not None:
-            broker.stop()
+        # Every step runs whatever the others raise: nothing this test started outlives it.
+        with contextlib.ExitStack() as cleanup:
+            if broker is not None:
+                cleanup.callback(broker.stop)
+            for process in processes:
+                cleanup.callback(process.stop)
+            failures = await stop_tasks(tasks)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await clients.aclose()
+    assert failures == [], failures  # a collector that died of an error, not of the cancellation
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> list[BaseException]:
+    """Cancel the collectors and wait for them; the errors they ended with other than that."""
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return [
+        r
+        for r in results
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError | aiomqtt.MqttError)
+    ]
