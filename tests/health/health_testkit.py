@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from medledger.chain.errors import TxRejectedError
-from medledger.chain.types import ZERO_HASH, Block, Genesis, Header, Tx, Validator, ValidatorSet
+from medledger.chain.types import ZERO_HASH, Block, Genesis, Header, Tx, TxId, Validator, ValidatorSet
 from medledger.chain.validation import compute_tx_root
 from medledger.crypto import Identity, digest
 from medledger.health.app import HealthApp, encode_genesis
@@ -75,7 +75,7 @@ class CommittedBlock:
     height: int
     time_ms: int
     parent_time_ms: int
-    txs: tuple[tuple[Tx, bytes, bool], ...]
+    txs: tuple[tuple[Tx, TxId, bool], ...]
     raws: tuple[bytes, ...]
 
 
