@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from health_testkit import BLOCK_INTERVAL_MS, Ledger, make_identity, make_observation
+from health_testkit import BLOCK_INTERVAL_MS, DictState, Ledger, make_identity, make_observation
 
+from medledger.chain.app import OverlayState
 from medledger.chain.codec import encode
 from medledger.crypto import Identity
 from medledger.health import client
@@ -228,3 +229,24 @@ def test_two_nodes_derive_the_same_expiries() -> None:
     assert b.state_root == a.ledger.state_root
     assert b.list_events() == a.ledger.list_events()
     assert len(expiries(b.list_events())) == 1
+
+
+def test_the_expiry_index_window_is_open_below_and_closed_above_across_buckets() -> None:
+    state = OverlayState(DictState())
+    bucket = st.GRANT_EXPIRY_BUCKET_MS
+    expiries_ms = [bucket - 1, bucket, bucket + 1, 3 * bucket, 3 * bucket + 5]
+    for index, expires_ms in enumerate(reversed(expiries_ms)):
+        st.append_grant_expiry(state, bytes([index]) * 32, expires_ms)
+    ids = {expires_ms: bytes([index]) * 32 for index, expires_ms in enumerate(reversed(expiries_ms))}
+
+    def window(after_ms: int, until_ms: int) -> list[int]:
+        found = st.list_grant_expiries(state, after_ms, until_ms)
+        assert [grant_id for _, grant_id in found] == [ids[t] for t, _ in found]
+        return [t for t, _ in found]
+
+    assert window(bucket - 1, bucket) == [bucket]
+    assert window(bucket - 2, bucket + 1) == [bucket - 1, bucket, bucket + 1]
+    assert window(bucket + 1, 3 * bucket + 4) == [3 * bucket]
+    assert window(0, 10 * bucket) == sorted(expiries_ms)
+    assert window(3 * bucket + 5, 10 * bucket) == []
+    assert window(bucket, bucket) == []
