@@ -513,7 +513,6 @@ def prologue(s: Story, data: stg.DataObject) -> None:
 
 @settings(
     max_examples=30,
-    stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
