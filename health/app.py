@@ -25,25 +25,41 @@ from medledger.crypto import digest
 from medledger.health import state as st
 from medledger.health.errors import InvalidGenesisError
 from medledger.health.rules import TxContext, process_tx
-from medledger.health.types import HealthGenesis, PatientState, compute_patient_id
+from medledger.health.types import (
+    STATE_LAYOUT_V1,
+    HealthGenesis,
+    HealthGenesisV1,
+    PatientState,
+    compute_patient_id,
+)
 
 GENESIS_ROOT_DOMAIN: Final = b"medledger/health/state-root/genesis/v1\x00"
 BLOCK_ROOT_DOMAIN: Final = b"medledger/health/state-root/block/v1\x00"
 
 
 def encode_genesis(genesis: HealthGenesis) -> bytes:
-    """The `Genesis.app_state` bytes that register `genesis.institutions`."""
+    """The `Genesis.app_state` bytes that register `genesis.institutions` under `genesis.layout`.
+
+    A layout-1 genesis is encoded exactly as before layouts existed (`HealthGenesisV1`), so an old
+    chain's genesis, its hash and its state roots stay what they were.
+    """
+    if genesis.layout == STATE_LAYOUT_V1:
+        return encode(HealthGenesisV1(genesis.institutions))
     return encode(genesis)
 
 
 def decode_genesis(app_state: bytes) -> HealthGenesis:
-    """Parse `Genesis.app_state`; empty bytes mean a network with no institutions yet."""
+    """Parse `Genesis.app_state`; empty bytes mean a layout-1 network with no institutions yet."""
     if not app_state:
-        return HealthGenesis(())
+        return HealthGenesis((), STATE_LAYOUT_V1)
     try:
         genesis = decode(HealthGenesis, app_state, max_bytes=len(app_state))
     except CodecError as exc:
-        raise InvalidGenesisError(f"health genesis does not decode: {exc.message}") from None
+        try:
+            old = decode(HealthGenesisV1, app_state, max_bytes=len(app_state))
+        except CodecError:
+            raise InvalidGenesisError(f"health genesis does not decode: {exc.message}") from None
+        genesis = HealthGenesis(old.institutions, STATE_LAYOUT_V1)
     keys = [i.sign_key for i in genesis.institutions]
     if len(set(keys)) != len(keys):
         raise InvalidGenesisError("health genesis registers one institution key twice")
@@ -75,6 +91,8 @@ class HealthApp:
         overlay = OverlayState(_EmptyState())
         for institution in health_genesis.institutions:
             st.save_institution(overlay, institution)
+        if health_genesis.layout != STATE_LAYOUT_V1:
+            st.save_layout(overlay, health_genesis.layout)
         writes = dict(overlay.writes)
         return BlockExecution(writes=writes, results=(), state_root=compute_genesis_root(writes))
 

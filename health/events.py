@@ -14,8 +14,14 @@ ledger objects concerned (inquiry, grant, record, request, amendment): never a p
 name, a purpose, a scope or any text. Who an event concerns (`patient_id`, `institutions`) is kept
 beside the payload to route it, and never leaves in it.
 
-Grant expiry is not an event here: it happens with no tx, and deriving it would mean scanning
-every live grant at every block; a subscriber reads a grant's `expires_ms` with the grant.
+Grant expiry happens with no tx: a grant expires in the first block whose time reaches its
+`expires_ms`. `compute_block_events` derives it from the grant expiry index the granting tx wrote
+(`state.list_grant_expiries`, layout 2): block `h` yields `grant.expired` for each grant with
+`time(h-1) < expires_ms <= time(h)` not revoked in a block before `h`. Those facts never change once
+written (a grant made at `h` or later expires after `time(h)`: block times strictly increase and a
+grant outlives its block), so every node derives the same list at any later height. They come after
+the block's txs, at pseudo tx indices from `EXPIRY_TX_INDEX_FIRST` (a block holds at most
+`BLOCK_TXS_MAX` txs, so no tx has one), 256 a pseudo index, in order of (expires_ms, grant id).
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from typing import Final
 
 from medledger.chain.app import StateReader
 from medledger.chain.errors import TxRejectedError
+from medledger.chain.limits import BLOCK_TXS_MAX
 from medledger.chain.types import Tx
 from medledger.health import rights_types
 from medledger.health import state as st
+from medledger.health.errors import HealthStateError
 from medledger.health.rules import decode_body
 from medledger.health.types import (
     KIND_ADD_REPRESENTATIVE,
@@ -61,6 +69,7 @@ EVENT_INQUIRY_GRANTED: Final = "inquiry.granted"
 EVENT_INQUIRY_DENIED: Final = "inquiry.denied"
 EVENT_GRANT_PART_ADDED: Final = "grant.part_added"
 EVENT_GRANT_REVOKED: Final = "grant.revoked"
+EVENT_GRANT_EXPIRED: Final = "grant.expired"
 EVENT_RECORDS_REQUEST_FILED: Final = "records_request.filed"
 EVENT_RECORDS_REQUEST_CLOSED: Final = "records_request.closed"
 EVENT_AMENDMENT_REQUESTED: Final = "amendment.requested"
@@ -80,6 +89,7 @@ EVENT_KINDS: Final = frozenset(
         EVENT_INQUIRY_DENIED,
         EVENT_GRANT_PART_ADDED,
         EVENT_GRANT_REVOKED,
+        EVENT_GRANT_EXPIRED,
         EVENT_RECORDS_REQUEST_FILED,
         EVENT_RECORDS_REQUEST_CLOSED,
         EVENT_AMENDMENT_REQUESTED,
@@ -98,6 +108,12 @@ TX_INDEX_MAX: Final = (1 << TX_INDEX_BITS) - 1
 EVENT_INDEX_MAX: Final = (1 << EVENT_INDEX_BITS) - 1
 #: The largest `seq` a client may send (a height up to 2^40).
 SEQ_MAX: Final = (1 << (40 + TX_INDEX_BITS + EVENT_INDEX_BITS)) - 1
+#: The first pseudo tx index of a block's grant expiries: after every tx a block may hold.
+EXPIRY_TX_INDEX_FIRST: Final = BLOCK_TXS_MAX
+#: Most grant expiries one block can number (the pseudo tx indices left, 256 events each).
+GRANT_EXPIRIES_PER_BLOCK_MAX: Final = (TX_INDEX_MAX + 1 - EXPIRY_TX_INDEX_FIRST) << EVENT_INDEX_BITS
+if EXPIRY_TX_INDEX_FIRST > TX_INDEX_MAX:  # pragma: no cover - a limit changed without this module
+    raise AssertionError("a block's tx indices leave no pseudo index for grant expiries")
 
 
 def compute_seq(height: int, tx_index: int, event_index: int) -> int:
@@ -284,13 +300,48 @@ def compute_tx_effects(state: StateReader, tx: Tx, tx_id: bytes) -> list[_Effect
     return [e for e in effects if e is not None]
 
 
+def compute_grant_expiries(
+    state: StateReader, height: int, time_ms: int, parent_time_ms: int
+) -> list[LedgerEvent]:
+    """The `grant.expired` events of block `height` (time `time_ms`, its parent's `parent_time_ms`)."""
+    events: list[LedgerEvent] = []
+    for _, grant_id in st.list_grant_expiries(state, parent_time_ms, time_ms):
+        grant = st.get_grant(state, grant_id)
+        if grant is None:
+            raise HealthStateError("an indexed grant is missing")
+        if grant.is_revoked and grant.revoked_height < height:
+            continue  # revoked before it could expire: its end was `grant.revoked`
+        position = len(events)
+        if position >= GRANT_EXPIRIES_PER_BLOCK_MAX:
+            raise HealthStateError(f"more than {GRANT_EXPIRIES_PER_BLOCK_MAX} grants expire in one block")
+        events.append(
+            LedgerEvent(
+                height=height,
+                tx_index=EXPIRY_TX_INDEX_FIRST + (position >> EVENT_INDEX_BITS),
+                event_index=position & EVENT_INDEX_MAX,
+                kind=EVENT_GRANT_EXPIRED,
+                # The tx whose effect ends here: the grant's own (an expiry has no tx of its own).
+                tx_id=grant.grant_id,
+                time_ms=time_ms,
+                ids=(("grant_id", grant.grant_id), ("inquiry_id", grant.inquiry_id)),
+                patient_id=PatientId(grant.patient_id),
+                institutions=_unique(grant.grantee),
+            )
+        )
+    return events
+
+
 def compute_block_events(
     state: StateReader,
     height: int,
     time_ms: int,
     txs: Sequence[tuple[Tx, bytes, bool]],
+    *,
+    parent_time_ms: int,
 ) -> list[LedgerEvent]:
-    """The events of one committed block: `txs` is each tx, its id and whether its rules passed."""
+    """The events of one committed block: `txs` is each tx, its id and whether its rules passed;
+    `parent_time_ms` is the parent block's time (the genesis time under block 1). The block's
+    grant expiries follow its txs' events."""
     events: list[LedgerEvent] = []
     for tx_index, (tx, tx_id, ok) in enumerate(txs):
         if not ok:
@@ -309,4 +360,5 @@ def compute_block_events(
                     institutions=effect.institutions,
                 )
             )
+    events.extend(compute_grant_expiries(state, height, time_ms, parent_time_ms))
     return events

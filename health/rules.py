@@ -59,6 +59,7 @@ from medledger.health.types import (
     PATIENT_LIVE_GRANTS_MAX,
     PURPOSES_BY_ROLE,
     REPRESENTATIVES_MAX,
+    STATE_LAYOUT_GRANT_EXPIRY,
     AddDocumentBody,
     AddRecordBody,
     AuditEvent,
@@ -410,6 +411,10 @@ def create_grant(
     )
     st.save_grant(state, grant)
     st.save_live_grant_ids(state, inquiry.patient_id, (*(g.grant_id for g in live), grant.grant_id))
+    # Where `health.events` finds the block this grant expires in (layout 2; a layout-1 chain
+    # replays with the writes it was certified with). Never read by a rule.
+    if st.get_layout(state) >= STATE_LAYOUT_GRANT_EXPIRY:
+        st.append_grant_expiry(state, grant.grant_id, grant.expires_ms)
     st.save_inquiry(state, dataclasses.replace(inquiry, status=INQUIRY_GRANTED, decision_id=ctx.tx_id))
     return grant
 

@@ -31,6 +31,15 @@ migration, never a silent reinterpretation.
     h1/ratt/<record id 32>                 → RecordAttachments (a record's blobs, ADR 0013)
     h1/blobn                               → u64 count of attachments on the ledger
     h1/blob/<u64 index>                    → BlobIndexEntry, in chain order (what nodes replicate)
+    h1/layout                              → u64 state layout (absent: 1; written at genesis)
+    h1/gexpn/<u64 expiry bucket>           → u64 count of grants expiring in that 10 s (layout 2)
+    h1/gexp/<u64 expiry bucket><u64 index> → grant id 32 ‖ u64 expires_ms, in order of granting
+
+The grant expiry index (layout 2, `STATE_LAYOUT_GRANT_EXPIRY`) is written once by the tx that
+creates a grant (`rules.create_grant`: one-tx grants and manifests of grants in parts alike) and
+never changed, so it reads the same at every later height: `health.events` finds the grants that
+expire in a block by reading the 10-second buckets its time window spans. A layout-1 chain has no index and
+no `h1/layout` key: its writes, and so its state roots, are exactly what they were certified with.
 
 Integers in keys and counters are 8-byte big-endian, so keys sort in index order.
 `get_*` read; `save_*` and `append_*` write through a `StateWriter` (an `OverlayState`).
@@ -47,6 +56,7 @@ from medledger.health.errors import HealthStateError
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.types import (
     EVENT_GRANT,
+    STATE_LAYOUT_V1,
     STATE_VALUE_BYTES_MAX,
     AuditEvent,
     BlobIndexEntry,
@@ -453,3 +463,57 @@ def list_blob_entries(
             raise HealthStateError(f"the blob list has a hole at {index}")
         entries.append(entry)
     return entries
+
+
+# --- state layout and the grant expiry index (layout 2) ------------------------------------------
+
+_LAYOUT = LAYOUT_PREFIX + b"layout"
+_GRANT_EXPIRY_COUNT = LAYOUT_PREFIX + b"gexpn/"
+_GRANT_EXPIRY = LAYOUT_PREFIX + b"gexp/"
+
+#: Width of one bucket of the grant expiry index, in ms (part of layout 2). A block reads every
+#: bucket its window spans, with all the entries of each: narrower buckets mean fewer entries read
+#: again by each block of a busy second, more empty buckets read after a halt (a day: 8,640).
+GRANT_EXPIRY_BUCKET_MS: Final = 10_000
+_GRANT_EXPIRY_ENTRY_BYTES: Final = 32 + 8
+
+
+def get_layout(state: StateReader) -> int:
+    """The state layout the chain's genesis declared (1 when it declared none)."""
+    raw = state.get(_LAYOUT)
+    if raw is None:
+        return STATE_LAYOUT_V1
+    if len(raw) != 8:
+        raise HealthStateError("the state layout is not 8 bytes")
+    return int.from_bytes(raw, "big")
+
+
+def save_layout(state: StateWriter, layout: int) -> None:
+    """Declare the state layout (genesis only: a chain keeps its layout for life)."""
+    state.put(_LAYOUT, _u64(layout))
+
+
+def append_grant_expiry(state: StateWriter, grant_id: bytes, expires_ms: int) -> None:
+    """Index a new grant under the bucket it expires in (written once, by the granting tx)."""
+    bucket = _u64(expires_ms // GRANT_EXPIRY_BUCKET_MS)
+    _append_indexed(state, _GRANT_EXPIRY_COUNT + bucket, _GRANT_EXPIRY + bucket, grant_id + _u64(expires_ms))
+
+
+def list_grant_expiries(state: StateReader, after_ms: int, until_ms: int) -> list[tuple[int, bytes]]:
+    """(expires_ms, grant id) of every indexed grant with `after_ms < expires_ms <= until_ms`,
+    sorted. Reads one count per bucket of the window, and that bucket's entries."""
+    found: list[tuple[int, bytes]] = []
+    if until_ms <= after_ms:
+        return found
+    for number in range((after_ms + 1) // GRANT_EXPIRY_BUCKET_MS, until_ms // GRANT_EXPIRY_BUCKET_MS + 1):
+        bucket = _u64(number)
+        count = _get_count(state, _GRANT_EXPIRY_COUNT + bucket)
+        for index in range(count):
+            entry = state.get(_GRANT_EXPIRY + bucket + _u64(index))
+            if entry is None or len(entry) != _GRANT_EXPIRY_ENTRY_BYTES:
+                raise HealthStateError(f"the grant expiry index has a bad entry at {index}")
+            expires_ms = int.from_bytes(entry[32:], "big")
+            if after_ms < expires_ms <= until_ms:
+                found.append((expires_ms, entry[:32]))
+    found.sort()
+    return found

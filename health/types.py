@@ -583,9 +583,35 @@ class Institution:
     )
 
 
+#: State layouts a genesis may declare (`HealthGenesis.layout`, `health.state`). Layout 1 is every
+#: chain made before grant expiry events; layout 2 adds the grant expiry index, written by the tx
+#: that creates a grant. A chain keeps its genesis layout for life, so an old chain replays with
+#: exactly the writes (and state roots) it was certified with.
+STATE_LAYOUT_V1: Final = 1
+STATE_LAYOUT_GRANT_EXPIRY: Final = 2
+STATE_LAYOUT_LATEST: Final = STATE_LAYOUT_GRANT_EXPIRY
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class HealthGenesis:
-    """`Genesis.app_state`: the canonical encoding of this (an empty `app_state` means no one)."""
+    """`Genesis.app_state`: the canonical encoding of this (an empty `app_state` means no one).
+
+    Layout 1 is encoded as `HealthGenesisV1` (the bytes every chain before layout 2 has); a later
+    layout as this struct, whose `layout` field is at least 2 (`health.app.encode_genesis`).
+    """
+
+    institutions: tuple[Institution, ...]
+    layout: int = STATE_LAYOUT_LATEST
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        institutions=Seq(Struct(Institution), GENESIS_INSTITUTIONS_MAX),
+        layout=UInt(minimum=STATE_LAYOUT_GRANT_EXPIRY, maximum=STATE_LAYOUT_LATEST),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthGenesisV1:
+    """The genesis of a layout-1 chain, as it was encoded before layouts existed."""
 
     institutions: tuple[Institution, ...]
 

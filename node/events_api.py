@@ -12,7 +12,8 @@ Who sees what: the API token is the institution running the node and sees the ev
 it (`LedgerEvent.is_for_institution` with the node's signing key); a patient's signed request sees
 the patient's own events. Both are `Access.READER` routes: the filter is by principal, here.
 
-Events are derived from the committed blocks and the state's fixed facts (`health.events`), in a
+Events are derived from the committed blocks and the state's fixed facts (`health.events`; a
+block's grant expiries from its time window, so the parent block's time is read too), in a
 worker thread (a block of 16 MB is decoded there), a few requests at a time.
 """
 
@@ -30,6 +31,7 @@ from aiohttp import web
 from medledger.chain.errors import InvalidTxError
 from medledger.chain.types import compute_tx_id
 from medledger.chain.validation import decode_tx
+from medledger.health.errors import HealthStateError
 from medledger.health.events import (
     EVENT_INDEX_MAX,
     EVENT_KINDS,
@@ -93,12 +95,25 @@ class EventLog:
             location = store.get_tx_location(tx_id)
             ok = location is not None and location.height == height and bool(location.ok)
             txs.append((tx, tx_id, ok))
-        events = tuple(compute_block_events(store, height, block.header.time_ms, txs))
+        events = tuple(
+            compute_block_events(
+                store, height, block.header.time_ms, txs, parent_time_ms=self._get_parent_time_ms(height)
+            )
+        )
         with self._lock:
             self._cache[height] = events
             while len(self._cache) > EVENTS_CACHE_BLOCKS_MAX:
                 self._cache.popitem(last=False)
         return events
+
+    def _get_parent_time_ms(self, height: int) -> int:
+        """The time of block `height - 1` (the genesis time under block 1): where its window opens."""
+        if height <= 1:
+            return self.node.genesis.genesis_time_ms
+        parent = self.node.store.get_block(height - 1)
+        if parent is None:
+            raise HealthStateError(f"committed block {height - 1} is missing from the store")
+        return parent.header.time_ms
 
     def list_events(
         self, after: int, limit: int, audience: Principal | None

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -91,6 +91,26 @@ def compute_node_patient_token(identity: Identity, chain_id: str, patient_enc_ke
     """The topic token of a patient's events as this node publishes them."""
     secret = compute_shared_secret(identity, patient_enc_key)
     return compute_patient_topic_token(secret, chain_id, identity.public.sign_key)
+
+
+def compute_event_messages(
+    event: LedgerEvent,
+    prefix: str,
+    own_sign_key: bytes,
+    get_patient_token: Callable[[bytes], bytes | None],
+) -> list[Message]:
+    """What a node (signing key `own_sign_key`) publishes for `event`: the payload on its own
+    institution topic if the event concerns it, and on the patient's token topic (a patient
+    unknown to `get_patient_token` has none)."""
+    payload = json.dumps(event.to_payload(), separators=(",", ":")).encode()
+    messages: list[Message] = []
+    if event.is_for_institution(own_sign_key):
+        messages.append(Message(event.seq, get_institution_topic(prefix, own_sign_key), payload))
+    if event.patient_id is not None:
+        token = get_patient_token(event.patient_id)
+        if token is not None:
+            messages.append(Message(event.seq, get_patient_topic(prefix, token), payload))
+    return messages
 
 
 class EventLogLike(Protocol):
@@ -166,16 +186,9 @@ class EventPublisher:
         return token
 
     def compute_messages(self, event: LedgerEvent) -> list[Message]:
-        payload = json.dumps(event.to_payload(), separators=(",", ":")).encode()
-        messages: list[Message] = []
-        own = self.node.identity.public.sign_key
-        if event.is_for_institution(own):
-            messages.append(Message(event.seq, get_institution_topic(self.prefix, own), payload))
-        if event.patient_id is not None:
-            token = self._patient_token(event.patient_id)
-            if token is not None:
-                messages.append(Message(event.seq, get_patient_topic(self.prefix, token), payload))
-        return messages
+        return compute_event_messages(
+            event, self.prefix, self.node.identity.public.sign_key, self._patient_token
+        )
 
     def enqueue(self, message: Message) -> None:
         if len(self.queue) >= self.queue_max:

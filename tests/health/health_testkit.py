@@ -17,16 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 from medledger.chain.errors import TxRejectedError
-from medledger.chain.types import ZERO_HASH, Block, Genesis, Header, Validator, ValidatorSet
+from medledger.chain.types import ZERO_HASH, Block, Genesis, Header, Tx, TxId, Validator, ValidatorSet
 from medledger.chain.validation import compute_tx_root
 from medledger.crypto import Identity, digest
 from medledger.health.app import HealthApp, encode_genesis
 from medledger.health.client import SignedTx
+from medledger.health.events import LedgerEvent, compute_block_events
 from medledger.health.types import (
     ROLE_CLINIC,
     ROLE_HOSPITAL,
     ROLE_INSURER,
     ROLE_RESEARCH,
+    STATE_LAYOUT_LATEST,
     HealthGenesis,
     Institution,
 )
@@ -67,6 +69,17 @@ class DictState:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CommittedBlock:
+    """What a node keeps of a block to derive its events: position, times, txs and their results."""
+
+    height: int
+    time_ms: int
+    parent_time_ms: int
+    txs: tuple[tuple[Tx, TxId, bool], ...]
+    raws: tuple[bytes, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
     ok: bool
     rule: str
@@ -79,7 +92,9 @@ class Outcome:
 class Ledger:
     """One node's view of a health chain, in memory: genesis, then a block per submitted tx."""
 
-    def __init__(self, institutions: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, institutions: dict[str, str] | None = None, *, layout: int = STATE_LAYOUT_LATEST
+    ) -> None:
         roles = INSTITUTION_ROLES if institutions is None else institutions
         self.app = HealthApp()
         self.state = DictState()
@@ -91,12 +106,16 @@ class Ledger:
             CHAIN_ID,
             GENESIS_TIME_MS,
             self.validators,
-            encode_genesis(HealthGenesis(tuple(self.institutions.values()))),
+            encode_genesis(HealthGenesis(tuple(self.institutions.values()), layout)),
         )
         execution = self.app.init_state(genesis)
         self._write(execution.writes)
         self.state_root = execution.state_root
         self.height = 0
+        #: The time of the last committed block (the genesis time before the first).
+        self.time_ms = GENESIS_TIME_MS
+        #: Every committed block: what `list_events` derives events from, as a node does.
+        self.blocks: list[CommittedBlock] = []
         #: The time of the next block.
         self.next_time_ms = GENESIS_TIME_MS + BLOCK_INTERVAL_MS
         self._nonce = 0
@@ -144,6 +163,9 @@ class Ledger:
         )
         execution = self.app.apply_block(Block(header, (raw,)), (tx,), self.state, self.state_root)
         (result,) = execution.results
+        self.blocks.append(
+            CommittedBlock(height, self.next_time_ms, self.time_ms, ((tx, tx_id, result.ok),), (raw,))
+        )
         if admission_rule is not None:
             assert not result.ok, f"admitted in a block after refusal at admission ({admission_rule})"
             # The same rule refuses it, unless a rule on the block's time fired first.
@@ -156,8 +178,44 @@ class Ledger:
         self.height = height
         self.state_root = execution.state_root
         time_ms = self.next_time_ms
+        self.time_ms = time_ms
         self.next_time_ms += BLOCK_INTERVAL_MS
         return Outcome(result.ok, result.code, result.message, tx_id, height, time_ms)
+
+    def commit_empty(self) -> None:
+        """Commit a block without txs at the next block time (time passes on the chain)."""
+        height = self.height + 1
+        header = Header(
+            chain_id=CHAIN_ID,
+            height=height,
+            round=0,
+            parent_hash=ZERO_HASH,
+            time_ms=self.next_time_ms,
+            proposer=self.proposer,
+            tx_count=0,
+            tx_root=compute_tx_root(()),
+            state_root=self.state_root,
+            validators_hash=self.validators.hash(),
+            next_validators_hash=self.validators.hash(),
+        )
+        execution = self.app.apply_block(Block(header, ()), (), self.state, self.state_root)
+        assert not execution.writes, "an empty block wrote state"
+        self.blocks.append(CommittedBlock(height, self.next_time_ms, self.time_ms, (), ()))
+        self.height = height
+        self.state_root = execution.state_root
+        self.time_ms = self.next_time_ms
+        self.next_time_ms += BLOCK_INTERVAL_MS
+
+    def list_events(self) -> list[LedgerEvent]:
+        """Every event of every committed block, derived now (at the current height's state)."""
+        events: list[LedgerEvent] = []
+        for block in self.blocks:
+            events.extend(
+                compute_block_events(
+                    self.state, block.height, block.time_ms, block.txs, parent_time_ms=block.parent_time_ms
+                )
+            )
+        return events
 
     def submit_ok(self, signed: SignedTx) -> Outcome:
         outcome = self.submit(signed)
