@@ -44,7 +44,13 @@ from medledger.health.sdk import (
     save_genesis_pin,
 )
 from medledger.health.types import ROLES
-from medledger.node.demo_events import BROKER_HOST, DemoBroker, PatientNotifications, pick_free_port
+from medledger.node.demo_events import (
+    BROKER_HOST,
+    DemoBroker,
+    PatientNotifications,
+    find_mosquitto,
+    pick_free_port,
+)
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.home import write_secret_file
 from medledger.node.mqtt_acl import build_broker_access, get_node_username, save_broker_access
@@ -224,13 +230,16 @@ def _broker_ports(config: DemoConfig, base_port: int | None, count: int) -> list
     return [base + 3 * count + i for i in range(count)]
 
 
-def _prepare_broker(home: Path, nodes: list[TestnetNode], ports: list[int], chain_id: str) -> DemoBroker:
+def _prepare_broker(
+    binary: str, home: Path, nodes: list[TestnetNode], ports: list[int], chain_id: str
+) -> DemoBroker:
     """The broker's configuration, and each node's `[mqtt]` section and first access files.
 
     The chain is new, so the first files name no patient; each node rewrites them as patients
     register (`[mqtt] acl_dir`) and signals the broker through its pid file.
     """
     broker = DemoBroker(
+        binary,
         home / NETWORK_DIR / BROKER_DIR,
         [(p, n.home / NODE_ACL_DIR) for n, p in zip(nodes, ports, strict=True)],
     )
@@ -380,14 +389,24 @@ def _run_story(
         echo("  " + line)
 
 
-def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None, echo: Echo) -> None:
+def run_demo(
+    home: Path,
+    config_path: Path,
+    *,
+    once: bool,
+    base_port: int | None,
+    echo: Echo,
+    mosquitto: str | None = None,
+) -> None:
+    """The demo; `mosquitto`: the broker's binary (default: on PATH, else /usr/sbin/mosquitto)."""
     config = load_demo_config(config_path)
+    binary = find_mosquitto(mosquitto)  # before anything is created: say how to install it
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     echo(f"creating the demo network from {config_path} in {home / NETWORK_DIR}")
     nodes = _prepare(home, config, base_port)
     broker_ports = _broker_ports(config, base_port, len(nodes))
-    broker = _prepare_broker(home, nodes, broker_ports, config.chain_id)  # fails first without mosquitto
+    broker = _prepare_broker(binary, home, nodes, broker_ports, config.chain_id)
     processes = [NodeProcess(n.home, use_config_ports=True) for n in nodes]
     stop = threading.Event()
     waiting = threading.Event()

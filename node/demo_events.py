@@ -59,11 +59,14 @@ ID_LABELS: Final = {
 Echo = Callable[[str], None]
 
 
-def find_mosquitto() -> str:
-    """The mosquitto binary, or a ConfigError that says how to install it."""
-    found = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None
-    )
+def find_mosquitto(named: str | None = None) -> str:
+    """The mosquitto binary (`named`, else on PATH, else Debian's), or an error saying how to install it."""
+    if named is not None:
+        found = shutil.which(named)
+        if found is None:
+            raise ConfigError(f"{named} is not an executable. {INSTALL_HINT}")
+        return found
+    found = shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")
     if found is None:
         raise ConfigError(INSTALL_HINT)
     return found
@@ -87,9 +90,9 @@ def _is_listening(port: int) -> bool:
 class DemoBroker:
     """mosquitto with one listener per node, each with that node's ACL and password file."""
 
-    def __init__(self, directory: Path, listeners: list[tuple[int, Path]]) -> None:
+    def __init__(self, binary: str, directory: Path, listeners: list[tuple[int, Path]]) -> None:
         """`listeners`: (port, the node's acl_dir holding `acl` and `passwd`) per node."""
-        self.binary = find_mosquitto()
+        self.binary = binary
         self.directory = directory
         self.listeners = listeners
         self.pid_file = directory / PID_FILE

@@ -347,8 +347,9 @@ class LiveBrokerAccess:
 def export_broker_access(config: NodeConfig, out: Path) -> BrokerAccess:
     """The broker's files for the STOPPED node of `config` (it opens the store), written into `out`.
 
-    Passwords already in `out/credentials.json` are kept; the node's is its `[mqtt] password_file`
-    when it has one.
+    A node that never started (no data directory) has no patients: the files name the node and
+    the institutions only, enough for the broker's first start. Passwords already in
+    `out/credentials.json` are kept; the node's is its `[mqtt] password_file` when it has one.
     """
     genesis = load_genesis(config.genesis_file)
     identity = load_identity(config.key_file, read_passphrase(config))
@@ -357,16 +358,18 @@ def export_broker_access(config: NodeConfig, out: Path) -> BrokerAccess:
     node_password = read_password(config)
     if node_password:
         passwords[get_node_username(identity.public.sign_key)] = node_password
-    try:
-        store = BlockStore.open(config.data_dir, create=False)
-    except Exception as exc:
-        raise BrokerAccessError(
-            f"cannot open the store at {config.data_dir} (stop the node first): {exc}"
-        ) from None
-    try:
-        enc_keys = [patient.enc_key for patient in st.iter_patients(store)]
-    finally:
-        store.close()
+    enc_keys: list[bytes] = []
+    if config.data_dir.exists():  # else a node that never started: no patient yet
+        try:
+            store = BlockStore.open(config.data_dir, create=False)
+        except Exception as exc:
+            raise BrokerAccessError(
+                f"cannot open the store at {config.data_dir} (stop the node first): {exc}"
+            ) from None
+        try:
+            enc_keys = [patient.enc_key for patient in st.iter_patients(store)]
+        finally:
+            store.close()
     access = build_broker_access(
         identity, genesis.chain_id, config.mqtt.topic_prefix, institutions, enc_keys, passwords=passwords
     )
