@@ -68,7 +68,8 @@ class EventSubscription:
             return None  # a duplicate (QoS 1 is at least once) or already filled from the ledger
         self.last = event["seq"]
         self.last_from_broker = from_broker
-        self.from_broker += from_broker
+        if from_broker:
+            self.from_broker += 1
         return event
 
     async def _fill(self) -> AsyncIterator[dict[str, Any]]:

@@ -36,6 +36,12 @@ from typing import Any, Final
 from medledger.crypto import Identity, save_identity
 from medledger.health.event_subscription import EventSubscription
 from medledger.health.event_topics import DEFAULT_TOPIC_PREFIX, compute_patient_subscription
+from medledger.health.events import (
+    EVENT_INQUIRY_FILED,
+    EVENT_INQUIRY_GRANTED,
+    EVENT_RECORD_ADDED,
+    EVENT_RECORD_READ,
+)
 from medledger.health.sdk import (
     PatientClient,
     describe_audit,
@@ -347,7 +353,7 @@ def _run_story(
             f"2. {clinic.name} added record {added['record_id'][:16]}… ({added['record_type']}) "
             f"(encrypted for {added['readers']} readers) at height {added['height']}"
         )
-        notifications.expect("record.added", record_id=added["record_id"])
+        notifications.expect(EVENT_RECORD_ADDED, record_id=added["record_id"])
         wait_synced(clients, added["height"])
     inquiry = {
         "patient_id": patient_id,
@@ -361,13 +367,13 @@ def _run_story(
         f"3. {hospital.name} asked for Condition + Observation records (TREAT): "
         f"inquiry {asked['inquiry_id'][:16]}…"
     )
-    notifications.expect("inquiry.filed", inquiry_id=asked["inquiry_id"])
+    notifications.expect(EVENT_INQUIRY_FILED, inquiry_id=asked["inquiry_id"])
     for pending in patient.list_pending_inquiries():
         # The reason is sealed on the ledger for the patient and the hospital: opened on the device.
         echo(f"   the patient reads the sealed reason: {patient.inquiry_reason(pending)!r}")
         granted = patient.grant(pending.inquiry_id)
         echo(f"4. the patient granted inquiry {pending.inquiry_id.hex()[:16]}… at height {granted.height}")
-        notifications.expect("inquiry.granted", inquiry_id=pending.inquiry_id.hex())
+        notifications.expect(EVENT_INQUIRY_GRANTED, inquiry_id=pending.inquiry_id.hex())
         wait_synced(clients, granted.height)
     readable = hospital.call("GET", f"/v1/health/institution/records?patient_id={patient_id}")["records"]
     for item in readable:
@@ -382,7 +388,7 @@ def _run_story(
             f"5. {hospital.name} read {item['record_type']} {item['record_id'][:16]}…: {what} "
             f"(read receipt at height {read['receipt']['height']})"
         )
-        notifications.expect("record.read", inquiry_id=asked["inquiry_id"])
+        notifications.expect(EVENT_RECORD_READ, inquiry_id=asked["inquiry_id"])
     echo("")
     echo("The patient's audit trail (fetched and checked by the patient's client):")
     for line in format_audit(describe_audit(patient)):
