@@ -364,7 +364,8 @@ def export_broker_access(config: NodeConfig, out: Path) -> BrokerAccess:
             store = BlockStore.open(config.data_dir, create=False)
         except Exception as exc:
             raise BrokerAccessError(
-                f"cannot open the store at {config.data_dir} (stop the node first): {exc}"
+                f"cannot open the store at {config.data_dir} (stop the node first, or let the "
+                f"running node keep the files: [mqtt] acl_dir): {exc}"
             ) from None
         try:
             enc_keys = [patient.enc_key for patient in st.iter_patients(store)]
