@@ -480,11 +480,11 @@ def run_demo(
         )
         if once:
             return
+        waiting.set()  # before the line that invites Ctrl-C: from here it stops the network gently
         echo(
             "The network keeps running (the patient's notifications are printed as they arrive); "
             "Ctrl-C stops it."
         )
-        waiting.set()
         while not stop.wait(0.2):  # the wake-up prints notifications and checks the processes
             notifications.show_arrived()
             dead = [n.name for n, p in zip(nodes, processes, strict=True) if not p.running]

@@ -93,6 +93,38 @@ def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp
     assert not (network / "mosquitto" / "mosquitto.pid").exists()
 
 
+def test_demo_stopped_with_ctrl_c_while_running_stops_its_nodes_and_broker(tmp_path: Path) -> None:
+    ensure_mosquitto()
+    home = tmp_path / "demo"
+    argv = [sys.executable, "-m", "medledger.node.cli", "demo", "--base-port", "0", "--home", str(home)]
+    argv += ["--config", str(REPO / "configs" / "demo.toml")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    seen: list[str] = []
+    pid_file = home / "network" / "mosquitto" / "mosquitto.pid"
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends when the demo exits (then the assertion below fails)
+            seen.append(line)
+            if "The network keeps running" in line:
+                break
+        assert "The network keeps running" in "".join(seen), "".join(seen)
+        broker_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = proc.communicate(timeout=120)
+        seen.append(output)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+    text = "".join(seen)
+    assert proc.returncode == 0, text
+    assert "stopping the network" in text
+    assert not pid_file.exists()  # mosquitto removes it when it exits
+    assert not Path(f"/proc/{broker_pid}").exists()  # stopped and reaped by the demo
+    assert not list((home / "network").glob("*/api.json"))
+    assert "terminating" in (home / "network" / "mosquitto" / "mosquitto.log").read_text()
+
+
 def test_demo_without_mosquitto_says_how_to_install_it(tmp_path: Path) -> None:
     returncode, text = run_demo(tmp_path / "demo", "--mosquitto", str(tmp_path / "no-mosquitto"))
     assert returncode == 1, text

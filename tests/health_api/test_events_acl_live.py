@@ -6,8 +6,9 @@ the files in its `acl_dir`, sending SIGHUP through `[mqtt] broker_pid_file`. The
 runs: a patient's derived credentials are refused before they register and accepted after; two
 patients each receive their own events through the broker, and the other's credentials receive
 nothing of them (an ACL refusal observed by delivery); the institution's password handed out by
-the command still works after the node's rewrites; the files are mode 0600. Then the node is
-restarted with its `acl` deleted and writes it again from the store, with both patients.
+the command still works after the node's rewrites; the files are mode 0600; the command refuses
+the running node's store and points to `[mqtt] acl_dir`. Then the node is restarted with its `acl`
+deleted and writes it again from the store, with both patients.
 """
 
 from __future__ import annotations
@@ -169,6 +170,15 @@ async def test_a_patient_registered_while_the_node_runs_receives_their_events_on
             (bob_topic, "record.added", bob_record)
         ]
         assert [e["record_id"] for _, e in received["clinic"]] == [alice_record, bob_record]
+
+        # The command refuses a running node's store and names the way the node does it itself.
+        busy = CliRunner().invoke(
+            main,
+            ["mqtt", "acl", "--home", str(node.home), "--out", str(tmp_path / "other")],
+            env=dict(NODE_ENV),
+        )
+        assert busy.exit_code == 1, busy.output
+        assert "[mqtt] acl_dir" in busy.output
 
         # Restarted with its acl deleted, the node writes the files again from its store.
         process.stop()
