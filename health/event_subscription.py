@@ -114,13 +114,22 @@ class EventSubscription:
         self.connections = 0
         #: How many ledger reads failed with a transient error (each was tried again).
         self.fetch_failures = 0
+        #: True while subscribed and caught up with the ledger: what is committed now arrives live.
+        self.listening = False
+        #: Events delivered from the broker (the others were filled from the ledger).
+        self.from_broker = 0
+        #: Whether the last event yielded came from the broker (False: from the ledger).
+        self.last_from_broker = False
 
-    def _accept(self, event: Any) -> dict[str, Any] | None:
+    def _accept(self, event: Any, *, from_broker: bool) -> dict[str, Any] | None:
         if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
             return None
         if event["seq"] <= self.last:
             return None  # a duplicate (QoS 1 is at least once) or already filled from the ledger
         self.last = event["seq"]
+        self.last_from_broker = from_broker
+        if from_broker:
+            self.from_broker += 1
         return event
 
     async def _fill(self) -> AsyncIterator[dict[str, Any]]:
@@ -129,7 +138,7 @@ class EventSubscription:
         while True:
             page, cursor = await asyncio.to_thread(self.fetch, self._cursor)
             for event in page:
-                accepted = self._accept(event)
+                accepted = self._accept(event, from_broker=False)
                 if accepted is not None:
                     yield accepted
             if cursor <= self._cursor:
@@ -169,6 +178,7 @@ class EventSubscription:
                     backoff = BACKOFF_S_MIN
                     async for event in self._fill_until_done():
                         yield event
+                    self.listening = True
                     async for message in client.messages:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray) or len(payload) > MESSAGE_BYTES_MAX:
@@ -177,10 +187,11 @@ class EventSubscription:
                             decoded = json.loads(payload)
                         except ValueError:
                             continue
-                        accepted = self._accept(decoded)
+                        accepted = self._accept(decoded, from_broker=True)
                         if accepted is not None:
                             yield accepted
             except aiomqtt.MqttError:
+                self.listening = False
                 # The broker is away: what it would have carried comes from the ledger meanwhile
                 # (if the node is away too, the next round tries again).
                 try:

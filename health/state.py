@@ -47,6 +47,7 @@ Integers in keys and counters are 8-byte big-endian, so keys sort in index order
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final, Protocol, TypeVar
 
 from medledger.chain.app import StateReader
@@ -150,6 +151,23 @@ def get_patient_id_by_key(state: StateReader, sign_key: bytes) -> PatientId | No
 def save_patient(state: StateWriter, patient: PatientState) -> None:
     state.put(_PATIENT + patient.patient_id, encode(patient))
     state.put(_PATIENT_BY_KEY + patient.sign_key, patient.patient_id)
+
+
+class StateScanner(Protocol):
+    """A committed state that can be walked by key prefix (`BlockStore.iter_app`)."""
+
+    def iter_app(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
+
+
+def iter_patients(state: StateScanner) -> Iterator[PatientState]:
+    """Every registered patient, in id order (a scan: for tools such as the broker's ACL, not rules)."""
+    for key, raw in state.iter_app(_PATIENT):
+        try:
+            yield decode(PatientState, raw, max_bytes=STATE_VALUE_BYTES_MAX)
+        except CodecError as exc:
+            raise HealthStateError(
+                f"stored PatientState under {key!r} does not decode: {exc.message}"
+            ) from None
 
 
 # --- records ------------------------------------------------------------------------------------

@@ -112,6 +112,13 @@ class MqttSection:
     topic_prefix: str = "medledger"
     #: Messages waiting for the broker at most; beyond, the oldest is dropped (and counted).
     queue_max: int = 10_000
+    #: Directory (relative to the home) where the node keeps the broker's `acl`, `passwd` and
+    #: `credentials.json` current while it runs: rewritten at start and whenever a patient
+    #: registers (empty: not kept; `medledger mqtt acl` writes them for a stopped node).
+    acl_dir: str = ""
+    #: The broker's pid file (mosquitto's `pid_file`): sent SIGHUP after each rewrite, so that the
+    #: broker reloads the files (empty: the operator reloads it).
+    broker_pid_file: str = ""
 
 
 _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
@@ -139,6 +146,8 @@ _MAY_BE_EMPTY: Final = frozenset(
         ("mqtt", "url"),
         ("mqtt", "username"),
         ("mqtt", "password_file"),
+        ("mqtt", "acl_dir"),
+        ("mqtt", "broker_pid_file"),
     }
 )
 _SECTIONS: Final[dict[str, type[Any]]] = {
@@ -306,6 +315,13 @@ def load_config(
 
 def _validate(config: NodeConfig, source: str) -> None:
     """Checks across settings, once every source is applied."""
+    mqtt = config.mqtt
+    if mqtt.acl_dir and not mqtt.url:
+        raise ConfigError(f"{source}: [mqtt] acl_dir is kept by the event publisher: set [mqtt] url too")
+    if mqtt.broker_pid_file and not mqtt.acl_dir:
+        raise ConfigError(
+            f"{source}: [mqtt] broker_pid_file is signalled after acl_dir is rewritten: set acl_dir"
+        )
     api = config.api
     if bool(api.tls_cert) != bool(api.tls_key):
         raise ConfigError(f"{source}: [api] tls_cert and tls_key go together (set both, or neither)")

@@ -7,11 +7,17 @@ institution's REST API (bearer token). It registers a synthetic patient, has the
 the hospital inquire, the patient grant, the hospital read, prints the patient's audit trail and
 where to reach the nodes, and keeps the network running until Ctrl-C (or exits with `once`).
 The FHIR data is synthetic, generated here from a seed, offline.
+
+Every node publishes its ledger events to a real mosquitto broker that the demo starts
+(`node.demo_events`), keeping the broker's ACL and password files current as patients register;
+the patient subscribes as soon as they are registered and each notification is printed where it
+arrives in the story.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 import secrets
@@ -28,6 +34,14 @@ from types import FrameType
 from typing import Any, Final
 
 from medledger.crypto import Identity, save_identity
+from medledger.health.event_subscription import EventSubscription
+from medledger.health.event_topics import DEFAULT_TOPIC_PREFIX, compute_patient_subscription
+from medledger.health.events import (
+    EVENT_INQUIRY_FILED,
+    EVENT_INQUIRY_GRANTED,
+    EVENT_RECORD_ADDED,
+    EVENT_RECORD_READ,
+)
 from medledger.health.sdk import (
     PatientClient,
     describe_audit,
@@ -36,8 +50,16 @@ from medledger.health.sdk import (
     save_genesis_pin,
 )
 from medledger.health.types import ROLES
+from medledger.node.demo_events import (
+    BROKER_HOST,
+    DemoBroker,
+    PatientNotifications,
+    find_mosquitto,
+    pick_free_port,
+)
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.home import write_secret_file
+from medledger.node.mqtt_acl import build_broker_access, get_node_username, save_broker_access
 from medledger.node.process import NodeProcess
 from medledger.node.testnet import DEMO_NETWORK_DIR, TestnetNode, create_testnet, write_cluster_record
 
@@ -46,6 +68,11 @@ NETWORK_DIR: Final = DEMO_NETWORK_DIR  # where `cluster status --dir <home>` loo
 PATIENT_KEY: Final = "patient.key"
 PATIENT_PASSPHRASE: Final = "patient.passphrase"
 READY_TIMEOUT_S: Final = 120.0
+#: Where the broker's configuration, pid file and log go (in the network directory).
+BROKER_DIR: Final = "mosquitto"
+#: In each node's home: the broker files the node keeps current, and its own broker password.
+NODE_ACL_DIR: Final = "broker"
+NODE_MQTT_PASSWORD: Final = "mqtt.password"
 
 Echo = Callable[[str], None]
 
@@ -201,6 +228,77 @@ def _patient(home: Path) -> tuple[Identity, Path]:
     return identity, key_path
 
 
+def _broker_ports(config: DemoConfig, base_port: int | None, count: int) -> list[int]:
+    """After the nodes' ports (base_port + 3i .. + 3i + 2): base_port + 3n + i; free ports for 0."""
+    base = config.base_port if base_port is None else base_port
+    if base == 0:
+        return [pick_free_port() for _ in range(count)]
+    return [base + 3 * count + i for i in range(count)]
+
+
+def _prepare_broker(
+    binary: str, home: Path, nodes: list[TestnetNode], ports: list[int], chain_id: str
+) -> DemoBroker:
+    """The broker's configuration, and each node's `[mqtt]` section and first access files.
+
+    The chain is new, so the first files name no patient; each node rewrites them as patients
+    register (`[mqtt] acl_dir`) and signals the broker through its pid file.
+    """
+    broker = DemoBroker(
+        binary,
+        home / NETWORK_DIR / BROKER_DIR,
+        [(p, n.home / NODE_ACL_DIR) for n, p in zip(nodes, ports, strict=True)],
+    )
+    institutions = [n.identity.public.sign_key for n in nodes]
+    for node, port in zip(nodes, ports, strict=True):
+        user = get_node_username(node.identity.public.sign_key)
+        password = secrets.token_urlsafe(24)
+        write_secret_file(node.home / NODE_MQTT_PASSWORD, password.encode() + b"\n")
+        access = build_broker_access(
+            node.identity, chain_id, DEFAULT_TOPIC_PREFIX, institutions, (), passwords={user: password}
+        )
+        save_broker_access(node.home / NODE_ACL_DIR, access)
+        with (node.home / "config.toml").open("a", encoding="utf-8") as config:
+            config.write(
+                "\n# Written by `medledger demo`: ledger events to the demo's mosquitto (ADR 0015).\n"
+                "[mqtt]\n"
+                f'url = "mqtt://{BROKER_HOST}:{port}"\n'
+                f'username = "{user}"\n'
+                f'password_file = "{NODE_MQTT_PASSWORD}"\n'
+                f'acl_dir = "{NODE_ACL_DIR}"\n'
+                f'broker_pid_file = "{broker.pid_file}"\n'
+            )
+    return broker
+
+
+def _subscribe_patient(
+    url: str, identity: Identity, genesis_hash: bytes | None, node_name: str, port: int, echo: Echo
+) -> PatientNotifications:
+    """The patient's notifications from the node at `url` (named `node_name` in the genesis).
+
+    A client of its own (the subscription's thread uses it); the broker credentials are derived
+    here, on the patient's side, from the patient's key and the node's public keys.
+    """
+    client = PatientClient(url, identity, genesis_hash=genesis_hash)
+    sign_key = next(k for k, name in client.institution_names().items() if name == node_name)
+    username, password, topic = compute_patient_subscription(
+        identity, client.chain_id, sign_key, client.institution_enc_key(sign_key)
+    )
+    _, start = client.list_events(0, 1000)  # from now on: the story's events
+    subscription = EventSubscription(
+        host=BROKER_HOST,
+        port=port,
+        username=username,
+        password=password,
+        topic=topic,
+        fetch=lambda after: client.list_events(after, 1000),
+        after=start,
+    )
+    notifications = PatientNotifications(subscription, echo)
+    notifications.start()
+    return notifications
+
+
 def wait_synced(clients: dict[str, InstitutionClient], height: int, timeout_s: float = 60.0) -> None:
     """Wait until every node has committed `height` (each applies a block in its own time)."""
     deadline = time.monotonic() + timeout_s
@@ -212,8 +310,13 @@ def wait_synced(clients: dict[str, InstitutionClient], height: int, timeout_s: f
 
 
 def run_scenario(
-    clients: dict[str, InstitutionClient], roles: dict[str, str], patient: PatientClient, echo: Echo
-) -> None:
+    clients: dict[str, InstitutionClient],
+    roles: dict[str, str],
+    patient: PatientClient,
+    echo: Echo,
+    subscribe: Callable[[], PatientNotifications],
+) -> PatientNotifications:
+    """The consent story; `subscribe` starts the patient's notifications once they are registered."""
     clinic = next(clients[n] for n, r in roles.items() if r == "clinic")
     hospital = next(clients[n] for n, r in roles.items() if r == "hospital")
     patient_id = patient.patient_id.hex()
@@ -221,6 +324,27 @@ def run_scenario(
     done = patient.register()
     echo(f"1. patient {patient_id[:16]}… registered (signed on the patient's device) at height {done.height}")
     wait_synced(clients, done.height)
+    notifications = subscribe()
+    try:
+        _run_story(clients, clinic, hospital, patient, notifications, echo)
+    except BaseException:
+        notifications.stop()
+        raise
+    return notifications
+
+
+def _run_story(
+    clients: dict[str, InstitutionClient],
+    clinic: InstitutionClient,
+    hospital: InstitutionClient,
+    patient: PatientClient,
+    notifications: PatientNotifications,
+    echo: Echo,
+) -> None:
+    patient_id = patient.patient_id.hex()
+    # The node added the patient to the broker's files when it committed the registration.
+    notifications.wait_live("the node did not add the patient to the broker's files")
+    echo("   the patient's device subscribed to their notifications (credentials derived on the device)")
     for resource in make_synthetic_records(int.from_bytes(patient.patient_id[:4], "big")):
         added = clinic.call(
             "POST", "/v1/health/institution/records", {"patient_id": patient_id, "resource": resource}
@@ -229,6 +353,7 @@ def run_scenario(
             f"2. {clinic.name} added record {added['record_id'][:16]}… ({added['record_type']}) "
             f"(encrypted for {added['readers']} readers) at height {added['height']}"
         )
+        notifications.expect(EVENT_RECORD_ADDED, record_id=added["record_id"])
         wait_synced(clients, added["height"])
     inquiry = {
         "patient_id": patient_id,
@@ -242,11 +367,13 @@ def run_scenario(
         f"3. {hospital.name} asked for Condition + Observation records (TREAT): "
         f"inquiry {asked['inquiry_id'][:16]}…"
     )
+    notifications.expect(EVENT_INQUIRY_FILED, inquiry_id=asked["inquiry_id"])
     for pending in patient.list_pending_inquiries():
         # The reason is sealed on the ledger for the patient and the hospital: opened on the device.
         echo(f"   the patient reads the sealed reason: {patient.inquiry_reason(pending)!r}")
         granted = patient.grant(pending.inquiry_id)
         echo(f"4. the patient granted inquiry {pending.inquiry_id.hex()[:16]}… at height {granted.height}")
+        notifications.expect(EVENT_INQUIRY_GRANTED, inquiry_id=pending.inquiry_id.hex())
         wait_synced(clients, granted.height)
     readable = hospital.call("GET", f"/v1/health/institution/records?patient_id={patient_id}")["records"]
     for item in readable:
@@ -261,18 +388,31 @@ def run_scenario(
             f"5. {hospital.name} read {item['record_type']} {item['record_id'][:16]}…: {what} "
             f"(read receipt at height {read['receipt']['height']})"
         )
+        notifications.expect(EVENT_RECORD_READ, inquiry_id=asked["inquiry_id"])
     echo("")
     echo("The patient's audit trail (fetched and checked by the patient's client):")
     for line in format_audit(describe_audit(patient)):
         echo("  " + line)
 
 
-def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None, echo: Echo) -> None:
+def run_demo(
+    home: Path,
+    config_path: Path,
+    *,
+    once: bool,
+    base_port: int | None,
+    echo: Echo,
+    mosquitto: str | None = None,
+) -> None:
+    """The demo; `mosquitto`: the broker's binary (default: on PATH, else /usr/sbin/mosquitto)."""
     config = load_demo_config(config_path)
+    binary = find_mosquitto(mosquitto)  # before anything is created: say how to install it
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     echo(f"creating the demo network from {config_path} in {home / NETWORK_DIR}")
     nodes = _prepare(home, config, base_port)
+    broker_ports = _broker_ports(config, base_port, len(nodes))
+    broker = _prepare_broker(binary, home, nodes, broker_ports, config.chain_id)
     processes = [NodeProcess(n.home, use_config_ports=True) for n in nodes]
     stop = threading.Event()
     waiting = threading.Event()
@@ -284,7 +424,13 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     record: Path | None = None
+    notifications: PatientNotifications | None = None
     try:
+        broker.start()
+        echo(
+            f"mosquitto up: a listener per node on {BROKER_HOST}:{', '.join(map(str, broker_ports))}, "
+            "no anonymous access, each node's ACL"
+        )
         for process in processes:
             process.start()
         urls = [process.wait_ready(READY_TIMEOUT_S) for process in processes]
@@ -299,9 +445,21 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
         identity, key_path = _patient(home)
         echo(f"{len(nodes)} institutions up, each a validator on its own node; the scenario:")
         patient = PatientClient(urls[0], identity)
-        run_scenario(clients, roles, patient, echo)
+
+        def subscribe() -> PatientNotifications:
+            # The patient's node is the one their client talks to: its listener, its topic for them.
+            return _subscribe_patient(
+                urls[0], identity, patient.genesis_hash, nodes[0].name, broker_ports[0], echo
+            )
+
+        notifications = run_scenario(clients, roles, patient, echo, subscribe)
         if patient.genesis_hash is not None:  # the CLI commands below use the genesis the SDK pinned
             save_genesis_pin(key_path, patient.genesis_hash, patient.chain_id)
+        echo("")
+        echo(
+            f"The patient's notifications: {notifications.shown} shown, "
+            f"{notifications.shown_from_broker} of them delivered live by the broker"
+        )
         echo("")
         echo("The nodes:")
         for node, url in zip(nodes, urls, strict=True):
@@ -309,6 +467,10 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
                 f"  {node.name:<10} {node.role:<9} {url}   token: {node.home / 'api_token'}   "
                 f"log: {node.home / 'node.log'}"
             )
+        echo(
+            f"  {'broker':<10} {'mosquitto':<9} mqtt://{BROKER_HOST}:{broker_ports[0]} (a port per node)   "
+            f"ACLs: <node>/{NODE_ACL_DIR}/   log: {broker.log_file}"
+        )
         echo("Try:")
         echo(f"  .venv/bin/medledger cluster status --dir {home / NETWORK_DIR}")
         echo(f'  curl -H "Authorization: Bearer $(cat {nodes[0].home / "api_token"})" {urls[0]}/status')
@@ -318,17 +480,48 @@ def run_demo(home: Path, config_path: Path, *, once: bool, base_port: int | None
         )
         if once:
             return
-        echo("The network keeps running; Ctrl-C stops it.")
-        waiting.set()
-        while not stop.wait(1.0):  # the wake-up only checks that the nodes are still alive
+        waiting.set()  # before the line that invites Ctrl-C: from here it stops the network gently
+        echo(
+            "The network keeps running (the patient's notifications are printed as they arrive); "
+            "Ctrl-C stops it."
+        )
+        while not stop.wait(0.2):  # the wake-up prints notifications and checks the processes
+            notifications.show_arrived()
             dead = [n.name for n, p in zip(nodes, processes, strict=True) if not p.running]
             if dead:
                 raise NodeError(f"node(s) {', '.join(dead)} exited; see their node.log")
+            if not broker.running:
+                raise NodeError(f"mosquitto exited; see {broker.log_file}")
         echo("stopping the network")
     finally:
-        if record is not None:
-            record.unlink(missing_ok=True)
-        for process in processes:
-            process.stop()
+        _stop_all(record, notifications, processes, broker)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stop_process(process: NodeProcess) -> None:
+    process.stop()
+
+
+def _stop_all(
+    record: Path | None,
+    notifications: PatientNotifications | None,
+    processes: list[NodeProcess],
+    broker: DemoBroker,
+) -> None:
+    """Stop everything the demo started; one step failing does not skip the others."""
+    steps: list[Callable[[], None]] = []
+    if record is not None:
+        steps.append(lambda: record.unlink(missing_ok=True))
+    if notifications is not None:
+        steps.append(notifications.stop)
+    steps += [functools.partial(_stop_process, process) for process in processes]
+    steps.append(broker.stop)  # last: the nodes flush their queues to it as they stop
+    errors: list[BaseException] = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # every step runs; the first error is raised after
+            errors.append(exc)
+    if errors:
+        raise errors[0]

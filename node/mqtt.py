@@ -13,6 +13,11 @@ Two tasks, started with the API when `[mqtt] url` is set:
   drains and every `CURSOR_SAVE_EVERY` messages, so a restarted node resumes where the broker
   last acknowledged (QoS 1 is at least once: subscribers drop duplicates by `seq`).
 
+With `[mqtt] acl_dir` the follower also keeps the broker's ACL and password files current
+(`mqtt_acl.LiveBrokerAccess`): written for every stored patient when it starts, then extended by
+the patients of each `patient.registered` event it reads, before any message of theirs is queued,
+and the broker is sent SIGHUP (`[mqtt] broker_pid_file`) to reload them.
+
 Nothing here is awaited by block production: a down or slow broker only grows (then trims) the
 queue.
 """
@@ -37,6 +42,7 @@ from prometheus_client import Counter, Gauge
 
 from medledger.crypto import Identity
 from medledger.health import state as st
+from medledger.health.app import decode_genesis
 from medledger.health.event_topics import (
     compute_patient_topic_token,
     compute_shared_secret,
@@ -44,8 +50,16 @@ from medledger.health.event_topics import (
     get_institution_username,
     get_patient_topic,
 )
-from medledger.health.events import EVENT_INDEX_MAX, TX_INDEX_MAX, LedgerEvent, compute_seq, get_seq_height
+from medledger.health.events import (
+    EVENT_INDEX_MAX,
+    EVENT_PATIENT_REGISTERED,
+    TX_INDEX_MAX,
+    LedgerEvent,
+    compute_seq,
+    get_seq_height,
+)
 from medledger.node.errors import ConfigError
+from medledger.node.mqtt_acl import BrokerAccessError, LiveBrokerAccess, read_password
 from medledger.node.node import Node
 
 log = logging.getLogger("medledger.mqtt")
@@ -75,16 +89,6 @@ def parse_broker_url(url: str) -> tuple[str, int]:
             f"[mqtt] url must be mqtt://host[:port] (credentials go in username/password_file), got {url!r}"
         )
     return parsed.hostname, parsed.port or 1883
-
-
-def read_password(node: Node) -> str | None:
-    mqtt = node.config.mqtt
-    if not mqtt.password_file:
-        return None
-    try:
-        return node.config.resolve(mqtt.password_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"[mqtt] password_file cannot be read: {exc.strerror}") from None
 
 
 def compute_node_patient_token(identity: Identity, chain_id: str, patient_enc_key: bytes) -> bytes:
@@ -129,13 +133,14 @@ class EventPublisher:
         config = node.config.mqtt
         self.host, self.port = parse_broker_url(config.url)
         self.username = config.username or None
-        self.password = read_password(node)
+        self.password = read_password(node.config)
         self.prefix = config.topic_prefix
         self.queue: collections.deque[Message] = collections.deque()
         self.queue_max = config.queue_max
         self._wake = asyncio.Event()
         self._tokens: dict[bytes, bytes] = {}
         self.published_seq = self._load_cursor()
+        self.access = self._make_access()
         self._unsaved = 0
         registry = node.metrics.registry
         self.dropped = Counter(
@@ -150,6 +155,38 @@ class EventPublisher:
         self.connected = Gauge(
             "medledger_mqtt_connected", "1 while connected to the broker.", registry=registry
         )
+
+    def _make_access(self) -> LiveBrokerAccess | None:
+        config = self.node.config
+        if not config.mqtt.acl_dir:
+            return None
+        pid_file = config.mqtt.broker_pid_file
+        return LiveBrokerAccess(
+            self.node.identity,
+            self.node.genesis.chain_id,
+            self.prefix,
+            [i.sign_key for i in decode_genesis(self.node.genesis.app_state).institutions],
+            config.resolve(config.mqtt.acl_dir),
+            pid_file=config.resolve(pid_file) if pid_file else None,
+            node_password=self.password,
+        )
+
+    def load_access(self) -> None:
+        """Write the broker's files for every patient in the store (blocking: a worker thread)."""
+        if self.access is not None:
+            self.access.load(p.enc_key for p in st.iter_patients(self.node.store))
+
+    def _update_access(self, events: list[LedgerEvent]) -> None:
+        if self.access is None:
+            return
+        registered = [e.patient_id for e in events if e.kind == EVENT_PATIENT_REGISTERED and e.patient_id]
+        if not registered and not self.access.is_dirty:
+            return
+        patients = (st.get_patient(self.node.store, patient_id) for patient_id in registered)
+        try:
+            self.access.add_patients(p.enc_key for p in patients if p is not None)
+        except BrokerAccessError as exc:  # retried with the next page; publishing goes on
+            log.error("%s", exc)
 
     def _load_cursor(self) -> int | None:
         try:
@@ -200,13 +237,21 @@ class EventPublisher:
 
     def _follow_step(self, after: int) -> tuple[list[Message], int]:
         events, cursor = self.events.list_events(after, FOLLOW_PAGE_MAX, None)
+        self._update_access(events)  # a new patient can subscribe before their first message
         return [m for e in events for m in self.compute_messages(e)], cursor
+
+    async def start(self) -> None:
+        """Fix where following starts, then write the broker's files (errors stop the start-up)."""
+        if self.published_seq is None:  # first start: from the tip (history is on the ledger)
+            self.published_seq = compute_seq(self.node.store.height, TX_INDEX_MAX, EVENT_INDEX_MAX)
+            self.save_cursor()
+        # After the cursor is fixed: a patient registered from here on is also in a followed event.
+        await asyncio.to_thread(self.load_access)
 
     async def follow(self) -> None:
         store = self.node.store
-        if self.published_seq is None:  # first start: from the tip (history is on the ledger)
-            self.published_seq = compute_seq(store.height, TX_INDEX_MAX, EVENT_INDEX_MAX)
-            self.save_cursor()
+        if self.published_seq is None:
+            raise RuntimeError("EventPublisher.start must run before follow")  # a bug
         after: int = self.published_seq
         while True:
             if get_seq_height(after) < store.height:
@@ -272,6 +317,7 @@ def add_mqtt_publisher(app: web.Application, node: Node, events: EventLogLike) -
 
     async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
         publisher = EventPublisher(node, events, node.config.home / CURSOR_FILE)
+        await publisher.start()
         tasks = [asyncio.create_task(publisher.follow()), asyncio.create_task(publisher.send())]
         yield
         for task in tasks:

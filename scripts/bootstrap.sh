@@ -49,7 +49,8 @@ if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" \
 fi
 rm -f "$log"
 # The event tests and the demo run a real MQTT broker (docs/adr/0015-ledger-events.md): Debian's
-# mosquitto, installed only when missing (the test fixture does the same when run on its own).
-if [ "$extra" = "dev" ] && ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+# mosquitto, installed only when missing, for scripts/demo.sh as for scripts/test.sh (the test
+# fixture does the same when run on its own).
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   apt_install mosquitto
 fi

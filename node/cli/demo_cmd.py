@@ -35,8 +35,16 @@ from medledger.node.demo import find_demo_config, run_demo
     default=None,
     help="Override the config's base_port (0: free ports).",
 )
+@click.option(
+    "--mosquitto",
+    default=None,
+    metavar="PATH",
+    help="The mosquitto binary to run (default: mosquitto on PATH, else /usr/sbin/mosquitto).",
+)
 @reports_errors
-def demo(home: Path, config_path: Path | None, once: bool, base_port: int | None) -> None:
-    """Start the four-institution demo network and run the consent story through the real APIs."""
+def demo(
+    home: Path, config_path: Path | None, once: bool, base_port: int | None, mosquitto: str | None
+) -> None:
+    """Start the four-institution demo network and its MQTT broker, and run the consent story."""
     path = config_path or find_demo_config(Path.cwd())
-    run_demo(home, path, once=once, base_port=base_port, echo=click.echo)
+    run_demo(home, path, once=once, base_port=base_port, echo=click.echo, mosquitto=mosquitto)

@@ -42,7 +42,10 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, directory: Path, acl_file: Path, password_file: Path) -> None:
+    def __init__(
+        self, directory: Path, acl_file: Path, password_file: Path, *, pid_file: Path | None = None
+    ) -> None:
+        """`pid_file`: mosquitto writes its pid there (what a node's `[mqtt] broker_pid_file` reads)."""
         self.binary = ensure_mosquitto()
         self.port = free_port()
         self.directory = directory
@@ -58,9 +61,10 @@ class Mosquitto:
             f"acl_file {acl_file}\n"
             "persistence false\n"
             f"log_dest file {directory / 'mosquitto.log'}\n"
-            "log_type all\n",
+            "log_type all\n" + (f"pid_file {pid_file}\n" if pid_file is not None else ""),
             encoding="utf-8",
         )
+        self.pid_file = pid_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,10 +85,13 @@ class Mosquitto:
             )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
-                    return
+                    listening = True
             except OSError:
-                assert time.monotonic() < deadline, "mosquitto did not listen in time"
-                time.sleep(POLL_S)  # polling a condition with a deadline
+                listening = False
+            if listening and (self.pid_file is None or self.pid_file.exists()):
+                return
+            assert time.monotonic() < deadline, "mosquitto did not listen in time"
+            time.sleep(POLL_S)  # polling a condition with a deadline
 
     def kill(self) -> None:
         """Stop the broker at once (SIGKILL: no goodbye to its clients)."""

@@ -1,27 +1,45 @@
-"""`medledger demo --once` runs the whole scenario on four real node processes and exits cleanly."""
+"""`medledger demo --once` runs the whole scenario on four real node processes and a real mosquitto,
+shows the patient's notifications as they arrive through the broker, and exits cleanly."""
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from mosquitto_harness import ensure_mosquitto
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_demo_once_runs_the_scenario_and_stops_its_nodes(tmp_path: Path) -> None:
+def run_demo(home: Path, *extra: str) -> tuple[int, str]:
     argv = [sys.executable, "-m", "medledger.node.cli", "demo", "--once", "--base-port", "0"]
-    argv += ["--home", str(tmp_path / "demo"), "--config", str(REPO / "configs" / "demo.toml")]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    argv += ["--home", str(home), "--config", str(REPO / "configs" / "demo.toml"), *extra]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=home.parent)
     try:
         output, _ = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:  # the demo stops its nodes on SIGTERM
+        if proc.poll() is None:  # the demo stops its nodes and its broker on SIGTERM
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
-    text = output.decode()
-    assert proc.returncode == 0, text
+    return proc.returncode, output.decode()
+
+
+def is_listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp_path: Path) -> None:
+    ensure_mosquitto()  # as scripts/demo.sh does (bootstrap.sh installs it when missing)
+    returncode, text = run_demo(tmp_path / "demo")
+    assert returncode == 0, text
     assert "4 institutions up" in text
     assert "the patient granted inquiry" in text
     assert "the patient reads the sealed reason: 'referral for a diabetes follow-up'" in text
@@ -30,5 +48,87 @@ def test_demo_once_runs_the_scenario_and_stops_its_nodes(tmp_path: Path) -> None
     assert events == ["inquiry", "grant", "read", "read"], text
     for name in ("clinic", "hospital", "insurer", "research"):
         assert f"  {name} " in text
-    # Every node process it started has stopped: their address files are gone.
-    assert not list((tmp_path / "demo" / "network").glob("*/api.json"))
+
+    # Each step of the story is followed by the patient's notification of it, naming its ids.
+    story = text.split("the scenario:", 1)[1].split("audit trail", 1)[0]
+    lines = [line.strip() for line in story.splitlines() if line.strip()]
+    notified = [line for line in lines if line.startswith("notification:")]
+    kinds = [line.split()[1] for line in notified]
+    assert kinds == ["record.added"] * 3 + [
+        "inquiry.filed",
+        "inquiry.granted",
+        "record.read",
+        "record.read",
+    ], text
+    assert not any("[filled from the ledger]" in line for line in notified), text  # all live
+    records = re.findall(r"clinic added record ([0-9a-f]{16})…", story)
+    inquiry = re.findall(r"inquiry ([0-9a-f]{16})…", story)[0]
+    for record in records:
+        following = lines[lines.index(next(line for line in lines if record in line)) + 1]
+        assert following == f"notification: record.added (record {record[:8]}…)", text
+    assert f"notification: inquiry.filed (inquiry {inquiry[:8]}…)" in notified
+    assert all(f"inquiry {inquiry[:8]}…" in line for line in notified[3:]), text
+    assert "The patient's notifications: 7 shown, 7 of them delivered live by the broker" in text
+
+    # Through the real broker: the patient's derived user connected and subscribed to a patient
+    # topic (a token, not their id), and the patient's node published as its own user.
+    network = tmp_path / "demo" / "network"
+    log = (network / "mosquitto" / "mosquitto.log").read_text()
+    patient_id = re.findall(r"1\. patient ([0-9a-f]{16})…", story)[0]
+    patient_user = sorted(set(re.findall(r"u'(p-[0-9a-f]{32})'", log)))
+    assert len(patient_user) == 1, log
+    assert re.search(r" 1 medledger/pat/[0-9a-f]{64}$", log, re.MULTILINE), log
+    assert patient_id not in log
+    assert f"user {patient_user[0]}" in (network / "clinic" / "broker" / "acl").read_text()
+    assert "terminating" in log  # stopped with the demo
+
+    # Every process it started has stopped: the nodes' address files are gone, the broker's ports closed.
+    assert not list(network.glob("*/api.json"))
+    ports = [
+        int(p)
+        for p in re.findall(r"\d+", text.split("a listener per node on 127.0.0.1:", 1)[1].split("\n")[0])
+    ]
+    assert len(ports) == 4
+    assert not any(is_listening(port) for port in ports)
+    assert not (network / "mosquitto" / "mosquitto.pid").exists()
+
+
+def test_demo_stopped_with_ctrl_c_while_running_stops_its_nodes_and_broker(tmp_path: Path) -> None:
+    ensure_mosquitto()
+    home = tmp_path / "demo"
+    argv = [sys.executable, "-m", "medledger.node.cli", "demo", "--base-port", "0", "--home", str(home)]
+    argv += ["--config", str(REPO / "configs" / "demo.toml")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    seen: list[str] = []
+    pid_file = home / "network" / "mosquitto" / "mosquitto.pid"
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends when the demo exits (then the assertion below fails)
+            seen.append(line)
+            if "The network keeps running" in line:
+                break
+        assert "The network keeps running" in "".join(seen), "".join(seen)
+        broker_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = proc.communicate(timeout=120)
+        seen.append(output)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+    text = "".join(seen)
+    assert proc.returncode == 0, text
+    assert "stopping the network" in text
+    assert not pid_file.exists()  # mosquitto removes it when it exits
+    assert not Path(f"/proc/{broker_pid}").exists()  # stopped and reaped by the demo
+    assert not list((home / "network").glob("*/api.json"))
+    assert "terminating" in (home / "network" / "mosquitto" / "mosquitto.log").read_text()
+
+
+def test_demo_without_mosquitto_says_how_to_install_it(tmp_path: Path) -> None:
+    returncode, text = run_demo(tmp_path / "demo", "--mosquitto", str(tmp_path / "no-mosquitto"))
+    assert returncode == 1, text
+    assert "is not an executable" in text
+    assert "apt-get install mosquitto" in text
+    assert "scripts/demo.sh" in text
+    assert not (tmp_path / "demo" / "network").exists()  # nothing was created or started

@@ -1,0 +1,139 @@
+"""The broker's access files (node/mqtt_acl.py): kept passwords, live additions, failed writes.
+
+Real files and the real mosquitto password hash; the broker itself is exercised in
+tests/health_api/test_events_acl_live.py and test_demo.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from medledger.crypto import Identity
+from medledger.health.event_topics import compute_patient_subscription, get_institution_username
+from medledger.node.config import load_config
+from medledger.node.errors import ConfigError
+from medledger.node.mqtt_acl import (
+    BrokerAccessError,
+    LiveBrokerAccess,
+    build_broker_access,
+    get_node_username,
+    signal_broker,
+)
+
+CHAIN_ID = "medledger-acl-unit"
+PREFIX = "medledger"
+
+
+def check_password(passwd: str, user: str, password: str) -> bool:
+    """Whether `passwd` holds `user` with `password`, by mosquitto's `$7$` PBKDF2-SHA512 rule."""
+    for line in passwd.splitlines():
+        name, _, hashed = line.partition(":")
+        if name == user:
+            _, seven, iterations, salt, digest = hashed.split("$")
+            assert seven == "7"
+            derived = hashlib.pbkdf2_hmac(
+                "sha512", password.encode(), base64.b64decode(salt), int(iterations), 64
+            )
+            return derived == base64.b64decode(digest)
+    return False
+
+
+def test_build_broker_access_keeps_the_passwords_handed_out() -> None:
+    node, other = Identity.generate(), Identity.generate()
+    institutions = [node.public.sign_key, other.public.sign_key]
+    first = build_broker_access(node, CHAIN_ID, PREFIX, institutions, ())
+    again = build_broker_access(node, CHAIN_ID, PREFIX, institutions, (), passwords=first.handed_out)
+    assert again.handed_out == first.handed_out
+    assert again.passwd != first.passwd  # new salts, the same passwords
+    for user, password in first.handed_out.items():
+        assert check_password(again.passwd, user, password), user
+    fresh = build_broker_access(node, CHAIN_ID, PREFIX, institutions, ())
+    assert (
+        fresh.handed_out[get_institution_username(other.public.sign_key)]
+        != (first.handed_out[get_institution_username(other.public.sign_key)])
+    )
+
+
+def test_live_access_adds_each_patient_once_with_the_password_they_derive(tmp_path: Path) -> None:
+    node = Identity.generate()
+    alice, bob = Identity.generate(), Identity.generate()
+    access = LiveBrokerAccess(
+        node, CHAIN_ID, PREFIX, [node.public.sign_key], tmp_path / "acl", node_password="node-secret"
+    )
+    access.load([alice.public.enc_key])
+    access.add_patients([alice.public.enc_key])  # already there: nothing written
+    assert access.writes == 1
+    access.add_patients([bob.public.enc_key, alice.public.enc_key])
+    assert (access.writes, access.patients) == (2, 2)
+    acl = (tmp_path / "acl" / "acl").read_text()
+    passwd = (tmp_path / "acl" / "passwd").read_text()
+    for patient in (alice, bob):
+        user, password, topic = compute_patient_subscription(
+            patient, CHAIN_ID, node.public.sign_key, node.public.enc_key
+        )
+        assert f"user {user}\ntopic read {topic}\n" in acl
+        assert acl.count(f"user {user}\n") == 1
+        assert check_password(passwd, user, password)
+    assert check_password(passwd, get_node_username(node.public.sign_key), "node-secret")
+    credentials = json.loads((tmp_path / "acl" / "credentials.json").read_text())
+    assert credentials[get_node_username(node.public.sign_key)] == "node-secret"
+    for name in ("acl", "passwd", "credentials.json"):
+        assert stat.S_IMODE((tmp_path / "acl" / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "acl").stat().st_mode) == 0o700
+    assert sorted(p.name for p in (tmp_path / "acl").iterdir()) == ["acl", "credentials.json", "passwd"]
+
+
+def test_invalid_write_is_reported_and_retried_with_the_next_addition(tmp_path: Path) -> None:
+    node, alice = Identity.generate(), Identity.generate()
+    directory = tmp_path / "acl"
+    access = LiveBrokerAccess(node, CHAIN_ID, PREFIX, [node.public.sign_key], directory)
+    access.load([])
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()
+    directory.write_text("a file where the broker's directory should be")
+    with pytest.raises(BrokerAccessError, match="cannot write the broker's files"):
+        access.add_patients([alice.public.enc_key])
+    assert (access.is_dirty, access.writes) == (True, 1)
+    directory.unlink()
+    access.add_patients([])  # nothing new, but what failed is written now
+    assert (access.is_dirty, access.writes) == (False, 2)
+    user, _, _ = compute_patient_subscription(alice, CHAIN_ID, node.public.sign_key, node.public.enc_key)
+    assert f"user {user}\n" in (directory / "acl").read_text()
+
+
+def test_invalid_credentials_file_is_refused_by_name(tmp_path: Path) -> None:
+    node = Identity.generate()
+    (tmp_path / "acl").mkdir()
+    (tmp_path / "acl" / "credentials.json").write_text("[1, 2]")
+    access = LiveBrokerAccess(node, CHAIN_ID, PREFIX, [node.public.sign_key], tmp_path / "acl")
+    with pytest.raises(BrokerAccessError, match=r"credentials\.json is not a JSON object"):
+        access.load([])
+    assert (tmp_path / "acl" / "credentials.json").read_text() == "[1, 2]"
+    assert not (tmp_path / "acl" / "acl").exists()
+
+
+def test_signal_broker_without_a_pid_file_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert not signal_broker(tmp_path / "missing.pid")
+    (tmp_path / "bad.pid").write_text("not a pid\n")
+    assert not signal_broker(tmp_path / "bad.pid")
+    assert "was not told to reload" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('acl_dir = "broker"\n', "acl_dir is kept by the event publisher: set \\[mqtt\\] url"),
+        ('url = "mqtt://127.0.0.1:1883"\nbroker_pid_file = "m.pid"\n', "broker_pid_file .* set acl_dir"),
+    ],
+)
+def test_invalid_mqtt_config_names_what_is_missing(tmp_path: Path, section: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text("[mqtt]\n" + section)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path)
