@@ -25,7 +25,9 @@ the "on" phase a subscriber process follows the clinic's institution topic, and
 events on the ledger, read with `GET /v1/events`). The broker and that subscriber share the
 cores too, so the "on" phase carries their load as well as the nodes' publishing. `both` runs off
 then on in the same invocation, each on its own fresh testnet, and prints the ratio on / off
-(issue 11: within 10%).
+(issue 11: within 10%); `--rounds N` alternates the phases N times (off, on, off, on, ...) and
+compares the medians, so that a load on the machine that changes over the run weighs on both
+(the events counts are then summed over the rounds).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +54,7 @@ from bench_events import (
     enable_mqtt,
     institution_subscription,
     presign_records,
+    read_dropped,
     register_patients,
     start_nodes,
     stop_nodes,
@@ -94,7 +98,12 @@ def main() -> int:
         default=None,
         help="the health app with event publishing off, on, or both in turn (default: key-value app)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with --mqtt: repeat the phases (off, on, off, on, ...)"
+    )
     args = parser.parse_args()
+    if args.rounds < 1 or args.validators < 1:
+        parser.error("--rounds and --validators must be at least 1")
     if args.mqtt is not None:
         return main_mqtt(args)
 
@@ -179,12 +188,12 @@ def main_mqtt(args: argparse.Namespace) -> int:
     )
     verify_per_s = measure_verify_per_s()
     print(f"raw ed25519 verify: {verify_per_s:,.0f}/s on one core")
-    phases = ["off", "on"] if args.mqtt == "both" else [args.mqtt]
-    results: dict[str, dict[str, Any]] = {}
+    phases = (["off", "on"] if args.mqtt == "both" else [args.mqtt]) * args.rounds
+    runs: dict[str, list[dict[str, Any]]] = {}
     try:
         for phase in phases:
             with tempfile.TemporaryDirectory(prefix=f"medledger-bench-cluster-mqtt-{phase}-") as tmp:
-                results[phase] = run_health_phase(Path(tmp), phase == "on", args)
+                runs.setdefault(phase, []).append(run_health_phase(Path(tmp), phase == "on", args))
     except BenchError as exc:
         print(f"bench_cluster: {exc}", file=sys.stderr)
         return 2
@@ -193,15 +202,26 @@ def main_mqtt(args: argparse.Namespace) -> int:
         "validators": args.validators,
         "app": "health",
         "mqtt": args.mqtt,
+        "rounds": args.rounds,
     }
-    summary |= {f"mqtt_{phase}": result for phase, result in results.items()}
-    if len(results) == 2:
-        off, on = results["off"], results["on"]
+    for phase, results in runs.items():
+        median = {
+            key: round(statistics.median(r[key] for r in results), 1)
+            for key in ("finalized_tx_per_s", "latency_p50_ms", "latency_p99_ms")
+        }
+        if phase == "on":
+            median |= {
+                key: sum(r[key] for r in results)
+                for key in ("events_committed", "events_delivered", "publisher_dropped")
+            }
+        summary[f"mqtt_{phase}"] = median | ({"runs": results} if args.rounds > 1 else {})
+    if len(runs) == 2:
+        off, on = summary["mqtt_off"], summary["mqtt_on"]
         summary["on_off_tx_per_s_ratio"] = round(on["finalized_tx_per_s"] / off["finalized_tx_per_s"], 3)
         summary["on_off_latency_p50_ratio"] = round(on["latency_p50_ms"] / off["latency_p50_ms"], 3)
         print(
-            f"MQTT on / off: throughput x{summary['on_off_tx_per_s_ratio']}, "
-            f"latency p50 x{summary['on_off_latency_p50_ratio']}"
+            f"MQTT on / off{' (medians of the rounds)' if args.rounds > 1 else ''}: throughput "
+            f"x{summary['on_off_tx_per_s_ratio']}, latency p50 x{summary['on_off_latency_p50_ratio']}"
         )
     summary["verify_per_s"] = round(verify_per_s, 1)
     print(json.dumps(summary))
@@ -253,6 +273,7 @@ def run_health_phase(tmp: Path, mqtt: bool, args: argparse.Namespace) -> dict[st
             deliveries, _ = subscribers.finish({"inst": len(ledger)})
             events_committed = len(ledger)
             delivered = len({seq for _, seq, _, _, _ in deliveries} & ledger)
+            dropped = read_dropped(processes)
     finally:
         close_all(subscribers, processes, broker)
     if committed != args.txs:
@@ -272,7 +293,11 @@ def run_health_phase(tmp: Path, mqtt: bool, args: argparse.Namespace) -> dict[st
         "latency_p99_ms": round(p99, 1),
     }
     if delivered is not None:
-        result |= {"events_committed": events_committed, "events_delivered": delivered}
+        result |= {
+            "events_committed": events_committed,
+            "events_delivered": delivered,
+            "publisher_dropped": dropped,
+        }
     return result
 
 

@@ -39,9 +39,12 @@ Measured, never asserted:
   the event's `time_ms` (the block time: the proposer's clock at proposal), which adds consensus
   and the synced write.
 - events/s through the broker: distinct events the clinic's subscriber received over the time from
-  the first submission to its last delivery. `offered_events_per_s` is what the generator sent per
-  second of its sending window; `committed_events_per_s` the events on the ledger (counted with
-  `GET /v1/events`) over the time from the first submission to the last commit.
+  the first submission to its last delivery. `offered_events_per_s` is the load the node actually
+  took: txs over the time from the first submission to the node's answer to the last batch (a node
+  slower to admit than the schedule lowers it); `committed_events_per_s` the events on the ledger
+  (counted with `GET /v1/events` once no node has a pending tx) over the time from the first
+  submission to the clinic's last commit. `publisher_dropped` sums the nodes'
+  `medledger_mqtt_dropped_total` (messages dropped from a full publishing queue).
 - `events_delivered` (the clinic's subscriber) and `patient_events_delivered` (the patients'
   subscriptions together) against `events_committed`: with nothing lost, all three are equal.
 
@@ -541,11 +544,17 @@ def patient_subscription(index: int, patient: Identity, node: TestnetNode) -> Su
 
 
 async def offer_load(url: str, raws: list[bytes], rate: float) -> tuple[float, float]:
-    """Send `raws` at `rate` per second on a fixed schedule; returns (first, last) send wall times."""
+    """Send `raws` at `rate` per second on a fixed schedule, each batch as soon as it is due.
+
+    Returns wall times (s): the first submission, and the last admission (the node answered the
+    last batch: its txs are in the mempool). A node slower to admit than the schedule shows here.
+    """
     slots = asyncio.Semaphore(IN_FLIGHT_MAX)
     tasks: list[asyncio.Task[None]] = []
+    last_admitted = 0.0
 
     async def send(session: aiohttp.ClientSession, batch: list[bytes]) -> None:
+        nonlocal last_admitted
         async with (
             slots,
             session.post(
@@ -557,6 +566,7 @@ async def offer_load(url: str, raws: list[bytes], rate: float) -> tuple[float, f
             body = await response.json(content_type=None)
             if response.status not in (200, 202):
                 raise BenchError(f"the node refused a batch: {response.status} {body}")
+        last_admitted = max(last_admitted, time.time())
 
     sent = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -568,9 +578,29 @@ async def offer_load(url: str, raws: list[bytes], rate: float) -> tuple[float, f
                 tasks.append(asyncio.create_task(send(session, raws[sent:due])))
                 sent = due
             await asyncio.sleep(TICK_S)
-        last = time.time()
         await asyncio.gather(*tasks)
-    return first, last
+    return first, last_admitted
+
+
+def wait_drained(processes: Sequence[NodeProcess]) -> None:
+    """Wait until no node has a pending tx (the load is committed), then until they agree."""
+    deadline = time.monotonic() + DEADLINE_S
+    while any(int(p.get_json("/status")["mempool"]["txs"]) for p in processes):
+        if time.monotonic() > deadline:
+            raise BenchError(f"the load was not committed within {DEADLINE_S:.0f} s")
+        time.sleep(0.1)  # polling a condition with a deadline
+    wait_synced(processes)
+
+
+def read_dropped(processes: Sequence[NodeProcess]) -> int:
+    """Event messages the nodes' publishers dropped from their full queues (`/metrics`)."""
+    dropped = 0.0
+    for process in processes:
+        with urllib.request.urlopen(process.ops_url + "/metrics", timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("medledger_mqtt_dropped_total "):
+                    dropped += float(line.split()[1])
+    return int(dropped)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -636,22 +666,18 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         )
         tx_ids = {compute_tx_id(raw).hex() for raw in raws}
         start_seq = tip_seq(processes[0])
-        first_send, last_send = asyncio.run(offer_load(processes[0].url, raws, args.events_per_s))
+        first_send, last_admitted = asyncio.run(offer_load(processes[0].url, raws, args.events_per_s))
 
-        # Every tx committed on the clinic's node (the ledger's count, by /v1/events).
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            events = count_ledger_events(processes[0], start_seq, tx_ids)
-            if len(events) >= count or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)  # polling a condition with a deadline
-        wait_synced(processes)
+        # Every tx committed, then the ledger's count of the load's events (by /v1/events).
+        wait_drained(processes)
+        events = count_ledger_events(processes[0], start_seq, tx_ids)
         per_patient = [0] * len(patients)
         for i in range(count):
             per_patient[i % len(patients)] += 1
         expected = {"inst": len(events)} | {f"pat{i}": n for i, n in enumerate(per_patient)}
         deliveries, duplicates = subscribers.finish(expected)
         commit_times = [read_commit_times(n.home) for n in nodes]
+        dropped = read_dropped(processes)
     finally:
         close_all(subscribers, processes, broker)
 
@@ -679,7 +705,7 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     delivered = len(inst_seqs & ledger_seqs)
     commit_walls = [commit_times[0][e["height"]] for e in events if e["height"] in commit_times[0]]
     last_commit = max(commit_walls, default=first_send)
-    offered = count / max(last_send - first_send, 1e-9)
+    offered = count / max(last_admitted - first_send, 1e-9)
     committed_rate = committed / max(last_commit - first_send, 1e-9)
     events_per_s = delivered / max(last_inst - first_send, 1e-9)
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
@@ -688,7 +714,8 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         f"offered {count:,} records at {offered:,.0f}/s; committed {committed:,} events "
         f"({committed_rate:,.0f}/s); the clinic's subscriber got {delivered:,} "
         f"({events_per_s:,.0f} events/s), the patients' {patient_seqs:,}; {duplicates} duplicates, "
-        f"{missing_commit_time} deliveries without a logged commit time"
+        f"{missing_commit_time} deliveries without a logged commit time; {dropped} messages dropped by "
+        "the nodes' publishers"
     )
     print(
         f"commit-to-delivery over {len(latencies):,} deliveries: p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
@@ -707,6 +734,7 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         "events_delivered": delivered,
         "patient_events_delivered": patient_seqs,
         "duplicates": duplicates,
+        "publisher_dropped": dropped,
         "deliveries_without_commit_time": missing_commit_time,
         "validators": args.validators,
         "patients": args.patients,
