@@ -14,10 +14,10 @@ line printed is one JSON object.
 
 `--mqtt off|on|both` measures the health application instead, to show that publishing ledger
 events does not slow consensus (issue 11). Each phase builds a fresh health testnet of the
-validators as institutions (clinic, hospital, insurer, research, then more clinics), registers 16
-synthetic patients and stops the nodes; for the "on" phase it writes the broker's access files
-with `medledger mqtt acl`, each node's `[mqtt]` section, and starts a real mosquitto (helpers of
-scripts/bench_events.py); then both phases start the nodes again alike. The txs are pre-signed
+validators as institutions (clinic, hospital, insurer, research, then more clinics); for the "on"
+phase it also starts a real mosquitto with the access files `medledger mqtt acl` would write and
+gives each node its `[mqtt]` section (helpers of scripts/bench_events.py). The nodes start, 16
+synthetic patients register, then the load runs. The txs are pre-signed
 `health.add_record` txs by the clinic (one `record.added` event each, which every node publishes
 on the patient's topic and the clinic's node on its institution topic), submitted as above. In
 the "on" phase a subscriber process follows the clinic's institution topic, and
@@ -57,13 +57,13 @@ from bench_events import (
     read_dropped,
     register_patients,
     start_nodes,
-    stop_nodes,
     tip_seq,
     wait_synced,
 )
 from bench_node import measure_verify_per_s, percentile, presign, run_load
 
 from medledger.chain.types import compute_tx_id
+from medledger.crypto import Identity
 from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
 
@@ -235,18 +235,17 @@ def run_health_phase(tmp: Path, mqtt: bool, args: argparse.Namespace) -> dict[st
     broker: Broker | None = None
     subscribers: Subscribers | None = None
     try:
-        processes = start_nodes(nodes)
-        patients = register_patients(processes[0].url, MQTT_PATIENTS)
-        wait_synced(processes)
-        stop_nodes(processes)
+        patients = [Identity.generate() for _ in range(MQTT_PATIENTS)]
         if mqtt:
             (tmp / "broker").mkdir()
-            broker, credentials = enable_mqtt(nodes, tmp / "broker")
+            broker, credentials = enable_mqtt(nodes, patients, tmp / "broker")
             subscribers = Subscribers(broker.port, [institution_subscription(clinic, credentials)])
             subscribers.start()  # the broker is up; the nodes start meanwhile
         processes = start_nodes(nodes)
         if subscribers is not None:
             subscribers.wait_ready()
+        register_patients(processes[0].url, patients)
+        wait_synced(processes)
         print(f"phase MQTT {'on' if mqtt else 'off'}: signing {args.txs:,} add_record txs ...", flush=True)
         raws = presign_records(clinic.identity, patients, args.txs)
         start_seq = tip_seq(processes[0])

@@ -7,14 +7,15 @@ broker, the subscribers and this load generator) shares this machine's cores.
 Setup, in a temporary directory:
 
 1. A health testnet of `--validators` institutions (clinic, hospital, insurer, research, then more
-   clinics), each a `medledger start` process on loopback, block interval `--block-interval-ms`.
-   `--patients` synthetic patients register (pre-signed `health.register_patient` txs).
-2. The nodes stop; `medledger mqtt acl` runs on each home (it needs a stopped node) and the files
-   are merged into one ACL and password file (each user once) for a mosquitto broker this script
-   starts (Debian's package: found on PATH or /usr/sbin, else installed with apt-get as the test
-   harness does; a clear error if neither works; log level errors and warnings only). Each node
-   gets its `[mqtt]` section (url, its broker user, password file) and starts again, so every
-   node publishes, QoS 1, through its bounded queue (node/mqtt.py).
+   clinics), each a `medledger start` process on loopback, block interval `--block-interval-ms`,
+   and a mosquitto broker this script starts (Debian's package: found on PATH or /usr/sbin, else
+   installed with apt-get as the test harness does; a clear error if neither works; it logs
+   errors and warnings only). Its ACL and password file are what `medledger mqtt acl` writes for
+   each node (`node/mqtt_acl.py`'s `build_broker_access`), merged (each user once) and built from
+   the keys generated here, so the `--patients` synthetic patients are in it before they register
+   and no node has to stop. Each node has its `[mqtt]` section (url, its broker user, password
+   file) from the start, so every node publishes, QoS 1, through its bounded queue (node/mqtt.py).
+2. The patients register (pre-signed `health.register_patient` txs, committed before the load).
 3. Subscribers, in a child process of their own so that the load generator does not delay their
    clock readings: the clinic's institution user on the clinic's institution topic (it sees every
    event of the load), and each patient, with the credentials their device derives, on their topic
@@ -91,11 +92,11 @@ from medledger.health.event_topics import (
     get_institution_topic,
     get_institution_username,
 )
-from medledger.health.events import EVENT_INDEX_MAX, TX_INDEX_MAX, compute_seq
+from medledger.health.events import EVENT_INDEX_MAX, EVENT_RECORD_ADDED, TX_INDEX_MAX, compute_seq
 from medledger.health.fhir import validate_record
 from medledger.health.records import encrypt_record
 from medledger.health.types import compute_patient_id
-from medledger.node.mqtt_acl import get_node_username
+from medledger.node.mqtt_acl import build_broker_access, get_node_username
 from medledger.node.process import NodeProcess
 from medledger.node.testnet import TestnetNode, create_testnet
 
@@ -114,7 +115,12 @@ TICK_S: Final = 0.01
 #: Submissions in flight at once (each is admitted by the node, not waited for).
 IN_FLIGHT_MAX: Final = 8
 DEADLINE_S: Final = 120.0
-ACL_COMMAND: Final = (sys.executable, "-m", "medledger.node.cli", "mqtt", "acl")
+#: Seconds without a delivery after which the subscribers stop waiting for the rest (more than
+#: the publisher's longest reconnect backoff, node/mqtt.py BACKOFF_S_MAX).
+IDLE_S: Final = 15.0
+DRAIN_S_MAX: Final = 900.0
+#: Events per `GET /v1/events` page (the route's maximum).
+EVENTS_PAGE_MAX: Final = 1000
 #: Records one signing worker builds per task.
 SIGN_CHUNK: Final = 1000
 POLL_S: Final = 0.02
@@ -269,14 +275,12 @@ def post_batch(url: str, raws: Sequence[bytes], wait_ms: int) -> list[dict[str, 
         return results
 
 
-def register_patients(url: str, count: int) -> list[Identity]:
-    """`count` synthetic patients, registered and committed (one batch, waiting for its commit)."""
-    patients = [Identity.generate() for _ in range(count)]
+def register_patients(url: str, patients: Sequence[Identity]) -> None:
+    """Register synthetic patients and wait for the commit (one batch)."""
     raws = [build_register_patient(p, chain_id=CHAIN_ID)[1] for p in patients]
     results = post_batch(url, raws, 30_000)
     if not all(r["status"] == "committed" for r in results):
         raise BenchError(f"the patients' registrations did not all commit: {results[:3]}")
-    return patients
 
 
 def wait_synced(processes: Sequence[NodeProcess]) -> int:
@@ -290,36 +294,28 @@ def wait_synced(processes: Sequence[NodeProcess]) -> int:
     return target
 
 
-def enable_mqtt(nodes: Sequence[TestnetNode], directory: Path) -> tuple[Broker, dict[str, str]]:
-    """With the nodes stopped: every node's broker access, merged; the broker; each node's [mqtt].
+def enable_mqtt(
+    nodes: Sequence[TestnetNode], patients: Sequence[Identity], directory: Path
+) -> tuple[Broker, dict[str, str]]:
+    """Before the nodes start: the broker's access files for every node, the broker, each [mqtt].
 
-    `medledger mqtt acl` gives every institution user a fresh random password on each node, so the
-    merged password file keeps each user's first line and the credentials returned match it.
+    The files are what `medledger mqtt acl` writes for each node (`build_broker_access`, which it
+    calls), built here from the keys this script generated, so that no node has to be stopped to
+    read its patients and the ACL knows the patients before they register. Each call gives every
+    institution user a fresh random password, so the merged password file keeps each user's first
+    line, and the credentials returned match it.
     """
+    institutions = [n.identity.public.sign_key for n in nodes]
+    enc_keys = [p.public.enc_key for p in patients]
     acl: list[str] = []
     passwd: dict[str, str] = {}
     credentials: dict[str, str] = {}
-    runs = [  # one per node, side by side
-        subprocess.Popen(
-            [*ACL_COMMAND, "--home", str(node.home), "--out", str(directory / node.name)],
-            env={**os.environ, **NODE_ENV},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for node in nodes
-    ]
-    outputs = [run.communicate(timeout=DEADLINE_S)[0] for run in runs]
-    for node, run, output in zip(nodes, runs, outputs, strict=True):
-        if run.returncode != 0:
-            raise BenchError(f"`medledger mqtt acl` failed for {node.name}: {output}")
     for node in nodes:
-        out = directory / node.name
-        acl.append((out / "acl").read_text(encoding="utf-8"))
-        for line in (out / "passwd").read_text(encoding="utf-8").splitlines():
-            user = line.split(":", 1)[0]
-            passwd.setdefault(user, line)
-        for user, password in json.loads((out / "credentials.json").read_text(encoding="utf-8")).items():
+        access = build_broker_access(node.identity, CHAIN_ID, TOPIC_PREFIX, institutions, enc_keys)
+        acl.append(access.acl)
+        for line in access.passwd.splitlines():
+            passwd.setdefault(line.split(":", 1)[0], line)
+        for user, password in access.handed_out.items():
             credentials.setdefault(user, password)
     acl_file, passwd_file = directory / "acl", directory / "passwd"
     acl_file.write_text("\n".join(acl), encoding="utf-8")
@@ -383,14 +379,14 @@ def read_commit_times(home: Path) -> dict[int, float]:
 
 
 def count_ledger_events(process: NodeProcess, after: int, tx_ids: set[str]) -> list[dict[str, Any]]:
-    """The clinic's committed events after `after` whose tx is one of the load's."""
+    """The clinic's committed events after `after` whose tx is one of the load's (every page)."""
     events: list[dict[str, Any]] = []
     while True:
-        page = process.get_json(f"/v1/events?after={after}&limit=1000")
+        page = process.get_json(f"/v1/events?after={after}&limit={EVENTS_PAGE_MAX}")
         events += [e for e in page["events"] if e["tx_id"] in tx_ids]
-        if page["next"] == after or get_height(page["next"]) >= int(process.get_json("/status")["height"]):
-            return events
         after = int(page["next"])
+        if not page["events"] and get_height(after) >= int(page["latest_height"]):
+            return events
 
 
 def get_height(seq: int) -> int:
@@ -462,6 +458,8 @@ async def _subscribe(
             received = time.time()
             assert isinstance(message.payload, bytes)
             event = json.loads(message.payload)
+            if event["kind"] != EVENT_RECORD_ADDED:
+                continue  # the patients' registrations
             if event["seq"] in seen[label]:
                 duplicates += 1  # QoS 1 is at least once
                 continue
@@ -486,8 +484,14 @@ async def _subscribe(
             if await asyncio.to_thread(conn.poll, 0.2):
                 expected = conn.recv()
         check_done()
-        with contextlib.suppress(TimeoutError):  # the parent reports what arrived
-            await asyncio.wait_for(done.wait(), DEADLINE_S)
+        # Until everything expected arrived, or nothing arrived for IDLE_S (a queue dropped some:
+        # the parent reports what arrived and the publishers' drop counts).
+        while not done.is_set():
+            count = len(deliveries)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), IDLE_S)
+            if len(deliveries) == count:
+                break
         conn.send((deliveries, duplicates))
     finally:
         for task in tasks:
@@ -517,7 +521,9 @@ class Subscribers:
 
     def finish(self, expected: dict[str, int]) -> tuple[list[Delivery], int]:
         self.conn.send(expected)
-        if not self.conn.poll(DEADLINE_S + 30):
+        # They answer IDLE_S after the last delivery at the latest; a backlog drains at the
+        # publishers' pace, so the bound is generous.
+        if not self.conn.poll(DRAIN_S_MAX):
             raise BenchError("the subscribers did not answer")
         deliveries, duplicates = self.conn.recv()
         return deliveries, duplicates
@@ -637,12 +643,9 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     broker: Broker | None = None
     subscribers: Subscribers | None = None
     try:
-        processes = start_nodes(nodes)
-        patients = register_patients(processes[0].url, args.patients)
-        wait_synced(processes)
-        stop_nodes(processes)
+        patients = [Identity.generate() for _ in range(args.patients)]
         (tmp / "broker").mkdir()
-        broker, credentials = enable_mqtt(nodes, tmp / "broker")
+        broker, credentials = enable_mqtt(nodes, patients, tmp / "broker")
         subscriptions = [institution_subscription(clinic, credentials)] + [
             patient_subscription(i, p, nodes[i % len(nodes)]) for i, p in enumerate(patients)
         ]
@@ -650,6 +653,8 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         subscribers.start()  # the broker is up; the nodes start meanwhile
         processes = start_nodes(nodes)
         subscribers.wait_ready()
+        register_patients(processes[0].url, patients)
+        wait_synced(processes)
         print(
             f"{args.validators} validators ({', '.join(n.name for n in nodes)}), block interval "
             f"{args.block_interval_ms} ms, every node publishing to mosquitto on port {broker.port}; "
