@@ -36,9 +36,13 @@ Measured, never asserted:
   state changes were durably written (the moment the node's publisher can first see the event),
   at millisecond resolution (truncated, so the latency is overstated by < 1 ms). Both clocks are
   this machine's wall clock. It therefore covers the node's follower poll, the queue, the publish,
-  the broker and the subscriber, not consensus. For context, `block_to_delivery_*` measures from
-  the event's `time_ms` (the block time: the proposer's clock at proposal), which adds consensus
-  and the synced write.
+  the broker and the subscriber, not consensus. Polling `/status` for the height instead would
+  add its own interval and load, and the block time in the payload precedes the commit. For
+  context, `block_to_delivery_*` measures from the event's `time_ms` (the block time: the
+  proposer's clock at proposal), which adds consensus and the synced write. A node logs that
+  line only for blocks decided by consensus: heights a node that fell behind fetched by block
+  sync have none, and their deliveries are counted in `deliveries_without_commit_time` and left
+  out of the commit-to-delivery percentiles (not out of `block_to_delivery_*`).
 - events/s through the broker: distinct events the clinic's subscriber received over the time from
   the first submission to its last delivery. `offered_events_per_s` is the load the node actually
   took: txs over the time from the first submission to the node's answer to the last batch (a node
