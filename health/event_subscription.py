@@ -32,8 +32,9 @@ Fetch = Callable[[int], tuple[list[dict[str, Any]], int]]
 
 BACKOFF_S_MIN: Final = 0.1
 BACKOFF_S_MAX: Final = 5.0
-#: Largest event message accepted from the broker (an event is a few hundred bytes).
-MESSAGE_BYTES_MAX: Final = 16 * 1024
+#: Largest event message accepted from the broker (a JSON array of up to 200 events of a block,
+#: a few hundred bytes each).
+MESSAGE_BYTES_MAX: Final = 256 * 1024
 #: Largest event page accepted from a node (1,000 events of a few hundred bytes each).
 PAGE_BYTES_MAX: Final = 4 * 1024 * 1024
 PAGE_LIMIT: Final = 1000
@@ -187,9 +188,11 @@ class EventSubscription:
                             decoded = json.loads(payload)
                         except ValueError:
                             continue
-                        accepted = self._accept(decoded, from_broker=True)
-                        if accepted is not None:
-                            yield accepted
+                        # A message is a JSON array of one block's events for this topic.
+                        for item in decoded if isinstance(decoded, list) else (decoded,):
+                            accepted = self._accept(item, from_broker=True)
+                            if accepted is not None:
+                                yield accepted
             except aiomqtt.MqttError:
                 self.listening = False
                 # The broker is away: what it would have carried comes from the ledger meanwhile

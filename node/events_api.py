@@ -29,7 +29,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from medledger.chain.errors import InvalidTxError
-from medledger.chain.types import compute_tx_id
+from medledger.chain.execution import ExecutedBlock
+from medledger.chain.types import Block, TxId, compute_tx_id
 from medledger.chain.validation import decode_tx
 from medledger.health.errors import HealthStateError
 from medledger.health.events import (
@@ -64,6 +65,8 @@ EVENTS_POLL_S: Final = 0.1
 #: Pages built at once (each runs in a worker thread).
 EVENTS_PAGES_CONCURRENT_MAX: Final = 2
 SEQ_DIGITS_MAX: Final = 20
+#: Executed blocks kept for the event derivation (a follower is at most a few blocks behind).
+RECENT_BLOCKS_MAX: Final = 16
 
 
 class EventLog:
@@ -73,6 +76,38 @@ class EventLog:
         self.node = node
         self._cache: collections.OrderedDict[int, tuple[LedgerEvent, ...]] = collections.OrderedDict()
         self._lock = threading.Lock()
+        #: The latest committed blocks as the node executed them: their events are derived without
+        #: reading the block and its txs' locations back from the store.
+        self._recent: collections.OrderedDict[int, ExecutedBlock] = collections.OrderedDict()
+        node.commit_listeners.append(self._note_committed)
+
+    def _note_committed(self, executed: ExecutedBlock) -> None:
+        with self._lock:
+            self._recent[executed.block.header.height] = executed
+            while len(self._recent) > RECENT_BLOCKS_MAX:
+                self._recent.popitem(last=False)
+
+    def _read_block(self, height: int) -> tuple[Block, list[tuple[bytes, TxId, bool]]] | None:
+        """A committed block and, for each tx, its bytes, id and whether its rules passed."""
+        with self._lock:
+            executed = self._recent.get(height)
+        if executed is not None:
+            results = executed.execution.results
+            block = executed.block
+            return block, [
+                (raw, tx_id, bool(results[i].ok))
+                for i, (raw, tx_id) in enumerate(zip(block.txs, executed.tx_ids, strict=True))
+            ]
+        store = self.node.store
+        stored = store.get_block(height)
+        if stored is None:
+            return None
+        txs = []
+        for raw in stored.txs:
+            tx_id = compute_tx_id(raw)
+            location = store.get_tx_location(tx_id)
+            txs.append((raw, tx_id, location is not None and location.height == height and bool(location.ok)))
+        return stored, txs
 
     def get_block_events(self, height: int) -> tuple[LedgerEvent, ...]:
         """The events of committed block `height` (the same on every node that committed it)."""
@@ -81,23 +116,24 @@ class EventLog:
             if cached is not None:
                 self._cache.move_to_end(height)
                 return cached
-        store = self.node.store
-        block = store.get_block(height)
-        if block is None:
+        read = self._read_block(height)
+        if read is None:
             return ()
+        block, raw_txs = read
         txs = []
-        for raw in block.txs:
-            tx_id = compute_tx_id(raw)
+        for raw, tx_id, ok in raw_txs:
             try:
                 tx, _ = decode_tx(raw, tx_id=tx_id)
             except InvalidTxError:
                 continue  # a committed block's txs decode; one that does not carries no event
-            location = store.get_tx_location(tx_id)
-            ok = location is not None and location.height == height and bool(location.ok)
             txs.append((tx, tx_id, ok))
         events = tuple(
             compute_block_events(
-                store, height, block.header.time_ms, txs, parent_time_ms=self._get_parent_time_ms(height)
+                self.node.store,
+                height,
+                block.header.time_ms,
+                txs,
+                parent_time_ms=self._get_parent_time_ms(height),
             )
         )
         with self._lock:
@@ -110,6 +146,10 @@ class EventLog:
         """The time of block `height - 1` (the genesis time under block 1): where its window opens."""
         if height <= 1:
             return self.node.genesis.genesis_time_ms
+        with self._lock:
+            recent = self._recent.get(height - 1)
+        if recent is not None:
+            return recent.block.header.time_ms
         parent = self.node.store.get_block(height - 1)
         if parent is None:
             raise HealthStateError(f"committed block {height - 1} is missing from the store")

@@ -3,13 +3,15 @@
 Two tasks, started with the API when `[mqtt] url` is set:
 
 - the follower reads the node's committed events (`EventLog`, in a worker thread) from where it
-  last stopped (`HOME/mqtt.cursor`) and appends one message per topic to a bounded queue: the
-  node's institution topic for the events that concern it, and each concerned patient's topic
-  token (`health.event_topics`) for theirs. A full queue drops its oldest message and counts it
+  last stopped (`HOME/mqtt.cursor`), woken by each commit, and appends one message per topic and
+  block (a JSON array of that block's events for that topic) to a bounded queue: the node's
+  institution topic for the events that concern it, and each concerned patient's topic token
+  (`health.event_topics`) for theirs. A full queue drops its oldest message and counts it
   (`medledger_mqtt_dropped_total`); subscribers fill any gap from `GET /v1/events`.
 - the sender publishes the queue in order at QoS 1 through aiomqtt, and on any broker error
-  reconnects with exponential backoff (`BACKOFF_S_MIN` to `BACKOFF_S_MAX`), putting the message in
-  flight back first. After each acknowledged message the cursor moves; it is saved when the queue
+  reconnects with exponential backoff (`BACKOFF_S_MIN` to `BACKOFF_S_MAX`), putting the messages in
+  flight back first (up to `PUBLISH_WINDOW` await their PUBACK at once). The cursor moves when the
+  last message of a block is acknowledged (with all before it); it is saved when the queue
   drains and every `CURSOR_SAVE_EVERY` messages, so a restarted node resumes where the broker
   last acknowledged (QoS 1 is at least once: subscribers drop duplicates by `seq`).
 
@@ -28,11 +30,12 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -40,6 +43,7 @@ import aiomqtt
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
+from medledger.chain.execution import ExecutedBlock
 from medledger.crypto import Identity
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
@@ -67,10 +71,15 @@ log = logging.getLogger("medledger.mqtt")
 CURSOR_FILE: Final = "mqtt.cursor"
 BACKOFF_S_MIN: Final = 0.1
 BACKOFF_S_MAX: Final = 5.0
-FOLLOW_POLL_S: Final = 0.05
+#: The follower looks for new blocks at least this often (it is woken by each commit).
+FOLLOW_POLL_S: Final = 1.0
 CURSOR_SAVE_EVERY: Final = 100
 #: Messages published and not yet acknowledged, at most (also the MQTT client's in-flight limit).
 PUBLISH_WINDOW: Final = 64
+#: How long a stopping node waits for the broker to acknowledge what it queued, at most.
+DRAIN_S: Final = 2.0
+#: Events in one message, at most (a payload is about 300 bytes each).
+EVENTS_PER_MESSAGE_MAX: Final = 200
 #: Events read from the log per step of the follower.
 FOLLOW_PAGE_MAX: Final = 1000
 #: Patients whose topic token is kept (one x25519 and one BLAKE2b each to recompute).
@@ -79,9 +88,14 @@ TOKEN_CACHE_MAX: Final = 65_536
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Message:
+    #: The number of the last event in the message.
     seq: int
     topic: str
+    #: A JSON array of event payloads (`LedgerEvent.to_payload`).
     payload: bytes
+    #: Where the publisher's cursor may move once this message is acknowledged (the last message
+    #: of a block's events), or None.
+    cursor_after: int | None = None
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -100,22 +114,40 @@ def compute_node_patient_token(identity: Identity, chain_id: str, patient_enc_ke
 
 
 def compute_event_messages(
-    event: LedgerEvent,
+    events: Sequence[LedgerEvent],
     prefix: str,
     own_sign_key: bytes,
     get_patient_token: Callable[[bytes], bytes | None],
 ) -> list[Message]:
-    """What a node (signing key `own_sign_key`) publishes for `event`: the payload on its own
-    institution topic if the event concerns it, and on the patient's token topic (a patient
-    unknown to `get_patient_token` has none)."""
-    payload = json.dumps(event.to_payload(), separators=(",", ":")).encode()
+    """What a node (signing key `own_sign_key`) publishes for `events` (in chain order).
+
+    An event goes to the node's own institution topic if it concerns that institution, and to the
+    patient's token topic (a patient unknown to `get_patient_token` has none). A message carries,
+    as a JSON array, the events of one block for one topic (at most `EVENTS_PER_MESSAGE_MAX`), so a
+    busy block is a few messages, not one per event. The last message of each block's run of
+    events carries `cursor_after`: once it and everything queued before it is acknowledged, the
+    publisher has sent every event up to it.
+    """
     messages: list[Message] = []
-    if event.is_for_institution(own_sign_key):
-        messages.append(Message(event.seq, get_institution_topic(prefix, own_sign_key), payload))
-    if event.patient_id is not None:
-        token = get_patient_token(event.patient_id)
-        if token is not None:
-            messages.append(Message(event.seq, get_patient_topic(prefix, token), payload))
+    for _, block_events in itertools.groupby(events, key=lambda e: e.height):
+        by_topic: dict[str, list[LedgerEvent]] = {}
+        last_seq = 0
+        for event in block_events:
+            last_seq = event.seq
+            if event.is_for_institution(own_sign_key):
+                by_topic.setdefault(get_institution_topic(prefix, own_sign_key), []).append(event)
+            if event.patient_id is not None:
+                token = get_patient_token(event.patient_id)
+                if token is not None:
+                    by_topic.setdefault(get_patient_topic(prefix, token), []).append(event)
+        start = len(messages)
+        for topic, topic_events in by_topic.items():
+            for at in range(0, len(topic_events), EVENTS_PER_MESSAGE_MAX):
+                part = topic_events[at : at + EVENTS_PER_MESSAGE_MAX]
+                payload = json.dumps([e.to_payload() for e in part], separators=(",", ":")).encode()
+                messages.append(Message(part[-1].seq, topic, payload))
+        if len(messages) > start:
+            messages[-1] = dataclasses.replace(messages[-1], cursor_after=last_seq)
     return messages
 
 
@@ -140,6 +172,10 @@ class EventPublisher:
         self.queue: collections.deque[Message] = collections.deque()
         self.queue_max = config.queue_max
         self._wake = asyncio.Event()
+        self._committed = asyncio.Event()
+        #: Set while connected with nothing queued or awaiting its PUBACK.
+        self._idle = asyncio.Event()
+        self.is_connected = False
         self._tokens: dict[bytes, bytes] = {}
         self.published_seq = self._load_cursor()
         self.access = self._make_access()
@@ -224,9 +260,9 @@ class EventPublisher:
             self._tokens[patient_id] = token
         return token
 
-    def compute_messages(self, event: LedgerEvent) -> list[Message]:
+    def compute_messages(self, events: Sequence[LedgerEvent]) -> list[Message]:
         return compute_event_messages(
-            event, self.prefix, self.node.identity.public.sign_key, self._patient_token
+            events, self.prefix, self.node.identity.public.sign_key, self._patient_token
         )
 
     def enqueue(self, message: Message) -> None:
@@ -240,7 +276,7 @@ class EventPublisher:
     def _follow_step(self, after: int) -> tuple[list[Message], int]:
         events, cursor = self.events.list_events(after, FOLLOW_PAGE_MAX, None)
         self._update_access(events)  # a new patient can subscribe before their first message
-        return [m for e in events for m in self.compute_messages(e)], cursor
+        return self.compute_messages(events), cursor
 
     async def start(self) -> None:
         """Fix where following starts, then write the broker's files (errors stop the start-up)."""
@@ -256,12 +292,33 @@ class EventPublisher:
             raise RuntimeError("EventPublisher.start must run before follow")  # a bug
         after: int = self.published_seq
         while True:
+            self._committed.clear()
             if get_seq_height(after) < store.height:
                 messages, after = await asyncio.to_thread(self._follow_step, after)
                 for message in messages:
                     self.enqueue(message)
                 continue
-            await asyncio.sleep(FOLLOW_POLL_S)
+            # Woken by the next commit; the timeout only guards against a missed wake-up.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._committed.wait(), FOLLOW_POLL_S)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until every queued message is acknowledged; True if so.
+
+        A graceful stop drains before saving the cursor, so the restarted node republishes
+        nothing the broker already acknowledged (after a crash it may: QoS 1 is at least once).
+        """
+        if not self.is_connected:
+            return not self.queue
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def note_committed(self, executed: ExecutedBlock) -> None:
+        """A commit listener (`Node.commit_listeners`): wake the follower."""
+        self._committed.set()
 
     # -- the sender ---------------------------------------------------------------------------
 
@@ -279,11 +336,13 @@ class EventPublisher:
                     max_inflight_messages=PUBLISH_WINDOW,
                 ) as client:
                     self.connected.set(1)
+                    self.is_connected = True
                     backoff = BACKOFF_S_MIN
                     log.info("connected to the MQTT broker at %s:%d", self.host, self.port)
                     await self._publish_all(client)
             except aiomqtt.MqttError as exc:
                 self.connected.set(0)
+                self.is_connected = False
                 log.warning("MQTT broker %s:%d: %s; retrying in %.1f s", self.host, self.port, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_S_MAX)
@@ -294,8 +353,8 @@ class EventPublisher:
         One at a time, each message would wait a broker round trip (about 1,000 to 2,000 messages/s
         here, below the chain's rate); a window keeps the link busy. Messages leave in queue order
         (each publish is handed to the client when its task starts, in creation order) and are
-        retired in that order, so the cursor only passes an event once every message before it and
-        every topic of it is acknowledged.
+        retired in that order, so the cursor only passes a block once all its messages and all
+        before them are acknowledged.
         """
         inflight: collections.deque[tuple[Message, asyncio.Task[None]]] = collections.deque()
         try:
@@ -308,19 +367,21 @@ class EventPublisher:
                 if not inflight:
                     self.save_cursor()
                     self._wake.clear()
+                    self._idle.set()
                     await self._wake.wait()
+                    self._idle.clear()
                     continue
                 await inflight[0][1]  # raises the broker's error: everything unacknowledged is requeued
                 while inflight and inflight[0][1].done() and not inflight[0][1].exception():
                     message, _ = inflight.popleft()
                     self.published.inc()
-                    following = inflight[0][0] if inflight else (self.queue[0] if self.queue else None)
-                    if following is None or following.seq != message.seq:  # every topic of it is out
-                        self.published_seq = message.seq
+                    if message.cursor_after is not None:  # every message of its block is out
+                        self.published_seq = message.cursor_after
                     self._unsaved += 1
                 if self._unsaved >= CURSOR_SAVE_EVERY:
                     self.save_cursor()
         finally:
+            self._idle.clear()
             # Whatever is not acknowledged goes back to the front, in order, for the next connection.
             for _, task in inflight:
                 if task.done():
@@ -346,13 +407,20 @@ def add_mqtt_publisher(app: web.Application, node: Node, events: EventLogLike) -
     async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
         publisher = EventPublisher(node, events, node.config.home / CURSOR_FILE)
         await publisher.start()
-        tasks = [asyncio.create_task(publisher.follow()), asyncio.create_task(publisher.send())]
+        node.commit_listeners.append(publisher.note_committed)
+        follower = asyncio.create_task(publisher.follow())
+        sender = asyncio.create_task(publisher.send())
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        if not await publisher.drain(DRAIN_S):
+            unpublished = len(publisher.queue)
+            log.info("stopping with %d event messages unpublished (they are on the ledger)", unpublished)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        node.commit_listeners.remove(publisher.note_committed)
         publisher.save_cursor()
 
     app.cleanup_ctx.append(publisher_ctx)

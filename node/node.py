@@ -96,6 +96,9 @@ class Node:
         self._observer_keys: frozenset[str] = frozenset()
         #: Shows block sync's progress (`medledger start` sets a bar or log lines).
         self.on_sync_progress: Callable[[SyncProgress], None] | None = None
+        #: Called in the event loop after each block is written (by consensus or block sync);
+        #: each must be quick (it runs on the commit path) and an error in one is logged.
+        self.commit_listeners: list[Callable[[ExecutedBlock], None]] = []
         #: Peer frame kinds served by a service other than the reactor (blob transfer, ADR 0013).
         self.frame_handlers: dict[int, FrameHandler] = {}
 
@@ -338,6 +341,11 @@ class Node:
         self.metrics.txs_committed.inc(len(tx_ids))
         self.metrics.block_txs.observe(len(tx_ids))
         self._update_mempool_gauges()
+        for listener in self.commit_listeners:
+            try:
+                listener(executed)
+            except Exception:  # a listener's bug must not stop the node committing
+                log.exception("a commit listener failed")
         if self._waiters:
             results = executed.execution.results
             for index, tx_id in enumerate(tx_ids):

@@ -482,9 +482,8 @@ def published(s: Story, events: list[LedgerEvent]) -> list[tuple[str, bytes]]:
                 return None
             return compute_node_patient_token(identity, CHAIN_ID, patient.enc_key)
 
-        for ledger_event in events:
-            for message in compute_event_messages(ledger_event, PREFIX, identity.public.sign_key, token):
-                messages.append((message.topic, message.payload))
+        for message in compute_event_messages(events, PREFIX, identity.public.sign_key, token):
+            messages.append((message.topic, message.payload))
     return messages
 
 

@@ -70,7 +70,8 @@ async def wait_accepted(port: int, username: str, password: str, what: str) -> N
 async def collect(client: aiomqtt.Client, into: list[tuple[str, dict[str, Any]]]) -> None:
     async for message in client.messages:
         assert isinstance(message.payload, bytes)
-        into.append((str(message.topic), json.loads(message.payload)))
+        # A message is a JSON array of a block's events for the topic.
+        into.extend((str(message.topic), event) for event in json.loads(message.payload))
 
 
 def acl_users(acl: Path) -> set[str]:

@@ -123,7 +123,7 @@ def read_one_sse(url: str, headers: dict[str, str], last_id: int) -> dict[str, A
 async def collect_raw(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
     async for message in client.messages:
         assert isinstance(message.payload, bytes)
-        into.append(json.loads(message.payload))
+        into.extend(json.loads(message.payload))  # a message: a JSON array of a block's events
 
 
 async def test_a_short_grant_expires_once_for_patient_and_grantee_everywhere(tmp_path: Path) -> None:

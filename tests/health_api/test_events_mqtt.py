@@ -68,7 +68,7 @@ async def collect(subscription: EventSubscription, into: list[dict[str, Any]]) -
 async def collect_raw(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
     async for message in client.messages:
         assert isinstance(message.payload, bytes)
-        into.append(json.loads(message.payload))
+        into.extend(json.loads(message.payload))  # a message: a JSON array of a block's events
 
 
 def height(institution: Institution) -> int:
@@ -238,7 +238,7 @@ async def test_events_over_mosquitto_survive_a_broker_kill_and_respect_acls(tmp_
                 await spy.subscribe(stolen, qos=1)
             tasks.append(asyncio.create_task(collect_raw(spy, spied)))
             forged = {**patient_events[0], "seq": 2**60, "kind": "inquiry.granted"}
-            await spy.publish(topic, json.dumps(forged).encode(), qos=1)
+            await spy.publish(topic, json.dumps([forged]).encode(), qos=1)
             q3 = await asyncio.to_thread(hospital.inquire, patient_id, "TREAT", ["Observation"])
             await wait_for(lambda: any(e.get("inquiry_id") == q3 for e in patient_events), "the new inquiry")
             await wait_for(lambda: any(e.get("inquiry_id") == q3 for e in hospital_events), "the hospital's")
