@@ -1,0 +1,70 @@
+/**
+ * What the web app makes, for Python to check (tests/web/test_web_interop.py): txs the app signs
+ * with the vector keys (fresh random nonces, so nothing is copied from the vectors), a sealed box
+ * and a record key re-sealed by the app, an XChaCha20-Poly1305 ciphertext, and a key file the app
+ * writes under a fresh salt. Prints one JSON object; run after `tsc -p tsconfig.test.json`.
+ */
+
+import { fromHex, toHex, utf8 } from "../src/bytes.js";
+import { decode } from "../src/codec.js";
+import { aeadEncrypt, loadSodium, randomBytes, sealContentKey } from "../src/crypto.js";
+import { encodeIdentity } from "../src/keyfile.js";
+import { resealRecordKey } from "../src/records.js";
+import {
+  buildAddRepresentative,
+  buildDeny,
+  buildGrant,
+  buildRegisterPatient,
+  buildRemoveRepresentative,
+  buildRevoke,
+  computePatientId,
+  type SignedTx,
+} from "../src/txs.js";
+import { KDF_MEMLIMIT_MIN, KDF_OPSLIMIT_MIN, RecordStateSchema, STATE_VALUE_BYTES_MAX } from "../src/wire.js";
+import { identity, vectors } from "./vectors.js";
+
+await loadSodium();
+const patient = identity("patient");
+const representative = identity("representative");
+const hospital = identity("hospital");
+const patientId = computePatientId(patient.public.signKey);
+const options = { chainId: vectors.chain_id };
+const recordVector = vectors.records[0]!;
+const record = decode(RecordStateSchema, fromHex(recordVector.encoded), STATE_VALUE_BYTES_MAX);
+const recordKey = resealRecordKey(record, patient, hospital.public.encKey);
+const inquiryId = randomBytes(32);
+
+const txs: Record<string, SignedTx> = {
+  register_patient: buildRegisterPatient(patient, options),
+  add_representative: buildAddRepresentative(patient, patientId, representative.public.signKey, options),
+  remove_representative: buildRemoveRepresentative(patient, patientId, representative.public.signKey, options),
+  grant: buildGrant(patient, inquiryId, [recordKey], options),
+  deny: buildDeny(representative, inquiryId, options),
+  revoke: buildRevoke(patient, randomBytes(32), options),
+};
+const aeadKey = randomBytes(32);
+const aeadNonce = randomBytes(24);
+const plaintext = utf8.encode("sealed by the web app ✓");
+const associatedData = utf8.encode("medledger/web-interop");
+const passphrase = "web app passphrase ✓";
+
+const out = {
+  txs: Object.fromEntries(Object.entries(txs).map(([name, s]) => [name, { tx: toHex(s.raw), tx_id: toHex(s.txId) }])),
+  inquiry_id: toHex(inquiryId),
+  grant_record_key: { record_id: toHex(recordKey.record_id), sealed_key: toHex(recordKey.sealed_key) },
+  // The AEAD key, sealed for the patient: Python opens the box, then the ciphertext with it.
+  sealed_box: { reader: "patient", message: toHex(aeadKey), sealed: toHex(sealContentKey(aeadKey, patient.public.encKey)) },
+  aead: {
+    key: toHex(aeadKey),
+    nonce: toHex(aeadNonce),
+    associated_data: toHex(associatedData),
+    plaintext: toHex(plaintext),
+    ciphertext: toHex(aeadEncrypt(plaintext, aeadKey, aeadNonce, associatedData)),
+  },
+  key_file: {
+    identity: "representative",
+    passphrase,
+    file: await encodeIdentity(representative, passphrase, { cost: { opslimit: KDF_OPSLIMIT_MIN, memlimit: KDF_MEMLIMIT_MIN } }),
+  },
+};
+process.stdout.write(JSON.stringify(out) + "\n");
