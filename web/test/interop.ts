@@ -6,7 +6,7 @@
  */
 
 import { fromHex, toHex, utf8 } from "../src/bytes.js";
-import { decode } from "../src/codec.js";
+import { CodecError, decode } from "../src/codec.js";
 import { aeadEncrypt, loadSodium, randomBytes, sealContentKey } from "../src/crypto.js";
 import { encodeIdentity } from "../src/keyfile.js";
 import { resealRecordKey } from "../src/records.js";
@@ -20,8 +20,8 @@ import {
   computePatientId,
   type SignedTx,
 } from "../src/txs.js";
-import { KDF_MEMLIMIT_MIN, KDF_OPSLIMIT_MIN, RecordStateSchema, STATE_VALUE_BYTES_MAX } from "../src/wire.js";
-import { identity, vectors } from "./vectors.js";
+import { KDF_MEMLIMIT_MIN, KDF_OPSLIMIT_MIN, RecordStateSchema, STATE_VALUE_BYTES_MAX, TX_BYTES_MAX } from "../src/wire.js";
+import { identity, schemas, vectors } from "./vectors.js";
 
 await loadSodium();
 const patient = identity("patient");
@@ -48,7 +48,64 @@ const plaintext = utf8.encode("sealed by the web app ✓");
 const associatedData = utf8.encode("medledger/web-interop");
 const passphrase = "web app passphrase ✓";
 
+/** A small seeded PRNG (mulberry32): the same mutations on every run, for Python to judge too. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Mutations of valid encodings (a flipped bit, a byte set, inserted or dropped, a cut) and
+ * whether this codec accepts each: the Python codec must agree on every one. */
+function mutations(): { schema: string; encoded: string; accepted: boolean }[] {
+  const random = prng(20261202);
+  const pick = (n: number) => Math.floor(random() * n);
+  const valid = [
+    ...vectors.encodings.map((v) => [v.schema, v.encoded] as const),
+    ...vectors.txs.map((v) => ["Tx", v.tx] as const),
+  ];
+  const out: { schema: string; encoded: string; accepted: boolean }[] = [];
+  for (const [schema, hex] of valid) {
+    const original = fromHex(hex);
+    for (let i = 0; i < 40; i++) {
+      let data = original.slice();
+      const at = pick(data.length);
+      switch (pick(5)) {
+        case 0:
+          data[at]! ^= 1 << pick(8);
+          break;
+        case 1:
+          data[at] = pick(256);
+          break;
+        case 2:
+          data = new Uint8Array([...data.subarray(0, at), pick(256), ...data.subarray(at)]);
+          break;
+        case 3:
+          data = new Uint8Array([...data.subarray(0, at), ...data.subarray(at + 1)]);
+          break;
+        default:
+          data = data.slice(0, at);
+      }
+      let accepted = true;
+      try {
+        decode(schemas[schema]!, data, TX_BYTES_MAX);
+      } catch (exc) {
+        if (!(exc instanceof CodecError)) throw exc; // anything else is a bug in the codec
+        accepted = false;
+      }
+      out.push({ schema, encoded: toHex(data), accepted });
+    }
+  }
+  return out;
+}
+
 const out = {
+  mutations: mutations(),
   txs: Object.fromEntries(Object.entries(txs).map(([name, s]) => [name, { tx: toHex(s.raw), tx_id: toHex(s.txId) }])),
   inquiry_id: toHex(inquiryId),
   grant_record_key: { record_id: toHex(recordKey.record_id), sealed_key: toHex(recordKey.sealed_key) },
