@@ -1,37 +1,51 @@
-"""The patient's web app served by a real health node at `/app/` (node/web_app.py, ADR 0018).
+"""The patient's web app and a real health node (node/web_app.py, ADR 0018).
 
-Two node processes: one serving the checkout's build (`web/dist`, made by scripts/bootstrap.sh),
-one serving a directory the test lays out, to show what is refused (a directory listing, hidden
-files, unknown types, a way out of the directory) and the page a node without a build shows.
+A node serves the checkout's build (`web/dist`, made by scripts/bootstrap.sh) at `/app/`; another
+serves a directory the test lays out, to show what is refused (a directory listing, hidden files,
+unknown types, a way out of the directory) and the page a node without a build shows; and a node
+accepts and applies transactions the app's TypeScript code signed.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
+import json
 import re
+import shutil
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 import nacl.pwhash.argon2id
-from health_harness import NODE_ENV, PASSPHRASE, Reply
+from health_harness import NODE_ENV, PASSPHRASE, Reply, request
 
 from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
 from medledger.node.web_app import CONTENT_SECURITY_POLICY
 
-BUILT_APP: Final = Path(__file__).resolve().parents[2] / "web" / "dist"
+WEB: Final = Path(__file__).resolve().parents[2] / "web"
+BUILT_APP: Final = WEB / "dist"
+CHAIN_ID: Final = "medledger-web-app-test"
 
 
 @contextlib.contextmanager
 def health_node(out: Path, env: dict[str, str]) -> Iterator[str]:
     """One health validator (a clinic) as its own process; yields its API URL, always stopped."""
+    with health_node_and_token(out, env) as (url, _token):
+        yield url
+
+
+@contextlib.contextmanager
+def health_node_and_token(out: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """One health validator (a clinic) and its API token; the process is always stopped."""
     (node,) = create_testnet(
         out,
         validators=1,
-        chain_id="medledger-web-app-test",
+        chain_id=CHAIN_ID,
         passphrase=PASSPHRASE.encode(),
         key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
         key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
@@ -42,7 +56,7 @@ def health_node(out: Path, env: dict[str, str]) -> Iterator[str]:
     process = NodeProcess(node.home, env={**NODE_ENV, **env}, use_config_ports=True)
     try:
         process.start()
-        yield process.wait_ready(60.0)
+        yield process.wait_ready(60.0), node.api_token
     finally:
         process.stop()
 
@@ -135,3 +149,35 @@ def test_invalid_app_paths_are_refused_and_an_unbuilt_app_says_how_to_build_it(t
         assert b"scripts/bootstrap.sh" in page.body
         assert str(tmp_path).encode() not in page.body  # names no path of the machine
         assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+
+def test_a_node_accepts_and_applies_transactions_the_web_app_signed(tmp_path: Path) -> None:
+    npm = shutil.which("npm")
+    assert npm is not None, "npm is not installed: run scripts/bootstrap.sh"
+    made = subprocess.run(
+        [npm, "run", "-s", "sign-for-node", "--", CHAIN_ID],
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    signed = json.loads(made.stdout)
+    with health_node_and_token(tmp_path / "net", {}) as (url, token):
+        auth = {"Authorization": f"Bearer {token}"}
+        for tx in signed["txs"]:  # in order: the representative needs the registered patient
+            body = json.dumps({"tx": base64.b64encode(bytes.fromhex(tx["tx"])).decode()}).encode()
+            headers = {**auth, "Content-Type": "application/json"}
+            reply = request(url, "POST", "/v1/txs?wait_ms=30000", body=body, headers=headers)
+            assert reply.status == 200, (tx["kind"], reply)
+            result = reply.json()
+            assert result["status"] == "committed"
+            assert result["tx_id"] == tx["tx_id"]  # the id the app computed before sending
+            assert result["result"]["ok"] is True, result  # applied, not refused by the rules
+        patient = request(url, "GET", f"/v1/health/patients/{signed['patient_id']}", headers=auth)
+        assert patient.status == 200, patient
+        state = patient.json()
+        assert state["sign_key"] == signed["sign_key"]
+        assert state["enc_key"] == signed["enc_key"]
+        assert state["representatives"] == [signed["representative"]]
