@@ -22,6 +22,7 @@ as is every record, reason and key file: a vector is only written once Python's 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterable
@@ -38,27 +39,45 @@ import nacl.pwhash.argon2id
 from medledger.chain import limits
 from medledger.chain.codec import Bytes, FieldSpec, HumanText, Seq, Struct, Text, UInt, decode, encode
 from medledger.chain.errors import CodecError
+from medledger.chain.lightclient import (
+    LightClientError,
+    verify_genesis,
+    verify_next_block,
+    verify_tx_inclusion,
+)
+from medledger.chain.txbuilder import sign_commit
 from medledger.chain.types import (
     TX_SIGN_DOMAIN,
+    VOTE_SIGN_DOMAIN,
     Block,
     Commit,
     CommitSig,
+    Genesis,
     Header,
     Tx,
     Validator,
+    ValidatorSet,
+    Vote,
+    VoteKind,
+    compute_tx_id,
     compute_tx_signing_bytes,
 )
+from medledger.chain.validation import compute_tx_root
 from medledger.crypto import (
     HASH_SIZE,
     PUBLIC_KEY_SIZE,
     SEED_SIZE,
     SIGNATURE_SIZE,
     Identity,
+    MerkleProof,
+    compute_merkle_proof,
+    compute_merkle_root,
     decode_identity,
     digest,
     encode_identity,
     keyfile,
     open_content_key,
+    verify_merkle_proof,
     verify_signature,
 )
 from medledger.crypto import envelope as crypto_envelope
@@ -95,6 +114,9 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     CommitSig,
     Commit,
     Validator,
+    ValidatorSet,
+    Genesis,
+    Vote,
     WrappedKey,
     EnvelopeWire,
     SealedReason,
@@ -134,6 +156,7 @@ CODE_LISTS: Final[dict[str, frozenset[str]]] = {
 
 CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "TX_SIGN_DOMAIN": TX_SIGN_DOMAIN,
+    "VOTE_SIGN_DOMAIN": VOTE_SIGN_DOMAIN,
     "PATIENT_ID_DOMAIN": types.PATIENT_ID_DOMAIN,
     "RECORD_AD_DOMAIN": types.RECORD_AD_DOMAIN,
     "RECORD_KEY_DOMAIN": types.RECORD_KEY_DOMAIN,
@@ -232,6 +255,11 @@ def compute_wire_ts() -> str:
     ]
     for name, value in CONSTANTS.items():
         lines.append(f"export const {name} = {_ts_constant(value)};")
+    # Values of uint fields are bigint on the TypeScript side.
+    lines.append(f"export const VOTE_KIND_PRECOMMIT = {int(VoteKind.PRECOMMIT)}n;")
+    # Types whose Python class adds a cross-field rule (`__post_init__`): web/src/checks.ts has each.
+    post_init = sorted(cls.__name__ for cls in WIRE_TYPES if "__post_init__" in vars(cls))
+    lines.append(f"export const POST_INIT_TYPES: readonly string[] = {json.dumps(post_init)};")
     lines.append("")
     for name, values in CODE_LISTS.items():
         lines.append(f"export const {name}: readonly string[] = {json.dumps(sorted(values))};")
@@ -512,6 +540,169 @@ def _invalid_encodings() -> list[dict[str, str]]:
     return vectors
 
 
+def _merkle_vectors() -> list[dict[str, Any]]:
+    """Roots and every audit path of trees of 1 to 7 leaves, and proofs Python refuses."""
+    out = []
+    for n in range(1, 8):
+        leaves = [digest(f"leaf/{n}/{i}".encode()) for i in range(n)]
+        root = compute_merkle_root(leaves)
+        proofs = []
+        for index in range(n):
+            proof = compute_merkle_proof(leaves, index)
+            assert verify_merkle_proof(root, leaves[index], proof)
+            proofs.append(
+                {"index": index, "leaf_count": n, "path": [h.hex() for h in proof.path], "valid": True}
+            )
+        # Refused: another leaf, a shifted index, a count of another shape, a cut path.
+        proof = compute_merkle_proof(leaves, n - 1)
+        for index, count, path, leaf in (
+            (proof.index, n, proof.path, digest(b"not a leaf")),
+            ((proof.index + 1) % n, n, proof.path, leaves[n - 1]),
+            (proof.index, n + 3, proof.path, leaves[n - 1]),
+            (proof.index, n, proof.path[:-1], leaves[n - 1]),
+        ):
+            bad = MerkleProof(index, count, path)
+            valid = verify_merkle_proof(root, leaf, bad)
+            proofs.append(
+                {
+                    "index": index,
+                    "leaf_count": count,
+                    "path": [h.hex() for h in path],
+                    "valid": valid,
+                    "leaf": leaf.hex(),
+                }
+            )
+        out.append({"leaves": [leaf.hex() for leaf in leaves], "root": root.hex(), "proofs": proofs})
+    return out
+
+
+def _light_client_vectors(txs: list[bytes]) -> dict[str, Any]:
+    """A genesis of four validators and three certified blocks (the second hands over to a set of
+    three), which the Python light client follows; then blocks it refuses, each with the check
+    (`what`) that refuses it."""
+    signers = [_identity(f"validator/{i}") for i in range(5)]
+    by_key = {s.public.sign_key: s for s in signers}
+
+    def validator_set(members: list[Identity]) -> ValidatorSet:
+        return ValidatorSet.of(
+            [Validator(f"v{i}", m.public.sign_key, m.public.enc_key) for i, m in enumerate(members)]
+        )
+
+    first, second = validator_set(signers[:4]), validator_set(signers[2:5])
+    genesis = Genesis(CHAIN_ID, TIME_MS, first, b"")
+
+    def make_block(
+        height: int, parent: bytes, block_txs: list[bytes], current: ValidatorSet, after: ValidatorSet
+    ) -> Block:
+        header = Header(
+            CHAIN_ID,
+            height,
+            0,
+            parent,
+            TIME_MS + 1000 * height,
+            current.validators[0].sign_key,
+            len(block_txs),
+            compute_tx_root(block_txs),
+            digest(f"state/{height}".encode()),
+            current.hash(),
+            after.hash(),
+        )
+        return Block(header, tuple(block_txs))
+
+    def certify(block: Block, current: ValidatorSet, count: int) -> Commit:
+        members = [by_key[v.sign_key] for v in current.validators][:count]
+        return sign_commit(
+            members, chain_id=CHAIN_ID, height=block.header.height, round_=0, block_hash=block.hash()
+        )
+
+    plan = [(txs[:3], first, first), ([], first, second), (txs[3:5], second, second)]
+    blocks, head, parent = [], verify_genesis(genesis, genesis.hash()), genesis.hash()
+    for height, (block_txs, current, after) in enumerate(plan, start=1):
+        block = make_block(height, parent, block_txs, current, after)
+        commit = certify(block, current, current.quorum)
+        next_set = after if after is not current else None
+        head, _ = verify_next_block(head, block, commit, next_set)
+        blocks.append(
+            {
+                "block": encode(block).hex(),
+                "commit": encode(commit).hex(),
+                "next_validators": encode(next_set).hex() if next_set is not None else None,
+            }
+        )
+        parent = block.hash()
+    assert head.validators == second
+    assert head.set_changes == 1
+
+    # Refusals of block 1 on top of genesis (and one of block 3 on top of block 2).
+    block1 = make_block(1, genesis.hash(), txs[:3], first, first)
+    good = certify(block1, first, 3)
+    outsider = sign_commit(
+        [signers[0], signers[1], signers[4]], chain_id=CHAIN_ID, height=1, round_=0, block_hash=block1.hash()
+    )
+    forged_sigs = list(good.signatures)
+    forged_sigs[1] = CommitSig(forged_sigs[1].validator, bytes(64))
+    twice = Commit(1, 0, block1.hash(), (good.signatures[0], good.signatures[0], good.signatures[1]))
+    dropped = Block(dataclasses.replace(block1.header, tx_count=2), block1.txs[:2])
+    late = make_block(1, genesis.hash(), txs[:3], first, first)
+    back_in_time = Block(dataclasses.replace(late.header, time_ms=TIME_MS - 1), late.txs)
+    other_chain = Block(dataclasses.replace(block1.header, chain_id="another-chain"), block1.txs)
+    wrong_parent = Block(dataclasses.replace(block1.header, parent_hash=digest(b"elsewhere")), block1.txs)
+    wrong_set = Block(dataclasses.replace(block1.header, validators_hash=second.hash()), block1.txs)
+    handover = Block(dataclasses.replace(block1.header, next_validators_hash=second.hash()), block1.txs)
+    cases: list[tuple[str, Block, Commit, ValidatorSet | None]] = [
+        ("below quorum (2 of 4)", block1, certify(block1, first, 2), None),
+        ("a signer outside the set", block1, outsider, None),
+        ("a forged precommit signature", block1, Commit(1, 0, block1.hash(), tuple(forged_sigs)), None),
+        ("one validator counted twice", block1, twice, None),
+        (
+            "a commit for another block",
+            block1,
+            certify(make_block(1, genesis.hash(), txs[:2], first, first), first, 3),
+            None,
+        ),
+        (
+            "a tx dropped (header and commit made for it: the root does not match)",
+            dropped,
+            certify(dropped, first, 3),
+            None,
+        ),
+        ("time before genesis", back_in_time, certify(back_in_time, first, 3), None),
+        ("another chain", other_chain, certify(other_chain, first, 3), None),
+        ("another parent", wrong_parent, certify(wrong_parent, first, 3), None),
+        ("a validator set that does not govern it", wrong_set, certify(wrong_set, first, 3), None),
+        ("a set change without the new set", handover, certify(handover, first, 3), None),
+        ("a set change with another set", handover, certify(handover, first, 3), validator_set(signers[1:4])),
+    ]
+    refusals = []
+    start = verify_genesis(genesis, genesis.hash())
+    for why, block, commit, next_set in cases:
+        try:
+            verify_next_block(start, block, commit, next_set)
+        except LightClientError as exc:
+            what = exc.what
+        else:
+            raise AssertionError(f"the Python light client accepts a block it must refuse: {why}")
+        refusals.append(
+            {
+                "why": why,
+                "block": encode(block).hex(),
+                "commit": encode(commit).hex(),
+                "next_validators": encode(next_set).hex() if next_set is not None else None,
+                "what": what,
+            }
+        )
+    proof = compute_merkle_proof([compute_tx_id(t) for t in txs[:3]], 1)
+    assert verify_tx_inclusion(make_block(1, genesis.hash(), txs[:3], first, first).header, txs[1], proof)
+    return {
+        "inclusion": {"block": 0, "tx_index": 1, "path": [h.hex() for h in proof.path]},
+        "genesis": encode(genesis).hex(),
+        "genesis_hash": genesis.hash().hex(),
+        "blocks": blocks,
+        "final_validators_hash": second.hash().hex(),
+        "refusals": refusals,
+    }
+
+
 def compute_vectors() -> dict[str, Any]:
     patient, representative, hospital, clinic = (
         _identity(n) for n in ("patient", "representative", "hospital", "clinic")
@@ -715,6 +906,8 @@ def compute_vectors() -> dict[str, Any]:
         "records": [record_vector],
         "reasons": [_inquiry(patient, hospital, "Suivi après la consultation de mars — 続き")],
         "key_files": key_files,
+        "merkle": _merkle_vectors(),
+        "light_client": _light_client_vectors([bytes.fromhex(t["tx"]) for t in txs]),
     }
 
 

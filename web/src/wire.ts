@@ -5,6 +5,7 @@ import { fromHex } from "./bytes.js";
 import { bytes, humanText, seq, struct, text, uint, schema, type Schema } from "./codec.js";
 
 export const TX_SIGN_DOMAIN = fromHex("6d65646c65646765722f74782f763100");
+export const VOTE_SIGN_DOMAIN = fromHex("6d65646c65646765722f766f74652f763100");
 export const PATIENT_ID_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f70617469656e742d69642f763100");
 export const RECORD_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f7265636f72642f763200");
 export const RECORD_KEY_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f7265636f72642d6b65792f763100");
@@ -59,6 +60,8 @@ export const KDF_MEMLIMIT_DEFAULT = 67108864;
 export const KEY_FILE_SALT_SIZE = 16;
 export const KEY_FILE_NONCE_SIZE = 24;
 export const KEY_FILE_CIPHERTEXT_SIZE = 80;
+export const VOTE_KIND_PRECOMMIT = 2n;
+export const POST_INIT_TYPES: readonly string[] = ["Block", "ValidatorSet", "Vote"];
 
 export const RECORD_TYPES: readonly string[] = ["Account", "AdverseEvent", "AllergyIntolerance", "Appointment", "AppointmentResponse", "Basic", "BodyStructure", "Bundle", "CarePlan", "CareTeam", "ChargeItem", "Claim", "ClaimResponse", "ClinicalImpression", "Communication", "CommunicationRequest", "Composition", "Condition", "Consent", "Coverage", "CoverageEligibilityRequest", "CoverageEligibilityResponse", "DetectedIssue", "Device", "DeviceRequest", "DeviceUseStatement", "DiagnosticReport", "DocumentManifest", "DocumentReference", "Encounter", "EnrollmentRequest", "EnrollmentResponse", "EpisodeOfCare", "ExplanationOfBenefit", "FamilyMemberHistory", "Flag", "Goal", "GuidanceResponse", "ImagingStudy", "Immunization", "ImmunizationEvaluation", "ImmunizationRecommendation", "Invoice", "List", "MeasureReport", "Media", "MedicationAdministration", "MedicationDispense", "MedicationRequest", "MedicationStatement", "MolecularSequence", "NutritionOrder", "Observation", "Patient", "Procedure", "Provenance", "QuestionnaireResponse", "RelatedPerson", "RequestGroup", "ResearchSubject", "RiskAssessment", "ServiceRequest", "Specimen", "SupplyDelivery", "SupplyRequest", "Task", "VisionPrescription"];
 export const PURPOSES: readonly string[] = ["ETREAT", "HOPERAT", "HPAYMT", "HRESCH", "PUBHLTH", "TREAT"];
@@ -169,6 +172,54 @@ export const ValidatorSchema: Schema<Validator> = schema<Validator>(
     enc_key: bytes(32, 32),
     name: text(64, 1, null),
     sign_key: bytes(32, 32),
+  },
+);
+
+export interface ValidatorSet {
+  readonly validators: readonly Validator[];
+}
+export const ValidatorSetSchema: Schema<ValidatorSet> = schema<ValidatorSet>(
+  "ValidatorSet",
+  {
+    validators: seq(struct(ValidatorSchema), 256),
+  },
+);
+
+export interface Genesis {
+  readonly app_state: Uint8Array;
+  readonly chain_id: string;
+  readonly genesis_time_ms: bigint;
+  readonly validators: ValidatorSet;
+}
+export const GenesisSchema: Schema<Genesis> = schema<Genesis>(
+  "Genesis",
+  {
+    app_state: bytes(16777216, 0),
+    chain_id: text(64, 1, null),
+    genesis_time_ms: uint(18446744073709551615n, 0n),
+    validators: struct(ValidatorSetSchema),
+  },
+);
+
+export interface Vote {
+  readonly block_hash: Uint8Array;
+  readonly chain_id: string;
+  readonly height: bigint;
+  readonly kind: bigint;
+  readonly round: bigint;
+  readonly signature: Uint8Array;
+  readonly validator: Uint8Array;
+}
+export const VoteSchema: Schema<Vote> = schema<Vote>(
+  "Vote",
+  {
+    block_hash: bytes(32, 0),
+    chain_id: text(64, 1, null),
+    height: uint(18446744073709551615n, 1n),
+    kind: uint(2n, 1n),
+    round: uint(18446744073709551615n, 0n),
+    signature: bytes(64, 64),
+    validator: bytes(32, 32),
   },
 );
 

@@ -52,6 +52,19 @@ export interface Vectors {
   }[];
   readonly reasons: readonly { name: string; inquiry: unknown; encoded: string; reason: string }[];
   readonly key_files: readonly { identity: string; passphrase: string; file: string }[];
+  readonly merkle: readonly {
+    leaves: readonly string[];
+    root: string;
+    proofs: readonly { index: number; leaf_count: number; path: readonly string[]; valid: boolean; leaf?: string }[];
+  }[];
+  readonly light_client: {
+    inclusion: { block: number; tx_index: number; path: readonly string[] };
+    genesis: string;
+    genesis_hash: string;
+    blocks: readonly { block: string; commit: string; next_validators: string | null }[];
+    final_validators_hash: string;
+    refusals: readonly { why: string; block: string; commit: string; next_validators: string | null; what: string }[];
+  };
 }
 
 export const vectors: Vectors = JSON.parse(
