@@ -53,6 +53,11 @@ rm -f "$log"
 if [ "$extra" = "dev" ] && ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   apt_install mosquitto
 fi
+# The web app's browser tests drive Debian's Chromium with Playwright (its own browser download is
+# not used): installed only when missing.
+if [ "$extra" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
 # The patient's web app (web/, docs/adr/0018-web-app-foundation.md): Node.js and npm from Debian
 # only when missing, the pinned dependencies with `npm ci` (package-lock.json) and the Vite build
 # into web/dist, which every health node serves at /app/. Each step runs again only when what it

@@ -22,13 +22,18 @@ from typing import Final
 
 import nacl.pwhash.argon2id
 from health_harness import NODE_ENV, PASSPHRASE, Reply, request
+from playwright.sync_api import expect, sync_playwright
 
+from medledger.crypto import Identity, decode_identity, save_identity
+from medledger.health.types import compute_patient_id
 from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
 from medledger.node.web_app import CONTENT_SECURITY_POLICY
 
 WEB: Final = Path(__file__).resolve().parents[2] / "web"
 BUILT_APP: Final = WEB / "dist"
+#: Screenshots the browser test leaves for people to look at (not committed).
+ARTIFACTS: Final = WEB.parent / ".artifacts" / "app"
 CHAIN_ID: Final = "medledger-web-app-test"
 
 
@@ -181,3 +186,68 @@ def test_a_node_accepts_and_applies_transactions_the_web_app_signed(tmp_path: Pa
         assert state["sign_key"] == signed["sign_key"]
         assert state["enc_key"] == signed["enc_key"]
         assert state["representatives"] == [signed["representative"]]
+
+
+def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_secret(
+    tmp_path: Path,
+) -> None:
+    """In Debian's Chromium (Playwright), against a real node: the key file Python writes as
+    `medledger patient keys` does opens in the page and shows the same patient id; a wrong
+    passphrase is said in words; an identity the page creates downloads as a key file Python
+    opens; no request the page makes carries the passphrase or a secret, and the node's CSP
+    blocks nothing the app needs (libsodium's WebAssembly runs under it)."""
+    assert (BUILT_APP / "index.html").is_file(), "web/dist is not built: run scripts/bootstrap.sh"
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).is_file(), "Debian's chromium is not installed: run scripts/bootstrap.sh dev"
+    identity = Identity.generate()
+    passphrase = "a patient's passphrase ✓"
+    key_file = tmp_path / "patient.key"
+    save_identity(key_file, identity, passphrase.encode())  # the CLI's own call and cost
+    secrets = [s.hex() for s in identity.secrets()] + [
+        base64.b64encode(s).decode() for s in identity.secrets()
+    ]
+    new_passphrase = "the page's new passphrase"
+    requests: list[tuple[str, str, bytes]] = []
+    problems: list[str] = []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with health_node(tmp_path / "net", {}) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 360, "height": 800}, accept_downloads=True)
+            page.on("request", lambda r: requests.append((r.url, r.method, r.post_data_buffer or b"")))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{url}/app/")
+            expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=30_000)
+            page.screenshot(path=ARTIFACTS / "keys-360.png", full_page=True)
+
+            page.set_input_files("#key-file", key_file)
+            page.fill("#import-passphrase", passphrase + "?")
+            page.click("#import-form button")
+            expect(page.locator("#status")).to_have_text(re.compile("does not open"), timeout=30_000)
+
+            page.fill("#import-passphrase", passphrase)
+            page.click("#import-form button")
+            patient_id = compute_patient_id(identity.public.sign_key).hex()
+            expect(page.locator("#patient-id")).to_have_text(patient_id, timeout=30_000)
+            expect(page.locator("#fingerprint")).to_have_text(identity.public.fingerprint())
+
+            page.fill("#create-passphrase", new_passphrase)
+            with page.expect_download(timeout=30_000) as download_info:
+                page.click("#create-form button")
+            created = tmp_path / "created.key"
+            download_info.value.save_as(created)
+            opened = decode_identity(created.read_bytes(), new_passphrase.encode())
+            expect(page.locator("#patient-id")).to_have_text(compute_patient_id(opened.public.sign_key).hex())
+            page.set_viewport_size({"width": 1280, "height": 800})
+            page.screenshot(path=ARTIFACTS / "keys-1280.png", full_page=True)
+        finally:
+            browser.close()
+    origin = f"{url}/"
+    assert requests, "the page made no request at all"
+    for request_url, method, body in requests:
+        assert request_url.startswith(origin), request_url  # nothing leaves for another origin
+        for secret in [passphrase, new_passphrase, *secrets]:
+            assert secret not in request_url, request_url
+            assert secret.encode() not in body, (method, request_url)
+    assert problems == [], problems  # no CSP violation, no uncaught error
