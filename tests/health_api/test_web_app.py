@@ -193,9 +193,11 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
 ) -> None:
     """In Debian's Chromium (Playwright), against a real node: the key file Python writes as
     `medledger patient keys` does opens in the page and shows the same patient id; a wrong
-    passphrase is said in words; an identity the page creates downloads as a key file Python
-    opens; no request the page makes carries the passphrase or a secret, and the node's CSP
-    blocks nothing the app needs (libsodium's WebAssembly runs under it)."""
+    passphrase is said in words; the key is kept in IndexedDB only wrapped (a reload asks for
+    the passphrase; the exported backup is the same file); an identity the page creates downloads
+    as a key file Python opens; forgetting removes it; no request the page makes carries the
+    passphrase or a secret, and the node's CSP blocks nothing the app needs (libsodium's
+    WebAssembly runs under it)."""
     assert (BUILT_APP / "index.html").is_file(), "web/dist is not built: run scripts/bootstrap.sh"
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     assert Path(chromium).is_file(), "Debian's chromium is not installed: run scripts/bootstrap.sh dev"
@@ -232,6 +234,21 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             expect(page.locator("#patient-id")).to_have_text(patient_id, timeout=30_000)
             expect(page.locator("#fingerprint")).to_have_text(identity.public.fingerprint())
 
+            # Kept in IndexedDB, wrapped: after a reload the page asks for the passphrase only,
+            # and the backup it exports is the very file `medledger patient` wrote.
+            page.reload()
+            expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=30_000)
+            expect(page.locator("#unlock-form")).to_be_visible()
+            expect(page.locator("#identity")).to_be_hidden()
+            page.fill("#unlock-passphrase", passphrase)
+            page.click("#unlock-form button[type=submit]")
+            expect(page.locator("#patient-id")).to_have_text(patient_id, timeout=30_000)
+            with page.expect_download(timeout=30_000) as exported_info:
+                page.click("#export-key")
+            exported = tmp_path / "exported.key"
+            exported_info.value.save_as(exported)
+            assert exported.read_bytes() == key_file.read_bytes()
+
             page.fill("#create-passphrase", new_passphrase)
             with page.expect_download(timeout=30_000) as download_info:
                 page.click("#create-form button")
@@ -241,6 +258,10 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             expect(page.locator("#patient-id")).to_have_text(compute_patient_id(opened.public.sign_key).hex())
             page.set_viewport_size({"width": 1280, "height": 800})
             page.screenshot(path=ARTIFACTS / "keys-1280.png", full_page=True)
+            page.click("#forget-key")
+            page.reload()
+            expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=30_000)
+            expect(page.locator("#unlock-form")).to_be_hidden()
         finally:
             browser.close()
     origin = f"{url}/"
