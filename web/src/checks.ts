@@ -5,7 +5,7 @@
  */
 
 import { compareBytes } from "./bytes.js";
-import { CodecError, decode, type Schema } from "./codec.js";
+import { type AnySchema, CodecError, decode, type Schema, type Spec } from "./codec.js";
 import { type Block, HASH_SIZE, type ValidatorSet, type Vote } from "./wire.js";
 
 export const CROSS_FIELD_CHECKS: Readonly<Record<string, (value: never) => void>> = {
@@ -26,10 +26,23 @@ export const CROSS_FIELD_CHECKS: Readonly<Record<string, (value: never) => void>
   },
 };
 
-/** `decode`, then the type's cross-field rule if it has one, as the Python codec does. */
+function checkSpec(spec: Spec, value: unknown): void {
+  if (spec.kind === "struct") checkValue(spec.schema, value);
+  else if (spec.kind === "seq") for (const item of value as readonly unknown[]) checkSpec(spec.item, item);
+}
+
+/** The cross-field rules of `schema`'s type and of every structure nested in it (inner first, as
+ * Python constructs them while decoding). */
+function checkValue(schema: AnySchema, value: unknown): void {
+  const record = value as Record<string, unknown>;
+  for (const [name, spec] of schema.fields) checkSpec(spec, record[name]);
+  const rule = CROSS_FIELD_CHECKS[schema.name] as ((value: unknown) => void) | undefined;
+  rule?.(value);
+}
+
+/** `decode`, then the cross-field rules, as the Python codec applies them. */
 export function decodeChecked<T>(schema: Schema<T>, data: Uint8Array, maxBytes: number): T {
   const value = decode(schema, data, maxBytes);
-  const rule = CROSS_FIELD_CHECKS[schema.name] as ((value: T) => void) | undefined;
-  rule?.(value);
+  checkValue(schema, value);
   return value;
 }

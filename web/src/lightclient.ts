@@ -10,7 +10,7 @@
  */
 
 import { concatBytes, equalBytes, toHex } from "./bytes.js";
-import { encode, schema, type Schema } from "./codec.js";
+import { encode, type Schema } from "./codec.js";
 import { digest, verifySignature } from "./crypto.js";
 import { computeMerkleRoot, type MerkleProof, verifyMerkleProof } from "./merkle.js";
 import { computeTxId } from "./txs.js";
@@ -23,6 +23,7 @@ import {
   HeaderSchema,
   type ValidatorSet,
   ValidatorSetSchema,
+  type Vote,
   VoteSchema,
   VOTE_KIND_PRECOMMIT,
   VOTE_SIGN_DOMAIN,
@@ -66,14 +67,11 @@ export const computeGenesisHash = (genesis: Genesis): Uint8Array => digest(encod
 /** ⌈2n/3⌉ distinct validators. */
 export const computeQuorum = (set: ValidatorSet): number => Math.ceil((2 * set.validators.length) / 3);
 
-const VoteSigningSchema: Schema<Record<string, unknown>> = schema("Vote", {
-  block_hash: VoteSchema.fields.find(([n]) => n === "block_hash")![1],
-  chain_id: VoteSchema.fields.find(([n]) => n === "chain_id")![1],
-  height: VoteSchema.fields.find(([n]) => n === "height")![1],
-  kind: VoteSchema.fields.find(([n]) => n === "kind")![1],
-  round: VoteSchema.fields.find(([n]) => n === "round")![1],
-  validator: VoteSchema.fields.find(([n]) => n === "validator")![1],
-});
+/** The fields a vote's signature covers: every field of `Vote` but the signature. */
+const VoteSigningSchema: Schema<Omit<Vote, "signature">> = {
+  name: "Vote",
+  fields: VoteSchema.fields.filter(([name]) => name !== "signature"),
+};
 
 /** What a validator signs when it precommits a block (`compute_vote_signing_bytes`). */
 export function computePrecommitSigningBytes(

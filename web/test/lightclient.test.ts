@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import { fromHex, toHex } from "../src/bytes.js";
-import { CodecError } from "../src/codec.js";
+import { CodecError, encode } from "../src/codec.js";
 import { CROSS_FIELD_CHECKS, decodeChecked } from "../src/checks.js";
 import { digest, loadSodium } from "../src/crypto.js";
 import {
@@ -99,5 +99,14 @@ describe("cross-field rules of the wire types", () => {
     assert.equal(block.txs.length, Number(block.header.tx_count));
     // Re-encode the same header with one tx fewer: the schema accepts it, the rule does not.
     assert.throws(() => CROSS_FIELD_CHECKS["Block"]!({ ...block, txs: block.txs.slice(1) } as never), CodecError);
+  });
+});
+
+describe("cross-field rules of nested structures", () => {
+  it("refuses a genesis whose validator set is not sorted, as constructing it in Python does", () => {
+    const g = genesis();
+    const reversed = { ...g, validators: { validators: [...g.validators.validators].reverse() } };
+    const raw = encode(GenesisSchema, reversed); // the schema alone accepts it
+    assert.throws(() => decodeChecked(GenesisSchema, raw, MAX), /sorted/);
   });
 });
