@@ -892,6 +892,20 @@ def compute_vectors() -> dict[str, Any]:
             ),
         ),
         _encoding_vector("a record", record),
+        # Past the short forms: 16-bit array headers, and a 256-byte name in a str16.
+        _encoding_vector(
+            "a scope of 20 types and 17 records",
+            client.make_scope(
+                record_types=sorted(types.RECORD_TYPES)[:20],
+                record_ids=[digest(f"id/{i}".encode()) for i in range(17)],
+            ),
+        ),
+        _encoding_vector(
+            "an institution whose name is 256 bytes of UTF-8",
+            types.Institution(
+                "\U0001d11e" * 64, types.ROLE_CLINIC, clinic.public.sign_key, clinic.public.enc_key
+            ),
+        ),
     ]
     return {
         "generated_by": "scripts/make_web_vectors.py (do not edit: run it again)",

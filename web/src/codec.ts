@@ -211,21 +211,28 @@ class Writer {
   }
 }
 
-/** A header of one msgpack family: fix form below `fixLimit`, then 8-, 16- and 32-bit lengths. */
-function header(w: Writer, n: number, fix: number | null, fixLimit: number, codes: readonly (number | null)[]) {
-  if (fix !== null && n < fixLimit) return w.byte(fix | n);
-  const [c8, c16, c32] = codes;
-  if (c8 !== null && c8 !== undefined && n <= 0xff) {
-    w.byte(c8);
-    return w.uint(BigInt(n), 1);
-  }
-  if (n <= 0xffff) {
-    w.byte(c16 as number);
-    return w.uint(BigInt(n), 2);
-  }
+/**
+ * The header of a msgpack string, binary, array or map of `n` items or bytes: the family's fix
+ * form when there is one and `n` fits it, else the shortest of its 8-bit (strings and binaries
+ * only), 16-bit and 32-bit forms, as Python's msgpack writes them.
+ */
+interface Family {
+  readonly fix?: { readonly code: number; readonly below: number };
+  readonly len8?: number;
+  readonly len16: number;
+  readonly len32: number;
+}
+const STR: Family = { fix: { code: 0xa0, below: 32 }, len8: 0xd9, len16: 0xda, len32: 0xdb };
+const BIN: Family = { len8: 0xc4, len16: 0xc5, len32: 0xc6 };
+const ARRAY: Family = { fix: { code: 0x90, below: 16 }, len16: 0xdc, len32: 0xdd };
+const MAP: Family = { fix: { code: 0x80, below: 16 }, len16: 0xde, len32: 0xdf };
+
+function header(w: Writer, family: Family, n: number): void {
+  if (family.fix !== undefined && n < family.fix.below) return w.byte(family.fix.code | n);
+  if (family.len8 !== undefined && n <= 0xff) return (w.byte(family.len8), w.uint(BigInt(n), 1));
+  if (n <= 0xffff) return (w.byte(family.len16), w.uint(BigInt(n), 2));
   if (n > 0xffffffff) throw new CodecError("a length beyond msgpack's 32 bits");
-  w.byte(c32 as number);
-  return w.uint(BigInt(n), 4);
+  return (w.byte(family.len32), w.uint(BigInt(n), 4));
 }
 
 function writeUInt(w: Writer, value: bigint): void {
@@ -239,12 +246,12 @@ function writeUInt(w: Writer, value: bigint): void {
 
 function writeString(w: Writer, value: string): void {
   const data = utf8.encode(value);
-  header(w, data.length, 0xa0, 32, [0xd9, 0xda, 0xdb]);
+  header(w, STR, data.length);
   w.raw(data);
 }
 
 function writeBin(w: Writer, data: Uint8Array): void {
-  header(w, data.length, null, 0, [0xc4, 0xc5, 0xc6]);
+  header(w, BIN, data.length);
   w.raw(data);
 }
 
@@ -261,7 +268,7 @@ function writeValue(w: Writer, spec: Spec, value: unknown): void {
       return writeStruct(w, spec.schema, value as Record<string, unknown>);
     case "seq": {
       const items = value as readonly unknown[];
-      header(w, items.length, 0x90, 16, [null, 0xdc, 0xdd]);
+      header(w, ARRAY, items.length);
       for (const item of items) writeValue(w, spec.item, item);
       return;
     }
@@ -269,7 +276,7 @@ function writeValue(w: Writer, spec: Spec, value: unknown): void {
 }
 
 function writeStruct(w: Writer, s: AnySchema, value: Record<string, unknown>): void {
-  header(w, s.fields.length, 0x80, 16, [null, 0xde, 0xdf]);
+  header(w, MAP, s.fields.length);
   for (const [name, spec] of s.fields) {
     writeString(w, name);
     writeValue(w, spec, value[name]);
