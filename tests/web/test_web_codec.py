@@ -120,6 +120,11 @@ def test_both_codecs_accept_and_refuse_the_same_mutated_encodings(
         accepted += python_accepts
     # Both verdicts occur (a mutation inside a byte string stays valid; most others do not).
     assert 0 < accepted < len(mutations)
+    # A tx past the 16-bit forms (a 70,000-byte body, bin32) is canonical for Python too.
+    large = bytes.fromhex(made_by_the_web_app["large_tx"])
+    tx = decode(Tx, large, max_bytes=TX_BYTES_MAX)
+    assert len(tx.body) == 70_000
+    assert verify_signature(tx.sender, tx.signing_bytes(), tx.signature)
 
 
 def test_python_reads_what_the_web_app_signs_seals_and_writes(made_by_the_web_app: dict[str, Any]) -> None:

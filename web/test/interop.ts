@@ -19,6 +19,7 @@ import {
   buildRevoke,
   computePatientId,
   type SignedTx,
+  signTx,
 } from "../src/txs.js";
 import { KDF_MEMLIMIT_MIN, KDF_OPSLIMIT_MIN, RecordStateSchema, STATE_VALUE_BYTES_MAX, TX_BYTES_MAX } from "../src/wire.js";
 import { identity, schemas, vectors } from "./vectors.js";
@@ -106,6 +107,8 @@ function mutations(): { schema: string; encoded: string; accepted: boolean }[] {
 
 const out = {
   mutations: mutations(),
+  // A body past 65,535 bytes: the codec's 32-bit binary form, which no vector reaches.
+  large_tx: toHex(signTx(patient, "health.add_record", randomBytes(70_000), options).raw),
   txs: Object.fromEntries(Object.entries(txs).map(([name, s]) => [name, { tx: toHex(s.raw), tx_id: toHex(s.txId) }])),
   inquiry_id: toHex(inquiryId),
   grant_record_key: { record_id: toHex(recordKey.record_id), sealed_key: toHex(recordKey.sealed_key) },
