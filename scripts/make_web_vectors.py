@@ -84,6 +84,7 @@ from medledger.crypto import envelope as crypto_envelope
 from medledger.crypto.signing import FINGERPRINT_HEX_CHARS
 from medledger.health import client, records, types
 from medledger.health.reasons import open_reason
+from medledger.health.rights_seal import build_request_records
 from medledger.health.rights_types import RequestRecordsBody
 from medledger.health.types import (
     AuditEvent,
@@ -774,6 +775,27 @@ def compute_vectors() -> dict[str, Any]:
             "patient",
             {"inquiry_id": inquiry_id.hex()},
             client.build_deny(patient, inquiry_id, **common(6)),
+        ),
+        _tx_vector(
+            "request_records",
+            "patient",
+            {
+                "patient_id": patient_id.hex(),
+                "institution": clinic.public.sign_key.hex(),
+                # Given unsorted and repeated: the builder sorts and drops duplicates.
+                "record_types": ["Observation", "Immunization", "Observation"],
+                "from_ms": "1000",
+                "to_ms": str(TIME_MS),
+            },
+            build_request_records(
+                patient,
+                patient_id,
+                clinic.public.sign_key,
+                record_types=("Observation", "Immunization", "Observation"),
+                from_ms=1000,
+                to_ms=TIME_MS,
+                **common(8),
+            ),
         ),
         _tx_vector(
             "revoke",

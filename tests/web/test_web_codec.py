@@ -29,6 +29,7 @@ from medledger.chain.types import Tx, compute_tx_id
 from medledger.crypto import Identity, decode_identity, decode_public_identity, verify_signature
 from medledger.health import records
 from medledger.health import types as health_types
+from medledger.health.rights_types import RIGHTS_BODY_TYPES, RequestRecordsBody
 from medledger.health.types import (
     BODY_TYPES,
     KIND_ADD_REPRESENTATIVE,
@@ -36,6 +37,7 @@ from medledger.health.types import (
     KIND_GRANT,
     KIND_REGISTER_PATIENT,
     KIND_REMOVE_REPRESENTATIVE,
+    KIND_REQUEST_RECORDS,
     KIND_REVOKE,
     STATE_VALUE_BYTES_MAX,
     DenyBody,
@@ -151,6 +153,13 @@ def test_python_reads_what_the_web_app_signs_seals_and_writes(made_by_the_web_ap
         ),
         "grant": (KIND_GRANT, patient, GrantBody(inquiry_id, (grant_key,))),
         "deny": (KIND_DENY, representative, DenyBody(inquiry_id)),
+        "request_records": (
+            KIND_REQUEST_RECORDS,
+            representative,
+            RequestRecordsBody(
+                patient_id, ids["clinic"].public.sign_key, ("Immunization", "Observation"), 5, 2**64 - 1
+            ),
+        ),
     }
     assert set(made["txs"]) == {*expected, "revoke"}
     for name, item in made["txs"].items():
@@ -158,7 +167,8 @@ def test_python_reads_what_the_web_app_signs_seals_and_writes(made_by_the_web_ap
         tx = decode(Tx, raw, max_bytes=TX_BYTES_MAX)  # strict: only the canonical encoding passes
         assert compute_tx_id(raw).hex() == item["tx_id"], name
         assert verify_signature(tx.sender, tx.signing_bytes(), tx.signature), name
-        body: object = decode(BODY_TYPES[tx.kind], tx.body, max_bytes=TX_BODY_BYTES_MAX)
+        body_type = BODY_TYPES.get(tx.kind) or RIGHTS_BODY_TYPES[tx.kind]
+        body: object = decode(body_type, tx.body, max_bytes=TX_BODY_BYTES_MAX)
         if name == "revoke":
             assert (tx.kind, tx.sender, type(body)) == (KIND_REVOKE, patient.public.sign_key, RevokeBody)
             continue

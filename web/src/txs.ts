@@ -10,7 +10,7 @@
  */
 
 import { bytesToBigInt, compareBytes, concatBytes } from "./bytes.js";
-import { encode, type Schema } from "./codec.js";
+import { encode, type Schema, UINT_MAX } from "./codec.js";
 import { digest, type Identity, randomBytes } from "./crypto.js";
 import {
   DenyBodySchema,
@@ -20,10 +20,12 @@ import {
   KIND_GRANT,
   KIND_REGISTER_PATIENT,
   KIND_REMOVE_REPRESENTATIVE,
+  KIND_REQUEST_RECORDS,
   KIND_REVOKE,
   PATIENT_ID_DOMAIN,
   RegisterPatientBodySchema,
   RepresentativeBodySchema,
+  RequestRecordsBodySchema,
   RevokeBodySchema,
   TX_SIGN_DOMAIN,
   type RecordKey,
@@ -127,4 +129,27 @@ export function buildDeny(signer: Identity, inquiryId: Uint8Array, options: TxOp
 
 export function buildRevoke(signer: Identity, grantId: Uint8Array, options: TxOptions): SignedTx {
   return signTx(signer, KIND_REVOKE, encode(RevokeBodySchema, { grant_id: grantId }), options);
+}
+
+/**
+ * The patient's right of access (ADR 0014): ask `institution` for the records it holds of the
+ * given types (none: every type) from the clinical period [fromMs, toMs]; the tx id is the
+ * request id. Types are sorted and de-duplicated, as the Python builder does.
+ */
+export function buildRequestRecords(
+  signer: Identity,
+  patientId: Uint8Array,
+  institution: Uint8Array,
+  request: { readonly recordTypes?: readonly string[]; readonly fromMs?: bigint; readonly toMs?: bigint },
+  options: TxOptions,
+): SignedTx {
+  const recordTypes = [...new Set(request.recordTypes ?? [])].sort();
+  const body = encode(RequestRecordsBodySchema, {
+    patient_id: patientId,
+    institution,
+    record_types: recordTypes,
+    from_ms: request.fromMs ?? 0n,
+    to_ms: request.toMs ?? UINT_MAX,
+  });
+  return signTx(signer, KIND_REQUEST_RECORDS, body, options);
 }

@@ -16,6 +16,7 @@ import {
   buildGrant,
   buildRegisterPatient,
   buildRemoveRepresentative,
+  buildRequestRecords,
   buildRevoke,
   computePatientId,
   type SignedTx,
@@ -42,6 +43,13 @@ const txs: Record<string, SignedTx> = {
   grant: buildGrant(patient, inquiryId, [recordKey], options),
   deny: buildDeny(representative, inquiryId, options),
   revoke: buildRevoke(patient, randomBytes(32), options),
+  request_records: buildRequestRecords(
+    representative,
+    patientId,
+    identity("clinic").public.signKey,
+    { recordTypes: ["Observation", "Immunization"], fromMs: 5n },
+    options,
+  ),
 };
 const aeadKey = randomBytes(32);
 const aeadNonce = randomBytes(24);

@@ -10,6 +10,7 @@ import {
   buildGrant,
   buildRegisterPatient,
   buildRemoveRepresentative,
+  buildRequestRecords,
   buildRevoke,
   computePatientId,
   computeTxSigningBytes,
@@ -42,6 +43,18 @@ function build(v: TxVector): SignedTx {
       return buildDeny(signer, arg("inquiry_id"), options);
     case "revoke":
       return buildRevoke(signer, arg("grant_id"), options);
+    case "request_records":
+      return buildRequestRecords(
+        signer,
+        arg("patient_id"),
+        arg("institution"),
+        {
+          recordTypes: v.args["record_types"] as string[],
+          fromMs: BigInt(v.args["from_ms"] as string),
+          toMs: BigInt(v.args["to_ms"] as string),
+        },
+        options,
+      );
     default:
       throw new Error(`no builder for the vector ${v.name}`);
   }
