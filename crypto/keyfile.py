@@ -103,11 +103,19 @@ def encode_identity(
     *,
     opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
     memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+    salt: bytes | None = None,
+    nonce: bytes | None = None,
 ) -> bytes:
-    """Return the key-file bytes of `identity`, its secrets encrypted under `passphrase`."""
+    """Return the key-file bytes of `identity`, its secrets encrypted under `passphrase`.
+
+    `salt` and `nonce` default to fresh random bytes; they are parameters only so that test
+    vectors (scripts/make_web_vectors.py) can be reproduced byte for byte.
+    """
     opslimit, memlimit = _validate_kdf_limits(opslimit, memlimit, "key file")
-    salt = nacl.utils.random(SALT_SIZE)
-    nonce = nacl.utils.random(NONCE_SIZE)
+    salt = nacl.utils.random(SALT_SIZE) if salt is None else salt
+    nonce = nacl.utils.random(NONCE_SIZE) if nonce is None else nonce
+    if len(salt) != SALT_SIZE or len(nonce) != NONCE_SIZE:
+        raise KeyFileError(f"key file: the salt must be {SALT_SIZE} bytes and the nonce {NONCE_SIZE}")
     sign_seed, enc_secret = identity.secrets()
     encrypted = _derive_box(passphrase, salt, opslimit, memlimit).encrypt(sign_seed + enc_secret, nonce)
     ciphertext = encrypted.ciphertext

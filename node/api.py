@@ -60,6 +60,7 @@ from medledger.node.node import Node, TxStatus
 from medledger.node.openapi import build_openapi
 from medledger.node.problems import problem_from_error, problem_response
 from medledger.node.proof_api import PROOF_PAGE_SLOTS_KEY, add_proof_routes
+from medledger.node.web_app import add_app_routes
 
 log = logging.getLogger("medledger.api")
 
@@ -499,6 +500,7 @@ def build_app(node: Node) -> web.Application:
         add_health_routes(app, node)
         add_health_read_routes(app)
         add_event_routes(app, node)
+        add_app_routes(app, node.config)
     return app
 
 

@@ -53,6 +53,8 @@ class ApiSection:
     #: management network).
     ops_host: str = "127.0.0.1"
     ops_port: int = OPS_PORT_DEFAULT
+    #: The built patient's web app served at `/app/` (empty: the checkout's `web/dist`).
+    app_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ _MAY_BE_EMPTY: Final = frozenset(
     {
         ("api", "tls_cert"),
         ("api", "tls_key"),
+        ("api", "app_dir"),
         ("mqtt", "url"),
         ("mqtt", "username"),
         ("mqtt", "password_file"),

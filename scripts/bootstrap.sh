@@ -54,3 +54,42 @@ rm -f "$log"
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   apt_install mosquitto
 fi
+# The web app's browser tests drive Debian's Chromium with Playwright (its own browser download is
+# not used): installed only when missing.
+if [ "$extra" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+# The patient's web app (web/, docs/adr/0018-web-app-foundation.md): Node.js and npm from Debian
+# only when missing, the pinned dependencies with `npm ci` (package-lock.json) and the Vite build
+# into web/dist, which every health node serves at /app/. Each step runs again only when what it
+# depends on changed (the lock file; the sources), so a second set-up costs a few hashes.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  apt_install nodejs npm
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 18 ]; then
+  echo "the web app needs Node.js 18 or newer (found $(node --version)); install it, then run this again" >&2
+  exit 1
+fi
+web_stamp() { (cd web && sha256sum "$@" | sha256sum | cut -d' ' -f1); }
+lock_hash=$(web_stamp package.json package-lock.json)
+if [ "$(cat web/node_modules/.medledger-lock 2>/dev/null || true)" != "$lock_hash" ]; then
+  echo "installing the web app's dependencies (npm ci, Node.js $(node --version))" >&2
+  log=$(mktemp)
+  if ! (cd web && npm ci --no-audit --no-fund --loglevel=error) >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; echo "npm ci failed in web/" >&2; exit 1
+  fi
+  rm -f "$log"
+  echo "$lock_hash" > web/node_modules/.medledger-lock
+fi
+source_hash=$(web_stamp $(cd web && find index.html vite.config.ts tsconfig.json package-lock.json src public \
+  -type f 2>/dev/null | LC_ALL=C sort))
+if [ "$(cat web/dist/.medledger-build 2>/dev/null || true)" != "$source_hash" ]; then
+  echo "building the web app (web/dist, served at /app/)" >&2
+  log=$(mktemp)
+  if ! (cd web && npm run build) >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; echo "the web app's build failed" >&2; exit 1
+  fi
+  rm -f "$log"
+  echo "$source_hash" > web/dist/.medledger-build
+fi

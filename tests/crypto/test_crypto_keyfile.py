@@ -405,3 +405,19 @@ def test_invalid_altered_kdf_limit_reads_as_wrong_passphrase(key_path: Path) -> 
 def test_invalid_non_bytes_passphrase_is_refused(saved: Path) -> None:
     with pytest.raises(CryptoError, match="passphrase must be bytes"):
         load_identity(saved, "text")  # type: ignore[arg-type]
+
+
+def test_a_given_salt_and_nonce_reproduce_a_key_file_byte_for_byte() -> None:
+    """Only test vectors fix them (scripts/make_web_vectors.py); by default both are fresh."""
+    salt, nonce = bytes(range(keyfile.SALT_SIZE)), bytes(range(keyfile.NONCE_SIZE))
+    first = encode_identity(IDENTITY, PASSPHRASE, **FAST, salt=salt, nonce=nonce)
+    assert first == encode_identity(IDENTITY, PASSPHRASE, **FAST, salt=salt, nonce=nonce)
+    assert first != encode_identity(IDENTITY, PASSPHRASE, **FAST)
+    assert decode_identity(first, PASSPHRASE).secrets() == IDENTITY.secrets()
+
+
+def test_invalid_salt_or_nonce_sizes_are_refused() -> None:
+    with pytest.raises(KeyFileError):
+        encode_identity(IDENTITY, PASSPHRASE, **FAST, salt=bytes(keyfile.SALT_SIZE - 1))
+    with pytest.raises(KeyFileError):
+        encode_identity(IDENTITY, PASSPHRASE, **FAST, nonce=bytes(keyfile.NONCE_SIZE + 1))
