@@ -495,11 +495,13 @@ export const InstitutionSchema: Schema<Institution> = schema<Institution>(
 
 export interface HealthGenesis {
   readonly institutions: readonly Institution[];
+  readonly layout: bigint;
 }
 export const HealthGenesisSchema: Schema<HealthGenesis> = schema<HealthGenesis>(
   "HealthGenesis",
   {
     institutions: seq(struct(InstitutionSchema), 1024),
+    layout: uint(2n, 2n),
   },
 );
 
