@@ -27,7 +27,7 @@ from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejected
 from medledger.chain.lightclient import CertifiedBlock
 from medledger.chain.types import Genesis, Tx, TxId
 from medledger.chain.validation import decode_tx, validate_tx_envelope
-from medledger.health import rights
+from medledger.health import claims_types, rights
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.errors import HealthError
@@ -165,6 +165,15 @@ class PatientLedger:
             return st.get_grant(self._state, body.grant_id) is not None
         if isinstance(body, GrantManifestBody):
             return st.get_inquiry(self._state, body.inquiry_id) is not None
+        if isinstance(body, claims_types.LabelledRecordBody):
+            return body.record.patient_id == self.patient_id
+        if isinstance(body, claims_types.GrantConsentBody | claims_types.FileClaimBody):
+            return body.patient_id == self.patient_id
+        if isinstance(
+            body,
+            claims_types.AmendClaimBody | claims_types.DecideClaimBody | claims_types.ClaimReadReceiptBody,
+        ):
+            return st.get_claim(self._state, body.claim_id) is not None
         return rights.concerns_patient(self._state, self.patient_id, body) is True
 
     # -- reads (the verified facts) --------------------------------------------------------
