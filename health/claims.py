@@ -47,8 +47,8 @@ from medledger.health.claims_types import (
     GrantConsentBody,
     LabelledRecordBody,
 )
-from medledger.health.errors import reject
-from medledger.health.policy import is_author_role
+from medledger.health.errors import HealthStateError, reject
+from medledger.health.policy import get_audit_events, is_author_role
 from medledger.health.types import (
     EVENT_CLAIM_AMENDED,
     EVENT_CLAIM_DECIDED,
@@ -59,6 +59,7 @@ from medledger.health.types import (
     PATIENT_LIVE_GRANTS_MAX,
     PURPOSE_HPAYMT,
     ROLE_INSURER,
+    AuditEvent,
     EnvelopeWire,
     GrantState,
     PatientState,
@@ -329,6 +330,41 @@ def process_claim_read_receipt(
     # Two entries: the read under its grant (as every read) and the same read for its claim.
     rules.audit(state, ctx, grant.patient_id, EVENT_READ, grant.grant_id, body.record_ids)
     rules.audit(state, ctx, grant.patient_id, EVENT_CLAIM_READ, claim.claim_id, body.record_ids)
+
+
+# --- reads: what the patient and the parties see -------------------------------------------------
+
+
+def get_patient_claims(state: StateReader, patient_id: bytes) -> list[ClaimState]:
+    """The patient's claims in order of filing (found through the audit trail)."""
+    claims: list[ClaimState] = []
+    for event in get_audit_events(state, patient_id):
+        if event.event == EVENT_CLAIM_FILED:
+            claim = st.get_claim(state, event.event_id)
+            if claim is None:
+                raise HealthStateError("an audited claim is missing")
+            claims.append(claim)
+    return claims
+
+
+def get_claim_decisions(state: StateReader, claim: ClaimState) -> list[ClaimDecision]:
+    """Every decision on the claim, one a decided version, in version order."""
+    decisions = [st.get_claim_decision(state, claim.claim_id, v) for v in range(1, claim.version + 1)]
+    return [d for d in decisions if d is not None]
+
+
+def get_claim_reads(events: list[AuditEvent], claim_id: bytes) -> list[AuditEvent]:
+    """The reads receipted for a claim (who read which records when), in chain order."""
+    return [e for e in events if e.event == EVENT_CLAIM_READ and e.subject_id == claim_id]
+
+
+def list_institution_claims(state: StateReader, institution: bytes) -> list[ClaimState]:
+    """Claims addressed to `institution` (an insurer) or filed by it (a clinic), in filing order."""
+    ids = [*st.list_insurer_claim_ids(state, institution), *st.list_clinic_claim_ids(state, institution)]
+    claims = [st.get_claim(state, claim_id) for claim_id in ids]
+    if any(c is None for c in claims):
+        raise HealthStateError("a listed claim is missing")
+    return sorted((c for c in claims if c is not None), key=lambda c: (c.height, c.claim_id))
 
 
 __all__ = [
