@@ -27,9 +27,10 @@ from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejected
 from medledger.chain.lightclient import CertifiedBlock
 from medledger.chain.types import Genesis, Tx, TxId
 from medledger.chain.validation import decode_tx, validate_tx_envelope
-from medledger.health import claims_types, rights
+from medledger.health import claims, claims_types, rights
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
+from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
 from medledger.health.errors import HealthError
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.rules import TxContext, decode_body, process_tx
@@ -236,6 +237,20 @@ class PatientLedger:
 
     def list_amendments(self) -> list[AmendmentState]:
         return rights.get_patient_amendments(self._state, self.patient_id)
+
+    # Claims (issue 12): the patient's claims and their decisions, as the chain holds them.
+    def list_claims(self) -> list[ClaimState]:
+        return claims.get_patient_claims(self._state, self.patient_id)
+
+    def get_claim_decisions(self, claim: ClaimState) -> list[ClaimDecision]:
+        return claims.get_claim_decisions(self._state, claim)
+
+    def get_consent_terms(self, grant_id: bytes) -> ConsentTerms | None:
+        """A standing consent's authors and labels (None: not one of the patient's consents)."""
+        grant = st.get_grant(self._state, grant_id)
+        if grant is None or grant.patient_id != self.patient_id:
+            return None
+        return st.get_consent_terms(self._state, grant_id)
 
 
 __all__ = ["LedgerVerificationError", "PatientLedger", "TxFact"]

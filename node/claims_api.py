@@ -133,14 +133,12 @@ def _claim_readers(service: HealthService, claim: ClaimState) -> list[bytes]:
 def decision_json(
     service: HealthService, decision: ClaimDecision, opened: dict[str, Any] | None
 ) -> dict[str, Any]:
-    view = {k: v for k, v in model_json(decision).items() if k != "sealed_response"}
-    return {**view, "insurer_name": service.name_of(decision.insurer), "response": opened}
+    return {**model_json(decision), "insurer_name": service.name_of(decision.insurer), "response": opened}
 
 
 def claim_json(service: HealthService, claim: ClaimState) -> dict[str, Any]:
-    view = {k: v for k, v in model_json(claim).items() if k != "sealed_claim"}
     return {
-        **view,
+        **model_json(claim),
         "clinic_name": service.name_of(claim.clinic),
         "insurer_name": service.name_of(claim.insurer),
     }

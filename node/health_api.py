@@ -44,6 +44,7 @@ from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
 from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
+from medledger.health.claims_types import ClaimDecision, ClaimState
 from medledger.health.client import build_read_receipt, build_request_access, make_scope
 from medledger.health.errors import (
     InvalidReasonError,
@@ -244,6 +245,8 @@ VIEW_OMITS: Final[dict[type, frozenset[str]]] = {
     AuditEvent: frozenset(),
     RecordsRequestState: frozenset(),
     AmendmentState: frozenset({"sealed_text", "refusal", "statement"}),
+    ClaimState: frozenset({"sealed_claim"}),
+    ClaimDecision: frozenset({"sealed_response"}),
 }
 
 
