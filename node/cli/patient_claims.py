@@ -100,7 +100,7 @@ def consent_grant(
     author_keys = [_resolve_institution(client, a) for a in authors]
     now_ms = int(datetime.datetime.now(tz=datetime.UTC).timestamp() * 1000)
     expires_ms = now_ms + days * DAY_MS
-    from_ms = _date_ms(from_date, now_ms, "--from")
+    from_ms = _date_ms(from_date, 0, "--from")
     to_ms = _date_ms(to_date, expires_ms, "--to")
     if from_ms > to_ms:
         fail("--from must not be after --to")
