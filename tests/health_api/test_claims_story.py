@@ -39,7 +39,10 @@ from medledger.chain.validation import decode_tx
 from medledger.crypto import Identity, digest
 from medledger.crypto.envelope import SEALED_KEY_SIZE
 from medledger.health.claims_types import DecideClaimBody
+from medledger.health.sdk import PatientClient
 from medledger.health.types import EnvelopeWire, WrappedKey, compute_patient_id
+from medledger.node.demo_claims import run_insurer_story
+from medledger.node.errors import NodeError
 
 CLAIM_TYPE = {
     "coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]
@@ -328,3 +331,37 @@ def _forged_decisions(net: HealthNet, claim_id: str) -> list[bytes]:
     insurer_key = bytes.fromhex(key_of(net, "insurer"))
     forged = encode(dataclasses.replace(tx, sender=insurer_key))  # the insurer's name, not its signature
     return [forged, raw]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiClient:
+    """What the demo's institution clients are: a name and `call`, raising on an HTTP error."""
+
+    name: str
+    url: str
+    token: str
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        data = json.dumps(body).encode() if body is not None else None
+        reply = request(self.url, method, path, body=data, headers=headers)
+        if reply.status >= 400:
+            raise NodeError(f"{self.name}: {method} {path}: {reply.status}")
+        return reply.json()
+
+
+def test_demo_insurer_story_runs_and_withholds_the_labelled_record(net: HealthNet) -> None:
+    patient = PatientClient(net["clinic"].url, Identity.generate())
+    patient.register()
+    net.sync()
+    clients = {name: ApiClient(name, i.url, i.token) for name, i in net.institutions.items()}
+    roles = {"clinic": "clinic", "insurer": "insurer", "insurer-b": "insurer"}
+    lines: list[str] = []
+    claim_id = run_insurer_story(clients, roles, patient, lines.append)
+    assert claim_id is not None
+    text = "\n".join(lines)
+    assert "may not read the Condition (labelled" in text
+    assert "read the Observation" in text
+    assert "read the Encounter" in text
+    assert f"claim {claim_id[:16]} version 1: approved (Settled in full)" in text
+    assert sum("for this claim" in line for line in lines) == 2
