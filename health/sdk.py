@@ -1001,7 +1001,8 @@ class PatientClient:
         """Give `insurer` (its signing key) a standing consent for payment: from its block on, every
         new record of `record_types` by `authors` in [from_ms, to_ms] is sealed for it by the
         authoring node, until `expires_ms` or a revocation (`revoke`). A labelled record only if
-        every one of its labels is in `labels` (`describe_consent` says it all in words)."""
+        every one of its labels is in `labels`. Show the patient the whole scope first (the CLI:
+        `node/cli/patient_claims.compute_consent_lines`)."""
         self.check_before_signing()
         names = self.institution_names()
         if insurer not in names:
