@@ -245,6 +245,10 @@ class PatientLedger:
     def get_claim_decisions(self, claim: ClaimState) -> list[ClaimDecision]:
         return claims.get_claim_decisions(self._state, claim)
 
+    def get_record_labels(self, record_id: bytes) -> tuple[str, ...]:
+        """A record's security labels (none for an unlabelled record, or another patient's)."""
+        return st.get_record_labels(self._state, record_id) if self.get_record(record_id) else ()
+
     def get_consent_terms(self, grant_id: bytes) -> ConsentTerms | None:
         """A standing consent's authors and labels (None: not one of the patient's consents)."""
         grant = st.get_grant(self._state, grant_id)

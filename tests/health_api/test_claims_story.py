@@ -189,6 +189,15 @@ def test_insurer_story_with_pended_then_approved_claim_and_revocation(net: Healt
     record_ids = sorted([visit["record_id"], vitals["record_id"], diagnosis["record_id"]])
     net.sync()
 
+    # An inquiry's grant re-seals what the patient picks, labelled or not: the preview says which
+    # records are labelled sensitive before the patient signs.
+    inquiry_id = other.inquire(patient_id, "HPAYMT", ["Condition"])
+    net.sync()
+    granted = patient_cli(key, clinic.url, "grant", inquiry_id[:16], "--yes")
+    assert "1 of them are labelled sensitive (HIV) and are shared too." in granted
+    assert "[sensitive: HIV]" in granted
+    net.sync()
+
     # --- refusals that change nothing ------------------------------------------------------------
     def claims_of(institution: str) -> list[dict[str, Any]]:
         return list(net[institution].get("/v1/health/institution/claims").json()["claims"])
