@@ -34,7 +34,7 @@ from medledger.chain.app import StateReader
 from medledger.chain.errors import TxRejectedError
 from medledger.chain.limits import BLOCK_TXS_MAX
 from medledger.chain.types import Tx
-from medledger.health import rights_types
+from medledger.health import claims_types, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError
 from medledger.health.rules import decode_body
@@ -76,6 +76,13 @@ EVENT_AMENDMENT_REQUESTED: Final = "amendment.requested"
 EVENT_AMENDMENT_ACCEPTED: Final = "amendment.accepted"
 EVENT_AMENDMENT_REFUSED: Final = "amendment.refused"
 EVENT_STATEMENT_ATTACHED: Final = "amendment.statement_attached"
+# Claims (issue 12): standing consents and claims. A labelled record is a `record.added`.
+EVENT_CONSENT_GRANTED: Final = "consent.granted"
+EVENT_CONSENT_REVOKED: Final = "consent.revoked"
+EVENT_CLAIM_FILED: Final = "claim.filed"
+EVENT_CLAIM_AMENDED: Final = "claim.amended"
+EVENT_CLAIM_DECIDED: Final = "claim.decided"
+EVENT_CLAIM_READ: Final = "claim.read"
 EVENT_KINDS: Final = frozenset(
     {
         EVENT_PATIENT_REGISTERED,
@@ -96,6 +103,12 @@ EVENT_KINDS: Final = frozenset(
         EVENT_AMENDMENT_ACCEPTED,
         EVENT_AMENDMENT_REFUSED,
         EVENT_STATEMENT_ATTACHED,
+        EVENT_CONSENT_GRANTED,
+        EVENT_CONSENT_REVOKED,
+        EVENT_CLAIM_FILED,
+        EVENT_CLAIM_AMENDED,
+        EVENT_CLAIM_DECIDED,
+        EVENT_CLAIM_READ,
     }
 )
 
@@ -138,6 +151,7 @@ ID_FIELDS: Final = (
     "grant_id",
     "request_id",
     "amendment_id",
+    "claim_id",
 )
 
 
@@ -252,6 +266,17 @@ def compute_tx_effects(state: StateReader, tx: Tx, tx_id: bytes) -> list[_Effect
         effects.append(_inquiry_decision(state, EVENT_INQUIRY_GRANTED, body.inquiry_id, tx_id))
     elif isinstance(body, DenyBody):
         effects.append(_inquiry_decision(state, EVENT_INQUIRY_DENIED, body.inquiry_id, b""))
+    elif isinstance(body, RevokeBody) and st.get_consent_terms(state, body.grant_id) is not None:
+        grant = st.get_grant(state, body.grant_id)
+        if grant is not None:
+            effects.append(
+                _Effect(
+                    EVENT_CONSENT_REVOKED,
+                    (("grant_id", grant.grant_id),),
+                    PatientId(grant.patient_id),
+                    _unique(grant.grantee),
+                )
+            )
     elif isinstance(body, GrantPartBody | RevokeBody | ReadReceiptBody):
         grant = st.get_grant(state, body.grant_id)
         if grant is not None:
@@ -297,6 +322,8 @@ def compute_tx_effects(state: StateReader, tx: Tx, tx_id: bytes) -> list[_Effect
         effects.append(_amendment_effect(state, EVENT_AMENDMENT_REFUSED, body.amendment_id, b""))
     elif isinstance(body, rights_types.DisagreeBody):
         effects.append(_amendment_effect(state, EVENT_STATEMENT_ATTACHED, body.amendment_id, b""))
+    else:
+        effects.extend(_claims_effects(state, sender, tx_id, body))
     return [e for e in effects if e is not None]
 
 
@@ -329,6 +356,50 @@ def compute_grant_expiries(
             )
         )
     return events
+
+
+def _claim_effect(state: StateReader, kind: str, claim_id: bytes, grant_id: bytes = b"") -> _Effect | None:
+    claim = st.get_claim(state, claim_id)
+    if claim is None:
+        return None
+    ids: tuple[tuple[str, bytes], ...] = (("claim_id", claim_id),)
+    if grant_id:
+        ids += (("grant_id", grant_id),)
+    return _Effect(kind, ids, PatientId(claim.patient_id), _unique(claim.clinic, claim.insurer))
+
+
+def _claims_effects(state: StateReader, sender: bytes, tx_id: bytes, body: object) -> list[_Effect | None]:
+    """Effects of the claims kinds (issue 12): consents, labelled records, claims and their reads."""
+    if isinstance(body, claims_types.LabelledRecordBody):
+        return [_record_effect(sender, tx_id, body.record, body.supersedes)]
+    if isinstance(body, claims_types.GrantConsentBody):
+        return [
+            _Effect(
+                EVENT_CONSENT_GRANTED,
+                (("grant_id", tx_id),),
+                PatientId(body.patient_id),
+                _unique(body.grantee),
+            )
+        ]
+    if isinstance(body, claims_types.FileClaimBody):
+        return [
+            _Effect(
+                EVENT_CLAIM_FILED,
+                (("claim_id", tx_id), ("record_id", body.encounter_id)),
+                PatientId(body.patient_id),
+                _unique(sender, body.insurer),
+            )
+        ]
+    if isinstance(body, claims_types.AmendClaimBody):
+        return [_claim_effect(state, EVENT_CLAIM_AMENDED, body.claim_id)]
+    if isinstance(body, claims_types.DecideClaimBody):
+        return [_claim_effect(state, EVENT_CLAIM_DECIDED, body.claim_id)]
+    if isinstance(body, claims_types.ClaimReadReceiptBody):
+        return [
+            _claim_effect(state, EVENT_RECORD_READ, body.claim_id, body.grant_id),
+            _claim_effect(state, EVENT_CLAIM_READ, body.claim_id, body.grant_id),
+        ]
+    return []
 
 
 def compute_block_events(

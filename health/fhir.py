@@ -461,3 +461,17 @@ def validate_record(record: bytes | str | Mapping[str, Any]) -> ValidatedRecord:
     _validate_model(record_type, resource)
     _validate_codes(record_type, resource, record_type)
     return ValidatedRecord(record_type, resource, compute_canonical_json(resource), submitted)
+
+
+def validate_resource(resource: bytes | str | Mapping[str, Any], resource_type: str) -> ValidatedRecord:
+    """Validate one FHIR R4 resource of `resource_type` that is not a patient record (a `Claim`,
+    a `ClaimResponse`): the same JSON rules and model check as a record (`InvalidRecordError`)."""
+    if isinstance(resource, bytes | str):
+        parsed = parse_record_json(resource)
+        submitted = resource if isinstance(resource, bytes) else resource.encode("utf-8")
+    else:
+        submitted = compute_record_json(resource)
+        parsed = parse_record_json(submitted)
+    _resource_type(parsed, resource_type, frozenset({resource_type}))
+    _validate_model(resource_type, parsed)
+    return ValidatedRecord(resource_type, parsed, compute_canonical_json(parsed), submitted)

@@ -22,9 +22,11 @@ from typing import Final
 
 from medledger.chain.app import StateReader
 from medledger.health import state as st
+from medledger.health.claims_types import ConsentTerms
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.types import (
     AUTHOR_ROLES,
+    EVENT_CONSENT,
     EVENT_DENY,
     EVENT_GRANT,
     EVENT_GRANT_PART,
@@ -122,6 +124,16 @@ def is_grant_sealable(
     )
 
 
+def is_terms_covering(terms: ConsentTerms | None, author: bytes, labels: Collection[str]) -> bool:
+    """Whether a grant's terms let a record by `author` with security `labels` be sealed for its
+    grantee: a standing consent names the author and every label (an unlabelled record needs
+    none); a grant answering an inquiry (`terms` None) names no label, so it is never sealed a
+    labelled record at write time (the patient may still re-seal one to it, explicitly)."""
+    if terms is None:
+        return not labels
+    return author in terms.authors and set(labels) <= set(terms.labels)
+
+
 def compute_record_readers(
     state: StateReader,
     patient: PatientState,
@@ -131,15 +143,19 @@ def compute_record_readers(
     record_id: bytes,
     time_ms: int | None,
     margin_ms: int = 0,
+    labels: Collection[str] = (),
 ) -> frozenset[bytes]:
     """The x25519 keys a new record may be sealed for: the patient, its author, covering grantees.
 
     `record_id` is the record's id when known (the rules: the tx id); a node about to sign the
-    record does not know it yet and passes b"", which no scope names.
+    record does not know it yet and passes b"", which no scope names. `labels` are the record's
+    security labels (issue 12): a grantee gets a labelled record only if its grant names them all.
     """
     readers = {patient.enc_key, author.enc_key}
     for grant in get_live_grants(state, patient.patient_id, time_ms):
-        if is_grant_sealable(grant, record_id, record_type, time_ms, margin_ms):
+        if is_grant_sealable(grant, record_id, record_type, time_ms, margin_ms) and is_terms_covering(
+            st.get_consent_terms(state, grant.grant_id), author.sign_key, labels
+        ):
             readers.add(grant.grantee_enc_key)
     return frozenset(readers)
 
@@ -153,9 +169,11 @@ def validate_record_readers(
     *,
     record_id: bytes,
     time_ms: int | None,
+    labels: Collection[str] = (),
 ) -> None:
     """A record's key is sealed for the patient, its author, and nobody the patient has not
-    authorised now through a live covering grant (revocation stops future sharing).
+    authorised now through a live covering grant (revocation stops future sharing; a labelled
+    record only for grants naming its labels).
 
     Raises `TxRejectedError` with rule `health.record_readers`.
     """
@@ -165,7 +183,7 @@ def validate_record_readers(
     if author.enc_key not in sealed_for:
         raise reject("record_readers", "the record's key is not sealed for its author")
     allowed = compute_record_readers(
-        state, patient, author, record_type, record_id=record_id, time_ms=time_ms
+        state, patient, author, record_type, record_id=record_id, time_ms=time_ms, labels=labels
     )
     unauthorised = sealed_for - allowed
     if unauthorised:
@@ -176,16 +194,30 @@ def validate_record_readers(
 
 
 def compute_node_record_readers(
-    state: StateReader, patient: PatientState, author: Institution, record_type: str, now_ms: int
+    state: StateReader,
+    patient: PatientState,
+    author: Institution,
+    record_type: str,
+    now_ms: int,
+    labels: Collection[str] = (),
 ) -> frozenset[bytes]:
     """Who a node seals a new record for at its clock `now_ms`: `compute_record_readers` with
     `SEAL_MARGIN_MS`, then checked by `validate_record_readers` as the rules will check it, so a
     node never signs a record its block would refuse (raises the same `TxRejectedError` if it would).
     The record's id is not known before it is signed (b"": no scope names it)."""
     readers = compute_record_readers(
-        state, patient, author, record_type, record_id=b"", time_ms=now_ms, margin_ms=SEAL_MARGIN_MS
+        state,
+        patient,
+        author,
+        record_type,
+        record_id=b"",
+        time_ms=now_ms,
+        margin_ms=SEAL_MARGIN_MS,
+        labels=labels,
     )
-    validate_record_readers(state, patient, author, record_type, readers, record_id=b"", time_ms=now_ms)
+    validate_record_readers(
+        state, patient, author, record_type, readers, record_id=b"", time_ms=now_ms, labels=labels
+    )
     return readers
 
 
@@ -202,16 +234,23 @@ def get_grant_sealed_key(state: StateReader | None, grant: GrantState, record_id
 
 
 def is_readable_under_grant(grant: GrantState, record: RecordState, state: StateReader | None = None) -> bool:
-    """A grant covers reading a record it carries a key for, or one sealed for its grantee.
+    """A grant covers reading a record it carries a key for, or one sealed for its grantee that
+    its scope (and a standing consent's terms: authors, labels) covers.
 
-    `state` finds the keys of a grant in parts (without it only a one-tx grant's keys count)."""
+    `state` finds the keys of a grant in parts and a standing consent's terms and a record's labels
+    (without it only a one-tx grant's keys and its scope count)."""
     if record.patient_id != grant.patient_id:
         return False
     if get_grant_sealed_key(state, grant, record.record_id) is not None:
         return True
-    return grant.grantee_enc_key in record.envelope.readers and is_covered(
+    if grant.grantee_enc_key not in record.envelope.readers or not is_covered(
         grant.scope, record.record_id, record.record_type, record.time_ms
-    )
+    ):
+        return False
+    if state is None:
+        return True
+    terms = st.get_consent_terms(state, grant.grant_id)
+    return is_terms_covering(terms, record.author, st.get_record_labels(state, record.record_id))
 
 
 def get_read_grant(state: StateReader, reader: bytes, record: RecordState, time_ms: int) -> GrantState | None:
@@ -288,7 +327,8 @@ def get_inquiries(
 
 def compute_institution_audit(events: Iterable[AuditEvent], institution: bytes) -> list[AuditEvent]:
     """What an institution (its signing key) may see of a patient's audit trail, in chain order:
-    what it did itself, the patient's decisions on its inquiries, and revocations of its grants.
+    what it did itself, the patient's decisions on its inquiries, standing consents given to it,
+    and revocations of its grants.
     Other institutions' inquiries, grants and reads stay hidden from it."""
     my_inquiries: set[bytes] = set()
     my_grants: set[bytes] = set()
@@ -298,9 +338,12 @@ def compute_institution_audit(events: Iterable[AuditEvent], institution: bytes) 
             my_inquiries.add(event.event_id)
         if event.event == EVENT_GRANT and event.subject_id in my_inquiries:
             my_grants.add(event.event_id)
+        if event.event == EVENT_CONSENT and event.subject_id == institution:
+            my_grants.add(event.event_id)
         if (
             event.actor == institution
             or (event.event in (EVENT_GRANT, EVENT_DENY) and event.subject_id in my_inquiries)
+            or (event.event == EVENT_CONSENT and event.subject_id == institution)
             or (event.event in (EVENT_REVOKE, EVENT_GRANT_PART) and event.subject_id in my_grants)
         ):
             visible.append(event)

@@ -134,6 +134,8 @@ class PreviewRecord:
     #: For a Bundle: the record types of the resources it holds (opened on this device; context
     #: such as a Practitioner left out). A bundle's own type says nothing about what is inside.
     contents: tuple[str, ...] = ()
+    #: The record's security labels on the ledger (issue 12): sensitive records are flagged.
+    labels: tuple[str, ...] = ()
 
     def contents_words(self) -> str:
         return ", ".join(f"{RECORD_TYPE_WORDS[t]} ({t})" for t in self.contents)
@@ -150,6 +152,7 @@ class PreviewRecord:
             "in_window": self.in_window,
             "contents": list(self.contents),
             "contents_words": [RECORD_TYPE_WORDS[t] for t in self.contents],
+            "labels": list(self.labels),
         }
 
 
@@ -289,10 +292,15 @@ class GrantPreview:
                 f"  (all {len(self.records)} are counted above; the JSON form lists each one: "
                 "medledger patient inquiries --json)"
             )
+        labelled = [r for r in self.records if r.labels]
+        if labelled:
+            names = ", ".join(sorted({label for r in labelled for label in r.labels}))
+            out.append(f"  {len(labelled)} of them are labelled sensitive ({names}) and are shared too.")
         for record in listed:
+            flag = f"  [sensitive: {', '.join(record.labels)}]" if record.labels else ""
             out.append(
                 f"  {record.record_id.hex()[:16]}  {record.record_type:<20} by {record.author_name:<14} "
-                f"{format_time_ms(record.time_ms)}"
+                f"{format_time_ms(record.time_ms)}{flag}"
             )
             if record.contents:
                 out.append(f"      it holds: {record.contents_words()}")
@@ -417,6 +425,7 @@ def _describe(
         record.time_ms,
         in_window,
         contents,
+        ledger.get_record_labels(record.record_id),
     )
 
 

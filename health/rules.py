@@ -21,7 +21,7 @@ from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError
-from medledger.health import grant_parts, rights, rights_types
+from medledger.health import claims, claims_types, grant_parts, rights, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import (
@@ -103,7 +103,11 @@ def _is_strictly_sorted(items: tuple[_Sortable, ...]) -> bool:
 
 def decode_body(tx: Tx) -> object:
     """The tx's body as its kind's wire type (`health.kind` / `health.body` on failure)."""
-    body_type = BODY_TYPES.get(tx.kind) or rights_types.RIGHTS_BODY_TYPES.get(tx.kind)
+    body_type = (
+        BODY_TYPES.get(tx.kind)
+        or rights_types.RIGHTS_BODY_TYPES.get(tx.kind)
+        or claims_types.CLAIMS_BODY_TYPES.get(tx.kind)
+    )
     if body_type is None:
         raise reject("kind", f"unknown transaction kind {tx.kind!r}")
     try:
@@ -220,8 +224,9 @@ def process_remove_representative(state: st.StateWriter, ctx: TxContext, body: R
 
 
 def validate_add_record(
-    state: StateReader, ctx: TxContext, body: AddRecordBody
+    state: StateReader, ctx: TxContext, body: AddRecordBody, labels: tuple[str, ...] = ()
 ) -> tuple[PatientState, Institution]:
+    """A new record's author, patient, envelope and readers (`labels`: its security labels)."""
     author = validate_institution(state, ctx.sender)
     if not is_author_role(author.role):
         raise reject("author_role", f"an institution with role {author.role!r} cannot author records")
@@ -247,6 +252,7 @@ def validate_add_record(
         body.envelope.readers,
         record_id=ctx.tx_id,
         time_ms=ctx.time_ms,
+        labels=labels,
     )
     return patient, author
 
@@ -266,15 +272,27 @@ def _new_record(ctx: TxContext, body: AddRecordBody, supersedes: bytes) -> Recor
     )
 
 
-def process_add_record(state: st.StateWriter, ctx: TxContext, body: AddRecordBody) -> None:
-    validate_add_record(state, ctx, body)
+def process_add_record(
+    state: st.StateWriter, ctx: TxContext, body: AddRecordBody, labels: tuple[str, ...] = ()
+) -> None:
+    validate_add_record(state, ctx, body, labels)
     if st.get_record(state, ctx.tx_id) is not None:
         raise reject("record_exists", "a record with this id exists")
     st.save_record(state, _new_record(ctx, body, b""))
 
 
-def validate_supersede_record(state: StateReader, ctx: TxContext, body: SupersedeRecordBody) -> RecordState:
-    validate_add_record(state, ctx, body.record)
+def compute_correction_labels(
+    state: StateReader, supersedes: bytes, labels: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The labels a correction of `supersedes` carries: its own and every label of the record it
+    corrects (a correction never sheds a label, so it is never sealed wider than the original)."""
+    return tuple(sorted(set(labels) | set(st.get_record_labels(state, supersedes))))
+
+
+def validate_supersede_record(
+    state: StateReader, ctx: TxContext, body: SupersedeRecordBody, labels: tuple[str, ...] = ()
+) -> RecordState:
+    validate_add_record(state, ctx, body.record, compute_correction_labels(state, body.supersedes, labels))
     old = st.get_record(state, body.supersedes)
     if old is None:
         raise reject("record_unknown", "the superseded record does not exist")
@@ -287,12 +305,17 @@ def validate_supersede_record(state: StateReader, ctx: TxContext, body: Supersed
     return old
 
 
-def process_supersede_record(state: st.StateWriter, ctx: TxContext, body: SupersedeRecordBody) -> None:
-    old = validate_supersede_record(state, ctx, body)
+def process_supersede_record(
+    state: st.StateWriter, ctx: TxContext, body: SupersedeRecordBody, labels: tuple[str, ...] = ()
+) -> None:
+    old = validate_supersede_record(state, ctx, body, labels)
     if st.get_record(state, ctx.tx_id) is not None:
         raise reject("record_exists", "a record with this id exists")
     st.save_record(state, _new_record(ctx, body.record, old.record_id))
     st.save_record(state, dataclasses.replace(old, superseded_by=ctx.tx_id))
+    corrected_labels = compute_correction_labels(state, old.record_id, labels)
+    if corrected_labels:
+        st.save_record_labels(state, ctx.tx_id, corrected_labels)
 
 
 # --- inquiries and decisions --------------------------------------------------------------------
@@ -551,6 +574,19 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         rights.process_disagree(state, ctx, body)
     elif isinstance(body, AddDocumentBody):
         process_add_document(state, ctx, body)
+    # Claims (issue 12): labelled records, standing consents and claims, ruled in `health.claims`.
+    elif isinstance(body, claims_types.LabelledRecordBody):
+        claims.process_add_labelled_record(state, ctx, body)
+    elif isinstance(body, claims_types.GrantConsentBody):
+        claims.process_grant_consent(state, ctx, body)
+    elif isinstance(body, claims_types.FileClaimBody):
+        claims.process_file_claim(state, ctx, body)
+    elif isinstance(body, claims_types.AmendClaimBody):
+        claims.process_amend_claim(state, ctx, body)
+    elif isinstance(body, claims_types.DecideClaimBody):
+        claims.process_decide_claim(state, ctx, body)
+    elif isinstance(body, claims_types.ClaimReadReceiptBody):
+        claims.process_claim_read_receipt(state, ctx, body)
     else:  # pragma: no cover - BODY_TYPES and this dispatch are kept in step
         raise AssertionError(f"no processor for {type(body).__name__}")
 

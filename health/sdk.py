@@ -39,7 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -56,8 +56,12 @@ from medledger.chain.lightclient import (
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX, UINT_MAX
 from medledger.chain.types import Block, Commit, Genesis, Header, ValidatorSet
 from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
+from medledger.health import claims
 from medledger.health.auth import CHALLENGE_SIZE, build_authorization
 from medledger.health.blobs import open_attachment
+from medledger.health.claim_seal import ClaimUnreadableError, open_claim, open_claim_response
+from medledger.health.claims_client import build_grant_consent, make_consent
+from medledger.health.claims_types import ClaimDecision, ClaimState
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
@@ -221,6 +225,17 @@ class LocalRecord:
     author_name: str | None
     decrypted: DecryptedRecord | None
     error: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimView:
+    """A claim as the patient sees it: the current Claim and every decision's ClaimResponse opened
+    with the patient's key (None: does not open), and the reads receipted for it (audit events)."""
+
+    claim: ClaimState
+    resource: dict[str, Any] | None
+    decisions: tuple[tuple[ClaimDecision, dict[str, Any] | None], ...]
+    reads: tuple[AuditEvent, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -983,6 +998,71 @@ class PatientClient:
                 self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
             )
         )
+
+    # -- claims (issue 12, ADR 0017): standing consents and claims ------------------------------
+
+    def grant_consent(
+        self,
+        insurer: bytes,
+        *,
+        record_types: Iterable[str],
+        authors: Iterable[bytes],
+        labels: Iterable[str] = (),
+        from_ms: int = 0,
+        to_ms: int = 2**64 - 1,
+        expires_ms: int,
+    ) -> Submitted:
+        """Give `insurer` (its signing key) a standing consent for payment: from its block on, every
+        new record of `record_types` by `authors` in [from_ms, to_ms] is sealed for it by the
+        authoring node, until `expires_ms` or a revocation (`revoke`). A labelled record only if
+        every one of its labels is in `labels`. Show the patient the whole scope first (the CLI:
+        `node/cli/patient_claims.compute_consent_lines`)."""
+        self.check_before_signing()
+        names = self.institution_names()
+        if insurer not in names:
+            raise PatientClientError("no registered institution has this key", status=404)
+        consent = make_consent(
+            self.patient_id,
+            insurer,
+            record_types=record_types,
+            authors=authors,
+            labels=labels,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            expires_ms=expires_ms,
+        )
+        return self._submit(build_grant_consent(self.identity, consent, chain_id=self.chain_id))
+
+    def list_claims(self) -> list[ClaimState]:
+        """The patient's claims in filing order (checked against the chain)."""
+        ledger = self._cross_check(
+            "claim",
+            lambda: self._fetch_patient_items("/claims", "claims", ClaimState, lambda c: c.claim_id),
+            lambda ledger: {c.claim_id: encode(c) for c in ledger.list_claims()},
+        )
+        return ledger.list_claims()
+
+    def claim_views(self) -> list[ClaimView]:
+        """Each claim with its Claim and decisions opened here, and which records each insurer
+        read for it (from the verified audit trail)."""
+        found = self.list_claims()
+        ledger = self.sync()
+        events = ledger.list_audit_events()
+        views: list[ClaimView] = []
+        for claim in found:
+            try:
+                resource: dict[str, Any] | None = open_claim(claim, self.identity)
+            except ClaimUnreadableError:
+                resource = None
+            decisions: list[tuple[ClaimDecision, dict[str, Any] | None]] = []
+            for decision in ledger.get_claim_decisions(claim):
+                try:
+                    decisions.append((decision, open_claim_response(decision, self.identity)))
+                except ClaimUnreadableError:
+                    decisions.append((decision, None))
+            reads = tuple(claims.get_claim_reads(events, claim.claim_id))
+            views.append(ClaimView(claim, resource, tuple(decisions), reads))
+        return views
 
     # -- patient rights (issue 14, ADR 0014): records requests and amendments ------------------
 

@@ -34,6 +34,14 @@ migration, never a silent reinterpretation.
     h1/layout                              → u64 state layout (absent: 1; written at genesis)
     h1/gexpn/<u64 expiry bucket>           → u64 count of grants expiring in that 10 s (layout 2)
     h1/gexp/<u64 expiry bucket><u64 index> → grant id 32 ‖ u64 expires_ms, in order of granting
+    h1/rlab/<record id 32>                 → RecordLabels (a labelled record's labels, issue 12)
+    h1/consent/<grant id 32>               → ConsentTerms of a standing consent (its GrantState beside)
+    h1/claim/<claim id 32>                 → ClaimState
+    h1/cdec/<claim id 32><u8 version>      → ClaimDecision, one a decided version
+    h1/iclmn/<insurer key 32>              → u64 count of claims addressed to the insurer
+    h1/iclm/<insurer key 32><u64>          → claim id, in order of filing
+    h1/fclmn/<clinic key 32>               → u64 count of claims the clinic filed
+    h1/fclm/<clinic key 32><u64>           → claim id, in order of filing
 
 The grant expiry index (layout 2, `STATE_LAYOUT_GRANT_EXPIRY`) is written once by the tx that
 creates a grant (`rules.create_grant`: one-tx grants and manifests of grants in parts alike) and
@@ -53,9 +61,11 @@ from typing import Final, Protocol, TypeVar
 from medledger.chain.app import StateReader
 from medledger.chain.codec import WireType, decode, encode
 from medledger.chain.errors import CodecError
+from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms, RecordLabels
 from medledger.health.errors import HealthStateError
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.types import (
+    EVENT_CONSENT,
     EVENT_GRANT,
     STATE_LAYOUT_V1,
     STATE_VALUE_BYTES_MAX,
@@ -287,13 +297,14 @@ def list_audit_events(
 
 
 def list_grants(state: StateReader, patient_id: bytes) -> list[GrantState]:
-    """Every grant the patient ever gave (live or not), found through the audit trail."""
+    """Every grant the patient ever gave (live or not, standing consents too), found through the
+    audit trail."""
     grants: list[GrantState] = []
     start = 0
     while True:
         events = list_audit_events(state, patient_id, start=start)
         for event in events:
-            if event.event == EVENT_GRANT:
+            if event.event in (EVENT_GRANT, EVENT_CONSENT):
                 grant = get_grant(state, event.event_id)
                 if grant is None:
                     raise HealthStateError("an audited grant is missing")
@@ -535,3 +546,73 @@ def list_grant_expiries(state: StateReader, after_ms: int, until_ms: int) -> lis
                 found.append((expires_ms, entry[:32]))
     found.sort()
     return found
+
+
+# --- claims: labels, standing consents, claims (issue 12, `health.claims`) ----------------------
+
+_RECORD_LABELS = LAYOUT_PREFIX + b"rlab/"
+_CONSENT = LAYOUT_PREFIX + b"consent/"
+_CLAIM = LAYOUT_PREFIX + b"claim/"
+_CLAIM_DECISION = LAYOUT_PREFIX + b"cdec/"
+_INSURER_CLAIM_COUNT = LAYOUT_PREFIX + b"iclmn/"
+_INSURER_CLAIM = LAYOUT_PREFIX + b"iclm/"
+_CLINIC_CLAIM_COUNT = LAYOUT_PREFIX + b"fclmn/"
+_CLINIC_CLAIM = LAYOUT_PREFIX + b"fclm/"
+
+
+def get_record_labels(state: StateReader, record_id: bytes) -> tuple[str, ...]:
+    """A record's security labels (none for an unlabelled record)."""
+    stored = _load(RecordLabels, state, _RECORD_LABELS + record_id)
+    return stored.labels if stored is not None else ()
+
+
+def save_record_labels(state: StateWriter, record_id: bytes, labels: tuple[str, ...]) -> None:
+    state.put(_RECORD_LABELS + record_id, encode(RecordLabels(record_id, labels)))
+
+
+def get_consent_terms(state: StateReader, grant_id: bytes) -> ConsentTerms | None:
+    """The terms of a standing consent (None: the grant answered an inquiry, or no grant)."""
+    return _load(ConsentTerms, state, _CONSENT + grant_id)
+
+
+def save_consent_terms(state: StateWriter, terms: ConsentTerms) -> None:
+    state.put(_CONSENT + terms.grant_id, encode(terms))
+
+
+def get_claim(state: StateReader, claim_id: bytes) -> ClaimState | None:
+    return _load(ClaimState, state, _CLAIM + claim_id)
+
+
+def save_claim(state: StateWriter, claim: ClaimState) -> None:
+    """Store a claim; a new one is also listed under its insurer and its clinic."""
+    key = _CLAIM + claim.claim_id
+    if state.get(key) is None:
+        _append_indexed(
+            state, _INSURER_CLAIM_COUNT + claim.insurer, _INSURER_CLAIM + claim.insurer, claim.claim_id
+        )
+        _append_indexed(
+            state, _CLINIC_CLAIM_COUNT + claim.clinic, _CLINIC_CLAIM + claim.clinic, claim.claim_id
+        )
+    state.put(key, encode(claim))
+
+
+def get_claim_decision(state: StateReader, claim_id: bytes, version: int) -> ClaimDecision | None:
+    return _load(ClaimDecision, state, _CLAIM_DECISION + claim_id + bytes([version]))
+
+
+def save_claim_decision(state: StateWriter, decision: ClaimDecision) -> None:
+    state.put(_CLAIM_DECISION + decision.claim_id + bytes([decision.version]), encode(decision))
+
+
+def list_insurer_claim_ids(
+    state: StateReader, insurer: bytes, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[bytes]:
+    """Claims addressed to `insurer`, in order of filing."""
+    return _list_indexed(state, _INSURER_CLAIM_COUNT + insurer, _INSURER_CLAIM + insurer, start, limit)
+
+
+def list_clinic_claim_ids(
+    state: StateReader, clinic: bytes, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[bytes]:
+    """Claims `clinic` filed, in order of filing."""
+    return _list_indexed(state, _CLINIC_CLAIM_COUNT + clinic, _CLINIC_CLAIM + clinic, start, limit)

@@ -77,6 +77,16 @@ KIND_REFUSE_AMENDMENT: Final = "health.refuse_amendment"
 KIND_DISAGREE: Final = "health.disagree"
 #: A record with attachments stored off the ledger as blobs (docs/adr/0013-attachment-blobs.md).
 KIND_ADD_DOCUMENT: Final = "health.add_document"
+# Claims (issue 12; bodies in `claims_types`, rules in `claims`, docs/adr/0017-claims.md).
+#: A record with FHIR security labels (meta.security) the rules seal by.
+KIND_ADD_LABELLED_RECORD: Final = "health.add_labelled_record"
+#: A patient's standing consent for payment to an insurer: a grant covering future records.
+KIND_GRANT_CONSENT: Final = "health.grant_consent"
+KIND_FILE_CLAIM: Final = "health.file_claim"
+KIND_AMEND_CLAIM: Final = "health.amend_claim"
+KIND_DECIDE_CLAIM: Final = "health.decide_claim"
+#: An insurer's read receipt for a claim's supporting records (also a plain read receipt).
+KIND_CLAIM_READ_RECEIPT: Final = "health.claim_read_receipt"
 
 TX_KINDS: Final = frozenset(
     {
@@ -99,6 +109,12 @@ TX_KINDS: Final = frozenset(
         KIND_REFUSE_AMENDMENT,
         KIND_DISAGREE,
         KIND_ADD_DOCUMENT,
+        KIND_ADD_LABELLED_RECORD,
+        KIND_GRANT_CONSENT,
+        KIND_FILE_CLAIM,
+        KIND_AMEND_CLAIM,
+        KIND_DECIDE_CLAIM,
+        KIND_CLAIM_READ_RECEIPT,
     }
 )
 
@@ -170,6 +186,14 @@ EVENT_AMENDMENT_REQUEST: Final = "amendment_request"
 EVENT_AMENDMENT_ACCEPTED: Final = "amendment_accepted"
 EVENT_AMENDMENT_REFUSED: Final = "amendment_refused"
 EVENT_DISAGREEMENT: Final = "disagreement"
+#: A standing consent (issue 12): `subject_id` is the grantee's signing key.
+EVENT_CONSENT: Final = "consent"
+#: Claims (issue 12): `subject_id` is the claim id; `record_ids` the version's supporting records
+#: (filed, amended) or the records read for the claim (claim_read).
+EVENT_CLAIM_FILED: Final = "claim_filed"
+EVENT_CLAIM_AMENDED: Final = "claim_amended"
+EVENT_CLAIM_DECIDED: Final = "claim_decided"
+EVENT_CLAIM_READ: Final = "claim_read"
 EVENTS: Final = frozenset(
     {
         EVENT_INQUIRY,
@@ -186,6 +210,11 @@ EVENTS: Final = frozenset(
         EVENT_AMENDMENT_ACCEPTED,
         EVENT_AMENDMENT_REFUSED,
         EVENT_DISAGREEMENT,
+        EVENT_CONSENT,
+        EVENT_CLAIM_FILED,
+        EVENT_CLAIM_AMENDED,
+        EVENT_CLAIM_DECIDED,
+        EVENT_CLAIM_READ,
     }
 )
 

@@ -27,9 +27,10 @@ from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejected
 from medledger.chain.lightclient import CertifiedBlock
 from medledger.chain.types import Genesis, Tx, TxId
 from medledger.chain.validation import decode_tx, validate_tx_envelope
-from medledger.health import rights
+from medledger.health import claims, claims_types, rights
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
+from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
 from medledger.health.errors import HealthError
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.rules import TxContext, decode_body, process_tx
@@ -165,6 +166,15 @@ class PatientLedger:
             return st.get_grant(self._state, body.grant_id) is not None
         if isinstance(body, GrantManifestBody):
             return st.get_inquiry(self._state, body.inquiry_id) is not None
+        if isinstance(body, claims_types.LabelledRecordBody):
+            return body.record.patient_id == self.patient_id
+        if isinstance(body, claims_types.GrantConsentBody | claims_types.FileClaimBody):
+            return body.patient_id == self.patient_id
+        if isinstance(
+            body,
+            claims_types.AmendClaimBody | claims_types.DecideClaimBody | claims_types.ClaimReadReceiptBody,
+        ):
+            return st.get_claim(self._state, body.claim_id) is not None
         return rights.concerns_patient(self._state, self.patient_id, body) is True
 
     # -- reads (the verified facts) --------------------------------------------------------
@@ -227,6 +237,24 @@ class PatientLedger:
 
     def list_amendments(self) -> list[AmendmentState]:
         return rights.get_patient_amendments(self._state, self.patient_id)
+
+    # Claims (issue 12): the patient's claims and their decisions, as the chain holds them.
+    def list_claims(self) -> list[ClaimState]:
+        return claims.get_patient_claims(self._state, self.patient_id)
+
+    def get_claim_decisions(self, claim: ClaimState) -> list[ClaimDecision]:
+        return claims.get_claim_decisions(self._state, claim)
+
+    def get_record_labels(self, record_id: bytes) -> tuple[str, ...]:
+        """A record's security labels (none for an unlabelled record, or another patient's)."""
+        return st.get_record_labels(self._state, record_id) if self.get_record(record_id) else ()
+
+    def get_consent_terms(self, grant_id: bytes) -> ConsentTerms | None:
+        """A standing consent's authors and labels (None: not one of the patient's consents)."""
+        grant = st.get_grant(self._state, grant_id)
+        if grant is None or grant.patient_id != self.patient_id:
+            return None
+        return st.get_consent_terms(self._state, grant_id)
 
 
 __all__ = ["LedgerVerificationError", "PatientLedger", "TxFact"]

@@ -54,6 +54,7 @@ from medledger.health.blobs import (
     open_blob_key,
     plaintext_size,
 )
+from medledger.health.claims_client import build_add_labelled_record
 from medledger.health.client import build_add_document, build_add_record, build_read_receipt
 from medledger.health.errors import RecordVerificationError
 from medledger.health.records import EncryptedRecord, compute_binding_of, get_record_key, open_record
@@ -325,13 +326,26 @@ BLOBS_KEY: Final = web.AppKey("blobs", BlobService)
 
 
 def build_record_tx(
-    app: web.Application, patient_id: bytes, encrypted: EncryptedRecord, resource: dict[str, Any]
+    app: web.Application,
+    patient_id: bytes,
+    encrypted: EncryptedRecord,
+    resource: dict[str, Any],
+    labels: tuple[str, ...] = (),
 ) -> tuple[bytes, bytes]:
     """The signed tx (raw, id) of a new record: `health.add_document` if its resource names
-    uploaded blobs, else `health.add_record`. `AttachmentError` (422) for a blob not uploaded here."""
+    uploaded blobs, `health.add_labelled_record` if it carries security labels (issue 12), else
+    `health.add_record`. `AttachmentError` (422) for a blob not uploaded here, or for a labelled
+    record with attachments (not supported yet: its labels would not be on the ledger)."""
     node = app[BLOBS_KEY].node
     identity, chain_id = node.identity, node.genesis.chain_id
     blob_ids = find_blob_ids(resource)
+    if blob_ids and labels:
+        raise AttachmentError(
+            "a record with security labels cannot have attachments yet; upload it without them"
+        )
+    if labels:
+        _, raw, tx_id = build_add_labelled_record(identity, patient_id, encrypted, labels, chain_id=chain_id)
+        return raw, tx_id
     if not blob_ids:
         _, raw, tx_id = build_add_record(identity, patient_id, encrypted, chain_id=chain_id)
         return raw, tx_id

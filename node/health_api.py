@@ -44,6 +44,7 @@ from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
 from medledger.health import policy
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
+from medledger.health.claims_types import ClaimDecision, ClaimState
 from medledger.health.client import build_read_receipt, build_request_access, make_scope
 from medledger.health.errors import (
     InvalidReasonError,
@@ -53,6 +54,7 @@ from medledger.health.errors import (
 )
 from medledger.health.fhir import RECORD_JSON_BYTES_MAX, validate_record
 from medledger.health.json_text import JsonTextError, split_members
+from medledger.health.labels import compute_security_labels
 from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import encrypt_record, open_record
 from medledger.health.rights_seal import record_statements
@@ -243,6 +245,8 @@ VIEW_OMITS: Final[dict[type, frozenset[str]]] = {
     AuditEvent: frozenset(),
     RecordsRequestState: frozenset(),
     AmendmentState: frozenset({"sealed_text", "refusal", "statement"}),
+    ClaimState: frozenset({"sealed_claim"}),
+    ClaimDecision: frozenset({"sealed_response"}),
 }
 
 
@@ -482,8 +486,13 @@ async def _add_record(
         )
     validated = validate_record(record_text)  # once: encrypt_record takes it as it is
     record_type = validated.record_type
+    # Security labels from meta.security and the default condition mapping (issue 12): a labelled
+    # record is sealed only for grants naming its labels.
+    labels = compute_security_labels(validated.resource)
     # The rules' own sealing rule, with a margin around this node's clock (the block's time differs).
-    readers = policy.compute_node_record_readers(state, patient, me, record_type, service.node.clock_ms())
+    readers = policy.compute_node_record_readers(
+        state, patient, me, record_type, service.node.clock_ms(), labels
+    )
     try:
         encrypted = encrypt_record(
             validated, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
@@ -491,12 +500,13 @@ async def _add_record(
     except CryptoError:
         raise _unusable_key_problem() from None
     # A resource naming uploaded attachments becomes a document (node/blobs.py, ADR 0013).
-    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, validated.resource)
+    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, validated.resource, labels)
     answer = {
         "record_id": tx_id.hex(),
         "record_type": record_type,
         "commitment": encrypted.commitment.hex(),
         "readers": len(readers),
+        "security_labels": list(labels),
     }
     if idempotent is not None:  # remembered before it is submitted: a crash in between loses nothing
         key, fingerprint = idempotent
@@ -798,6 +808,10 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     from medledger.node.rights_api import add_rights_routes  # noqa: PLC0415
 
     add_rights_routes(app)
+    # Claims (issue 12): likewise.
+    from medledger.node.claims_api import add_claims_routes  # noqa: PLC0415
+
+    add_claims_routes(app)
     add_blob_routes(
         app,
         node,

@@ -21,6 +21,7 @@ from medledger.chain.codec import Bytes, FieldSpec, HumanText, Seq, Struct, Text
 from medledger.chain.limits import API_BATCH_TXS_MAX, API_BLOCK_RANGE_MAX, UINT_MAX
 from medledger.crypto import HASH_SIZE
 from medledger.health.auth import CHALLENGE_SIZE, CHALLENGE_TTL_MS, SIGNATURE_SCHEME
+from medledger.health.claims_types import SECURITY_LABELS
 from medledger.health.fhir import RECORD_JSON_BYTES_MAX
 from medledger.health.policy import INQUIRY_TTL_MS_MIN, INQUIRY_TTL_MS_REQUEST_MAX, RecordAccess
 from medledger.health.types import (
@@ -43,6 +44,7 @@ from medledger.health.types import (
 )
 from medledger.node.auth import Access
 from medledger.node.blobs import blob_openapi_paths
+from medledger.node.claims_openapi import claims_openapi_paths, claims_openapi_schemas
 from medledger.node.events_api import events_openapi_paths
 from medledger.node.health_api import (
     LIST_LIMIT_MAX,
@@ -158,6 +160,8 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
         document["paths"].update(rights_openapi_paths())  # patient rights (issue 14)
         document["components"]["schemas"].update(rights_openapi_schemas())
         document["paths"].update(events_openapi_paths())  # ledger events (issue 11, ADR 0015)
+        document["paths"].update(claims_openapi_paths())  # claims (issue 12, ADR 0017)
+        document["components"]["schemas"].update(claims_openapi_schemas())
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
             "API token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "
@@ -839,6 +843,12 @@ def _health_schemas() -> dict[str, Any]:
                 "record_type": _enum(RECORD_TYPES),
                 "commitment": _HEX64,
                 "readers": integer,
+                "security_labels": {
+                    "type": "array",
+                    "description": "The record's security labels on the ledger (issue 12): from "
+                    "meta.security and the default condition mapping (docs/health.md).",
+                    "items": _enum(SECURITY_LABELS),
+                },
             },
         ),
         "InstitutionRecord": _object({**record, "access": _enum(RecordAccess), "grant_id": _HEX64_OR_EMPTY}),

@@ -289,7 +289,11 @@ async def accept_amendment(request: web.Request) -> web.Response:
     latest = rights.get_latest_version(state, amendment.record_id)
     validated = validate_record(resource)  # once: encrypt_record takes it as it is
     record_type = validated.record_type
-    readers = policy.compute_node_record_readers(state, patient, me, record_type, service.node.clock_ms())
+    # A correction keeps its record's security labels (the rules add them), so it is sealed by them.
+    labels = st.get_record_labels(state, latest.record_id)
+    readers = policy.compute_node_record_readers(
+        state, patient, me, record_type, service.node.clock_ms(), labels
+    )
     try:
         encrypted = encrypt_record(
             validated,

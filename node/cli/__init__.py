@@ -12,6 +12,7 @@ that owns the logic and prints:
 - `simulate_cmd`: `simulate` (the simulation itself is `medledger.node.simulate`)
 - `demo_cmd`: `demo` (the scenario itself is `medledger.node.demo`)
 - `patient`: the patient's client, `patient ...`
+- `patient_claims`: `patient consent grant|revoke|list` and `patient claims` (issue 12)
 - `patient_rights`: its rights commands, `patient request-records|requests|amend|amendments|disagree`
 - `_common`: what they share (failing with a message, passphrases, recurring options)
 """
@@ -33,6 +34,7 @@ from medledger.node.cli import (
     simulate_cmd,
     verify,
 )
+from medledger.node.cli import patient_claims as _patient_claims  # noqa: F401 - adds `patient` commands
 from medledger.node.cli import patient_rights as _patient_rights  # noqa: F401 - adds `patient` commands
 
 __all__ = ["main"]

@@ -13,12 +13,24 @@ changes nothing. After every step the invariants are checked against the ledger'
 * the plaintext each of them gets is the one the author wrote (its commitment verifies);
 * every read performed has a read receipt in the patient's audit trail;
 * inquiries, grants and representatives on the ledger are the model's.
+
+Claims (issue 12) add standing consents, security labels and claims to the same machine:
+
+* a record is sealed for nobody but the patient and its author unless a grant live at its block
+  time covers it, and a labelled record only for a grant naming every one of its labels; so an
+  insurer decrypts only records its live standing consent covered when they were written (never a
+  labelled one unless the consent names the label), and after a revocation nothing new is sealed
+  for it;
+* only the addressed insurer decides a claim, once per claim version; only the filing clinic files
+  for its own encounter or amends; claims and decisions on the ledger are the model's;
+* every insurer read (for a claim or not) has a receipt, and a read for a claim names the claim.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from claims_testkit import make_encounter, seal_test_claim, seal_test_response
 from health_testkit import RECORD_MAKERS, Ledger, make_identity
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as stg
@@ -26,14 +38,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from medledger.chain.txbuilder import sign_tx
 from medledger.crypto import DecryptionError, Identity
-from medledger.health import client, policy
+from medledger.health import claims_client, client, policy
 from medledger.health import state as st
+from medledger.health.claim_seal import ClaimUnreadableError, open_claim, open_claim_response
+from medledger.health.claims_types import CLAIM_OPEN, CLAIM_VERSIONS_MAX, OUTCOME_APPROVED, OUTCOMES
 from medledger.health.records import (
     encrypt_record,
     open_record,
     reseal_record_keys,
 )
 from medledger.health.types import (
+    EVENT_CLAIM_READ,
     EVENT_READ,
     INQUIRY_DENIED,
     INQUIRY_GRANTED,
@@ -42,20 +57,33 @@ from medledger.health.types import (
     PURPOSES,
     PURPOSES_BY_ROLE,
     TX_KINDS,
+    GrantState,
     Scope,
     compute_patient_id,
     is_covered,
 )
 
-INSTITUTIONS = ("clinic", "hospital", "insurer", "research")
+INSTITUTIONS = ("clinic", "hospital", "insurer", "research", "insurer-2")
 PATIENTS = ("patient-0", "patient-1")
 REPRESENTATIVES = ("rep-0", "rep-1")
 STRANGER = "stranger"
 PARTIES = (*INSTITUTIONS, *PATIENTS, *REPRESENTATIVES, STRANGER)
 IDENTITIES: dict[str, Identity] = {name: make_identity(name) for name in PARTIES}
-ROLES = {"clinic": "clinic", "hospital": "hospital", "insurer": "insurer", "research": "research"}
+ROLES = {
+    "clinic": "clinic",
+    "hospital": "hospital",
+    "insurer": "insurer",
+    "research": "research",
+    "insurer-2": "insurer",
+}
 AUTHORS = frozenset({"clinic", "hospital"})
-RECORD_TYPES = tuple(sorted(RECORD_MAKERS))
+INSURERS = frozenset({"insurer", "insurer-2"})
+MAKERS = {**RECORD_MAKERS, "Encounter": make_encounter}
+RECORD_TYPES = tuple(sorted(MAKERS))
+#: Label sets a record may carry (most carry none).
+LABEL_SETS: tuple[tuple[str, ...], ...] = ((), (), (), ("HIV",), ("PSY", "R"), ("SUD",))
+#: Label sets a standing consent may name.
+CONSENT_LABEL_SETS: tuple[tuple[str, ...], ...] = ((), (), ("HIV",), ("PSY", "R", "SUD"))
 MAX_RECORDS = 12
 
 
@@ -78,6 +106,7 @@ class MRecord:
     #: Parties the author's client sealed the content key for.
     readers: set[str]
     superseded: bool = False
+    labels: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -99,6 +128,24 @@ class MGrant:
     expires_ms: int
     record_ids: set[bytes]
     revoked: bool = False
+    #: A standing consent's authors and labels (None: a grant answering an inquiry).
+    authors: frozenset[str] | None = None
+    labels: frozenset[str] = frozenset()
+    #: The block time of the revocation (None: not revoked).
+    revoked_ms: int | None = None
+
+
+@dataclasses.dataclass
+class MClaim:
+    claim_id: bytes
+    patient: str
+    clinic: str
+    insurer: str
+    encounter_id: bytes
+    record_ids: tuple[bytes, ...]
+    version: int = 1
+    status: str = CLAIM_OPEN
+    decided_version: int = 0
 
 
 class HealthMachine(RuleBasedStateMachine):
@@ -112,6 +159,9 @@ class HealthMachine(RuleBasedStateMachine):
         self.grants: list[MGrant] = []
         #: (grant id, record ids) of every read an institution performed.
         self.reads: list[tuple[bytes, tuple[bytes, ...]]] = []
+        self.claims: list[MClaim] = []
+        #: (claim id, record ids) of every read an insurer performed for a claim.
+        self.claim_reads: list[tuple[bytes, tuple[bytes, ...]]] = []
         self.counter = 0
 
     # --- helpers --------------------------------------------------------------------------------
@@ -130,7 +180,15 @@ class HealthMachine(RuleBasedStateMachine):
     def acts_for(self, signer: str, patient: str) -> bool:
         return signer == patient or signer in self.reps[patient]
 
-    def sealable_readers(self, patient: str, author: str, record_type: str, time_ms: int) -> set[str]:
+    def terms_cover(self, grant: MGrant, author: str, labels: tuple[str, ...]) -> bool:
+        """A standing consent covers the author and every label; another grant no label."""
+        if grant.authors is None:
+            return not labels
+        return author in grant.authors and set(labels) <= grant.labels
+
+    def sealable_readers(
+        self, patient: str, author: str, record_type: str, time_ms: int, labels: tuple[str, ...] = ()
+    ) -> set[str]:
         """What an honest author's client seals for: patient, author, live covering grantees."""
         readers = {patient, author}
         for g in self.grants:
@@ -138,6 +196,7 @@ class HealthMachine(RuleBasedStateMachine):
                 g.patient == patient
                 and self.is_live(g, time_ms)
                 and is_covered(g.scope, b"", record_type, time_ms)
+                and self.terms_cover(g, author, labels)
             ):
                 readers.add(g.grantee)
         return readers
@@ -147,8 +206,10 @@ class HealthMachine(RuleBasedStateMachine):
             return False
         if record.record_id in grant.record_ids:
             return True
-        return grant.grantee in record.readers and is_covered(
-            grant.scope, record.record_id, record.record_type, record.time_ms
+        return (
+            grant.grantee in record.readers
+            and is_covered(grant.scope, record.record_id, record.record_type, record.time_ms)
+            and self.terms_cover(grant, record.author, record.labels)
         )
 
     # --- patients and representatives -----------------------------------------------------------
@@ -200,6 +261,7 @@ class HealthMachine(RuleBasedStateMachine):
         ),
         drop_patient=stg.sampled_from((False, False, False, True)),
         supersede=stg.booleans(),
+        labels=stg.sampled_from(LABEL_SETS),
         data=stg.data(),
     )
     def add_record(
@@ -210,24 +272,27 @@ class HealthMachine(RuleBasedStateMachine):
         leak: str | None,
         drop_patient: bool,
         supersede: bool,
+        labels: tuple[str, ...],
         data: stg.DataObject,
     ) -> None:
         if len(self.records) >= MAX_RECORDS:
             return
         time_ms = self.ledger.next_time_ms
-        readers = self.sealable_readers(patient, author, record_type, time_ms)
+        self.counter += 1
+        target: MRecord | None = None
+        if supersede and self.records:
+            target = data.draw(stg.sampled_from(list(self.records.values())))
+        # A correction keeps every label of the record it corrects (the rules add them).
+        effective = tuple(sorted(set(labels) | set(target.labels if target is not None else ())))
+        readers = self.sealable_readers(patient, author, record_type, time_ms, effective)
         # A leak seals for someone without a live covering grant (e.g. a revoked grantee).
         leaked = leak is not None and leak not in readers
         if leak is not None:
             readers = readers | {leak}
         if drop_patient and author != patient:
             readers = readers - {patient}
-        self.counter += 1
-        target: MRecord | None = None
-        if supersede and self.records:
-            target = data.draw(stg.sampled_from(list(self.records.values())))
         encrypted = encrypt_record(
-            RECORD_MAKERS[record_type](self.counter),
+            MAKERS[record_type](self.counter),
             patient_id=pid(patient),
             author=IDENTITIES[author].public.sign_key,
             readers=[enc(r) for r in readers],
@@ -240,7 +305,17 @@ class HealthMachine(RuleBasedStateMachine):
             and patient in readers
             and author in readers
         )
-        if target is not None:
+        if labels:
+            if target is not None:
+                ok = ok and target.author == author and target.patient == patient and not target.superseded
+            signed = self.ledger.sign(
+                claims_client.build_add_labelled_record,
+                IDENTITIES[author],
+                pid(patient),
+                encrypted,
+                labels,
+            )
+        elif target is not None:
             ok = ok and target.author == author and target.patient == patient and not target.superseded
             signed = self.ledger.sign(
                 client.build_supersede_record, IDENTITIES[author], pid(patient), target.record_id, encrypted
@@ -254,8 +329,9 @@ class HealthMachine(RuleBasedStateMachine):
             assert stored.time_ms == time_ms
             plaintext = open_record(stored, IDENTITIES[patient]).canonical_json
             self.records[record_id] = MRecord(
-                record_id, patient, author, record_type, time_ms, plaintext, readers
+                record_id, patient, author, record_type, time_ms, plaintext, readers, labels=effective
             )
+            assert st.get_record_labels(self.ledger.state, record_id) == effective
             if target is not None:
                 target.superseded = True
 
@@ -381,10 +457,12 @@ class HealthMachine(RuleBasedStateMachine):
         grant = data.draw(stg.sampled_from(self.grants))
         signer = grant.patient if who == "patient" else who
         ok = not grant.revoked and self.acts_for(signer, grant.patient)
+        revoked_ms = self.ledger.next_time_ms
         if self.submit(
             self.ledger.sign(client.build_revoke, IDENTITIES[signer], grant.grant_id), ok, "revoke"
         ):
             grant.revoked = True
+            grant.revoked_ms = revoked_ms
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -530,6 +608,424 @@ class HealthMachine(RuleBasedStateMachine):
             again = self.ledger.sign(client.build_grant_part, IDENTITIES[requester], grant_id, index, part)
             self.submit(again, False, "parts: forged part")
 
+    # --- standing consents and claims (issue 12) -------------------------------------------------
+
+    @rule(
+        who=stg.sampled_from(("patient", "patient", "patient", *REPRESENTATIVES, STRANGER, "clinic")),
+        patient=stg.sampled_from((PATIENTS[0], *PATIENTS)),
+        grantee=stg.sampled_from(("insurer", "insurer", "insurer-2", "research", "clinic")),
+        types=stg.sets(stg.sampled_from(RECORD_TYPES), max_size=3),
+        authors=stg.sets(stg.sampled_from(("clinic", "clinic", "hospital", "insurer")), max_size=2),
+        labels=stg.sampled_from(CONSENT_LABEL_SETS),
+        window=stg.sampled_from(("future", "future", "past", "inverted")),
+        ttl_ms=stg.sampled_from((3_600_000, 3_600_000, 5_000, -1, INQUIRY_TTL_MS_MAX + 1)),
+    )
+    def grant_consent(
+        self,
+        who: str,
+        patient: str,
+        grantee: str,
+        types: set[str],
+        authors: set[str],
+        labels: tuple[str, ...],
+        window: str,
+        ttl_ms: int,
+    ) -> None:
+        signer = patient if who == "patient" else who
+        time_ms = self.ledger.next_time_ms
+        from_ms, to_ms = {
+            "future": (time_ms, time_ms + 7_200_000),
+            "past": (0, time_ms - 1),
+            "inverted": (time_ms + 10, time_ms),
+        }[window]
+        consent = claims_client.make_consent(
+            pid(patient),
+            IDENTITIES[grantee].public.sign_key,
+            record_types=types,
+            authors=[IDENTITIES[a].public.sign_key for a in authors],
+            labels=labels,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            expires_ms=time_ms + ttl_ms,
+        )
+        ok = (
+            patient in self.registered
+            and self.acts_for(signer, patient)
+            and grantee in INSURERS
+            and bool(types)
+            and bool(authors)
+            and authors <= AUTHORS
+            and window != "inverted"
+            and 0 < ttl_ms <= INQUIRY_TTL_MS_MAX
+        )
+        grant_id = self.submit(
+            self.ledger.sign(claims_client.build_grant_consent, IDENTITIES[signer], consent), ok, "consent"
+        )
+        if grant_id is not None:
+            self.grants.append(
+                MGrant(
+                    grant_id,
+                    patient,
+                    grantee,
+                    client.make_scope(record_types=types, from_ms=from_ms, to_ms=to_ms),
+                    time_ms + ttl_ms,
+                    set(),
+                    authors=frozenset(authors),
+                    labels=frozenset(labels),
+                )
+            )
+
+    def claim_readers(self, patient: str, clinic: str, insurer: str) -> list[bytes]:
+        return [enc(patient), enc(clinic), enc(insurer)]
+
+    @rule(
+        filer=stg.sampled_from(("clinic", "clinic", "clinic", "hospital", "insurer", STRANGER)),
+        insurer=stg.sampled_from(("insurer", "insurer", "insurer", "insurer-2", "research")),
+        encounter_kind=stg.sampled_from(("own", "own", "own", "any", "missing")),
+        readers_kind=stg.sampled_from(("honest", "honest", "honest", "extra", "no_patient")),
+        empty=stg.sampled_from((False, False, False, True)),
+        data=stg.data(),
+    )
+    def file_claim(
+        self,
+        filer: str,
+        insurer: str,
+        encounter_kind: str,
+        readers_kind: str,
+        empty: bool,
+        data: stg.DataObject,
+    ) -> None:
+        encounters = [
+            r
+            for r in self.records.values()
+            if r.record_type == "Encounter" and (encounter_kind != "own" or r.author == filer)
+        ]
+        if encounter_kind == "missing" or not encounters:
+            encounter_id, patient, encounter = bytes(32), PATIENTS[0], None
+        else:
+            encounter = data.draw(stg.sampled_from(encounters))
+            encounter_id, patient = encounter.record_id, encounter.patient
+            if encounter_kind == "any":  # any record at all, of any type, patient or author
+                encounter = data.draw(stg.sampled_from(list(self.records.values())))
+                encounter_id = encounter.record_id
+        candidates = [r.record_id for r in self.records.values()]
+        record_ids = (
+            set()
+            if empty or not candidates
+            else set(data.draw(stg.lists(stg.sampled_from(candidates), min_size=1, max_size=4)))
+        )
+        readers = self.claim_readers(patient, filer, insurer)
+        if readers_kind == "extra":
+            readers.append(enc("research" if insurer != "research" else "hospital"))
+        elif readers_kind == "no_patient":
+            readers = readers[1:]
+        self.counter += 1
+        sealed = seal_test_claim(
+            self.counter,
+            readers,
+            patient_id=pid(patient),
+            clinic=IDENTITIES[filer].public.sign_key,
+            insurer=IDENTITIES[insurer].public.sign_key,
+            encounter_id=encounter_id,
+            version=1,
+        )
+        ok = (
+            filer in AUTHORS
+            and patient in self.registered
+            and insurer in INSURERS
+            and encounter is not None
+            and encounter.record_type == "Encounter"
+            and encounter.author == filer
+            and encounter.patient == patient
+            and bool(record_ids)
+            and all(self.records[r].patient == patient for r in record_ids)
+            and readers_kind == "honest"
+            and filer != insurer
+        )
+        signed = self.ledger.sign(
+            claims_client.build_file_claim,
+            IDENTITIES[filer],
+            pid(patient),
+            IDENTITIES[insurer].public.sign_key,
+            encounter_id,
+            record_ids,
+            sealed,
+        )
+        claim_id = self.submit(signed, ok, "file claim")
+        if claim_id is not None:
+            self.claims.append(
+                MClaim(claim_id, patient, filer, insurer, encounter_id, tuple(sorted(record_ids)))
+            )
+
+    @rule(
+        who=stg.sampled_from(("clinic-of-claim", "clinic-of-claim", "clinic-of-claim", *INSTITUTIONS)),
+        bump=stg.sampled_from((1, 1, 1, 0, 2)),
+        data=stg.data(),
+    )
+    def amend_claim(self, who: str, bump: int, data: stg.DataObject) -> None:
+        if not self.claims:
+            return
+        claim = data.draw(stg.sampled_from(self.claims))
+        if claim.version + bump > CLAIM_VERSIONS_MAX or claim.version + bump < 2:
+            return
+        signer = claim.clinic if who == "clinic-of-claim" else who
+        own = [r.record_id for r in self.records.values() if r.patient == claim.patient]
+        record_ids = set(data.draw(stg.lists(stg.sampled_from(own), min_size=1, max_size=4)))
+        version = claim.version + bump
+        self.counter += 1
+        sealed = seal_test_claim(
+            self.counter,
+            self.claim_readers(claim.patient, claim.clinic, claim.insurer),
+            patient_id=pid(claim.patient),
+            clinic=IDENTITIES[claim.clinic].public.sign_key,
+            insurer=IDENTITIES[claim.insurer].public.sign_key,
+            encounter_id=claim.encounter_id,
+            version=version,
+        )
+        ok = signer == claim.clinic and claim.status != OUTCOME_APPROVED and bump == 1
+        signed = self.ledger.sign(
+            claims_client.build_amend_claim, IDENTITIES[signer], claim.claim_id, version, record_ids, sealed
+        )
+        if self.submit(signed, ok, "amend claim"):
+            claim.version = version
+            claim.record_ids = tuple(sorted(record_ids))
+            claim.status = CLAIM_OPEN
+
+    @rule(
+        who=stg.sampled_from(("insurer-of-claim", "insurer-of-claim", "insurer-of-claim", *INSTITUTIONS)),
+        outcome=stg.sampled_from(sorted(OUTCOMES)),
+        stale=stg.sampled_from((False, False, False, True)),
+        honest_readers=stg.sampled_from((True, True, True, False)),
+        data=stg.data(),
+    )
+    def decide_claim(
+        self, who: str, outcome: str, stale: bool, honest_readers: bool, data: stg.DataObject
+    ) -> None:
+        if not self.claims:
+            return
+        claim = data.draw(stg.sampled_from(self.claims))
+        signer = claim.insurer if who == "insurer-of-claim" else who
+        version = claim.version - 1 if stale and claim.version > 1 else claim.version
+        readers = self.claim_readers(claim.patient, claim.clinic, claim.insurer)
+        if not honest_readers:
+            readers = readers[:2]
+        sealed = seal_test_response(
+            outcome,
+            readers,
+            claim_id=claim.claim_id,
+            version=version,
+            insurer=IDENTITIES[claim.insurer].public.sign_key,
+        )
+        ok = (
+            signer == claim.insurer
+            and version == claim.version
+            and claim.decided_version != claim.version
+            and honest_readers
+        )
+        signed = self.ledger.sign(
+            claims_client.build_decide_claim, IDENTITIES[signer], claim.claim_id, version, outcome, sealed
+        )
+        if self.submit(signed, ok, "decide claim"):
+            claim.status = outcome
+            claim.decided_version = version
+            decision = st.get_claim_decision(self.ledger.state, claim.claim_id, version)
+            assert decision is not None
+            for party in (claim.patient, claim.clinic, claim.insurer):
+                assert open_claim_response(decision, IDENTITIES[party])["resourceType"] == "ClaimResponse"
+            for party in (STRANGER, "research", *(INSURERS - {claim.insurer})):
+                try:
+                    open_claim_response(decision, IDENTITIES[party])
+                except ClaimUnreadableError:
+                    continue
+                raise AssertionError(f"{party} opened a claim response not sealed for it")
+
+    @rule(
+        who=stg.sampled_from(("insurer-of-claim", "insurer-of-claim", "insurer-of-claim", *INSTITUTIONS)),
+        stray=stg.sampled_from((False, False, False, True)),
+        data=stg.data(),
+    )
+    def read_for_claim(self, who: str, stray: bool, data: stg.DataObject) -> None:
+        """The insurer's node reads a claim's supporting records under a grant: a receipt naming the
+        claim first, then it decrypts exactly those records."""
+        if not self.claims or not self.grants:
+            return
+        claim = data.draw(stg.sampled_from(self.claims))
+        reader = claim.insurer if who == "insurer-of-claim" else who
+        mine = [g for g in self.grants if g.grantee == reader and g.patient == claim.patient]
+        grant = data.draw(stg.sampled_from(mine or self.grants))
+        coverable = [r for r in claim.record_ids if self.coverable(grant, self.records[r])]
+        chosen = set(data.draw(stg.lists(stg.sampled_from(coverable), max_size=3))) if coverable else set()
+        others = [r for r in self.records if r not in coverable]
+        if stray and others:
+            chosen.add(data.draw(stg.sampled_from(others)))
+        ok = (
+            reader == claim.insurer == grant.grantee
+            and grant.patient == claim.patient
+            and self.is_live(grant, self.ledger.next_time_ms)
+            and bool(chosen)
+            and all(r in coverable for r in chosen)
+        )
+        signed = self.ledger.sign(
+            claims_client.build_claim_read_receipt, IDENTITIES[reader], claim.claim_id, grant.grant_id, chosen
+        )
+        if self.submit(signed, ok, "claim read receipt") is None:
+            return
+        stored_grant = st.get_grant(self.ledger.state, grant.grant_id)
+        assert stored_grant is not None
+        for record_id in sorted(chosen):
+            record = st.get_record(self.ledger.state, record_id)
+            assert record is not None
+            sealed = policy.get_grant_sealed_key(self.ledger.state, stored_grant, record_id)
+            opened = open_record(record, IDENTITIES[reader], grant=stored_grant, sealed_key=sealed)
+            assert opened.canonical_json == self.records[record_id].plaintext
+        self.reads.append((grant.grant_id, tuple(sorted(chosen))))
+        self.claim_reads.append((claim.claim_id, tuple(sorted(chosen))))
+
+    @rule(
+        patient=stg.sampled_from((PATIENTS[0], *PATIENTS)),
+        insurer=stg.sampled_from(sorted(INSURERS)),
+        named=stg.sampled_from(((), (), ("HIV",))),
+        outcome=stg.sampled_from((OUTCOME_APPROVED, "pended")),
+    )
+    def insurer_story(self, patient: str, insurer: str, named: tuple[str, ...], outcome: str) -> None:
+        """The honest path in one go, sealed as the node seals (`policy.compute_node_record_readers`):
+        a standing consent, an encounter's records (one labelled HIV), a claim citing them, the
+        insurer reading what it may (never the labelled record unless the consent names HIV) and a
+        decision."""
+        if patient not in self.registered or len(self.records) + 3 > MAX_RECORDS:
+            return
+        state = self.ledger.state
+        time_ms = self.ledger.next_time_ms
+        consent = claims_client.make_consent(
+            pid(patient),
+            IDENTITIES[insurer].public.sign_key,
+            record_types=("Condition", "Encounter", "Observation"),
+            authors=[IDENTITIES["clinic"].public.sign_key],
+            labels=named,
+            from_ms=time_ms - 3_600_000,
+            to_ms=time_ms + 7_200_000,
+            expires_ms=time_ms + 3_600_000,
+        )
+        grant_id = self.submit(
+            self.ledger.sign(claims_client.build_grant_consent, IDENTITIES[patient], consent),
+            True,
+            "story: consent",
+        )
+        assert grant_id is not None
+        grant = MGrant(
+            grant_id,
+            patient,
+            insurer,
+            client.make_scope(
+                record_types=("Condition", "Encounter", "Observation"),
+                from_ms=time_ms - 3_600_000,
+                to_ms=time_ms + 7_200_000,
+            ),
+            time_ms + 3_600_000,
+            set(),
+            authors=frozenset({"clinic"}),
+            labels=frozenset(named),
+        )
+        self.grants.append(grant)
+        patient_state = st.get_patient(state, pid(patient))
+        clinic = self.ledger.institutions["clinic"]
+        assert patient_state is not None
+        ids: list[bytes] = []
+        for record_type, labels in (("Encounter", ()), ("Observation", ()), ("Condition", ("HIV",))):
+            now_ms = self.ledger.next_time_ms
+            node_readers = policy.compute_node_record_readers(
+                self.ledger.state, patient_state, clinic, record_type, now_ms, labels
+            )
+            model_readers = self.sealable_readers(patient, "clinic", record_type, now_ms, labels)
+            names = {p for p in PARTIES if enc(p) in node_readers}
+            # The node never seals for more than the model allows (it may seal for fewer: margins).
+            assert names <= model_readers, (names, model_readers)
+            # This consent covers the unlabelled records, and the labelled one only if it names HIV
+            # (another live consent of the same insurer may name it: the model says so above).
+            if not labels or set(labels) <= set(named):
+                assert insurer in names, (labels, named, names)
+            self.counter += 1
+            encrypted = encrypt_record(
+                MAKERS[record_type](self.counter),
+                patient_id=pid(patient),
+                author=clinic.sign_key,
+                readers=sorted(node_readers),
+            )
+            if labels:
+                signed = self.ledger.sign(
+                    claims_client.build_add_labelled_record,
+                    IDENTITIES["clinic"],
+                    pid(patient),
+                    encrypted,
+                    labels,
+                )
+            else:
+                signed = self.ledger.sign(
+                    client.build_add_record, IDENTITIES["clinic"], pid(patient), encrypted
+                )
+            record_id = self.submit(signed, True, "story: record")
+            assert record_id is not None
+            stored = st.get_record(self.ledger.state, record_id)
+            assert stored is not None
+            self.records[record_id] = MRecord(
+                record_id,
+                patient,
+                "clinic",
+                record_type,
+                now_ms,
+                open_record(stored, IDENTITIES[patient]).canonical_json,
+                names,
+                labels=labels,
+            )
+            ids.append(record_id)
+        encounter_id = ids[0]
+        self.counter += 1
+        sealed = seal_test_claim(
+            self.counter,
+            self.claim_readers(patient, "clinic", insurer),
+            patient_id=pid(patient),
+            clinic=clinic.sign_key,
+            insurer=IDENTITIES[insurer].public.sign_key,
+            encounter_id=encounter_id,
+            version=1,
+        )
+        signed = self.ledger.sign(
+            claims_client.build_file_claim,
+            IDENTITIES["clinic"],
+            pid(patient),
+            IDENTITIES[insurer].public.sign_key,
+            encounter_id,
+            ids,
+            sealed,
+        )
+        claim_id = self.submit(signed, True, "story: claim")
+        assert claim_id is not None
+        claim = MClaim(claim_id, patient, "clinic", insurer, encounter_id, tuple(sorted(ids)))
+        self.claims.append(claim)
+        stored_claim = st.get_claim(self.ledger.state, claim_id)
+        assert stored_claim is not None
+        assert open_claim(stored_claim, IDENTITIES[insurer])["resourceType"] == "Claim"
+        readable = tuple(sorted(r for r in ids if self.coverable(grant, self.records[r])))
+        assert len(readable) == (3 if "HIV" in named else 2)
+        signed = self.ledger.sign(
+            claims_client.build_claim_read_receipt, IDENTITIES[insurer], claim_id, grant_id, readable
+        )
+        self.submit(signed, True, "story: read")
+        self.reads.append((grant_id, readable))
+        self.claim_reads.append((claim_id, readable))
+        sealed_response = seal_test_response(
+            outcome,
+            self.claim_readers(patient, "clinic", insurer),
+            claim_id=claim_id,
+            version=1,
+            insurer=IDENTITIES[insurer].public.sign_key,
+        )
+        signed = self.ledger.sign(
+            claims_client.build_decide_claim, IDENTITIES[insurer], claim_id, 1, outcome, sealed_response
+        )
+        self.submit(signed, True, "story: decision")
+        claim.status, claim.decided_version = outcome, 1
+
     # --- time and garbage -----------------------------------------------------------------------
 
     @rule(ms=stg.sampled_from((1_000, 6_000, 3_600_000)))
@@ -557,8 +1053,12 @@ class HealthMachine(RuleBasedStateMachine):
 
     # --- invariants -----------------------------------------------------------------------------
 
-    def can_decrypt(self, party: str, record_id: bytes) -> bytes | None:
-        """What `party`'s client gets from the ledger state for this record: plaintext or nothing."""
+    def can_decrypt(
+        self, party: str, record_id: bytes, grants: dict[bytes, list[GrantState]] | None = None
+    ) -> bytes | None:
+        """What `party`'s client gets from the ledger state for this record: plaintext or nothing.
+
+        `grants` caches each patient's grants (`st.list_grants`) across one invariant check."""
         state = self.ledger.state
         record = st.get_record(state, record_id)
         assert record is not None
@@ -567,7 +1067,11 @@ class HealthMachine(RuleBasedStateMachine):
             return open_record(record, identity).canonical_json
         except DecryptionError:
             pass
-        for grant in st.list_grants(state, record.patient_id):
+        if grants is None:
+            grants = {}
+        if record.patient_id not in grants:
+            grants[record.patient_id] = st.list_grants(state, record.patient_id)
+        for grant in grants[record.patient_id]:
             sealed = policy.get_grant_sealed_key(state, grant, record_id)  # one-tx grant or a part
             if grant.grantee == identity.public.sign_key and sealed is not None:
                 try:
@@ -578,13 +1082,14 @@ class HealthMachine(RuleBasedStateMachine):
 
     @invariant()
     def only_authorised_parties_decrypt(self) -> None:
+        grants: dict[bytes, list[GrantState]] = {}
         for record in self.records.values():
             granted_to = {g.grantee for g in self.grants if record.record_id in g.record_ids}
             expected = record.readers | granted_to
             assert record.patient in expected
             assert record.author in expected
             for party in PARTIES:
-                plaintext = self.can_decrypt(party, record.record_id)
+                plaintext = self.can_decrypt(party, record.record_id, grants)
                 if party in expected:
                     assert plaintext == record.plaintext, f"{party} should read the record"
                 else:
@@ -623,6 +1128,61 @@ class HealthMachine(RuleBasedStateMachine):
             stored_grant = st.get_grant(state, grant.grant_id)
             assert stored_grant is not None
             assert stored_grant.is_revoked == grant.revoked
+
+    @invariant()
+    def sealed_only_under_live_cover(self) -> None:
+        """Nobody but the patient and the author is sealed a record unless a grant live at the
+        record's block time covered it, authors and labels included: a labelled record never
+        reaches a consent that does not name its labels, nor anything a revoked consent."""
+        for record in self.records.values():
+            stored = st.get_record(self.ledger.state, record.record_id)
+            assert stored is not None
+            for party in PARTIES:
+                if enc(party) not in stored.envelope.readers or party in (record.patient, record.author):
+                    continue
+                assert any(
+                    g.grantee == party
+                    and g.patient == record.patient
+                    and not (g.revoked_ms is not None and g.revoked_ms <= record.time_ms)
+                    and record.time_ms < g.expires_ms
+                    and is_covered(g.scope, record.record_id, record.record_type, record.time_ms)
+                    and self.terms_cover(g, record.author, record.labels)
+                    for g in self.grants
+                ), f"{party} was sealed a record no live grant of it covered"
+
+    @invariant()
+    def claims_match_model(self) -> None:
+        state = self.ledger.state
+        for claim in self.claims:
+            stored = st.get_claim(state, claim.claim_id)
+            assert stored is not None
+            assert stored.clinic == IDENTITIES[claim.clinic].public.sign_key
+            assert stored.insurer == IDENTITIES[claim.insurer].public.sign_key
+            assert (stored.version, stored.status, stored.decided_version) == (
+                claim.version,
+                claim.status,
+                claim.decided_version,
+            )
+            assert stored.record_ids == claim.record_ids
+            if claim.decided_version:
+                decision = st.get_claim_decision(state, claim.claim_id, claim.decided_version)
+                assert decision is not None
+                assert decision.insurer == stored.insurer
+                assert claim.status in (decision.outcome, CLAIM_OPEN)
+            assert claim.claim_id in st.list_insurer_claim_ids(state, stored.insurer)
+            assert claim.claim_id in st.list_clinic_claim_ids(state, stored.clinic)
+        for insurer in INSURERS:
+            listed = st.list_insurer_claim_ids(state, IDENTITIES[insurer].public.sign_key)
+            assert listed == [c.claim_id for c in self.claims if c.insurer == insurer]
+
+    @invariant()
+    def every_claim_read_has_a_receipt(self) -> None:
+        receipts: list[tuple[bytes, tuple[bytes, ...]]] = []
+        for patient in PATIENTS:
+            for audit in st.list_audit_events(self.ledger.state, pid(patient)):
+                if audit.event == EVENT_CLAIM_READ:
+                    receipts.append((audit.subject_id, audit.record_ids))
+        assert sorted(receipts) == sorted(self.claim_reads)
 
 
 TestHealthRules = HealthMachine.TestCase
