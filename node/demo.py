@@ -37,6 +37,7 @@ from medledger.crypto import Identity, save_identity
 from medledger.health.event_subscription import EventSubscription
 from medledger.health.event_topics import DEFAULT_TOPIC_PREFIX, compute_patient_subscription
 from medledger.health.events import (
+    EVENT_CLAIM_DECIDED,
     EVENT_INQUIRY_FILED,
     EVENT_INQUIRY_GRANTED,
     EVENT_RECORD_ADDED,
@@ -50,6 +51,7 @@ from medledger.health.sdk import (
     save_genesis_pin,
 )
 from medledger.health.types import ROLES
+from medledger.node.demo_claims import run_insurer_story
 from medledger.node.demo_events import (
     BROKER_HOST,
     DemoBroker,
@@ -327,6 +329,7 @@ def run_scenario(
     notifications = subscribe()
     try:
         _run_story(clients, clinic, hospital, patient, notifications, echo)
+        _run_insurer_story(clients, roles, patient, notifications, echo)
     except BaseException:
         notifications.stop()
         raise
@@ -389,6 +392,20 @@ def _run_story(
             f"(read receipt at height {read['receipt']['height']})"
         )
         notifications.expect(EVENT_RECORD_READ, inquiry_id=asked["inquiry_id"])
+
+
+def _run_insurer_story(
+    clients: dict[str, InstitutionClient],
+    roles: dict[str, str],
+    patient: PatientClient,
+    notifications: PatientNotifications,
+    echo: Echo,
+) -> None:
+    echo("")
+    echo("The insurer's story: a standing consent for payment, then a claim (node/demo_claims.py):")
+    claim_id = run_insurer_story(clients, roles, patient, echo)
+    if claim_id is not None:
+        notifications.expect(EVENT_CLAIM_DECIDED, claim_id=claim_id)
     echo("")
     echo("The patient's audit trail (fetched and checked by the patient's client):")
     for line in format_audit(describe_audit(patient)):

@@ -54,6 +54,7 @@ ID_LABELS: Final = {
     "grant_id": "grant",
     "request_id": "request",
     "amendment_id": "amendment",
+    "claim_id": "claim",
 }
 
 Echo = Callable[[str], None]
@@ -170,7 +171,11 @@ class DemoBroker:
 
 def describe_notification(event: dict[str, Any], *, from_broker: bool) -> str:
     """`notification: inquiry.filed (inquiry 3fa2…)`: the kind and the ids, nothing else."""
-    ids = [f"{ID_LABELS[f]} {str(event[f])[:8]}…" for f in ID_FIELDS if isinstance(event.get(f), str)]
+    ids = [
+        f"{ID_LABELS.get(f, f.removesuffix('_id'))} {str(event[f])[:8]}…"
+        for f in ID_FIELDS
+        if isinstance(event.get(f), str)
+    ]
     line = f"notification: {event.get('kind')}" + (f" ({', '.join(ids)})" if ids else "")
     return line if from_broker else line + " [filled from the ledger]"
 

@@ -45,12 +45,16 @@ def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp
     assert "the patient reads the sealed reason: 'referral for a diabetes follow-up'" in text
     trail = text.split("audit trail", 1)[1]
     events = [line.split()[4] for line in trail.splitlines()[2:] if line.strip()[:1].isdigit()]
-    assert events == ["inquiry", "grant", "read", "read"], text
+    consent_story = ["inquiry", "grant", "read", "read"]
+    claim_story = ["consent", "claim_filed", "read", "claim_read", "read", "claim_read", "claim_decided"]
+    assert events == consent_story + claim_story, text
     for name in ("clinic", "hospital", "insurer", "research"):
         assert f"  {name} " in text
 
     # Each step of the story is followed by the patient's notification of it, naming its ids.
-    story = text.split("the scenario:", 1)[1].split("audit trail", 1)[0]
+    story, insurer_story = (
+        text.split("the scenario:", 1)[1].split("audit trail", 1)[0].split("insurer's story", 1)
+    )
     lines = [line.strip() for line in story.splitlines() if line.strip()]
     notified = [line for line in lines if line.startswith("notification:")]
     kinds = [line.split()[1] for line in notified]
@@ -68,7 +72,22 @@ def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp
         assert following == f"notification: record.added (record {record[:8]}…)", text
     assert f"notification: inquiry.filed (inquiry {inquiry[:8]}…)" in notified
     assert all(f"inquiry {inquiry[:8]}…" in line for line in notified[3:]), text
-    assert "The patient's notifications: 7 shown, 7 of them delivered live by the broker" in text
+    # The insurer's story: a standing consent, a claim with a labelled record the insurer may not
+    # read, the approval, and every step of it notified to the patient, live.
+    assert "insurer: may not read the Condition (labelled; the consent names no label)" in insurer_story
+    assert re.search(r"insurer: approved claim [0-9a-f]{16}", insurer_story), text
+    assert re.search(r"patient: claim [0-9a-f]{16} version 1: approved", insurer_story), text
+    insurer_notified = [
+        line.strip().split()[1]
+        for line in insurer_story.splitlines()
+        if line.strip().startswith("notification:")
+    ]
+    assert insurer_notified == ["consent.granted"] + ["record.added"] * 3 + ["claim.filed"] + [
+        "record.read",
+        "claim.read",
+    ] * 2 + ["claim.decided"], text
+    assert "[filled from the ledger]" not in insurer_story, text
+    assert "The patient's notifications: 17 shown, 17 of them delivered live by the broker" in text
 
     # Through the real broker: the patient's derived user connected and subscribed to a patient
     # topic (a token, not their id), and the patient's node published as its own user.
