@@ -42,7 +42,23 @@ def test_records_8_demo_sh_gives_once_to_the_demo_not_to_pip(tmp_path: Path) -> 
         script = bin_dir / tool
         script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{tmp_path}/calls.log"\n', encoding="utf-8")
         script.chmod(0o755)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    # The web app's step: its inputs, and a node and npm that only write down their arguments
+    # (npm ci and the build make the folders the real ones would).
+    (tmp_path / "web").mkdir()
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(REPO / "web" / name, tmp_path / "web" / name)
+    tools_dir = tmp_path / "tools"
+    tools_dir.mkdir()
+    (tools_dir / "node").write_text(
+        f'#!/bin/sh\necho "node $*" >> "{tmp_path}/calls.log"\necho 20\n', encoding="utf-8"
+    )
+    (tools_dir / "npm").write_text(
+        f'#!/bin/sh\necho "npm $*" >> "{tmp_path}/calls.log"\nmkdir -p node_modules dist\n', encoding="utf-8"
+    )
+    for tool in ("node", "npm"):
+        (tools_dir / tool).chmod(0o755)
+    path = f"{tools_dir}:{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path}
     result = subprocess.run(
         ["bash", str(tmp_path / "scripts" / "demo.sh"), "--once"],
         cwd=tmp_path,
@@ -59,6 +75,7 @@ def test_records_8_demo_sh_gives_once_to_the_demo_not_to_pip(tmp_path: Path) -> 
     assert all("--once" not in c for c in calls if c.startswith("python")), calls
     assert re.search(r" -e \. ", installs[0]), installs  # the plain install, no extra
     assert calls[-1] == "medledger demo --home .demo --once", calls
+    assert "npm ci --no-audit --no-fund --loglevel=error" in calls, calls  # the web app, from its lock
 
 
 def test_records_8_patient_subcommand_help_needs_no_key() -> None:

@@ -121,6 +121,7 @@ def concrete(path: str) -> str:
         .replace("{index}", "0")
         .replace("{amendment_id}", "34" * 32)
         .replace("{request_id}", "56" * 32)
+        .replace("{claim_id}", "78" * 32)
     )
 
 
