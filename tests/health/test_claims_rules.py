@@ -389,3 +389,47 @@ def test_invalid_claims(filed: tuple[World, bytes, bytes, list[bytes]]) -> None:
     stored = st.get_claim(ledger.state, claim_id)
     assert stored is not None
     assert (stored.status, stored.version) == (OUTCOME_APPROVED, 1)
+
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+
+def _condition(
+    code: dict[str, str] | None = None, security: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Condition", "subject": {"reference": "Patient/x"}}
+    if code is not None:
+        resource["code"] = {"coding": [code]}
+    if security is not None:
+        resource["meta"] = {"security": security}
+    return resource
+
+
+@pytest.mark.parametrize(
+    ("resource", "labels"),
+    [
+        # The attacker's spellings (each was computed as no label, so a consent naming no label
+        # would have had the record sealed for the insurer).
+        (
+            _condition(
+                security=[{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "hiv"}]
+            ),
+            ("HIV",),
+        ),
+        (_condition(security=[{"system": "urn:oid:2.16.840.1.113883.5.4", "code": "HIV"}]), ("HIV",)),
+        (_condition(security=[{"system": "http://hl7.org/fhir/v3/ActCode", "code": "PSY"}]), ("PSY",)),
+        (_condition(security=[{"code": "HIV"}]), ("HIV",)),  # no system: fail closed
+        (_condition(security=[{"system": "urn:oid:2.16.840.1.113883.5.25", "code": "R"}]), ("R",)),
+        (_condition(code={"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "B20"}), ("HIV",)),
+        (_condition(code={"system": "urn:oid:2.16.840.1.113883.6.90", "code": "f11.2"}), ("SUD",)),
+        (_condition(code={"system": "urn:oid:2.16.840.1.113883.6.96", "code": "86406008"}), ("HIV",)),
+        # What restricts nothing stays unlabelled.
+        (_condition(security=[{"system": "urn:oid:2.16.840.1.113883.5.25", "code": "N"}]), ()),
+        (_condition(security=[{"system": "http://example.org/other", "code": "HIV"}]), ()),
+        (_condition(code={"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E11"}), ()),
+    ],
+)
+def test_attack_labels_are_found_whatever_the_spelling(
+    resource: dict[str, Any], labels: tuple[str, ...]
+) -> None:
+    assert compute_security_labels(resource) == labels
