@@ -72,7 +72,7 @@ from medledger.node.health_api import (
     _json,
     _me,
     _page,
-    _read_object,
+    _read_members,
     _require_patient,
     _state,
     _submit_and_wait,
@@ -167,13 +167,14 @@ def _opened_claim(service: HealthService, claim: ClaimState) -> dict[str, Any]:
 async def post_claim(request: web.Request) -> web.Response:
     service, me = _me(request)
     wait_ms = _wait_ms(request)
-    data = await _read_object(request, CLAIM_REQUEST_BYTES_MAX)
+    members = await _read_members(request, CLAIM_REQUEST_BYTES_MAX)
+    data = {name: value for name, (value, _) in members.items()}
     _check_keys(data, {"patient_id", "insurer", "encounter_id", "record_ids", "claim"}, set())
     patient_id = _hex_id(data["patient_id"], "patient_id")
     insurer_key = _hex_id(data["insurer"], "insurer")
     encounter_id = _hex_id(data["encounter_id"], "encounter_id")
     record_ids = _record_ids(data["record_ids"])
-    resource = _resource(data["claim"], "Claim")
+    _resource(data["claim"], "Claim")  # a JSON object, else a 400 naming it
     state = _state(service)
     patient = _require_patient(state, patient_id)
     if not policy.is_author_role(me.role):
@@ -194,7 +195,8 @@ async def post_claim(request: web.Request) -> web.Response:
             code="claim_encounter",
         )
     _require_records(service, patient_id, record_ids)
-    validated = validate_claim(resource)
+    # The Claim as submitted (its text, not a re-serialisation: `120.10` stays `120.10`; ADR 0011).
+    validated = validate_claim(members["claim"][1].encode("utf-8"))
     try:
         sealed = seal_claim(
             validated,
@@ -227,10 +229,11 @@ async def post_claim_version(request: web.Request) -> web.Response:
     service, me = _me(request)
     wait_ms = _wait_ms(request)
     claim = _load_claim(service, _hex_id(request.match_info["claim_id"], "claim id"))
-    data = await _read_object(request, CLAIM_REQUEST_BYTES_MAX)
+    members = await _read_members(request, CLAIM_REQUEST_BYTES_MAX)
+    data = {name: value for name, (value, _) in members.items()}
     _check_keys(data, {"record_ids", "claim"}, set())
     record_ids = _record_ids(data["record_ids"])
-    resource = _resource(data["claim"], "Claim")
+    _resource(data["claim"], "Claim")  # a JSON object, else a 400 naming it
     if claim.clinic != me.sign_key:
         raise ApiProblem(
             403, "Forbidden", "only the clinic that filed a claim may amend it", code="not_claim_filer"
@@ -244,7 +247,8 @@ async def post_claim_version(request: web.Request) -> web.Response:
         )
     _require_records(service, claim.patient_id, record_ids)
     version = claim.version + 1
-    validated = validate_claim(resource)
+    # The Claim as submitted (its text, not a re-serialisation: `120.10` stays `120.10`; ADR 0011).
+    validated = validate_claim(members["claim"][1].encode("utf-8"))
     try:
         sealed = seal_claim(
             validated,
@@ -345,14 +349,15 @@ async def post_decision(request: web.Request) -> web.Response:
     service, me = _me(request)
     wait_ms = _wait_ms(request)
     claim = _load_claim(service, _hex_id(request.match_info["claim_id"], "claim id"))
-    data = await _read_object(request, CLAIM_REQUEST_BYTES_MAX)
+    members = await _read_members(request, CLAIM_REQUEST_BYTES_MAX)
+    data = {name: value for name, (value, _) in members.items()}
     _check_keys(data, {"version", "outcome", "response"}, set())
     version, outcome = data["version"], data["outcome"]
     if type(version) is not int or not 1 <= version <= CLAIM_VERSIONS_MAX:
         raise BadRequestError(f"version must be an integer in [1, {CLAIM_VERSIONS_MAX}]")
     if outcome not in OUTCOMES:
         raise BadRequestError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}")
-    resource = _resource(data["response"], "ClaimResponse")
+    _resource(data["response"], "ClaimResponse")  # a JSON object, else a 400 naming it
     _require_insurer(claim, me)
     if version != claim.version or claim.decided_version == claim.version:
         raise ApiProblem(
@@ -361,7 +366,7 @@ async def post_decision(request: web.Request) -> web.Response:
             "only the claim's current, undecided version may be decided",
             code="claim_version",
         )
-    validated = validate_claim_response(resource, outcome)
+    validated = validate_claim_response(members["response"][1].encode("utf-8"), outcome)
     try:
         sealed = seal_claim_response(
             validated,
