@@ -259,6 +259,8 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             page.set_viewport_size({"width": 1280, "height": 800})
             page.screenshot(path=ARTIFACTS / "keys-1280.png", full_page=True)
             page.click("#forget-key")
+            # The page says so once the deletion is durable; reloading before that would race it.
+            expect(page.locator("#status")).to_have_text(re.compile("no longer keeps"), timeout=30_000)
             page.reload()
             expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=30_000)
             expect(page.locator("#unlock-form")).to_be_hidden()

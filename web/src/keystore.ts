@@ -28,11 +28,15 @@ async function withStore<T>(mode: IDBTransactionMode, act: (store: IDBObjectStor
   const db = await openDatabase();
   try {
     const tx = db.transaction(STORE, mode);
-    const result = await request(act(tx.objectStore(STORE)));
-    await new Promise<void>((resolve, reject) => {
+    // Listen for the end of the transaction before anything can end it: only `complete` says the
+    // change is durable (a page reloaded after a request's `success` may still find the old value).
+    const done = new Promise<void>((resolve, reject) => {
       tx.oncomplete = () => resolve();
       tx.onerror = () => reject(tx.error ?? new Error("IndexedDB transaction failed"));
+      tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
     });
+    const result = await request(act(tx.objectStore(STORE)));
+    await done;
     return result;
   } finally {
     db.close();
