@@ -232,15 +232,16 @@ async def hold_idle_sockets(port: int, report: FloodReport, stop: asyncio.Event)
             report.idle_opened += 1
             read = asyncio.ensure_future(reader.read(1))
             halt = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait([read, halt], return_when=asyncio.FIRST_COMPLETED)
-            halt.cancel()
-            _abort(writer)
+            try:
+                done, _ = await asyncio.wait([read, halt], return_when=asyncio.FIRST_COMPLETED)
+            finally:  # cancelled at the end of a failed test too: never leave a socket to the GC
+                halt.cancel()
+                read.cancel()
+                _abort(writer)
             if read in done:
                 read.exception()  # EOF or a reset: either way the node cut it
                 report.idle_cut += 1
                 await asyncio.sleep(IDLE_REOPEN_S)  # pacing the re-open, not synchronisation
-            else:
-                read.cancel()
 
     await asyncio.gather(*(one() for _ in range(IDLE_SOCKETS)), return_exceptions=True)
 
