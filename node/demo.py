@@ -1,11 +1,12 @@
 """`medledger demo`: the four-institution demo network and the consent story, for real.
 
-From `configs/demo.toml` it creates a network (a clinic, a hospital, an insurer and a research
-institute, each a validator on its own node process), then drives the scenario through the real
-interfaces: the patient's SDK (keys on the patient's side, decryption and signatures local) and each
-institution's REST API (bearer token). It registers a synthetic patient, has the clinic add records,
-the hospital inquire, the patient grant, the hospital read, prints the patient's audit trail and
-where to reach the nodes, and keeps the network running until Ctrl-C (or exits with `once`).
+From the packaged `demo.toml` (`node/demo.toml`; `--config` for another) it creates a network (a
+clinic, a hospital, an insurer and a research institute, each a validator on its own node process),
+then drives the scenario through the real interfaces: the patient's SDK (keys on the patient's side,
+decryption and signatures local) and each institution's REST API (bearer token). It registers a
+synthetic patient, has the clinic add records, the hospital inquire, the patient grant, the hospital
+read, prints the patient's audit trail, the app's address and where to reach the nodes, and keeps
+the network running until Ctrl-C (or exits with `once`).
 The FHIR data is synthetic, generated here from a seed, offline.
 
 Every node publishes its ledger events to a real mosquitto broker that the demo starts
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import json
 import random
 import secrets
@@ -66,6 +68,7 @@ from medledger.node.process import NodeProcess
 from medledger.node.testnet import DEMO_NETWORK_DIR, TestnetNode, create_testnet, write_cluster_record
 
 DEMO_MARKER: Final = ".medledger-demo"
+DEMO_CONFIG_NAME: Final = "demo.toml"
 NETWORK_DIR: Final = DEMO_NETWORK_DIR  # where `cluster status --dir <home>` looks too
 PATIENT_KEY: Final = "patient.key"
 PATIENT_PASSPHRASE: Final = "patient.passphrase"
@@ -107,13 +110,15 @@ def load_demo_config(path: Path) -> DemoConfig:
     return config
 
 
-def find_demo_config(start: Path) -> Path:
-    """`configs/demo.toml` in `start` or a parent (the repository checkout)."""
-    for directory in (start, *start.parents):
-        candidate = directory / "configs" / "demo.toml"
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("configs/demo.toml not found; pass --config")
+def packaged_demo_config() -> Path:
+    """The demo's network description, shipped inside the package (`medledger/node/demo.toml`), so
+    `medledger demo` runs from any directory, as an installed command is used."""
+    path = Path(str(importlib.resources.files("medledger.node").joinpath(DEMO_CONFIG_NAME)))
+    if not path.is_file():  # a broken installation, not a user's mistake
+        raise ConfigError(
+            f"the packaged demo description {path} is missing; reinstall medledger or pass --config"
+        )
+    return path
 
 
 # --- synthetic FHIR (offline) ---------------------------------------------------------------------
@@ -488,6 +493,9 @@ def run_demo(
             f"  {'broker':<10} {'mosquitto':<9} mqtt://{BROKER_HOST}:{broker_ports[0]} (a port per node)   "
             f"ACLs: <node>/{NODE_ACL_DIR}/   log: {broker.log_file}"
         )
+        echo("The patient's app (keys stay in the browser):")
+        echo(f"  open {urls[0]}/app/ and import the key file {key_path}")
+        echo(f"  with the passphrase in {home / PATIENT_PASSPHRASE}")
         echo("Try:")
         echo(f"  .venv/bin/medledger cluster status --dir {home / NETWORK_DIR}")
         echo(f'  curl -H "Authorization: Bearer $(cat {nodes[0].home / "api_token"})" {urls[0]}/status')

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install medledger and run the demo: the four-institution network from configs/demo.toml (a clinic,
+# Install medledger and run the demo: the four-institution network from node/demo.toml (a clinic,
 # a hospital, an insurer and a research institute, each a validator on its own node, APIs from
 # http://127.0.0.1:26657), a mosquitto broker for their events (installed by bootstrap.sh when
 # missing), the consent story through the real APIs with the patient's notifications, then the

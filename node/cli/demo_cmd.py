@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from medledger.node.cli._common import reports_errors
-from medledger.node.demo import find_demo_config, run_demo
+from medledger.node.demo import packaged_demo_config, run_demo
 
 
 @click.command("demo")
@@ -26,7 +26,7 @@ from medledger.node.demo import find_demo_config, run_demo
     "config_path",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     default=None,
-    help="The network description (default: configs/demo.toml of this checkout).",
+    help="The network description (default: the demo.toml shipped with medledger).",
 )
 @click.option("--once", is_flag=True, help="Exit when the scenario is done instead of running until Ctrl-C.")
 @click.option(
@@ -46,5 +46,5 @@ def demo(
     home: Path, config_path: Path | None, once: bool, base_port: int | None, mosquitto: str | None
 ) -> None:
     """Start the four-institution demo network and its MQTT broker, and run the consent story."""
-    path = config_path or find_demo_config(Path.cwd())
+    path = config_path or packaged_demo_config()
     run_demo(home, path, once=once, base_port=base_port, echo=click.echo, mosquitto=mosquitto)

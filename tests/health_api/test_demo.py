@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_demo(home: Path, *extra: str) -> tuple[int, str]:
     argv = [sys.executable, "-m", "medledger.node.cli", "demo", "--once", "--base-port", "0"]
-    argv += ["--home", str(home), "--config", str(REPO / "configs" / "demo.toml"), *extra]
+    argv += ["--home", str(home), *extra]  # the packaged demo.toml, run outside the checkout
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=home.parent)
     try:
         output, _ = proc.communicate(timeout=240)
@@ -50,6 +50,11 @@ def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp
     assert events == consent_story + claim_story, text
     for name in ("clinic", "hospital", "insurer", "research"):
         assert f"  {name} " in text
+    # Run from outside the checkout with the packaged description; it says how to open the app.
+    home = tmp_path / "demo"
+    app_line = r"open http://127\.0\.0\.1:\d+/app/ and import the key file "
+    assert re.search(app_line + re.escape(str(home)), text), text
+    assert f"with the passphrase in {home / 'patient.passphrase'}" in text
 
     # Each step of the story is followed by the patient's notification of it, naming its ids.
     story, insurer_story = (
@@ -116,7 +121,6 @@ def test_demo_stopped_with_ctrl_c_while_running_stops_its_nodes_and_broker(tmp_p
     ensure_mosquitto()
     home = tmp_path / "demo"
     argv = [sys.executable, "-m", "medledger.node.cli", "demo", "--base-port", "0", "--home", str(home)]
-    argv += ["--config", str(REPO / "configs" / "demo.toml")]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     seen: list[str] = []
     pid_file = home / "network" / "mosquitto" / "mosquitto.pid"

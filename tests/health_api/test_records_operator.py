@@ -141,7 +141,6 @@ def _wait_for_line(stream: IO[str], marker: str, seen: list[str]) -> None:
 def test_records_8_cluster_status_sees_the_demo_and_every_node_times_its_commits(tmp_path: Path) -> None:
     home = tmp_path / "demo"
     argv = [sys.executable, "-m", "medledger.node.cli", "demo", "--base-port", "0", "--home", str(home)]
-    argv += ["--config", str(REPO / "configs" / "demo.toml")]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     seen: list[str] = []
     try:
