@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import itertools
@@ -177,6 +178,10 @@ class EventPublisher:
         self._idle = asyncio.Event()
         self.is_connected = False
         self._tokens: dict[bytes, bytes] = {}
+        #: The follower's own worker thread: in the shared default pool its block would queue
+        #: behind every API request's admission work (hundreds a second under load), and the
+        #: event would wait for all of them before it is published.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mqtt-follow")
         self.published_seq = self._load_cursor()
         self.access = self._make_access()
         self._unsaved = 0
@@ -294,7 +299,8 @@ class EventPublisher:
         while True:
             self._committed.clear()
             if get_seq_height(after) < store.height:
-                messages, after = await asyncio.to_thread(self._follow_step, after)
+                loop = asyncio.get_running_loop()
+                messages, after = await loop.run_in_executor(self._executor, self._follow_step, after)
                 for message in messages:
                     self.enqueue(message)
                 continue
@@ -315,6 +321,10 @@ class EventPublisher:
         except TimeoutError:
             return False
         return True
+
+    def close(self) -> None:
+        """Stop the follower's thread (after `follow` has ended)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def note_committed(self, executed: ExecutedBlock) -> None:
         """A commit listener (`Node.commit_listeners`): wake the follower."""
@@ -422,5 +432,6 @@ def add_mqtt_publisher(app: web.Application, node: Node, events: EventLogLike) -
             await sender
         node.commit_listeners.remove(publisher.note_committed)
         publisher.save_cursor()
+        publisher.close()
 
     app.cleanup_ctx.append(publisher_ctx)
