@@ -35,6 +35,7 @@ import itertools
 import json
 import logging
 import os
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import Final, Protocol
 
 import aiomqtt
 from aiohttp import web
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from medledger.chain.execution import ExecutedBlock
 from medledger.crypto import Identity
@@ -85,6 +86,8 @@ EVENTS_PER_MESSAGE_MAX: Final = 200
 FOLLOW_PAGE_MAX: Final = 1000
 #: Patients whose topic token is kept (one x25519 and one BLAKE2b each to recompute).
 TOKEN_CACHE_MAX: Final = 65_536
+#: Commit times kept for the latency metric (a follower is at most a few blocks behind).
+COMMIT_TIMES_MAX: Final = 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,6 +100,8 @@ class Message:
     #: Where the publisher's cursor may move once this message is acknowledged (the last message
     #: of a block's events), or None.
     cursor_after: int | None = None
+    #: When this node committed the message's block (`time.monotonic`), if it saw the commit.
+    committed_at: float | None = None
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
@@ -195,6 +200,15 @@ class EventPublisher:
         self.queued = Gauge(
             "medledger_mqtt_queue", "Event messages waiting for the broker.", registry=registry
         )
+        self.commit_to_ack = Histogram(
+            "medledger_mqtt_commit_to_ack_seconds",
+            "From this node's commit of a block to the broker's acknowledgement of each of its "
+            "event messages (the node's share of the delivery latency).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        #: Heights this node committed while running, and when (for `commit_to_ack`).
+        self._commit_times: collections.OrderedDict[int, float] = collections.OrderedDict()
         self.connected = Gauge(
             "medledger_mqtt_connected", "1 while connected to the broker.", registry=registry
         )
@@ -283,6 +297,11 @@ class EventPublisher:
         self._update_access(events)  # a new patient can subscribe before their first message
         return self.compute_messages(events), cursor
 
+    def _stamp(self, messages: list[Message]) -> list[Message]:
+        """Give each message the time its block was committed here (on the loop's thread)."""
+        times = self._commit_times
+        return [dataclasses.replace(m, committed_at=times.get(get_seq_height(m.seq))) for m in messages]
+
     async def start(self) -> None:
         """Fix where following starts, then write the broker's files (errors stop the start-up)."""
         if self.published_seq is None:  # first start: from the tip (history is on the ledger)
@@ -301,7 +320,7 @@ class EventPublisher:
             if get_seq_height(after) < store.height:
                 loop = asyncio.get_running_loop()
                 messages, after = await loop.run_in_executor(self._executor, self._follow_step, after)
-                for message in messages:
+                for message in self._stamp(messages):
                     self.enqueue(message)
                 continue
             # Woken by the next commit; the timeout only guards against a missed wake-up.
@@ -328,6 +347,9 @@ class EventPublisher:
 
     def note_committed(self, executed: ExecutedBlock) -> None:
         """A commit listener (`Node.commit_listeners`): wake the follower."""
+        self._commit_times[executed.block.header.height] = time.monotonic()
+        while len(self._commit_times) > COMMIT_TIMES_MAX:
+            self._commit_times.popitem(last=False)
         self._committed.set()
 
     # -- the sender ---------------------------------------------------------------------------
@@ -385,6 +407,8 @@ class EventPublisher:
                 while inflight and inflight[0][1].done() and not inflight[0][1].exception():
                     message, _ = inflight.popleft()
                     self.published.inc()
+                    if message.committed_at is not None:
+                        self.commit_to_ack.observe(time.monotonic() - message.committed_at)
                     if message.cursor_after is not None:  # every message of its block is out
                         self.published_seq = message.cursor_after
                     self._unsaved += 1

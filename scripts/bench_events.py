@@ -48,7 +48,10 @@ Measured, never asserted:
   took: txs over the time from the first submission to the node's answer to the last batch (a node
   slower to admit than the schedule lowers it); `committed_events_per_s` the events on the ledger
   (counted with `GET /v1/events` once no node has a pending tx) over the time from the first
-  submission to the clinic's last commit. `publisher_dropped` sums the nodes'
+  submission to the clinic's last commit. `node_commit_to_ack_*` is the nodes' share of the
+  latency, from their own `medledger_mqtt_commit_to_ack_seconds` histogram (commit listener to the
+  broker's PUBACK, per message, blocks fetched by block sync included): its mean, and the upper
+  bound of the bucket holding its median. `publisher_dropped` sums the nodes'
   `medledger_mqtt_dropped_total` (messages dropped from a full publishing queue).
 - `events_delivered` (the clinic's subscriber) and `patient_events_delivered` (the patients'
   subscriptions together) against `events_committed`: with nothing lost, all three are equal.
@@ -119,9 +122,10 @@ TICK_S: Final = 0.01
 #: Submissions in flight at once (each is admitted by the node, not waited for).
 IN_FLIGHT_MAX: Final = 8
 DEADLINE_S: Final = 120.0
-#: Seconds without a delivery after which the subscribers stop waiting for the rest (more than
-#: the publisher's longest reconnect backoff, node/mqtt.py BACKOFF_S_MAX).
-IDLE_S: Final = 15.0
+#: Seconds without a delivery after which the subscribers stop waiting for the rest: far more
+#: than the publisher's longest reconnect backoff (node/mqtt.py BACKOFF_S_MAX) plus an MQTT
+#: operation's timeout, so that what is missing was lost, not late.
+IDLE_S: Final = 60.0
 DRAIN_S_MAX: Final = 900.0
 #: Events per `GET /v1/events` page (the route's maximum).
 EVENTS_PAGE_MAX: Final = 1000
@@ -382,6 +386,12 @@ def read_commit_times(home: Path) -> dict[int, float]:
     return times
 
 
+def count_reconnects(home: Path) -> int:
+    """How often this node's publisher lost the broker (its log's warning before each retry)."""
+    text = (home / "node.log").read_text(encoding="utf-8", errors="replace")
+    return sum(1 for line in text.splitlines() if " WARNING " in line and "MQTT broker" in line)
+
+
 def count_ledger_events(process: NodeProcess, after: int, tx_ids: set[str]) -> list[dict[str, Any]]:
     """The clinic's committed events after `after` whose tx is one of the load's (every page)."""
     events: list[dict[str, Any]] = []
@@ -602,15 +612,43 @@ def wait_drained(processes: Sequence[NodeProcess]) -> None:
     wait_synced(processes)
 
 
-def read_dropped(processes: Sequence[NodeProcess]) -> int:
-    """Event messages the nodes' publishers dropped from their full queues (`/metrics`)."""
-    dropped = 0.0
+@dataclasses.dataclass
+class PublisherFigures:
+    """What the nodes' publishers say of themselves on `/metrics`, summed over the nodes."""
+
+    dropped: int = 0
+    #: `medledger_mqtt_commit_to_ack_seconds`: commit to the broker's PUBACK, per message.
+    ack_count: int = 0
+    ack_sum_s: float = 0.0
+    ack_buckets: dict[float, float] = dataclasses.field(default_factory=dict)
+
+    def ack_median_bound_ms(self) -> float:
+        """The upper bound of the histogram bucket that holds the median (`le`), in ms."""
+        for bound in sorted(self.ack_buckets):
+            if self.ack_buckets[bound] >= self.ack_count / 2:
+                return bound * 1000
+        return float("nan")
+
+
+ACK_BUCKET: Final = re.compile(r'^medledger_mqtt_commit_to_ack_seconds_bucket\{le="([^"]+)"\} (\S+)$')
+
+
+def read_publisher_figures(processes: Sequence[NodeProcess]) -> PublisherFigures:
+    figures = PublisherFigures()
     for process in processes:
         with urllib.request.urlopen(process.ops_url + "/metrics", timeout=10) as response:
             for line in response.read().decode().splitlines():
-                if line.startswith("medledger_mqtt_dropped_total "):
-                    dropped += float(line.split()[1])
-    return int(dropped)
+                name, _, value = line.partition(" ")
+                if name == "medledger_mqtt_dropped_total":
+                    figures.dropped += int(float(value))
+                elif name == "medledger_mqtt_commit_to_ack_seconds_count":
+                    figures.ack_count += int(float(value))
+                elif name == "medledger_mqtt_commit_to_ack_seconds_sum":
+                    figures.ack_sum_s += float(value)
+                elif (bucket := ACK_BUCKET.match(line)) is not None:
+                    bound = float(bucket.group(1))  # "+Inf" parses as inf
+                    figures.ack_buckets[bound] = figures.ack_buckets.get(bound, 0.0) + float(bucket.group(2))
+    return figures
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -686,7 +724,9 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         expected = {"inst": len(events)} | {f"pat{i}": n for i, n in enumerate(per_patient)}
         deliveries, duplicates = subscribers.finish(expected)
         commit_times = [read_commit_times(n.home) for n in nodes]
-        dropped = read_dropped(processes)
+        reconnects = sum(count_reconnects(n.home) for n in nodes)
+        publishers = read_publisher_figures(processes)
+        dropped = publishers.dropped
     finally:
         close_all(subscribers, processes, broker)
 
@@ -724,11 +764,17 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         f"({committed_rate:,.0f}/s); the clinic's subscriber got {delivered:,} "
         f"({events_per_s:,.0f} events/s), the patients' {patient_seqs:,}; {duplicates} duplicates, "
         f"{missing_commit_time} deliveries without a logged commit time; {dropped} messages dropped by "
-        "the nodes' publishers"
+        f"the nodes' publishers, which lost the broker {reconnects} times"
     )
     print(
         f"commit-to-delivery over {len(latencies):,} deliveries: p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
         f"block time to delivery: p50 {b50:.1f} ms, p99 {b99:.1f} ms"
+    )
+    ack_mean = publishers.ack_sum_s / max(publishers.ack_count, 1) * 1000
+    ack_median = publishers.ack_median_bound_ms()
+    print(
+        f"the nodes' share (commit to the broker's PUBACK, {publishers.ack_count:,} messages): "
+        f"mean {ack_mean:.1f} ms, median <= {ack_median:g} ms"
     )
     return {
         "events_per_s": round(events_per_s, 1),
@@ -744,6 +790,9 @@ def run(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         "patient_events_delivered": patient_seqs,
         "duplicates": duplicates,
         "publisher_dropped": dropped,
+        "publisher_reconnects": reconnects,
+        "node_commit_to_ack_mean_ms": round(ack_mean, 1),
+        "node_commit_to_ack_median_le_ms": ack_median,
         "deliveries_without_commit_time": missing_commit_time,
         "validators": args.validators,
         "patients": args.patients,
