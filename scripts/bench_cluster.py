@@ -54,7 +54,7 @@ from bench_events import (
     enable_mqtt,
     institution_subscription,
     presign_records,
-    read_dropped,
+    read_publisher_figures,
     register_patients,
     start_nodes,
     tip_seq,
@@ -272,7 +272,7 @@ def run_health_phase(tmp: Path, mqtt: bool, args: argparse.Namespace) -> dict[st
             deliveries, _ = subscribers.finish({"inst": len(ledger)})
             events_committed = len(ledger)
             delivered = len({seq for _, seq, _, _, _ in deliveries} & ledger)
-            dropped = read_dropped(processes)
+            dropped = read_publisher_figures(processes).dropped
     finally:
         close_all(subscribers, processes, broker)
     if committed != args.txs:
