@@ -55,6 +55,7 @@ from medledger.health.research_types import (
     StudyMembershipBody,
     StudyState,
     SubmitQueryBody,
+    is_clinical_code,
 )
 from medledger.health.types import EVENT_STUDY_JOINED, EVENT_STUDY_LEFT, ROLE_RESEARCH, PatientState
 
@@ -91,6 +92,11 @@ def validate_template(template: QueryTemplate, body: RegisterStudyBody) -> None:
         raise reject("study_templates", f"template {template.name!r} names no code")
     if not (rules._is_strictly_sorted(template.codes) and rules._is_strictly_sorted(template.groupings)):
         raise reject("study_templates", "a template's codes and groupings must be sorted and unique")
+    if not all(is_clinical_code(code) for code in template.codes):
+        raise reject(
+            "study_templates",
+            "a template's codes are SNOMED CT, LOINC or ICD-10 codes (sct:, loinc:, icd10:)",
+        )
     if (template.kind == TEMPLATE_HISTOGRAM) != bool(template.groupings):
         raise reject("study_templates", "a histogram template names its groupings, any other none")
     if template.kind in RANGED_TEMPLATE_KINDS:

@@ -26,6 +26,7 @@ Privacy numbers are fixed point so that every node computes the same charge: ε 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import ClassVar, Final
 
 from medledger.chain.codec import FieldSpec, HumanText, Seq, Struct, Text, UInt, wire_fields
@@ -118,6 +119,22 @@ STUDY_QUERIES_MAX: Final = 100_000
 
 #: Prefixes the digest of a query's body (what makes two queries "the same query").
 QUERY_DIGEST_DOMAIN: Final = b"medledger/health/research-query/v1\x00"
+
+#: The code systems a template may name, by their prefix, and the shape of a code in each: a
+#: template's codes are public vocabulary, never free text (so never a person's id either).
+CODE_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
+    "sct": re.compile(r"[1-9][0-9]{5,17}"),  # SNOMED CT concept id
+    "loinc": re.compile(r"[1-9][0-9]{0,6}-[0-9]"),  # LOINC code with its check digit
+    "icd10": re.compile(r"[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?"),  # ICD-10(-CM) code
+}
+
+
+def is_clinical_code(code: str) -> bool:
+    """Whether `code` is "<system>:<code>" in one of `CODE_PATTERNS`' systems and shapes."""
+    system, sep, value = code.partition(":")
+    pattern = CODE_PATTERNS.get(system)
+    return bool(sep) and pattern is not None and pattern.fullmatch(value) is not None
+
 
 CODE = Text(max_length=CODE_LENGTH_MAX)
 TEMPLATE_NAME = Text(max_length=TEMPLATE_NAME_LENGTH_MAX)

@@ -15,7 +15,7 @@ from health_testkit import BLOCK_INTERVAL_MS, Ledger, make_identity
 from hypothesis import given
 from hypothesis import strategies as stg
 
-from medledger.chain.codec import WireType
+from medledger.chain.codec import Bytes, Seq, Struct, Text, UInt, WireType
 from medledger.health import client, events, research
 from medledger.health import state as st
 from medledger.health.client import SignedTx
@@ -33,8 +33,10 @@ from medledger.health.research_types import (
     TEMPLATE_HISTOGRAM,
     TEMPLATE_MEAN,
     AnswerCell,
+    AnswerState,
     PostAnswerBody,
     QueryParams,
+    QueryState,
     QueryTemplate,
     RegisterStudyBody,
     StudyMembershipBody,
@@ -194,7 +196,12 @@ def _template(**changes: Any) -> tuple[QueryTemplate, ...]:
         ({"templates": (IN_RANGE, COUNT)}, "health.study_templates"),  # not sorted by name
         ({"templates": (COUNT, COUNT)}, "health.study_templates"),  # a name twice
         ({"templates": _template(codes=())}, "health.study_templates"),
-        ({"templates": _template(codes=("sct:2", "sct:1"))}, "health.study_templates"),
+        ({"templates": _template(codes=("sct:73211009", "sct:38341003"))}, "health.study_templates"),
+        ({"templates": _template(codes=("sct:38341003", "x:1"))}, "health.study_templates"),  # system
+        ({"templates": _template(codes=("sct:1",))}, "health.study_templates"),  # too short for SNOMED
+        ({"templates": _template(codes=("loinc:8867",))}, "health.study_templates"),  # no check digit
+        ({"templates": _template(codes=("icd10:e11",))}, "health.study_templates"),
+        ({"templates": _template(codes=(f"sct:{pid('patient').hex()[:16]}",))}, "health.study_templates"),
         ({"templates": _template(groupings=(GROUP_SEX,))}, "health.study_templates"),  # count grouped
         ({"templates": _template(value_max_milli=5)}, "health.study_templates"),  # count with a range
         ({"templates": (dataclasses.replace(HISTOGRAM, groupings=()),)}, "health.study_templates"),
@@ -713,3 +720,44 @@ def test_the_remaining_budget_is_the_total_less_every_charged_query(actions: lis
         assert st.list_query_ids(ledger.state, world.study_id) == charged
         members = [st.get_membership(ledger.state, world.study_id, pid(p)) for p in ("patient", "patient-2")]
         assert study.member_count == sum(1 for m in members if m is not None and m.is_member)
+
+
+# --- no identifier can reach a query or an answer -----------------------------------------------
+
+
+def test_invalid_answer_smuggling_an_identifier_in_a_label(world: World) -> None:
+    query_id = world.query()
+    for label in (pid("patient").hex()[:8], "Smith", "1970-01-01"):
+        body = PostAnswerBody(query_id, (AnswerCell(label, CELL_NOISED, 12_000),), 10_000)
+        world.rejected("clinic", KIND_POST_ANSWER, body, "health.body")
+
+
+#: The only ids a research query or answer may hold: ledger objects that are not persons.
+_OBJECT_IDS = frozenset({"study_id", "query_id", "digest", "answer_id"})
+#: The only keys: institutions (never a patient's key).
+_INSTITUTION_KEYS = frozenset({"institutions", "institution"})
+#: Free (vocabulary-less) text fields: a template's name and a clinical code, both from the study.
+_FREE_TEXT = frozenset({"template", "name", "code"})
+
+
+def _walk(cls: type[Any], path: str = "") -> list[tuple[str, Any]]:
+    fields: list[tuple[str, Any]] = []
+    for name, spec in cls.WIRE_FIELDS.items():
+        item = spec.item if isinstance(spec, Seq) else spec
+        if isinstance(item, Struct):
+            fields.extend(_walk(item.cls, f"{path}{name}."))
+        else:
+            fields.append((f"{path}{name}", item))
+    return fields
+
+
+@pytest.mark.parametrize("cls", [SubmitQueryBody, PostAnswerBody, QueryState, AnswerState])
+def test_queries_and_answers_have_no_field_that_could_carry_a_person(cls: type[Any]) -> None:
+    for path, spec in _walk(cls):
+        name = path.rsplit(".", 1)[-1]
+        if isinstance(spec, Bytes):
+            assert name in _OBJECT_IDS | _INSTITUTION_KEYS, path
+        elif isinstance(spec, Text):
+            assert spec.allowed is not None or name in _FREE_TEXT, path
+        else:
+            assert isinstance(spec, UInt), path
