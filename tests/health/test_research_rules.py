@@ -11,11 +11,13 @@ import dataclasses
 from typing import Any
 
 import pytest
-from health_testkit import BLOCK_INTERVAL_MS, Ledger, make_identity
+from health_testkit import BLOCK_INTERVAL_MS, CHAIN_ID, Ledger, make_identity
 from hypothesis import given
 from hypothesis import strategies as stg
 
 from medledger.chain.codec import Bytes, Seq, Struct, Text, UInt, WireType
+from medledger.chain.types import ZERO_HASH, Block, Header
+from medledger.chain.validation import compute_tx_root
 from medledger.health import client, events, research
 from medledger.health import state as st
 from medledger.health.client import SignedTx
@@ -664,6 +666,34 @@ _ACTIONS = stg.lists(
 _ASKED = (key("clinic"), key("hospital"))
 
 
+def replay_on_another_node(ledger: Ledger) -> Ledger:
+    """Another node: the same genesis and the same committed blocks, its own app and store."""
+    other = Ledger(ROLES)
+    for block in ledger.blocks:
+        header = Header(
+            chain_id=CHAIN_ID,
+            height=block.height,
+            round=0,
+            parent_hash=ZERO_HASH,
+            time_ms=block.time_ms,
+            proposer=other.proposer,
+            tx_count=len(block.raws),
+            tx_root=compute_tx_root(block.raws),
+            state_root=other.state_root,
+            validators_hash=other.validators.hash(),
+            next_validators_hash=other.validators.hash(),
+        )
+        txs = tuple(tx for tx, _, _ in block.txs)
+        execution = other.app.apply_block(Block(header, block.raws), txs, other.state, other.state_root)
+        for state_key, value in execution.writes.items():
+            if value is None:
+                other.state.data.pop(state_key, None)
+            else:
+                other.state.data[state_key] = value
+        other.state_root = execution.state_root
+    return other
+
+
 @given(actions=_ACTIONS)
 def test_the_remaining_budget_is_the_total_less_every_charged_query(actions: list[tuple[Any, ...]]) -> None:
     world = make_world()
@@ -720,6 +750,10 @@ def test_the_remaining_budget_is_the_total_less_every_charged_query(actions: lis
         assert st.list_query_ids(ledger.state, world.study_id) == charged
         members = [st.get_membership(ledger.state, world.study_id, pid(p)) for p in ("patient", "patient-2")]
         assert study.member_count == sum(1 for m in members if m is not None and m.is_member)
+    # Every node charges the same: another node replaying the blocks reaches the same state.
+    other = replay_on_another_node(ledger)
+    assert other.state_root == ledger.state_root
+    assert other.state.data == ledger.state.data
 
 
 # --- no identifier can reach a query or an answer -----------------------------------------------
