@@ -647,6 +647,7 @@ def test_events_carry_kinds_and_ids_and_reach_the_parties(world: World) -> None:
 
 # --- the budget, whatever the order of txs ------------------------------------------------------
 
+_ANSWERERS = ["clinic", "hospital", "insurer"]
 _ACTIONS = stg.lists(
     stg.one_of(
         stg.tuples(
@@ -659,6 +660,7 @@ _ACTIONS = stg.lists(
         stg.tuples(stg.just("join"), stg.sampled_from(["patient", "patient-2"])),
         stg.tuples(stg.just("leave"), stg.sampled_from(["patient", "patient-2"])),
         stg.tuples(stg.just("repeat")),
+        stg.tuples(stg.just("answer"), stg.integers(0, 20), stg.sampled_from(_ANSWERERS)),
         stg.tuples(stg.just("wait"), stg.sampled_from([BLOCK_INTERVAL_MS, DAY_MS, 10 * DAY_MS])),
     ),
     max_size=14,
@@ -699,6 +701,7 @@ def test_the_remaining_budget_is_the_total_less_every_charged_query(actions: lis
     world = make_world()
     ledger = world.ledger
     charged: list[bytes] = []
+    answered: set[tuple[bytes, str]] = set()
     last: SubmitQueryBody | None = None
     for action in actions:
         if action[0] == "query":
@@ -737,6 +740,19 @@ def test_the_remaining_budget_is_the_total_less_every_charged_query(actions: lis
         elif action[0] in ("join", "leave"):
             kind = KIND_JOIN_STUDY if action[0] == "join" else KIND_LEAVE_STUDY
             ledger.submit(world.tx(action[1], kind, StudyMembershipBody(world.study_id, pid(action[1]))))
+        elif action[0] == "answer" and charged:
+            _, index, institution = action
+            query = st.get_query(ledger.state, charged[index % len(charged)])
+            assert query is not None
+            # A large enough scale for any ε; a mean's value within its range.
+            cell = AnswerCell(CELL_TOTAL, CELL_NOISED, query.params.value_low_milli)
+            answer = PostAnswerBody(query.query_id, (cell,), 10**9)
+            is_first = (query.query_id, institution) not in answered
+            expected = key(institution) in query.institutions and is_first
+            outcome = ledger.submit(world.tx(institution, KIND_POST_ANSWER, answer))
+            assert outcome.ok == expected, outcome.rule
+            if outcome.ok:
+                answered.add((query.query_id, institution))
         elif action[0] == "wait":
             ledger.advance(action[1])
         study = world.study()
@@ -747,6 +763,9 @@ def test_the_remaining_budget_is_the_total_less_every_charged_query(actions: lis
         assert 0 <= study.epsilon_remaining_micro == EPSILON_TOTAL_MICRO - spent_epsilon
         assert 0 <= study.delta_remaining_pico == DELTA_TOTAL_PICO - spent_delta
         assert study.query_count == len(charged)
+        for q in queries:
+            assert q is not None
+            assert q.answer_count == sum(1 for query_id, _ in answered if query_id == q.query_id)
         assert st.list_query_ids(ledger.state, world.study_id) == charged
         members = [st.get_membership(ledger.state, world.study_id, pid(p)) for p in ("patient", "patient-2")]
         assert study.member_count == sum(1 for m in members if m is not None and m.is_member)
