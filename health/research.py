@@ -11,8 +11,9 @@
   The charge is ε × institutions asked (δ likewise), deducted from the study's remaining budget,
   and refused if it would go below zero. A query whose digest (`compute_query_digest`: its whole
   body) was asked before is refused and charges nothing: its answers are already on the ledger.
-- `health.post_answer`: only an institution the query asked, once; its cells are labelled from the
-  grouping's closed vocabulary, sorted and unique; a suppressed cell carries 0; a count's noise is
+- `health.post_answer`: only an institution the query asked, once; it has one cell for each label
+  of the grouping's closed vocabulary (which cells exist never depends on the data), sorted; a
+  suppressed cell carries 0; a count's noise is
   at least what its ε requires of a Laplace count (the ledger cannot check noise it cannot see,
   but it refuses an answer that says it added too little).
 
@@ -311,7 +312,7 @@ def process_submit_query(state: st.StateWriter, ctx: rules.TxContext, body: Subm
 
 
 def validate_answer_cells(study: StudyState, query: QueryState, body: PostAnswerBody) -> None:
-    """Cells from the grouping's vocabulary, sorted and unique; suppressed cells carry 0; a
+    """One cell for each label of the grouping's vocabulary, sorted; suppressed cells carry 0; a
     non-histogram has its one total; a mean stays within the range it was asked in."""
     labels = tuple(cell.label for cell in body.cells)
     allowed = CELL_LABELS_BY_GROUPING[query.params.grouping]
@@ -321,6 +322,10 @@ def validate_answer_cells(study: StudyState, query: QueryState, body: PostAnswer
         raise reject("answer_cells", "an answer's cells must be sorted by label and unique")
     if not set(labels) <= allowed:
         raise reject("answer_cells", f"a cell's label is not a {query.params.grouping} label")
+    # Which cells are released must not depend on the data (an absent cell would say "none here"):
+    # every label of the grouping has its cell, noised or suppressed.
+    if len(labels) != len(allowed):
+        raise reject("answer_cells", f"an answer has a cell for every {query.params.grouping} label")
     template = study.get_template(query.template)
     if template is None:
         raise HealthStateError("a charged query's template is not in its study")

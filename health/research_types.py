@@ -70,7 +70,7 @@ AGE_BANDS: Final = frozenset({f"{low}-{low + 9}" for low in range(0, 90, 10)} | 
 SEXES: Final = frozenset({"female", "male", "other", "unknown"})
 #: Safe Harbor keeps dates to the year; a histogram by year spans these.
 YEAR_FIRST: Final = 1900
-YEAR_LAST: Final = 2199
+YEAR_LAST: Final = 2100
 YEARS: Final = frozenset(str(year) for year in range(YEAR_FIRST, YEAR_LAST + 1))
 #: The one cell of an answer that is not a histogram.
 CELL_TOTAL: Final = "total"
@@ -112,7 +112,7 @@ RESEARCH_K_MAX: Final = 1000
 STUDY_TTL_MS_MAX: Final = 5 * 366 * 24 * 3600 * 1000
 #: Institutions one query may ask.
 QUERY_INSTITUTIONS_MAX: Final = 64
-#: Cells one answer may carry (a histogram by year over the whole span fits).
+#: Cells one answer may carry: a histogram by year has one for every year of the span.
 ANSWER_CELLS_MAX: Final = len(YEARS)
 #: Queries one study may run (each is charged; the budget ends them sooner in practice).
 STUDY_QUERIES_MAX: Final = 100_000

@@ -22,6 +22,7 @@ from medledger.health import client, events, research
 from medledger.health import state as st
 from medledger.health.client import SignedTx
 from medledger.health.research_types import (
+    AGE_BANDS,
     CELL_NOISED,
     CELL_SUPPRESSED,
     CELL_TOTAL,
@@ -548,6 +549,7 @@ def test_invalid_answer_to_no_query(world: World) -> None:
 def test_invalid_answer_cells(world: World) -> None:
     query_id = world.query()
     hist_id = world.query(template=HISTOGRAM.name, params=QueryParams("sct:38341003", GROUP_SEX, 0, 0))
+    age_id = world.query(template=HISTOGRAM.name, params=QueryParams("sct:38341003", GROUP_AGE_BAND, 0, 0))
     mean_id = world.query(
         template=MEAN.name,
         params=QueryParams("loinc:8867-4", GROUP_NONE, 50_000, 120_000),
@@ -566,17 +568,24 @@ def test_invalid_answer_cells(world: World) -> None:
         (hist_id, cells(("male", CELL_NOISED, 5), ("female", CELL_NOISED, 5))),  # not sorted
         (hist_id, cells(("female", CELL_NOISED, 5), ("female", CELL_NOISED, 5))),  # twice
         (hist_id, cells(("40-49", CELL_NOISED, 5))),  # an age band on a histogram by sex
+        (hist_id, cells(("female", CELL_NOISED, 12_000), ("male", CELL_NOISED, 13_000))),  # cells missing
+        (age_id, cells(*((band, CELL_NOISED, 5_000) for band in sorted(AGE_BANDS - {"90+"})))),  # no 90+
         (mean_id, cells((CELL_TOTAL, CELL_NOISED, 130_000))),  # a mean outside the asked range
     ]
     for target, answer_cells in bad:
         world.rejected(
             "clinic", KIND_POST_ANSWER, PostAnswerBody(target, answer_cells, 10_000), "health.answer_cells"
         )
-    world.ok(
-        "clinic",
-        KIND_POST_ANSWER,
-        PostAnswerBody(hist_id, cells(("female", CELL_NOISED, 12_000), ("male", CELL_SUPPRESSED, 0)), 10_000),
+    # Every sex has its cell, those under k suppressed.
+    by_sex = cells(
+        ("female", CELL_NOISED, 12_000),
+        ("male", CELL_NOISED, 14_000),
+        ("other", CELL_SUPPRESSED, 0),
+        ("unknown", CELL_SUPPRESSED, 0),
     )
+    world.ok("clinic", KIND_POST_ANSWER, PostAnswerBody(hist_id, by_sex, 10_000))
+    by_age = cells(*((band, CELL_SUPPRESSED, 0) for band in sorted(AGE_BANDS)))
+    world.ok("clinic", KIND_POST_ANSWER, PostAnswerBody(age_id, by_age, 10_000))
     world.ok(
         "clinic", KIND_POST_ANSWER, PostAnswerBody(mean_id, cells((CELL_TOTAL, CELL_NOISED, 80_500)), 700)
     )
