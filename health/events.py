@@ -34,12 +34,13 @@ from medledger.chain.app import StateReader
 from medledger.chain.errors import TxRejectedError
 from medledger.chain.limits import BLOCK_TXS_MAX
 from medledger.chain.types import Tx
-from medledger.health import claims_types, rights_types
+from medledger.health import claims_types, research_types, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError
 from medledger.health.rules import decode_body
 from medledger.health.types import (
     KIND_ADD_REPRESENTATIVE,
+    KIND_JOIN_STUDY,
     AddDocumentBody,
     AddRecordBody,
     DenyBody,
@@ -83,6 +84,12 @@ EVENT_CLAIM_FILED: Final = "claim.filed"
 EVENT_CLAIM_AMENDED: Final = "claim.amended"
 EVENT_CLAIM_DECIDED: Final = "claim.decided"
 EVENT_CLAIM_READ: Final = "claim.read"
+# Research (issue 13): studies, opt-ins, queries and answers.
+EVENT_STUDY_REGISTERED: Final = "study.registered"
+EVENT_STUDY_JOINED: Final = "study.joined"
+EVENT_STUDY_LEFT: Final = "study.left"
+EVENT_QUERY_SUBMITTED: Final = "query.submitted"
+EVENT_ANSWER_POSTED: Final = "answer.posted"
 EVENT_KINDS: Final = frozenset(
     {
         EVENT_PATIENT_REGISTERED,
@@ -109,6 +116,11 @@ EVENT_KINDS: Final = frozenset(
         EVENT_CLAIM_AMENDED,
         EVENT_CLAIM_DECIDED,
         EVENT_CLAIM_READ,
+        EVENT_STUDY_REGISTERED,
+        EVENT_STUDY_JOINED,
+        EVENT_STUDY_LEFT,
+        EVENT_QUERY_SUBMITTED,
+        EVENT_ANSWER_POSTED,
     }
 )
 
@@ -152,6 +164,8 @@ ID_FIELDS: Final = (
     "request_id",
     "amendment_id",
     "claim_id",
+    "study_id",
+    "query_id",
 )
 
 
@@ -324,6 +338,7 @@ def compute_tx_effects(state: StateReader, tx: Tx, tx_id: bytes) -> list[_Effect
         effects.append(_amendment_effect(state, EVENT_STATEMENT_ATTACHED, body.amendment_id, b""))
     else:
         effects.extend(_claims_effects(state, sender, tx_id, body))
+        effects.extend(_research_effects(state, tx.kind, sender, tx_id, body))
     return [e for e in effects if e is not None]
 
 
@@ -398,6 +413,45 @@ def _claims_effects(state: StateReader, sender: bytes, tx_id: bytes, body: objec
         return [
             _claim_effect(state, EVENT_RECORD_READ, body.claim_id, body.grant_id),
             _claim_effect(state, EVENT_CLAIM_READ, body.claim_id, body.grant_id),
+        ]
+    return []
+
+
+def _research_effects(
+    state: StateReader, kind: str, sender: bytes, tx_id: bytes, body: object
+) -> list[_Effect | None]:
+    """Effects of the research kinds (issue 13). A study's registration goes to its institute; an
+    opt-in or withdrawal to the patient alone; a query to its institute and every institution it
+    asks (they answer it); an answer to the institute and the answering institution."""
+    if isinstance(body, research_types.RegisterStudyBody):
+        return [_Effect(EVENT_STUDY_REGISTERED, (("study_id", tx_id),), None, _unique(sender))]
+    if isinstance(body, research_types.StudyMembershipBody):
+        event = EVENT_STUDY_JOINED if kind == KIND_JOIN_STUDY else EVENT_STUDY_LEFT
+        return [_Effect(event, (("study_id", body.study_id),), PatientId(body.patient_id), ())]
+    if isinstance(body, research_types.SubmitQueryBody):
+        study = st.get_study(state, body.study_id)
+        if study is None:
+            return []
+        return [
+            _Effect(
+                EVENT_QUERY_SUBMITTED,
+                (("study_id", body.study_id), ("query_id", tx_id)),
+                None,
+                _unique(study.institute, *body.institutions),
+            )
+        ]
+    if isinstance(body, research_types.PostAnswerBody):
+        query = st.get_query(state, body.query_id)
+        study = None if query is None else st.get_study(state, query.study_id)
+        if query is None or study is None:
+            return []
+        return [
+            _Effect(
+                EVENT_ANSWER_POSTED,
+                (("study_id", query.study_id), ("query_id", query.query_id)),
+                None,
+                _unique(study.institute, sender),
+            )
         ]
     return []
 

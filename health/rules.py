@@ -21,7 +21,7 @@ from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError
-from medledger.health import claims, claims_types, grant_parts, rights, rights_types
+from medledger.health import claims, claims_types, grant_parts, research, research_types, rights, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import (
@@ -50,6 +50,7 @@ from medledger.health.types import (
     KIND_GRANT,
     KIND_GRANT_MANIFEST,
     KIND_GRANT_PART,
+    KIND_JOIN_STUDY,
     KIND_READ_RECEIPT,
     KIND_REGISTER_PATIENT,
     KIND_REMOVE_REPRESENTATIVE,
@@ -107,6 +108,7 @@ def decode_body(tx: Tx) -> object:
         BODY_TYPES.get(tx.kind)
         or rights_types.RIGHTS_BODY_TYPES.get(tx.kind)
         or claims_types.CLAIMS_BODY_TYPES.get(tx.kind)
+        or research_types.RESEARCH_BODY_TYPES.get(tx.kind)
     )
     if body_type is None:
         raise reject("kind", f"unknown transaction kind {tx.kind!r}")
@@ -587,6 +589,18 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         claims.process_decide_claim(state, ctx, body)
     elif isinstance(body, claims_types.ClaimReadReceiptBody):
         claims.process_claim_read_receipt(state, ctx, body)
+    # Research (issue 13): studies, opt-ins, queries and answers, ruled in `health.research`.
+    elif isinstance(body, research_types.RegisterStudyBody):
+        research.process_register_study(state, ctx, body)
+    elif isinstance(body, research_types.StudyMembershipBody):
+        if tx.kind == KIND_JOIN_STUDY:
+            research.process_join_study(state, ctx, body)
+        else:
+            research.process_leave_study(state, ctx, body)
+    elif isinstance(body, research_types.SubmitQueryBody):
+        research.process_submit_query(state, ctx, body)
+    elif isinstance(body, research_types.PostAnswerBody):
+        research.process_post_answer(state, ctx, body)
     else:  # pragma: no cover - BODY_TYPES and this dispatch are kept in step
         raise AssertionError(f"no processor for {type(body).__name__}")
 

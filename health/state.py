@@ -42,6 +42,18 @@ migration, never a silent reinterpretation.
     h1/iclm/<insurer key 32><u64>          → claim id, in order of filing
     h1/fclmn/<clinic key 32>               → u64 count of claims the clinic filed
     h1/fclm/<clinic key 32><u64>           → claim id, in order of filing
+    h1/study/<study id 32>                 → StudyState (research, issue 13: budget, counts)
+    h1/studyn                              → u64 count of studies on the ledger
+    h1/studies/<u64>                       → study id, in order of registration
+    h1/smem/<study id 32><patient id 32>   → StudyMembership (current or last membership)
+    h1/smemn/<study id 32>                 → u64 count of patients who ever joined the study
+    h1/smeml/<study id 32><u64>            → patient id, in order of first joining
+    h1/sqry/<query id 32>                  → QueryState (charged)
+    h1/sqdig/<query digest 32>             → query id (one query per digest: no repeats)
+    h1/sqryn/<study id 32>                 → u64 count of the study's queries
+    h1/sqryl/<study id 32><u64>            → query id, in order of submission
+    h1/sans/<query id 32><institution 32>  → AnswerState, one an asked institution
+    h1/rkmin                               → u64 the network's small-cell k (absent: 11)
 
 The grant expiry index (layout 2, `STATE_LAYOUT_GRANT_EXPIRY`) is written once by the tx that
 creates a grant (`rules.create_grant`: one-tx grants and manifests of grants in parts alike) and
@@ -63,6 +75,13 @@ from medledger.chain.codec import WireType, decode, encode
 from medledger.chain.errors import CodecError
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms, RecordLabels
 from medledger.health.errors import HealthStateError
+from medledger.health.research_types import (
+    RESEARCH_K_MIN_DEFAULT,
+    AnswerState,
+    QueryState,
+    StudyMembership,
+    StudyState,
+)
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.types import (
     EVENT_CONSENT,
@@ -616,3 +635,95 @@ def list_clinic_claim_ids(
 ) -> list[bytes]:
     """Claims `clinic` filed, in order of filing."""
     return _list_indexed(state, _CLINIC_CLAIM_COUNT + clinic, _CLINIC_CLAIM + clinic, start, limit)
+
+
+# --- research: studies, memberships, queries, answers (issue 13, `health.research`) -------------
+
+_STUDY = LAYOUT_PREFIX + b"study/"
+_STUDY_COUNT = LAYOUT_PREFIX + b"studyn"
+_STUDY_LIST = LAYOUT_PREFIX + b"studies/"
+_MEMBERSHIP = LAYOUT_PREFIX + b"smem/"
+_MEMBER_COUNT = LAYOUT_PREFIX + b"smemn/"
+_MEMBER_LIST = LAYOUT_PREFIX + b"smeml/"
+_QUERY = LAYOUT_PREFIX + b"sqry/"
+_QUERY_BY_DIGEST = LAYOUT_PREFIX + b"sqdig/"
+_STUDY_QUERY_COUNT = LAYOUT_PREFIX + b"sqryn/"
+_STUDY_QUERY_LIST = LAYOUT_PREFIX + b"sqryl/"
+_ANSWER = LAYOUT_PREFIX + b"sans/"
+_RESEARCH_K_MIN = LAYOUT_PREFIX + b"rkmin"
+
+
+def get_study(state: StateReader, study_id: bytes) -> StudyState | None:
+    return _load(StudyState, state, _STUDY + study_id)
+
+
+def save_study(state: StateWriter, study: StudyState) -> None:
+    """Store a study; a new one is also appended to the ledger-wide list of studies."""
+    key = _STUDY + study.study_id
+    if state.get(key) is None:
+        _append_indexed(state, _STUDY_COUNT, _STUDY_LIST, study.study_id)
+    state.put(key, encode(study))
+
+
+def list_study_ids(state: StateReader, *, start: int = 0, limit: int = LIST_LIMIT_MAX) -> list[bytes]:
+    """Every study on the ledger, in order of registration."""
+    return _list_indexed(state, _STUDY_COUNT, _STUDY_LIST, start, limit)
+
+
+def get_membership(state: StateReader, study_id: bytes, patient_id: bytes) -> StudyMembership | None:
+    return _load(StudyMembership, state, _MEMBERSHIP + study_id + patient_id)
+
+
+def save_membership(state: StateWriter, membership: StudyMembership) -> None:
+    """Store a membership; a patient's first is also appended to the study's list of patients."""
+    key = _MEMBERSHIP + membership.study_id + membership.patient_id
+    if state.get(key) is None:
+        study_id = membership.study_id
+        _append_indexed(state, _MEMBER_COUNT + study_id, _MEMBER_LIST + study_id, membership.patient_id)
+    state.put(key, encode(membership))
+
+
+def list_member_ids(
+    state: StateReader, study_id: bytes, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[bytes]:
+    """Patients who ever joined the study, in order of first joining (their membership says whether
+    they are members now)."""
+    return _list_indexed(state, _MEMBER_COUNT + study_id, _MEMBER_LIST + study_id, start, limit)
+
+
+def get_query(state: StateReader, query_id: bytes) -> QueryState | None:
+    return _load(QueryState, state, _QUERY + query_id)
+
+
+def get_query_id_by_digest(state: StateReader, digest: bytes) -> bytes | None:
+    return state.get(_QUERY_BY_DIGEST + digest)
+
+
+def save_query(state: StateWriter, query: QueryState) -> None:
+    """Store a query; a new one is also indexed by its digest and listed under its study."""
+    key = _QUERY + query.query_id
+    if state.get(key) is None:
+        state.put(_QUERY_BY_DIGEST + query.digest, query.query_id)
+        study_id = query.study_id
+        _append_indexed(state, _STUDY_QUERY_COUNT + study_id, _STUDY_QUERY_LIST + study_id, query.query_id)
+    state.put(key, encode(query))
+
+
+def list_query_ids(
+    state: StateReader, study_id: bytes, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[bytes]:
+    """The study's queries, in order of submission."""
+    return _list_indexed(state, _STUDY_QUERY_COUNT + study_id, _STUDY_QUERY_LIST + study_id, start, limit)
+
+
+def get_answer(state: StateReader, query_id: bytes, institution: bytes) -> AnswerState | None:
+    return _load(AnswerState, state, _ANSWER + query_id + institution)
+
+
+def save_answer(state: StateWriter, answer: AnswerState) -> None:
+    state.put(_ANSWER + answer.query_id + answer.institution, encode(answer))
+
+
+def get_research_k_min(state: StateReader) -> int:
+    """The network's small-cell threshold: no study may release a cell smaller (ADR 0019)."""
+    return _get_count(state, _RESEARCH_K_MIN) or RESEARCH_K_MIN_DEFAULT

@@ -87,6 +87,12 @@ KIND_AMEND_CLAIM: Final = "health.amend_claim"
 KIND_DECIDE_CLAIM: Final = "health.decide_claim"
 #: An insurer's read receipt for a claim's supporting records (also a plain read receipt).
 KIND_CLAIM_READ_RECEIPT: Final = "health.claim_read_receipt"
+# Research (issue 13; bodies in `research_types`, rules in `research`, docs/adr/0019-research.md).
+KIND_REGISTER_STUDY: Final = "health.register_study"
+KIND_JOIN_STUDY: Final = "health.join_study"
+KIND_LEAVE_STUDY: Final = "health.leave_study"
+KIND_SUBMIT_QUERY: Final = "health.submit_query"
+KIND_POST_ANSWER: Final = "health.post_answer"
 
 TX_KINDS: Final = frozenset(
     {
@@ -115,6 +121,12 @@ TX_KINDS: Final = frozenset(
         KIND_AMEND_CLAIM,
         KIND_DECIDE_CLAIM,
         KIND_CLAIM_READ_RECEIPT,
+        # research (issue 13)
+        KIND_REGISTER_STUDY,
+        KIND_JOIN_STUDY,
+        KIND_LEAVE_STUDY,
+        KIND_SUBMIT_QUERY,
+        KIND_POST_ANSWER,
     }
 )
 
@@ -194,6 +206,9 @@ EVENT_CLAIM_FILED: Final = "claim_filed"
 EVENT_CLAIM_AMENDED: Final = "claim_amended"
 EVENT_CLAIM_DECIDED: Final = "claim_decided"
 EVENT_CLAIM_READ: Final = "claim_read"
+#: Research (issue 13): the patient joined or left a study; `subject_id` is the study id.
+EVENT_STUDY_JOINED: Final = "study_joined"
+EVENT_STUDY_LEFT: Final = "study_left"
 EVENTS: Final = frozenset(
     {
         EVENT_INQUIRY,
@@ -215,6 +230,8 @@ EVENTS: Final = frozenset(
         EVENT_CLAIM_AMENDED,
         EVENT_CLAIM_DECIDED,
         EVENT_CLAIM_READ,
+        EVENT_STUDY_JOINED,
+        EVENT_STUDY_LEFT,
     }
 )
 

@@ -67,7 +67,7 @@ export const RECORD_TYPES: readonly string[] = ["Account", "AdverseEvent", "Alle
 export const PURPOSES: readonly string[] = ["ETREAT", "HOPERAT", "HPAYMT", "HRESCH", "PUBHLTH", "TREAT"];
 export const ROLES: readonly string[] = ["clinic", "hospital", "insurer", "research"];
 export const INQUIRY_STATUSES: readonly string[] = ["denied", "granted", "open"];
-export const EVENTS: readonly string[] = ["amendment_accepted", "amendment_refused", "amendment_request", "claim_amended", "claim_decided", "claim_filed", "claim_read", "consent", "deny", "disagreement", "grant", "grant_part", "inquiry", "read", "records_request", "records_request_closed", "representative_added", "representative_removed", "revoke"];
+export const EVENTS: readonly string[] = ["amendment_accepted", "amendment_refused", "amendment_request", "claim_amended", "claim_decided", "claim_filed", "claim_read", "consent", "deny", "disagreement", "grant", "grant_part", "inquiry", "read", "records_request", "records_request_closed", "representative_added", "representative_removed", "revoke", "study_joined", "study_left"];
 
 export interface Tx {
   readonly body: Uint8Array;
