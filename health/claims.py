@@ -4,6 +4,9 @@
   `health.add_record` / `health.supersede_record` except that its readers are judged with its
   labels: a grantee is sealed a labelled record only if its grant names every label
   (`policy.is_terms_covering`). The labels are stored beside the record.
+  `health.add_labelled_document` and `health.accept_labelled_amendment` are `health.add_document`
+  and `health.accept_amendment` with labels, ruled the same way: every path that writes a record
+  version can carry the labels of its content.
 - `health.grant_consent`: the patient (or a representative) grants an insurer a standing consent
   for payment. It becomes a grant (purpose HPAYMT, its own id as its inquiry's) with `ConsentTerms`;
   from its block on, `policy.compute_record_readers` lets authoring nodes seal every covered new
@@ -31,7 +34,7 @@ from medledger.chain.app import StateReader
 from medledger.crypto import DecryptionError
 
 # `rules` dispatches to this module and this module uses its checks (as `grant_parts` does).
-from medledger.health import rules
+from medledger.health import rights, rules
 from medledger.health import state as st
 from medledger.health.claims_types import (
     CLAIM_OPEN,
@@ -45,6 +48,8 @@ from medledger.health.claims_types import (
     DecideClaimBody,
     FileClaimBody,
     GrantConsentBody,
+    LabelledAmendmentBody,
+    LabelledDocumentBody,
     LabelledRecordBody,
 )
 from medledger.health.errors import HealthStateError, reject
@@ -80,19 +85,45 @@ def validate_labels(labels: tuple[str, ...]) -> None:
         raise reject("labels", "security labels must be sorted and without duplicates")
 
 
+def validate_record_labels(labels: tuple[str, ...]) -> None:
+    """A labelled kind's labels: sorted, unique and at least one (else it is the unlabelled kind)."""
+    validate_labels(labels)
+    if not labels:
+        raise reject("labels", "a labelled record names at least one label (else: add a record)")
+
+
 def process_add_labelled_record(
     state: st.StateWriter, ctx: rules.TxContext, body: LabelledRecordBody
 ) -> None:
-    validate_labels(body.labels)
-    if not body.labels:
-        raise reject("labels", "a labelled record names at least one label (else: add a record)")
+    validate_record_labels(body.labels)
     if body.supersedes:
         rules.process_supersede_record(
             state, ctx, SupersedeRecordBody(body.supersedes, body.record), body.labels
         )
     else:
         rules.process_add_record(state, ctx, body.record, body.labels)
-        st.save_record_labels(state, ctx.tx_id, body.labels)
+
+
+def process_add_labelled_document(
+    state: st.StateWriter, ctx: rules.TxContext, body: LabelledDocumentBody
+) -> None:
+    """`health.add_document` with labels: the record is ruled and stored with them, and its
+    attachments (opened with its record key) have exactly its readers."""
+    validate_record_labels(body.labels)
+    rules.process_add_document(state, ctx, body.document, body.labels)
+
+
+def process_accept_labelled_amendment(
+    state: st.StateWriter, ctx: rules.TxContext, body: LabelledAmendmentBody
+) -> None:
+    """`health.accept_amendment` whose correction is ruled (and stored) with its labels, together
+    with every label of the record it corrects (`policy.compute_correction_labels`)."""
+    validate_record_labels(body.labels)
+
+    def supersede(state: st.StateWriter, ctx: rules.TxContext, correction: SupersedeRecordBody) -> None:
+        rules.process_supersede_record(state, ctx, correction, body.labels)
+
+    rights.process_accept_amendment(state, ctx, body.accept, supersede)
 
 
 # --- standing consents --------------------------------------------------------------------------
