@@ -367,12 +367,17 @@ def compute_grant_expiries(
 
 
 def _claim_effect(state: StateReader, kind: str, claim_id: bytes, grant_id: bytes = b"") -> _Effect | None:
+    """An event of a claim. Its audience (docs/health.md, "Who sees which event"): the patient, and
+    the claim's two parties for what they did to it (filed, amended, decided); a read under the
+    patient's consent (`grant_id`) is the patient's and the reader's business only, so the filing
+    clinic does not see the insurer's reads of its claim, nor the grant they cite."""
     claim = st.get_claim(state, claim_id)
     if claim is None:
         return None
     ids: tuple[tuple[str, bytes], ...] = (("claim_id", claim_id),)
     if grant_id:
         ids += (("grant_id", grant_id),)
+        return _Effect(kind, ids, PatientId(claim.patient_id), _unique(claim.insurer))
     return _Effect(kind, ids, PatientId(claim.patient_id), _unique(claim.clinic, claim.insurer))
 
 
