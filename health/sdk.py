@@ -59,7 +59,11 @@ from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
 from medledger.health import claims
 from medledger.health.auth import CHALLENGE_SIZE, build_authorization
 from medledger.health.blobs import open_attachment
-from medledger.health.claim_seal import ClaimUnreadableError, open_claim, open_claim_response
+from medledger.health.claim_seal import (
+    ClaimUnreadableError,
+    open_claim_response_validated,
+    open_claim_validated,
+)
 from medledger.health.claims_client import build_grant_consent, make_consent
 from medledger.health.claims_types import ClaimDecision, ClaimState
 from medledger.health.client import (
@@ -236,6 +240,11 @@ class ClaimView:
     resource: dict[str, Any] | None
     decisions: tuple[tuple[ClaimDecision, dict[str, Any] | None], ...]
     reads: tuple[AuditEvent, ...]
+    #: The Claim's JSON text exactly as the clinic submitted it (b"": does not open), and each
+    #: decision's ClaimResponse text as the insurer submitted it, in the order of `decisions`:
+    #: what to show or keep, where `resource` and the parsed responses lose decimal digits.
+    claim_text: bytes = b""
+    response_texts: tuple[bytes, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1051,17 +1060,23 @@ class PatientClient:
         views: list[ClaimView] = []
         for claim in found:
             try:
-                resource: dict[str, Any] | None = open_claim(claim, self.identity)
+                opened = open_claim_validated(claim, self.identity)
+                resource: dict[str, Any] | None = opened.resource
+                claim_text = opened.plaintext
             except ClaimUnreadableError:
-                resource = None
+                resource, claim_text = None, b""
             decisions: list[tuple[ClaimDecision, dict[str, Any] | None]] = []
+            texts: list[bytes] = []
             for decision in ledger.get_claim_decisions(claim):
                 try:
-                    decisions.append((decision, open_claim_response(decision, self.identity)))
+                    response = open_claim_response_validated(decision, self.identity)
+                    decisions.append((decision, response.resource))
+                    texts.append(response.plaintext)
                 except ClaimUnreadableError:
                     decisions.append((decision, None))
+                    texts.append(b"")
             reads = tuple(claims.get_claim_reads(events, claim.claim_id))
-            views.append(ClaimView(claim, resource, tuple(decisions), reads))
+            views.append(ClaimView(claim, resource, tuple(decisions), reads, claim_text, tuple(texts)))
         return views
 
     # -- patient rights (issue 14, ADR 0014): records requests and amendments ------------------

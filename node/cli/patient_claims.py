@@ -4,7 +4,8 @@ A standing consent for payment lets an insurer's node receive, sealed by the aut
 new record it covers; it is shown in full (insurer, purpose, record types, authors, window, expiry,
 and the sensitive labels it names, or that it names none) and confirmed before it is signed.
 `patient claims` lists the patient's claims, each decision with its reason, and exactly which
-records each insurer read for which claim. Commands of the `patient` group, registered when this
+records each insurer read for which claim (`--json`: with the Claim and each ClaimResponse as
+submitted, their exact text). Commands of the `patient` group, registered when this
 module is imported; everything is signed on this device and checked against the chain.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from medledger.health.claims_types import SECURITY_LABELS
+from medledger.health.json_text import JsonText, compute_spliced_json
 from medledger.health.sdk import ClaimView, PatientClient
 from medledger.health.types import PURPOSE_HPAYMT, RECORD_TYPES
 from medledger.node.cli._common import fail, json_option, reports_errors
@@ -203,8 +205,14 @@ def compute_decision_reason(response: dict[str, Any] | None) -> str:
     return "; ".join(parts) or "-"
 
 
+def _submitted(text: bytes) -> JsonText | None:
+    """A Claim or ClaimResponse as submitted, for `--json` to splice unchanged (None: unreadable)."""
+    return JsonText(text.decode("utf-8")) if text else None
+
+
 def _claim_row(names: dict[bytes, str], view: ClaimView) -> dict[str, Any]:
     claim = view.claim
+    responses = view.response_texts or (b"",) * len(view.decisions)
     return {
         "claim_id": claim.claim_id.hex(),
         "clinic": names.get(claim.clinic, claim.clinic.hex()),
@@ -213,6 +221,7 @@ def _claim_row(names: dict[bytes, str], view: ClaimView) -> dict[str, Any]:
         "version": claim.version,
         "status": claim.status,
         "record_ids": [r.hex() for r in claim.record_ids],
+        "claim": _submitted(view.claim_text),
         "decisions": [
             {
                 "version": d.version,
@@ -220,8 +229,9 @@ def _claim_row(names: dict[bytes, str], view: ClaimView) -> dict[str, Any]:
                 "reason": compute_decision_reason(response),
                 "height": d.height,
                 "time_ms": d.time_ms,
+                "response": _submitted(text),
             }
-            for d, response in view.decisions
+            for (d, response), text in zip(view.decisions, responses, strict=True)
         ],
         "reads": [
             {
@@ -245,7 +255,8 @@ def patient_claims(ctx: click.Context, as_json: bool) -> None:
     names = client.institution_names()
     rows = [_claim_row(names, view) for view in client.claim_views()]
     if as_json:
-        click.echo(json.dumps(rows))
+        # The Claim and each ClaimResponse as submitted (ADR 0011): spliced, not re-serialised.
+        click.echo(compute_spliced_json(rows))
         return
     for row in rows:
         click.echo(
