@@ -13,6 +13,9 @@
   record for the insurer (and the rules refuse a record sealed for it that the consent does not
   cover). `health.revoke` revokes it like any grant: from the revoking block on, nothing new may be
   sealed for the insurer under it, and no read under it is receipted.
+- `health.consent_manifest`: the consent's signer declares the records already on the ledger that
+  the consent covers, whose keys it re-seals for the insurer in `health.grant_part` txs (ADR 0017,
+  amendment); each part is checked against the consent's scope and terms (`grant_parts`).
 - `health.file_claim` / `health.amend_claim`: only an author institution files, for an Encounter
   record it wrote, to a registered insurer, citing records of the same patient; only the filing
   clinic amends, with the next version, while the claim is not approved. The Claim is sealed for
@@ -44,6 +47,7 @@ from medledger.health.claims_types import (
     ClaimDecision,
     ClaimReadReceiptBody,
     ClaimState,
+    ConsentManifestBody,
     ConsentTerms,
     DecideClaimBody,
     FileClaimBody,
@@ -66,11 +70,14 @@ from medledger.health.types import (
     ROLE_INSURER,
     AuditEvent,
     EnvelopeWire,
+    GrantPartsState,
     GrantState,
     PatientState,
     ReadReceiptBody,
     Scope,
     SupersedeRecordBody,
+    compute_grant_part_count,
+    is_grant_live,
 )
 
 #: The record type a claim's encounter must have.
@@ -190,6 +197,44 @@ def process_grant_consent(state: st.StateWriter, ctx: rules.TxContext, body: Gra
 
 def is_standing_consent(state: StateReader, grant: GrantState) -> bool:
     return st.get_consent_terms(state, grant.grant_id) is not None
+
+
+def validate_consent_manifest(
+    state: StateReader, ctx: rules.TxContext, body: ConsentManifestBody
+) -> GrantState:
+    """A consent's re-sealing manifest: its signer's, on a live consent, once, one digest a part."""
+    grant = st.get_grant(state, body.grant_id)
+    if grant is None or st.get_consent_terms(state, body.grant_id) is None:
+        raise reject("grant_unknown", "no standing consent has this id")
+    patient = rules.validate_patient(state, grant.patient_id)
+    if ctx.sender != grant.granted_by:
+        raise reject("not_authorised", "only the signer of a standing consent re-seals records under it")
+    rules.validate_acts_for_patient(patient, ctx.sender)
+    if grant.is_revoked:
+        raise reject("grant_revoked", "the consent was revoked")
+    if not is_grant_live(grant, ctx.time_ms):
+        raise reject("grant_expired", "the consent has expired")
+    if st.get_grant_parts(state, body.grant_id) is not None:
+        raise reject("grant_manifest", "a standing consent declares the records it re-seals once")
+    if body.record_count < 1:
+        raise reject("grant_manifest", "a consent's manifest declares at least one record")
+    if len(body.part_digests) != compute_grant_part_count(body.record_count):
+        raise reject(
+            "grant_manifest",
+            f"{body.record_count} records are {compute_grant_part_count(body.record_count)} part(s), "
+            f"the manifest lists {len(body.part_digests)}",
+        )
+    return grant
+
+
+def process_consent_manifest(state: st.StateWriter, ctx: rules.TxContext, body: ConsentManifestBody) -> None:
+    """The parts that follow (`grant_parts.process_grant_part`) carry the keys, each checked against
+    the consent's scope and terms."""
+    grant = validate_consent_manifest(state, ctx, body)
+    bitmap = bytes(-(-len(body.part_digests) // 8))
+    st.save_grant_parts(
+        state, GrantPartsState(grant.grant_id, body.record_count, body.part_digests, bitmap, 0)
+    )
 
 
 # --- claims -------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ from typing import ClassVar, Final
 from medledger.chain.codec import FieldSpec, Seq, Struct, Text, UInt, wire_fields
 from medledger.health.rights_types import AcceptAmendmentBody
 from medledger.health.types import (
+    GRANT_MANIFEST_RECORDS_MAX,
+    GRANT_PARTS_MAX,
     HASH,
     KEY,
     KIND_ACCEPT_LABELLED_AMENDMENT,
@@ -43,6 +45,7 @@ from medledger.health.types import (
     KIND_ADD_LABELLED_RECORD,
     KIND_AMEND_CLAIM,
     KIND_CLAIM_READ_RECEIPT,
+    KIND_CONSENT_MANIFEST,
     KIND_DECIDE_CLAIM,
     KIND_FILE_CLAIM,
     KIND_GRANT_CONSENT,
@@ -271,11 +274,30 @@ class ClaimReadReceiptBody:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsentManifestBody:
+    """The records already on the ledger that a standing consent covers, declared for re-sealing
+    (ADR 0017, amendment): `record_count` records sorted by id, cut into parts as a grant manifest's
+    (`types.compute_grant_part_digest` bound to the consent's id); their keys follow in
+    `health.grant_part` txs under the consent. Signed by the consent's signer, once."""
+
+    grant_id: bytes
+    record_count: int
+    part_digests: tuple[bytes, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        grant_id=HASH,
+        record_count=UInt(GRANT_MANIFEST_RECORDS_MAX),
+        part_digests=Seq(HASH, GRANT_PARTS_MAX),
+    )
+
+
 CLAIMS_BODY_TYPES: Final[dict[str, type]] = {
     KIND_ADD_LABELLED_RECORD: LabelledRecordBody,
     KIND_ADD_LABELLED_DOCUMENT: LabelledDocumentBody,
     KIND_ACCEPT_LABELLED_AMENDMENT: LabelledAmendmentBody,
     KIND_GRANT_CONSENT: GrantConsentBody,
+    KIND_CONSENT_MANIFEST: ConsentManifestBody,
     KIND_FILE_CLAIM: FileClaimBody,
     KIND_AMEND_CLAIM: AmendClaimBody,
     KIND_DECIDE_CLAIM: DecideClaimBody,

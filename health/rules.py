@@ -582,6 +582,8 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         claims.process_accept_labelled_amendment(state, ctx, body)
     elif isinstance(body, claims_types.GrantConsentBody):
         claims.process_grant_consent(state, ctx, body)
+    elif isinstance(body, claims_types.ConsentManifestBody):
+        claims.process_consent_manifest(state, ctx, body)
     elif isinstance(body, claims_types.FileClaimBody):
         claims.process_file_claim(state, ctx, body)
     elif isinstance(body, claims_types.AmendClaimBody):

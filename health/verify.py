@@ -172,6 +172,8 @@ class PatientLedger:
             return body.document.record.patient_id == self.patient_id
         if isinstance(body, claims_types.LabelledAmendmentBody):
             return rights.concerns_patient(self._state, self.patient_id, body.accept) is True
+        if isinstance(body, claims_types.ConsentManifestBody):
+            return st.get_grant(self._state, body.grant_id) is not None
         if isinstance(body, claims_types.GrantConsentBody | claims_types.FileClaimBody):
             return body.patient_id == self.patient_id
         if isinstance(

@@ -38,8 +38,10 @@ def compute_consent_lines(
     from_ms: int,
     to_ms: int,
     expires_ms: int,
+    existing: int | None = 0,
 ) -> list[str]:
-    """The whole scope of a standing consent, in words, as the patient confirms it."""
+    """The whole scope of a standing consent, in words, as the patient confirms it; `existing`: how
+    many records already on the ledger it re-seals for the insurer (None: none, on request)."""
     sensitive = (
         f"also records labelled {', '.join(labels)}"
         if labels
@@ -53,6 +55,12 @@ def compute_consent_lines(
         f"  covers {sensitive}",
         f"  until {_when(expires_ms)}, or until you revoke it",
         "  is sealed for the insurer by the writing institution, without asking you again.",
+        "  Records already on the ledger: "
+        + (
+            "none are shared (--new-only)."
+            if existing is None
+            else f"{existing} of this scope are shared too (their keys re-sealed for the insurer now)."
+        ),
     ]
 
 
@@ -81,6 +89,9 @@ def consent() -> None:
     "--to", "to_date", default=None, help="Records up to this date (YYYY-MM-DD, UTC; default: expiry)."
 )
 @click.option("--days", default=365, type=click.IntRange(1, CONSENT_DAYS_MAX), help="Days until it expires.")
+@click.option(
+    "--new-only", is_flag=True, help="Share only records written from now on, none already on the ledger."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts); the scope is still shown.")
 @click.pass_context
 @reports_errors
@@ -93,6 +104,7 @@ def consent_grant(
     from_date: str | None,
     to_date: str | None,
     days: int,
+    new_only: bool,
     yes: bool,
 ) -> None:
     """Give INSURER (name or key prefix) a standing consent for payment."""
@@ -106,6 +118,18 @@ def consent_grant(
     to_ms = _date_ms(to_date, expires_ms, "--to")
     if from_ms > to_ms:
         fail("--from must not be after --to")
+    existing = (
+        []
+        if new_only
+        else client.preview_consent_records(
+            insurer_key,
+            record_types=types,
+            authors=author_keys,
+            labels=labels,
+            from_ms=from_ms,
+            to_ms=to_ms,
+        )
+    )
     lines = compute_consent_lines(
         names[insurer_key],
         sorted(set(types)),
@@ -114,6 +138,7 @@ def consent_grant(
         from_ms,
         to_ms,
         expires_ms,
+        None if new_only else len(existing),
     )
     for line in lines:
         click.echo(line)
@@ -130,8 +155,12 @@ def consent_grant(
         from_ms=from_ms,
         to_ms=to_ms,
         expires_ms=expires_ms,
+        existing=[r.record_id for r in existing],
+        reseal_existing=not new_only,
     )
     click.echo(f"granted consent {done.tx_id.hex()} at height {done.height}")
+    if existing:
+        click.echo(f"re-sealed {len(existing)} record(s) already on the ledger for {names[insurer_key]}")
 
 
 @consent.command("revoke")

@@ -27,6 +27,7 @@ from health_harness import (
     Institution,
     assert_problem,
     make_patient_key,
+    observation,
     patient_cli,
     request,
     start_health_net,
@@ -315,3 +316,42 @@ def test_claims_and_their_records_are_answered_byte_for_byte(net: HealthNet, dec
     assert RESPONSE_TEXT in shown
     (row,) = [r for r in json.loads(shown) if r["claim_id"] == decided.claim_id]
     assert row["decisions"][0]["response"]["outcome"] == "complete"
+
+
+# --- 5. a consent covers the records already in its window ----------------------------------------
+
+
+def test_a_consent_shares_the_records_already_in_its_window_as_shown(net: HealthNet, tmp_path: Path) -> None:
+    clinic, insurer, hospital = net["clinic"], net["insurer"], net["hospital"]
+    key = tmp_path / "patient.key"
+    identity = make_patient_key(key)
+    patient_id = compute_patient_id(identity.public.sign_key).hex()
+    patient_cli(key, clinic.url, "register")
+    net.sync()
+    vitals = add(clinic, patient_id, observation(5.9))
+    visit = add(clinic, patient_id, encounter())
+    hiv = add(clinic, patient_id, condition("http://hl7.org/fhir/sid/icd-10", "B20"))
+    elsewhere = add(hospital, patient_id, observation(6.0))
+    assert [r["readers"] for r in (vitals, visit, hiv, elsewhere)] == [2, 2, 2, 2]
+    net.sync()
+    grant = ["consent", "grant", "insurer", "--author", "clinic", "--yes"]
+    types = ["--type", "Observation", "--type", "Encounter", "--type", "Condition"]
+    shown = patient_cli(key, clinic.url, *grant, *types)
+    # The preview says how many existing records it shares: not the labelled one, not the hospital's.
+    assert "Records already on the ledger: 2 of this scope are shared too" in shown
+    assert "re-sealed 2 record(s) already on the ledger for insurer" in shown
+    net.sync()
+    for record in (vitals, visit):
+        read = insurer.read(record["record_id"])
+        assert read.status == 200, read
+        assert read.json()["receipt"] is not None  # read under the consent, receipted
+    for record in (hiv, elsewhere):
+        assert_problem(insurer.read(record["record_id"]), 403)
+    # Which records were shared is on the patient's verified audit trail.
+    trail = sdk(net, key).sync().list_audit_events()
+    (part,) = [e for e in trail if e.event == "grant_part"]
+    assert sorted(r.hex() for r in part.record_ids) == sorted([vitals["record_id"], visit["record_id"]])
+    # --new-only shares nothing already written, and says so.
+    other = patient_cli(key, clinic.url, *grant, "--type", "Observation", "--new-only")
+    assert "Records already on the ledger: none are shared (--new-only)." in other
+    assert "re-sealed" not in other
