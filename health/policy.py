@@ -6,7 +6,8 @@ REST API (`node/health_api.py`) asks these functions and renders their answers, 
 rules (`health/rules.py`) ask the same functions when they judge a transaction. In particular
 there is one rule for sealing (`compute_record_readers`): the node seals a new record for exactly
 the readers the rules will accept in its block, give or take `SEAL_MARGIN_MS` of clock difference
-(the node's clock is not the block's time), never for one they refuse.
+(the node's clock is not the block's time), never for one they refuse. And there is one label
+decision (`compute_version_labels`) for every path that writes a record version.
 
 Plain synchronous functions over the health state and typed values: no clock (time is an
 argument), no randomness, no I/O beyond reading the state. Refusals are the rules' typed

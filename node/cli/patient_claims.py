@@ -83,7 +83,11 @@ def consent() -> None:
     help="A sensitive label to include.",
 )
 @click.option(
-    "--from", "from_date", default=None, help="Records from this date on (YYYY-MM-DD, UTC; default now)."
+    "--from",
+    "from_date",
+    default=None,
+    help="Records from this date on (YYYY-MM-DD, UTC; default: from the first, those already on the ledger "
+    "shared too unless --new-only).",
 )
 @click.option(
     "--to", "to_date", default=None, help="Records up to this date (YYYY-MM-DD, UTC; default: expiry)."
