@@ -128,8 +128,9 @@ def seal_claim_response(
     return EnvelopeWire.from_envelope(envelope)
 
 
-def open_claim(claim: ClaimState, identity: Identity) -> dict[str, Any]:
-    """The current version's Claim as `identity` (patient, clinic or insurer) reads it."""
+def open_claim_validated(claim: ClaimState, identity: Identity) -> ValidatedRecord:
+    """The current version's Claim as `identity` (patient, clinic or insurer) reads it: its parsed
+    resource and, as `plaintext`, its JSON text exactly as the clinic submitted it (ADR 0011)."""
     what = f"the claim {claim.claim_id.hex()} (version {claim.version})"
     ad = compute_claim_associated_data(
         claim.patient_id, claim.clinic, claim.insurer, claim.encounter_id, claim.version
@@ -139,13 +140,19 @@ def open_claim(claim: ClaimState, identity: Identity) -> dict[str, Any]:
     except DecryptionError as exc:
         raise ClaimUnreadableError(f"{what} does not open for this key: {exc.message}") from None
     try:
-        return validate_claim(_unpad(padded, what)).resource
+        return validate_claim(_unpad(padded, what))
     except InvalidRecordError:
         raise ClaimUnreadableError(f"{what} is not a valid FHIR Claim") from None
 
 
-def open_claim_response(decision: ClaimDecision, identity: Identity) -> dict[str, Any]:
-    """A decision's ClaimResponse, checked against its outcome on the ledger."""
+def open_claim(claim: ClaimState, identity: Identity) -> dict[str, Any]:
+    """The current version's Claim, parsed (`open_claim_validated` has its submitted text)."""
+    return open_claim_validated(claim, identity).resource
+
+
+def open_claim_response_validated(decision: ClaimDecision, identity: Identity) -> ValidatedRecord:
+    """A decision's ClaimResponse, checked against its outcome on the ledger: parsed, and as
+    `plaintext` its JSON text exactly as the insurer submitted it."""
     what = f"the decision on claim {decision.claim_id.hex()} (version {decision.version})"
     ad = compute_response_associated_data(decision.claim_id, decision.version, decision.insurer)
     try:
@@ -153,6 +160,11 @@ def open_claim_response(decision: ClaimDecision, identity: Identity) -> dict[str
     except DecryptionError as exc:
         raise ClaimUnreadableError(f"{what} does not open for this key: {exc.message}") from None
     try:
-        return validate_claim_response(_unpad(padded, what), decision.outcome).resource
+        return validate_claim_response(_unpad(padded, what), decision.outcome)
     except InvalidRecordError:
         raise ClaimUnreadableError(f"{what} is not a ClaimResponse agreeing with its outcome") from None
+
+
+def open_claim_response(decision: ClaimDecision, identity: Identity) -> dict[str, Any]:
+    """A decision's ClaimResponse, parsed (`open_claim_response_validated` has its text)."""
+    return open_claim_response_validated(decision, identity).resource

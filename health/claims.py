@@ -4,12 +4,18 @@
   `health.add_record` / `health.supersede_record` except that its readers are judged with its
   labels: a grantee is sealed a labelled record only if its grant names every label
   (`policy.is_terms_covering`). The labels are stored beside the record.
+  `health.add_labelled_document` and `health.accept_labelled_amendment` are `health.add_document`
+  and `health.accept_amendment` with labels, ruled the same way: every path that writes a record
+  version can carry the labels of its content.
 - `health.grant_consent`: the patient (or a representative) grants an insurer a standing consent
   for payment. It becomes a grant (purpose HPAYMT, its own id as its inquiry's) with `ConsentTerms`;
   from its block on, `policy.compute_record_readers` lets authoring nodes seal every covered new
   record for the insurer (and the rules refuse a record sealed for it that the consent does not
   cover). `health.revoke` revokes it like any grant: from the revoking block on, nothing new may be
   sealed for the insurer under it, and no read under it is receipted.
+- `health.consent_manifest`: the consent's signer declares the records already on the ledger that
+  the consent covers, whose keys it re-seals for the insurer in `health.grant_part` txs (ADR 0017,
+  amendment); each part is checked against the consent's scope and terms (`grant_parts`).
 - `health.file_claim` / `health.amend_claim`: only an author institution files, for an Encounter
   record it wrote, to a registered insurer, citing records of the same patient; only the filing
   clinic amends, with the next version, while the claim is not approved. The Claim is sealed for
@@ -31,7 +37,7 @@ from medledger.chain.app import StateReader
 from medledger.crypto import DecryptionError
 
 # `rules` dispatches to this module and this module uses its checks (as `grant_parts` does).
-from medledger.health import rules
+from medledger.health import rights, rules
 from medledger.health import state as st
 from medledger.health.claims_types import (
     CLAIM_OPEN,
@@ -41,10 +47,13 @@ from medledger.health.claims_types import (
     ClaimDecision,
     ClaimReadReceiptBody,
     ClaimState,
+    ConsentManifestBody,
     ConsentTerms,
     DecideClaimBody,
     FileClaimBody,
     GrantConsentBody,
+    LabelledAmendmentBody,
+    LabelledDocumentBody,
     LabelledRecordBody,
 )
 from medledger.health.errors import HealthStateError, reject
@@ -61,11 +70,14 @@ from medledger.health.types import (
     ROLE_INSURER,
     AuditEvent,
     EnvelopeWire,
+    GrantPartsState,
     GrantState,
     PatientState,
     ReadReceiptBody,
     Scope,
     SupersedeRecordBody,
+    compute_grant_part_count,
+    is_grant_live,
 )
 
 #: The record type a claim's encounter must have.
@@ -80,19 +92,45 @@ def validate_labels(labels: tuple[str, ...]) -> None:
         raise reject("labels", "security labels must be sorted and without duplicates")
 
 
+def validate_record_labels(labels: tuple[str, ...]) -> None:
+    """A labelled kind's labels: sorted, unique and at least one (else it is the unlabelled kind)."""
+    validate_labels(labels)
+    if not labels:
+        raise reject("labels", "a labelled record names at least one label (else: add a record)")
+
+
 def process_add_labelled_record(
     state: st.StateWriter, ctx: rules.TxContext, body: LabelledRecordBody
 ) -> None:
-    validate_labels(body.labels)
-    if not body.labels:
-        raise reject("labels", "a labelled record names at least one label (else: add a record)")
+    validate_record_labels(body.labels)
     if body.supersedes:
         rules.process_supersede_record(
             state, ctx, SupersedeRecordBody(body.supersedes, body.record), body.labels
         )
     else:
         rules.process_add_record(state, ctx, body.record, body.labels)
-        st.save_record_labels(state, ctx.tx_id, body.labels)
+
+
+def process_add_labelled_document(
+    state: st.StateWriter, ctx: rules.TxContext, body: LabelledDocumentBody
+) -> None:
+    """`health.add_document` with labels: the record is ruled and stored with them, and its
+    attachments (opened with its record key) have exactly its readers."""
+    validate_record_labels(body.labels)
+    rules.process_add_document(state, ctx, body.document, body.labels)
+
+
+def process_accept_labelled_amendment(
+    state: st.StateWriter, ctx: rules.TxContext, body: LabelledAmendmentBody
+) -> None:
+    """`health.accept_amendment` whose correction is ruled (and stored) with its labels, together
+    with every label of the record it corrects (`policy.compute_correction_labels`)."""
+    validate_record_labels(body.labels)
+
+    def supersede(state: st.StateWriter, ctx: rules.TxContext, correction: SupersedeRecordBody) -> None:
+        rules.process_supersede_record(state, ctx, correction, body.labels)
+
+    rights.process_accept_amendment(state, ctx, body.accept, supersede)
 
 
 # --- standing consents --------------------------------------------------------------------------
@@ -159,6 +197,44 @@ def process_grant_consent(state: st.StateWriter, ctx: rules.TxContext, body: Gra
 
 def is_standing_consent(state: StateReader, grant: GrantState) -> bool:
     return st.get_consent_terms(state, grant.grant_id) is not None
+
+
+def validate_consent_manifest(
+    state: StateReader, ctx: rules.TxContext, body: ConsentManifestBody
+) -> GrantState:
+    """A consent's re-sealing manifest: its signer's, on a live consent, once, one digest a part."""
+    grant = st.get_grant(state, body.grant_id)
+    if grant is None or st.get_consent_terms(state, body.grant_id) is None:
+        raise reject("grant_unknown", "no standing consent has this id")
+    patient = rules.validate_patient(state, grant.patient_id)
+    if ctx.sender != grant.granted_by:
+        raise reject("not_authorised", "only the signer of a standing consent re-seals records under it")
+    rules.validate_acts_for_patient(patient, ctx.sender)
+    if grant.is_revoked:
+        raise reject("grant_revoked", "the consent was revoked")
+    if not is_grant_live(grant, ctx.time_ms):
+        raise reject("grant_expired", "the consent has expired")
+    if st.get_grant_parts(state, body.grant_id) is not None:
+        raise reject("grant_manifest", "a standing consent declares the records it re-seals once")
+    if body.record_count < 1:
+        raise reject("grant_manifest", "a consent's manifest declares at least one record")
+    if len(body.part_digests) != compute_grant_part_count(body.record_count):
+        raise reject(
+            "grant_manifest",
+            f"{body.record_count} records are {compute_grant_part_count(body.record_count)} part(s), "
+            f"the manifest lists {len(body.part_digests)}",
+        )
+    return grant
+
+
+def process_consent_manifest(state: st.StateWriter, ctx: rules.TxContext, body: ConsentManifestBody) -> None:
+    """The parts that follow (`grant_parts.process_grant_part`) carry the keys, each checked against
+    the consent's scope and terms."""
+    grant = validate_consent_manifest(state, ctx, body)
+    bitmap = bytes(-(-len(body.part_digests) // 8))
+    st.save_grant_parts(
+        state, GrantPartsState(grant.grant_id, body.record_count, body.part_digests, bitmap, 0)
+    )
 
 
 # --- claims -------------------------------------------------------------------------------------

@@ -10,22 +10,32 @@ from medledger.crypto import Identity
 from medledger.health.claims_types import (
     AmendClaimBody,
     ClaimReadReceiptBody,
+    ConsentManifestBody,
     DecideClaimBody,
     FileClaimBody,
     GrantConsentBody,
     LabelledRecordBody,
 )
-from medledger.health.client import SignedTx, _check_binding, build_tx
+from medledger.health.client import (
+    SignedTx,
+    _check_binding,
+    build_grant_part,
+    build_tx,
+    compute_grant_manifest,
+    split_grant_parts,
+)
 from medledger.health.records import EncryptedRecord
 from medledger.health.types import (
     KIND_ADD_LABELLED_RECORD,
     KIND_AMEND_CLAIM,
     KIND_CLAIM_READ_RECEIPT,
+    KIND_CONSENT_MANIFEST,
     KIND_DECIDE_CLAIM,
     KIND_FILE_CLAIM,
     KIND_GRANT_CONSENT,
     AddRecordBody,
     EnvelopeWire,
+    RecordKey,
 )
 
 
@@ -160,3 +170,28 @@ def build_claim_read_receipt(
     return build_tx(
         insurer, KIND_CLAIM_READ_RECEIPT, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
     )
+
+
+def build_consent_in_parts(
+    signer: Identity,
+    grant_id: bytes,
+    record_keys: Iterable[RecordKey],
+    *,
+    chain_id: str,
+    nonce: int | None = None,
+    timestamp_ms: int | None = None,
+) -> tuple[SignedTx, list[SignedTx]]:
+    """The re-sealing of records already in a committed consent's scope (ADR 0017, amendment): its
+    manifest (`health.consent_manifest`, the records declared part by part, bound to the consent's
+    id) and, once that is committed, one `health.grant_part` a part."""
+    keys = tuple(record_keys)
+    declared = compute_grant_manifest(grant_id, keys)  # a consent is its own inquiry: same digests
+    body = ConsentManifestBody(grant_id, declared.record_count, declared.part_digests)
+    manifest = build_tx(
+        signer, KIND_CONSENT_MANIFEST, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
+    )
+    parts = [
+        build_grant_part(signer, grant_id, index, part, chain_id=chain_id, timestamp_ms=timestamp_ms)
+        for index, part in enumerate(split_grant_parts(keys))
+    ]
+    return manifest, parts

@@ -7,7 +7,9 @@ Three things the mission's insurer story needs, each a small set of transactions
   ActCode sensitivity codes (`SENSITIVITY_LABELS`: HIV, PSY, SUD, SEX, ETH, ...) and the
   restrictive v3 Confidentiality codes R and V. Only these are on the ledger (as bare codes: the
   two code systems share no code), and only on a labelled record (`health.add_labelled_record`,
-  stored beside the record under `h1/rlab/`): they are the least metadata the sealing rule needs,
+  stored beside the record under `h1/rlab/`; a labelled document `health.add_labelled_document`, a
+  labelled correction answering an amendment `health.accept_labelled_amendment`): they are the
+  least metadata the sealing rule needs,
   because a labelled record is sealed at write time only for a grant that names each of its labels.
   Unrestricted confidentiality codes (U, L, M, N) change no rule and stay inside the ciphertext.
 - **Standing consents** (`health.grant_consent`): the patient's (or a representative's) grant to an
@@ -32,17 +34,24 @@ import dataclasses
 from typing import ClassVar, Final
 
 from medledger.chain.codec import FieldSpec, Seq, Struct, Text, UInt, wire_fields
+from medledger.health.rights_types import AcceptAmendmentBody
 from medledger.health.types import (
+    GRANT_MANIFEST_RECORDS_MAX,
+    GRANT_PARTS_MAX,
     HASH,
     KEY,
+    KIND_ACCEPT_LABELLED_AMENDMENT,
+    KIND_ADD_LABELLED_DOCUMENT,
     KIND_ADD_LABELLED_RECORD,
     KIND_AMEND_CLAIM,
     KIND_CLAIM_READ_RECEIPT,
+    KIND_CONSENT_MANIFEST,
     KIND_DECIDE_CLAIM,
     KIND_FILE_CLAIM,
     KIND_GRANT_CONSENT,
     OPTIONAL_HASH,
     RECORD_TYPES,
+    AddDocumentBody,
     AddRecordBody,
     EnvelopeWire,
 )
@@ -120,6 +129,32 @@ class LabelledRecordBody:
 
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
         supersedes=OPTIONAL_HASH, record=Struct(AddRecordBody), labels=LABELS
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LabelledDocumentBody:
+    """A document (a record with attachments, ADR 0013) with its security labels, sorted and
+    unique: ruled as `health.add_document`, its readers judged with its labels, as a labelled record's."""
+
+    document: AddDocumentBody
+    labels: tuple[str, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(document=Struct(AddDocumentBody), labels=LABELS)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LabelledAmendmentBody:
+    """An accepted amendment whose correction carries security labels (those of the corrected
+    content; the rules add the corrected record's): ruled as `health.accept_amendment`, the
+    correction's readers judged with its labels, so a correction that adds e.g. an HIV diagnosis
+    is sealed for no consent that does not name HIV."""
+
+    accept: AcceptAmendmentBody
+    labels: tuple[str, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        accept=Struct(AcceptAmendmentBody), labels=LABELS
     )
 
 
@@ -239,9 +274,30 @@ class ClaimReadReceiptBody:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsentManifestBody:
+    """The records already on the ledger that a standing consent covers, declared for re-sealing
+    (ADR 0017, amendment): `record_count` records sorted by id, cut into parts as a grant manifest's
+    (`types.compute_grant_part_digest` bound to the consent's id); their keys follow in
+    `health.grant_part` txs under the consent. Signed by the consent's signer, once."""
+
+    grant_id: bytes
+    record_count: int
+    part_digests: tuple[bytes, ...]
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        grant_id=HASH,
+        record_count=UInt(GRANT_MANIFEST_RECORDS_MAX),
+        part_digests=Seq(HASH, GRANT_PARTS_MAX),
+    )
+
+
 CLAIMS_BODY_TYPES: Final[dict[str, type]] = {
     KIND_ADD_LABELLED_RECORD: LabelledRecordBody,
+    KIND_ADD_LABELLED_DOCUMENT: LabelledDocumentBody,
+    KIND_ACCEPT_LABELLED_AMENDMENT: LabelledAmendmentBody,
     KIND_GRANT_CONSENT: GrantConsentBody,
+    KIND_CONSENT_MANIFEST: ConsentManifestBody,
     KIND_FILE_CLAIM: FileClaimBody,
     KIND_AMEND_CLAIM: AmendClaimBody,
     KIND_DECIDE_CLAIM: DecideClaimBody,

@@ -14,12 +14,14 @@ from medledger.chain.codec import WireType, encode
 from medledger.chain.txbuilder import sign_tx
 from medledger.chain.types import Tx, TxId
 from medledger.crypto import Identity
+from medledger.health.claims_types import LabelledDocumentBody
 from medledger.health.errors import RecordBindingError
 from medledger.health.reasons import seal_reason
 from medledger.health.records import EncryptedRecord
 from medledger.health.types import (
     GRANT_PART_RECORDS_MAX,
     KIND_ADD_DOCUMENT,
+    KIND_ADD_LABELLED_DOCUMENT,
     KIND_ADD_RECORD,
     KIND_ADD_REPRESENTATIVE,
     KIND_DENY,
@@ -249,17 +251,29 @@ def build_add_document(
     attachments: tuple[BlobRef, ...],
     *,
     chain_id: str,
+    labels: Iterable[str] = (),
     nonce: int | None = None,
     timestamp_ms: int | None = None,
 ) -> SignedTx:
     """A record with attachments (`health/blobs.build_blob_refs`), new or superseding
-    `record.supersedes`; the tx id is the record id (docs/adr/0013-attachment-blobs.md)."""
+    `record.supersedes`; the tx id is the record id (docs/adr/0013-attachment-blobs.md). With
+    security `labels` it is `health.add_labelled_document` (issue 12), else `health.add_document`."""
     _check_binding(author, record, record.supersedes)
     body = AddDocumentBody(
         record.supersedes,
         AddRecordBody(patient_id, record.record_type, record.commitment, record.envelope),
         attachments,
     )
+    sorted_labels = tuple(sorted(set(labels)))
+    if sorted_labels:
+        return build_tx(
+            author,
+            KIND_ADD_LABELLED_DOCUMENT,
+            LabelledDocumentBody(body, sorted_labels),
+            chain_id=chain_id,
+            nonce=nonce,
+            timestamp_ms=timestamp_ms,
+        )
     return build_tx(
         author, KIND_ADD_DOCUMENT, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
     )

@@ -329,9 +329,7 @@ def compute_tx_effects(state: StateReader, tx: Tx, tx_id: bytes) -> list[_Effect
     elif isinstance(body, rights_types.RequestAmendmentBody):
         effects.append(_amendment_effect(state, EVENT_AMENDMENT_REQUESTED, tx_id, body.record_id))
     elif isinstance(body, rights_types.AcceptAmendmentBody):
-        effects.append(_amendment_effect(state, EVENT_AMENDMENT_ACCEPTED, body.amendment_id, b""))
-        correction = body.correction
-        effects.append(_record_effect(sender, tx_id, correction.record, correction.supersedes))
+        effects.extend(_accept_amendment_effects(state, sender, tx_id, body))
     elif isinstance(body, rights_types.RefuseAmendmentBody):
         effects.append(_amendment_effect(state, EVENT_AMENDMENT_REFUSED, body.amendment_id, b""))
     elif isinstance(body, rights_types.DisagreeBody):
@@ -340,6 +338,16 @@ def compute_tx_effects(state: StateReader, tx: Tx, tx_id: bytes) -> list[_Effect
         effects.extend(_claims_effects(state, sender, tx_id, body))
         effects.extend(_research_effects(state, tx.kind, sender, tx_id, body))
     return [e for e in effects if e is not None]
+
+
+def _accept_amendment_effects(
+    state: StateReader, sender: bytes, tx_id: bytes, body: rights_types.AcceptAmendmentBody
+) -> list[_Effect | None]:
+    correction = body.correction
+    return [
+        _amendment_effect(state, EVENT_AMENDMENT_ACCEPTED, body.amendment_id, b""),
+        _record_effect(sender, tx_id, correction.record, correction.supersedes),
+    ]
 
 
 def compute_grant_expiries(
@@ -374,12 +382,17 @@ def compute_grant_expiries(
 
 
 def _claim_effect(state: StateReader, kind: str, claim_id: bytes, grant_id: bytes = b"") -> _Effect | None:
+    """An event of a claim. Its audience (docs/health.md, "Who sees which event"): the patient, and
+    the claim's two parties for what they did to it (filed, amended, decided); a read under the
+    patient's consent (`grant_id`) is the patient's and the reader's business only, so the filing
+    clinic does not see the insurer's reads of its claim, nor the grant they cite."""
     claim = st.get_claim(state, claim_id)
     if claim is None:
         return None
     ids: tuple[tuple[str, bytes], ...] = (("claim_id", claim_id),)
     if grant_id:
         ids += (("grant_id", grant_id),)
+        return _Effect(kind, ids, PatientId(claim.patient_id), _unique(claim.insurer))
     return _Effect(kind, ids, PatientId(claim.patient_id), _unique(claim.clinic, claim.insurer))
 
 
@@ -387,6 +400,10 @@ def _claims_effects(state: StateReader, sender: bytes, tx_id: bytes, body: objec
     """Effects of the claims kinds (issue 12): consents, labelled records, claims and their reads."""
     if isinstance(body, claims_types.LabelledRecordBody):
         return [_record_effect(sender, tx_id, body.record, body.supersedes)]
+    if isinstance(body, claims_types.LabelledDocumentBody):
+        return [_record_effect(sender, tx_id, body.document.record, body.document.supersedes)]
+    if isinstance(body, claims_types.LabelledAmendmentBody):
+        return _accept_amendment_effects(state, sender, tx_id, body.accept)
     if isinstance(body, claims_types.GrantConsentBody):
         return [
             _Effect(

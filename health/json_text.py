@@ -20,6 +20,7 @@ hold an unpaired surrogate): each is judged by its reader.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import json.decoder
 import math
@@ -195,3 +196,26 @@ def split_members(data: bytes | str) -> dict[str, tuple[Any, str]]:
     if skip(index) != len(text):
         raise JsonTextError("JSON text continues after its value")
     return members
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JsonText:
+    """JSON text to be sent exactly as it is (a record, a Claim or a ClaimResponse as its author
+    submitted it, ADR 0011): `compute_spliced_json` puts it in an answer unchanged. Only text that
+    was parsed as strict JSON (`parse_json`, `fhir.validate_resource`) may be wrapped."""
+
+    text: str
+
+
+def compute_spliced_json(value: Any) -> str:
+    """`json.dumps(value)` (its default separators), except that each `JsonText` inside is spliced
+    as its text: an answer that carries submitted JSON loses none of its digits or spelling
+    (`100.10` stays `100.10`, `1e2` stays `1e2`), where a re-serialisation of parsed values would not."""
+    if isinstance(value, JsonText):
+        return value.text
+    if isinstance(value, dict):
+        members = (f"{json.dumps(str(name))}: {compute_spliced_json(item)}" for name, item in value.items())
+        return "{" + ", ".join(members) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(compute_spliced_json(item) for item in value) + "]"
+    return json.dumps(value)

@@ -6,7 +6,8 @@ REST API (`node/health_api.py`) asks these functions and renders their answers, 
 rules (`health/rules.py`) ask the same functions when they judge a transaction. In particular
 there is one rule for sealing (`compute_record_readers`): the node seals a new record for exactly
 the readers the rules will accept in its block, give or take `SEAL_MARGIN_MS` of clock difference
-(the node's clock is not the block's time), never for one they refuse.
+(the node's clock is not the block's time), never for one they refuse. And there is one label
+decision (`compute_version_labels`) for every path that writes a record version.
 
 Plain synchronous functions over the health state and typed values: no clock (time is an
 argument), no randomness, no I/O beyond reading the state. Refusals are the rules' typed
@@ -16,14 +17,15 @@ argument), no randomness, no I/O beyond reading the state. Refusals are the rule
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from medledger.chain.app import StateReader
 from medledger.health import state as st
 from medledger.health.claims_types import ConsentTerms
 from medledger.health.errors import HealthStateError, reject
+from medledger.health.labels import compute_security_labels
 from medledger.health.types import (
     AUTHOR_ROLES,
     EVENT_CONSENT,
@@ -134,6 +136,29 @@ def is_terms_covering(terms: ConsentTerms | None, author: bytes, labels: Collect
     return author in terms.authors and set(labels) <= set(terms.labels)
 
 
+def compute_correction_labels(
+    state: StateReader, supersedes: bytes, labels: Collection[str]
+) -> tuple[str, ...]:
+    """The labels a record version carries on the ledger: its own `labels` and, for a correction
+    of `supersedes` (b"": a new record), every label of the record it corrects (a correction never
+    sheds a label, so it is never sealed wider than the original). The rules store these."""
+    inherited = st.get_record_labels(state, supersedes) if supersedes else ()
+    return tuple(sorted(set(labels) | set(inherited)))
+
+
+def compute_version_labels(
+    state: StateReader, resource: Mapping[str, Any], supersedes: bytes = b""
+) -> tuple[str, ...]:
+    """The security labels of a new record version written from `resource`: those of its content
+    (`labels.compute_security_labels`: `meta.security` and the default condition mapping) and,
+    for a correction, those of the record it corrects (`compute_correction_labels`).
+
+    The one label decision of every path that writes a record version (a record, a document, a
+    correction answering an amendment): a node seals by these labels and puts them in the tx, so a
+    correction that adds e.g. an HIV diagnosis is sealed for no consent that does not name HIV."""
+    return compute_correction_labels(state, supersedes, compute_security_labels(resource))
+
+
 def compute_record_readers(
     state: StateReader,
     patient: PatientState,
@@ -219,6 +244,24 @@ def compute_node_record_readers(
         state, patient, author, record_type, readers, record_id=b"", time_ms=now_ms, labels=labels
     )
     return readers
+
+
+def compute_node_version_sealing(
+    state: StateReader,
+    patient: PatientState,
+    author: Institution,
+    record_type: str,
+    resource: Mapping[str, Any],
+    now_ms: int,
+    *,
+    supersedes: bytes = b"",
+) -> tuple[tuple[str, ...], frozenset[bytes]]:
+    """What a node writes a new record version with: its labels (`compute_version_labels`) and
+    the readers it seals it for (`compute_node_record_readers` with those labels). Every route
+    that writes a version (a record or document, a correction answering an amendment) asks this,
+    so none decides labels or readers its own way."""
+    labels = compute_version_labels(state, resource, supersedes)
+    return labels, compute_node_record_readers(state, patient, author, record_type, now_ms, labels)
 
 
 # --- reads --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ These functions run on clients (randomness, decryption), never inside the rules.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import nacl.bindings
@@ -32,6 +33,7 @@ from medledger.chain.app import StateReader
 from medledger.crypto import CONTENT_KEY_SIZE, DecryptionError, Identity, open_envelope, seal_envelope
 from medledger.crypto.envelope import NONCE_SIZE
 from medledger.health import rights
+from medledger.health.claims_types import LabelledAmendmentBody
 from medledger.health.client import SignedTx, build_tx
 from medledger.health.errors import HealthError, RecordVerificationError
 from medledger.health.policy import get_grant_sealed_key
@@ -56,6 +58,7 @@ from medledger.health.rights_types import (
 from medledger.health.text import InvalidTextError, normalize_human_text
 from medledger.health.types import (
     KIND_ACCEPT_AMENDMENT,
+    KIND_ACCEPT_LABELLED_AMENDMENT,
     KIND_CLOSE_RECORDS_REQUEST,
     KIND_DISAGREE,
     KIND_REFUSE_AMENDMENT,
@@ -315,23 +318,31 @@ def build_accept_amendment(
     record: EncryptedRecord,
     *,
     chain_id: str,
+    labels: Iterable[str] = (),
     nonce: int | None = None,
     timestamp_ms: int | None = None,
 ) -> SignedTx:
-    """The author's acceptance: `record` (encrypted as a correction of `supersedes`) replaces it."""
+    """The author's acceptance: `record` (encrypted as a correction of `supersedes`) replaces it.
+    With security `labels` (of the correction, issue 12) it is `health.accept_labelled_amendment`."""
     if record.author != author.public.sign_key or record.supersedes != supersedes:
         raise ValueError("the correction was not encrypted by this author as a correction of that record")
     correction = SupersedeRecordBody(
         supersedes,
         AddRecordBody(amendment.patient_id, record.record_type, record.commitment, record.envelope),
     )
+    accept = AcceptAmendmentBody(amendment.amendment_id, correction)
+    sorted_labels = tuple(sorted(set(labels)))
+    if sorted_labels:
+        return build_tx(
+            author,
+            KIND_ACCEPT_LABELLED_AMENDMENT,
+            LabelledAmendmentBody(accept, sorted_labels),
+            chain_id=chain_id,
+            nonce=nonce,
+            timestamp_ms=timestamp_ms,
+        )
     return build_tx(
-        author,
-        KIND_ACCEPT_AMENDMENT,
-        AcceptAmendmentBody(amendment.amendment_id, correction),
-        chain_id=chain_id,
-        nonce=nonce,
-        timestamp_ms=timestamp_ms,
+        author, KIND_ACCEPT_AMENDMENT, accept, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
     )
 
 

@@ -25,6 +25,7 @@ from medledger.health import claims, claims_types, grant_parts, research, resear
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.policy import (
+    compute_correction_labels,
     get_live_grants,
     is_acting_for_patient,
     is_author_role,
@@ -281,14 +282,8 @@ def process_add_record(
     if st.get_record(state, ctx.tx_id) is not None:
         raise reject("record_exists", "a record with this id exists")
     st.save_record(state, _new_record(ctx, body, b""))
-
-
-def compute_correction_labels(
-    state: StateReader, supersedes: bytes, labels: tuple[str, ...]
-) -> tuple[str, ...]:
-    """The labels a correction of `supersedes` carries: its own and every label of the record it
-    corrects (a correction never sheds a label, so it is never sealed wider than the original)."""
-    return tuple(sorted(set(labels) | set(st.get_record_labels(state, supersedes))))
+    if labels:
+        st.save_record_labels(state, ctx.tx_id, labels)
 
 
 def validate_supersede_record(
@@ -518,12 +513,16 @@ def validate_attachments(body: AddDocumentBody) -> None:
         raise reject("attachments", "attachments must be sorted by blob id and unique")
 
 
-def process_add_document(state: st.StateWriter, ctx: TxContext, body: AddDocumentBody) -> None:
+def process_add_document(
+    state: st.StateWriter, ctx: TxContext, body: AddDocumentBody, labels: tuple[str, ...] = ()
+) -> None:
+    """A document's record (new or a correction, with its security `labels`: issue 12) and its
+    attachments; its attachments are opened with its record key, so they have its readers."""
     validate_attachments(body)
     if body.supersedes:
-        process_supersede_record(state, ctx, SupersedeRecordBody(body.supersedes, body.record))
+        process_supersede_record(state, ctx, SupersedeRecordBody(body.supersedes, body.record), labels)
     else:
-        process_add_record(state, ctx, body.record)
+        process_add_record(state, ctx, body.record, labels)
     record = st.get_record(state, ctx.tx_id)
     if record is None:  # pragma: no cover - just written above
         raise AssertionError("a document's record is missing right after it was written")
@@ -579,8 +578,14 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
     # Claims (issue 12): labelled records, standing consents and claims, ruled in `health.claims`.
     elif isinstance(body, claims_types.LabelledRecordBody):
         claims.process_add_labelled_record(state, ctx, body)
+    elif isinstance(body, claims_types.LabelledDocumentBody):
+        claims.process_add_labelled_document(state, ctx, body)
+    elif isinstance(body, claims_types.LabelledAmendmentBody):
+        claims.process_accept_labelled_amendment(state, ctx, body)
     elif isinstance(body, claims_types.GrantConsentBody):
         claims.process_grant_consent(state, ctx, body)
+    elif isinstance(body, claims_types.ConsentManifestBody):
+        claims.process_consent_manifest(state, ctx, body)
     elif isinstance(body, claims_types.FileClaimBody):
         claims.process_file_claim(state, ctx, body)
     elif isinstance(body, claims_types.AmendClaimBody):

@@ -39,7 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -59,9 +59,13 @@ from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
 from medledger.health import claims
 from medledger.health.auth import CHALLENGE_SIZE, build_authorization
 from medledger.health.blobs import open_attachment
-from medledger.health.claim_seal import ClaimUnreadableError, open_claim, open_claim_response
-from medledger.health.claims_client import build_grant_consent, make_consent
-from medledger.health.claims_types import ClaimDecision, ClaimState
+from medledger.health.claim_seal import (
+    ClaimUnreadableError,
+    open_claim_response_validated,
+    open_claim_validated,
+)
+from medledger.health.claims_client import build_consent_in_parts, build_grant_consent, make_consent
+from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
@@ -75,6 +79,7 @@ from medledger.health.client import (
 from medledger.health.errors import HealthError, ReasonUnreadableError, RecordVerificationError
 from medledger.health.event_subscription import PAGE_LIMIT, EventSubscription
 from medledger.health.event_topics import DEFAULT_TOPIC_PREFIX, compute_patient_subscription
+from medledger.health.policy import is_terms_covering
 from medledger.health.preview import (
     PROBLEM_REASON_UNREADABLE,
     GrantPreview,
@@ -118,6 +123,7 @@ from medledger.health.types import (
     PatientId,
     PatientState,
     RecordState,
+    Scope,
     compute_grant_part_digest,
     compute_patient_id,
     is_covered,
@@ -236,6 +242,11 @@ class ClaimView:
     resource: dict[str, Any] | None
     decisions: tuple[tuple[ClaimDecision, dict[str, Any] | None], ...]
     reads: tuple[AuditEvent, ...]
+    #: The Claim's JSON text exactly as the clinic submitted it (b"": does not open), and each
+    #: decision's ClaimResponse text as the insurer submitted it, in the order of `decisions`:
+    #: what to show or keep, where `resource` and the parsed responses lose decimal digits.
+    claim_text: bytes = b""
+    response_texts: tuple[bytes, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1001,6 +1012,48 @@ class PatientClient:
 
     # -- claims (issue 12, ADR 0017): standing consents and claims ------------------------------
 
+    def preview_consent_records(
+        self,
+        insurer: bytes,
+        *,
+        record_types: Iterable[str],
+        authors: Iterable[bytes],
+        labels: Iterable[str] = (),
+        from_ms: int = 0,
+        to_ms: int = 2**64 - 1,
+    ) -> list[RecordState]:
+        """The patient's records already on the verified ledger that a consent with these terms
+        covers and whose keys signing it re-seals for `insurer` (ADR 0017, amendment): of the
+        types, by the authors, in the window, a labelled record only if every label is named, that
+        this device opens and verifies, and not already sealed for the insurer. Sorted by id."""
+        ledger = self.sync()
+        insurer_enc_key = self.institution_enc_key(insurer)
+        consent = make_consent(
+            self.patient_id,
+            insurer,
+            record_types=record_types,
+            authors=authors,
+            labels=labels,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            expires_ms=0,
+        )
+        scope = Scope(consent.record_types, (), consent.from_ms, consent.to_ms)
+        terms = ConsentTerms(b"", consent.authors, consent.labels)
+        enc_key = self.identity.public.enc_key
+        return sorted(
+            (
+                r
+                for r in ledger.list_records()
+                if is_covered(scope, r.record_id, r.record_type, r.time_ms)
+                and is_terms_covering(terms, r.author, ledger.get_record_labels(r.record_id))
+                and insurer_enc_key not in r.envelope.readers
+                and enc_key in r.envelope.readers
+                and open_verified_record(r, self.identity) is not None
+            ),
+            key=lambda r: r.record_id,
+        )
+
     def grant_consent(
         self,
         insurer: bytes,
@@ -1011,27 +1064,50 @@ class PatientClient:
         from_ms: int = 0,
         to_ms: int = 2**64 - 1,
         expires_ms: int,
+        existing: Sequence[bytes] | None = None,
+        reseal_existing: bool = True,
     ) -> Submitted:
         """Give `insurer` (its signing key) a standing consent for payment: from its block on, every
         new record of `record_types` by `authors` in [from_ms, to_ms] is sealed for it by the
         authoring node, until `expires_ms` or a revocation (`revoke`). A labelled record only if
         every one of its labels is in `labels`. Show the patient the whole scope first (the CLI:
-        `node/cli/patient_claims.compute_consent_lines`)."""
+        `node/cli/patient_claims.compute_consent_lines`), with how many records already on the
+        ledger it covers (`preview_consent_records`).
+
+        Once the consent is committed, the keys of the records already in its scope are re-sealed
+        for the insurer (`health.consent_manifest` and its `health.grant_part`s, ADR 0017,
+        amendment). `existing`: the ids the patient was shown; if the records to re-seal are now
+        others, `PreviewChangedError` and nothing is signed. `reseal_existing` False: only new
+        records (nothing already on the ledger is re-sealed). Returns the consent's tx."""
         self.check_before_signing()
         names = self.institution_names()
         if insurer not in names:
             raise PatientClientError("no registered institution has this key", status=404)
-        consent = make_consent(
-            self.patient_id,
-            insurer,
-            record_types=record_types,
-            authors=authors,
-            labels=labels,
-            from_ms=from_ms,
-            to_ms=to_ms,
-            expires_ms=expires_ms,
-        )
-        return self._submit(build_grant_consent(self.identity, consent, chain_id=self.chain_id))
+        terms: dict[str, Any] = {
+            "record_types": tuple(record_types),
+            "authors": tuple(authors),
+            "labels": tuple(labels),
+            "from_ms": from_ms,
+            "to_ms": to_ms,
+        }
+        shown = self.preview_consent_records(insurer, **terms) if reseal_existing else []
+        if existing is not None and [r.record_id for r in shown] != sorted(existing):
+            raise PreviewChangedError(
+                "the records this consent would re-seal changed since they were shown: review it again"
+            )
+        consent = make_consent(self.patient_id, insurer, expires_ms=expires_ms, **terms)
+        done = self._submit(build_grant_consent(self.identity, consent, chain_id=self.chain_id))
+        # Records committed since the preview, up to the consent's block, were sealed by no node for
+        # the insurer: re-sealed too (those after its block were sealed by their nodes).
+        records = self.preview_consent_records(insurer, **terms) if reseal_existing else []
+        if records:
+            record_keys = reseal_record_keys(records, self.identity, self.institution_enc_key(insurer))
+            manifest, parts = build_consent_in_parts(
+                self.identity, done.tx_id, record_keys, chain_id=self.chain_id
+            )
+            self._submit(manifest)
+            self._submit_batch(parts)
+        return done
 
     def list_claims(self) -> list[ClaimState]:
         """The patient's claims in filing order (checked against the chain)."""
@@ -1051,17 +1127,23 @@ class PatientClient:
         views: list[ClaimView] = []
         for claim in found:
             try:
-                resource: dict[str, Any] | None = open_claim(claim, self.identity)
+                opened = open_claim_validated(claim, self.identity)
+                resource: dict[str, Any] | None = opened.resource
+                claim_text = opened.plaintext
             except ClaimUnreadableError:
-                resource = None
+                resource, claim_text = None, b""
             decisions: list[tuple[ClaimDecision, dict[str, Any] | None]] = []
+            texts: list[bytes] = []
             for decision in ledger.get_claim_decisions(claim):
                 try:
-                    decisions.append((decision, open_claim_response(decision, self.identity)))
+                    response = open_claim_response_validated(decision, self.identity)
+                    decisions.append((decision, response.resource))
+                    texts.append(response.plaintext)
                 except ClaimUnreadableError:
                     decisions.append((decision, None))
+                    texts.append(b"")
             reads = tuple(claims.get_claim_reads(events, claim.claim_id))
-            views.append(ClaimView(claim, resource, tuple(decisions), reads))
+            views.append(ClaimView(claim, resource, tuple(decisions), reads, claim_text, tuple(texts)))
         return views
 
     # -- patient rights (issue 14, ADR 0014): records requests and amendments ------------------

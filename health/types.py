@@ -80,6 +80,13 @@ KIND_ADD_DOCUMENT: Final = "health.add_document"
 # Claims (issue 12; bodies in `claims_types`, rules in `claims`, docs/adr/0017-claims.md).
 #: A record with FHIR security labels (meta.security) the rules seal by.
 KIND_ADD_LABELLED_RECORD: Final = "health.add_labelled_record"
+#: A document (`health.add_document`) with security labels: a labelled record with attachments.
+KIND_ADD_LABELLED_DOCUMENT: Final = "health.add_labelled_document"
+#: An accepted amendment (`health.accept_amendment`) whose correction carries security labels.
+KIND_ACCEPT_LABELLED_AMENDMENT: Final = "health.accept_labelled_amendment"
+#: A standing consent's re-sealing of the records already in its scope (ADR 0017, amendment): the
+#: manifest of `health.grant_part` txs under the consent.
+KIND_CONSENT_MANIFEST: Final = "health.consent_manifest"
 #: A patient's standing consent for payment to an insurer: a grant covering future records.
 KIND_GRANT_CONSENT: Final = "health.grant_consent"
 KIND_FILE_CLAIM: Final = "health.file_claim"
@@ -116,6 +123,9 @@ TX_KINDS: Final = frozenset(
         KIND_DISAGREE,
         KIND_ADD_DOCUMENT,
         KIND_ADD_LABELLED_RECORD,
+        KIND_ADD_LABELLED_DOCUMENT,
+        KIND_ACCEPT_LABELLED_AMENDMENT,
+        KIND_CONSENT_MANIFEST,
         KIND_GRANT_CONSENT,
         KIND_FILE_CLAIM,
         KIND_AMEND_CLAIM,

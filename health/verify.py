@@ -168,6 +168,12 @@ class PatientLedger:
             return st.get_inquiry(self._state, body.inquiry_id) is not None
         if isinstance(body, claims_types.LabelledRecordBody):
             return body.record.patient_id == self.patient_id
+        if isinstance(body, claims_types.LabelledDocumentBody):
+            return body.document.record.patient_id == self.patient_id
+        if isinstance(body, claims_types.LabelledAmendmentBody):
+            return rights.concerns_patient(self._state, self.patient_id, body.accept) is True
+        if isinstance(body, claims_types.ConsentManifestBody):
+            return st.get_grant(self._state, body.grant_id) is not None
         if isinstance(body, claims_types.GrantConsentBody | claims_types.FileClaimBody):
             return body.patient_id == self.patient_id
         if isinstance(

@@ -332,18 +332,14 @@ def build_record_tx(
     resource: dict[str, Any],
     labels: tuple[str, ...] = (),
 ) -> tuple[bytes, bytes]:
-    """The signed tx (raw, id) of a new record: `health.add_document` if its resource names
-    uploaded blobs, `health.add_labelled_record` if it carries security labels (issue 12), else
-    `health.add_record`. `AttachmentError` (422) for a blob not uploaded here, or for a labelled
-    record with attachments (not supported yet: its labels would not be on the ledger)."""
+    """The signed tx (raw, id) of a new record: a document (`health.add_document`, or
+    `health.add_labelled_document` with security labels, issue 12) if its resource names uploaded
+    blobs, else `health.add_labelled_record` if it carries labels, else `health.add_record`.
+    `AttachmentError` (422) for a blob not uploaded here."""
     node = app[BLOBS_KEY].node
     identity, chain_id = node.identity, node.genesis.chain_id
     blob_ids = find_blob_ids(resource)
-    if blob_ids and labels:
-        raise AttachmentError(
-            "a record with security labels cannot have attachments yet; upload it without them"
-        )
-    if labels:
+    if labels and not blob_ids:
         _, raw, tx_id = build_add_labelled_record(identity, patient_id, encrypted, labels, chain_id=chain_id)
         return raw, tx_id
     if not blob_ids:
@@ -351,7 +347,9 @@ def build_record_tx(
         return raw, tx_id
     staged = [app[BLOBS_KEY].get_staged(blob_id, patient_id) for blob_id in blob_ids]
     refs = build_blob_refs(encrypted, patient_id, identity, staged)
-    _, raw, tx_id = build_add_document(identity, patient_id, encrypted, refs, chain_id=chain_id)
+    _, raw, tx_id = build_add_document(
+        identity, patient_id, encrypted, refs, chain_id=chain_id, labels=labels
+    )
     return raw, tx_id
 
 

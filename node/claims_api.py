@@ -34,8 +34,8 @@ from medledger.health import claims, policy
 from medledger.health import state as st
 from medledger.health.claim_seal import (
     ClaimUnreadableError,
-    open_claim,
-    open_claim_response,
+    open_claim_response_validated,
+    open_claim_validated,
     seal_claim,
     seal_claim_response,
     validate_claim,
@@ -55,7 +55,8 @@ from medledger.health.claims_types import (
     ClaimState,
 )
 from medledger.health.errors import RecordVerificationError
-from medledger.health.fhir import RECORD_JSON_BYTES_MAX
+from medledger.health.fhir import RECORD_JSON_BYTES_MAX, ValidatedRecord
+from medledger.health.json_text import JsonText, compute_spliced_json
 from medledger.health.records import open_record
 from medledger.health.types import ROLE_INSURER, AuditEvent, Institution
 from medledger.node.auth import Access, add_route
@@ -130,9 +131,7 @@ def _claim_readers(service: HealthService, claim: ClaimState) -> list[bytes]:
     ]
 
 
-def decision_json(
-    service: HealthService, decision: ClaimDecision, opened: dict[str, Any] | None
-) -> dict[str, Any]:
+def decision_json(service: HealthService, decision: ClaimDecision, opened: JsonText | None) -> dict[str, Any]:
     return {**model_json(decision), "insurer_name": service.name_of(decision.insurer), "response": opened}
 
 
@@ -144,21 +143,32 @@ def claim_json(service: HealthService, claim: ClaimState) -> dict[str, Any]:
     }
 
 
+def _submitted(validated: ValidatedRecord) -> JsonText:
+    """A Claim or ClaimResponse as its author submitted it: spliced into the answer unchanged (ADR
+    0011), never re-serialised from parsed values (`100.10` would become `100.1`, `1e2` `100.0`)."""
+    return JsonText(validated.plaintext.decode("utf-8"))
+
+
 def _opened_claim(service: HealthService, claim: ClaimState) -> dict[str, Any]:
-    """A claim as one of its parties sees it: the Claim and every decision opened with its key."""
+    """A claim as one of its parties sees it: the Claim and every decision opened with its key,
+    each as its submitted text (`compute_spliced_json` renders the answer)."""
     identity = service.node.identity
     try:
-        resource: dict[str, Any] | None = open_claim(claim, identity)
+        resource: JsonText | None = _submitted(open_claim_validated(claim, identity))
     except ClaimUnreadableError:
         resource = None
     decisions = []
     for decision in claims.get_claim_decisions(_state(service), claim):
         try:
-            opened: dict[str, Any] | None = open_claim_response(decision, identity)
+            opened: JsonText | None = _submitted(open_claim_response_validated(decision, identity))
         except ClaimUnreadableError:
             opened = None
         decisions.append(decision_json(service, decision, opened))
     return {**claim_json(service, claim), "claim": resource, "decisions": decisions}
+
+
+def _spliced(data: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(status=status, text=compute_spliced_json(data), content_type="application/json")
 
 
 # --- clinic: file and amend ---------------------------------------------------------------------
@@ -278,7 +288,7 @@ async def list_claims(request: web.Request) -> web.Response:
     start, limit = _page(request)
     found = claims.list_institution_claims(_state(service), me.sign_key)
     items = [_opened_claim(service, c) for c in found[start : start + limit]]
-    return _json({"total": len(found), "claims": items})
+    return _spliced({"total": len(found), "claims": items})
 
 
 def _require_insurer(claim: ClaimState, me: Institution) -> None:
@@ -335,10 +345,11 @@ async def read_claim_record(request: web.Request) -> web.Response:
     except RecordVerificationError as exc:
         raise ApiProblem(409, "Record fails verification", exc.message, code=exc.code) from None
     receipt = {"tx_id": tx_id.hex(), "height": location.height, "grant_id": grant.grant_id.hex()}
-    return _json(
+    # The record's JSON exactly as its author submitted it, as `health_api.read_record` sends it.
+    return _spliced(
         {
             **record_json(service, record),
-            "resource": decrypted.resource,
+            "resource": JsonText(decrypted.canonical_json.decode("utf-8")),
             "claim_id": claim.claim_id.hex(),
             "receipt": receipt,
         }

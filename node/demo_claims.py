@@ -127,6 +127,7 @@ def run_insurer_story(
         record_types=("Condition", "Encounter", "Observation"),
         authors=[clinic_key],
         expires_ms=expires_ms,
+        reseal_existing=False,  # the story is about the records written under the consent
     )
     echo(
         f"patient: standing consent for payment to {insurer_name}: new Encounter, Observation and "

@@ -54,7 +54,6 @@ from medledger.health.errors import (
 )
 from medledger.health.fhir import RECORD_JSON_BYTES_MAX, validate_record
 from medledger.health.json_text import JsonTextError, split_members
-from medledger.health.labels import compute_security_labels
 from medledger.health.reasons import open_reason, validate_reason
 from medledger.health.records import encrypt_record, open_record
 from medledger.health.rights_seal import record_statements
@@ -487,11 +486,10 @@ async def _add_record(
     validated = validate_record(record_text)  # once: encrypt_record takes it as it is
     record_type = validated.record_type
     # Security labels from meta.security and the default condition mapping (issue 12): a labelled
-    # record is sealed only for grants naming its labels.
-    labels = compute_security_labels(validated.resource)
-    # The rules' own sealing rule, with a margin around this node's clock (the block's time differs).
-    readers = policy.compute_node_record_readers(
-        state, patient, me, record_type, service.node.clock_ms(), labels
+    # record is sealed only for grants naming its labels. The rules' own sealing rule, with a
+    # margin around this node's clock (the block's time differs).
+    labels, readers = policy.compute_node_version_sealing(
+        state, patient, me, record_type, validated.resource, service.node.clock_ms()
     )
     try:
         encrypted = encrypt_record(

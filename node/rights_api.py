@@ -289,10 +289,17 @@ async def accept_amendment(request: web.Request) -> web.Response:
     latest = rights.get_latest_version(state, amendment.record_id)
     validated = validate_record(resource)  # once: encrypt_record takes it as it is
     record_type = validated.record_type
-    # A correction keeps its record's security labels (the rules add them), so it is sealed by them.
-    labels = st.get_record_labels(state, latest.record_id)
-    readers = policy.compute_node_record_readers(
-        state, patient, me, record_type, service.node.clock_ms(), labels
+    # The correction's labels are its own content's and every label of the record it corrects (the
+    # one label decision, as for a new record): a correction adding an HIV diagnosis is sealed for
+    # no consent that does not name HIV, and the labels go on the ledger with it.
+    labels, readers = policy.compute_node_version_sealing(
+        state,
+        patient,
+        me,
+        record_type,
+        validated.resource,
+        service.node.clock_ms(),
+        supersedes=latest.record_id,
     )
     try:
         encrypted = encrypt_record(
@@ -306,7 +313,7 @@ async def accept_amendment(request: web.Request) -> web.Response:
         raise _unusable_key_problem() from None
     node = service.node
     _, raw, tx_id = build_accept_amendment(
-        node.identity, amendment, latest.record_id, encrypted, chain_id=node.genesis.chain_id
+        node.identity, amendment, latest.record_id, encrypted, chain_id=node.genesis.chain_id, labels=labels
     )
     location = await _submit_and_wait(service, raw, wait_ms)
     body = {
@@ -315,6 +322,7 @@ async def accept_amendment(request: web.Request) -> web.Response:
         "record_id": tx_id.hex(),
         "supersedes": latest.record_id.hex(),
         "record_type": record_type,
+        "security_labels": list(labels),
     }
     return _json(body, 201 if location else 202)
 

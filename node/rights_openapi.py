@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medledger.health.claims_types import SECURITY_LABELS
 from medledger.health.rights_types import (
     AMENDMENT_STATUSES,
     AMENDMENT_TEXT_LENGTH_MAX,
@@ -219,6 +220,12 @@ def rights_openapi_schemas() -> dict[str, Any]:
                 "record_id": oa._HEX64,
                 "supersedes": oa._HEX64,
                 "record_type": {"type": "string"},
+                "security_labels": {
+                    "type": "array",
+                    "description": "An accepted correction's security labels on the ledger (issue 12): "
+                    "its content's and every label of the record it corrects (docs/health.md).",
+                    "items": oa._enum(SECURITY_LABELS),
+                },
             },
         ),
     }

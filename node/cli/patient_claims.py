@@ -4,7 +4,8 @@ A standing consent for payment lets an insurer's node receive, sealed by the aut
 new record it covers; it is shown in full (insurer, purpose, record types, authors, window, expiry,
 and the sensitive labels it names, or that it names none) and confirmed before it is signed.
 `patient claims` lists the patient's claims, each decision with its reason, and exactly which
-records each insurer read for which claim. Commands of the `patient` group, registered when this
+records each insurer read for which claim (`--json`: with the Claim and each ClaimResponse as
+submitted, their exact text). Commands of the `patient` group, registered when this
 module is imported; everything is signed on this device and checked against the chain.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from medledger.health.claims_types import SECURITY_LABELS
+from medledger.health.json_text import JsonText, compute_spliced_json
 from medledger.health.sdk import ClaimView, PatientClient
 from medledger.health.types import PURPOSE_HPAYMT, RECORD_TYPES
 from medledger.node.cli._common import fail, json_option, reports_errors
@@ -36,8 +38,10 @@ def compute_consent_lines(
     from_ms: int,
     to_ms: int,
     expires_ms: int,
+    existing: int | None = 0,
 ) -> list[str]:
-    """The whole scope of a standing consent, in words, as the patient confirms it."""
+    """The whole scope of a standing consent, in words, as the patient confirms it; `existing`: how
+    many records already on the ledger it re-seals for the insurer (None: none, on request)."""
     sensitive = (
         f"also records labelled {', '.join(labels)}"
         if labels
@@ -51,6 +55,12 @@ def compute_consent_lines(
         f"  covers {sensitive}",
         f"  until {_when(expires_ms)}, or until you revoke it",
         "  is sealed for the insurer by the writing institution, without asking you again.",
+        "  Records already on the ledger: "
+        + (
+            "none are shared (--new-only)."
+            if existing is None
+            else f"{existing} of this scope are shared too (their keys re-sealed for the insurer now)."
+        ),
     ]
 
 
@@ -73,12 +83,19 @@ def consent() -> None:
     help="A sensitive label to include.",
 )
 @click.option(
-    "--from", "from_date", default=None, help="Records from this date on (YYYY-MM-DD, UTC; default now)."
+    "--from",
+    "from_date",
+    default=None,
+    help="Records from this date on (YYYY-MM-DD, UTC; default: from the first, those already on the ledger "
+    "shared too unless --new-only).",
 )
 @click.option(
     "--to", "to_date", default=None, help="Records up to this date (YYYY-MM-DD, UTC; default: expiry)."
 )
 @click.option("--days", default=365, type=click.IntRange(1, CONSENT_DAYS_MAX), help="Days until it expires.")
+@click.option(
+    "--new-only", is_flag=True, help="Share only records written from now on, none already on the ledger."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts); the scope is still shown.")
 @click.pass_context
 @reports_errors
@@ -91,6 +108,7 @@ def consent_grant(
     from_date: str | None,
     to_date: str | None,
     days: int,
+    new_only: bool,
     yes: bool,
 ) -> None:
     """Give INSURER (name or key prefix) a standing consent for payment."""
@@ -104,6 +122,18 @@ def consent_grant(
     to_ms = _date_ms(to_date, expires_ms, "--to")
     if from_ms > to_ms:
         fail("--from must not be after --to")
+    existing = (
+        []
+        if new_only
+        else client.preview_consent_records(
+            insurer_key,
+            record_types=types,
+            authors=author_keys,
+            labels=labels,
+            from_ms=from_ms,
+            to_ms=to_ms,
+        )
+    )
     lines = compute_consent_lines(
         names[insurer_key],
         sorted(set(types)),
@@ -112,6 +142,7 @@ def consent_grant(
         from_ms,
         to_ms,
         expires_ms,
+        None if new_only else len(existing),
     )
     for line in lines:
         click.echo(line)
@@ -128,8 +159,12 @@ def consent_grant(
         from_ms=from_ms,
         to_ms=to_ms,
         expires_ms=expires_ms,
+        existing=[r.record_id for r in existing],
+        reseal_existing=not new_only,
     )
     click.echo(f"granted consent {done.tx_id.hex()} at height {done.height}")
+    if existing:
+        click.echo(f"re-sealed {len(existing)} record(s) already on the ledger for {names[insurer_key]}")
 
 
 @consent.command("revoke")
@@ -203,8 +238,14 @@ def compute_decision_reason(response: dict[str, Any] | None) -> str:
     return "; ".join(parts) or "-"
 
 
+def _submitted(text: bytes) -> JsonText | None:
+    """A Claim or ClaimResponse as submitted, for `--json` to splice unchanged (None: unreadable)."""
+    return JsonText(text.decode("utf-8")) if text else None
+
+
 def _claim_row(names: dict[bytes, str], view: ClaimView) -> dict[str, Any]:
     claim = view.claim
+    responses = view.response_texts or (b"",) * len(view.decisions)
     return {
         "claim_id": claim.claim_id.hex(),
         "clinic": names.get(claim.clinic, claim.clinic.hex()),
@@ -213,6 +254,7 @@ def _claim_row(names: dict[bytes, str], view: ClaimView) -> dict[str, Any]:
         "version": claim.version,
         "status": claim.status,
         "record_ids": [r.hex() for r in claim.record_ids],
+        "claim": _submitted(view.claim_text),
         "decisions": [
             {
                 "version": d.version,
@@ -220,8 +262,9 @@ def _claim_row(names: dict[bytes, str], view: ClaimView) -> dict[str, Any]:
                 "reason": compute_decision_reason(response),
                 "height": d.height,
                 "time_ms": d.time_ms,
+                "response": _submitted(text),
             }
-            for d, response in view.decisions
+            for (d, response), text in zip(view.decisions, responses, strict=True)
         ],
         "reads": [
             {
@@ -245,7 +288,8 @@ def patient_claims(ctx: click.Context, as_json: bool) -> None:
     names = client.institution_names()
     rows = [_claim_row(names, view) for view in client.claim_views()]
     if as_json:
-        click.echo(json.dumps(rows))
+        # The Claim and each ClaimResponse as submitted (ADR 0011): spliced, not re-serialised.
+        click.echo(compute_spliced_json(rows))
         return
     for row in rows:
         click.echo(

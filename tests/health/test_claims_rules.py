@@ -327,6 +327,25 @@ def test_claim_events_carry_kinds_and_ids_only(filed: tuple[World, bytes, bytes,
     assert set(effect.institutions) == {world.key("clinic"), world.key("insurer")}
 
 
+def test_an_insurers_claim_reads_are_the_patients_and_the_insurers_events_only(
+    filed: tuple[World, bytes, bytes, list[bytes]],
+) -> None:
+    """docs/health.md, "Who sees which event": the filing clinic sees its claim's filing and
+    decisions, not the insurer's reads under the patient's consent (nor the consent's grant id)."""
+    world, claim_id, encounter, _ = filed
+    signed = world.ledger.sign(
+        claims_client.build_claim_read_receipt, world.who("insurer"), claim_id, world.consent_id, [encounter]
+    )
+    tx, _, tx_id = signed
+    world.ledger.submit_ok(signed)
+    effects = events.compute_tx_effects(world.ledger.state, tx, tx_id)
+    assert [e.kind for e in effects] == [events.EVENT_RECORD_READ, events.EVENT_CLAIM_READ]
+    for effect in effects:
+        assert effect.institutions == (world.key("insurer"),)
+        assert effect.patient_id == world.patient_id
+        assert ("grant_id", world.consent_id) in effect.ids
+
+
 def test_invalid_claims(filed: tuple[World, bytes, bytes, list[bytes]]) -> None:
     world, claim_id, encounter, records = filed
     ledger = world.ledger

@@ -23,7 +23,11 @@ Claims (issue 12) add standing consents, security labels and claims to the same 
   for it;
 * only the addressed insurer decides a claim, once per claim version; only the filing clinic files
   for its own encounter or amends; claims and decisions on the ledger are the model's;
-* every insurer read (for a claim or not) has a receipt, and a read for a claim names the claim.
+* every insurer read (for a claim or not) has a receipt, and a read for a claim names the claim;
+* a consent's re-sealing of records already on the ledger (ADR 0017, amendment) is accepted only
+  from its signer, once, while live, and each part only if every record in it is in the consent's
+  scope and terms; what it re-sealed is exactly what the insurer can then decrypt (the first
+  invariant counts it as a grant's keys).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 
 from claims_testkit import make_encounter, seal_test_claim, seal_test_response
-from health_testkit import RECORD_MAKERS, Ledger, make_identity
+from health_testkit import CHAIN_ID, RECORD_MAKERS, Ledger, make_identity
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as stg
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -133,6 +137,10 @@ class MGrant:
     labels: frozenset[str] = frozenset()
     #: The block time of the revocation (None: not revoked).
     revoked_ms: int | None = None
+    #: Who signed it (a standing consent: its re-sealing manifest must be theirs), and whether a
+    #: consent's manifest of records already on the ledger was accepted (once).
+    granted_by: str = ""
+    manifested: bool = False
 
 
 @dataclasses.dataclass
@@ -672,8 +680,69 @@ class HealthMachine(RuleBasedStateMachine):
                     set(),
                     authors=frozenset(authors),
                     labels=frozenset(labels),
+                    granted_by=signer,
                 )
             )
+
+    @rule(
+        who=stg.sampled_from(("signer", "signer", "signer", STRANGER, "insurer")),
+        data=stg.data(),
+    )
+    def reseal_for_consent(self, who: str, data: stg.DataObject) -> None:
+        """A consent's re-sealing of records already on the ledger (ADR 0017, amendment): a manifest
+        of some of the patient's records (covered by the consent or not), then one part a slice;
+        a part is accepted only if every record in it is in the consent's scope and terms."""
+        consents = [g for g in self.grants if g.authors is not None]
+        if not consents:
+            return
+        grant = data.draw(stg.sampled_from(consents))
+        mine = sorted(
+            (r for r in self.records.values() if r.patient == grant.patient), key=lambda r: r.record_id
+        )
+        if not mine:
+            return
+        chosen = data.draw(
+            stg.lists(stg.sampled_from(mine), min_size=1, max_size=4, unique_by=lambda r: r.record_id)
+        )
+        stored = [st.get_record(self.ledger.state, r.record_id) for r in chosen]
+        keys = reseal_record_keys(
+            [r for r in stored if r is not None], IDENTITIES[grant.patient], enc(grant.grantee)
+        )
+        signer = grant.granted_by if who == "signer" else who
+        manifest, _ = claims_client.build_consent_in_parts(
+            IDENTITIES[signer],
+            grant.grant_id,
+            keys,
+            chain_id=CHAIN_ID,
+            nonce=self.ledger.nonce(),
+            timestamp_ms=self.ledger.next_time_ms,
+        )
+        ok = (
+            signer == grant.granted_by
+            and self.acts_for(signer, grant.patient)
+            and self.is_live(grant, self.ledger.next_time_ms)
+            and not grant.manifested
+        )
+        if self.submit(manifest, ok, "consent manifest") is None:
+            return
+        grant.manifested = True
+        by_id = {r.record_id: r for r in chosen}
+        for index, part in enumerate(client.split_grant_parts(keys)):
+            part_ok = self.is_live(grant, self.ledger.next_time_ms) and all(
+                is_covered(
+                    grant.scope,
+                    by_id[k.record_id].record_id,
+                    by_id[k.record_id].record_type,
+                    by_id[k.record_id].time_ms,
+                )
+                and self.terms_cover(grant, by_id[k.record_id].author, by_id[k.record_id].labels)
+                for k in part
+            )
+            signed = self.ledger.sign(
+                client.build_grant_part, IDENTITIES[signer], grant.grant_id, index, part
+            )
+            if self.submit(signed, part_ok, "consent part") is not None:
+                grant.record_ids |= {k.record_id for k in part}
 
     def claim_readers(self, patient: str, clinic: str, insurer: str) -> list[bytes]:
         return [enc(patient), enc(clinic), enc(insurer)]
@@ -925,6 +994,7 @@ class HealthMachine(RuleBasedStateMachine):
             set(),
             authors=frozenset({"clinic"}),
             labels=frozenset(named),
+            granted_by=patient,
         )
         self.grants.append(grant)
         patient_state = st.get_patient(state, pid(patient))
