@@ -65,6 +65,7 @@ from medledger.health.claims_types import ClaimDecision, ClaimState
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
+    build_remove_representative,
     build_deny,
     build_grant,
     build_grant_in_parts,
@@ -995,6 +996,14 @@ class PatientClient:
         self.check_before_signing()
         return self._submit(
             build_add_representative(
+                self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
+            )
+        )
+
+    def remove_representative(self, representative_sign_key: bytes) -> Submitted:
+        self.check_before_signing()
+        return self._submit(
+            build_remove_representative(
                 self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
             )
         )

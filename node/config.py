@@ -55,6 +55,10 @@ class ApiSection:
     ops_port: int = OPS_PORT_DEFAULT
     #: The built patient's web app served at `/app/` (empty: the checkout's `web/dist`).
     app_dir: str = ""
+    #: Event streams (`GET /v1/events/stream`) open at once per principal (the API token; a
+    #: patient's or representative's signing key), and on the whole node; beyond, 429.
+    event_streams_per_principal: int = 4
+    event_streams_max: int = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,6 +131,8 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("api", "port"): (0, 65535),
     ("api", "max_body_bytes"): (1024, 1024 * 1024 * 1024),
     ("api", "ops_port"): (0, 65535),
+    ("api", "event_streams_per_principal"): (1, 1024),
+    ("api", "event_streams_max"): (1, 65_536),
     ("consensus", "block_interval_ms"): (1, 60_000),
     ("consensus", "max_block_txs"): (1, BLOCK_TXS_MAX),
     ("consensus", "max_block_bytes"): (1024, BLOCK_BYTES_MAX),

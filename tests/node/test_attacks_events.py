@@ -1,0 +1,281 @@
+"""Attacks on the ledger events (issue 11, ADR 0015): SSE streams, MQTT publishing, cursor files.
+
+Against real health node processes (`health_node`, `run_health_node`): a representative removed on
+chain while their stream is open gets nothing from the removal on and the stream ends; streams are
+capped per principal and per node (429 problem+json with `Retry-After`), and a closed stream frees
+its slot; hostile queries (edge cursors, huge limits, garbage `Last-Event-ID`) are refused as
+problems and change nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import json
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from node_harness import (
+    DEADLINE_S,
+    PROBLEM,
+    NodeClient,
+    make_health_home,
+    run_health_node,
+    wait_until,
+)
+
+from medledger.crypto import Identity
+from medledger.health.auth import build_authorization
+from medledger.health.events import SEQ_MAX, get_seq_height
+from medledger.health.sdk import PatientClient
+from medledger.health.types import compute_patient_id
+from medledger.node.process import NodeProcess
+
+#: A synthetic FHIR R4 observation (no real person behind it).
+OBSERVATION: Final[dict[str, Any]] = {
+    "resourceType": "Observation",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0", "display": "Glucose"}]},
+    "valueQuantity": {"value": 5.4, "unit": "mmol/L"},
+}
+STREAM: Final = "/v1/events/stream?heartbeat_s=1"
+
+
+def signed_header(node: NodeClient, identity: Identity, target: str, patient_id: bytes) -> str:
+    """A patient signer's `Authorization` for one GET of `target`, over a fresh challenge."""
+    reply = node.request("POST", "/v1/auth/challenge", token=None)
+    assert reply.status == 201, reply
+    challenge = reply.json()
+    return build_authorization(
+        identity,
+        chain_id=challenge["chain_id"],
+        challenge=bytes.fromhex(challenge["challenge"]),
+        method="GET",
+        target=target,
+        time_ms=time.time_ns() // 1_000_000,
+        patient_id=patient_id,
+    )
+
+
+@dataclasses.dataclass
+class Stream:
+    """One open SSE response, read line by line (the socket times out at the test's deadline)."""
+
+    connection: http.client.HTTPConnection
+    response: http.client.HTTPResponse
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    comments: list[str] = dataclasses.field(default_factory=list)
+    ended: bool = False
+
+    def read_message(self) -> None:
+        """Read up to the end of the next message or comment (sets `ended` at the end of the body)."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.response.readline()
+            if not line:
+                self.ended = True
+                return
+            text = line.decode().rstrip("\n")
+            if text.startswith(":"):
+                self.comments.append(text)
+                return
+            if text:
+                name, _, value = text.partition(": ")
+                fields[name] = value
+                continue
+            if fields:
+                payload = json.loads(fields["data"])
+                assert int(fields["id"]) == payload["seq"]
+                self.events.append(payload)
+                return
+
+    def read_until(self, kind: str) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while kind not in [e["kind"] for e in self.events]:
+            assert not self.ended, (kind, self.events)
+            assert time.monotonic() < deadline, (kind, self.events)
+            self.read_message()
+
+    def read_to_end(self) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        while not self.ended:
+            assert time.monotonic() < deadline, (self.events, self.comments)
+            self.read_message()
+
+
+@contextlib.contextmanager
+def open_stream(node: NodeClient, target: str, headers: dict[str, str]) -> Iterator[Stream]:
+    """An event stream that must open (200); closed on exit."""
+    parsed = urllib.parse.urlsplit(node.url)
+    assert parsed.port is not None
+    connection = http.client.HTTPConnection("127.0.0.1", parsed.port, timeout=DEADLINE_S)
+    try:
+        connection.request("GET", target, headers=headers)
+        response = connection.getresponse()
+        assert response.status == 200, (response.status, response.read())
+        assert response.getheader("Content-Type", "").startswith("text/event-stream")
+        stream = Stream(connection, response)
+        stream.read_message()  # the opening comment: the handler holds its slot from here on
+        yield stream
+    finally:
+        connection.close()
+
+
+def token_headers(node: NodeClient) -> dict[str, str]:
+    return {"Authorization": f"Bearer {node.token}"}
+
+
+def add_record(node: NodeClient, patient_id: bytes) -> int:
+    """The institution writes a record for the patient; the height it committed at."""
+    reply = node.post_json(
+        "/v1/health/institution/records?wait_ms=10000",
+        {"patient_id": patient_id.hex(), "resource": OBSERVATION},
+    )
+    assert reply.status == 201, reply
+    return int(node.status()["height"])
+
+
+def test_invalid_stream_of_a_removed_representative_ends_and_sends_nothing_from_the_removal(
+    health_node: tuple[NodeProcess, NodeClient],
+) -> None:
+    _, node = health_node
+    alice, carol = Identity.generate(), Identity.generate()
+    alice_client = PatientClient(node.url, alice)
+    alice_client.register()
+    alice_id = compute_patient_id(alice.public.sign_key)
+    alice_client.add_representative(carol.public.sign_key)
+
+    carol_headers = {"Authorization": signed_header(node, carol, STREAM, alice_id)}
+    alice_headers = {"Authorization": signed_header(node, alice, STREAM, alice_id)}
+    with (
+        open_stream(node, STREAM, carol_headers) as carols,
+        open_stream(node, STREAM, alice_headers) as alices,
+    ):
+        carols.read_until("representative.added")  # the representative's stream is live
+        removal = alice_client.remove_representative(carol.public.sign_key)
+        later = add_record(node, alice_id)
+        assert later > removal.height
+        # The patient's own stream goes on and carries both.
+        alices.read_until("record.added")
+        assert "representative.removed" in [e["kind"] for e in alices.events]
+        # The removed representative's ends, with nothing from the removal's block on.
+        carols.read_to_end()
+        assert ": access ended" in carols.comments
+        assert all(e["height"] < removal.height for e in carols.events), carols.events
+        assert "record.added" not in [e["kind"] for e in carols.events]
+
+    # And a new stream is refused them at once.
+    refused = node.request(
+        "GET", STREAM, headers={"Authorization": signed_header(node, carol, STREAM, alice_id)}, token=None
+    )
+    assert refused.status == 403, refused
+    assert refused.content_type == PROBLEM
+
+
+def assert_too_many(node: NodeClient, headers: dict[str, str]) -> dict[str, Any]:
+    reply = node.request("GET", STREAM, headers=headers, token=None)
+    assert reply.status == 429, reply
+    assert reply.content_type == PROBLEM, reply
+    assert int(reply.headers["retry-after"]) >= 1
+    problem: dict[str, Any] = reply.json()
+    assert problem["status"] == 429
+    assert problem["type"] == "urn:medledger:problem:too_many_streams"
+    return problem
+
+
+def test_invalid_streams_beyond_the_caps_are_refused_and_a_closed_stream_frees_its_slot(
+    tmp_path: Path,
+) -> None:
+    env = {"MEDLEDGER_API_EVENT_STREAMS_PER_PRINCIPAL": "2", "MEDLEDGER_API_EVENT_STREAMS_MAX": "3"}
+    with run_health_node(make_health_home(tmp_path / "clinic"), env) as (_, node):
+        alice, bob = Identity.generate(), Identity.generate()
+        PatientClient(node.url, alice).register()
+        PatientClient(node.url, bob).register()
+        alice_id, bob_id = (compute_patient_id(i.public.sign_key) for i in (alice, bob))
+
+        def signed(identity: Identity, patient_id: bytes) -> dict[str, str]:
+            return {"Authorization": signed_header(node, identity, STREAM, patient_id)}
+
+        with contextlib.ExitStack() as open_streams:
+            first = open_streams.enter_context(open_stream(node, STREAM, token_headers(node)))
+            open_streams.enter_context(open_stream(node, STREAM, token_headers(node)))
+            # The token's third: over its own cap.
+            problem = assert_too_many(node, token_headers(node))
+            assert "per principal" in problem["detail"]
+            # A patient's first (the node's third), then another patient's: over the node's cap.
+            open_streams.enter_context(open_stream(node, STREAM, signed(alice, alice_id)))
+            problem = assert_too_many(node, signed(bob, bob_id))
+            assert "at most 3" in problem["detail"]
+            # A refused stream took no slot; a closed one frees its own.
+            assert open_metric(node, "medledger_event_streams") == 3
+            assert open_metric(node, "medledger_event_streams_refused_total") == 2
+            first.connection.close()
+            wait_until(lambda: open_metric(node, "medledger_event_streams") == 2, "the slot to be freed")
+            open_streams.enter_context(open_stream(node, STREAM, signed(bob, bob_id)))
+            assert_too_many(node, token_headers(node))
+        # Every slot comes back when the streams close: the token may open two again.
+        wait_until(lambda: open_metric(node, "medledger_event_streams") == 0, "every slot to be freed")
+        with open_stream(node, STREAM, token_headers(node)), open_stream(node, STREAM, token_headers(node)):
+            assert open_metric(node, "medledger_event_streams") == 2
+
+
+def open_metric(node: NodeClient, name: str) -> float:
+    """One unlabelled sample of the node's /metrics."""
+    for line in node.ops_get("/metrics").body.decode().splitlines():
+        metric, _, value = line.partition(" ")
+        if metric == name:
+            return float(value)
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_invalid_event_cursors_and_limits_are_refused_and_change_nothing(
+    health_node: tuple[NodeProcess, NodeClient],
+) -> None:
+    _, node = health_node
+    before = node.get("/v1/events?after=0").json()
+    bad = [
+        "after=-1",
+        f"after={SEQ_MAX + 1}",
+        "after=18446744073709551616",
+        "after=99999999999999999999",
+        "after=1e3",
+        "after=0x10",
+        "after=%20",
+        "after=",
+        "after=１",  # a full-width digit: isdigit() but not ASCII
+        "limit=0",
+        "limit=1001",
+        "limit=99999999999",
+        "limit=-5",
+        "limit=10.0",
+    ]
+    for query in bad:
+        for route in ("/v1/events", "/v1/events/stream"):
+            if route.endswith("stream") and query.startswith("limit"):
+                continue  # the stream takes no limit
+            reply = node.get(f"{route}?{urllib.parse.quote(query, safe='=')}")
+            assert reply.status == 400, (route, query, reply)
+            assert reply.content_type == PROBLEM, (route, query)
+    for last_id in ["-1", "1e3", "abc", "9" * 21, str(SEQ_MAX + 1), "1;2", "\xb2", "1 2", "+1"]:
+        reply = node.request("GET", "/v1/events/stream", headers={"Last-Event-ID": last_id}, token=None)
+        assert reply.status == 401, (last_id, reply)  # no credentials: refused before parsing
+        reply = node.request(
+            "GET", "/v1/events/stream", headers={"Last-Event-ID": last_id, **token_headers(node)}, token=None
+        )
+        assert reply.status == 400, (last_id, reply)
+        assert reply.content_type == PROBLEM
+    # The largest number is a valid cursor: nothing after it, and the cursor stays put.
+    top = node.get(f"/v1/events?after={SEQ_MAX}&limit=1000").json()
+    assert top["events"] == []
+    assert top["next"] == SEQ_MAX
+    # A cursor past the tip returns nothing and does not move backwards.
+    far = (int(node.status()["height"]) + 1000) << 24
+    page = node.get(f"/v1/events?after={far}").json()
+    assert page["events"] == []
+    assert page["next"] == far
+    assert get_seq_height(page["next"]) > page["latest_height"]
+    assert node.get("/v1/events?after=0").json()["events"] == before["events"]
