@@ -65,12 +65,12 @@ from medledger.health.claims_types import ClaimDecision, ClaimState
 from medledger.health.client import (
     SignedTx,
     build_add_representative,
-    build_remove_representative,
     build_deny,
     build_grant,
     build_grant_in_parts,
     build_grant_part,
     build_register_patient,
+    build_remove_representative,
     build_revoke,
 )
 from medledger.health.errors import HealthError, ReasonUnreadableError, RecordVerificationError

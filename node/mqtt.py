@@ -44,7 +44,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from medledger.chain.execution import ExecutedBlock
-from medledger.crypto import Identity
+from medledger.crypto import CryptoError, Identity
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
 from medledger.health.event_topics import (
@@ -108,7 +108,7 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 def compute_node_patient_token(identity: Identity, chain_id: str, patient_enc_key: bytes) -> bytes:
-    """The topic token of a patient's events as this node publishes them."""
+    """The topic token of a patient's events as this node publishes them (`CryptoError`: none)."""
     secret = compute_shared_secret(identity, patient_enc_key)
     return compute_patient_topic_token(secret, chain_id, identity.public.sign_key)
 
@@ -193,6 +193,12 @@ class EventPublisher:
         self.connected = Gauge(
             "medledger_mqtt_connected", "1 while connected to the broker.", registry=registry
         )
+        self.patients_without_topic = Counter(
+            "medledger_mqtt_patients_without_topic",
+            "Patients whose topic cannot be derived (a low-order encryption key on an older chain): "
+            "their events go to no patient topic.",
+            registry=registry,
+        )
 
     def _make_access(self) -> LiveBrokerAccess | None:
         config = self.node.config
@@ -247,18 +253,24 @@ class EventPublisher:
     # -- the follower -------------------------------------------------------------------------
 
     def _patient_token(self, patient_id: bytes) -> bytes | None:
+        """The patient's topic token; None for no patient topic (unknown, or no token derivable)."""
         token = self._tokens.get(patient_id)
         if token is None:
             patient = st.get_patient(self.node.store, patient_id)
             if patient is None:
                 return None
-            token = compute_node_patient_token(
-                self.node.identity, self.node.genesis.chain_id, patient.enc_key
-            )
+            try:
+                token = compute_node_patient_token(
+                    self.node.identity, self.node.genesis.chain_id, patient.enc_key
+                )
+            except CryptoError:
+                # Counted once per patient (remembered as b""); everything else publishes on.
+                token = b""
+                self.patients_without_topic.inc()
             if len(self._tokens) >= TOKEN_CACHE_MAX:
                 self._tokens.clear()
             self._tokens[patient_id] = token
-        return token
+        return token or None
 
     def compute_messages(self, events: Sequence[LedgerEvent]) -> list[Message]:
         return compute_event_messages(

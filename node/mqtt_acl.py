@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Final
 
 from medledger.chain.store import BlockStore
-from medledger.crypto import Identity, load_identity
+from medledger.crypto import CryptoError, Identity, load_identity
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
 from medledger.health.event_topics import (
@@ -110,7 +110,10 @@ class PatientAccess:
 
 
 def compute_patient_access(identity: Identity, chain_id: str, prefix: str, enc_key: bytes) -> PatientAccess:
-    """A patient's user, read access to their topic, and their (derived) password, hashed."""
+    """A patient's user, read access to their topic, and their (derived) password, hashed.
+
+    `CryptoError` for a key no secret can be agreed with (a low-order point, on an older chain).
+    """
     own = identity.public.sign_key
     secret = compute_shared_secret(identity, enc_key)
     token = compute_patient_topic_token(secret, chain_id, own)
@@ -119,6 +122,17 @@ def compute_patient_access(identity: Identity, chain_id: str, prefix: str, enc_k
     return PatientAccess(
         user, f"user {user}\ntopic read {get_patient_topic(prefix, token)}\n", f"{user}:{password}\n"
     )
+
+
+def iter_patient_access(
+    identity: Identity, chain_id: str, prefix: str, patient_enc_keys: Iterable[bytes]
+) -> Iterable[PatientAccess]:
+    """Each patient's entry; a patient whose key gives no secret has none (logged, without the key)."""
+    for enc_key in patient_enc_keys:
+        try:
+            yield compute_patient_access(identity, chain_id, prefix, enc_key)
+        except CryptoError:
+            log.warning("a patient's encryption key is a low-order x25519 point: no broker user for them")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -185,8 +199,7 @@ def build_broker_access(
     """
     head = _build_head(identity, prefix, institutions, passwords or {})
     patients = {
-        entry.username: entry
-        for entry in (compute_patient_access(identity, chain_id, prefix, k) for k in patient_enc_keys)
+        entry.username: entry for entry in iter_patient_access(identity, chain_id, prefix, patient_enc_keys)
     }
     acl, passwd = _render(head, patients.values())
     return BrokerAccess(acl, passwd, head.handed_out, len(patients))
@@ -320,8 +333,7 @@ class LiveBrokerAccess:
             self._save()
 
     def _add(self, patient_enc_keys: Iterable[bytes]) -> None:
-        for enc_key in patient_enc_keys:
-            entry = compute_patient_access(self.identity, self.chain_id, self.prefix, enc_key)
+        for entry in iter_patient_access(self.identity, self.chain_id, self.prefix, patient_enc_keys):
             if entry.username not in self._patients:
                 self._patients[entry.username] = entry
                 self._dirty = True
