@@ -33,7 +33,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -65,6 +64,7 @@ from medledger.health.events import (
 from medledger.node.errors import ConfigError
 from medledger.node.mqtt_acl import BrokerAccessError, LiveBrokerAccess, read_password
 from medledger.node.node import Node
+from medledger.node.private_files import PrivateFileError, load_event_cursor, save_event_cursor
 
 log = logging.getLogger("medledger.mqtt")
 
@@ -234,20 +234,20 @@ class EventPublisher:
 
     def _load_cursor(self) -> int | None:
         try:
-            return int(self.cursor_file.read_text(encoding="ascii").strip())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"{self.cursor_file} is not an event number ({exc}); delete it to start from the tip"
-            ) from None
+            return load_event_cursor(self.cursor_file)
+        except PrivateFileError as exc:
+            raise ConfigError(f"{exc.message}; delete it to start from the tip") from None
 
     def save_cursor(self) -> None:
+        """Save where publishing stands (atomically, never through a link); a failure is logged
+        and retried at the next save, and publishing goes on."""
         if self.published_seq is None:
             return
-        tmp = self.cursor_file.with_suffix(".tmp")
-        tmp.write_text(str(self.published_seq), encoding="ascii")
-        os.replace(tmp, self.cursor_file)
+        try:
+            save_event_cursor(self.cursor_file, self.published_seq)
+        except OSError as exc:
+            log.error("cannot save the MQTT cursor %s: %s", self.cursor_file, exc.strerror)
+            return
         self._unsaved = 0
 
     # -- the follower -------------------------------------------------------------------------

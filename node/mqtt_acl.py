@@ -37,7 +37,6 @@ import logging
 import os
 import secrets
 import signal
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
@@ -58,6 +57,8 @@ from medledger.health.event_topics import (
 from medledger.node.config import NodeConfig, read_passphrase
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.genesis_file import load_genesis
+from medledger.node.private_files import PrivateFileError, read_private_file
+from medledger.node.private_files import write_private_file as write_private_bytes
 
 log = logging.getLogger("medledger.mqtt")
 
@@ -209,33 +210,21 @@ def build_broker_access(
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Replace `path` atomically (a reader sees the old file or the new one), mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace `path` atomically, mode 0600, never through a link (`node.private_files`)."""
+    write_private_bytes(path, text.encode("utf-8"))
 
 
 def load_handed_out(directory: Path) -> dict[str, str]:
     """The passwords of `directory/credentials.json` (none when it does not exist)."""
     path = directory / CREDENTIALS_FILE
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(CREDENTIALS_BYTES_MAX + 1)
-    except FileNotFoundError:
+        raw = read_private_file(path, CREDENTIALS_BYTES_MAX)
+    except PrivateFileError as exc:
+        raise BrokerAccessError(exc.message) from None
+    if raw is None:
         return {}
-    except OSError as exc:
-        raise BrokerAccessError(f"{path} cannot be read: {exc.strerror}") from None
     try:
-        data = json.loads(raw) if len(raw) <= CREDENTIALS_BYTES_MAX else None
+        data = json.loads(raw)
     except ValueError:
         data = None
     if not isinstance(data, dict) or not all(

@@ -4,7 +4,9 @@ Against real health node processes (`health_node`, `run_health_node`): a represe
 chain while their stream is open gets nothing from the removal on and the stream ends; streams are
 capped per principal and per node (429 problem+json with `Retry-After`), and a closed stream frees
 its slot; hostile queries (edge cursors, huge limits, garbage `Last-Event-ID`) are refused as
-problems and change nothing.
+problems and change nothing. `medledger events` refuses a cursor file that is not exactly one event
+number (garbage, huge, negative, a directory, a link) with a one-line error, and writes its cursor
+atomically without following a link planted at its path.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import stat
 import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from click.testing import CliRunner, Result
 from node_harness import (
     DEADLINE_S,
     PROBLEM,
@@ -33,6 +37,8 @@ from medledger.health.auth import build_authorization
 from medledger.health.events import SEQ_MAX, get_seq_height
 from medledger.health.sdk import PatientClient
 from medledger.health.types import compute_patient_id
+from medledger.node.cli import main
+from medledger.node.private_files import save_event_cursor
 from medledger.node.process import NodeProcess
 
 #: A synthetic FHIR R4 observation (no real person behind it).
@@ -279,3 +285,90 @@ def test_invalid_event_cursors_and_limits_are_refused_and_change_nothing(
     assert page["next"] == far
     assert get_seq_height(page["next"]) > page["latest_height"]
     assert node.get("/v1/events?after=0").json()["events"] == before["events"]
+
+
+def run_events(home: Path) -> Result:
+    return CliRunner().invoke(main, ["events", "--home", str(home)])
+
+
+def assert_cli_refused(result: Result, *words: str) -> None:
+    """A clear one-line error on stderr, exit 1, no traceback."""
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: "), result.output
+    for word in words:
+        assert word in lines[0], result.output
+
+
+def test_invalid_cursor_files_stop_the_events_command_and_are_never_read_as_zero(
+    health_node: tuple[NodeProcess, NodeClient], tmp_path: Path
+) -> None:
+    _, node = health_node
+    alice = Identity.generate()
+    PatientClient(node.url, alice).register()
+    add_record(node, compute_patient_id(alice.public.sign_key))
+    cursor = node.home / "events.cursor"
+    garbage = [
+        b"",
+        b"abc",
+        b"-1",
+        b"+5",
+        b" 5",
+        b"5 5",
+        b"0x10",
+        b"1e3",
+        b"9" * 21,
+        str(SEQ_MAX + 1).encode(),
+        b"9" * 100_000,  # huge: refused by size, not parsed
+        b"\xff\xfe5",
+        "５".encode(),
+    ]
+    for content in garbage:
+        cursor.write_bytes(content)
+        assert_cli_refused(run_events(node.home), str(cursor))
+        assert cursor.read_bytes() == content  # left as it was: nothing printed, nothing reset
+    # A directory, and a link to a file elsewhere (even one holding a good number): refused.
+    cursor.unlink()
+    cursor.mkdir()
+    assert_cli_refused(run_events(node.home), "not a regular file")
+    cursor.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("0\n")
+    cursor.symlink_to(elsewhere)
+    assert_cli_refused(run_events(node.home), "symbolic link")
+    assert elsewhere.read_text() == "0\n"
+    cursor.unlink()
+
+    # A good cursor: the events after it are printed and the new position saved as a private file.
+    cursor.write_text("0\n")
+    printed = run_events(node.home)
+    assert printed.exit_code == 0, (printed.output, printed.exception)
+    kinds = [json.loads(line)["kind"] for line in printed.output.splitlines()]
+    assert kinds == ["record.added"]
+    saved = int(cursor.read_text())
+    assert get_seq_height(saved) >= 1
+    assert stat.S_IMODE(cursor.lstat().st_mode) == 0o600
+    # Nothing new: nothing printed, the position kept.
+    again = run_events(node.home)
+    assert again.exit_code == 0
+    assert again.output == ""
+
+
+def test_invalid_links_at_a_cursor_path_are_replaced_never_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("the victim's own content\n")
+    cursor = tmp_path / "events.cursor"
+    cursor.symlink_to(victim)
+    save_event_cursor(cursor, 42)
+    assert victim.read_text() == "the victim's own content\n"
+    assert not cursor.is_symlink()
+    assert cursor.read_text() == "42\n"
+    assert stat.S_IMODE(cursor.lstat().st_mode) == 0o600
+    # A dangling link too (a write through it would create the file it names).
+    (tmp_path / "dangling.cursor").symlink_to(tmp_path / "created-elsewhere")
+    save_event_cursor(tmp_path / "dangling.cursor", 7)
+    assert not (tmp_path / "created-elsewhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.cursor", "events.cursor", "victim"]
