@@ -142,6 +142,12 @@ async def test_a_patient_with_a_low_order_key_stops_no_publishing(tmp_path: Path
         await asyncio.to_thread(register_with_enc_key, clinic, mallory, bytes(32))
         mallory_id = compute_patient_id(mallory.public.sign_key).hex()
         assert clinic.get(f"/v1/health/patients/{mallory_id}").status == 200
+        # Nothing can be sealed for her: the institution API says so (a 4xx, not a crash).
+        refused = clinic.post(
+            "/v1/health/institution/records", {"patient_id": mallory_id, "resource": observation(4.0)}
+        )
+        assert 400 <= refused.status < 500, refused
+        assert refused.content_type == "application/problem+json", refused
         await wait_for(
             lambda: metric(process.ops_url, "medledger_mqtt_patients_without_topic_total") == 1,
             "Mallory counted as a patient without a topic",

@@ -27,6 +27,7 @@ from node_harness import (
     DEADLINE_S,
     PROBLEM,
     NodeClient,
+    Reply,
     make_health_home,
     run_health_node,
     wait_until,
@@ -372,3 +373,57 @@ def test_invalid_links_at_a_cursor_path_are_replaced_never_followed(tmp_path: Pa
     save_event_cursor(tmp_path / "dangling.cursor", 7)
     assert not (tmp_path / "created-elsewhere").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.cursor", "events.cursor", "victim"]
+
+
+def signed_events(node: NodeClient, identity: Identity, patient_id: bytes, target: str) -> Reply:
+    """A patient signer's GET of `target` (acting for `patient_id`)."""
+    header = signed_header(node, identity, target, patient_id)
+    return node.request("GET", target, headers={"Authorization": header}, token=None)
+
+
+def test_invalid_readers_see_no_event_of_a_patient_they_do_not_act_for(
+    health_node: tuple[NodeProcess, NodeClient],
+) -> None:
+    _, node = health_node
+    alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
+    alice_client = PatientClient(node.url, alice)
+    alice_client.register()
+    alice_client.add_representative(carol.public.sign_key)
+    PatientClient(node.url, bob).register()
+    alice_id, bob_id = (compute_patient_id(i.public.sign_key) for i in (alice, bob))
+    target = "/v1/events?after=0&limit=1000"
+
+    alices = signed_events(node, alice, alice_id, target).json()["events"]
+    assert [e["kind"] for e in alices] == ["patient.registered", "representative.added"]
+    # The representative reads the patient's, exactly.
+    assert signed_events(node, carol, alice_id, target).json()["events"] == alices
+    # Another patient sees only their own; claiming Alice's id with Bob's key is refused.
+    bobs = signed_events(node, bob, bob_id, target).json()["events"]
+    assert [e["kind"] for e in bobs] == ["patient.registered"]
+    assert not {e["seq"] for e in bobs} & {e["seq"] for e in alices}
+    for identity in (bob, Identity.generate()):
+        refused = signed_events(node, identity, alice_id, target)
+        assert refused.status == 403, refused
+        assert alice_id.hex() not in refused.body.decode()
+        refused = signed_events(node, identity, alice_id, STREAM)
+        assert refused.status == 403, refused
+    # The institution's token sees only what concerns the institution: none of these.
+    assert node.get(target).json()["events"] == []
+    with open_stream(node, STREAM, token_headers(node)) as stream:
+        record = add_record(node, alice_id)
+        stream.read_until("record.added")
+        assert [e["kind"] for e in stream.events] == ["record.added"]
+        assert stream.events[0]["height"] == record
+    # No payload names a patient, a key or anything but kinds and ledger ids.
+    for event in alices + bobs + stream.events:
+        text = json.dumps(event)
+        for secret in (alice_id, bob_id, alice.public.sign_key, carol.public.sign_key, alice.public.enc_key):
+            assert secret.hex() not in text
+
+
+def test_invalid_heartbeats_are_refused(health_node: tuple[NodeProcess, NodeClient]) -> None:
+    _, node = health_node
+    for value in ("0", "301", "-1", "1e2", "", "9999", "1.5", "0x1"):
+        reply = node.get(f"/v1/events/stream?heartbeat_s={urllib.parse.quote(value)}")
+        assert reply.status == 400, (value, reply)
+        assert reply.content_type == PROBLEM
