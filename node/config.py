@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,6 +143,7 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("blobs", "replicas"): (2, 1024),
     ("mqtt", "queue_max"): (1, 10_000_000),
 }
+_TOPIC_PREFIX: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,7}")
 _CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("node", "app"): APPS,
     ("node", "log_level"): ("debug", "info", "warning", "error"),
@@ -325,6 +327,13 @@ def load_config(
 def _validate(config: NodeConfig, source: str) -> None:
     """Checks across settings, once every source is applied."""
     mqtt = config.mqtt
+    # The prefix is written into the broker's ACL lines and topic names: a wildcard, a space or a
+    # line break would widen or inject rules there.
+    if _TOPIC_PREFIX.fullmatch(mqtt.topic_prefix) is None:
+        raise ConfigError(
+            f"{source}: [mqtt] topic_prefix must be topic levels of letters, digits, '_', '.' or '-' "
+            f"joined by '/' (no wildcard, space or line break), got {mqtt.topic_prefix!r}"
+        )
     if mqtt.acl_dir and not mqtt.url:
         raise ConfigError(f"{source}: [mqtt] acl_dir is kept by the event publisher: set [mqtt] url too")
     if mqtt.broker_pid_file and not mqtt.acl_dir:

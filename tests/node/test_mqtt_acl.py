@@ -133,6 +133,13 @@ def test_signal_broker_without_a_pid_file_says_so(tmp_path: Path, caplog: pytest
     [
         ('acl_dir = "broker"\n', "acl_dir is kept by the event publisher: set \\[mqtt\\] url"),
         ('url = "mqtt://127.0.0.1:1883"\nbroker_pid_file = "m.pid"\n', "broker_pid_file .* set acl_dir"),
+        # ACL injection through the prefix: a wildcard, a line break, a space, an empty level.
+        ('topic_prefix = "medledger/#"\n', "topic_prefix must be topic levels"),
+        ('topic_prefix = "+"\n', "topic_prefix must be topic levels"),
+        ('topic_prefix = "m\\nuser evil\\ntopic readwrite #"\n', "topic_prefix must be topic levels"),
+        ('topic_prefix = "a b"\n', "topic_prefix must be topic levels"),
+        ('topic_prefix = "a//b"\n', "topic_prefix must be topic levels"),
+        ('topic_prefix = "/a"\n', "topic_prefix must be topic levels"),
     ],
 )
 def test_invalid_mqtt_config_names_what_is_missing(tmp_path: Path, section: str, message: str) -> None:
