@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import pytest
 from click.testing import CliRunner, Result
 from node_harness import (
     DEADLINE_S,
+    NODE_ENV,
     PROBLEM,
     NodeClient,
     Reply,
@@ -39,6 +41,7 @@ from medledger.health.events import SEQ_MAX, get_seq_height
 from medledger.health.sdk import PatientClient
 from medledger.health.types import compute_patient_id
 from medledger.node.cli import main
+from medledger.node.errors import NodeError
 from medledger.node.private_files import save_event_cursor
 from medledger.node.process import NodeProcess
 
@@ -427,3 +430,29 @@ def test_invalid_heartbeats_are_refused(health_node: tuple[NodeProcess, NodeClie
         reply = node.get(f"/v1/events/stream?heartbeat_s={urllib.parse.quote(value)}")
         assert reply.status == 400, (value, reply)
         assert reply.content_type == PROBLEM
+
+
+def test_invalid_publisher_cursor_stops_the_node_at_start_with_its_name(tmp_path: Path) -> None:
+    home = make_health_home(tmp_path / "clinic")
+    with (home / "config.toml").open("a") as config:
+        # No broker needs to listen: the cursor is read before the publisher connects.
+        config.write('\n[mqtt]\nurl = "mqtt://127.0.0.1:9"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("5\n")
+    for plant in ("garbage", "-1", str(SEQ_MAX + 1), "link"):
+        cursor = home / "mqtt.cursor"
+        if plant == "link":
+            cursor.unlink()
+            cursor.symlink_to(elsewhere)
+        else:
+            cursor.write_text(plant)
+        process = NodeProcess(home, env=dict(NODE_ENV))
+        process.start()
+        try:
+            with pytest.raises(NodeError, match="exited early") as stopped:
+                process.wait_ready()
+        finally:
+            process.stop()
+        assert "mqtt.cursor" in str(stopped.value), (plant, str(stopped.value)[-2000:])
+        assert "Traceback" not in str(stopped.value), plant
+    assert elsewhere.read_text() == "5\n"
