@@ -120,4 +120,4 @@ def load_event_cursor(path: Path) -> int | None:
 def save_event_cursor(path: Path, seq: int) -> None:
     if not 0 <= seq <= SEQ_MAX:
         raise ValueError(f"event number out of range: {seq}")  # a bug in the caller
-    write_private_file(path, f"{seq}\n".encode("ascii"))
+    write_private_file(path, str(seq).encode("ascii"))  # as before: digits only, no line end
