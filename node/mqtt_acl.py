@@ -244,17 +244,37 @@ def save_broker_access(directory: Path, access: BrokerAccess) -> None:
     write_private_file(directory / ACL_FILE, access.acl)
 
 
-def signal_broker(pid_file: Path) -> bool:
-    """Ask the broker whose pid `pid_file` holds to reload its files (SIGHUP); False if it cannot."""
+def is_broker_process(pid: int) -> bool:
+    """Whether process `pid` is a mosquitto (Linux's /proc; without one, it cannot be told: True)."""
     try:
-        with pid_file.open("rb") as handle:
-            raw = handle.read(PID_FILE_BYTES_MAX + 1)
+        name = Path(f"/proc/{pid}/comm").read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return not Path("/proc/self/comm").exists()
+    except OSError:
+        return False
+    return name.startswith("mosquitto")
+
+
+def signal_broker(pid_file: Path) -> bool:
+    """Ask the broker whose pid `pid_file` holds to reload its files (SIGHUP); False if it cannot.
+
+    The pid file is read without following a link, and the pid must be a mosquitto process: SIGHUP
+    ends most other programs, so a pid file pointed or rewritten at another of the node user's
+    processes must not let the node kill it.
+    """
+    try:
+        raw = read_private_file(pid_file, PID_FILE_BYTES_MAX)
+        if raw is None:
+            log.warning("MQTT broker pid file %s does not exist; the broker was not told to reload", pid_file)
+            return False
         pid = int(raw.decode("ascii").strip())
         if pid <= 1:
             raise ValueError(pid)
+        if not is_broker_process(pid):
+            raise ValueError(f"process {pid} is not a mosquitto")
         os.kill(pid, signal.SIGHUP)
-    except FileNotFoundError:
-        log.warning("MQTT broker pid file %s does not exist; the broker was not told to reload", pid_file)
+    except PrivateFileError as exc:
+        log.warning("cannot signal the MQTT broker: %s; it was not told to reload", exc.message)
         return False
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         log.warning("cannot signal the MQTT broker from %s (%s); it was not told to reload", pid_file, exc)

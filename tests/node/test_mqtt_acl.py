@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -202,3 +203,28 @@ def test_a_patient_whose_key_gives_no_secret_gets_no_broker_user(tmp_path: Path)
     assert access.patients == 1
     built = build_broker_access(node, CHAIN_ID, PREFIX, [node.public.sign_key], [low_order])
     assert built.patients == 0
+
+
+def test_invalid_pid_files_never_signal_a_process_that_is_not_the_broker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A victim of the node's own user, which SIGHUP would end (cat waits on its stdin for ever).
+    victim = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        pid_file = tmp_path / "mosquitto.pid"
+        pid_file.write_text(f"{victim.pid}\n")
+        assert not signal_broker(pid_file)
+        assert "is not a mosquitto" in caplog.text
+        # A link to a file that names it: not followed.
+        named = tmp_path / "named.pid"
+        named.write_text(f"{victim.pid}\n")
+        pid_file.unlink()
+        pid_file.symlink_to(named)
+        assert not signal_broker(pid_file)
+        assert "symbolic link" in caplog.text
+        assert victim.poll() is None  # alive: never signalled
+    finally:
+        victim.kill()
+        victim.wait()
+        assert victim.stdin is not None
+        victim.stdin.close()
