@@ -57,7 +57,8 @@ class ApiSection:
     #: The built patient's web app served at `/app/` (empty: the checkout's `web/dist`).
     app_dir: str = ""
     #: Event streams (`GET /v1/events/stream`) open at once per principal (the API token; a
-    #: patient's or representative's signing key), and on the whole node; beyond, 429.
+    #: patient's or representative's signing key), and signed (patients') streams on the whole
+    #: node (the token's are bounded by the first only); beyond, 429.
     event_streams_per_principal: int = 4
     event_streams_max: int = 256
 

@@ -16,8 +16,9 @@ A stream outlives the request that opened it, so its right is checked again for 
 (after the page is read, at the tip that page came from or a later one): a representative removed
 on chain, or a patient signer who no longer acts for the patient, gets nothing of that page and the
 stream ends. Streams are limited: `[api] event_streams_per_principal` open at once per principal
-(the token; a patient's signing key) and `[api] event_streams_max` per node; beyond, `429` with
-`Retry-After`. A stream's slot is freed when it ends or its client goes away.
+(the token; a patient's signing key) and `[api] event_streams_max` signed streams per node (the
+token's are not counted there: self-registered patients cannot lock the institution out); beyond,
+`429` with `Retry-After`. A stream's slot is freed when it ends or its client goes away.
 
 Events are derived from the committed blocks and the state's fixed facts (`health.events`; a
 block's grant expiries from its time window, so the parent block's time is read too), in a
@@ -195,12 +196,19 @@ class EventLog:
 
 
 class StreamSlots:
-    """Open event streams, counted per principal and in all, each count capped."""
+    """Open event streams, counted per principal and in all, each count capped.
+
+    The node's cap counts the patients' streams (a patient, or a representative, signs): anyone may
+    register as a patient, so without this a few dozen self-registered keys could take every slot
+    and lock the institution out of its own node. The token's streams are bounded by its own
+    per-principal cap only.
+    """
 
     def __init__(self, *, per_principal: int, total: int) -> None:
         self.per_principal = per_principal
         self.total = total
         self._open: collections.Counter[tuple[str, bytes]] = collections.Counter()
+        self._signed = 0
 
     @property
     def open(self) -> int:
@@ -213,21 +221,27 @@ class StreamSlots:
                 f"at most {self.per_principal} event streams may be open at once per principal; "
                 "close one first"
             )
-        if self.open >= self.total:
+        signed = key[0] != TOKEN_STREAMS
+        if signed and self._signed >= self.total:
             return f"this node serves at most {self.total} event streams at once; try again later"
         self._open[key] += 1
+        self._signed += signed
         return None
 
     def release(self, key: tuple[str, bytes]) -> None:
         self._open[key] -= 1
+        self._signed -= key[0] != TOKEN_STREAMS
         if self._open[key] <= 0:
             del self._open[key]
+
+
+TOKEN_STREAMS: Final = "token"
 
 
 def get_stream_key(principal: Principal | None) -> tuple[str, bytes]:
     """Whose slot a stream takes: the token's, or the signing key's (a patient or representative)."""
     if principal is None or principal.kind == "token":
-        return ("token", b"")
+        return (TOKEN_STREAMS, b"")
     return ("signer", principal.signer)
 
 
@@ -465,8 +479,9 @@ def events_openapi_paths() -> dict[str, Any]:
                 "on chain, a patient signer who no longer acts for the patient), and the stream then "
                 "ends with the comment `: access ended` and nothing of that page. At most "
                 f"{_STREAMS_PER_PRINCIPAL} streams are open at once per principal (the API token; a "
-                f"signing key) and {_STREAMS_MAX} per node by default (`[api] "
-                "event_streams_per_principal`, `event_streams_max`); beyond, `429` with `Retry-After`.",
+                f"signing key) and {_STREAMS_MAX} signed (patients' and representatives') streams per "
+                "node by default (`[api] event_streams_per_principal`, `event_streams_max`); beyond, "
+                "`429` with `Retry-After`.",
                 "parameters": [
                     after,
                     {

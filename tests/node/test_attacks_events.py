@@ -202,35 +202,47 @@ def test_invalid_streams_beyond_the_caps_are_refused_and_a_closed_stream_frees_i
 ) -> None:
     env = {"MEDLEDGER_API_EVENT_STREAMS_PER_PRINCIPAL": "2", "MEDLEDGER_API_EVENT_STREAMS_MAX": "3"}
     with run_health_node(make_health_home(tmp_path / "clinic"), env) as (_, node):
-        alice, bob = Identity.generate(), Identity.generate()
-        PatientClient(node.url, alice).register()
-        PatientClient(node.url, bob).register()
-        alice_id, bob_id = (compute_patient_id(i.public.sign_key) for i in (alice, bob))
+        alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
+        for patient in (alice, bob, carol):
+            PatientClient(node.url, patient).register()
+        alice_id, bob_id, carol_id = (compute_patient_id(i.public.sign_key) for i in (alice, bob, carol))
 
         def signed(identity: Identity, patient_id: bytes) -> dict[str, str]:
             return {"Authorization": signed_header(node, identity, STREAM, patient_id)}
 
+        def streams_open() -> float:
+            return open_metric(node, "medledger_event_streams")
+
         with contextlib.ExitStack() as open_streams:
+            # Each principal has two: the token's third and Alice's third are refused.
             first = open_streams.enter_context(open_stream(node, STREAM, token_headers(node)))
             open_streams.enter_context(open_stream(node, STREAM, token_headers(node)))
-            # The token's third: over its own cap.
-            problem = assert_too_many(node, token_headers(node))
-            assert "per principal" in problem["detail"]
-            # A patient's first (the node's third), then another patient's: over the node's cap.
+            assert "per principal" in assert_too_many(node, token_headers(node))["detail"]
+            alices = open_streams.enter_context(open_stream(node, STREAM, signed(alice, alice_id)))
             open_streams.enter_context(open_stream(node, STREAM, signed(alice, alice_id)))
-            problem = assert_too_many(node, signed(bob, bob_id))
-            assert "at most 3" in problem["detail"]
-            # A refused stream took no slot; a closed one frees its own.
-            assert open_metric(node, "medledger_event_streams") == 3
-            assert open_metric(node, "medledger_event_streams_refused_total") == 2
-            first.connection.close()
-            wait_until(lambda: open_metric(node, "medledger_event_streams") == 2, "the slot to be freed")
+            assert "per principal" in assert_too_many(node, signed(alice, alice_id))["detail"]
+            # The node serves three signed streams: Bob's first is the third, Carol's is refused.
             open_streams.enter_context(open_stream(node, STREAM, signed(bob, bob_id)))
-            assert_too_many(node, token_headers(node))
-        # Every slot comes back when the streams close: the token may open two again.
-        wait_until(lambda: open_metric(node, "medledger_event_streams") == 0, "every slot to be freed")
-        with open_stream(node, STREAM, token_headers(node)), open_stream(node, STREAM, token_headers(node)):
-            assert open_metric(node, "medledger_event_streams") == 2
+            assert "at most 3" in assert_too_many(node, signed(carol, carol_id))["detail"]
+            # Refused streams took no slot; the patients filling the node lock the token out of
+            # nothing: its own two are open beside them.
+            assert streams_open() == 5
+            assert open_metric(node, "medledger_event_streams_refused_total") == 3
+            # A closed stream frees its slot, for its principal and for the node.
+            first.connection.close()
+            wait_until(lambda: streams_open() == 4, "the token's slot to be freed")
+            open_streams.enter_context(open_stream(node, STREAM, token_headers(node)))
+            alices.connection.close()
+            wait_until(lambda: streams_open() == 4, "Alice's slot to be freed")
+            open_streams.enter_context(open_stream(node, STREAM, signed(carol, carol_id)))
+            assert_too_many(node, signed(alice, alice_id))  # the node's three are taken again
+        # Every slot comes back when the streams close.
+        wait_until(lambda: streams_open() == 0, "every slot to be freed")
+        with (
+            open_stream(node, STREAM, signed(carol, carol_id)),
+            open_stream(node, STREAM, signed(bob, bob_id)),
+        ):
+            assert streams_open() == 2
 
 
 def open_metric(node: NodeClient, name: str) -> float:
