@@ -273,6 +273,15 @@ async def get_events(request: web.Request) -> web.Response:
     after = _parse_seq(request.query.get("after", "0"), "after")
     limit = _parse_limit(request)
     events, cursor = await _list(request, after, limit)
+    # As for a stream's page: the signer was checked when the request came in, and a block that
+    # removed them may have been committed while the page was read.
+    if not is_still_allowed(request, get_principal(request)):
+        return problem_response(
+            403,
+            "Forbidden",
+            "the signing key is neither the registered patient's nor one of their representatives'",
+            code="not_patient",
+        )
     body: dict[str, Any] = {
         "events": [e.to_payload() for e in events],
         "next": cursor,
