@@ -41,6 +41,7 @@ from medledger.crypto.signing import (
     SIGNATURE_SIZE,
     Identity,
     PublicIdentity,
+    is_usable_enc_key,
     verify_signature,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "digest",
     "encode_identity",
     "encrypt_with_content_key",
+    "is_usable_enc_key",
     "load_identity",
     "open_content_key",
     "open_envelope",

@@ -47,6 +47,28 @@ _crypto_sign_open = nacl.bindings.crypto_sign_open
 _VERIFY_FAILURES = (nacl.exceptions.CryptoError, ValueError, TypeError)
 
 
+#: Any fixed x25519 scalar serves `is_usable_enc_key` (libsodium clamps it to a multiple of 8).
+_PROBE_SCALAR: Final = bytes(range(1, 33))
+
+
+def is_usable_enc_key(enc_key: bytes) -> bool:
+    """Whether `enc_key` is an x25519 public key libsodium will agree a secret with.
+
+    A low-order point (the all-zero key, 1, and the other points of order dividing 8, in canonical
+    or non-canonical encoding) gives the all-zero shared secret with *every* secret key, since
+    clamping makes every scalar a multiple of the cofactor; libsodium then refuses it (a box or a
+    sealed box to it cannot be made). So one X25519 with a fixed scalar decides it for all: a pure
+    function of the key's bytes, the same on every node (a ledger rule may use it).
+    """
+    if not isinstance(enc_key, bytes) or len(enc_key) != PUBLIC_KEY_SIZE:
+        return False
+    try:
+        nacl.bindings.crypto_scalarmult(_PROBE_SCALAR, enc_key)
+    except nacl.exceptions.CryptoError:  # libsodium: the result is all zeros
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class PublicIdentity:
     """The public half of an `Identity`: ed25519 verify key and x25519 public key."""

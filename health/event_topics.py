@@ -27,7 +27,7 @@ from typing import Final
 
 import nacl.public
 
-from medledger.crypto import Identity
+from medledger.crypto import CryptoError, Identity, is_usable_enc_key
 
 TOPIC_DOMAIN: Final = b"medledger/events/mqtt-topic/v1\x00"
 PASSWORD_DOMAIN: Final = b"medledger/events/mqtt-password/v1\x00"
@@ -35,7 +35,13 @@ DEFAULT_TOPIC_PREFIX: Final = "medledger"
 
 
 def compute_shared_secret(identity: Identity, peer_enc_key: bytes) -> bytes:
-    """The x25519 shared secret of `identity`'s encryption key and a peer's public one (32 bytes)."""
+    """The x25519 shared secret of `identity`'s encryption key and a peer's public one (32 bytes).
+
+    `CryptoError` for a key no secret can be agreed with (a low-order point: older chains may
+    hold one, registered before the ledger refused them): it has no topic and no password.
+    """
+    if not is_usable_enc_key(peer_enc_key):
+        raise CryptoError("the peer's encryption key is a low-order x25519 point")
     return bytes(nacl.public.Box(identity.private_key, nacl.public.PublicKey(peer_enc_key)).shared_key())
 
 

@@ -20,7 +20,7 @@ from medledger.chain.app import StateReader
 from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
-from medledger.crypto import DecryptionError
+from medledger.crypto import DecryptionError, is_usable_enc_key
 from medledger.health import claims, claims_types, grant_parts, research, research_types, rights, rights_types
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
@@ -61,6 +61,7 @@ from medledger.health.types import (
     PATIENT_LIVE_GRANTS_MAX,
     PURPOSES_BY_ROLE,
     REPRESENTATIVES_MAX,
+    STATE_LAYOUT_ENC_KEY_CHECK,
     STATE_LAYOUT_GRANT_EXPIRY,
     AddDocumentBody,
     AddRecordBody,
@@ -175,6 +176,13 @@ def validate_register_patient(state: StateReader, ctx: TxContext, body: Register
         raise reject("patient_exists", "this signing key is already a registered patient")
     if st.get_institution(state, ctx.sender) is not None:
         raise reject("role_conflict", "an institution's key cannot register as a patient")
+    # A low-order key agrees the all-zero secret with everyone: nothing can be sealed to it, no
+    # event topic derived from it (layout 3 on: an older chain accepted it, and replays so).
+    if st.get_layout(state) >= STATE_LAYOUT_ENC_KEY_CHECK and not is_usable_enc_key(body.enc_key):
+        raise reject(
+            "enc_key_unusable",
+            "the encryption key is a low-order x25519 point; no secret can be agreed with it",
+        )
 
 
 def process_register_patient(state: st.StateWriter, ctx: TxContext, body: RegisterPatientBody) -> None:

@@ -74,6 +74,7 @@ from medledger.health.client import (
     build_grant_in_parts,
     build_grant_part,
     build_register_patient,
+    build_remove_representative,
     build_revoke,
 )
 from medledger.health.errors import HealthError, ReasonUnreadableError, RecordVerificationError
@@ -1006,6 +1007,14 @@ class PatientClient:
         self.check_before_signing()
         return self._submit(
             build_add_representative(
+                self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
+            )
+        )
+
+    def remove_representative(self, representative_sign_key: bytes) -> Submitted:
+        self.check_before_signing()
+        return self._submit(
+            build_remove_representative(
                 self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
             )
         )

@@ -642,10 +642,13 @@ class Institution:
 #: State layouts a genesis may declare (`HealthGenesis.layout`, `health.state`). Layout 1 is every
 #: chain made before grant expiry events; layout 2 adds the grant expiry index, written by the tx
 #: that creates a grant. A chain keeps its genesis layout for life, so an old chain replays with
-#: exactly the writes (and state roots) it was certified with.
+#: exactly the writes (and state roots) it was certified with. Layout 3 also refuses a patient's
+#: registration whose x25519 key is of low order (`health.enc_key_unusable`): on an older chain
+#: that tx was valid, so its replay must still accept it.
 STATE_LAYOUT_V1: Final = 1
 STATE_LAYOUT_GRANT_EXPIRY: Final = 2
-STATE_LAYOUT_LATEST: Final = STATE_LAYOUT_GRANT_EXPIRY
+STATE_LAYOUT_ENC_KEY_CHECK: Final = 3
+STATE_LAYOUT_LATEST: Final = STATE_LAYOUT_ENC_KEY_CHECK
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

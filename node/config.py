@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,6 +56,11 @@ class ApiSection:
     ops_port: int = OPS_PORT_DEFAULT
     #: The built patient's web app served at `/app/` (empty: the checkout's `web/dist`).
     app_dir: str = ""
+    #: Event streams (`GET /v1/events/stream`) open at once per principal (the API token; a
+    #: patient's or representative's signing key), and signed (patients') streams on the whole
+    #: node (the token's are bounded by the first only); beyond, 429.
+    event_streams_per_principal: int = 4
+    event_streams_max: int = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,6 +133,8 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("api", "port"): (0, 65535),
     ("api", "max_body_bytes"): (1024, 1024 * 1024 * 1024),
     ("api", "ops_port"): (0, 65535),
+    ("api", "event_streams_per_principal"): (1, 1024),
+    ("api", "event_streams_max"): (1, 65_536),
     ("consensus", "block_interval_ms"): (1, 60_000),
     ("consensus", "max_block_txs"): (1, BLOCK_TXS_MAX),
     ("consensus", "max_block_bytes"): (1024, BLOCK_BYTES_MAX),
@@ -136,6 +144,7 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("blobs", "replicas"): (2, 1024),
     ("mqtt", "queue_max"): (1, 10_000_000),
 }
+_TOPIC_PREFIX: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,7}")
 _CHOICES: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     ("node", "app"): APPS,
     ("node", "log_level"): ("debug", "info", "warning", "error"),
@@ -319,6 +328,13 @@ def load_config(
 def _validate(config: NodeConfig, source: str) -> None:
     """Checks across settings, once every source is applied."""
     mqtt = config.mqtt
+    # The prefix is written into the broker's ACL lines and topic names: a wildcard, a space or a
+    # line break would widen or inject rules there.
+    if _TOPIC_PREFIX.fullmatch(mqtt.topic_prefix) is None:
+        raise ConfigError(
+            f"{source}: [mqtt] topic_prefix must be topic levels of letters, digits, '_', '.' or '-' "
+            f"joined by '/' (no wildcard, space or line break), got {mqtt.topic_prefix!r}"
+        )
     if mqtt.acl_dir and not mqtt.url:
         raise ConfigError(f"{source}: [mqtt] acl_dir is kept by the event publisher: set [mqtt] url too")
     if mqtt.broker_pid_file and not mqtt.acl_dir:

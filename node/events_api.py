@@ -12,6 +12,14 @@ Who sees what: the API token is the institution running the node and sees the ev
 it (`LedgerEvent.is_for_institution` with the node's signing key); a patient's signed request sees
 the patient's own events. Both are `Access.READER` routes: the filter is by principal, here.
 
+A stream outlives the request that opened it, so its right is checked again for each page it sends
+(after the page is read, at the tip that page came from or a later one): a representative removed
+on chain, or a patient signer who no longer acts for the patient, gets nothing of that page and the
+stream ends. Streams are limited: `[api] event_streams_per_principal` open at once per principal
+(the token; a patient's signing key) and `[api] event_streams_max` signed streams per node (the
+token's are not counted there: self-registered patients cannot lock the institution out); beyond,
+`429` with `Retry-After`. A stream's slot is freed when it ends or its client goes away.
+
 Events are derived from the committed blocks and the state's fixed facts (`health.events`; a
 block's grant expiries from its time window, so the parent block's time is read too), in a
 worker thread (a block of 16 MB is decoded there), a few requests at a time.
@@ -44,10 +52,12 @@ from medledger.health.events import (
     compute_seq,
     get_seq_height,
 )
-from medledger.node.auth import Access, Principal, add_route, get_principal
+from medledger.node.auth import API_AUTH_KEY, Access, Principal, add_route, get_principal
+from medledger.node.config import ApiSection
 from medledger.node.errors import BadRequestError
 from medledger.node.mqtt import add_mqtt_publisher
 from medledger.node.node import Node
+from medledger.node.problems import problem_response
 
 #: Most events one page holds.
 EVENTS_PAGE_MAX: Final = 1000
@@ -67,6 +77,10 @@ EVENTS_PAGES_CONCURRENT_MAX: Final = 2
 SEQ_DIGITS_MAX: Final = 20
 #: Executed blocks kept for the event derivation (a follower is at most a few blocks behind).
 RECENT_BLOCKS_MAX: Final = 16
+#: Seconds a client refused a stream (429) is told to wait before it tries again.
+EVENTS_STREAM_RETRY_AFTER_S: Final = 5
+#: The comment line a stream ends with when its principal lost the right to it.
+SSE_ACCESS_ENDED: Final = b": access ended\n\n"
 
 
 class EventLog:
@@ -181,8 +195,59 @@ class EventLog:
         return event.is_for_patient(audience.patient_id)
 
 
+class StreamSlots:
+    """Open event streams, counted per principal and in all, each count capped.
+
+    The node's cap counts the patients' streams (a patient, or a representative, signs): anyone may
+    register as a patient, so without this a few dozen self-registered keys could take every slot
+    and lock the institution out of its own node. The token's streams are bounded by its own
+    per-principal cap only.
+    """
+
+    def __init__(self, *, per_principal: int, total: int) -> None:
+        self.per_principal = per_principal
+        self.total = total
+        self._open: collections.Counter[tuple[str, bytes]] = collections.Counter()
+        self._signed = 0
+
+    @property
+    def open(self) -> int:
+        return self._open.total()
+
+    def acquire(self, key: tuple[str, bytes]) -> str | None:
+        """Take a slot for `key`; None if taken, else why not (the caller answers 429)."""
+        if self._open[key] >= self.per_principal:
+            return (
+                f"at most {self.per_principal} event streams may be open at once per principal; "
+                "close one first"
+            )
+        signed = key[0] != TOKEN_STREAMS
+        if signed and self._signed >= self.total:
+            return f"this node serves at most {self.total} event streams at once; try again later"
+        self._open[key] += 1
+        self._signed += signed
+        return None
+
+    def release(self, key: tuple[str, bytes]) -> None:
+        self._open[key] -= 1
+        self._signed -= key[0] != TOKEN_STREAMS
+        if self._open[key] <= 0:
+            del self._open[key]
+
+
+TOKEN_STREAMS: Final = "token"
+
+
+def get_stream_key(principal: Principal | None) -> tuple[str, bytes]:
+    """Whose slot a stream takes: the token's, or the signing key's (a patient or representative)."""
+    if principal is None or principal.kind == "token":
+        return (TOKEN_STREAMS, b"")
+    return ("signer", principal.signer)
+
+
 EVENT_LOG_KEY: Final = web.AppKey("event_log", EventLog)
 EVENT_PAGE_SLOTS_KEY: Final = web.AppKey("event_page_slots", asyncio.Semaphore)
+EVENT_STREAM_SLOTS_KEY: Final = web.AppKey("event_stream_slots", StreamSlots)
 
 
 def _parse_seq(raw: str, what: str) -> int:
@@ -208,6 +273,15 @@ async def get_events(request: web.Request) -> web.Response:
     after = _parse_seq(request.query.get("after", "0"), "after")
     limit = _parse_limit(request)
     events, cursor = await _list(request, after, limit)
+    # As for a stream's page: the signer was checked when the request came in, and a block that
+    # removed them may have been committed while the page was read.
+    if not is_still_allowed(request, get_principal(request)):
+        return problem_response(
+            403,
+            "Forbidden",
+            "the signing key is neither the registered patient's nor one of their representatives'",
+            code="not_patient",
+        )
     body: dict[str, Any] = {
         "events": [e.to_payload() for e in events],
         "next": cursor,
@@ -222,6 +296,23 @@ def format_sse(event: LedgerEvent) -> bytes:
     return f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
+def is_still_allowed(request: web.Request, principal: Principal | None) -> bool:
+    """Whether the stream's principal may still read its events at the current tip.
+
+    The token always may; a patient signer must still be the patient or one of their current
+    representatives (the check a new request passes in `node.auth`).
+    """
+    if principal is None or principal.kind == "token":
+        return True
+    check = request.app[API_AUTH_KEY].patient_check
+    return check is not None and check(principal.signer, principal.patient_id)
+
+
+def _is_client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def get_event_stream(request: web.Request) -> web.StreamResponse:
     last_id = request.headers.get("Last-Event-ID")
     after = (
@@ -229,11 +320,33 @@ async def get_event_stream(request: web.Request) -> web.StreamResponse:
         if last_id
         else _parse_seq(request.query.get("after", "0"), "after")
     )
-    node = request.app[EVENT_LOG_KEY].node
     raw_beat = request.query.get("heartbeat_s", str(EVENTS_HEARTBEAT_S_DEFAULT))
     if re.fullmatch("[0-9]{1,3}", raw_beat) is None or not 1 <= int(raw_beat) <= EVENTS_HEARTBEAT_S_MAX:
         raise BadRequestError(f"heartbeat_s must be an integer in [1, {EVENTS_HEARTBEAT_S_MAX}]")
-    heartbeat_s = int(raw_beat)
+    slots = request.app[EVENT_STREAM_SLOTS_KEY]
+    key = get_stream_key(get_principal(request))
+    metrics = request.app[EVENT_LOG_KEY].node.metrics
+    refusal = slots.acquire(key)
+    if refusal is not None:
+        metrics.event_streams_refused.inc()
+        return problem_response(
+            429,
+            "Too many requests",
+            refusal,
+            code="too_many_streams",
+            headers={"Retry-After": str(EVENTS_STREAM_RETRY_AFTER_S)},
+        )
+    metrics.event_streams.set(slots.open)
+    try:
+        return await _stream_events(request, after, int(raw_beat))
+    finally:
+        slots.release(key)
+        metrics.event_streams.set(slots.open)
+
+
+async def _stream_events(request: web.Request, after: int, heartbeat_s: int) -> web.StreamResponse:
+    node = request.app[EVENT_LOG_KEY].node
+    principal = get_principal(request)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
@@ -242,12 +355,20 @@ async def get_event_stream(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     last_beat = loop.time()
     seen_height = -1
-    while True:
+    while not _is_client_gone(request):
         height = node.store.height
         if height != seen_height or get_seq_height(after) < height:
-            events, after = await _list(request, after, EVENTS_PAGE_MAX)
+            events, cursor = await _list(request, after, EVENTS_PAGE_MAX)
+            # Checked after the page was read: the state is then at least at the page's last block
+            # (a block's state is written before its height is published), so a representative
+            # removed in any block of this page gets none of it.
+            if not is_still_allowed(request, principal):
+                await response.write(SSE_ACCESS_ENDED)
+                await response.write_eof()
+                return response
             for event in events:
                 await response.write(format_sse(event))
+            after = cursor
             if events:
                 last_beat = loop.time()
             seen_height = height
@@ -257,6 +378,7 @@ async def get_event_stream(request: web.Request) -> web.StreamResponse:
             await response.write(b": heartbeat\n\n")
             last_beat = loop.time()
         await asyncio.sleep(EVENTS_POLL_S)
+    return response
 
 
 def add_event_routes(app: web.Application, node: Node) -> None:
@@ -264,6 +386,9 @@ def add_event_routes(app: web.Application, node: Node) -> None:
     app[EVENT_LOG_KEY] = EventLog(node)
     add_mqtt_publisher(app, node, app[EVENT_LOG_KEY])  # when `[mqtt] url` is set (ADR 0015)
     app[EVENT_PAGE_SLOTS_KEY] = asyncio.Semaphore(EVENTS_PAGES_CONCURRENT_MAX)
+    app[EVENT_STREAM_SLOTS_KEY] = StreamSlots(
+        per_principal=node.config.api.event_streams_per_principal, total=node.config.api.event_streams_max
+    )
     add_route(app, "GET", "/v1/events", get_events, Access.READER)
     add_route(app, "GET", "/v1/events/stream", get_event_stream, Access.READER)
 
@@ -280,6 +405,8 @@ _PROBLEM_SCHEMA: Final = {
 }
 _HEX_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _SEQ: Final = {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}
+_STREAMS_PER_PRINCIPAL: Final = ApiSection().event_streams_per_principal
+_STREAMS_MAX: Final = ApiSection().event_streams_max
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -355,7 +482,15 @@ def events_openapi_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "streamEvents",
                 "summary": "The same events as Server-Sent Events (`id:` is the event number; resume "
-                "with `Last-Event-ID` or `after`), with comment-line heartbeats. Never ends.",
+                "with `Last-Event-ID` or `after`), with comment-line heartbeats.",
+                "description": "Open until the client leaves, or until its principal may no longer read "
+                "these events: the right is checked again for each page sent (a representative removed "
+                "on chain, a patient signer who no longer acts for the patient), and the stream then "
+                "ends with the comment `: access ended` and nothing of that page. At most "
+                f"{_STREAMS_PER_PRINCIPAL} streams are open at once per principal (the API token; a "
+                f"signing key) and {_STREAMS_MAX} signed (patients' and representatives') streams per "
+                "node by default (`[api] event_streams_per_principal`, `event_streams_max`); beyond, "
+                "`429` with `Retry-After`.",
                 "parameters": [
                     after,
                     {
@@ -377,6 +512,15 @@ def events_openapi_paths() -> dict[str, Any]:
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     "400": _problem("Bad `after` or `Last-Event-ID`."),
+                    "429": {
+                        **_problem("Too many streams open (per principal or on the node); retry later."),
+                        "headers": {
+                            "Retry-After": {
+                                "description": "Seconds to wait before trying again.",
+                                "schema": {"type": "integer", "minimum": 1},
+                            }
+                        },
+                    },
                 },
             }
         },

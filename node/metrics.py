@@ -63,6 +63,14 @@ class NodeMetrics:
             "Peer links dropped for breaking the protocol (a bad frame, signature or synced block).",
             registry=r,
         )
+        self.event_streams = Gauge(
+            "medledger_event_streams", "Event streams (SSE) open on the API.", registry=r
+        )
+        self.event_streams_refused = Counter(
+            "medledger_event_streams_refused",
+            "Event streams refused for a full cap (per principal or per node).",
+            registry=r,
+        )
         self.api_requests = Counter(
             "medledger_api_requests", "API requests by route and status.", ["route", "status"], registry=r
         )

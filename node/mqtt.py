@@ -34,7 +34,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -46,7 +45,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
 from medledger.chain.execution import ExecutedBlock
-from medledger.crypto import Identity
+from medledger.crypto import CryptoError, Identity
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
 from medledger.health.event_topics import (
@@ -67,6 +66,7 @@ from medledger.health.events import (
 from medledger.node.errors import ConfigError
 from medledger.node.mqtt_acl import BrokerAccessError, LiveBrokerAccess, read_password
 from medledger.node.node import Node
+from medledger.node.private_files import PrivateFileError, load_event_cursor, save_event_cursor
 
 log = logging.getLogger("medledger.mqtt")
 
@@ -114,7 +114,7 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 def compute_node_patient_token(identity: Identity, chain_id: str, patient_enc_key: bytes) -> bytes:
-    """The topic token of a patient's events as this node publishes them."""
+    """The topic token of a patient's events as this node publishes them (`CryptoError`: none)."""
     secret = compute_shared_secret(identity, patient_enc_key)
     return compute_patient_topic_token(secret, chain_id, identity.public.sign_key)
 
@@ -212,6 +212,12 @@ class EventPublisher:
         self.connected = Gauge(
             "medledger_mqtt_connected", "1 while connected to the broker.", registry=registry
         )
+        self.patients_without_topic = Counter(
+            "medledger_mqtt_patients_without_topic",
+            "Patients whose topic cannot be derived (a low-order encryption key on an older chain): "
+            "their events go to no patient topic.",
+            registry=registry,
+        )
 
     def _make_access(self) -> LiveBrokerAccess | None:
         config = self.node.config
@@ -247,37 +253,43 @@ class EventPublisher:
 
     def _load_cursor(self) -> int | None:
         try:
-            return int(self.cursor_file.read_text(encoding="ascii").strip())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"{self.cursor_file} is not an event number ({exc}); delete it to start from the tip"
-            ) from None
+            return load_event_cursor(self.cursor_file)
+        except PrivateFileError as exc:
+            raise ConfigError(f"{exc.message}; delete it to start from the tip") from None
 
     def save_cursor(self) -> None:
+        """Save where publishing stands (atomically, never through a link); a failure is logged
+        and retried at the next save, and publishing goes on."""
         if self.published_seq is None:
             return
-        tmp = self.cursor_file.with_suffix(".tmp")
-        tmp.write_text(str(self.published_seq), encoding="ascii")
-        os.replace(tmp, self.cursor_file)
+        try:
+            save_event_cursor(self.cursor_file, self.published_seq)
+        except OSError as exc:
+            log.error("cannot save the MQTT cursor %s: %s", self.cursor_file, exc.strerror)
+            return
         self._unsaved = 0
 
     # -- the follower -------------------------------------------------------------------------
 
     def _patient_token(self, patient_id: bytes) -> bytes | None:
+        """The patient's topic token; None for no patient topic (unknown, or no token derivable)."""
         token = self._tokens.get(patient_id)
         if token is None:
             patient = st.get_patient(self.node.store, patient_id)
             if patient is None:
                 return None
-            token = compute_node_patient_token(
-                self.node.identity, self.node.genesis.chain_id, patient.enc_key
-            )
+            try:
+                token = compute_node_patient_token(
+                    self.node.identity, self.node.genesis.chain_id, patient.enc_key
+                )
+            except CryptoError:
+                # Counted once per patient (remembered as b""); everything else publishes on.
+                token = b""
+                self.patients_without_topic.inc()
             if len(self._tokens) >= TOKEN_CACHE_MAX:
                 self._tokens.clear()
             self._tokens[patient_id] = token
-        return token
+        return token or None
 
     def compute_messages(self, events: Sequence[LedgerEvent]) -> list[Message]:
         return compute_event_messages(

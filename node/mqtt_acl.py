@@ -37,13 +37,12 @@ import logging
 import os
 import secrets
 import signal
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
 from medledger.chain.store import BlockStore
-from medledger.crypto import Identity, load_identity
+from medledger.crypto import CryptoError, Identity, load_identity
 from medledger.health import state as st
 from medledger.health.app import decode_genesis
 from medledger.health.event_topics import (
@@ -58,6 +57,8 @@ from medledger.health.event_topics import (
 from medledger.node.config import NodeConfig, read_passphrase
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.genesis_file import load_genesis
+from medledger.node.private_files import PrivateFileError, read_private_file
+from medledger.node.private_files import write_private_file as write_private_bytes
 
 log = logging.getLogger("medledger.mqtt")
 
@@ -110,7 +111,10 @@ class PatientAccess:
 
 
 def compute_patient_access(identity: Identity, chain_id: str, prefix: str, enc_key: bytes) -> PatientAccess:
-    """A patient's user, read access to their topic, and their (derived) password, hashed."""
+    """A patient's user, read access to their topic, and their (derived) password, hashed.
+
+    `CryptoError` for a key no secret can be agreed with (a low-order point, on an older chain).
+    """
     own = identity.public.sign_key
     secret = compute_shared_secret(identity, enc_key)
     token = compute_patient_topic_token(secret, chain_id, own)
@@ -119,6 +123,17 @@ def compute_patient_access(identity: Identity, chain_id: str, prefix: str, enc_k
     return PatientAccess(
         user, f"user {user}\ntopic read {get_patient_topic(prefix, token)}\n", f"{user}:{password}\n"
     )
+
+
+def iter_patient_access(
+    identity: Identity, chain_id: str, prefix: str, patient_enc_keys: Iterable[bytes]
+) -> Iterable[PatientAccess]:
+    """Each patient's entry; a patient whose key gives no secret has none (logged, without the key)."""
+    for enc_key in patient_enc_keys:
+        try:
+            yield compute_patient_access(identity, chain_id, prefix, enc_key)
+        except CryptoError:
+            log.warning("a patient's encryption key is a low-order x25519 point: no broker user for them")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -185,8 +200,7 @@ def build_broker_access(
     """
     head = _build_head(identity, prefix, institutions, passwords or {})
     patients = {
-        entry.username: entry
-        for entry in (compute_patient_access(identity, chain_id, prefix, k) for k in patient_enc_keys)
+        entry.username: entry for entry in iter_patient_access(identity, chain_id, prefix, patient_enc_keys)
     }
     acl, passwd = _render(head, patients.values())
     return BrokerAccess(acl, passwd, head.handed_out, len(patients))
@@ -196,33 +210,21 @@ def build_broker_access(
 
 
 def write_private_file(path: Path, text: str) -> None:
-    """Replace `path` atomically (a reader sees the old file or the new one), mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace `path` atomically, mode 0600, never through a link (`node.private_files`)."""
+    write_private_bytes(path, text.encode("utf-8"))
 
 
 def load_handed_out(directory: Path) -> dict[str, str]:
     """The passwords of `directory/credentials.json` (none when it does not exist)."""
     path = directory / CREDENTIALS_FILE
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(CREDENTIALS_BYTES_MAX + 1)
-    except FileNotFoundError:
+        raw = read_private_file(path, CREDENTIALS_BYTES_MAX)
+    except PrivateFileError as exc:
+        raise BrokerAccessError(exc.message) from None
+    if raw is None:
         return {}
-    except OSError as exc:
-        raise BrokerAccessError(f"{path} cannot be read: {exc.strerror}") from None
     try:
-        data = json.loads(raw) if len(raw) <= CREDENTIALS_BYTES_MAX else None
+        data = json.loads(raw)
     except ValueError:
         data = None
     if not isinstance(data, dict) or not all(
@@ -242,17 +244,37 @@ def save_broker_access(directory: Path, access: BrokerAccess) -> None:
     write_private_file(directory / ACL_FILE, access.acl)
 
 
-def signal_broker(pid_file: Path) -> bool:
-    """Ask the broker whose pid `pid_file` holds to reload its files (SIGHUP); False if it cannot."""
+def is_broker_process(pid: int) -> bool:
+    """Whether process `pid` is a mosquitto (Linux's /proc; without one, it cannot be told: True)."""
     try:
-        with pid_file.open("rb") as handle:
-            raw = handle.read(PID_FILE_BYTES_MAX + 1)
+        name = Path(f"/proc/{pid}/comm").read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return not Path("/proc/self/comm").exists()
+    except OSError:
+        return False
+    return name.startswith("mosquitto")
+
+
+def signal_broker(pid_file: Path) -> bool:
+    """Ask the broker whose pid `pid_file` holds to reload its files (SIGHUP); False if it cannot.
+
+    The pid file is read without following a link, and the pid must be a mosquitto process: SIGHUP
+    ends most other programs, so a pid file pointed or rewritten at another of the node user's
+    processes must not let the node kill it.
+    """
+    try:
+        raw = read_private_file(pid_file, PID_FILE_BYTES_MAX)
+        if raw is None:
+            log.warning("MQTT broker pid file %s does not exist; the broker was not told to reload", pid_file)
+            return False
         pid = int(raw.decode("ascii").strip())
         if pid <= 1:
             raise ValueError(pid)
+        if not is_broker_process(pid):
+            raise ValueError(f"process {pid} is not a mosquitto")
         os.kill(pid, signal.SIGHUP)
-    except FileNotFoundError:
-        log.warning("MQTT broker pid file %s does not exist; the broker was not told to reload", pid_file)
+    except PrivateFileError as exc:
+        log.warning("cannot signal the MQTT broker: %s; it was not told to reload", exc.message)
         return False
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         log.warning("cannot signal the MQTT broker from %s (%s); it was not told to reload", pid_file, exc)
@@ -320,8 +342,7 @@ class LiveBrokerAccess:
             self._save()
 
     def _add(self, patient_enc_keys: Iterable[bytes]) -> None:
-        for enc_key in patient_enc_keys:
-            entry = compute_patient_access(self.identity, self.chain_id, self.prefix, enc_key)
+        for entry in iter_patient_access(self.identity, self.chain_id, self.prefix, patient_enc_keys):
             if entry.username not in self._patients:
                 self._patients[entry.username] = entry
                 self._dirty = True

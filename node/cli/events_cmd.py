@@ -2,8 +2,10 @@
 patient, with their key): print ledger events as JSON lines, resuming where the last run stopped.
 
 The position is kept in a cursor file (`HOME/events.cursor`, or `<key file>.events-cursor`),
-written after each printed page, so `--follow` stopped and started again prints nothing twice and
-skips nothing (docs/adr/0015-ledger-events.md). Events come from `GET /v1/events`.
+written after each printed page (atomically, never through a link: `node.private_files`; a file
+that is not exactly one event number stops the command, it is never read as 0), so `--follow`
+stopped and started again prints nothing twice and skips nothing (docs/adr/0015-ledger-events.md).
+Events come from `GET /v1/events`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from medledger.health.event_subscription import EventPageError, Fetch, fetch_ins
 from medledger.node.cli._common import fail, home_option, reports_errors
 from medledger.node.cli.patient import _client, _key_file, patient
 from medledger.node.config import load_config
+from medledger.node.private_files import PrivateFileError, load_event_cursor, save_event_cursor
 from medledger.node.run import api_address_path
 from medledger.node.tls import CERT_FILE
 
@@ -25,12 +28,20 @@ FOLLOW_POLL_S = 0.5
 
 
 def _read_cursor(path: Path) -> int:
+    """Where the last run stopped (0 with no cursor file yet); a bad file stops the command."""
     try:
-        return int(path.read_text(encoding="ascii").strip())
-    except FileNotFoundError:
-        return 0
-    except (OSError, ValueError):
-        fail(f"{path} is not an event number; delete it to start from the beginning")
+        seq = load_event_cursor(path)
+    except PrivateFileError as exc:
+        fail(f"{exc.message}; fix it, or delete it to start from the beginning")
+    return 0 if seq is None else seq
+
+
+def _write_cursor(path: Path, seq: int) -> None:
+    """Save the position atomically, never through a link planted at the cursor's path."""
+    try:
+        save_event_cursor(path, seq)
+    except OSError as exc:
+        fail(f"{path}: the cursor cannot be written: {exc.strerror}")
 
 
 def _print_events(fetch: Fetch, cursor_file: Path, *, follow: bool, limit: int | None) -> None:
@@ -55,10 +66,10 @@ def _print_events(fetch: Fetch, cursor_file: Path, *, follow: bool, limit: int |
             click.echo(json.dumps(event, separators=(",", ":")))
             printed += 1
             if limit is not None and printed >= limit:
-                cursor_file.write_text(str(event["seq"]), encoding="ascii")
+                _write_cursor(cursor_file, int(event["seq"]))
                 return
         if cursor != after:
-            cursor_file.write_text(str(cursor), encoding="ascii")
+            _write_cursor(cursor_file, cursor)
         if not events and cursor == after:
             if not follow:
                 return

@@ -30,6 +30,7 @@ from medledger.health.events import (
 from medledger.health.records import encrypt_record, reseal_record_keys
 from medledger.health.types import (
     STATE_LAYOUT_GRANT_EXPIRY,
+    STATE_LAYOUT_LATEST,
     STATE_LAYOUT_V1,
     HealthGenesis,
     HealthGenesisV1,
@@ -49,7 +50,7 @@ class Story:
     record_id: bytes
 
 
-def start(layout: int = STATE_LAYOUT_GRANT_EXPIRY) -> Story:
+def start(layout: int = STATE_LAYOUT_LATEST) -> Story:
     ledger = Ledger(layout=layout)
     patient, clinic, hospital = make_identity("patient-x"), make_identity("clinic"), make_identity("hospital")
     ledger.submit_ok(ledger.sign(client.build_register_patient, patient))
@@ -204,10 +205,13 @@ def test_a_layout_1_chain_writes_and_derives_what_it_did_before() -> None:
     assert decode_genesis(old_bytes) == HealthGenesis(institutions, STATE_LAYOUT_V1)
     assert decode_genesis(b"").layout == STATE_LAYOUT_V1
     # A layout-2 genesis reads back as layout 2 and declares it in the state.
-    new_bytes = encode_genesis(HealthGenesis(institutions))
+    new_bytes = encode_genesis(HealthGenesis(institutions, STATE_LAYOUT_GRANT_EXPIRY))
     assert new_bytes != old_bytes
     assert decode_genesis(new_bytes).layout == STATE_LAYOUT_GRANT_EXPIRY
-    fresh = start()
+    # A new chain is of the latest layout (3: it also writes the expiry index).
+    assert decode_genesis(encode_genesis(HealthGenesis(institutions))).layout == STATE_LAYOUT_LATEST
+    assert st.get_layout(start(STATE_LAYOUT_LATEST).ledger.state) == STATE_LAYOUT_LATEST
+    fresh = start(STATE_LAYOUT_GRANT_EXPIRY)
     assert st.get_layout(fresh.ledger.state) == STATE_LAYOUT_GRANT_EXPIRY
     assert st.get_layout(s.ledger.state) == STATE_LAYOUT_V1
 

@@ -11,8 +11,9 @@ import dataclasses
 import pytest
 from health_testkit import CHAIN_ID, GENESIS_TIME_MS, Ledger, make_condition, make_identity, make_observation
 
+from medledger.chain.codec import encode
 from medledger.chain.txbuilder import sign_tx
-from medledger.crypto import DecryptionError, Identity, seal_envelope
+from medledger.crypto import DecryptionError, Identity, is_usable_enc_key, seal_envelope
 from medledger.health import client
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
@@ -37,11 +38,14 @@ from medledger.health.types import (
     INQUIRY_GRANTED,
     KIND_ADD_RECORD,
     KIND_GRANT,
+    KIND_REGISTER_PATIENT,
     KIND_REQUEST_ACCESS,
     KIND_SUPERSEDE_RECORD,
     REASON_PADDED_BYTES,
+    STATE_LAYOUT_GRANT_EXPIRY,
     AddRecordBody,
     RecordState,
+    RegisterPatientBody,
     RequestAccessBody,
     SealedReason,
     SupersedeRecordBody,
@@ -241,6 +245,56 @@ def test_invalid_register_patient_twice(world: World) -> None:
 def test_invalid_institution_registers_as_patient(world: World) -> None:
     w = world
     w.ledger.submit_rejected(w.ledger.sign(client.build_register_patient, w.clinic), "health.role_conflict")
+
+
+#: x25519 public keys of low order: the points of order dividing 8 (0, 1, the order-8 pair, and
+#: p-1), non-canonical encodings of them (p, p+1),
+#: and the high bit set (which X25519 ignores).
+_P = 2**255 - 19
+LOW_ORDER_ENC_KEYS = [
+    (0).to_bytes(32, "little"),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    (_P - 1).to_bytes(32, "little"),
+    (_P).to_bytes(32, "little"),
+    (_P + 1).to_bytes(32, "little"),
+    (1 | 1 << 255).to_bytes(32, "little"),
+]
+
+
+def _register_with(ledger: Ledger, identity: Identity, enc_key: bytes) -> client.SignedTx:
+    """A patient's registration naming `enc_key` (not their identity's) as their x25519 key."""
+    body = encode(RegisterPatientBody(enc_key))
+    return sign_tx(
+        identity,
+        chain_id=CHAIN_ID,
+        kind=KIND_REGISTER_PATIENT,
+        body=body,
+        nonce=ledger.nonce(),
+        timestamp_ms=ledger.next_time_ms,
+    )
+
+
+@pytest.mark.parametrize("enc_key", LOW_ORDER_ENC_KEYS, ids=lambda k: k.hex()[:8])
+def test_invalid_register_patient_with_a_low_order_enc_key(world: World, enc_key: bytes) -> None:
+    assert not is_usable_enc_key(enc_key)
+    mallory = make_identity("mallory")
+    world.ledger.submit_rejected(_register_with(world.ledger, mallory, enc_key), "health.enc_key_unusable")
+    # A usable key still registers, whatever its high bit (X25519 ignores it).
+    fine = bytes(mallory.public.enc_key[:31]) + bytes([mallory.public.enc_key[31] | 0x80])
+    assert is_usable_enc_key(fine)
+    world.ledger.submit_ok(_register_with(world.ledger, mallory, fine))
+
+
+def test_a_layout_2_chain_still_accepts_a_low_order_enc_key_as_it_did() -> None:
+    # Its replay must give the roots it was certified with.
+    ledger = Ledger(layout=STATE_LAYOUT_GRANT_EXPIRY)
+    mallory = make_identity("mallory")
+    ledger.submit_ok(_register_with(ledger, mallory, bytes(32)))
+    patient = st.get_patient(ledger.state, compute_patient_id(mallory.public.sign_key))
+    assert patient is not None
+    assert patient.enc_key == bytes(32)
 
 
 def test_invalid_record_by_unregistered_author(world: World) -> None:

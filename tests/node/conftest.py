@@ -28,7 +28,9 @@ from node_harness import (  # noqa: E402 - needs the sys.path entry above
     InProcessClient,
     NodeClient,
     StartNode,
+    make_health_home,
     make_home,
+    run_health_node,
     serve_in_process,
 )
 
@@ -77,3 +79,10 @@ async def api(node_home: InitResult) -> AsyncIterator[InProcessClient]:
     """A fresh chain served in the test's event loop (fast API tests)."""
     async with serve_in_process(node_home.home) as client:
         yield client
+
+
+@pytest.fixture
+def health_node(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeClient]]:
+    """One health node (a clinic, a single validator) as a real process; stopped at teardown."""
+    with run_health_node(make_health_home(tmp_path / "clinic")) as started:
+        yield started

@@ -17,7 +17,7 @@ import http.client
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -64,6 +64,40 @@ def make_home(
         key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
         key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
     )
+
+
+def make_health_home(path: Path) -> Path:
+    """A health node's home (a clinic, a single validator), cheap key derivation, OS-chosen ports."""
+    init_home(
+        path,
+        name="clinic",
+        app="health",
+        role="clinic",
+        api_port=0,
+        ops_port=0,
+        block_interval_ms=BLOCK_INTERVAL_MS,
+        passphrase=PASSPHRASE.encode(),
+        key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
+        key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
+    )
+    return path
+
+
+@contextlib.contextmanager
+def run_health_node(
+    home: Path, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[NodeProcess, NodeClient]]:
+    """A real `medledger start` process on a health home (`env`: extra settings, e.g.
+    `MEDLEDGER_API_...`); stopped on exit, even on failure."""
+    process = NodeProcess(home, env={**NODE_ENV, **(env or {})})
+    process.start()
+    try:
+        url = process.wait_ready()
+        client = NodeClient(url, "", home, ops_url=process.ops_url)
+        client.chain_id = str(client.status()["chain_id"])
+        yield process, client
+    finally:
+        process.stop()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

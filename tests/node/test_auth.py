@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
-from node_harness import NODE_ENV, PASSPHRASE, PROBLEM, NodeClient, Reply, read_token
+from node_harness import PASSPHRASE, PROBLEM, NodeClient, Reply, read_token
 
 from medledger.crypto import Identity, load_identity, save_identity
 from medledger.health.auth import SIGNATURE_SCHEME, build_authorization
@@ -34,7 +33,7 @@ from medledger.node.cli import main
 from medledger.node.config import load_config
 from medledger.node.fixture_app import KeyValueFixtureApp
 from medledger.node.genesis_file import load_genesis
-from medledger.node.home import InitResult, init_home
+from medledger.node.home import InitResult
 from medledger.node.node import Node
 from medledger.node.process import NodeProcess
 
@@ -69,33 +68,6 @@ OBSERVATION: dict[str, Any] = {
     "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0", "display": "Glucose"}]},
     "valueQuantity": {"value": 5.4, "unit": "mmol/L"},
 }
-
-
-@pytest.fixture
-def health_node(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeClient]]:
-    """One health node (a clinic, a single validator) as a real process; stopped at teardown."""
-    home = tmp_path / "clinic"
-    init_home(
-        home,
-        name="clinic",
-        app="health",
-        role="clinic",
-        api_port=0,
-        ops_port=0,
-        block_interval_ms=20,
-        passphrase=PASSPHRASE.encode(),
-        key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
-        key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
-    )
-    process = NodeProcess(home, env=dict(NODE_ENV))
-    process.start()
-    try:
-        url = process.wait_ready()
-        client = NodeClient(url, "", home, ops_url=process.ops_url)
-        client.chain_id = str(client.status()["chain_id"])
-        yield process, client
-    finally:
-        process.stop()
 
 
 def assert_refused(reply: Reply, status: int, what: str) -> dict[str, Any]:

@@ -501,7 +501,7 @@ export const HealthGenesisSchema: Schema<HealthGenesis> = schema<HealthGenesis>(
   "HealthGenesis",
   {
     institutions: seq(struct(InstitutionSchema), 1024),
-    layout: uint(2n, 2n),
+    layout: uint(3n, 2n),
   },
 );
 
