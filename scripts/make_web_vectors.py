@@ -83,6 +83,8 @@ from medledger.crypto import (
 from medledger.crypto import envelope as crypto_envelope
 from medledger.crypto.signing import FINGERPRINT_HEX_CHARS
 from medledger.health import client, records, types
+from medledger.health.auth import build_authorization, compute_request_signing_input
+from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
 from medledger.health.reasons import open_reason
 from medledger.health.rights_seal import build_request_records
 from medledger.health.rights_types import RequestRecordsBody
@@ -264,6 +266,10 @@ def compute_wire_ts() -> str:
     lines.append("")
     for name, values in CODE_LISTS.items():
         lines.append(f"export const {name}: readonly string[] = {json.dumps(sorted(values))};")
+    # What the patient is shown, in the same words the CLI and SDK use (health/preview.py).
+    for name, words in (("PURPOSE_WORDS", PURPOSE_WORDS), ("RECORD_TYPE_WORDS", RECORD_TYPE_WORDS)):
+        rendered_words = json.dumps(dict(sorted(words.items())), ensure_ascii=False)
+        lines.append(f"export const {name}: Readonly<Record<string, string>> = {rendered_words};")
     for cls in WIRE_TYPES:
         fields = sorted(cls.WIRE_FIELDS.items())
         rendered = [(field, *_ts_spec(spec)) for field, spec in fields]
@@ -944,7 +950,55 @@ def compute_vectors() -> dict[str, Any]:
         "key_files": key_files,
         "merkle": _merkle_vectors(),
         "light_client": _light_client_vectors([bytes.fromhex(t["tx"]) for t in txs]),
+        "request_auth": _request_auth_vectors(patient, representative, patient_id),
     }
+
+
+def _request_auth_vectors(
+    patient: Identity, representative: Identity, patient_id: bytes
+) -> list[dict[str, Any]]:
+    """Patients' signed reads (health/auth.py): the signing input and the `Authorization` value."""
+    vectors = []
+    cases = [
+        ("patient", patient, "GET", "/v1/health/patients/" + patient_id.hex() + "/records?start=0&limit=100"),
+        ("representative", representative, "GET", "/v1/events/stream?after=0&heartbeat_s=5"),
+        # A target past 255 bytes: the signing input's str16.
+        ("patient", patient, "GET", "/v1/proofs/blocks?from=1&limit=100&" + "x" * 300),
+    ]
+    for i, (signer, identity, method, target) in enumerate(cases):
+        challenge = digest(f"web-vectors/challenge/{i}".encode())
+        time_ms = TIME_MS + i
+        signing_input = compute_request_signing_input(
+            chain_id=CHAIN_ID,
+            challenge=challenge,
+            method=method,
+            target=target,
+            time_ms=time_ms,
+            key=identity.public.sign_key,
+            patient_id=patient_id,
+        )
+        header = build_authorization(
+            identity,
+            chain_id=CHAIN_ID,
+            challenge=challenge,
+            method=method,
+            target=target,
+            time_ms=time_ms,
+            patient_id=patient_id,
+        )
+        vectors.append(
+            {
+                "signer": signer,
+                "method": method,
+                "target": target,
+                "challenge": challenge.hex(),
+                "time_ms": time_ms,
+                "patient_id": patient_id.hex(),
+                "signing_input": signing_input.hex(),
+                "authorization": header,
+            }
+        )
+    return vectors
 
 
 def compute_vectors_json() -> str:

@@ -8,6 +8,7 @@ import { toHex } from "./bytes.js";
 import { fingerprint, Identity, loadSodium } from "./crypto.js";
 import { decodeIdentity, encodeIdentity, KeyFileError, WrongPassphraseError } from "./keyfile.js";
 import { forgetKeyFile, loadKeyFile, saveKeyFile } from "./keystore.js";
+import { closeApp, openApp, wireApp } from "./app.js";
 import { computePatientId } from "./txs.js";
 
 function element<T extends HTMLElement>(id: string): T {
@@ -27,6 +28,7 @@ function show(identity: Identity): void {
   element("patient-id").textContent = toHex(computePatientId(identity.public.signKey));
   element("fingerprint").textContent = fingerprint(identity.public.signKey);
   element("identity").hidden = false;
+  void openApp(identity);
 }
 
 function download(text: string, name: string): void {
@@ -104,6 +106,7 @@ async function onExport(): Promise<void> {
 
 async function onForget(): Promise<void> {
   await forgetKeyFile();
+  closeApp();
   element("identity").hidden = true;
   await showStoredKey();
   say("This browser no longer keeps your key.");
@@ -112,6 +115,7 @@ async function onForget(): Promise<void> {
 async function start(): Promise<void> {
   await loadSodium();
   await showStoredKey();
+  wireApp();
   element<HTMLFormElement>("unlock-form").addEventListener("submit", (e) => void onUnlock(e));
   element("export-key").addEventListener("click", () => void onExport());
   element("forget-key").addEventListener("click", () => void onForget());

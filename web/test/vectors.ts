@@ -65,6 +65,16 @@ export interface Vectors {
     final_validators_hash: string;
     refusals: readonly { why: string; block: string; commit: string; next_validators: string | null; what: string }[];
   };
+  readonly request_auth: readonly {
+    signer: string;
+    method: string;
+    target: string;
+    challenge: string;
+    time_ms: number;
+    patient_id: string;
+    signing_input: string;
+    authorization: string;
+  }[];
 }
 
 export const vectors: Vectors = JSON.parse(

@@ -1,0 +1,145 @@
+/**
+ * Records: the patient's verified, decrypted records for a person to read. Lab results with value,
+ * unit and reference range, a small chart for each measurement taken more than once, then
+ * immunizations, conditions, documents (an inline attachment downloads) and other records. A
+ * corrected record shows its current version with the earlier ones below it. Records that did not
+ * verify are not shown; the screen says how many and why.
+ */
+
+import { fromBase64 } from "../api.js";
+import { toHex } from "../bytes.js";
+import { download, fill, formatTime, h, svg, verifiedMark } from "../dom.js";
+import { computeChart, computeExportBundle, computeSeries, describeRecord, formatQuantity, type RecordView, type Series } from "../fhir.js";
+import type { Refusal, Snapshot, VerifiedRecord } from "../session.js";
+import { RECORD_TYPE_WORDS } from "../wire.js";
+
+/** A current record and its earlier versions (newest first). */
+export interface RecordChain {
+  readonly current: VerifiedRecord;
+  readonly earlier: readonly VerifiedRecord[];
+}
+
+/** Current versions, each with the verified versions it corrects. */
+export function computeChains(records: readonly VerifiedRecord[]): RecordChain[] {
+  const byId = new Map(records.map((r) => [toHex(r.state.record_id), r]));
+  const chains: RecordChain[] = [];
+  for (const record of records) {
+    if (record.state.superseded_by.length && byId.has(toHex(record.state.superseded_by))) continue;
+    const earlier: VerifiedRecord[] = [];
+    let at = record;
+    const seen = new Set<string>();
+    while (at.state.supersedes.length) {
+      const previous = byId.get(toHex(at.state.supersedes));
+      if (previous === undefined || seen.has(toHex(previous.state.record_id))) break;
+      seen.add(toHex(previous.state.record_id));
+      earlier.push(previous);
+      at = previous;
+    }
+    chains.push({ current: record, earlier });
+  }
+  return chains;
+}
+
+function viewItem(view: RecordView, record: VerifiedRecord, author: string): HTMLElement {
+  const head = h("p", { class: "record-title" }, h("strong", {}, view.title));
+  const value = view.value ? h("p", { class: "record-value" }, formatQuantity(view.value)) : view.valueText ? h("p", { class: "record-value" }, view.valueText) : null;
+  const range = view.range ? h("p", {}, `Reference range: ${view.range}`) : null;
+  const date = view.date ? h("p", {}, `Date: ${view.date}`) : null;
+  const details = view.details.map((d) => h("p", {}, d));
+  const attachments = view.attachments.map((a) => {
+    if (a.data !== undefined) {
+      const button = h("button", { type: "button" }, `Download ${a.title}`);
+      button.addEventListener("click", () => download(fromBase64(a.data ?? "").slice().buffer, a.title, a.contentType));
+      return h("p", {}, button);
+    }
+    return h("p", {}, `${a.title} (${a.contentType}): kept as an encrypted attachment on the ledger; the app cannot download it yet`);
+  });
+  const source = h("p", { class: "note" }, `From ${author}, recorded ${formatTime(record.state.time_ms)}. `, verifiedMark(record.fact.height));
+  return h("div", { class: "record-body" }, head, value, range, date, ...details, ...attachments, source);
+}
+
+function chart(series: Series): HTMLElement {
+  const width = 320;
+  const height = 120;
+  const pad = 12;
+  const geometry = computeChart(series, width, height, pad);
+  const line = svg("polyline", {
+    points: geometry.points.map((p) => `${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" "),
+    fill: "none",
+    stroke: "currentColor",
+    "stroke-width": 2,
+  });
+  const dots = geometry.points.map((p, i) =>
+    svg("circle", { cx: p.x.toFixed(1), cy: p.y.toFixed(1), r: 4, fill: "currentColor" }, svg("title", {}, series.points[i]!.label)),
+  );
+  const label = `${series.title} over time: ${series.points.map((p) => p.label).join("; ")}`;
+  const picture = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "chart" }, svg("title", {}, label), line, ...dots);
+  return h(
+    "figure",
+    { class: "series" },
+    picture,
+    h("figcaption", {}, `${series.title} (${series.unit}): ${series.points.length} measurements, from ${geometry.min} to ${geometry.max} ${series.unit}`),
+  );
+}
+
+const GROUPS: readonly [RecordView["kind"], string][] = [
+  ["observation", "Lab results and measurements"],
+  ["immunization", "Immunizations"],
+  ["condition", "Conditions"],
+  ["document", "Documents"],
+  ["other", "Other records"],
+];
+
+export function refusalList(refused: readonly Refusal[], kinds: readonly string[], node: string): HTMLElement | null {
+  const mine = refused.filter((r) => kinds.includes(r.what));
+  if (mine.length === 0) return null;
+  return h(
+    "div",
+    { class: "refused", role: "alert" },
+    h("p", {}, `Not shown: ${mine.length} item(s) the node at ${node} served could not be verified against the ledger, so they are not believed.`),
+    h("ul", {}, ...mine.map((r) => h("li", {}, `${r.what} ${r.id.slice(0, 16)}…: ${r.why}`))),
+  );
+}
+
+export function renderRecords(root: HTMLElement, snapshot: Snapshot, authorName: (key: Uint8Array) => string, node: string): void {
+  const chains = computeChains(snapshot.records);
+  const sections: HTMLElement[] = [];
+  const current = chains.map((c) => c.current.opened.resource);
+  for (const [kind, title] of GROUPS) {
+    const mine = chains.filter((c) => describeRecord(c.current.opened.resource).kind === kind);
+    if (mine.length === 0) continue;
+    const items = mine.map((c) => {
+      const view = describeRecord(c.current.opened.resource);
+      const body = viewItem(view, c.current, authorName(c.current.state.author));
+      const versions = c.earlier.length
+        ? h(
+            "details",
+            { class: "versions" },
+            h("summary", {}, `Corrected: ${c.earlier.length} earlier version(s)`),
+            ...c.earlier.map((e) => viewItem(describeRecord(e.opened.resource), e, authorName(e.state.author))),
+          )
+        : null;
+      return h("li", { class: `record record-${kind}`, "data-record-id": toHex(c.current.state.record_id) }, body, versions);
+    });
+    const charts = kind === "observation" ? computeSeries(current).map(chart) : [];
+    sections.push(h("section", { "aria-label": title }, h("h3", {}, title), ...charts, h("ul", { class: "records" }, ...items)));
+  }
+  fill(
+    root,
+    refusalList(snapshot.refused, ["record"], node),
+    chains.length === 0 ? h("p", {}, "No records yet.") : null,
+    ...sections,
+  );
+}
+
+/** The current version of each record, decrypted, as a FHIR R4 Bundle file. */
+export function exportBundle(snapshot: Snapshot): void {
+  const chains = computeChains(snapshot.records);
+  const bundle = computeExportBundle(
+    chains.map((c) => ({ id: toHex(c.current.state.record_id), resource: c.current.opened.resource })),
+    new Date().toISOString(),
+  );
+  download(JSON.stringify(bundle, null, 1), "medledger-records.fhir.json", "application/fhir+json");
+}
+
+export const typeWords = (type: string): string => RECORD_TYPE_WORDS[type] ?? type;
