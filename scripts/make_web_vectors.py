@@ -87,7 +87,7 @@ from medledger.health.auth import build_authorization, compute_request_signing_i
 from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
 from medledger.health.reasons import open_reason
 from medledger.health.rights_seal import build_request_records
-from medledger.health.rights_types import RequestRecordsBody
+from medledger.health.rights_types import AcceptAmendmentBody, RequestRecordsBody
 from medledger.health.types import (
     AuditEvent,
     EnvelopeWire,
@@ -139,6 +139,7 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     types.GrantManifestBody,
     types.GrantPartBody,
     RequestRecordsBody,
+    AcceptAmendmentBody,
     types.Institution,
     types.HealthGenesis,
     PatientState,
@@ -201,6 +202,7 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "KIND_GRANT_PART": types.KIND_GRANT_PART,
     "KIND_REQUEST_RECORDS": types.KIND_REQUEST_RECORDS,
     "KIND_ADD_DOCUMENT": types.KIND_ADD_DOCUMENT,
+    "KIND_ACCEPT_AMENDMENT": types.KIND_ACCEPT_AMENDMENT,
     "KEY_FILE_FORMAT": keyfile.KEY_FILE_FORMAT,
     "KEY_FILE_VERSION": keyfile.KEY_FILE_VERSION,
     "KEY_FILE_KDF": keyfile.KEY_FILE_KDF,

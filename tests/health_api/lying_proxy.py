@@ -32,6 +32,9 @@ class LyingProxy:
         self.swallow_posts = False
         #: Answer every tx proof 404 (a node that will not prove what its own blocks hold).
         self.hide_tx_proofs = False
+        #: Answer 404 to paths with these prefixes (e.g. an endless event stream the proxy, which
+        #: reads each answer whole, cannot pass on).
+        self.refuse_prefixes: tuple[str, ...] = ()
         #: Called (in the proxy's thread) with each request's path and query before it is forwarded.
         self.before: Callable[[str], None] = lambda path_qs: None
         self._loop = asyncio.new_event_loop()
@@ -67,7 +70,9 @@ class LyingProxy:
                         fake = {"tx_id": "00" * 32, "status": "committed", "height": 1, "index": 0}
                         return web.json_response({**fake, "result": {"ok": True, "code": "ok"}})
                 self.before(request.path_qs)
-                if self.hide_tx_proofs and request.path.startswith("/v1/proofs/txs/"):
+                if (
+                    self.hide_tx_proofs and request.path.startswith("/v1/proofs/txs/")
+                ) or request.path.startswith(self.refuse_prefixes):
                     problem = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no tx"}
                     return web.json_response(problem, status=404, content_type="application/problem+json")
                 headers = {k: v for k, v in request.headers.items() if k in ("Content-Type", "Authorization")}

@@ -8,6 +8,34 @@
 
 type Json = Record<string, unknown>;
 
+/** The text each number had in the record's JSON, by the object holding it (a value as written: "6.0", not 6). */
+const numberSources = new WeakMap<object, Map<string, string>>();
+
+/**
+ * Parse a record's JSON keeping each number's text as written (FHIR decimals carry their
+ * precision in their digits). Browsers give a reviver each value's source text; where one does not
+ * (an older engine), the number's shortest form is used.
+ */
+export function parseResourceText(text: string): Json {
+  const parsed: unknown = JSON.parse(text, function (this: object, key: string, value: unknown, context?: { source?: string }) {
+    if (typeof value === "number" && typeof context?.source === "string") {
+      const known = numberSources.get(this) ?? new Map<string, string>();
+      known.set(key, context.source);
+      numberSources.set(this, known);
+    }
+    return value;
+  });
+  if (!isObject(parsed)) throw new SyntaxError("a record is a JSON object");
+  return parsed;
+}
+
+/** The number at `holder[key]` as the record wrote it. */
+export function numberText(holder: Json, key: string): string | undefined {
+  const value = holder[key];
+  if (typeof value !== "number" || !Number.isFinite(value)) return undefined;
+  return numberSources.get(holder)?.get(key) ?? String(value);
+}
+
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 const str = (v: unknown): string | undefined => (typeof v === "string" && v.trim() !== "" ? v : undefined);
 const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
@@ -22,7 +50,9 @@ export function conceptText(concept: unknown): string | undefined {
   for (const coding of list(concept["coding"])) {
     if (!isObject(coding) || str(coding["code"]) === undefined) continue;
     const system = str(coding["system"]);
-    return system === undefined ? String(coding["code"]) : `${String(coding["code"])} (${shortSystem(system)})`;
+    // HL7's own code systems (statuses and the like) are words already: "active", not a URL.
+    if (system === undefined || system.startsWith("http://terminology.hl7.org/CodeSystem/")) return String(coding["code"]);
+    return `${String(coding["code"])} (${shortSystem(system)})`;
   }
   return undefined;
 }
@@ -46,6 +76,8 @@ export function conceptKey(concept: unknown): string | undefined {
 
 export interface Quantity {
   readonly value: number;
+  /** The value as the record wrote it. */
+  readonly text: string;
   readonly unit: string;
 }
 
@@ -53,10 +85,10 @@ export function quantity(q: unknown): Quantity | undefined {
   if (!isObject(q)) return undefined;
   const value = num(q["value"]);
   if (value === undefined) return undefined;
-  return { value, unit: str(q["unit"]) ?? str(q["code"]) ?? "" };
+  return { value, text: numberText(q, "value") ?? String(value), unit: str(q["unit"]) ?? str(q["code"]) ?? "" };
 }
 
-export const formatQuantity = (q: Quantity): string => (q.unit ? `${q.value} ${q.unit}` : String(q.value));
+export const formatQuantity = (q: Quantity): string => (q.unit ? `${q.text} ${q.unit}` : q.text);
 
 /** An Observation's reference range in words ("4.0–6.0 mmol/L", "below 5.2 mmol/L", or its text). */
 export function referenceRange(resource: Json): string | undefined {
@@ -66,9 +98,9 @@ export function referenceRange(resource: Json): string | undefined {
   const high = quantity(range["high"]);
   const unit = high?.unit || low?.unit || "";
   const withUnit = (s: string) => (unit ? `${s} ${unit}` : s);
-  if (low && high) return withUnit(`${low.value}–${high.value}`);
-  if (high) return withUnit(`below ${high.value}`);
-  if (low) return withUnit(`above ${low.value}`);
+  if (low && high) return withUnit(`${low.text}–${high.text}`);
+  if (high) return withUnit(`below ${high.text}`);
+  if (low) return withUnit(`above ${low.text}`);
   return str(range["text"]);
 }
 
@@ -253,12 +285,12 @@ export function computeChart(series: Series, width: number, height: number, pad:
   return { points, min, max };
 }
 
-/** The records as one FHIR R4 Bundle of type `collection`, each resource exactly as written. */
-export function computeExportBundle(resources: readonly { id: string; resource: Json }[], timestamp: string): Json {
-  return {
-    resourceType: "Bundle",
-    type: "collection",
-    timestamp,
-    entry: resources.map(({ id, resource }) => ({ fullUrl: `urn:medledger:record:${id}`, resource })),
-  };
+/**
+ * The records as one FHIR R4 Bundle of type `collection`, as JSON text: each resource is spliced
+ * in exactly as its author wrote it (its JSON text opened and verified on this device), so no
+ * digit of a decimal is lost to a re-serialisation.
+ */
+export function computeExportBundle(resources: readonly { id: string; json: string }[], timestamp: string): string {
+  const entries = resources.map(({ id, json }) => `{"fullUrl":${JSON.stringify(`urn:medledger:record:${id}`)},"resource":${json}}`);
+  return `{"resourceType":"Bundle","type":"collection","timestamp":${JSON.stringify(timestamp)},"entry":[${entries.join(",")}]}\n`;
 }

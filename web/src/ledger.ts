@@ -21,6 +21,7 @@ import { encode } from "./codec.js";
 import { decodeChecked } from "./checks.js";
 import { LightClientError, type TrustedHead, verifyGenesis, verifyNextBlock } from "./lightclient.js";
 import {
+  AcceptAmendmentBodySchema,
   AddDocumentBodySchema,
   AddRecordBodySchema,
   type AuditEvent,
@@ -37,6 +38,7 @@ import {
   HealthGenesisSchema,
   type Institution,
   type InquiryState,
+  KIND_ACCEPT_AMENDMENT,
   KIND_ADD_DOCUMENT,
   KIND_ADD_RECORD,
   KIND_ADD_REPRESENTATIVE,
@@ -162,6 +164,8 @@ export class VerifiedLedger {
     try {
       if (fact.tx.kind === KIND_SUPERSEDE_RECORD)
         push(this.#corrections, decodeChecked(SupersedeRecordBodySchema, fact.tx.body, TX_BYTES_MAX).supersedes);
+      else if (fact.tx.kind === KIND_ACCEPT_AMENDMENT)
+        push(this.#corrections, decodeChecked(AcceptAmendmentBodySchema, fact.tx.body, TX_BYTES_MAX).correction.supersedes);
       else if (fact.tx.kind === KIND_ADD_DOCUMENT) {
         const body = decodeChecked(AddDocumentBodySchema, fact.tx.body, TX_BYTES_MAX);
         if (body.supersedes.length) push(this.#corrections, body.supersedes);
@@ -199,12 +203,14 @@ export class VerifiedLedger {
   /**
    * A record the node served: its add-record, correction or document tx, signed by its author (a
    * genesis institution), carries exactly its type, patient, commitment, envelope and superseded
-   * record; its "superseded by" is a verified correction of it. Returns the creating tx.
+   * record; its "superseded by" is a verified correction of it (a supersede, a document, or an
+   * accepted amendment). Returns the creating tx.
    */
   verifyRecord(record: RecordState): ChainTx {
     const fact = this.#creatingTx(record.record_id, "record", record.height, record.time_ms, [
       KIND_ADD_RECORD,
       KIND_SUPERSEDE_RECORD,
+      KIND_ACCEPT_AMENDMENT,
       KIND_ADD_DOCUMENT,
     ]);
     if (!equalBytes(fact.tx.sender, record.author))
@@ -224,6 +230,10 @@ export class VerifiedLedger {
         const s = decodeChecked(SupersedeRecordBodySchema, fact.tx.body, TX_BYTES_MAX);
         signed = encode(AddRecordBodySchema, s.record);
         supersedes = s.supersedes;
+      } else if (fact.tx.kind === KIND_ACCEPT_AMENDMENT) {
+        const a = decodeChecked(AcceptAmendmentBodySchema, fact.tx.body, TX_BYTES_MAX).correction;
+        signed = encode(AddRecordBodySchema, a.record);
+        supersedes = a.supersedes;
       } else {
         const d = decodeChecked(AddDocumentBodySchema, fact.tx.body, TX_BYTES_MAX);
         signed = encode(AddRecordBodySchema, d.record);
@@ -297,7 +307,13 @@ export class VerifiedLedger {
         throw new UnverifiedError("the grant's record keys differ from the ones signed", "grant content");
     }
     const terms = (g: { scope: InquiryState["scope"]; purpose: string; expires_ms: bigint; patient_id: Uint8Array }) =>
-      encode(RequestAccessBodySchema, { ...g, sealed_reason: inquiry.sealed_reason });
+      encode(RequestAccessBodySchema, {
+        expires_ms: g.expires_ms,
+        patient_id: g.patient_id,
+        purpose: g.purpose,
+        scope: g.scope,
+        sealed_reason: inquiry.sealed_reason,
+      });
     if (!equalBytes(grant.grantee, inquiry.requester) || !equalBytes(terms(grant), terms(inquiry)))
       throw new UnverifiedError("the grant's terms are not its inquiry's", "grant content");
     const grantee = this.#institution(grant.grantee, "grantee");

@@ -107,7 +107,7 @@ function decodeItem<T>(schema: Parameters<typeof decodeChecked<T>>[0], item: unk
 function why(exc: unknown): string {
   if (exc instanceof UnverifiedError || exc instanceof RecordVerificationError || exc instanceof LightClientError) return exc.message;
   if (exc instanceof DecryptionError) return "it does not open with your key";
-  return "it could not be checked";
+  return `it could not be checked (${exc instanceof Error ? exc.name : "error"})`;
 }
 
 export class Session {
@@ -128,8 +128,17 @@ export class Session {
     return location.origin;
   }
 
+  /** Syncs run one after another: two at once would both apply the same next block. */
+  #syncTail: Promise<void> = Promise.resolve();
+
   /** Follow the chain from the verified head to the node's latest block. */
-  async sync(): Promise<void> {
+  sync(): Promise<void> {
+    const run = this.#syncTail.then(() => this.#sync());
+    this.#syncTail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #sync(): Promise<void> {
     for (;;) {
       const { latest, items } = await this.api.getBlocks(this.signer, this.ledger.head.height + 1n);
       try {

@@ -47,6 +47,7 @@ export const KIND_GRANT_MANIFEST = "health.grant_manifest";
 export const KIND_GRANT_PART = "health.grant_part";
 export const KIND_REQUEST_RECORDS = "health.request_records";
 export const KIND_ADD_DOCUMENT = "health.add_document";
+export const KIND_ACCEPT_AMENDMENT = "health.accept_amendment";
 export const KEY_FILE_FORMAT = "medledger-key";
 export const KEY_FILE_VERSION = 1;
 export const KEY_FILE_KDF = "argon2id";
@@ -476,6 +477,18 @@ export const RequestRecordsBodySchema: Schema<RequestRecordsBody> = schema<Reque
     patient_id: bytes(32, 32),
     record_types: seq(text(64, 1, RECORD_TYPES), 67),
     to_ms: uint(18446744073709551615n, 0n),
+  },
+);
+
+export interface AcceptAmendmentBody {
+  readonly amendment_id: Uint8Array;
+  readonly correction: SupersedeRecordBody;
+}
+export const AcceptAmendmentBodySchema: Schema<AcceptAmendmentBody> = schema<AcceptAmendmentBody>(
+  "AcceptAmendmentBody",
+  {
+    amendment_id: bytes(32, 32),
+    correction: struct(SupersedeRecordBodySchema),
   },
 );
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { computeChart, computeExportBundle, computeSeries, conceptText, describeRecord, referenceRange } from "../src/fhir.js";
+import { computeChart, computeExportBundle, computeSeries, conceptText, describeRecord, parseResourceText, referenceRange } from "../src/fhir.js";
 import { isCovered, selectGrantRecords } from "../src/scope.js";
 import type { Scope } from "../src/wire.js";
 
@@ -19,9 +19,20 @@ describe("records for a person", () => {
     const view = describeRecord(glucose(5.4, "2024-01-05", { referenceRange: [{ low: { value: 3.9, unit: "mmol/L" }, high: { value: 5.6, unit: "mmol/L" } }] }));
     assert.equal(view.kind, "observation");
     assert.equal(view.title, "Glucose");
-    assert.deepEqual(view.value, { value: 5.4, unit: "mmol/L" });
+    assert.deepEqual(view.value, { value: 5.4, text: "5.4", unit: "mmol/L" });
     assert.equal(view.range, "3.9–5.6 mmol/L");
     assert.equal(view.date, "2024-01-05T08:30:00Z");
+  });
+
+  it("keeps a value's digits as written where the engine gives a number's source text", () => {
+    const resource = parseResourceText('{"resourceType":"Observation","valueQuantity":{"value":6.0,"unit":"mmol/L"}}');
+    const shown = describeRecord(resource).value!;
+    const hasSource = (JSON.parse as (t: string, r: (k: string, v: unknown, c?: { source?: string }) => unknown) => unknown)(
+      "1.0",
+      (_k, v, c) => c?.source ?? v,
+    ) === "1.0";
+    assert.equal(shown.text, hasSource ? "6.0" : "6");
+    assert.equal(shown.value, 6);
   });
 
   it("says one-sided and textual ranges, and codes without a display", () => {
@@ -34,7 +45,8 @@ describe("records for a person", () => {
   it("describes immunizations, conditions and documents with inline attachments", () => {
     const imm = describeRecord({ resourceType: "Immunization", status: "completed", vaccineCode: { coding: [{ code: "140", display: "Influenza" }] }, occurrenceDateTime: "2024-03-01", lotNumber: "SYN-1" });
     assert.deepEqual([imm.kind, imm.title, imm.date, imm.details], ["immunization", "Influenza", "2024-03-01", ["Status: completed", "Lot: SYN-1"]]);
-    const cond = describeRecord({ resourceType: "Condition", code: { text: "Diabetes" }, clinicalStatus: { coding: [{ code: "active" }] } });
+    const clinical = { coding: [{ system: "http://terminology.hl7.org/CodeSystem/condition-clinical", code: "active" }] };
+    const cond = describeRecord({ resourceType: "Condition", code: { text: "Diabetes" }, clinicalStatus: clinical });
     assert.deepEqual([cond.kind, cond.title, cond.details], ["condition", "Diabetes", ["Clinical status: active"]]);
     const doc = describeRecord({ resourceType: "DocumentReference", status: "current", description: "Discharge letter", content: [{ attachment: { contentType: "text/plain", data: "aGk=", title: "letter.txt" } }] });
     assert.deepEqual(doc.attachments, [{ title: "letter.txt", contentType: "text/plain", data: "aGk=" }]);
@@ -56,11 +68,13 @@ describe("records for a person", () => {
   });
 
   it("exports the records as a FHIR R4 collection Bundle, each resource as written", () => {
-    const r = glucose(5.4, "2024-01-05");
-    const bundle = computeExportBundle([{ id: "ab".repeat(32), resource: r }], "2026-01-01T00:00:00Z");
+    const json = '{"resourceType":"Observation","valueQuantity":{"value":6.0,"unit":"mmol/L"}}';
+    const text = computeExportBundle([{ id: "ab".repeat(32), json }], "2026-01-01T00:00:00Z");
+    assert.ok(text.includes(`"resource":${json}`), "the resource as written, digits and all");
+    const bundle = JSON.parse(text) as Record<string, unknown>;
     assert.equal(bundle["resourceType"], "Bundle");
     assert.equal(bundle["type"], "collection");
-    assert.deepEqual(bundle["entry"], [{ fullUrl: `urn:medledger:record:${"ab".repeat(32)}`, resource: r }]);
+    assert.deepEqual(bundle["entry"], [{ fullUrl: `urn:medledger:record:${"ab".repeat(32)}`, resource: JSON.parse(json) }]);
   });
 });
 

@@ -7,11 +7,23 @@
  */
 
 import { fromBase64 } from "../api.js";
-import { toHex } from "../bytes.js";
+import { toHex, utf8Strict } from "../bytes.js";
 import { download, fill, formatTime, h, svg, verifiedMark } from "../dom.js";
-import { computeChart, computeExportBundle, computeSeries, describeRecord, formatQuantity, type RecordView, type Series } from "../fhir.js";
+import { computeChart, computeExportBundle, computeSeries, describeRecord, parseResourceText, formatQuantity, type RecordView, type Series } from "../fhir.js";
 import type { Refusal, Snapshot, VerifiedRecord } from "../session.js";
 import { RECORD_TYPE_WORDS } from "../wire.js";
+
+const parsed = new WeakMap<VerifiedRecord, Record<string, unknown>>();
+
+/** The record's resource parsed from its JSON as written (numbers keep their digits). */
+function resourceOf(record: VerifiedRecord): Record<string, unknown> {
+  let resource = parsed.get(record);
+  if (resource === undefined) {
+    resource = parseResourceText(utf8Strict.decode(record.opened.json));
+    parsed.set(record, resource);
+  }
+  return resource;
+}
 
 /** A current record and its earlier versions (newest first). */
 export interface RecordChain {
@@ -104,19 +116,23 @@ export function refusalList(refused: readonly Refusal[], kinds: readonly string[
 export function renderRecords(root: HTMLElement, snapshot: Snapshot, authorName: (key: Uint8Array) => string, node: string): void {
   const chains = computeChains(snapshot.records);
   const sections: HTMLElement[] = [];
-  const current = chains.map((c) => c.current.opened.resource);
+  const current = chains.map((c) => resourceOf(c.current));
   for (const [kind, title] of GROUPS) {
-    const mine = chains.filter((c) => describeRecord(c.current.opened.resource).kind === kind);
+    // Newest first, by the date the record gives (as written, ISO 8601), else when it was recorded.
+    const when = (c: RecordChain) => describeRecord(resourceOf(c.current)).date ?? new Date(Number(c.current.state.time_ms)).toISOString();
+    const mine = chains
+      .filter((c) => describeRecord(resourceOf(c.current)).kind === kind)
+      .sort((a, b) => (when(a) < when(b) ? 1 : when(a) > when(b) ? -1 : 0));
     if (mine.length === 0) continue;
     const items = mine.map((c) => {
-      const view = describeRecord(c.current.opened.resource);
+      const view = describeRecord(resourceOf(c.current));
       const body = viewItem(view, c.current, authorName(c.current.state.author));
       const versions = c.earlier.length
         ? h(
             "details",
             { class: "versions" },
             h("summary", {}, `Corrected: ${c.earlier.length} earlier version(s)`),
-            ...c.earlier.map((e) => viewItem(describeRecord(e.opened.resource), e, authorName(e.state.author))),
+            ...c.earlier.map((e) => viewItem(describeRecord(resourceOf(e)), e, authorName(e.state.author))),
           )
         : null;
       return h("li", { class: `record record-${kind}`, "data-record-id": toHex(c.current.state.record_id) }, body, versions);
@@ -136,10 +152,10 @@ export function renderRecords(root: HTMLElement, snapshot: Snapshot, authorName:
 export function exportBundle(snapshot: Snapshot): void {
   const chains = computeChains(snapshot.records);
   const bundle = computeExportBundle(
-    chains.map((c) => ({ id: toHex(c.current.state.record_id), resource: c.current.opened.resource })),
+    chains.map((c) => ({ id: toHex(c.current.state.record_id), json: utf8Strict.decode(c.current.opened.json) })),
     new Date().toISOString(),
   );
-  download(JSON.stringify(bundle, null, 1), "medledger-records.fhir.json", "application/fhir+json");
+  download(bundle, "medledger-records.fhir.json", "application/fhir+json");
 }
 
 export const typeWords = (type: string): string => RECORD_TYPE_WORDS[type] ?? type;

@@ -1,0 +1,399 @@
+"""The patient's web app end to end: Debian's Chromium (Playwright) against real node processes.
+
+A clinic and a hospital run as two validator processes. The page opens a key file, registers,
+follows and verifies the chain from the genesis the link pins, and shows the records the clinic
+added (decrypted in the page, values as written, a chart of the repeated glucose, a correction as
+versions); an inquiry the hospital files appears without a reload; the patient narrows it to
+fewer record types and approves (a grant signed in the page); the hospital reads what was granted
+and nothing else, and its read appears in the access history; the patient revokes, and the
+hospital reads nothing more; the records export as a FHIR R4 Bundle with the values as written.
+No request carries the key or a record's plaintext; no console error (a CSP violation is one).
+
+A lying node (`lying_proxy.LyingProxy` in front of the clinic's node) rewrites a record and an
+inquiry it serves: the page refuses both, names the node, and shows neither.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from health_harness import PASSPHRASE, HealthNet, make_patient_key, patient_cli, request
+from lying_proxy import LyingProxy
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from medledger.chain.codec import decode, encode
+from medledger.health.types import InquiryState, RecordState, compute_patient_id
+
+WEB: Final = Path(__file__).resolve().parents[2] / "web"
+BUILT_APP: Final = WEB / "dist"
+ARTIFACTS: Final = WEB.parent / ".artifacts" / "app"
+UI_TIMEOUT_MS: Final = 60_000
+
+GLUCOSE: Final = {"system": "http://loinc.org", "code": "2339-0", "display": "Glucose"}
+
+
+def glucose(value: float, day: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [GLUCOSE]},
+        "subject": {"reference": "Patient/synthetic-web"},
+        "effectiveDateTime": f"{day}T08:30:00Z",
+        "valueQuantity": {
+            "value": value,
+            "unit": "mmol/L",
+            "system": "http://unitsofmeasure.org",
+            "code": "mmol/L",
+        },
+        "referenceRange": [
+            {"low": {"value": 3.9, "unit": "mmol/L"}, "high": {"value": 5.6, "unit": "mmol/L"}}
+        ],
+    }
+
+
+IMMUNIZATION: Final = {
+    "resourceType": "Immunization",
+    "status": "completed",
+    "vaccineCode": {
+        "coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140", "display": "Influenza, seasonal"}]
+    },
+    "patient": {"reference": "Patient/synthetic-web"},
+    "occurrenceDateTime": "2024-10-02",
+    "lotNumber": "SYN-4711",
+}
+CONDITION: Final = {
+    "resourceType": "Condition",
+    "clinicalStatus": {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+    },
+    "code": {
+        "coding": [
+            {"system": "http://snomed.info/sct", "code": "44054006", "display": "Diabetes mellitus type 2"}
+        ]
+    },
+    "subject": {"reference": "Patient/synthetic-web"},
+    "onsetDateTime": "2019-06-01",
+}
+LETTER_TEXT: Final = "Discharge letter: synthetic, for the browser test."
+DOCUMENT: Final = {
+    "resourceType": "DocumentReference",
+    "status": "current",
+    "description": "Discharge letter",
+    "subject": {"reference": "Patient/synthetic-web"},
+    "content": [
+        {
+            "attachment": {
+                "contentType": "text/plain",
+                "title": "letter.txt",
+                "data": base64.b64encode(LETTER_TEXT.encode()).decode(),
+            }
+        }
+    ],
+}
+
+
+def launch(playwright: Any) -> Browser:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).is_file(), "Debian's chromium is not installed: run scripts/bootstrap.sh dev"
+    browser: Browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    return browser
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    assert (BUILT_APP / "index.html").is_file(), "web/dist is not built: run scripts/bootstrap.sh"
+    with sync_playwright() as playwright:
+        launched = launch(playwright)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def genesis_hash(url: str) -> str:
+    return str(request(url, "GET", "/v1/proofs/genesis").json()["hash"])
+
+
+def open_key(page: Page, url: str, key_file: Path) -> None:
+    page.goto(f"{url}/app/#genesis={genesis_hash(url)}")
+    expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=UI_TIMEOUT_MS)
+    page.set_input_files("#key-file", key_file)
+    page.fill("#import-passphrase", PASSPHRASE)
+    page.click("#import-form button")
+
+
+def shoot(page: Page, name: str) -> None:
+    """Each screen at 1280 and 360 px wide."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 360):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=ARTIFACTS / f"{name}-{width}.png", full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_the_patient_sees_verified_records_and_controls_who_reads_them(
+    clinic_and_hospital: HealthNet, browser: Browser, tmp_path: Path
+) -> None:
+    net = clinic_and_hospital
+    clinic, hospital = net["clinic"], net["hospital"]
+    key_file = tmp_path / "patient.key"
+    identity = make_patient_key(key_file)
+    patient_id = compute_patient_id(identity.public.sign_key).hex()
+    secrets = [s.hex() for s in identity.secrets()] + [
+        base64.b64encode(s).decode() for s in identity.secrets()
+    ]
+    requests: list[tuple[str, str, bytes]] = []
+    problems: list[str] = []
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page.on("request", lambda r: requests.append((r.url, r.method, r.post_data_buffer or b"")))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(r.url) if r.status >= 400 else None)
+
+    # Keys, then registration signed in the page.
+    open_key(page, clinic.url, key_file)
+    expect(page.locator("#register")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    # Before registering, the page's signed read of the patient is refused (403): that is how it
+    # learns it must register; the browser logs that refusal, and it is the only one all along.
+    assert refused == [f"{clinic.url}/v1/health/patients/{patient_id}"]
+    expected_console = "Failed to load resource: the server responded with a status of 403 (Forbidden)"
+    page.click("#register")
+    expect(page.locator("#app-status")).to_have_text(
+        re.compile("verified against the ledger"), timeout=UI_TIMEOUT_MS
+    )
+    expect(page.locator("#records")).to_contain_text("No records yet")
+
+    # The clinic adds records; a correction supersedes one (the patient asks, the clinic accepts).
+    values = {"2024-01-05": 5.4, "2024-03-09": 7.1, "2024-06-20": 6.2}
+    glucose_ids = {day: clinic.add_record(patient_id, glucose(v, day)) for day, v in values.items()}
+    immunization_id = clinic.add_record(patient_id, IMMUNIZATION)
+    clinic.add_record(patient_id, CONDITION)
+    clinic.add_record(patient_id, DOCUMENT)
+    net.sync()
+    pin = genesis_hash(clinic.url)
+    patient_cli(
+        key_file,
+        clinic.url,
+        "--genesis",
+        pin,
+        "amend",
+        glucose_ids["2024-06-20"][:16],
+        "--text",
+        "it was 6.0",
+    )
+    net.sync()
+    asked = clinic.get("/v1/health/institution/amendments?status=open").json()["amendments"]
+    (amendment,) = [a for a in asked if a["patient_id"] == patient_id]
+    accepted = clinic.post(
+        f"/v1/health/institution/amendments/{amendment['amendment_id']}/accept",
+        {"resource": glucose(6.0, "2024-06-20")},
+    )
+    assert accepted.status == 201, accepted
+    net.sync()
+
+    # New records arrive live (no reload): decrypted here, values as written, each verified.
+    records = page.locator("#records")
+    expect(records.locator("li.record")).to_have_count(6, timeout=UI_TIMEOUT_MS)
+    observations = records.locator("li.record-observation")
+    expect(observations).to_have_count(3)
+    expect(records.locator("details.versions")).to_have_count(1, timeout=UI_TIMEOUT_MS)  # the correction
+    # Newest first, current versions only (6.2 is the earlier version, under its correction).
+    shown = observations.locator(":scope > div.record-body > p.record-value")
+    expect(shown).to_have_text(["6.0 mmol/L", "7.1 mmol/L", "5.4 mmol/L"])  # 6.0 as written
+    expect(observations.first).to_contain_text("Reference range: 3.9–5.6 mmol/L")
+    expect(records.locator("li.record-immunization")).to_contain_text("Influenza, seasonal")
+    expect(records.locator("li.record-immunization")).to_contain_text("Lot: SYN-4711")
+    expect(records.locator("li.record-condition")).to_contain_text("Diabetes mellitus type 2")
+    expect(records.locator(".verified")).to_have_count(7)  # six current records and one earlier version
+    corrected = observations.filter(has=page.locator("details.versions"))
+    expect(corrected.locator("details.versions summary")).to_have_text("Corrected: 1 earlier version(s)")
+    expect(corrected.locator("details.versions")).to_contain_text("6.2 mmol/L")
+    expect(records.locator("svg.chart")).to_have_count(1)
+    expect(records.locator("figure.series figcaption")).to_contain_text("3 measurements")
+    with page.expect_download(timeout=UI_TIMEOUT_MS) as letter:
+        records.locator("li.record-document button").click()
+    letter_path = tmp_path / "letter.txt"
+    letter.value.save_as(letter_path)
+    assert letter_path.read_text() == LETTER_TEXT
+    shoot(page, "records")
+
+    # An inquiry arrives live; the patient narrows it to fewer types and approves.
+    page.click("#tab-requests")
+    reply = hospital.post(
+        "/v1/health/institution/inquiries",
+        {
+            "patient_id": patient_id,
+            "purpose": "TREAT",
+            "reason": "Suivi après l'hospitalisation",
+            "record_types": ["Immunization", "Observation"],
+        },
+    )
+    assert reply.status == 201, reply
+    inquiry_id = reply.json()["inquiry_id"]
+    card = page.locator(f'li.inquiry[data-inquiry-id="{inquiry_id}"]')
+    expect(card).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(card).to_contain_text("hospital (hospital) asks to see your records to treat you")
+    expect(card.locator("q.reason")).to_have_text("Suivi après l'hospitalisation")
+    expect(card.locator(".share-count")).to_contain_text("Approving shares 5 of the 5 record(s)")
+    shoot(page, "requests")
+    card.get_by_label(re.compile(r"\(Immunization\)")).uncheck()
+    expect(card.locator(".share-count")).to_contain_text("Approving shares 4 of the 5 record(s)")
+    card.locator("button.approve").click()
+    expect(page.locator("#app-status")).to_have_text(re.compile("done, and verified"), timeout=UI_TIMEOUT_MS)
+    expect(card).to_have_count(0)
+
+    # The hospital reads what was granted, and nothing else; the read shows in the history, live.
+    net.sync()
+    assert hospital.read(glucose_ids["2024-01-05"]).status == 200
+    assert hospital.read(immunization_id).status == 403
+    page.click("#tab-history")
+    history = page.locator("#history")
+    expect(history.locator("li.event-read")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(history.locator("li.event-read")).to_contain_text(
+        "hospital (hospital) read your records, 1 record(s)"
+    )
+    expect(history.locator("li.event-grant")).to_contain_text("You approved a request")
+    expect(history.locator("li.event-inquiry")).to_contain_text("asked to see your records")
+    expect(history.locator("li.event .verified")).to_have_count(history.locator("li.event").count())
+    shoot(page, "history")
+
+    # Who can see my data: the grant, and its revocation.
+    page.click("#tab-grants")
+    grants = page.locator("#grants")
+    expect(grants.locator("li.grant")).to_have_count(1)
+    expect(grants).to_contain_text("hospital (hospital) may read 4 of your records")
+    expect(grants).to_contain_text("cannot undo a read that already happened")
+    shoot(page, "grants")
+    grants.locator("button.revoke").click()
+    expect(page.locator("#app-status")).to_have_text(
+        re.compile("Revoking.*done, and verified"), timeout=UI_TIMEOUT_MS
+    )
+    expect(grants.locator("li.grant")).to_have_count(0)
+    net.sync()
+    assert hospital.read(glucose_ids["2024-03-09"]).status == 403
+
+    # Representatives: add one and remove it.
+    page.click("#tab-representatives")
+    representative = make_patient_key(tmp_path / "representative.key").public.sign_key.hex()
+    page.fill("#representative-key", representative)
+    page.click("#representative-form button")
+    expect(page.locator("#representatives li code")).to_have_text(representative, timeout=UI_TIMEOUT_MS)
+    shoot(page, "representatives")
+    page.locator("#representatives li button").click()
+    expect(page.locator("#representatives")).to_contain_text(
+        "You have no representative", timeout=UI_TIMEOUT_MS
+    )
+
+    # Export: the current version of every record, as written, in a FHIR R4 Bundle.
+    page.click("#tab-records")
+    with page.expect_download(timeout=UI_TIMEOUT_MS) as exported:
+        page.click("#export-records")
+    bundle_path = tmp_path / "bundle.json"
+    exported.value.save_as(bundle_path)
+    bundle_text = bundle_path.read_text()
+    assert '"value": 6.0' in bundle_text  # each resource as the clinic wrote it, digits and all
+    bundle = json.loads(bundle_text)
+    assert (bundle["resourceType"], bundle["type"]) == ("Bundle", "collection")
+    resources = [e["resource"] for e in bundle["entry"]]
+    assert sorted(r["valueQuantity"]["value"] for r in resources if r["resourceType"] == "Observation") == [
+        5.4,
+        6.0,
+        7.1,
+    ]
+    assert [r for r in resources if r["resourceType"] == "Immunization"] == [IMMUNIZATION]
+    assert [r for r in resources if r["resourceType"] == "DocumentReference"] == [DOCUMENT]
+
+    # Nothing secret or plaintext left the page, and nothing went to another origin.
+    origin = f"{clinic.url}/"
+    plaintexts = ["Glucose", "SYN-4711", "Diabetes", LETTER_TEXT, "Suivi", PASSPHRASE]
+    for request_url, method, body in requests:
+        assert request_url.startswith(origin), request_url
+        for secret in [*secrets, *plaintexts]:
+            assert secret not in request_url, request_url
+            assert secret.encode() not in body, (method, request_url, secret)
+    assert [p for p in problems if p != expected_console] == [], problems
+    assert problems.count(expected_console) <= 1, problems
+    assert len(refused) == 1, refused
+
+
+def _rewrite_lies(patient_id: str) -> Any:
+    """Serve one record with another commitment and one inquiry with another purpose."""
+
+    def rewrite(path: str, body: Any) -> Any:
+        if path == f"/v1/health/patients/{patient_id}/records" and body.get("records"):
+            item = body["records"][0]
+            record = decode(RecordState, base64.b64decode(item["encoded"]), max_bytes=1 << 20)
+            item["encoded"] = base64.b64encode(
+                encode(dataclasses.replace(record, commitment=bytes(32)))
+            ).decode()
+        if path == f"/v1/health/patients/{patient_id}/inquiries" and body.get("inquiries"):
+            item = body["inquiries"][0]
+            inquiry = decode(InquiryState, base64.b64decode(item["encoded"]), max_bytes=1 << 20)
+            item["encoded"] = base64.b64encode(
+                encode(dataclasses.replace(inquiry, purpose="ETREAT"))
+            ).decode()
+        return body
+
+    return rewrite
+
+
+def test_invalid_record_and_inquiry_from_a_lying_node_are_refused_in_the_page(
+    clinic_and_hospital: HealthNet, browser: Browser, tmp_path: Path
+) -> None:
+    net = clinic_and_hospital
+    clinic, hospital = net["clinic"], net["hospital"]
+    key_file = tmp_path / "patient.key"
+    identity = make_patient_key(key_file)
+    patient_id = compute_patient_id(identity.public.sign_key).hex()
+    patient_cli(key_file, clinic.url, "register")
+    net.sync()
+    honest = clinic.add_record(patient_id, glucose(5.4, "2024-01-05"))
+    forged = clinic.add_record(patient_id, glucose(8.8, "2024-02-05"))
+    reply = hospital.post(
+        "/v1/health/institution/inquiries",
+        {
+            "patient_id": patient_id,
+            "purpose": "TREAT",
+            "reason": "follow-up",
+            "record_types": ["Observation"],
+        },
+    )
+    assert reply.status == 201, reply
+    net.sync()
+    listed = clinic.get(f"/v1/health/patients/{patient_id}/records").json()["records"]
+    first = listed[0]["record_id"]
+    assert first in (honest, forged)
+    kept_value = "5.4 mmol/L" if first == forged else "8.8 mmol/L"
+    lied_value = "8.8 mmol/L" if first == forged else "5.4 mmol/L"
+
+    with LyingProxy(clinic.url) as proxy:
+        proxy.rewrite = _rewrite_lies(patient_id)
+        proxy.refuse_prefixes = ("/v1/events/stream",)
+        page = browser.new_page(viewport={"width": 360, "height": 800})
+        open_key(page, proxy.url, key_file)
+        refused = page.locator("#records .refused")
+        expect(refused).to_contain_text(f"the node at {proxy.url}", timeout=UI_TIMEOUT_MS)
+        expect(refused).to_contain_text("differs from what its author put on the ledger")
+        records = page.locator("#records li.record")
+        expect(records).to_have_count(1)
+        expect(records).to_contain_text(kept_value)
+        expect(page.locator("#records")).not_to_contain_text(lied_value.split(" ", maxsplit=1)[0] + " mmol/L")
+        page.click("#tab-requests")
+        expect(page.locator("#requests .refused")).to_contain_text(
+            "the inquiry differs from what its requester put on the ledger"
+        )
+        expect(page.locator("#requests li.inquiry")).to_have_count(0)
+        expect(page.locator("#requests")).to_contain_text("No pending requests")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "lying-node-360.png", full_page=True)
+        assert proxy.posts == []  # nothing was signed and sent
