@@ -313,6 +313,22 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     assert [r for r in resources if r["resourceType"] == "Immunization"] == [IMMUNIZATION]
     assert [r for r in resources if r["resourceType"] == "DocumentReference"] == [DOCUMENT]
 
+    # Installable: the manifest is served, and the service worker caches the app shell only.
+    manifest = request(clinic.url, "GET", "/app/manifest.webmanifest")
+    assert (manifest.status, manifest.content_type) == (200, "application/manifest+json")
+    assert manifest.json()["start_url"] == "/app/"
+    cached: list[str] = page.evaluate(
+        """async () => {
+            await navigator.serviceWorker.ready;
+            const urls = [];
+            for (const name of await caches.keys())
+                for (const r of await (await caches.open(name)).keys()) urls.push(r.url);
+            return urls;
+        }"""
+    )
+    assert f"{clinic.url}/app/" in cached
+    assert all(u.startswith(f"{clinic.url}/app/") for u in cached), cached  # never the API
+
     # Nothing secret or plaintext left the page, and nothing went to another origin.
     origin = f"{clinic.url}/"
     plaintexts = ["Glucose", "SYN-4711", "Diabetes", LETTER_TEXT, "Suivi", PASSPHRASE]

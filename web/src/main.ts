@@ -124,4 +124,7 @@ async function start(): Promise<void> {
   say("Ready. Nothing you do on this page leaves it unencrypted.");
 }
 
+// The app shell works offline and installs (public/sw.js caches the page and its files, never the API).
+if ("serviceWorker" in navigator) void navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => undefined);
+
 start().catch(() => say("This browser cannot run the app's cryptography (WebAssembly is needed).", true));
