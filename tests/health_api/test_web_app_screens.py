@@ -246,9 +246,12 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     expect(card.locator("q.reason")).to_have_text("Suivi après l'hospitalisation")
     expect(card.locator(".share-count")).to_contain_text("Approving shares 5 of the 5 record(s)")
     shoot(page, "requests")
-    card.get_by_label(re.compile(r"\(Immunization\)")).uncheck()
+    # By keyboard: the checkbox toggled with Space, the approval with Enter.
+    card.get_by_label(re.compile(r"\(Immunization\)")).focus()
+    page.keyboard.press("Space")
     expect(card.locator(".share-count")).to_contain_text("Approving shares 4 of the 5 record(s)")
-    card.locator("button.approve").click()
+    card.locator("button.approve").focus()
+    page.keyboard.press("Enter")
     expect(page.locator("#app-status")).to_have_text(re.compile("done, and verified"), timeout=UI_TIMEOUT_MS)
     expect(card).to_have_count(0)
 
@@ -256,7 +259,8 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     net.sync()
     assert hospital.read(glucose_ids["2024-01-05"]).status == 200
     assert hospital.read(immunization_id).status == 403
-    page.click("#tab-history")
+    page.focus("#tab-history")
+    page.keyboard.press("Enter")
     history = page.locator("#history")
     expect(history.locator("li.event-read")).to_have_count(1, timeout=UI_TIMEOUT_MS)
     expect(history.locator("li.event-read")).to_contain_text(
@@ -342,11 +346,12 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     assert len(refused) == 1, refused
 
 
-def _rewrite_lies(patient_id: str) -> Any:
-    """Serve one record with another commitment and one inquiry with another purpose."""
+def _rewrite_lies(patient_id: str, hidden: str) -> Any:
+    """Serve one record with another commitment, hide another, and an inquiry with another purpose."""
 
     def rewrite(path: str, body: Any) -> Any:
         if path == f"/v1/health/patients/{patient_id}/records" and body.get("records"):
+            body["records"] = [r for r in body["records"] if r["record_id"] != hidden]
             item = body["records"][0]
             record = decode(RecordState, base64.b64decode(item["encoded"]), max_bytes=1 << 20)
             item["encoded"] = base64.b64encode(
@@ -375,6 +380,7 @@ def test_invalid_record_and_inquiry_from_a_lying_node_are_refused_in_the_page(
     net.sync()
     honest = clinic.add_record(patient_id, glucose(5.4, "2024-01-05"))
     forged = clinic.add_record(patient_id, glucose(8.8, "2024-02-05"))
+    hidden = clinic.add_record(patient_id, IMMUNIZATION)
     reply = hospital.post(
         "/v1/health/institution/inquiries",
         {
@@ -387,19 +393,21 @@ def test_invalid_record_and_inquiry_from_a_lying_node_are_refused_in_the_page(
     assert reply.status == 201, reply
     net.sync()
     listed = clinic.get(f"/v1/health/patients/{patient_id}/records").json()["records"]
-    first = listed[0]["record_id"]
+    first = next(r["record_id"] for r in listed if r["record_id"] != hidden)
     assert first in (honest, forged)
     kept_value = "5.4 mmol/L" if first == forged else "8.8 mmol/L"
     lied_value = "8.8 mmol/L" if first == forged else "5.4 mmol/L"
 
     with LyingProxy(clinic.url) as proxy:
-        proxy.rewrite = _rewrite_lies(patient_id)
+        proxy.rewrite = _rewrite_lies(patient_id, hidden)
         proxy.refuse_prefixes = ("/v1/events/stream",)
         page = browser.new_page(viewport={"width": 360, "height": 800})
         open_key(page, proxy.url, key_file)
         refused = page.locator("#records .refused")
         expect(refused).to_contain_text(f"the node at {proxy.url}", timeout=UI_TIMEOUT_MS)
         expect(refused).to_contain_text("differs from what its author put on the ledger")
+        expect(refused).to_contain_text(f"record {hidden[:16]}…: the ledger holds this record")
+        expect(refused).to_contain_text("and the node did not list it")
         records = page.locator("#records li.record")
         expect(records).to_have_count(1)
         expect(records).to_contain_text(kept_value)

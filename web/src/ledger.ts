@@ -105,6 +105,8 @@ export class VerifiedLedger {
   readonly #representativeTxs: ChainTx[] = [];
   /** Record id (hex) → the txs that supersede it (corrections), in chain order. */
   readonly #corrections = new Map<string, ChainTx[]>();
+  /** Patient id (hex) → the record-creating txs for them, in chain order. */
+  readonly #recordTxs = new Map<string, ChainTx[]>();
   /** Grant id (hex) → the revoke txs of it. */
   readonly #revocations = new Map<string, ChainTx[]>();
 
@@ -162,13 +164,20 @@ export class VerifiedLedger {
       map.set(key_, [...(map.get(key_) ?? []), fact]);
     };
     try {
-      if (fact.tx.kind === KIND_SUPERSEDE_RECORD)
-        push(this.#corrections, decodeChecked(SupersedeRecordBodySchema, fact.tx.body, TX_BYTES_MAX).supersedes);
-      else if (fact.tx.kind === KIND_ACCEPT_AMENDMENT)
-        push(this.#corrections, decodeChecked(AcceptAmendmentBodySchema, fact.tx.body, TX_BYTES_MAX).correction.supersedes);
-      else if (fact.tx.kind === KIND_ADD_DOCUMENT) {
+      if (fact.tx.kind === KIND_ADD_RECORD)
+        push(this.#recordTxs, decodeChecked(AddRecordBodySchema, fact.tx.body, TX_BYTES_MAX).patient_id);
+      else if (fact.tx.kind === KIND_SUPERSEDE_RECORD) {
+        const body = decodeChecked(SupersedeRecordBodySchema, fact.tx.body, TX_BYTES_MAX);
+        push(this.#corrections, body.supersedes);
+        push(this.#recordTxs, body.record.patient_id);
+      } else if (fact.tx.kind === KIND_ACCEPT_AMENDMENT) {
+        const body = decodeChecked(AcceptAmendmentBodySchema, fact.tx.body, TX_BYTES_MAX).correction;
+        push(this.#corrections, body.supersedes);
+        push(this.#recordTxs, body.record.patient_id);
+      } else if (fact.tx.kind === KIND_ADD_DOCUMENT) {
         const body = decodeChecked(AddDocumentBodySchema, fact.tx.body, TX_BYTES_MAX);
         if (body.supersedes.length) push(this.#corrections, body.supersedes);
+        push(this.#recordTxs, body.record.patient_id);
       } else if (fact.tx.kind === KIND_ADD_REPRESENTATIVE || fact.tx.kind === KIND_REMOVE_REPRESENTATIVE) {
         this.#representativeTxs.push(fact);
       } else if (fact.tx.kind === KIND_REVOKE)
@@ -250,6 +259,14 @@ export class VerifiedLedger {
         throw new UnverifiedError("the record is said to be corrected by a transaction that does not correct it", "correction");
     }
     return fact;
+  }
+
+  /**
+   * Records for `patientId` the verified chain holds, signed by a genesis institution: what a
+   * node's listing must include (one it leaves out is hidden from the patient).
+   */
+  listRecordTxs(patientId: Uint8Array): readonly ChainTx[] {
+    return (this.#recordTxs.get(toHex(patientId)) ?? []).filter((f) => this.institutions.has(toHex(f.tx.sender)));
   }
 
   /** Corrections of `recordId` on the verified chain (whatever the node said). */

@@ -192,6 +192,11 @@ export class Session {
         refused.push({ what: "record", id, why: why(exc) });
       }
     }
+    // A record the ledger holds for this patient and the node did not list is hidden: say so.
+    const listed = new Set([...records.map((r) => toHex(r.state.record_id)), ...refused.filter((r) => r.what === "record").map((r) => r.id)]);
+    for (const fact of this.ledger.listRecordTxs(this.patientId))
+      if (!listed.has(toHex(fact.txId)))
+        refused.push({ what: "record", id: toHex(fact.txId), why: `the ledger holds this record (block ${fact.height}) and the node did not list it` });
     const inquiries: VerifiedInquiry[] = [];
     for (const item of await this.#list("/inquiries", "inquiries")) {
       let id = "?";
