@@ -36,7 +36,7 @@ import nacl.hash
 import nacl.public
 import nacl.pwhash.argon2id
 
-from medledger.chain import limits
+from medledger.chain import blobstore, limits
 from medledger.chain.codec import Bytes, FieldSpec, HumanText, Seq, Struct, Text, UInt, decode, encode
 from medledger.chain.errors import CodecError
 from medledger.chain.lightclient import (
@@ -82,6 +82,7 @@ from medledger.crypto import (
 )
 from medledger.crypto import envelope as crypto_envelope
 from medledger.crypto.signing import FINGERPRINT_HEX_CHARS
+from medledger.health import blobs as health_blobs
 from medledger.health import client, records, types
 from medledger.health.auth import build_authorization, compute_request_signing_input
 from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
@@ -140,6 +141,7 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     types.GrantPartBody,
     RequestRecordsBody,
     AcceptAmendmentBody,
+    blobstore.BlobManifest,
     types.Institution,
     types.HealthGenesis,
     PatientState,
@@ -203,6 +205,13 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "KIND_REQUEST_RECORDS": types.KIND_REQUEST_RECORDS,
     "KIND_ADD_DOCUMENT": types.KIND_ADD_DOCUMENT,
     "KIND_ACCEPT_AMENDMENT": types.KIND_ACCEPT_AMENDMENT,
+    "BLOB_ID_DOMAIN": blobstore.BLOB_ID_DOMAIN,
+    "BLOB_CHUNK_DOMAIN": blobstore.BLOB_CHUNK_DOMAIN,
+    "BLOB_KEY_AD_DOMAIN": health_blobs.BLOB_KEY_AD_DOMAIN,
+    "BLOB_CHUNK_AD_DOMAIN": health_blobs.BLOB_CHUNK_AD_DOMAIN,
+    "BLOB_URL_PREFIX": health_blobs.BLOB_URL_PREFIX,
+    "BLOB_MANIFEST_BYTES_MAX": blobstore.BLOB_MANIFEST_BYTES_MAX,
+    "BLOB_CHUNK_BYTES_MAX": blobstore.BLOB_CHUNK_BYTES_MAX,
     "KEY_FILE_FORMAT": keyfile.KEY_FILE_FORMAT,
     "KEY_FILE_VERSION": keyfile.KEY_FILE_VERSION,
     "KEY_FILE_KDF": keyfile.KEY_FILE_KDF,
@@ -953,6 +962,51 @@ def compute_vectors() -> dict[str, Any]:
         "merkle": _merkle_vectors(),
         "light_client": _light_client_vectors([bytes.fromhex(t["tx"]) for t in txs]),
         "request_auth": _request_auth_vectors(patient, representative, patient_id),
+        "attachments": [_attachment_vector(record, patient, bytes.fromhex(record_vector["record_key"]))],
+    }
+
+
+def _attachment_vector(record: RecordState, patient: Identity, record_key: bytes) -> dict[str, Any]:
+    """An attachment of `record` (health/blobs.py): its blob key sealed under the record key and
+    bound to the blob and the record, its chunks encrypted as a node stores them, its manifest
+    (small chunks here: the format does not depend on their size), checked and opened by Python
+    first."""
+    plaintext = "Discharge letter — synthetic, in three chunks.\n".encode() * 3
+    chunk_bytes = 64
+    blob_key = _fixed("blob/key", crypto_envelope.CONTENT_KEY_SIZE)
+    pieces = [plaintext[i : i + chunk_bytes] for i in range(0, len(plaintext), chunk_bytes)]
+    chunks = [
+        health_blobs.encrypt_chunk(blob_key, i, piece, last=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+    # The manifest describes what the node stores: the ciphertext chunks.
+    manifest = blobstore.BlobManifest(
+        sum(len(c) for c in chunks), len(chunks[0]), tuple(blobstore.compute_chunk_hash(c) for c in chunks)
+    )
+    blob_id = blobstore.compute_blob_id(manifest)
+    binding = records.compute_binding_of(record)
+    # As `seal_blob_key` seals it, from a fixed nonce (it draws one at random).
+    key_nonce = _fixed("blob/key-nonce", crypto_envelope.NONCE_SIZE)
+    sealed_key = key_nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        blob_key, health_blobs.BLOB_KEY_AD_DOMAIN + blob_id + binding, key_nonce, record_key
+    )
+    ref = types.BlobRef(blob_id, len(plaintext), sealed_key)
+    opened = b"".join(
+        health_blobs.decrypt_chunks(health_blobs.open_blob_key(record_key, ref, binding), chunks, len(chunks))
+    )
+    assert opened == plaintext
+    assert blobstore.decode_manifest(encode(manifest), blob_id) == manifest
+    for i, chunk in enumerate(chunks):  # as the SDK checks what a node serves
+        assert len(chunk) == manifest.get_chunk_length(i)
+        assert blobstore.compute_chunk_hash(chunk) == manifest.chunk_hashes[i]
+    assert health_blobs.open_attachment(record, ref, patient, chunks) == plaintext
+    return {
+        "record_key": record_key.hex(),
+        "binding": binding.hex(),
+        "ref": _struct_json(ref),
+        "manifest": encode(manifest).hex(),
+        "chunks": [c.hex() for c in chunks],
+        "plaintext": plaintext.decode(),
     }
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from health_harness import PASSPHRASE, HealthNet, make_patient_key, patient_cli, request
+from health_harness import PASSPHRASE, HealthNet, Institution, make_patient_key, patient_cli, request
 from lying_proxy import LyingProxy
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -98,6 +98,27 @@ DOCUMENT: Final = {
         }
     ],
 }
+
+
+REPORT_BYTES: Final = b"%PDF-1.4 synthetic lab report\n" + bytes(range(256)) * 40
+
+
+def upload_blob(institution: Institution, data: bytes) -> str:
+    """Upload an attachment to the institution's node; its `urn:medledger:blob:` URL."""
+    headers = {**institution.auth, "Content-Type": "application/octet-stream"}
+    reply = request(institution.url, "POST", "/v1/health/institution/blobs", body=data, headers=headers)
+    assert reply.status == 201, reply
+    return str(reply.json()["url"])
+
+
+def report(url: str) -> dict[str, Any]:
+    return {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "description": "Lab report",
+        "subject": {"reference": "Patient/synthetic-web"},
+        "content": [{"attachment": {"contentType": "application/pdf", "title": "report.pdf", "url": url}}],
+    }
 
 
 def launch(playwright: Any) -> Browser:
@@ -179,6 +200,8 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     immunization_id = clinic.add_record(patient_id, IMMUNIZATION)
     clinic.add_record(patient_id, CONDITION)
     clinic.add_record(patient_id, DOCUMENT)
+    report_resource = report(upload_blob(clinic, REPORT_BYTES))
+    clinic.add_record(patient_id, report_resource)
     net.sync()
     pin = genesis_hash(clinic.url)
     patient_cli(
@@ -203,7 +226,7 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
 
     # New records arrive live (no reload): decrypted here, values as written, each verified.
     records = page.locator("#records")
-    expect(records.locator("li.record")).to_have_count(6, timeout=UI_TIMEOUT_MS)
+    expect(records.locator("li.record")).to_have_count(7, timeout=UI_TIMEOUT_MS)
     observations = records.locator("li.record-observation")
     expect(observations).to_have_count(3)
     expect(records.locator("details.versions")).to_have_count(1, timeout=UI_TIMEOUT_MS)  # the correction
@@ -214,17 +237,23 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     expect(records.locator("li.record-immunization")).to_contain_text("Influenza, seasonal")
     expect(records.locator("li.record-immunization")).to_contain_text("Lot: SYN-4711")
     expect(records.locator("li.record-condition")).to_contain_text("Diabetes mellitus type 2")
-    expect(records.locator(".verified")).to_have_count(7)  # six current records and one earlier version
+    expect(records.locator(".verified")).to_have_count(8)  # seven current records and one earlier version
     corrected = observations.filter(has=page.locator("details.versions"))
     expect(corrected.locator("details.versions summary")).to_have_text("Corrected: 1 earlier version(s)")
     expect(corrected.locator("details.versions")).to_contain_text("6.2 mmol/L")
     expect(records.locator("svg.chart")).to_have_count(1)
     expect(records.locator("figure.series figcaption")).to_contain_text("3 measurements")
     with page.expect_download(timeout=UI_TIMEOUT_MS) as letter:
-        records.locator("li.record-document button").click()
+        records.locator("li.record-document button", has_text="letter.txt").click()
     letter_path = tmp_path / "letter.txt"
     letter.value.save_as(letter_path)
     assert letter_path.read_text() == LETTER_TEXT
+    # An attachment kept on the network: manifest and chunks checked, decrypted in the page.
+    with page.expect_download(timeout=UI_TIMEOUT_MS) as pdf:
+        records.locator("li.record-document button", has_text="report.pdf").click()
+    pdf_path = tmp_path / "report.pdf"
+    pdf.value.save_as(pdf_path)
+    assert pdf_path.read_bytes() == REPORT_BYTES
     shoot(page, "records")
 
     # An inquiry arrives live; the patient narrows it to fewer types and approves.
@@ -315,7 +344,8 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
         7.1,
     ]
     assert [r for r in resources if r["resourceType"] == "Immunization"] == [IMMUNIZATION]
-    assert [r for r in resources if r["resourceType"] == "DocumentReference"] == [DOCUMENT]
+    documents = [r for r in resources if r["resourceType"] == "DocumentReference"]
+    assert sorted(documents, key=lambda r: str(r["description"])) == [DOCUMENT, report_resource]
 
     # Installable: the manifest is served, and the service worker caches the app shell only.
     manifest = request(clinic.url, "GET", "/app/manifest.webmanifest")
@@ -335,7 +365,7 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
 
     # Nothing secret or plaintext left the page, and nothing went to another origin.
     origin = f"{clinic.url}/"
-    plaintexts = ["Glucose", "SYN-4711", "Diabetes", LETTER_TEXT, "Suivi", PASSPHRASE]
+    plaintexts = ["Glucose", "SYN-4711", "Diabetes", LETTER_TEXT, "synthetic lab report", "Suivi", PASSPHRASE]
     for request_url, method, body in requests:
         assert request_url.startswith(origin), request_url
         for secret in [*secrets, *plaintexts]:

@@ -52,7 +52,14 @@ function authorName(session: Session, key: Uint8Array): string {
 function render(session: Session, hooks: ConsentHooks): void {
   const snapshot = session.snapshot;
   if (snapshot === null) return;
-  renderRecords(element("records"), snapshot, (key) => authorName(session, key), session.nodeName);
+  renderRecords(
+    element("records"),
+    snapshot,
+    (key) => authorName(session, key),
+    session.nodeName,
+    (record, blobId) => session.readAttachment(record, blobId),
+    say,
+  );
   renderRequests(element("requests"), session, hooks);
   renderGrants(element("grants"), session, hooks);
   renderHistory(element("history"), session);

@@ -26,6 +26,7 @@ import {
   AddRecordBodySchema,
   type AuditEvent,
   type Block,
+  type BlobRef,
   BlockSchema,
   type Commit,
   CommitSchema,
@@ -267,6 +268,17 @@ export class VerifiedLedger {
    */
   listRecordTxs(patientId: Uint8Array): readonly ChainTx[] {
     return (this.#recordTxs.get(toHex(patientId)) ?? []).filter((f) => this.institutions.has(toHex(f.tx.sender)));
+  }
+
+  /** The attachments the verified document tx `recordId` lists (none for any other record). */
+  getAttachments(recordId: Uint8Array): readonly BlobRef[] {
+    const fact = this.getTx(recordId);
+    if (fact === undefined || fact.tx.kind !== KIND_ADD_DOCUMENT) return [];
+    try {
+      return decodeChecked(AddDocumentBodySchema, fact.tx.body, TX_BYTES_MAX).attachments;
+    } catch {
+      return [];
+    }
   }
 
   /** Corrections of `recordId` on the verified chain (whatever the node said). */

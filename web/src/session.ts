@@ -13,12 +13,14 @@ import { decodeChecked } from "./checks.js";
 import { DecryptionError, type Identity } from "./crypto.js";
 import { BLOCK_BYTES_MAX, type ChainTx, UnverifiedError, VerifiedLedger } from "./ledger.js";
 import { computeGenesisHash, LightClientError } from "./lightclient.js";
-import { type OpenedRecord, openRecord, RecordVerificationError } from "./records.js";
+import { decodeManifest, openAttachment, verifyChunk } from "./attachments.js";
+import { computeRecordBinding, type OpenedRecord, openRecord, RecordVerificationError } from "./records.js";
 import { openReason, ReasonUnreadableError } from "./reasons.js";
 import type { SignedTx } from "./txs.js";
 import {
   type AuditEvent,
   AuditEventSchema,
+  type BlobManifest,
   GenesisSchema,
   type GrantState,
   GrantStateSchema,
@@ -245,6 +247,38 @@ export class Session {
     }
     this.snapshot = { patient, representatives, records, inquiries, grants, events, refused };
     return this.snapshot;
+  }
+
+  /**
+   * An attachment of a verified record, fetched from the node and opened here: the attachment
+   * must be one the record's tx lists on the ledger, its manifest must hash to its id and each
+   * chunk to its manifest entry (`attachments.ts`), else the node is named.
+   */
+  async readAttachment(record: VerifiedRecord, blobId: Uint8Array): Promise<Uint8Array> {
+    const ref = this.ledger.getAttachments(record.state.record_id).find((r) => toHex(r.blob_id) === toHex(blobId));
+    if (ref === undefined) throw new NodeError("the record's transaction on the ledger lists no such attachment");
+    const path = this.api.patientPath(this.signer, `/records/${toHex(record.state.record_id)}/attachments/${toHex(blobId)}`);
+    const lie = (what: string) => new NodeNotBelievedError(`The node at ${this.nodeName} ${what}.`);
+    const reply = await this.api.getSigned(this.signer, path);
+    let manifest: BlobManifest;
+    try {
+      manifest = decodeManifest(fromBase64(String(reply["manifest"])), blobId);
+    } catch {
+      throw lie("sent a manifest that is not the attachment's");
+    }
+    const chunks: Uint8Array[] = [];
+    for (let index = 0; index < manifest.chunk_hashes.length; index++) {
+      const chunk = await this.api.getSigned(this.signer, `${path}/chunks/${index}`);
+      const data = fromBase64(String(chunk["data"]));
+      try {
+        verifyChunk(manifest, index, data);
+      } catch {
+        throw lie(`sent a chunk ${index} that does not match its hash`);
+      }
+      chunks.push(data);
+    }
+    const binding = computeRecordBinding(record.state.patient_id, record.state.author, record.state.record_type, record.state.supersedes);
+    return openAttachment(record.opened.recordKey, ref, binding, chunks);
   }
 
   /** Send a tx signed on this device; resolves once a verified block holds it. */

@@ -48,6 +48,13 @@ export const KIND_GRANT_PART = "health.grant_part";
 export const KIND_REQUEST_RECORDS = "health.request_records";
 export const KIND_ADD_DOCUMENT = "health.add_document";
 export const KIND_ACCEPT_AMENDMENT = "health.accept_amendment";
+export const BLOB_ID_DOMAIN = fromHex("6d65646c65646765722f626c6f622f69642f763100");
+export const BLOB_CHUNK_DOMAIN = fromHex("6d65646c65646765722f626c6f622f6368756e6b2f763100");
+export const BLOB_KEY_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f626c6f622d6b65792f763100");
+export const BLOB_CHUNK_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f626c6f622d6368756e6b2f763100");
+export const BLOB_URL_PREFIX = "urn:medledger:blob:";
+export const BLOB_MANIFEST_BYTES_MAX = 4416;
+export const BLOB_CHUNK_BYTES_MAX = 1048640;
 export const KEY_FILE_FORMAT = "medledger-key";
 export const KEY_FILE_VERSION = 1;
 export const KEY_FILE_KDF = "argon2id";
@@ -489,6 +496,20 @@ export const AcceptAmendmentBodySchema: Schema<AcceptAmendmentBody> = schema<Acc
   {
     amendment_id: bytes(32, 32),
     correction: struct(SupersedeRecordBodySchema),
+  },
+);
+
+export interface BlobManifest {
+  readonly chunk_bytes: bigint;
+  readonly chunk_hashes: readonly Uint8Array[];
+  readonly size: bigint;
+}
+export const BlobManifestSchema: Schema<BlobManifest> = schema<BlobManifest>(
+  "BlobManifest",
+  {
+    chunk_bytes: uint(1048640n, 1n),
+    chunk_hashes: seq(bytes(32, 32), 128),
+    size: uint(134225920n, 1n),
   },
 );
 

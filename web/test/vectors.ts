@@ -75,6 +75,14 @@ export interface Vectors {
     signing_input: string;
     authorization: string;
   }[];
+  readonly attachments: readonly {
+    record_key: string;
+    binding: string;
+    ref: { blob_id: string; sealed_key: string; size: number };
+    manifest: string;
+    chunks: readonly string[];
+    plaintext: string;
+  }[];
 }
 
 export const vectors: Vectors = JSON.parse(

@@ -7,6 +7,7 @@
  */
 
 import { fromBase64 } from "../api.js";
+import { parseBlobUrl } from "../attachments.js";
 import { toHex, utf8Strict } from "../bytes.js";
 import { download, fill, formatTime, h, svg, verifiedMark } from "../dom.js";
 import { computeChart, computeExportBundle, computeSeries, describeRecord, parseResourceText, formatQuantity, type RecordView, type Series } from "../fhir.js";
@@ -52,7 +53,10 @@ export function computeChains(records: readonly VerifiedRecord[]): RecordChain[]
   return chains;
 }
 
-function viewItem(view: RecordView, record: VerifiedRecord, author: string): HTMLElement {
+/** What the screen asks of the session: an attachment fetched, verified and opened. */
+export type ReadAttachment = (record: VerifiedRecord, blobId: Uint8Array) => Promise<Uint8Array>;
+
+function viewItem(view: RecordView, record: VerifiedRecord, author: string, read: ReadAttachment, say: (m: string, e?: boolean) => void): HTMLElement {
   const head = h("p", { class: "record-title" }, h("strong", {}, view.title));
   const value = view.value ? h("p", { class: "record-value" }, formatQuantity(view.value)) : view.valueText ? h("p", { class: "record-value" }, view.valueText) : null;
   const range = view.range ? h("p", {}, `Reference range: ${view.range}`) : null;
@@ -64,7 +68,19 @@ function viewItem(view: RecordView, record: VerifiedRecord, author: string): HTM
       button.addEventListener("click", () => download(fromBase64(a.data ?? "").slice().buffer, a.title, a.contentType));
       return h("p", {}, button);
     }
-    return h("p", {}, `${a.title} (${a.contentType}): kept as an encrypted attachment on the ledger; the app cannot download it yet`);
+    const blobId = a.url === undefined ? null : parseBlobUrl(a.url);
+    if (blobId === null) return h("p", {}, `${a.title} (${a.contentType}): held elsewhere, not by this network`);
+    const button = h("button", { type: "button" }, `Download ${a.title}`);
+    button.addEventListener("click", () => {
+      say(`Fetching ${a.title}: checked against the ledger and decrypted on this device…`);
+      read(record, blobId)
+        .then((data) => {
+          download(data.slice().buffer, a.title, a.contentType);
+          say(`${a.title}: verified and decrypted on this device.`);
+        })
+        .catch((exc: unknown) => say(exc instanceof Error ? exc.message : "The attachment could not be opened.", true));
+    });
+    return h("p", {}, button);
   });
   const source = h("p", { class: "note" }, `From ${author}, recorded ${formatTime(record.state.time_ms)}. `, verifiedMark(record.fact.height));
   return h("div", { class: "record-body" }, head, value, range, date, ...details, ...attachments, source);
@@ -113,7 +129,14 @@ export function refusalList(refused: readonly Refusal[], kinds: readonly string[
   );
 }
 
-export function renderRecords(root: HTMLElement, snapshot: Snapshot, authorName: (key: Uint8Array) => string, node: string): void {
+export function renderRecords(
+  root: HTMLElement,
+  snapshot: Snapshot,
+  authorName: (key: Uint8Array) => string,
+  node: string,
+  read: ReadAttachment,
+  say: (message: string, isError?: boolean) => void,
+): void {
   const chains = computeChains(snapshot.records);
   const sections: HTMLElement[] = [];
   const current = chains.map((c) => resourceOf(c.current));
@@ -126,13 +149,13 @@ export function renderRecords(root: HTMLElement, snapshot: Snapshot, authorName:
     if (mine.length === 0) continue;
     const items = mine.map((c) => {
       const view = describeRecord(resourceOf(c.current));
-      const body = viewItem(view, c.current, authorName(c.current.state.author));
+      const body = viewItem(view, c.current, authorName(c.current.state.author), read, say);
       const versions = c.earlier.length
         ? h(
             "details",
             { class: "versions" },
             h("summary", {}, `Corrected: ${c.earlier.length} earlier version(s)`),
-            ...c.earlier.map((e) => viewItem(describeRecord(resourceOf(e)), e, authorName(e.state.author))),
+            ...c.earlier.map((e) => viewItem(describeRecord(resourceOf(e)), e, authorName(e.state.author), read, say)),
           )
         : null;
       return h("li", { class: `record record-${kind}`, "data-record-id": toHex(c.current.state.record_id) }, body, versions);
