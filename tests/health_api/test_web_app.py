@@ -251,6 +251,9 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             exported_info.value.save_as(exported)
             assert exported.read_bytes() == key_file.read_bytes()
 
+            # With a key open, the forms for another fold away; the patient unfolds them.
+            expect(page.locator("#create-passphrase")).to_be_hidden()
+            page.click("#key-forms summary")
             page.fill("#create-passphrase", new_passphrase)
             with page.expect_download(timeout=30_000) as download_info:
                 page.click("#create-form button")

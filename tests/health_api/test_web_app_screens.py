@@ -256,6 +256,17 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     assert pdf_path.read_bytes() == REPORT_BYTES
     shoot(page, "records")
 
+    # The right of access: ask the hospital for what it holds (a tx signed in the page).
+    page.select_option("#records-request-institution", label="hospital (hospital)")
+    page.fill("#records-request-from", "2020-01-01")
+    page.click("#records-request-form button")
+    expect(page.locator("#app-status")).to_have_text(
+        re.compile("Asking hospital.*done, and verified"), timeout=UI_TIMEOUT_MS
+    )
+    net.sync()
+    asked_of = hospital.get("/v1/health/institution/records-requests?status=open").json()["requests"]
+    assert [(r["patient_id"], r["from_ms"]) for r in asked_of] == [(patient_id, 1_577_836_800_000)]
+
     # An inquiry arrives live; the patient narrows it to fewer types and approves.
     page.click("#tab-requests")
     reply = hospital.post(

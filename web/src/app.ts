@@ -6,7 +6,7 @@
  */
 
 import { NodeApi, NodeError } from "./api.js";
-import { toHex } from "./bytes.js";
+import { fromHex, toHex } from "./bytes.js";
 import type { Identity } from "./crypto.js";
 import { element, fill, h } from "./dom.js";
 import { LiveStream } from "./live.js";
@@ -14,14 +14,14 @@ import { renderGrants, renderRequests, type ConsentHooks } from "./screens/conse
 import { renderHistory, renderRepresentatives } from "./screens/history.js";
 import { exportBundle, renderRecords } from "./screens/records.js";
 import { loadGenesisPin, NodeNotBelievedError, openLedger, Session } from "./session.js";
-import { buildRegisterPatient, computePatientId } from "./txs.js";
+import { buildRegisterPatient, buildRequestRecords, computePatientId } from "./txs.js";
 
 /** Bits of an event number below its block height (health/events.py TX_INDEX_BITS + EVENT_INDEX_BITS). */
 const EVENT_SEQ_HEIGHT_SHIFT = 24n;
 
 const SCREENS = ["records", "requests", "grants", "history", "representatives"] as const;
 
-let current: { session: Session; live: LiveStream | null } | null = null;
+let current: { session: Session; live: LiveStream | null; hooks: ConsentHooks } | null = null;
 
 function say(message: string, isError = false): void {
   const status = element("app-status");
@@ -123,7 +123,11 @@ export async function openApp(identity: Identity): Promise<void> {
       },
     };
     const refresh = makeRefresher(session, hooks);
-    current = { session, live: null };
+    current = { session, live: null, hooks };
+    fill(
+      element("records-request-institution"),
+      ...[...ledger.institutions.values()].map((i) => h("option", { value: toHex(i.sign_key) }, `${i.name} (${i.role})`)),
+    );
     if (!(await ensureRegistered(api, session))) {
       const button = h("button", { type: "button", id: "register" }, "Register with this network");
       fill(element("register-area"), h("p", {}, "Your key is not registered on this network yet. Registering puts only your public keys on the ledger."), button);
@@ -176,6 +180,25 @@ export function wireApp(): void {
     if (!snapshot) return say("Nothing to export yet.", true);
     exportBundle(snapshot);
     say("Exported your records as a FHIR R4 Bundle file (decrypted: keep it safe).");
+  });
+  element<HTMLFormElement>("records-request-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (current === null) return;
+    const { session, hooks } = current;
+    const institution = element<HTMLSelectElement>("records-request-institution");
+    const from = element<HTMLInputElement>("records-request-from").value;
+    const name = institution.selectedOptions[0]?.textContent ?? "the institution";
+    hooks.act(`Asking ${name} for your records`, () =>
+      session.submit(
+        buildRequestRecords(
+          session.identity,
+          session.patientId,
+          fromHex(institution.value),
+          from ? { fromMs: BigInt(Date.parse(`${from}T00:00:00Z`)) } : {},
+          { chainId: session.ledger.chainId },
+        ),
+      ),
+    );
   });
   showScreen("records");
 }

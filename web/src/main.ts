@@ -28,6 +28,8 @@ function show(identity: Identity): void {
   element("patient-id").textContent = toHex(computePatientId(identity.public.signKey));
   element("fingerprint").textContent = fingerprint(identity.public.signKey);
   element("identity").hidden = false;
+  // The key is open: the forms to open or create another fold away (a click shows them again).
+  element<HTMLDetailsElement>("key-forms").open = false;
   void openApp(identity);
 }
 
@@ -108,6 +110,7 @@ async function onForget(): Promise<void> {
   await forgetKeyFile();
   closeApp();
   element("identity").hidden = true;
+  element<HTMLDetailsElement>("key-forms").open = true;
   await showStoredKey();
   say("This browser no longer keeps your key.");
 }
