@@ -87,6 +87,7 @@ from medledger.health import client, records, types
 from medledger.health.auth import build_authorization, compute_request_signing_input
 from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
 from medledger.health.reasons import open_reason
+from medledger.health.record_types import CONTEXT_TYPES
 from medledger.health.rights_seal import build_request_records
 from medledger.health.rights_types import AcceptAmendmentBody, RequestRecordsBody
 from medledger.health.types import (
@@ -158,6 +159,8 @@ CODE_LISTS: Final[dict[str, frozenset[str]]] = {
     "ROLES": types.ROLES,
     "INQUIRY_STATUSES": types.INQUIRY_STATUSES,
     "EVENTS": types.EVENTS,
+    # Resources a record may carry inside (`contained`, a Bundle's entries) besides its own type.
+    "CONTEXT_TYPES": CONTEXT_TYPES,
 }
 
 CONSTANTS: Final[dict[str, int | str | bytes]] = {

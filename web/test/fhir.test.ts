@@ -102,3 +102,17 @@ describe("what a grant covers, and narrowing it", () => {
     assert.deepEqual(selectGrantRecords(scoped, records, fewerTypes), []);
   });
 });
+
+describe("no resource of another type inside a record (fhir.validate_content_types)", () => {
+  it("accepts context and the record's own type, and refuses anything else, naming where", async () => {
+    const { findForeignContent } = await import("../src/records.js");
+    const imm = (contained: unknown) => ({ resourceType: "Immunization", contained });
+    assert.equal(findForeignContent({ resourceType: "Immunization" }, "Immunization"), null);
+    assert.equal(findForeignContent(imm([{ resourceType: "Practitioner" }, { resourceType: "Immunization" }]), "Immunization"), null);
+    assert.equal(findForeignContent(imm([{ resourceType: "Condition" }]), "Immunization"), "Immunization.contained[0]");
+    assert.equal(findForeignContent(imm({}), "Immunization"), "Immunization.contained");
+    assert.equal(findForeignContent(imm([{ resourceType: "Organization", contained: [] }]), "Immunization"), "Immunization.contained[0].contained");
+    const bundle = { resourceType: "Bundle", entry: [{ resource: { resourceType: "Observation", contained: [{ resourceType: "Condition" }] } }] };
+    assert.equal(findForeignContent(bundle, "Bundle"), "Bundle.entry[0].resource.contained[0]");
+  });
+});
