@@ -10,7 +10,8 @@ hospital reads nothing more; the records export as a FHIR R4 Bundle with the val
 No request carries the key or a record's plaintext; no console error (a CSP violation is one).
 
 A lying node (`lying_proxy.LyingProxy` in front of the clinic's node) rewrites a record and an
-inquiry it serves: the page refuses both, names the node, and shows neither.
+inquiry it serves and hides a record: the page refuses each, names the node, and shows neither;
+one that substitutes an institution's key (in its listing and its genesis) is not believed at all.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from lying_proxy import LyingProxy
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from medledger.chain.codec import decode, encode
+from medledger.chain.types import Genesis
+from medledger.crypto import Identity
+from medledger.health.app import decode_genesis, encode_genesis
 from medledger.health.types import InquiryState, RecordState, compute_patient_id
 
 WEB: Final = Path(__file__).resolve().parents[2] / "web"
@@ -462,3 +466,68 @@ def test_invalid_record_and_inquiry_from_a_lying_node_are_refused_in_the_page(
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=ARTIFACTS / "lying-node-360.png", full_page=True)
         assert proxy.posts == []  # nothing was signed and sent
+
+
+def test_invalid_substituted_institution_key_from_a_lying_node_is_refused_in_the_page(
+    clinic_and_hospital: HealthNet, browser: Browser, tmp_path: Path
+) -> None:
+    """A node that swaps the hospital's encryption key for an attacker's (so that a grant would
+    re-seal the patient's records for the attacker) must change the genesis to make the page use
+    it: the page takes institutions from the genesis the link pinned, and refuses another one."""
+    net = clinic_and_hospital
+    clinic, hospital = net["clinic"], net["hospital"]
+    key_file = tmp_path / "patient.key"
+    identity = make_patient_key(key_file)
+    patient_id = compute_patient_id(identity.public.sign_key).hex()
+    patient_cli(key_file, clinic.url, "register")
+    net.sync()
+    clinic.add_record(patient_id, glucose(5.4, "2024-01-05"))
+    reply = hospital.post(
+        "/v1/health/institution/inquiries",
+        {
+            "patient_id": patient_id,
+            "purpose": "TREAT",
+            "reason": "follow-up",
+            "record_types": ["Observation"],
+        },
+    )
+    assert reply.status == 201, reply
+    net.sync()
+    pinned = genesis_hash(clinic.url)  # what the patient's link carries
+    attacker = Identity.generate().public.enc_key
+
+    def substitute(path: str, body: Any) -> Any:
+        if path == "/v1/health/institutions":
+            for item in body["institutions"]:
+                if item["name"] == "hospital":
+                    item["enc_key"] = attacker.hex()
+        if path == "/v1/proofs/genesis":
+            genesis = decode(Genesis, base64.b64decode(body["genesis"]), max_bytes=1 << 24)
+            app = decode_genesis(genesis.app_state)
+            swapped = tuple(
+                dataclasses.replace(i, enc_key=attacker) if i.name == "hospital" else i
+                for i in app.institutions
+            )
+            forged = dataclasses.replace(
+                genesis, app_state=encode_genesis(dataclasses.replace(app, institutions=swapped))
+            )
+            body = {"genesis": base64.b64encode(encode(forged)).decode(), "hash": forged.hash().hex()}
+        return body
+
+    with LyingProxy(clinic.url) as proxy:
+        proxy.rewrite = substitute
+        proxy.refuse_prefixes = ("/v1/events/stream",)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{proxy.url}/app/#genesis={pinned}")
+        expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=UI_TIMEOUT_MS)
+        page.set_input_files("#key-file", key_file)
+        page.fill("#import-passphrase", PASSPHRASE)
+        page.click("#import-form button")
+        status = page.locator("#app-status")
+        expect(status).to_have_text(
+            re.compile(f"The node at {re.escape(proxy.url)} serves another network"), timeout=UI_TIMEOUT_MS
+        )
+        expect(page.locator("#screens")).to_be_hidden()  # nothing shown, nothing to approve
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "lying-genesis-1280.png", full_page=True)
+        assert proxy.posts == []
