@@ -113,13 +113,22 @@ export async function openApp(identity: Identity): Promise<void> {
     element("genesis-hash").textContent = toHex(ledger.head.genesisHash);
     element("genesis-first-use").hidden = !firstUse;
     const session = new Session(api, identity, computePatientId(identity.public.signKey), ledger);
+    let busy = false;
     const hooks: ConsentHooks = {
       act(what, run) {
+        // One signed action at a time: a second click would sign a second, conflicting tx.
+        if (busy) return say("Wait: the previous action is still being written to the ledger.", true);
+        busy = true;
+        element("screens").setAttribute("aria-busy", "true");
         say(`${what}: signing on this device and waiting for the ledger…`);
         void run()
           .then(() => refresh())
           .then(() => say(`${what}: done, and verified on the ledger.`))
-          .catch((exc: unknown) => say(explain(exc), true));
+          .catch((exc: unknown) => say(explain(exc), true))
+          .finally(() => {
+            busy = false;
+            element("screens").removeAttribute("aria-busy");
+          });
       },
     };
     const refresh = makeRefresher(session, hooks);

@@ -43,6 +43,7 @@ import {
   KIND_ADD_DOCUMENT,
   KIND_ADD_RECORD,
   KIND_ADD_REPRESENTATIVE,
+  KIND_REGISTER_PATIENT,
   KIND_REMOVE_REPRESENTATIVE,
   REPRESENTATIVES_MAX,
   RepresentativeBodySchema,
@@ -104,6 +105,8 @@ export class VerifiedLedger {
   readonly #txs = new Map<string, ChainTx>();
   /** Representative txs of any patient, in chain order (few; replayed by `computeRepresentatives`). */
   readonly #representativeTxs: ChainTx[] = [];
+  /** Signing key (hex) → the first registration tx it signed. */
+  readonly #registrations = new Map<string, Uint8Array>();
   /** Record id (hex) → the txs that supersede it (corrections), in chain order. */
   readonly #corrections = new Map<string, ChainTx[]>();
   /** Patient id (hex) → the record-creating txs for them, in chain order. */
@@ -179,6 +182,8 @@ export class VerifiedLedger {
         const body = decodeChecked(AddDocumentBodySchema, fact.tx.body, TX_BYTES_MAX);
         if (body.supersedes.length) push(this.#corrections, body.supersedes);
         push(this.#recordTxs, body.record.patient_id);
+      } else if (fact.tx.kind === KIND_REGISTER_PATIENT) {
+        if (!this.#registrations.has(toHex(fact.tx.sender))) this.#registrations.set(toHex(fact.tx.sender), fact.txId);
       } else if (fact.tx.kind === KIND_ADD_REPRESENTATIVE || fact.tx.kind === KIND_REMOVE_REPRESENTATIVE) {
         this.#representativeTxs.push(fact);
       } else if (fact.tx.kind === KIND_REVOKE)
@@ -268,6 +273,11 @@ export class VerifiedLedger {
    */
   listRecordTxs(patientId: Uint8Array): readonly ChainTx[] {
     return (this.#recordTxs.get(toHex(patientId)) ?? []).filter((f) => this.institutions.has(toHex(f.tx.sender)));
+  }
+
+  /** The id of the first registration `signKey` signed in a verified block, if any. */
+  findRegistration(signKey: Uint8Array): Uint8Array | undefined {
+    return this.#registrations.get(toHex(signKey));
   }
 
   /** The attachments the verified document tx `recordId` lists (none for any other record). */

@@ -175,6 +175,10 @@ export class Session {
     const refused: Refusal[] = [];
     const patientReply = await this.api.getSigned(this.signer, this.api.patientPath(this.signer, ""));
     const patient = decodeItem(PatientStateSchema, patientReply);
+    if (toHex(patient.sign_key) !== toHex(this.identity.public.signKey) || toHex(patient.patient_id) !== toHex(this.patientId))
+      throw new NodeNotBelievedError(`The node at ${this.nodeName} answered with another patient than you.`);
+    if (this.ledger.findRegistration(this.identity.public.signKey) === undefined)
+      throw new NodeNotBelievedError(`The node at ${this.nodeName} says you are registered, and no verified block holds your registration.`);
     const representatives = this.ledger.computeRepresentatives(this.identity.public.signKey, this.patientId);
     if (
       patient.representatives.length !== representatives.length ||
