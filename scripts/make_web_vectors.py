@@ -190,6 +190,8 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "REASON_BYTES_MAX": types.REASON_BYTES_MAX,
     "REASON_PADDED_BYTES": types.REASON_PADDED_BYTES,
     "GRANT_RECORDS_MAX": types.GRANT_RECORDS_MAX,
+    "GRANT_PART_RECORDS_MAX": types.GRANT_PART_RECORDS_MAX,
+    "GRANT_MANIFEST_RECORDS_MAX": types.GRANT_MANIFEST_RECORDS_MAX,
     "SCOPE_RECORD_IDS_MAX": types.SCOPE_RECORD_IDS_MAX,
     "REPRESENTATIVES_MAX": types.REPRESENTATIVES_MAX,
     "INQUIRY_TTL_MS_MAX": types.INQUIRY_TTL_MS_MAX,
@@ -823,6 +825,7 @@ def compute_vectors() -> dict[str, Any]:
             {"grant_id": grant_id.hex()},
             client.build_revoke(representative, grant_id, **common(7)),
         ),
+        *_grant_in_parts_vectors(patient, hospital, inquiry_id, common(9), common(10)),
     ]
     signatures = []
     for i, message in enumerate((b"", b"medledger", bytes(range(256)) * 4)):
@@ -967,6 +970,44 @@ def compute_vectors() -> dict[str, Any]:
         "request_auth": _request_auth_vectors(patient, representative, patient_id),
         "attachments": [_attachment_vector(record, patient, bytes.fromhex(record_vector["record_key"]))],
     }
+
+
+def _grant_in_parts_vectors(
+    patient: Identity, hospital: Identity, inquiry_id: bytes, first: dict[str, Any], second: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A grant of 260 records in parts (ADR 0012): its manifest (part digests over the record ids,
+    given unsorted) and its second part (the 4 records after the first 256)."""
+    keys = [
+        RecordKey(
+            digest(f"web-vectors/part-record/{i}".encode()),
+            seal_deterministic(bytes(32), hospital.public.enc_key, f"part/{i}"),
+        )
+        for i in range(260)
+    ]
+    manifest = client.build_grant_manifest(patient, client.compute_grant_manifest(inquiry_id, keys), **first)
+    ordered = sorted(keys, key=lambda rk: rk.record_id)
+    part = client.build_grant_part(patient, manifest[2], 1, ordered[types.GRANT_PART_RECORDS_MAX :], **second)
+    return [
+        _tx_vector(
+            "grant_manifest of 260 records",
+            "patient",
+            {"inquiry_id": inquiry_id.hex(), "record_ids": [rk.record_id.hex() for rk in reversed(keys)]},
+            manifest,
+        ),
+        _tx_vector(
+            "grant_part 1 of that grant",
+            "patient",
+            {
+                "grant_id": bytes(manifest[2]).hex(),
+                "part": 1,
+                "record_keys": [
+                    {"record_id": rk.record_id.hex(), "sealed_key": rk.sealed_key.hex()}
+                    for rk in ordered[types.GRANT_PART_RECORDS_MAX :]
+                ],
+            },
+            part,
+        ),
+    ]
 
 
 def _attachment_vector(record: RecordState, patient: Identity, record_key: bytes) -> dict[str, Any]:

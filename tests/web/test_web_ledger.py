@@ -118,17 +118,53 @@ def _chain() -> tuple[dict[str, Any], dict[str, str]]:
         )[1]
     )
     commit_block(client.build_revoke(patient, grant_id, chain_id=CHAIN_ID, timestamp_ms=TIME_MS)[1])
+    # A second inquiry, granted in parts (ADR 0012): a manifest, then its one part.
+    second_id = commit_block(
+        client.build_request_access(
+            hospital,
+            patient_id,
+            scope,
+            "TREAT",
+            TIME_MS + 86_400_000,
+            "second opinion",
+            patient_enc_key=patient.public.enc_key,
+            chain_id=CHAIN_ID,
+            timestamp_ms=TIME_MS,
+        )[1]
+    )
+    manifest, parts = client.build_grant_in_parts(
+        patient, second_id, keys, chain_id=CHAIN_ID, timestamp_ms=TIME_MS
+    )
+    commit_block(manifest[1])
+    for part in parts:
+        commit_block(part[1])
 
     (record,) = ledger.list_records()
-    (inquiry,) = ledger.list_inquiries()
-    (grant,) = ledger.list_grants()
+    inquiry, second = sorted(ledger.list_inquiries(), key=lambda i: i.height)
+    grant, in_parts = sorted(ledger.list_grants(), key=lambda g: g.height)
     events = ledger.list_audit_events()
     assert grant.is_revoked
-    assert [e.event for e in events] == ["representative_added", "inquiry", "grant", "read", "revoke"]
+    assert [e.event for e in events] == [
+        "representative_added",
+        "inquiry",
+        "grant",
+        "read",
+        "revoke",
+        "inquiry",
+        "grant",
+        "grant_part",
+    ]
     facts: list[dict[str, str]] = [
         {"name": "record", "kind": "record", "encoded": encode(record).hex()},
         {"name": "inquiry", "kind": "inquiry", "encoded": encode(inquiry).hex()},
         {"name": "grant", "kind": "grant", "encoded": encode(grant).hex(), "inquiry": encode(inquiry).hex()},
+        {"name": "inquiry granted in parts", "kind": "inquiry", "encoded": encode(second).hex()},
+        {
+            "name": "grant in parts",
+            "kind": "grant",
+            "encoded": encode(in_parts).hex(),
+            "inquiry": encode(second).hex(),
+        },
     ]
     facts += [{"name": f"event {e.event}", "kind": "event", "encoded": encode(e).hex()} for e in events]
     other = Identity.generate()
@@ -189,6 +225,11 @@ def _chain() -> tuple[dict[str, Any], dict[str, str]]:
             "grant content",
         ),
         "grant without its keys": ("grant", dataclasses.replace(grant, record_keys=()), "grant content"),
+        "grant in parts with a key no part carries": (
+            "grant",
+            dataclasses.replace(in_parts, record_keys=(dataclasses.replace(keys[0], sealed_key=bytes(80)),)),
+            "grant content",
+        ),
         "event by another actor": (
             "event",
             dataclasses.replace(events[3], actor=clinic.public.sign_key),
@@ -199,7 +240,7 @@ def _chain() -> tuple[dict[str, Any], dict[str, str]]:
     for name, (kind, value, what) in lies.items():
         fact = {"name": name, "kind": kind, "encoded": encode(value).hex()}
         if kind == "grant":
-            fact["inquiry"] = encode(inquiry).hex()
+            fact["inquiry"] = encode(second if value.grant_id == in_parts.grant_id else inquiry).hex()
         facts.append(fact)
         expected[name] = what
     data = {

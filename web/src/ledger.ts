@@ -50,10 +50,12 @@ import {
   KIND_DENY,
   KIND_GRANT,
   KIND_GRANT_MANIFEST,
+  KIND_GRANT_PART,
   KIND_REQUEST_ACCESS,
   KIND_REVOKE,
   KIND_SUPERSEDE_RECORD,
   GrantManifestBodySchema,
+  GrantPartBodySchema,
   type RecordState,
   RequestAccessBodySchema,
   RevokeBodySchema,
@@ -111,6 +113,8 @@ export class VerifiedLedger {
   readonly #corrections = new Map<string, ChainTx[]>();
   /** Patient id (hex) → the record-creating txs for them, in chain order. */
   readonly #recordTxs = new Map<string, ChainTx[]>();
+  /** Grant id (hex) → the grant-part txs naming it. */
+  readonly #grantParts = new Map<string, ChainTx[]>();
   /** Grant id (hex) → the revoke txs of it. */
   readonly #revocations = new Map<string, ChainTx[]>();
 
@@ -182,6 +186,8 @@ export class VerifiedLedger {
         const body = decodeChecked(AddDocumentBodySchema, fact.tx.body, TX_BYTES_MAX);
         if (body.supersedes.length) push(this.#corrections, body.supersedes);
         push(this.#recordTxs, body.record.patient_id);
+      } else if (fact.tx.kind === KIND_GRANT_PART) {
+        push(this.#grantParts, decodeChecked(GrantPartBodySchema, fact.tx.body, TX_BYTES_MAX).grant_id);
       } else if (fact.tx.kind === KIND_REGISTER_PATIENT) {
         if (!this.#registrations.has(toHex(fact.tx.sender))) this.#registrations.set(toHex(fact.tx.sender), fact.txId);
       } else if (fact.tx.kind === KIND_ADD_REPRESENTATIVE || fact.tx.kind === KIND_REMOVE_REPRESENTATIVE) {
@@ -344,6 +350,18 @@ export class VerifiedLedger {
       const body = encode(GrantBodySchema, { inquiry_id: grant.inquiry_id, record_keys: grant.record_keys });
       if (!equalBytes(body, fact.tx.body))
         throw new UnverifiedError("the grant's record keys differ from the ones signed", "grant content");
+    } else {
+      // A grant in parts (ADR 0012): the ledger keeps its keys apart from the grant (a node shows
+      // none, or some); each one shown must be in a verified part of this grant, signed by its grantor.
+      const signed = new Set<string>();
+      for (const part of this.#grantParts.get(toHex(grant.grant_id)) ?? []) {
+        if (!equalBytes(part.tx.sender, grant.granted_by)) continue;
+        for (const key of decodeChecked(GrantPartBodySchema, part.tx.body, TX_BYTES_MAX).record_keys)
+          signed.add(toHex(key.record_id) + toHex(key.sealed_key));
+      }
+      const shown = new Set(grant.record_keys.map((k) => toHex(k.record_id) + toHex(k.sealed_key)));
+      if ([...shown].some((k) => !signed.has(k)))
+        throw new UnverifiedError("the grant's record keys differ from the parts signed", "grant content");
     }
     const terms = (g: { scope: InquiryState["scope"]; purpose: string; expires_ms: bigint; patient_id: Uint8Array }) =>
       encode(RequestAccessBodySchema, {
@@ -388,6 +406,17 @@ export class VerifiedLedger {
       } else if (known) current = current.filter((r) => !equalBytes(r, body.representative));
     }
     return current;
+  }
+
+  /** How many record keys a verified grant hands over: its own, or its verified parts' (ADR 0012). */
+  countGrantKeys(grant: GrantState): number {
+    const fact = this.getTx(grant.grant_id);
+    if (fact === undefined || fact.tx.kind !== KIND_GRANT_MANIFEST) return grant.record_keys.length;
+    let count = 0;
+    for (const part of this.#grantParts.get(toHex(grant.grant_id)) ?? [])
+      if (equalBytes(part.tx.sender, grant.granted_by))
+        count += decodeChecked(GrantPartBodySchema, part.tx.body, TX_BYTES_MAX).record_keys.length;
+    return count;
   }
 
   /** An audit event: the tx it names is in a verified block, at its height and time, signed by its actor. */

@@ -12,8 +12,8 @@ import { describeRecord } from "../fhir.js";
 import { resealRecordKey } from "../records.js";
 import { type Narrowing, selectGrantRecords } from "../scope.js";
 import type { Session, VerifiedInquiry, VerifiedRecord } from "../session.js";
-import { buildDeny, buildGrant, buildRevoke } from "../txs.js";
-import { GRANT_RECORDS_MAX, PURPOSE_WORDS } from "../wire.js";
+import { buildDeny, buildGrant, buildGrantInParts, buildRevoke } from "../txs.js";
+import { GRANT_MANIFEST_RECORDS_MAX, GRANT_RECORDS_MAX, PURPOSE_WORDS } from "../wire.js";
 import { refusalList, typeWords } from "./records.js";
 
 export interface ConsentHooks {
@@ -99,13 +99,21 @@ function inquiryCard(inquiry: VerifiedInquiry, session: Session, records: readon
     event.preventDefault();
     const chosen = selectGrantRecords(state.scope, records, narrowing());
     if (requester === undefined) return;
-    if (chosen.length > GRANT_RECORDS_MAX) {
-      hooks.act("Approving", () => Promise.reject(new Error(`more than ${GRANT_RECORDS_MAX} records in one grant: narrow it further`)));
+    if (chosen.length > GRANT_MANIFEST_RECORDS_MAX) {
+      hooks.act("Approving", () => Promise.reject(new Error(`more than ${GRANT_MANIFEST_RECORDS_MAX} records in one grant: narrow it further`)));
       return;
     }
     hooks.act(`Approving ${who}'s request for ${chosen.length} record(s)`, async () => {
       const keys = chosen.map((r) => resealRecordKey(r.state, session.identity, requester.enc_key));
-      await session.submit(buildGrant(session.identity, state.inquiry_id, keys, { chainId: session.ledger.chainId }));
+      const options = { chainId: session.ledger.chainId };
+      if (keys.length <= GRANT_RECORDS_MAX) {
+        await session.submit(buildGrant(session.identity, state.inquiry_id, keys, options));
+        return;
+      }
+      // Too many for one tx (ADR 0012): the manifest names exactly these records; its parts follow.
+      const { manifest, parts } = buildGrantInParts(session.identity, state.inquiry_id, keys, options);
+      await session.submit(manifest);
+      for (const part of parts) await session.submit(part);
     });
   });
   const deny = h("button", { type: "button", class: "deny" }, "Deny");
@@ -152,7 +160,7 @@ export function renderGrants(root: HTMLElement, session: Session, hooks: Consent
     return h(
       "li",
       { class: "grant", "data-grant-id": toHex(g.state.grant_id) },
-      h("p", {}, h("strong", {}, who), ` may read ${g.state.record_keys.length} of your records `, PURPOSE_WORDS[g.state.purpose] ?? g.state.purpose, "."),
+      h("p", {}, h("strong", {}, who), ` may read ${session.ledger.countGrantKeys(g.state)} of your records `, PURPOSE_WORDS[g.state.purpose] ?? g.state.purpose, "."),
       h("p", {}, `Granted ${formatTime(g.state.time_ms)}, until ${formatTime(g.state.expires_ms)}. `, verifiedMark(g.fact.height)),
       revoke,
     );
