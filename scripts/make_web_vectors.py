@@ -89,7 +89,16 @@ from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
 from medledger.health.reasons import open_reason
 from medledger.health.record_types import CONTEXT_TYPES
 from medledger.health.rights_seal import build_request_records
-from medledger.health.rights_types import AcceptAmendmentBody, RequestRecordsBody
+from medledger.health.rights_types import (
+    AMENDMENT_TEXT_AD_DOMAIN,
+    AMENDMENT_TEXT_BYTES_MAX,
+    AMENDMENT_TEXT_LENGTH_MAX,
+    AMENDMENT_TEXT_PADDED_BYTES,
+    AcceptAmendmentBody,
+    RequestAmendmentBody,
+    RequestRecordsBody,
+    SealedText,
+)
 from medledger.health.types import (
     AuditEvent,
     EnvelopeWire,
@@ -142,6 +151,8 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     types.GrantPartBody,
     RequestRecordsBody,
     AcceptAmendmentBody,
+    SealedText,
+    RequestAmendmentBody,
     blobstore.BlobManifest,
     types.Institution,
     types.HealthGenesis,
@@ -210,6 +221,11 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "KIND_REQUEST_RECORDS": types.KIND_REQUEST_RECORDS,
     "KIND_ADD_DOCUMENT": types.KIND_ADD_DOCUMENT,
     "KIND_ACCEPT_AMENDMENT": types.KIND_ACCEPT_AMENDMENT,
+    "KIND_REQUEST_AMENDMENT": types.KIND_REQUEST_AMENDMENT,
+    "AMENDMENT_TEXT_AD_DOMAIN": AMENDMENT_TEXT_AD_DOMAIN,
+    "AMENDMENT_TEXT_LENGTH_MAX": AMENDMENT_TEXT_LENGTH_MAX,
+    "AMENDMENT_TEXT_BYTES_MAX": AMENDMENT_TEXT_BYTES_MAX,
+    "AMENDMENT_TEXT_PADDED_BYTES": AMENDMENT_TEXT_PADDED_BYTES,
     "BLOB_ID_DOMAIN": blobstore.BLOB_ID_DOMAIN,
     "BLOB_CHUNK_DOMAIN": blobstore.BLOB_CHUNK_DOMAIN,
     "BLOB_KEY_AD_DOMAIN": health_blobs.BLOB_KEY_AD_DOMAIN,

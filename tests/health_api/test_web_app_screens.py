@@ -2,11 +2,12 @@
 
 A clinic and a hospital run as two validator processes. The page opens a key file, registers,
 follows and verifies the chain from the genesis the link pins, and shows the records the clinic
-added (decrypted in the page, values as written, a chart of the repeated glucose, a correction as
-versions); an inquiry the hospital files appears without a reload; the patient narrows it to
-fewer record types and approves (a grant signed in the page); the hospital reads what was granted
-and nothing else, and its read appears in the access history; the patient revokes, and the
-hospital reads nothing more; the records export as a FHIR R4 Bundle with the values as written.
+adds, live (decrypted in the page, values as written, a chart of the repeated glucose, documents
+whose attachments download, and a correction the patient asked for in the page, as versions); an
+inquiry the hospital files appears without a reload; the patient narrows it to fewer record types
+and approves (a grant signed in the page); the hospital reads what was granted and nothing else,
+and its read appears in the access history; the patient revokes, and the hospital reads nothing
+more; a representative is added and removed; the records export as a FHIR R4 Bundle, as written.
 No request carries the key or a record's plaintext; no console error (a CSP violation is one).
 
 A lying node (`lying_proxy.LyingProxy` in front of the clinic's node) rewrites a record and an
@@ -207,20 +208,24 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     report_resource = report(upload_blob(clinic, REPORT_BYTES))
     clinic.add_record(patient_id, report_resource)
     net.sync()
-    pin = genesis_hash(clinic.url)
-    patient_cli(
-        key_file,
-        clinic.url,
-        "--genesis",
-        pin,
-        "amend",
-        glucose_ids["2024-06-20"][:16],
-        "--text",
-        "it was 6.0",
+    # New records arrive live (no reload); the patient asks, in the page, to correct one (the text
+    # sealed here for the clinic, which opens it), and the clinic's correction arrives live too.
+    records = page.locator("#records")
+    expect(records.locator("li.record")).to_have_count(7, timeout=UI_TIMEOUT_MS)
+    wrong = records.locator(f'li.record[data-record-id="{glucose_ids["2024-06-20"]}"]')
+    wrong.locator("details.ask-correction summary").click()
+    wrong.get_by_label(re.compile("What is wrong")).fill("La valeur était 6,0 — pas 6,2")
+    wrong.locator("form.amend button").click()
+    expect(page.locator("#app-status")).to_have_text(
+        re.compile("Asking clinic to correct the record: done, and verified"), timeout=UI_TIMEOUT_MS
     )
     net.sync()
     asked = clinic.get("/v1/health/institution/amendments?status=open").json()["amendments"]
     (amendment,) = [a for a in asked if a["patient_id"] == patient_id]
+    assert (amendment["record_id"], amendment["text"]) == (
+        glucose_ids["2024-06-20"],
+        "La valeur était 6,0 — pas 6,2",
+    )
     accepted = clinic.post(
         f"/v1/health/institution/amendments/{amendment['amendment_id']}/accept",
         {"resource": glucose(6.0, "2024-06-20")},
@@ -228,8 +233,7 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     assert accepted.status == 201, accepted
     net.sync()
 
-    # New records arrive live (no reload): decrypted here, values as written, each verified.
-    records = page.locator("#records")
+    # Decrypted here, values as written, each verified.
     expect(records.locator("li.record")).to_have_count(7, timeout=UI_TIMEOUT_MS)
     observations = records.locator("li.record-observation")
     expect(observations).to_have_count(3)
@@ -293,6 +297,13 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     # By keyboard: the checkbox toggled with Space, the approval with Enter.
     card.get_by_label(re.compile(r"\(Immunization\)")).focus()
     page.keyboard.press("Space")
+    expect(card.locator(".share-count")).to_contain_text("Approving shares 4 of the 5 record(s)")
+    # A live update re-renders the screens while the patient decides: the narrowing stays as it was.
+    verified_at = page.locator("#verified-height").inner_text()
+    clinic.add_record(patient_id, {**CONDITION, "onsetDateTime": "2021-02-03"})
+    expect(page.locator("#verified-height")).not_to_have_text(verified_at, timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#records li.record-condition")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+    expect(card.get_by_label(re.compile(r"\(Immunization\)"))).not_to_be_checked()
     expect(card.locator(".share-count")).to_contain_text("Approving shares 4 of the 5 record(s)")
     card.locator("button.approve").focus()
     page.keyboard.press("Enter")
@@ -380,7 +391,16 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
 
     # Nothing secret or plaintext left the page, and nothing went to another origin.
     origin = f"{clinic.url}/"
-    plaintexts = ["Glucose", "SYN-4711", "Diabetes", LETTER_TEXT, "synthetic lab report", "Suivi", PASSPHRASE]
+    plaintexts = [
+        "Glucose",
+        "SYN-4711",
+        "Diabetes",
+        LETTER_TEXT,
+        "synthetic lab report",
+        "Suivi",
+        "La valeur",
+        PASSPHRASE,
+    ]
     for request_url, method, body in requests:
         assert request_url.startswith(origin), request_url
         for secret in [*secrets, *plaintexts]:

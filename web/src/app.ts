@@ -10,6 +10,7 @@ import { fromHex, toHex } from "./bytes.js";
 import type { Identity } from "./crypto.js";
 import { element, fill, h } from "./dom.js";
 import { LiveStream } from "./live.js";
+import { buildRequestAmendment } from "./rights.js";
 import { renderGrants, renderRequests, type ConsentHooks } from "./screens/consent.js";
 import { renderHistory, renderRepresentatives } from "./screens/history.js";
 import { exportBundle, renderRecords } from "./screens/records.js";
@@ -49,9 +50,47 @@ function authorName(session: Session, key: Uint8Array): string {
   return found ? `${found.name} (${found.role})` : "an unknown author";
 }
 
+/** What the patient was doing in the screens: typed values, ticks, unfolded parts, focus. */
+interface UiState {
+  readonly values: Map<string, string | boolean>;
+  readonly open: Set<string>;
+  readonly focus: string | null;
+}
+
+function captureUi(root: HTMLElement): UiState {
+  const values = new Map<string, string | boolean>();
+  for (const input of Array.from(root.querySelectorAll<HTMLInputElement | HTMLSelectElement>("input[id], select[id]")))
+    values.set(input.id, input instanceof HTMLInputElement && input.type === "checkbox" ? input.checked : input.value);
+  const open = new Set(
+    Array.from(root.querySelectorAll<HTMLDetailsElement>("details[id]"))
+      .filter((d) => d.open)
+      .map((d) => d.id),
+  );
+  const active = document.activeElement;
+  return { values, open, focus: active instanceof HTMLElement && active.id && root.contains(active) ? active.id : null };
+}
+
+/** A live update re-renders the screens; what the patient had typed or unfolded stays as it was. */
+function restoreUi(root: HTMLElement, ui: UiState): void {
+  for (const [id, value] of ui.values) {
+    const input = document.getElementById(id);
+    if (!(input instanceof HTMLInputElement || input instanceof HTMLSelectElement) || !root.contains(input)) continue;
+    if (input instanceof HTMLInputElement && input.type === "checkbox") input.checked = value === true;
+    else if (typeof value === "string") input.value = value;
+    input.dispatchEvent(new Event("change", { bubbles: true })); // a narrowing recounts what it shares
+  }
+  for (const id of ui.open) {
+    const details = document.getElementById(id);
+    if (details instanceof HTMLDetailsElement) details.open = true;
+  }
+  if (ui.focus !== null) document.getElementById(ui.focus)?.focus();
+}
+
 function render(session: Session, hooks: ConsentHooks): void {
   const snapshot = session.snapshot;
   if (snapshot === null) return;
+  const screens = element("screens");
+  const ui = captureUi(screens);
   renderRecords(
     element("records"),
     snapshot,
@@ -59,6 +98,13 @@ function render(session: Session, hooks: ConsentHooks): void {
     session.nodeName,
     (record, blobId) => session.readAttachment(record, blobId),
     say,
+    (record, text) => {
+      const author = session.ledger.institutions.get(toHex(record.state.author));
+      if (author === undefined) return say("This record's author is not an institution of this network.", true);
+      hooks.act(`Asking ${author.name} to correct the record`, async () => {
+        await session.submit(buildRequestAmendment(session.identity, record.state, text, author.enc_key, { chainId: session.ledger.chainId }));
+      });
+    },
   );
   renderRequests(element("requests"), session, hooks);
   renderGrants(element("grants"), session, hooks);
@@ -67,6 +113,7 @@ function render(session: Session, hooks: ConsentHooks): void {
   const pending = snapshot.inquiries.filter((i) => i.state.status === "open" && i.state.expires_ms > session.ledger.head.timeMs).length;
   element("tab-requests").textContent = pending ? `Requests (${pending})` : "Requests";
   element("verified-height").textContent = `Verified up to block ${session.ledger.head.height}`;
+  restoreUi(screens, ui);
 }
 
 /** Refreshes run one at a time; a request for one while another runs makes one more after it. */

@@ -50,6 +50,11 @@ export const KIND_GRANT_PART = "health.grant_part";
 export const KIND_REQUEST_RECORDS = "health.request_records";
 export const KIND_ADD_DOCUMENT = "health.add_document";
 export const KIND_ACCEPT_AMENDMENT = "health.accept_amendment";
+export const KIND_REQUEST_AMENDMENT = "health.request_amendment";
+export const AMENDMENT_TEXT_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f616d656e646d656e742d746578742f763100");
+export const AMENDMENT_TEXT_LENGTH_MAX = 2000;
+export const AMENDMENT_TEXT_BYTES_MAX = 8000;
+export const AMENDMENT_TEXT_PADDED_BYTES = 8001;
 export const BLOB_ID_DOMAIN = fromHex("6d65646c65646765722f626c6f622f69642f763100");
 export const BLOB_CHUNK_DOMAIN = fromHex("6d65646c65646765722f626c6f622f6368756e6b2f763100");
 export const BLOB_KEY_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f626c6f622d6b65792f763100");
@@ -499,6 +504,32 @@ export const AcceptAmendmentBodySchema: Schema<AcceptAmendmentBody> = schema<Acc
   {
     amendment_id: bytes(32, 32),
     correction: struct(SupersedeRecordBodySchema),
+  },
+);
+
+export interface SealedText {
+  readonly ciphertext: Uint8Array;
+  readonly nonce: Uint8Array;
+  readonly wrapped_keys: readonly WrappedKey[];
+}
+export const SealedTextSchema: Schema<SealedText> = schema<SealedText>(
+  "SealedText",
+  {
+    ciphertext: bytes(8017, 8017),
+    nonce: bytes(24, 24),
+    wrapped_keys: seq(struct(WrappedKeySchema), 2),
+  },
+);
+
+export interface RequestAmendmentBody {
+  readonly record_id: Uint8Array;
+  readonly sealed_text: SealedText;
+}
+export const RequestAmendmentBodySchema: Schema<RequestAmendmentBody> = schema<RequestAmendmentBody>(
+  "RequestAmendmentBody",
+  {
+    record_id: bytes(32, 32),
+    sealed_text: struct(SealedTextSchema),
   },
 );
 

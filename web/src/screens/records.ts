@@ -55,6 +55,25 @@ export function computeChains(records: readonly VerifiedRecord[]): RecordChain[]
 
 /** What the screen asks of the session: an attachment fetched, verified and opened. */
 export type ReadAttachment = (record: VerifiedRecord, blobId: Uint8Array) => Promise<Uint8Array>;
+/** Ask the record's author to correct it (a tx signed in the page). */
+export type AskCorrection = (record: VerifiedRecord, text: string) => void;
+
+function correctionForm(record: VerifiedRecord, ask: AskCorrection): HTMLElement {
+  const id = `amend-${toHex(record.state.record_id).slice(0, 16)}`;
+  const input = h("input", { id, name: "text", required: true, maxlength: "2000", autocomplete: "off" });
+  const form = h(
+    "form",
+    { class: "amend" },
+    h("label", { for: id }, "What is wrong? (only you and the record's author can read it)"),
+    input,
+    h("button", { type: "submit" }, "Ask for a correction"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    ask(record, input.value);
+  });
+  return h("details", { class: "ask-correction", id: `${id}-details` }, h("summary", {}, "Something wrong? Ask for a correction"), form);
+}
 
 function viewItem(view: RecordView, record: VerifiedRecord, author: string, read: ReadAttachment, say: (m: string, e?: boolean) => void): HTMLElement {
   const head = h("p", { class: "record-title" }, h("strong", {}, view.title));
@@ -136,6 +155,7 @@ export function renderRecords(
   node: string,
   read: ReadAttachment,
   say: (message: string, isError?: boolean) => void,
+  ask: AskCorrection,
 ): void {
   const chains = computeChains(snapshot.records);
   const sections: HTMLElement[] = [];
@@ -153,12 +173,18 @@ export function renderRecords(
       const versions = c.earlier.length
         ? h(
             "details",
-            { class: "versions" },
+            { class: "versions", id: `versions-${toHex(c.current.state.record_id).slice(0, 16)}` },
             h("summary", {}, `Corrected: ${c.earlier.length} earlier version(s)`),
             ...c.earlier.map((e) => viewItem(describeRecord(resourceOf(e)), e, authorName(e.state.author), read, say)),
           )
         : null;
-      return h("li", { class: `record record-${kind}`, "data-record-id": toHex(c.current.state.record_id) }, body, versions);
+      return h(
+        "li",
+        { class: `record record-${kind}`, "data-record-id": toHex(c.current.state.record_id) },
+        body,
+        versions,
+        correctionForm(c.current, ask),
+      );
     });
     const charts = kind === "observation" ? computeSeries(current).map(chart) : [];
     sections.push(h("section", { "aria-label": title }, h("h3", {}, title), ...charts, h("ul", { class: "records" }, ...items)));
