@@ -36,7 +36,7 @@ import nacl.hash
 import nacl.public
 import nacl.pwhash.argon2id
 
-from medledger.chain import limits
+from medledger.chain import blobstore, limits
 from medledger.chain.codec import Bytes, FieldSpec, HumanText, Seq, Struct, Text, UInt, decode, encode
 from medledger.chain.errors import CodecError
 from medledger.chain.lightclient import (
@@ -82,10 +82,23 @@ from medledger.crypto import (
 )
 from medledger.crypto import envelope as crypto_envelope
 from medledger.crypto.signing import FINGERPRINT_HEX_CHARS
+from medledger.health import blobs as health_blobs
 from medledger.health import client, records, types
+from medledger.health.auth import build_authorization, compute_request_signing_input
+from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
 from medledger.health.reasons import open_reason
+from medledger.health.record_types import CONTEXT_TYPES
 from medledger.health.rights_seal import build_request_records
-from medledger.health.rights_types import RequestRecordsBody
+from medledger.health.rights_types import (
+    AMENDMENT_TEXT_AD_DOMAIN,
+    AMENDMENT_TEXT_BYTES_MAX,
+    AMENDMENT_TEXT_LENGTH_MAX,
+    AMENDMENT_TEXT_PADDED_BYTES,
+    AcceptAmendmentBody,
+    RequestAmendmentBody,
+    RequestRecordsBody,
+    SealedText,
+)
 from medledger.health.types import (
     AuditEvent,
     EnvelopeWire,
@@ -137,6 +150,10 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     types.GrantManifestBody,
     types.GrantPartBody,
     RequestRecordsBody,
+    AcceptAmendmentBody,
+    SealedText,
+    RequestAmendmentBody,
+    blobstore.BlobManifest,
     types.Institution,
     types.HealthGenesis,
     PatientState,
@@ -153,6 +170,8 @@ CODE_LISTS: Final[dict[str, frozenset[str]]] = {
     "ROLES": types.ROLES,
     "INQUIRY_STATUSES": types.INQUIRY_STATUSES,
     "EVENTS": types.EVENTS,
+    # Resources a record may carry inside (`contained`, a Bundle's entries) besides its own type.
+    "CONTEXT_TYPES": CONTEXT_TYPES,
 }
 
 CONSTANTS: Final[dict[str, int | str | bytes]] = {
@@ -182,6 +201,8 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "REASON_BYTES_MAX": types.REASON_BYTES_MAX,
     "REASON_PADDED_BYTES": types.REASON_PADDED_BYTES,
     "GRANT_RECORDS_MAX": types.GRANT_RECORDS_MAX,
+    "GRANT_PART_RECORDS_MAX": types.GRANT_PART_RECORDS_MAX,
+    "GRANT_MANIFEST_RECORDS_MAX": types.GRANT_MANIFEST_RECORDS_MAX,
     "SCOPE_RECORD_IDS_MAX": types.SCOPE_RECORD_IDS_MAX,
     "REPRESENTATIVES_MAX": types.REPRESENTATIVES_MAX,
     "INQUIRY_TTL_MS_MAX": types.INQUIRY_TTL_MS_MAX,
@@ -199,6 +220,19 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "KIND_GRANT_PART": types.KIND_GRANT_PART,
     "KIND_REQUEST_RECORDS": types.KIND_REQUEST_RECORDS,
     "KIND_ADD_DOCUMENT": types.KIND_ADD_DOCUMENT,
+    "KIND_ACCEPT_AMENDMENT": types.KIND_ACCEPT_AMENDMENT,
+    "KIND_REQUEST_AMENDMENT": types.KIND_REQUEST_AMENDMENT,
+    "AMENDMENT_TEXT_AD_DOMAIN": AMENDMENT_TEXT_AD_DOMAIN,
+    "AMENDMENT_TEXT_LENGTH_MAX": AMENDMENT_TEXT_LENGTH_MAX,
+    "AMENDMENT_TEXT_BYTES_MAX": AMENDMENT_TEXT_BYTES_MAX,
+    "AMENDMENT_TEXT_PADDED_BYTES": AMENDMENT_TEXT_PADDED_BYTES,
+    "BLOB_ID_DOMAIN": blobstore.BLOB_ID_DOMAIN,
+    "BLOB_CHUNK_DOMAIN": blobstore.BLOB_CHUNK_DOMAIN,
+    "BLOB_KEY_AD_DOMAIN": health_blobs.BLOB_KEY_AD_DOMAIN,
+    "BLOB_CHUNK_AD_DOMAIN": health_blobs.BLOB_CHUNK_AD_DOMAIN,
+    "BLOB_URL_PREFIX": health_blobs.BLOB_URL_PREFIX,
+    "BLOB_MANIFEST_BYTES_MAX": blobstore.BLOB_MANIFEST_BYTES_MAX,
+    "BLOB_CHUNK_BYTES_MAX": blobstore.BLOB_CHUNK_BYTES_MAX,
     "KEY_FILE_FORMAT": keyfile.KEY_FILE_FORMAT,
     "KEY_FILE_VERSION": keyfile.KEY_FILE_VERSION,
     "KEY_FILE_KDF": keyfile.KEY_FILE_KDF,
@@ -264,6 +298,10 @@ def compute_wire_ts() -> str:
     lines.append("")
     for name, values in CODE_LISTS.items():
         lines.append(f"export const {name}: readonly string[] = {json.dumps(sorted(values))};")
+    # What the patient is shown, in the same words the CLI and SDK use (health/preview.py).
+    for name, words in (("PURPOSE_WORDS", PURPOSE_WORDS), ("RECORD_TYPE_WORDS", RECORD_TYPE_WORDS)):
+        rendered_words = json.dumps(dict(sorted(words.items())), ensure_ascii=False)
+        lines.append(f"export const {name}: Readonly<Record<string, string>> = {rendered_words};")
     for cls in WIRE_TYPES:
         fields = sorted(cls.WIRE_FIELDS.items())
         rendered = [(field, *_ts_spec(spec)) for field, spec in fields]
@@ -803,6 +841,7 @@ def compute_vectors() -> dict[str, Any]:
             {"grant_id": grant_id.hex()},
             client.build_revoke(representative, grant_id, **common(7)),
         ),
+        *_grant_in_parts_vectors(patient, hospital, inquiry_id, common(9), common(10)),
     ]
     signatures = []
     for i, message in enumerate((b"", b"medledger", bytes(range(256)) * 4)):
@@ -944,7 +983,138 @@ def compute_vectors() -> dict[str, Any]:
         "key_files": key_files,
         "merkle": _merkle_vectors(),
         "light_client": _light_client_vectors([bytes.fromhex(t["tx"]) for t in txs]),
+        "request_auth": _request_auth_vectors(patient, representative, patient_id),
+        "attachments": [_attachment_vector(record, patient, bytes.fromhex(record_vector["record_key"]))],
     }
+
+
+def _grant_in_parts_vectors(
+    patient: Identity, hospital: Identity, inquiry_id: bytes, first: dict[str, Any], second: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A grant of 260 records in parts (ADR 0012): its manifest (part digests over the record ids,
+    given unsorted) and its second part (the 4 records after the first 256)."""
+    keys = [
+        RecordKey(
+            digest(f"web-vectors/part-record/{i}".encode()),
+            seal_deterministic(bytes(32), hospital.public.enc_key, f"part/{i}"),
+        )
+        for i in range(260)
+    ]
+    manifest = client.build_grant_manifest(patient, client.compute_grant_manifest(inquiry_id, keys), **first)
+    ordered = sorted(keys, key=lambda rk: rk.record_id)
+    part = client.build_grant_part(patient, manifest[2], 1, ordered[types.GRANT_PART_RECORDS_MAX :], **second)
+    return [
+        _tx_vector(
+            "grant_manifest of 260 records",
+            "patient",
+            {"inquiry_id": inquiry_id.hex(), "record_ids": [rk.record_id.hex() for rk in reversed(keys)]},
+            manifest,
+        ),
+        _tx_vector(
+            "grant_part 1 of that grant",
+            "patient",
+            {
+                "grant_id": bytes(manifest[2]).hex(),
+                "part": 1,
+                "record_keys": [
+                    {"record_id": rk.record_id.hex(), "sealed_key": rk.sealed_key.hex()}
+                    for rk in ordered[types.GRANT_PART_RECORDS_MAX :]
+                ],
+            },
+            part,
+        ),
+    ]
+
+
+def _attachment_vector(record: RecordState, patient: Identity, record_key: bytes) -> dict[str, Any]:
+    """An attachment of `record` (health/blobs.py): its blob key sealed under the record key and
+    bound to the blob and the record, its chunks encrypted as a node stores them, its manifest
+    (small chunks here: the format does not depend on their size), checked and opened by Python
+    first."""
+    plaintext = "Discharge letter — synthetic, in three chunks.\n".encode() * 3
+    chunk_bytes = 64
+    blob_key = _fixed("blob/key", crypto_envelope.CONTENT_KEY_SIZE)
+    pieces = [plaintext[i : i + chunk_bytes] for i in range(0, len(plaintext), chunk_bytes)]
+    chunks = [
+        health_blobs.encrypt_chunk(blob_key, i, piece, last=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    ]
+    # The manifest describes what the node stores: the ciphertext chunks.
+    manifest = blobstore.BlobManifest(
+        sum(len(c) for c in chunks), len(chunks[0]), tuple(blobstore.compute_chunk_hash(c) for c in chunks)
+    )
+    blob_id = blobstore.compute_blob_id(manifest)
+    binding = records.compute_binding_of(record)
+    # As `seal_blob_key` seals it, from a fixed nonce (it draws one at random).
+    key_nonce = _fixed("blob/key-nonce", crypto_envelope.NONCE_SIZE)
+    sealed_key = key_nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        blob_key, health_blobs.BLOB_KEY_AD_DOMAIN + blob_id + binding, key_nonce, record_key
+    )
+    ref = types.BlobRef(blob_id, len(plaintext), sealed_key)
+    opened = b"".join(
+        health_blobs.decrypt_chunks(health_blobs.open_blob_key(record_key, ref, binding), chunks, len(chunks))
+    )
+    assert opened == plaintext
+    assert blobstore.decode_manifest(encode(manifest), blob_id) == manifest
+    for i, chunk in enumerate(chunks):  # as the SDK checks what a node serves
+        assert len(chunk) == manifest.get_chunk_length(i)
+        assert blobstore.compute_chunk_hash(chunk) == manifest.chunk_hashes[i]
+    assert health_blobs.open_attachment(record, ref, patient, chunks) == plaintext
+    return {
+        "record_key": record_key.hex(),
+        "binding": binding.hex(),
+        "ref": _struct_json(ref),
+        "manifest": encode(manifest).hex(),
+        "chunks": [c.hex() for c in chunks],
+        "plaintext": plaintext.decode(),
+    }
+
+
+def _request_auth_vectors(
+    patient: Identity, representative: Identity, patient_id: bytes
+) -> list[dict[str, Any]]:
+    """Patients' signed reads (health/auth.py): the signing input and the `Authorization` value."""
+    vectors = []
+    cases = [
+        ("patient", patient, "GET", "/v1/health/patients/" + patient_id.hex() + "/records?start=0&limit=100"),
+        ("representative", representative, "GET", "/v1/events/stream?after=0&heartbeat_s=5"),
+        # A target past 255 bytes: the signing input's str16.
+        ("patient", patient, "GET", "/v1/proofs/blocks?from=1&limit=100&" + "x" * 300),
+    ]
+    for i, (signer, identity, method, target) in enumerate(cases):
+        challenge = digest(f"web-vectors/challenge/{i}".encode())
+        time_ms = TIME_MS + i
+        signing_input = compute_request_signing_input(
+            chain_id=CHAIN_ID,
+            challenge=challenge,
+            method=method,
+            target=target,
+            time_ms=time_ms,
+            key=identity.public.sign_key,
+            patient_id=patient_id,
+        )
+        header = build_authorization(
+            identity,
+            chain_id=CHAIN_ID,
+            challenge=challenge,
+            method=method,
+            target=target,
+            time_ms=time_ms,
+            patient_id=patient_id,
+        )
+        vectors.append(
+            {
+                "signer": signer,
+                "method": method,
+                "target": target,
+                "challenge": challenge.hex(),
+                "time_ms": time_ms,
+                "patient_id": patient_id.hex(),
+                "signing_input": signing_input.hex(),
+                "authorization": header,
+            }
+        )
+    return vectors
 
 
 def compute_vectors_json() -> str:

@@ -32,7 +32,7 @@ from health_harness import (
     request,
     start_health_net,
 )
-from test_lying_node import LyingProxy
+from lying_proxy import LyingProxy
 
 from medledger.chain.codec import decode, encode
 from medledger.health.fhir import compute_canonical_json

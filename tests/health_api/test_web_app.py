@@ -211,6 +211,7 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
     new_passphrase = "the page's new passphrase"
     requests: list[tuple[str, str, bytes]] = []
     problems: list[str] = []
+    refused: list[str] = []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with health_node(tmp_path / "net", {}) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -219,6 +220,7 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             page.on("request", lambda r: requests.append((r.url, r.method, r.post_data_buffer or b"")))
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("response", lambda r: refused.append(r.url) if r.status >= 400 else None)
             page.goto(f"{url}/app/")
             expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=30_000)
             page.screenshot(path=ARTIFACTS / "keys-360.png", full_page=True)
@@ -249,6 +251,9 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             exported_info.value.save_as(exported)
             assert exported.read_bytes() == key_file.read_bytes()
 
+            # With a key open, the forms for another fold away; the patient unfolds them.
+            expect(page.locator("#create-passphrase")).to_be_hidden()
+            page.click("#key-forms summary")
             page.fill("#create-passphrase", new_passphrase)
             with page.expect_download(timeout=30_000) as download_info:
                 page.click("#create-form button")
@@ -273,4 +278,13 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
         for secret in [passphrase, new_passphrase, *secrets]:
             assert secret not in request_url, request_url
             assert secret.encode() not in body, (method, request_url)
-    assert problems == [], problems  # no CSP violation, no uncaught error
+    # Once a key opens, the page asks the node for the patient (a signed read); these keys are not
+    # registered, so the node refuses (403) and the page offers to register. Those refusals, and
+    # the browser's line for each, are the only ones.
+    assert refused, "the page never asked the node for the patient"
+    assert all(re.fullmatch(rf"{re.escape(url)}/v1/health/patients/[0-9a-f]{{64}}", r) for r in refused), (
+        refused
+    )
+    forbidden = "Failed to load resource: the server responded with a status of 403 (Forbidden)"
+    assert [p for p in problems if p != forbidden] == [], problems  # no CSP violation, no uncaught error
+    assert problems.count(forbidden) <= len(refused), problems

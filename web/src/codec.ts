@@ -487,3 +487,19 @@ export function decode<T>(s: Schema<T>, data: Uint8Array, maxBytes: number): T {
   if (!equalBytes(encode(s, value), data)) throw new CodecError(`${s.name}: not the canonical encoding`);
   return value;
 }
+
+/**
+ * A msgpack array of plain values, as Python's `encode_primitive` packs a list: strings as str,
+ * bytes as bin, bigints as the shortest unsigned integer (e.g. a signed request's input, which is
+ * a list, not a schema's map).
+ */
+export function encodeTuple(items: readonly (string | bigint | Uint8Array)[]): Uint8Array {
+  const w = new Writer();
+  header(w, ARRAY, items.length);
+  for (const item of items) {
+    if (typeof item === "string") writeString(w, item);
+    else if (typeof item === "bigint") writeUInt(w, item);
+    else writeBin(w, item);
+  }
+  return w.result();
+}

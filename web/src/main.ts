@@ -8,6 +8,7 @@ import { toHex } from "./bytes.js";
 import { fingerprint, Identity, loadSodium } from "./crypto.js";
 import { decodeIdentity, encodeIdentity, KeyFileError, WrongPassphraseError } from "./keyfile.js";
 import { forgetKeyFile, loadKeyFile, saveKeyFile } from "./keystore.js";
+import { closeApp, openApp, wireApp } from "./app.js";
 import { computePatientId } from "./txs.js";
 
 function element<T extends HTMLElement>(id: string): T {
@@ -27,6 +28,9 @@ function show(identity: Identity): void {
   element("patient-id").textContent = toHex(computePatientId(identity.public.signKey));
   element("fingerprint").textContent = fingerprint(identity.public.signKey);
   element("identity").hidden = false;
+  // The key is open: the forms to open or create another fold away (a click shows them again).
+  element<HTMLDetailsElement>("key-forms").open = false;
+  void openApp(identity);
 }
 
 function download(text: string, name: string): void {
@@ -104,7 +108,9 @@ async function onExport(): Promise<void> {
 
 async function onForget(): Promise<void> {
   await forgetKeyFile();
+  closeApp();
   element("identity").hidden = true;
+  element<HTMLDetailsElement>("key-forms").open = true;
   await showStoredKey();
   say("This browser no longer keeps your key.");
 }
@@ -112,6 +118,7 @@ async function onForget(): Promise<void> {
 async function start(): Promise<void> {
   await loadSodium();
   await showStoredKey();
+  wireApp();
   element<HTMLFormElement>("unlock-form").addEventListener("submit", (e) => void onUnlock(e));
   element("export-key").addEventListener("click", () => void onExport());
   element("forget-key").addEventListener("click", () => void onForget());
@@ -119,5 +126,8 @@ async function start(): Promise<void> {
   element<HTMLFormElement>("create-form").addEventListener("submit", (e) => void onCreate(e));
   say("Ready. Nothing you do on this page leaves it unencrypted.");
 }
+
+// The app shell works offline and installs (public/sw.js caches the page and its files, never the API).
+if ("serviceWorker" in navigator) void navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => undefined);
 
 start().catch(() => say("This browser cannot run the app's cryptography (WebAssembly is needed).", true));

@@ -6,14 +6,17 @@
  * another author, patient, type or superseded record does not open; the salted commitment on the
  * ledger must match the plaintext. Only then is a record shown, or its key re-sealed for a grantee.
  *
- * Not here yet: the structural check that a record carries no resource of another type inside
- * (`fhir.validate_content_types`); the records screen will add it before it renders anything.
+ * The content must also carry no clinical resource of another type inside (`contained`, or a
+ * Bundle's entries' `contained`): only context (`CONTEXT_TYPES`) or its own type, as
+ * `fhir.validate_content_types` requires, since a grant is scoped, and the patient is shown, by
+ * the ledger's record type.
  */
 
 import { concatBytes, equalBytes, utf8, utf8Strict } from "./bytes.js";
 import { aeadDecrypt, DecryptionError, digest, type Identity, keyedDigest, sealContentKey, unwrapContentKey } from "./crypto.js";
 import {
   COMMITMENT_DOMAIN,
+  CONTEXT_TYPES,
   CONTENT_KEY_SIZE,
   HASH_SIZE,
   PUBLIC_KEY_SIZE,
@@ -109,7 +112,40 @@ export function openRecord(record: RecordState, identity: Identity, sealedKey?: 
   }
   if (typeof resource !== "object" || resource === null || (resource as Record<string, unknown>)["resourceType"] !== record.record_type)
     throw new RecordVerificationError("the record's content is not a resource of the type the ledger names", record.record_id);
+  const wrongInside = findForeignContent(resource as Record<string, unknown>, record.record_type);
+  if (wrongInside !== null)
+    throw new RecordVerificationError(`the record carries a resource of another type inside (${wrongInside})`, record.record_id);
   return { recordType: record.record_type, salt, json, resource: resource as Record<string, unknown>, recordKey };
+}
+
+function foreignContained(resource: Record<string, unknown>, resourceType: string, where: string): string | null {
+  const contained = resource["contained"];
+  if (contained === undefined || contained === null) return null;
+  if (!Array.isArray(contained)) return `${where}.contained`;
+  for (const [i, inner] of contained.entries()) {
+    const path = `${where}.contained[${i}]`;
+    if (typeof inner !== "object" || inner === null || Array.isArray(inner)) return path;
+    const type = (inner as Record<string, unknown>)["resourceType"];
+    if (typeof type !== "string" || (type !== resourceType && !CONTEXT_TYPES.includes(type))) return path;
+    if ("contained" in inner) return `${path}.contained`;
+  }
+  return null;
+}
+
+/** Where a record holds a resource of another type than its label (null: nowhere), as `validate_content_types`. */
+export function findForeignContent(resource: Record<string, unknown>, recordType: string): string | null {
+  if (recordType !== "Bundle") return foreignContained(resource, recordType, recordType);
+  const entries = resource["entry"];
+  if (!Array.isArray(entries)) return null;
+  for (const [i, entry] of entries.entries()) {
+    const inner = typeof entry === "object" && entry !== null ? (entry as Record<string, unknown>)["resource"] : undefined;
+    if (typeof inner !== "object" || inner === null || Array.isArray(inner)) continue;
+    const type = (inner as Record<string, unknown>)["resourceType"];
+    if (typeof type !== "string") continue;
+    const found = foreignContained(inner as Record<string, unknown>, type, `Bundle.entry[${i}].resource`);
+    if (found !== null) return found;
+  }
+  return null;
 }
 
 /** The record's key re-sealed for a grantee, only once the record opened and verified. */

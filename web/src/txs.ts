@@ -9,12 +9,19 @@
  * both to reproduce a vector.
  */
 
-import { bytesToBigInt, compareBytes, concatBytes } from "./bytes.js";
+import { bytesToBigInt, compareBytes, concatBytes, uint32BigEndian } from "./bytes.js";
 import { encode, type Schema, UINT_MAX } from "./codec.js";
 import { digest, type Identity, randomBytes } from "./crypto.js";
 import {
   DenyBodySchema,
+  GRANT_PART_DOMAIN,
+  GRANT_PART_RECORDS_MAX,
   GrantBodySchema,
+  type GrantManifestBody,
+  GrantManifestBodySchema,
+  GrantPartBodySchema,
+  KIND_GRANT_MANIFEST,
+  KIND_GRANT_PART,
   KIND_ADD_REPRESENTATIVE,
   KIND_DENY,
   KIND_GRANT,
@@ -121,6 +128,51 @@ export function buildGrant(
   const sorted = [...recordKeys].sort((a, b) => compareBytes(a.record_id, b.record_id));
   const body = encode(GrantBodySchema, { inquiry_id: inquiryId, record_keys: sorted });
   return signTx(signer, KIND_GRANT, body, options);
+}
+
+/** What a manifest commits to for one part: the inquiry, the part's index, its record ids (`compute_grant_part_digest`). */
+export function computeGrantPartDigest(inquiryId: Uint8Array, part: number, recordIds: readonly Uint8Array[]): Uint8Array {
+  return digest(concatBytes(GRANT_PART_DOMAIN, inquiryId, uint32BigEndian(part), ...recordIds));
+}
+
+/** Record ids (or keys) sorted by record id, `GRANT_PART_RECORDS_MAX` a part (`split_grant_parts`). */
+export function splitGrantParts<T>(items: readonly T[], idOf: (item: T) => Uint8Array): T[][] {
+  const ordered = [...items].sort((a, b) => compareBytes(idOf(a), idOf(b)));
+  const parts: T[][] = [];
+  for (let i = 0; i < ordered.length; i += GRANT_PART_RECORDS_MAX) parts.push(ordered.slice(i, i + GRANT_PART_RECORDS_MAX));
+  return parts;
+}
+
+/** The manifest declaring exactly these records for `inquiryId` (`compute_grant_manifest`). */
+export function computeGrantManifest(inquiryId: Uint8Array, recordIds: readonly Uint8Array[]): GrantManifestBody {
+  const parts = splitGrantParts(recordIds, (id) => id);
+  return {
+    inquiry_id: inquiryId,
+    part_digests: parts.map((part, index) => computeGrantPartDigest(inquiryId, index, part)),
+    record_count: BigInt(recordIds.length),
+  };
+}
+
+/** The decision of a grant in parts (ADR 0012); its tx id is the grant id its parts name. */
+export function buildGrantManifest(signer: Identity, manifest: GrantManifestBody, options: TxOptions): SignedTx {
+  return signTx(signer, KIND_GRANT_MANIFEST, encode(GrantManifestBodySchema, manifest), options);
+}
+
+export function buildGrantPart(signer: Identity, grantId: Uint8Array, part: number, recordKeys: readonly RecordKey[], options: TxOptions): SignedTx {
+  const sorted = [...recordKeys].sort((a, b) => compareBytes(a.record_id, b.record_id));
+  return signTx(signer, KIND_GRANT_PART, encode(GrantPartBodySchema, { grant_id: grantId, part: BigInt(part), record_keys: sorted }), options);
+}
+
+/** A grant of any number of records: its manifest and, after it, one tx per part (`build_grant_in_parts`). */
+export function buildGrantInParts(
+  signer: Identity,
+  inquiryId: Uint8Array,
+  recordKeys: readonly RecordKey[],
+  options: TxOptions,
+): { manifest: SignedTx; parts: SignedTx[] } {
+  const manifest = buildGrantManifest(signer, computeGrantManifest(inquiryId, recordKeys.map((k) => k.record_id)), options);
+  const parts = splitGrantParts(recordKeys, (k) => k.record_id).map((part, index) => buildGrantPart(signer, manifest.txId, index, part, options));
+  return { manifest, parts };
 }
 
 export function buildDeny(signer: Identity, inquiryId: Uint8Array, options: TxOptions): SignedTx {

@@ -30,6 +30,8 @@ export const REASON_LENGTH_MAX = 200;
 export const REASON_BYTES_MAX = 800;
 export const REASON_PADDED_BYTES = 801;
 export const GRANT_RECORDS_MAX = 256;
+export const GRANT_PART_RECORDS_MAX = 256;
+export const GRANT_MANIFEST_RECORDS_MAX = 1048576;
 export const SCOPE_RECORD_IDS_MAX = 256;
 export const REPRESENTATIVES_MAX = 8;
 export const INQUIRY_TTL_MS_MAX = 31622400000;
@@ -47,6 +49,19 @@ export const KIND_GRANT_MANIFEST = "health.grant_manifest";
 export const KIND_GRANT_PART = "health.grant_part";
 export const KIND_REQUEST_RECORDS = "health.request_records";
 export const KIND_ADD_DOCUMENT = "health.add_document";
+export const KIND_ACCEPT_AMENDMENT = "health.accept_amendment";
+export const KIND_REQUEST_AMENDMENT = "health.request_amendment";
+export const AMENDMENT_TEXT_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f616d656e646d656e742d746578742f763100");
+export const AMENDMENT_TEXT_LENGTH_MAX = 2000;
+export const AMENDMENT_TEXT_BYTES_MAX = 8000;
+export const AMENDMENT_TEXT_PADDED_BYTES = 8001;
+export const BLOB_ID_DOMAIN = fromHex("6d65646c65646765722f626c6f622f69642f763100");
+export const BLOB_CHUNK_DOMAIN = fromHex("6d65646c65646765722f626c6f622f6368756e6b2f763100");
+export const BLOB_KEY_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f626c6f622d6b65792f763100");
+export const BLOB_CHUNK_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f626c6f622d6368756e6b2f763100");
+export const BLOB_URL_PREFIX = "urn:medledger:blob:";
+export const BLOB_MANIFEST_BYTES_MAX = 4416;
+export const BLOB_CHUNK_BYTES_MAX = 1048640;
 export const KEY_FILE_FORMAT = "medledger-key";
 export const KEY_FILE_VERSION = 1;
 export const KEY_FILE_KDF = "argon2id";
@@ -68,6 +83,9 @@ export const PURPOSES: readonly string[] = ["ETREAT", "HOPERAT", "HPAYMT", "HRES
 export const ROLES: readonly string[] = ["clinic", "hospital", "insurer", "research"];
 export const INQUIRY_STATUSES: readonly string[] = ["denied", "granted", "open"];
 export const EVENTS: readonly string[] = ["amendment_accepted", "amendment_refused", "amendment_request", "claim_amended", "claim_decided", "claim_filed", "claim_read", "consent", "deny", "disagreement", "grant", "grant_part", "inquiry", "read", "records_request", "records_request_closed", "representative_added", "representative_removed", "revoke", "study_joined", "study_left"];
+export const CONTEXT_TYPES: readonly string[] = ["Endpoint", "HealthcareService", "Location", "Medication", "Organization", "Practitioner", "PractitionerRole", "Substance"];
+export const PURPOSE_WORDS: Readonly<Record<string, string>> = {"ETREAT": "to treat you in an emergency", "HOPERAT": "to run their healthcare operations (quality, administration)", "HPAYMT": "to pay for your care (billing, insurance claims)", "HRESCH": "for medical research", "PUBHLTH": "for public health reporting", "TREAT": "to treat you"};
+export const RECORD_TYPE_WORDS: Readonly<Record<string, string>> = {"Account": "billing accounts", "AdverseEvent": "adverse events and harm during care", "AllergyIntolerance": "allergies and intolerances", "Appointment": "appointments", "AppointmentResponse": "answers to appointment requests", "Basic": "other care notes (basic records)", "BodyStructure": "body sites and structures (e.g. a lesion)", "Bundle": "bundles of several records", "CarePlan": "care plans", "CareTeam": "care teams", "ChargeItem": "charges for services", "Claim": "insurance claims", "ClaimResponse": "answers to insurance claims", "ClinicalImpression": "clinical assessments", "Communication": "messages about your care", "CommunicationRequest": "requests to send messages about your care", "Composition": "clinical documents (summaries, letters)", "Condition": "conditions and diagnoses", "Consent": "consents and advance directives", "Coverage": "insurance coverage", "CoverageEligibilityRequest": "insurance eligibility requests", "CoverageEligibilityResponse": "insurance eligibility answers", "DetectedIssue": "detected clinical issues (e.g. drug interactions)", "Device": "devices and implants", "DeviceRequest": "device orders", "DeviceUseStatement": "devices you use", "DiagnosticReport": "diagnostic reports (lab, imaging)", "DocumentManifest": "document sets", "DocumentReference": "documents", "Encounter": "visits and hospital stays", "EnrollmentRequest": "insurance enrolment requests", "EnrollmentResponse": "insurance enrolment answers", "EpisodeOfCare": "episodes of care", "ExplanationOfBenefit": "explanations of insurance benefits", "FamilyMemberHistory": "family medical history", "Flag": "alerts and warnings on your file", "Goal": "care goals", "GuidanceResponse": "clinical decision support results", "ImagingStudy": "imaging studies (scans, X-rays)", "Immunization": "vaccinations", "ImmunizationEvaluation": "vaccination evaluations", "ImmunizationRecommendation": "vaccination recommendations", "Invoice": "invoices", "List": "lists (e.g. problem or medication lists)", "MeasureReport": "quality measure reports about you", "Media": "photos, recordings and scans", "MedicationAdministration": "medications given to you", "MedicationDispense": "medications dispensed", "MedicationRequest": "prescriptions", "MedicationStatement": "medications you take", "MolecularSequence": "genetic sequences", "NutritionOrder": "diet and nutrition orders", "Observation": "measurements and test results", "Patient": "personal and contact details", "Procedure": "procedures and operations", "Provenance": "records of who wrote or changed what", "QuestionnaireResponse": "answered questionnaires and forms", "RelatedPerson": "relatives and contacts", "RequestGroup": "grouped orders", "ResearchSubject": "research study participation", "RiskAssessment": "risk assessments", "ServiceRequest": "orders and referrals", "Specimen": "specimens (samples)", "SupplyDelivery": "supplies delivered", "SupplyRequest": "supply orders", "Task": "care tasks", "VisionPrescription": "glasses and contact lens prescriptions"};
 
 export interface Tx {
   readonly body: Uint8Array;
@@ -474,6 +492,58 @@ export const RequestRecordsBodySchema: Schema<RequestRecordsBody> = schema<Reque
     patient_id: bytes(32, 32),
     record_types: seq(text(64, 1, RECORD_TYPES), 67),
     to_ms: uint(18446744073709551615n, 0n),
+  },
+);
+
+export interface AcceptAmendmentBody {
+  readonly amendment_id: Uint8Array;
+  readonly correction: SupersedeRecordBody;
+}
+export const AcceptAmendmentBodySchema: Schema<AcceptAmendmentBody> = schema<AcceptAmendmentBody>(
+  "AcceptAmendmentBody",
+  {
+    amendment_id: bytes(32, 32),
+    correction: struct(SupersedeRecordBodySchema),
+  },
+);
+
+export interface SealedText {
+  readonly ciphertext: Uint8Array;
+  readonly nonce: Uint8Array;
+  readonly wrapped_keys: readonly WrappedKey[];
+}
+export const SealedTextSchema: Schema<SealedText> = schema<SealedText>(
+  "SealedText",
+  {
+    ciphertext: bytes(8017, 8017),
+    nonce: bytes(24, 24),
+    wrapped_keys: seq(struct(WrappedKeySchema), 2),
+  },
+);
+
+export interface RequestAmendmentBody {
+  readonly record_id: Uint8Array;
+  readonly sealed_text: SealedText;
+}
+export const RequestAmendmentBodySchema: Schema<RequestAmendmentBody> = schema<RequestAmendmentBody>(
+  "RequestAmendmentBody",
+  {
+    record_id: bytes(32, 32),
+    sealed_text: struct(SealedTextSchema),
+  },
+);
+
+export interface BlobManifest {
+  readonly chunk_bytes: bigint;
+  readonly chunk_hashes: readonly Uint8Array[];
+  readonly size: bigint;
+}
+export const BlobManifestSchema: Schema<BlobManifest> = schema<BlobManifest>(
+  "BlobManifest",
+  {
+    chunk_bytes: uint(1048640n, 1n),
+    chunk_hashes: seq(bytes(32, 32), 128),
+    size: uint(134225920n, 1n),
   },
 );
 

@@ -8,6 +8,9 @@ import {
   buildAddRepresentative,
   buildDeny,
   buildGrant,
+  buildGrantManifest,
+  buildGrantPart,
+  computeGrantManifest,
   buildRegisterPatient,
   buildRemoveRepresentative,
   buildRequestRecords,
@@ -38,6 +41,16 @@ function build(v: TxVector): SignedTx {
         (k): RecordKey => ({ record_id: fromHex(k.record_id), sealed_key: fromHex(k.sealed_key) }),
       );
       return buildGrant(signer, arg("inquiry_id"), keys, options);
+    }
+    case "grant_manifest": {
+      const ids = (v.args["record_ids"] as string[]).map(fromHex);
+      return buildGrantManifest(signer, computeGrantManifest(arg("inquiry_id"), ids), options);
+    }
+    case "grant_part": {
+      const keys = (v.args["record_keys"] as { record_id: string; sealed_key: string }[]).map(
+        (k): RecordKey => ({ record_id: fromHex(k.record_id), sealed_key: fromHex(k.sealed_key) }),
+      );
+      return buildGrantPart(signer, arg("grant_id"), v.args["part"] as number, keys, options);
     }
     case "deny":
       return buildDeny(signer, arg("inquiry_id"), options);

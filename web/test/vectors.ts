@@ -65,6 +65,24 @@ export interface Vectors {
     final_validators_hash: string;
     refusals: readonly { why: string; block: string; commit: string; next_validators: string | null; what: string }[];
   };
+  readonly request_auth: readonly {
+    signer: string;
+    method: string;
+    target: string;
+    challenge: string;
+    time_ms: number;
+    patient_id: string;
+    signing_input: string;
+    authorization: string;
+  }[];
+  readonly attachments: readonly {
+    record_key: string;
+    binding: string;
+    ref: { blob_id: string; sealed_key: string; size: number };
+    manifest: string;
+    chunks: readonly string[];
+    plaintext: string;
+  }[];
 }
 
 export const vectors: Vectors = JSON.parse(

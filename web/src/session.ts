@@ -1,0 +1,323 @@
+/**
+ * One patient's session: the unlocked identity, the node that served the page, and the verified
+ * ledger (`ledger.ts`). `refresh()` follows new certified blocks, then fetches the patient's
+ * records, inquiries, grants and audit trail and keeps only what verifies against the chain (and,
+ * for records, what opens with the patient's key); everything refused is kept with its reason, to
+ * be said, never shown as if it were true. `submit()` sends a tx the page signed and believes it
+ * committed only once a verified block holds it.
+ */
+
+import { type NodeApi, NodeError, fromBase64, type Signer } from "./api.js";
+import { fromHex, toHex } from "./bytes.js";
+import { decodeChecked } from "./checks.js";
+import { DecryptionError, type Identity } from "./crypto.js";
+import { BLOCK_BYTES_MAX, type ChainTx, UnverifiedError, VerifiedLedger } from "./ledger.js";
+import { computeGenesisHash, LightClientError } from "./lightclient.js";
+import { decodeManifest, openAttachment, verifyChunk } from "./attachments.js";
+import { computeRecordBinding, type OpenedRecord, openRecord, RecordVerificationError } from "./records.js";
+import { openReason, ReasonUnreadableError } from "./reasons.js";
+import type { SignedTx } from "./txs.js";
+import {
+  type AuditEvent,
+  AuditEventSchema,
+  type BlobManifest,
+  GenesisSchema,
+  type GrantState,
+  GrantStateSchema,
+  type InquiryState,
+  InquiryStateSchema,
+  type PatientState,
+  PatientStateSchema,
+  type RecordState,
+  RecordStateSchema,
+  STATE_VALUE_BYTES_MAX,
+} from "./wire.js";
+
+export interface VerifiedRecord {
+  readonly state: RecordState;
+  readonly fact: ChainTx;
+  readonly opened: OpenedRecord;
+}
+export interface VerifiedInquiry {
+  readonly state: InquiryState;
+  readonly fact: ChainTx;
+  /** The reason as the patient reads it, or why it does not open. */
+  readonly reason: string;
+  readonly reasonOpened: boolean;
+}
+export interface VerifiedGrant {
+  readonly state: GrantState;
+  readonly fact: ChainTx;
+}
+export interface VerifiedEvent {
+  readonly state: AuditEvent;
+  readonly fact: ChainTx;
+}
+/** Something a node served that is not shown, and why. */
+export interface Refusal {
+  readonly what: string;
+  readonly id: string;
+  readonly why: string;
+}
+
+export interface Snapshot {
+  readonly patient: PatientState;
+  /** As the verified chain makes them (the node's list is compared with it). */
+  readonly representatives: readonly Uint8Array[];
+  readonly records: readonly VerifiedRecord[];
+  readonly inquiries: readonly VerifiedInquiry[];
+  readonly grants: readonly VerifiedGrant[];
+  readonly events: readonly VerifiedEvent[];
+  readonly refused: readonly Refusal[];
+}
+
+/** The node itself is not believed at all (its genesis or blocks do not verify). */
+export class NodeNotBelievedError extends Error {
+  override readonly name = "NodeNotBelievedError";
+}
+
+const GENESIS_PIN_KEY = "medledger.genesis";
+
+/**
+ * The genesis hash this page pins: from the link the patient was given (`#genesis=<hex>`, never
+ * sent to a node), else the one pinned on this device before. Null: first use, nothing pinned.
+ */
+export function loadGenesisPin(): Uint8Array | null {
+  const fromLink = /(?:^#|&)genesis=([0-9a-f]{64})(?:&|$)/.exec(location.hash)?.[1];
+  if (fromLink !== undefined) {
+    localStorage.setItem(GENESIS_PIN_KEY, fromLink);
+    return fromHex(fromLink);
+  }
+  const stored = localStorage.getItem(GENESIS_PIN_KEY);
+  return stored !== null && /^[0-9a-f]{64}$/.test(stored) ? fromHex(stored) : null;
+}
+
+export function saveGenesisPin(hash: Uint8Array): void {
+  localStorage.setItem(GENESIS_PIN_KEY, toHex(hash));
+}
+
+function decodeItem<T>(schema: Parameters<typeof decodeChecked<T>>[0], item: unknown): T {
+  const encoded = (item as { encoded?: unknown } | null)?.encoded;
+  if (typeof encoded !== "string") throw new UnverifiedError("the node sent an item without its encoding", "encoding");
+  try {
+    return decodeChecked(schema, fromBase64(encoded), STATE_VALUE_BYTES_MAX);
+  } catch {
+    throw new UnverifiedError("the node sent an item that is not a canonical ledger value", "encoding");
+  }
+}
+
+function why(exc: unknown): string {
+  if (exc instanceof UnverifiedError || exc instanceof RecordVerificationError || exc instanceof LightClientError) return exc.message;
+  if (exc instanceof DecryptionError) return "it does not open with your key";
+  return `it could not be checked (${exc instanceof Error ? exc.name : "error"})`;
+}
+
+export class Session {
+  readonly signer: Signer;
+  snapshot: Snapshot | null = null;
+
+  constructor(
+    readonly api: NodeApi,
+    readonly identity: Identity,
+    readonly patientId: Uint8Array,
+    readonly ledger: VerifiedLedger,
+  ) {
+    this.signer = { identity, patientId, chainId: ledger.chainId };
+  }
+
+  /** The page's node, named when it is caught lying. */
+  get nodeName(): string {
+    return location.origin;
+  }
+
+  /** Syncs run one after another: two at once would both apply the same next block. */
+  #syncTail: Promise<void> = Promise.resolve();
+
+  /** Follow the chain from the verified head to the node's latest block. */
+  sync(): Promise<void> {
+    const run = this.#syncTail.then(() => this.#sync());
+    this.#syncTail = run.catch(() => undefined);
+    return run;
+  }
+
+  async #sync(): Promise<void> {
+    for (;;) {
+      const { latest, items } = await this.api.getBlocks(this.signer, this.ledger.head.height + 1n);
+      try {
+        for (const item of items) this.ledger.applyBlock(item);
+      } catch (exc) {
+        if (exc instanceof LightClientError)
+          throw new NodeNotBelievedError(`The node at ${this.nodeName} served a block that does not verify (${exc.what}): ${exc.message}.`);
+        throw exc;
+      }
+      if (this.ledger.head.height >= latest || items.length === 0) return;
+    }
+  }
+
+  async #list(suffix: string, member: string): Promise<unknown[]> {
+    const reply = await this.api.getSigned(this.signer, this.api.patientPath(this.signer, suffix));
+    const items = reply[member];
+    if (!Array.isArray(items)) throw new NodeError(`the node's ${member} listing is malformed`);
+    return items;
+  }
+
+  async #listAll(suffix: string, member: string): Promise<unknown[]> {
+    const all: unknown[] = [];
+    for (let start = 0; ; start += 1000) {
+      const page = await this.#list(`${suffix}?start=${start}&limit=1000`, member);
+      all.push(...page);
+      if (page.length < 1000) return all;
+    }
+  }
+
+  async refresh(): Promise<Snapshot> {
+    await this.sync();
+    const refused: Refusal[] = [];
+    const patientReply = await this.api.getSigned(this.signer, this.api.patientPath(this.signer, ""));
+    const patient = decodeItem(PatientStateSchema, patientReply);
+    if (toHex(patient.sign_key) !== toHex(this.identity.public.signKey) || toHex(patient.patient_id) !== toHex(this.patientId))
+      throw new NodeNotBelievedError(`The node at ${this.nodeName} answered with another patient than you.`);
+    if (this.ledger.findRegistration(this.identity.public.signKey) === undefined)
+      throw new NodeNotBelievedError(`The node at ${this.nodeName} says you are registered, and no verified block holds your registration.`);
+    const representatives = this.ledger.computeRepresentatives(this.identity.public.signKey, this.patientId);
+    if (
+      patient.representatives.length !== representatives.length ||
+      patient.representatives.some((r, i) => toHex(r) !== toHex(representatives[i]!))
+    )
+      refused.push({ what: "representatives", id: "list", why: "the node's list of your representatives is not the ledger's; the ledger's is shown" });
+
+    const records: VerifiedRecord[] = [];
+    for (const item of await this.#listAll("/records", "records")) {
+      let id = "?";
+      try {
+        const state = decodeItem(RecordStateSchema, item);
+        id = toHex(state.record_id);
+        const fact = this.ledger.verifyRecord(state);
+        records.push({ state, fact, opened: openRecord(state, this.identity) });
+      } catch (exc) {
+        refused.push({ what: "record", id, why: why(exc) });
+      }
+    }
+    // A record the ledger holds for this patient and the node did not list is hidden: say so.
+    const listed = new Set([...records.map((r) => toHex(r.state.record_id)), ...refused.filter((r) => r.what === "record").map((r) => r.id)]);
+    for (const fact of this.ledger.listRecordTxs(this.patientId))
+      if (!listed.has(toHex(fact.txId)))
+        refused.push({ what: "record", id: toHex(fact.txId), why: `the ledger holds this record (block ${fact.height}) and the node did not list it` });
+    const inquiries: VerifiedInquiry[] = [];
+    for (const item of await this.#list("/inquiries", "inquiries")) {
+      let id = "?";
+      try {
+        const state = decodeItem(InquiryStateSchema, item);
+        id = toHex(state.inquiry_id);
+        const fact = this.ledger.verifyInquiry(state);
+        let reason: string;
+        let reasonOpened = true;
+        try {
+          reason = openReason(state, this.identity);
+        } catch (exc) {
+          if (!(exc instanceof ReasonUnreadableError)) throw exc;
+          reason = "The reason does not open with your key.";
+          reasonOpened = false;
+        }
+        inquiries.push({ state, fact, reason, reasonOpened });
+      } catch (exc) {
+        refused.push({ what: "inquiry", id, why: why(exc) });
+      }
+    }
+    const byInquiry = new Map(inquiries.map((i) => [toHex(i.state.inquiry_id), i.state]));
+    const grants: VerifiedGrant[] = [];
+    for (const item of await this.#list("/grants", "grants")) {
+      let id = "?";
+      try {
+        const state = decodeItem(GrantStateSchema, item);
+        id = toHex(state.grant_id);
+        const inquiry = byInquiry.get(toHex(state.inquiry_id));
+        if (inquiry === undefined) throw new UnverifiedError("the grant's inquiry is not among your verified inquiries", "inquiry");
+        grants.push({ state, fact: this.ledger.verifyGrant(state, inquiry) });
+      } catch (exc) {
+        refused.push({ what: "grant", id, why: why(exc) });
+      }
+    }
+    const events: VerifiedEvent[] = [];
+    for (const item of await this.#listAll("/audit", "events")) {
+      let id = "?";
+      try {
+        const state = decodeItem(AuditEventSchema, item);
+        id = toHex(state.event_id);
+        events.push({ state, fact: this.ledger.verifyAuditEvent(state) });
+      } catch (exc) {
+        refused.push({ what: "history event", id, why: why(exc) });
+      }
+    }
+    this.snapshot = { patient, representatives, records, inquiries, grants, events, refused };
+    return this.snapshot;
+  }
+
+  /**
+   * An attachment of a verified record, fetched from the node and opened here: the attachment
+   * must be one the record's tx lists on the ledger, its manifest must hash to its id and each
+   * chunk to its manifest entry (`attachments.ts`), else the node is named.
+   */
+  async readAttachment(record: VerifiedRecord, blobId: Uint8Array): Promise<Uint8Array> {
+    const ref = this.ledger.getAttachments(record.state.record_id).find((r) => toHex(r.blob_id) === toHex(blobId));
+    if (ref === undefined) throw new NodeError("the record's transaction on the ledger lists no such attachment");
+    const path = this.api.patientPath(this.signer, `/records/${toHex(record.state.record_id)}/attachments/${toHex(blobId)}`);
+    const lie = (what: string) => new NodeNotBelievedError(`The node at ${this.nodeName} ${what}.`);
+    const reply = await this.api.getSigned(this.signer, path);
+    let manifest: BlobManifest;
+    try {
+      manifest = decodeManifest(fromBase64(String(reply["manifest"])), blobId);
+    } catch {
+      throw lie("sent a manifest that is not the attachment's");
+    }
+    const chunks: Uint8Array[] = [];
+    for (let index = 0; index < manifest.chunk_hashes.length; index++) {
+      const chunk = await this.api.getSigned(this.signer, `${path}/chunks/${index}`);
+      const data = fromBase64(String(chunk["data"]));
+      try {
+        verifyChunk(manifest, index, data);
+      } catch {
+        throw lie(`sent a chunk ${index} that does not match its hash`);
+      }
+      chunks.push(data);
+    }
+    const binding = computeRecordBinding(record.state.patient_id, record.state.author, record.state.record_type, record.state.supersedes);
+    return openAttachment(record.opened.recordKey, ref, binding, chunks);
+  }
+
+  /** Send a tx signed on this device; resolves once a verified block holds it. */
+  async submit(signed: SignedTx): Promise<ChainTx> {
+    const reply = await this.api.postTx(signed.raw);
+    if (reply.txId !== toHex(signed.txId))
+      throw new NodeNotBelievedError(`The node at ${this.nodeName} answered for another transaction than the one sent.`);
+    if (reply.status !== "committed") throw new NodeError("the transaction was not committed in time; it may still be");
+    await this.sync();
+    const fact = this.ledger.getTx(signed.txId);
+    if (fact === undefined)
+      throw new NodeNotBelievedError(`The node at ${this.nodeName} says the transaction committed, and no verified block holds it.`);
+    return fact;
+  }
+}
+
+/** Load the verified ledger from the page's node, pinned to `pin` (or, on first use, to what it serves). */
+export async function openLedger(api: NodeApi, pin: Uint8Array | null): Promise<{ ledger: VerifiedLedger; firstUse: boolean }> {
+  const reply = await api.getPublic("/v1/proofs/genesis");
+  if (typeof reply["genesis"] !== "string") throw new NodeError("the node's genesis answer is malformed");
+  const encoded = fromBase64(reply["genesis"]);
+  let served: Uint8Array;
+  try {
+    served = computeGenesisHash(decodeChecked(GenesisSchema, encoded, BLOCK_BYTES_MAX));
+  } catch {
+    throw new NodeNotBelievedError(`The node at ${location.origin} serves a genesis that is not canonical.`);
+  }
+  const firstUse = pin === null;
+  try {
+    const ledger = VerifiedLedger.fromGenesis(encoded, pin ?? served);
+    if (firstUse) saveGenesisPin(served);
+    return { ledger, firstUse };
+  } catch (exc) {
+    if (exc instanceof LightClientError)
+      throw new NodeNotBelievedError(`The node at ${location.origin} serves another network than the one this page pinned: ${exc.message}.`);
+    throw exc;
+  }
+}
