@@ -501,6 +501,52 @@ def test_invalid_answer_for_a_query_not_asked_of_it_nor_twice(world: rr.World) -
     )
 
 
+def _gaussian_count_study(world: rr.World) -> bytes:
+    count = QueryTemplate("a-count", TEMPLATE_COUNT, ("sct:38341003",), (), 0, 0, 1_000_000, 1_000)
+    body = rr.study_body(world.ledger, templates=(count,))
+    return world.ok("research", KIND_REGISTER_STUDY, body)
+
+
+def test_invalid_gaussian_count_answer_with_too_little_noise(world: rr.World) -> None:
+    """A count asked with δ > 0 (Gaussian noise) must still declare at least the noise its ε
+    requires of any mechanism: σ below 1/ε cannot be (ε, δ ≤ 10^-6)-DP for a count. Without this
+    check, an institution could post a count noised by a thousandth of a patient."""
+    study_id = _gaussian_count_study(world)
+    query = rr.count_query(
+        study_id,
+        delta_pico=1_000,
+        epsilon_micro=100_000,
+        institutions=(rr.key("clinic"),),
+        as_of_height=world.ledger.height,
+    )
+    query_id = world.ok("research", KIND_SUBMIT_QUERY, query)
+    world.rejected(
+        "clinic", KIND_POST_ANSWER, rr.total_answer(query_id, scale_milli=1), "health.answer_noise"
+    )
+    world.rejected(
+        "clinic", KIND_POST_ANSWER, rr.total_answer(query_id, scale_milli=9_999), "health.answer_noise"
+    )
+    world.ok("clinic", KIND_POST_ANSWER, rr.total_answer(query_id, scale_milli=40_000))
+
+
+def test_invalid_gaussian_count_answer_at_the_smallest_epsilon(world: rr.World) -> None:
+    """At ε of one millionth, 1/ε is a million patients; the Gaussian floor never asks more than a
+    Laplace count would, and never less than the noise that could be (ε, 10^-6)-DP."""
+    study_id = _gaussian_count_study(world)
+    query = rr.count_query(
+        study_id,
+        delta_pico=1_000,
+        epsilon_micro=1,
+        institutions=(rr.key("clinic"),),
+        as_of_height=world.ledger.height,
+    )
+    query_id = world.ok("research", KIND_SUBMIT_QUERY, query)
+    world.rejected(
+        "clinic", KIND_POST_ANSWER, rr.total_answer(query_id, scale_milli=9_999_999), "health.answer_noise"
+    )
+    world.ok("clinic", KIND_POST_ANSWER, rr.total_answer(query_id, scale_milli=10_000_000))
+
+
 def test_invalid_query_whose_charge_overflows_the_largest_budget() -> None:
     """ε = 20 an answer asked of 64 institutions is 1,280 ε: refused, charged nothing; a charge of
     exactly the remaining budget is accepted and leaves 0, after which nothing more is."""
