@@ -17,6 +17,7 @@ those of the rules' own tests (`test_claims_rules`, `test_claims_consent_backfil
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import subprocess
@@ -36,9 +37,10 @@ from test_claims_rules import ROLES as CLAIMS_ROLES
 from test_claims_rules import World as ClaimsWorld
 from test_claims_rules import consent
 
+from medledger.chain.codec import Bytes, HumanText, Seq, Struct, Text, UInt
 from medledger.chain.txbuilder import sign_tx
 from medledger.crypto.envelope import SEALED_KEY_SIZE
-from medledger.health import claims_client, client, events, rights_seal
+from medledger.health import claims_client, claims_types, client, events, research_types, rights_seal
 from medledger.health import state as st
 from medledger.health.claims_types import ConsentManifestBody
 from medledger.health.records import encrypt_record, reseal_record_keys
@@ -66,6 +68,7 @@ from medledger.health.types import (
     KIND_REGISTER_STUDY,
     KIND_SUBMIT_QUERY,
     GrantManifestBody,
+    GrantPartBody,
     RecordKey,
     compute_grant_part_digest,
     compute_patient_id,
@@ -721,3 +724,143 @@ def test_two_nodes_with_different_hash_seeds_reach_the_same_state_root() -> None
         assert done.returncode == 0, done.stderr
         roots.add(done.stdout.strip())
     assert len(roots) == 1
+
+
+# --- (g) continued: well-formed bodies with hostile values, aimed at what is on the ledger -----------
+
+
+def _strategy(spec: Any, name: str, ids: dict[str, list[bytes]], words: list[str]) -> stg.SearchStrategy[Any]:
+    """Values the codec accepts for field `name` of `spec`, mostly the ledger's own ids of that
+    name (so that the rules get past "unknown" to their deeper checks), and the bounds."""
+    if isinstance(spec, UInt):
+        edges = {spec.minimum, spec.minimum + 1, 3, spec.maximum - 1, spec.maximum}
+        inside = sorted(e for e in edges if spec.minimum <= e <= spec.maximum)
+        return stg.sampled_from(inside) | stg.integers(spec.minimum, min(spec.maximum, 10**13))
+    if isinstance(spec, Bytes):
+        known = [b for b in ids.get(name, ()) if spec.min_length <= len(b) <= spec.max_length]
+        raw = stg.binary(min_size=spec.min_length, max_size=min(spec.max_length, spec.min_length + 48))
+        return stg.one_of(*[stg.sampled_from(known)] * 4, raw) if known else raw
+    if isinstance(spec, Text):
+        if spec.allowed is not None:
+            return stg.sampled_from(sorted(spec.allowed))
+        fitting = [w for w in words if spec.min_length <= len(w) <= spec.max_length]
+        free = stg.text(
+            alphabet=stg.characters(min_codepoint=0x21, max_codepoint=0x7E),
+            min_size=spec.min_length,
+            max_size=min(spec.max_length, 12),
+        )
+        return stg.one_of(*[stg.sampled_from(fitting)] * 3, free) if fitting else free
+    if isinstance(spec, HumanText):
+        return stg.sampled_from(["Une étude", "A study"])
+    if isinstance(spec, Struct):
+        return _body_strategy(spec.cls, ids, words)
+    if isinstance(spec, Seq):
+        items = stg.lists(_strategy(spec.item, name, ids, words), max_size=min(spec.max_items, 4))
+        return stg.one_of(items, items.map(_canonical)).map(tuple)
+    raise AssertionError(f"no strategy for {spec!r}")
+
+
+def _canonical(items: list[Any]) -> list[Any]:
+    """Sorted and unique, as the rules want lists (when the items are ids, codes or numbers)."""
+    if items and all(isinstance(x, (bytes, str, int)) for x in items) and len({type(x) for x in items}) == 1:
+        return sorted(set(items))
+    return items
+
+
+def _body_strategy(cls: type[Any], ids: dict[str, list[bytes]], words: list[str]) -> stg.SearchStrategy[Any]:
+    fields = {name: _strategy(spec, name, ids, words) for name, spec in cls.WIRE_FIELDS.items()}
+    return stg.builds(cls, **fields)
+
+
+@dataclasses.dataclass
+class _Scene:
+    ledger: Ledger
+    ids: dict[str, list[bytes]]
+    words: list[str]
+
+
+def _make_scene() -> _Scene:
+    """A ledger holding something of every kind: a consent with a manifest, labelled and plain
+    records, a claim, a study with members, a query and an answer."""
+    roles = {**CLAIMS_ROLES, "research-2": "research"}
+    ledger = Ledger(roles)
+    patient = make_identity("patient")
+    ledger.submit_ok(ledger.sign(client.build_register_patient, patient))
+    patient_id = compute_patient_id(patient.public.sign_key)
+    consent_id = ledger.submit_ok(consent(ledger, patient_id, patient)).tx_id
+    cw = ClaimsWorld(ledger, patient, patient_id, consent_id)
+    encounter = cw.add(
+        "clinic", {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"}}
+    )
+    vitals = cw.add("clinic", make_observation(70))
+    hiv = cw.add("clinic", make_condition("h"), ("HIV",))
+    claim_id = ledger.submit_ok(cw.file(encounter, sorted([encounter, vitals, hiv]))).tx_id
+    manifest = ConsentManifestBody(consent_id, 1, (compute_grant_part_digest(consent_id, 0, (vitals,)),))
+    ledger.submit_ok(ledger.sign(client.build_tx, patient, KIND_CONSENT_MANIFEST, manifest))
+    study_id = ledger.submit_ok(
+        ledger.sign(client.build_tx, make_identity("research"), KIND_REGISTER_STUDY, rr.study_body(ledger))
+    ).tx_id
+    ledger.submit_ok(
+        ledger.sign(client.build_tx, patient, KIND_JOIN_STUDY, StudyMembershipBody(study_id, patient_id))
+    )
+    query = rr.count_query(study_id, as_of_height=ledger.height)
+    query_id = ledger.submit_ok(
+        ledger.sign(client.build_tx, make_identity("research"), KIND_SUBMIT_QUERY, query)
+    ).tx_id
+    ledger.submit_ok(
+        ledger.sign(client.build_tx, make_identity("clinic"), KIND_POST_ANSWER, rr.total_answer(query_id))
+    )
+    public = {name: make_identity(name).public for name in (*roles, "patient")}
+    records = [encounter, vitals, hiv]
+    authors = sorted(public[n].sign_key for n in ("clinic", "hospital"))
+    institutions = [public[n].sign_key for n in roles]
+    ids: dict[str, list[bytes]] = {
+        "grant_id": [consent_id, claim_id],
+        "claim_id": [claim_id],
+        "study_id": [study_id],
+        "query_id": [query_id],
+        "patient_id": [patient_id],
+        "record_id": records,
+        "record_ids": records,
+        "encounter_id": [encounter],
+        "supersedes": [*records, b""],
+        "grantee": institutions,
+        "insurer": institutions,
+        "authors": authors,
+        "institutions": authors,
+        "reader": [k.enc_key for k in public.values()],
+    }
+    words = [t.name for t in rr.TEMPLATES] + [c for t in rr.TEMPLATES for c in t.codes]
+    return _Scene(ledger, ids, words)
+
+
+_SCENE: list[_Scene] = []
+
+
+def _scene() -> _Scene:
+    if not _SCENE:
+        _SCENE.append(_make_scene())
+    return copy.deepcopy(_SCENE[0])
+
+
+_BODY_KINDS = sorted(
+    {
+        **claims_types.CLAIMS_BODY_TYPES,
+        **research_types.RESEARCH_BODY_TYPES,
+        KIND_GRANT_PART: GrantPartBody,
+    }.items()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=stg.data())
+def test_well_formed_hostile_bodies_are_accepted_or_refused_by_a_named_rule(data: stg.DataObject) -> None:
+    scene = _scene()
+    kind, cls = data.draw(stg.sampled_from(_BODY_KINDS), label="kind")
+    body = data.draw(_body_strategy(cls, scene.ids, scene.words), label="body")
+    signer = data.draw(
+        stg.sampled_from(["patient", "clinic", "hospital", "insurer", "research"]), label="signer"
+    )
+    signed = scene.ledger.sign(client.build_tx, make_identity(signer), kind, body)
+    outcome = scene.ledger.submit(signed)  # any error but a rejection would raise here
+    assert outcome.ok or outcome.rule.startswith("health."), outcome
