@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import test_claims_consent_backfill as backfill
 import test_claims_label_paths as label_paths
+import test_grant_parts as grant_parts_tests
 import test_research_rules as rr
 from health_testkit import CHAIN_ID, Ledger, make_condition, make_identity, make_observation
 from hypothesis import HealthCheck, given, settings
@@ -40,9 +41,9 @@ from test_claims_rules import consent
 from medledger.chain.codec import Bytes, HumanText, Seq, Struct, Text, UInt
 from medledger.chain.txbuilder import sign_tx
 from medledger.crypto.envelope import SEALED_KEY_SIZE
-from medledger.health import claims_client, claims_types, client, events, research_types, rights_seal
+from medledger.health import claims_client, claims_types, client, events, policy, research_types, rights_seal
 from medledger.health import state as st
-from medledger.health.claims_types import ConsentManifestBody
+from medledger.health.claims_types import ConsentManifestBody, ConsentTerms
 from medledger.health.records import encrypt_record, reseal_record_keys
 from medledger.health.research_types import (
     CELL_NOISED,
@@ -206,6 +207,85 @@ def test_invalid_consent_part_re_sealing_a_correction_of_a_labelled_record(bw: b
     manifest, (part,) = bw.reseal(consent_id, [correction])
     bw.ledger.submit_ok(manifest)
     bw.ledger.submit_rejected(part, "health.grant_records")
+
+
+def test_invalid_consent_part_re_sealing_an_old_version_of_a_record_now_labelled(bw: backfill.World) -> None:
+    """A record corrected into an HIV diagnosis: its corrected version carries HIV (from its
+    content), and so is never re-sealed for a consent naming no label; nor is the version it
+    replaced, which is the same record before correction. The insurer would otherwise read the
+    first version of what the ledger now labels HIV (its labels and its chain are public)."""
+    first = bw.add("clinic", make_condition("first"))
+    clinic = make_identity("clinic")
+    encrypted = encrypt_record(
+        label_paths.hiv_diagnosis(),
+        patient_id=bw.patient_id,
+        author=clinic.public.sign_key,
+        readers=sorted([bw.patient.public.enc_key, clinic.public.enc_key]),
+        supersedes=first.record_id,
+    )
+    signed = bw.ledger.sign(
+        claims_client.build_add_labelled_record, clinic, bw.patient_id, encrypted, ("HIV",)
+    )
+    bw.ledger.submit_ok(signed)
+    consent_id = bw.consent(record_types=("Condition",))
+    old = st.get_record(bw.ledger.state, first.record_id)
+    assert old is not None
+    assert st.get_record_labels(bw.ledger.state, old.record_id) == ()
+    manifest, (part,) = bw.reseal(consent_id, [old])
+    bw.ledger.submit_ok(manifest)
+    bw.ledger.submit_rejected(part, "health.grant_records")
+    assert st.get_grant_key(bw.ledger.state, consent_id, old.record_id) is None
+
+
+def test_a_consent_naming_the_label_re_seals_every_version(bw: backfill.World) -> None:
+    first = bw.add("clinic", make_condition("first"))
+    clinic = make_identity("clinic")
+    encrypted = encrypt_record(
+        label_paths.hiv_diagnosis(),
+        patient_id=bw.patient_id,
+        author=clinic.public.sign_key,
+        readers=sorted([bw.patient.public.enc_key, clinic.public.enc_key]),
+        supersedes=first.record_id,
+    )
+    signed = bw.ledger.sign(
+        claims_client.build_add_labelled_record, clinic, bw.patient_id, encrypted, ("HIV",)
+    )
+    second = st.get_record(bw.ledger.state, bw.ledger.submit_ok(signed).tx_id)
+    old = st.get_record(bw.ledger.state, first.record_id)
+    assert second is not None
+    assert old is not None
+    consent_id = bw.consent(record_types=("Condition",), labels=("HIV",))
+    manifest, (part,) = bw.reseal(consent_id, [old, second])
+    bw.ledger.submit_ok(manifest)
+    bw.ledger.submit_ok(part)
+
+
+def test_the_patients_light_ledger_previews_old_versions_as_the_rules_judge_them() -> None:
+    """The client's preview (`PatientLedger.is_consent_covering`, on the verified light ledger)
+    and the rules agree: the first version of a record corrected into HIV is not offered for a
+    consent that does not name HIV, so a manifest never declares a record its part would fail on."""
+    patient, clinic = make_identity("patient"), make_identity("clinic")
+    chain = grant_parts_tests.Chain(patient)
+    chain.commit([chain.sign(client.build_register_patient, patient)])
+    (first_tx,) = grant_parts_tests._records(chain, clinic, [make_condition("first")])
+    chain.commit([first_tx])
+    encrypted = encrypt_record(
+        label_paths.hiv_diagnosis(),
+        patient_id=chain.patient_id,
+        author=clinic.public.sign_key,
+        readers=sorted([patient.public.enc_key, clinic.public.enc_key]),
+        supersedes=first_tx[2],
+    )
+    chain.commit(
+        [chain.sign(claims_client.build_add_labelled_record, clinic, chain.patient_id, encrypted, ("HIV",))]
+    )
+    old = chain.light.get_record(first_tx[2])
+    assert old is not None
+    plain = ConsentTerms(b"", (clinic.public.sign_key,), ())
+    named = ConsentTerms(b"", (clinic.public.sign_key,), ("HIV",))
+    for terms, covered in ((plain, False), (named, True)):
+        assert chain.light.is_consent_covering(terms, old) is covered
+        assert policy.is_consent_covering(chain.ledger.state, terms, old) is covered
 
 
 def test_invalid_consent_parts_that_lie_about_their_manifest(bw: backfill.World) -> None:
@@ -681,7 +761,7 @@ _REPLAY = textwrap.dedent(
     import test_research_rules as rr
     from health_testkit import make_identity
     from medledger.health import claims_client, client
-    from medledger.health.claims_types import ConsentManifestBody
+    from medledger.health.claims_types import ConsentManifestBody, ConsentTerms
     from medledger.health.research_types import QueryParams
     from medledger.health.types import KIND_CONSENT_MANIFEST, KIND_POST_ANSWER, KIND_SUBMIT_QUERY
 
