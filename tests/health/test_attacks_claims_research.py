@@ -329,6 +329,26 @@ def test_invalid_consent_parts_that_lie_about_their_manifest(bw: backfill.World)
     )
 
 
+def test_invalid_consent_parts_short_or_unsorted_then_the_declared_one(bw: backfill.World) -> None:
+    old = [bw.add("clinic", make_observation(n)) for n in range(3)]
+    consent_id = bw.consent()
+    keys = reseal_record_keys(old, bw.patient, bw.insurer.public.enc_key)
+    ordered = sorted(keys, key=lambda k: k.record_id)
+    # Three parts of one record each cannot be declared: parts are full but the last, so a
+    # manifest of 3 records has one part of 3; a part of fewer is refused, whatever its index.
+    manifest, (part,) = bw.reseal(consent_id, old)
+    bw.ledger.submit_ok(manifest)
+    bw.ledger.submit_rejected(_part(bw, bw.patient, consent_id, 0, ordered[:2]), "health.grant_part")
+    reversed_part = GrantPartBody(consent_id, 0, tuple(ordered[::-1]))
+    bw.ledger.submit_rejected(
+        bw.ledger.sign(client.build_tx, bw.patient, KIND_GRANT_PART, reversed_part), "health.grant_records"
+    )
+    bw.ledger.submit_ok(part)
+    parts = st.get_grant_parts(bw.ledger.state, consent_id)
+    assert parts is not None
+    assert parts.is_part_received(0)
+
+
 def test_invalid_consent_part_re_signed_after_it_arrived(bw: backfill.World) -> None:
     old = bw.add("clinic", make_observation(1))
     consent_id = bw.consent()
