@@ -40,6 +40,8 @@ from test_claims_rules import consent
 
 from medledger.chain.codec import Bytes, HumanText, Seq, Struct, Text, UInt
 from medledger.chain.txbuilder import sign_tx
+from medledger.chain.types import ZERO_HASH, Block, Header
+from medledger.chain.validation import compute_tx_root
 from medledger.crypto.envelope import SEALED_KEY_SIZE
 from medledger.health import claims_client, claims_types, client, events, policy, research_types, rights_seal
 from medledger.health import state as st
@@ -964,3 +966,66 @@ def test_well_formed_hostile_bodies_are_accepted_or_refused_by_a_named_rule(data
     signed = scene.ledger.sign(client.build_tx, make_identity(signer), kind, body)
     outcome = scene.ledger.submit(signed)  # any error but a rejection would raise here
     assert outcome.ok or outcome.rule.startswith("health."), outcome
+
+
+# --- (e), (f): the same attack twice in one block -------------------------------------------------
+
+
+def _commit_block(ledger: Ledger, batch: list[Any]) -> list[str]:
+    """Commit `batch` as one block of `ledger`'s chain; the rule each tx met ("" if accepted)."""
+    raws = tuple(raw for _, raw, _ in batch)
+    header = Header(
+        chain_id=CHAIN_ID,
+        height=ledger.height + 1,
+        round=0,
+        parent_hash=ZERO_HASH,
+        time_ms=ledger.next_time_ms,
+        proposer=ledger.proposer,
+        tx_count=len(raws),
+        tx_root=compute_tx_root(raws),
+        state_root=ledger.state_root,
+        validators_hash=ledger.validators.hash(),
+        next_validators_hash=ledger.validators.hash(),
+    )
+    execution = ledger.app.apply_block(
+        Block(header, raws), tuple(tx for tx, _, _ in batch), ledger.state, ledger.state_root
+    )
+    for key, value in execution.writes.items():
+        if value is None:
+            ledger.state.data.pop(key, None)
+        else:
+            ledger.state.data[key] = value
+    ledger.height, ledger.state_root = header.height, execution.state_root
+    ledger.time_ms, ledger.next_time_ms = ledger.next_time_ms, ledger.next_time_ms + 1_000
+    return [("" if r.ok else r.code) for r in execution.results]
+
+
+def test_invalid_repeats_within_one_block_are_refused_and_charged_once(world: rr.World) -> None:
+    """A query and its re-signed twin, and an institution's two answers, in one block: the second
+    of each is refused by the same rule as in a later block, and the budget is charged once."""
+    query = rr.count_query(world.study_id)
+    twins = [world.tx("research", KIND_SUBMIT_QUERY, query) for _ in range(2)]
+    assert _commit_block(world.ledger, twins) == ["", "health.query_repeated"]
+    assert world.study().epsilon_remaining_micro == rr.EPSILON_TOTAL_MICRO - 2 * query.epsilon_micro
+    query_id = twins[0][2]
+    answers = [world.tx("clinic", KIND_POST_ANSWER, rr.total_answer(query_id, value_milli=v)) for v in (1, 2)]
+    assert _commit_block(world.ledger, answers) == ["", "health.answer_exists"]
+    stored = st.get_query(world.ledger.state, query_id)
+    assert stored is not None
+    assert stored.answer_count == 1
+
+
+def test_invalid_consent_parts_twice_or_after_revocation_within_one_block(bw: backfill.World) -> None:
+    old = bw.add("clinic", make_observation(1))
+    consent_id = bw.consent()
+    manifest, (part,) = bw.reseal(consent_id, [old])
+    bw.ledger.submit_ok(manifest)
+    keys = list(reseal_record_keys([old], bw.patient, bw.insurer.public.enc_key))
+    again = _part(bw, bw.patient, consent_id, 0, keys)
+    assert _commit_block(bw.ledger, [part, again]) == ["", "health.grant_part_duplicate"]
+    second = bw.consent(record_types=("Observation",))
+    manifest, (part,) = bw.reseal(second, [old])
+    bw.ledger.submit_ok(manifest)
+    revoke = bw.ledger.sign(client.build_revoke, bw.patient, second)
+    assert _commit_block(bw.ledger, [revoke, part]) == ["", "health.grant_revoked"]
+    assert st.get_grant_key(bw.ledger.state, second, old.record_id) is None
