@@ -966,6 +966,10 @@ def test_well_formed_hostile_bodies_are_accepted_or_refused_by_a_named_rule(data
     signed = scene.ledger.sign(client.build_tx, make_identity(signer), kind, body)
     outcome = scene.ledger.submit(signed)  # any error but a rejection would raise here
     assert outcome.ok or outcome.rule.startswith("health."), outcome
+    if outcome.ok:  # an accepted tx's events derive, with kinds and ledger ids only
+        for effect in events.compute_tx_effects(scene.ledger.state, signed[0], signed[2]):
+            assert effect.kind in events.EVENT_KINDS
+            assert all(name in events.ID_FIELDS for name, _ in effect.ids)
 
 
 # --- (e), (f): the same attack twice in one block -------------------------------------------------
