@@ -1033,3 +1033,62 @@ def test_invalid_consent_parts_twice_or_after_revocation_within_one_block(bw: ba
     revoke = bw.ledger.sign(client.build_revoke, bw.patient, second)
     assert _commit_block(bw.ledger, [revoke, part]) == ["", "health.grant_revoked"]
     assert st.get_grant_key(bw.ledger.state, second, old.record_id) is None
+
+
+# --- (a) at write time: an author seals for the insurer what the consent does not cover -----------
+
+
+def _forced(cw: ClaimsWorld, author: str, resource: dict[str, Any], labels: tuple[str, ...] = ()) -> Any:
+    """A record its author seals for the insurer whatever the consent says (a hostile node)."""
+    readers = sorted([cw.enc("patient"), cw.enc(author), cw.enc("insurer")])
+    encrypted = encrypt_record(resource, patient_id=cw.patient_id, author=cw.key(author), readers=readers)
+    if labels:
+        return cw.ledger.sign(
+            claims_client.build_add_labelled_record, cw.who(author), cw.patient_id, encrypted, labels
+        )
+    return cw.ledger.sign(client.build_add_record, cw.who(author), cw.patient_id, encrypted)
+
+
+def test_invalid_record_sealed_for_the_insurer_by_an_author_the_consent_does_not_name(
+    cw: ClaimsWorld,
+) -> None:
+    cw.ledger.submit_rejected(_forced(cw, "hospital", make_observation(1)), "health.record_readers")
+
+
+def test_invalid_record_sealed_for_the_insurer_outside_the_consents_window(cw: ClaimsWorld) -> None:
+    ledger = cw.ledger
+    ledger.submit_ok(ledger.sign(client.build_revoke, cw.patient, cw.consent_id))
+    window_end = ledger.next_time_ms + 5_000
+    ledger.submit_ok(consent(ledger, cw.patient_id, cw.patient, to_ms=window_end))
+    ledger.advance(10_000)
+    ledger.submit_rejected(_forced(cw, "clinic", make_observation(2)), "health.record_readers")
+
+
+def test_invalid_record_sealed_for_the_insurer_of_a_type_the_consent_does_not_name(cw: ClaimsWorld) -> None:
+    immunization = {
+        "resourceType": "Immunization",
+        "status": "completed",
+        "vaccineCode": {"text": "synthetic"},
+        "patient": {"reference": "Patient/synthetic-1"},
+        "occurrenceDateTime": "2026-01-01",
+    }
+    cw.ledger.submit_rejected(_forced(cw, "clinic", immunization), "health.record_readers")
+
+
+def test_invalid_record_sealed_for_the_insurer_after_the_consent_expired(cw: ClaimsWorld) -> None:
+    cw.ledger.advance(31 * DAY_MS)
+    cw.ledger.submit_rejected(_forced(cw, "clinic", make_observation(3)), "health.record_readers")
+
+
+def test_invalid_record_of_another_patient_sealed_for_this_patients_insurer(cw: ClaimsWorld) -> None:
+    other = make_identity("patient-2")
+    cw.ledger.submit_ok(cw.ledger.sign(client.build_register_patient, other))
+    other_id = compute_patient_id(other.public.sign_key)
+    readers = sorted([other.public.enc_key, cw.enc("clinic"), cw.enc("insurer")])
+    encrypted = encrypt_record(
+        make_observation(4), patient_id=other_id, author=cw.key("clinic"), readers=readers
+    )
+    cw.ledger.submit_rejected(
+        cw.ledger.sign(client.build_add_record, cw.who("clinic"), other_id, encrypted),
+        "health.record_readers",
+    )
