@@ -32,7 +32,7 @@ from medledger.chain.app import StateReader
 from medledger.health import rules
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
-from medledger.health.policy import is_terms_covering
+from medledger.health.policy import is_consent_covering
 from medledger.health.types import (
     EVENT_GRANT,
     EVENT_GRANT_PART,
@@ -108,7 +108,8 @@ def validate_grant_part(
     if compute_grant_part_digest(grant.inquiry_id, body.part, record_ids) != parts.part_digests[body.part]:
         raise reject("grant_part_digest", "the part's records are not the ones its manifest declared")
     # A standing consent's parts (ADR 0017, amendment) re-seal only what its terms cover too: its
-    # named authors, and a labelled record only if the consent names every label.
+    # named authors, and a labelled record only if the consent names every label (of the record's
+    # latest version: an earlier version of a record corrected into HIV is not re-sealed either).
     terms = st.get_consent_terms(state, grant.grant_id)
     for record_id in record_ids:
         record = st.get_record(state, record_id)
@@ -116,9 +117,7 @@ def validate_grant_part(
             raise reject("grant_records", "a granted record does not exist for this patient")
         if not is_covered(grant.scope, record.record_id, record.record_type, record.time_ms):
             raise reject("grant_records", "a granted record is outside the inquiry's scope")
-        if terms is not None and not is_terms_covering(
-            terms, record.author, st.get_record_labels(state, record_id)
-        ):
+        if terms is not None and not is_consent_covering(state, terms, record):
             raise reject("grant_records", "a record the standing consent does not cover (author or labels)")
     return grant, parts
 

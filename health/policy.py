@@ -26,6 +26,7 @@ from medledger.health import state as st
 from medledger.health.claims_types import ConsentTerms
 from medledger.health.errors import HealthStateError, reject
 from medledger.health.labels import compute_security_labels
+from medledger.health.rights_types import SUPERSEDE_CHAIN_MAX
 from medledger.health.types import (
     AUTHOR_ROLES,
     EVENT_CONSENT,
@@ -144,6 +145,29 @@ def compute_correction_labels(
     sheds a label, so it is never sealed wider than the original). The rules store these."""
     inherited = st.get_record_labels(state, supersedes) if supersedes else ()
     return tuple(sorted(set(labels) | set(inherited)))
+
+
+def get_current_labels(state: StateReader, record: RecordState) -> tuple[str, ...] | None:
+    """The labels of `record`'s latest version: a version superseded by a labelled correction is
+    the same record before correction, so a consent re-seals it only as it would the corrected one
+    (a correction keeps every earlier label, so the latest version's are all the chain's). None if
+    more than `SUPERSEDE_CHAIN_MAX` corrections follow it (a caller then shares nothing: fail closed)."""
+    for _ in range(SUPERSEDE_CHAIN_MAX + 1):
+        if not record.superseded_by:
+            return st.get_record_labels(state, record.record_id)
+        later = st.get_record(state, record.superseded_by)
+        if later is None:
+            raise HealthStateError("a record's correction is missing")
+        record = later
+    return None
+
+
+def is_consent_covering(state: StateReader, terms: ConsentTerms, record: RecordState) -> bool:
+    """Whether a standing consent's terms cover re-sealing `record` (ADR 0017, amendment): a named
+    author, and no label of its latest version (`get_current_labels`) that the consent does not
+    name. The rules judge a consent's parts by it and the patient's client previews by it."""
+    labels = get_current_labels(state, record)
+    return labels is not None and is_terms_covering(terms, record.author, labels)
 
 
 def compute_version_labels(

@@ -14,8 +14,9 @@
 - `health.post_answer`: only an institution the query asked, once; it has one cell for each label
   of the grouping's closed vocabulary (which cells exist never depends on the data), sorted; a
   suppressed cell carries 0; a count's noise is
-  at least what its ε requires of a Laplace count (the ledger cannot check noise it cannot see,
-  but it refuses an answer that says it added too little).
+  at least what its ε requires of a Laplace count, or for a Gaussian count (δ > 0) a floor no
+  (ε, δ)-DP Gaussian count can go below (the ledger cannot check noise it cannot see, but it
+  refuses an answer that says it added too little).
 
 Plain functions of (state, ctx, body), like `rules`: no clock, no randomness, no I/O. Checks on
 block time come after every time-free check, so that a tx refused at admission is refused by the
@@ -78,9 +79,21 @@ def compute_query_charge(body: SubmitQueryBody) -> tuple[int, int]:
     return body.epsilon_micro * count, body.delta_pico * count
 
 
-def compute_count_noise_scale_min_milli(epsilon_micro: int) -> int:
-    """The smallest Laplace scale an ε-DP count (sensitivity 1) may use, in thousandths, rounded
-    down (so an institution that rounds its scale up is never refused)."""
+#: Below this ε (in millionths) the Gaussian floor stops growing (see `compute_count_noise_scale_min_milli`).
+_GAUSSIAN_FLOOR_EPSILON_MICRO_MIN: int = 100
+
+
+def compute_count_noise_scale_min_milli(epsilon_micro: int, delta_pico: int = 0) -> int:
+    """The smallest noise scale a count (sensitivity 1) asked at this ε and δ may declare, in
+    thousandths, rounded down (so an institution that rounds its scale up is never refused).
+
+    δ = 0: the Laplace scale of an ε-DP count, 1/ε. δ > 0 (Gaussian σ): a floor every
+    (ε, δ)-DP Gaussian count needs, not the σ it should use: by the analytic Gaussian bound (Balle
+    and Wang 2018) σ = 1/ε gives δ > 8·10^-6 for every ε ≥ 10^-4, and σ = 10^4 does for every ε
+    below it, so under any δ a study may declare (at most 10^-6) σ must be at least
+    min(1/ε, 10^4). Without it an answer could say it added a thousandth of a patient's noise."""
+    if delta_pico:
+        epsilon_micro = max(epsilon_micro, _GAUSSIAN_FLOOR_EPSILON_MICRO_MIN)
     return (_MILLI * _MICRO) // epsilon_micro
 
 
@@ -364,10 +377,10 @@ def validate_post_answer(
     if (
         template is not None
         and template.kind in COUNT_TEMPLATE_KINDS
-        and query.delta_pico == 0
-        and body.noise_scale_milli < compute_count_noise_scale_min_milli(query.epsilon_micro)
+        and body.noise_scale_milli
+        < compute_count_noise_scale_min_milli(query.epsilon_micro, query.delta_pico)
     ):
-        raise reject("answer_noise", "the noise is smaller than the query's ε requires of a count")
+        raise reject("answer_noise", "the noise is smaller than the query's ε and δ require of a count")
     return study, query
 
 

@@ -80,7 +80,6 @@ from medledger.health.client import (
 from medledger.health.errors import HealthError, ReasonUnreadableError, RecordVerificationError
 from medledger.health.event_subscription import PAGE_LIMIT, EventSubscription
 from medledger.health.event_topics import DEFAULT_TOPIC_PREFIX, compute_patient_subscription
-from medledger.health.policy import is_terms_covering
 from medledger.health.preview import (
     PROBLEM_REASON_UNREADABLE,
     GrantPreview,
@@ -1033,7 +1032,8 @@ class PatientClient:
     ) -> list[RecordState]:
         """The patient's records already on the verified ledger that a consent with these terms
         covers and whose keys signing it re-seals for `insurer` (ADR 0017, amendment): of the
-        types, by the authors, in the window, a labelled record only if every label is named, that
+        types, by the authors, in the window, a labelled record only if every label is named (of
+        its latest version: `policy.is_consent_covering`, as the rules judge the parts), that
         this device opens and verifies, and not already sealed for the insurer. Sorted by id."""
         ledger = self.sync()
         insurer_enc_key = self.institution_enc_key(insurer)
@@ -1055,7 +1055,7 @@ class PatientClient:
                 r
                 for r in ledger.list_records()
                 if is_covered(scope, r.record_id, r.record_type, r.time_ms)
-                and is_terms_covering(terms, r.author, ledger.get_record_labels(r.record_id))
+                and ledger.is_consent_covering(terms, r)
                 and insurer_enc_key not in r.envelope.readers
                 and enc_key in r.envelope.readers
                 and open_verified_record(r, self.identity) is not None

@@ -27,7 +27,7 @@ from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejected
 from medledger.chain.lightclient import CertifiedBlock
 from medledger.chain.types import Genesis, Tx, TxId
 from medledger.chain.validation import decode_tx, validate_tx_envelope
-from medledger.health import claims, claims_types, rights
+from medledger.health import claims, claims_types, policy, rights
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
@@ -254,6 +254,11 @@ class PatientLedger:
     def get_record_labels(self, record_id: bytes) -> tuple[str, ...]:
         """A record's security labels (none for an unlabelled record, or another patient's)."""
         return st.get_record_labels(self._state, record_id) if self.get_record(record_id) else ()
+
+    def is_consent_covering(self, terms: ConsentTerms, record: RecordState) -> bool:
+        """Whether the rules would let a consent with `terms` re-seal `record`
+        (`policy.is_consent_covering`, judged on this verified state)."""
+        return record.patient_id == self.patient_id and policy.is_consent_covering(self._state, terms, record)
 
     def get_consent_terms(self, grant_id: bytes) -> ConsentTerms | None:
         """A standing consent's authors and labels (None: not one of the patient's consents)."""

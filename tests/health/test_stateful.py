@@ -111,6 +111,8 @@ class MRecord:
     readers: set[str]
     superseded: bool = False
     labels: tuple[str, ...] = ()
+    #: The correction that superseded it (b"": none).
+    superseded_by: bytes = b""
 
 
 @dataclasses.dataclass
@@ -193,6 +195,12 @@ class HealthMachine(RuleBasedStateMachine):
         if grant.authors is None:
             return not labels
         return author in grant.authors and set(labels) <= grant.labels
+
+    def current_labels(self, record: MRecord) -> tuple[str, ...]:
+        """The labels of the record's latest version (a correction keeps every earlier label)."""
+        while record.superseded_by:
+            record = self.records[record.superseded_by]
+        return record.labels
 
     def sealable_readers(
         self, patient: str, author: str, record_type: str, time_ms: int, labels: tuple[str, ...] = ()
@@ -342,6 +350,7 @@ class HealthMachine(RuleBasedStateMachine):
             assert st.get_record_labels(self.ledger.state, record_id) == effective
             if target is not None:
                 target.superseded = True
+                target.superseded_by = record_id
 
     # --- inquiries and decisions ----------------------------------------------------------------
 
@@ -691,7 +700,8 @@ class HealthMachine(RuleBasedStateMachine):
     def reseal_for_consent(self, who: str, data: stg.DataObject) -> None:
         """A consent's re-sealing of records already on the ledger (ADR 0017, amendment): a manifest
         of some of the patient's records (covered by the consent or not), then one part a slice;
-        a part is accepted only if every record in it is in the consent's scope and terms."""
+        a part is accepted only if every record in it is in the consent's scope and terms (the
+        labels of its latest version)."""
         consents = [g for g in self.grants if g.authors is not None]
         if not consents:
             return
@@ -735,7 +745,9 @@ class HealthMachine(RuleBasedStateMachine):
                     by_id[k.record_id].record_type,
                     by_id[k.record_id].time_ms,
                 )
-                and self.terms_cover(grant, by_id[k.record_id].author, by_id[k.record_id].labels)
+                and self.terms_cover(
+                    grant, by_id[k.record_id].author, self.current_labels(by_id[k.record_id])
+                )
                 for k in part
             )
             signed = self.ledger.sign(
