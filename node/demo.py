@@ -494,7 +494,9 @@ def run_demo(
             f"ACLs: <node>/{NODE_ACL_DIR}/   log: {broker.log_file}"
         )
         echo("The patient's app (keys stay in the browser):")
-        echo(f"  open {urls[0]}/app/ and import the key file {key_path}")
+        # The fragment pins the network's genesis in the page (never sent to a node).
+        pin = f"#genesis={patient.genesis_hash.hex()}" if patient.genesis_hash is not None else ""
+        echo(f"  open {urls[0]}/app/{pin} and import the key file {key_path}")
         echo(f"  with the passphrase in {home / PATIENT_PASSPHRASE}")
         echo("Try:")
         echo(f"  .venv/bin/medledger cluster status --dir {home / NETWORK_DIR}")

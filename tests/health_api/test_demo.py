@@ -52,7 +52,7 @@ def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp
         assert f"  {name} " in text
     # Run from outside the checkout with the packaged description; it says how to open the app.
     home = tmp_path / "demo"
-    app_line = r"open http://127\.0\.0\.1:\d+/app/ and import the key file "
+    app_line = r"open http://127\.0\.0\.1:\d+/app/#genesis=[0-9a-f]{64} and import the key file "
     assert re.search(app_line + re.escape(str(home)), text), text
     assert f"with the passphrase in {home / 'patient.passphrase'}" in text
 
