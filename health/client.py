@@ -27,6 +27,8 @@ from medledger.health.types import (
     KIND_DENY,
     KIND_GRANT,
     KIND_GRANT_MANIFEST,
+    KIND_GRANT_MANIFEST_NARROWED,
+    KIND_GRANT_NARROWED,
     KIND_GRANT_PART,
     KIND_READ_RECEIPT,
     KIND_REGISTER_PATIENT,
@@ -41,6 +43,9 @@ from medledger.health.types import (
     GrantBody,
     GrantManifestBody,
     GrantPartBody,
+    GrantTerms,
+    NarrowedGrantBody,
+    NarrowedGrantManifestBody,
     ReadReceiptBody,
     RecordKey,
     RegisterPatientBody,
@@ -195,12 +200,44 @@ def build_grant(
     record_keys: Iterable[RecordKey],
     *,
     chain_id: str,
+    terms: GrantTerms | None = None,
     nonce: int | None = None,
     timestamp_ms: int | None = None,
 ) -> SignedTx:
-    """A grant (patient or representative); record keys from `records.reseal_record_keys`."""
+    """A grant (patient or representative); record keys from `records.reseal_record_keys`. With
+    `terms` (`compute_grant_terms`) it is `health.grant_narrowed`: narrower than its inquiry."""
     body = GrantBody(inquiry_id, tuple(sorted(record_keys, key=lambda rk: rk.record_id)))
+    if terms is not None:
+        narrowed = NarrowedGrantBody(body, terms)
+        return build_tx(
+            signer, KIND_GRANT_NARROWED, narrowed, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
+        )
     return build_tx(signer, KIND_GRANT, body, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms)
+
+
+def compute_grant_terms(
+    inquiry_scope: Scope,
+    inquiry_expires_ms: int,
+    *,
+    record_types: Iterable[str] | None = None,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    expires_ms: int | None = None,
+) -> GrantTerms | None:
+    """The terms of a grant narrowed from its inquiry's (None where nothing is narrowed): fewer
+    record types, a shorter window, an earlier expiry. The rules check they lie within the inquiry's."""
+    if record_types is None and from_ms is None and to_ms is None and expires_ms is None:
+        return None
+    types = inquiry_scope.record_types if record_types is None else tuple(sorted(set(record_types)))
+    # Naming the types keeps none of the inquiry's individually named records: the patient chose by type.
+    ids = inquiry_scope.record_ids if record_types is None else ()
+    scope = Scope(
+        types,
+        ids,
+        inquiry_scope.from_ms if from_ms is None else from_ms,
+        inquiry_scope.to_ms if to_ms is None else to_ms,
+    )
+    return GrantTerms(scope, inquiry_expires_ms if expires_ms is None else expires_ms)
 
 
 def build_deny(
@@ -306,10 +343,22 @@ def build_grant_manifest(
     manifest: GrantManifestBody,
     *,
     chain_id: str,
+    terms: GrantTerms | None = None,
     nonce: int | None = None,
     timestamp_ms: int | None = None,
 ) -> SignedTx:
-    """The decision of a grant in parts; the tx id is the grant id its parts name."""
+    """The decision of a grant in parts; the tx id is the grant id its parts name. With `terms`
+    it is `health.grant_manifest_narrowed`."""
+    if terms is not None:
+        narrowed = NarrowedGrantManifestBody(manifest, terms)
+        return build_tx(
+            signer,
+            KIND_GRANT_MANIFEST_NARROWED,
+            narrowed,
+            chain_id=chain_id,
+            nonce=nonce,
+            timestamp_ms=timestamp_ms,
+        )
     return build_tx(
         signer, KIND_GRANT_MANIFEST, manifest, chain_id=chain_id, nonce=nonce, timestamp_ms=timestamp_ms
     )
@@ -335,12 +384,17 @@ def build_grant_in_parts(
     record_keys: Iterable[RecordKey],
     *,
     chain_id: str,
+    terms: GrantTerms | None = None,
     timestamp_ms: int | None = None,
 ) -> tuple[SignedTx, list[SignedTx]]:
     """A grant of any number of records: its manifest and, after it, one tx per part."""
     keys = tuple(record_keys)
     manifest = build_grant_manifest(
-        signer, compute_grant_manifest(inquiry_id, keys), chain_id=chain_id, timestamp_ms=timestamp_ms
+        signer,
+        compute_grant_manifest(inquiry_id, keys),
+        chain_id=chain_id,
+        terms=terms,
+        timestamp_ms=timestamp_ms,
     )
     grant_id = manifest[2]
     parts = [

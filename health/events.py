@@ -47,6 +47,8 @@ from medledger.health.types import (
     GrantBody,
     GrantManifestBody,
     GrantPartBody,
+    NarrowedGrantBody,
+    NarrowedGrantManifestBody,
     PatientId,
     ReadReceiptBody,
     RegisterPatientBody,
@@ -278,6 +280,10 @@ def compute_tx_effects(state: StateReader, tx: Tx, tx_id: bytes) -> list[_Effect
         )
     elif isinstance(body, (GrantBody, GrantManifestBody)):
         effects.append(_inquiry_decision(state, EVENT_INQUIRY_GRANTED, body.inquiry_id, tx_id))
+    elif isinstance(body, NarrowedGrantBody):
+        effects.append(_inquiry_decision(state, EVENT_INQUIRY_GRANTED, body.grant.inquiry_id, tx_id))
+    elif isinstance(body, NarrowedGrantManifestBody):
+        effects.append(_inquiry_decision(state, EVENT_INQUIRY_GRANTED, body.manifest.inquiry_id, tx_id))
     elif isinstance(body, DenyBody):
         effects.append(_inquiry_decision(state, EVENT_INQUIRY_DENIED, body.inquiry_id, b""))
     elif isinstance(body, RevokeBody) and st.get_consent_terms(state, body.grant_id) is not None:

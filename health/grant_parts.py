@@ -40,6 +40,7 @@ from medledger.health.types import (
     GrantPartBody,
     GrantPartsState,
     GrantState,
+    GrantTerms,
     InquiryState,
     Institution,
     compute_grant_part_count,
@@ -51,12 +52,14 @@ from medledger.health.types import (
 
 
 def validate_grant_manifest(
-    state: StateReader, ctx: rules.TxContext, body: GrantManifestBody
+    state: StateReader, ctx: rules.TxContext, body: GrantManifestBody, terms: GrantTerms | None = None
 ) -> tuple[InquiryState, Institution]:
     inquiry, _ = rules.validate_open_inquiry(state, ctx, body.inquiry_id)
     grantee = st.get_institution(state, inquiry.requester)
     if grantee is None:
         raise HealthStateError("an inquiry's requester is not an institution")
+    if terms is not None:  # its parts are then judged by the grant's narrower scope
+        rules.validate_grant_terms(state, ctx, inquiry, terms)
     if len(body.part_digests) != compute_grant_part_count(body.record_count):
         raise reject(
             "grant_manifest",
@@ -66,10 +69,12 @@ def validate_grant_manifest(
     return inquiry, grantee
 
 
-def process_grant_manifest(state: st.StateWriter, ctx: rules.TxContext, body: GrantManifestBody) -> None:
-    inquiry, grantee = validate_grant_manifest(state, ctx, body)
+def process_grant_manifest(
+    state: st.StateWriter, ctx: rules.TxContext, body: GrantManifestBody, terms: GrantTerms | None = None
+) -> None:
+    inquiry, grantee = validate_grant_manifest(state, ctx, body, terms)
     # Each part's keys are stored apart (`state.save_grant_key`), so the grant itself carries none.
-    grant = rules.create_grant(state, ctx, inquiry, grantee, ())
+    grant = rules.create_grant(state, ctx, inquiry, grantee, (), terms)
     bitmap = bytes(-(-len(body.part_digests) // 8))
     st.save_grant_parts(
         state, GrantPartsState(grant.grant_id, body.record_count, body.part_digests, bitmap, 0)

@@ -48,6 +48,7 @@ from medledger.health.types import (
     PURPOSE_HRESCH,
     PURPOSE_PUBHLTH,
     PURPOSE_TREAT,
+    GrantTerms,
     InquiryState,
     RecordState,
     compute_grant_part_count,
@@ -94,6 +95,7 @@ PROBLEM_UNKNOWN_PURPOSE: Final = "unknown_purpose"
 PROBLEM_UNKNOWN_TYPE: Final = "unknown_record_type"
 PROBLEM_TOO_MANY: Final = "too_many_records"
 PROBLEM_REASON_UNREADABLE: Final = "reason_unreadable"
+PROBLEM_NOT_NARROWER: Final = "not_narrower"
 
 
 class ScopeNotShowableError(HealthError):
@@ -238,6 +240,9 @@ class GrantPreview:
     unverifiable: tuple[PreviewRecord, ...]
     #: The verified height the preview was computed at.
     height: int
+    #: The narrower terms this grant is on (`health.grant_narrowed`), or None: the inquiry's. The
+    #: scope and expiry above are then these terms', which rule what the grant opens from then on.
+    terms: GrantTerms | None = None
 
     @property
     def record_ids(self) -> tuple[bytes, ...]:
@@ -268,7 +273,7 @@ class GrantPreview:
             f"{self.purpose_words} [{self.purpose}].",
             f"Their reason: {self.reason or '(none given)'}",
             f"Access would last until {format_time_ms(self.expires_ms)} unless you revoke it.",
-            "What they ask for:",
+            "What they ask for:" if self.terms is None else "What you narrowed it to (they asked for more):",
         ]
         if self.everything:
             out.append("  - ALL your records")
@@ -436,8 +441,10 @@ def compute_grant_preview(
     reason: str,
     signer_enc_key: bytes,
     open_verified: Callable[[RecordState], DecryptedRecord | None],
+    terms: GrantTerms | None = None,
 ) -> GrantPreview:
-    """The whole scope of `inquiry` and the exact records a grant would re-seal, or a refusal.
+    """The whole scope of `inquiry` (or of the narrower `terms` the patient chose) and the exact
+    records a grant would re-seal, or a refusal.
 
     `signer_enc_key`: the encryption key of whoever signs (the patient, or a representative): a
     record can be re-sealed only if its key is sealed for it. `open_verified(record)`: the record
@@ -459,7 +466,9 @@ def compute_grant_preview(
         raise ScopeNotShowableError(
             f"purpose {inquiry.purpose!r} has no description", problem=PROBLEM_UNKNOWN_PURPOSE
         )
-    scope = inquiry.scope
+    if terms is not None:
+        _check_narrower(inquiry, terms, ledger.time_ms)
+    scope = inquiry.scope if terms is None else terms.scope
     for record_type in scope.record_types:
         if record_type not in RECORD_TYPE_WORDS:
             raise ScopeNotShowableError(
@@ -502,7 +511,7 @@ def compute_grant_preview(
         requester_role=requester.role,
         purpose=inquiry.purpose,
         purpose_words=purpose_words,
-        expires_ms=inquiry.expires_ms,
+        expires_ms=inquiry.expires_ms if terms is None else terms.expires_ms,
         reason=reason,
         record_types=scope.record_types,
         named_records=tuple(named),
@@ -513,7 +522,27 @@ def compute_grant_preview(
         unsealable=unsealable,
         unverifiable=unverifiable,
         height=ledger.height,
+        terms=terms,
     )
+
+
+def _check_narrower(inquiry: InquiryState, terms: GrantTerms, now_ms: int) -> None:
+    """The patient's narrowing lies within the inquiry (the rules' `validate_grant_terms` decides;
+    this says so in words before anything is signed)."""
+    scope, asked = terms.scope, inquiry.scope
+    if not asked.from_ms <= scope.from_ms <= scope.to_ms <= asked.to_ms:
+        raise ScopeNotShowableError(
+            "the narrowed window must lie within the one the inquiry asks for", problem=PROBLEM_NOT_NARROWER
+        )
+    if not now_ms < terms.expires_ms <= inquiry.expires_ms:
+        raise ScopeNotShowableError(
+            "the narrowed expiry must be in the future and no later than the inquiry's",
+            problem=PROBLEM_NOT_NARROWER,
+        )
+    if (asked.record_types or asked.record_ids) and not set(scope.record_types) <= set(asked.record_types):
+        raise ScopeNotShowableError(
+            "the narrowed record types must be among those the inquiry asks for", problem=PROBLEM_NOT_NARROWER
+        )
 
 
 __all__ = [

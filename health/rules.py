@@ -71,8 +71,11 @@ from medledger.health.types import (
     GrantManifestBody,
     GrantPartBody,
     GrantState,
+    GrantTerms,
     InquiryState,
     Institution,
+    NarrowedGrantBody,
+    NarrowedGrantManifestBody,
     PatientState,
     ReadReceiptBody,
     RecordKey,
@@ -392,11 +395,18 @@ def validate_open_inquiry(
     return inquiry, patient
 
 
-def validate_grant(state: StateReader, ctx: TxContext, body: GrantBody) -> tuple[InquiryState, Institution]:
+def validate_grant(
+    state: StateReader, ctx: TxContext, body: GrantBody, terms: GrantTerms | None = None
+) -> tuple[InquiryState, Institution]:
+    """A grant's decision on its open inquiry: every record it shares exists, is the patient's and
+    lies in the grant's scope (its inquiry's, or the narrower `terms`' when it has them)."""
     inquiry, patient = validate_open_inquiry(state, ctx, body.inquiry_id)
     grantee = st.get_institution(state, inquiry.requester)
     if grantee is None:
         raise HealthStateError("an inquiry's requester is not an institution")
+    if terms is not None:
+        validate_grant_terms(state, ctx, inquiry, terms)
+    scope = inquiry.scope if terms is None else terms.scope
     record_ids = tuple(rk.record_id for rk in body.record_keys)
     if not _is_strictly_sorted(record_ids):
         raise reject("grant_records", "granted records must be sorted by id and unique")
@@ -404,9 +414,40 @@ def validate_grant(state: StateReader, ctx: TxContext, body: GrantBody) -> tuple
         record = st.get_record(state, record_id)
         if record is None or record.patient_id != patient.patient_id:
             raise reject("grant_records", "a granted record does not exist for this patient")
-        if not is_covered(inquiry.scope, record.record_id, record.record_type, record.time_ms):
-            raise reject("grant_records", "a granted record is outside the inquiry's scope")
+        if not is_covered(scope, record.record_id, record.record_type, record.time_ms):
+            raise reject("grant_records", "a granted record is outside the grant's scope")
     return inquiry, grantee
+
+
+def validate_grant_terms(
+    state: StateReader, ctx: TxContext, inquiry: InquiryState, terms: GrantTerms
+) -> None:
+    """A narrowed grant's terms lie within its inquiry's: every record the narrowed scope covers,
+    the inquiry's covers too, and the grant ends no later than the inquiry would have let it."""
+    scope, asked = terms.scope, inquiry.scope
+    validate_scope(scope)
+    if not asked.from_ms <= scope.from_ms or not scope.to_ms <= asked.to_ms:
+        raise reject("grant_terms", "a narrowed grant's time window must lie within its inquiry's")
+    if terms.expires_ms > inquiry.expires_ms:
+        raise reject("grant_terms", "a narrowed grant cannot last longer than its inquiry asked")
+    if ctx.time_ms is not None and terms.expires_ms <= ctx.time_ms:
+        raise reject("grant_terms", "a narrowed grant's expiry has already passed")
+    if not asked.record_types and not asked.record_ids:
+        return  # the inquiry asked for everything in its window: any narrower list lies within it
+    if not scope.record_types and not scope.record_ids:
+        raise reject("grant_terms", "a narrowed grant names types or records when its inquiry does")
+    if not set(scope.record_types) <= set(asked.record_types):
+        raise reject("grant_terms", "a narrowed grant's record types must be among its inquiry's")
+    for record_id in scope.record_ids:
+        if record_id in asked.record_ids:
+            continue
+        record = st.get_record(state, record_id)
+        if (
+            record is None
+            or record.patient_id != inquiry.patient_id
+            or record.record_type not in asked.record_types
+        ):
+            raise reject("grant_terms", "a narrowed grant names a record its inquiry does not ask for")
 
 
 def create_grant(
@@ -415,9 +456,11 @@ def create_grant(
     inquiry: InquiryState,
     grantee: Institution,
     record_keys: tuple[RecordKey, ...],
+    terms: GrantTerms | None = None,
 ) -> GrantState:
     """The grant a decision `ctx` makes on `inquiry` (one tx's, or a manifest's whose keys come in
-    parts: then `record_keys` is empty); it closes the inquiry and joins the patient's live grants."""
+    parts: then `record_keys` is empty), on the inquiry's terms or the narrower `terms` (checked by
+    the caller); it closes the inquiry and joins the patient's live grants."""
     live = prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
     if len(live) >= PATIENT_LIVE_GRANTS_MAX:
         raise reject("too_many_grants", f"a patient may have at most {PATIENT_LIVE_GRANTS_MAX} live grants")
@@ -428,9 +471,9 @@ def create_grant(
         grantee=inquiry.requester,
         grantee_enc_key=grantee.enc_key,
         granted_by=ctx.sender,
-        scope=inquiry.scope,
+        scope=inquiry.scope if terms is None else terms.scope,
         purpose=inquiry.purpose,
-        expires_ms=inquiry.expires_ms,
+        expires_ms=inquiry.expires_ms if terms is None else terms.expires_ms,
         record_keys=record_keys,
         revoked_height=0,
         revoked_time_ms=0,
@@ -447,9 +490,11 @@ def create_grant(
     return grant
 
 
-def process_grant(state: st.StateWriter, ctx: TxContext, body: GrantBody) -> None:
-    inquiry, grantee = validate_grant(state, ctx, body)
-    create_grant(state, ctx, inquiry, grantee, body.record_keys)
+def process_grant(
+    state: st.StateWriter, ctx: TxContext, body: GrantBody, terms: GrantTerms | None = None
+) -> None:
+    inquiry, grantee = validate_grant(state, ctx, body, terms)
+    create_grant(state, ctx, inquiry, grantee, body.record_keys, terms)
     record_ids = tuple(rk.record_id for rk in body.record_keys)
     audit(state, ctx, inquiry.patient_id, EVENT_GRANT, inquiry.inquiry_id, record_ids)
 
@@ -568,6 +613,10 @@ def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
         grant_parts.process_grant_manifest(state, ctx, body)
     elif isinstance(body, GrantPartBody):
         grant_parts.process_grant_part(state, ctx, body)
+    elif isinstance(body, NarrowedGrantBody):
+        process_grant(state, ctx, body.grant, body.terms)
+    elif isinstance(body, NarrowedGrantManifestBody):
+        grant_parts.process_grant_manifest(state, ctx, body.manifest, body.terms)
     # Patient rights (issue 14): records requests and amendments, ruled in `health.rights`.
     elif isinstance(body, rights_types.RequestRecordsBody):
         rights.process_request_records(state, ctx, body)

@@ -119,6 +119,7 @@ from medledger.health.types import (
     STATE_VALUE_BYTES_MAX,
     AuditEvent,
     GrantState,
+    GrantTerms,
     InquiryState,
     PatientId,
     PatientState,
@@ -679,9 +680,12 @@ class PatientClient:
     def find_grant(self, prefix: str) -> GrantState:
         return _unique(self.list_grants(), prefix, lambda g: g.grant_id, "grant")
 
-    def preview_grant(self, inquiry_id: bytes) -> GrantPreview:
+    def preview_grant(self, inquiry_id: bytes, terms: GrantTerms | None = None) -> GrantPreview:
         """What granting would share: the whole scope in words and the exact records re-sealed.
 
+        `terms` (`client.compute_grant_terms`): the patient's narrowing of the inquiry (fewer
+        types, a shorter window, an earlier expiry); the grant is then on those terms, for the
+        records already shared and for every record it opens later.
         Raises `ScopeNotShowableError` for a scope that cannot be fully shown (then do not grant).
         """
         self._verified_institutions()
@@ -704,6 +708,7 @@ class PatientClient:
             reason=reason,
             signer_enc_key=self.identity.public.enc_key,
             open_verified=lambda record: open_verified_record(record, self.identity),
+            terms=terms,
         )
 
     def verify(self) -> Verification:
@@ -851,15 +856,20 @@ class PatientClient:
     def register(self) -> Submitted:
         return self._submit(build_register_patient(self.identity, chain_id=self.chain_id))
 
-    def grant(self, inquiry_id: bytes, *, preview: GrantPreview | None = None) -> Submitted:
+    def grant(
+        self, inquiry_id: bytes, *, preview: GrantPreview | None = None, terms: GrantTerms | None = None
+    ) -> Submitted:
         """Grant an open inquiry, re-sealing exactly the records of its preview, and nothing else.
 
         `preview`: what the patient was shown; if the grant would now share anything else (a record
         was added or the inquiry changed), `PreviewChangedError` and nothing is signed. Without one,
         the preview is computed here (a scope that cannot be fully shown is refused all the same).
+        `terms`: a narrowing (`preview_grant`); a preview's own terms are used when it has them.
         """
         self.check_before_signing()
-        fresh = self.preview_grant(inquiry_id)
+        if preview is not None and terms is None:
+            terms = preview.terms
+        fresh = self.preview_grant(inquiry_id, terms)
         if preview is not None and dataclasses.replace(fresh, height=0) != dataclasses.replace(
             preview, height=0
         ):
@@ -875,10 +885,14 @@ class PatientClient:
         if tuple(k.record_id for k in record_keys) != fresh.record_ids:
             raise AssertionError("the re-sealed keys differ from the previewed records")
         if len(record_keys) <= GRANT_RECORDS_MAX:
-            return self._submit(build_grant(self.identity, inquiry_id, record_keys, chain_id=self.chain_id))
+            return self._submit(
+                build_grant(self.identity, inquiry_id, record_keys, chain_id=self.chain_id, terms=terms)
+            )
         # Too many for one tx (ADR 0012): the manifest names exactly these records; once it is
         # committed (its parts are judged against it), the parts go in one batch.
-        manifest, parts = build_grant_in_parts(self.identity, inquiry_id, record_keys, chain_id=self.chain_id)
+        manifest, parts = build_grant_in_parts(
+            self.identity, inquiry_id, record_keys, chain_id=self.chain_id, terms=terms
+        )
         done = self._submit(manifest)
         self._submit_batch(parts)
         return done

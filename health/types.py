@@ -68,6 +68,10 @@ KIND_READ_RECEIPT: Final = "health.read_receipt"
 KIND_GRANT_MANIFEST: Final = "health.grant_manifest"
 #: One part of a grant in parts: the re-sealed keys of the records one part digest names.
 KIND_GRANT_PART: Final = "health.grant_part"
+#: A grant (or a grant's manifest) narrower than its inquiry: its own scope within the inquiry's
+#: and an expiry no later than the inquiry's, which rule everything the grant opens from then on.
+KIND_GRANT_NARROWED: Final = "health.grant_narrowed"
+KIND_GRANT_MANIFEST_NARROWED: Final = "health.grant_manifest_narrowed"
 # Patient rights (issue 14; bodies in `rights_types`, rules in `rights`): access and amendment.
 KIND_REQUEST_RECORDS: Final = "health.request_records"
 KIND_CLOSE_RECORDS_REQUEST: Final = "health.close_records_request"
@@ -115,6 +119,8 @@ TX_KINDS: Final = frozenset(
         KIND_READ_RECEIPT,
         KIND_GRANT_MANIFEST,
         KIND_GRANT_PART,
+        KIND_GRANT_NARROWED,
+        KIND_GRANT_MANIFEST_NARROWED,
         KIND_REQUEST_RECORDS,
         KIND_CLOSE_RECORDS_REQUEST,
         KIND_REQUEST_AMENDMENT,
@@ -906,6 +912,45 @@ class GrantPartBody:
 
 BODY_TYPES[KIND_GRANT_MANIFEST] = GrantManifestBody
 BODY_TYPES[KIND_GRANT_PART] = GrantPartBody
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantTerms:
+    """What a narrowed grant covers instead of its inquiry's terms: a scope within the inquiry's
+    (every record it covers the inquiry covers too) and an expiry no later than the inquiry's."""
+
+    scope: Scope
+    expires_ms: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(scope=Struct(Scope), expires_ms=UInt())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NarrowedGrantBody:
+    """A grant (`GrantBody`) on narrower terms: the patient shares less, or for less long, than asked."""
+
+    grant: GrantBody
+    terms: GrantTerms
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        grant=Struct(GrantBody), terms=Struct(GrantTerms)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NarrowedGrantManifestBody:
+    """A grant in parts (`GrantManifestBody`, ADR 0012) on narrower terms."""
+
+    manifest: GrantManifestBody
+    terms: GrantTerms
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        manifest=Struct(GrantManifestBody), terms=Struct(GrantTerms)
+    )
+
+
+BODY_TYPES[KIND_GRANT_NARROWED] = NarrowedGrantBody
+BODY_TYPES[KIND_GRANT_MANIFEST_NARROWED] = NarrowedGrantManifestBody
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -49,6 +49,8 @@ from medledger.health.types import (
     GrantState,
     InquiryState,
     Institution,
+    NarrowedGrantBody,
+    NarrowedGrantManifestBody,
     PatientId,
     PatientState,
     ReadReceiptBody,
@@ -166,6 +168,10 @@ class PatientLedger:
             return st.get_grant(self._state, body.grant_id) is not None
         if isinstance(body, GrantManifestBody):
             return st.get_inquiry(self._state, body.inquiry_id) is not None
+        if isinstance(body, NarrowedGrantBody):
+            return st.get_inquiry(self._state, body.grant.inquiry_id) is not None
+        if isinstance(body, NarrowedGrantManifestBody):
+            return st.get_inquiry(self._state, body.manifest.inquiry_id) is not None
         if isinstance(body, claims_types.LabelledRecordBody):
             return body.record.patient_id == self.patient_id
         if isinstance(body, claims_types.LabelledDocumentBody):

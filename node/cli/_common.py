@@ -8,6 +8,7 @@ their help texts cannot drift apart.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import os
@@ -15,7 +16,7 @@ import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -107,3 +108,18 @@ def reports_errors(command: Callable[_P, None]) -> Callable[_P, None]:
             fail(exc.message)
 
     return run
+
+
+#: Milliseconds in a day (dates on the command line are whole UTC days).
+DAY_MS: Final = 24 * 3600 * 1000
+
+
+def parse_date_ms(value: str | None, default: int, option: str) -> int:
+    """A `YYYY-MM-DD` date (UTC midnight) in ms since the epoch; `default` when not given."""
+    if value is None:
+        return default
+    try:
+        day = datetime.date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} must be a date (YYYY-MM-DD)")
+    return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp() * 1000)

@@ -7,6 +7,7 @@ before a grant, and prints; what a grant shares and how answers are verified liv
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -18,6 +19,7 @@ import click
 
 from medledger.crypto import HASH_SIZE, Identity, KeyFileError, load_identity, save_identity
 from medledger.errors import MedledgerError
+from medledger.health.client import compute_grant_terms
 from medledger.health.preview import GrantPreview, ScopeNotShowableError
 from medledger.health.sdk import (
     LocalRecord,
@@ -28,12 +30,14 @@ from medledger.health.sdk import (
     load_genesis_pin,
     save_genesis_pin,
 )
-from medledger.health.types import compute_patient_id
+from medledger.health.types import RECORD_TYPES, GrantTerms, InquiryState, compute_patient_id
 from medledger.node.cli._common import (
+    DAY_MS,
     DEFAULT_API_PORT,
     fail,
     json_option,
     overwrite_key_option,
+    parse_date_ms,
     passphrase_file_option,
     read_secret,
     reports_errors,
@@ -358,11 +362,37 @@ def _confirm_grant(preview: GrantPreview, yes: bool) -> None:
         fail("not granted")
 
 
-def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool, yes: bool = False) -> None:
+@dataclasses.dataclass(frozen=True)
+class Narrowing:
+    """What the patient narrows an inquiry to on the command line (each None: as asked)."""
+
+    types: tuple[str, ...] = ()
+    from_date: str | None = None
+    to_date: str | None = None
+    expires_date: str | None = None
+
+    def terms(self, inquiry: InquiryState) -> GrantTerms | None:
+        return compute_grant_terms(
+            inquiry.scope,
+            inquiry.expires_ms,
+            record_types=self.types or None,
+            from_ms=None if self.from_date is None else parse_date_ms(self.from_date, 0, "--from"),
+            # The whole of the last day: records written on it are inside the window.
+            to_ms=None if self.to_date is None else parse_date_ms(self.to_date, 0, "--to") + DAY_MS - 1,
+            expires_ms=None
+            if self.expires_date is None
+            else parse_date_ms(self.expires_date, 0, "--expires"),
+        )
+
+
+def _decide(
+    ctx: click.Context, inquiry_id: str, *, grant: bool, yes: bool = False, narrowing: Narrowing | None = None
+) -> None:
     client = _client(ctx)
     inquiry = client.find_inquiry(inquiry_id)
     if grant:
-        preview = client.preview_grant(inquiry.inquiry_id)
+        terms = None if narrowing is None else narrowing.terms(inquiry)
+        preview = client.preview_grant(inquiry.inquiry_id, terms)
         _confirm_grant(preview, yes)
         done = client.grant(inquiry.inquiry_id, preview=preview)
     else:
@@ -377,13 +407,45 @@ def _decide(ctx: click.Context, inquiry_id: str, *, grant: bool, yes: bool = Fal
 @patient.command("grant")
 @click.argument("inquiry_id")
 @click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice(sorted(RECORD_TYPES)),
+    metavar="TYPE",
+    help="Share only records of this FHIR type (repeat; among those asked for). Default: as asked.",
+)
+@click.option(
+    "--from", "from_date", default=None, help="Share only records from this date (YYYY-MM-DD, UTC)."
+)
+@click.option("--to", "to_date", default=None, help="Share only records up to this date (YYYY-MM-DD, UTC).")
+@click.option(
+    "--expires",
+    "expires_date",
+    default=None,
+    help="End the grant on this date (YYYY-MM-DD, UTC), earlier than asked.",
+)
+@click.option(
     "--yes", is_flag=True, help="Do not ask for confirmation (scripts); the preview is still shown."
 )
 @click.pass_context
 @reports_errors
-def patient_grant(ctx: click.Context, inquiry_id: str, yes: bool) -> None:
-    """Grant an inquiry (id or unique prefix): shows exactly what is shared, asks, then signs that."""
-    _decide(ctx, inquiry_id, grant=True, yes=yes)
+def patient_grant(
+    ctx: click.Context,
+    inquiry_id: str,
+    types: tuple[str, ...],
+    from_date: str | None,
+    to_date: str | None,
+    expires_date: str | None,
+    yes: bool,
+) -> None:
+    """Grant an inquiry (id or unique prefix): shows exactly what is shared, asks, then signs that.
+
+    --type, --from, --to and --expires narrow it: the grant is then on those terms, for the
+    records shared now and for every record it would open later (the inquiry's own terms are the
+    most it can be)."""
+    _decide(
+        ctx, inquiry_id, grant=True, yes=yes, narrowing=Narrowing(types, from_date, to_date, expires_date)
+    )
 
 
 @patient.command("resume-grant")

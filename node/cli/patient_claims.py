@@ -22,9 +22,9 @@ from medledger.health.claims_types import SECURITY_LABELS
 from medledger.health.json_text import JsonText, compute_spliced_json
 from medledger.health.sdk import ClaimView, PatientClient
 from medledger.health.types import PURPOSE_HPAYMT, RECORD_TYPES
-from medledger.node.cli._common import fail, json_option, reports_errors
+from medledger.node.cli._common import DAY_MS, fail, json_option, parse_date_ms, reports_errors
 from medledger.node.cli.patient import _client, patient
-from medledger.node.cli.patient_rights import DAY_MS, _date_ms, _resolve_institution, _when
+from medledger.node.cli.patient_rights import _resolve_institution, _when
 
 #: Longest a consent the CLI signs may stay live, in days (the rules allow 366).
 CONSENT_DAYS_MAX = 365
@@ -118,8 +118,8 @@ def consent_grant(
     author_keys = [_resolve_institution(client, a) for a in authors]
     now_ms = int(datetime.datetime.now(tz=datetime.UTC).timestamp() * 1000)
     expires_ms = now_ms + days * DAY_MS
-    from_ms = _date_ms(from_date, 0, "--from")
-    to_ms = _date_ms(to_date, expires_ms, "--to")
+    from_ms = parse_date_ms(from_date, 0, "--from")
+    to_ms = parse_date_ms(to_date, expires_ms, "--to")
     if from_ms > to_ms:
         fail("--from must not be after --to")
     existing = (

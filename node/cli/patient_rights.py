@@ -18,21 +18,8 @@ import click
 from medledger.chain.limits import UINT_MAX
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.sdk import PatientClient
-from medledger.node.cli._common import fail, json_option, reports_errors
+from medledger.node.cli._common import DAY_MS, fail, json_option, parse_date_ms, reports_errors
 from medledger.node.cli.patient import _client, patient
-
-DAY_MS = 24 * 3600 * 1000
-
-
-def _date_ms(value: str | None, default: int, option: str) -> int:
-    """A `YYYY-MM-DD` date (UTC midnight) in ms since the epoch."""
-    if value is None:
-        return default
-    try:
-        day = datetime.date.fromisoformat(value)
-    except ValueError:
-        fail(f"{option} must be a date (YYYY-MM-DD)")
-    return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp() * 1000)
 
 
 def _when(time_ms: int) -> str:
@@ -88,8 +75,8 @@ def patient_request_records(
     """Ask INSTITUTION (name or signing key) for the records it holds: it has 30 days to answer."""
     client = _client(ctx)
     key = _resolve_institution(client, institution)
-    from_ms = _date_ms(from_date, 0, "--from")
-    to_ms = _date_ms(to_date, UINT_MAX - DAY_MS, "--to") + DAY_MS - 1  # the whole last day
+    from_ms = parse_date_ms(from_date, 0, "--from")
+    to_ms = parse_date_ms(to_date, UINT_MAX - DAY_MS, "--to") + DAY_MS - 1  # the whole last day
     if from_ms > to_ms:
         fail("--from must not be after --to")
     done = client.request_records(key, record_types=record_types, from_ms=from_ms, to_ms=to_ms)
