@@ -136,6 +136,7 @@ class ResearchAnswerer:
         self._queries_seen: dict[bytes, int] = {}
         #: Queries this node has a saved answer for that the ledger does not hold yet.
         self._unposted: dict[bytes, bytes] = {}
+        self._saved_loaded = False
 
     def note_committed(self, executed: ExecutedBlock) -> None:
         """A commit listener (`Node.commit_listeners`): wake the follower."""
@@ -160,10 +161,12 @@ class ResearchAnswerer:
         """One look at the ledger (in a worker thread): answers to submit now."""
         state = self.node.store
         chain_id = self.node.genesis.chain_id
-        for query_id in self.saved.list_query_ids() if not self._studies_seen else ():
-            raw = self.saved.load(query_id)
-            if raw is not None:
-                self._unposted[query_id] = raw
+        if not self._saved_loaded:  # after a restart: what was saved and maybe never posted
+            for query_id in self.saved.list_query_ids():
+                raw = self.saved.load(query_id)
+                if raw is not None:
+                    self._unposted[query_id] = raw
+            self._saved_loaded = True
         for query in self._new_queries(state):
             if st.get_answer(state, query.query_id, self.me) is not None:
                 continue
@@ -185,7 +188,11 @@ class ResearchAnswerer:
 
     async def follow(self) -> None:
         while True:
-            raws = await asyncio.to_thread(self.step)
+            try:
+                raws = await asyncio.to_thread(self.step)
+            except OSError as exc:  # the saved answers' folder (a full disk): retried, never redrawn
+                log.error("research answers cannot be saved or read (%s); trying again", exc.strerror)
+                raws = []
             for query_id, raw in raws:
                 try:
                     await self.node.submit([raw])
