@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
-from health_harness import DEADLINE_S, NODE_ENV, POLL_S, HealthNet, Institution, request, start_health_net
+from health_harness import (
+    DEADLINE_S,
+    NODE_ENV,
+    POLL_S,
+    HealthNet,
+    Institution,
+    assert_problem,
+    request,
+    start_health_net,
+)
 
 from medledger.chain.codec import decode
 from medledger.chain.validation import decode_tx
@@ -242,3 +251,30 @@ def run_story(net: HealthNet, tmp_path: Path) -> None:
     assert again.status == 409, again
     study = institute.get(f"/v1/health/institution/studies/{study_id}").json()
     assert study["epsilon_remaining_micro"] == 4_000_000 - 2 * 1_000_000
+
+    # Attacks: each refused with a problem, and nothing changes on the ledger.
+    before = institute.get(f"/v1/health/institution/studies/{study_id}").json()
+    study_request = {
+        "title": "t",
+        "ethics_ref": "IRB-1",
+        "templates": templates,
+        "epsilon_total_micro": 1_000_000,
+        "expires_ms": before["expires_ms"],
+    }
+    assert_problem(clinic.post("/v1/health/institution/studies", study_request), 403)  # not a research role
+    free_text = [{**templates[0], "codes": ["Jane Doe 1980-01-02"]}]
+    assert_problem(
+        institute.post("/v1/health/institution/studies", {**study_request, "templates": free_text}), 422
+    )
+    queries = f"/v1/health/institution/studies/{study_id}/queries"
+    asked = {"template": "by-age", "code": CODE, "grouping": "age_band", "epsilon_micro": 1_000_000}
+    assert_problem(institute.post(queries, {**asked, "code": "sct:Jané"}), 422)  # not a ledger code
+    assert_problem(institute.post(queries, {**asked, "patient_id": "00" * 32}), 400)  # no such field
+    assert_problem(
+        institute.post(queries, {**asked, "epsilon_micro": 3_000_000}), 422
+    )  # over the template's ε
+    assert_problem(clinic.post(queries, asked), 422)  # only the study's institute queries it
+    assert_problem(institute.get(f"/v1/health/institution/queries/{'00' * 32}"), 404)
+    net.sync()
+    assert institute.get(f"/v1/health/institution/studies/{study_id}").json() == before
+    assert len(institute.get("/v1/health/institution/studies").json()["studies"]) == 1
