@@ -8,7 +8,8 @@ genesis (the institutions, with their encryption keys) and this patient's facts.
 
 Why that state is enough: every rule a patient's tx is judged by reads only the genesis
 institutions and that patient's own entries (their registration, representatives, records,
-inquiries, grants, live-grant list and audit trail), and tx ids are unique, so a tx that concerns
+inquiries, grants, live-grant list and audit trail; for a study join or leave, also the study's
+registration, which is followed for every study), and tx ids are unique, so a tx that concerns
 the patient passes here exactly when it passed on the chain, and leaves the same values. The
 result is the patient's records, inquiries, grants and audit trail as the chain holds them,
 proven: nothing in it came from a node's word. (A header does not commit to tx results, so
@@ -32,6 +33,12 @@ from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
 from medledger.health.errors import HealthError
+from medledger.health.research_types import (
+    RegisterStudyBody,
+    StudyMembership,
+    StudyMembershipBody,
+    StudyState,
+)
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.rules import TxContext, decode_body, process_tx
 from medledger.health.types import (
@@ -156,6 +163,13 @@ class PatientLedger:
             return False  # malformed: the chain rejects it too, and it can name nobody
         if isinstance(body, RegisterPatientBody):
             return compute_patient_id(tx.sender) == self.patient_id
+        # Research (ADR 0019): the patient's joins and leaves, and every study's registration,
+        # since a join is judged against its study (which exists, has not expired). A study's
+        # accounts (budget, members) differ here from the chain's; no rule of a join reads them.
+        if isinstance(body, StudyMembershipBody):
+            return body.patient_id == self.patient_id
+        if isinstance(body, RegisterStudyBody):
+            return True
         if isinstance(body, RepresentativeBody | AddRecordBody | RequestAccessBody):
             return body.patient_id == self.patient_id
         if isinstance(body, SupersedeRecordBody | AddDocumentBody):
@@ -211,6 +225,15 @@ class PatientLedger:
             events.extend(page)
             if len(page) < _PAGE:
                 return events
+
+    def list_studies(self) -> list[tuple[StudyState, StudyMembership | None]]:
+        """Every study registered on the chain, with this patient's membership (None: never
+        joined). A study's accounts (budget, member count) are not the chain's here: only what
+        was registered, and the membership, are proven."""
+        studies = [st.get_study(self._state, i) for i in st.list_study_ids(self._state)]
+        return [
+            (s, st.get_membership(self._state, s.study_id, self.patient_id)) for s in studies if s is not None
+        ]
 
     def list_inquiries(self) -> list[InquiryState]:
         """Every inquiry about the patient, in the order they were filed."""

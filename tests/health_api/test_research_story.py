@@ -25,6 +25,8 @@ from health_harness import (
     HealthNet,
     Institution,
     assert_problem,
+    make_patient_key,
+    patient_cli,
     request,
     start_health_net,
 )
@@ -139,13 +141,17 @@ def run_story(net: HealthNet, tmp_path: Path) -> None:
     study_id = out.strip()
     assert len(study_id) == 64
 
-    patients = [Identity.generate() for _ in range(24)]
+    # The first patient uses `medledger patient` (their key file, their verified light client).
+    key = tmp_path / "leaver.key"
+    patients = [make_patient_key(key), *(Identity.generate() for _ in range(23))]
     ids = [compute_patient_id(p.public.sign_key) for p in patients]
-    for index, patient in enumerate(patients):
+    patient_cli(key, hospital.url, "register")
+    for index, patient in enumerate(patients[1:], 1):
         signed = client.build_register_patient(patient, chain_id=CHAIN_ID)
         submit(clinic, signed, 10_000 if index == len(patients) - 1 else 0)
     net.sync()
-    for patient, patient_id in zip(patients, ids, strict=True):
+    assert "joined study" in patient_cli(key, hospital.url, "join-study", study_id)
+    for patient, patient_id in zip(patients[1:], ids[1:], strict=True):
         submit(
             hospital,
             research_client.build_join_study(patient, bytes.fromhex(study_id), patient_id, chain_id=CHAIN_ID),
@@ -164,11 +170,11 @@ def run_story(net: HealthNet, tmp_path: Path) -> None:
                 {"patient_id": patient_id.hex(), "resource": bundle(born(age), "female")},
             )
             assert reply.status in (201, 202), reply
-    submit(
-        clinic,
-        research_client.build_leave_study(patients[0], bytes.fromhex(study_id), ids[0], chain_id=CHAIN_ID),
-        10_000,
-    )
+    assert "left study" in patient_cli(key, clinic.url, "leave-study", study_id)
+    listed = json.loads(patient_cli(key, clinic.url, "studies", "--json"))
+    assert [(s["study_id"], s["member"], s["title"]) for s in listed] == [
+        (study_id, False, "Diabetes by age: a federated cohort")
+    ]
     wait_for(
         lambda: institute.get(f"/v1/health/institution/studies/{study_id}").json()["member_count"] == 23,
         "the opt-ins and the withdrawal did not commit",
