@@ -96,7 +96,7 @@ from medledger.health.records import (
     reseal_record_keys,
 )
 from medledger.health.research_client import build_join_study, build_leave_study
-from medledger.health.research_types import StudyMembership, StudyState
+from medledger.health.research_types import QueryState, StudyMembership, StudyState
 from medledger.health.rights_seal import (
     AmendmentTextUnreadableError,
     build_disagree,
@@ -1019,6 +1019,11 @@ class PatientClient:
         (the study's title and ethics approval are what the patient decides on)."""
         self.audit()  # the trail (joins and leaves) as the node serves it equals the verified one
         return self.sync().list_studies()
+
+    def list_queries_covering(self) -> list[QueryState]:
+        """The queries recorded while this patient was a member of their study (verified)."""
+        self.audit()
+        return self.sync().list_queries_covering()
 
     def join_study(self, study_id: bytes) -> Submitted:
         """Opt in: from this block on, answers to the study's queries may count this patient.

@@ -34,15 +34,19 @@ from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
 from medledger.health.errors import HealthError
 from medledger.health.research_types import (
+    QueryState,
     RegisterStudyBody,
     StudyMembership,
     StudyMembershipBody,
     StudyState,
+    SubmitQueryBody,
 )
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.rules import TxContext, decode_body, process_tx
 from medledger.health.types import (
     EVENT_INQUIRY,
+    EVENT_STUDY_JOINED,
+    EVENT_STUDY_LEFT,
     TX_KINDS,
     AddDocumentBody,
     AddRecordBody,
@@ -94,6 +98,10 @@ class TxFact:
     time_ms: int
     ok: bool
     rule: str
+
+
+#: The end of a membership that has not ended.
+_NO_END: Final = 2**64
 
 
 class PatientLedger:
@@ -163,13 +171,14 @@ class PatientLedger:
             return False  # malformed: the chain rejects it too, and it can name nobody
         if isinstance(body, RegisterPatientBody):
             return compute_patient_id(tx.sender) == self.patient_id
-        # Research (ADR 0019): the patient's joins and leaves, and every study's registration,
-        # since a join is judged against its study (which exists, has not expired). A study's
-        # accounts (budget, members) differ here from the chain's; no rule of a join reads them.
+        # Research (ADR 0019): the patient's joins and leaves, every study's registration (a join
+        # is judged against its study) and every query (judged by its study's budget and the
+        # queries asked before, which are then the chain's). A study's member count differs here
+        # from the chain's (other patients' joins are not followed); no rule of these reads it.
         if isinstance(body, StudyMembershipBody):
             return body.patient_id == self.patient_id
-        if isinstance(body, RegisterStudyBody):
-            return True
+        if isinstance(body, RegisterStudyBody | SubmitQueryBody):
+            return True  # every query too: what the patient's data could have entered, and budgets
         if isinstance(body, RepresentativeBody | AddRecordBody | RequestAccessBody):
             return body.patient_id == self.patient_id
         if isinstance(body, SupersedeRecordBody | AddDocumentBody):
@@ -233,6 +242,27 @@ class PatientLedger:
         studies = [st.get_study(self._state, i) for i in st.list_study_ids(self._state)]
         return [
             (s, st.get_membership(self._state, s.study_id, self.patient_id)) for s in studies if s is not None
+        ]
+
+    def list_study_queries(self, study_id: bytes) -> list[QueryState]:
+        ids = st.list_query_ids(self._state, study_id)
+        return [q for q in (st.get_query(self._state, i) for i in ids) if q is not None]
+
+    def list_queries_covering(self) -> list[QueryState]:
+        """The queries this patient's data could have entered: recorded while they were a member
+        of the query's study (from the trail's joins and leaves, rejoins included). Whether an
+        institution counted them depends on records it holds; the answers say nothing about whom."""
+        spans: dict[bytes, list[list[int]]] = {}
+        for event in self.list_audit_events():
+            if event.event == EVENT_STUDY_JOINED:
+                spans.setdefault(event.subject_id, []).append([event.height, _NO_END])
+            elif event.event == EVENT_STUDY_LEFT and spans.get(event.subject_id):
+                spans[event.subject_id][-1][1] = event.height
+        return [
+            query
+            for study_id, periods in spans.items()
+            for query in self.list_study_queries(study_id)
+            if any(start <= query.height < end for start, end in periods)
         ]
 
     def list_inquiries(self) -> list[InquiryState]:

@@ -502,9 +502,11 @@ def patient_attachment(ctx: click.Context, record_id: str, blob_id: str, out: Pa
 @click.pass_context
 @reports_errors
 def patient_studies(ctx: click.Context, as_json: bool) -> None:
-    """The studies on the ledger and whether you are in them (verified from the chain)."""
+    """The studies on the ledger, whether you are in them, and the queries asked while you were
+    (verified from the chain)."""
     client = _client(ctx)
     rows: list[dict[str, Any]] = []
+    covering = client.list_queries_covering()
     for study, membership in client.list_studies():
         member = membership is not None and membership.is_member
         rows.append(
@@ -516,6 +518,7 @@ def patient_studies(ctx: click.Context, as_json: bool) -> None:
                 "member": member,
                 "joined_height": membership.joined_height if membership is not None else None,
                 "left_height": (membership.left_height or None) if membership is not None else None,
+                "queries_while_member": [q.query_id.hex() for q in covering if q.study_id == study.study_id],
             }
         )
     if as_json:
@@ -523,6 +526,8 @@ def patient_studies(ctx: click.Context, as_json: bool) -> None:
         return
     for row in rows:
         state = "member" if row["member"] else "left" if row["left_height"] else "not joined"
+        asked = len(row["queries_while_member"])
+        state += f", {asked} quer{'y' if asked == 1 else 'ies'} while you were a member" if asked else ""
         click.echo(
             f"{row['study_id'][:16]}  {row['title']} ({row['ethics_ref']}, {row['institute']}): {state}"
         )

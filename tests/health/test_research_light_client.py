@@ -10,6 +10,8 @@ outcomes equal the chain's.
 
 from __future__ import annotations
 
+import dataclasses
+
 from health_testkit import CHAIN_ID, GENESIS_TIME_MS, Ledger, Outcome, make_identity
 
 from medledger.chain.codec import encode
@@ -105,15 +107,34 @@ def test_the_light_ledger_follows_joins_leaves_and_the_studies_they_name() -> No
         0,
         c.ledger.height,
     )
-    assert c.submit(sign(research_client.build_submit_query, research, query)).ok
+    first = c.submit(sign(research_client.build_submit_query, research, query)).tx_id
+    assert not c.submit(sign(research_client.build_submit_query, research, query)).ok  # repeated
     assert c.submit(sign(research_client.build_leave_study, c.patient, study, c.patient_id)).ok
     assert not c.submit(sign(research_client.build_leave_study, c.patient, study, c.patient_id)).ok
+    away = dataclasses.replace(query, as_of_height=c.ledger.height)
+    assert c.submit(sign(research_client.build_submit_query, research, away)).ok  # while not a member
     assert c.submit(sign(research_client.build_join_study, c.patient, study, c.patient_id)).ok  # rejoin
+    back = dataclasses.replace(query, as_of_height=c.ledger.height, epsilon_micro=500_000)
+    third = c.submit(sign(research_client.build_submit_query, research, back)).tx_id
+    too_much = dataclasses.replace(query, as_of_height=c.ledger.height, epsilon_micro=1_000_000)
+    later = []
+    for _ in range(3):  # the budget runs out on the chain (5 - 2.5 = 2 more), and in the light ledger
+        outcome = c.submit(sign(research_client.build_submit_query, research, too_much))
+        later += [outcome.tx_id] if outcome.ok else []
+        too_much = dataclasses.replace(too_much, as_of_height=too_much.as_of_height + 1)
     c.ledger.advance(5_000)
     assert not c.submit(sign(research_client.build_join_study, c.patient, short_study, c.patient_id)).ok
     assert not c.submit(sign(research_client.build_join_study, other, study, c.patient_id)).ok  # not theirs
 
     c.assert_same_trail()
+    assert [q.query_id for q in c.light.list_queries_covering()] == [first, third, *later]
+    assert len(later) == 2
+    ((light_study, membership),) = [(s, m) for s, m in c.light.list_studies() if s.study_id == study]
+    chain_study = st.get_study(c.ledger.state, study)
+    assert chain_study is not None
+    assert light_study.epsilon_remaining_micro == chain_study.epsilon_remaining_micro
+    assert membership is not None
+    assert membership.is_member
     events = [e.event for e in c.light.list_audit_events()]
     assert events.count(EVENT_STUDY_JOINED) == 2
     assert events.count(EVENT_STUDY_LEFT) == 1
