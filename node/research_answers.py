@@ -19,6 +19,7 @@ Logs name query ids and counts, never a patient or a value.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -137,6 +138,10 @@ class ResearchAnswerer:
         #: Queries this node has a saved answer for that the ledger does not hold yet.
         self._unposted: dict[bytes, bytes] = {}
         self._saved_loaded = False
+        #: Queries found that ask this institution, not yet computed (in order).
+        self._to_answer: list[QueryState] = []
+        #: Its own worker thread, shut down (waited for) before the node closes its store.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="research-answer")
 
     def note_committed(self, executed: ExecutedBlock) -> None:
         """A commit listener (`Node.commit_listeners`): wake the follower."""
@@ -167,15 +172,21 @@ class ResearchAnswerer:
                 if raw is not None:
                     self._unposted[query_id] = raw
             self._saved_loaded = True
-        for query in self._new_queries(state):
-            if st.get_answer(state, query.query_id, self.me) is not None:
-                continue
-            try:
-                self._unposted[query.query_id] = prepare_answer(
-                    self.saved, state, self.node.identity, chain_id, query, self.node.clock_ms()
-                )
-            except HealthError as exc:
-                log.warning("query %s not answered: %s", query.query_id.hex()[:16], exc.code)
+        self._to_answer.extend(self._new_queries(state))
+        while self._to_answer:
+            query = self._to_answer[0]
+            if st.get_answer(state, query.query_id, self.me) is None:
+                try:
+                    self._unposted[query.query_id] = prepare_answer(
+                        self.saved, state, self.node.identity, chain_id, query, self.node.clock_ms()
+                    )
+                except HealthError as exc:
+                    log.warning("query %s not answered: %s", query.query_id.hex()[:16], exc.code)
+                except OSError:
+                    raise  # the saved answers' folder: this query stays first, the step is retried
+                except Exception:  # a bug (or the DP library's): never stops the other queries' answers
+                    log.exception("query %s not answered", query.query_id.hex()[:16])
+            self._to_answer.pop(0)
         to_submit = []
         for query_id, raw in list(self._unposted.items()):
             if st.get_answer(state, query_id, self.me) is not None:
@@ -187,9 +198,10 @@ class ResearchAnswerer:
         return to_submit
 
     async def follow(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                raws = await asyncio.to_thread(self.step)
+                raws = await loop.run_in_executor(self._executor, self.step)
             except OSError as exc:  # the saved answers' folder (a full disk): retried, never redrawn
                 log.error("research answers cannot be saved or read (%s); trying again", exc.strerror)
                 raws = []
@@ -199,8 +211,14 @@ class ResearchAnswerer:
                 except MempoolFullError:
                     log.info("mempool full: a research answer waits for the next block")
                 except StaleTxError:
-                    fresh = await asyncio.to_thread(
-                        resign_answer, self.saved, self.node.identity, query_id, raw, self.node.clock_ms()
+                    fresh = await loop.run_in_executor(
+                        self._executor,
+                        resign_answer,
+                        self.saved,
+                        self.node.identity,
+                        query_id,
+                        raw,
+                        self.node.clock_ms(),
                     )
                     self._unposted[query_id] = fresh
                 except InvalidTxError as exc:
@@ -210,6 +228,10 @@ class ResearchAnswerer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), POLL_S)
             self._woken.clear()
+
+    def close(self) -> None:
+        """Wait for a step still running (after `follow` has ended): it reads the node's store."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def add_research_answerer(app: web.Application, node: Node) -> None:
@@ -224,5 +246,6 @@ def add_research_answerer(app: web.Application, node: Node) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         node.commit_listeners.remove(answerer.note_committed)
+        answerer.close()
 
     app.cleanup_ctx.append(answerer_ctx)
