@@ -452,3 +452,76 @@ def test_a_count_over_three_institutions_is_within_opendps_stated_error_in_95_of
         combined = sum(noise_answer(COUNT, q, cells).cells[0].value_milli // 1000 for cells in counted)
         within += abs(combined - truth) <= bound
     assert within >= 190
+
+
+# --- a differencing attack ----------------------------------------------------------------------
+
+
+def test_a_differencing_attack_by_opt_out_costs_the_budget_and_stops_when_it_is_spent() -> None:
+    """The institute asks the same count before and after one patient withdraws. The two exact
+    counts differ by that patient; each answer is ε-DP for them (OpenDP's privacy map of the
+    mechanism the node used), so the pair tells at most 2ε about them, exactly what the study was
+    charged; asking the first query again is refused free (its answer is on the ledger), and a
+    third draw is refused: the budget is spent."""
+    ledger = Ledger({"clinic": "clinic", "research": "research"})
+    clinic, research = make_identity("clinic"), make_identity("research")
+    names = [f"patient-{i}" for i in range(15)]
+    for name in names:
+        ledger.submit_ok(ledger.sign(client.build_register_patient, make_identity(name)))
+    count = dataclasses.replace(COUNT, epsilon_max_micro=1_000_000)
+    body = RegisterStudyBody("Diabetes", "IRB-2026-0113", (count,), 2_000_000, 0, K, GENESIS_TIME_MS + DAY_MS)
+    study_id = ledger.submit_ok(ledger.sign(research_client.build_register_study, research, body)).tx_id
+    for name in names:
+        patient = make_identity(name)
+        patient_id = compute_patient_id(patient.public.sign_key)
+        record = encrypt_record(
+            patient_bundle("1980-01-01", "female", condition()),
+            patient_id=patient_id,
+            author=clinic.public.sign_key,
+            readers=[patient.public.enc_key, clinic.public.enc_key],
+        )
+        ledger.submit_ok(ledger.sign(client.build_add_record, clinic, patient_id, record))
+        ledger.submit_ok(ledger.sign(research_client.build_join_study, patient, study_id, patient_id))
+
+    def ask(as_of: int) -> SubmitQueryBody:
+        params = QueryParams(DIABETES, GROUP_NONE, 0, 0)
+        return SubmitQueryBody(study_id, count.name, params, (clinic.public.sign_key,), 1_000_000, 0, as_of)
+
+    def answer(query_id: bytes) -> int:
+        stored = st.get_query(ledger.state, query_id)
+        assert stored is not None
+        (cell,) = compute_cell_counts(count, stored, collect_patient_facts(ledger.state, clinic, stored))
+        ledger.submit_ok(
+            ledger.sign(
+                research_client.build_post_answer,
+                clinic,
+                compute_answer_from_ledger(ledger.state, clinic, stored),
+            )
+        )
+        return cell.count
+
+    before = ask(ledger.height)
+    with_them = answer(
+        ledger.submit_ok(ledger.sign(research_client.build_submit_query, research, before)).tx_id
+    )
+    leaver = make_identity(names[0])
+    ledger.submit_ok(
+        ledger.sign(
+            research_client.build_leave_study, leaver, study_id, compute_patient_id(leaver.public.sign_key)
+        )
+    )
+    ledger.submit_rejected(
+        ledger.sign(research_client.build_submit_query, research, before), "health.query_repeated"
+    )
+    without_them = answer(
+        ledger.submit_ok(ledger.sign(research_client.build_submit_query, research, ask(ledger.height))).tx_id
+    )
+    assert (with_them, without_them) == (15, 14)
+    assert make_mechanism(1.0, 0, 1).measurement.map(1) <= 1.0  # each answer: ε = 1 for that patient
+    study = st.get_study(ledger.state, study_id)
+    assert study is not None
+    assert (study.epsilon_remaining_micro, study.query_count) == (0, 2)
+    ledger.submit_rejected(
+        ledger.sign(research_client.build_submit_query, research, ask(ledger.height)),
+        "health.budget_exhausted",
+    )
