@@ -374,23 +374,26 @@ class Mechanism:
 def make_mechanism(epsilon: float, delta: float, sensitivity: int) -> Mechanism:
     """The integer mechanism that is (ε, δ)-DP for a vector whose L1 (and L2) sensitivity under
     adding or removing one patient is `sensitivity`: discrete Laplace if δ is 0, else the discrete
-    Gaussian, its σ found by OpenDP's binary search over its own privacy map."""
+    Gaussian. Both are calibrated by OpenDP's privacy maps at sensitivity 1 (for the Gaussian, σ by
+    its binary search) and scaled by `sensitivity`: both mechanisms' guarantees scale linearly, and
+    a large sensitivity (a mean's sum in thousandths) would overflow the maps' arithmetic."""
     import opendp.prelude as dp  # noqa: PLC0415 - a heavy import, needed only here
 
     dp.enable_features("contrib")
     atom = dp.vector_domain(dp.atom_domain(T="i64"))
     if delta == 0:
-        scale = sensitivity / epsilon
-        laplace: Any = dp.m.make_laplace(atom, dp.l1_distance(T="i64"), scale=scale)
-        if laplace.map(sensitivity) > epsilon * (1 + 1e-9):
+        unit: Any = dp.m.make_laplace(atom, dp.l1_distance(T="i64"), scale=1 / epsilon)
+        if unit.map(1) > epsilon * (1 + 1e-9):
             raise ResearchComputeError("the Laplace mechanism would spend more ε than the query")
-        return Mechanism(scale, laplace)
+        scale = sensitivity / epsilon
+        return Mechanism(scale, dp.m.make_laplace(atom, dp.l1_distance(T="i64"), scale=scale))
 
     def gaussian(scale: float) -> Any:
         measurement = dp.m.make_gaussian(atom, dp.l2_distance(T="i64"), scale=scale)
         return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(measurement), delta=delta)
 
-    scale = float(dp.binary_search_param(gaussian, d_in=sensitivity, d_out=(epsilon, delta), T=float))
+    unit_scale = float(dp.binary_search_param(gaussian, d_in=1, d_out=(epsilon, delta), T=float))
+    scale = unit_scale * sensitivity
     return Mechanism(scale, gaussian(scale))
 
 

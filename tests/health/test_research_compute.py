@@ -279,6 +279,19 @@ def test_a_gaussian_count_spends_the_querys_delta() -> None:
     assert mechanism.scale > 1 / 0.5
 
 
+def test_a_mean_over_the_largest_range_is_calibrated_without_overflow() -> None:
+    """A sum in thousandths with the largest bound: calibrated at sensitivity 1 and scaled."""
+    laplace = make_mechanism(0.5, 0, 10**12)
+    assert laplace.scale == 2 * 10**12
+    gaussian = make_mechanism(0.5, 1e-9, 10**12)
+    assert gaussian.scale == make_mechanism(0.5, 1e-9, 1).scale * 10**12
+    assert len(gaussian.sample([10**15])) == 1
+    q = query(MEAN, delta_pico=1000, params=QueryParams(HEART_RATE, GROUP_NONE, 0, 300_000))
+    patients = [facts("1970-01-01", "female", Finding(HEART_RATE, 2020, 70_000, 1))] * 30
+    (cell,) = compute_answer(MEAN, q, K, patients).cells
+    assert 0 <= cell.value_milli <= 300_000
+
+
 def test_a_mean_answer_stays_in_the_asked_range() -> None:
     q = query(MEAN, params=QueryParams(HEART_RATE, GROUP_NONE, 50_000, 100_000))
     patients = [facts("1970-01-01", "female", Finding(HEART_RATE, 2020, 70_000, 1))] * 30
