@@ -39,7 +39,7 @@ import dataclasses
 import datetime
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -188,33 +188,54 @@ def _finding(codes: list[str], date: datetime.date | None, value: int | None) ->
     return [Finding(code, year, value, ordinal) for code in codes]
 
 
-def extract_facts(resources: Iterable[Mapping[str, Any]]) -> PatientFacts:
-    """The facts of one patient from the resources of their records (the last birth date and sex
-    seen win: a correction supersedes, and superseded records are not passed in)."""
+#: A record's facts name no sex (it holds no Patient resource with one).
+SEX_NONE: Final = ""
+NO_FACTS: Final = PatientFacts(None, SEX_NONE, ())
+
+
+def extract_record_facts(record: Mapping[str, Any]) -> PatientFacts:
+    """The facts of one record's resource (sex `SEX_NONE` if it names none)."""
     birth: datetime.date | None = None
-    sex = "unknown"
+    sex = SEX_NONE
     findings: list[Finding] = []
-    for record in resources:
-        for resource in _iter_resources(record):
-            kind = resource.get("resourceType")
-            if kind == "Patient":
-                birth = parse_fhir_date(resource.get("birthDate")) or birth
-                gender = resource.get("gender")
-                if isinstance(gender, str) and gender in SEXES:
-                    sex = gender
-            elif kind == "Condition":
-                if set(_status_codes(resource.get("verificationStatus"))) & CONDITION_VERIFICATION_VOID:
-                    continue
-                date = parse_fhir_date(resource.get("onsetDateTime") or resource.get("recordedDate"))
-                findings += _finding(_codes_of(resource.get("code")), date, None)
-            elif kind == "Observation":
-                if resource.get("status") in OBSERVATION_STATUSES_VOID:
-                    continue
-                date = parse_fhir_date(resource.get("effectiveDateTime") or resource.get("issued"))
-                quantity = resource.get("valueQuantity")
-                value = parse_value_milli(quantity.get("value")) if isinstance(quantity, Mapping) else None
-                findings += _finding(_codes_of(resource.get("code")), date, value)
+    for resource in _iter_resources(record):
+        kind = resource.get("resourceType")
+        if kind == "Patient":
+            birth = parse_fhir_date(resource.get("birthDate")) or birth
+            gender = resource.get("gender")
+            if isinstance(gender, str) and gender in SEXES:
+                sex = gender
+        elif kind == "Condition":
+            if set(_status_codes(resource.get("verificationStatus"))) & CONDITION_VERIFICATION_VOID:
+                continue
+            date = parse_fhir_date(resource.get("onsetDateTime") or resource.get("recordedDate"))
+            findings += _finding(_codes_of(resource.get("code")), date, None)
+        elif kind == "Observation":
+            if resource.get("status") in OBSERVATION_STATUSES_VOID:
+                continue
+            date = parse_fhir_date(resource.get("effectiveDateTime") or resource.get("issued"))
+            quantity = resource.get("valueQuantity")
+            value = parse_value_milli(quantity.get("value")) if isinstance(quantity, Mapping) else None
+            findings += _finding(_codes_of(resource.get("code")), date, value)
     return PatientFacts(birth, sex, tuple(findings))
+
+
+def merge_facts(parts: Iterable[PatientFacts]) -> PatientFacts:
+    """One patient's facts from their records' (in record order: the last birth date and sex
+    seen win, as a correction supersedes; no sex anywhere is "unknown")."""
+    birth: datetime.date | None = None
+    sex = SEX_NONE
+    findings: list[Finding] = []
+    for part in parts:
+        birth = part.birth_date or birth
+        sex = part.sex or sex
+        findings += part.findings
+    return PatientFacts(birth, sex or "unknown", tuple(findings))
+
+
+def extract_facts(resources: Iterable[Mapping[str, Any]]) -> PatientFacts:
+    """The facts of one patient from the resources of their current records."""
+    return merge_facts(extract_record_facts(r) for r in resources)
 
 
 def _status_codes(concept: object) -> list[str]:
@@ -233,10 +254,18 @@ def is_record_current_at(state: StateReader, record: RecordState, height: int) -
     return newer is None or newer.height > height
 
 
-def collect_patient_facts(state: StateReader, identity: Identity, query: QueryState) -> list[PatientFacts]:
+def collect_patient_facts(
+    state: StateReader,
+    identity: Identity,
+    query: QueryState,
+    cache: MutableMapping[bytes, PatientFacts] | None = None,
+) -> list[PatientFacts]:
     """The facts of every patient the query may cover, from the records this institution authored
     for them as of the query's data version (module docstring, step 1). A record that does not
-    open with the institution's key is left out (it was not written for it)."""
+    open with the institution's key is left out (it was not written for it).
+
+    `cache` keeps each record's facts by record id across queries (a record never changes: a
+    correction is a new record), so only records not seen before are decrypted and parsed."""
     me = identity.public.sign_key
     facts: list[PatientFacts] = []
     start = 0
@@ -245,32 +274,48 @@ def collect_patient_facts(state: StateReader, identity: Identity, query: QuerySt
         for patient_id in member_ids:
             if not research.is_member_at(st.get_membership(state, query.study_id, patient_id), query.height):
                 continue
-            resources = list(_open_own_records(state, identity, me, patient_id, query.as_of_height))
-            if resources:
-                facts.append(extract_facts(resources))
+            parts = list(_own_record_facts(state, identity, me, patient_id, query.as_of_height, cache))
+            if parts:
+                facts.append(merge_facts(parts))
         if len(member_ids) < _PAGE:
             return facts
         start += _PAGE
 
 
-def _open_own_records(
-    state: StateReader, identity: Identity, me: bytes, patient_id: bytes, height: int
-) -> Iterator[Mapping[str, Any]]:
+def _open_record_facts(record: RecordState, identity: Identity) -> PatientFacts | None:
+    try:
+        opened = open_record(record, identity)
+    except (CryptoError, HealthError):
+        return None
+    # `open_record` parsed and checked the JSON strictly already; parsed again plainly here (its
+    # `resource` would repeat the strict checks, the larger part of a query's time).
+    resource = json.loads(opened.canonical_json)
+    return extract_record_facts(resource) if isinstance(resource, dict) else NO_FACTS
+
+
+def _own_record_facts(
+    state: StateReader,
+    identity: Identity,
+    me: bytes,
+    patient_id: bytes,
+    height: int,
+    cache: MutableMapping[bytes, PatientFacts] | None,
+) -> Iterator[PatientFacts]:
     start = 0
     while True:
         records = st.list_records(state, patient_id, start=start, limit=_PAGE)
         for record in records:
             if record.author != me or not is_record_current_at(state, record, height):
                 continue
-            try:
-                opened = open_record(record, identity)
-            except (CryptoError, HealthError):
-                continue
-            # `open_record` parsed and checked the JSON strictly already; parsed again plainly here
-            # (its `resource` would repeat the strict checks, the larger part of a query's time).
-            resource = json.loads(opened.canonical_json)
-            if isinstance(resource, dict):
-                yield resource
+            part = cache.get(record.record_id) if cache is not None else None
+            if part is None:
+                opened = _open_record_facts(record, identity)
+                if opened is None:
+                    continue  # not readable with this key: not cached, never counted
+                part = opened
+                if cache is not None:
+                    cache[record.record_id] = part
+            yield part
         if len(records) < _PAGE:
             return
         start += _PAGE
@@ -443,14 +488,19 @@ def compute_answer(
     return noise_answer(template, query, apply_suppression(compute_cell_counts(template, query, patients), k))
 
 
-def compute_answer_from_ledger(state: StateReader, identity: Identity, query: QueryState) -> PostAnswerBody:
+def compute_answer_from_ledger(
+    state: StateReader,
+    identity: Identity,
+    query: QueryState,
+    cache: MutableMapping[bytes, PatientFacts] | None = None,
+) -> PostAnswerBody:
     """The institution's answer to a query on the ledger (k is the study's, at least the network's)."""
     study = st.get_study(state, query.study_id)
     template = study.get_template(query.template) if study is not None else None
     if study is None or template is None:
         raise ResearchComputeError("the query's study or template is missing")
     k = max(study.k_min, st.get_research_k_min(state))
-    return compute_answer(template, query, k, collect_patient_facts(state, identity, query))
+    return compute_answer(template, query, k, collect_patient_facts(state, identity, query, cache))
 
 
 __all__ = [

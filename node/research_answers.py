@@ -23,7 +23,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Final
 
@@ -39,7 +39,7 @@ from medledger.crypto import HASH_SIZE, Identity
 from medledger.health import state as st
 from medledger.health.errors import HealthError
 from medledger.health.research_client import build_post_answer
-from medledger.health.research_compute import compute_answer_from_ledger
+from medledger.health.research_compute import PatientFacts, compute_answer_from_ledger
 from medledger.health.research_types import QueryState
 from medledger.node.node import Node
 
@@ -50,6 +50,8 @@ ANSWERS_DIR: Final = "research-answers"
 ANSWER_SUFFIX: Final = ".tx"
 #: The follower looks for queries at least this often (it is woken by each commit).
 POLL_S: Final = 2.0
+#: Records whose facts the answerer keeps in memory at most (then it starts again).
+FACTS_CACHE_RECORDS_MAX: Final = 500_000
 #: Queries read per study per step.
 QUERIES_PER_STEP_MAX: Final = 100
 
@@ -104,13 +106,19 @@ class SavedAnswers:
 
 
 def prepare_answer(
-    saved: SavedAnswers, state: StateReader, identity: Identity, chain_id: str, query: QueryState, now_ms: int
+    saved: SavedAnswers,
+    state: StateReader,
+    identity: Identity,
+    chain_id: str,
+    query: QueryState,
+    now_ms: int,
+    cache: MutableMapping[bytes, PatientFacts] | None = None,
 ) -> bytes:
     """The signed answer of this institution to `query`: the saved one, or a new one, saved first."""
     raw = saved.load(query.query_id)
     if raw is not None:
         return raw
-    body = compute_answer_from_ledger(state, identity, query)
+    body = compute_answer_from_ledger(state, identity, query, cache)
     _, raw, _ = build_post_answer(identity, body, chain_id=chain_id, timestamp_ms=now_ms)
     saved.save(query.query_id, raw)
     return raw
@@ -138,6 +146,9 @@ class ResearchAnswerer:
         #: Queries this node has a saved answer for that the ledger does not hold yet.
         self._unposted: dict[bytes, bytes] = {}
         self._saved_loaded = False
+        #: Each own record's facts by record id (records never change), kept in this process's
+        #: memory only so that a query decrypts only records it has not seen; bounded.
+        self._facts: dict[bytes, PatientFacts] = {}
         #: Queries found that ask this institution, not yet computed (in order).
         self._to_answer: list[QueryState] = []
         #: Its own worker thread, shut down (waited for) before the node closes its store.
@@ -175,10 +186,18 @@ class ResearchAnswerer:
         self._to_answer.extend(self._new_queries(state))
         while self._to_answer:
             query = self._to_answer[0]
+            if len(self._facts) > FACTS_CACHE_RECORDS_MAX:
+                self._facts.clear()
             if st.get_answer(state, query.query_id, self.me) is None:
                 try:
                     self._unposted[query.query_id] = prepare_answer(
-                        self.saved, state, self.node.identity, chain_id, query, self.node.clock_ms()
+                        self.saved,
+                        state,
+                        self.node.identity,
+                        chain_id,
+                        query,
+                        self.node.clock_ms(),
+                        self._facts,
                     )
                 except HealthError as exc:
                     log.warning("query %s not answered: %s", query.query_id.hex()[:16], exc.code)

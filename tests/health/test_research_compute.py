@@ -425,6 +425,10 @@ def test_an_answer_covers_members_records_by_this_institution_as_of_the_data_ver
     at_clinic = collect_patient_facts(ledger.state, clinic, stored)
     assert len(at_clinic) == 13
     assert all(f.sex == "female" for f in at_clinic)
+    cache: dict[bytes, PatientFacts] = {}
+    assert collect_patient_facts(ledger.state, clinic, stored, cache) == at_clinic
+    assert len(cache) == 13  # each of the clinic's current records, by id
+    assert collect_patient_facts(ledger.state, clinic, stored, cache) == at_clinic  # from the cache
     at_hospital = collect_patient_facts(ledger.state, hospital, stored)
     assert [f.sex for f in at_hospital] == ["male"]
 
