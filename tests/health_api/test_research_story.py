@@ -226,6 +226,10 @@ def run_story(net: HealthNet, tmp_path: Path) -> None:
     assert "40-49" in text
 
     page = (tmp_path / "h.html").read_text(encoding="utf-8")
+    # What the institute reads names no patient and no birth date.
+    served = json.dumps(result) + page + text
+    assert not any(patient_id.hex() in served for patient_id in ids)
+    assert not any(born(age) in served for age in (45, 65, 75))
     assert "<svg" in page
     assert 'class="noised"' in page
     assert 'class="suppressed"' in page
