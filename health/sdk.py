@@ -95,6 +95,8 @@ from medledger.health.records import (
     open_verified_record,
     reseal_record_keys,
 )
+from medledger.health.research_client import build_join_study, build_leave_study
+from medledger.health.research_types import QueryState, StudyMembership, StudyState
 from medledger.health.rights_seal import (
     AmendmentTextUnreadableError,
     build_disagree,
@@ -1030,6 +1032,36 @@ class PatientClient:
             build_remove_representative(
                 self.identity, self.patient_id, representative_sign_key, chain_id=self.chain_id
             )
+        )
+
+    # -- research (issue 13, ADR 0019): studies joined, opt-in and withdrawal ----------------
+
+    def list_studies(self) -> list[tuple[StudyState, StudyMembership | None]]:
+        """Every study on the chain and whether this patient is in it, from the verified ledger
+        (the study's title and ethics approval are what the patient decides on)."""
+        self.audit()  # the trail (joins and leaves) as the node serves it equals the verified one
+        return self.sync().list_studies()
+
+    def list_queries_covering(self) -> list[QueryState]:
+        """The queries recorded while this patient was a member of their study (verified)."""
+        self.audit()
+        return self.sync().list_queries_covering()
+
+    def join_study(self, study_id: bytes) -> Submitted:
+        """Opt in: from this block on, answers to the study's queries may count this patient.
+        Joining is visible to the network (ADR 0019)."""
+        self.check_before_signing()
+        if not any(s.study_id == study_id for s, _ in self.sync().list_studies()):
+            raise PatientClientError("no such study on the chain", status=404)
+        return self._submit(
+            build_join_study(self.identity, study_id, self.patient_id, chain_id=self.chain_id)
+        )
+
+    def leave_study(self, study_id: bytes) -> Submitted:
+        """Withdraw: from this block on, no institution that has not answered yet counts this patient."""
+        self.check_before_signing()
+        return self._submit(
+            build_leave_study(self.identity, study_id, self.patient_id, chain_id=self.chain_id)
         )
 
     # -- claims (issue 12, ADR 0017): standing consents and claims ------------------------------

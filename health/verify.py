@@ -8,7 +8,8 @@ genesis (the institutions, with their encryption keys) and this patient's facts.
 
 Why that state is enough: every rule a patient's tx is judged by reads only the genesis
 institutions and that patient's own entries (their registration, representatives, records,
-inquiries, grants, live-grant list and audit trail), and tx ids are unique, so a tx that concerns
+inquiries, grants, live-grant list and audit trail; for a study join or leave, also the study's
+registration, which is followed for every study), and tx ids are unique, so a tx that concerns
 the patient passes here exactly when it passed on the chain, and leaves the same values. The
 result is the patient's records, inquiries, grants and audit trail as the chain holds them,
 proven: nothing in it came from a node's word. (A header does not commit to tx results, so
@@ -32,10 +33,20 @@ from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
 from medledger.health.errors import HealthError
+from medledger.health.research_types import (
+    QueryState,
+    RegisterStudyBody,
+    StudyMembership,
+    StudyMembershipBody,
+    StudyState,
+    SubmitQueryBody,
+)
 from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.rules import TxContext, decode_body, process_tx
 from medledger.health.types import (
     EVENT_INQUIRY,
+    EVENT_STUDY_JOINED,
+    EVENT_STUDY_LEFT,
     TX_KINDS,
     AddDocumentBody,
     AddRecordBody,
@@ -89,6 +100,10 @@ class TxFact:
     time_ms: int
     ok: bool
     rule: str
+
+
+#: The end of a membership that has not ended.
+_NO_END: Final = 2**64
 
 
 class PatientLedger:
@@ -158,6 +173,14 @@ class PatientLedger:
             return False  # malformed: the chain rejects it too, and it can name nobody
         if isinstance(body, RegisterPatientBody):
             return compute_patient_id(tx.sender) == self.patient_id
+        # Research (ADR 0019): the patient's joins and leaves, every study's registration (a join
+        # is judged against its study) and every query (judged by its study's budget and the
+        # queries asked before, which are then the chain's). A study's member count differs here
+        # from the chain's (other patients' joins are not followed); no rule of these reads it.
+        if isinstance(body, StudyMembershipBody):
+            return body.patient_id == self.patient_id
+        if isinstance(body, RegisterStudyBody | SubmitQueryBody):
+            return True  # every query too: what the patient's data could have entered, and budgets
         if isinstance(body, RepresentativeBody | AddRecordBody | RequestAccessBody):
             return body.patient_id == self.patient_id
         if isinstance(body, SupersedeRecordBody | AddDocumentBody):
@@ -217,6 +240,36 @@ class PatientLedger:
             events.extend(page)
             if len(page) < _PAGE:
                 return events
+
+    def list_studies(self) -> list[tuple[StudyState, StudyMembership | None]]:
+        """Every study registered on the chain, with this patient's membership (None: never
+        joined). A study's accounts (budget, member count) are not the chain's here: only what
+        was registered, and the membership, are proven."""
+        studies = [st.get_study(self._state, i) for i in st.list_study_ids(self._state)]
+        return [
+            (s, st.get_membership(self._state, s.study_id, self.patient_id)) for s in studies if s is not None
+        ]
+
+    def list_study_queries(self, study_id: bytes) -> list[QueryState]:
+        ids = st.list_query_ids(self._state, study_id)
+        return [q for q in (st.get_query(self._state, i) for i in ids) if q is not None]
+
+    def list_queries_covering(self) -> list[QueryState]:
+        """The queries this patient's data could have entered: recorded while they were a member
+        of the query's study (from the trail's joins and leaves, rejoins included). Whether an
+        institution counted them depends on records it holds; the answers say nothing about whom."""
+        spans: dict[bytes, list[list[int]]] = {}
+        for event in self.list_audit_events():
+            if event.event == EVENT_STUDY_JOINED:
+                spans.setdefault(event.subject_id, []).append([event.height, _NO_END])
+            elif event.event == EVENT_STUDY_LEFT and spans.get(event.subject_id):
+                spans[event.subject_id][-1][1] = event.height
+        return [
+            query
+            for study_id, periods in spans.items()
+            for query in self.list_study_queries(study_id)
+            if any(start <= query.height < end for start, end in periods)
+        ]
 
     def list_inquiries(self) -> list[InquiryState]:
         """Every inquiry about the patient, in the order they were filed."""

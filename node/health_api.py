@@ -810,6 +810,14 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     from medledger.node.claims_api import add_claims_routes  # noqa: PLC0415
 
     add_claims_routes(app)
+    # Research (issue 13): the institute's routes, and an author institution answers its queries.
+    from medledger.node.research_answers import add_research_answerer  # noqa: PLC0415
+    from medledger.node.research_api import add_research_routes  # noqa: PLC0415
+
+    add_research_routes(app)
+    me = app[HEALTH_KEY].me
+    if me is not None and policy.is_author_role(me.role):
+        add_research_answerer(app, node)
     add_blob_routes(
         app,
         node,

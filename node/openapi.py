@@ -63,6 +63,7 @@ from medledger.node.idempotency import (
     REPLAYED_HEADER,
 )
 from medledger.node.proof_api import proof_openapi_paths
+from medledger.node.research_openapi import research_openapi_paths, research_openapi_schemas
 from medledger.node.rights_openapi import rights_openapi_paths, rights_openapi_schemas
 
 #: An id (a hash) or a public key, in hex.
@@ -162,6 +163,8 @@ def build_openapi(*, health: bool = False, access_of: AccessOf | None = None) ->
         document["paths"].update(events_openapi_paths())  # ledger events (issue 11, ADR 0015)
         document["paths"].update(claims_openapi_paths())  # claims (issue 12, ADR 0017)
         document["components"]["schemas"].update(claims_openapi_schemas())
+        document["paths"].update(research_openapi_paths())  # research (issue 13, ADR 0019)
+        document["components"]["schemas"].update(research_openapi_schemas())
         document["info"]["description"] += (
             " Health routes: /v1/health/institution/... act as this node's institution and need its "
             "API token; /v1/health/institutions and /v1/health/patients/... serve patients' clients "

@@ -29,6 +29,7 @@ from medledger.node.cli import (
     keys,
     mqtt_cmd,
     patient,
+    research_cmd,
     serve,
     setup,
     simulate_cmd,
@@ -62,5 +63,6 @@ for _command in (
     simulate_cmd.simulate,
     mqtt_cmd.mqtt,
     events_cmd.events,
+    research_cmd.research,
 ):
     main.add_command(_command)

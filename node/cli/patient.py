@@ -554,3 +554,76 @@ def patient_attachment(ctx: click.Context, record_id: str, blob_id: str, out: Pa
     data = _client(ctx).read_attachment(record, blob)
     out.write_bytes(data)
     click.echo(f"wrote {len(data)} bytes to {out}")
+
+
+# --- research (issue 13, ADR 0019) --------------------------------------------------------------
+
+
+@patient.command("studies")
+@json_option("Print the studies as JSON.")
+@click.pass_context
+@reports_errors
+def patient_studies(ctx: click.Context, as_json: bool) -> None:
+    """The studies on the ledger, whether you are in them, and the queries asked while you were
+    (verified from the chain)."""
+    client = _client(ctx)
+    rows: list[dict[str, Any]] = []
+    covering = client.list_queries_covering()
+    for study, membership in client.list_studies():
+        member = membership is not None and membership.is_member
+        rows.append(
+            {
+                "study_id": study.study_id.hex(),
+                "title": study.title,
+                "ethics_ref": study.ethics_ref,
+                "institute": client.institution_names().get(study.institute),
+                "member": member,
+                "joined_height": membership.joined_height if membership is not None else None,
+                "left_height": (membership.left_height or None) if membership is not None else None,
+                "queries_while_member": [q.query_id.hex() for q in covering if q.study_id == study.study_id],
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "member" if row["member"] else "left" if row["left_height"] else "not joined"
+        asked = len(row["queries_while_member"])
+        state += f", {asked} quer{'y' if asked == 1 else 'ies'} while you were a member" if asked else ""
+        click.echo(
+            f"{row['study_id'][:16]}  {row['title']} ({row['ethics_ref']}, {row['institute']}): {state}"
+        )
+
+
+@patient.command("join-study")
+@click.argument("study_id")
+@click.pass_context
+@reports_errors
+def patient_join_study(ctx: click.Context, study_id: str) -> None:
+    """Opt in to a study (id): its answers may count you from this block on.
+
+    The network sees that you joined (not what your records hold)."""
+    client = _client(ctx)
+    done = client.join_study(_study_id(study_id))
+    click.echo(f"joined study {study_id} at height {done.height}")
+
+
+@patient.command("leave-study")
+@click.argument("study_id")
+@click.pass_context
+@reports_errors
+def patient_leave_study(ctx: click.Context, study_id: str) -> None:
+    """Withdraw from a study (id): no answer computed from this block on counts you."""
+    client = _client(ctx)
+    done = client.leave_study(_study_id(study_id))
+    click.echo(f"left study {study_id} at height {done.height}")
+
+
+def _study_id(value: str) -> bytes:
+    try:
+        study_id = bytes.fromhex(value)
+    except ValueError:
+        study_id = b""
+    if len(study_id) != 32:
+        fail("a study id is 64 hex characters")
+    return study_id

@@ -94,6 +94,8 @@ def concrete(path: str) -> str:
         .replace("{amendment_id}", "34" * 32)
         .replace("{request_id}", "56" * 32)
         .replace("{claim_id}", "78" * 32)
+        .replace("{study_id}", "9a" * 32)
+        .replace("{query_id}", "bc" * 32)
     )
 
 
