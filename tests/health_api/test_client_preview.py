@@ -8,6 +8,7 @@ and date) and the exact list of records, and the grant carries exactly that list
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from pathlib import Path
@@ -187,3 +188,42 @@ def test_a_representative_is_shown_what_it_cannot_share(shared_net: HealthNet, t
     (grant,) = [g for g in patient.sdk().list_grants() if g.grant_id == done.tx_id]
     assert grant.record_keys == ()
     assert grant.granted_by == representative.public.sign_key
+
+
+def test_a_patient_narrows_an_inquiry_on_the_command_line_and_the_grant_is_on_those_terms(
+    shared_net: HealthNet, tmp_path: Path
+) -> None:
+    """Issue 15's "narrow before approving", on the ledger: `grant --type --expires` signs a
+    `health.grant_narrowed`; the preview shows the narrowed terms; the insurer reads only the
+    narrowed type, and the grant ends on the narrowed day, not the inquiry's."""
+    patient = Patient(shared_net, tmp_path, 7)
+    inquiry = patient.inquire(["Condition", "Immunization", "Observation"], [])
+    day = datetime.datetime.now(tz=datetime.UTC).date() + datetime.timedelta(days=2)
+    expires = day.isoformat()  # sooner than the inquiry's (30 days)
+    expires_ms = int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC).timestamp() * 1000)
+    out = patient_cli(
+        patient.key,
+        shared_net["clinic"].url,
+        "grant",
+        inquiry,
+        "--type",
+        "Immunization",
+        "--expires",
+        expires,
+        "--yes",
+    )
+    assert "What you narrowed it to (they asked for more):" in out
+    assert f"Access would last until {expires}" in out
+    assert "exactly these 1 record(s)" in out
+    shared_net.sync()
+    (grant,) = [g for g in patient.sdk().list_grants() if g.inquiry_id.hex() == inquiry]
+    assert grant.scope.record_types == ("Immunization",)
+    assert grant.expires_ms == expires_ms
+    assert [k.record_id.hex() for k in grant.record_keys] == [patient.immunization]
+    reads = shared_net["insurer"].get(f"/v1/health/institution/records?patient_id={patient.id}").json()
+    assert [r["record_id"] for r in reads["records"]] == [patient.immunization]
+    # Beyond the inquiry: said in words, nothing signed.
+    wider = run_patient(
+        patient.key, shared_net["clinic"].url, "grant", inquiry, "--type", "Encounter", "--yes"
+    )
+    assert wider.exit_code != 0
