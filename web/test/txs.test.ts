@@ -21,6 +21,7 @@ import {
   type TxOptions,
 } from "../src/txs.js";
 import { type RecordKey, TX_BYTES_MAX, TxSchema } from "../src/wire.js";
+import { buildGrantConsent, makeConsent } from "../src/claims.js";
 import { identity, type TxVector, vectors } from "./vectors.js";
 
 await loadSodium();
@@ -66,6 +67,19 @@ function build(v: TxVector): SignedTx {
           fromMs: BigInt(v.args["from_ms"] as string),
           toMs: BigInt(v.args["to_ms"] as string),
         },
+        options,
+      );
+    case "grant_consent":
+      return buildGrantConsent(
+        signer,
+        makeConsent(arg("patient_id"), arg("grantee"), {
+          recordTypes: v.args["record_types"] as string[],
+          authors: (v.args["authors"] as string[]).map(fromHex),
+          labels: v.args["labels"] as string[],
+          fromMs: BigInt(v.args["from_ms"] as string),
+          toMs: BigInt(v.args["to_ms"] as string),
+          expiresMs: BigInt(v.args["expires_ms"] as string),
+        }),
         options,
       );
     default:

@@ -1,0 +1,156 @@
+"""The insurer's part of the patient's web app (issue 12 item 4, issue 15), in Chromium, real nodes.
+
+A clinic and an insurer run as two node processes. The patient registers and gives the insurer a
+standing consent with the Python SDK (`medledger patient consent grant`); the clinic writes an
+encounter's records (one labelled HIV, which the consent does not name) and files a claim; the
+insurer reads what it may for the claim (each read receipted), pends the claim for a missing lab,
+the clinic amends it with the lab, the insurer reads that and approves. The page shows, each
+verified against the chain: the consent with everything it covers (insurer, types, authors,
+window, expiry, no sensitive label), the claim, each decision with its reason in the insurer's
+words, and exactly which records the insurer read for it; the patient revokes the consent in the
+page (a `health.revoke` signed here, which the SDK then sees). Screenshots at 1280 and 360 px.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from health_harness import HealthNet, make_patient_key, patient_cli
+from playwright.sync_api import Browser, expect
+from test_claims_story import MISSING, claim, encounter, hiv_condition, key_of, response
+from test_web_app_screens import UI_TIMEOUT_MS, browser, glucose, open_key, shoot
+
+from medledger.health.types import compute_patient_id
+
+__all__ = ["browser"]  # the fixture, shared with the screens' test
+
+
+def test_the_patient_sees_consents_claims_decisions_and_reads_verified_and_revokes(
+    shared_net: HealthNet, browser: Browser, tmp_path: Path
+) -> None:
+    net = shared_net
+    clinic, insurer = net["clinic"], net["insurer"]
+    key_file = tmp_path / "patient.key"
+    identity = make_patient_key(key_file)
+    patient_id = compute_patient_id(identity.public.sign_key).hex()
+    patient_cli(key_file, clinic.url, "register")
+    shown = patient_cli(
+        key_file,
+        clinic.url,
+        *("consent", "grant", "insurer", "--type", "Encounter", "--type", "Observation"),
+        *("--type", "Condition", "--author", "clinic", "--days", "30", "--yes"),
+    )
+    consent_id = shown.split("granted consent ")[1].split()[0]
+    net.sync()
+
+    def add(resource: dict[str, Any]) -> str:
+        reply = clinic.post(
+            "/v1/health/institution/records", {"patient_id": patient_id, "resource": resource}
+        )
+        assert reply.status == 201, reply
+        return str(reply.json()["record_id"])
+
+    visit, vitals, diagnosis = add(encounter()), add(glucose(6.1, "2026-11-30")), add(hiv_condition())
+    net.sync()
+    cited = sorted([visit, vitals, diagnosis])
+    filing = {
+        "patient_id": patient_id,
+        "insurer": key_of(net, "insurer"),
+        "encounter_id": visit,
+        "record_ids": cited,
+        "claim": claim(120.0),
+    }
+    filed = clinic.post("/v1/health/institution/claims", filing)
+    assert filed.status == 201, filed
+    claim_id = filed.json()["claim_id"]
+    net.sync()
+    read_path = f"/v1/health/institution/claims/{claim_id}/records/"
+    assert insurer.get(read_path + vitals).status == 200
+    assert insurer.get(read_path + diagnosis).status == 403  # labelled HIV: the consent names no label
+    decision_path = f"/v1/health/institution/claims/{claim_id}/decision"
+    pended = insurer.post(decision_path, {"version": 1, "outcome": "pended", "response": response("pended")})
+    assert pended.status == 201, pended
+    lab = add(glucose(7.4, "2026-12-01"))
+    net.sync()
+    amended = clinic.post(
+        f"/v1/health/institution/claims/{claim_id}/versions",
+        {"record_ids": sorted([*cited, lab]), "claim": claim(120.0)},
+    )
+    assert amended.status == 201, amended
+    net.sync()
+    assert insurer.get(read_path + lab).status == 200
+    approved = insurer.post(
+        decision_path, {"version": 2, "outcome": "approved", "response": response("approved")}
+    )
+    assert approved.status == 201, approved
+    net.sync()
+
+    problems: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    open_key(page, clinic.url, key_file)
+    expect(page.locator("#app-status")).to_have_text(
+        re.compile("verified against the ledger"), timeout=UI_TIMEOUT_MS
+    )
+    page.click("#tab-claims")
+    screen = page.locator("#claims")
+
+    # The consent, in full, verified.
+    consent = screen.locator(f'li.consent[data-consent-id="{consent_id}"]')
+    expect(consent).to_contain_text("insurer (insurer) may receive, for payment of your claims")
+    expect(consent.locator(".consent-types li")).to_have_text(
+        [
+            "conditions and diagnoses (Condition)",
+            "visits and hospital stays (Encounter)",
+            "measurements and test results (Observation)",
+        ]
+    )
+    # The CLI's window: from the start of the records to the consent's expiry.
+    expect(consent.locator(".consent-authors")).to_have_text(
+        re.compile(r"^written by clinic \(clinic\), written until \w{3} \d{1,2}, \d{4}\.$")
+    )
+    expect(consent.locator(".consent-labels")).to_contain_text("No record labelled sensitive")
+    expect(consent).to_contain_text("Live until")
+    expect(consent.locator(".verified")).to_have_count(1)
+
+    # The claim: its status, each decision with its reason, and what the insurer read for it.
+    card = screen.locator(f'li.claim[data-claim-id="{claim_id}"]')
+    expect(card).to_contain_text("clinic (clinic) claims from insurer (insurer): 99213: 120.0 EUR.")
+    # Every cited record is one of the patient's verified records (the HIV-labelled one too).
+    expect(card.locator("details li")).to_have_count(4)
+    expect(card.locator("details")).not_to_contain_text("not among yours")
+    expect(card.locator(".claim-status")).to_contain_text("Approved. Filed")
+    expect(card.locator(".claim-status")).to_contain_text("version 2")
+    decisions = card.locator("li.decision")
+    expect(decisions).to_have_count(2)
+    expect(decisions.nth(0)).to_contain_text("Pended: the insurer needs more (version 1)")
+    expect(decisions.nth(0).locator(".decision-reason")).to_have_text(f"Reason: {MISSING}")
+    expect(decisions.nth(1)).to_contain_text("Approved (version 2)")
+    expect(decisions.nth(1).locator(".decision-reason")).to_have_text("Reason: Settled in full")
+    reads = card.locator("li.claim-read")
+    expect(reads).to_have_count(2)  # the vitals, then the lab; never the HIV-labelled record
+    expect(reads.nth(0).locator("li")).to_have_text(
+        ["Glucose, 2026-11-30T08:30:00Z (measurements and test results)"]
+    )
+    expect(reads.nth(1).locator("li")).to_have_text(
+        ["Glucose, 2026-12-01T08:30:00Z (measurements and test results)"]
+    )
+    expect(card.locator(".verified")).to_have_count(5)  # the claim, two decisions, two reads
+    expect(screen.locator(".refused")).to_have_count(0)
+    shoot(page, "claims")
+
+    # Revoked in the page: a revoke signed here, which the Python SDK sees on the chain.
+    consent.locator("button.revoke").click()
+    expect(page.locator("#app-status")).to_have_text(
+        re.compile("Revoking insurer \\(insurer\\)'s consent: done, and verified"), timeout=UI_TIMEOUT_MS
+    )
+    expect(consent).to_contain_text("Revoked")
+    expect(consent.locator("button.revoke")).to_have_count(0)
+    net.sync()
+    (listed,) = json.loads(patient_cli(key_file, insurer.url, "consent", "list", "--json"))
+    assert (listed["consent_id"], listed["revoked"]) == (consent_id, True)
+    assert problems == []
