@@ -995,6 +995,15 @@ def compute_vectors() -> dict[str, Any]:
             ),
         ),
         _tx_vector(
+            "consent_manifest",
+            "patient",
+            # Given out of order: the manifest declares the records sorted by id.
+            {"grant_id": grant_id.hex(), "record_ids": [rk.record_id.hex() for rk in record_keys][::-1]},
+            claims_client.build_consent_in_parts(
+                patient, grant_id, sorted(record_keys, key=lambda rk: rk.record_id), **common(12)
+            )[0],
+        ),
+        _tx_vector(
             "revoke",
             "representative",
             {"grant_id": grant_id.hex()},

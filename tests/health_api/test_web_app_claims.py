@@ -153,4 +153,46 @@ def test_the_patient_sees_consents_claims_decisions_and_reads_verified_and_revok
     net.sync()
     (listed,) = json.loads(patient_cli(key_file, insurer.url, "consent", "list", "--json"))
     assert (listed["consent_id"], listed["revoked"]) == (consent_id, True)
+
+    # A new consent given in the page: the scope in full before signing, with the records already
+    # on the ledger it re-seals (a labelled record only once its label is ticked); then signed here
+    # as claims_client signs it, and those records re-sealed in a consent manifest and its part.
+    later = add(glucose(8.0, "2026-12-02"))  # after the revocation: sealed for nobody but the patient
+    net.sync()
+    expect(screen.locator("li.consent")).to_have_count(1)
+    screen.locator("#consent-new summary").click()
+    form = screen.locator("#consent-form")
+    form.get_by_label("measurements and test results (Observation)").check()
+    form.get_by_label("conditions and diagnoses (Condition)").check()
+    form.get_by_label("clinic (clinic)").check()
+    form.get_by_label("For how many days").fill("30")
+    preview = form.locator(".consent-preview")
+    expect(preview).to_contain_text(
+        "insurer may receive, for payment (HPAYMT), your conditions and diagnoses, measurements and test results"
+    )
+    expect(preview).to_contain_text("no record labelled sensitive")
+    expect(preview).to_contain_text("re-seals for the insurer the 1 record(s)", timeout=UI_TIMEOUT_MS)
+    form.get_by_label("HIV (HIV)").check()
+    expect(preview).to_contain_text("re-seals for the insurer the 2 record(s)")  # the HIV diagnosis too
+    form.get_by_label("HIV (HIV)").uncheck()
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#app-status")).to_have_text(
+        re.compile("Giving insurer a standing consent: done, and verified"), timeout=UI_TIMEOUT_MS
+    )
+    net.sync()
+    consents = json.loads(patient_cli(key_file, insurer.url, "consent", "list", "--json"))
+    (given,) = [c for c in consents if c["consent_id"] != consent_id]
+    assert (given["record_types"], given["authors"], given["labels"], given["revoked"]) == (
+        ["Condition", "Observation"],
+        ["clinic"],
+        [],
+        False,
+    )
+    expect(screen.locator(f'li.consent[data-consent-id="{given["consent_id"]}"]')).to_contain_text(
+        "Live until"
+    )
+    trail = json.loads(patient_cli(key_file, clinic.url, "audit", "--json"))
+    parts = [e for e in trail if e["event"] == "grant_part"]
+    assert [(p["subject_id"], p["record_ids"]) for p in parts] == [(given["consent_id"], [later])], parts
+    shoot(page, "claims-consent")
     assert problems == []

@@ -11,11 +11,11 @@
  * Pure: no I/O, no DOM.
  */
 
-import { compareBytes, concatBytes, equalBytes, utf8Strict } from "./bytes.js";
+import { compareBytes, concatBytes, equalBytes, toHex, utf8Strict } from "./bytes.js";
 import { encode } from "./codec.js";
 import { numberText, parseResourceText } from "./fhir.js";
 import { aeadDecrypt, DecryptionError, type Identity, unpad, unwrapContentKey } from "./crypto.js";
-import { type SignedTx, signTx, type TxOptions } from "./txs.js";
+import { buildGrantPart, computeGrantManifest, type SignedTx, signTx, splitGrantParts, type TxOptions } from "./txs.js";
 import {
   CLAIM_AD_DOMAIN,
   CLAIM_PAD_BYTES,
@@ -23,9 +23,13 @@ import {
   type ClaimDecision,
   type ClaimState,
   type EnvelopeWire,
+  ConsentManifestBodySchema,
   type GrantConsentBody,
   GrantConsentBodySchema,
+  KIND_CONSENT_MANIFEST,
   KIND_GRANT_CONSENT,
+  type RecordKey,
+  type RecordState,
 } from "./wire.js";
 
 export class ClaimUnreadableError extends Error {
@@ -68,6 +72,30 @@ export function makeConsent(patientId: Uint8Array, grantee: Uint8Array, terms: C
 /** The patient's (or a representative's) standing consent; its tx id is the grant id. */
 export function buildGrantConsent(signer: Identity, consent: GrantConsentBody, options: TxOptions): SignedTx {
   return signTx(signer, KIND_GRANT_CONSENT, encode(GrantConsentBodySchema, consent), options);
+}
+
+/** The consent manifest declaring exactly these records (a consent is its own inquiry: a grant manifest's digests). */
+export function buildConsentManifest(signer: Identity, consentId: Uint8Array, recordIds: readonly Uint8Array[], options: TxOptions): SignedTx {
+  const declared = computeGrantManifest(consentId, recordIds);
+  const body = encode(ConsentManifestBodySchema, { grant_id: consentId, part_digests: declared.part_digests, record_count: declared.record_count });
+  return signTx(signer, KIND_CONSENT_MANIFEST, body, options);
+}
+
+/**
+ * The re-sealing of records already in a committed consent's scope (ADR 0017, amendment): its
+ * manifest (`health.consent_manifest`: the records declared part by part, bound to the consent's
+ * id, as a grant manifest's) and, once it is committed, one `health.grant_part` a part
+ * (`claims_client.build_consent_in_parts`).
+ */
+export function buildConsentInParts(
+  signer: Identity,
+  consentId: Uint8Array,
+  recordKeys: readonly RecordKey[],
+  options: TxOptions,
+): { manifest: SignedTx; parts: SignedTx[] } {
+  const manifest = buildConsentManifest(signer, consentId, recordKeys.map((k) => k.record_id), options);
+  const parts = splitGrantParts(recordKeys, (k) => k.record_id).map((part, index) => buildGrantPart(signer, consentId, index, part, options));
+  return { manifest, parts };
 }
 
 export function computeClaimAssociatedData(
@@ -198,4 +226,62 @@ export function isSameEnvelope(a: EnvelopeWire, b: EnvelopeWire): boolean {
     a.wrapped_keys.length === b.wrapped_keys.length &&
     a.wrapped_keys.every((w, i) => equalBytes(w.reader, b.wrapped_keys[i]!.reader) && equalBytes(w.sealed_key, b.wrapped_keys[i]!.sealed_key))
   );
+}
+
+/**
+ * The labels of a record's latest version (`policy.get_current_labels`): a correction carries
+ * the labels of what it corrects (the rules take the union), so they are the union of every
+ * version's labels, first to latest. Null: a later version is not among `byId` (not judged).
+ */
+export function computeCurrentLabels(
+  record: RecordState,
+  byId: ReadonlyMap<string, RecordState>,
+  labelsOf: (recordId: Uint8Array) => readonly string[],
+): string[] | null {
+  const key = (r: RecordState) => toHex(r.record_id);
+  const hex = toHex;
+  let first = record;
+  const back = new Set<string>([key(record)]);
+  while (first.supersedes.length) {
+    const previous = byId.get(hex(first.supersedes));
+    if (previous === undefined || back.has(key(previous))) break;
+    back.add(key(previous));
+    first = previous;
+  }
+  const labels = new Set<string>();
+  const seen = new Set<string>();
+  for (let r: RecordState | undefined = first; r !== undefined; ) {
+    if (seen.has(key(r))) break;
+    seen.add(key(r));
+    for (const label of labelsOf(r.record_id)) labels.add(label);
+    if (!r.superseded_by.length) return sortedUniqueText(labels);
+    r = byId.get(hex(r.superseded_by));
+    if (r === undefined) return null;
+  }
+  return sortedUniqueText(labels);
+}
+
+/**
+ * The records already on the ledger a consent with these terms re-seals for its insurer
+ * (`PatientClient.preview_consent_records`): of its types, by its authors, written in its window,
+ * whose latest version carries no label the consent does not name, readable by the patient and not
+ * already sealed for the insurer. Sorted by id.
+ */
+export function selectConsentRecords(
+  records: readonly RecordState[],
+  consent: GrantConsentBody,
+  insurerEncKey: Uint8Array,
+  patientEncKey: Uint8Array,
+  currentLabels: (record: RecordState) => readonly string[] | null,
+): RecordState[] {
+  const readers = (r: RecordState) => r.envelope.wrapped_keys.map((w) => w.reader);
+  return records
+    .filter((r) => {
+      if (!consent.record_types.includes(r.record_type) || r.time_ms < consent.from_ms || r.time_ms > consent.to_ms) return false;
+      if (!consent.authors.some((a) => equalBytes(a, r.author))) return false;
+      const labels = currentLabels(r);
+      if (labels === null || labels.some((l) => !consent.labels.includes(l))) return false;
+      return !readers(r).some((k) => equalBytes(k, insurerEncKey)) && readers(r).some((k) => equalBytes(k, patientEncKey));
+    })
+    .sort((a, b) => compareBytes(a.record_id, b.record_id));
 }

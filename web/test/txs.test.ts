@@ -21,7 +21,7 @@ import {
   type TxOptions,
 } from "../src/txs.js";
 import { type RecordKey, TX_BYTES_MAX, TxSchema } from "../src/wire.js";
-import { buildGrantConsent, makeConsent } from "../src/claims.js";
+import { buildConsentManifest, buildGrantConsent, makeConsent } from "../src/claims.js";
 import { identity, type TxVector, vectors } from "./vectors.js";
 
 await loadSodium();
@@ -82,6 +82,9 @@ function build(v: TxVector): SignedTx {
         }),
         options,
       );
+    case "consent_manifest": {
+      return buildConsentManifest(signer, arg("grant_id"), (v.args["record_ids"] as string[]).map(fromHex), options);
+    }
     default:
       throw new Error(`no builder for the vector ${v.name}`);
   }

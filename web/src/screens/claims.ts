@@ -8,11 +8,13 @@
  */
 
 import { toHex } from "../bytes.js";
-import { describeClaim } from "../claims.js";
+import { buildConsentInParts, buildGrantConsent, computeCurrentLabels, describeClaim, makeConsent, selectConsentRecords } from "../claims.js";
 import { fill, formatDay, formatTime, h, verifiedMark } from "../dom.js";
 import { describeRecord } from "../fhir.js";
 import type { Session, VerifiedClaim, VerifiedConsent, VerifiedRecord } from "../session.js";
+import { resealRecordKey } from "../records.js";
 import { buildRevoke } from "../txs.js";
+import { type GrantConsentBody, type RecordState, SECURITY_LABELS } from "../wire.js";
 import type { ConsentHooks } from "./consent.js";
 import { refusalList, typeWords } from "./records.js";
 
@@ -129,6 +131,108 @@ function claimCard(claim: VerifiedClaim, session: Session, records: ReadonlyMap<
   );
 }
 
+/** The record types a payment consent usually needs; the patient's own types are offered too. */
+const CLAIM_TYPES = ["Condition", "DiagnosticReport", "Encounter", "Immunization", "MedicationRequest", "Observation", "Procedure"];
+const DAY_MS = 86_400_000n;
+/** Under the rules' 366-day bound (CONSENT_TTL_MS_MAX), with the block time's margin. */
+const CONSENT_DAYS_MAX = 365;
+
+/** What a consent with these terms would re-seal now, judged on the verified snapshot. */
+function consentRecords(session: Session, consent: GrantConsentBody, insurerEncKey: Uint8Array): RecordState[] {
+  const records = (session.snapshot?.records ?? []).map((r) => r.state);
+  const byId = new Map(records.map((r) => [toHex(r.record_id), r]));
+  const labelsOf = (id: Uint8Array) => session.ledger.getTx(id)?.labels ?? [];
+  return selectConsentRecords(records, consent, insurerEncKey, session.identity.public.encKey, (r) => computeCurrentLabels(r, byId, labelsOf));
+}
+
+/**
+ * Give an insurer a standing consent (ADR 0017): the whole scope is shown before signing, with
+ * how many records already on the ledger it re-seals; the consent is `claims_client`'s tx byte for
+ * byte, and once it is verified on the ledger, those records' keys follow in a consent manifest
+ * and its parts.
+ */
+function consentForm(session: Session, hooks: ConsentHooks): HTMLElement | null {
+  const institutions = [...session.ledger.institutions.values()];
+  const insurers = institutions.filter((i) => i.role === "insurer");
+  const authors = institutions.filter((i) => i.role === "clinic" || i.role === "hospital");
+  if (insurers.length === 0 || authors.length === 0) return null;
+  const own = (session.snapshot?.records ?? []).map((r) => r.state.record_type);
+  const types = [...new Set([...CLAIM_TYPES, ...own])].sort();
+  const insurer = h("select", { id: "consent-insurer", name: "insurer" }, ...insurers.map((i) => h("option", { value: toHex(i.sign_key) }, `${i.name} (${i.role})`)));
+  const box = (id: string, value: string, label: string, checked: boolean) => {
+    const input = h("input", { type: "checkbox", id, name: id.split("-")[1] ?? "", value, checked });
+    return { input, row: h("div", { class: "check" }, input, h("label", { for: id }, label)) };
+  };
+  const typeBoxes = types.map((t) => box(`consent-type-${t}`, t, `${typeWords(t)} (${t})`, false));
+  const authorBoxes = authors.map((a) => box(`consent-author-${toHex(a.sign_key).slice(0, 12)}`, toHex(a.sign_key), `${a.name} (${a.role})`, false));
+  const labelBoxes = [...SECURITY_LABELS].sort().map((l) => box(`consent-label-${l}`, l, LABEL_WORDS[l] ? `${LABEL_WORDS[l]} (${l})` : l, false));
+  const days = h("input", { type: "number", id: "consent-days", name: "days", min: "1", max: String(CONSENT_DAYS_MAX), value: "365", required: true });
+  const preview = h("p", { class: "consent-preview", "aria-live": "polite" });
+  const sign = h("button", { type: "submit" }, "Sign this consent");
+  const chosenInsurer = () => insurers.find((i) => toHex(i.sign_key) === insurer.value) ?? insurers[0]!;
+  const terms = (): GrantConsentBody | null => {
+    const n = Number(days.value);
+    if (!Number.isInteger(n) || n < 1 || n > CONSENT_DAYS_MAX) return null;
+    const expiresMs = BigInt(Date.now()) + BigInt(n) * DAY_MS;
+    return makeConsent(session.patientId, chosenInsurer().sign_key, {
+      recordTypes: typeBoxes.filter((b) => b.input.checked).map((b) => b.input.value),
+      authors: authorBoxes.filter((b) => b.input.checked).map((b) => chosenAuthor(b.input.value)),
+      labels: labelBoxes.filter((b) => b.input.checked).map((b) => b.input.value),
+      toMs: expiresMs,
+      expiresMs,
+    });
+  };
+  const chosenAuthor = (hex: string) => authors.find((a) => toHex(a.sign_key) === hex)!.sign_key;
+  const update = () => {
+    const consent = terms();
+    sign.disabled = consent === null || consent.record_types.length === 0 || consent.authors.length === 0;
+    if (consent === null) return void (preview.textContent = `Give it 1 to ${CONSENT_DAYS_MAX} days.`);
+    if (consent.record_types.length === 0 || consent.authors.length === 0)
+      return void (preview.textContent = "Tick at least one kind of record and one institution that writes them.");
+    const existing = consentRecords(session, consent, chosenInsurer().enc_key).length;
+    const labels = consent.labels.length ? `including records labelled ${consent.labels.map((l) => LABEL_WORDS[l] ?? l).join(", ")}` : "no record labelled sensitive";
+    preview.textContent =
+      `You sign: ${chosenInsurer().name} may receive, for payment (HPAYMT), your ${consent.record_types.map(typeWords).join(", ")} ` +
+      `written by ${consent.authors.map((a) => session.ledger.institutions.get(toHex(a))?.name ?? toHex(a)).join(", ")} until ${formatDay(consent.to_ms)}, ` +
+      `${labels}; live until ${formatTime(consent.expires_ms)} unless you revoke it. ` +
+      `It also re-seals for the insurer the ${existing} record(s) of this scope already on the ledger.`;
+  };
+  const form = h(
+    "form",
+    { id: "consent-form", "aria-label": "Give an insurer a standing consent" },
+    h("label", { for: "consent-insurer" }, "Insurer"),
+    insurer,
+    h("fieldset", {}, h("legend", {}, "Kinds of record"), ...typeBoxes.map((b) => b.row)),
+    h("fieldset", {}, h("legend", {}, "Written by"), ...authorBoxes.map((b) => b.row)),
+    h("fieldset", {}, h("legend", {}, "Records labelled sensitive to include (none unless you tick them)"), ...labelBoxes.map((b) => b.row)),
+    h("label", { for: "consent-days" }, "For how many days"),
+    days,
+    preview,
+    sign,
+  );
+  form.addEventListener("change", update);
+  form.addEventListener("input", update);
+  update();
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const consent = terms();
+    if (consent === null || sign.disabled) return;
+    const to = chosenInsurer();
+    hooks.act(`Giving ${to.name} a standing consent`, async () => {
+      const options = { chainId: session.ledger.chainId };
+      const done = await session.submit(buildGrantConsent(session.identity, consent, options));
+      // Records committed up to the consent's block were sealed for the insurer by no node: re-sealed here.
+      await session.refresh();
+      const keys = consentRecords(session, consent, to.enc_key).map((r) => resealRecordKey(r, session.identity, to.enc_key));
+      if (keys.length === 0) return;
+      const { manifest, parts } = buildConsentInParts(session.identity, done.txId, keys, options);
+      await session.submit(manifest);
+      for (const part of parts) await session.submit(part);
+    });
+  });
+  return h("details", { id: "consent-new" }, h("summary", {}, "Give an insurer a standing consent"), form);
+}
+
 export function renderClaims(root: HTMLElement, session: Session, hooks: ConsentHooks): void {
   const snapshot = session.snapshot;
   if (snapshot === null) return;
@@ -145,6 +249,7 @@ export function renderClaims(root: HTMLElement, session: Session, hooks: Consent
     refusalList(snapshot.refused, ["grant"], session.nodeName),
     snapshot.consents.length === 0 ? h("p", {}, "You have given no standing consent.") : null,
     h("ul", { class: "consents" }, ...snapshot.consents.map((c) => consentCard(c, session, hooks))),
+    consentForm(session, hooks),
     h("h3", {}, "Your claims"),
     refusalList(snapshot.refused, ["claim", "claim decision", "claim read"], session.nodeName),
     snapshot.claims.length === 0 ? h("p", {}, "No claim has been filed for you.") : null,
