@@ -168,7 +168,8 @@ def test_the_patient_sees_consents_claims_decisions_and_reads_verified_and_revok
     form.get_by_label("For how many days").fill("30")
     preview = form.locator(".consent-preview")
     expect(preview).to_contain_text(
-        "insurer may receive, for payment (HPAYMT), your conditions and diagnoses, measurements and test results"
+        "insurer may receive, for payment (HPAYMT), your conditions and diagnoses, "
+        "measurements and test results"
     )
     expect(preview).to_contain_text("no record labelled sensitive")
     expect(preview).to_contain_text("re-seals for the insurer the 1 record(s)", timeout=UI_TIMEOUT_MS)
