@@ -8,22 +8,33 @@ the clinic amends it with the lab, the insurer reads that and approves. The page
 verified against the chain: the consent with everything it covers (insurer, types, authors,
 window, expiry, no sensitive label), the claim, each decision with its reason in the insurer's
 words, and exactly which records the insurer read for it; the patient revokes the consent in the
-page (a `health.revoke` signed here, which the SDK then sees). Screenshots at 1280 and 360 px.
+page (a `health.revoke` signed here, which the SDK then sees), and gives a new one in the page
+(the scope and the records it re-seals shown first; Python sees the consent and its re-sealed
+record). Screenshots at 1280 and 360 px.
+
+A lying node (`lying_proxy.LyingProxy` in front of the clinic's node) serves the consent with fewer
+types than were signed, a pended decision as approved, and an audit trail without the insurer's
+read for a claim: the page refuses each, names the node, shows no lie, and signs nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from health_harness import HealthNet, make_patient_key, patient_cli
+from lying_proxy import LyingProxy
 from playwright.sync_api import Browser, expect
 from test_claims_story import MISSING, claim, encounter, hiv_condition, key_of, response
 from test_web_app_screens import UI_TIMEOUT_MS, browser, glucose, open_key, shoot
 
-from medledger.health.types import compute_patient_id
+from medledger.chain.codec import decode, encode
+from medledger.health.claims_types import ClaimDecision
+from medledger.health.types import AuditEvent, GrantState, compute_patient_id
 
 __all__ = ["browser"]  # the fixture, shared with the screens' test
 
@@ -197,3 +208,97 @@ def test_the_patient_sees_consents_claims_decisions_and_reads_verified_and_revok
     assert [(p["subject_id"], p["record_ids"]) for p in parts] == [(given["consent_id"], [later])], parts
     shoot(page, "claims-consent")
     assert problems == []
+
+
+def _claim_lies(patient_id: str, decided_claim: str) -> Any:
+    """Serve the consent with fewer types than signed, a decision with another outcome, and an
+    audit trail without the insurer's read for a claim."""
+
+    def rewrite(path: str, body: Any) -> Any:
+        base = f"/v1/health/patients/{patient_id}"
+        if path == f"{base}/grants":
+            for item in body.get("grants", []):
+                grant = decode(GrantState, base64.b64decode(item["encoded"]), max_bytes=1 << 20)
+                narrowed = dataclasses.replace(grant.scope, record_types=("Observation",))
+                item["encoded"] = base64.b64encode(
+                    encode(dataclasses.replace(grant, scope=narrowed))
+                ).decode()
+        if path == f"{base}/claims":
+            for item in body.get("claims", []):
+                if item["claim_id"] != decided_claim:
+                    continue
+                for entry in item["decisions"]:
+                    decision = decode(ClaimDecision, base64.b64decode(entry["encoded"]), max_bytes=1 << 20)
+                    lied = dataclasses.replace(decision, outcome="approved")
+                    entry["encoded"] = base64.b64encode(encode(lied)).decode()
+        if path == f"{base}/audit":
+            body["events"] = [
+                e
+                for e in body.get("events", [])
+                if decode(AuditEvent, base64.b64decode(e["encoded"]), max_bytes=1 << 20).event != "claim_read"
+            ]
+        return body
+
+    return rewrite
+
+
+def test_invalid_consent_decision_and_hidden_read_from_a_lying_node_are_refused_in_the_page(
+    shared_net: HealthNet, browser: Browser, tmp_path: Path
+) -> None:
+    net = shared_net
+    clinic, insurer = net["clinic"], net["insurer"]
+    key_file = tmp_path / "patient.key"
+    identity = make_patient_key(key_file)
+    patient_id = compute_patient_id(identity.public.sign_key).hex()
+    patient_cli(key_file, clinic.url, "register")
+    patient_cli(
+        key_file,
+        clinic.url,
+        *("consent", "grant", "insurer", "--type", "Encounter", "--type", "Observation"),
+        *("--author", "clinic", "--days", "30", "--yes"),
+    )
+    net.sync()
+    visit = clinic.add_record(patient_id, encounter())
+    vitals = clinic.add_record(patient_id, glucose(6.1, "2026-11-30"))
+    net.sync()
+    filing = {
+        "patient_id": patient_id,
+        "insurer": key_of(net, "insurer"),
+        "encounter_id": visit,
+        "record_ids": sorted([visit, vitals]),
+        "claim": claim(80.0),
+    }
+    decided, read = (clinic.post("/v1/health/institution/claims", filing) for _ in range(2))
+    assert decided.status == read.status == 201, (decided, read)
+    decided_id, read_id = decided.json()["claim_id"], read.json()["claim_id"]
+    net.sync()
+    pend = {"version": 1, "outcome": "pended", "response": response("pended")}
+    assert insurer.post(f"/v1/health/institution/claims/{decided_id}/decision", pend).status == 201
+    assert insurer.get(f"/v1/health/institution/claims/{read_id}/records/{vitals}").status == 200
+    net.sync()
+
+    with LyingProxy(clinic.url) as proxy:
+        proxy.rewrite = _claim_lies(patient_id, decided_id)
+        proxy.refuse_prefixes = ("/v1/events/stream",)
+        page = browser.new_page(viewport={"width": 360, "height": 800})
+        open_key(page, proxy.url, key_file)
+        expect(page.locator("#app-status")).to_have_text(
+            re.compile("verified against the ledger"), timeout=UI_TIMEOUT_MS
+        )
+        page.click("#tab-claims")
+        refused = page.locator("#claims .refused")
+        expect(refused.first).to_contain_text(f"the node at {proxy.url}")
+        expect(page.locator("#claims")).to_contain_text(
+            "the consent differs from what was signed on the ledger"
+        )
+        expect(page.locator("#claims")).to_contain_text(
+            "the decision differs from what the insurer put on the ledger"
+        )
+        expect(page.locator("#claims")).to_contain_text("the node's audit trail does not show it")
+        expect(page.locator("#claims li.consent")).to_have_count(0)
+        # The lied-about decision is not shown, so the claim it decided is not believed either.
+        expect(page.locator(f'#claims li.claim[data-claim-id="{decided_id}"]')).to_have_count(0)
+        shown = page.locator(f'#claims li.claim[data-claim-id="{read_id}"]')
+        expect(shown.locator(".claim-reads-none")).to_have_text("Nothing read yet.")
+        expect(page.locator("#claims")).not_to_contain_text("Approved")
+        assert proxy.posts == []  # nothing was signed and sent
