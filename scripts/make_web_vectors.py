@@ -83,7 +83,7 @@ from medledger.crypto import (
 from medledger.crypto import envelope as crypto_envelope
 from medledger.crypto.signing import FINGERPRINT_HEX_CHARS
 from medledger.health import blobs as health_blobs
-from medledger.health import client, records, types
+from medledger.health import claim_seal, claims_client, claims_types, client, records, types
 from medledger.health.auth import build_authorization, compute_request_signing_input
 from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
 from medledger.health.reasons import open_reason
@@ -161,6 +161,19 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     InquiryState,
     GrantState,
     AuditEvent,
+    # Claims (issue 12): what the patient's app verifies, opens and signs of them.
+    claims_types.LabelledRecordBody,
+    claims_types.LabelledDocumentBody,
+    claims_types.LabelledAmendmentBody,
+    claims_types.ConsentTerms,
+    claims_types.GrantConsentBody,
+    claims_types.ConsentManifestBody,
+    claims_types.FileClaimBody,
+    claims_types.AmendClaimBody,
+    claims_types.DecideClaimBody,
+    claims_types.ClaimReadReceiptBody,
+    claims_types.ClaimState,
+    claims_types.ClaimDecision,
 )
 
 #: Code lists named in schemas (a `Text(allowed=...)` that is one of these refers to it by name).
@@ -172,6 +185,9 @@ CODE_LISTS: Final[dict[str, frozenset[str]]] = {
     "EVENTS": types.EVENTS,
     # Resources a record may carry inside (`contained`, a Bundle's entries) besides its own type.
     "CONTEXT_TYPES": CONTEXT_TYPES,
+    "SECURITY_LABELS": claims_types.SECURITY_LABELS,
+    "OUTCOMES": claims_types.OUTCOMES,
+    "CLAIM_STATUSES": claims_types.CLAIM_STATUSES,
 }
 
 CONSTANTS: Final[dict[str, int | str | bytes]] = {
@@ -222,6 +238,19 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "KIND_ADD_DOCUMENT": types.KIND_ADD_DOCUMENT,
     "KIND_ACCEPT_AMENDMENT": types.KIND_ACCEPT_AMENDMENT,
     "KIND_REQUEST_AMENDMENT": types.KIND_REQUEST_AMENDMENT,
+    "KIND_ADD_LABELLED_RECORD": types.KIND_ADD_LABELLED_RECORD,
+    "KIND_ADD_LABELLED_DOCUMENT": types.KIND_ADD_LABELLED_DOCUMENT,
+    "KIND_ACCEPT_LABELLED_AMENDMENT": types.KIND_ACCEPT_LABELLED_AMENDMENT,
+    "KIND_GRANT_CONSENT": types.KIND_GRANT_CONSENT,
+    "KIND_CONSENT_MANIFEST": types.KIND_CONSENT_MANIFEST,
+    "KIND_FILE_CLAIM": types.KIND_FILE_CLAIM,
+    "KIND_AMEND_CLAIM": types.KIND_AMEND_CLAIM,
+    "KIND_DECIDE_CLAIM": types.KIND_DECIDE_CLAIM,
+    "KIND_CLAIM_READ_RECEIPT": types.KIND_CLAIM_READ_RECEIPT,
+    "CLAIM_AD_DOMAIN": claim_seal.CLAIM_AD_DOMAIN,
+    "CLAIM_RESPONSE_AD_DOMAIN": claim_seal.CLAIM_RESPONSE_AD_DOMAIN,
+    "CLAIM_PAD_BYTES": claim_seal.CLAIM_PAD_BYTES,
+    "CONSENT_TTL_MS_MAX": claims_types.CONSENT_TTL_MS_MAX,
     "AMENDMENT_TEXT_AD_DOMAIN": AMENDMENT_TEXT_AD_DOMAIN,
     "AMENDMENT_TEXT_LENGTH_MAX": AMENDMENT_TEXT_LENGTH_MAX,
     "AMENDMENT_TEXT_BYTES_MAX": AMENDMENT_TEXT_BYTES_MAX,
@@ -496,6 +525,108 @@ def _inquiry(patient: Identity, requester: Identity, reason: str) -> dict[str, A
     }
 
 
+def _sealed_for(plaintext: bytes, readers: list[bytes], associated_data: bytes, label: str) -> EnvelopeWire:
+    """`seal_envelope` of a claim-padded plaintext with fixed content key, nonce and ephemeral keys."""
+    padded = nacl.bindings.sodium_pad(plaintext, claim_seal.CLAIM_PAD_BYTES)
+    key = _fixed(f"{label}/key", crypto_envelope.CONTENT_KEY_SIZE)
+    nonce = _fixed(f"{label}/nonce", crypto_envelope.NONCE_SIZE)
+    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(padded, associated_data, nonce, key)
+    wrapped = tuple(
+        WrappedKey(r, seal_deterministic(key, r, f"{label}/ephemeral/{i}"))
+        for i, r in enumerate(sorted(set(readers)))
+    )
+    return EnvelopeWire(nonce, ciphertext, wrapped)
+
+
+def _claim_vectors(patient: Identity, clinic: Identity, insurer: Identity) -> dict[str, Any]:
+    """A claim (version 2) sealed for patient, clinic and insurer as `claim_seal.seal_claim` seals it,
+    and a decision of each outcome, each opened by Python's `open_claim_*_validated` first."""
+    patient_id = compute_patient_id(patient.public.sign_key)
+    readers = [patient.public.enc_key, clinic.public.enc_key, insurer.public.enc_key]
+    claim_id = digest(b"web-vectors/claim-id")
+    encounter_id = digest(b"web-vectors/encounter-id")
+    claim_text = (
+        '{"resourceType":"Claim","status":"active","use":"claim","type":{"coding":[{"system":'
+        '"http://terminology.hl7.org/CodeSystem/claim-type","code":"professional"}]},'
+        '"patient":{"reference":"Patient/example"},"created":"2026-01-02",'
+        '"provider":{"reference":"Organization/clinic"},"priority":{"coding":[{"code":"normal"}]},'
+        '"insurance":[{"sequence":1,"focal":true,"coverage":{"reference":"Coverage/example"}}],'
+        '"item":[{"sequence":1,"productOrService":{"text":"Consultation — suivi"},'
+        '"net":{"value":120.0,"currency":"EUR"}}],"total":{"value":120.0,"currency":"EUR"}}'
+    )
+    ad = claim_seal.compute_claim_associated_data(
+        patient_id, clinic.public.sign_key, insurer.public.sign_key, encounter_id, 2
+    )
+    claim = claims_types.ClaimState(
+        claim_id=claim_id,
+        patient_id=patient_id,
+        clinic=clinic.public.sign_key,
+        insurer=insurer.public.sign_key,
+        encounter_id=encounter_id,
+        version=2,
+        record_ids=(encounter_id,),
+        sealed_claim=_sealed_for(claim_text.encode(), readers, ad, "claim"),
+        status=claims_types.OUTCOME_DENIED,
+        decided_version=2,
+        height=12,
+        time_ms=TIME_MS,
+    )
+    for reader in (patient, clinic, insurer):
+        assert claim_seal.open_claim_validated(claim, reader).plaintext == claim_text.encode()
+    base = (
+        '{"resourceType":"ClaimResponse","status":"active","type":{"coding":[{"system":'
+        '"http://terminology.hl7.org/CodeSystem/claim-type","code":"professional"}]},"use":"claim",'
+        '"patient":{"reference":"Patient/example"},"created":"2026-01-02",'
+        '"insurer":{"reference":"Organization/insurer"},'
+    )
+    responses = {
+        claims_types.OUTCOME_PENDED: base
+        + '"outcome":"queued","processNote":[{"number":1,"text":"Envoyez le bilan HbA1c"}]}',
+        claims_types.OUTCOME_DENIED: base + '"outcome":"error","error":[{"code":{"coding":[{"system":'
+        '"http://terminology.hl7.org/CodeSystem/adjudication-error","code":"a001",'
+        '"display":"Missing Identifier"}],"text":"Not covered by the policy"}}]}',
+        claims_types.OUTCOME_APPROVED: base + '"outcome":"complete","disposition":"Settled in full"}',
+    }
+    decisions = []
+    for version, (outcome, text) in enumerate(responses.items(), start=1):
+        decision = claims_types.ClaimDecision(
+            claim_id=claim_id,
+            version=version,
+            decision_id=digest(f"web-vectors/decision/{version}".encode()),
+            insurer=insurer.public.sign_key,
+            outcome=outcome,
+            sealed_response=_sealed_for(
+                text.encode(),
+                readers,
+                claim_seal.compute_response_associated_data(claim_id, version, insurer.public.sign_key),
+                f"claim-response/{version}",
+            ),
+            height=12 + version,
+            time_ms=TIME_MS + version,
+        )
+        assert claim_seal.open_claim_response_validated(decision, patient).plaintext == text.encode()
+        decisions.append(
+            {"decision": _struct_json(decision), "encoded": encode(decision).hex(), "text": text}
+        )
+    # A response whose outcome on the ledger disagrees with its content is refused when opened.
+    wrong = dataclasses.replace(
+        decision, outcome=claims_types.OUTCOME_DENIED, decision_id=digest(b"web-vectors/decision/wrong")
+    )
+    try:
+        claim_seal.open_claim_response_validated(wrong, patient)
+    except claim_seal.ClaimUnreadableError:
+        pass
+    else:
+        raise AssertionError("a response disagreeing with its outcome opened")
+    return {
+        "claim": _struct_json(claim),
+        "encoded": encode(claim).hex(),
+        "text": claim_text,
+        "decisions": decisions,
+        "disagreeing": {"decision": _struct_json(wrong), "encoded": encode(wrong).hex()},
+    }
+
+
 def _invalid_encodings() -> list[dict[str, str]]:
     """Bytes the Python codec refuses (each checked here), with the schema they were offered as."""
     deny = {"inquiry_id": bytes(range(32))}
@@ -743,14 +874,15 @@ def _light_client_vectors(txs: list[bytes]) -> dict[str, Any]:
 
 
 def compute_vectors() -> dict[str, Any]:
-    patient, representative, hospital, clinic = (
-        _identity(n) for n in ("patient", "representative", "hospital", "clinic")
+    patient, representative, hospital, clinic, insurer = (
+        _identity(n) for n in ("patient", "representative", "hospital", "clinic", "insurer")
     )
     identities = {
         "patient": patient,
         "representative": representative,
         "hospital": hospital,
         "clinic": clinic,
+        "insurer": insurer,
     }
     patient_id = compute_patient_id(patient.public.sign_key)
     inquiry_id = digest(b"web-vectors/inquiry-id")
@@ -834,6 +966,42 @@ def compute_vectors() -> dict[str, Any]:
                 to_ms=TIME_MS,
                 **common(8),
             ),
+        ),
+        _tx_vector(
+            "grant_consent",
+            "patient",
+            {
+                "patient_id": patient_id.hex(),
+                "grantee": insurer.public.sign_key.hex(),
+                # Given unsorted and repeated: the builder sorts and drops duplicates.
+                "record_types": ["Observation", "Encounter", "Observation"],
+                "authors": [clinic.public.sign_key.hex(), hospital.public.sign_key.hex()][::-1],
+                "labels": ["PSY", "HIV"],
+                "from_ms": "0",
+                "to_ms": str(2**64 - 1),
+                "expires_ms": str(TIME_MS + 30 * 24 * 3600 * 1000),
+            },
+            claims_client.build_grant_consent(
+                patient,
+                claims_client.make_consent(
+                    patient_id,
+                    insurer.public.sign_key,
+                    record_types=("Observation", "Encounter", "Observation"),
+                    authors=(hospital.public.sign_key, clinic.public.sign_key),
+                    labels=("PSY", "HIV"),
+                    expires_ms=TIME_MS + 30 * 24 * 3600 * 1000,
+                ),
+                **common(11),
+            ),
+        ),
+        _tx_vector(
+            "consent_manifest",
+            "patient",
+            # Given out of order: the manifest declares the records sorted by id.
+            {"grant_id": grant_id.hex(), "record_ids": [rk.record_id.hex() for rk in record_keys][::-1]},
+            claims_client.build_consent_in_parts(
+                patient, grant_id, sorted(record_keys, key=lambda rk: rk.record_id), **common(12)
+            )[0],
         ),
         _tx_vector(
             "revoke",
@@ -985,6 +1153,7 @@ def compute_vectors() -> dict[str, Any]:
         "light_client": _light_client_vectors([bytes.fromhex(t["tx"]) for t in txs]),
         "request_auth": _request_auth_vectors(patient, representative, patient_id),
         "attachments": [_attachment_vector(record, patient, bytes.fromhex(record_vector["record_key"]))],
+        "claims": _claim_vectors(patient, clinic, insurer),
     }
 
 

@@ -245,6 +245,10 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             page.fill("#unlock-passphrase", passphrase)
             page.click("#unlock-form button[type=submit]")
             expect(page.locator("#patient-id")).to_have_text(patient_id, timeout=30_000)
+            # Unlocked: the unlock form folds away; export and forget are one click away.
+            expect(page.locator("#unlock-form")).to_be_hidden()
+            expect(page.locator("#export-key")).to_be_hidden()
+            page.click("#key-stored summary")
             with page.expect_download(timeout=30_000) as exported_info:
                 page.click("#export-key")
             exported = tmp_path / "exported.key"
@@ -263,12 +267,15 @@ def test_the_page_opens_the_cli_key_file_and_writes_one_python_opens_sending_no_
             expect(page.locator("#patient-id")).to_have_text(compute_patient_id(opened.public.sign_key).hex())
             page.set_viewport_size({"width": 1280, "height": 800})
             page.screenshot(path=ARTIFACTS / "keys-1280.png", full_page=True)
+            expect(page.locator("#unlock-form")).to_be_hidden()
+            page.click("#key-stored summary")
             page.click("#forget-key")
             # The page says so once the deletion is durable; reloading before that would race it.
             expect(page.locator("#status")).to_have_text(re.compile("no longer keeps"), timeout=30_000)
             page.reload()
             expect(page.locator("#status")).to_have_text(re.compile("^Ready"), timeout=30_000)
             expect(page.locator("#unlock-form")).to_be_hidden()
+            expect(page.locator("#key-stored")).to_be_hidden()
         finally:
             browser.close()
     origin = f"{url}/"

@@ -39,7 +39,28 @@ import {
   HealthGenesisSchema,
   type Institution,
   type InquiryState,
+  AmendClaimBodySchema,
+  type ClaimDecision,
+  ClaimReadReceiptBodySchema,
+  type ClaimState,
+  DecideClaimBodySchema,
+  type EnvelopeWire,
+  EnvelopeWireSchema,
+  FileClaimBodySchema,
+  type GrantConsentBody,
+  GrantConsentBodySchema,
+  KIND_AMEND_CLAIM,
+  KIND_CLAIM_READ_RECEIPT,
+  KIND_DECIDE_CLAIM,
+  KIND_FILE_CLAIM,
+  KIND_GRANT_CONSENT,
   KIND_ACCEPT_AMENDMENT,
+  KIND_ACCEPT_LABELLED_AMENDMENT,
+  KIND_ADD_LABELLED_DOCUMENT,
+  KIND_ADD_LABELLED_RECORD,
+  LabelledAmendmentBodySchema,
+  LabelledDocumentBodySchema,
+  LabelledRecordBodySchema,
   KIND_ADD_DOCUMENT,
   KIND_ADD_RECORD,
   KIND_ADD_REPRESENTATIVE,
@@ -88,7 +109,33 @@ export interface ChainTx {
   readonly index: number;
   /** The block's time (the validators', §7). */
   readonly timeMs: bigint;
+  /**
+   * The tx as signed, except a labelled record, document or amendment (ADR 0017), which is held as
+   * its unlabelled kind and body (ruled alike; the labels only change who it is sealed for), its
+   * labels in `labels`. Its signature was checked by the validators; its bytes by the tx root.
+   */
   readonly tx: Tx;
+  readonly labels?: readonly string[];
+}
+
+/** A labelled record-writing tx as its unlabelled kind and body, and its labels (null: not labelled). */
+function unlabel(tx: Tx): { tx: Tx; labels: readonly string[] } | null {
+  if (tx.kind === KIND_ADD_LABELLED_RECORD) {
+    const b = decodeChecked(LabelledRecordBodySchema, tx.body, TX_BYTES_MAX);
+    const body = b.supersedes.length
+      ? encode(SupersedeRecordBodySchema, { record: b.record, supersedes: b.supersedes })
+      : encode(AddRecordBodySchema, b.record);
+    return { tx: { ...tx, kind: b.supersedes.length ? KIND_SUPERSEDE_RECORD : KIND_ADD_RECORD, body }, labels: b.labels };
+  }
+  if (tx.kind === KIND_ADD_LABELLED_DOCUMENT) {
+    const b = decodeChecked(LabelledDocumentBodySchema, tx.body, TX_BYTES_MAX);
+    return { tx: { ...tx, kind: KIND_ADD_DOCUMENT, body: encode(AddDocumentBodySchema, b.document) }, labels: b.labels };
+  }
+  if (tx.kind === KIND_ACCEPT_LABELLED_AMENDMENT) {
+    const b = decodeChecked(LabelledAmendmentBodySchema, tx.body, TX_BYTES_MAX);
+    return { tx: { ...tx, kind: KIND_ACCEPT_AMENDMENT, body: encode(AcceptAmendmentBodySchema, b.accept) }, labels: b.labels };
+  }
+  return null;
 }
 
 /** One item of `GET /v1/proofs/blocks`, decoded from base64. */
@@ -117,6 +164,8 @@ export class VerifiedLedger {
   readonly #grantParts = new Map<string, ChainTx[]>();
   /** Grant id (hex) → the revoke txs of it. */
   readonly #revocations = new Map<string, ChainTx[]>();
+  /** Claim id (hex) → its amendments, decisions and read receipts, in chain order (any signer). */
+  readonly #claimTxs = new Map<string, ChainTx[]>();
 
   private constructor(genesis: Genesis, head: TrustedHead) {
     this.genesis = genesis;
@@ -154,12 +203,16 @@ export class VerifiedLedger {
     block.txs.forEach((raw, index) => {
       const txId = txIds[index]!;
       let tx: Tx;
+      let labelled: { tx: Tx; labels: readonly string[] } | null;
       try {
         tx = decodeChecked(TxSchema, raw, TX_BYTES_MAX);
+        labelled = unlabel(tx);
       } catch {
         return; // a certified block holds only admitted txs; an undecodable one concerns no one
       }
-      const fact: ChainTx = { txId, height: head.height, index, timeMs: head.timeMs, tx };
+      const fact: ChainTx = labelled
+        ? { txId, height: head.height, index, timeMs: head.timeMs, tx: labelled.tx, labels: labelled.labels }
+        : { txId, height: head.height, index, timeMs: head.timeMs, tx };
       this.#txs.set(toHex(txId), fact);
       this.#index(fact);
     });
@@ -192,7 +245,13 @@ export class VerifiedLedger {
         if (!this.#registrations.has(toHex(fact.tx.sender))) this.#registrations.set(toHex(fact.tx.sender), fact.txId);
       } else if (fact.tx.kind === KIND_ADD_REPRESENTATIVE || fact.tx.kind === KIND_REMOVE_REPRESENTATIVE) {
         this.#representativeTxs.push(fact);
-      } else if (fact.tx.kind === KIND_REVOKE)
+      } else if (fact.tx.kind === KIND_AMEND_CLAIM)
+        push(this.#claimTxs, decodeChecked(AmendClaimBodySchema, fact.tx.body, TX_BYTES_MAX).claim_id);
+      else if (fact.tx.kind === KIND_DECIDE_CLAIM)
+        push(this.#claimTxs, decodeChecked(DecideClaimBodySchema, fact.tx.body, TX_BYTES_MAX).claim_id);
+      else if (fact.tx.kind === KIND_CLAIM_READ_RECEIPT)
+        push(this.#claimTxs, decodeChecked(ClaimReadReceiptBodySchema, fact.tx.body, TX_BYTES_MAX).claim_id);
+      else if (fact.tx.kind === KIND_REVOKE)
         push(this.#revocations, decodeChecked(RevokeBodySchema, fact.tx.body, TX_BYTES_MAX).grant_id);
     } catch {
       // a body its kind does not decode was refused by every node: it indexes nothing
@@ -350,19 +409,7 @@ export class VerifiedLedger {
       const body = encode(GrantBodySchema, { inquiry_id: grant.inquiry_id, record_keys: grant.record_keys });
       if (!equalBytes(body, fact.tx.body))
         throw new UnverifiedError("the grant's record keys differ from the ones signed", "grant content");
-    } else {
-      // A grant in parts (ADR 0012): the ledger keeps its keys apart from the grant (a node shows
-      // none, or some); each one shown must be in a verified part of this grant, signed by its grantor.
-      const signed = new Set<string>();
-      for (const part of this.#grantParts.get(toHex(grant.grant_id)) ?? []) {
-        if (!equalBytes(part.tx.sender, grant.granted_by)) continue;
-        for (const key of decodeChecked(GrantPartBodySchema, part.tx.body, TX_BYTES_MAX).record_keys)
-          signed.add(toHex(key.record_id) + toHex(key.sealed_key));
-      }
-      const shown = new Set(grant.record_keys.map((k) => toHex(k.record_id) + toHex(k.sealed_key)));
-      if ([...shown].some((k) => !signed.has(k)))
-        throw new UnverifiedError("the grant's record keys differ from the parts signed", "grant content");
-    }
+    } else this.#checkKeysInParts(grant);
     const terms = (g: { scope: InquiryState["scope"]; purpose: string; expires_ms: bigint; patient_id: Uint8Array }) =>
       encode(RequestAccessBodySchema, {
         expires_ms: g.expires_ms,
@@ -373,6 +420,28 @@ export class VerifiedLedger {
       });
     if (!equalBytes(grant.grantee, inquiry.requester) || !equalBytes(terms(grant), terms(inquiry)))
       throw new UnverifiedError("the grant's terms are not its inquiry's", "grant content");
+    this.#checkGranteeAndRevocation(grant);
+    return fact;
+  }
+
+  /**
+   * A grant in parts (ADR 0012), or a consent's re-sealed records: the ledger keeps its keys apart
+   * from the grant (a node shows none, or some); each one shown must be in a verified part of this
+   * grant, signed by its grantor.
+   */
+  #checkKeysInParts(grant: GrantState): void {
+    const signed = new Set<string>();
+    for (const part of this.#grantParts.get(toHex(grant.grant_id)) ?? []) {
+      if (!equalBytes(part.tx.sender, grant.granted_by)) continue;
+      for (const key of decodeChecked(GrantPartBodySchema, part.tx.body, TX_BYTES_MAX).record_keys)
+        signed.add(toHex(key.record_id) + toHex(key.sealed_key));
+    }
+    const shown = new Set(grant.record_keys.map((k) => toHex(k.record_id) + toHex(k.sealed_key)));
+    if ([...shown].some((k) => !signed.has(k)))
+      throw new UnverifiedError("the grant's record keys differ from the parts signed", "grant content");
+  }
+
+  #checkGranteeAndRevocation(grant: GrantState): void {
     const grantee = this.#institution(grant.grantee, "grantee");
     if (!equalBytes(grantee.enc_key, grant.grantee_enc_key))
       throw new UnverifiedError("the grant names another encryption key than the grantee's in the genesis", "grantee key");
@@ -381,7 +450,114 @@ export class VerifiedLedger {
       throw new UnverifiedError("the grant is said to be revoked by no verified revocation", "revocation");
     if (grant.revoked_height === 0n && revokes.some((r) => r.height > grant.height))
       throw new UnverifiedError("the ledger holds a revocation of this grant the node does not show", "revocation");
+  }
+
+  /**
+   * A standing consent the node served (ADR 0017): its `health.grant_consent` tx, signed by
+   * `granted_by`, says exactly its grantee, record types, window and expiry (a grant for payment,
+   * its own inquiry, no record ids), and gives the terms shown beside it (authors, labels); the
+   * grantee is an insurer of the genesis with the encryption key it names; keys it shows are in
+   * verified parts signed by its grantor; its revocation is as for any grant.
+   */
+  verifyConsent(grant: GrantState): { fact: ChainTx; terms: GrantConsentBody } {
+    const fact = this.#creatingTx(grant.grant_id, "consent", grant.height, grant.time_ms, [KIND_GRANT_CONSENT]);
+    if (!equalBytes(fact.tx.sender, grant.granted_by))
+      throw new UnverifiedError("the consent was not signed by the key it names", "grantor");
+    let terms: GrantConsentBody;
+    try {
+      terms = decodeChecked(GrantConsentBodySchema, fact.tx.body, TX_BYTES_MAX);
+    } catch {
+      throw new UnverifiedError("the consent's transaction has a body no node accepts", "tx body");
+    }
+    const sameTypes = terms.record_types.length === grant.scope.record_types.length && terms.record_types.every((t, i) => t === grant.scope.record_types[i]);
+    if (
+      !equalBytes(terms.patient_id, grant.patient_id) ||
+      !equalBytes(terms.grantee, grant.grantee) ||
+      !sameTypes ||
+      grant.scope.record_ids.length !== 0 ||
+      terms.from_ms !== grant.scope.from_ms ||
+      terms.to_ms !== grant.scope.to_ms ||
+      terms.expires_ms !== grant.expires_ms ||
+      grant.purpose !== "HPAYMT" ||
+      !equalBytes(grant.inquiry_id, grant.grant_id)
+    )
+      throw new UnverifiedError("the consent differs from what was signed on the ledger", "consent content");
+    if (this.#institution(grant.grantee, "consent's insurer").role !== "insurer")
+      throw new UnverifiedError("the consent's grantee is not an insurer of this network", "consent content");
+    this.#checkKeysInParts(grant);
+    this.#checkGranteeAndRevocation(grant);
+    return { fact, terms };
+  }
+
+  /**
+   * A claim the node served: its `health.file_claim` tx (the claim id), signed by the clinic (an
+   * institution of the genesis), for this patient, insurer and encounter; its current version is
+   * the filing (version 1) or the clinic's verified amendment with that version number, with
+   * exactly its records and sealed Claim; and no later amendment by the clinic is hidden.
+   */
+  verifyClaim(claim: ClaimState): ChainTx {
+    const fact = this.#creatingTx(claim.claim_id, "claim", claim.height, claim.time_ms, [KIND_FILE_CLAIM]);
+    if (!equalBytes(fact.tx.sender, claim.clinic))
+      throw new UnverifiedError("the claim's clinic did not sign it", "clinic");
+    this.#institution(claim.clinic, "claim's clinic");
+    if (this.#institution(claim.insurer, "claim's insurer").role !== "insurer")
+      throw new UnverifiedError("the claim is addressed to no insurer of this network", "insurer");
+    const filed = decodeChecked(FileClaimBodySchema, fact.tx.body, TX_BYTES_MAX);
+    if (!equalBytes(filed.patient_id, claim.patient_id) || !equalBytes(filed.insurer, claim.insurer) || !equalBytes(filed.encounter_id, claim.encounter_id))
+      throw new UnverifiedError("the claim differs from what its clinic put on the ledger", "claim content");
+    const amendments = this.#byClaim(claim.claim_id, KIND_AMEND_CLAIM, claim.clinic).map((f) => ({
+      fact: f,
+      body: decodeChecked(AmendClaimBodySchema, f.tx.body, TX_BYTES_MAX),
+    }));
+    let current: { readonly record_ids: readonly Uint8Array[]; readonly sealed_claim: EnvelopeWire } = filed;
+    if (claim.version > 1n) {
+      const amended = amendments.find((a) => a.body.version === claim.version);
+      if (amended === undefined)
+        throw new UnverifiedError(`no verified amendment by the clinic makes version ${claim.version} of this claim`, "claim version");
+      current = amended.body;
+    }
+    if (amendments.some((a) => a.body.version > claim.version && a.fact.height > fact.height))
+      throw new UnverifiedError("the ledger holds a later version of this claim than the node shows", "claim version");
+    const sameIds = current.record_ids.length === claim.record_ids.length && current.record_ids.every((r, i) => equalBytes(r, claim.record_ids[i]!));
+    if (!sameIds || !equalBytes(encode(EnvelopeWireSchema, current.sealed_claim), encode(EnvelopeWireSchema, claim.sealed_claim)))
+      throw new UnverifiedError("the claim's records or sealed Claim differ from the version signed", "claim content");
     return fact;
+  }
+
+  /**
+   * A decision the node served on a verified claim: its `health.decide_claim` tx (the decision id),
+   * signed by the claim's insurer, says exactly its version, outcome and sealed ClaimResponse.
+   */
+  verifyClaimDecision(claim: ClaimState, decision: ClaimDecision): ChainTx {
+    const fact = this.#creatingTx(decision.decision_id, "decision", decision.height, decision.time_ms, [KIND_DECIDE_CLAIM]);
+    if (!equalBytes(fact.tx.sender, claim.insurer) || !equalBytes(decision.insurer, claim.insurer))
+      throw new UnverifiedError("the decision was not signed by the claim's insurer", "insurer");
+    const signed = encode(DecideClaimBodySchema, {
+      claim_id: decision.claim_id,
+      outcome: decision.outcome,
+      sealed_response: decision.sealed_response,
+      version: decision.version,
+    });
+    if (!equalBytes(decision.claim_id, claim.claim_id) || !equalBytes(signed, fact.tx.body))
+      throw new UnverifiedError("the decision differs from what the insurer put on the ledger", "decision content");
+    return fact;
+  }
+
+  /** The claim's insurer's decision txs on the verified chain (what the node's list must hold). */
+  listClaimDecisionTxs(claim: ClaimState): readonly ChainTx[] {
+    return this.#byClaim(claim.claim_id, KIND_DECIDE_CLAIM, claim.insurer);
+  }
+
+  /** The claim's insurer's read receipts for it on the verified chain, each with the records it names. */
+  listClaimReads(claim: ClaimState): readonly { fact: ChainTx; grantId: Uint8Array; recordIds: readonly Uint8Array[] }[] {
+    return this.#byClaim(claim.claim_id, KIND_CLAIM_READ_RECEIPT, claim.insurer).map((fact) => {
+      const body = decodeChecked(ClaimReadReceiptBodySchema, fact.tx.body, TX_BYTES_MAX);
+      return { fact, grantId: body.grant_id, recordIds: body.record_ids };
+    });
+  }
+
+  #byClaim(claimId: Uint8Array, kind: string, signer: Uint8Array): ChainTx[] {
+    return (this.#claimTxs.get(toHex(claimId)) ?? []).filter((f) => f.tx.kind === kind && equalBytes(f.tx.sender, signer));
   }
 
   /**

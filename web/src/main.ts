@@ -24,12 +24,18 @@ function say(message: string, isError = false): void {
   status.classList.toggle("error", isError);
 }
 
+/** A key is open on this page (the stored key's unlock form is then folded away with the others). */
+let unlocked = false;
+
 function show(identity: Identity): void {
+  unlocked = true;
   element("patient-id").textContent = toHex(computePatientId(identity.public.signKey));
   element("fingerprint").textContent = fingerprint(identity.public.signKey);
   element("identity").hidden = false;
   // The key is open: the forms to open or create another fold away (a click shows them again).
   element<HTMLDetailsElement>("key-forms").open = false;
+  element("unlock-form").hidden = true;
+  element<HTMLDetailsElement>("key-stored").open = false; // export and forget: one click away
   void openApp(identity);
 }
 
@@ -43,7 +49,8 @@ function download(text: string, name: string): void {
 
 async function showStoredKey(): Promise<void> {
   const stored = await loadKeyFile();
-  element("unlock-form").hidden = stored === null;
+  element("unlock-form").hidden = stored === null || unlocked;
+  element("key-stored").hidden = stored === null;
 }
 
 function explain(error: unknown): string {
@@ -109,6 +116,7 @@ async function onExport(): Promise<void> {
 async function onForget(): Promise<void> {
   await forgetKeyFile();
   closeApp();
+  unlocked = false;
   element("identity").hidden = true;
   element<HTMLDetailsElement>("key-forms").open = true;
   await showStoredKey();

@@ -51,6 +51,19 @@ export const KIND_REQUEST_RECORDS = "health.request_records";
 export const KIND_ADD_DOCUMENT = "health.add_document";
 export const KIND_ACCEPT_AMENDMENT = "health.accept_amendment";
 export const KIND_REQUEST_AMENDMENT = "health.request_amendment";
+export const KIND_ADD_LABELLED_RECORD = "health.add_labelled_record";
+export const KIND_ADD_LABELLED_DOCUMENT = "health.add_labelled_document";
+export const KIND_ACCEPT_LABELLED_AMENDMENT = "health.accept_labelled_amendment";
+export const KIND_GRANT_CONSENT = "health.grant_consent";
+export const KIND_CONSENT_MANIFEST = "health.consent_manifest";
+export const KIND_FILE_CLAIM = "health.file_claim";
+export const KIND_AMEND_CLAIM = "health.amend_claim";
+export const KIND_DECIDE_CLAIM = "health.decide_claim";
+export const KIND_CLAIM_READ_RECEIPT = "health.claim_read_receipt";
+export const CLAIM_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f636c61696d2f763100");
+export const CLAIM_RESPONSE_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f636c61696d2d726573706f6e73652f763100");
+export const CLAIM_PAD_BYTES = 1024;
+export const CONSENT_TTL_MS_MAX = 31622400000;
 export const AMENDMENT_TEXT_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f616d656e646d656e742d746578742f763100");
 export const AMENDMENT_TEXT_LENGTH_MAX = 2000;
 export const AMENDMENT_TEXT_BYTES_MAX = 8000;
@@ -84,6 +97,9 @@ export const ROLES: readonly string[] = ["clinic", "hospital", "insurer", "resea
 export const INQUIRY_STATUSES: readonly string[] = ["denied", "granted", "open"];
 export const EVENTS: readonly string[] = ["amendment_accepted", "amendment_refused", "amendment_request", "claim_amended", "claim_decided", "claim_filed", "claim_read", "consent", "deny", "disagreement", "grant", "grant_part", "inquiry", "read", "records_request", "records_request_closed", "representative_added", "representative_removed", "revoke", "study_joined", "study_left"];
 export const CONTEXT_TYPES: readonly string[] = ["Endpoint", "HealthcareService", "Location", "Medication", "Organization", "Practitioner", "PractitionerRole", "Substance"];
+export const SECURITY_LABELS: readonly string[] = ["BH", "COGN", "DVD", "EMOTDIS", "ETH", "GDIS", "HIV", "MH", "MST", "PSY", "PSYTHPN", "R", "SCA", "SDV", "SEX", "SPI", "STD", "SUD", "TBOO", "V"];
+export const OUTCOMES: readonly string[] = ["approved", "denied", "pended"];
+export const CLAIM_STATUSES: readonly string[] = ["approved", "denied", "open", "pended"];
 export const PURPOSE_WORDS: Readonly<Record<string, string>> = {"ETREAT": "to treat you in an emergency", "HOPERAT": "to run their healthcare operations (quality, administration)", "HPAYMT": "to pay for your care (billing, insurance claims)", "HRESCH": "for medical research", "PUBHLTH": "for public health reporting", "TREAT": "to treat you"};
 export const RECORD_TYPE_WORDS: Readonly<Record<string, string>> = {"Account": "billing accounts", "AdverseEvent": "adverse events and harm during care", "AllergyIntolerance": "allergies and intolerances", "Appointment": "appointments", "AppointmentResponse": "answers to appointment requests", "Basic": "other care notes (basic records)", "BodyStructure": "body sites and structures (e.g. a lesion)", "Bundle": "bundles of several records", "CarePlan": "care plans", "CareTeam": "care teams", "ChargeItem": "charges for services", "Claim": "insurance claims", "ClaimResponse": "answers to insurance claims", "ClinicalImpression": "clinical assessments", "Communication": "messages about your care", "CommunicationRequest": "requests to send messages about your care", "Composition": "clinical documents (summaries, letters)", "Condition": "conditions and diagnoses", "Consent": "consents and advance directives", "Coverage": "insurance coverage", "CoverageEligibilityRequest": "insurance eligibility requests", "CoverageEligibilityResponse": "insurance eligibility answers", "DetectedIssue": "detected clinical issues (e.g. drug interactions)", "Device": "devices and implants", "DeviceRequest": "device orders", "DeviceUseStatement": "devices you use", "DiagnosticReport": "diagnostic reports (lab, imaging)", "DocumentManifest": "document sets", "DocumentReference": "documents", "Encounter": "visits and hospital stays", "EnrollmentRequest": "insurance enrolment requests", "EnrollmentResponse": "insurance enrolment answers", "EpisodeOfCare": "episodes of care", "ExplanationOfBenefit": "explanations of insurance benefits", "FamilyMemberHistory": "family medical history", "Flag": "alerts and warnings on your file", "Goal": "care goals", "GuidanceResponse": "clinical decision support results", "ImagingStudy": "imaging studies (scans, X-rays)", "Immunization": "vaccinations", "ImmunizationEvaluation": "vaccination evaluations", "ImmunizationRecommendation": "vaccination recommendations", "Invoice": "invoices", "List": "lists (e.g. problem or medication lists)", "MeasureReport": "quality measure reports about you", "Media": "photos, recordings and scans", "MedicationAdministration": "medications given to you", "MedicationDispense": "medications dispensed", "MedicationRequest": "prescriptions", "MedicationStatement": "medications you take", "MolecularSequence": "genetic sequences", "NutritionOrder": "diet and nutrition orders", "Observation": "measurements and test results", "Patient": "personal and contact details", "Procedure": "procedures and operations", "Provenance": "records of who wrote or changed what", "QuestionnaireResponse": "answered questionnaires and forms", "RelatedPerson": "relatives and contacts", "RequestGroup": "grouped orders", "ResearchSubject": "research study participation", "RiskAssessment": "risk assessments", "ServiceRequest": "orders and referrals", "Specimen": "specimens (samples)", "SupplyDelivery": "supplies delivered", "SupplyRequest": "supply orders", "Task": "care tasks", "VisionPrescription": "glasses and contact lens prescriptions"};
 
@@ -708,5 +724,215 @@ export const AuditEventSchema: Schema<AuditEvent> = schema<AuditEvent>(
     record_ids: seq(bytes(32, 32), 256),
     subject_id: bytes(32, 0),
     time_ms: uint(18446744073709551615n, 0n),
+  },
+);
+
+export interface LabelledRecordBody {
+  readonly labels: readonly string[];
+  readonly record: AddRecordBody;
+  readonly supersedes: Uint8Array;
+}
+export const LabelledRecordBodySchema: Schema<LabelledRecordBody> = schema<LabelledRecordBody>(
+  "LabelledRecordBody",
+  {
+    labels: seq(text(64, 1, SECURITY_LABELS), 20),
+    record: struct(AddRecordBodySchema),
+    supersedes: bytes(32, 0),
+  },
+);
+
+export interface LabelledDocumentBody {
+  readonly document: AddDocumentBody;
+  readonly labels: readonly string[];
+}
+export const LabelledDocumentBodySchema: Schema<LabelledDocumentBody> = schema<LabelledDocumentBody>(
+  "LabelledDocumentBody",
+  {
+    document: struct(AddDocumentBodySchema),
+    labels: seq(text(64, 1, SECURITY_LABELS), 20),
+  },
+);
+
+export interface LabelledAmendmentBody {
+  readonly accept: AcceptAmendmentBody;
+  readonly labels: readonly string[];
+}
+export const LabelledAmendmentBodySchema: Schema<LabelledAmendmentBody> = schema<LabelledAmendmentBody>(
+  "LabelledAmendmentBody",
+  {
+    accept: struct(AcceptAmendmentBodySchema),
+    labels: seq(text(64, 1, SECURITY_LABELS), 20),
+  },
+);
+
+export interface ConsentTerms {
+  readonly authors: readonly Uint8Array[];
+  readonly grant_id: Uint8Array;
+  readonly labels: readonly string[];
+}
+export const ConsentTermsSchema: Schema<ConsentTerms> = schema<ConsentTerms>(
+  "ConsentTerms",
+  {
+    authors: seq(bytes(32, 32), 64),
+    grant_id: bytes(32, 32),
+    labels: seq(text(64, 1, SECURITY_LABELS), 20),
+  },
+);
+
+export interface GrantConsentBody {
+  readonly authors: readonly Uint8Array[];
+  readonly expires_ms: bigint;
+  readonly from_ms: bigint;
+  readonly grantee: Uint8Array;
+  readonly labels: readonly string[];
+  readonly patient_id: Uint8Array;
+  readonly record_types: readonly string[];
+  readonly to_ms: bigint;
+}
+export const GrantConsentBodySchema: Schema<GrantConsentBody> = schema<GrantConsentBody>(
+  "GrantConsentBody",
+  {
+    authors: seq(bytes(32, 32), 64),
+    expires_ms: uint(18446744073709551615n, 0n),
+    from_ms: uint(18446744073709551615n, 0n),
+    grantee: bytes(32, 32),
+    labels: seq(text(64, 1, SECURITY_LABELS), 20),
+    patient_id: bytes(32, 32),
+    record_types: seq(text(64, 1, RECORD_TYPES), 67),
+    to_ms: uint(18446744073709551615n, 0n),
+  },
+);
+
+export interface ConsentManifestBody {
+  readonly grant_id: Uint8Array;
+  readonly part_digests: readonly Uint8Array[];
+  readonly record_count: bigint;
+}
+export const ConsentManifestBodySchema: Schema<ConsentManifestBody> = schema<ConsentManifestBody>(
+  "ConsentManifestBody",
+  {
+    grant_id: bytes(32, 32),
+    part_digests: seq(bytes(32, 32), 4096),
+    record_count: uint(1048576n, 0n),
+  },
+);
+
+export interface FileClaimBody {
+  readonly encounter_id: Uint8Array;
+  readonly insurer: Uint8Array;
+  readonly patient_id: Uint8Array;
+  readonly record_ids: readonly Uint8Array[];
+  readonly sealed_claim: EnvelopeWire;
+}
+export const FileClaimBodySchema: Schema<FileClaimBody> = schema<FileClaimBody>(
+  "FileClaimBody",
+  {
+    encounter_id: bytes(32, 32),
+    insurer: bytes(32, 32),
+    patient_id: bytes(32, 32),
+    record_ids: seq(bytes(32, 32), 64),
+    sealed_claim: struct(EnvelopeWireSchema),
+  },
+);
+
+export interface AmendClaimBody {
+  readonly claim_id: Uint8Array;
+  readonly record_ids: readonly Uint8Array[];
+  readonly sealed_claim: EnvelopeWire;
+  readonly version: bigint;
+}
+export const AmendClaimBodySchema: Schema<AmendClaimBody> = schema<AmendClaimBody>(
+  "AmendClaimBody",
+  {
+    claim_id: bytes(32, 32),
+    record_ids: seq(bytes(32, 32), 64),
+    sealed_claim: struct(EnvelopeWireSchema),
+    version: uint(16n, 2n),
+  },
+);
+
+export interface DecideClaimBody {
+  readonly claim_id: Uint8Array;
+  readonly outcome: string;
+  readonly sealed_response: EnvelopeWire;
+  readonly version: bigint;
+}
+export const DecideClaimBodySchema: Schema<DecideClaimBody> = schema<DecideClaimBody>(
+  "DecideClaimBody",
+  {
+    claim_id: bytes(32, 32),
+    outcome: text(64, 1, OUTCOMES),
+    sealed_response: struct(EnvelopeWireSchema),
+    version: uint(16n, 1n),
+  },
+);
+
+export interface ClaimReadReceiptBody {
+  readonly claim_id: Uint8Array;
+  readonly grant_id: Uint8Array;
+  readonly record_ids: readonly Uint8Array[];
+}
+export const ClaimReadReceiptBodySchema: Schema<ClaimReadReceiptBody> = schema<ClaimReadReceiptBody>(
+  "ClaimReadReceiptBody",
+  {
+    claim_id: bytes(32, 32),
+    grant_id: bytes(32, 32),
+    record_ids: seq(bytes(32, 32), 64),
+  },
+);
+
+export interface ClaimState {
+  readonly claim_id: Uint8Array;
+  readonly clinic: Uint8Array;
+  readonly decided_version: bigint;
+  readonly encounter_id: Uint8Array;
+  readonly height: bigint;
+  readonly insurer: Uint8Array;
+  readonly patient_id: Uint8Array;
+  readonly record_ids: readonly Uint8Array[];
+  readonly sealed_claim: EnvelopeWire;
+  readonly status: string;
+  readonly time_ms: bigint;
+  readonly version: bigint;
+}
+export const ClaimStateSchema: Schema<ClaimState> = schema<ClaimState>(
+  "ClaimState",
+  {
+    claim_id: bytes(32, 32),
+    clinic: bytes(32, 32),
+    decided_version: uint(16n, 0n),
+    encounter_id: bytes(32, 32),
+    height: uint(18446744073709551615n, 0n),
+    insurer: bytes(32, 32),
+    patient_id: bytes(32, 32),
+    record_ids: seq(bytes(32, 32), 64),
+    sealed_claim: struct(EnvelopeWireSchema),
+    status: text(64, 1, CLAIM_STATUSES),
+    time_ms: uint(18446744073709551615n, 0n),
+    version: uint(16n, 1n),
+  },
+);
+
+export interface ClaimDecision {
+  readonly claim_id: Uint8Array;
+  readonly decision_id: Uint8Array;
+  readonly height: bigint;
+  readonly insurer: Uint8Array;
+  readonly outcome: string;
+  readonly sealed_response: EnvelopeWire;
+  readonly time_ms: bigint;
+  readonly version: bigint;
+}
+export const ClaimDecisionSchema: Schema<ClaimDecision> = schema<ClaimDecision>(
+  "ClaimDecision",
+  {
+    claim_id: bytes(32, 32),
+    decision_id: bytes(32, 32),
+    height: uint(18446744073709551615n, 0n),
+    insurer: bytes(32, 32),
+    outcome: text(64, 1, OUTCOMES),
+    sealed_response: struct(EnvelopeWireSchema),
+    time_ms: uint(18446744073709551615n, 0n),
+    version: uint(16n, 1n),
   },
 );

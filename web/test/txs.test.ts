@@ -21,6 +21,7 @@ import {
   type TxOptions,
 } from "../src/txs.js";
 import { type RecordKey, TX_BYTES_MAX, TxSchema } from "../src/wire.js";
+import { buildConsentManifest, buildGrantConsent, makeConsent } from "../src/claims.js";
 import { identity, type TxVector, vectors } from "./vectors.js";
 
 await loadSodium();
@@ -68,6 +69,22 @@ function build(v: TxVector): SignedTx {
         },
         options,
       );
+    case "grant_consent":
+      return buildGrantConsent(
+        signer,
+        makeConsent(arg("patient_id"), arg("grantee"), {
+          recordTypes: v.args["record_types"] as string[],
+          authors: (v.args["authors"] as string[]).map(fromHex),
+          labels: v.args["labels"] as string[],
+          fromMs: BigInt(v.args["from_ms"] as string),
+          toMs: BigInt(v.args["to_ms"] as string),
+          expiresMs: BigInt(v.args["expires_ms"] as string),
+        }),
+        options,
+      );
+    case "consent_manifest": {
+      return buildConsentManifest(signer, arg("grant_id"), (v.args["record_ids"] as string[]).map(fromHex), options);
+    }
     default:
       throw new Error(`no builder for the vector ${v.name}`);
   }

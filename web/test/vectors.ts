@@ -51,6 +51,13 @@ export interface Vectors {
     readers: readonly string[];
   }[];
   readonly reasons: readonly { name: string; inquiry: unknown; encoded: string; reason: string }[];
+  readonly claims: {
+    readonly claim: unknown;
+    readonly encoded: string;
+    readonly text: string;
+    readonly decisions: readonly { decision: unknown; encoded: string; text: string }[];
+    readonly disagreeing: { decision: unknown; encoded: string };
+  };
   readonly key_files: readonly { identity: string; passphrase: string; file: string }[];
   readonly merkle: readonly {
     leaves: readonly string[];

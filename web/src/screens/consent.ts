@@ -150,6 +150,7 @@ export function renderGrants(root: HTMLElement, session: Session, hooks: Consent
   if (snapshot === null) return;
   const now = session.ledger.head.timeMs;
   const live = snapshot.grants.filter((g) => g.state.revoked_height === 0n && g.state.expires_ms > now);
+  const consents = snapshot.consents.filter((c) => c.state.revoked_height === 0n && c.state.expires_ms > now).length;
   const items = live.map((g) => {
     const grantee = session.ledger.institutions.get(toHex(g.state.grantee));
     const who = grantee ? `${grantee.name} (${grantee.role})` : toHex(g.state.grantee).slice(0, 16);
@@ -175,7 +176,8 @@ export function renderGrants(root: HTMLElement, session: Session, hooks: Consent
         "Every read stays in your access history.",
     ),
     refusalList(snapshot.refused, ["grant"], session.nodeName),
-    live.length === 0 ? h("p", {}, "Nobody else can see your data now.") : null,
+    live.length === 0 && consents === 0 ? h("p", {}, "Nobody else can see your data now.") : null,
+    consents ? h("p", { class: "consents-note" }, `${consents} insurer consent(s) for payment are live too: see Insurers.`) : null,
     h("ul", { class: "grants" }, ...items),
   );
 }

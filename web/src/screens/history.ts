@@ -37,7 +37,7 @@ export function renderHistory(root: HTMLElement, session: Session): void {
   const snapshot = session.snapshot;
   if (snapshot === null) return;
   const purposeOf = new Map(snapshot.inquiries.map((i) => [toHex(i.state.inquiry_id), i.state.purpose]));
-  for (const g of snapshot.grants) purposeOf.set(toHex(g.state.grant_id), g.state.purpose);
+  for (const g of [...snapshot.grants, ...snapshot.consents]) purposeOf.set(toHex(g.state.grant_id), g.state.purpose);
   const me = toHex(session.identity.public.signKey);
   const events = [...snapshot.events].sort((a, b) => Number(b.state.height - a.state.height) || b.fact.index - a.fact.index);
   const items = events.map((e) => {
