@@ -149,6 +149,9 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     types.AddDocumentBody,
     types.GrantManifestBody,
     types.GrantPartBody,
+    types.GrantTerms,
+    types.NarrowedGrantBody,
+    types.NarrowedGrantManifestBody,
     RequestRecordsBody,
     AcceptAmendmentBody,
     SealedText,
@@ -234,6 +237,8 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "KIND_READ_RECEIPT": types.KIND_READ_RECEIPT,
     "KIND_GRANT_MANIFEST": types.KIND_GRANT_MANIFEST,
     "KIND_GRANT_PART": types.KIND_GRANT_PART,
+    "KIND_GRANT_NARROWED": types.KIND_GRANT_NARROWED,
+    "KIND_GRANT_MANIFEST_NARROWED": types.KIND_GRANT_MANIFEST_NARROWED,
     "KIND_REQUEST_RECORDS": types.KIND_REQUEST_RECORDS,
     "KIND_ADD_DOCUMENT": types.KIND_ADD_DOCUMENT,
     "KIND_ACCEPT_AMENDMENT": types.KIND_ACCEPT_AMENDMENT,
@@ -413,6 +418,23 @@ def _identity_json(name: str, identity: Identity) -> dict[str, str]:
         "enc_key": identity.public.enc_key.hex(),
         "patient_id": compute_patient_id(identity.public.sign_key).hex(),
         "fingerprint": identity.public.fingerprint(),
+    }
+
+
+#: The terms of the narrowed grants' vectors: one type, a window in 2024, an expiry before the
+#: inquiry's (the rules check them against an inquiry; the codec only encodes them).
+NARROWED_TERMS: Final = types.GrantTerms(
+    Scope(("Observation",), (), 1_704_067_200_000, 1_735_689_599_999), 1_767_225_600_000
+)
+
+
+def _terms_args(terms: types.GrantTerms) -> dict[str, Any]:
+    return {
+        "record_types": list(terms.scope.record_types),
+        "record_ids": [i.hex() for i in terms.scope.record_ids],
+        "from_ms": str(terms.scope.from_ms),
+        "to_ms": str(terms.scope.to_ms),
+        "expires_ms": str(terms.expires_ms),
     }
 
 
@@ -939,6 +961,33 @@ def compute_vectors() -> dict[str, Any]:
             "representative",
             {"inquiry_id": inquiry_id.hex(), "record_keys": []},
             client.build_grant(representative, inquiry_id, [], **common(5)),
+        ),
+        _tx_vector(
+            "grant_narrowed to Observations, a shorter window and an earlier expiry",
+            "patient",
+            {
+                "inquiry_id": inquiry_id.hex(),
+                "record_keys": [
+                    {"record_id": rk.record_id.hex(), "sealed_key": rk.sealed_key.hex()} for rk in record_keys
+                ],
+                "terms": _terms_args(NARROWED_TERMS),
+            },
+            client.build_grant(patient, inquiry_id, record_keys, terms=NARROWED_TERMS, **common(30)),
+        ),
+        _tx_vector(
+            "grant_manifest_narrowed of the same records",
+            "patient",
+            {
+                "inquiry_id": inquiry_id.hex(),
+                "record_ids": [rk.record_id.hex() for rk in record_keys],
+                "terms": _terms_args(NARROWED_TERMS),
+            },
+            client.build_grant_manifest(
+                patient,
+                client.compute_grant_manifest(inquiry_id, record_keys),
+                terms=NARROWED_TERMS,
+                **common(31),
+            ),
         ),
         _tx_vector(
             "deny",

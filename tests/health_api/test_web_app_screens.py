@@ -310,8 +310,12 @@ def test_the_patient_sees_verified_records_and_controls_who_reads_them(
     expect(page.locator("#app-status")).to_have_text(re.compile("done, and verified"), timeout=UI_TIMEOUT_MS)
     expect(card).to_have_count(0)
 
-    # The hospital reads what was granted, and nothing else; the read shows in the history, live.
+    # The grant itself is narrowed on the ledger (health.grant_narrowed): Observations only, so
+    # no later Immunization is ever sealed for the hospital under it.
     net.sync()
+    (granted,) = hospital.get(f"/v1/health/patients/{patient_id}/grants").json()["grants"]
+    assert granted["scope"]["record_types"] == ["Observation"], granted
+    # The hospital reads what was granted, and nothing else; the read shows in the history, live.
     assert hospital.read(glucose_ids["2024-01-05"]).status == 200
     assert hospital.read(immunization_id).status == 403
     page.focus("#tab-history")

@@ -35,6 +35,7 @@ import {
   GenesisSchema,
   GrantBodySchema,
   type GrantState,
+  type GrantTerms,
   type HealthGenesis,
   HealthGenesisSchema,
   type Institution,
@@ -71,6 +72,10 @@ import {
   KIND_DENY,
   KIND_GRANT,
   KIND_GRANT_MANIFEST,
+  KIND_GRANT_MANIFEST_NARROWED,
+  KIND_GRANT_NARROWED,
+  NarrowedGrantBodySchema,
+  NarrowedGrantManifestBodySchema,
   KIND_GRANT_PART,
   KIND_REQUEST_ACCESS,
   KIND_REVOKE,
@@ -386,12 +391,25 @@ export class VerifiedLedger {
 
   #decides(fact: ChainTx, inquiryId: Uint8Array): boolean {
     try {
-      const schema =
-        fact.tx.kind === KIND_GRANT ? GrantBodySchema : fact.tx.kind === KIND_DENY ? DenyBodySchema : fact.tx.kind === KIND_GRANT_MANIFEST ? GrantManifestBodySchema : null;
-      return schema !== null && equalBytes(decodeChecked<{ inquiry_id: Uint8Array }>(schema, fact.tx.body, TX_BYTES_MAX).inquiry_id, inquiryId);
+      const body = fact.tx.body;
+      let decided: Uint8Array | null = null;
+      if (fact.tx.kind === KIND_GRANT) decided = decodeChecked(GrantBodySchema, body, TX_BYTES_MAX).inquiry_id;
+      else if (fact.tx.kind === KIND_DENY) decided = decodeChecked(DenyBodySchema, body, TX_BYTES_MAX).inquiry_id;
+      else if (fact.tx.kind === KIND_GRANT_MANIFEST) decided = decodeChecked(GrantManifestBodySchema, body, TX_BYTES_MAX).inquiry_id;
+      else if (fact.tx.kind === KIND_GRANT_NARROWED) decided = decodeChecked(NarrowedGrantBodySchema, body, TX_BYTES_MAX).grant.inquiry_id;
+      else if (fact.tx.kind === KIND_GRANT_MANIFEST_NARROWED)
+        decided = decodeChecked(NarrowedGrantManifestBodySchema, body, TX_BYTES_MAX).manifest.inquiry_id;
+      return decided !== null && equalBytes(decided, inquiryId);
     } catch {
       return false;
     }
+  }
+
+  /** The narrower terms a grant's tx was signed with (`health.grant_narrowed`), or null: its inquiry's. */
+  #signedTerms(fact: ChainTx): GrantTerms | null {
+    if (fact.tx.kind === KIND_GRANT_NARROWED) return decodeChecked(NarrowedGrantBodySchema, fact.tx.body, TX_BYTES_MAX).terms;
+    if (fact.tx.kind === KIND_GRANT_MANIFEST_NARROWED) return decodeChecked(NarrowedGrantManifestBodySchema, fact.tx.body, TX_BYTES_MAX).terms;
+    return null;
   }
 
   /**
@@ -400,16 +418,26 @@ export class VerifiedLedger {
    * verified revoke of it, and a revoke of it on the chain is not hidden.
    */
   verifyGrant(grant: GrantState, inquiry: InquiryState): ChainTx {
-    const fact = this.#creatingTx(grant.grant_id, "grant", grant.height, grant.time_ms, [KIND_GRANT, KIND_GRANT_MANIFEST]);
+    const fact = this.#creatingTx(grant.grant_id, "grant", grant.height, grant.time_ms, [
+      KIND_GRANT,
+      KIND_GRANT_MANIFEST,
+      KIND_GRANT_NARROWED,
+      KIND_GRANT_MANIFEST_NARROWED,
+    ]);
     if (!equalBytes(fact.tx.sender, grant.granted_by))
       throw new UnverifiedError("the grant was not signed by the key it names", "grantor");
     if (!this.#decides(fact, grant.inquiry_id) || !equalBytes(grant.inquiry_id, inquiry.inquiry_id))
       throw new UnverifiedError("the grant's transaction decides another inquiry", "grant content");
-    if (fact.tx.kind === KIND_GRANT) {
-      const body = encode(GrantBodySchema, { inquiry_id: grant.inquiry_id, record_keys: grant.record_keys });
+    const signed = this.#signedTerms(fact);
+    if (fact.tx.kind === KIND_GRANT || fact.tx.kind === KIND_GRANT_NARROWED) {
+      const own = { inquiry_id: grant.inquiry_id, record_keys: grant.record_keys };
+      const body =
+        signed === null ? encode(GrantBodySchema, own) : encode(NarrowedGrantBodySchema, { grant: own, terms: { scope: grant.scope, expires_ms: grant.expires_ms } });
       if (!equalBytes(body, fact.tx.body))
-        throw new UnverifiedError("the grant's record keys differ from the ones signed", "grant content");
+        throw new UnverifiedError("the grant's record keys or terms differ from the ones signed", "grant content");
     } else this.#checkKeysInParts(grant);
+    // A narrowed grant's scope and expiry are the ones its patient signed; the rest is its inquiry's.
+    const asked = signed === null ? inquiry : { ...inquiry, scope: signed.scope, expires_ms: signed.expires_ms };
     const terms = (g: { scope: InquiryState["scope"]; purpose: string; expires_ms: bigint; patient_id: Uint8Array }) =>
       encode(RequestAccessBodySchema, {
         expires_ms: g.expires_ms,
@@ -418,7 +446,7 @@ export class VerifiedLedger {
         scope: g.scope,
         sealed_reason: inquiry.sealed_reason,
       });
-    if (!equalBytes(grant.grantee, inquiry.requester) || !equalBytes(terms(grant), terms(inquiry)))
+    if (!equalBytes(grant.grantee, inquiry.requester) || !equalBytes(terms(grant), terms(asked)))
       throw new UnverifiedError("the grant's terms are not its inquiry's", "grant content");
     this.#checkGranteeAndRevocation(grant);
     return fact;
@@ -587,7 +615,7 @@ export class VerifiedLedger {
   /** How many record keys a verified grant hands over: its own, or its verified parts' (ADR 0012). */
   countGrantKeys(grant: GrantState): number {
     const fact = this.getTx(grant.grant_id);
-    if (fact === undefined || fact.tx.kind !== KIND_GRANT_MANIFEST) return grant.record_keys.length;
+    if (fact === undefined || (fact.tx.kind !== KIND_GRANT_MANIFEST && fact.tx.kind !== KIND_GRANT_MANIFEST_NARROWED)) return grant.record_keys.length;
     let count = 0;
     for (const part of this.#grantParts.get(toHex(grant.grant_id)) ?? [])
       if (equalBytes(part.tx.sender, grant.granted_by))

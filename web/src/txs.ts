@@ -17,6 +17,11 @@ import {
   GRANT_PART_DOMAIN,
   GRANT_PART_RECORDS_MAX,
   GrantBodySchema,
+  type GrantTerms,
+  KIND_GRANT_MANIFEST_NARROWED,
+  KIND_GRANT_NARROWED,
+  NarrowedGrantBodySchema,
+  NarrowedGrantManifestBodySchema,
   type GrantManifestBody,
   GrantManifestBodySchema,
   GrantPartBodySchema,
@@ -118,16 +123,22 @@ export function buildRemoveRepresentative(
   return signTx(patient, KIND_REMOVE_REPRESENTATIVE, body, options);
 }
 
-/** A grant (patient or representative) with record keys re-sealed for the requester, sorted by record id. */
+/**
+ * A grant (patient or representative) with record keys re-sealed for the requester, sorted by
+ * record id. With `terms` it is `health.grant_narrowed`: the grant's own scope within the
+ * inquiry's and an earlier expiry, which rule what it opens from then on (`client.build_grant`).
+ */
 export function buildGrant(
   signer: Identity,
   inquiryId: Uint8Array,
   recordKeys: readonly RecordKey[],
   options: TxOptions,
+  terms: GrantTerms | null = null,
 ): SignedTx {
   const sorted = [...recordKeys].sort((a, b) => compareBytes(a.record_id, b.record_id));
-  const body = encode(GrantBodySchema, { inquiry_id: inquiryId, record_keys: sorted });
-  return signTx(signer, KIND_GRANT, body, options);
+  const grant = { inquiry_id: inquiryId, record_keys: sorted };
+  if (terms !== null) return signTx(signer, KIND_GRANT_NARROWED, encode(NarrowedGrantBodySchema, { grant, terms }), options);
+  return signTx(signer, KIND_GRANT, encode(GrantBodySchema, grant), options);
 }
 
 /** What a manifest commits to for one part: the inquiry, the part's index, its record ids (`compute_grant_part_digest`). */
@@ -153,8 +164,11 @@ export function computeGrantManifest(inquiryId: Uint8Array, recordIds: readonly 
   };
 }
 
-/** The decision of a grant in parts (ADR 0012); its tx id is the grant id its parts name. */
-export function buildGrantManifest(signer: Identity, manifest: GrantManifestBody, options: TxOptions): SignedTx {
+/** The decision of a grant in parts (ADR 0012); its tx id is the grant id its parts name. With `terms`, narrowed. */
+export function buildGrantManifest(signer: Identity, manifest: GrantManifestBody, options: TxOptions, terms: GrantTerms | null = null): SignedTx {
+  if (terms !== null) {
+    return signTx(signer, KIND_GRANT_MANIFEST_NARROWED, encode(NarrowedGrantManifestBodySchema, { manifest, terms }), options);
+  }
   return signTx(signer, KIND_GRANT_MANIFEST, encode(GrantManifestBodySchema, manifest), options);
 }
 
@@ -169,8 +183,9 @@ export function buildGrantInParts(
   inquiryId: Uint8Array,
   recordKeys: readonly RecordKey[],
   options: TxOptions,
+  terms: GrantTerms | null = null,
 ): { manifest: SignedTx; parts: SignedTx[] } {
-  const manifest = buildGrantManifest(signer, computeGrantManifest(inquiryId, recordKeys.map((k) => k.record_id)), options);
+  const manifest = buildGrantManifest(signer, computeGrantManifest(inquiryId, recordKeys.map((k) => k.record_id)), options, terms);
   const parts = splitGrantParts(recordKeys, (k) => k.record_id).map((part, index) => buildGrantPart(signer, manifest.txId, index, part, options));
   return { manifest, parts };
 }

@@ -47,6 +47,8 @@ export const KIND_REVOKE = "health.revoke";
 export const KIND_READ_RECEIPT = "health.read_receipt";
 export const KIND_GRANT_MANIFEST = "health.grant_manifest";
 export const KIND_GRANT_PART = "health.grant_part";
+export const KIND_GRANT_NARROWED = "health.grant_narrowed";
+export const KIND_GRANT_MANIFEST_NARROWED = "health.grant_manifest_narrowed";
 export const KIND_REQUEST_RECORDS = "health.request_records";
 export const KIND_ADD_DOCUMENT = "health.add_document";
 export const KIND_ACCEPT_AMENDMENT = "health.accept_amendment";
@@ -490,6 +492,42 @@ export const GrantPartBodySchema: Schema<GrantPartBody> = schema<GrantPartBody>(
     grant_id: bytes(32, 32),
     part: uint(4095n, 0n),
     record_keys: seq(struct(RecordKeySchema), 256),
+  },
+);
+
+export interface GrantTerms {
+  readonly expires_ms: bigint;
+  readonly scope: Scope;
+}
+export const GrantTermsSchema: Schema<GrantTerms> = schema<GrantTerms>(
+  "GrantTerms",
+  {
+    expires_ms: uint(18446744073709551615n, 0n),
+    scope: struct(ScopeSchema),
+  },
+);
+
+export interface NarrowedGrantBody {
+  readonly grant: GrantBody;
+  readonly terms: GrantTerms;
+}
+export const NarrowedGrantBodySchema: Schema<NarrowedGrantBody> = schema<NarrowedGrantBody>(
+  "NarrowedGrantBody",
+  {
+    grant: struct(GrantBodySchema),
+    terms: struct(GrantTermsSchema),
+  },
+);
+
+export interface NarrowedGrantManifestBody {
+  readonly manifest: GrantManifestBody;
+  readonly terms: GrantTerms;
+}
+export const NarrowedGrantManifestBodySchema: Schema<NarrowedGrantManifestBody> = schema<NarrowedGrantManifestBody>(
+  "NarrowedGrantManifestBody",
+  {
+    manifest: struct(GrantManifestBodySchema),
+    terms: struct(GrantTermsSchema),
   },
 );
 

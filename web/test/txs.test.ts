@@ -20,11 +20,19 @@ import {
   type SignedTx,
   type TxOptions,
 } from "../src/txs.js";
-import { type RecordKey, TX_BYTES_MAX, TxSchema } from "../src/wire.js";
+import { type GrantTerms, type RecordKey, TX_BYTES_MAX, TxSchema } from "../src/wire.js";
 import { buildConsentManifest, buildGrantConsent, makeConsent } from "../src/claims.js";
 import { identity, type TxVector, vectors } from "./vectors.js";
 
 await loadSodium();
+
+function terms(v: TxVector): GrantTerms {
+  const t = v.args["terms"] as { record_types: string[]; record_ids: string[]; from_ms: string; to_ms: string; expires_ms: string };
+  return {
+    scope: { record_types: t.record_types, record_ids: t.record_ids.map(fromHex), from_ms: BigInt(t.from_ms), to_ms: BigInt(t.to_ms) },
+    expires_ms: BigInt(t.expires_ms),
+  };
+}
 
 function build(v: TxVector): SignedTx {
   const signer = identity(v.signer);
@@ -46,6 +54,16 @@ function build(v: TxVector): SignedTx {
     case "grant_manifest": {
       const ids = (v.args["record_ids"] as string[]).map(fromHex);
       return buildGrantManifest(signer, computeGrantManifest(arg("inquiry_id"), ids), options);
+    }
+    case "grant_narrowed": {
+      const keys = (v.args["record_keys"] as { record_id: string; sealed_key: string }[]).map(
+        (k): RecordKey => ({ record_id: fromHex(k.record_id), sealed_key: fromHex(k.sealed_key) }),
+      );
+      return buildGrant(signer, arg("inquiry_id"), keys, options, terms(v));
+    }
+    case "grant_manifest_narrowed": {
+      const ids = (v.args["record_ids"] as string[]).map(fromHex);
+      return buildGrantManifest(signer, computeGrantManifest(arg("inquiry_id"), ids), options, terms(v));
     }
     case "grant_part": {
       const keys = (v.args["record_keys"] as { record_id: string; sealed_key: string }[]).map(

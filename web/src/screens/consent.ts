@@ -13,7 +13,7 @@ import { resealRecordKey } from "../records.js";
 import { type Narrowing, selectGrantRecords } from "../scope.js";
 import type { Session, VerifiedInquiry, VerifiedRecord } from "../session.js";
 import { buildDeny, buildGrant, buildGrantInParts, buildRevoke } from "../txs.js";
-import { GRANT_MANIFEST_RECORDS_MAX, GRANT_RECORDS_MAX, PURPOSE_WORDS } from "../wire.js";
+import { GRANT_MANIFEST_RECORDS_MAX, GRANT_RECORDS_MAX, type GrantTerms, PURPOSE_WORDS } from "../wire.js";
 import { refusalList, typeWords } from "./records.js";
 
 export interface ConsentHooks {
@@ -64,10 +64,36 @@ function inquiryCard(inquiry: VerifiedInquiry, session: Session, records: readon
   const toId = `narrow-${id.slice(0, 12)}-to`;
   const fromInput = h("input", { type: "date", id: fromId, name: "from", value: dateInput(state.scope.from_ms) });
   const toInput = h("input", { type: "date", id: toId, name: "to", value: dateInput(state.scope.to_ms) });
+  const untilId = `narrow-${id.slice(0, 12)}-until`;
+  const untilInput = h("input", { type: "date", id: untilId, name: "until", value: dateInput(state.expires_ms) });
   const narrowing = (): Narrowing => {
-    const from = fromInput.value ? BigInt(Date.parse(`${fromInput.value}T00:00:00`)) : 0n;
-    const to = toInput.value ? BigInt(Date.parse(`${toInput.value}T23:59:59.999`)) : UINT_OPEN;
-    return { recordTypes: new Set(typeBoxes.filter((t) => t.box.checked).map((t) => t.type)), fromMs: from, toMs: to };
+    // Whole UTC days, kept within the inquiry's window (the rules refuse anything wider).
+    const from = fromInput.value ? BigInt(Date.parse(`${fromInput.value}T00:00:00Z`)) : 0n;
+    const to = toInput.value ? BigInt(Date.parse(`${toInput.value}T23:59:59.999Z`)) : UINT_OPEN;
+    return {
+      recordTypes: new Set(typeBoxes.filter((t) => t.box.checked).map((t) => t.type)),
+      fromMs: from > state.scope.from_ms ? from : state.scope.from_ms,
+      toMs: to < state.scope.to_ms ? to : state.scope.to_ms,
+    };
+  };
+  /** The grant's own terms when the patient narrowed anything (null: the inquiry's terms). */
+  const grantTerms = (chosen: readonly VerifiedRecord[]): GrantTerms | null => {
+    const n = narrowing();
+    const until = untilInput.value ? BigInt(Date.parse(`${untilInput.value}T23:59:59.999Z`)) : state.expires_ms;
+    const expires = until < state.expires_ms ? until : state.expires_ms;
+    // Unticking a kind narrows the grant to the kinds kept (with all ticked it covers what was asked).
+    const typesNarrowed = typeBoxes.some((t) => !t.box.checked);
+    if (!typesNarrowed && n.fromMs === state.scope.from_ms && n.toMs === state.scope.to_ms && expires === state.expires_ms) return null;
+    const kept = [...(n.recordTypes ?? new Set<string>())];
+    const asked = state.scope;
+    const everything = asked.record_types.length === 0 && asked.record_ids.length === 0;
+    const recordTypes = typesNarrowed ? kept.filter((t) => everything || asked.record_types.includes(t)).sort() : [...asked.record_types];
+    // Records the inquiry named one by one stay named if the patient kept their type.
+    const keptIds = new Set(chosen.map((r) => toHex(r.state.record_id)));
+    const recordIds = typesNarrowed ? asked.record_ids.filter((rid) => keptIds.has(toHex(rid))) : [...asked.record_ids];
+    // No kind kept would read, on the ledger, as "every kind": refuse rather than widen.
+    if (recordTypes.length === 0 && recordIds.length === 0) throw new Error("tick at least one kind of record to share, or deny the request");
+    return { scope: { record_types: recordTypes, record_ids: recordIds, from_ms: n.fromMs, to_ms: n.toMs }, expires_ms: expires };
   };
   const shared = h("ul", { class: "shares" });
   const count = h("p", { class: "share-count" });
@@ -85,12 +111,14 @@ function inquiryCard(inquiry: VerifiedInquiry, session: Session, records: readon
     fromInput,
     h("label", { for: toId }, "Only records written until"),
     toInput,
+    h("label", { for: untilId }, "Access ends on (no later than the request asks)"),
+    untilInput,
     count,
     shared,
     h(
       "p",
       { class: "note" },
-      `The grant ends when the request does, on ${formatTime(state.expires_ms)}; the ledger has no earlier end for a grant yet, so revoke it from "Who can see my data" when you want it to end sooner.`,
+      `What you narrow here is the grant itself: it shares only these kinds and dates of record, now and later, and ends on the day you chose (at the latest ${formatTime(state.expires_ms)}). You can still revoke it sooner from "Who can see my data".`,
     ),
     approve,
   );
@@ -106,12 +134,14 @@ function inquiryCard(inquiry: VerifiedInquiry, session: Session, records: readon
     hooks.act(`Approving ${who}'s request for ${chosen.length} record(s)`, async () => {
       const keys = chosen.map((r) => resealRecordKey(r.state, session.identity, requester.enc_key));
       const options = { chainId: session.ledger.chainId };
+      const terms = grantTerms(chosen);
+      if (terms !== null && terms.expires_ms <= session.ledger.head.timeMs) throw new Error("the chosen end of access has already passed");
       if (keys.length <= GRANT_RECORDS_MAX) {
-        await session.submit(buildGrant(session.identity, state.inquiry_id, keys, options));
+        await session.submit(buildGrant(session.identity, state.inquiry_id, keys, options, terms));
         return;
       }
       // Too many for one tx (ADR 0012): the manifest names exactly these records; its parts follow.
-      const { manifest, parts } = buildGrantInParts(session.identity, state.inquiry_id, keys, options);
+      const { manifest, parts } = buildGrantInParts(session.identity, state.inquiry_id, keys, options, terms);
       await session.submit(manifest);
       for (const part of parts) await session.submit(part);
     });
