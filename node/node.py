@@ -233,6 +233,12 @@ class Node:
         else:
             await reactor.on_frame(link, kind, payload)
 
+    def stop_admitting(self) -> None:
+        """Refuse new txs from now on (a stopping node): the API's in-flight and keep-alive
+        requests are still answered while it stops, and a tx admitted then would be lost with the
+        mempool, so it is refused (429 with Retry-After: send it to another node, or again)."""
+        self._stopping = True
+
     async def stop(self) -> None:
         """Finish the block in flight, then close the store. Pending txs are not committed."""
         self._stopping = True
@@ -356,10 +362,6 @@ class Node:
                 for future in futures:
                     if not future.done():
                         future.set_result(location)
-
-    def _is_stopping(self) -> bool:
-        # A method (not the attribute) so type checkers do not narrow `_stopping` across awaits.
-        return self._stopping
 
     def _update_mempool_gauges(self) -> None:
         self.metrics.mempool_txs.set(len(self.mempool))

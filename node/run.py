@@ -4,8 +4,9 @@ Two listeners: the API on `[api] host:port` (TLS when `[api] tls_cert`/`tls_key`
 operations endpoints on `[api] ops_host:ops_port` (plain HTTP, no credentials). Both bound
 addresses go to `HOME/api.json` (`url`, `ops_url`), where tools on this machine find them.
 
-Shutdown order on SIGINT/SIGTERM: stop accepting connections (in-flight requests get up to
-`SHUTDOWN_GRACE_S`), let the block in flight finish its synced write, close LevelDB. A second
+Shutdown order on SIGINT/SIGTERM: refuse new txs (a tx admitted while stopping would be lost with
+the mempool), stop accepting connections (in-flight requests get up to `SHUTDOWN_GRACE_S`), let
+the block in flight finish its synced write, close LevelDB. A second
 signal is not needed and not special: the first one already bounds the whole sequence.
 """
 
@@ -117,6 +118,7 @@ async def serve(node: Node, stop: asyncio.Event) -> None:
         stopped = asyncio.create_task(stop.wait())
         failed = asyncio.create_task(node.wait_producer_failed())
         await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+        node.stop_admitting()  # before the API's grace period: nothing admitted now would commit
         address_file.unlink(missing_ok=True)
         if failed.done():
             stopped.cancel()
