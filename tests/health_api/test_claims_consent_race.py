@@ -1,5 +1,5 @@
 """A record sealed before a standing consent committed, over real node processes (ADR 0017,
-amendment 2).
+amendment 2); and a consent's re-sealing resumed after the client stopped midway.
 
 The race, made deterministic: the chain is halted (two of the three validators stopped, so there
 is no quorum); the patient's consent reaches the clinic's mempool; then the clinic posts a record,
@@ -37,9 +37,12 @@ from health_harness import (
     observation,
     patient_cli,
     request,
+    start_health_net,
 )
 
 from medledger.health import claims_client
+from medledger.health.records import reseal_record_keys
+from medledger.health.sdk import PatientClient
 from medledger.health.types import compute_patient_id
 from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
@@ -176,3 +179,52 @@ def test_a_record_sealed_before_a_consent_committed_is_sealed_again_for_the_insu
     again = post_record(clinic, patient_id.hex(), "race-1")  # a retry: the same one answer
     assert again.status == 201, again
     assert again.json()["record_id"] == answer["record_id"]
+
+
+def test_a_consents_re_sealing_stopped_after_its_manifest_is_resumed(tmp_path: Path) -> None:
+    """A patient's client that stopped between a consent's manifest and its parts: `medledger
+    patient resume-grant` rebuilds the declared records on the device and sends the missing part;
+    the insurer then reads the records the consent re-sealed, and a second resume sends nothing."""
+    with start_health_net(tmp_path / "net", ROLES) as health:
+        clinic, insurer = health["clinic"], health["insurer"]
+        key_path = tmp_path / "patient.key"
+        identity = make_patient_key(key_path)
+        patient_id = compute_patient_id(identity.public.sign_key).hex()
+        patient_cli(key_path, clinic.url, "register")
+        health.sync()
+        # Not the consent's (another author, and first: in every earlier state the client could
+        # have previewed): in the grant's scope by type, never among its records.
+        elsewhere = health["hospital"].add_record(patient_id, observation(5.3))
+        health.sync()
+        old = [clinic.add_record(patient_id, observation(value)) for value in (5.1, 5.2)]
+        health.sync()
+        keys = institution_keys(clinic)
+        insurer_key = bytes.fromhex(keys["insurer"]["sign_key"])
+        terms: dict[str, Any] = {
+            "record_types": ("Observation",),
+            "authors": [bytes.fromhex(keys["clinic"]["sign_key"])],
+        }
+        sdk = PatientClient(clinic.url, identity)
+        consent = sdk.grant_consent(
+            insurer_key, expires_ms=int(time.time() * 1000) + DAY_MS, reseal_existing=False, **terms
+        )
+        records = sdk.preview_consent_records(insurer_key, **terms)
+        assert sorted(r.record_id.hex() for r in records) == sorted(old)
+        record_keys = reseal_record_keys(records, identity, bytes.fromhex(keys["insurer"]["enc_key"]))
+        manifest, _ = claims_client.build_consent_in_parts(
+            identity, consent.tx_id, record_keys, chain_id=sdk.chain_id
+        )
+        sdk._submit(manifest)  # ...and the client stops before the part
+        health.sync()
+        assert insurer.read(old[0]).status == 403
+
+        resumed = patient_cli(key_path, clinic.url, "resume-grant", consent.tx_id.hex()[:16])
+        assert "sent 1 part(s); 2 of 2 record(s) shared" in resumed
+        health.sync()
+        for record_id, value in zip(old, (5.1, 5.2), strict=True):
+            read = insurer.read(record_id)
+            assert read.status == 200, read
+            assert read.json()["resource"]["valueQuantity"]["value"] == value
+        assert insurer.read(elsewhere).status == 403
+        again = patient_cli(key_path, clinic.url, "resume-grant", consent.tx_id.hex()[:16])
+        assert "sent 0 part(s)" in again
