@@ -27,7 +27,10 @@ Claims (issue 12) add standing consents, security labels and claims to the same 
 * a consent's re-sealing of records already on the ledger (ADR 0017, amendment) is accepted only
   from its signer, once, while live, and each part only if every record in it is in the consent's
   scope and terms; what it re-sealed is exactly what the insurer can then decrypt (the first
-  invariant counts it as a grant's keys).
+  invariant counts it as a grant's keys);
+* the other way round (ADR 0017, amendment 2): no record on the ledger lacks the insurer of a
+  standing consent live and covering it (beyond the margin of its edges) at its block; a record
+  sealed before such a consent committed is refused, and sealed again it is accepted.
 """
 
 from __future__ import annotations
