@@ -36,6 +36,7 @@ from medledger.health.types import (
     EVENT_INQUIRY,
     EVENT_REVOKE,
     INQUIRY_TTL_MS_MAX,
+    STATE_LAYOUT_CONSENT_SEALING,
     AuditEvent,
     GrantState,
     InquiryState,
@@ -50,6 +51,13 @@ from medledger.health.types import (
 #: on either side of the node's clock: the record's block time differs from that clock, and a
 #: record sealed for a reader the rules no longer allow at its block time is refused whole.
 SEAL_MARGIN_MS: Final = 60_000
+#: The rules require a record to be sealed for a standing consent's insurer when the consent is
+#: live and covering throughout this long on either side of the record's block time (ADR 0017,
+#: amendment 2). Twice `SEAL_MARGIN_MS`: a node seals for a consent covering throughout
+#: [now - SEAL_MARGIN_MS, now + SEAL_MARGIN_MS] of its clock `now`, and the block time lies within
+#: `SEAL_MARGIN_MS` of that clock, so whatever the rules require an honest node has sealed. Near a
+#: consent's window edges or expiry (inside this margin) sealing for it is allowed, not required.
+CONSENT_SEAL_MARGIN_MS: Final = 2 * SEAL_MARGIN_MS
 #: Shortest time to live an institution may ask for an inquiry.
 INQUIRY_TTL_MS_MIN: Final = 1_000
 #: Time to live of an inquiry when the institution names none: thirty days.
@@ -209,6 +217,36 @@ def compute_record_readers(
     return frozenset(readers)
 
 
+def compute_consent_readers(
+    state: StateReader,
+    patient: PatientState,
+    author: Institution,
+    record_type: str,
+    *,
+    record_id: bytes,
+    time_ms: int,
+    labels: Collection[str] = (),
+) -> frozenset[bytes]:
+    """The insurers (x25519 keys) a new record version must be sealed for at block time `time_ms`:
+    the grantee of every standing consent of the patient that is live and covers the record (its
+    type, window, author and labels) throughout `CONSENT_SEAL_MARGIN_MS` around `time_ms` (issue
+    12: "every new record it covers is sealed for the insurer"; ADR 0017, amendment 2). A subset
+    of `compute_record_readers` (the margin only narrows), and of what a node seals for
+    (`compute_node_record_readers`) when its clock is within `SEAL_MARGIN_MS` of the block's.
+    A grant answering an inquiry is never required: its grantee is sealed for when the node
+    knows of it, as before."""
+    required: set[bytes] = set()
+    for grant in get_live_grants(state, patient.patient_id, time_ms):
+        terms = st.get_consent_terms(state, grant.grant_id)
+        if (
+            terms is not None
+            and is_grant_sealable(grant, record_id, record_type, time_ms, CONSENT_SEAL_MARGIN_MS)
+            and is_terms_covering(terms, author.sign_key, labels)
+        ):
+            required.add(grant.grantee_enc_key)
+    return frozenset(required)
+
+
 def validate_record_readers(
     state: StateReader,
     patient: PatientState,
@@ -222,9 +260,12 @@ def validate_record_readers(
 ) -> None:
     """A record's key is sealed for the patient, its author, and nobody the patient has not
     authorised now through a live covering grant (revocation stops future sharing; a labelled
-    record only for grants naming its labels).
+    record only for grants naming its labels); and, in a block of a layout-4 chain, sealed for the
+    insurer of every live standing consent covering it (`compute_consent_readers`).
 
-    Raises `TxRejectedError` with rule `health.record_readers`.
+    Raises `TxRejectedError` with rule `health.record_readers` (a reader too many) or
+    `health.record_consent_unsealed` (a consent's insurer missing: the state changed after the
+    author sealed it; the author's node seals it again, `node.health_api`).
     """
     sealed_for = set(readers)
     if patient.enc_key not in sealed_for:
@@ -240,6 +281,19 @@ def validate_record_readers(
             "record_readers",
             f"the record's key is sealed for {len(unauthorised)} reader(s) without a live covering grant",
         )
+    if time_ms is not None and st.get_layout(state) >= STATE_LAYOUT_CONSENT_SEALING:
+        missing = (
+            compute_consent_readers(
+                state, patient, author, record_type, record_id=record_id, time_ms=time_ms, labels=labels
+            )
+            - sealed_for
+        )
+        if missing:
+            raise reject(
+                "record_consent_unsealed",
+                f"the record's key is not sealed for {len(missing)} insurer(s) whose live standing "
+                "consent covers it; seal it again for the readers of this block's state",
+            )
 
 
 def compute_node_record_readers(

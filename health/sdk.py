@@ -935,6 +935,9 @@ class PatientClient:
         can re-seal, as the preview chose them at some height before the manifest's block. Each
         candidate height is tried against the manifest's digests; a part is sent only if its
         records are exactly the declared ones, else nothing is signed (revoke, and ask again).
+        A standing consent's re-sealing (`health.consent_manifest`, ADR 0017, amendment) is
+        resumed the same way; its records are those `preview_consent_records` chose after the
+        consent's block: covered by its scope and terms and not sealed for the insurer.
         """
         self.check_before_signing()
         ledger = self.sync()
@@ -949,12 +952,20 @@ class PatientClient:
         if not is_grant_live(grant, ledger.time_ms):
             raise PatientClientError("the grant is revoked or expired: its parts are refused")
         enc_key = self.identity.public.enc_key
+        terms = ledger.get_consent_terms(grant_id)
+        if terms is None:
+            covered = [r for r in ledger.list_records() if r.height < grant.height]
+        else:  # as `preview_consent_records` chose them, at a height after the consent's block
+            covered = [
+                r
+                for r in ledger.list_records()
+                if ledger.is_consent_covering(terms, r) and grant.grantee_enc_key not in r.envelope.readers
+            ]
         candidates = sorted(
             (
                 r
-                for r in ledger.list_records()
-                if r.height < grant.height
-                and is_covered(grant.scope, r.record_id, r.record_type, r.time_ms)
+                for r in covered
+                if is_covered(grant.scope, r.record_id, r.record_type, r.time_ms)
                 and enc_key in r.envelope.readers
                 and open_verified_record(r, self.identity) is not None
             ),
@@ -973,9 +984,9 @@ class PatientClient:
             ):
                 break
         else:
+            again = "give a new consent" if terms is not None else "ask the institution for a new inquiry"
             raise PatientClientError(
-                "the records this grant declared cannot be rebuilt on this device: revoke it and ask "
-                "the institution for a new inquiry"
+                f"the records this grant declared cannot be rebuilt on this device: revoke it and {again}"
             )
         missing = [i for i in range(len(parts.part_digests)) if not parts.is_part_received(i)]
         grantee_enc_key = self.institution_enc_key(grant.grantee)

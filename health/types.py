@@ -650,11 +650,14 @@ class Institution:
 #: that creates a grant. A chain keeps its genesis layout for life, so an old chain replays with
 #: exactly the writes (and state roots) it was certified with. Layout 3 also refuses a patient's
 #: registration whose x25519 key is of low order (`health.enc_key_unusable`): on an older chain
-#: that tx was valid, so its replay must still accept it.
+#: that tx was valid, so its replay must still accept it. Layout 4 also refuses a record version
+#: whose key is not sealed for the insurer of a live standing consent that covers it in its block
+#: (`health.record_consent_unsealed`, ADR 0017 amendment 2): an older chain may hold such records.
 STATE_LAYOUT_V1: Final = 1
 STATE_LAYOUT_GRANT_EXPIRY: Final = 2
 STATE_LAYOUT_ENC_KEY_CHECK: Final = 3
-STATE_LAYOUT_LATEST: Final = STATE_LAYOUT_ENC_KEY_CHECK
+STATE_LAYOUT_CONSENT_SEALING: Final = 4
+STATE_LAYOUT_LATEST: Final = STATE_LAYOUT_CONSENT_SEALING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -95,6 +95,15 @@ WAIT_MS_DEFAULT: Final = 10_000
 WAIT_MS_MAX: Final = 30_000
 #: How long a read waits for its read receipt to commit before it gives up (503, retry).
 RECEIPT_WAIT_S: Final = 15.0
+#: How many times the node seals one record request (the first time and again). A record version
+#: whose block refused it for its readers (`RESEAL_RULES`) was sealed from a state that a block in
+#: between changed (a standing consent given, a grant revoked): the node seals it again from the
+#: state after that block (ADR 0017, amendment 2). Each retry needs another such block in the
+#: time its tx waits, so three are plenty; past them the refusal is the answer (a 422).
+RESEAL_ATTEMPTS_MAX: Final = 3
+#: The refusals of a record version that mean "sealed for the wrong readers for this block's
+#: state": an insurer of a live covering consent missing, or a reader no longer authorised.
+RESEAL_RULES: Final = frozenset({"health.record_consent_unsealed", "health.record_readers"})
 LIST_LIMIT_DEFAULT: Final = 100
 LIST_LIMIT_MAX: Final = st.LIST_LIMIT_MAX
 #: Largest `start` of a page (a list position: a signed 64-bit integer, as clients hold one).
@@ -449,11 +458,22 @@ async def post_record(request: web.Request) -> web.Response:
     fingerprint = compute_fingerprint("POST /v1/health/institution/records", patient_id, record_text)
     async with store.lock(idempotency_key):
         write = store.get(idempotency_key, service.node.clock_ms())
-        if write is not None:
+        if write is not None and not _is_resealable(service.node, write, fingerprint):
             return await replay_write(service.node, store, idempotency_key, write, fingerprint, wait_ms)
+        # New, or remembered but refused for its readers (the first request's answer was pending):
+        # sealed (again) now, and the table then names the tx that will commit.
         return await _add_record(
             request, service, me, patient_id, record_text, wait_ms, idempotent=(idempotency_key, fingerprint)
         )
+
+
+def _is_resealable(node: Node, write: IdempotentWrite, fingerprint: bytes) -> bool:
+    """Whether a remembered record write of this very request was refused in its block for its
+    readers (`RESEAL_RULES`), so a retry seals the record again instead of replaying the refusal."""
+    if write.fingerprint != fingerprint:
+        return False
+    location = node.store.get_tx_location(write.tx_id)
+    return location is not None and not location.ok and location.code in RESEAL_RULES
 
 
 async def _add_record(
@@ -485,34 +505,46 @@ async def _add_record(
         )
     validated = validate_record(record_text)  # once: encrypt_record takes it as it is
     record_type = validated.record_type
-    # Security labels from meta.security and the default condition mapping (issue 12): a labelled
-    # record is sealed only for grants naming its labels. The rules' own sealing rule, with a
-    # margin around this node's clock (the block's time differs).
-    labels, readers = policy.compute_node_version_sealing(
-        state, patient, me, record_type, validated.resource, service.node.clock_ms()
-    )
-    try:
-        encrypted = encrypt_record(
-            validated, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
+    deadline_s = asyncio.get_running_loop().time() + wait_ms / 1000
+    for attempt in range(1, RESEAL_ATTEMPTS_MAX + 1):
+        # Security labels from meta.security and the default condition mapping (issue 12): a
+        # labelled record is sealed only for grants naming its labels. The rules' own sealing rule,
+        # with a margin around this node's clock (the block's time differs), on the latest state.
+        state = _state(service)
+        labels, readers = policy.compute_node_version_sealing(
+            state, patient, me, record_type, validated.resource, service.node.clock_ms()
         )
-    except CryptoError:
-        raise _unusable_key_problem() from None
-    # A resource naming uploaded attachments becomes a document (node/blobs.py, ADR 0013).
-    raw, tx_id = build_record_tx(request.app, patient_id, encrypted, validated.resource, labels)
-    answer = {
-        "record_id": tx_id.hex(),
-        "record_type": record_type,
-        "commitment": encrypted.commitment.hex(),
-        "readers": len(readers),
-        "security_labels": list(labels),
-    }
-    if idempotent is not None:  # remembered before it is submitted: a crash in between loses nothing
-        key, fingerprint = idempotent
-        remembered = IdempotentWrite(fingerprint, tx_id, raw, service.node.clock_ms(), answer)
-        await asyncio.to_thread(request.app[IDEMPOTENCY_STORE_KEY].put, key, remembered)  # a synced write
-    location = await _submit_and_wait(service, raw, wait_ms)
-    body = {**_write_result(tx_id, location), **answer}
-    return _json(body, 201 if location is not None else 202)
+        try:
+            encrypted = encrypt_record(
+                validated, patient_id=patient_id, author=me.sign_key, readers=sorted(readers)
+            )
+        except CryptoError:
+            raise _unusable_key_problem() from None
+        # A resource naming uploaded attachments becomes a document (node/blobs.py, ADR 0013).
+        raw, tx_id = build_record_tx(request.app, patient_id, encrypted, validated.resource, labels)
+        answer = {
+            "record_id": tx_id.hex(),
+            "record_type": record_type,
+            "commitment": encrypted.commitment.hex(),
+            "readers": len(readers),
+            "security_labels": list(labels),
+        }
+        if idempotent is not None:  # remembered before it is submitted: a crash in between loses nothing
+            key, fingerprint = idempotent
+            remembered = IdempotentWrite(fingerprint, tx_id, raw, service.node.clock_ms(), answer)
+            await asyncio.to_thread(request.app[IDEMPOTENCY_STORE_KEY].put, key, remembered)  # a synced write
+        remaining_ms = max(0, int((deadline_s - asyncio.get_running_loop().time()) * 1000))
+        try:
+            location = await _submit_and_wait(service, raw, remaining_ms if wait_ms else 0)
+        except TxRejectedError as exc:
+            # Sealed from a state a block in between changed: seal it again from the new state
+            # (the refused tx committed nothing; the table above already names the new one).
+            if exc.rule in RESEAL_RULES and attempt < RESEAL_ATTEMPTS_MAX:
+                continue
+            raise
+        body = {**_write_result(tx_id, location), **answer}
+        return _json(body, 201 if location is not None else 202)
+    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
 
 async def list_records(request: web.Request) -> web.Response:

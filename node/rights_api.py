@@ -23,11 +23,13 @@ attached to the record, opened with the record key that reader holds (`rights_se
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 from aiohttp import web
 
 from medledger.chain.app import StateReader
+from medledger.chain.errors import TxRejectedError
 from medledger.crypto import CryptoError
 from medledger.health import policy, rights
 from medledger.health import state as st
@@ -63,6 +65,8 @@ from medledger.node.errors import BadRequestError
 from medledger.node.health_api import (
     HEALTH_KEY,
     RECORD_REQUEST_BYTES_MAX,
+    RESEAL_ATTEMPTS_MAX,
+    RESEAL_RULES,
     ApiProblem,
     Handler,
     HealthService,
@@ -283,48 +287,65 @@ async def accept_amendment(request: web.Request) -> web.Response:
             f"the record is {size} bytes; at most {RECORD_JSON_BYTES_MAX}",
             code="too_large",
         )
-    amendment = _load_open_amendment(service, amendment_id, me.sign_key)
-    state = _state(service)
-    patient = _require_patient(state, amendment.patient_id)
-    latest = rights.get_latest_version(state, amendment.record_id)
+    _load_open_amendment(service, amendment_id, me.sign_key)  # a 404 / 409 before the content's 422
     validated = validate_record(resource)  # once: encrypt_record takes it as it is
     record_type = validated.record_type
-    # The correction's labels are its own content's and every label of the record it corrects (the
-    # one label decision, as for a new record): a correction adding an HIV diagnosis is sealed for
-    # no consent that does not name HIV, and the labels go on the ledger with it.
-    labels, readers = policy.compute_node_version_sealing(
-        state,
-        patient,
-        me,
-        record_type,
-        validated.resource,
-        service.node.clock_ms(),
-        supersedes=latest.record_id,
-    )
-    try:
-        encrypted = encrypt_record(
-            validated,
-            patient_id=patient.patient_id,
-            author=me.sign_key,
-            readers=sorted(readers),
+    deadline_s = asyncio.get_running_loop().time() + wait_ms / 1000
+    for attempt in range(1, RESEAL_ATTEMPTS_MAX + 1):
+        amendment = _load_open_amendment(service, amendment_id, me.sign_key)
+        state = _state(service)
+        patient = _require_patient(state, amendment.patient_id)
+        latest = rights.get_latest_version(state, amendment.record_id)
+        # The correction's labels are its own content's and every label of the record it corrects
+        # (the one label decision, as for a new record): a correction adding an HIV diagnosis is
+        # sealed for no consent that does not name HIV, and the labels go on the ledger with it.
+        labels, readers = policy.compute_node_version_sealing(
+            state,
+            patient,
+            me,
+            record_type,
+            validated.resource,
+            service.node.clock_ms(),
             supersedes=latest.record_id,
         )
-    except CryptoError:
-        raise _unusable_key_problem() from None
-    node = service.node
-    _, raw, tx_id = build_accept_amendment(
-        node.identity, amendment, latest.record_id, encrypted, chain_id=node.genesis.chain_id, labels=labels
-    )
-    location = await _submit_and_wait(service, raw, wait_ms)
-    body = {
-        **_write_result(tx_id, location),
-        "amendment_id": amendment_id.hex(),
-        "record_id": tx_id.hex(),
-        "supersedes": latest.record_id.hex(),
-        "record_type": record_type,
-        "security_labels": list(labels),
-    }
-    return _json(body, 201 if location else 202)
+        try:
+            encrypted = encrypt_record(
+                validated,
+                patient_id=patient.patient_id,
+                author=me.sign_key,
+                readers=sorted(readers),
+                supersedes=latest.record_id,
+            )
+        except CryptoError:
+            raise _unusable_key_problem() from None
+        node = service.node
+        _, raw, tx_id = build_accept_amendment(
+            node.identity,
+            amendment,
+            latest.record_id,
+            encrypted,
+            chain_id=node.genesis.chain_id,
+            labels=labels,
+        )
+        remaining_ms = max(0, int((deadline_s - asyncio.get_running_loop().time()) * 1000))
+        try:
+            location = await _submit_and_wait(service, raw, remaining_ms if wait_ms else 0)
+        except TxRejectedError as exc:
+            # Sealed from a state a block in between changed (a consent given, a grant revoked):
+            # sealed again from the new state, as a new record is (`health_api.RESEAL_RULES`).
+            if exc.rule in RESEAL_RULES and attempt < RESEAL_ATTEMPTS_MAX:
+                continue
+            raise
+        body = {
+            **_write_result(tx_id, location),
+            "amendment_id": amendment_id.hex(),
+            "record_id": tx_id.hex(),
+            "supersedes": latest.record_id.hex(),
+            "record_type": record_type,
+            "security_labels": list(labels),
+        }
+        return _json(body, 201 if location else 202)
+    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
 
 async def refuse_amendment(request: web.Request) -> web.Response:

@@ -453,7 +453,8 @@ def patient_grant(
 @click.pass_context
 @reports_errors
 def patient_resume_grant(ctx: click.Context, grant_id: str) -> None:
-    """Send the parts of a large grant (id or unique prefix) that did not reach the ledger."""
+    """Send the parts of a large grant or of a consent's re-sealing (id or unique prefix) that did
+    not reach the ledger."""
     client = _client(ctx)
     grant = client.find_grant(grant_id)
     sent = client.complete_grant(grant.grant_id)

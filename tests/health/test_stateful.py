@@ -27,7 +27,10 @@ Claims (issue 12) add standing consents, security labels and claims to the same 
 * a consent's re-sealing of records already on the ledger (ADR 0017, amendment) is accepted only
   from its signer, once, while live, and each part only if every record in it is in the consent's
   scope and terms; what it re-sealed is exactly what the insurer can then decrypt (the first
-  invariant counts it as a grant's keys).
+  invariant counts it as a grant's keys);
+* the other way round (ADR 0017, amendment 2): no record on the ledger lacks the insurer of a
+  standing consent live and covering it (beyond the margin of its edges) at its block; a record
+  sealed before such a consent committed is refused, and sealed again it is accepted.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 
 from claims_testkit import make_encounter, seal_test_claim, seal_test_response
-from health_testkit import CHAIN_ID, RECORD_MAKERS, Ledger, make_identity
+from health_testkit import BLOCK_INTERVAL_MS, CHAIN_ID, RECORD_MAKERS, Ledger, make_identity
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as stg
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -143,6 +146,8 @@ class MGrant:
     #: consent's manifest of records already on the ledger was accepted (once).
     granted_by: str = ""
     manifested: bool = False
+    #: The block time of the grant (a standing consent's: from then on records need its insurer).
+    granted_ms: int = 0
 
 
 @dataclasses.dataclass
@@ -217,6 +222,31 @@ class HealthMachine(RuleBasedStateMachine):
                 readers.add(g.grantee)
         return readers
 
+    def requires(
+        self, g: MGrant, patient: str, author: str, record_type: str, time_ms: int, labels: tuple[str, ...]
+    ) -> bool:
+        """Whether a record's block must seal it for `g`'s grantee (ADR 0017, amendment 2): a
+        standing consent of the patient, live and covering throughout the rules' margin around the
+        record's block time (inside the margin of an edge, sealing is allowed, not required)."""
+        margin = policy.CONSENT_SEAL_MARGIN_MS
+        return (
+            g.authors is not None
+            and g.patient == patient
+            and g.granted_ms < time_ms
+            and not g.revoked
+            and time_ms + margin < g.expires_ms
+            and is_covered(g.scope, b"", record_type, time_ms - margin)
+            and is_covered(g.scope, b"", record_type, time_ms + margin)
+            and self.terms_cover(g, author, labels)
+        )
+
+    def required_readers(
+        self, patient: str, author: str, record_type: str, time_ms: int, labels: tuple[str, ...]
+    ) -> set[str]:
+        return {
+            g.grantee for g in self.grants if self.requires(g, patient, author, record_type, time_ms, labels)
+        }
+
     def coverable(self, grant: MGrant, record: MRecord) -> bool:
         if record.patient != grant.patient:
             return False
@@ -276,6 +306,7 @@ class HealthMachine(RuleBasedStateMachine):
             stg.none(), stg.none(), stg.sampled_from((*INSTITUTIONS, STRANGER, *REPRESENTATIVES))
         ),
         drop_patient=stg.sampled_from((False, False, False, True)),
+        drop_consents=stg.sampled_from((False, False, False, True)),
         supersede=stg.booleans(),
         labels=stg.sampled_from(LABEL_SETS),
         data=stg.data(),
@@ -287,6 +318,7 @@ class HealthMachine(RuleBasedStateMachine):
         record_type: str,
         leak: str | None,
         drop_patient: bool,
+        drop_consents: bool,
         supersede: bool,
         labels: tuple[str, ...],
         data: stg.DataObject,
@@ -300,13 +332,19 @@ class HealthMachine(RuleBasedStateMachine):
             target = data.draw(stg.sampled_from(list(self.records.values())))
         # A correction keeps every label of the record it corrects (the rules add them).
         effective = tuple(sorted(set(labels) | set(target.labels if target is not None else ())))
-        readers = self.sealable_readers(patient, author, record_type, time_ms, effective)
+        sealable = self.sealable_readers(patient, author, record_type, time_ms, effective)
+        readers = set(sealable)
+        # A node that sealed before a consent committed: its insurers left out. Refused if the
+        # consent is required at this block (covering beyond the margin), allowed otherwise.
+        if drop_consents:
+            readers -= {g.grantee for g in self.grants if g.authors is not None} - {patient, author}
         # A leak seals for someone without a live covering grant (e.g. a revoked grantee).
-        leaked = leak is not None and leak not in readers
+        leaked = leak is not None and leak not in sealable
         if leak is not None:
             readers = readers | {leak}
         if drop_patient and author != patient:
             readers = readers - {patient}
+        required = self.required_readers(patient, author, record_type, time_ms, effective)
         encrypted = encrypt_record(
             MAKERS[record_type](self.counter),
             patient_id=pid(patient),
@@ -320,6 +358,7 @@ class HealthMachine(RuleBasedStateMachine):
             and not leaked
             and patient in readers
             and author in readers
+            and required <= readers
         )
         if labels:
             if target is not None:
@@ -634,7 +673,7 @@ class HealthMachine(RuleBasedStateMachine):
         types=stg.sets(stg.sampled_from(RECORD_TYPES), max_size=3),
         authors=stg.sets(stg.sampled_from(("clinic", "clinic", "hospital", "insurer")), max_size=2),
         labels=stg.sampled_from(CONSENT_LABEL_SETS),
-        window=stg.sampled_from(("future", "future", "past", "inverted")),
+        window=stg.sampled_from(("future", "open", "open", "past", "inverted")),
         ttl_ms=stg.sampled_from((3_600_000, 3_600_000, 5_000, -1, INQUIRY_TTL_MS_MAX + 1)),
     )
     def grant_consent(
@@ -652,6 +691,8 @@ class HealthMachine(RuleBasedStateMachine):
         time_ms = self.ledger.next_time_ms
         from_ms, to_ms = {
             "future": (time_ms, time_ms + 7_200_000),
+            # Opened before the consent: a record right after it is required to reach the insurer.
+            "open": (time_ms - 3_600_000, time_ms + 7_200_000),
             "past": (0, time_ms - 1),
             "inverted": (time_ms + 10, time_ms),
         }[window]
@@ -690,6 +731,7 @@ class HealthMachine(RuleBasedStateMachine):
                     authors=frozenset(authors),
                     labels=frozenset(labels),
                     granted_by=signer,
+                    granted_ms=time_ms,
                 )
             )
 
@@ -964,6 +1006,108 @@ class HealthMachine(RuleBasedStateMachine):
 
     @rule(
         patient=stg.sampled_from((PATIENTS[0], *PATIENTS)),
+        author=stg.sampled_from(sorted(AUTHORS)),
+        insurer=stg.sampled_from(sorted(INSURERS)),
+        record_type=stg.sampled_from(RECORD_TYPES),
+        labels=stg.sampled_from(LABEL_SETS),
+        named=stg.sampled_from(CONSENT_LABEL_SETS),
+    )
+    def race_a_consent(
+        self,
+        patient: str,
+        author: str,
+        insurer: str,
+        record_type: str,
+        labels: tuple[str, ...],
+        named: tuple[str, ...],
+    ) -> None:
+        """ADR 0017, amendment 2: a record sealed by its node before a consent commits, committed
+        after it. Refused if the consent covers it (`health.record_consent_unsealed`), and then
+        sealed again from the new state and accepted; accepted as it was if not covered."""
+        if patient not in self.registered or len(self.records) >= MAX_RECORDS:
+            return
+        consent_ms = self.ledger.next_time_ms
+        record_ms = consent_ms + BLOCK_INTERVAL_MS
+        self.counter += 1
+        resource = MAKERS[record_type](self.counter)
+
+        def sealed(readers: set[str]) -> client.SignedTx:
+            encrypted = encrypt_record(
+                resource,
+                patient_id=pid(patient),
+                author=IDENTITIES[author].public.sign_key,
+                readers=[enc(r) for r in readers],
+            )
+            if labels:
+                return self.ledger.sign(
+                    claims_client.build_add_labelled_record,
+                    IDENTITIES[author],
+                    pid(patient),
+                    encrypted,
+                    labels,
+                )
+            return self.ledger.sign(client.build_add_record, IDENTITIES[author], pid(patient), encrypted)
+
+        before = self.sealable_readers(patient, author, record_type, record_ms, labels)
+        stale = sealed(before)  # the node does not know the consent yet
+        consent = claims_client.make_consent(
+            pid(patient),
+            IDENTITIES[insurer].public.sign_key,
+            record_types=("Condition", "Encounter", "Observation"),
+            authors=[IDENTITIES["clinic"].public.sign_key],
+            labels=named,
+            from_ms=consent_ms - 3_600_000,
+            to_ms=consent_ms + 7_200_000,
+            expires_ms=consent_ms + 3_600_000,
+        )
+        outcome = self.ledger.submit(
+            self.ledger.sign(claims_client.build_grant_consent, IDENTITIES[patient], consent)
+        )
+        event(f"race: consent: {'accepted' if outcome.ok else outcome.rule}")
+        if not outcome.ok:
+            assert outcome.rule == "health.too_many_grants", outcome
+            return
+        self.grants.append(
+            MGrant(
+                outcome.tx_id,
+                patient,
+                insurer,
+                client.make_scope(
+                    record_types=("Condition", "Encounter", "Observation"),
+                    from_ms=consent_ms - 3_600_000,
+                    to_ms=consent_ms + 7_200_000,
+                ),
+                consent_ms + 3_600_000,
+                set(),
+                authors=frozenset({"clinic"}),
+                labels=frozenset(named),
+                granted_by=patient,
+                granted_ms=consent_ms,
+            )
+        )
+        covered = not self.required_readers(patient, author, record_type, record_ms, labels) <= before
+        assert (
+            covered == (author == "clinic" and record_type != "Immunization" and set(labels) <= set(named))
+            or insurer in before
+        ), (author, record_type, labels, named)
+        readers = before
+        record_id = self.submit(stale, not covered, "race: stale record")
+        if record_id is None:  # the node seals it again from the state after the consent's block
+            readers = self.sealable_readers(patient, author, record_type, self.ledger.next_time_ms, labels)
+            assert insurer in readers
+            record_ms = self.ledger.next_time_ms
+            record_id = self.submit(sealed(readers), True, "race: sealed again")
+        assert record_id is not None
+        stored = st.get_record(self.ledger.state, record_id)
+        assert stored is not None
+        assert stored.time_ms == record_ms
+        plaintext = open_record(stored, IDENTITIES[patient]).canonical_json
+        self.records[record_id] = MRecord(
+            record_id, patient, author, record_type, record_ms, plaintext, readers, labels=labels
+        )
+
+    @rule(
+        patient=stg.sampled_from((PATIENTS[0], *PATIENTS)),
         insurer=stg.sampled_from(sorted(INSURERS)),
         named=stg.sampled_from(((), (), ("HIV",))),
         outcome=stg.sampled_from((OUTCOME_APPROVED, "pended")),
@@ -1007,6 +1151,7 @@ class HealthMachine(RuleBasedStateMachine):
             authors=frozenset({"clinic"}),
             labels=frozenset(named),
             granted_by=patient,
+            granted_ms=time_ms,
         )
         self.grants.append(grant)
         patient_state = st.get_patient(state, pid(patient))
@@ -1231,6 +1376,27 @@ class HealthMachine(RuleBasedStateMachine):
                     and self.terms_cover(g, record.author, record.labels)
                     for g in self.grants
                 ), f"{party} was sealed a record no live grant of it covered"
+
+    @invariant()
+    def covered_records_reach_the_consents_insurer(self) -> None:
+        """Issue 12: while a standing consent is live, every new record it covers (beyond the
+        margin of its edges) is sealed for its insurer: no record on the ledger lacks it."""
+        for record in self.records.values():
+            stored = st.get_record(self.ledger.state, record.record_id)
+            assert stored is not None
+            for g in self.grants:
+                live_then = g.revoked_ms is None or g.revoked_ms > record.time_ms
+                if live_then and self.requires(
+                    dataclasses.replace(g, revoked=False),
+                    record.patient,
+                    record.author,
+                    record.record_type,
+                    record.time_ms,
+                    record.labels,
+                ):
+                    assert enc(g.grantee) in stored.envelope.readers, (
+                        f"{g.grantee}'s live consent covered a record not sealed for it"
+                    )
 
     @invariant()
     def claims_match_model(self) -> None:
