@@ -625,7 +625,7 @@ export const HealthGenesisSchema: Schema<HealthGenesis> = schema<HealthGenesis>(
   "HealthGenesis",
   {
     institutions: seq(struct(InstitutionSchema), 1024),
-    layout: uint(3n, 2n),
+    layout: uint(4n, 2n),
   },
 );
 
