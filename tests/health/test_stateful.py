@@ -748,9 +748,9 @@ class HealthMachine(RuleBasedStateMachine):
         if not consents:
             return
         grant = data.draw(stg.sampled_from(consents))
-        mine = sorted(
-            (r for r in self.records.values() if r.patient == grant.patient), key=lambda r: r.record_id
-        )
+        # Insertion order, never (random) id order: a draw by index must pick the same record when
+        # hypothesis replays the example (the builder sorts the keys itself).
+        mine = [r for r in self.records.values() if r.patient == grant.patient]
         if not mine:
             return
         chosen = data.draw(
@@ -976,7 +976,10 @@ class HealthMachine(RuleBasedStateMachine):
         reader = claim.insurer if who == "insurer-of-claim" else who
         mine = [g for g in self.grants if g.grantee == reader and g.patient == claim.patient]
         grant = data.draw(stg.sampled_from(mine or self.grants))
-        coverable = [r for r in claim.record_ids if self.coverable(grant, self.records[r])]
+        # Insertion order (a claim keeps its ids sorted, and ids are random): draws must replay.
+        coverable = [
+            r for r in self.records if r in claim.record_ids and self.coverable(grant, self.records[r])
+        ]
         chosen = set(data.draw(stg.lists(stg.sampled_from(coverable), max_size=3))) if coverable else set()
         others = [r for r in self.records if r not in coverable]
         if stray and others:
