@@ -74,12 +74,15 @@ WRITERS: Final = 8
 
 
 def make_resource(index: int) -> dict[str, Any]:
+    resource: dict[str, Any]
     if index % 10 == 8:
-        return IMMUNIZATION
-    if index % 10 == 9:
-        return CONDITION
-    day = time.strftime("%Y-%m-%d", time.gmtime(1_600_000_000 + index * 86_400))
-    return glucose(round(4.0 + (index % 37) / 10, 1), day)
+        resource = IMMUNIZATION
+    elif index % 10 == 9:
+        resource = CONDITION
+    else:
+        day = time.strftime("%Y-%m-%d", time.gmtime(1_600_000_000 + index * 86_400))
+        resource = glucose(round(4.0 + (index % 37) / 10, 1), day)
+    return resource
 
 
 def add_records(net: HealthNet, patient_id: str, count: int) -> None:
