@@ -8,13 +8,14 @@ one `medledger start` process per institution and stops every one of them on exi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import http.client
 import json
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -201,3 +202,11 @@ OBSERVATION: Final[dict[str, Any]] = {
 
 def observation(value: float) -> dict[str, Any]:
     return {**OBSERVATION, "valueQuantity": {**OBSERVATION["valueQuantity"], "value": value}}
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """In an async test: wait until `condition()` holds, failing with `what` after `DEADLINE_S`."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(POLL_S)  # polling a condition with a deadline

@@ -8,12 +8,15 @@ accepts connections, and stops (or kills) the process on request and on exit.
 from __future__ import annotations
 
 import getpass
+import json
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+import aiomqtt
 
 DEADLINE_S: Final = 30.0
 POLL_S: Final = 0.02
@@ -113,3 +116,11 @@ class Mosquitto:
             if self.process.stderr is not None:
                 self.process.stderr.close()
             self.process = None
+
+
+async def collect_raw(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
+    """Append every event a subscribed client receives (a message is a JSON array of a block's
+    events for its topic) to `into`, until cancelled."""
+    async for message in client.messages:
+        assert isinstance(message.payload, bytes)
+        into.extend(json.loads(message.payload))

@@ -19,14 +19,13 @@ import json
 import secrets
 import stat
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import nacl.pwhash.argon2id
 from click.testing import CliRunner
-from health_harness import DEADLINE_S, NODE_ENV, PASSPHRASE, POLL_S, Institution, observation
+from health_harness import DEADLINE_S, NODE_ENV, PASSPHRASE, POLL_S, Institution, observation, wait_for
 from mosquitto_harness import Mosquitto
 
 from medledger.crypto import Identity
@@ -42,13 +41,6 @@ from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
 
 CHAIN_ID = "medledger-acl-live-test"
-
-
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(POLL_S)  # polling a condition with a deadline
 
 
 async def is_accepted(port: int, username: str, password: str) -> bool:

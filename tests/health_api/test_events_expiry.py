@@ -22,8 +22,8 @@ from typing import Any
 import aiomqtt
 import nacl.pwhash.argon2id
 from click.testing import CliRunner
-from health_harness import DEADLINE_S, NODE_ENV, PASSPHRASE, POLL_S, Institution, observation
-from mosquitto_harness import Mosquitto
+from health_harness import DEADLINE_S, NODE_ENV, PASSPHRASE, POLL_S, Institution, observation, wait_for
+from mosquitto_harness import Mosquitto, collect_raw
 
 from medledger.crypto import Identity
 from medledger.health.event_topics import (
@@ -41,13 +41,6 @@ from medledger.node.testnet import create_testnet
 CHAIN_ID = "medledger-expiry-test"
 #: Long enough for the patient to grant (and revoke) before the inquiries close.
 TTL_MS = 6_000
-
-
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(POLL_S)  # polling a condition with a deadline
 
 
 def height(institution: Institution) -> int:
@@ -118,12 +111,6 @@ def read_one_sse(url: str, headers: dict[str, str], last_id: int) -> dict[str, A
                 return payload
     finally:
         connection.close()
-
-
-async def collect_raw(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
-    async for message in client.messages:
-        assert isinstance(message.payload, bytes)
-        into.extend(json.loads(message.payload))  # a message: a JSON array of a block's events
 
 
 async def test_a_short_grant_expires_once_for_patient_and_grantee_everywhere(tmp_path: Path) -> None:

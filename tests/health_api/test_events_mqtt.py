@@ -17,15 +17,14 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import nacl.pwhash.argon2id
 from click.testing import CliRunner
-from health_harness import DEADLINE_S, NODE_ENV, PASSPHRASE, POLL_S, Institution, observation
-from mosquitto_harness import Mosquitto
+from health_harness import DEADLINE_S, NODE_ENV, PASSPHRASE, POLL_S, Institution, observation, wait_for
+from mosquitto_harness import Mosquitto, collect_raw
 
 from medledger.crypto import Identity
 from medledger.health.event_subscription import EventSubscription, fetch_institution_events
@@ -53,22 +52,9 @@ BEFORE_KILL = PATIENT_STORY[:4]
 HOSPITAL_STORY = PATIENT_STORY[1:]
 
 
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(POLL_S)  # polling a condition with a deadline
-
-
 async def collect(subscription: EventSubscription, into: list[dict[str, Any]]) -> None:
     async for event in subscription.events():
         into.append(event)
-
-
-async def collect_raw(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
-    async for message in client.messages:
-        assert isinstance(message.payload, bytes)
-        into.extend(json.loads(message.payload))  # a message: a JSON array of a block's events
 
 
 def height(institution: Institution) -> int:

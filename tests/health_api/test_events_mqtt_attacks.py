@@ -18,7 +18,6 @@ import dataclasses
 import json
 import secrets
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,9 @@ from health_harness import (
     Institution,
     observation,
     request,
+    wait_for,
 )
-from mosquitto_harness import Mosquitto
+from mosquitto_harness import Mosquitto, collect_raw
 
 from medledger.chain.codec import encode
 from medledger.chain.txbuilder import sign_tx
@@ -56,19 +56,6 @@ from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
 
 CHAIN_ID = "medledger-mqtt-attacks-test"
-
-
-async def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(POLL_S)  # polling a condition with a deadline
-
-
-async def collect(client: aiomqtt.Client, into: list[dict[str, Any]]) -> None:
-    async for message in client.messages:
-        assert isinstance(message.payload, bytes)
-        into.extend(json.loads(message.payload))
 
 
 def metric(ops_url: str, name: str) -> float:
@@ -174,7 +161,7 @@ async def test_a_patient_with_a_low_order_key_stops_no_publishing(tmp_path: Path
                     await asyncio.sleep(POLL_S)  # polling a condition with a deadline
             clients.append(client)
             await client.subscribe(topic, qos=1)
-            tasks.append(asyncio.create_task(collect(client, received)))
+            tasks.append(asyncio.create_task(collect_raw(client, received)))
 
         await subscribe()
         first = await asyncio.to_thread(clinic.add_record, alice.patient_id.hex(), observation(5.1))
