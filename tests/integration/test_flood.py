@@ -434,7 +434,10 @@ def test_trust_5_a_flooded_node_stays_bounded_and_keeps_committing(
             attack.loop.call_soon_threadsafe(stop.set)
             for future in (idle, bombs, slow, forged):
                 future.result(timeout=DEADLINE_S * 2)  # an attacker's own failure shows here
-            report.forger_redial_verdict = attack.run(redial(forger))  # the flood is over now
+            # The flood is over once the node has closed what it left behind (its per-address
+            # cap would otherwise still refuse the redial before any handshake); then redial.
+            wait_until(lambda: count_fds(pid) <= fds_before + 10, "validator0's descriptors to come back")
+            report.forger_redial_verdict = attack.run(redial(forger))
         assert load.failure is None, load.failure
     finally:
         for client in clients:
