@@ -26,9 +26,13 @@ from medledger.health import state as st
 from medledger.health.errors import InvalidGenesisError
 from medledger.health.rules import TxContext, process_tx
 from medledger.health.types import (
+    RESEARCH_K_MAX,
+    RESEARCH_K_MIN_DEFAULT,
+    RESEARCH_K_MIN_LOWEST,
     STATE_LAYOUT_V1,
     HealthGenesis,
     HealthGenesisV1,
+    HealthGenesisWithPolicy,
     PatientState,
     compute_patient_id,
 )
@@ -37,12 +41,23 @@ GENESIS_ROOT_DOMAIN: Final = b"medledger/health/state-root/genesis/v1\x00"
 BLOCK_ROOT_DOMAIN: Final = b"medledger/health/state-root/block/v1\x00"
 
 
-def encode_genesis(genesis: HealthGenesis) -> bytes:
-    """The `Genesis.app_state` bytes that register `genesis.institutions` under `genesis.layout`.
+def encode_genesis(genesis: HealthGenesis, *, research_k_min: int = RESEARCH_K_MIN_DEFAULT) -> bytes:
+    """The `Genesis.app_state` bytes that register `genesis.institutions` under `genesis.layout`,
+    with the network's research small-cell threshold `research_k_min`.
 
     A layout-1 genesis is encoded exactly as before layouts existed (`HealthGenesisV1`), so an old
-    chain's genesis, its hash and its state roots stay what they were.
+    chain's genesis, its hash and its state roots stay what they were; the policy struct
+    (`HealthGenesisWithPolicy`) is used only for a k other than the default, so a genesis that sets
+    none keeps its bytes too.
     """
+    if research_k_min != RESEARCH_K_MIN_DEFAULT:
+        if not RESEARCH_K_MIN_LOWEST <= research_k_min <= RESEARCH_K_MAX:
+            raise InvalidGenesisError(
+                f"the research small-cell threshold must be from {RESEARCH_K_MIN_LOWEST} to {RESEARCH_K_MAX}"
+            )
+        if genesis.layout == STATE_LAYOUT_V1:
+            raise InvalidGenesisError("a layout-1 genesis cannot set network policies")
+        return encode(HealthGenesisWithPolicy(genesis.institutions, genesis.layout, research_k_min))
     if genesis.layout == STATE_LAYOUT_V1:
         return encode(HealthGenesisV1(genesis.institutions))
     return encode(genesis)
@@ -50,20 +65,34 @@ def encode_genesis(genesis: HealthGenesis) -> bytes:
 
 def decode_genesis(app_state: bytes) -> HealthGenesis:
     """Parse `Genesis.app_state`; empty bytes mean a layout-1 network with no institutions yet."""
+    return decode_genesis_with_policy(app_state)[0]
+
+
+def decode_genesis_with_policy(app_state: bytes) -> tuple[HealthGenesis, int]:
+    """`decode_genesis`, and the network's research small-cell threshold the genesis sets."""
     if not app_state:
-        return HealthGenesis((), STATE_LAYOUT_V1)
+        return HealthGenesis((), STATE_LAYOUT_V1), RESEARCH_K_MIN_DEFAULT
+    k_min = RESEARCH_K_MIN_DEFAULT
     try:
         genesis = decode(HealthGenesis, app_state, max_bytes=len(app_state))
     except CodecError as exc:
         try:
-            old = decode(HealthGenesisV1, app_state, max_bytes=len(app_state))
+            with_policy = decode(HealthGenesisWithPolicy, app_state, max_bytes=len(app_state))
         except CodecError:
-            raise InvalidGenesisError(f"health genesis does not decode: {exc.message}") from None
-        genesis = HealthGenesis(old.institutions, STATE_LAYOUT_V1)
+            try:
+                old = decode(HealthGenesisV1, app_state, max_bytes=len(app_state))
+            except CodecError:
+                raise InvalidGenesisError(f"health genesis does not decode: {exc.message}") from None
+            genesis = HealthGenesis(old.institutions, STATE_LAYOUT_V1)
+        else:
+            if with_policy.research_k_min == RESEARCH_K_MIN_DEFAULT:  # one genesis, one encoding
+                raise InvalidGenesisError("health genesis sets the default policy explicitly") from None
+            genesis = HealthGenesis(with_policy.institutions, with_policy.layout)
+            k_min = with_policy.research_k_min
     keys = [i.sign_key for i in genesis.institutions]
     if len(set(keys)) != len(keys):
         raise InvalidGenesisError("health genesis registers one institution key twice")
-    return genesis
+    return genesis, k_min
 
 
 def compute_writes_digest(writes: Mapping[bytes, bytes | None]) -> bytes:
@@ -87,12 +116,14 @@ class HealthApp:
     """The medical application. Stateless itself: all state is in the `StateReader` it is given."""
 
     def init_state(self, genesis: Genesis) -> BlockExecution:
-        health_genesis = decode_genesis(genesis.app_state)
+        health_genesis, research_k_min = decode_genesis_with_policy(genesis.app_state)
         overlay = OverlayState(_EmptyState())
         for institution in health_genesis.institutions:
             st.save_institution(overlay, institution)
         if health_genesis.layout != STATE_LAYOUT_V1:
             st.save_layout(overlay, health_genesis.layout)
+        if research_k_min != RESEARCH_K_MIN_DEFAULT:  # nothing written otherwise: old roots unchanged
+            st.save_research_k_min(overlay, research_k_min)
         writes = dict(overlay.writes)
         return BlockExecution(writes=writes, results=(), state_root=compute_genesis_root(writes))
 

@@ -39,9 +39,9 @@ import dataclasses
 import datetime
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from medledger.chain.app import StateReader
 from medledger.crypto import CryptoError, Identity
@@ -254,19 +254,124 @@ def is_record_current_at(state: StateReader, record: RecordState, height: int) -
     return newer is None or newer.height > height
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwnRecord:
+    """One record this institution authored for a patient, as the collection needs it: its id, the
+    height it was added at, and the height of its newer version (None while it is current)."""
+
+    record_id: bytes
+    height: int
+    superseded_height: int | None
+
+    def is_current_at(self, height: int) -> bool:
+        return self.height <= height and (self.superseded_height is None or self.superseded_height > height)
+
+
+class FactsCache:
+    """What an institution's node keeps between queries, in its own memory only (never the ledger,
+    never a file): each own record's facts by record id, and each patient's own records.
+
+    A record never changes (a correction is a new record), so its facts are cached for good. A
+    patient's list of own records is valid while the patient's record count on the ledger is
+    unchanged: a record is only ever added to its patient's list, and superseding one always adds
+    its correction to the same patient's list (`rules.validate_supersede_record`), so the count
+    moves whenever a record or a `superseded_by` link does. The node's answerer fills the facts as
+    its own records are committed (`warm`), so that a query opens no record at all. Bounded: past
+    `max_records` facts everything is dropped and refilled on demand."""
+
+    def __init__(self, max_records: int = 500_000) -> None:
+        self.max_records = max_records
+        self.facts: dict[bytes, PatientFacts] = {}
+        self._own: dict[bytes, tuple[int, tuple[OwnRecord, ...]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.facts)
+
+    def _bound(self) -> None:
+        if len(self.facts) > self.max_records:
+            self.facts.clear()
+            self._own.clear()
+
+    def own_records(self, state: StateReader, me: bytes, patient_id: bytes) -> tuple[OwnRecord, ...]:
+        count = st.get_record_count(state, patient_id)
+        known = self._own.get(patient_id)
+        if known is not None and known[0] == count:
+            return known[1]
+        own = tuple(_list_own_records(state, me, patient_id))
+        self._own[patient_id] = (count, own)
+        return own
+
+    def record_facts(self, state: StateReader, identity: Identity, record_id: bytes) -> PatientFacts | None:
+        """The facts of one own record (opened once); None when it does not open with this key."""
+        part = self.facts.get(record_id)
+        if part is not None:
+            return part
+        record = st.get_record(state, record_id)
+        if record is None:
+            return None
+        part = _open_record_facts(record, identity)
+        if part is not None:
+            self._bound()
+            self.facts[record_id] = part
+        return part
+
+    def warm(self, state: StateReader, identity: Identity, record_ids: Iterable[bytes]) -> int:
+        """Open and keep the facts of newly committed records this institution authored, and bring
+        their patients' lists of own records up to date; returns how many were opened. Records by
+        other authors are left alone."""
+        me = identity.public.sign_key
+        opened = 0
+        for record_id in record_ids:
+            if record_id in self.facts:
+                continue
+            record = st.get_record(state, record_id)
+            if record is None or record.author != me:
+                continue
+            part = _open_record_facts(record, identity)
+            if part is not None:
+                self._bound()
+                self.facts[record_id] = part
+                opened += 1
+            self.own_records(state, me, record.patient_id)  # the patient's list, as of now
+        return opened
+
+
+def _list_own_records(state: StateReader, me: bytes, patient_id: bytes) -> Iterator[OwnRecord]:
+    heights: dict[bytes, int] = {}
+    records: list[RecordState] = []
+    start = 0
+    while True:
+        page = st.list_records(state, patient_id, start=start, limit=_PAGE)
+        for record in page:
+            heights[record.record_id] = record.height
+            if record.author == me:
+                records.append(record)
+        if len(page) < _PAGE:
+            break
+        start += _PAGE
+    for record in records:
+        newer: int | None = None
+        if record.superseded_by:
+            # The correction is in the same patient's list; a missing one would be a broken state,
+            # read as "current" exactly as `is_record_current_at` does.
+            newer = heights.get(record.superseded_by)
+        yield OwnRecord(record.record_id, record.height, newer)
+
+
 def collect_patient_facts(
     state: StateReader,
     identity: Identity,
     query: QueryState,
-    cache: MutableMapping[bytes, PatientFacts] | None = None,
+    cache: FactsCache | None = None,
 ) -> list[PatientFacts]:
     """The facts of every patient the query may cover, from the records this institution authored
     for them as of the query's data version (module docstring, step 1). A record that does not
     open with the institution's key is left out (it was not written for it).
 
-    `cache` keeps each record's facts by record id across queries (a record never changes: a
-    correction is a new record), so only records not seen before are decrypted and parsed."""
+    `cache` (a `FactsCache`) keeps facts and own-record lists across queries; without one
+    everything is read and opened for this query alone."""
     me = identity.public.sign_key
+    cache = cache if cache is not None else FactsCache()
     facts: list[PatientFacts] = []
     start = 0
     while True:
@@ -274,7 +379,12 @@ def collect_patient_facts(
         for patient_id in member_ids:
             if not research.is_member_at(st.get_membership(state, query.study_id, patient_id), query.height):
                 continue
-            parts = list(_own_record_facts(state, identity, me, patient_id, query.as_of_height, cache))
+            parts = []
+            for own in cache.own_records(state, me, patient_id):
+                if own.is_current_at(query.as_of_height):
+                    part = cache.record_facts(state, identity, own.record_id)
+                    if part is not None:  # not readable with this key: never counted
+                        parts.append(part)
             if parts:
                 facts.append(merge_facts(parts))
         if len(member_ids) < _PAGE:
@@ -291,34 +401,6 @@ def _open_record_facts(record: RecordState, identity: Identity) -> PatientFacts 
     # `resource` would repeat the strict checks, the larger part of a query's time).
     resource = json.loads(opened.canonical_json)
     return extract_record_facts(resource) if isinstance(resource, dict) else NO_FACTS
-
-
-def _own_record_facts(
-    state: StateReader,
-    identity: Identity,
-    me: bytes,
-    patient_id: bytes,
-    height: int,
-    cache: MutableMapping[bytes, PatientFacts] | None,
-) -> Iterator[PatientFacts]:
-    start = 0
-    while True:
-        records = st.list_records(state, patient_id, start=start, limit=_PAGE)
-        for record in records:
-            if record.author != me or not is_record_current_at(state, record, height):
-                continue
-            part = cache.get(record.record_id) if cache is not None else None
-            if part is None:
-                opened = _open_record_facts(record, identity)
-                if opened is None:
-                    continue  # not readable with this key: not cached, never counted
-                part = opened
-                if cache is not None:
-                    cache[record.record_id] = part
-            yield part
-        if len(records) < _PAGE:
-            return
-        start += _PAGE
 
 
 # --- 2. exact counts, generalised ---------------------------------------------------------------
@@ -446,15 +528,33 @@ def _scale_milli(scale: float) -> int:
     return min(max(math.ceil(scale * _MILLI), 1), VALUE_MILLI_MAX)
 
 
-def noise_answer(template: QueryTemplate, query: QueryState, cells: tuple[CellCount, ...]) -> PostAnswerBody:
+class NoiseSource(Protocol):
+    """Where the noise of an answer comes from: `OPENDP` in every node. Tests may pass a seeded
+    sampler of the same distribution at the scale OpenDP calibrated (OpenDP takes no seed)."""
+
+    def sample(self, mechanism: Mechanism, values: list[int]) -> list[int]: ...
+
+
+class _OpenDPNoise:
+    def sample(self, mechanism: Mechanism, values: list[int]) -> list[int]:
+        return mechanism.sample(values)
+
+
+#: OpenDP's own samplers (the measurement's), drawing from the operating system's randomness.
+OPENDP: Final[NoiseSource] = _OpenDPNoise()
+
+
+def noise_answer(
+    template: QueryTemplate, query: QueryState, cells: tuple[CellCount, ...], noise: NoiseSource = OPENDP
+) -> PostAnswerBody:
     """The answer to post: suppressed cells at 0, the others noised (module docstring, step 4)."""
     epsilon, delta = query.epsilon_micro / _MICRO, query.delta_pico / _PICO
     if template.kind == TEMPLATE_MEAN:
-        return _noise_mean(query, cells, epsilon, delta)
+        return _noise_mean(query, cells, epsilon, delta, noise)
     if template.kind not in (TEMPLATE_COUNT, TEMPLATE_COUNT_IN_RANGE, TEMPLATE_HISTOGRAM):
         raise ResearchComputeError(f"unknown template kind {template.kind!r}")
     mechanism = make_mechanism(epsilon, delta, 1)
-    noised = mechanism.sample([c.count for c in cells])
+    noised = noise.sample(mechanism, [c.count for c in cells])
     out = tuple(
         AnswerCell(c.label, CELL_SUPPRESSED, 0)
         if c.suppressed
@@ -465,14 +565,14 @@ def noise_answer(template: QueryTemplate, query: QueryState, cells: tuple[CellCo
 
 
 def _noise_mean(
-    query: QueryState, cells: tuple[CellCount, ...], epsilon: float, delta: float
+    query: QueryState, cells: tuple[CellCount, ...], epsilon: float, delta: float, noise: NoiseSource
 ) -> PostAnswerBody:
     (cell,) = cells
     low, high = query.params.value_low_milli, query.params.value_high_milli
     counter = make_mechanism(epsilon / 2, delta / 2, 1)
     summer = make_mechanism(epsilon / 2, delta / 2, max(high, 1))
-    count = max(counter.sample([cell.count])[0], 1)
-    total = summer.sample([cell.value_sum_milli])[0]
+    count = max(noise.sample(counter, [cell.count])[0], 1)
+    total = noise.sample(summer, [cell.value_sum_milli])[0]
     # The released scale is the sum's over the noised count: post-processing of released values.
     scale = _scale_milli(summer.scale / count)
     if cell.suppressed:
@@ -492,7 +592,7 @@ def compute_answer_from_ledger(
     state: StateReader,
     identity: Identity,
     query: QueryState,
-    cache: MutableMapping[bytes, PatientFacts] | None = None,
+    cache: FactsCache | None = None,
 ) -> PostAnswerBody:
     """The institution's answer to a query on the ledger (k is the study's, at least the network's)."""
     study = st.get_study(state, query.study_id)
@@ -504,8 +604,12 @@ def compute_answer_from_ledger(
 
 
 __all__ = [
+    "OPENDP",
     "CellCount",
+    "FactsCache",
     "Finding",
+    "NoiseSource",
+    "OwnRecord",
     "PatientFacts",
     "apply_suppression",
     "collect_patient_facts",

@@ -38,6 +38,7 @@ from medledger.health.types import (
     KIND_POST_ANSWER,
     KIND_REGISTER_STUDY,
     KIND_SUBMIT_QUERY,
+    RESEARCH_K_MAX,
 )
 
 # --- template kinds and groupings ---------------------------------------------------------------
@@ -105,9 +106,6 @@ VALUE_MILLI_MAX: Final = 10**12
 EPSILON_TOTAL_MICRO_MAX: Final = 20_000_000
 #: Largest total δ a study may declare (10^-6), in 10^-12.
 DELTA_TOTAL_PICO_MAX: Final = 1_000_000
-#: The network's small-cell threshold when nothing else is set (ADR 0019: a network policy).
-RESEARCH_K_MIN_DEFAULT: Final = 11
-RESEARCH_K_MAX: Final = 1000
 #: Longest a study may run: five years.
 STUDY_TTL_MS_MAX: Final = 5 * 366 * 24 * 3600 * 1000
 #: Institutions one query may ask.
@@ -178,7 +176,7 @@ class RegisterStudyBody:
     """A research institute's study (the sender is the institute; the tx id is the study id).
 
     Templates sorted by name and unique. `k_min` is the smallest cell an answer may release
-    un-suppressed: at least the network's (`RESEARCH_K_MIN_DEFAULT` until governance sets one).
+    un-suppressed: at least the network's (`RESEARCH_K_MIN_DEFAULT` unless its genesis sets one).
     """
 
     title: str

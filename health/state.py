@@ -76,7 +76,6 @@ from medledger.chain.errors import CodecError
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms, RecordLabels
 from medledger.health.errors import HealthStateError
 from medledger.health.research_types import (
-    RESEARCH_K_MIN_DEFAULT,
     AnswerState,
     QueryState,
     StudyMembership,
@@ -86,6 +85,7 @@ from medledger.health.rights_types import AmendmentState, RecordsRequestState
 from medledger.health.types import (
     EVENT_CONSENT,
     EVENT_GRANT,
+    RESEARCH_K_MIN_DEFAULT,
     STATE_LAYOUT_V1,
     STATE_VALUE_BYTES_MAX,
     AuditEvent,
@@ -722,6 +722,11 @@ def get_answer(state: StateReader, query_id: bytes, institution: bytes) -> Answe
 
 def save_answer(state: StateWriter, answer: AnswerState) -> None:
     state.put(_ANSWER + answer.query_id + answer.institution, encode(answer))
+
+
+def save_research_k_min(state: StateWriter, k_min: int) -> None:
+    """The network's small-cell threshold, set by its genesis (`health.app`)."""
+    state.put(_RESEARCH_K_MIN, _u64(k_min))
 
 
 def get_research_k_min(state: StateReader) -> int:

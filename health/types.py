@@ -654,6 +654,11 @@ class Institution:
 #: whose key is not sealed for the insurer of a live standing consent that covers it in its block
 #: (`health.record_consent_unsealed`, ADR 0017 amendment 2): an older chain may hold such records.
 STATE_LAYOUT_V1: Final = 1
+#: The network's research small-cell threshold when its genesis sets none (ADR 0019: a network
+#: policy), the lowest a genesis may set, and the largest k anything may name.
+RESEARCH_K_MIN_DEFAULT: Final = 11
+RESEARCH_K_MIN_LOWEST: Final = 2
+RESEARCH_K_MAX: Final = 1000
 STATE_LAYOUT_GRANT_EXPIRY: Final = 2
 STATE_LAYOUT_ENC_KEY_CHECK: Final = 3
 STATE_LAYOUT_CONSENT_SEALING: Final = 4
@@ -674,6 +679,23 @@ class HealthGenesis:
     WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
         institutions=Seq(Struct(Institution), GENESIS_INSTITUTIONS_MAX),
         layout=UInt(minimum=STATE_LAYOUT_GRANT_EXPIRY, maximum=STATE_LAYOUT_LATEST),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthGenesisWithPolicy:
+    """A genesis that also sets a network policy: the research small-cell threshold k, which no
+    study may go below (ADR 0019 amendment "k at genesis"). Encoded only when k differs from
+    `RESEARCH_K_MIN_DEFAULT`, so every genesis that sets no policy keeps its bytes and hash."""
+
+    institutions: tuple[Institution, ...]
+    layout: int
+    research_k_min: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        institutions=Seq(Struct(Institution), GENESIS_INSTITUTIONS_MAX),
+        layout=UInt(minimum=STATE_LAYOUT_GRANT_EXPIRY, maximum=STATE_LAYOUT_LATEST),
+        research_k_min=UInt(minimum=RESEARCH_K_MIN_LOWEST, maximum=RESEARCH_K_MAX),
     )
 
 

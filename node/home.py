@@ -17,7 +17,7 @@ from pathlib import Path
 from medledger.chain.types import Genesis, Validator, ValidatorSet
 from medledger.crypto import Identity, save_identity
 from medledger.health.app import encode_genesis
-from medledger.health.types import ROLES, HealthGenesis, Institution
+from medledger.health.types import RESEARCH_K_MIN_DEFAULT, ROLES, HealthGenesis, Institution
 from medledger.node.config import API_TOKEN_FILE, CONFIG_FILE, OPS_PORT_DEFAULT, render_config
 from medledger.node.errors import ConfigError
 from medledger.node.genesis_file import save_genesis
@@ -53,8 +53,11 @@ def write_api_token(home: Path) -> str:
     return token
 
 
-def compute_health_app_state(institutions: Sequence[tuple[str, str, Identity]]) -> bytes:
-    """`Genesis.app_state` registering (name, role, identity) institutions; checks the roles."""
+def compute_health_app_state(
+    institutions: Sequence[tuple[str, str, Identity]], *, research_k_min: int = RESEARCH_K_MIN_DEFAULT
+) -> bytes:
+    """`Genesis.app_state` registering (name, role, identity) institutions, with the network's
+    research small-cell threshold; checks the roles and the threshold."""
     for name, role, _ in institutions:
         if role not in ROLES:
             raise ConfigError(f"institution {name!r}: role must be one of {', '.join(sorted(ROLES))}")
@@ -70,7 +73,8 @@ def compute_health_app_state(institutions: Sequence[tuple[str, str, Identity]]) 
                 )
                 for name, role, identity in institutions
             )
-        )
+        ),
+        research_k_min=research_k_min,
     )
 
 

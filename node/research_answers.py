@@ -23,7 +23,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
@@ -33,13 +33,13 @@ from medledger.chain.app import StateReader
 from medledger.chain.errors import InvalidTxError, MempoolFullError, StaleTxError
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.txbuilder import sign_tx
-from medledger.chain.types import compute_tx_id
+from medledger.chain.types import TxId, compute_tx_id
 from medledger.chain.validation import decode_tx
 from medledger.crypto import HASH_SIZE, Identity
 from medledger.health import state as st
 from medledger.health.errors import HealthError
 from medledger.health.research_client import build_post_answer
-from medledger.health.research_compute import PatientFacts, compute_answer_from_ledger
+from medledger.health.research_compute import FactsCache, compute_answer_from_ledger
 from medledger.health.research_types import QueryState
 from medledger.node.node import Node
 
@@ -52,6 +52,8 @@ ANSWER_SUFFIX: Final = ".tx"
 POLL_S: Final = 2.0
 #: Records whose facts the answerer keeps in memory at most (then it starts again).
 FACTS_CACHE_RECORDS_MAX: Final = 500_000
+#: Committed tx ids noted between two steps of the answerer (a long sync: the rest is opened lazily).
+COMMITTED_NOTED_MAX: Final = 200_000
 #: Queries read per study per step.
 QUERIES_PER_STEP_MAX: Final = 100
 
@@ -112,7 +114,7 @@ def prepare_answer(
     chain_id: str,
     query: QueryState,
     now_ms: int,
-    cache: MutableMapping[bytes, PatientFacts] | None = None,
+    cache: FactsCache | None = None,
 ) -> bytes:
     """The signed answer of this institution to `query`: the saved one, or a new one, saved first."""
     raw = saved.load(query.query_id)
@@ -146,16 +148,20 @@ class ResearchAnswerer:
         #: Queries this node has a saved answer for that the ledger does not hold yet.
         self._unposted: dict[bytes, bytes] = {}
         self._saved_loaded = False
-        #: Each own record's facts by record id (records never change), kept in this process's
-        #: memory only so that a query decrypts only records it has not seen; bounded.
-        self._facts: dict[bytes, PatientFacts] = {}
+        #: Own records' facts and each patient's own records, in this process's memory only; filled
+        #: as own records are committed, so that a query opens none of them (bounded).
+        self._facts = FactsCache(FACTS_CACHE_RECORDS_MAX)
+        #: Ids of txs committed since the last step: own new records among them are opened then.
+        self._committed: list[TxId] = []
         #: Queries found that ask this institution, not yet computed (in order).
         self._to_answer: list[QueryState] = []
         #: Its own worker thread, shut down (waited for) before the node closes its store.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="research-answer")
 
     def note_committed(self, executed: ExecutedBlock) -> None:
-        """A commit listener (`Node.commit_listeners`): wake the follower."""
+        """A commit listener (`Node.commit_listeners`): note the block's txs and wake the follower."""
+        if len(self._committed) < COMMITTED_NOTED_MAX:  # past it, a query opens the rest itself
+            self._committed.extend(executed.tx_ids)
         self._woken.set()
 
     def _new_queries(self, state: StateReader) -> list[QueryState]:
@@ -183,11 +189,11 @@ class ResearchAnswerer:
                 if raw is not None:
                     self._unposted[query_id] = raw
             self._saved_loaded = True
+        committed, self._committed = self._committed, []
+        self._facts.warm(state, self.node.identity, committed)
         self._to_answer.extend(self._new_queries(state))
         while self._to_answer:
             query = self._to_answer[0]
-            if len(self._facts) > FACTS_CACHE_RECORDS_MAX:
-                self._facts.clear()
             if st.get_answer(state, query.query_id, self.me) is None:
                 try:
                     self._unposted[query.query_id] = prepare_answer(

@@ -35,7 +35,6 @@ from medledger.health.research_types import (
     EPSILON_TOTAL_MICRO_MAX,
     ETHICS_REF_LENGTH_MAX,
     GROUP_NONE,
-    RESEARCH_K_MAX,
     STUDY_TEMPLATES_MAX,
     STUDY_TITLE_LENGTH_MAX,
     TEMPLATE_CODES_MAX,
@@ -49,7 +48,7 @@ from medledger.health.research_types import (
     StudyState,
     SubmitQueryBody,
 )
-from medledger.health.types import ROLE_RESEARCH
+from medledger.health.types import RESEARCH_K_MAX, ROLE_RESEARCH
 from medledger.node.auth import Access, add_route
 from medledger.node.errors import BadRequestError
 from medledger.node.health_api import (

@@ -18,7 +18,6 @@ from medledger.health.research_types import (
     GROUP_NONE,
     GROUPINGS,
     QUERY_INSTITUTIONS_MAX,
-    RESEARCH_K_MAX,
     STUDY_TEMPLATES_MAX,
     STUDY_TITLE_LENGTH_MAX,
     TEMPLATE_CODES_MAX,
@@ -28,6 +27,7 @@ from medledger.health.research_types import (
     QueryState,
     StudyState,
 )
+from medledger.health.types import RESEARCH_K_MAX
 from medledger.node.health_api import WriteStatus
 from medledger.node.research_api import QUERY_REQUEST_BYTES_MAX, STUDY_REQUEST_BYTES_MAX
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from medledger.chain.types import Genesis, Validator, ValidatorSet
 from medledger.crypto import Identity, save_identity
+from medledger.health.types import RESEARCH_K_MIN_DEFAULT
 from medledger.node.config import API_TOKEN_FILE, CONFIG_FILE, render_config
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.genesis_file import save_genesis
@@ -81,6 +82,7 @@ def create_testnet(
     names: Sequence[str] | None = None,
     roles: Sequence[str] | None = None,
     tls: bool = False,
+    research_k_min: int = RESEARCH_K_MIN_DEFAULT,
 ) -> list[TestnetNode]:
     """Homes `out/<name>` for validators `validator0..` and observers `observer0..`, one genesis.
 
@@ -88,6 +90,7 @@ def create_testnet(
     role: the genesis registers every validator as an institution (its node key is its identity)
     Every home gets an API token; with `tls` each node also gets a self-signed certificate.
     Each node takes three ports: API, p2p and operations (`base_port + 3i`, `+1`, `+2`).
+    `research_k_min` is the health network's research small-cell threshold (ADR 0019).
     """
     if validators < 1:
         raise ConfigError("a testnet needs at least one validator")
@@ -117,7 +120,9 @@ def create_testnet(
     ]
     app_state = b""
     if app == "health":
-        app_state = compute_health_app_state([(n.name, n.role, n.identity) for n in nodes if n.validator])
+        app_state = compute_health_app_state(
+            [(n.name, n.role, n.identity) for n in nodes if n.validator], research_k_min=research_k_min
+        )
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ms=time.time_ns() // 1_000_000,

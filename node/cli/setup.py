@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from medledger.health.types import ROLES
+from medledger.health.types import RESEARCH_K_MAX, RESEARCH_K_MIN_DEFAULT, RESEARCH_K_MIN_LOWEST, ROLES
 from medledger.node.cli._common import DEFAULT_API_PORT, passphrase_file_option, reports_errors
 from medledger.node.config import API_TOKEN_FILE, APPS, ENV_PASSPHRASE, OPS_PORT_DEFAULT
 from medledger.node.home import PASSPHRASE_FILE, init_home
@@ -134,6 +134,13 @@ def init(
     help="With --app health: institution roles, comma-separated, repeated over the validators.",
 )
 @click.option("--tls", is_flag=True, help="Give each node a self-signed certificate; APIs serve TLS.")
+@click.option(
+    "--research-k-min",
+    type=click.IntRange(RESEARCH_K_MIN_LOWEST, RESEARCH_K_MAX),
+    default=RESEARCH_K_MIN_DEFAULT,
+    show_default=True,
+    help="With --app health: the smallest cell any research answer may show (a network policy).",
+)
 @reports_errors
 def testnet(
     validators: int,
@@ -145,6 +152,7 @@ def testnet(
     app: str,
     roles: str,
     tls: bool,
+    research_k_min: int,
 ) -> None:
     """Create node homes for a local network sharing one genesis (loopback ports)."""
     cycle = [r.strip() for r in roles.split(",") if r.strip()] or ["clinic"]
@@ -158,6 +166,7 @@ def testnet(
         app=app,
         roles=[cycle[i % len(cycle)] for i in range(validators)] if app == "health" else None,
         tls=tls,
+        research_k_min=research_k_min,
     )
     for node in nodes:
         role = "validator" if node.validator else "observer"

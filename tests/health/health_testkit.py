@@ -24,6 +24,7 @@ from medledger.health.app import HealthApp, encode_genesis
 from medledger.health.client import SignedTx
 from medledger.health.events import LedgerEvent, compute_block_events
 from medledger.health.types import (
+    RESEARCH_K_MIN_DEFAULT,
     ROLE_CLINIC,
     ROLE_HOSPITAL,
     ROLE_INSURER,
@@ -93,7 +94,11 @@ class Ledger:
     """One node's view of a health chain, in memory: genesis, then a block per submitted tx."""
 
     def __init__(
-        self, institutions: dict[str, str] | None = None, *, layout: int = STATE_LAYOUT_LATEST
+        self,
+        institutions: dict[str, str] | None = None,
+        *,
+        layout: int = STATE_LAYOUT_LATEST,
+        research_k_min: int = RESEARCH_K_MIN_DEFAULT,
     ) -> None:
         roles = INSTITUTION_ROLES if institutions is None else institutions
         self.app = HealthApp()
@@ -106,7 +111,9 @@ class Ledger:
             CHAIN_ID,
             GENESIS_TIME_MS,
             self.validators,
-            encode_genesis(HealthGenesis(tuple(self.institutions.values()), layout)),
+            encode_genesis(
+                HealthGenesis(tuple(self.institutions.values()), layout), research_k_min=research_k_min
+            ),
         )
         execution = self.app.init_state(genesis)
         self._write(execution.writes)

@@ -29,7 +29,6 @@ from medledger.health.research_types import (
     GROUP_AGE_BAND,
     GROUP_NONE,
     GROUP_SEX,
-    RESEARCH_K_MIN_DEFAULT,
     STUDY_TTL_MS_MAX,
     TEMPLATE_COUNT,
     TEMPLATE_COUNT_IN_RANGE,
@@ -54,6 +53,7 @@ from medledger.health.types import (
     KIND_POST_ANSWER,
     KIND_REGISTER_STUDY,
     KIND_SUBMIT_QUERY,
+    RESEARCH_K_MIN_DEFAULT,
     compute_patient_id,
 )
 
@@ -232,13 +232,6 @@ def test_invalid_study_expiry(world: World) -> None:
     )
     far = ledger.next_time_ms + STUDY_TTL_MS_MAX + 1
     world.rejected("research", KIND_REGISTER_STUDY, study_body(ledger, expires_ms=far), "health.expiry")
-
-
-def test_a_network_that_raised_k_refuses_a_study_below_it(world: World) -> None:
-    # The network's k is a policy on the ledger (`h1/rkmin`; ADR 0019), here set to 20.
-    world.ledger.state.data[b"h1/rkmin"] = (20).to_bytes(8, "big")
-    world.rejected("research", KIND_REGISTER_STUDY, study_body(world.ledger, k_min=11), "health.study_k")
-    world.ok("research", KIND_REGISTER_STUDY, study_body(world.ledger, k_min=20))
 
 
 def test_invalid_study_replayed(world: World) -> None:
