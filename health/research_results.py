@@ -231,4 +231,34 @@ def render_histogram_html(result: QueryResult, title: str) -> str:
     )
 
 
-__all__ = ["QueryResult", "ResultCell", "combine_answers", "render_histogram_html", "render_histogram_svg"]
+def format_result_lines(result: Mapping[str, Any]) -> list[str]:
+    """A combined result as the API serves it (`GET /v1/health/institution/queries/{id}`), in
+    lines for a terminal: what was asked, the noise, who answered, each cell (value or
+    "suppressed"; "partial" where some institutions suppressed it). Used by `medledger research
+    result` and the demo."""
+    lines = [
+        f"{result['code']} by {result['grouping']} ({result['kind']}), "
+        f"data as of block {result['as_of_height']}",
+        f"noise: {result['mechanism']}, ε {result['epsilon']:g} per answer, "
+        f"sd {result['noise_sd']:.2f} per cell",
+        f"answered: {', '.join(i['name'] or i['key'][:16] for i in result['answered']) or 'nobody yet'}",
+    ]
+    if result["pending"]:
+        lines.append(f"pending: {', '.join(i['name'] or i['key'][:16] for i in result['pending'])}")
+    for cell in result["cells"]:
+        if result["grouping"] == "year" and cell["status"] == "suppressed":
+            continue  # 201 years: only those with a value
+        value = "suppressed" if cell["value"] is None else f"{cell['value']:.1f}"
+        mark = " (partial: suppressed at some institutions)" if cell["status"] == "partial" else ""
+        lines.append(f"  {cell['label']:>8}  {value}{mark}")
+    return lines
+
+
+__all__ = [
+    "QueryResult",
+    "ResultCell",
+    "combine_answers",
+    "format_result_lines",
+    "render_histogram_html",
+    "render_histogram_svg",
+]

@@ -109,6 +109,8 @@ _INSTITUTION = LAYOUT_PREFIX + b"inst/"
 _PATIENT = LAYOUT_PREFIX + b"pat/"
 _PATIENT_BY_KEY = LAYOUT_PREFIX + b"patkey/"
 _RECORD = LAYOUT_PREFIX + b"rec/"
+#: The prefix of the records' keys (prefix + record id): for a node that scans its own store.
+RECORD_KEY_PREFIX: Final = _RECORD
 _RECORD_BY_NONCE = LAYOUT_PREFIX + b"rnonce/"
 _PATIENT_RECORD_COUNT = LAYOUT_PREFIX + b"precn/"
 _PATIENT_RECORD = LAYOUT_PREFIX + b"prec/"

@@ -61,6 +61,7 @@ from medledger.node.demo_events import (
     find_mosquitto,
     pick_free_port,
 )
+from medledger.node.demo_research import run_research_story
 from medledger.node.errors import ConfigError, NodeError
 from medledger.node.home import write_secret_file
 from medledger.node.mqtt_acl import build_broker_access, get_node_username, save_broker_access
@@ -335,6 +336,9 @@ def run_scenario(
     try:
         _run_story(clients, clinic, hospital, patient, notifications, echo)
         _run_insurer_story(clients, roles, patient, notifications, echo)
+        echo("")
+        echo("The research story: a study, opt-ins, a federated histogram (node/demo_research.py):")
+        run_research_story(clients, roles, patient, echo)
     except BaseException:
         notifications.stop()
         raise

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import click
 
+from medledger.health.research_results import format_result_lines
 from medledger.node.cli._common import fail, home_option, json_option, reports_errors
 from medledger.node.config import load_config
 from medledger.node.run import api_address_path
@@ -201,25 +202,6 @@ def query(
     click.echo(answer["query_id"])
 
 
-def _format_result(result: dict[str, Any]) -> list[str]:
-    lines = [
-        f"{result['code']} by {result['grouping']} ({result['kind']}), "
-        f"data as of block {result['as_of_height']}",
-        f"noise: {result['mechanism']}, ε {result['epsilon']:g} per answer, "
-        f"sd {result['noise_sd']:.2f} per cell",
-        f"answered: {', '.join(i['name'] or i['key'][:16] for i in result['answered']) or 'nobody yet'}",
-    ]
-    if result["pending"]:
-        lines.append(f"pending: {', '.join(i['name'] or i['key'][:16] for i in result['pending'])}")
-    for cell in result["cells"]:
-        if result["grouping"] == "year" and cell["status"] == "suppressed":
-            continue  # 201 years: only those with a value
-        value = "suppressed" if cell["value"] is None else f"{cell['value']:.1f}"
-        mark = " (partial: suppressed at some institutions)" if cell["status"] == "partial" else ""
-        lines.append(f"  {cell['label']:>8}  {value}{mark}")
-    return lines
-
-
 @research.command("result")
 @click.argument("query_id")
 @click.option(
@@ -252,5 +234,5 @@ def result(api: NodeApi, query_id: str, wait_s: float, html_file: Path | None, a
     if as_json:
         click.echo(json.dumps(combined, indent=2))
     else:
-        for line in _format_result(combined):
+        for line in format_result_lines(combined):
             click.echo(line)

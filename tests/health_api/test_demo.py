@@ -12,6 +12,12 @@ from pathlib import Path
 
 from mosquitto_harness import ensure_mosquitto
 
+from medledger.health.research_types import AGE_BANDS
+from medledger.node.demo_research import COHORT
+
+#: Each synthetic patient's age, in the order the demo makes them.
+COHORT_PATIENTS = [age for age, count in COHORT.items() for _ in range(count)]
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -26,6 +32,33 @@ def run_demo(home: Path, *extra: str) -> tuple[int, str]:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
     return proc.returncode, output.decode()
+
+
+def check_research_story(text: str) -> None:
+    """The study over 300 synthetic patients: the combined histogram as the institute sees it,
+    the empty and small bands suppressed (and 80-89 with them, complementarily), the others
+    noised near the truth, the budget charged on the ledger, and no identifier printed."""
+    research = text.split("The research story:", 1)[1].split("The patient's notifications:", 1)[0]
+    assert f"{len(COHORT_PATIENTS)} synthetic patients registered and opted in" in research, research
+    assert "answered: " in research
+    assert set(re.search(r"answered: (.*)", research)[1].split(", ")) == {"clinic", "hospital"}  # type: ignore[index]
+    cells = dict(re.findall(r"^\s+(\d+-\d+|90\+)\s+(suppressed|\d+\.\d)$", research, re.MULTILINE))
+    assert set(cells) == set(AGE_BANDS), research
+    suppressed = {band for band, value in cells.items() if value == "suppressed"}
+    # 0-9 and 10-19 are empty, 90+ holds 6 (< k = 11): their total 6 would be below k, so the
+    # smallest shown band, 80-89 (19 at the clinic), is suppressed with them.
+    assert suppressed == {"0-9", "10-19", "80-89", "90+"}, research
+    truth = {band: 0 for band in AGE_BANDS}
+    for index, age in enumerate(COHORT_PATIENTS):
+        truth[f"{age // 10 * 10}-{age // 10 * 10 + 9}"] += 1 if index % 2 else 2  # clinic (+ hospital)
+    for band, value in cells.items():
+        if band not in suppressed:
+            # Discrete Laplace, b = 1 per answer, two answers: off by more than 30 has probability ~1e-12.
+            assert abs(float(value) - truth[band]) <= 30, (band, value, truth[band])
+    assert "noise: discrete Laplace, ε 1 per answer, sd 2.00 per cell" in research
+    assert "remaining budget, on the ledger for every node: ε = 1 of 3" in research
+    assert "1 query their data could have entered" in research
+    assert not re.search(r"[0-9a-f]{17,}", research), research  # ids only as 16-hex prefixes
 
 
 def is_listening(port: int) -> bool:
@@ -93,6 +126,7 @@ def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp
     ] * 2 + ["claim.decided"], text
     assert "[filled from the ledger]" not in insurer_story, text
     assert "The patient's notifications: 17 shown, 17 of them delivered live by the broker" in text
+    check_research_story(text)
 
     # Through the real broker: the patient's derived user connected and subscribed to a patient
     # topic (a token, not their id), and the patient's node published as its own user.
