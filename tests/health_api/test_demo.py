@@ -50,7 +50,8 @@ def check_research_story(text: str) -> None:
     assert suppressed == {"0-9", "10-19", "80-89", "90+"}, research
     truth = {band: 0 for band in AGE_BANDS}
     for index, age in enumerate(COHORT_PATIENTS):
-        truth[f"{age // 10 * 10}-{age // 10 * 10 + 9}"] += 1 if index % 2 else 2  # clinic (+ hospital)
+        band = "90+" if age >= 90 else f"{age // 10 * 10}-{age // 10 * 10 + 9}"
+        truth[band] += 1 if index % 2 else 2  # the clinic's record (and every other at the hospital)
     for band, value in cells.items():
         if band not in suppressed:
             # Discrete Laplace, b = 1 per answer, two answers: off by more than 30 has probability ~1e-12.
@@ -76,7 +77,7 @@ def test_demo_once_runs_the_scenario_with_notifications_and_stops_everything(tmp
     assert "4 institutions up" in text
     assert "the patient granted inquiry" in text
     assert "the patient reads the sealed reason: 'referral for a diabetes follow-up'" in text
-    trail = text.split("audit trail", 1)[1]
+    trail = text.split("audit trail", 1)[1].split("The research story:", 1)[0]
     events = [line.split()[4] for line in trail.splitlines()[2:] if line.strip()[:1].isdigit()]
     consent_story = ["inquiry", "grant", "read", "read"]
     claim_story = ["consent", "claim_filed", "read", "claim_read", "read", "claim_read", "claim_decided"]
