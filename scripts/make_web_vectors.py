@@ -84,6 +84,7 @@ from medledger.crypto import envelope as crypto_envelope
 from medledger.crypto.signing import FINGERPRINT_HEX_CHARS
 from medledger.health import blobs as health_blobs
 from medledger.health import claim_seal, claims_client, claims_types, client, records, types
+from medledger.health.app import encode_genesis
 from medledger.health.auth import build_authorization, compute_request_signing_input
 from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
 from medledger.health.reasons import open_reason
@@ -159,6 +160,7 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     blobstore.BlobManifest,
     types.Institution,
     types.HealthGenesis,
+    types.HealthGenesisWithPolicy,
     PatientState,
     RecordState,
     InquiryState,
@@ -885,10 +887,23 @@ def _light_client_vectors(txs: list[bytes]) -> dict[str, Any]:
         )
     proof = compute_merkle_proof([compute_tx_id(t) for t in txs[:3]], 1)
     assert verify_tx_inclusion(make_block(1, genesis.hash(), txs[:3], first, first).header, txs[1], proof)
+    # A genesis that sets a network policy (its research k; health/app.py): the page reads it too.
+    clinic = signers[0].public
+    with_policy = Genesis(
+        CHAIN_ID,
+        TIME_MS,
+        first,
+        encode_genesis(
+            types.HealthGenesis((types.Institution("Clinic", "clinic", clinic.sign_key, clinic.enc_key),)),
+            research_k_min=20,
+        ),
+    )
     return {
         "inclusion": {"block": 0, "tx_index": 1, "path": [h.hex() for h in proof.path]},
         "genesis": encode(genesis).hex(),
         "genesis_hash": genesis.hash().hex(),
+        "genesis_with_policy": encode(with_policy).hex(),
+        "genesis_with_policy_hash": with_policy.hash().hex(),
         "blocks": blocks,
         "final_validators_hash": second.hash().hex(),
         "refusals": refusals,

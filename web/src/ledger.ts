@@ -38,6 +38,7 @@ import {
   type GrantTerms,
   type HealthGenesis,
   HealthGenesisSchema,
+  HealthGenesisWithPolicySchema,
   type Institution,
   type InquiryState,
   AmendClaimBodySchema,
@@ -151,6 +152,24 @@ export interface BlockItem {
   readonly nextValidators: Uint8Array;
 }
 
+/**
+ * The health genesis: `HealthGenesis`, or `HealthGenesisWithPolicy` when the network set a policy
+ * such as its research small-cell threshold (health/app.py `decode_genesis_with_policy`; the page
+ * needs only the institutions and the layout).
+ */
+function decodeHealthGenesis(appState: Uint8Array): HealthGenesis {
+  try {
+    return decodeChecked(HealthGenesisSchema, appState, BLOCK_BYTES_MAX);
+  } catch (plain) {
+    try {
+      const withPolicy = decodeChecked(HealthGenesisWithPolicySchema, appState, BLOCK_BYTES_MAX);
+      return { institutions: withPolicy.institutions, layout: withPolicy.layout };
+    } catch {
+      throw plain;
+    }
+  }
+}
+
 export class VerifiedLedger {
   head: TrustedHead;
   readonly genesis: Genesis;
@@ -177,7 +196,7 @@ export class VerifiedLedger {
     this.head = head;
     // An empty app state is a health chain without institutions (health/types.py HealthGenesis).
     const app: HealthGenesis = genesis.app_state.length
-      ? decodeChecked(HealthGenesisSchema, genesis.app_state, BLOCK_BYTES_MAX)
+      ? decodeHealthGenesis(genesis.app_state)
       : { institutions: [], layout: 2n };
     this.institutions = new Map(app.institutions.map((i) => [toHex(i.sign_key), i]));
   }

@@ -629,6 +629,20 @@ export const HealthGenesisSchema: Schema<HealthGenesis> = schema<HealthGenesis>(
   },
 );
 
+export interface HealthGenesisWithPolicy {
+  readonly institutions: readonly Institution[];
+  readonly layout: bigint;
+  readonly research_k_min: bigint;
+}
+export const HealthGenesisWithPolicySchema: Schema<HealthGenesisWithPolicy> = schema<HealthGenesisWithPolicy>(
+  "HealthGenesisWithPolicy",
+  {
+    institutions: seq(struct(InstitutionSchema), 1024),
+    layout: uint(4n, 2n),
+    research_k_min: uint(1000n, 2n),
+  },
+);
+
 export interface PatientState {
   readonly enc_key: Uint8Array;
   readonly height: bigint;

@@ -23,6 +23,11 @@ function followed(): VerifiedLedger {
 }
 
 describe("the verified ledger", () => {
+  it("reads the institutions of a genesis that sets a network policy (its research k)", () => {
+    const ledger = VerifiedLedger.fromGenesis(fromHex(lc.genesis_with_policy), fromHex(lc.genesis_with_policy_hash));
+    assert.deepEqual([...ledger.institutions.values()].map((i) => i.name), ["Clinic"]);
+  });
+
   it("indexes every tx of the verified blocks, with its block and time", () => {
     const ledger = followed();
     assert.equal(ledger.head.height, BigInt(lc.blocks.length));

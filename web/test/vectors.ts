@@ -68,6 +68,8 @@ export interface Vectors {
     inclusion: { block: number; tx_index: number; path: readonly string[] };
     genesis: string;
     genesis_hash: string;
+    genesis_with_policy: string;
+    genesis_with_policy_hash: string;
     blocks: readonly { block: string; commit: string; next_validators: string | null }[];
     final_validators_hash: string;
     refusals: readonly { why: string; block: string; commit: string; next_validators: string | null; what: string }[];
