@@ -463,24 +463,23 @@ def test_facts_filled_at_commit_answer_exactly_as_reading_the_ledger_afresh() ->
     )
     study_id = ledger.submit_ok(ledger.sign(research_client.build_register_study, research, study)).tx_id
     cache = FactsCache()
-    record_ids: dict[str, bytes] = {}
-    for i in range(12):
-        name = f"cached-{i}"
+
+    def join_with_record(name: str, birth: str, sex: str) -> bytes:
         patient = make_identity(name)
         patient_id = compute_patient_id(patient.public.sign_key)
         ledger.submit_ok(ledger.sign(client.build_register_patient, patient))
         ledger.submit_ok(ledger.sign(research_client.build_join_study, patient, study_id, patient_id))
         record = encrypt_record(
-            patient_bundle("1950-01-01", "female", condition()),
+            patient_bundle(birth, sex, condition()),
             patient_id=patient_id,
             author=clinic.public.sign_key,
             readers=[patient.public.enc_key, clinic.public.enc_key],
         )
-        record_ids[name] = ledger.submit_ok(
-            ledger.sign(client.build_add_record, clinic, patient_id, record)
-        ).tx_id
-    assert cache.warm(ledger.state, clinic, list(record_ids.values())) == 12
-    assert cache.warm(ledger.state, clinic, list(record_ids.values())) == 0  # each opened once
+        return ledger.submit_ok(ledger.sign(client.build_add_record, clinic, patient_id, record)).tx_id
+
+    record_ids = [join_with_record(f"cached-{i}", "1950-01-01", "female") for i in range(12)]
+    assert cache.warm(ledger.state, clinic, record_ids) == 12
+    assert cache.warm(ledger.state, clinic, record_ids) == 0  # each opened once
     before = ledger.height
 
     # After the fill: one record corrected (now male, born 1990), one more patient's record added.
@@ -491,22 +490,12 @@ def test_facts_filled_at_commit_answer_exactly_as_reading_the_ledger_afresh() ->
         patient_id=patient_id,
         author=clinic.public.sign_key,
         readers=[patient.public.enc_key, clinic.public.enc_key],
-        supersedes=record_ids["cached-0"],
+        supersedes=record_ids[0],
     )
     ledger.submit_ok(
-        ledger.sign(client.build_supersede_record, clinic, patient_id, record_ids["cached-0"], correction)
+        ledger.sign(client.build_supersede_record, clinic, patient_id, record_ids[0], correction)
     )
-    late = make_identity("cached-late")
-    late_id = compute_patient_id(late.public.sign_key)
-    ledger.submit_ok(ledger.sign(client.build_register_patient, late))
-    ledger.submit_ok(ledger.sign(research_client.build_join_study, late, study_id, late_id))
-    added = encrypt_record(
-        patient_bundle("1970-01-01", "other", condition()),
-        patient_id=late_id,
-        author=clinic.public.sign_key,
-        readers=[late.public.enc_key, clinic.public.enc_key],
-    )
-    ledger.submit_ok(ledger.sign(client.build_add_record, clinic, late_id, added))
+    join_with_record("cached-late", "1970-01-01", "other")
 
     for as_of, sexes in ((before, ["female"] * 12), (ledger.height, ["female"] * 11 + ["male", "other"])):
         body = SubmitQueryBody(
