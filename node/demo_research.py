@@ -22,7 +22,7 @@ import base64
 import datetime
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from medledger.crypto import Identity
 from medledger.errors import MedledgerError
@@ -30,6 +30,7 @@ from medledger.health import client, research_client
 from medledger.health.research_results import format_result_lines
 from medledger.health.sdk import PatientClient
 from medledger.health.types import compute_patient_id
+from medledger.node.demo_claims import InstitutionApi
 
 #: The synthetic cohort: how many patients of each age band the clinic holds records of (the
 #: hospital holds every other one of them). 0-9 and 10-19 are empty; 90+ is below k.
@@ -43,13 +44,6 @@ BATCH: Final = 200
 RESULT_TIMEOUT_S: Final = 120.0
 POLL_S: Final = 0.25
 _MICRO: Final = 1_000_000
-
-
-class InstitutionApi(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def call(self, method: str, path: str, body: Any = None) -> Any: ...
 
 
 class ResearchDemoError(MedledgerError):
