@@ -83,7 +83,17 @@ from medledger.crypto import (
 from medledger.crypto import envelope as crypto_envelope
 from medledger.crypto.signing import FINGERPRINT_HEX_CHARS
 from medledger.health import blobs as health_blobs
-from medledger.health import claim_seal, claims_client, claims_types, client, records, types
+from medledger.health import (
+    claim_seal,
+    claims_client,
+    claims_types,
+    client,
+    records,
+    research,
+    research_client,
+    research_types,
+    types,
+)
 from medledger.health.app import encode_genesis
 from medledger.health.auth import build_authorization, compute_request_signing_input
 from medledger.health.preview import PURPOSE_WORDS, RECORD_TYPE_WORDS
@@ -179,6 +189,14 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     claims_types.ClaimReadReceiptBody,
     claims_types.ClaimState,
     claims_types.ClaimDecision,
+    # Research (issue 13): the studies the page lists, the opt-ins it signs, the queries it shows.
+    research_types.QueryTemplate,
+    research_types.RegisterStudyBody,
+    research_types.StudyMembershipBody,
+    research_types.QueryParams,
+    research_types.SubmitQueryBody,
+    research_types.AnswerCell,
+    research_types.PostAnswerBody,
 )
 
 #: Code lists named in schemas (a `Text(allowed=...)` that is one of these refers to it by name).
@@ -193,6 +211,12 @@ CODE_LISTS: Final[dict[str, frozenset[str]]] = {
     "SECURITY_LABELS": claims_types.SECURITY_LABELS,
     "OUTCOMES": claims_types.OUTCOMES,
     "CLAIM_STATUSES": claims_types.CLAIM_STATUSES,
+    "AUTHOR_ROLES": types.AUTHOR_ROLES,
+    "TEMPLATE_KINDS": research_types.TEMPLATE_KINDS,
+    "RANGED_TEMPLATE_KINDS": research_types.RANGED_TEMPLATE_KINDS,
+    "GROUPINGS": research_types.GROUPINGS,
+    "CELL_LABELS": research_types.CELL_LABELS,
+    "CELL_STATUSES": research_types.CELL_STATUSES,
 }
 
 CONSTANTS: Final[dict[str, int | str | bytes]] = {
@@ -258,6 +282,15 @@ CONSTANTS: Final[dict[str, int | str | bytes]] = {
     "CLAIM_RESPONSE_AD_DOMAIN": claim_seal.CLAIM_RESPONSE_AD_DOMAIN,
     "CLAIM_PAD_BYTES": claim_seal.CLAIM_PAD_BYTES,
     "CONSENT_TTL_MS_MAX": claims_types.CONSENT_TTL_MS_MAX,
+    "KIND_REGISTER_STUDY": types.KIND_REGISTER_STUDY,
+    "KIND_JOIN_STUDY": types.KIND_JOIN_STUDY,
+    "KIND_LEAVE_STUDY": types.KIND_LEAVE_STUDY,
+    "KIND_SUBMIT_QUERY": types.KIND_SUBMIT_QUERY,
+    "KIND_POST_ANSWER": types.KIND_POST_ANSWER,
+    "QUERY_DIGEST_DOMAIN": research_types.QUERY_DIGEST_DOMAIN,
+    "STUDY_QUERIES_MAX": research_types.STUDY_QUERIES_MAX,
+    "TEMPLATE_HISTOGRAM": research_types.TEMPLATE_HISTOGRAM,
+    "GROUP_NONE": research_types.GROUP_NONE,
     "AMENDMENT_TEXT_AD_DOMAIN": AMENDMENT_TEXT_AD_DOMAIN,
     "AMENDMENT_TEXT_LENGTH_MAX": AMENDMENT_TEXT_LENGTH_MAX,
     "AMENDMENT_TEXT_BYTES_MAX": AMENDMENT_TEXT_BYTES_MAX,
@@ -1074,6 +1107,18 @@ def compute_vectors() -> dict[str, Any]:
             client.build_revoke(representative, grant_id, **common(7)),
         ),
         *_grant_in_parts_vectors(patient, hospital, inquiry_id, common(9), common(10)),
+        _tx_vector(
+            "join_study",
+            "patient",
+            {"study_id": STUDY_ID.hex(), "patient_id": patient_id.hex()},
+            research_client.build_join_study(patient, STUDY_ID, patient_id, **common(40)),
+        ),
+        _tx_vector(
+            "leave_study",
+            "representative",
+            {"study_id": STUDY_ID.hex(), "patient_id": patient_id.hex()},
+            research_client.build_leave_study(representative, STUDY_ID, patient_id, **common(41)),
+        ),
     ]
     signatures = []
     for i, message in enumerate((b"", b"medledger", bytes(range(256)) * 4)):
@@ -1218,6 +1263,71 @@ def compute_vectors() -> dict[str, Any]:
         "request_auth": _request_auth_vectors(patient, representative, patient_id),
         "attachments": [_attachment_vector(record, patient, bytes.fromhex(record_vector["record_key"]))],
         "claims": _claim_vectors(patient, clinic, insurer),
+        "research": _research_vectors(clinic, hospital),
+    }
+
+
+#: The study the research vectors name (a tx id as the ledger would give it).
+STUDY_ID: Final = digest(b"web-vectors/study-id")
+
+
+def _research_vectors(clinic: Identity, hospital: Identity) -> dict[str, Any]:
+    """A study's registration and two queries as signed, with each query's digest (what makes two
+    queries the same query, `research.compute_query_digest`) and charge."""
+    study = research_types.RegisterStudyBody(
+        title="Diabète et âge : une cohorte fédérée",
+        ethics_ref="IRB-2026-0113",
+        templates=(
+            research_types.QueryTemplate(
+                "by-age",
+                research_types.TEMPLATE_HISTOGRAM,
+                ("sct:44054006",),
+                ("age_band", "sex"),
+                0,
+                0,
+                1_000_000,
+                0,
+            ),
+            research_types.QueryTemplate(
+                "hba1c", research_types.TEMPLATE_MEAN, ("loinc:4548-4",), (), 3_000, 15_000, 500_000, 1_000
+            ),
+        ),
+        epsilon_total_micro=4_000_000,
+        delta_total_pico=10_000,
+        k_min=11,
+        expires_ms=TIME_MS + 30 * 24 * 3600 * 1000,
+    )
+    institutions = tuple(sorted((clinic.public.sign_key, hospital.public.sign_key)))
+    queries = [
+        research_types.SubmitQueryBody(
+            STUDY_ID,
+            "by-age",
+            research_types.QueryParams("sct:44054006", "age_band", 0, 0),
+            institutions,
+            1_000_000,
+            0,
+            7,
+        ),
+        research_types.SubmitQueryBody(
+            STUDY_ID,
+            "hba1c",
+            research_types.QueryParams("loinc:4548-4", "none", 5_000, 9_500),
+            institutions[:1],
+            250_000,
+            500,
+            9,
+        ),
+    ]
+    return {
+        "study": encode(study).hex(),
+        "queries": [
+            {
+                "body": encode(query).hex(),
+                "digest": research.compute_query_digest(query).hex(),
+                "charge": [str(c) for c in research.compute_query_charge(query)],
+            }
+            for query in queries
+        ],
     }
 
 

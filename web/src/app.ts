@@ -14,6 +14,7 @@ import { buildRequestAmendment } from "./rights.js";
 import { renderClaims } from "./screens/claims.js";
 import { renderGrants, renderRequests, type ConsentHooks } from "./screens/consent.js";
 import { renderHistory, renderRepresentatives } from "./screens/history.js";
+import { renderResearch } from "./screens/research.js";
 import { exportBundle, renderRecords } from "./screens/records.js";
 import { loadGenesisPin, NodeNotBelievedError, openLedger, Session } from "./session.js";
 import { buildRegisterPatient, buildRequestRecords, computePatientId } from "./txs.js";
@@ -21,7 +22,7 @@ import { buildRegisterPatient, buildRequestRecords, computePatientId } from "./t
 /** Bits of an event number below its block height (health/events.py TX_INDEX_BITS + EVENT_INDEX_BITS). */
 const EVENT_SEQ_HEIGHT_SHIFT = 24n;
 
-const SCREENS = ["records", "requests", "grants", "claims", "history", "representatives"] as const;
+const SCREENS = ["records", "requests", "grants", "claims", "research", "history", "representatives"] as const;
 
 let current: { session: Session; live: LiveStream | null; hooks: ConsentHooks } | null = null;
 
@@ -110,6 +111,7 @@ function render(session: Session, hooks: ConsentHooks): void {
   renderRequests(element("requests"), session, hooks);
   renderGrants(element("grants"), session, hooks);
   renderClaims(element("claims"), session, hooks);
+  renderResearch(element("research"), session, hooks);
   renderHistory(element("history"), session);
   renderRepresentatives(element("representatives"), session, hooks);
   const pending = snapshot.inquiries.filter((i) => i.state.status === "open" && i.state.expires_ms > session.ledger.head.timeMs).length;

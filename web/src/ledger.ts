@@ -19,6 +19,7 @@
 import { equalBytes, toHex } from "./bytes.js";
 import { encode } from "./codec.js";
 import { decodeChecked } from "./checks.js";
+import { RESEARCH_KINDS } from "./research.js";
 import { LightClientError, type TrustedHead, verifyGenesis, verifyNextBlock } from "./lightclient.js";
 import {
   AcceptAmendmentBodySchema,
@@ -190,6 +191,8 @@ export class VerifiedLedger {
   readonly #revocations = new Map<string, ChainTx[]>();
   /** Claim id (hex) → its amendments, decisions and read receipts, in chain order (any signer). */
   readonly #claimTxs = new Map<string, ChainTx[]>();
+  /** Studies, opt-ins, queries and answers of any patient and study, in chain order (`research.ts`). */
+  readonly #researchTxs: ChainTx[] = [];
 
   private constructor(genesis: Genesis, head: TrustedHead) {
     this.genesis = genesis;
@@ -244,6 +247,7 @@ export class VerifiedLedger {
   }
 
   #index(fact: ChainTx): void {
+    if (RESEARCH_KINDS.includes(fact.tx.kind)) return void this.#researchTxs.push(fact);
     const push = (map: Map<string, ChainTx[]>, key: Uint8Array) => {
       const key_ = toHex(key);
       map.set(key_, [...(map.get(key_) ?? []), fact]);
@@ -610,11 +614,13 @@ export class VerifiedLedger {
   /**
    * The patient's representatives as the verified chain makes them: the rules of
    * `validate_add_representative` / `validate_remove_representative` replayed (only the patient's
-   * own key names or removes one; no self, no duplicate, at most REPRESENTATIVES_MAX).
+   * own key names or removes one; no self, no duplicate, at most REPRESENTATIVES_MAX). With
+   * `before`: as they were just before that tx ran (who could act for the patient in it).
    */
-  computeRepresentatives(patientSignKey: Uint8Array, patientId: Uint8Array): Uint8Array[] {
+  computeRepresentatives(patientSignKey: Uint8Array, patientId: Uint8Array, before?: ChainTx): Uint8Array[] {
     let current: Uint8Array[] = [];
     for (const fact of this.#representativeTxs) {
+      if (before !== undefined && (fact.height > before.height || (fact.height === before.height && fact.index >= before.index))) break;
       if (!equalBytes(fact.tx.sender, patientSignKey)) continue;
       let body: { patient_id: Uint8Array; representative: Uint8Array };
       try {
@@ -629,6 +635,11 @@ export class VerifiedLedger {
       } else if (known) current = current.filter((r) => !equalBytes(r, body.representative));
     }
     return current;
+  }
+
+  /** Every research tx of the verified chain, in chain order (replayed by `research.replayResearch`). */
+  listResearchTxs(): readonly ChainTx[] {
+    return this.#researchTxs;
   }
 
   /** How many record keys a verified grant hands over: its own, or its verified parts' (ADR 0012). */

@@ -8,7 +8,7 @@
  */
 
 import { type NodeApi, NodeError, fromBase64, type Signer } from "./api.js";
-import { fromHex, toHex } from "./bytes.js";
+import { equalBytes, fromHex, toHex } from "./bytes.js";
 import { decodeChecked } from "./checks.js";
 import { DecryptionError, type Identity } from "./crypto.js";
 import { BLOCK_BYTES_MAX, type ChainTx, UnverifiedError, VerifiedLedger } from "./ledger.js";
@@ -16,6 +16,7 @@ import { computeGenesisHash, LightClientError } from "./lightclient.js";
 import { decodeManifest, openAttachment, verifyChunk } from "./attachments.js";
 import { computeRecordBinding, type OpenedRecord, openRecord, RecordVerificationError } from "./records.js";
 import { openReason, ReasonUnreadableError } from "./reasons.js";
+import { replayResearch, type VerifiedStudy } from "./research.js";
 import type { SignedTx } from "./txs.js";
 import { ClaimUnreadableError, describeResponse, type OpenedClaimDocument, openClaim, openClaimResponse } from "./claims.js";
 import {
@@ -25,6 +26,7 @@ import {
   ClaimStateSchema,
   type GrantConsentBody,
   KIND_GRANT_CONSENT,
+  KIND_JOIN_STUDY,
   type AuditEvent,
   AuditEventSchema,
   type BlobManifest,
@@ -102,6 +104,8 @@ export interface Snapshot {
   readonly grants: readonly VerifiedGrant[];
   readonly consents: readonly VerifiedConsent[];
   readonly claims: readonly VerifiedClaim[];
+  /** Every study on the verified chain, with the patient's memberships and the queries covering them. */
+  readonly research: readonly VerifiedStudy[];
   readonly events: readonly VerifiedEvent[];
   readonly refused: readonly Refusal[];
 }
@@ -295,8 +299,35 @@ export class Session {
       }
     }
     const claims = await this.#verifyClaims(events, refused);
-    this.snapshot = { patient, representatives, records, inquiries, grants, consents, claims, events, refused };
+    const research = this.#verifyResearch(events, refused);
+    this.snapshot = { patient, representatives, records, inquiries, grants, consents, claims, research, events, refused };
     return this.snapshot;
+  }
+
+  /**
+   * The studies (issue 13), replayed from the verified chain alone (`research.ts`); the node's audit
+   * trail must hold exactly the opt-ins and withdrawals the replay applied, or the difference is
+   * refused: a trail that hides one, or shows one the rules refused.
+   */
+  #verifyResearch(events: readonly VerifiedEvent[], refused: Refusal[]): VerifiedStudy[] {
+    const signKey = this.identity.public.signKey;
+    const studies = replayResearch({
+      txs: this.ledger.listResearchTxs(),
+      institutions: this.ledger.institutions,
+      patientId: this.patientId,
+      actsForPatient: (sender, fact) =>
+        equalBytes(sender, signKey) || this.ledger.computeRepresentatives(signKey, this.patientId, fact).some((r) => equalBytes(r, sender)),
+    });
+    const applied = new Map<string, ChainTx>();
+    for (const study of studies)
+      for (const span of study.spans) for (const fact of span.left ? [span.joined, span.left] : [span.joined]) applied.set(toHex(fact.txId), fact);
+    const trail = events.filter((e) => e.state.event === "study_joined" || e.state.event === "study_left");
+    for (const event of trail)
+      if (!applied.delete(toHex(event.state.event_id)))
+        refused.push({ what: "study", id: toHex(event.state.event_id), why: `the node's audit trail shows a study ${event.state.event === "study_joined" ? "opt-in" : "withdrawal"} (block ${event.state.height}) the ledger's rules did not apply` });
+    for (const [id, fact] of applied)
+      refused.push({ what: "study", id, why: `the ledger holds your study ${fact.tx.kind === KIND_JOIN_STUDY ? "opt-in" : "withdrawal"} (block ${fact.height}) and the node's audit trail does not show it` });
+    return studies;
   }
 
   /**

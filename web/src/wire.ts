@@ -66,6 +66,15 @@ export const CLAIM_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f636c61
 export const CLAIM_RESPONSE_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f636c61696d2d726573706f6e73652f763100");
 export const CLAIM_PAD_BYTES = 1024;
 export const CONSENT_TTL_MS_MAX = 31622400000;
+export const KIND_REGISTER_STUDY = "health.register_study";
+export const KIND_JOIN_STUDY = "health.join_study";
+export const KIND_LEAVE_STUDY = "health.leave_study";
+export const KIND_SUBMIT_QUERY = "health.submit_query";
+export const KIND_POST_ANSWER = "health.post_answer";
+export const QUERY_DIGEST_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f72657365617263682d71756572792f763100");
+export const STUDY_QUERIES_MAX = 100000;
+export const TEMPLATE_HISTOGRAM = "histogram";
+export const GROUP_NONE = "none";
 export const AMENDMENT_TEXT_AD_DOMAIN = fromHex("6d65646c65646765722f6865616c74682f616d656e646d656e742d746578742f763100");
 export const AMENDMENT_TEXT_LENGTH_MAX = 2000;
 export const AMENDMENT_TEXT_BYTES_MAX = 8000;
@@ -102,6 +111,12 @@ export const CONTEXT_TYPES: readonly string[] = ["Endpoint", "HealthcareService"
 export const SECURITY_LABELS: readonly string[] = ["BH", "COGN", "DVD", "EMOTDIS", "ETH", "GDIS", "HIV", "MH", "MST", "PSY", "PSYTHPN", "R", "SCA", "SDV", "SEX", "SPI", "STD", "SUD", "TBOO", "V"];
 export const OUTCOMES: readonly string[] = ["approved", "denied", "pended"];
 export const CLAIM_STATUSES: readonly string[] = ["approved", "denied", "open", "pended"];
+export const AUTHOR_ROLES: readonly string[] = ["clinic", "hospital"];
+export const TEMPLATE_KINDS: readonly string[] = ["count", "count_in_range", "histogram", "mean"];
+export const RANGED_TEMPLATE_KINDS: readonly string[] = ["count_in_range", "mean"];
+export const GROUPINGS: readonly string[] = ["age_band", "sex", "year"];
+export const CELL_LABELS: readonly string[] = ["0-9", "10-19", "1900", "1901", "1902", "1903", "1904", "1905", "1906", "1907", "1908", "1909", "1910", "1911", "1912", "1913", "1914", "1915", "1916", "1917", "1918", "1919", "1920", "1921", "1922", "1923", "1924", "1925", "1926", "1927", "1928", "1929", "1930", "1931", "1932", "1933", "1934", "1935", "1936", "1937", "1938", "1939", "1940", "1941", "1942", "1943", "1944", "1945", "1946", "1947", "1948", "1949", "1950", "1951", "1952", "1953", "1954", "1955", "1956", "1957", "1958", "1959", "1960", "1961", "1962", "1963", "1964", "1965", "1966", "1967", "1968", "1969", "1970", "1971", "1972", "1973", "1974", "1975", "1976", "1977", "1978", "1979", "1980", "1981", "1982", "1983", "1984", "1985", "1986", "1987", "1988", "1989", "1990", "1991", "1992", "1993", "1994", "1995", "1996", "1997", "1998", "1999", "20-29", "2000", "2001", "2002", "2003", "2004", "2005", "2006", "2007", "2008", "2009", "2010", "2011", "2012", "2013", "2014", "2015", "2016", "2017", "2018", "2019", "2020", "2021", "2022", "2023", "2024", "2025", "2026", "2027", "2028", "2029", "2030", "2031", "2032", "2033", "2034", "2035", "2036", "2037", "2038", "2039", "2040", "2041", "2042", "2043", "2044", "2045", "2046", "2047", "2048", "2049", "2050", "2051", "2052", "2053", "2054", "2055", "2056", "2057", "2058", "2059", "2060", "2061", "2062", "2063", "2064", "2065", "2066", "2067", "2068", "2069", "2070", "2071", "2072", "2073", "2074", "2075", "2076", "2077", "2078", "2079", "2080", "2081", "2082", "2083", "2084", "2085", "2086", "2087", "2088", "2089", "2090", "2091", "2092", "2093", "2094", "2095", "2096", "2097", "2098", "2099", "2100", "30-39", "40-49", "50-59", "60-69", "70-79", "80-89", "90+", "female", "male", "other", "total", "unknown"];
+export const CELL_STATUSES: readonly string[] = ["noised", "suppressed"];
 export const PURPOSE_WORDS: Readonly<Record<string, string>> = {"ETREAT": "to treat you in an emergency", "HOPERAT": "to run their healthcare operations (quality, administration)", "HPAYMT": "to pay for your care (billing, insurance claims)", "HRESCH": "for medical research", "PUBHLTH": "for public health reporting", "TREAT": "to treat you"};
 export const RECORD_TYPE_WORDS: Readonly<Record<string, string>> = {"Account": "billing accounts", "AdverseEvent": "adverse events and harm during care", "AllergyIntolerance": "allergies and intolerances", "Appointment": "appointments", "AppointmentResponse": "answers to appointment requests", "Basic": "other care notes (basic records)", "BodyStructure": "body sites and structures (e.g. a lesion)", "Bundle": "bundles of several records", "CarePlan": "care plans", "CareTeam": "care teams", "ChargeItem": "charges for services", "Claim": "insurance claims", "ClaimResponse": "answers to insurance claims", "ClinicalImpression": "clinical assessments", "Communication": "messages about your care", "CommunicationRequest": "requests to send messages about your care", "Composition": "clinical documents (summaries, letters)", "Condition": "conditions and diagnoses", "Consent": "consents and advance directives", "Coverage": "insurance coverage", "CoverageEligibilityRequest": "insurance eligibility requests", "CoverageEligibilityResponse": "insurance eligibility answers", "DetectedIssue": "detected clinical issues (e.g. drug interactions)", "Device": "devices and implants", "DeviceRequest": "device orders", "DeviceUseStatement": "devices you use", "DiagnosticReport": "diagnostic reports (lab, imaging)", "DocumentManifest": "document sets", "DocumentReference": "documents", "Encounter": "visits and hospital stays", "EnrollmentRequest": "insurance enrolment requests", "EnrollmentResponse": "insurance enrolment answers", "EpisodeOfCare": "episodes of care", "ExplanationOfBenefit": "explanations of insurance benefits", "FamilyMemberHistory": "family medical history", "Flag": "alerts and warnings on your file", "Goal": "care goals", "GuidanceResponse": "clinical decision support results", "ImagingStudy": "imaging studies (scans, X-rays)", "Immunization": "vaccinations", "ImmunizationEvaluation": "vaccination evaluations", "ImmunizationRecommendation": "vaccination recommendations", "Invoice": "invoices", "List": "lists (e.g. problem or medication lists)", "MeasureReport": "quality measure reports about you", "Media": "photos, recordings and scans", "MedicationAdministration": "medications given to you", "MedicationDispense": "medications dispensed", "MedicationRequest": "prescriptions", "MedicationStatement": "medications you take", "MolecularSequence": "genetic sequences", "NutritionOrder": "diet and nutrition orders", "Observation": "measurements and test results", "Patient": "personal and contact details", "Procedure": "procedures and operations", "Provenance": "records of who wrote or changed what", "QuestionnaireResponse": "answered questionnaires and forms", "RelatedPerson": "relatives and contacts", "RequestGroup": "grouped orders", "ResearchSubject": "research study participation", "RiskAssessment": "risk assessments", "ServiceRequest": "orders and referrals", "Specimen": "specimens (samples)", "SupplyDelivery": "supplies delivered", "SupplyRequest": "supply orders", "Task": "care tasks", "VisionPrescription": "glasses and contact lens prescriptions"};
 
@@ -986,5 +1001,129 @@ export const ClaimDecisionSchema: Schema<ClaimDecision> = schema<ClaimDecision>(
     sealed_response: struct(EnvelopeWireSchema),
     time_ms: uint(18446744073709551615n, 0n),
     version: uint(16n, 1n),
+  },
+);
+
+export interface QueryTemplate {
+  readonly codes: readonly string[];
+  readonly delta_max_pico: bigint;
+  readonly epsilon_max_micro: bigint;
+  readonly groupings: readonly string[];
+  readonly kind: string;
+  readonly name: string;
+  readonly value_max_milli: bigint;
+  readonly value_min_milli: bigint;
+}
+export const QueryTemplateSchema: Schema<QueryTemplate> = schema<QueryTemplate>(
+  "QueryTemplate",
+  {
+    codes: seq(text(64, 1, null), 64),
+    delta_max_pico: uint(1000000n, 0n),
+    epsilon_max_micro: uint(20000000n, 1n),
+    groupings: seq(text(64, 1, GROUPINGS), 3),
+    kind: text(64, 1, TEMPLATE_KINDS),
+    name: text(32, 1, null),
+    value_max_milli: uint(1000000000000n, 0n),
+    value_min_milli: uint(1000000000000n, 0n),
+  },
+);
+
+export interface RegisterStudyBody {
+  readonly delta_total_pico: bigint;
+  readonly epsilon_total_micro: bigint;
+  readonly ethics_ref: string;
+  readonly expires_ms: bigint;
+  readonly k_min: bigint;
+  readonly templates: readonly QueryTemplate[];
+  readonly title: string;
+}
+export const RegisterStudyBodySchema: Schema<RegisterStudyBody> = schema<RegisterStudyBody>(
+  "RegisterStudyBody",
+  {
+    delta_total_pico: uint(1000000n, 0n),
+    epsilon_total_micro: uint(20000000n, 1n),
+    ethics_ref: text(64, 1, null),
+    expires_ms: uint(18446744073709551615n, 0n),
+    k_min: uint(1000n, 1n),
+    templates: seq(struct(QueryTemplateSchema), 16),
+    title: humanText(120, 480, 1),
+  },
+);
+
+export interface StudyMembershipBody {
+  readonly patient_id: Uint8Array;
+  readonly study_id: Uint8Array;
+}
+export const StudyMembershipBodySchema: Schema<StudyMembershipBody> = schema<StudyMembershipBody>(
+  "StudyMembershipBody",
+  {
+    patient_id: bytes(32, 32),
+    study_id: bytes(32, 32),
+  },
+);
+
+export interface QueryParams {
+  readonly code: string;
+  readonly grouping: string;
+  readonly value_high_milli: bigint;
+  readonly value_low_milli: bigint;
+}
+export const QueryParamsSchema: Schema<QueryParams> = schema<QueryParams>(
+  "QueryParams",
+  {
+    code: text(64, 1, null),
+    grouping: text(64, 1, ["age_band", "none", "sex", "year"]),
+    value_high_milli: uint(1000000000000n, 0n),
+    value_low_milli: uint(1000000000000n, 0n),
+  },
+);
+
+export interface SubmitQueryBody {
+  readonly as_of_height: bigint;
+  readonly delta_pico: bigint;
+  readonly epsilon_micro: bigint;
+  readonly institutions: readonly Uint8Array[];
+  readonly params: QueryParams;
+  readonly study_id: Uint8Array;
+  readonly template: string;
+}
+export const SubmitQueryBodySchema: Schema<SubmitQueryBody> = schema<SubmitQueryBody>(
+  "SubmitQueryBody",
+  {
+    as_of_height: uint(18446744073709551615n, 0n),
+    delta_pico: uint(1000000n, 0n),
+    epsilon_micro: uint(20000000n, 1n),
+    institutions: seq(bytes(32, 32), 64),
+    params: struct(QueryParamsSchema),
+    study_id: bytes(32, 32),
+    template: text(32, 1, null),
+  },
+);
+
+export interface AnswerCell {
+  readonly label: string;
+  readonly status: string;
+  readonly value_milli: bigint;
+}
+export const AnswerCellSchema: Schema<AnswerCell> = schema<AnswerCell>(
+  "AnswerCell",
+  {
+    label: text(8, 1, CELL_LABELS),
+    status: text(64, 1, CELL_STATUSES),
+    value_milli: uint(1000000000000n, 0n),
+  },
+);
+
+export interface PostAnswerBody {
+  readonly cells: readonly AnswerCell[];
+  readonly noise_scale_milli: bigint;
+  readonly query_id: Uint8Array;
+}
+export const PostAnswerBodySchema: Schema<PostAnswerBody> = schema<PostAnswerBody>(
+  "PostAnswerBody",
+  {
+    cells: seq(struct(AnswerCellSchema), 201),
+    noise_scale_milli: uint(1000000000000n, 1n),
+    query_id: bytes(32, 32),
   },
 );

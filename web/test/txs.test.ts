@@ -22,6 +22,7 @@ import {
 } from "../src/txs.js";
 import { type GrantTerms, type RecordKey, TX_BYTES_MAX, TxSchema } from "../src/wire.js";
 import { buildConsentManifest, buildGrantConsent, makeConsent } from "../src/claims.js";
+import { buildJoinStudy, buildLeaveStudy } from "../src/research.js";
 import { identity, type TxVector, vectors } from "./vectors.js";
 
 await loadSodium();
@@ -103,6 +104,10 @@ function build(v: TxVector): SignedTx {
     case "consent_manifest": {
       return buildConsentManifest(signer, arg("grant_id"), (v.args["record_ids"] as string[]).map(fromHex), options);
     }
+    case "join_study":
+      return buildJoinStudy(signer, arg("study_id"), arg("patient_id"), options);
+    case "leave_study":
+      return buildLeaveStudy(signer, arg("study_id"), arg("patient_id"), options);
     default:
       throw new Error(`no builder for the vector ${v.name}`);
   }

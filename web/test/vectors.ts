@@ -51,6 +51,10 @@ export interface Vectors {
     readers: readonly string[];
   }[];
   readonly reasons: readonly { name: string; inquiry: unknown; encoded: string; reason: string }[];
+  readonly research: {
+    readonly study: string;
+    readonly queries: readonly { body: string; digest: string; charge: readonly [string, string] }[];
+  };
   readonly claims: {
     readonly claim: unknown;
     readonly encoded: string;

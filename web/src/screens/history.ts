@@ -31,6 +31,8 @@ const EVENT_WORDS: Readonly<Record<string, string>> = {
   claim_amended: "amended a claim",
   claim_decided: "decided a claim",
   claim_read: "read a claim",
+  study_joined: "joined a research study",
+  study_left: "left a research study",
 };
 
 export function renderHistory(root: HTMLElement, session: Session): void {
