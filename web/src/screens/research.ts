@@ -76,7 +76,7 @@ function queryItem(query: VerifiedQuery, session: Session): HTMLElement {
       { class: "query-answers" },
       answered.length === 0
         ? "No institution has answered yet."
-        : `Answered by ${answered.join(", ")} (${answered.length} of ${asked.length}): each a noised total computed where your records are; none names anyone.`,
+        : `Answered by ${answered.join(", ")} (${answered.length} of ${asked.length}), each with noise added where your records are; no answer names anyone.`,
     ),
   );
 }
