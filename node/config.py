@@ -86,6 +86,12 @@ class P2pSection:
 class MempoolSection:
     max_txs: int = MEMPOOL_TXS_MAX
     max_bytes: int = MEMPOOL_BYTES_MAX
+    #: Backpressure (`node/backpressure.py`): the API refuses txs (429, `Retry-After`) while the
+    #: mempool holds what the network finalizes in `queue_target_ms` at its measured rate (at
+    #: least `high_water_min_txs`); a non-zero `high_water_txs` fixes the mark instead.
+    queue_target_ms: int = 1000
+    high_water_min_txs: int = 2000
+    high_water_txs: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,6 +146,9 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("consensus", "max_block_bytes"): (1024, BLOCK_BYTES_MAX),
     ("mempool", "max_txs"): (1, 10 * MEMPOOL_TXS_MAX),
     ("mempool", "max_bytes"): (1024, 8 * MEMPOOL_BYTES_MAX),
+    ("mempool", "queue_target_ms"): (1, 600_000),
+    ("mempool", "high_water_min_txs"): (1, 10 * MEMPOOL_TXS_MAX),
+    ("mempool", "high_water_txs"): (0, 10 * MEMPOOL_TXS_MAX),
     ("p2p", "port"): (0, 65535),
     ("blobs", "replicas"): (2, 1024),
     ("mqtt", "queue_max"): (1, 10_000_000),
@@ -426,6 +435,12 @@ max_block_bytes = 16777216
 [mempool]
 max_txs = 50000
 max_bytes = 268435456
+# Backpressure: past the high-water mark the API answers 429 with Retry-After. The mark is what
+# the network finalizes in queue_target_ms at its measured rate, at least high_water_min_txs;
+# high_water_txs > 0 fixes it instead.
+queue_target_ms = 1000
+high_water_min_txs = 2000
+high_water_txs = 0
 
 [p2p]
 # The peer endpoint (authenticated with node keys; separate from the API).

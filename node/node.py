@@ -31,6 +31,7 @@ from medledger.crypto import Identity
 from medledger.network.clock import LoopClock
 from medledger.network.peers import FrameHandler, PeerLink, PeerNetwork
 from medledger.network.reactor import Reactor, SyncProgress
+from medledger.node.backpressure import AdmissionGate, OverloadedError
 from medledger.node.config import NodeConfig
 from medledger.node.metrics import NodeMetrics
 from medledger.node.sites import start_site
@@ -82,6 +83,13 @@ class Node:
         self.clock_ms = clock_ms
         self.metrics = NodeMetrics()
         self.mempool = Mempool(max_txs=config.mempool.max_txs, max_bytes=config.mempool.max_bytes)
+        self.gate = AdmissionGate(
+            clock=time.monotonic,
+            capacity_txs=config.mempool.max_txs,
+            queue_target_ms=config.mempool.queue_target_ms,
+            high_water_min_txs=config.mempool.high_water_min_txs,
+            high_water_txs=config.mempool.high_water_txs,
+        )
         self._store: BlockStore | None = None
         self.reactor: Reactor | None = None
         self.peers: PeerNetwork | None = None
@@ -273,6 +281,11 @@ class Node:
         if reactor is None:
             raise MempoolFullError("the node is not started")
         try:
+            self.gate.check(len(self.mempool), len(raws))  # before anything is decoded
+        except OverloadedError:
+            self.metrics.txs_submitted.labels("overloaded").inc(len(raws))
+            raise
+        try:
             checked = await reactor.submit(raws)
         except MempoolFullError:
             self.metrics.txs_submitted.labels("mempool_full").inc(len(raws))
@@ -345,6 +358,7 @@ class Node:
         self.metrics.height.set(height)
         self.metrics.blocks_committed.inc()
         self.metrics.txs_committed.inc(len(tx_ids))
+        self.gate.observe_commit(len(tx_ids))
         self.metrics.block_txs.observe(len(tx_ids))
         self._update_mempool_gauges()
         for listener in self.commit_listeners:

@@ -97,7 +97,10 @@ _SUBMIT_ERRORS = {
     "422": _problem(
         "The transaction is invalid (wrong chain, bad signature, stale, rejected by the application)."
     ),
-    "429": _problem("The mempool is full; retry after the Retry-After delay."),
+    "429": _problem(
+        "The mempool is full, or past its high-water mark (problem `overloaded`, with `retry_after_s`): "
+        "retry after the Retry-After delay, or at another node."
+    ),
 }
 
 

@@ -23,6 +23,7 @@ from medledger.chain.errors import (
     TxTooLargeError,
 )
 from medledger.errors import MedledgerError
+from medledger.node.backpressure import OverloadedError
 from medledger.node.errors import BadRequestError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -72,7 +73,12 @@ def problem_from_error(error: MedledgerError) -> web.Response:
         ]
     if isinstance(error, TxRejectedError):
         extra["rule"] = error.rule
-    headers = {"Retry-After": "1"} if isinstance(error, MempoolFullError) else None
+    headers = None
+    if isinstance(error, OverloadedError):
+        headers = {"Retry-After": str(error.retry_after_s)}
+        extra["retry_after_s"] = error.retry_after_s
+    elif isinstance(error, MempoolFullError):
+        headers = {"Retry-After": "1"}
     if status >= 500:
         return problem_response(500, title, "internal error", code="internal")
     return problem_response(status, title, error.message, code=error.code, headers=headers, **extra)
