@@ -11,9 +11,10 @@ One task owns the core, the store's writes and the mempool's removals; peer hand
 check the shape and enqueue (bounded). The reactor is also the core's `ConsensusDriver`: it builds
 proposals from the mempool and validates (and pre-executes, off the event loop) proposed blocks.
 
-Heights start on demand: after a commit, the next height begins once the block interval has passed
-and the mempool holds a transaction, or at once when a peer already works on it, so an idle
-network commits no empty blocks.
+Heights start on demand: after a commit, the next height begins as soon as the mempool holds a
+transaction (and the block interval, 0 unless configured, has passed since the commit), or at once
+when a peer already works on it, so an idle network commits no empty blocks and a lone tx waits
+for no timer.
 
 Block sync (DESIGN.md §3, `SyncService`): a node that learns of higher heights (peer status, or
 messages from the future) downloads ranges of blocks with their certificates from several peers

@@ -65,7 +65,9 @@ class ApiSection:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ConsensusSection:
-    block_interval_ms: int = 200
+    #: The least time from one commit to the start of the next height (0: start as soon as a tx
+    #: waits; a longer interval batches more txs per block at the cost of their latency).
+    block_interval_ms: int = 0
     max_block_txs: int = 5_000
     max_block_bytes: int = 16 * 1024 * 1024
 
@@ -141,7 +143,7 @@ _BOUNDS: Final[dict[tuple[str, str], tuple[int, int]]] = {
     ("api", "ops_port"): (0, 65535),
     ("api", "event_streams_per_principal"): (1, 1024),
     ("api", "event_streams_max"): (1, 65_536),
-    ("consensus", "block_interval_ms"): (1, 60_000),
+    ("consensus", "block_interval_ms"): (0, 60_000),
     ("consensus", "max_block_txs"): (1, BLOCK_TXS_MAX),
     ("consensus", "max_block_bytes"): (1024, BLOCK_BYTES_MAX),
     ("mempool", "max_txs"): (1, 10 * MEMPOOL_TXS_MAX),
@@ -366,7 +368,7 @@ def render_config(
     *,
     api_port: int,
     app: str = "kv-fixture",
-    block_interval_ms: int = 200,
+    block_interval_ms: int = 0,
     p2p_port: int = 26656,
     peers: tuple[str, ...] = (),
     observers: tuple[str, ...] = (),
@@ -427,7 +429,8 @@ ops_host = "127.0.0.1"
 ops_port = {ops_port}
 
 [consensus]
-# A block is committed this often while transactions are pending.
+# The least time from a commit to the next height (0: a height starts as soon as a transaction
+# waits and the previous one is committed; more batches more transactions per block).
 block_interval_ms = {block_interval_ms}
 max_block_txs = 5000
 max_block_bytes = 16777216

@@ -97,7 +97,7 @@ def load_demo_config(path: Path) -> DemoConfig:
         institutions = tuple((str(i["name"]), str(i["role"])) for i in data["institutions"])
         config = DemoConfig(
             chain_id=str(data.get("chain_id", "medledger-demo")),
-            block_interval_ms=int(data.get("block_interval_ms", 200)),
+            block_interval_ms=int(data.get("block_interval_ms", 0)),
             base_port=int(data.get("base_port", 0)),
             institutions=institutions,
         )

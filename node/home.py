@@ -84,7 +84,7 @@ def init_home(
     name: str = "node0",
     chain_id: str = "medledger-local",
     api_port: int = 26657,
-    block_interval_ms: int = 200,
+    block_interval_ms: int = 0,
     passphrase: bytes | None = None,
     force: bool = False,
     key_opslimit: int | None = None,

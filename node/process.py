@@ -41,8 +41,12 @@ class NodeProcess:
         env: dict[str, str] | None = None,
         use_config_ports: bool = False,
         detach: bool = False,
+        prefix: tuple[str, ...] = (),
     ) -> None:
+        """`prefix`: an argv that runs the node, such as `ip netns exec NAME` (it must exec the node
+        in the same process, as `ip netns exec` does, for the pid check of `wait_ready`)."""
         self.home = home
+        self.prefix = prefix
         self.use_config_ports = use_config_ports
         self.detach = detach
         self.extra_args = extra_args
@@ -67,7 +71,7 @@ class NodeProcess:
         if not self.use_config_ports:
             argv += ["--api-port", "0", "--ops-port", "0"]
         self.proc = subprocess.Popen(
-            [*argv, *self.extra_args],
+            [*self.prefix, *argv, *self.extra_args],
             start_new_session=self.detach,  # a cluster outlives the command that started it
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -73,7 +73,7 @@ def create_testnet(
     validators: int,
     observers: int = 0,
     chain_id: str = "medledger-testnet",
-    block_interval_ms: int = 100,
+    block_interval_ms: int = 0,
     base_port: int = 0,
     passphrase: bytes | None = None,
     key_opslimit: int | None = None,

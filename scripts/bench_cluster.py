@@ -12,6 +12,16 @@ time from the first submission to the last finality. `verify_per_s` is this mach
 verification rate on one core, for scale. All processes share this machine's cores. The last
 line printed is one JSON object.
 
+`--offered RATE` is the open loop instead (issue 17): requests of `--open-batch` txs (1: single
+txs) are sent on a fixed schedule, `RATE` txs a second for `--seconds`, round robin over the
+validators, whether or not earlier ones have returned; each waits for finality, so its duration
+is the submit-to-finality latency of its txs. It reports p50/p99 of that, the finalized rate, the
+rate the client actually managed to offer (the client shares the cores with the nodes), and any
+refusals (429). `--overload` first measures the capacity closed loop as above, then offers twice
+that in the open loop on the same network: the finalized rate against the capacity, the latency
+of what was admitted, how many txs were refused with 429 and how fast (p99), and the highest
+resident memory (VmHWM) of any node process.
+
 `--mqtt off|on|both` measures the health application instead, to show that publishing ledger
 events does not slow consensus (issue 11). Each phase builds a fresh health testnet of the
 validators as institutions (clinic, hospital, insurer, research, then more clinics); for the "on"
@@ -34,15 +44,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import msgpack
 import nacl.pwhash
 from bench_events import (
     BenchError,
@@ -84,12 +98,93 @@ async def run_spread(
     return elapsed, latencies, committed
 
 
+@dataclasses.dataclass
+class OpenLoop:
+    """What an open-loop run measured (times in ms, rates in tx/s)."""
+
+    offered_tx_per_s: float
+    sent_tx_per_s: float
+    finalized: int
+    finalized_tx_per_s: float
+    latencies_ms: list[float]
+    refused: int
+    refused_ms: list[float]
+
+
+async def run_open_loop(urls: list[str], raws: list[bytes], offered: float, batch: int) -> OpenLoop:
+    """Send `raws` in requests of `batch` at `offered` tx/s, round robin over `urls`, each waiting
+    for finality; the schedule does not wait for answers (an open loop)."""
+    requests = [raws[i : i + batch] for i in range(0, len(raws), batch)]
+    interval_s = batch / offered
+    latencies_ms: list[float] = []
+    refused_ms: list[float] = []
+    counts = {"finalized": 0, "refused": 0}
+    last_done = 0.0
+
+    async def send(session: aiohttp.ClientSession, url: str, items: list[bytes]) -> None:
+        nonlocal last_done
+        body = msgpack.packb(items, use_bin_type=True)
+        sent = time.perf_counter()
+        async with session.post(
+            f"{url}/v1/txs/batch?wait_ms=30000", data=body, headers={"Content-Type": "application/msgpack"}
+        ) as response:
+            data = await response.json(content_type=None)
+        done_at = time.perf_counter()
+        elapsed_ms = (done_at - sent) * 1000
+        if response.status == 429:
+            counts["refused"] += len(items)
+            refused_ms.append(elapsed_ms)
+            return
+        if response.status not in (200, 202):
+            raise RuntimeError(f"submission failed: {response.status} {data}")
+        done = sum(1 for r in data["results"] if r["status"] == "committed")
+        counts["finalized"] += done
+        latencies_ms.extend([elapsed_ms] * done)
+        last_done = max(last_done, done_at)
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=120), connector=connector
+    ) as session:
+        tasks: list[asyncio.Task[None]] = []
+        started = time.perf_counter()
+        for index, items in enumerate(requests):
+            delay = started + index * interval_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the schedule of the open loop (pacing, not synchronisation)
+            tasks.append(asyncio.create_task(send(session, urls[index % len(urls)], items)))
+        sending_s = time.perf_counter() - started
+        await asyncio.gather(*tasks)
+    span = max(last_done - started, 1e-9)
+    return OpenLoop(
+        offered_tx_per_s=offered,
+        sent_tx_per_s=len(raws) / max(sending_s + interval_s, 1e-9),
+        finalized=counts["finalized"],
+        finalized_tx_per_s=counts["finalized"] / span,
+        latencies_ms=latencies_ms,
+        refused=counts["refused"],
+        refused_ms=refused_ms,
+    )
+
+
+def peak_rss_mb(procs: list[NodeProcess]) -> float:
+    """The highest resident set (VmHWM) of the node processes, in MB."""
+    peak = 0
+    for proc in procs:
+        if proc.proc is None:
+            continue
+        status = Path(f"/proc/{proc.proc.pid}/status").read_text(encoding="ascii")
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        peak = max(peak, int(line.split()[1]))
+    return peak / 1024
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--txs", type=int, default=30_000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--clients", type=int, default=1, help="concurrent connections per validator")
-    parser.add_argument("--block-interval-ms", type=int, default=50)
+    parser.add_argument("--block-interval-ms", type=int, default=0)
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy the node logs here")
     parser.add_argument(
@@ -101,9 +196,21 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="with --mqtt: repeat the phases (off, on, off, on, ...)"
     )
+    parser.add_argument("--offered", type=float, default=None, help="open loop: txs offered per second")
+    parser.add_argument(
+        "--overload", action="store_true", help="measure the capacity, then offer twice that (open loop)"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="open loop: how long to offer")
+    parser.add_argument(
+        "--open-batch", type=int, default=1, help="open loop: txs per request (1: single txs)"
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.validators < 1:
         parser.error("--rounds and --validators must be at least 1")
+    if args.offered is not None and (args.offered <= 0 or args.overload):
+        parser.error("--offered is a positive rate, and not with --overload")
+    if args.seconds <= 0 or args.open_batch < 1:
+        parser.error("--seconds must be positive and --open-batch at least 1")
     if args.mqtt is not None:
         return main_mqtt(args)
 
@@ -122,8 +229,14 @@ def main() -> int:
             key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
             key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
         )
-        print(f"signing {args.txs:,} txs of ~1 KB ...", flush=True)
-        raws = presign(args.txs, "medledger-testnet", senders=64)
+        total = args.txs
+        if args.offered is not None:
+            total = int(args.offered * args.seconds)
+        elif args.overload:
+            # Enough for twice a capacity up to the signature limit (2 cores / 4 validators).
+            total = args.txs + int(2 * verify_per_s * 2 / max(args.validators, 1) * args.seconds)
+        print(f"signing {total:,} txs of ~1 KB ...", flush=True)
+        raws = presign(total, "medledger-testnet", senders=64)
         procs = [
             NodeProcess(n.home, env={"MEDLEDGER_KEY_PASSPHRASE": PASSPHRASE}, use_config_ports=True)
             for n in nodes
@@ -139,7 +252,21 @@ def main() -> int:
                 flush=True,
             )
             try:
-                elapsed, latencies, committed = asyncio.run(run_spread(urls, raws, args.batch, args.clients))
+                if args.offered is not None:
+                    return report_open(
+                        asyncio.run(run_open_loop(urls, raws, args.offered, args.open_batch)), args
+                    )
+                elapsed, latencies, committed = asyncio.run(
+                    run_spread(urls, raws[: args.txs], args.batch, args.clients)
+                )
+                if args.overload:
+                    capacity = committed / elapsed
+                    print(
+                        f"capacity (closed loop): {capacity:,.0f} tx/s; now offering twice that", flush=True
+                    )
+                    rest = raws[args.txs :][: int(2 * capacity * args.seconds)]
+                    run = asyncio.run(run_open_loop(urls, rest, 2 * capacity, args.open_batch))
+                    return report_overload(capacity, run, peak_rss_mb(procs), args)
                 statuses = [proc.get_json("/status") for proc in procs]
             except Exception:
                 for node, proc in zip(nodes, procs, strict=True):
@@ -171,6 +298,69 @@ def main() -> int:
                 "latency_p50_ms": round(p50, 1),
                 "latency_p99_ms": round(p99, 1),
                 "verify_per_s": round(verify_per_s, 1),
+            }
+        )
+    )
+    return 0
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(percentile(values, q), 1) if values else None
+
+
+def report_open(run: OpenLoop, args: argparse.Namespace) -> int:
+    p50, p99 = _ms(run.latencies_ms, 0.50), _ms(run.latencies_ms, 0.99)
+    print(
+        f"open loop: offered {run.offered_tx_per_s:,.0f} tx/s (sent {run.sent_tx_per_s:,.0f}) in requests of "
+        f"{args.open_batch}; finalized {run.finalized:,} at {run.finalized_tx_per_s:,.0f} tx/s; "
+        f"latency p50 {p50} ms, p99 {p99} ms; refused (429) {run.refused:,}"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "cluster",
+                "mode": "open",
+                "validators": args.validators,
+                "batch": args.open_batch,
+                "offered_tx_per_s": round(run.offered_tx_per_s, 1),
+                "sent_tx_per_s": round(run.sent_tx_per_s, 1),
+                "finalized_tx_per_s": round(run.finalized_tx_per_s, 1),
+                "latency_p50_ms": p50,
+                "latency_p99_ms": p99,
+                "refused_txs": run.refused,
+            }
+        )
+    )
+    return 0
+
+
+def report_overload(capacity: float, run: OpenLoop, rss_mb: float, args: argparse.Namespace) -> int:
+    p50, p99 = _ms(run.latencies_ms, 0.50), _ms(run.latencies_ms, 0.99)
+    refused_p99 = _ms(run.refused_ms, 0.99)
+    share = run.finalized_tx_per_s / capacity
+    print(
+        f"overload: offered {run.offered_tx_per_s:,.0f} tx/s (sent {run.sent_tx_per_s:,.0f}), finalized "
+        f"{run.finalized_tx_per_s:,.0f} tx/s = {share:.0%} of capacity; admitted latency p50 {p50} ms, "
+        f"p99 {p99} ms; refused (429) {run.refused:,} txs, answered in p99 {refused_p99} ms; "
+        f"peak node RSS {rss_mb:,.0f} MB"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "cluster",
+                "mode": "overload",
+                "validators": args.validators,
+                "batch": args.open_batch,
+                "capacity_tx_per_s": round(capacity, 1),
+                "offered_tx_per_s": round(run.offered_tx_per_s, 1),
+                "sent_tx_per_s": round(run.sent_tx_per_s, 1),
+                "finalized_tx_per_s": round(run.finalized_tx_per_s, 1),
+                "finalized_of_capacity": round(share, 3),
+                "admitted_p50_ms": p50,
+                "admitted_p99_ms": p99,
+                "refused_txs": run.refused,
+                "refused_p99_ms": refused_p99,
+                "rss_max_mb": round(rss_mb, 1),
             }
         )
     )

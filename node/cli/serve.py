@@ -35,7 +35,7 @@ from medledger.node.run import api_address_path, run_node
     default=None,
     help="Override [api] ops_port (0: any free port).",
 )
-@click.option("--block-interval-ms", type=click.IntRange(1, 60_000), default=None)
+@click.option("--block-interval-ms", type=click.IntRange(0, 60_000), default=None)
 @reports_errors
 def start(
     home: Path,

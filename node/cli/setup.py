@@ -30,7 +30,7 @@ app_option = click.option("--app", type=click.Choice(APPS), default="kv-fixture"
 @click.option("--name", default="node0", show_default=True, help="This node's name.")
 @click.option("--chain-id", default="medledger-local", show_default=True)
 @click.option("--api-port", type=click.IntRange(0, 65535), default=DEFAULT_API_PORT, show_default=True)
-@click.option("--block-interval-ms", type=click.IntRange(1, 60_000), default=200, show_default=True)
+@click.option("--block-interval-ms", type=click.IntRange(0, 60_000), default=0, show_default=True)
 @passphrase_file_option(
     help_text=f"Protect the key with this passphrase (default: {ENV_PASSPHRASE}, else a generated one)."
 )
@@ -122,7 +122,7 @@ def init(
 @click.option("--observers", type=click.IntRange(0, 64), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--chain-id", default="medledger-testnet", show_default=True)
-@click.option("--block-interval-ms", type=click.IntRange(1, 60_000), default=100, show_default=True)
+@click.option("--block-interval-ms", type=click.IntRange(0, 60_000), default=0, show_default=True)
 @click.option(
     "--base-port", type=click.IntRange(0, 65000), default=0, help="First port (default: free ports)."
 )

@@ -16,6 +16,7 @@ failing run's replay line.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -50,6 +51,8 @@ def make_sweep(count: int, base: int = 0) -> list[SimConfig]:
         )
         if twins and (seed // 8) % 2:  # independent of the twins' count, (seed // 4) % (f + 1)
             config = with_skewed_proposers(config, SKEWS[(seed // 16) % len(SKEWS)])
+        if seed % 3 == 2:  # a node's default: the next height as soon as a tx waits (issue 17)
+            config = dataclasses.replace(config, block_interval_ms=0)
         configs.append(config)
     return configs
 
