@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -30,34 +29,13 @@ from pathlib import Path
 import nacl.pwhash
 from bench_cluster import run_open_loop
 from bench_node import percentile, presign
-from netlab import DelayProxy, Namespaces, mesh_routes
+from netlab import NamespacedCluster
 
-from medledger.node.process import NodeProcess
 from medledger.node.testnet import create_testnet
 
 PASSPHRASE = "bench-passphrase"
-#: Ports inside each namespace (each has its own port space).
-API_PORT, P2P_PORT, OPS_PORT = 26657, 26656, 26660
-#: Node i reaches node j at port LISTEN_BASE + j of i's root-side address (the proxy).
-LISTEN_BASE = 36000
 #: Txs finalized before the measured run (one per validator, twice), once every link is up.
 WARM_UP_TXS = 8
-
-
-def place(config: Path, inside: str, peers: list[str]) -> None:
-    """Point a node's config at its namespace: its endpoints inside, its peers through the proxy."""
-    text = config.read_text(encoding="utf-8")
-    text = re.sub(r'(?m)^host = "127\.0\.0\.1"$', f'host = "{inside}"', text)
-    text = re.sub(r'(?m)^ops_host = "127\.0\.0\.1"$', f'ops_host = "{inside}"', text)
-    ports = {"[api]": API_PORT, "[p2p]": P2P_PORT}
-    sections = []
-    for section in re.split(r"(?m)^(?=\[)", text):
-        port = next((p for name, p in ports.items() if section.startswith(name)), None)
-        placed = section if port is None else re.sub(r"(?m)^port = \d+$", f"port = {port}", section)
-        sections.append(re.sub(r"(?m)^ops_port = \d+$", f"ops_port = {OPS_PORT}", placed))
-    text = "".join(sections)
-    text = re.sub(r"(?m)^peers = \[.*\]$", "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]", text)
-    config.write_text(text, encoding="utf-8")
 
 
 def main() -> int:
@@ -81,10 +59,7 @@ def main() -> int:
         f"{platform.system()} {platform.release()}"
     )
     total = int(args.offered * args.seconds)
-    with (
-        tempfile.TemporaryDirectory(prefix="medledger-bench-wan-") as tmp,
-        Namespaces(args.validators) as lab,
-    ):
+    with tempfile.TemporaryDirectory(prefix="medledger-bench-wan-") as tmp:
         nodes = create_testnet(
             Path(tmp) / "net",
             validators=args.validators,
@@ -93,52 +68,36 @@ def main() -> int:
             key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
             key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
         )
-        routes = list(mesh_routes(lab.sites, P2P_PORT, LISTEN_BASE))
-        for node, site in zip(nodes, lab.sites, strict=True):
-            peers = [f"http://{r.listen}:{r.listen_port}" for i, _, r in routes if i == site.index]
-            place(node.home / "config.toml", site.inside, peers)
         print(f"signing {total:,} txs of ~1 KB ...", flush=True)
         signed = presign(total + WARM_UP_TXS, "medledger-testnet", senders=64)
         warm_up, raws = signed[:WARM_UP_TXS], signed[WARM_UP_TXS:]
-        with DelayProxy([r for _, _, r in routes], delay_ms=args.delay_ms, loss=args.loss):
-            procs = [
-                NodeProcess(
-                    n.home,
-                    env={"MEDLEDGER_KEY_PASSPHRASE": PASSPHRASE},
-                    use_config_ports=True,
-                    prefix=site.exec_prefix(),
-                )
-                for n, site in zip(nodes, lab.sites, strict=True)
-            ]
-            try:
-                for proc in procs:
-                    proc.start()
-                urls = [proc.wait_ready(60, require_ready=False) for proc in procs]
+        cluster = NamespacedCluster(
+            nodes, delay_ms=args.delay_ms, loss=args.loss, env={"MEDLEDGER_KEY_PASSPHRASE": PASSPHRASE}
+        )
+        try:
+            with cluster:
                 print(
-                    f"{args.validators} validators in namespaces {', '.join(s.namespace for s in lab.sites)} "
-                    f"at {', '.join(urls)}; {args.delay_ms:g} ms one way between any two "
-                    f"(userspace proxy, loss {args.loss:g}); offering {args.offered:,.0f} tx/s for "
-                    f"{args.seconds:g} s in requests of {args.open_batch}",
+                    f"{args.validators} validators in namespaces "
+                    f"{', '.join(s.namespace for s in cluster.lab.sites)} at {', '.join(cluster.urls)}; "
+                    f"{args.delay_ms:g} ms one way between any two (userspace proxy, loss {args.loss:g}); "
+                    f"offering {args.offered:,.0f} tx/s for {args.seconds:g} s "
+                    f"in requests of {args.open_batch}",
                     flush=True,
                 )
                 try:
                     # Until every link is up the first heights wait for peers: not what is measured.
-                    asyncio.run(run_open_loop(urls, warm_up, 10, 1))
-                    run = asyncio.run(run_open_loop(urls, raws, args.offered, args.open_batch))
+                    asyncio.run(run_open_loop(cluster.urls, warm_up, 10, 1))
+                    run = asyncio.run(run_open_loop(cluster.urls, raws, args.offered, args.open_batch))
                 except Exception:
-                    for node, proc in zip(nodes, procs, strict=True):
-                        print(
-                            f"--- {node.name} log (last lines) ---\n{proc.read_log()[-3000:]}",
-                            file=sys.stderr,
-                        )
+                    for node, proc in zip(nodes, cluster.processes, strict=True):
+                        tail = proc.read_log()[-3000:]
+                        print(f"--- {node.name} log (last lines) ---\n{tail}", file=sys.stderr)
                     raise
-            finally:
-                for proc in procs:
-                    proc.stop()
-                if args.keep_logs is not None:
-                    args.keep_logs.mkdir(parents=True, exist_ok=True)
-                    for node, proc in zip(nodes, procs, strict=True):
-                        (args.keep_logs / f"{node.name}.log").write_text(proc.read_log(), encoding="utf-8")
+        finally:
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for node, proc in zip(nodes, cluster.processes, strict=True):
+                    (args.keep_logs / f"{node.name}.log").write_text(proc.read_log(), encoding="utf-8")
     if not run.latencies_ms:
         print("bench_latency_wan: nothing was finalized", file=sys.stderr)
         return 1

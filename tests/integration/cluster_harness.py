@@ -1,9 +1,10 @@
 """Shared helpers of the integration tests: local testnets of real node processes, a load client,
 chain comparison across nodes, and a fault-injecting TCP proxy.
 
-Everything runs on 127.0.0.1. Every wait is a condition polled with a deadline (`wait_until`);
-the only fixed-length loop is `observe`, an observation window during which a test checks that
-something does *not* happen (a stalled chain must not move), never a way to let time pass.
+Everything runs on 127.0.0.1 (or in a test's network namespaces). Every wait is a condition polled
+with a deadline (`wait_until`); the only fixed-length loop is `observe`, an observation window
+during which a test checks that something does *not* happen (a stalled chain must not move),
+never a way to let time pass.
 Deadlines are generous: CI runs this on two shared cores alongside everything else.
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import dataclasses
 import functools
 import http.client
+import ipaddress
 import json
 import os
 import signal
@@ -93,10 +95,13 @@ class ApiClient:
 
     def __init__(self, url: str, token: str) -> None:
         parsed = urllib.parse.urlsplit(url)
-        assert parsed.hostname == "127.0.0.1", url
+        # This machine's nodes only: loopback, or a test's network namespaces (private addresses).
+        assert parsed.hostname is not None, url
+        assert ipaddress.ip_address(parsed.hostname).is_private, url
         assert parsed.port is not None, url
         self.url = url
         self.token = token
+        self._host = parsed.hostname
         self._port = parsed.port
 
     def request(self, method: str, path: str, *, data: Any = None) -> Reply:
@@ -104,7 +109,7 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {self.token}"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=REQUEST_TIMEOUT_S)
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=REQUEST_TIMEOUT_S)
         try:
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
