@@ -8,9 +8,11 @@ authenticated websocket links). It then pre-signs ~1 KB `kv.set` txs and submits
 `POST /v1/txs/batch?wait_ms=…` (msgpack), spreading concurrent clients over all the validators.
 A request returns when its txs are finalized (committed with a quorum certificate), so its
 duration is the submit-to-finality latency of each tx in it. Throughput is finalized txs over the
-time from the first submission to the last finality. `verify_per_s` is this machine's raw ed25519
-verification rate on one core, for scale. All processes share this machine's cores. The last
-line printed is one JSON object.
+time from the first submission to the last finality; `cpu_us_per_tx_per_validator` is the CPU
+(user + system, all threads) the node processes used during the load per finalized tx, divided by
+the validators: less moved by other load on the machine than the rate. `verify_per_s` is this
+machine's raw ed25519 verification rate on one core, for scale. All processes share this
+machine's cores. The last line printed is one JSON object.
 
 `--offered RATE` is the open loop instead (issue 17): requests of `--open-batch` txs (1: single
 txs) are sent on a fixed schedule, `RATE` txs a second for `--seconds`, round robin over the
@@ -167,6 +169,17 @@ async def run_open_loop(urls: list[str], raws: list[bytes], offered: float, batc
     )
 
 
+def cpu_seconds(procs: list[NodeProcess]) -> float:
+    """User + system CPU the node processes have used so far (their threads included), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in procs:
+        if proc.proc is not None:
+            fields = Path(f"/proc/{proc.proc.pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
 def peak_rss_mb(procs: list[NodeProcess]) -> float:
     """The highest resident set (VmHWM) of the node processes, in MB."""
     peak = 0
@@ -256,9 +269,12 @@ def main() -> int:
                     return report_open(
                         asyncio.run(run_open_loop(urls, raws, args.offered, args.open_batch)), args
                     )
+                cpu_before = cpu_seconds(procs)
                 elapsed, latencies, committed = asyncio.run(
                     run_spread(urls, raws[: args.txs], args.batch, args.clients)
                 )
+                # CPU per finalized tx per validator: a figure the other load on the machine moves less.
+                cpu_us_per_tx = (cpu_seconds(procs) - cpu_before) / max(committed, 1) / len(procs) * 1e6
                 if args.overload:
                     capacity = committed / elapsed
                     print(
@@ -287,7 +303,7 @@ def main() -> int:
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
     print(
         f"finalized: {committed:,} txs in {elapsed:.2f} s (heights {heights}) -> {tps:,.0f} tx/s; "
-        f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms; {cpu_us_per_tx:.0f} µs of CPU per tx per validator"
     )
     print(
         json.dumps(
@@ -295,6 +311,7 @@ def main() -> int:
                 "bench": "cluster",
                 "validators": args.validators,
                 "finalized_tx_per_s": round(tps, 1),
+                "cpu_us_per_tx_per_validator": round(cpu_us_per_tx, 1),
                 "latency_p50_ms": round(p50, 1),
                 "latency_p99_ms": round(p99, 1),
                 "verify_per_s": round(verify_per_s, 1),
