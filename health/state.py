@@ -792,3 +792,18 @@ def list_membership_change_ids(
 
 def get_membership_change_count(state: StateReader) -> int:
     return _get_count(state, _MEMBERSHIP_CHANGE_COUNT)
+
+
+def iter_institutions(state: StateScanner) -> Iterator[Institution]:
+    """Every registered institution (of any status), in key order (a scan: for a node, not rules)."""
+    for key, raw in state.iter_app(_INSTITUTION):
+        try:
+            yield decode(Institution, raw, max_bytes=STATE_VALUE_BYTES_MAX)
+        except CodecError as exc:
+            raise HealthStateError(
+                f"stored Institution under {key!r} does not decode: {exc.message}"
+            ) from None
+
+
+#: The prefixes whose writes change who is a member (`node.membership` re-reads on them).
+MEMBERSHIP_KEY_PREFIXES: Final = (_INSTITUTION, _INSTITUTION_STATUS, _MEMBERSHIP_CHANGE)
