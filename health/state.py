@@ -111,6 +111,8 @@ LAYOUT_VERSION: Final = 1
 LAYOUT_PREFIX: Final = b"h1/"
 
 _INSTITUTION = LAYOUT_PREFIX + b"inst/"
+#: The prefix of institutions' keys (prefix + signing key): for a replay that follows joins.
+INSTITUTION_KEY_PREFIX: Final = _INSTITUTION
 _PATIENT = LAYOUT_PREFIX + b"pat/"
 _PATIENT_BY_KEY = LAYOUT_PREFIX + b"patkey/"
 _RECORD = LAYOUT_PREFIX + b"rec/"
