@@ -117,7 +117,8 @@ def run_story(net: HealthNet, tmp_path: Path) -> None:
         (change,) = changes(clinic.home)
         assert change["status"] == "pending"
         # Proposed: it links and syncs from genesis, but is not yet a member.
-        wait_until(lambda: status(fifth)["height"] >= max(net.heights()) - 1, "the fifth node did not sync")
+        proposed = change["proposed_height"]
+        wait_until(lambda: status(fifth)["height"] >= proposed, "the fifth node did not sync")
         problem = assert_problem(fifth.get(ME), 403)
         assert problem["type"].endswith("not_member"), problem
         assert "not yet a member" in problem["detail"]
