@@ -770,8 +770,9 @@ async def get_institution_audit(request: web.Request) -> web.Response:
 
 async def list_institutions(request: web.Request) -> web.Response:
     service = request.app[HEALTH_KEY]
-    items = [{**institution_json(i), "active": service.is_active(k)} for k, i in service.institutions.items()]
-    return _json({"institutions": items})
+    # Every institution ever registered (a removed one keeps its entry: the history names it);
+    # their statuses are in /v1/health/membership.
+    return _json({"institutions": [institution_json(i) for i in service.institutions.values()]})
 
 
 async def get_membership(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Final
 
-from medledger.chain.codec import encode
+from medledger.chain.codec import decode, encode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Genesis
 from medledger.crypto import Identity, save_identity
@@ -58,6 +58,12 @@ class JoinRequest:
                 "enc_key": i.enc_key.hex(),
             },
         }
+
+
+def _check_wire(institution: Institution) -> None:
+    """The wire's own checks (the name's length and characters): what the chain decodes."""
+    raw = encode(institution)
+    decode(Institution, raw, max_bytes=len(raw))
 
 
 def _hex_key(value: object, what: str, source: str) -> bytes:
@@ -102,7 +108,7 @@ def load_join_request(path: Path) -> JoinRequest:
         _hex_key(body.get("enc_key"), "enc_key", str(path)),
     )
     try:
-        encode(institution)  # the wire's own checks: the name's length and characters
+        _check_wire(institution)
     except CodecError as exc:
         raise ConfigError(f"{path}: the institution does not encode: {exc.message}") from None
     return JoinRequest(chain_id, _hex_key(data.get("genesis_hash"), "genesis_hash", str(path)), institution)
@@ -150,7 +156,7 @@ def join_home(
     identity = Identity.generate()
     institution = Institution(name, role, identity.public.sign_key, identity.public.enc_key)
     try:
-        encode(institution)
+        _check_wire(institution)
     except CodecError as exc:
         raise ConfigError(f"the institution's name is refused: {exc.message}") from None
     home.mkdir(parents=True, exist_ok=True)

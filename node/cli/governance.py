@@ -221,7 +221,12 @@ def _report(home: Path, kind: str, sign_key: bytes, result: dict[str, Any]) -> N
 @home_option
 @reports_errors
 def propose_institution(request_file: Path, home: Path) -> None:
-    """Propose (and approve, as this validator) adding the institution of a join request FILE."""
+    """Propose (and approve, as this validator) adding the institution of a join request FILE.
+
+    FILE is the `join-request.json` that `medledger join` wrote on the joining institution's
+    machine; it must be for this network's genesis. Other validators then approve the change by
+    its id (`medledger governance list`, `medledger governance approve CHANGE_ID`).
+    """
     request = load_join_request(request_file)
     genesis = load_genesis(load_config(home).genesis_file)
     if request.chain_id != genesis.chain_id or request.genesis_hash != genesis.hash():
