@@ -281,6 +281,8 @@ def validate_file_claim(state: StateReader, ctx: rules.TxContext, body: FileClai
     insurer = st.get_institution(state, body.insurer)
     if insurer is None or insurer.role != ROLE_INSURER:
         raise reject("claim_insurer", "a claim is addressed to a registered insurer")
+    if st.is_inactive_institution(state, body.insurer):
+        raise reject("institution_inactive", "the insurer is suspended or removed: no claim is filed to it")
     encounter = st.get_record(state, body.encounter_id)
     if (
         encounter is None
