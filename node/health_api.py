@@ -44,6 +44,7 @@ from medledger.chain.store import TxLocation
 from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
 from medledger.health import policy
 from medledger.health import state as st
+from medledger.health.app import decode_genesis
 from medledger.health.claims_types import ClaimDecision, ClaimState
 from medledger.health.client import build_read_receipt, build_request_access, make_scope
 from medledger.health.errors import (
@@ -922,8 +923,18 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     from medledger.node.research_api import add_research_routes  # noqa: PLC0415
 
     add_research_routes(app)
-    me = app[HEALTH_KEY].me
-    if me is not None and policy.is_author_role(me.role):
+    # The store is not open yet: judge by the genesis. A node whose key the genesis does not name
+    # may join as an author (ADR 0020) and runs the answerer too; it is asked nothing until then
+    # (a query names only registered authors).
+    genesis_me = next(
+        (
+            i
+            for i in decode_genesis(node.genesis.app_state).institutions
+            if i.sign_key == node.identity.public.sign_key
+        ),
+        None,
+    )
+    if genesis_me is None or policy.is_author_role(genesis_me.role):
         add_research_answerer(app, node)
     add_blob_routes(
         app,
