@@ -17,13 +17,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from medledger.chain import governance
 from medledger.chain.app import TX_OK, BlockExecution, OverlayState, StateReader, TxResult
 from medledger.chain.codec import decode, encode, encode_primitive
 from medledger.chain.errors import CodecError, TxRejectedError
-from medledger.chain.types import Block, Genesis, Tx, TxId, compute_tx_id
+from medledger.chain.types import Block, Genesis, Tx, TxId, ValidatorSet, compute_tx_id
 from medledger.crypto import digest
 from medledger.health import state as st
 from medledger.health.errors import InvalidGenesisError
+from medledger.health.membership_types import MEMBERSHIP_KINDS
 from medledger.health.rules import TxContext, process_tx
 from medledger.health.types import (
     RESEARCH_K_MAX,
@@ -113,7 +115,24 @@ class _EmptyState:
 
 
 class HealthApp:
-    """The medical application. Stateless itself: all state is in the `StateReader` it is given."""
+    """The medical application. Stateless itself: all state is in the `StateReader` it is given.
+
+    `genesis_validators`: the chain's genesis validator set. With it, the app reads the set of each
+    height from the chain's governance state (`chain.governance`, the same keyspace) and passes
+    its keys to the rules in `TxContext.validators`, which institution membership votes need
+    (ADR 0020); without it (tools that replay no governance) no membership approval is accepted.
+    """
+
+    def __init__(self, genesis_validators: ValidatorSet | None = None) -> None:
+        self.genesis_validators = genesis_validators
+
+    def get_validator_keys(self, state: StateReader, height: int | None) -> frozenset[bytes]:
+        """The signing keys of the validators of `height` (None: the newest set, for admission)."""
+        if self.genesis_validators is None:
+            return frozenset()
+        history = governance.get_history(state, self.genesis_validators)
+        at = height if height is not None else max(e.since for e in history.epochs)
+        return frozenset(v.sign_key for v in governance.get_validators_at(history, at).validators)
 
     def init_state(self, genesis: Genesis) -> BlockExecution:
         health_genesis, research_k_min = decode_genesis_with_policy(genesis.app_state)
@@ -129,7 +148,8 @@ class HealthApp:
 
     def check_tx(self, tx: Tx, tx_id: TxId, state: StateReader) -> None:
         """Admission: every rule that does not depend on the block's time (writes are discarded)."""
-        ctx = TxContext(tx_id=tx_id, sender=tx.sender, height=0, time_ms=None)
+        validators = self.get_validator_keys(state, None) if tx.kind in MEMBERSHIP_KINDS else frozenset()
+        ctx = TxContext(tx_id=tx_id, sender=tx.sender, height=0, time_ms=None, validators=validators)
         process_tx(OverlayState(state), tx, ctx)
 
     def apply_block(
@@ -140,9 +160,16 @@ class HealthApp:
         header = block.header
         overlay = OverlayState(state)
         results: list[TxResult] = []
+        validators: frozenset[bytes] | None = None  # read once, for a block with membership votes
         for raw, tx in zip(block.txs, txs, strict=True):
+            if tx.kind in MEMBERSHIP_KINDS and validators is None:
+                validators = self.get_validator_keys(state, header.height)
             ctx = TxContext(
-                tx_id=compute_tx_id(raw), sender=tx.sender, height=header.height, time_ms=header.time_ms
+                tx_id=compute_tx_id(raw),
+                sender=tx.sender,
+                height=header.height,
+                time_ms=header.time_ms,
+                validators=validators or frozenset(),
             )
             # Each tx runs on its own scratch overlay: a rejected tx leaves nothing behind.
             scratch = OverlayState(overlay)

@@ -145,6 +145,8 @@ def validate_grant_consent(
     grantee = st.get_institution(state, body.grantee)
     if grantee is None or grantee.role != ROLE_INSURER:
         raise reject("consent_grantee", "a standing consent for payment is given to a registered insurer")
+    if st.is_inactive_institution(state, body.grantee):
+        raise reject("institution_inactive", "the insurer is suspended or removed: no consent is given to it")
     if not body.record_types or not body.authors:
         raise reject("consent_scope", "a standing consent names at least one record type and one author")
     if not (
@@ -279,6 +281,8 @@ def validate_file_claim(state: StateReader, ctx: rules.TxContext, body: FileClai
     insurer = st.get_institution(state, body.insurer)
     if insurer is None or insurer.role != ROLE_INSURER:
         raise reject("claim_insurer", "a claim is addressed to a registered insurer")
+    if st.is_inactive_institution(state, body.insurer):
+        raise reject("institution_inactive", "the insurer is suspended or removed: no claim is filed to it")
     encounter = st.get_record(state, body.encounter_id)
     if (
         encounter is None

@@ -16,6 +16,7 @@ from medledger.chain.types import Tx, TxId
 from medledger.crypto import Identity
 from medledger.health.claims_types import LabelledDocumentBody
 from medledger.health.errors import RecordBindingError
+from medledger.health.membership_types import KIND_INSTITUTION_ADD, STATUS_KINDS, MembershipKeyBody
 from medledger.health.reasons import seal_reason
 from medledger.health.records import EncryptedRecord
 from medledger.health.types import (
@@ -44,6 +45,7 @@ from medledger.health.types import (
     GrantManifestBody,
     GrantPartBody,
     GrantTerms,
+    Institution,
     NarrowedGrantBody,
     NarrowedGrantManifestBody,
     ReadReceiptBody,
@@ -402,3 +404,48 @@ def build_grant_in_parts(
         for index, part in enumerate(split_grant_parts(keys))
     ]
     return manifest, parts
+
+
+# --- institution membership (issue 16, ADR 0020) ------------------------------------------------
+
+
+def build_institution_add(
+    validator: Identity,
+    institution: Institution,
+    *,
+    chain_id: str,
+    nonce: int | None = None,
+    timestamp_ms: int | None = None,
+) -> SignedTx:
+    """A validator's approval of registering `institution`."""
+    return build_tx(
+        validator,
+        KIND_INSTITUTION_ADD,
+        institution,
+        chain_id=chain_id,
+        nonce=nonce,
+        timestamp_ms=timestamp_ms,
+    )
+
+
+def build_institution_status(
+    validator: Identity,
+    kind: str,
+    sign_key: bytes,
+    *,
+    chain_id: str,
+    nonce: int | None = None,
+    timestamp_ms: int | None = None,
+) -> SignedTx:
+    """A validator's approval of suspending, reinstating or removing the institution `sign_key`
+    (`kind`: one of `membership_types.STATUS_KINDS`)."""
+    if kind not in STATUS_KINDS:
+        raise ValueError(f"{kind!r} is not a membership status kind")
+    return build_tx(
+        validator,
+        kind,
+        MembershipKeyBody(sign_key),
+        chain_id=chain_id,
+        nonce=nonce,
+        timestamp_ms=timestamp_ms,
+    )

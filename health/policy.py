@@ -210,6 +210,8 @@ def compute_record_readers(
     """
     readers = {patient.enc_key, author.enc_key}
     for grant in get_live_grants(state, patient.patient_id, time_ms):
+        if st.is_inactive_institution(state, grant.grantee):
+            continue  # nothing new is sealed for a suspended or removed institution (ADR 0020)
         if is_grant_sealable(grant, record_id, record_type, time_ms, margin_ms) and is_terms_covering(
             st.get_consent_terms(state, grant.grant_id), author.sign_key, labels
         ):
@@ -237,6 +239,8 @@ def compute_consent_readers(
     knows of it, as before."""
     required: set[bytes] = set()
     for grant in get_live_grants(state, patient.patient_id, time_ms):
+        if st.is_inactive_institution(state, grant.grantee):
+            continue  # a suspended or removed insurer is not required, nor allowed (ADR 0020)
         terms = st.get_consent_terms(state, grant.grant_id)
         if (
             terms is not None

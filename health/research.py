@@ -256,6 +256,8 @@ def validate_query_institutions(state: StateReader, institutions: tuple[bytes, .
         institution = st.get_institution(state, key)
         if institution is None or not is_author_role(institution.role):
             raise reject("query_institutions", "only registered institutions that hold records are asked")
+        if st.is_inactive_institution(state, key):
+            raise reject("institution_inactive", "a suspended or removed institution is asked nothing")
 
 
 def validate_submit_query(

@@ -21,9 +21,19 @@ from medledger.chain.codec import decode
 from medledger.chain.errors import CodecError
 from medledger.chain.types import Tx
 from medledger.crypto import DecryptionError, is_usable_enc_key
-from medledger.health import claims, claims_types, grant_parts, research, research_types, rights, rights_types
+from medledger.health import (
+    claims,
+    claims_types,
+    grant_parts,
+    membership,
+    research,
+    research_types,
+    rights,
+    rights_types,
+)
 from medledger.health import state as st
 from medledger.health.errors import HealthStateError, reject
+from medledger.health.membership_types import MEMBERSHIP_KINDS
 from medledger.health.policy import (
     compute_correction_labels,
     get_live_grants,
@@ -95,12 +105,16 @@ _Sortable = TypeVar("_Sortable", bytes, str)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TxContext:
-    """Where a tx executes: its id and sender, the block height and block time (None: admission)."""
+    """Where a tx executes: its id and sender, the block height and block time (None: admission),
+    and the validator set of that height."""
 
     tx_id: bytes
     sender: bytes
     height: int
     time_ms: int | None
+    #: The signing keys of the validators of this height (institution membership: ADR 0020);
+    #: empty where the app runs without the chain's governance (then no approval is accepted).
+    validators: frozenset[bytes] = frozenset()
 
 
 def _is_strictly_sorted(items: tuple[_Sortable, ...]) -> bool:
@@ -461,6 +475,12 @@ def create_grant(
     """The grant a decision `ctx` makes on `inquiry` (one tx's, or a manifest's whose keys come in
     parts: then `record_keys` is empty), on the inquiry's terms or the narrower `terms` (checked by
     the caller); it closes the inquiry and joins the patient's live grants."""
+    if st.is_inactive_institution(state, inquiry.requester):
+        # Its open inquiries are refused lazily, here (ADR 0020): closing them eagerly would need
+        # an index of inquiries by requester that older chains do not have.
+        raise reject(
+            "institution_inactive", "the requester is suspended or removed: nothing is granted to it"
+        )
     live = prune_live_grants(state, inquiry.patient_id, ctx.time_ms)
     if len(live) >= PATIENT_LIVE_GRANTS_MAX:
         raise reject("too_many_grants", f"a patient may have at most {PATIENT_LIVE_GRANTS_MAX} live grants")
@@ -587,6 +607,20 @@ def process_add_document(
 
 def process_tx(state: st.StateWriter, tx: Tx, ctx: TxContext) -> None:
     """Apply one tx's rules and effects to `state`, or raise `TxRejectedError`."""
+    # A suspended or removed institution authors nothing from its block on (ADR 0020); one read,
+    # absent on every chain that never used membership governance.
+    if st.is_inactive_institution(state, ctx.sender):
+        raise reject("institution_inactive", "the sender is a suspended or removed institution")
+    if tx.kind in MEMBERSHIP_KINDS:
+        membership.process_membership(
+            state,
+            tx,
+            sender=ctx.sender,
+            height=ctx.height,
+            in_block=ctx.time_ms is not None,
+            validators=ctx.validators,
+        )
+        return
     body = decode_body(tx)
     if isinstance(body, RegisterPatientBody):
         process_register_patient(state, ctx, body)

@@ -457,9 +457,10 @@ class PatientClient:
                 raise self._lie("proof page", "sent a block page that does not parse") from None
             for item in items:
                 block, commit, next_validators = self._decode_block_item(item)
+                voters = head.validators  # the set that must certify this block
                 try:
                     head, certified = verify_next_block(head, block, commit, next_validators)
-                    ledger.apply_block(certified)
+                    ledger.apply_block(certified, voters)
                 except LightClientError as exc:
                     raise self._lie(
                         exc.what, f"served block {head.height + 1}, which does not verify: {exc.message}"

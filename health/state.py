@@ -54,6 +54,10 @@ migration, never a silent reinterpretation.
     h1/sqryl/<study id 32><u64>            → query id, in order of submission
     h1/sans/<query id 32><institution 32>  → AnswerState, one an asked institution
     h1/rkmin                               → u64 the network's small-cell k (absent: 11)
+    h1/mem/<sign key 32>                   → MembershipState (absent: active; issue 16, ADR 0020)
+    h1/mchg/<change id 32>                 → MembershipChange (pending or decided)
+    h1/mchgn                               → u64 count of membership changes ever proposed
+    h1/mchgl/<u64>                         → change id, in order of first approval
 
 The grant expiry index (layout 2, `STATE_LAYOUT_GRANT_EXPIRY`) is written once by the tx that
 creates a grant (`rules.create_grant`: one-tx grants and manifests of grants in parts alike) and
@@ -75,6 +79,7 @@ from medledger.chain.codec import WireType, decode, encode
 from medledger.chain.errors import CodecError
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms, RecordLabels
 from medledger.health.errors import HealthStateError
+from medledger.health.membership_types import STATUS_ACTIVE, MembershipChange, MembershipState
 from medledger.health.research_types import (
     AnswerState,
     QueryState,
@@ -106,6 +111,8 @@ LAYOUT_VERSION: Final = 1
 LAYOUT_PREFIX: Final = b"h1/"
 
 _INSTITUTION = LAYOUT_PREFIX + b"inst/"
+#: The prefix of institutions' keys (prefix + signing key): for a replay that follows joins.
+INSTITUTION_KEY_PREFIX: Final = _INSTITUTION
 _PATIENT = LAYOUT_PREFIX + b"pat/"
 _PATIENT_BY_KEY = LAYOUT_PREFIX + b"patkey/"
 _RECORD = LAYOUT_PREFIX + b"rec/"
@@ -121,6 +128,11 @@ _AUDIT_COUNT = LAYOUT_PREFIX + b"auditn/"
 _AUDIT = LAYOUT_PREFIX + b"audit/"
 _GRANT_PARTS = LAYOUT_PREFIX + b"gparts/"
 _GRANT_KEY = LAYOUT_PREFIX + b"gkey/"
+
+_INSTITUTION_STATUS = LAYOUT_PREFIX + b"mem/"
+_MEMBERSHIP_CHANGE = LAYOUT_PREFIX + b"mchg/"
+_MEMBERSHIP_CHANGE_COUNT = LAYOUT_PREFIX + b"mchgn"
+_MEMBERSHIP_CHANGE_LIST = LAYOUT_PREFIX + b"mchgl/"
 
 #: Most items one list call returns.
 LIST_LIMIT_MAX: Final = 1000
@@ -734,3 +746,66 @@ def save_research_k_min(state: StateWriter, k_min: int) -> None:
 def get_research_k_min(state: StateReader) -> int:
     """The network's small-cell threshold: no study may release a cell smaller (ADR 0019)."""
     return _get_count(state, _RESEARCH_K_MIN) or RESEARCH_K_MIN_DEFAULT
+
+
+# --- institution membership (issue 16, ADR 0020) ------------------------------------------------
+
+
+def get_institution_status(state: StateReader, sign_key: bytes) -> MembershipState | None:
+    """An institution's membership status; None for a genesis institution never changed (active)."""
+    return _load(MembershipState, state, _INSTITUTION_STATUS + sign_key)
+
+
+def save_institution_status(state: StateWriter, sign_key: bytes, membership: MembershipState) -> None:
+    state.put(_INSTITUTION_STATUS + sign_key, encode(membership))
+
+
+def is_active_institution(state: StateReader, sign_key: bytes) -> bool:
+    """Whether `sign_key` is a registered institution whose status is active."""
+    if get_institution(state, sign_key) is None:
+        return False
+    membership = get_institution_status(state, sign_key)
+    return membership is None or membership.status == STATUS_ACTIVE
+
+
+def is_inactive_institution(state: StateReader, sign_key: bytes) -> bool:
+    """Whether `sign_key` is an institution suspended or removed (one read for everyone else)."""
+    membership = get_institution_status(state, sign_key)
+    return membership is not None and membership.status != STATUS_ACTIVE
+
+
+def get_membership_change(state: StateReader, change_id: bytes) -> MembershipChange | None:
+    return _load(MembershipChange, state, _MEMBERSHIP_CHANGE + change_id)
+
+
+def save_membership_change(state: StateWriter, change: MembershipChange) -> None:
+    """Store a change; a new one is also listed, in order of its first approval."""
+    key = _MEMBERSHIP_CHANGE + change.change_id
+    if state.get(key) is None:
+        _append_indexed(state, _MEMBERSHIP_CHANGE_COUNT, _MEMBERSHIP_CHANGE_LIST, change.change_id)
+    state.put(key, encode(change))
+
+
+def list_membership_change_ids(
+    state: StateReader, *, start: int = 0, limit: int = LIST_LIMIT_MAX
+) -> list[bytes]:
+    return _list_indexed(state, _MEMBERSHIP_CHANGE_COUNT, _MEMBERSHIP_CHANGE_LIST, start, limit)
+
+
+def get_membership_change_count(state: StateReader) -> int:
+    return _get_count(state, _MEMBERSHIP_CHANGE_COUNT)
+
+
+def iter_institutions(state: StateScanner) -> Iterator[Institution]:
+    """Every registered institution (of any status), in key order (a scan: for a node, not rules)."""
+    for key, raw in state.iter_app(_INSTITUTION):
+        try:
+            yield decode(Institution, raw, max_bytes=STATE_VALUE_BYTES_MAX)
+        except CodecError as exc:
+            raise HealthStateError(
+                f"stored Institution under {key!r} does not decode: {exc.message}"
+            ) from None
+
+
+#: The prefixes whose writes change who is a member (`node.membership` re-reads on them).
+MEMBERSHIP_KEY_PREFIXES: Final = (_INSTITUTION, _INSTITUTION_STATUS, _MEMBERSHIP_CHANGE)

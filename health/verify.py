@@ -21,18 +21,20 @@ No I/O, no clock. Errors are `LedgerVerificationError`; the SDK adds the node's 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Final
 
 from medledger.chain.app import OverlayState
 from medledger.chain.errors import BadSignatureError, InvalidTxError, TxRejectedError, WrongChainError
 from medledger.chain.lightclient import CertifiedBlock
-from medledger.chain.types import Genesis, Tx, TxId
+from medledger.chain.types import Genesis, Tx, TxId, ValidatorSet
 from medledger.chain.validation import decode_tx, validate_tx_envelope
 from medledger.health import claims, claims_types, policy, rights
 from medledger.health import state as st
 from medledger.health.app import HealthApp, decode_genesis
 from medledger.health.claims_types import ClaimDecision, ClaimState, ConsentTerms
 from medledger.health.errors import HealthError
+from medledger.health.membership_types import MEMBERSHIP_KINDS
 from medledger.health.research_types import (
     QueryState,
     RegisterStudyBody,
@@ -102,6 +104,12 @@ class TxFact:
     rule: str
 
 
+def _added_keys(writes: Mapping[bytes, bytes | None]) -> set[bytes]:
+    """The signing keys of institutions a membership tx's writes registered."""
+    prefix = st.INSTITUTION_KEY_PREFIX
+    return {k[len(prefix) :] for k, v in writes.items() if k.startswith(prefix) and v is not None}
+
+
 #: The end of a membership that has not ended.
 _NO_END: Final = 2**64
 
@@ -127,8 +135,16 @@ class PatientLedger:
 
     # -- feeding ---------------------------------------------------------------------------
 
-    def apply_block(self, certified: CertifiedBlock) -> int:
-        """Apply the patient's txs of the next certified block; returns how many concerned them."""
+    def apply_block(self, certified: CertifiedBlock, validators: ValidatorSet | None = None) -> int:
+        """Apply the patient's txs of the next certified block; returns how many concerned them.
+
+        `validators`: the set that certified it (the light client's trusted set for its height),
+        whose votes on institution membership (ADR 0020) every patient's ledger follows: who is an
+        institution, and whether it may still act, is part of judging the patient's own txs.
+        """
+        voters = (
+            frozenset(v.sign_key for v in validators.validators) if validators is not None else frozenset()
+        )
         header = certified.block.header
         if header.height != self.height + 1:
             raise LedgerVerificationError(f"expected block {self.height + 1}, got {header.height}")
@@ -138,7 +154,8 @@ class PatientLedger:
                 tx, _ = decode_tx(raw, tx_id=tx_id)
             except InvalidTxError:
                 continue  # not a tx any rule would apply: it concerns nobody
-            if tx.kind not in TX_KINDS or not self._concerns(tx):
+            is_membership = tx.kind in MEMBERSHIP_KINDS
+            if not is_membership and (tx.kind not in TX_KINDS or not self._concerns(tx)):
                 continue
             try:
                 validate_tx_envelope(tx, chain_id=self.chain_id)
@@ -147,7 +164,9 @@ class PatientLedger:
                     f"block {header.height} holds a tx concerning this patient that fails its "
                     f"checks: {exc.message}"
                 ) from None
-            ctx = TxContext(tx_id=tx_id, sender=tx.sender, height=header.height, time_ms=header.time_ms)
+            ctx = TxContext(
+                tx_id=tx_id, sender=tx.sender, height=header.height, time_ms=header.time_ms, validators=voters
+            )
             scratch = OverlayState(self._state)
             ok, rule = True, "ok"
             try:
@@ -157,6 +176,14 @@ class PatientLedger:
             if ok:
                 for key, value in scratch.writes.items():
                     self._state.put(key, value)
+            if is_membership:
+                if ok:  # an institution added by the vote is known from its block on
+                    self.institutions.update(
+                        (k, i)
+                        for k in self.institutions.keys() | _added_keys(scratch.writes)
+                        if (i := st.get_institution(self._state, k)) is not None
+                    )
+                continue  # not the patient's own tx: no fact of theirs
             self.txs[tx_id] = TxFact(tx_id, tx.kind, header.height, index, header.time_ms, ok, rule)
             applied += 1
         self.height = header.height

@@ -192,9 +192,12 @@ async def post_claim(request: web.Request) -> web.Response:
             403, "Forbidden", f"an institution with role {me.role!r} cannot file claims", code="claim_filer"
         )
     insurer = service.institutions.get(insurer_key)
-    if insurer is None or insurer.role != ROLE_INSURER:
+    if insurer is None or insurer.role != ROLE_INSURER or not service.is_active(insurer_key):
         raise ApiProblem(
-            422, "Unknown insurer", "the claim is not addressed to a registered insurer", code="claim_insurer"
+            422,
+            "Unknown insurer",
+            "the claim is not addressed to a registered, active insurer",
+            code="claim_insurer",
         )
     encounter = st.get_record(state, encounter_id)
     if encounter is None or encounter.patient_id != patient_id or encounter.author != me.sign_key:

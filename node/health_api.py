@@ -38,6 +38,7 @@ from aiohttp import web
 from medledger.chain.app import StateReader
 from medledger.chain.codec import WireType, encode
 from medledger.chain.errors import TxRejectedError
+from medledger.chain.governance import GovernedApp
 from medledger.chain.limits import UINT_MAX
 from medledger.chain.store import TxLocation
 from medledger.crypto import HASH_SIZE, CryptoError, DecryptionError
@@ -131,14 +132,47 @@ class ApiProblem(NodeError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HealthService:
-    """What the routes need: the node and the registered institutions (genesis)."""
+    """What the routes need: the node and the registered institutions, as its committed state
+    says (`fixed_institutions`: a fixed table instead, for a service without a node's store)."""
 
     node: Node
-    institutions: dict[bytes, Institution]
+    fixed_institutions: dict[bytes, Institution] | None = None
+
+    @property
+    def institutions(self) -> dict[bytes, Institution]:
+        """Every registered institution (genesis or joined, removed ones too: see `is_active`)."""
+        if self.fixed_institutions is not None:
+            return self.fixed_institutions
+        return self.node.membership.institutions
+
+    def is_active(self, key: bytes) -> bool:
+        if self.fixed_institutions is not None:
+            return key in self.fixed_institutions
+        return self.node.membership.is_active(key)
 
     @property
     def me(self) -> Institution | None:
-        return self.institutions.get(self.node.identity.public.sign_key)
+        """This node's institution while it is an active member; None otherwise."""
+        key = self.node.identity.public.sign_key
+        return self.institutions.get(key) if self.is_active(key) else None
+
+    def describe_not_member(self) -> tuple[str, str]:
+        """Why `me` is None: a problem code and a message (no PHI: only membership facts)."""
+        key = self.node.identity.public.sign_key
+        if self.fixed_institutions is None:
+            status = self.node.membership.status_of(key)
+            if status is not None:
+                return (
+                    "not_member",
+                    f"this node's institution is {status}: it acts for no one on this network",
+                )
+            if self.node.membership.is_pending_addition(key):
+                return (
+                    "not_member",
+                    "this node's institution is not yet a member: its addition awaits the validators' "
+                    "approval (medledger governance list)",
+                )
+        return "not_institution", "this node's key is not a registered institution"
 
     def name_of(self, key: bytes) -> str | None:
         institution = self.institutions.get(key)
@@ -393,12 +427,8 @@ def institution_route(handler: Handler) -> Handler:
         service = request.app[HEALTH_KEY]
         try:
             if service.me is None:
-                raise ApiProblem(
-                    403,
-                    "Forbidden",
-                    "this node's key is not a registered institution",
-                    code="not_institution",
-                )
+                code, message = service.describe_not_member()
+                raise ApiProblem(403, "Forbidden", message, code=code)
             return await handler(request)
         except ApiProblem as exc:
             return _problem(exc)
@@ -414,9 +444,8 @@ def _me(request: web.Request) -> tuple[HealthService, Institution]:
     service = request.app[HEALTH_KEY]
     me = service.me
     if me is None:  # institution_route checked it
-        raise ApiProblem(
-            403, "Forbidden", "this node's key is not a registered institution", code="not_institution"
-        )
+        code, message = service.describe_not_member()
+        raise ApiProblem(403, "Forbidden", message, code=code)
     return service, me
 
 
@@ -742,7 +771,54 @@ async def get_institution_audit(request: web.Request) -> web.Response:
 
 async def list_institutions(request: web.Request) -> web.Response:
     service = request.app[HEALTH_KEY]
+    # Every institution ever registered (a removed one keeps its entry: the history names it);
+    # their statuses are in /v1/health/membership.
     return _json({"institutions": [institution_json(i) for i in service.institutions.values()]})
+
+
+async def get_membership(request: web.Request) -> web.Response:
+    """Institution membership governance (ADR 0020): every institution with its status, and every
+    proposed change, pending or decided, with its approvals and what it needs to pass."""
+    service = request.app[HEALTH_KEY]
+    node = service.node
+    state = _state(service)
+    validators = (
+        node.app.get_validators(state, node.store.height + 1)
+        if isinstance(node.app, GovernedApp)
+        else node.genesis.validators
+    )
+    keys = frozenset(v.sign_key for v in validators.validators)
+    needed = 2 * len(keys) // 3 + 1
+    changes = []
+    for change_id in st.list_membership_change_ids(state):
+        change = st.get_membership_change(state, change_id)
+        if change is None:  # pragma: no cover - listed ids are stored
+            continue
+        counted = sum(1 for a in change.approvals if a in keys)
+        changes.append(
+            {
+                "change_id": change.change_id.hex(),
+                "kind": change.kind,
+                "institution": institution_json(change.institution),
+                "status": "pending" if change.is_pending else "passed",
+                "approvals": [a.hex() for a in change.approvals],
+                "approvals_counted": counted,
+                "approvals_needed": needed,
+                "proposed_height": change.proposed_height,
+                "decided_height": change.decided_height,
+            }
+        )
+    institutions = [
+        {**institution_json(i), "status": node.membership.status_of(k)}
+        for k, i in service.institutions.items()
+    ]
+    return _json(
+        {
+            "validators": [v.sign_key.hex() for v in validators.validators],
+            "institutions": institutions,
+            "changes": changes,
+        }
+    )
 
 
 async def get_patient(request: web.Request) -> web.Response:
@@ -804,8 +880,7 @@ async def get_patient_audit(request: web.Request) -> web.Response:
 
 def add_health_routes(app: web.Application, node: Node) -> None:
     """Register the health routes on the node's API (called by `build_app` for health nodes)."""
-    institutions = {i.sign_key: i for i in decode_genesis(node.genesis.app_state).institutions}
-    app[HEALTH_KEY] = HealthService(node=node, institutions=institutions)
+    app[HEALTH_KEY] = HealthService(node=node)
     add_idempotency_store(app, node)
     app[API_AUTH_KEY].patient_check = lambda signer, patient_id: policy.is_patient_signer(
         node.store, signer, patient_id
@@ -823,6 +898,7 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     for method, path, handler in institution:
         add_route(app, method, path, institution_route(handler), Access.TOKEN)
     add_route(app, "GET", "/v1/health/institutions", public_route(list_institutions), Access.READER)
+    add_route(app, "GET", "/v1/health/membership", public_route(get_membership), Access.TOKEN)
     patient: list[tuple[str, Handler]] = [
         ("", get_patient),
         ("/records", get_patient_records),
@@ -847,8 +923,18 @@ def add_health_routes(app: web.Application, node: Node) -> None:
     from medledger.node.research_api import add_research_routes  # noqa: PLC0415
 
     add_research_routes(app)
-    me = app[HEALTH_KEY].me
-    if me is not None and policy.is_author_role(me.role):
+    # The store is not open yet: judge by the genesis. A node whose key the genesis does not name
+    # may join as an author (ADR 0020) and runs the answerer too; it is asked nothing until then
+    # (a query names only registered authors).
+    genesis_me = next(
+        (
+            i
+            for i in decode_genesis(node.genesis.app_state).institutions
+            if i.sign_key == node.identity.public.sign_key
+        ),
+        None,
+    )
+    if genesis_me is None or policy.is_author_role(genesis_me.role):
         add_research_answerer(app, node)
     add_blob_routes(
         app,

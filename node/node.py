@@ -33,6 +33,7 @@ from medledger.network.peers import FrameHandler, PeerLink, PeerNetwork
 from medledger.network.reactor import Reactor, SyncProgress
 from medledger.node.backpressure import AdmissionGate, OverloadedError
 from medledger.node.config import NodeConfig
+from medledger.node.membership import MembershipView
 from medledger.node.metrics import NodeMetrics
 from medledger.node.sites import start_site
 
@@ -109,6 +110,8 @@ class Node:
         self.commit_listeners: list[Callable[[ExecutedBlock], None]] = []
         #: Peer frame kinds served by a service other than the reactor (blob transfer, ADR 0013).
         self.frame_handlers: dict[int, FrameHandler] = {}
+        #: The institutions and their statuses in the committed state (ADR 0020).
+        self.membership = MembershipView(lambda: self._store)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -183,9 +186,20 @@ class Node:
     def _is_member(self, key: bytes) -> bool:
         if key.hex() in self._observer_keys:
             return True
-        if self.reactor is not None:
-            return self.reactor.is_known_validator(key)
-        return self.genesis.validators.contains(key)
+        if self.reactor is not None and self.reactor.is_known_validator(key):
+            return True
+        if self.reactor is None and self.genesis.validators.contains(key):
+            return True
+        # An institution the committed state makes a member (or whose addition is pending).
+        return self.membership.is_linkable(key)
+
+    def _drop_non_members(self) -> None:
+        """End the links of peers that are no longer members (their institution was removed)."""
+        if self.peers is None:
+            return
+        for key in list(self.peers.links):
+            if not self._is_member(key):
+                self.peers.drop_peer(key, "its institution is no longer an active member")
 
     async def _start_consensus(self, store: BlockStore) -> None:
         self._observer_keys = frozenset(k.lower() for k in self.config.p2p.observers)
@@ -361,6 +375,8 @@ class Node:
         self.gate.observe_commit(len(tx_ids))
         self.metrics.block_txs.observe(len(tx_ids))
         self._update_mempool_gauges()
+        if self.membership.refresh_if_changed(executed.execution.writes):
+            self._drop_non_members()
         for listener in self.commit_listeners:
             try:
                 listener(executed)

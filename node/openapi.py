@@ -649,6 +649,23 @@ def _health_paths() -> dict[str, Any]:
             secured=False,
             errors={},
         ),
+        "/v1/health/membership": _get(
+            "getMembership",
+            "Institution membership by the validators' vote (ADR 0020): the validators, every "
+            "institution with its status (active, suspended, removed), every change pending or passed.",
+            {
+                "type": "object",
+                "required": ["validators", "institutions", "changes"],
+                "properties": {
+                    "validators": {"type": "array", "items": {"type": "string"}},
+                    "institutions": {"type": "array", "items": {"type": "object"}},
+                    "changes": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            params=[],
+            secured=True,
+            errors=_AUTH_ERRORS,
+        ),
         "/v1/health/patients/{patient_id}": _get(
             "getPatient",
             "A patient's public keys and representatives.",

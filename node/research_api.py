@@ -218,7 +218,11 @@ async def post_query(request: web.Request) -> web.Response:
         institutions = tuple(sorted({_hex_id(k, "institution key") for k in asked}))
     else:
         institutions = tuple(
-            sorted(k for k, i in service.institutions.items() if policy.is_author_role(i.role))
+            sorted(
+                k
+                for k, i in service.institutions.items()
+                if policy.is_author_role(i.role) and service.is_active(k)
+            )
         )
     grouping = data.get("grouping", GROUP_NONE)
     if not isinstance(grouping, str):

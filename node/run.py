@@ -45,18 +45,18 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 API_ADDRESS_FILE = "api.json"
 
 
-def make_app(name: str) -> App:
+def make_app(name: str, genesis: Genesis | None = None) -> App:
     if name == "kv-fixture":
         return KeyValueFixtureApp()
     if name == "health":
-        return HealthApp()
+        return HealthApp(None if genesis is None else genesis.validators)
     raise ConfigError(f"unknown app {name!r}")
 
 
 def build_chain_app(config: NodeConfig, genesis: Genesis) -> App:
     """The app the chain drives: the configured one, its validator set governed on chain (a
     single validator is n = 1 of the same consensus, and can vote others in)."""
-    return GovernedApp(make_app(config.node.app), genesis.validators)
+    return GovernedApp(make_app(config.node.app, genesis), genesis.validators)
 
 
 def load_node_identity(config: NodeConfig) -> Identity:

@@ -14,6 +14,7 @@ that owns the logic and prints:
 - `patient`: the patient's client, `patient ...`
 - `patient_claims`: `patient consent grant|revoke|list` and `patient claims` (issue 12)
 - `patient_rights`: its rights commands, `patient request-records|requests|amend|amendments|disagree`
+- `governance`: `join` and `governance propose-institution|approve|suspend|reinstate|remove|list`
 - `_common`: what they share (failing with a message, passphrases, recurring options)
 """
 
@@ -26,6 +27,7 @@ from medledger.node.cli import (
     cluster,
     demo_cmd,
     events_cmd,
+    governance,
     keys,
     mqtt_cmd,
     patient,
@@ -57,6 +59,8 @@ for _command in (
     verify.verify,
     verify.rebuild,
     setup.testnet,
+    governance.join,
+    governance.governance,
     cluster.cluster,
     demo_cmd.demo,
     patient.patient,

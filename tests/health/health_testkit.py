@@ -99,14 +99,23 @@ class Ledger:
         *,
         layout: int = STATE_LAYOUT_LATEST,
         research_k_min: int = RESEARCH_K_MIN_DEFAULT,
+        validator_count: int = 1,
     ) -> None:
         roles = INSTITUTION_ROLES if institutions is None else institutions
-        self.app = HealthApp()
         self.state = DictState()
         self.institutions = {name: make_institution(name, role) for name, role in roles.items()}
-        validator = make_identity("validator")
-        self.proposer = validator.public.sign_key
-        self.validators = ValidatorSet.of([Validator("v0", self.proposer, validator.public.enc_key)])
+        #: The validators' identities (the first is the proposer of every block).
+        self.validator_identities = [
+            make_identity("validator" if i == 0 else f"validator{i}") for i in range(validator_count)
+        ]
+        self.proposer = self.validator_identities[0].public.sign_key
+        self.validators = ValidatorSet.of(
+            [
+                Validator(f"v{i}", v.public.sign_key, v.public.enc_key)
+                for i, v in enumerate(self.validator_identities)
+            ]
+        )
+        self.app = HealthApp(self.validators)
         genesis = Genesis(
             CHAIN_ID,
             GENESIS_TIME_MS,

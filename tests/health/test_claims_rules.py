@@ -18,6 +18,7 @@ from medledger.health import claims_client, client, events, policy
 from medledger.health import state as st
 from medledger.health.claims_types import OUTCOME_APPROVED, OUTCOME_DENIED, OUTCOME_PENDED
 from medledger.health.labels import compute_security_labels
+from medledger.health.membership_types import KIND_INSTITUTION_REMOVE
 from medledger.health.records import encrypt_record, open_record
 from medledger.health.types import EVENT_CLAIM_READ, EVENT_READ, compute_patient_id
 
@@ -452,3 +453,25 @@ def test_attack_labels_are_found_whatever_the_spelling(
     resource: dict[str, Any], labels: tuple[str, ...]
 ) -> None:
     assert compute_security_labels(resource) == labels
+
+
+# --- a removed insurer (issue 16, ADR 0020) -------------------------------------------------------
+
+
+def test_a_removed_insurer_is_sealed_consented_and_claimed_nothing(world: World) -> None:
+    w = world
+    before = w.add("clinic", make_encounter(1))
+    assert "insurer" in w.readers_of(before)  # its standing consent covers the clinic's records
+    validator = w.ledger.validator_identities[0]  # one validator: its approval alone passes
+    w.ledger.submit_ok(
+        w.ledger.sign(client.build_institution_status, validator, KIND_INSTITUTION_REMOVE, w.key("insurer"))
+    )
+    # Nothing new is sealed for it (the consent no longer requires it; sealing for it is refused) ...
+    after = w.add("clinic", make_encounter(2))
+    assert "insurer" not in w.readers_of(after)
+    # ... no new consent names it, no claim is filed to it, and it files nothing.
+    w.ledger.submit_rejected(consent(w.ledger, w.patient_id, w.patient), "health.institution_inactive")
+    w.ledger.submit_rejected(w.file(after, [after]), "health.institution_inactive")
+    w.ledger.submit_rejected(w.decide(w.consent_id, 1, OUTCOME_APPROVED), "health.institution_inactive")
+    # Another insurer is unaffected.
+    w.ledger.submit_ok(w.file(after, [after], insurer="insurer-2"))

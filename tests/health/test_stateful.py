@@ -35,6 +35,7 @@ Claims (issue 12) add standing consents, security labels and claims to the same 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 from claims_testkit import make_encounter, seal_test_claim, seal_test_response
@@ -49,6 +50,12 @@ from medledger.health import claims_client, client, policy
 from medledger.health import state as st
 from medledger.health.claim_seal import ClaimUnreadableError, open_claim, open_claim_response
 from medledger.health.claims_types import CLAIM_OPEN, CLAIM_VERSIONS_MAX, OUTCOME_APPROVED, OUTCOMES
+from medledger.health.membership_types import (
+    KIND_INSTITUTION_ADD,
+    KIND_INSTITUTION_REINSTATE,
+    KIND_INSTITUTION_REMOVE,
+    KIND_INSTITUTION_SUSPEND,
+)
 from medledger.health.records import (
     encrypt_record,
     open_record,
@@ -65,6 +72,8 @@ from medledger.health.types import (
     PURPOSES_BY_ROLE,
     TX_KINDS,
     GrantState,
+    Institution,
+    RecordState,
     Scope,
     compute_patient_id,
     is_covered,
@@ -1440,6 +1449,276 @@ TestHealthRules = HealthMachine.TestCase
 TestHealthRules.settings = settings(
     max_examples=200,
     stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+# --- institution membership (issue 16, ADR 0020) ------------------------------------------------
+
+
+M_GENESIS = {"clinic": "clinic", "hospital": "hospital", "insurer": "insurer"}
+M_JOINERS = {"joiner-a": "clinic", "joiner-b": "insurer"}
+M_ROLES = {**M_GENESIS, **M_JOINERS}
+M_INSTITUTIONS = tuple(M_ROLES)
+M_IDENTITIES: dict[str, Identity] = {name: make_identity(name) for name in M_INSTITUTIONS}
+M_PATIENT = "patient-m"
+M_PATIENT_ID = compute_patient_id(make_identity(M_PATIENT).public.sign_key)
+M_VALIDATORS = 4
+#: What each status kind needs the institution's status to be, and the status it sets.
+M_STATUS_KINDS = {
+    KIND_INSTITUTION_SUSPEND: ({"active"}, "suspended"),
+    KIND_INSTITUTION_REINSTATE: ({"suspended"}, "active"),
+    KIND_INSTITUTION_REMOVE: ({"active", "suspended"}, "removed"),
+}
+
+
+def m_institution(name: str) -> Institution:
+    identity = M_IDENTITIES[name]
+    return Institution(name, M_ROLES[name], identity.public.sign_key, identity.public.enc_key)
+
+
+class MembershipMachine(RuleBasedStateMachine):
+    """Joins, suspensions, reinstatements and removals by the validators' vote, among records,
+    inquiries, grants and reads: the model predicts every outcome, and the invariants read the
+    ledger: no key authors, is granted, reads or is sealed for while it is inactive (from the block
+    that suspends or removes it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger(M_GENESIS, validator_count=M_VALIDATORS)
+        self.patient = make_identity(M_PATIENT)
+        self.voters = [*self.ledger.validator_identities, M_IDENTITIES["clinic"], make_identity("stranger")]
+        self.status: dict[str, str | None] = {
+            n: ("active" if n in M_GENESIS else None) for n in M_INSTITUTIONS
+        }
+        self.rounds: dict[str, int] = dict.fromkeys(M_INSTITUTIONS, 0)
+        self.approvals: dict[tuple[str, str, int], set[int]] = {}
+        #: (name, first height inactive, first height active again or None).
+        self.inactive: list[tuple[str, int, int | None]] = []
+        self.inquiries: list[tuple[bytes, str]] = []
+        self.grants: list[tuple[bytes, str, tuple[bytes, ...]]] = []
+
+    @initialize()
+    def register_patient(self) -> None:
+        self.ledger.submit_ok(self.ledger.sign(client.build_register_patient, self.patient))
+
+    def active(self, name: str) -> bool:
+        return self.status[name] == "active"
+
+    def check(self, signed: client.SignedTx, expect_ok: bool, rule: str, why: str) -> bytes | None:
+        outcome = self.ledger.submit(signed)
+        event(f"{why}: {'accepted' if outcome.ok else outcome.rule}")
+        assert outcome.ok == expect_ok, (why, outcome.rule, outcome.message)
+        if not expect_ok and rule:
+            assert outcome.rule == rule, (why, outcome.rule, rule)
+        return outcome.tx_id if outcome.ok else None
+
+    def refusal(self, name: str) -> str:
+        return "health.institution_inactive" if self.status[name] is not None else "health.not_institution"
+
+    # --- votes ----------------------------------------------------------------------------------
+
+    @rule(
+        kind=stg.sampled_from((KIND_INSTITUTION_ADD, *M_STATUS_KINDS)),
+        whom=stg.sampled_from(M_INSTITUTIONS),
+        voter=stg.integers(0, M_VALIDATORS + 1),
+    )
+    def vote(self, kind: str, whom: str, voter: int) -> None:
+        target = whom
+        identity = self.voters[voter]
+        if kind == KIND_INSTITUTION_ADD:
+            signed = self.ledger.sign(client.build_institution_add, identity, m_institution(target))
+        else:
+            signed = self.ledger.sign(
+                client.build_institution_status, identity, kind, M_IDENTITIES[target].public.sign_key
+            )
+        status = self.status[target]
+        if voter == M_VALIDATORS and not self.active("clinic"):
+            self.check(signed, False, "health.institution_inactive", "vote by an inactive institution")
+            return
+        if voter >= M_VALIDATORS:
+            self.check(signed, False, "health.membership_approver", "vote by a non-validator")
+            return
+        if kind == KIND_INSTITUTION_ADD and status is not None:
+            self.check(signed, False, "health.membership_exists", "add of a registered institution")
+            return
+        if kind != KIND_INSTITUTION_ADD:
+            if status is None:
+                self.check(signed, False, "health.membership_unknown", "status of no institution")
+                return
+            if status not in M_STATUS_KINDS[kind][0]:
+                self.check(signed, False, "health.membership_status", "status change that does not apply")
+                return
+        change = (kind, target, self.rounds[target])
+        approvals = self.approvals.setdefault(change, set())
+        if voter in approvals:
+            self.check(signed, False, "health.membership_duplicate", "duplicate approval")
+            return
+        approvals.add(voter)
+        self.check(signed, True, "", "approval")
+        if len(approvals) * 3 <= 2 * M_VALIDATORS:
+            return
+        after = "active" if kind == KIND_INSTITUTION_ADD else M_STATUS_KINDS[kind][1]
+        height = self.ledger.height
+        if status == "active" and after != "active":
+            self.inactive.append((target, height, None))
+        if status == "suspended" and after != "suspended":
+            self.inactive = [
+                (n, start, height if n == target and end is None else end) for n, start, end in self.inactive
+            ]
+            if after == "removed":
+                self.inactive.append((target, height, None))
+        self.status[target] = after
+        self.rounds[target] += 1
+
+    @rule(
+        kind=stg.sampled_from((KIND_INSTITUTION_ADD, *M_STATUS_KINDS)), whom=stg.sampled_from(M_INSTITUTIONS)
+    )
+    def vote_through(self, kind: str, whom: str) -> None:
+        """Every validator in turn approves the same change (most random votes never agree)."""
+        before = (self.status[whom], self.rounds[whom])
+        for voter in range(M_VALIDATORS):
+            self.vote(kind, whom, voter)
+            if (self.status[whom], self.rounds[whom]) != before:
+                event(f"passed: {kind}")
+                return
+
+    # --- what institutions do -------------------------------------------------------------------
+
+    def records(self) -> list[RecordState]:
+        return list(st.list_records(self.ledger.state, M_PATIENT_ID))
+
+    @rule(author=stg.sampled_from(M_INSTITUTIONS), data=stg.data())
+    def add_record(self, author: str, data: stg.DataObject) -> None:
+        also = data.draw(stg.sampled_from([None, *M_INSTITUTIONS]))
+        readers = [self.patient.public.enc_key, M_IDENTITIES[author].public.enc_key]
+        live = {g for _, g, _ in self.grants}
+        if also is not None:
+            readers.append(M_IDENTITIES[also].public.enc_key)
+        encrypted = encrypt_record(
+            MAKERS["Observation"](self.counter_value()),
+            patient_id=M_PATIENT_ID,
+            author=M_IDENTITIES[author].public.sign_key,
+            readers=readers,
+        )
+        signed = self.ledger.sign(client.build_add_record, M_IDENTITIES[author], M_PATIENT_ID, encrypted)
+        if not self.active(author):
+            self.check(signed, False, self.refusal(author), "record by a non-member")
+        elif M_ROLES[author] not in ("clinic", "hospital"):
+            self.check(signed, False, "health.author_role", "record by an insurer")
+        elif also is not None and also != author and not (also in live and self.active(also)):
+            self.check(signed, False, "health.record_readers", "record sealed for one without cover")
+        else:
+            self.check(signed, True, "", "record")
+
+    def counter_value(self) -> int:
+        return self.ledger.height
+
+    @rule(requester=stg.sampled_from(M_INSTITUTIONS))
+    def inquire(self, requester: str) -> None:
+        purpose = "HPAYMT" if M_ROLES[requester] == "insurer" else "TREAT"
+        signed = self.ledger.sign(
+            client.build_request_access,
+            M_IDENTITIES[requester],
+            M_PATIENT_ID,
+            client.make_scope(),
+            purpose,
+            self.ledger.next_time_ms + INQUIRY_TTL_MS_MAX // 2,
+            "synthetic follow-up",
+            patient_enc_key=self.patient.public.enc_key,
+        )
+        if not self.active(requester):
+            self.check(signed, False, self.refusal(requester), "inquiry by a non-member")
+            return
+        tx_id = self.check(signed, True, "", "inquiry")
+        assert tx_id is not None
+        self.inquiries.append((tx_id, requester))
+
+    @rule(data=stg.data())
+    def grant(self, data: stg.DataObject) -> None:
+        if not self.inquiries:
+            return
+        inquiry_id, requester = self.inquiries.pop(data.draw(stg.integers(0, len(self.inquiries) - 1)))
+        records = self.records()
+        keys = reseal_record_keys(records, self.patient, M_IDENTITIES[requester].public.enc_key)
+        signed = self.ledger.sign(client.build_grant, self.patient, inquiry_id, keys)
+        if not self.active(requester):
+            self.check(signed, False, "health.institution_inactive", "grant to a non-member")
+            self.inquiries.append((inquiry_id, requester))  # still open: it may be denied
+            return
+        tx_id = self.check(signed, True, "", "grant")
+        assert tx_id is not None
+        self.grants.append((tx_id, requester, tuple(r.record_id for r in records)))
+
+    @rule(data=stg.data())
+    def read(self, data: stg.DataObject) -> None:
+        candidates = [g for g in self.grants if g[2]]
+        if not candidates:
+            return
+        grant_id, grantee, record_ids = data.draw(stg.sampled_from(candidates))
+        signed = self.ledger.sign(
+            client.build_read_receipt, M_IDENTITIES[grantee], grant_id, list(record_ids)
+        )
+        if not self.active(grantee):
+            self.check(signed, False, "health.institution_inactive", "read by a non-member")
+        else:
+            self.check(signed, True, "", "read")
+
+    @rule(data=stg.data())
+    def deny(self, data: stg.DataObject) -> None:
+        """The patient may always close an inquiry, even a removed institution's."""
+        if not self.inquiries:
+            return
+        inquiry_id, _ = self.inquiries.pop(data.draw(stg.integers(0, len(self.inquiries) - 1)))
+        self.check(self.ledger.sign(client.build_deny, self.patient, inquiry_id), True, "", "deny")
+
+    # --- invariants -----------------------------------------------------------------------------
+
+    def inactive_at(self, key: bytes, height: int) -> bool:
+        return any(
+            M_IDENTITIES[n].public.sign_key == key and start <= height and (end is None or height < end)
+            for n, start, end in self.inactive
+        )
+
+    @invariant()
+    def statuses_match_the_ledger(self) -> None:
+        for name, status in self.status.items():
+            key = M_IDENTITIES[name].public.sign_key
+            if status is None:
+                assert st.get_institution(self.ledger.state, key) is None
+                continue
+            assert st.get_institution(self.ledger.state, key) == m_institution(name)
+            assert st.is_active_institution(self.ledger.state, key) == (status == "active")
+
+    @invariant()
+    def nothing_for_an_inactive_key_after_its_block(self) -> None:
+        state = self.ledger.state
+        for record in self.records():
+            assert not self.inactive_at(record.author, record.height), "an inactive key authored"
+            for name, identity in M_IDENTITIES.items():
+                if name == M_IDENTITIES_NAME_OF.get(record.author):
+                    continue
+                if self.inactive_at(identity.public.sign_key, record.height):
+                    with contextlib.suppress(DecryptionError):
+                        open_record(record, identity)
+                        raise AssertionError(
+                            f"a record of block {record.height} is sealed for inactive {name}"
+                        )
+        for audit in st.list_audit_events(state, M_PATIENT_ID):
+            assert not self.inactive_at(audit.actor, audit.height), f"an inactive key acted: {audit.event}"
+        for grant_id, _, _ in self.grants:
+            grant = st.get_grant(state, grant_id)
+            assert grant is not None
+            assert not self.inactive_at(grant.grantee, grant.height), "an inactive key was granted"
+
+
+M_IDENTITIES_NAME_OF = {identity.public.sign_key: name for name, identity in M_IDENTITIES.items()}
+
+TestMembershipRules = MembershipMachine.TestCase
+TestMembershipRules.settings = settings(
+    max_examples=300,
+    stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

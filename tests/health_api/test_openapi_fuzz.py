@@ -79,8 +79,8 @@ def test_health_operations_answer_generated_requests_without_server_errors(share
     # The event page (ADR 0015) too; not its stream, which never ends.
     health = [op for op in operations if op.path.startswith("/v1/health/") or op.path == "/v1/events"]
     # 13; 1 bulk read (ADR 0012), 7 patient's rights (0014), 5 attachments (0013), 1 events (0015),
-    # 6 claims (0017), 6 research (0019)
-    assert len(health) == 39
+    # 6 claims (0017), 6 research (0019), 1 membership (0020)
+    assert len(health) == 40
     for operation in health:
         assert fuzz(clinic.url, clinic.token, operation, GenerationMode.POSITIVE) > 0, operation.label
         spec = document["paths"][operation.path][operation.method.lower()]

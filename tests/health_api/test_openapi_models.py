@@ -255,7 +255,7 @@ def encoded(value: Any) -> str:
 
 def test_views_match_their_schemas(document: Document) -> None:
     # The views read only the institutions' names from the service.
-    service = HealthService(node=cast(Node, None), institutions={CLINIC.sign_key: CLINIC})
+    service = HealthService(node=cast(Node, None), fixed_institutions={CLINIC.sign_key: CLINIC})
     views: list[tuple[str, dict[str, Any]]] = [
         ("Institution", health_api.institution_json(CLINIC)),
         ("Patient", health_api.patient_json(PATIENT)),
