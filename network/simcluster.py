@@ -532,7 +532,7 @@ class Simulation:
                 for i, ident in enumerate(identities)
             ]
         )
-        self.genesis = Genesis(CHAIN_ID, 0, validators, b"")
+        self.genesis = Genesis(CHAIN_ID, 0, validators, b"", config.consensus_params)
         faulty = {identities[i].public.sign_key for i in (*config.twins, *config.skewed)}
         skewed = {identities[i].public.sign_key for i in config.skewed}
         # Clock offsets from their own stream, so that a config without them replays as before.
