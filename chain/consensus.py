@@ -69,7 +69,7 @@ from medledger.chain.evidence import (
     make_conflicting_proposal_evidence,
     make_duplicate_vote_evidence,
 )
-from medledger.chain.leader import LeaderSchedule, plain_schedule
+from medledger.chain.leader import PROBE_TIMEOUT_DIVISOR, LeaderSchedule, plain_schedule
 from medledger.chain.store import ConsensusLock, LastSigned
 from medledger.chain.types import (
     NO_ROUND,
@@ -1078,6 +1078,9 @@ class ConsensusCore:
             return
         self._scheduled.add(key)
         delay_ms = self.timeouts.compute_timeout_ms(step, self.round)
+        schedule = self._schedule_of_height
+        if step is TimeoutStep.PROPOSE and self.round == 0 and schedule is not None and schedule.is_probing:
+            delay_ms //= PROBE_TIMEOUT_DIVISOR  # a probe of a validator seen down (chain/leader.py)
         out.append(ScheduleTimeout(self.height, self.round, step, delay_ms))
 
     def _rebroadcast(self, out: list[Action]) -> None:

@@ -19,6 +19,7 @@ from medledger.chain.execution import build_block
 from medledger.chain.executor import BlockExecutor
 from medledger.chain.leader import (
     PROBE_FACTOR,
+    LeaderSchedule,
     compute_window,
     is_probe_height,
     select_proposer,
@@ -277,3 +278,13 @@ def test_v1_keeps_plain_round_robin_and_todays_caps(v1: Cluster) -> None:
     writer = IDENTITIES[0]
     three = [make_kv_tx(writer, b"k%d" % i, b"v", nonce=i) for i in range(3)]
     assert v1.block(plain(v1.store.height + 1), 0, three) is None  # no cap of 2 without params
+
+
+def test_a_probe_of_a_validator_absent_from_the_window_is_flagged_and_no_other_height_is() -> None:
+    recent = tuple(k for k in KEYS if k != KEYS[2]) * 3
+    recent = recent[:WINDOW]
+    for height in range(WINDOW + 1, WINDOW + 1 + PROBE_FACTOR * WINDOW + 8):
+        schedule = LeaderSchedule(VALIDATORS, height, WINDOW, recent)
+        expected = is_probe_height(height, 4, WINDOW) and plain(height) == KEYS[2]
+        assert schedule.is_probing is expected
+    assert not LeaderSchedule(VALIDATORS, 1).is_probing
