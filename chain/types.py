@@ -291,7 +291,9 @@ class ValidatorSet:
         return any(v.sign_key == sign_key for v in self.validators)
 
     def get_proposer(self, height: int, round_: int) -> Validator:
-        """Round-robin over the sorted set, per (height, round)."""
+        """Round-robin over the sorted set, per (height, round): the proposer under a version-1
+        genesis. Nodes ask `chain/leader.py` (`BlockExecutor.leader_schedule`), which is this
+        unless the genesis turns leader skipping on."""
         return self.validators[(height + round_) % len(self.validators)]
 
 
