@@ -134,8 +134,9 @@ class BlockExecutor:
         if height > self.store.height + 1:
             raise ValueError(f"height {height}: its proposers depend on blocks not committed yet")
         first = height - window
-        for stale in [h for h in self._proposers if h < first]:
-            del self._proposers[stale]
+        for stale in list(self._proposers):  # a copy taken at once (a worker may add meanwhile)
+            if stale < first:
+                self._proposers.pop(stale, None)
         recent = tuple(self._get_committed_proposer(h) for h in range(first, height))
         return LeaderSchedule(validators, height, leader_window, recent)
 
