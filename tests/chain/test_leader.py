@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from medledger.chain.errors import BlockRule, InvalidBlockError
 from medledger.chain.execution import build_block
 from medledger.chain.executor import BlockExecutor
+from medledger.chain.integrity import check_all
 from medledger.chain.leader import (
     PROBE_FACTOR,
     LeaderSchedule,
@@ -288,3 +289,18 @@ def test_a_probe_of_a_validator_absent_from_the_window_is_flagged_and_no_other_h
         expected = is_probe_height(height, 4, WINDOW) and plain(height) == KEYS[2]
         assert schedule.is_probing is expected
     assert not LeaderSchedule(VALIDATORS, 1).is_probing
+
+
+def test_verify_replays_a_v2_chain_that_skipped_a_down_validator(v2: Cluster) -> None:
+    down = 1
+    v2.run_without(down, 3 * WINDOW)
+    skipped = [
+        h
+        for h in range(WINDOW + 1, 3 * WINDOW + 1)
+        if plain(h) == KEYS[down] and (block := v2.store.get_block(h)) is not None and block.header.round == 0
+    ]
+    assert skipped, "some height gave the down validator's slot to its successor at round 0"
+    report = check_all(v2.store, v2.genesis, KeyValueFixtureApp)
+    assert report.is_clean, report.problems
+    assert report.state_checked
+    assert report.blocks_checked == 3 * WINDOW
