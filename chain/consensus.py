@@ -10,7 +10,9 @@ The protocol is Algorithm 1 of Buchman, Kwon and Milosevic, "The latest gossip o
 (arXiv:1807.04938), with the names of that paper (`locked_round`, `valid_round`, ...). See
 docs/adr/0003-consensus.md for why it was chosen and how the parts fit. In short:
 
-* Round r of height h has the proposer `ValidatorSet.get_proposer(h, r)`. It proposes its valid
+* Round r of height h has the proposer `LeaderSchedule.get_proposer(r)` (chain/leader.py: the
+  one selection function, from the committed chain; round-robin unless the genesis turns on
+  leader skipping), given with `start_height`. It proposes its valid
   block (with `pol_round` = the round of its proof of lock) or a fresh block from its driver.
 * A validator prevotes the proposal if the block is valid and it is not locked on another block,
   or if the proposal carries a proof-of-lock round ≥ its locked round and it has seen that quorum of
@@ -67,6 +69,7 @@ from medledger.chain.evidence import (
     make_conflicting_proposal_evidence,
     make_duplicate_vote_evidence,
 )
+from medledger.chain.leader import PROBE_TIMEOUT_DIVISOR, LeaderSchedule, plain_schedule
 from medledger.chain.store import ConsensusLock, LastSigned
 from medledger.chain.types import (
     NO_ROUND,
@@ -469,6 +472,7 @@ class ConsensusCore:
         self.step = Step.PROPOSE
         self.decided = False
         self._validators: ValidatorSet | None = None
+        self._schedule_of_height: LeaderSchedule | None = None
         self._members: frozenset[bytes] = frozenset()
         self._signing = False
         self.locked_round = NO_ROUND
@@ -519,10 +523,21 @@ class ConsensusCore:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def start_height(self, height: int, validators: ValidatorSet) -> list[Action]:
-        """Begin `height` with `validators` (after `CommitBlock` of the previous one was saved)."""
+    def start_height(
+        self, height: int, validators: ValidatorSet, schedule: LeaderSchedule | None = None
+    ) -> list[Action]:
+        """Begin `height` with `validators` (after `CommitBlock` of the previous one was saved).
+
+        `schedule`: who proposes each round (`BlockExecutor.leader_schedule`); plain round-robin
+        over `validators` when omitted.
+        """
         if height <= self.height:
             raise ValueError(f"height {height} does not follow the current height {self.height}")
+        if schedule is None:
+            schedule = plain_schedule(validators, height)
+        elif schedule.height != height or schedule.validators != validators:
+            raise ValueError(f"the leader schedule is for another height or set than height {height}")
+        self._schedule_of_height = schedule
         out: list[Action] = []
         self.last_rejection = None
         self.height = height
@@ -687,7 +702,7 @@ class ConsensusCore:
             return None
         if proposal.round > self.round + ROUNDS_AHEAD_MAX:
             return self._note_far_round(proposal)
-        if proposal.proposer != self._validators.get_proposer(proposal.height, proposal.round).sign_key:
+        if proposal.proposer != self._get_proposer(proposal.round):
             return self._reject(RejectionKind.NOT_PROPOSER, "proposal not from the round's proposer")
         state = self._rounds.get(proposal.round)
         if state is not None and state.proposal is not None:
@@ -717,6 +732,11 @@ class ConsensusCore:
         self._note_round(proposal.proposer, proposal.round)
         return None
 
+    def _get_proposer(self, round_: int) -> bytes:
+        assert self._schedule_of_height is not None
+        proposer: bytes = self._schedule_of_height.get_proposer(round_).sign_key
+        return proposer
+
     def _handle_second_proposal(self, state: _RoundState, proposal: Proposal, out: list[Action]) -> None:
         """Another proposal for a round that has one: evidence if it is signed and signs other
         content (a block or pol_round), refused either way (the first proposal stands)."""
@@ -744,10 +764,7 @@ class ConsensusCore:
         if proposal.pol_round == NO_ROUND:
             if header.round != proposal.round or header.proposer != proposal.proposer:
                 return "a fresh block must carry the proposal's round and proposer"
-        elif (
-            header.round > proposal.pol_round
-            or header.proposer != self._validators.get_proposer(header.height, header.round).sign_key
-        ):
+        elif header.round > proposal.pol_round or header.proposer != self._get_proposer(header.round):
             return "a re-proposed block must come from its own round's proposer, before pol_round"
         return None
 
@@ -963,7 +980,7 @@ class ConsensusCore:
         assert self._validators is not None
         self.round = round_
         self.step = Step.PROPOSE
-        if self._signing and self._validators.get_proposer(self.height, round_).sign_key == self._me:
+        if self._signing and self._get_proposer(round_) == self._me:
             self._propose(out)
         self._schedule(TimeoutStep.PROPOSE, out)
 
@@ -1061,6 +1078,9 @@ class ConsensusCore:
             return
         self._scheduled.add(key)
         delay_ms = self.timeouts.compute_timeout_ms(step, self.round)
+        schedule = self._schedule_of_height
+        if step is TimeoutStep.PROPOSE and self.round == 0 and schedule is not None and schedule.is_probing:
+            delay_ms //= PROBE_TIMEOUT_DIVISOR  # a probe of a validator seen down (chain/leader.py)
         out.append(ScheduleTimeout(self.height, self.round, step, delay_ms))
 
     def _rebroadcast(self, out: list[Action]) -> None:

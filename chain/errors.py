@@ -82,6 +82,7 @@ class BlockRule(StrEnum):
     VALIDATORS = "validators"
     NEXT_VALIDATORS = "next_validators"
     PROPOSER = "proposer"
+    CAPS = "caps"
     REPEATED_TX = "repeated_tx"
     MALFORMED_TX = "malformed_tx"
     TX_SIGNATURE = "tx_signature"

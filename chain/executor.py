@@ -13,7 +13,10 @@ The rules, each refused as `InvalidBlockError` naming its `BlockRule`:
 * link: the height follows our tip, the parent hash is our tip's, the time is after the parent's
   (docs/adr/0007-block-time.md), the state root is ours after the parent;
 * validators: the header names the set governing its height and the one governing the next, and
-  the proposer is the round-robin proposer of (height, header round);
+  the proposer is the proposer of (height, header round) (`chain/leader.py`: round-robin, with
+  leader skipping at round 0 under a version-2 genesis);
+* caps: a version-2 genesis's `ConsensusParams` bound the tx count and the txs' summed bytes (a
+  version-1 genesis has chain/limits.py's, which decoding enforces already);
 * txs: each decodes, none repeats inside the block or a committed one; for a proposal each
   signature verifies (a certified block's txs were checked by the quorum's honest members);
 * certificate (`validate_certified` only): a quorum of that height's set precommitted the block.
@@ -38,10 +41,12 @@ from medledger.chain.errors import (
     InvalidBlockError,
     InvalidTxError,
     StateDivergedError,
+    StoreCorruptedError,
 )
 from medledger.chain.evidence import EvidencePool
 from medledger.chain.execution import ExecutedBlock, build_block, execute_block
 from medledger.chain.governance import GovernedApp, encode_evidence_tx
+from medledger.chain.leader import LeaderSchedule, compute_window
 from medledger.chain.store import BlockStore
 from medledger.chain.txbuilder import sign_tx
 from medledger.chain.types import Block, Commit, Genesis, Header, Tx, TxId, ValidatorSet
@@ -89,6 +94,9 @@ class BlockExecutor:
         #: for them at every peer message, and a governed app decodes its history to answer.
         self._cached_tip = b""
         self._sets: dict[int, tuple[ValidatorSet, frozenset[bytes]]] = {}
+        self.params = genesis.consensus_params
+        #: Proposers of committed blocks by height (committed headers never change).
+        self._proposers: dict[int, bytes] = {}
 
     # -- validators --------------------------------------------------------------------------------
 
@@ -115,6 +123,31 @@ class BlockExecutor:
             if len(self._sets) < VALIDATOR_SETS_CACHED_MAX:
                 self._sets[height] = cached
         return cached
+
+    def leader_schedule(self, height: int) -> LeaderSchedule:
+        """Who proposes each round of `height` (at most the tip + 1), from the committed chain."""
+        validators = self.validators_for(height)
+        leader_window = self.params.leader_window
+        window = compute_window(len(validators), leader_window)
+        if window == 0 or height <= window:
+            return LeaderSchedule(validators, height, leader_window)
+        if height > self.store.height + 1:
+            raise ValueError(f"height {height}: its proposers depend on blocks not committed yet")
+        first = height - window
+        for stale in list(self._proposers):  # a copy taken at once (a worker may add meanwhile)
+            if stale < first:
+                self._proposers.pop(stale, None)
+        recent = tuple(self._get_committed_proposer(h) for h in range(first, height))
+        return LeaderSchedule(validators, height, leader_window, recent)
+
+    def _get_committed_proposer(self, height: int) -> bytes:
+        proposer = self._proposers.get(height)
+        if proposer is None:
+            block = self.store.get_block(height)
+            if block is None:
+                raise StoreCorruptedError(f"block {height} is missing from this node's store")
+            proposer = self._proposers[height] = block.header.proposer
+        return proposer
 
     def is_known_validator(self, key: bytes) -> bool:
         """A member of the genesis set, the next height's set or the one after (peer membership)."""
@@ -253,9 +286,21 @@ class BlockExecutor:
                 f"block {height}: names another next validator set than the chain's",
                 rule=BlockRule.NEXT_VALIDATORS,
             )
-        if header.proposer != validators.get_proposer(height, header.round).sign_key:
+        if header.proposer != self.leader_schedule(height).get_proposer(header.round).sign_key:
             raise InvalidBlockError(
                 f"block {height}: not proposed by round {header.round}'s proposer", rule=BlockRule.PROPOSER
+            )
+        params = self.params
+        if len(block.txs) > params.block_txs_max:
+            raise InvalidBlockError(
+                f"block {height}: {len(block.txs)} txs, the cap is {params.block_txs_max}",
+                rule=BlockRule.CAPS,
+            )
+        tx_bytes = sum(len(raw_tx) for raw_tx in block.txs)
+        if tx_bytes > params.block_bytes_max:
+            raise InvalidBlockError(
+                f"block {height}: {tx_bytes} bytes of txs, the cap is {params.block_bytes_max}",
+                rule=BlockRule.CAPS,
             )
         txs: list[Tx] = []
         seen: set[bytes] = set()

@@ -31,7 +31,7 @@ from medledger.chain.codec import (
 )
 from medledger.chain.errors import CodecError, StoreCorruptedError, StoreError
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX, VALIDATORS_MAX
-from medledger.chain.types import Block, Commit, Genesis, TxId, Vote
+from medledger.chain.types import Block, Commit, Genesis, TxId, Vote, decode_genesis, encode_genesis
 from medledger.crypto import HASH_SIZE
 
 #: Bits per key of LevelDB's bloom filter (10: about 1% of absent keys still read a block).
@@ -164,7 +164,10 @@ class BlockStore:
                 f"this medledger reads version {layout.LAYOUT_VERSION}"
             )
         raw_genesis = self._get_required(layout.META_GENESIS)
-        self._genesis = self._decode(Genesis, raw_genesis, TX_BYTES_MAX * 64, "genesis")
+        try:
+            self._genesis = decode_genesis(raw_genesis, max_bytes=TX_BYTES_MAX * 64)
+        except CodecError as exc:
+            raise StoreCorruptedError(f"{self.path}: stored genesis is corrupted: {exc}") from None
         self._height = self._decode_u64(self._get_required(layout.META_HEIGHT), "height")
         self._state_root = self._get_required(layout.META_STATE_ROOT)
         self._remember_tip()
@@ -236,7 +239,7 @@ class BlockStore:
         with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(layout.META_LAYOUT, layout.encode_u64(layout.LAYOUT_VERSION))
             batch.put(layout.META_CHAIN_ID, genesis.chain_id.encode())
-            batch.put(layout.META_GENESIS, encode(genesis))
+            batch.put(layout.META_GENESIS, encode_genesis(genesis))
             batch.put(layout.META_HEIGHT, layout.encode_u64(0))
             batch.put(layout.META_STATE_ROOT, execution.state_root)
             self._put_app_writes(batch, execution.writes)

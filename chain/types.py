@@ -20,12 +20,21 @@ from medledger.chain.codec import (
     Struct,
     Text,
     UInt,
+    decode,
+    decode_primitive,
     encode,
     encode_primitive,
     to_primitive,
     wire_fields,
 )
-from medledger.chain.limits import BLOCK_TXS_MAX, TX_BODY_BYTES_MAX, TX_BYTES_MAX, UINT_MAX, VALIDATORS_MAX
+from medledger.chain.limits import (
+    BLOCK_BYTES_MAX,
+    BLOCK_TXS_MAX,
+    TX_BODY_BYTES_MAX,
+    TX_BYTES_MAX,
+    UINT_MAX,
+    VALIDATORS_MAX,
+)
 from medledger.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, digest
 
 Height = NewType("Height", int)
@@ -282,13 +291,50 @@ class ValidatorSet:
         return any(v.sign_key == sign_key for v in self.validators)
 
     def get_proposer(self, height: int, round_: int) -> Validator:
-        """Round-robin over the sorted set, per (height, round)."""
+        """Round-robin over the sorted set, per (height, round): the proposer under a version-1
+        genesis. Nodes ask `chain/leader.py` (`BlockExecutor.leader_schedule`), which is this
+        unless the genesis turns leader skipping on."""
         return self.validators[(height + round_) % len(self.validators)]
 
 
+#: Smallest `ConsensusParams.block_bytes_max`: room for at least one largest tx.
+BLOCK_BYTES_CAP_MIN = TX_BYTES_MAX
+#: Room a block's header and framing take beyond its txs' bytes, under `BLOCK_BYTES_MAX`.
+BLOCK_OVERHEAD_BYTES_MAX = 64 * 1024
+#: Longest `ConsensusParams.leader_window` (heights of history the proposer selection reads).
+LEADER_WINDOW_MAX = 10_000
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
-class Genesis:
-    """The chain's first state: its id, start time, validators and the application's initial state."""
+class ConsensusParams:
+    """Consensus rules a version-2 genesis sets (docs/adr/0023-leader-reputation-and-backpressure.md).
+
+    `block_txs_max`, `block_bytes_max`: a block's caps (its tx count, and the summed sizes of its
+    txs' encodings), below chain/limits.py's. `leader_window`: how many recent committed blocks the
+    round-0 proposer selection reads to skip validators that proposed none of them
+    (`chain/leader.py`); 0 keeps plain round-robin.
+    """
+
+    block_txs_max: int
+    block_bytes_max: int
+    leader_window: int
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        block_txs_max=UInt(BLOCK_TXS_MAX, 1),
+        block_bytes_max=UInt(BLOCK_BYTES_MAX - BLOCK_OVERHEAD_BYTES_MAX, BLOCK_BYTES_CAP_MIN),
+        leader_window=UInt(LEADER_WINDOW_MAX),
+    )
+
+
+#: What a version-1 genesis (no `ConsensusParams`) means: chain/limits.py's caps, no leader skipping.
+LEGACY_CONSENSUS_PARAMS = ConsensusParams(
+    block_txs_max=BLOCK_TXS_MAX, block_bytes_max=BLOCK_BYTES_MAX, leader_window=0
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenesisV1:
+    """The genesis on the wire before consensus parameters: every chain started so far has one."""
 
     chain_id: str
     genesis_time_ms: int
@@ -302,8 +348,73 @@ class Genesis:
         app_state=Bytes(TX_BYTES_MAX * 64),
     )
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenesisV2:
+    """The genesis on the wire with its `ConsensusParams`."""
+
+    chain_id: str
+    genesis_time_ms: int
+    validators: ValidatorSet
+    app_state: bytes
+    params: ConsensusParams
+
+    WIRE_FIELDS: ClassVar[dict[str, FieldSpec]] = wire_fields(
+        chain_id=CHAIN_ID,
+        genesis_time_ms=UInt(),
+        validators=Struct(ValidatorSet),
+        app_state=Bytes(TX_BYTES_MAX * 64),
+        params=Struct(ConsensusParams),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Genesis:
+    """The chain's first state: its id, start time, validators, the application's initial state
+    and, for a version-2 genesis, its consensus parameters.
+
+    Not a wire type itself: `encode_genesis` writes a genesis without params as `GenesisV1`, byte
+    for byte what it was before params existed (so old genesis hashes stay), and one with params
+    as `GenesisV2`; `decode_genesis` reads both.
+    """
+
+    chain_id: str
+    genesis_time_ms: int
+    validators: ValidatorSet
+    app_state: bytes
+    params: ConsensusParams | None = None
+
+    @property
+    def consensus_params(self) -> ConsensusParams:
+        """The params in force: the genesis's, or `LEGACY_CONSENSUS_PARAMS` for a version-1 genesis."""
+        return LEGACY_CONSENSUS_PARAMS if self.params is None else self.params
+
     def hash(self) -> bytes:
-        return digest(encode(self))
+        return digest(encode_genesis(self))
+
+
+def encode_genesis(genesis: Genesis) -> bytes:
+    """The canonical bytes of `genesis`: `GenesisV1` without params, `GenesisV2` with them."""
+    if genesis.params is None:
+        return encode(
+            GenesisV1(genesis.chain_id, genesis.genesis_time_ms, genesis.validators, genesis.app_state)
+        )
+    return encode(
+        GenesisV2(
+            genesis.chain_id, genesis.genesis_time_ms, genesis.validators, genesis.app_state, genesis.params
+        )
+    )
+
+
+def decode_genesis(data: bytes, *, max_bytes: int) -> Genesis:
+    """Decode either genesis shape (a map with `params` is a `GenesisV2`); anything else raises
+    `CodecError`."""
+    primitive = decode_primitive(data, max_bytes=max_bytes)
+    if isinstance(primitive, dict) and "params" in primitive:
+        v2 = decode(GenesisV2, data, max_bytes=max_bytes)
+        return Genesis(v2.chain_id, v2.genesis_time_ms, v2.validators, v2.app_state, v2.params)
+    v1 = decode(GenesisV1, data, max_bytes=max_bytes)
+    return Genesis(v1.chain_id, v1.genesis_time_ms, v1.validators, v1.app_state)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -384,11 +495,17 @@ WIRE_TYPES: tuple[type, ...] = (
     Commit,
     Validator,
     ValidatorSet,
-    Genesis,
+    ConsensusParams,
+    GenesisV1,
+    GenesisV2,
     Proposal,
 )
 
 __all__ = [
+    "BLOCK_BYTES_CAP_MIN",
+    "BLOCK_OVERHEAD_BYTES_MAX",
+    "LEADER_WINDOW_MAX",
+    "LEGACY_CONSENSUS_PARAMS",
     "NO_ROUND",
     "WIRE_TYPES",
     "ZERO_HASH",
@@ -396,7 +513,10 @@ __all__ = [
     "BlockHash",
     "Commit",
     "CommitSig",
+    "ConsensusParams",
     "Genesis",
+    "GenesisV1",
+    "GenesisV2",
     "Header",
     "Height",
     "Proposal",
@@ -411,5 +531,7 @@ __all__ = [
     "compute_tx_id",
     "compute_tx_signing_bytes",
     "compute_vote_signing_bytes",
+    "decode_genesis",
+    "encode_genesis",
     "to_primitive",
 ]

@@ -54,7 +54,7 @@ from medledger.chain.lightclient import (
     verify_tx_inclusion,
 )
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, TX_BYTES_MAX, UINT_MAX
-from medledger.chain.types import Block, Commit, Genesis, Header, ValidatorSet
+from medledger.chain.types import Block, Commit, Header, ValidatorSet, decode_genesis
 from medledger.crypto import HASH_SIZE, DecryptionError, Identity, MerkleProof
 from medledger.health import claims
 from medledger.health.auth import CHALLENGE_SIZE, build_authorization
@@ -433,7 +433,12 @@ class PatientClient:
             answer = self._call(
                 "GET", "/v1/proofs/genesis", None, {"Accept": "application/json"}, RESPONSE_BYTES_MAX
             )
-            genesis = self._decode_raw(Genesis, answer, "genesis")
+            try:
+                genesis = decode_genesis(
+                    base64.b64decode(answer["genesis"], validate=True), max_bytes=GENESIS_BYTES_MAX
+                )
+            except (KeyError, TypeError, ValueError, CodecError):
+                raise self._lie("genesis", "sent a genesis that does not decode") from None
             if self.genesis_hash is None:
                 self.genesis_hash = genesis.hash()  # first use: the caller should keep it
             try:

@@ -64,6 +64,7 @@ from medledger.chain.errors import InvalidBlockError
 from medledger.chain.evidence import Evidence, EvidencePool
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.executor import BlockExecutor, ForkDetectedError
+from medledger.chain.leader import LeaderSchedule
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX
 from medledger.chain.mempool import Mempool
 from medledger.chain.store import BlockStore, ConsensusLock, LastSigned
@@ -147,8 +148,10 @@ class Reactor:
         self.identity = identity
         self.genesis = genesis
         self.block_interval_s = block_interval_ms / 1000
-        self.max_block_txs = max_block_txs
-        self.max_block_bytes = max_block_bytes
+        # The builder fills a block up to the node's own limits, never past the genesis caps.
+        params = genesis.consensus_params
+        self.max_block_txs = min(max_block_txs, params.block_txs_max)
+        self.max_block_bytes = min(max_block_bytes, params.block_bytes_max)
         self.clock = clock
         self.on_committed = on_committed
         #: Called with the seconds from starting a height to writing its block (consensus only).
@@ -326,9 +329,9 @@ class Reactor:
                 return
         self._height_started_at = self.clock.monotonic_s()
         height = self._next_height()
-        validators = self.validators_for(height)
-        await self._prepare_proposal(height, validators)
-        await self._execute(self.core.start_height(height, validators))
+        schedule = self.executor.leader_schedule(height)
+        await self._prepare_proposal(schedule)
+        await self._execute(self.core.start_height(height, schedule.validators, schedule))
 
     def _wake(self) -> None:
         self._wake_handle = None
@@ -438,12 +441,13 @@ class Reactor:
 
     # -- the driver --------------------------------------------------------------------------------
 
-    async def _prepare_proposal(self, height: int, validators: ValidatorSet) -> None:
+    async def _prepare_proposal(self, schedule: LeaderSchedule) -> None:
         """Build and execute this node's round-0 block in a worker before the height starts: the
         core asks for it synchronously (`get_block_to_propose`), which would run it on the loop."""
         me = self.identity.public.sign_key
         last = self.core.last_signed
-        if validators.get_proposer(height, 0).sign_key != me or (last is not None and last.height >= height):
+        height = schedule.height
+        if schedule.get_proposer(0).sign_key != me or (last is not None and last.height >= height):
             return
         time_ms = self.clock.wall_ms()
         txs = self._reap_for_block(time_ms)

@@ -57,6 +57,7 @@ from medledger.chain.errors import ChainError, CodecError, StateDivergedError
 from medledger.chain.execution import ExecutedBlock
 from medledger.chain.governance import GovernedApp
 from medledger.chain.integrity import check_tail, get_validators_at
+from medledger.chain.leader import LeaderSchedule
 from medledger.chain.limits import BLOCK_BYTES_MAX, CONSENSUS_MESSAGE_BYTES_MAX, UINT_MAX
 from medledger.chain.mempool import Mempool
 from medledger.chain.store import BlockStore
@@ -157,10 +158,10 @@ class SimReactor(Reactor):
         self._sim_clock = sim_clock
         self._skewed_time = skewed_time
 
-    async def _prepare_proposal(self, height: int, validators: ValidatorSet) -> None:
+    async def _prepare_proposal(self, schedule: LeaderSchedule) -> None:
         """A skewed proposer builds each block when asked, at the skewed time (never ahead)."""
         if self._skewed_time is None:
-            await super()._prepare_proposal(height, validators)
+            await super()._prepare_proposal(schedule)
 
     def get_block_to_propose(self, height: int, round_: int) -> Block:
         if self._skewed_time is None:
@@ -531,7 +532,7 @@ class Simulation:
                 for i, ident in enumerate(identities)
             ]
         )
-        self.genesis = Genesis(CHAIN_ID, 0, validators, b"")
+        self.genesis = Genesis(CHAIN_ID, 0, validators, b"", config.consensus_params)
         faulty = {identities[i].public.sign_key for i in (*config.twins, *config.skewed)}
         skewed = {identities[i].public.sign_key for i in config.skewed}
         # Clock offsets from their own stream, so that a config without them replays as before.

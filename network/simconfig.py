@@ -22,6 +22,7 @@ from typing import Final
 
 from medledger.chain.app import App
 from medledger.chain.consensus import ConsensusTimeouts, SynchronyParams
+from medledger.chain.types import ConsensusParams
 
 # -- limits and defaults ---------------------------------------------------------------------
 
@@ -187,6 +188,8 @@ class SimConfig:
     stop_ms: int | None = None
     #: Hostile sync peers linked to every node for the whole run (one node each).
     hostile: tuple[HostileKind, ...] = ()
+    #: The genesis's consensus params (a version-2 genesis: caps, leader skipping); None: version 1.
+    consensus_params: ConsensusParams | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from medledger.chain.types import ConsensusParams
 from medledger.crypto import Identity, save_identity
 from medledger.health.event_subscription import EventSubscription
 from medledger.health.event_topics import DEFAULT_TOPIC_PREFIX, compute_patient_subscription
@@ -66,7 +67,13 @@ from medledger.node.errors import ConfigError, NodeError
 from medledger.node.home import write_secret_file
 from medledger.node.mqtt_acl import build_broker_access, get_node_username, save_broker_access
 from medledger.node.process import NodeProcess
-from medledger.node.testnet import DEMO_NETWORK_DIR, TestnetNode, create_testnet, write_cluster_record
+from medledger.node.testnet import (
+    DEMO_NETWORK_DIR,
+    NEW_NETWORK_CONSENSUS_PARAMS,
+    TestnetNode,
+    create_testnet,
+    write_cluster_record,
+)
 
 DEMO_MARKER: Final = ".medledger-demo"
 DEMO_CONFIG_NAME: Final = "demo.toml"
@@ -89,6 +96,9 @@ class DemoConfig:
     block_interval_ms: int
     base_port: int
     institutions: tuple[tuple[str, str], ...]
+    #: The genesis's block caps and leader window (keys `block_txs_max`, `block_bytes_max`,
+    #: `leader_window` of demo.toml; each defaults to a new network's).
+    consensus_params: ConsensusParams = NEW_NETWORK_CONSENSUS_PARAMS
 
 
 def load_demo_config(path: Path) -> DemoConfig:
@@ -100,6 +110,13 @@ def load_demo_config(path: Path) -> DemoConfig:
             block_interval_ms=int(data.get("block_interval_ms", 0)),
             base_port=int(data.get("base_port", 0)),
             institutions=institutions,
+            consensus_params=ConsensusParams(
+                block_txs_max=int(data.get("block_txs_max", NEW_NETWORK_CONSENSUS_PARAMS.block_txs_max)),
+                block_bytes_max=int(
+                    data.get("block_bytes_max", NEW_NETWORK_CONSENSUS_PARAMS.block_bytes_max)
+                ),
+                leader_window=int(data.get("leader_window", NEW_NETWORK_CONSENSUS_PARAMS.leader_window)),
+            ),
         )
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: not a demo network description ({type(exc).__name__}: {exc})") from None
@@ -218,6 +235,7 @@ def _prepare(home: Path, config: DemoConfig, base_port: int | None) -> list[Test
         app="health",
         names=[name for name, _ in config.institutions],
         roles=[role for _, role in config.institutions],
+        consensus_params=config.consensus_params,
     )
     (network / DEMO_MARKER).write_text(
         "created by medledger demo; deleted by its next run\n", encoding="utf-8"

@@ -2,26 +2,36 @@
 
 {"chain_id": "...", "genesis_time_ms": 1700000000000,
  "validators": [{"name": "...", "sign_key": "<hex>", "enc_key": "<hex>"}],
- "app_state": "<base64>"}
+ "app_state": "<base64>",
+ "consensus": {"block_txs_max": 5000, "block_bytes_max": 16777216, "leader_window": 12}}
+
+`consensus` (a version-2 genesis, docs/adr/0023) is absent from a version-1 genesis file.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from medledger.chain.codec import decode, encode
 from medledger.chain.errors import CodecError
-from medledger.chain.types import Genesis, Validator, ValidatorSet
+from medledger.chain.types import (
+    ConsensusParams,
+    Genesis,
+    Validator,
+    ValidatorSet,
+    decode_genesis,
+    encode_genesis,
+)
 from medledger.node.errors import ConfigError
 
 
 def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "chain_id": genesis.chain_id,
         "genesis_time_ms": genesis.genesis_time_ms,
         "validators": [
@@ -30,6 +40,9 @@ def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
         ],
         "app_state": base64.b64encode(genesis.app_state).decode(),
     }
+    if genesis.params is not None:
+        data["consensus"] = dataclasses.asdict(genesis.params)
+    return data
 
 
 def genesis_from_json(data: Any, where: str) -> Genesis:
@@ -38,17 +51,28 @@ def genesis_from_json(data: Any, where: str) -> Genesis:
             Validator(str(v["name"]), bytes.fromhex(v["sign_key"]), bytes.fromhex(v["enc_key"]))
             for v in data["validators"]
         ]
+        consensus = data.get("consensus")
+        params = (
+            None
+            if consensus is None
+            else ConsensusParams(
+                block_txs_max=int(consensus["block_txs_max"]),
+                block_bytes_max=int(consensus["block_bytes_max"]),
+                leader_window=int(consensus["leader_window"]),
+            )
+        )
         genesis = Genesis(
             chain_id=str(data["chain_id"]),
             genesis_time_ms=int(data["genesis_time_ms"]),
             validators=ValidatorSet.of(validators),
             app_state=base64.b64decode(data.get("app_state", ""), validate=True),
+            params=params,
         )
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ConfigError(f"{where}: not a valid genesis file ({type(exc).__name__}: {exc})") from None
     # Round-trip through the canonical codec so every limit of the wire type applies.
     try:
-        return decode(Genesis, encode(genesis), max_bytes=64 * 1024 * 1024)
+        return decode_genesis(encode_genesis(genesis), max_bytes=64 * 1024 * 1024)
     except CodecError as exc:
         raise ConfigError(f"{where}: not a valid genesis: {exc.message}") from None
 

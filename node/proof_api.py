@@ -30,7 +30,7 @@ from aiohttp import web
 from medledger.chain.codec import encode
 from medledger.chain.errors import NotFoundError
 from medledger.chain.integrity import get_validators_at
-from medledger.chain.types import compute_tx_id
+from medledger.chain.types import compute_tx_id, encode_genesis
 from medledger.crypto import compute_merkle_proof
 from medledger.node.auth import Access, add_route
 from medledger.node.errors import BadRequestError
@@ -66,7 +66,7 @@ def _query_int(request: web.Request, name: str, default: int, minimum: int, maxi
 
 async def get_genesis(request: web.Request) -> web.Response:
     node = request.app[PROOF_NODE_KEY]
-    return _json({"genesis": _b64(encode(node.genesis)), "hash": node.genesis.hash().hex()})
+    return _json({"genesis": _b64(encode_genesis(node.genesis)), "hash": node.genesis.hash().hex()})
 
 
 async def get_proof_blocks(request: web.Request) -> web.Response:

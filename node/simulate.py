@@ -17,6 +17,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from medledger.chain.types import BLOCK_BYTES_CAP_MIN, ConsensusParams
 from medledger.network.sim import (
     FaultKind,
     HostileKind,
@@ -27,6 +28,7 @@ from medledger.network.sim import (
     generate_fault_plan,
     run_simulation,
 )
+from medledger.network.simconfig import SIM_BLOCK_TXS_MAX
 from medledger.network.simreport import SimTimeline, write_report
 from medledger.node.fixture_app import KIND_SET, KeyValueFixtureApp, encode_set_body
 
@@ -57,13 +59,15 @@ def build_config(
     skew: TimeSkew | None = None,
     heights: int = HEIGHTS_DEFAULT,
     hostile: int = 0,
+    leader_window: int | None = None,
 ) -> SimConfig:
     """The config a seed stands for: its twins, fault plan and hostile peers are drawn from it.
 
     `skew`: the twins (or, without twins, validator 0) are also Byzantine proposers that stamp
     their blocks with that time skew, among honest clocks off by up to `SKEWED_CLOCK_OFFSET_MS`.
     `heights`: blocks every correct node must commit once the last fault healed. `hostile`:
-    that many hostile sync peers, of kinds drawn from the seed.
+    that many hostile sync peers, of kinds drawn from the seed. `leader_window`: a version-2
+    genesis with leader skipping over that window (docs/adr/0023); None: a version-1 genesis.
     """
     rng = random.Random(seed)  # noqa: S311 - a simulation seed, not a secret
     twin_indices = tuple(sorted(rng.sample(range(nodes), twins)))
@@ -93,6 +97,11 @@ def build_config(
         expect_liveness=expect_liveness,
         stop_ms=None if expect_liveness else 20_000,
         hostile=hostile_kinds,
+        consensus_params=None
+        if leader_window is None
+        else ConsensusParams(
+            block_txs_max=SIM_BLOCK_TXS_MAX, block_bytes_max=BLOCK_BYTES_CAP_MIN, leader_window=leader_window
+        ),
         events_max=max(EVENTS_MAX_MIN, nodes * nodes * (heights + HEIGHTS_DEFAULT) * EVENTS_PER_PEER_HEIGHT),
     )
 

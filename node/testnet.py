@@ -13,8 +13,18 @@ import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
-from medledger.chain.types import Genesis, Validator, ValidatorSet
+from medledger.chain.errors import CodecError
+from medledger.chain.limits import TX_BYTES_MAX
+from medledger.chain.types import (
+    ConsensusParams,
+    Genesis,
+    Validator,
+    ValidatorSet,
+    decode_genesis,
+    encode_genesis,
+)
 from medledger.crypto import Identity, save_identity
 from medledger.health.types import RESEARCH_K_MIN_DEFAULT
 from medledger.node.config import API_TOKEN_FILE, CONFIG_FILE, render_config
@@ -67,6 +77,14 @@ class TestnetNode:
     tls: bool = False
 
 
+#: The consensus params of a network `create_testnet` makes (a version-2 genesis, docs/adr/0023):
+#: the node config's default block limits as genesis caps, and leader skipping on (safe: who
+#: proposes never decides safety, and rounds ≥ 1 stay plain round-robin).
+NEW_NETWORK_CONSENSUS_PARAMS: Final = ConsensusParams(
+    block_txs_max=5_000, block_bytes_max=16 * 1024 * 1024, leader_window=12
+)
+
+
 def create_testnet(
     out: Path,
     *,
@@ -83,6 +101,7 @@ def create_testnet(
     roles: Sequence[str] | None = None,
     tls: bool = False,
     research_k_min: int = RESEARCH_K_MIN_DEFAULT,
+    consensus_params: ConsensusParams | None = NEW_NETWORK_CONSENSUS_PARAMS,
 ) -> list[TestnetNode]:
     """Homes `out/<name>` for validators `validator0..` and observers `observer0..`, one genesis.
 
@@ -91,6 +110,8 @@ def create_testnet(
     Every home gets an API token; with `tls` each node also gets a self-signed certificate.
     Each node takes three ports: API, p2p and operations (`base_port + 3i`, `+1`, `+2`).
     `research_k_min` is the health network's research small-cell threshold (ADR 0019).
+    `consensus_params`: the genesis's block caps and leader window; None writes a version-1
+    genesis (chain/limits.py's caps, plain round-robin), as networks were made before ADR 0023.
     """
     if validators < 1:
         raise ConfigError("a testnet needs at least one validator")
@@ -134,7 +155,12 @@ def create_testnet(
             ]
         ),
         app_state=app_state,
+        params=consensus_params,
     )
+    try:  # every limit of the wire types, before a home is written
+        decode_genesis(encode_genesis(genesis), max_bytes=TX_BYTES_MAX * 64)
+    except CodecError as exc:
+        raise ConfigError(f"not a valid genesis: {exc.message}") from None
     observer_keys = tuple(n.identity.public.sign_key.hex() for n in nodes if not n.validator)
     kdf: dict[str, int] = {}
     if key_opslimit is not None:

@@ -52,7 +52,10 @@ from medledger.chain.types import (
     Block,
     Commit,
     CommitSig,
+    ConsensusParams,
     Genesis,
+    GenesisV1,
+    GenesisV2,
     Header,
     Tx,
     Validator,
@@ -61,6 +64,9 @@ from medledger.chain.types import (
     VoteKind,
     compute_tx_id,
     compute_tx_signing_bytes,
+)
+from medledger.chain.types import (
+    encode_genesis as encode_chain_genesis,
 )
 from medledger.chain.validation import compute_tx_root
 from medledger.crypto import (
@@ -140,7 +146,9 @@ WIRE_TYPES: Final[tuple[type[Any], ...]] = (
     Commit,
     Validator,
     ValidatorSet,
-    Genesis,
+    GenesisV1,
+    ConsensusParams,
+    GenesisV2,
     Vote,
     WrappedKey,
     EnvelopeWire,
@@ -931,12 +939,19 @@ def _light_client_vectors(txs: list[bytes]) -> dict[str, Any]:
             research_k_min=20,
         ),
     )
+    # A version-2 genesis (docs/adr/0023): block caps and leader skipping set by the network.
+    with_params = dataclasses.replace(
+        with_policy,
+        params=ConsensusParams(block_txs_max=5_000, block_bytes_max=16 * 1024 * 1024, leader_window=12),
+    )
     return {
         "inclusion": {"block": 0, "tx_index": 1, "path": [h.hex() for h in proof.path]},
-        "genesis": encode(genesis).hex(),
+        "genesis": encode_chain_genesis(genesis).hex(),
         "genesis_hash": genesis.hash().hex(),
-        "genesis_with_policy": encode(with_policy).hex(),
+        "genesis_with_policy": encode_chain_genesis(with_policy).hex(),
         "genesis_with_policy_hash": with_policy.hash().hex(),
+        "genesis_v2": encode_chain_genesis(with_params).hex(),
+        "genesis_v2_hash": with_params.hash().hex(),
         "blocks": blocks,
         "final_validators_hash": second.hash().hex(),
         "refusals": refusals,

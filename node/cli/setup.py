@@ -12,11 +12,18 @@ from pathlib import Path
 
 import click
 
+from medledger.chain.limits import BLOCK_BYTES_MAX, BLOCK_TXS_MAX
+from medledger.chain.types import (
+    BLOCK_BYTES_CAP_MIN,
+    BLOCK_OVERHEAD_BYTES_MAX,
+    LEADER_WINDOW_MAX,
+    ConsensusParams,
+)
 from medledger.health.types import RESEARCH_K_MAX, RESEARCH_K_MIN_DEFAULT, RESEARCH_K_MIN_LOWEST, ROLES
 from medledger.node.cli._common import DEFAULT_API_PORT, passphrase_file_option, reports_errors
 from medledger.node.config import API_TOKEN_FILE, APPS, ENV_PASSPHRASE, OPS_PORT_DEFAULT
 from medledger.node.home import PASSPHRASE_FILE, init_home
-from medledger.node.testnet import create_testnet
+from medledger.node.testnet import NEW_NETWORK_CONSENSUS_PARAMS, create_testnet
 from medledger.node.tls import CERT_FILE
 
 #: `--app`: the application a new home's chain runs.
@@ -141,6 +148,34 @@ def init(
     show_default=True,
     help="With --app health: the smallest cell any research answer may show (a network policy).",
 )
+@click.option(
+    "--block-txs-max",
+    type=click.IntRange(1, BLOCK_TXS_MAX),
+    default=NEW_NETWORK_CONSENSUS_PARAMS.block_txs_max,
+    show_default=True,
+    help="Genesis cap: most txs in one block.",
+)
+@click.option(
+    "--block-bytes-max",
+    type=click.IntRange(BLOCK_BYTES_CAP_MIN, BLOCK_BYTES_MAX - BLOCK_OVERHEAD_BYTES_MAX),
+    default=NEW_NETWORK_CONSENSUS_PARAMS.block_bytes_max,
+    show_default=True,
+    help="Genesis cap: most bytes of txs in one block.",
+)
+@click.option(
+    "--leader-window",
+    type=click.IntRange(0, LEADER_WINDOW_MAX),
+    default=NEW_NETWORK_CONSENSUS_PARAMS.leader_window,
+    show_default=True,
+    help="Skip at round 0 a validator that proposed none of this many recent blocks "
+    "(at least two rotations); 0 keeps plain round-robin.",
+)
+@click.option(
+    "--v1-genesis",
+    is_flag=True,
+    help="Write a genesis without consensus params (chain/limits.py's caps, plain round-robin), "
+    "as networks were made before these options.",
+)
 @reports_errors
 def testnet(
     validators: int,
@@ -153,6 +188,10 @@ def testnet(
     roles: str,
     tls: bool,
     research_k_min: int,
+    block_txs_max: int,
+    block_bytes_max: int,
+    leader_window: int,
+    v1_genesis: bool,
 ) -> None:
     """Create node homes for a local network sharing one genesis (loopback ports)."""
     cycle = [r.strip() for r in roles.split(",") if r.strip()] or ["clinic"]
@@ -167,6 +206,11 @@ def testnet(
         roles=[cycle[i % len(cycle)] for i in range(validators)] if app == "health" else None,
         tls=tls,
         research_k_min=research_k_min,
+        consensus_params=None
+        if v1_genesis
+        else ConsensusParams(
+            block_txs_max=block_txs_max, block_bytes_max=block_bytes_max, leader_window=leader_window
+        ),
     )
     for node in nodes:
         role = "validator" if node.validator else "observer"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from medledger.chain.types import LEADER_WINDOW_MAX
 from medledger.network.sim import FaultKind, TimeSkew
 from medledger.node.cli._common import fail
 from medledger.node.simulate import HEIGHTS_DEFAULT, build_config, write_run_report
@@ -52,6 +53,12 @@ from medledger.node.simulate import simulate as run_simulation_summary
     "--hostile", type=click.IntRange(0, 16), default=0, show_default=True, help="Hostile sync peers."
 )
 @click.option(
+    "--leader-window",
+    type=click.IntRange(0, LEADER_WINDOW_MAX),
+    default=None,
+    help="A version-2 genesis skipping, at round 0, validators absent from this many recent blocks.",
+)
+@click.option(
     "--report",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
@@ -67,6 +74,7 @@ def simulate(
     skew_proposer: str | None,
     heights_after: int,
     hostile: int,
+    leader_window: int | None,
     report: Path | None,
 ) -> None:
     """Run deterministic simulated networks and check every safety and liveness invariant."""
@@ -88,6 +96,7 @@ def simulate(
                 skew=skew,
                 heights=heights_after,
                 hostile=hostile,
+                leader_window=leader_window,
             )
         )
         if reported is None or reported.failure is None:

@@ -48,12 +48,16 @@ from medledger.chain.limits import (
 )
 from medledger.chain.store import LastSigned, TxLocation
 from medledger.chain.types import (
+    LEGACY_CONSENSUS_PARAMS,
     NO_ROUND,
     WIRE_TYPES,
     Block,
     Commit,
     CommitSig,
+    ConsensusParams,
     Genesis,
+    GenesisV1,
+    GenesisV2,
     Header,
     OptionalRound,
     Proposal,
@@ -61,8 +65,10 @@ from medledger.chain.types import (
     Validator,
     ValidatorSet,
     Vote,
+    decode_genesis,
+    encode_genesis,
 )
-from medledger.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from medledger.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, digest
 from medledger.errors import MedledgerError
 
 #: The chain's own records that are stored rather than sent (`TxLocation`, `LastSigned`, ...):
@@ -882,10 +888,42 @@ def test_from_primitive_rejects_what_decode_rejects() -> None:
 
 def test_genesis_with_nested_validator_set_round_trips() -> None:
     genesis = Genesis("c", 0, ValidatorSet.of([_validator(2), _validator(1)]), b"state")
-    raw = encode(genesis)
-    assert decode(Genesis, raw, max_bytes=len(raw)) == genesis
-    bad = with_primitive(genesis, validators={"validators": [to_primitive(_validator(k)) for k in (2, 1)]})
-    assert_invalid(Genesis, bad, "sorted")
+    raw = encode_genesis(genesis)
+    assert decode_genesis(raw, max_bytes=len(raw)) == genesis
+    wire = GenesisV1("c", 0, genesis.validators, b"state")
+    bad = with_primitive(wire, validators={"validators": [to_primitive(_validator(k)) for k in (2, 1)]})
+    assert_invalid(GenesisV1, bad, "sorted")
+    with pytest.raises(CodecError, match="sorted"):
+        decode_genesis(bad, max_bytes=MAX_BYTES)
+
+
+def test_genesis_without_params_keeps_the_four_field_bytes_and_hash() -> None:
+    validators = ValidatorSet.of([_validator(1)])
+    genesis = Genesis("c", 7, validators, b"state")
+    # What every chain's genesis was before params existed: a four-key map, nothing else.
+    before = encode_primitive(
+        {"app_state": b"state", "chain_id": "c", "genesis_time_ms": 7, "validators": to_primitive(validators)}
+    )
+    assert encode_genesis(genesis) == before
+    assert genesis.hash() == digest(before)
+    assert genesis.consensus_params == LEGACY_CONSENSUS_PARAMS
+
+
+def test_genesis_v2_round_trips_and_differs_from_v1() -> None:
+    validators = ValidatorSet.of([_validator(1)])
+    params = ConsensusParams(block_txs_max=100, block_bytes_max=1 << 20, leader_window=12)
+    genesis = Genesis("c", 7, validators, b"state", params)
+    raw = encode_genesis(genesis)
+    assert decode_genesis(raw, max_bytes=len(raw)) == genesis
+    assert raw == encode(GenesisV2("c", 7, validators, b"state", params))
+    assert genesis.hash() != Genesis("c", 7, validators, b"state").hash()
+    with pytest.raises(CodecError):
+        decode(GenesisV1, raw, max_bytes=len(raw))
+    for field, value in (("block_txs_max", 0), ("block_bytes_max", 1024), ("leader_window", 10**6)):
+        primitive = to_primitive(GenesisV2("c", 7, validators, b"state", params))
+        primitive["params"] = to_primitive(params) | {field: value}
+        with pytest.raises(CodecError, match=field):
+            decode_genesis(encode_primitive(primitive), max_bytes=MAX_BYTES)
 
 
 def test_proposal_pol_round_is_shifted_by_one_on_the_wire() -> None:

@@ -46,6 +46,7 @@ from medledger.chain.evidence import (
     make_duplicate_vote_evidence,
     validate_evidence,
 )
+from medledger.chain.leader import PROBE_TIMEOUT_DIVISOR, LeaderSchedule, is_probe_height
 from medledger.chain.limits import BLOCK_BYTES_MAX, UINT_MAX
 from medledger.chain.store import ConsensusLock, LastSigned
 from medledger.chain.types import (
@@ -330,6 +331,33 @@ def test_proposer_rotates_round_robin_per_height_and_round() -> None:
             is_proposer = VALS.get_proposer(height, 0).sign_key == KEYS[me]
             assert bool(own_proposals(actions)) == is_proposer
             assert driver.proposed == ([(height, 0)] if is_proposer else [])
+
+
+def test_the_core_follows_its_leader_schedule_and_waits_less_on_a_probe() -> None:
+    # Window 8 (two rotations); V2 proposed none of heights 1..8, so at a height outside a probe
+    # cycle its slot goes to V3 at round 0, and a proposal from V2 there is refused.
+    recent = tuple(KEYS[i] for i in (0, 1, 3, 0, 1, 3, 0, 1))
+    height = next(h for h in range(9, 200) if h % 4 == 2 and not is_probe_height(h, 4, 8))
+    skipping = LeaderSchedule(VALS, height, 8, recent)
+    assert skipping.get_proposer(0).sign_key == KEYS[3]
+    core, driver = make_core(3)
+    actions = core.start_height(height, VALS, skipping)
+    assert driver.proposed == [(height, 0)]
+    assert [t.delay_ms for t in timeouts(actions, TimeoutStep.PROPOSE)] == [TIMEOUTS.timeout_propose_ms_base]
+    other, _ = make_core(0)
+    other.start_height(height, VALS, skipping)
+    assert_invalid(other, proposal(2, 0, make_block(height, 0, 2), height=height))
+    # In a probe cycle V2 gets its slot back, with a shorter propose timeout.
+    probe = next(h for h in range(9, 1000) if h % 4 == 2 and is_probe_height(h, 4, 8))
+    probing = LeaderSchedule(VALS, probe, 8, recent)
+    assert probing.is_probing
+    core, driver = make_core(0)
+    actions = core.start_height(probe, VALS, probing)
+    assert driver.proposed == []
+    delays = [t.delay_ms for t in timeouts(actions, TimeoutStep.PROPOSE)]
+    assert delays == [TIMEOUTS.timeout_propose_ms_base // PROBE_TIMEOUT_DIVISOR]
+    with pytest.raises(ValueError, match="another height"):
+        make_core(0)[0].start_height(probe + 1, VALS, probing)
 
 
 def test_invalid_block_gets_a_nil_prevote() -> None:

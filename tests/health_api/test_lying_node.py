@@ -26,7 +26,7 @@ from lying_proxy import LyingProxy, Rewrite
 
 from medledger.chain.codec import decode, encode
 from medledger.chain.limits import BLOCK_BYTES_MAX
-from medledger.chain.types import Block, Commit, Genesis
+from medledger.chain.types import Block, Commit, decode_genesis, encode_genesis
 from medledger.crypto import Identity
 from medledger.health.sdk import NodeMisbehaviourError, PatientClient, load_genesis_pin
 from medledger.health.types import InquiryState, compute_patient_id
@@ -230,9 +230,9 @@ def test_trust_2_tampered_proofs_are_detected(scene: Scene, proxy: LyingProxy) -
 
     def other_genesis(path: str, body: Any) -> Any:
         if path == "/v1/proofs/genesis":
-            genesis = decode(Genesis, base64.b64decode(body["genesis"]), max_bytes=1 << 24)
+            genesis = decode_genesis(base64.b64decode(body["genesis"]), max_bytes=1 << 24)
             body["genesis"] = base64.b64encode(
-                encode(dataclasses.replace(genesis, genesis_time_ms=1))
+                encode_genesis(dataclasses.replace(genesis, genesis_time_ms=1))
             ).decode()
         return body
 

@@ -32,7 +32,8 @@ from lying_proxy import LyingProxy
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from medledger.chain.codec import decode, encode
-from medledger.chain.types import Genesis
+from medledger.chain.types import decode_genesis as decode_chain_genesis
+from medledger.chain.types import encode_genesis as encode_chain_genesis
 from medledger.crypto import Identity
 from medledger.health.app import decode_genesis, encode_genesis
 from medledger.health.types import InquiryState, RecordState, compute_patient_id
@@ -526,7 +527,7 @@ def test_invalid_substituted_institution_key_from_a_lying_node_is_refused_in_the
                 if item["name"] == "hospital":
                     item["enc_key"] = attacker.hex()
         if path == "/v1/proofs/genesis":
-            genesis = decode(Genesis, base64.b64decode(body["genesis"]), max_bytes=1 << 24)
+            genesis = decode_chain_genesis(base64.b64decode(body["genesis"]), max_bytes=1 << 24)
             app = decode_genesis(genesis.app_state)
             swapped = tuple(
                 dataclasses.replace(i, enc_key=attacker) if i.name == "hospital" else i
@@ -535,7 +536,10 @@ def test_invalid_substituted_institution_key_from_a_lying_node_is_refused_in_the
             forged = dataclasses.replace(
                 genesis, app_state=encode_genesis(dataclasses.replace(app, institutions=swapped))
             )
-            body = {"genesis": base64.b64encode(encode(forged)).decode(), "hash": forged.hash().hex()}
+            body = {
+                "genesis": base64.b64encode(encode_chain_genesis(forged)).decode(),
+                "hash": forged.hash().hex(),
+            }
         return body
 
     with LyingProxy(clinic.url) as proxy:

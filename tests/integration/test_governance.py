@@ -26,7 +26,7 @@ from medledger.chain.governance import KIND_VALIDATOR_ADD, KIND_VALIDATOR_REMOVE
 from medledger.chain.lightclient import TrustedHead, verify_genesis, verify_next_block
 from medledger.chain.limits import BLOCK_BYTES_MAX
 from medledger.chain.txbuilder import sign_tx
-from medledger.chain.types import Block, Commit, Genesis, Validator, ValidatorSet
+from medledger.chain.types import Block, Commit, Validator, ValidatorSet, decode_genesis
 from medledger.crypto import Identity
 
 pytestmark = pytest.mark.slow
@@ -50,8 +50,8 @@ def signers(api: ApiClient, height: int) -> set[str]:
 
 def follow_as_light_client(api: ApiClient) -> TrustedHead:
     """A light client's view (ADR 0008): every certificate from genesis, set changes followed."""
-    genesis = decode(
-        Genesis, base64.b64decode(api.get_json("/v1/proofs/genesis")["genesis"]), max_bytes=1 << 24
+    genesis = decode_genesis(
+        base64.b64decode(api.get_json("/v1/proofs/genesis")["genesis"]), max_bytes=1 << 24
     )
     head = verify_genesis(genesis, genesis.hash())
     while True:

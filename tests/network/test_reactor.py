@@ -29,9 +29,11 @@ from medledger.chain.mempool import Mempool
 from medledger.chain.store import BlockStore
 from medledger.chain.txbuilder import sign_commit, sign_tx
 from medledger.chain.types import (
+    BLOCK_BYTES_CAP_MIN,
     NO_ROUND,
     Block,
     Commit,
+    ConsensusParams,
     Genesis,
     Proposal,
     Tx,
@@ -366,3 +368,24 @@ async def test_trust_12_evidence_another_proposer_recorded_is_not_filed_again() 
     follower.evidence_pool.add(evidence)  # it saw the votes too, late
     assert follower.get_block_to_propose(2, 0).txs == ()  # on the ledger already: not filed
     assert len(follower.evidence_pool) == 0
+
+
+async def test_the_builder_fills_a_block_up_to_the_genesis_caps_never_past_them() -> None:
+    identity = Identity.generate()
+    public = identity.public
+    validators = ValidatorSet.of([Validator("v", public.sign_key, public.enc_key)])
+    caps = ConsensusParams(block_txs_max=3, block_bytes_max=BLOCK_BYTES_CAP_MIN, leader_window=12)
+    genesis = Genesis(CHAIN, 0, validators, b"", caps)
+    reactor = make_reactor(make_store(identity, genesis), identity, genesis)
+    assert (reactor.max_block_txs, reactor.max_block_bytes) == (3, BLOCK_BYTES_CAP_MIN)
+    now = time.time_ns() // 1_000_000
+    for i in range(5):
+        _, raw, _ = sign_tx(
+            identity, chain_id=CHAIN, kind="kv.set", body=encode_set_body(b"k%d" % i, b"v"), nonce=i
+        )
+        reactor.mempool.add(check_tx(raw, chain_id=CHAIN, now_ms=now))
+    block = reactor.get_block_to_propose(1, 0)
+    assert len(block.txs) == 3
+    reactor.executor.validate_proposal(block)  # within the caps the executor holds it to
+    old = Genesis(CHAIN, 0, validators, b"")
+    assert make_reactor(make_store(identity, old), identity, old).max_block_txs == 100  # the config's

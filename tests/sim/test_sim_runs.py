@@ -6,7 +6,9 @@ Every run checks the safety invariants at each event (a violation raises `Invari
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from typing import Any
 
 import pytest
 import sim_support
@@ -17,17 +19,21 @@ from medledger.chain import layout
 from medledger.chain.codec import encode
 from medledger.chain.consensus import SynchronyParams
 from medledger.chain.governance import KIND_EVIDENCE, KIND_EVIDENCE_PROPOSAL
+from medledger.chain.leader import compute_window, is_probe_height
 from medledger.chain.store import BlockStore, ConsensusLock, LastSigned
+from medledger.chain.types import ConsensusParams
 from medledger.network.sim import (
     Fault,
     FaultKind,
     InvariantViolation,
     SimConfig,
+    SimResult,
     TimeSkew,
     check_simulation,
     generate_fault_plan,
     run_simulation,
 )
+from medledger.network.simreport import TimelineKind
 
 
 def test_the_replay_line_rebuilds_the_config() -> None:
@@ -209,3 +215,45 @@ def test_trust_12_twins_equivocations_reach_the_ledger_once() -> None:
         kinds.update(result.evidence_kinds)
     assert kinds == {KIND_EVIDENCE, KIND_EVIDENCE_PROPOSAL}  # duplicate votes and conflicting proposals
     assert recorded <= detected  # each node reports what it saw; the ledger keeps each offence once
+
+
+def _commits_of(result: SimResult, node: int) -> list[tuple[int, int]]:
+    """(height, round) of each commit `node` made, in order."""
+    return [
+        (e.height, e.round)
+        for e in result.timeline.events
+        if e.kind is TimelineKind.COMMIT and e.node == node
+    ]
+
+
+def test_leader_skipping_stops_waiting_out_a_down_validators_propose_timeout() -> None:
+    # Validator 2 is down from the start and never returns (docs/adr/0023). Plain round-robin
+    # (a version-1 genesis) waits out its propose timeout at every fourth height, forever; with
+    # leader skipping (a version-2 genesis), once it has been absent from the window its slot goes
+    # to its successor at round 0, and only the probe cycles still wait on it.
+    down = (Fault(FaultKind.CRASH, 0, 10**9, (2,)),)
+    params = ConsensusParams(block_txs_max=16, block_bytes_max=1 << 20, leader_window=8)
+    common: dict[str, Any] = {"faults": down, "expect_liveness": False, "stop_ms": 30_000}
+    plain = run_simulation(sim_config(4, seed=3, **common))
+    skipping = run_simulation(sim_config(4, seed=3, consensus_params=params, **common))
+    window = compute_window(4, params.leader_window)
+    for result in (plain, skipping):
+        assert not result.violations
+        assert len({result.heights[i] for i in (0, 1, 3)}) <= 2  # the three up agree (±1 in flight)
+    late_plain = [r for h, r in _commits_of(plain, 0) if h > window]
+    late_skipping = [(h, r) for h, r in _commits_of(skipping, 0) if h > window]
+    assert sum(1 for r in late_plain if r > 0) >= len(late_plain) // 5  # every fourth height
+    waited = [h for h, r in late_skipping if r > 0]
+    assert all(is_probe_height(h, 4, window) for h in waited), waited  # only probes wait
+    assert len(waited) * 10 < len(late_skipping)
+    assert min(skipping.heights[i] for i in (0, 1, 3)) > 1.3 * max(plain.heights[i] for i in (0, 1, 3))
+
+
+def test_leader_skipping_keeps_safety_and_liveness_through_crashes_and_returns() -> None:
+    params = ConsensusParams(block_txs_max=16, block_bytes_max=1 << 20, leader_window=8)
+    faults = (Fault(FaultKind.CRASH, 200, 6_000, (1,)), Fault(FaultKind.CRASH, 7_000, 9_000, (3,)))
+    result = check_simulation(sim_config(4, seed=11, faults=faults, consensus_params=params))
+    assert result.live
+    assert len(set(result.heights.values())) == 1
+    for seed in range(3):
+        check_simulation(dataclasses.replace(random_config(7000 + seed, n=4), consensus_params=params))

@@ -9,6 +9,9 @@ asserts that block sync, restarts, crashes in the middle of a write, rebuilt sto
 restored from a wrong backup (and the halts they cause), checked block requests (some sent while
 a run of blocks was applied) and dropped hostile peers really happened across it.
 
+A second, smaller sweep (a tenth of the runs) replays the same kind of runs under a version-2
+genesis with leader skipping (docs/adr/0023).
+
 `MEDLEDGER_SIM_SEEDS` (default 1500) sets the number of runs, `MEDLEDGER_SIM_SEED_BASE` the first
 seed and `MEDLEDGER_SIM_JOBS` the worker processes (default: up to 2). A failure prints each
 failing run's replay line.
@@ -22,6 +25,7 @@ import random
 import pytest
 from sim_support import SIM_JOBS, SIM_SEED_BASE, SIM_SEEDS, random_config, with_skewed_proposers
 
+from medledger.chain.types import ConsensusParams
 from medledger.network.sim import SimConfig, TimeSkew, draw_hostile, run_sweep
 
 SIZES = (1, 4, 4, 7)
@@ -81,3 +85,24 @@ def test_seed_sweep_keeps_safety_and_liveness() -> None:
     assert sum(s.block_requests for s in stats) > 0
     assert SIM_SEEDS < 200 or sum(s.block_requests_while_applying for s in stats) > 0
     assert sum(1 for s in stats if s.synced_blocks >= 5) >= SIM_SEEDS // 50  # nodes far behind
+
+
+#: Leader skipping from the first heights on (window 2n) in the v2 sweep.
+SKIPPING = ConsensusParams(block_txs_max=16, block_bytes_max=1 << 20, leader_window=1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(max(600, SIM_SEEDS // 2))
+def test_seed_sweep_with_leader_skipping_keeps_safety_and_liveness() -> None:
+    # The same runs under a version-2 genesis (docs/adr/0023), each going on for more heights
+    # after GST, so that validators crashed or cut off are skipped, probed and taken back.
+    count = max(1, SIM_SEEDS // 10)
+    configs = [
+        dataclasses.replace(c, consensus_params=SKIPPING, heights_after_gst=4 * c.n)
+        for c in make_sweep(count, SIM_SEED_BASE + 100_000)
+    ]
+    outcomes = run_sweep(configs, jobs=SIM_JOBS)
+    failures = [o.failure for o in outcomes if o.failure is not None]
+    assert not failures, f"{len(failures)} of {len(outcomes)} runs failed:\n\n" + "\n\n".join(failures[:3])
+    assert all(o.live for o in outcomes)
+    assert sum(o.stats.restarts for o in outcomes) > 0

@@ -21,6 +21,7 @@ from medledger.chain.codec import encode
 from medledger.chain.lightclient import CertifiedBlock
 from medledger.chain.txbuilder import sign_commit
 from medledger.chain.types import Block, Genesis, Header, Validator, ValidatorSet, compute_tx_id
+from medledger.chain.types import encode_genesis as encode_chain_genesis
 from medledger.chain.validation import compute_tx_root
 from medledger.crypto import Identity, digest
 from medledger.health import client
@@ -244,7 +245,7 @@ def _chain() -> tuple[dict[str, Any], dict[str, str]]:
         facts.append(fact)
         expected[name] = what
     data = {
-        "genesis": encode(genesis).hex(),
+        "genesis": encode_chain_genesis(genesis).hex(),
         "genesis_hash": genesis.hash().hex(),
         "blocks": blocks,
         "facts": facts,

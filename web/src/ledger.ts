@@ -20,7 +20,14 @@ import { equalBytes, toHex } from "./bytes.js";
 import { encode } from "./codec.js";
 import { decodeChecked } from "./checks.js";
 import { RESEARCH_KINDS } from "./research.js";
-import { LightClientError, type TrustedHead, verifyGenesis, verifyNextBlock } from "./lightclient.js";
+import {
+  decodeGenesis,
+  type Genesis,
+  LightClientError,
+  type TrustedHead,
+  verifyGenesis,
+  verifyNextBlock,
+} from "./lightclient.js";
 import {
   AcceptAmendmentBodySchema,
   AddDocumentBodySchema,
@@ -32,8 +39,6 @@ import {
   type Commit,
   CommitSchema,
   DenyBodySchema,
-  type Genesis,
-  GenesisSchema,
   GrantBodySchema,
   type GrantState,
   type GrantTerms,
@@ -206,7 +211,7 @@ export class VerifiedLedger {
 
   /** From the genesis bytes a node served, believed only if they hash to the pinned hash. */
   static fromGenesis(encoded: Uint8Array, pinnedHash: Uint8Array): VerifiedLedger {
-    const genesis = decodeChecked(GenesisSchema, encoded, BLOCK_BYTES_MAX);
+    const genesis = decodeGenesis(encoded, BLOCK_BYTES_MAX);
     return new VerifiedLedger(genesis, verifyGenesis(genesis, pinnedHash));
   }
 

@@ -10,15 +10,18 @@
  */
 
 import { concatBytes, equalBytes, toHex } from "./bytes.js";
-import { encode, type Schema } from "./codec.js";
+import { decodeChecked } from "./checks.js";
+import { CodecError, decode, encode, type Schema } from "./codec.js";
 import { digest, verifySignature } from "./crypto.js";
 import { computeMerkleRoot, type MerkleProof, verifyMerkleProof } from "./merkle.js";
 import { computeTxId } from "./txs.js";
 import {
   type Block,
   type Commit,
-  type Genesis,
-  GenesisSchema,
+  type GenesisV1,
+  GenesisV1Schema,
+  type GenesisV2,
+  GenesisV2Schema,
   type Header,
   HeaderSchema,
   type ValidatorSet,
@@ -62,7 +65,25 @@ export interface TrustedHead {
 
 export const computeHeaderHash = (header: Header): Uint8Array => digest(encode(HeaderSchema, header));
 export const computeValidatorSetHash = (set: ValidatorSet): Uint8Array => digest(encode(ValidatorSetSchema, set));
-export const computeGenesisHash = (genesis: Genesis): Uint8Array => digest(encode(GenesisSchema, genesis));
+/** A genesis of either shape (chain/types.py `Genesis`): a version-2 one carries its consensus params. */
+export type Genesis = GenesisV1 | GenesisV2;
+
+/** `decode_genesis`: a `GenesisV2` when the bytes are one, else a `GenesisV1`, cross-field rules included. */
+export function decodeGenesis(data: Uint8Array, maxBytes: number): Genesis {
+  try {
+    decode(GenesisV2Schema, data, maxBytes);
+  } catch (e) {
+    if (!(e instanceof CodecError)) throw e;
+    return decodeChecked(GenesisV1Schema, data, maxBytes);
+  }
+  return decodeChecked(GenesisV2Schema, data, maxBytes);
+}
+
+/** `encode_genesis`: a genesis without params is the four-field `GenesisV1`, as before params existed. */
+export const encodeGenesis = (genesis: Genesis): Uint8Array =>
+  "params" in genesis ? encode(GenesisV2Schema, genesis) : encode(GenesisV1Schema, genesis);
+
+export const computeGenesisHash = (genesis: Genesis): Uint8Array => digest(encodeGenesis(genesis));
 
 /** ⌈2n/3⌉ distinct validators. */
 export const computeQuorum = (set: ValidatorSet): number => Math.ceil((2 * set.validators.length) / 3);

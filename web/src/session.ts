@@ -12,7 +12,7 @@ import { equalBytes, fromHex, toHex } from "./bytes.js";
 import { decodeChecked } from "./checks.js";
 import { DecryptionError, type Identity } from "./crypto.js";
 import { BLOCK_BYTES_MAX, type ChainTx, UnverifiedError, VerifiedLedger } from "./ledger.js";
-import { computeGenesisHash, LightClientError } from "./lightclient.js";
+import { computeGenesisHash, decodeGenesis, LightClientError } from "./lightclient.js";
 import { decodeManifest, openAttachment, verifyChunk } from "./attachments.js";
 import { computeRecordBinding, type OpenedRecord, openRecord, RecordVerificationError } from "./records.js";
 import { openReason, ReasonUnreadableError } from "./reasons.js";
@@ -30,7 +30,6 @@ import {
   type AuditEvent,
   AuditEventSchema,
   type BlobManifest,
-  GenesisSchema,
   type GrantState,
   GrantStateSchema,
   type InquiryState,
@@ -436,7 +435,7 @@ export async function openLedger(api: NodeApi, pin: Uint8Array | null): Promise<
   const encoded = fromBase64(reply["genesis"]);
   let served: Uint8Array;
   try {
-    served = computeGenesisHash(decodeChecked(GenesisSchema, encoded, BLOCK_BYTES_MAX));
+    served = computeGenesisHash(decodeGenesis(encoded, BLOCK_BYTES_MAX));
   } catch {
     throw new NodeNotBelievedError(`The node at ${location.origin} serves a genesis that is not canonical.`);
   }

@@ -236,18 +236,50 @@ export const ValidatorSetSchema: Schema<ValidatorSet> = schema<ValidatorSet>(
   },
 );
 
-export interface Genesis {
+export interface GenesisV1 {
   readonly app_state: Uint8Array;
   readonly chain_id: string;
   readonly genesis_time_ms: bigint;
   readonly validators: ValidatorSet;
 }
-export const GenesisSchema: Schema<Genesis> = schema<Genesis>(
-  "Genesis",
+export const GenesisV1Schema: Schema<GenesisV1> = schema<GenesisV1>(
+  "GenesisV1",
   {
     app_state: bytes(16777216, 0),
     chain_id: text(64, 1, null),
     genesis_time_ms: uint(18446744073709551615n, 0n),
+    validators: struct(ValidatorSetSchema),
+  },
+);
+
+export interface ConsensusParams {
+  readonly block_bytes_max: bigint;
+  readonly block_txs_max: bigint;
+  readonly leader_window: bigint;
+}
+export const ConsensusParamsSchema: Schema<ConsensusParams> = schema<ConsensusParams>(
+  "ConsensusParams",
+  {
+    block_bytes_max: uint(33488896n, 262144n),
+    block_txs_max: uint(20000n, 1n),
+    leader_window: uint(10000n, 0n),
+  },
+);
+
+export interface GenesisV2 {
+  readonly app_state: Uint8Array;
+  readonly chain_id: string;
+  readonly genesis_time_ms: bigint;
+  readonly params: ConsensusParams;
+  readonly validators: ValidatorSet;
+}
+export const GenesisV2Schema: Schema<GenesisV2> = schema<GenesisV2>(
+  "GenesisV2",
+  {
+    app_state: bytes(16777216, 0),
+    chain_id: text(64, 1, null),
+    genesis_time_ms: uint(18446744073709551615n, 0n),
+    params: struct(ConsensusParamsSchema),
     validators: struct(ValidatorSetSchema),
   },
 );

@@ -28,6 +28,12 @@ describe("the verified ledger", () => {
     assert.deepEqual([...ledger.institutions.values()].map((i) => i.name), ["Clinic"]);
   });
 
+  it("opens a version-2 genesis (consensus params) and reads its institutions", () => {
+    const ledger = VerifiedLedger.fromGenesis(fromHex(lc.genesis_v2), fromHex(lc.genesis_v2_hash));
+    assert.deepEqual([...ledger.institutions.values()].map((i) => i.name), ["Clinic"]);
+    assert.equal(toHex(ledger.head.genesisHash), lc.genesis_v2_hash);
+  });
+
   it("indexes every tx of the verified blocks, with its block and time", () => {
     const ledger = followed();
     assert.equal(ledger.head.height, BigInt(lc.blocks.length));

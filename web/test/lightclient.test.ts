@@ -6,7 +6,10 @@ import { CodecError, encode } from "../src/codec.js";
 import { CROSS_FIELD_CHECKS, decodeChecked } from "../src/checks.js";
 import { digest, loadSodium } from "../src/crypto.js";
 import {
+  computeGenesisHash,
   computeValidatorSetHash,
+  decodeGenesis,
+  encodeGenesis,
   LightClientError,
   type TrustedHead,
   verifyGenesis,
@@ -21,7 +24,8 @@ import {
   BlockSchema,
   type Commit,
   CommitSchema,
-  GenesisSchema,
+  GenesisV1Schema,
+  GenesisV2Schema,
   POST_INIT_TYPES,
   TX_BYTES_MAX,
   type ValidatorSet,
@@ -33,7 +37,7 @@ await loadSodium();
 const MAX = 32 * 1024 * 1024;
 const lc = vectors.light_client;
 
-const genesis = () => decodeChecked(GenesisSchema, fromHex(lc.genesis), MAX);
+const genesis = () => decodeChecked(GenesisV1Schema, fromHex(lc.genesis), MAX);
 const parts = (b: { block: string; commit: string; next_validators: string | null }) => ({
   block: decodeChecked(BlockSchema, fromHex(b.block), MAX) as Block,
   commit: decodeChecked(CommitSchema, fromHex(b.commit), TX_BYTES_MAX) as Commit,
@@ -106,7 +110,32 @@ describe("cross-field rules of nested structures", () => {
   it("refuses a genesis whose validator set is not sorted, as constructing it in Python does", () => {
     const g = genesis();
     const reversed = { ...g, validators: { validators: [...g.validators.validators].reverse() } };
-    const raw = encode(GenesisSchema, reversed); // the schema alone accepts it
-    assert.throws(() => decodeChecked(GenesisSchema, raw, MAX), /sorted/);
+    const raw = encode(GenesisV1Schema, reversed); // the schema alone accepts it
+    assert.throws(() => decodeChecked(GenesisV1Schema, raw, MAX), /sorted/);
+    assert.throws(() => decodeGenesis(raw, MAX), /sorted/);
+  });
+});
+
+describe("both genesis shapes (docs/adr/0023)", () => {
+  it("decodes a genesis without params as the four-field shape, and hashes it as before", () => {
+    const g = decodeGenesis(fromHex(lc.genesis), MAX);
+    assert.ok(!("params" in g));
+    assert.equal(toHex(computeGenesisHash(g)), lc.genesis_hash);
+    assert.equal(toHex(encodeGenesis(g)), lc.genesis);
+  });
+
+  it("decodes a version-2 genesis with its consensus params, and hashes it as Python does", () => {
+    const g = decodeGenesis(fromHex(lc.genesis_v2), MAX);
+    assert.ok("params" in g);
+    assert.equal(g.params.leader_window, 12n);
+    assert.equal(g.params.block_txs_max, 5000n);
+    assert.equal(toHex(computeGenesisHash(g)), lc.genesis_v2_hash);
+    assert.equal(toHex(encodeGenesis(g)), lc.genesis_v2);
+    verifyGenesis(g, fromHex(lc.genesis_v2_hash));
+  });
+
+  it("keeps the two shapes apart: neither schema reads the other's bytes", () => {
+    assert.throws(() => decodeChecked(GenesisV1Schema, fromHex(lc.genesis_v2), MAX), CodecError);
+    assert.throws(() => decodeChecked(GenesisV2Schema, fromHex(lc.genesis), MAX), CodecError);
   });
 });

@@ -74,6 +74,8 @@ export interface Vectors {
     genesis_hash: string;
     genesis_with_policy: string;
     genesis_with_policy_hash: string;
+    genesis_v2: string;
+    genesis_v2_hash: string;
     blocks: readonly { block: string; commit: string; next_validators: string | null }[];
     final_validators_hash: string;
     refusals: readonly { why: string; block: string; commit: string; next_validators: string | null; what: string }[];
