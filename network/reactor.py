@@ -92,6 +92,8 @@ log = logging.getLogger("medledger.consensus")
 INBOX_EVENTS_MAX: Final = 20_000
 #: Tx ids remembered as signature-checked outside the mempool (proposals that arrived first).
 VERIFIED_IDS_MAX: Final = 200_000
+#: Txs admitted within this long are gossiped in one frame (seconds; a small share of a height).
+GOSSIP_COALESCE_S: Final = 0.002
 #: Waits shorter than this count as elapsed (seconds; well below any block interval).
 WAKE_RESOLUTION_S: Final = 0.001
 #: A submitted batch this large is checked in a worker (signature checks), a smaller one inline.
@@ -184,6 +186,8 @@ class Reactor:
         self._last_commit_at = 0.0
         self._height_started_at = 0.0
         self._wake_handle: Timer | None = None
+        self._gossip_pending: list[bytes] = []
+        self._gossip_handle: Timer | None = None
         self._tick_handle: Timer | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_commit_time_ms = store.last_block_time_ms
@@ -210,6 +214,9 @@ class Reactor:
 
     async def stop(self) -> None:
         self.syncer.close()
+        if self._gossip_handle is not None:
+            self._gossip_handle.cancel()
+            self._gossip_handle = None
         if self._wake_handle is not None:
             self._wake_handle.cancel()
         if self._tick_handle is not None:
@@ -639,10 +646,25 @@ class Reactor:
             self.notify_txs()
 
     def gossip_txs(self, raws: list[bytes]) -> None:
-        """Send newly admitted txs to every peer, in batches."""
+        """Send newly admitted txs to every peer, coalesced: what is admitted within
+        `GOSSIP_COALESCE_S` goes in one frame (a full frame at once), so that many small
+        submissions cost each peer one decode and one check of a batch, not one per submission."""
+        if self.network is None or not raws:
+            return
+        self._gossip_pending.extend(raws)
+        if len(self._gossip_pending) >= GOSSIP_TXS_MAX:
+            self._flush_gossip()
+        elif self._gossip_handle is None:
+            self._gossip_handle = self.clock.call_later(GOSSIP_COALESCE_S, self._flush_gossip)
+
+    def _flush_gossip(self) -> None:
+        if self._gossip_handle is not None:
+            self._gossip_handle.cancel()
+            self._gossip_handle = None
+        pending, self._gossip_pending = self._gossip_pending, []
         if self.network is None:
             return
-        for start in range(0, len(raws), GOSSIP_TXS_MAX):
+        for start in range(0, len(pending), GOSSIP_TXS_MAX):
             self.network.broadcast(
-                FrameKind.TXS, encode(TxBatch(tuple(raws[start : start + GOSSIP_TXS_MAX])))
+                FrameKind.TXS, encode(TxBatch(tuple(pending[start : start + GOSSIP_TXS_MAX])))
             )

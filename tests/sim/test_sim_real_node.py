@@ -28,7 +28,7 @@ from medledger.node.cli import main
 LONG_CRASH = Fault(FaultKind.CRASH, 300, 3_000, (1,))
 #: Seeds whose restarted node asks the hostile peer first (block sync asks whoever answers first;
 #: they depend on timing, e.g. what offloaded work costs in virtual time).
-HOSTILE_SEEDS = (3, 5)
+HOSTILE_SEEDS = (3, 5, 7)
 #: Hostile peers that serve blocks or frames an honest node must refuse, dropping the peer.
 REFUSED_KINDS = (
     HostileKind.TAMPER_TX_ROOT,
@@ -86,7 +86,9 @@ def test_invalid_blocks_and_frames_from_a_hostile_peer_get_it_dropped(kind: Host
 
 @pytest.mark.parametrize("kind", [HostileKind.LIE_HEIGHT, HostileKind.WITHHOLD], ids=lambda k: k.value)
 def test_a_peer_that_lies_about_its_height_or_withholds_does_not_stop_the_chain(kind: HostileKind) -> None:
-    result = check_simulation(sim_config(4, 1, faults=(LONG_CRASH,), hostile=(kind, kind)))
+    # A seed whose crashed node catches up by block sync (with gossip coalesced, seed 1's is pushed
+    # the blocks by consensus instead, which proves nothing about sync).
+    result = check_simulation(sim_config(4, 0, faults=(LONG_CRASH,), hostile=(kind, kind)))
     assert result.live
     assert result.stats.synced_blocks >= 5
 
