@@ -81,7 +81,7 @@ from bench_node import measure_verify_per_s, percentile, presign, run_load
 from medledger.chain.types import compute_tx_id
 from medledger.crypto import Identity
 from medledger.node.process import NodeProcess
-from medledger.node.testnet import create_testnet
+from medledger.node.testnet import TestnetNode, create_testnet
 
 PASSPHRASE = "bench-passphrase"
 
@@ -169,6 +169,18 @@ async def run_open_loop(urls: list[str], raws: list[bytes], offered: float, batc
     )
 
 
+def create_bench_testnet(out: Path, validators: int, block_interval_ms: int) -> list[TestnetNode]:
+    """A fresh key-value testnet's homes (cheap key derivation: a benchmark's, never a real one)."""
+    return create_testnet(
+        out,
+        validators=validators,
+        block_interval_ms=block_interval_ms,
+        passphrase=PASSPHRASE.encode(),
+        key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
+        key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
+    )
+
+
 def cpu_seconds(procs: list[NodeProcess]) -> float:
     """User + system CPU the node processes have used so far (their threads included), in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -234,14 +246,7 @@ def main() -> int:
     verify_per_s = measure_verify_per_s()
     print(f"raw ed25519 verify: {verify_per_s:,.0f}/s on one core")
     with tempfile.TemporaryDirectory(prefix="medledger-bench-cluster-") as tmp:
-        nodes = create_testnet(
-            Path(tmp) / "net",
-            validators=args.validators,
-            block_interval_ms=args.block_interval_ms,
-            passphrase=PASSPHRASE.encode(),
-            key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
-            key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
-        )
+        nodes = create_bench_testnet(Path(tmp) / "net", args.validators, args.block_interval_ms)
         total = args.txs
         if args.offered is not None:
             total = int(args.offered * args.seconds)

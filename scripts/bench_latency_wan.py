@@ -26,14 +26,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import nacl.pwhash
-from bench_cluster import run_open_loop
+from bench_cluster import PASSPHRASE, create_bench_testnet, run_open_loop
 from bench_node import percentile, presign
 from netlab import NamespacedCluster
 
-from medledger.node.testnet import create_testnet
-
-PASSPHRASE = "bench-passphrase"
 #: Txs finalized before the measured run (one per validator, twice), once every link is up.
 WARM_UP_TXS = 8
 
@@ -60,14 +56,7 @@ def main() -> int:
     )
     total = int(args.offered * args.seconds)
     with tempfile.TemporaryDirectory(prefix="medledger-bench-wan-") as tmp:
-        nodes = create_testnet(
-            Path(tmp) / "net",
-            validators=args.validators,
-            block_interval_ms=args.block_interval_ms,
-            passphrase=PASSPHRASE.encode(),
-            key_opslimit=nacl.pwhash.argon2id.OPSLIMIT_MIN,
-            key_memlimit=nacl.pwhash.argon2id.MEMLIMIT_MIN,
-        )
+        nodes = create_bench_testnet(Path(tmp) / "net", args.validators, args.block_interval_ms)
         print(f"signing {total:,} txs of ~1 KB ...", flush=True)
         signed = presign(total + WARM_UP_TXS, "medledger-testnet", senders=64)
         warm_up, raws = signed[:WARM_UP_TXS], signed[WARM_UP_TXS:]
