@@ -37,6 +37,17 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
+def parse_hex32(value: str, message: str) -> bytes:
+    """32 bytes given as 64 hex characters (a key, a study or change id); else fail with `message`."""
+    try:
+        parsed = bytes.fromhex(value)
+    except ValueError:
+        parsed = b""
+    if len(parsed) != 32:
+        fail(message)
+    return parsed
+
+
 def read_secret(
     passphrase_file: Path | None, *, env: str, prompt: str, confirm: bool, missing: str | None = None
 ) -> bytes:

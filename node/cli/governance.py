@@ -34,6 +34,7 @@ from medledger.node.cli._common import (
     fail,
     home_option,
     json_option,
+    parse_hex32,
     passphrase_file_option,
     reports_errors,
 )
@@ -248,13 +249,7 @@ def _status_command(name: str, kind: str, what: str) -> None:
 
 
 def _parse_key(value: str) -> bytes:
-    try:
-        key = bytes.fromhex(value)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        fail("SIGN_KEY must be an institution's signing key: 64 hex characters")
-    return key
+    return parse_hex32(value, "SIGN_KEY must be an institution's signing key: 64 hex characters")
 
 
 _status_command("suspend", KIND_INSTITUTION_SUSPEND, "suspending")

@@ -38,6 +38,7 @@ from medledger.node.cli._common import (
     json_option,
     overwrite_key_option,
     parse_date_ms,
+    parse_hex32,
     passphrase_file_option,
     read_secret,
     reports_errors,
@@ -621,10 +622,4 @@ def patient_leave_study(ctx: click.Context, study_id: str) -> None:
 
 
 def _study_id(value: str) -> bytes:
-    try:
-        study_id = bytes.fromhex(value)
-    except ValueError:
-        study_id = b""
-    if len(study_id) != 32:
-        fail("a study id is 64 hex characters")
-    return study_id
+    return parse_hex32(value, "a study id is 64 hex characters")
