@@ -46,7 +46,7 @@ class OverloadedError(MempoolFullError):
 class AdmissionGate:
     """Decides, before a submission is checked, whether the mempool may take it now."""
 
-    __slots__ = ("_capacity", "_clock", "_commits", "_fixed", "_minimum", "_target_s")
+    __slots__ = ("_capacity", "_clock", "_commits", "_committed", "_fixed", "_minimum", "_target_s")
 
     def __init__(
         self,
@@ -66,15 +66,18 @@ class AdmissionGate:
         self._fixed = min(high_water_txs, capacity_txs)
         #: (monotonic time, txs committed) of each block in the window.
         self._commits: collections.deque[tuple[float, int]] = collections.deque()
+        #: The txs of every block in the window (kept as blocks come and go: checked per submission).
+        self._committed = 0
 
     def observe_commit(self, txs: int) -> None:
         now = self._clock()
         self._commits.append((now, txs))
+        self._committed += txs
         self._forget(now)
 
     def _forget(self, now: float) -> None:
         while self._commits and self._commits[0][0] < now - RATE_WINDOW_S:
-            self._commits.popleft()
+            self._committed -= self._commits.popleft()[1]
 
     @property
     def finalized_rate(self) -> float:
@@ -86,7 +89,7 @@ class AdmissionGate:
             return 0.0
         span = now - self._commits[0][0]
         # The first block of the window only marks its start: its txs were finalized before it.
-        return sum(n for _, n in list(self._commits)[1:]) / span if span > 0 else 0.0
+        return (self._committed - self._commits[0][1]) / span if span > 0 else 0.0
 
     @property
     def high_water_txs(self) -> int:
